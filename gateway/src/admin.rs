@@ -1,0 +1,62 @@
+//! The admin listener: `/healthz` (the process is up), `/readyz` (a snapshot is live) and
+//! `/metrics` (Prometheus). Kept off the API listeners so no API can shadow it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{Method, Response, StatusCode, header};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::Gateway;
+use crate::body::Body;
+
+/// Serve admin requests until `shutdown` turns true.
+pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let response = answer(&gateway, request.method(), request.uri().path());
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+fn answer(gateway: &Gateway, method: &Method, path: &str) -> Response<Body> {
+    if method != Method::GET && method != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+    }
+    match path {
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" => match gateway.snapshot() {
+            Some(snapshot) => text(StatusCode::OK, format!("ready {}\n", snapshot.version)),
+            None => text(StatusCode::SERVICE_UNAVAILABLE, "no configuration applied yet\n".into()),
+        },
+        "/metrics" => {
+            let mut response = text(StatusCode::OK, gateway.metrics.render());
+            response.headers_mut().insert(header::CONTENT_TYPE, "text/plain; version=0.0.4".parse().expect("static"));
+            response
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(Body::bytes(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, "text/plain; charset=utf-8".parse().expect("static"));
+    response
+}

@@ -1,0 +1,574 @@
+//! The declarative gateway configuration: what a `portico.yaml` file says, and what the
+//! control plane sends a gateway. Both planes share these types; `snapshot` turns one into
+//! a running snapshot.
+
+mod units;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use units::{ByteSize, Duration};
+
+/// Version of the configuration format; bumped on a breaking change.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A whole gateway configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Format version; `1` when omitted.
+    #[serde(default = "format_version")]
+    pub version: u32,
+    /// Where the gateway accepts API traffic.
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// Request limits applied before routing.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Policy modules besides the built-in ones, by the name attachments use.
+    #[serde(default)]
+    pub modules: BTreeMap<String, ModuleSource>,
+    /// Policies run for every API, before the API's own.
+    #[serde(default)]
+    pub global_policies: Vec<Attachment>,
+    /// The APIs this gateway serves.
+    #[serde(default)]
+    pub apis: Vec<ApiConfig>,
+    /// Applications (or people) that call with API keys.
+    #[serde(default)]
+    pub consumers: Vec<Consumer>,
+    /// Issuers whose JWT access tokens are accepted.
+    #[serde(default)]
+    pub jwt_issuers: Vec<JwtIssuer>,
+}
+
+fn format_version() -> u32 {
+    FORMAT_VERSION
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `host:port`; port 0 picks a free port (it is logged).
+    pub address: String,
+    /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN); plain HTTP/1.1 and h2c when absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// Certificates of a TLS listener; with several, the one matching SNI is chosen and the
+/// first is the default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chains with their private keys.
+    pub certificates: Vec<CertificateConfig>,
+}
+
+/// One certificate chain and its key, as PEM files.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Host names (SNI) this certificate is chosen for; the first certificate is also
+    /// the default for any other name.
+    #[serde(default)]
+    pub server_names: Vec<String>,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `host:port`; keep it on a private address.
+    pub address: String,
+}
+
+/// Limits that protect the gateway and the upstreams from oversized or slow requests.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request head (request line and headers); larger gets 431.
+    pub max_header_bytes: ByteSize,
+    /// Most request headers; more gets 431.
+    pub max_headers: usize,
+    /// Largest request or response body a policy may buffer, and largest request body
+    /// accepted; larger gets 413.
+    pub max_body_bytes: ByteSize,
+    /// Time allowed to receive a request head; slower connections are closed.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: ByteSize(32 * 1024),
+            max_headers: 100,
+            max_body_bytes: ByteSize(10 * 1024 * 1024),
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Where a policy module comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleSource {
+    /// Path of the `.wasm` component, relative to the configuration file.
+    pub path: PathBuf,
+    /// Expected sha256 of the file (hex); the module is refused when it differs.
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+/// A policy attached to the global chain, an API or an operation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    /// A built-in policy (`key-auth`, `throttle`, `headers`) or a name from `modules`.
+    pub policy: String,
+    /// The policy's configuration, handed to its `init` as JSON.
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+    /// What to do when the policy fails (trap, deadline, memory): `closed` answers 500,
+    /// `open` skips the policy.
+    #[serde(default)]
+    pub on_failure: FailureMode,
+    /// CPU time budget of one call.
+    #[serde(default = "default_policy_timeout")]
+    pub timeout: Duration,
+    /// Linear memory limit of one instance.
+    #[serde(default = "default_policy_memory")]
+    pub memory: ByteSize,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+fn default_policy_timeout() -> Duration {
+    Duration::from_millis(50)
+}
+
+fn default_policy_memory() -> ByteSize {
+    ByteSize(64 * 1024 * 1024)
+}
+
+/// Behaviour when a policy fails.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureMode {
+    /// Answer 500 (the default: a failing auth policy must never let a request through).
+    #[default]
+    Closed,
+    /// Skip the policy and go on.
+    Open,
+}
+
+/// One API: a context path on some hosts, its operations, its upstream and its policies.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Name, unique with `version`.
+    pub name: String,
+    /// Version label, e.g. `v1`.
+    #[serde(default = "default_version")]
+    pub version: String,
+    /// Path prefix, e.g. `/pets/v1`; stripped before forwarding.
+    pub context: String,
+    /// Host names (`api.example.com`, `*.example.com`); any host when empty.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Where requests go.
+    pub upstream: UpstreamConfig,
+    /// Policies for every operation of this API, after the global ones.
+    #[serde(default)]
+    pub policies: Vec<Attachment>,
+    /// The operations; a single `ANY /*` operation when empty.
+    #[serde(default)]
+    pub operations: Vec<OperationConfig>,
+}
+
+fn default_version() -> String {
+    "v1".to_owned()
+}
+
+/// One operation of an API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OperationConfig {
+    /// HTTP method, or `ANY`.
+    #[serde(default = "any_method")]
+    pub method: String,
+    /// Path template below the context: `/pets`, `/pets/{id}`, `/files/*`.
+    pub path: String,
+    /// Policies for this operation, after the API's.
+    #[serde(default)]
+    pub policies: Vec<Attachment>,
+}
+
+fn any_method() -> String {
+    "ANY".to_owned()
+}
+
+/// The upstream service of an API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Base URLs (`http://host:port/base`), used round robin; a connect failure tries the
+    /// next one.
+    pub endpoints: Vec<String>,
+    /// Time allowed to connect.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Time allowed for the response head after the request was sent.
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// An application (or person) holding API keys.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Consumer {
+    /// Unique name; the application's name when `application` is absent.
+    pub name: String,
+    /// The application the keys belong to.
+    #[serde(default)]
+    pub application: Option<String>,
+    /// Throttling tier.
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// End user, if the keys act for one.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Scopes granted to these keys.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// API keys in plain text (file mode).
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    /// API keys as hex sha256 digests (what the control plane sends).
+    #[serde(default)]
+    pub api_key_hashes: Vec<String>,
+}
+
+/// An issuer of JWT access tokens and the keys its tokens are verified with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtIssuer {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Accepted `aud` values; a token must name at least one.
+    pub audiences: Vec<String>,
+    /// Allowed algorithms (`RS256`, `RS384`, `RS512`, `PS256`, `ES256`, `ES384`, `EdDSA`);
+    /// HMAC and `none` are never accepted.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Verification keys as PEM public keys.
+    #[serde(default)]
+    pub keys: Vec<JwtKey>,
+    /// Verification keys as a JWKS document (inline JSON).
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    /// Verification keys as a JWKS file, relative to the configuration file.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// Which claims carry the identity.
+    #[serde(default)]
+    pub claims: ClaimMapping,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(default = "default_leeway")]
+    pub leeway: Duration,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".to_owned(), "ES256".to_owned()]
+}
+
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// One PEM verification key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKey {
+    /// Key id; when set, only tokens with this `kid` use this key.
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// The public key in PEM (SubjectPublicKeyInfo).
+    #[serde(default)]
+    pub pem: Option<String>,
+    /// A file with the PEM public key, relative to the configuration file.
+    #[serde(default)]
+    pub pem_file: Option<PathBuf>,
+}
+
+/// Names of the claims that carry the caller's identity.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClaimMapping {
+    /// Application (OAuth2 client); `azp`, then `client_id` when absent.
+    pub application: String,
+    /// Subscription.
+    pub subscription: String,
+    /// Throttling tier.
+    pub tier: String,
+    /// End user.
+    pub user: String,
+    /// Scopes: a space-separated string or an array.
+    pub scopes: String,
+}
+
+impl Default for ClaimMapping {
+    fn default() -> Self {
+        Self {
+            application: "azp".to_owned(),
+            subscription: "subscription".to_owned(),
+            tier: "tier".to_owned(),
+            user: "sub".to_owned(),
+            scopes: "scope".to_owned(),
+        }
+    }
+}
+
+/// One thing wrong with a configuration, located by its path in the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path into the document, e.g. `apis[1].upstream.endpoints[0]`.
+    pub path: String,
+    /// What is wrong, in words.
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+/// A configuration that cannot be used, with every problem found.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file, when the configuration came from one.
+    pub file: Option<PathBuf>,
+    /// Every problem, in document order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.file.as_deref().map(Path::display);
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match &file {
+                Some(file) => write!(f, "{file}: {problem}")?,
+                None => write!(f, "{problem}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn single(file: &Path, path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            file: Some(file.to_owned()),
+            problems: vec![Problem { path: path.into(), reason: reason.into() }],
+        }
+    }
+}
+
+/// A configuration read from a file, with the folder its relative paths start from.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    /// The configuration.
+    pub config: GatewayConfig,
+    /// The folder of the file.
+    pub base_dir: PathBuf,
+    /// The file.
+    pub file: PathBuf,
+}
+
+impl LoadedConfig {
+    /// Resolve a path from the configuration against the file's folder.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.base_dir.join(path)
+    }
+}
+
+/// Read and parse a YAML (or JSON) configuration file, then check it.
+pub fn load(file: &Path) -> Result<LoadedConfig, ConfigError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| ConfigError::single(file, "(file)", format!("cannot read: {e}")))?;
+    let config = parse(&text).map_err(|problem| ConfigError {
+        file: Some(file.to_owned()),
+        problems: vec![problem],
+    })?;
+    let problems = validate(&config);
+    if !problems.is_empty() {
+        return Err(ConfigError { file: Some(file.to_owned()), problems });
+    }
+    let base_dir = file.parent().map(Path::to_owned).unwrap_or_default();
+    Ok(LoadedConfig { config, base_dir, file: file.to_owned() })
+}
+
+/// Parse YAML text; the problem names the path where parsing stopped.
+pub fn parse(text: &str) -> Result<GatewayConfig, Problem> {
+    let deserializer = serde_norway::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        Problem {
+            path: if path == "." { "(document)".to_owned() } else { path },
+            reason: inner.to_string(),
+        }
+    })
+}
+
+/// Every semantic problem of a parsed configuration (empty when it is usable). Policy
+/// configurations are checked later, by each policy's `init`.
+pub fn validate(config: &GatewayConfig) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut problem = |path: String, reason: String| problems.push(Problem { path, reason });
+
+    if config.version != FORMAT_VERSION {
+        problem("version".into(), format!("unsupported version {}, expected {FORMAT_VERSION}", config.version));
+    }
+    for (i, listener) in config.listeners.iter().enumerate() {
+        if listener.address.parse::<std::net::SocketAddr>().is_err() {
+            problem(format!("listeners[{i}].address"), format!("`{}` is not an ip:port address", listener.address));
+        }
+        if let Some(tls) = &listener.tls
+            && tls.certificates.is_empty()
+        {
+            problem(format!("listeners[{i}].tls.certificates"), "at least one certificate is needed".into());
+        }
+    }
+    if let Some(admin) = &config.admin
+        && admin.address.parse::<std::net::SocketAddr>().is_err()
+    {
+        problem("admin.address".into(), format!("`{}` is not an ip:port address", admin.address));
+    }
+    if config.limits.max_headers == 0 {
+        problem("limits.max_headers".into(), "must be at least 1".into());
+    }
+    for (name, module) in &config.modules {
+        if crate::policy::builtin::find(name).is_some() {
+            problem(format!("modules.{name}"), "this name is a built-in policy; choose another".into());
+        }
+        if let Some(digest) = &module.sha256
+            && (digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            problem(format!("modules.{name}.sha256"), "must be 64 hex digits".into());
+        }
+    }
+    let check_attachments = |path: String, attachments: &[Attachment], problem: &mut dyn FnMut(String, String)| {
+        for (i, attachment) in attachments.iter().enumerate() {
+            let known = crate::policy::builtin::find(&attachment.policy).is_some()
+                || config.modules.contains_key(&attachment.policy);
+            if !known {
+                problem(
+                    format!("{path}[{i}].policy"),
+                    format!("unknown policy `{}` (not built in, not in `modules`)", attachment.policy),
+                );
+            }
+            if attachment.timeout.is_zero() {
+                problem(format!("{path}[{i}].timeout"), "must be more than zero".into());
+            }
+            if attachment.memory.0 < 1024 * 1024 {
+                problem(format!("{path}[{i}].memory"), "must be at least 1MiB".into());
+            }
+        }
+    };
+    check_attachments("global_policies".into(), &config.global_policies, &mut problem);
+
+    let mut seen_apis = std::collections::HashSet::new();
+    for (i, api) in config.apis.iter().enumerate() {
+        let at = format!("apis[{i}]");
+        if api.name.trim().is_empty() {
+            problem(format!("{at}.name"), "must not be empty".into());
+        }
+        if !seen_apis.insert((api.name.as_str(), api.version.as_str())) {
+            problem(format!("{at}.name"), format!("API `{}` version `{}` is defined twice", api.name, api.version));
+        }
+        if !api.context.starts_with('/') {
+            problem(format!("{at}.context"), format!("`{}` must start with `/`", api.context));
+        } else if crate::router::normalize_path(&api.context).map(|p| p != api.context.trim_end_matches('/') && api.context != "/").unwrap_or(true) {
+            problem(format!("{at}.context"), format!("`{}` is not a normalised path", api.context));
+        }
+        if api.upstream.endpoints.is_empty() {
+            problem(format!("{at}.upstream.endpoints"), "at least one endpoint is needed".into());
+        }
+        for (j, endpoint) in api.upstream.endpoints.iter().enumerate() {
+            if let Err(reason) = crate::upstream::parse_endpoint(endpoint) {
+                problem(format!("{at}.upstream.endpoints[{j}]"), reason);
+            }
+        }
+        check_attachments(format!("{at}.policies"), &api.policies, &mut problem);
+        for (j, operation) in api.operations.iter().enumerate() {
+            let op_at = format!("{at}.operations[{j}]");
+            if operation.method != "ANY" && http::Method::from_bytes(operation.method.as_bytes()).is_err() {
+                problem(format!("{op_at}.method"), format!("`{}` is not an HTTP method", operation.method));
+            }
+            if !operation.path.starts_with('/') {
+                problem(format!("{op_at}.path"), format!("`{}` must start with `/`", operation.path));
+            }
+            check_attachments(format!("{op_at}.policies"), &operation.policies, &mut problem);
+        }
+    }
+    let mut seen_consumers = std::collections::HashSet::new();
+    for (i, consumer) in config.consumers.iter().enumerate() {
+        if !seen_consumers.insert(consumer.name.as_str()) {
+            problem(format!("consumers[{i}].name"), format!("consumer `{}` is defined twice", consumer.name));
+        }
+        for (j, key) in consumer.api_keys.iter().enumerate() {
+            if key.len() < 8 {
+                problem(format!("consumers[{i}].api_keys[{j}]"), "an API key must have at least 8 characters".into());
+            }
+        }
+        for (j, hash) in consumer.api_key_hashes.iter().enumerate() {
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                problem(format!("consumers[{i}].api_key_hashes[{j}]"), "must be 64 hex digits (sha256)".into());
+            }
+        }
+    }
+    for (i, issuer) in config.jwt_issuers.iter().enumerate() {
+        let at = format!("jwt_issuers[{i}]");
+        if issuer.audiences.is_empty() {
+            problem(format!("{at}.audiences"), "at least one audience is needed".into());
+        }
+        if issuer.algorithms.is_empty() {
+            problem(format!("{at}.algorithms"), "at least one algorithm is needed".into());
+        }
+        if issuer.keys.is_empty() && issuer.jwks.is_none() && issuer.jwks_file.is_none() {
+            problem(format!("{at}"), "no verification key: give `keys`, `jwks` or `jwks_file`".into());
+        }
+        for (j, key) in issuer.keys.iter().enumerate() {
+            if key.pem.is_some() == key.pem_file.is_some() {
+                problem(format!("{at}.keys[{j}]"), "give exactly one of `pem` and `pem_file`".into());
+            }
+        }
+    }
+    problems
+}

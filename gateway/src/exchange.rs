@@ -1,0 +1,106 @@
+//! The state of one request as it moves through the policy chain: the request head, the
+//! bodies once buffered, the response, the caller's identity and the attributes policies
+//! pass along. Policies see it through the host resources of the WIT contract.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::keys::Identity;
+
+/// Where a request was routed, shared by every request of the operation.
+#[derive(Debug)]
+pub struct RouteInfo {
+    /// The API's name.
+    pub api_name: String,
+    /// The API's version.
+    pub api_version: String,
+    /// The operation, as `METHOD /template`.
+    pub operation: String,
+}
+
+/// A body as the policies see it.
+#[derive(Debug, Default)]
+pub enum BodyState {
+    /// Not buffered: it streams from client to upstream (or back) untouched.
+    #[default]
+    Streaming,
+    /// Buffered in full (a policy of the chain asked for it).
+    Buffered(Bytes),
+    /// Larger than the configured limit.
+    TooLarge,
+}
+
+/// The response part of an exchange, present in the response phase.
+#[derive(Debug)]
+pub struct ResponseState {
+    /// Status and headers.
+    pub head: http::response::Parts,
+    /// The body, when buffered.
+    pub body: BodyState,
+    /// Whether a policy replaced the body (so `content-length` must be recomputed).
+    pub body_replaced: bool,
+}
+
+/// One request in flight.
+#[derive(Debug)]
+pub struct Exchange {
+    /// The request head; its URI holds the normalised path and the query, as forwarded.
+    pub request: http::request::Parts,
+    /// The request body, when buffered.
+    pub request_body: BodyState,
+    /// Whether a policy replaced the request body.
+    pub request_body_replaced: bool,
+    /// The client's address.
+    pub client_addr: IpAddr,
+    /// Where the request was routed.
+    pub route: Arc<RouteInfo>,
+    /// The authenticated caller.
+    pub identity: Option<Identity>,
+    /// Attributes set by policies, in the order they were first set.
+    pub attributes: Vec<(String, String)>,
+    /// The response, once there is one.
+    pub response: Option<ResponseState>,
+}
+
+impl Exchange {
+    /// The value of an attribute.
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// Set an attribute, replacing an earlier value.
+    pub fn set_attribute(&mut self, key: String, value: String) {
+        match self.attributes.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = value,
+            None => self.attributes.push((key, value)),
+        }
+    }
+}
+
+/// The first value of a query parameter, percent-decoded (`+` as space).
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode_component(key) == name).then(|| decode_component(value))
+    })
+}
+
+fn decode_component(text: &str) -> String {
+    let text = text.replace('+', " ");
+    percent_encoding::percent_decode_str(&text).decode_utf8_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_param;
+
+    #[test]
+    fn query_params_are_decoded() {
+        assert_eq!(query_param("a=1&apikey=x%20y&b", "apikey").as_deref(), Some("x y"));
+        assert_eq!(query_param("a=1&b", "b").as_deref(), Some(""));
+        assert_eq!(query_param("a=1", "c"), None);
+        assert_eq!(query_param("q=a+b", "q").as_deref(), Some("a b"));
+    }
+}

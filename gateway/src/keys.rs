@@ -1,0 +1,162 @@
+//! Credential validation done by the host on behalf of policies (the WIT `keys` import): API
+//! keys looked up by their sha256 digest, and JWT access tokens verified against the configured
+//! issuers, with verified tokens kept in a bounded cache. Built once per configuration snapshot.
+
+mod api_key;
+mod issuer;
+mod jwt;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use quick_cache::Weighter;
+use quick_cache::sync::Cache;
+
+use crate::config;
+
+/// Who is calling, as established by an API key or a token (the WIT `identity` record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// How the caller was authenticated: `api-key` or `jwt`.
+    pub method: &'static str,
+    /// The application (OAuth2 client or API-key owner) making the call.
+    pub application: Option<String>,
+    /// The subscription of that application to the API being called.
+    pub subscription: Option<String>,
+    /// The throttling tier of that subscription or application.
+    pub tier: Option<String>,
+    /// The end user on whose behalf the application calls, if any.
+    pub user: Option<String>,
+    /// Scopes granted to the caller.
+    pub scopes: Vec<String>,
+}
+
+/// A JWT whose signature and registered claims have been verified (the WIT `verified-token`).
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    /// `iss`.
+    pub issuer: String,
+    /// `sub`, if present.
+    pub subject: Option<String>,
+    /// `exp`, seconds since the Unix epoch.
+    pub expires_at: u64,
+    /// The caller, mapped from the claims by the issuer's [`config::ClaimMapping`].
+    pub identity: Identity,
+    /// The whole payload as JSON, for policies that read custom claims.
+    pub claims: String,
+}
+
+/// Why a credential was refused. The texts are safe to log: they never contain the credential
+/// nor any value copied from it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The API key is not known, or the token is not a well-formed JWT.
+    #[error("unknown or malformed credential")]
+    Unknown,
+    /// The signature does not verify, or the algorithm is not allowed for the key.
+    #[error("bad signature: {0}")]
+    BadSignature(String),
+    /// `exp` is in the past (beyond the issuer's leeway).
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future (beyond the issuer's leeway).
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// A required claim is missing or malformed, or `iss` / `aud` do not match.
+    #[error("invalid claims: {0}")]
+    InvalidClaims(String),
+    /// The credential was revoked.
+    #[error("credential revoked")]
+    Revoked,
+}
+
+/// Total weight (bytes of token and claims, plus a fixed overhead per entry) the token cache holds.
+const TOKEN_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// The number of tokens the cache is sized for.
+const TOKEN_CACHE_ITEMS: usize = 10_000;
+/// Bookkeeping counted for each cached token besides its text.
+const TOKEN_CACHE_OVERHEAD: u64 = 256;
+
+/// The API keys and JWT issuers of one configuration snapshot. `Send + Sync`; share it in an `Arc`.
+pub struct KeyStore {
+    api_keys: api_key::ApiKeys,
+    issuers: jwt::Issuers,
+    tokens: Cache<Box<str>, CachedToken, TokenWeighter>,
+}
+
+/// A verified token and the last second (Unix time) at which it is still accepted.
+#[derive(Clone)]
+struct CachedToken {
+    verified: Arc<VerifiedToken>,
+    valid_until: u64,
+}
+
+#[derive(Clone)]
+struct TokenWeighter;
+
+impl Weighter<Box<str>, CachedToken> for TokenWeighter {
+    fn weight(&self, token: &Box<str>, cached: &CachedToken) -> u64 {
+        token.len() as u64 + cached.verified.claims.len() as u64 + TOKEN_CACHE_OVERHEAD
+    }
+}
+
+impl KeyStore {
+    /// Build the store from the configuration's consumers and issuers; relative key files are
+    /// read from `base_dir`. Every unusable key, file or setting is reported, located by its
+    /// path in the configuration. Problems that [`config::validate`] already reports (such as
+    /// a malformed `api_key_hashes` entry) are not repeated: such entries are left out, which
+    /// only ever refuses more credentials.
+    pub fn from_config(
+        consumers: &[config::Consumer],
+        issuers: &[config::JwtIssuer],
+        base_dir: &Path,
+    ) -> Result<KeyStore, Vec<config::Problem>> {
+        let mut problems = Vec::new();
+        let api_keys = api_key::ApiKeys::load(consumers, &mut problems);
+        let issuers = jwt::Issuers::new(issuer::load(issuers, base_dir, &mut problems));
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(KeyStore {
+            api_keys,
+            issuers,
+            tokens: Cache::with_weighter(TOKEN_CACHE_ITEMS, TOKEN_CACHE_BYTES, TokenWeighter),
+        })
+    }
+
+    /// The identity of the consumer holding `key`.
+    pub fn lookup_api_key(&self, key: &str) -> Result<Identity, KeyError> {
+        self.api_keys.lookup(key)
+    }
+
+    /// Verify a JWT (compact serialisation, without `Bearer `): signature with the issuer's
+    /// keys and algorithm allow-list, then `iss`, `aud`, `exp` and `nbf`. Nothing is ever
+    /// fetched. Verified tokens are cached until they expire.
+    pub fn verify_jwt(&self, token: &str) -> Result<Arc<VerifiedToken>, KeyError> {
+        self.verify_jwt_at(token, jsonwebtoken::get_current_timestamp())
+    }
+
+    /// [`Self::verify_jwt`] with the clock of the cache check given (Unix seconds); a fresh
+    /// verification always uses the real clock.
+    fn verify_jwt_at(&self, token: &str, now: u64) -> Result<Arc<VerifiedToken>, KeyError> {
+        if let Some(cached) = self.tokens.get(token) {
+            if now > cached.valid_until {
+                self.tokens.remove_if(token, |entry| Arc::ptr_eq(&entry.verified, &cached.verified));
+                return Err(KeyError::Expired);
+            }
+            return self.admit(cached.verified);
+        }
+        let (verified, valid_until) = self.issuers.verify(token)?;
+        let verified = Arc::new(verified);
+        self.tokens.insert(token.into(), CachedToken { verified: Arc::clone(&verified), valid_until });
+        self.admit(verified)
+    }
+
+    /// The last check of every accepted token, cached or fresh; a revocation list (by `jti`)
+    /// belongs here.
+    fn admit(&self, verified: Arc<VerifiedToken>) -> Result<Arc<VerifiedToken>, KeyError> {
+        Ok(verified)
+    }
+}

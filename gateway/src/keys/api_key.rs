@@ -1,0 +1,84 @@
+//! API keys: only their sha256 digests are kept, mapped to the identity of their consumer.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use sha2::{Digest, Sha256};
+
+use super::{Identity, KeyError};
+use crate::config::{Consumer, Problem};
+
+/// The API keys of every consumer, by digest.
+pub(super) struct ApiKeys {
+    by_digest: HashMap<[u8; 32], Identity>,
+}
+
+impl ApiKeys {
+    /// Digest the consumers' plain keys and take their hex digests; a key given to two
+    /// consumers is a problem.
+    pub(super) fn load(consumers: &[Consumer], problems: &mut Vec<Problem>) -> ApiKeys {
+        let mut by_digest = HashMap::new();
+        let mut owner = HashMap::<[u8; 32], usize>::new();
+        for (i, consumer) in consumers.iter().enumerate() {
+            let identity = Identity {
+                method: "api-key",
+                application: Some(consumer.application.clone().unwrap_or_else(|| consumer.name.clone())),
+                subscription: None,
+                tier: consumer.tier.clone(),
+                user: consumer.user.clone(),
+                scopes: consumer.scopes.clone(),
+            };
+            let plain = consumer.api_keys.iter().enumerate().map(|(j, key)| {
+                (format!("consumers[{i}].api_keys[{j}]"), Some(digest(key)))
+            });
+            // A malformed digest is reported by `config::validate`; it is skipped here.
+            let hashed = consumer.api_key_hashes.iter().enumerate().map(|(j, hex)| {
+                (format!("consumers[{i}].api_key_hashes[{j}]"), parse_hex_digest(hex))
+            });
+            for (path, digest) in plain.chain(hashed) {
+                let Some(digest) = digest else { continue };
+                match owner.entry(digest) {
+                    Entry::Vacant(slot) => {
+                        slot.insert(i);
+                        by_digest.insert(digest, identity.clone());
+                    }
+                    Entry::Occupied(slot) if *slot.get() != i => problems.push(Problem {
+                        path,
+                        reason: format!(
+                            "this API key is also given to consumer `{}`",
+                            consumers[*slot.get()].name
+                        ),
+                    }),
+                    Entry::Occupied(_) => {}
+                }
+            }
+        }
+        ApiKeys { by_digest }
+    }
+
+    /// The identity of the consumer holding `key`.
+    pub(super) fn lookup(&self, key: &str) -> Result<Identity, KeyError> {
+        // Comparing digests leaks nothing useful through timing: finding a digest's prefix does
+        // not help to find a key that produces it.
+        self.by_digest.get(&digest(key)).cloned().ok_or(KeyError::Unknown)
+    }
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// A sha256 digest written as 64 hex digits (either case).
+fn parse_hex_digest(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    for (byte, pair) in digest.iter_mut().zip(hex.chunks_exact(2)) {
+        let high = (pair[0] as char).to_digit(16)?;
+        let low = (pair[1] as char).to_digit(16)?;
+        *byte = (high * 16 + low) as u8;
+    }
+    Some(digest)
+}

@@ -1,0 +1,186 @@
+//! Verification of one JWT against the configured issuers (RFC 8725): the issuer is chosen by
+//! `iss`, the algorithm must be on that issuer's allow-list and fit the key, `kid` only selects
+//! among configured keys, and `iss`, `aud`, `exp` and `nbf` are required.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::{Map, Value};
+
+use super::issuer::Issuer;
+use super::{Identity, KeyError, VerifiedToken};
+use crate::config::ClaimMapping;
+
+/// Longest token considered; longer ones are refused before any parsing.
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// The configured issuers, by `iss`.
+pub(super) struct Issuers {
+    by_name: HashMap<String, Issuer>,
+}
+
+/// The header fields read before verification; `jku`, `x5u`, `x5c` and `jwk` are ignored.
+#[derive(Deserialize)]
+struct UnverifiedHeader {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    crit: Option<IgnoredAny>,
+}
+
+impl Issuers {
+    pub(super) fn new(by_name: HashMap<String, Issuer>) -> Issuers {
+        Issuers { by_name }
+    }
+
+    /// Verify `token`; on success, the token and the last Unix second it is accepted at.
+    pub(super) fn verify(&self, token: &str) -> Result<(VerifiedToken, u64), KeyError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(KeyError::Unknown);
+        }
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(_signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(KeyError::Unknown);
+        };
+        let header: UnverifiedHeader = decode_part(header).ok_or(KeyError::Unknown)?;
+        let payload_json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| KeyError::Unknown)?;
+        let claims: Map<String, Value> = serde_json::from_slice(&payload_json).map_err(|_| KeyError::Unknown)?;
+
+        // `iss` is read before the signature is checked only to choose whose keys check it.
+        let issuer = match claims.get("iss") {
+            Some(Value::String(iss)) => self.by_name.get(iss.as_str()),
+            Some(_) => return Err(KeyError::InvalidClaims("`iss` is not a string".to_owned())),
+            None => return Err(KeyError::InvalidClaims("missing `iss`".to_owned())),
+        }
+        .ok_or_else(|| KeyError::InvalidClaims("unknown issuer".to_owned()))?;
+
+        let alg = signature_algorithm(&header.alg)?;
+        let validation = issuer
+            .validation(alg)
+            .ok_or_else(|| KeyError::BadSignature(format!("{alg:?} is not allowed for this issuer")))?;
+        if header.crit.is_some() {
+            return Err(KeyError::BadSignature("critical header extensions are not supported".to_owned()));
+        }
+
+        let mut tried = false;
+        for key in issuer.candidates(alg, header.kid.as_deref()) {
+            tried = true;
+            match jsonwebtoken::decode::<IgnoredAny>(token, key, validation) {
+                Ok(_) => {
+                    let claims_text = String::from_utf8(payload_json).map_err(|_| KeyError::Unknown)?;
+                    return Ok(verified(issuer, &claims, claims_text));
+                }
+                // This key does not verify the signature: try the next one.
+                Err(e) if is_signature_failure(e.kind()) => {}
+                // The signature verified; the claims are refused.
+                Err(e) => return Err(claims_error(e.kind())),
+            }
+        }
+        Err(KeyError::BadSignature(if tried {
+            "signature does not verify".to_owned()
+        } else {
+            "no configured key for this `kid` and algorithm".to_owned()
+        }))
+    }
+}
+
+/// A base64url JSON part of the token.
+fn decode_part<T: for<'de> Deserialize<'de>>(part: &str) -> Option<T> {
+    let json = URL_SAFE_NO_PAD.decode(part).ok()?;
+    serde_json::from_slice(&json).ok()
+}
+
+/// The header's `alg` when it is an asymmetric signature algorithm; the message names it only
+/// when it is a known algorithm, never echoing the token.
+fn signature_algorithm(alg: &str) -> Result<Algorithm, KeyError> {
+    match alg.parse::<Algorithm>() {
+        Ok(alg) if alg.family() == AlgorithmFamily::Hmac => {
+            Err(KeyError::BadSignature(format!("{alg:?} is never accepted")))
+        }
+        Ok(alg) => Ok(alg),
+        Err(_) if alg.eq_ignore_ascii_case("none") => Err(KeyError::BadSignature("unsigned tokens are never accepted".to_owned())),
+        Err(_) => Err(KeyError::BadSignature("unsupported algorithm".to_owned())),
+    }
+}
+
+/// Whether a `decode` error means "not signed by this key" rather than "claims refused".
+fn is_signature_failure(kind: &ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::InvalidSignature
+            | ErrorKind::InvalidAlgorithm
+            | ErrorKind::InvalidKeyFormat
+            | ErrorKind::InvalidEcdsaKey
+            | ErrorKind::InvalidEddsaKey
+            | ErrorKind::InvalidRsaKey(_)
+            | ErrorKind::Base64(_)
+    )
+}
+
+/// The refusal for an error raised once the signature verified.
+fn claims_error(kind: &ErrorKind) -> KeyError {
+    match kind {
+        ErrorKind::ExpiredSignature => KeyError::Expired,
+        ErrorKind::ImmatureSignature => KeyError::NotYetValid,
+        // Claim names come from the validation's fixed list, not from the token.
+        ErrorKind::MissingRequiredClaim(claim) => {
+            KeyError::InvalidClaims(format!("missing or malformed `{claim}`"))
+        }
+        ErrorKind::InvalidClaimFormat(claim) => KeyError::InvalidClaims(format!("malformed `{claim}`")),
+        ErrorKind::InvalidIssuer => KeyError::InvalidClaims("`iss` does not match".to_owned()),
+        ErrorKind::InvalidAudience => KeyError::InvalidClaims("`aud` names no accepted audience".to_owned()),
+        ErrorKind::InvalidToken | ErrorKind::Json(_) | ErrorKind::Utf8(_) => KeyError::Unknown,
+        _ => KeyError::BadSignature("verification failed".to_owned()),
+    }
+}
+
+/// The verified token, with its identity mapped from the claims.
+fn verified(issuer: &Issuer, claims: &Map<String, Value>, claims_text: String) -> (VerifiedToken, u64) {
+    // `exp` was validated as a number; fractional seconds are rounded as the validation does.
+    let expires_at = match claims.get("exp") {
+        Some(exp) => exp.as_u64().or_else(|| exp.as_f64().map(|exp| exp.round() as u64)).unwrap_or(0),
+        None => 0,
+    };
+    let token = VerifiedToken {
+        issuer: issuer.name.clone(),
+        subject: text_claim(claims, "sub"),
+        expires_at,
+        identity: identity(claims, &issuer.claims),
+        claims: claims_text,
+    };
+    (token, expires_at.saturating_add(issuer.leeway))
+}
+
+/// The caller, from the claims named by `mapping`.
+fn identity(claims: &Map<String, Value>, mapping: &ClaimMapping) -> Identity {
+    let mut application = text_claim(claims, &mapping.application);
+    // The default mapping reads `azp`, which tokens from the client-credentials grant often lack.
+    if application.is_none() && mapping.application == "azp" {
+        application = text_claim(claims, "client_id");
+    }
+    let scopes = match claims.get(&mapping.scopes) {
+        Some(Value::String(scopes)) => scopes.split_whitespace().map(str::to_owned).collect(),
+        Some(Value::Array(scopes)) => scopes.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        _ => Vec::new(),
+    };
+    Identity {
+        method: "jwt",
+        application,
+        subscription: text_claim(claims, &mapping.subscription),
+        tier: text_claim(claims, &mapping.tier),
+        user: text_claim(claims, &mapping.user),
+        scopes,
+    }
+}
+
+fn text_claim(claims: &Map<String, Value>, name: &str) -> Option<String> {
+    claims.get(name).and_then(Value::as_str).map(str::to_owned)
+}

@@ -1,0 +1,270 @@
+//! The life of one request, in phases: normalise and route, run the request chain,
+//! forward to the upstream, run the response chain (in reverse), log. Each phase is one
+//! function below; the chains stop at the first policy that answers or fails closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::Gateway;
+use crate::body::{Body, is_too_large};
+use crate::config::FailureMode;
+use crate::error::ProxyError;
+use crate::exchange::{BodyState, Exchange, ResponseState};
+use crate::policy::{Decision, ImmediateResponse};
+use crate::router::{RouteMatch, normalize_path};
+use crate::snapshot::{Operation, Snapshot};
+use crate::upstream::{Forward, strip_hop_by_hop};
+
+/// Where a connection came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// Serve one request. Never fails: errors become problem responses.
+pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -> Response<Body> {
+    let started = Instant::now();
+    let Some(snapshot) = gateway.snapshot() else {
+        return ProxyError::NotReady.into_response();
+    };
+    let method = request.method().clone();
+    let raw_path = request.uri().path().to_owned();
+    let (response, api) = match route_and_proxy(&snapshot, request, peer).await {
+        Ok((response, operation)) => (response, Some(operation)),
+        Err(error) => {
+            tracing::debug!(error = %error, "request refused before routing");
+            (error.into_response(), None)
+        }
+    };
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    match &api {
+        Some(operation) => operation.stats.record(status, elapsed),
+        None => gateway.metrics.unrouted.record(status, elapsed),
+    }
+    tracing::info!(
+        target: "portico::access",
+        client = %peer.addr.ip(),
+        method = %method,
+        path = %raw_path,
+        status,
+        api = api.as_ref().map(|o| o.route.api_name.as_str()).unwrap_or(""),
+        duration_us = elapsed.as_micros() as u64,
+    );
+    response
+}
+
+/// Normalise, route and check limits; then run the operation's phases.
+async fn route_and_proxy(snapshot: &Snapshot, request: Request<Incoming>, peer: Peer) -> Result<(Response<Body>, Arc<Operation>), ProxyError> {
+    let (mut head, body) = request.into_parts();
+    let normalised = normalize_path(head.uri.path())?;
+    let host = head
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| head.headers.get(header::HOST).and_then(|h| h.to_str().ok()));
+    let (operation, context_len) = match snapshot.routes.route(host, &head.method, &normalised) {
+        // `rest` is a suffix of the path, or a bare "/" when the path is the context itself.
+        RouteMatch::Found { value, rest, .. } if rest == "/" && !normalised.ends_with('/') => (value.clone(), normalised.len()),
+        RouteMatch::Found { value, rest, .. } => (value.clone(), normalised.len() - rest.len()),
+        RouteMatch::MethodNotAllowed { allowed, .. } => {
+            let allow = allowed.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(ProxyError::MethodNotAllowed { allow });
+        }
+        RouteMatch::NotFound => return Err(ProxyError::NotFound),
+    };
+    // From here on, the request carries the normalised path: what was routed is what
+    // policies see and what is forwarded.
+    if normalised.as_ref() != head.uri.path() || head.uri.scheme().is_some() {
+        let path_and_query = match head.uri.query() {
+            Some(query) => format!("{normalised}?{query}"),
+            None => normalised.into_owned(),
+        };
+        head.uri = Uri::try_from(path_and_query).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    }
+    let max_body = snapshot.limits.max_body_bytes.0;
+    if let Some(length) = head.headers.get(header::CONTENT_LENGTH) {
+        let length: u64 = length.to_str().ok().and_then(|l| l.parse().ok()).ok_or(ProxyError::BadRequest("invalid content-length"))?;
+        if length > max_body {
+            return Err(ProxyError::PayloadTooLarge);
+        }
+    }
+    let response = run_operation(&operation, head, body, context_len, peer, max_body as usize).await;
+    Ok((response, operation))
+}
+
+/// The phases of a routed request.
+async fn run_operation(operation: &Operation, head: http::request::Parts, body: Incoming, context_len: usize, peer: Peer, max_body: usize) -> Response<Body> {
+    let mut exchange = Box::new(Exchange {
+        request: head,
+        request_body: BodyState::Streaming,
+        request_body_replaced: false,
+        client_addr: peer.addr.ip(),
+        route: operation.route.clone(),
+        identity: None,
+        attributes: Vec::new(),
+        response: None,
+    });
+    let mut stream = None;
+    if operation.needs_request_body {
+        match collect(body, max_body).await {
+            Ok(bytes) => exchange.request_body = BodyState::Buffered(bytes),
+            Err(error) => return error.into_response(),
+        }
+    } else if body.is_end_stream() {
+        stream = Some(Body::Empty);
+    } else {
+        stream = Some(Body::Limited(Limited::new(body, max_body)));
+    }
+
+    // Request phase.
+    let (mut exchange, ran, answer) = request_phase(operation, exchange);
+
+    // Upstream, unless a policy answered.
+    let mut response_stream = None;
+    let response = match answer {
+        Some(response) => response,
+        None => {
+            let body = match (&exchange.request_body, stream.take()) {
+                (BodyState::Buffered(bytes), _) => Body::bytes(bytes.clone()),
+                (_, Some(stream)) => stream,
+                (_, None) => Body::Empty,
+            };
+            if exchange.request_body_replaced {
+                exchange.request.headers.remove(header::CONTENT_LENGTH);
+            }
+            let rest = exchange.request.uri.path().get(context_len..).filter(|r| r.starts_with('/')).unwrap_or("/");
+            let forward = Forward { rest, client_addr: peer.addr.ip(), tls: peer.tls };
+            match operation.upstream.send(&exchange.request, body, forward).await {
+                Ok(response) => {
+                    let (mut head, body) = response.into_parts();
+                    strip_hop_by_hop(&mut head.headers);
+                    if operation.needs_response_body && ran > 0 {
+                        match collect(body, max_body).await {
+                            Ok(bytes) => ResponseState { head, body: BodyState::Buffered(bytes), body_replaced: false },
+                            Err(_) => error_state(ProxyError::UpstreamTooLarge),
+                        }
+                    } else {
+                        response_stream = Some(body);
+                        ResponseState { head, body: BodyState::Streaming, body_replaced: false }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(api = %operation.route.api_name, error = %error, "upstream request failed");
+                    error_state(error)
+                }
+            }
+        }
+    };
+
+    // Response phase, in reverse, for the policies whose request phase ran.
+    exchange.response = Some(response);
+    let exchange = response_phase(operation, exchange, ran);
+    let Some(state) = exchange.response else {
+        return ProxyError::Internal("response lost".into()).into_response();
+    };
+    finish(state, response_stream)
+}
+
+/// Run `on-request` along the chain. Returns how many policies ran (whose response phase
+/// must run) and the response when one answered or failed closed.
+fn request_phase(operation: &Operation, mut exchange: Box<Exchange>) -> (Box<Exchange>, usize, Option<ResponseState>) {
+    for (i, attachment) in operation.chain.iter().enumerate() {
+        let (back, result) = attachment.on_request(exchange);
+        exchange = back;
+        match result {
+            Ok(Decision::Continue) => {}
+            Ok(Decision::Respond(immediate)) => {
+                attachment.stats().denials.fetch_add(1, Ordering::Relaxed);
+                return (exchange, i + 1, Some(immediate_state(immediate)));
+            }
+            Err(failure) => match attachment.on_failure() {
+                FailureMode::Open => {
+                    tracing::warn!(policy = attachment.policy().name(), error = %failure, "policy failed open; skipped");
+                }
+                FailureMode::Closed => {
+                    let error = ProxyError::PolicyFailed { policy: attachment.policy().name().to_owned(), reason: failure.to_string() };
+                    return (exchange, i, Some(error_state(error)));
+                }
+            },
+        }
+    }
+    (exchange, operation.chain.len(), None)
+}
+
+fn response_phase(operation: &Operation, mut exchange: Box<Exchange>, ran: usize) -> Box<Exchange> {
+    for attachment in operation.chain[..ran].iter().rev() {
+        let (back, result) = attachment.on_response(exchange);
+        exchange = back;
+        if let Err(failure) = result {
+            match attachment.on_failure() {
+                FailureMode::Open => {
+                    tracing::warn!(policy = attachment.policy().name(), error = %failure, "policy failed open; skipped");
+                }
+                FailureMode::Closed => {
+                    let error = ProxyError::PolicyFailed { policy: attachment.policy().name().to_owned(), reason: failure.to_string() };
+                    exchange.response = Some(error_state(error));
+                    break;
+                }
+            }
+        }
+    }
+    exchange
+}
+
+async fn collect(body: Incoming, max: usize) -> Result<Bytes, ProxyError> {
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if is_too_large(&*error) => Err(ProxyError::PayloadTooLarge),
+        Err(_) => Err(ProxyError::BadRequest("the request body could not be read")),
+    }
+}
+
+fn error_state(error: ProxyError) -> ResponseState {
+    let (head, body) = error.into_parts();
+    ResponseState { head, body: BodyState::Buffered(body), body_replaced: true }
+}
+
+fn immediate_state(immediate: ImmediateResponse) -> ResponseState {
+    let mut response = Response::new(());
+    *response.status_mut() = StatusCode::from_u16(immediate.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    for (name, value) in immediate.headers {
+        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
+            (Ok(name), Ok(value)) if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING => {
+                headers.append(name, value);
+            }
+            _ => tracing::warn!(header = %name, "policy answered with an invalid header; dropped"),
+        }
+    }
+    let (head, ()) = response.into_parts();
+    ResponseState { head, body: BodyState::Buffered(Bytes::from(immediate.body)), body_replaced: true }
+}
+
+/// Turn the final response state into what hyper sends.
+fn finish(state: ResponseState, stream: Option<Incoming>) -> Response<Body> {
+    let ResponseState { mut head, body, body_replaced } = state;
+    let body = match (body, stream) {
+        (BodyState::Buffered(bytes), _) => {
+            if body_replaced {
+                head.headers.remove(header::CONTENT_LENGTH);
+            }
+            Body::bytes(bytes)
+        }
+        (_, Some(stream)) => Body::Stream(stream),
+        (_, None) => Body::Empty,
+    };
+    Response::from_parts(head, body)
+}

@@ -1,0 +1,395 @@
+//! The policy engine: compiles each policy component once (by digest, off the request
+//! path), keeps a pool of warm instances per attachment, and calls them synchronously
+//! with an epoch deadline and a memory limit. A trapped instance is dropped, never reused.
+
+pub mod builtin;
+mod bindings;
+mod host;
+mod wasi;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, Resource};
+use wasmtime::{Engine, Store, Trap};
+
+use bindings::{PolicyWorld, PolicyWorldPre};
+pub use bindings::{BodyAccess, Decision, ImmediateResponse};
+pub use host::Services;
+use host::{ContextHandle, HostState, RequestHandle, ResponseHandle};
+
+use crate::config::FailureMode;
+use crate::metrics::PolicyStats;
+use crate::exchange::Exchange;
+
+/// The WIT package version policies must target.
+pub const WIT_PACKAGE: &str = "portico:policy@0.1.0";
+/// The export every policy has.
+pub const POLICY_EXPORT: &str = "portico:policy/policy@0.1.0";
+
+/// How often the epoch ticks; deadlines are whole ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// Warm instances kept per attachment; more are created under load and dropped after.
+const POOL_SIZE: usize = 64;
+/// Wasm stack limit per call (recursion beyond it traps).
+const MAX_WASM_STACK: usize = 512 * 1024;
+
+/// Why a module could not become a policy.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Not a WebAssembly component (a core module, or not Wasm at all).
+    #[error("policy `{name}` ({digest}) is not a valid WebAssembly component: {reason}")]
+    NotAComponent { name: String, digest: String, reason: String },
+    /// A component, but not one of the `portico:policy` world this gateway runs.
+    #[error("policy `{name}` ({digest}) does not fit the {WIT_PACKAGE} world: {reason}")]
+    WrongWorld { name: String, digest: String, reason: String },
+    /// The module's digest is not the pinned one.
+    #[error("policy `{name}` has sha256 {actual}, expected {expected}")]
+    DigestMismatch { name: String, expected: String, actual: String },
+    /// `init` refused the attachment's configuration.
+    #[error("policy `{name}` refused its configuration: {reason}")]
+    Config { name: String, reason: String },
+    /// Instantiation or `init` trapped.
+    #[error("policy `{name}` failed to start: {reason}")]
+    Start { name: String, reason: String },
+}
+
+/// How a call into a policy failed. The instance that failed is dropped.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallFailure {
+    /// The call ran past its deadline.
+    #[error("deadline exceeded")]
+    Deadline,
+    /// The instance hit its memory limit.
+    #[error("memory limit exceeded")]
+    Memory,
+    /// The guest trapped (a panic, `unreachable`, a stack overflow, ...).
+    #[error("trap: {0}")]
+    Trap(String),
+    /// A new instance could not be made to replace a dropped one.
+    #[error("no instance: {0}")]
+    Start(String),
+}
+
+/// The Wasm engine shared by every snapshot: compilation settings, the host functions,
+/// the epoch ticker and the cache of compiled components.
+pub struct PolicyEngine {
+    engine: Engine,
+    linker: Linker<HostState>,
+    compiled: Mutex<HashMap<String, Arc<CompiledPolicy>>>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl PolicyEngine {
+    /// Make the engine and start its epoch ticker thread.
+    pub fn new() -> anyhow::Result<Self> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.max_wasm_stack(MAX_WASM_STACK);
+        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::new(&engine);
+        wasi::add_to_linker(&mut linker)?;
+        PolicyWorld::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let stop = ticker_stop.clone();
+        let ticking = engine.weak();
+        std::thread::Builder::new().name("portico-epoch".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                match ticking.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })?;
+        Ok(Self { engine, linker, compiled: Mutex::new(HashMap::new()), ticker_stop })
+    }
+
+    /// Compile a component (or take it from the cache by digest) and check that it is a
+    /// policy of this gateway's world. Slow for large components: call it off the request
+    /// path.
+    pub fn compile(&self, name: &str, bytes: &[u8], expected_sha256: Option<&str>) -> Result<Arc<CompiledPolicy>, LoadError> {
+        let digest = sha256_hex(bytes);
+        if let Some(expected) = expected_sha256
+            && !expected.eq_ignore_ascii_case(&digest)
+        {
+            return Err(LoadError::DigestMismatch { name: name.to_owned(), expected: expected.to_owned(), actual: digest });
+        }
+        if let Some(hit) = self.compiled.lock().unwrap_or_else(|e| e.into_inner()).get(&digest) {
+            return Ok(hit.clone());
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::NotAComponent {
+            name: name.to_owned(),
+            digest: digest.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        let wrong_world = |reason: String| LoadError::WrongWorld { name: name.to_owned(), digest: digest.clone(), reason };
+        if component.get_export_index(None, POLICY_EXPORT).is_none() {
+            return Err(wrong_world(format!("it has no export `{POLICY_EXPORT}`{}", other_versions(&component))));
+        }
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| wrong_world(format!("{e:#}")))?;
+        let pre = PolicyWorldPre::new(instance_pre).map_err(|e| wrong_world(format!("{e:#}")))?;
+        let compiled = Arc::new(CompiledPolicy { name: name.to_owned(), digest: digest.clone(), pre });
+        self.compiled.lock().unwrap_or_else(|e| e.into_inner()).insert(digest, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// Forget compiled components that no live snapshot uses.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.compiled.lock().unwrap_or_else(|e| e.into_inner()).retain(|digest, _| keep(digest));
+    }
+
+    /// Attach a compiled policy with its settings: makes the first instance and runs its
+    /// `init`, so a bad configuration is refused here, not on a request.
+    pub fn attach(
+        &self,
+        policy: Arc<CompiledPolicy>,
+        settings: AttachmentSettings,
+        services: Arc<Services>,
+        stats: Arc<PolicyStats>,
+    ) -> Result<Attachment, LoadError> {
+        let attachment = Attachment {
+            engine: self.engine.clone(),
+            policy,
+            settings,
+            services,
+            pool: ArrayQueue::new(POOL_SIZE),
+            body_access: BodyAccess::empty(),
+            stats,
+        };
+        let (instance, body_access) = attachment.instantiate().map_err(|failure| match failure {
+            StartFailure::Config(reason) => LoadError::Config { name: attachment.policy.name.clone(), reason },
+            StartFailure::Trap(reason) => LoadError::Start { name: attachment.policy.name.clone(), reason },
+        })?;
+        let _ = attachment.pool.push(instance);
+        Ok(Attachment { body_access, ..attachment })
+    }
+}
+
+impl Drop for PolicyEngine {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Lists the `portico:policy` versions a component does export, for the error message.
+fn other_versions(component: &Component) -> String {
+    let ty = component.component_type();
+    let engine = component.engine();
+    let found: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .filter(|name| name.starts_with("portico:policy/"))
+        .collect();
+    if found.is_empty() { String::new() } else { format!(" (it exports {})", found.join(", ")) }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        use std::fmt::Write;
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
+}
+
+/// A component compiled and checked against the world, ready to instantiate.
+pub struct CompiledPolicy {
+    name: String,
+    digest: String,
+    pre: PolicyWorldPre<HostState>,
+}
+
+impl CompiledPolicy {
+    /// The name it was loaded under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Hex sha256 of the component's bytes.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+}
+
+/// What an attachment says about running its policy.
+#[derive(Debug, Clone)]
+pub struct AttachmentSettings {
+    /// The configuration handed to `init`, as JSON.
+    pub config_json: String,
+    /// CPU budget of one call.
+    pub timeout: Duration,
+    /// Memory limit of one instance, in bytes.
+    pub memory_bytes: usize,
+    /// What a failure does.
+    pub on_failure: FailureMode,
+}
+
+/// A policy attached somewhere in a chain: its settings and its warm instances.
+pub struct Attachment {
+    engine: Engine,
+    policy: Arc<CompiledPolicy>,
+    settings: AttachmentSettings,
+    services: Arc<Services>,
+    pool: ArrayQueue<Instance>,
+    body_access: BodyAccess,
+    stats: Arc<PolicyStats>,
+}
+
+struct Instance {
+    store: Store<HostState>,
+    bindings: PolicyWorld,
+}
+
+enum StartFailure {
+    Config(String),
+    Trap(String),
+}
+
+impl Attachment {
+    /// The policy.
+    pub fn policy(&self) -> &CompiledPolicy {
+        &self.policy
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> &PolicyStats {
+        &self.stats
+    }
+
+    /// What to do when a call fails.
+    pub fn on_failure(&self) -> FailureMode {
+        self.settings.on_failure
+    }
+
+    /// Whether the policy reads or replaces the request body.
+    pub fn needs_request_body(&self) -> bool {
+        self.body_access.contains(BodyAccess::REQUEST)
+    }
+
+    /// Whether the policy reads or replaces the response body.
+    pub fn needs_response_body(&self) -> bool {
+        self.body_access.contains(BodyAccess::RESPONSE)
+    }
+
+    fn instantiate(&self) -> Result<(Instance, BodyAccess), StartFailure> {
+        self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
+        let policy_name: Arc<str> = Arc::from(self.policy.name.as_str());
+        let state = HostState {
+            wasi: wasi::context(&policy_name),
+            table: wasmtime::component::ResourceTable::new(),
+            limits: host::MemoryLimit::new(self.settings.memory_bytes),
+            exchange: None,
+            services: self.services.clone(),
+            policy: policy_name,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        // Instantiation and `init` run the guest's start-up code: give them a generous
+        // budget (Python and JavaScript runtimes start slowly), but still a finite one.
+        store.set_epoch_deadline(ticks(self.settings.timeout.max(Duration::from_secs(10))));
+        let bindings = self.policy.pre.instantiate(&mut store).map_err(|e| StartFailure::Trap(describe(&e)))?;
+        let body_access = bindings
+            .portico_policy_policy()
+            .call_init(&mut store, &self.settings.config_json)
+            .map_err(|e| StartFailure::Trap(describe(&e)))?
+            .map_err(StartFailure::Config)?;
+        Ok((Instance { store, bindings }, body_access))
+    }
+
+    fn checkout(&self) -> Result<Instance, CallFailure> {
+        if let Some(instance) = self.pool.pop() {
+            return Ok(instance);
+        }
+        self.instantiate().map(|(instance, _)| instance).map_err(|failure| match failure {
+            StartFailure::Config(reason) | StartFailure::Trap(reason) => CallFailure::Start(reason),
+        })
+    }
+
+    /// Run the request phase. The exchange goes into the instance's store for the call
+    /// and comes back, whatever happens.
+    pub fn on_request(&self, exchange: Box<Exchange>) -> (Box<Exchange>, Result<Decision, CallFailure>) {
+        self.call(exchange, |bindings, store| {
+            let request = Resource::<RequestHandle>::new_borrow(0);
+            let context = Resource::<ContextHandle>::new_borrow(0);
+            bindings.portico_policy_policy().call_on_request(store, request, context)
+        })
+    }
+
+    /// Run the response phase (the exchange must hold a response).
+    pub fn on_response(&self, exchange: Box<Exchange>) -> (Box<Exchange>, Result<(), CallFailure>) {
+        self.call(exchange, |bindings, store| {
+            let request = Resource::<RequestHandle>::new_borrow(0);
+            let response = Resource::<ResponseHandle>::new_borrow(0);
+            let context = Resource::<ContextHandle>::new_borrow(0);
+            bindings.portico_policy_policy().call_on_response(store, request, response, context)
+        })
+    }
+
+    fn call<R>(
+        &self,
+        exchange: Box<Exchange>,
+        f: impl FnOnce(&PolicyWorld, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> (Box<Exchange>, Result<R, CallFailure>) {
+        let mut instance = match self.checkout() {
+            Ok(instance) => instance,
+            Err(failure) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                return (exchange, Err(failure));
+            }
+        };
+        let started = Instant::now();
+        instance.store.data_mut().exchange = Some(exchange);
+        instance.store.set_epoch_deadline(ticks(self.settings.timeout));
+        let result = f(&instance.bindings, &mut instance.store);
+        let exchange = instance.store.data_mut().exchange.take().expect("the exchange stays in the store during a call");
+        self.stats.duration.observe(started.elapsed());
+        match result {
+            Ok(value) => {
+                // A full pool means load has dropped since it grew: let this instance go.
+                let _ = self.pool.push(instance);
+                (exchange, Ok(value))
+            }
+            Err(error) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                let failure = classify(&error, &instance.store);
+                tracing::warn!(
+                    target: "portico::policy",
+                    policy = %self.policy.name,
+                    digest = %self.policy.digest,
+                    error = %failure,
+                    "policy call failed; instance dropped"
+                );
+                (exchange, Err(failure))
+            }
+        }
+    }
+}
+
+fn ticks(timeout: Duration) -> u64 {
+    (timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
+}
+
+fn classify(error: &wasmtime::Error, store: &Store<HostState>) -> CallFailure {
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallFailure::Deadline,
+        _ if store.data().limits_hit() => CallFailure::Memory,
+        _ => CallFailure::Trap(describe(error)),
+    }
+}
+
+fn describe(error: &wasmtime::Error) -> String {
+    // The first line carries the trap; the wasm backtrace after it goes to debug logs.
+    let text = format!("{error:#}");
+    tracing::debug!(target: "portico::policy", "{text}");
+    text.lines().next().unwrap_or_default().to_owned()
+}

@@ -1,0 +1,430 @@
+//! What the host gives a policy instance: the request-scoped resources (request,
+//! response, context) backed by the exchange in flight, and the imports (keys,
+//! counters, log, clock).
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::HeaderMap;
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{ResourceLimiter, Result};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{clock, counters, keys, log, types};
+use crate::counters::CounterStore;
+use crate::exchange::{BodyState, Exchange};
+use crate::keys::{Identity, KeyError, KeyStore};
+
+/// Marker for the `request` resource: the exchange's request.
+pub struct RequestHandle;
+/// Marker for the `response` resource: the exchange's response.
+pub struct ResponseHandle;
+/// Marker for the `context` resource: the exchange's route, identity and attributes.
+pub struct ContextHandle;
+
+/// The services behind the host imports, shared by every instance of a snapshot.
+pub struct Services {
+    /// API keys and JWT issuers.
+    pub keys: Arc<KeyStore>,
+    /// Rate counters (they outlive snapshots).
+    pub counters: Arc<dyn CounterStore>,
+}
+
+/// The data of one instance's store.
+pub struct HostState {
+    pub(super) wasi: WasiCtx,
+    pub(super) table: ResourceTable,
+    pub(super) limits: MemoryLimit,
+    /// The request being handled, present only during a call.
+    pub(super) exchange: Option<Box<Exchange>>,
+    pub(super) services: Arc<Services>,
+    /// The policy's name, for its log records.
+    pub(super) policy: Arc<str>,
+}
+
+/// The memory budget of one instance; remembers whether the guest ran into it, so a
+/// failure can be reported as what it is.
+pub struct MemoryLimit {
+    max_bytes: usize,
+    hit: bool,
+}
+
+impl MemoryLimit {
+    /// A budget of `max_bytes` of linear memory in all.
+    pub fn new(max_bytes: usize) -> Self {
+        Self { max_bytes, hit: false }
+    }
+}
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+        if desired > self.max_bytes {
+            self.hit = true;
+            wasmtime::bail!("memory limit of {} bytes exceeded", self.max_bytes);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+        // Tables hold function references; a million is far beyond any real policy.
+        Ok(desired <= 1_000_000)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl HostState {
+    /// Whether the instance ran into its memory limit.
+    pub(super) fn limits_hit(&self) -> bool {
+        self.limits.hit
+    }
+
+    fn exchange(&mut self) -> Result<&mut Exchange> {
+        // Guests only receive these resources as borrows inside a call, and the exchange
+        // is in place for every call, so this fails only on a host bug.
+        self.exchange.as_deref_mut().ok_or_else(|| wasmtime::format_err!("no request in flight"))
+    }
+}
+
+/// Headers a policy may not change: framing and connection management belong to the
+/// gateway, and changing them would open the door to request smuggling.
+fn forbidden(name: &HeaderName) -> bool {
+    matches!(
+        *name,
+        header::HOST
+            | header::CONTENT_LENGTH
+            | header::TRANSFER_ENCODING
+            | header::CONNECTION
+            | header::TE
+            | header::TRAILER
+            | header::UPGRADE
+    ) || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+fn header_name(name: &str) -> Result<HeaderName, types::HeaderError> {
+    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| types::HeaderError::InvalidName)?;
+    if forbidden(&name) { Err(types::HeaderError::Forbidden) } else { Ok(name) }
+}
+
+fn header_value(value: &str) -> Result<HeaderValue, types::HeaderError> {
+    HeaderValue::from_str(value).map_err(|_| types::HeaderError::InvalidValue)
+}
+
+fn first_header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+fn all_headers(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_owned).collect()
+}
+
+fn set_header(headers: &mut HeaderMap, name: &str, value: &str, append: bool) -> Result<(), types::HeaderError> {
+    let name = header_name(name)?;
+    let value = header_value(value)?;
+    if append {
+        headers.append(name, value);
+    } else {
+        headers.insert(name, value);
+    }
+    Ok(())
+}
+
+fn remove_header(headers: &mut HeaderMap, name: &str) -> Result<(), types::HeaderError> {
+    let name = header_name(name)?;
+    headers.remove(name);
+    Ok(())
+}
+
+fn read_body(body: &BodyState) -> Result<Vec<u8>, types::BodyError> {
+    match body {
+        BodyState::Buffered(bytes) => Ok(bytes.to_vec()),
+        BodyState::Streaming => Err(types::BodyError::NotBuffered),
+        BodyState::TooLarge => Err(types::BodyError::TooLarge),
+    }
+}
+
+fn replace_body(body: &mut BodyState, new: Vec<u8>) -> Result<(), types::BodyError> {
+    match body {
+        BodyState::Buffered(bytes) => {
+            *bytes = Bytes::from(new);
+            Ok(())
+        }
+        BodyState::Streaming => Err(types::BodyError::NotBuffered),
+        BodyState::TooLarge => Err(types::BodyError::TooLarge),
+    }
+}
+
+impl types::Host for HostState {}
+
+impl types::HostRequest for HostState {
+    fn method(&mut self, _: Resource<RequestHandle>) -> Result<String> {
+        Ok(self.exchange()?.request.method.as_str().to_owned())
+    }
+
+    fn path(&mut self, _: Resource<RequestHandle>) -> Result<String> {
+        Ok(self.exchange()?.request.uri.path().to_owned())
+    }
+
+    fn query(&mut self, _: Resource<RequestHandle>) -> Result<Option<String>> {
+        Ok(self.exchange()?.request.uri.query().map(str::to_owned))
+    }
+
+    fn query_param(&mut self, _: Resource<RequestHandle>, name: String) -> Result<Option<String>> {
+        let Some(query) = self.exchange()?.request.uri.query() else { return Ok(None) };
+        Ok(crate::exchange::query_param(query, &name))
+    }
+
+    fn set_query(&mut self, _: Resource<RequestHandle>, query: Option<String>) -> Result<()> {
+        let exchange = self.exchange()?;
+        let path = exchange.request.uri.path();
+        let path_and_query = match query.as_deref() {
+            Some(q) if !q.is_empty() => format!("{path}?{q}"),
+            _ => path.to_owned(),
+        };
+        // An invalid query is ignored rather than trapping: the policy sees no change.
+        if let Ok(uri) = http::Uri::try_from(path_and_query) {
+            exchange.request.uri = uri;
+        }
+        Ok(())
+    }
+
+    fn header(&mut self, _: Resource<RequestHandle>, name: String) -> Result<Option<String>> {
+        Ok(first_header(&self.exchange()?.request.headers, &name))
+    }
+
+    fn header_all(&mut self, _: Resource<RequestHandle>, name: String) -> Result<Vec<String>> {
+        Ok(all_headers(&self.exchange()?.request.headers, &name))
+    }
+
+    fn set_header(&mut self, _: Resource<RequestHandle>, name: String, value: String) -> Result<Result<(), types::HeaderError>> {
+        Ok(set_header(&mut self.exchange()?.request.headers, &name, &value, false))
+    }
+
+    fn append_header(&mut self, _: Resource<RequestHandle>, name: String, value: String) -> Result<Result<(), types::HeaderError>> {
+        Ok(set_header(&mut self.exchange()?.request.headers, &name, &value, true))
+    }
+
+    fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> Result<Result<(), types::HeaderError>> {
+        Ok(remove_header(&mut self.exchange()?.request.headers, &name))
+    }
+
+    fn client_addr(&mut self, _: Resource<RequestHandle>) -> Result<String> {
+        Ok(self.exchange()?.client_addr.to_string())
+    }
+
+    fn body(&mut self, _: Resource<RequestHandle>) -> Result<Result<Vec<u8>, types::BodyError>> {
+        Ok(read_body(&self.exchange()?.request_body))
+    }
+
+    fn set_body(&mut self, _: Resource<RequestHandle>, body: Vec<u8>) -> Result<Result<(), types::BodyError>> {
+        let exchange = self.exchange()?;
+        let result = replace_body(&mut exchange.request_body, body);
+        exchange.request_body_replaced |= result.is_ok();
+        Ok(result)
+    }
+
+    fn drop(&mut self, _: Resource<RequestHandle>) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl HostState {
+    fn response(&mut self) -> Result<&mut crate::exchange::ResponseState> {
+        self.exchange()?.response.as_mut().ok_or_else(|| wasmtime::format_err!("no response in flight"))
+    }
+}
+
+impl types::HostResponse for HostState {
+    fn status(&mut self, _: Resource<ResponseHandle>) -> Result<u16> {
+        Ok(self.response()?.head.status.as_u16())
+    }
+
+    fn set_status(&mut self, _: Resource<ResponseHandle>, status: u16) -> Result<()> {
+        if let Ok(status) = http::StatusCode::from_u16(status) {
+            self.response()?.head.status = status;
+        }
+        Ok(())
+    }
+
+    fn header(&mut self, _: Resource<ResponseHandle>, name: String) -> Result<Option<String>> {
+        Ok(first_header(&self.response()?.head.headers, &name))
+    }
+
+    fn header_all(&mut self, _: Resource<ResponseHandle>, name: String) -> Result<Vec<String>> {
+        Ok(all_headers(&self.response()?.head.headers, &name))
+    }
+
+    fn set_header(&mut self, _: Resource<ResponseHandle>, name: String, value: String) -> Result<Result<(), types::HeaderError>> {
+        Ok(set_header(&mut self.response()?.head.headers, &name, &value, false))
+    }
+
+    fn append_header(&mut self, _: Resource<ResponseHandle>, name: String, value: String) -> Result<Result<(), types::HeaderError>> {
+        Ok(set_header(&mut self.response()?.head.headers, &name, &value, true))
+    }
+
+    fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> Result<Result<(), types::HeaderError>> {
+        Ok(remove_header(&mut self.response()?.head.headers, &name))
+    }
+
+    fn body(&mut self, _: Resource<ResponseHandle>) -> Result<Result<Vec<u8>, types::BodyError>> {
+        Ok(read_body(&self.response()?.body))
+    }
+
+    fn set_body(&mut self, _: Resource<ResponseHandle>, body: Vec<u8>) -> Result<Result<(), types::BodyError>> {
+        let response = self.response()?;
+        let result = replace_body(&mut response.body, body);
+        response.body_replaced |= result.is_ok();
+        Ok(result)
+    }
+
+    fn drop(&mut self, _: Resource<ResponseHandle>) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn to_wit_identity(identity: &Identity) -> types::Identity {
+    types::Identity {
+        method: identity.method.to_owned(),
+        application: identity.application.clone(),
+        subscription: identity.subscription.clone(),
+        tier: identity.tier.clone(),
+        user: identity.user.clone(),
+        scopes: identity.scopes.clone(),
+    }
+}
+
+fn from_wit_identity(identity: types::Identity) -> Identity {
+    Identity {
+        method: match identity.method.as_str() {
+            "api-key" => "api-key",
+            "jwt" => "jwt",
+            _ => "custom",
+        },
+        application: identity.application,
+        subscription: identity.subscription,
+        tier: identity.tier,
+        user: identity.user,
+        scopes: identity.scopes,
+    }
+}
+
+impl types::HostContext for HostState {
+    fn api_name(&mut self, _: Resource<ContextHandle>) -> Result<String> {
+        Ok(self.exchange()?.route.api_name.clone())
+    }
+
+    fn api_version(&mut self, _: Resource<ContextHandle>) -> Result<String> {
+        Ok(self.exchange()?.route.api_version.clone())
+    }
+
+    fn operation(&mut self, _: Resource<ContextHandle>) -> Result<String> {
+        Ok(self.exchange()?.route.operation.clone())
+    }
+
+    fn identity(&mut self, _: Resource<ContextHandle>) -> Result<Option<types::Identity>> {
+        Ok(self.exchange()?.identity.as_ref().map(to_wit_identity))
+    }
+
+    fn set_identity(&mut self, _: Resource<ContextHandle>, identity: types::Identity) -> Result<()> {
+        self.exchange()?.identity = Some(from_wit_identity(identity));
+        Ok(())
+    }
+
+    fn get(&mut self, _: Resource<ContextHandle>, key: String) -> Result<Option<String>> {
+        Ok(self.exchange()?.attribute(&key).map(str::to_owned))
+    }
+
+    fn set(&mut self, _: Resource<ContextHandle>, key: String, value: String) -> Result<()> {
+        self.exchange()?.set_attribute(key, value);
+        Ok(())
+    }
+
+    fn drop(&mut self, _: Resource<ContextHandle>) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn to_wit_key_error(error: KeyError) -> keys::KeyError {
+    match error {
+        KeyError::Unknown => keys::KeyError::Unknown,
+        KeyError::BadSignature(why) => keys::KeyError::BadSignature(why),
+        KeyError::Expired => keys::KeyError::Expired,
+        KeyError::NotYetValid => keys::KeyError::NotYetValid,
+        KeyError::InvalidClaims(why) => keys::KeyError::InvalidClaims(why),
+        KeyError::Revoked => keys::KeyError::Revoked,
+    }
+}
+
+impl keys::Host for HostState {
+    fn lookup_api_key(&mut self, key: String) -> Result<Result<types::Identity, keys::KeyError>> {
+        Ok(self.services.keys.lookup_api_key(&key).map(|id| to_wit_identity(&id)).map_err(to_wit_key_error))
+    }
+
+    fn verify_jwt(&mut self, token: String) -> Result<Result<keys::VerifiedToken, keys::KeyError>> {
+        Ok(self
+            .services
+            .keys
+            .verify_jwt(&token)
+            .map(|token| keys::VerifiedToken {
+                issuer: token.issuer.clone(),
+                subject: token.subject.clone(),
+                expires_at: token.expires_at,
+                identity: to_wit_identity(&token.identity),
+                claims: token.claims.clone(),
+            })
+            .map_err(to_wit_key_error))
+    }
+}
+
+impl counters::Host for HostState {
+    fn hit(&mut self, key: String, limit: u64, window_ms: u64, cost: u32) -> Result<counters::HitResult> {
+        let hit = self.services.counters.hit(&key, limit, window_ms, cost);
+        Ok(counters::HitResult {
+            allowed: hit.allowed,
+            limit: hit.limit,
+            remaining: hit.remaining,
+            reset_ms: hit.reset_ms,
+            retry_after_ms: hit.retry_after_ms,
+        })
+    }
+}
+
+impl log::Host for HostState {
+    fn write(&mut self, level: log::Level, message: String, fields: Vec<(String, String)>) -> Result<()> {
+        let policy = &*self.policy;
+        // Fields are rendered as one `key=value` list: tracing needs field names at compile time.
+        let fields = fields.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+        match level {
+            log::Level::Trace => tracing::trace!(target: "portico::policy", policy, fields, "{message}"),
+            log::Level::Debug => tracing::debug!(target: "portico::policy", policy, fields, "{message}"),
+            log::Level::Info => tracing::info!(target: "portico::policy", policy, fields, "{message}"),
+            log::Level::Warn => tracing::warn!(target: "portico::policy", policy, fields, "{message}"),
+            log::Level::Error => tracing::error!(target: "portico::policy", policy, fields, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+fn monotonic_origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+impl clock::Host for HostState {
+    fn now_ms(&mut self) -> Result<u64> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Ok(now.as_millis() as u64)
+    }
+
+    fn monotonic_ns(&mut self) -> Result<u64> {
+        Ok(monotonic_origin().elapsed().as_nanos() as u64)
+    }
+}

@@ -1,0 +1,241 @@
+//! Upstream services: endpoints chosen round robin, a pooled HTTP client, connect and
+//! response timeouts, and failover to the next endpoint when a connection cannot be made.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::Body;
+use crate::error::ProxyError;
+
+/// One upstream base URL.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    scheme: Scheme,
+    authority: Authority,
+    /// Path prefix without a trailing slash (empty for `/`).
+    base_path: String,
+    host: HeaderValue,
+}
+
+/// Parse `http://host:port/base`; the reason names what is wrong.
+pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
+    let uri: Uri = text.parse().map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    let scheme = uri.scheme().cloned().ok_or_else(|| format!("`{text}` has no scheme (write http://...)"))?;
+    if scheme != Scheme::HTTP {
+        return Err(format!("`{text}`: only http:// upstreams are supported"));
+    }
+    let authority = uri.authority().cloned().ok_or_else(|| format!("`{text}` has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!("`{text}`: credentials in the URL are not allowed"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("`{text}`: an endpoint cannot have a query"));
+    }
+    let host = HeaderValue::from_str(authority.as_str()).map_err(|_| format!("`{text}` has an invalid host"))?;
+    let base_path = uri.path().trim_end_matches('/').to_owned();
+    Ok(Endpoint { scheme, authority, base_path, host })
+}
+
+/// HTTP clients shared by every snapshot, one per connect timeout, so that connection
+/// pools survive configuration reloads.
+#[derive(Default)]
+pub struct Clients {
+    by_connect_timeout: Mutex<HashMap<Duration, Client<HttpConnector, Body>>>,
+}
+
+impl Clients {
+    /// The client for this connect timeout (made on first use).
+    pub fn get(&self, connect_timeout: Duration) -> Client<HttpConnector, Body> {
+        let mut clients = self.by_connect_timeout.lock().unwrap_or_else(|e| e.into_inner());
+        clients
+            .entry(connect_timeout)
+            .or_insert_with(|| {
+                let mut connector = HttpConnector::new();
+                connector.set_connect_timeout(Some(connect_timeout));
+                connector.set_nodelay(true);
+                Client::builder(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_max_idle_per_host(256)
+                    .build(connector)
+            })
+            .clone()
+    }
+}
+
+/// The upstream of one API.
+pub struct Upstream {
+    endpoints: Vec<Endpoint>,
+    next: AtomicUsize,
+    timeout: Duration,
+    client: Client<HttpConnector, Body>,
+}
+
+/// What is forwarded besides the exchange's request head.
+pub struct Forward<'a> {
+    /// The path below the API context (starts with `/`).
+    pub rest: &'a str,
+    /// The client's address, added to `X-Forwarded-For`.
+    pub client_addr: IpAddr,
+    /// Whether the client came over TLS.
+    pub tls: bool,
+}
+
+impl Upstream {
+    /// An upstream over these endpoints (at least one).
+    pub fn new(endpoints: Vec<Endpoint>, timeout: Duration, client: Client<HttpConnector, Body>) -> Self {
+        Self { endpoints, next: AtomicUsize::new(0), timeout, client }
+    }
+
+    /// Send the request to an endpoint and wait for the response head. A connection
+    /// failure moves on to the next endpoint when the body can be sent again (it is
+    /// empty or buffered); nothing is retried once a request has been sent.
+    pub async fn send(&self, head: &http::request::Parts, body: Body, forward: Forward<'_>) -> Result<Response<Incoming>, ProxyError> {
+        let replayable = match &body {
+            Body::Empty | Body::Full(_) => true,
+            other => other.is_end_stream(),
+        };
+        let mut body = Some(if replayable && !matches!(body, Body::Full(_)) { Body::Empty } else { body });
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let attempts = if replayable { self.endpoints.len() } else { 1 };
+        let mut last_error = None;
+        for attempt in 0..attempts {
+            let endpoint = &self.endpoints[(start + attempt) % self.endpoints.len()];
+            let this_body = match (&body, replayable) {
+                (Some(Body::Full(full)), true) => Body::Full(full.clone()),
+                (Some(Body::Empty), true) => Body::Empty,
+                _ => body.take().unwrap_or(Body::Empty),
+            };
+            let request = build_request(head, endpoint, &forward, this_body)?;
+            match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+                Err(_) => return Err(ProxyError::UpstreamTimeout),
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(error)) if error.is_connect() => {
+                    tracing::warn!(endpoint = %endpoint.authority, error = %error, "upstream connect failed");
+                    last_error = Some(error);
+                }
+                Ok(Err(error)) => return Err(upstream_error(error)),
+            }
+        }
+        Err(ProxyError::UpstreamUnavailable(last_error.map(|e| e.to_string()).unwrap_or_default()))
+    }
+}
+
+fn upstream_error(error: hyper_util::client::legacy::Error) -> ProxyError {
+    use std::error::Error as _;
+    if let Some(source) = error.source()
+        && crate::body::is_too_large(source)
+    {
+        return ProxyError::PayloadTooLarge;
+    }
+    ProxyError::UpstreamFailed(error.to_string())
+}
+
+fn build_request(head: &http::request::Parts, endpoint: &Endpoint, forward: &Forward<'_>, body: Body) -> Result<Request<Body>, ProxyError> {
+    let rest = forward.rest;
+    let query = head.uri.query();
+    let mut path_and_query = String::with_capacity(endpoint.base_path.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
+    path_and_query.push_str(&endpoint.base_path);
+    path_and_query.push_str(rest);
+    if let Some(query) = query {
+        path_and_query.push('?');
+        path_and_query.push_str(query);
+    }
+    let uri = Uri::builder()
+        .scheme(endpoint.scheme.clone())
+        .authority(endpoint.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|e| ProxyError::Internal(format!("upstream URI: {e}")))?;
+    let mut request = Request::new(body);
+    *request.method_mut() = head.method.clone();
+    *request.uri_mut() = uri;
+    *request.headers_mut() = head.headers.clone();
+    prepare_headers(request.headers_mut(), forward.client_addr, forward.tls);
+    request.headers_mut().insert(header::HOST, endpoint.host.clone());
+    Ok(request)
+}
+
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+];
+
+/// Remove hop-by-hop headers (RFC 9110 §7.6.1), including those named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+fn prepare_headers(headers: &mut HeaderMap, client_addr: IpAddr, tls: bool) {
+    strip_hop_by_hop(headers);
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert("x-forwarded-host", host);
+    }
+    let client = client_addr.to_string();
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {client}"),
+        None => client,
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", value);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(if tls { "https" } else { "http" }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_checked() {
+        let endpoint = parse_endpoint("http://127.0.0.1:9000/base/").unwrap();
+        assert_eq!(endpoint.base_path, "/base");
+        assert_eq!(endpoint.authority.as_str(), "127.0.0.1:9000");
+        assert!(parse_endpoint("ftp://x").unwrap_err().contains("only http://"));
+        assert!(parse_endpoint("127.0.0.1:80").is_err());
+        assert!(parse_endpoint("http://u:p@host/").unwrap_err().contains("credentials"));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-kept"));
+    }
+}

@@ -1,0 +1,135 @@
+//! key-auth: Portico's built-in authentication policy. It accepts an API key (header, then
+//! query parameter) or a Bearer JWT, has the host check it, sets the caller's identity and
+//! answers 401 (no or bad credential) or 403 (missing scope) otherwise.
+
+mod config;
+mod credential;
+
+use portico_policy_sdk::keys::{self, KeyError};
+use portico_policy_sdk::{Context, Decision, Identity, Policy, Request, log};
+
+use crate::config::{Config, Settings};
+use crate::credential::{
+    Method, Refusal, jwt_in_header, missing_scopes, query_without, reason, refusal_response,
+};
+
+/// Where the credential of a request was found, so that it can be hidden afterwards.
+enum Place {
+    Header(String),
+    Query(String),
+}
+
+/// A credential found in a request.
+struct Credential {
+    method: Method,
+    value: String,
+    place: Place,
+}
+
+/// The key-auth policy.
+struct KeyAuth {
+    settings: Settings,
+}
+
+impl KeyAuth {
+    /// The first credential in the request: API key header, API key query parameter, JWT.
+    fn find_credential(&self, request: &Request) -> Option<Credential> {
+        let settings = &self.settings;
+        if let Some(header) = &settings.api_key_header {
+            if let Some(value) = non_empty(request.header(header)) {
+                let place = Place::Header(header.clone());
+                return Some(Credential { method: Method::ApiKey, value, place });
+            }
+        }
+        if let Some(name) = &settings.api_key_query {
+            if let Some(value) = non_empty(request.query_param(name)) {
+                let place = Place::Query(name.clone());
+                return Some(Credential { method: Method::ApiKey, value, place });
+            }
+        }
+        if let Some(header) = &settings.jwt_header {
+            if let Some(value) = request.header(header) {
+                if let Some(token) = jwt_in_header(header, &value) {
+                    let place = Place::Header(header.clone());
+                    let value = token.to_owned();
+                    return Some(Credential { method: Method::Jwt, value, place });
+                }
+            }
+        }
+        None
+    }
+
+    fn authenticate(&self, request: &Request) -> Result<(Identity, Place), Refusal> {
+        let credential = self.find_credential(request).ok_or(Refusal::Missing)?;
+        let checked = match credential.method {
+            Method::ApiKey => keys::lookup_api_key(&credential.value),
+            Method::Jwt => keys::verify_jwt(&credential.value).map(|token| token.identity),
+        };
+        let identity = checked.map_err(|error| {
+            log_rejection(credential.method, &error);
+            Refusal::Rejected(credential.method, error)
+        })?;
+        let missing = missing_scopes(&self.settings.required_scopes, &identity.scopes);
+        if !missing.is_empty() {
+            return Err(Refusal::InsufficientScope(missing));
+        }
+        Ok((identity, credential.place))
+    }
+}
+
+impl Policy for KeyAuth {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        Ok(KeyAuth {
+            settings: Settings::from_config(config)?,
+        })
+    }
+
+    fn on_request(&mut self, request: &Request, context: &Context) -> Decision {
+        let (identity, place) = match self.authenticate(request) {
+            Ok(found) => found,
+            Err(refusal) => return refusal_response(&self.settings, &refusal).into(),
+        };
+        context.set_identity(&identity);
+        if self.settings.hide_credentials {
+            hide(request, &place);
+        }
+        Decision::Continue
+    }
+}
+
+/// Removes the credential from the request before it goes upstream.
+fn hide(request: &Request, place: &Place) {
+    match place {
+        Place::Header(name) => {
+            if let Err(error) = request.remove_header(name) {
+                log::warn(
+                    "cannot remove the credential header",
+                    &[("header", name.as_str()), ("error", error.name())],
+                );
+            }
+        }
+        Place::Query(name) => {
+            if let Some(query) = request.query() {
+                request.set_query(query_without(&query, name).as_deref());
+            }
+        }
+    }
+}
+
+fn log_rejection(method: Method, error: &KeyError) {
+    let mut fields = vec![("method", method.name()), ("reason", reason(error))];
+    if let KeyError::BadSignature(why) | KeyError::InvalidClaims(why) = error {
+        fields.push(("detail", why.as_str()));
+    }
+    log::info("credential refused", &fields);
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value
+        .map(|value| value.trim().to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+portico_policy_sdk::export_policy!(KeyAuth);

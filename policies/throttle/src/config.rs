@@ -1,0 +1,325 @@
+//! The throttle configuration as written in JSON, and its validated form.
+
+use std::collections::BTreeMap;
+
+use portico_policy_sdk::http::is_token;
+use serde::Deserialize;
+
+/// The JSON configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Limits for callers whose tier is not in `tiers`.
+    #[serde(default)]
+    pub limits: Option<Vec<LimitConfig>>,
+    /// Limits per tier name; an empty list means unlimited.
+    #[serde(default)]
+    pub tiers: Option<BTreeMap<String, Vec<LimitConfig>>>,
+    /// Whose requests are counted together (see [`KeyBy`]); `application` by default.
+    #[serde(default)]
+    pub key_by: Option<String>,
+    /// Where counters are shared.
+    #[serde(default)]
+    pub scope: Scope,
+    /// Units each request counts for.
+    #[serde(default = "one")]
+    pub cost: u32,
+}
+
+/// One limit: `requests` per `per`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// Units allowed per window.
+    pub requests: u64,
+    /// The sliding window: `500ms`, `1s`, `10m`, `1h`, `1d`.
+    pub per: String,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Where counters are shared.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// One set of counters per API name and version.
+    #[default]
+    Api,
+    /// One set per operation of an API.
+    Operation,
+    /// One set for every API the policy is attached to.
+    Global,
+}
+
+/// Whose requests are counted together. The identity-based ones fall back to the client's
+/// IP address for requests without that part of an identity, and so does `header:<name>`
+/// when the header is absent, so that anonymous callers never share one counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyBy {
+    /// The calling application.
+    Application,
+    /// The application's subscription.
+    Subscription,
+    /// The end user.
+    User,
+    /// The throttling tier: every caller of a tier together.
+    Tier,
+    /// The client's IP address.
+    Ip,
+    /// Every caller of the API together.
+    Api,
+    /// Every caller of the operation together.
+    Operation,
+    /// The value of a request header (lower-case name).
+    Header(String),
+}
+
+impl KeyBy {
+    fn parse(text: &str) -> Result<KeyBy, String> {
+        let key_by = match text {
+            "application" => KeyBy::Application,
+            "subscription" => KeyBy::Subscription,
+            "user" => KeyBy::User,
+            "tier" => KeyBy::Tier,
+            "ip" => KeyBy::Ip,
+            "api" => KeyBy::Api,
+            "operation" => KeyBy::Operation,
+            _ => match text.strip_prefix("header:") {
+                Some(name) if is_token(name) => KeyBy::Header(name.to_ascii_lowercase()),
+                Some(name) => {
+                    return Err(format!("`key_by`: `{name}` is not a valid header name"));
+                }
+                None => {
+                    return Err(format!(
+                        "`key_by`: `{text}` is not one of application, subscription, user, \
+                         tier, ip, api, operation or header:<name>"
+                    ));
+                }
+            },
+        };
+        Ok(key_by)
+    }
+}
+
+/// A validated limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    /// Units allowed per window.
+    pub requests: u64,
+    /// The window in milliseconds.
+    pub window_ms: u64,
+    /// The window as configured, for messages.
+    pub per: String,
+}
+
+/// The validated settings the policy runs with. Every list of limits is sorted by window,
+/// shortest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Limits for callers whose tier is not in `tiers`.
+    pub limits: Vec<Limit>,
+    /// Limits per tier name.
+    pub tiers: BTreeMap<String, Vec<Limit>>,
+    /// Whose requests are counted together.
+    pub key_by: KeyBy,
+    /// Where counters are shared.
+    pub scope: Scope,
+    /// Units each request counts for.
+    pub cost: u32,
+}
+
+impl Settings {
+    /// Validates `config`; the error names the field that is wrong.
+    pub fn from_config(config: Config) -> Result<Settings, String> {
+        if config.limits.is_none() && config.tiers.is_none() {
+            return Err("set `limits`, `tiers` or both".to_owned());
+        }
+        if config.cost == 0 {
+            return Err("`cost` must be at least 1".to_owned());
+        }
+        let cost = u64::from(config.cost);
+        let limits = limit_list("limits", config.limits.unwrap_or_default(), cost)?;
+        let mut tiers = BTreeMap::new();
+        for (tier, list) in config.tiers.unwrap_or_default() {
+            let list = limit_list(&format!("tiers.{tier}"), list, cost)?;
+            tiers.insert(tier, list);
+        }
+        let key_by = match config.key_by {
+            Some(text) => KeyBy::parse(&text)?,
+            None => KeyBy::Application,
+        };
+        Ok(Settings {
+            limits,
+            tiers,
+            key_by,
+            scope: config.scope,
+            cost: config.cost,
+        })
+    }
+
+    /// The limits for a caller of `tier`: the tier's own, else the default ones. Empty means
+    /// unlimited.
+    pub fn limits_for(&self, tier: Option<&str>) -> &[Limit] {
+        tier.and_then(|tier| self.tiers.get(tier))
+            .unwrap_or(&self.limits)
+    }
+}
+
+fn limit_list(field: &str, list: Vec<LimitConfig>, cost: u64) -> Result<Vec<Limit>, String> {
+    let mut limits = Vec::with_capacity(list.len());
+    for (index, limit) in list.into_iter().enumerate() {
+        if limit.requests == 0 {
+            return Err(format!("`{field}[{index}].requests` must be at least 1"));
+        }
+        if cost > limit.requests {
+            return Err(format!(
+                "`cost` ({cost}) is more than `{field}[{index}].requests` ({}): no request \
+                 could ever pass",
+                limit.requests
+            ));
+        }
+        let window_ms = parse_window(&limit.per)
+            .ok_or_else(|| {
+                format!(
+                    "`{field}[{index}].per`: `{}` is not a window like `500ms`, `1s`, `10m`, \
+                     `1h` or `1d`",
+                    limit.per
+                )
+            })?;
+        limits.push(Limit {
+            requests: limit.requests,
+            window_ms,
+            per: limit.per,
+        });
+    }
+    limits.sort_by_key(|limit| limit.window_ms);
+    Ok(limits)
+}
+
+/// Milliseconds in a window written as a positive whole number and a unit: `ms`, `s`, `m`,
+/// `h` or `d`.
+pub fn parse_window(text: &str) -> Option<u64> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    number.checked_mul(unit_ms).filter(|&ms| ms > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{KeyBy, Limit, Scope, Settings, parse_window};
+    use portico_policy_sdk::parse_config;
+
+    fn settings(json: &str) -> Result<Settings, String> {
+        Settings::from_config(parse_config(json)?)
+    }
+
+    fn limit(requests: u64, per: &str) -> Limit {
+        Limit {
+            requests,
+            window_ms: parse_window(per).unwrap(),
+            per: per.to_owned(),
+        }
+    }
+
+    #[test]
+    fn windows() {
+        assert_eq!(parse_window("500ms"), Some(500));
+        assert_eq!(parse_window("1s"), Some(1_000));
+        assert_eq!(parse_window("10s"), Some(10_000));
+        assert_eq!(parse_window("1m"), Some(60_000));
+        assert_eq!(parse_window("2h"), Some(7_200_000));
+        assert_eq!(parse_window("1d"), Some(86_400_000));
+        for bad in ["", "1", "s", "0s", "1 s", "-1s", "1.5s", "1S", "1sec", "99999999999999999999d"] {
+            assert_eq!(parse_window(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn full_config() {
+        let settings = settings(
+            r#"{"limits": [{"requests": 100, "per": "1m"}],
+                "tiers": {"Gold": [{"requests": 5000, "per": "1m"}, {"requests": 50, "per": "1s"}],
+                          "Unlimited": []},
+                "key_by": "header:X-Client", "scope": "operation", "cost": 2}"#,
+        )
+        .unwrap();
+        assert_eq!(settings.limits, [limit(100, "1m")]);
+        assert_eq!(settings.tiers["Gold"], [limit(50, "1s"), limit(5000, "1m")]);
+        assert!(settings.tiers["Unlimited"].is_empty());
+        assert_eq!(settings.key_by, KeyBy::Header("x-client".to_owned()));
+        assert_eq!(settings.scope, Scope::Operation);
+        assert_eq!(settings.cost, 2);
+    }
+
+    #[test]
+    fn defaults() {
+        let settings = settings(r#"{"tiers": {"Gold": []}}"#).unwrap();
+        assert!(settings.limits.is_empty());
+        assert_eq!(settings.key_by, KeyBy::Application);
+        assert_eq!(settings.scope, Scope::Api);
+        assert_eq!(settings.cost, 1);
+    }
+
+    #[test]
+    fn tiers_pick_their_limits() {
+        let settings = settings(
+            r#"{"limits": [{"requests": 1, "per": "1s"}],
+                "tiers": {"Gold": [{"requests": 9, "per": "1s"}], "Unlimited": []}}"#,
+        )
+        .unwrap();
+        assert_eq!(settings.limits_for(None), [limit(1, "1s")]);
+        assert_eq!(settings.limits_for(Some("Bronze")), [limit(1, "1s")]);
+        assert_eq!(settings.limits_for(Some("Gold")), [limit(9, "1s")]);
+        assert!(settings.limits_for(Some("Unlimited")).is_empty());
+    }
+
+    #[test]
+    fn key_by_values() {
+        let cases = [
+            ("application", KeyBy::Application),
+            ("subscription", KeyBy::Subscription),
+            ("user", KeyBy::User),
+            ("tier", KeyBy::Tier),
+            ("ip", KeyBy::Ip),
+            ("api", KeyBy::Api),
+            ("operation", KeyBy::Operation),
+        ];
+        for (text, expected) in cases {
+            let json = format!(r#"{{"limits": [], "key_by": "{text}"}}"#);
+            assert_eq!(settings(&json).unwrap().key_by, expected);
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("{}", "set `limits`, `tiers` or both"),
+            (r#"{"limits": [], "cost": 0}"#, "`cost` must be at least 1"),
+            (r#"{"limits": [{"requests": 0, "per": "1s"}]}"#, "`limits[0].requests` must be"),
+            (r#"{"limits": [{"requests": 1, "per": "1s"}, {"requests": 1, "per": "1y"}]}"#, "`limits[1].per`: `1y` is not"),
+            (r#"{"tiers": {"Gold": [{"requests": 1, "per": "x"}]}}"#, "`tiers.Gold[0].per`: `x` is not"),
+            (r#"{"limits": [{"requests": 2, "per": "1s"}], "cost": 3}"#, "`cost` (3) is more than `limits[0].requests` (2)"),
+            (r#"{"limits": [], "key_by": "app"}"#, "`key_by`: `app` is not one of"),
+            (r#"{"limits": [], "key_by": "header:"}"#, "`key_by`: `` is not a valid header name"),
+            (r#"{"limits": [], "scope": "world"}"#, "config field `scope`: unknown variant `world`"),
+            (r#"{"limits": [{"requests": 1}]}"#, "config field `limits[0]`: missing field `per`"),
+            (r#"{"limits": [{"requests": 1, "per": "1s", "burst": 2}]}"#, "config field `limits[0].burst`: unknown field"),
+            (r#"{"limits": [{"requests": -1, "per": "1s"}]}"#, "config field `limits[0].requests`: invalid value"),
+        ];
+        for (json, expected) in cases {
+            let error = settings(json).unwrap_err();
+            assert!(error.starts_with(expected), "{json}: {error}");
+        }
+    }
+}

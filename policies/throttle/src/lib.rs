@@ -1,0 +1,107 @@
+//! throttle: Portico's built-in rate-limiting policy. It counts each request against the
+//! caller's limits (its tier's, else the default ones) with the host's shared counters,
+//! answers 429 when one is used up, and reports the tightest quota in `RateLimit-*` headers.
+
+mod config;
+mod quota;
+
+use portico_policy_sdk::counters::hit;
+use portico_policy_sdk::{Context, Decision, Policy, Request, Response, log};
+
+use crate::config::{Config, KeyBy, Settings};
+use crate::quota::{
+    Quota, counter_key, identity_caller, refusal_response, scope_key, tighter,
+};
+
+/// The throttle policy.
+struct Throttle {
+    settings: Settings,
+}
+
+impl Throttle {
+    /// The caller part of the counter keys for this request.
+    fn caller(&self, request: &Request, context: &Context, identity: Option<&portico_policy_sdk::Identity>) -> String {
+        let ip = || format!("ip:{}", request.client_addr());
+        match &self.settings.key_by {
+            KeyBy::Ip => ip(),
+            KeyBy::Api => format!("api:{}@{}", context.api_name(), context.api_version()),
+            KeyBy::Operation => format!(
+                "op:{}@{} {}",
+                context.api_name(),
+                context.api_version(),
+                context.operation()
+            ),
+            KeyBy::Header(name) => match request.header(name) {
+                Some(value) => format!("header:{name}={value}"),
+                None => ip(),
+            },
+            identity_based => identity_caller(identity_based, identity).unwrap_or_else(ip),
+        }
+    }
+}
+
+impl Policy for Throttle {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        Ok(Throttle {
+            settings: Settings::from_config(config)?,
+        })
+    }
+
+    fn on_request(&mut self, request: &Request, context: &Context) -> Decision {
+        let identity = context.identity();
+        let tier = identity.as_ref().and_then(|identity| identity.tier.as_deref());
+        let limits = self.settings.limits_for(tier);
+        if limits.is_empty() {
+            return Decision::Continue;
+        }
+        let scope = scope_key(
+            self.settings.scope,
+            &context.api_name(),
+            &context.api_version(),
+            &context.operation(),
+        );
+        let caller = self.caller(request, context, identity.as_ref());
+        let mut tightest: Option<Quota> = None;
+        for limit in limits {
+            let key = counter_key(&scope, limit, &caller);
+            let result = hit(&key, limit.requests, limit.window_ms, self.settings.cost);
+            if !result.allowed {
+                return refusal_response(limit, &result).into();
+            }
+            tightest = Some(tighter(tightest, Quota::from_hit(&result)));
+        }
+        if let Some(ours) = tightest {
+            // Another throttle earlier in the chain may have left a tighter quota.
+            let earlier = Quota::from_attributes(|key| context.get(key));
+            let quota = tighter(earlier, ours);
+            if Some(quota) != earlier {
+                for (key, value) in quota.attributes() {
+                    context.set(key, &value);
+                }
+            }
+        }
+        Decision::Continue
+    }
+
+    fn on_response(&mut self, _request: &Request, response: &Response, context: &Context) {
+        // A 429 of this or another throttle, or the upstream, already said it.
+        if response.header("ratelimit-limit").is_some() {
+            return;
+        }
+        let Some(quota) = Quota::from_attributes(|key| context.get(key)) else {
+            return;
+        };
+        for (name, value) in quota.headers() {
+            if let Err(error) = response.set_header(name, &value) {
+                log::warn(
+                    "cannot set a rate-limit header",
+                    &[("header", name), ("error", error.name())],
+                );
+            }
+        }
+    }
+}
+
+portico_policy_sdk::export_policy!(Throttle);

@@ -1,0 +1,232 @@
+//! Counter keys, the quota a request leaves, and the 429 answer: the host-free part of
+//! throttle.
+
+use portico_policy_sdk::counters::HitResult;
+use portico_policy_sdk::{Identity, ImmediateResponse, problem};
+
+use crate::config::{KeyBy, Limit, Scope};
+
+/// Context attributes that carry the tightest quota from the request to the response phase.
+const LIMIT_ATTRIBUTE: &str = "throttle.limit";
+const REMAINING_ATTRIBUTE: &str = "throttle.remaining";
+const RESET_ATTRIBUTE: &str = "throttle.reset";
+
+/// The part of a counter key that says where counters are shared.
+pub fn scope_key(scope: Scope, api: &str, version: &str, operation: &str) -> String {
+    match scope {
+        Scope::Api => format!("api:{api}@{version}"),
+        Scope::Operation => format!("op:{api}@{version} {operation}"),
+        Scope::Global => "global".to_owned(),
+    }
+}
+
+/// The caller part of a counter key for the identity-based `key_by`s, or `None` when the
+/// identity lacks it (or `key_by` is not identity-based).
+pub fn identity_caller(key_by: &KeyBy, identity: Option<&Identity>) -> Option<String> {
+    let identity = identity?;
+    let (kind, value) = match key_by {
+        KeyBy::Application => ("app", &identity.application),
+        KeyBy::Subscription => ("sub", &identity.subscription),
+        KeyBy::User => ("user", &identity.user),
+        KeyBy::Tier => ("tier", &identity.tier),
+        _ => return None,
+    };
+    value.as_ref().map(|value| format!("{kind}:{value}"))
+}
+
+/// The counter key of one limit. The caller comes last: everything before it is from the
+/// configuration and the route, so a caller-chosen value cannot imitate another key.
+pub fn counter_key(scope: &str, limit: &Limit, caller: &str) -> String {
+    format!("throttle|{scope}|{}/{}ms|{caller}", limit.requests, limit.window_ms)
+}
+
+/// Whole seconds, rounded up.
+pub fn seconds(ms: u64) -> u64 {
+    ms.div_ceil(1_000)
+}
+
+/// What a limit leaves of the caller's quota, as sent in the `RateLimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Units per window.
+    pub limit: u64,
+    /// Units left in the window.
+    pub remaining: u64,
+    /// Seconds until the window's whole quota is back.
+    pub reset: u64,
+}
+
+impl Quota {
+    /// The quota left after an allowed hit.
+    pub fn from_hit(hit: &HitResult) -> Quota {
+        Quota {
+            limit: hit.limit,
+            remaining: hit.remaining,
+            reset: seconds(hit.reset_ms),
+        }
+    }
+
+    /// The quota stored in context attributes by [`Quota::attributes`], if all of it is
+    /// there and well formed.
+    pub fn from_attributes(get: impl Fn(&str) -> Option<String>) -> Option<Quota> {
+        let number = |key| get(key)?.parse().ok();
+        Some(Quota {
+            limit: number(LIMIT_ATTRIBUTE)?,
+            remaining: number(REMAINING_ATTRIBUTE)?,
+            reset: number(RESET_ATTRIBUTE)?,
+        })
+    }
+
+    /// The context attributes that carry this quota to the response phase.
+    pub fn attributes(&self) -> [(&'static str, String); 3] {
+        [
+            (LIMIT_ATTRIBUTE, self.limit.to_string()),
+            (REMAINING_ATTRIBUTE, self.remaining.to_string()),
+            (RESET_ATTRIBUTE, self.reset.to_string()),
+        ]
+    }
+
+    /// The `RateLimit-*` response headers for this quota.
+    pub fn headers(&self) -> [(&'static str, String); 3] {
+        [
+            ("ratelimit-limit", self.limit.to_string()),
+            ("ratelimit-remaining", self.remaining.to_string()),
+            ("ratelimit-reset", self.reset.to_string()),
+        ]
+    }
+}
+
+/// The tighter of two quotas: the one with fewer units left (`current` on a tie).
+pub fn tighter(current: Option<Quota>, candidate: Quota) -> Quota {
+    match current {
+        Some(current) if current.remaining <= candidate.remaining => current,
+        _ => candidate,
+    }
+}
+
+/// The 429 answer to a hit that `limit` refused.
+pub fn refusal_response(limit: &Limit, hit: &HitResult) -> ImmediateResponse {
+    let retry_after = seconds(hit.retry_after_ms).max(1);
+    let detail = format!(
+        "The rate limit of {} requests per {} is used up; retry in {retry_after} s.",
+        limit.requests, limit.per
+    );
+    problem(429, "Too Many Requests", &detail)
+        .header("retry-after", retry_after.to_string())
+        .header("ratelimit-limit", hit.limit.to_string())
+        .header("ratelimit-remaining", "0")
+        .header("ratelimit-reset", seconds(hit.reset_ms).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{
+        Quota, counter_key, identity_caller, refusal_response, scope_key, seconds, tighter,
+    };
+    use crate::config::{KeyBy, Limit, Scope};
+    use portico_policy_sdk::Identity;
+    use portico_policy_sdk::counters::HitResult;
+    use std::collections::HashMap;
+
+    fn identity() -> Identity {
+        Identity {
+            method: "api-key".to_owned(),
+            application: Some("shop".to_owned()),
+            subscription: None,
+            tier: Some("Gold".to_owned()),
+            user: Some("ada".to_owned()),
+            scopes: Vec::new(),
+        }
+    }
+
+    fn hit(allowed: bool, remaining: u64, reset_ms: u64, retry_after_ms: u64) -> HitResult {
+        HitResult {
+            allowed,
+            limit: 100,
+            remaining,
+            reset_ms,
+            retry_after_ms,
+        }
+    }
+
+    #[test]
+    fn scopes() {
+        assert_eq!(scope_key(Scope::Api, "pets", "v1", "GET /pets"), "api:pets@v1");
+        assert_eq!(scope_key(Scope::Operation, "pets", "v1", "GET /pets"), "op:pets@v1 GET /pets");
+        assert_eq!(scope_key(Scope::Global, "pets", "v1", "GET /pets"), "global");
+    }
+
+    #[test]
+    fn identity_callers() {
+        let identity = identity();
+        let caller = |key_by| identity_caller(&key_by, Some(&identity));
+        assert_eq!(caller(KeyBy::Application).as_deref(), Some("app:shop"));
+        assert_eq!(caller(KeyBy::Subscription), None);
+        assert_eq!(caller(KeyBy::User).as_deref(), Some("user:ada"));
+        assert_eq!(caller(KeyBy::Tier).as_deref(), Some("tier:Gold"));
+        assert_eq!(caller(KeyBy::Ip), None);
+        assert_eq!(identity_caller(&KeyBy::Application, None), None);
+    }
+
+    #[test]
+    fn keys_differ_per_limit() {
+        let second = Limit { requests: 10, window_ms: 1_000, per: "1s".to_owned() };
+        let minute = Limit { requests: 10, window_ms: 60_000, per: "1m".to_owned() };
+        let first = counter_key("api:pets@v1", &second, "app:shop");
+        assert_eq!(first, "throttle|api:pets@v1|10/1000ms|app:shop");
+        assert_ne!(first, counter_key("api:pets@v1", &minute, "app:shop"));
+        assert_ne!(first, counter_key("api:pets@v1", &second, "ip:203.0.113.7"));
+    }
+
+    #[test]
+    fn seconds_round_up() {
+        assert_eq!(seconds(0), 0);
+        assert_eq!(seconds(1), 1);
+        assert_eq!(seconds(1_000), 1);
+        assert_eq!(seconds(1_001), 2);
+        assert_eq!(seconds(u64::MAX), u64::MAX / 1_000 + 1);
+    }
+
+    #[test]
+    fn quota_round_trips_through_attributes() {
+        let quota = Quota::from_hit(&hit(true, 7, 1_500, 0));
+        assert_eq!(quota, Quota { limit: 100, remaining: 7, reset: 2 });
+        let attributes: HashMap<&str, String> = quota.attributes().into_iter().collect();
+        let read = Quota::from_attributes(|key| attributes.get(key).cloned());
+        assert_eq!(read, Some(quota));
+        assert_eq!(Quota::from_attributes(|_| None), None);
+        assert_eq!(Quota::from_attributes(|_| Some("x".to_owned())), None);
+        let headers = quota.headers();
+        assert_eq!(headers[0], ("ratelimit-limit", "100".to_owned()));
+        assert_eq!(headers[1], ("ratelimit-remaining", "7".to_owned()));
+        assert_eq!(headers[2], ("ratelimit-reset", "2".to_owned()));
+    }
+
+    #[test]
+    fn the_tightest_quota_wins() {
+        let loose = Quota { limit: 100, remaining: 50, reset: 60 };
+        let tight = Quota { limit: 10, remaining: 2, reset: 1 };
+        assert_eq!(tighter(None, loose), loose);
+        assert_eq!(tighter(Some(loose), tight), tight);
+        assert_eq!(tighter(Some(tight), loose), tight);
+    }
+
+    #[test]
+    fn refusals_are_429_with_rate_limit_headers() {
+        let limit = Limit { requests: 100, window_ms: 60_000, per: "1m".to_owned() };
+        let response = refusal_response(&limit, &hit(false, 0, 42_001, 1_200));
+        assert_eq!(response.status, 429);
+        let header = |name: &str| {
+            response.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone())
+        };
+        assert_eq!(header("retry-after").as_deref(), Some("2"));
+        assert_eq!(header("ratelimit-limit").as_deref(), Some("100"));
+        assert_eq!(header("ratelimit-remaining").as_deref(), Some("0"));
+        assert_eq!(header("ratelimit-reset").as_deref(), Some("43"));
+        assert_eq!(header("content-type").as_deref(), Some("application/problem+json"));
+        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(body["detail"], "The rate limit of 100 requests per 1m is used up; retry in 2 s.");
+        let response = refusal_response(&limit, &hit(false, 0, 0, 0));
+        assert!(response.headers.contains(&("retry-after".to_owned(), "1".to_owned())));
+    }
+}
