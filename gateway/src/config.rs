@@ -311,7 +311,7 @@ fn default_leeway() -> Duration {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct JwtKey {
-    /// Key id; when set, only tokens with this `kid` use this key.
+    /// Key id; a token that names a `kid` is checked only against the keys with that id.
     #[serde(default)]
     pub kid: Option<String>,
     /// The public key in PEM (SubjectPublicKeyInfo).

@@ -44,9 +44,12 @@ pub fn now_ms() -> u64 {
     ORIGIN.elapsed().as_millis() as u64
 }
 
+/// The counters of the keys that hash to one shard: per key, one per window length.
+type Shard = Mutex<HashMap<Box<str>, Vec<Window>>>;
+
 /// Counters kept in this process, sharded by key.
 pub struct LocalCounters {
-    shards: Box<[Mutex<HashMap<Box<str>, Vec<Window>>>]>,
+    shards: Box<[Shard]>,
     hasher: std::hash::RandomState,
 }
 
@@ -112,7 +115,7 @@ impl LocalCounters {
         self.len() == 0
     }
 
-    fn shard(&self, key: &str) -> &Mutex<HashMap<Box<str>, Vec<Window>>> {
+    fn shard(&self, key: &str) -> &Shard {
         &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
     }
 }
@@ -427,7 +430,8 @@ mod tests {
     fn most_in_any_window(admitted: &[(u64, u64)], window_ms: u64) -> u64 {
         let mut most = 0;
         for (start, &(t0, _)) in admitted.iter().enumerate() {
-            let units: u64 = admitted[start..].iter().take_while(|(t, _)| *t < t0 + window_ms).map(|(_, cost)| cost).sum();
+            let units: u64 =
+                admitted[start..].iter().take_while(|(t, _)| *t < t0 + window_ms).map(|(_, cost)| cost).sum();
             most = most.max(units);
         }
         most

@@ -116,7 +116,7 @@ mod tests {
     use crate::{BodyAccess, Policy};
     use serde::Deserialize;
 
-    struct Counting;
+    struct Sample;
 
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -124,14 +124,14 @@ mod tests {
         limit: u32,
     }
 
-    impl Policy for Counting {
+    impl Policy for Sample {
         type Config = Config;
 
         fn new(config: Config) -> Result<Self, String> {
             if config.limit == 0 {
                 return Err("`limit` must be at least 1".to_owned());
             }
-            Ok(Counting)
+            Ok(Sample)
         }
 
         fn body_access(&self) -> BodyAccess {
@@ -146,12 +146,12 @@ mod tests {
     #[test]
     fn init_parses_validates_and_installs() {
         assert!(!installed());
-        let error = <Export<Counting> as Guest>::init(r#"{"limit": "x"}"#.to_owned()).unwrap_err();
+        let error = <Export<Sample> as Guest>::init(r#"{"limit": "x"}"#.to_owned()).unwrap_err();
         assert!(error.starts_with("config field `limit`"), "{error}");
-        let error = <Export<Counting> as Guest>::init(r#"{"limit": 0}"#.to_owned()).unwrap_err();
+        let error = <Export<Sample> as Guest>::init(r#"{"limit": 0}"#.to_owned()).unwrap_err();
         assert_eq!(error, "`limit` must be at least 1");
         assert!(!installed());
-        let access = <Export<Counting> as Guest>::init(r#"{"limit": 3}"#.to_owned()).unwrap();
+        let access = <Export<Sample> as Guest>::init(r#"{"limit": 3}"#.to_owned()).unwrap();
         assert_eq!(access, BodyAccess::REQUEST);
         assert!(installed());
     }

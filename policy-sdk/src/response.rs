@@ -47,6 +47,15 @@ struct Problem<'a> {
 ///
 /// `title` is the status's reason phrase (`Unauthorized`); `detail` explains this occurrence
 /// to the client, so it must never contain a credential.
+///
+/// ```
+/// use portico_policy_sdk::{Decision, problem};
+///
+/// let decision: Decision = problem(403, "Forbidden", "The client is blocked.")
+///     .header("cache-control", "no-store")
+///     .into();
+/// # assert!(matches!(decision, Decision::Respond(response) if response.status == 403));
+/// ```
 pub fn problem(status: u16, title: &str, detail: &str) -> ImmediateResponse {
     let document = Problem {
         kind: "about:blank",
@@ -76,7 +85,10 @@ mod tests {
         assert_eq!(response.status, 204);
         assert_eq!(
             response.headers,
-            vec![("a".to_owned(), "1".to_owned()), ("a".to_owned(), "2".to_owned())]
+            vec![
+                ("a".to_owned(), "1".to_owned()),
+                ("a".to_owned(), "2".to_owned())
+            ]
         );
         assert_eq!(response.body, b"x");
         assert!(matches!(Decision::from(response), Decision::Respond(r) if r.status == 204));
@@ -88,7 +100,10 @@ mod tests {
         assert_eq!(response.status, 401);
         assert_eq!(
             response.headers,
-            vec![("content-type".to_owned(), "application/problem+json".to_owned())]
+            vec![(
+                "content-type".to_owned(),
+                "application/problem+json".to_owned()
+            )]
         );
         let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
         assert_eq!(

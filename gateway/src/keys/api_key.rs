@@ -28,13 +28,17 @@ impl ApiKeys {
                 user: consumer.user.clone(),
                 scopes: consumer.scopes.clone(),
             };
-            let plain = consumer.api_keys.iter().enumerate().map(|(j, key)| {
-                (format!("consumers[{i}].api_keys[{j}]"), Some(digest(key)))
-            });
+            let plain = consumer
+                .api_keys
+                .iter()
+                .enumerate()
+                .map(|(j, key)| (format!("consumers[{i}].api_keys[{j}]"), Some(digest(key))));
             // A malformed digest is reported by `config::validate`; it is skipped here.
-            let hashed = consumer.api_key_hashes.iter().enumerate().map(|(j, hex)| {
-                (format!("consumers[{i}].api_key_hashes[{j}]"), parse_hex_digest(hex))
-            });
+            let hashed = consumer
+                .api_key_hashes
+                .iter()
+                .enumerate()
+                .map(|(j, hex)| (format!("consumers[{i}].api_key_hashes[{j}]"), parse_hex_digest(hex)));
             for (path, digest) in plain.chain(hashed) {
                 let Some(digest) = digest else { continue };
                 match owner.entry(digest) {
@@ -44,10 +48,7 @@ impl ApiKeys {
                     }
                     Entry::Occupied(slot) if *slot.get() != i => problems.push(Problem {
                         path,
-                        reason: format!(
-                            "this API key is also given to consumer `{}`",
-                            consumers[*slot.get()].name
-                        ),
+                        reason: format!("this API key is also given to consumer `{}`", consumers[*slot.get()].name),
                     }),
                     Entry::Occupied(_) => {}
                 }

@@ -176,10 +176,8 @@ pub(super) fn load(configs: &[JwtIssuer], base_dir: &Path, problems: &mut Vec<Pr
             continue;
         }
         let leeway = config.leeway.0.as_secs();
-        let validations = algorithms
-            .iter()
-            .map(|&alg| (alg, validation(alg, &config.issuer, &config.audiences, leeway)))
-            .collect();
+        let validations =
+            algorithms.iter().map(|&alg| (alg, validation(alg, &config.issuer, &config.audiences, leeway))).collect();
         issuers.insert(
             config.issuer.clone(),
             Issuer { name: config.issuer.clone(), claims: config.claims.clone(), leeway, validations, keys },
@@ -207,7 +205,9 @@ fn allowed_algorithms(config: &JwtIssuer, at: &str, problem: &mut impl FnMut(Str
             }
             Err(_) => problem(
                 path,
-                format!("unknown algorithm `{name}`; use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA"),
+                format!(
+                    "unknown algorithm `{name}`; use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA"
+                ),
             ),
         }
     }
@@ -250,7 +250,8 @@ fn decode_pem(pem: &str) -> Result<(KeyKind, DecodingKey), String> {
     let pem = pem.as_bytes();
     if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
         let der = key.try_get_as_bytes().map_err(|_| "not a valid RSA public key".to_owned())?;
-        let components = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.key_utils.rsa_pub_components_from_public_key;
+        let components =
+            jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.key_utils.rsa_pub_components_from_public_key;
         let (n, e) = components(der).map_err(|_| "not a valid RSA public key".to_owned())?;
         check_rsa(&n, &e)?;
         return Ok((KeyKind::Rsa, DecodingKey::from_rsa_raw_components(&n, &e)));
@@ -390,7 +391,7 @@ fn check_rsa(n: &[u8], e: &[u8]) -> Result<(), String> {
     }
     let e = trim_leading_zeros(e);
     let exponent = if e.len() <= 5 { e.iter().fold(0u64, |value, &byte| value << 8 | u64::from(byte)) } else { 0 };
-    if exponent < 3 || exponent >= 1 << 33 || exponent % 2 == 0 {
+    if !(3..1 << 33).contains(&exponent) || exponent.is_multiple_of(2) {
         return Err("invalid RSA public exponent".to_owned());
     }
     Ok(())

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{Map, Value};
 
 use super::issuer::Issuer;
@@ -93,7 +93,7 @@ impl Issuers {
 }
 
 /// A base64url JSON part of the token.
-fn decode_part<T: for<'de> Deserialize<'de>>(part: &str) -> Option<T> {
+fn decode_part<T: DeserializeOwned>(part: &str) -> Option<T> {
     let json = URL_SAFE_NO_PAD.decode(part).ok()?;
     serde_json::from_slice(&json).ok()
 }
@@ -106,7 +106,9 @@ fn signature_algorithm(alg: &str) -> Result<Algorithm, KeyError> {
             Err(KeyError::BadSignature(format!("{alg:?} is never accepted")))
         }
         Ok(alg) => Ok(alg),
-        Err(_) if alg.eq_ignore_ascii_case("none") => Err(KeyError::BadSignature("unsigned tokens are never accepted".to_owned())),
+        Err(_) if alg.eq_ignore_ascii_case("none") => {
+            Err(KeyError::BadSignature("unsigned tokens are never accepted".to_owned()))
+        }
         Err(_) => Err(KeyError::BadSignature("unsupported algorithm".to_owned())),
     }
 }
@@ -131,9 +133,7 @@ fn claims_error(kind: &ErrorKind) -> KeyError {
         ErrorKind::ExpiredSignature => KeyError::Expired,
         ErrorKind::ImmatureSignature => KeyError::NotYetValid,
         // Claim names come from the validation's fixed list, not from the token.
-        ErrorKind::MissingRequiredClaim(claim) => {
-            KeyError::InvalidClaims(format!("missing or malformed `{claim}`"))
-        }
+        ErrorKind::MissingRequiredClaim(claim) => KeyError::InvalidClaims(format!("missing or malformed `{claim}`")),
         ErrorKind::InvalidClaimFormat(claim) => KeyError::InvalidClaims(format!("malformed `{claim}`")),
         ErrorKind::InvalidIssuer => KeyError::InvalidClaims("`iss` does not match".to_owned()),
         ErrorKind::InvalidAudience => KeyError::InvalidClaims("`aud` names no accepted audience".to_owned()),

@@ -251,15 +251,36 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            (r#"{"api_key": false, "jwt": false}"#, "`api_key` and `jwt` are both false"),
-            (r#"{"api_key": {"header": null}}"#, "`api_key`: set `header`"),
-            (r#"{"api_key": {"header": "a b"}}"#, "`api_key.header`: `a b` is not"),
-            (r#"{"api_key": {"query": ""}}"#, "`api_key.query` must not be empty"),
+            (
+                r#"{"api_key": false, "jwt": false}"#,
+                "`api_key` and `jwt` are both false",
+            ),
+            (
+                r#"{"api_key": {"header": null}}"#,
+                "`api_key`: set `header`",
+            ),
+            (
+                r#"{"api_key": {"header": "a b"}}"#,
+                "`api_key.header`: `a b` is not",
+            ),
+            (
+                r#"{"api_key": {"query": ""}}"#,
+                "`api_key.query` must not be empty",
+            ),
             (r#"{"jwt": {"header": ""}}"#, "`jwt.header`: `` is not"),
             (r#"{"realm": "a\"b"}"#, "`realm` must be"),
-            (r#"{"required_scopes": ["ok", "a b"]}"#, "`required_scopes[1]` must be"),
-            (r#"{"api_key": {"headr": "x"}}"#, "config field `api_key.headr`: unknown field"),
-            (r#"{"jwt": "yes"}"#, "config field `jwt`: invalid type: string"),
+            (
+                r#"{"required_scopes": ["ok", "a b"]}"#,
+                "`required_scopes[1]` must be",
+            ),
+            (
+                r#"{"api_key": {"headr": "x"}}"#,
+                "config field `api_key.headr`: unknown field",
+            ),
+            (
+                r#"{"jwt": "yes"}"#,
+                "config field `jwt`: invalid type: string",
+            ),
             (r#"{"realms": "x"}"#, "config field `realms`: unknown field"),
         ];
         for (json, expected) in cases {

@@ -35,26 +35,37 @@ impl KeyAuth {
     /// The first credential in the request: API key header, API key query parameter, JWT.
     fn find_credential(&self, request: &Request) -> Option<Credential> {
         let settings = &self.settings;
-        if let Some(header) = &settings.api_key_header {
-            if let Some(value) = non_empty(request.header(header)) {
-                let place = Place::Header(header.clone());
-                return Some(Credential { method: Method::ApiKey, value, place });
-            }
+        if let Some(header) = &settings.api_key_header
+            && let Some(value) = non_empty(request.header(header))
+        {
+            let place = Place::Header(header.clone());
+            return Some(Credential {
+                method: Method::ApiKey,
+                value,
+                place,
+            });
         }
-        if let Some(name) = &settings.api_key_query {
-            if let Some(value) = non_empty(request.query_param(name)) {
-                let place = Place::Query(name.clone());
-                return Some(Credential { method: Method::ApiKey, value, place });
-            }
+        if let Some(name) = &settings.api_key_query
+            && let Some(value) = non_empty(request.query_param(name))
+        {
+            let place = Place::Query(name.clone());
+            return Some(Credential {
+                method: Method::ApiKey,
+                value,
+                place,
+            });
         }
-        if let Some(header) = &settings.jwt_header {
-            if let Some(value) = request.header(header) {
-                if let Some(token) = jwt_in_header(header, &value) {
-                    let place = Place::Header(header.clone());
-                    let value = token.to_owned();
-                    return Some(Credential { method: Method::Jwt, value, place });
-                }
-            }
+        if let Some(header) = &settings.jwt_header
+            && let Some(value) = request.header(header)
+            && let Some(token) = jwt_in_header(header, &value)
+        {
+            let place = Place::Header(header.clone());
+            let value = token.to_owned();
+            return Some(Credential {
+                method: Method::Jwt,
+                value,
+                place,
+            });
         }
         None
     }

@@ -180,14 +180,13 @@ fn limit_list(field: &str, list: Vec<LimitConfig>, cost: u64) -> Result<Vec<Limi
                 limit.requests
             ));
         }
-        let window_ms = parse_window(&limit.per)
-            .ok_or_else(|| {
-                format!(
-                    "`{field}[{index}].per`: `{}` is not a window like `500ms`, `1s`, `10m`, \
+        let window_ms = parse_window(&limit.per).ok_or_else(|| {
+            format!(
+                "`{field}[{index}].per`: `{}` is not a window like `500ms`, `1s`, `10m`, \
                      `1h` or `1d`",
-                    limit.per
-                )
-            })?;
+                limit.per
+            )
+        })?;
         limits.push(Limit {
             requests: limit.requests,
             window_ms,
@@ -240,7 +239,18 @@ mod tests {
         assert_eq!(parse_window("1m"), Some(60_000));
         assert_eq!(parse_window("2h"), Some(7_200_000));
         assert_eq!(parse_window("1d"), Some(86_400_000));
-        for bad in ["", "1", "s", "0s", "1 s", "-1s", "1.5s", "1S", "1sec", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "1",
+            "s",
+            "0s",
+            "1 s",
+            "-1s",
+            "1.5s",
+            "1S",
+            "1sec",
+            "99999999999999999999d",
+        ] {
             assert_eq!(parse_window(bad), None, "{bad}");
         }
     }
@@ -306,16 +316,46 @@ mod tests {
         let cases = [
             ("{}", "set `limits`, `tiers` or both"),
             (r#"{"limits": [], "cost": 0}"#, "`cost` must be at least 1"),
-            (r#"{"limits": [{"requests": 0, "per": "1s"}]}"#, "`limits[0].requests` must be"),
-            (r#"{"limits": [{"requests": 1, "per": "1s"}, {"requests": 1, "per": "1y"}]}"#, "`limits[1].per`: `1y` is not"),
-            (r#"{"tiers": {"Gold": [{"requests": 1, "per": "x"}]}}"#, "`tiers.Gold[0].per`: `x` is not"),
-            (r#"{"limits": [{"requests": 2, "per": "1s"}], "cost": 3}"#, "`cost` (3) is more than `limits[0].requests` (2)"),
-            (r#"{"limits": [], "key_by": "app"}"#, "`key_by`: `app` is not one of"),
-            (r#"{"limits": [], "key_by": "header:"}"#, "`key_by`: `` is not a valid header name"),
-            (r#"{"limits": [], "scope": "world"}"#, "config field `scope`: unknown variant `world`"),
-            (r#"{"limits": [{"requests": 1}]}"#, "config field `limits[0]`: missing field `per`"),
-            (r#"{"limits": [{"requests": 1, "per": "1s", "burst": 2}]}"#, "config field `limits[0].burst`: unknown field"),
-            (r#"{"limits": [{"requests": -1, "per": "1s"}]}"#, "config field `limits[0].requests`: invalid value"),
+            (
+                r#"{"limits": [{"requests": 0, "per": "1s"}]}"#,
+                "`limits[0].requests` must be",
+            ),
+            (
+                r#"{"limits": [{"requests": 1, "per": "1s"}, {"requests": 1, "per": "1y"}]}"#,
+                "`limits[1].per`: `1y` is not",
+            ),
+            (
+                r#"{"tiers": {"Gold": [{"requests": 1, "per": "x"}]}}"#,
+                "`tiers.Gold[0].per`: `x` is not",
+            ),
+            (
+                r#"{"limits": [{"requests": 2, "per": "1s"}], "cost": 3}"#,
+                "`cost` (3) is more than `limits[0].requests` (2)",
+            ),
+            (
+                r#"{"limits": [], "key_by": "app"}"#,
+                "`key_by`: `app` is not one of",
+            ),
+            (
+                r#"{"limits": [], "key_by": "header:"}"#,
+                "`key_by`: `` is not a valid header name",
+            ),
+            (
+                r#"{"limits": [], "scope": "world"}"#,
+                "config field `scope`: unknown variant `world`",
+            ),
+            (
+                r#"{"limits": [{"requests": 1}]}"#,
+                "config field `limits[0]`: missing field `per`",
+            ),
+            (
+                r#"{"limits": [{"requests": 1, "per": "1s", "burst": 2}]}"#,
+                "config field `limits[0].burst`: unknown field",
+            ),
+            (
+                r#"{"limits": [{"requests": -1, "per": "1s"}]}"#,
+                "config field `limits[0].requests`: invalid value",
+            ),
         ];
         for (json, expected) in cases {
             let error = settings(json).unwrap_err();

@@ -9,9 +9,7 @@ use portico_policy_sdk::counters::hit;
 use portico_policy_sdk::{Context, Decision, Policy, Request, Response, log};
 
 use crate::config::{Config, KeyBy, Settings};
-use crate::quota::{
-    Quota, counter_key, identity_caller, refusal_response, scope_key, tighter,
-};
+use crate::quota::{Quota, counter_key, identity_caller, refusal_response, scope_key, tighter};
 
 /// The throttle policy.
 struct Throttle {
@@ -20,7 +18,12 @@ struct Throttle {
 
 impl Throttle {
     /// The caller part of the counter keys for this request.
-    fn caller(&self, request: &Request, context: &Context, identity: Option<&portico_policy_sdk::Identity>) -> String {
+    fn caller(
+        &self,
+        request: &Request,
+        context: &Context,
+        identity: Option<&portico_policy_sdk::Identity>,
+    ) -> String {
         let ip = || format!("ip:{}", request.client_addr());
         match &self.settings.key_by {
             KeyBy::Ip => ip(),
@@ -51,7 +54,9 @@ impl Policy for Throttle {
 
     fn on_request(&mut self, request: &Request, context: &Context) -> Decision {
         let identity = context.identity();
-        let tier = identity.as_ref().and_then(|identity| identity.tier.as_deref());
+        let tier = identity
+            .as_ref()
+            .and_then(|identity| identity.tier.as_deref());
         let limits = self.settings.limits_for(tier);
         if limits.is_empty() {
             return Decision::Continue;

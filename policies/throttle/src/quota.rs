@@ -37,7 +37,10 @@ pub fn identity_caller(key_by: &KeyBy, identity: Option<&Identity>) -> Option<St
 /// The counter key of one limit. The caller comes last: everything before it is from the
 /// configuration and the route, so a caller-chosen value cannot imitate another key.
 pub fn counter_key(scope: &str, limit: &Limit, caller: &str) -> String {
-    format!("throttle|{scope}|{}/{}ms|{caller}", limit.requests, limit.window_ms)
+    format!(
+        "throttle|{scope}|{}/{}ms|{caller}",
+        limit.requests, limit.window_ms
+    )
 }
 
 /// Whole seconds, rounded up.
@@ -151,9 +154,18 @@ mod tests {
 
     #[test]
     fn scopes() {
-        assert_eq!(scope_key(Scope::Api, "pets", "v1", "GET /pets"), "api:pets@v1");
-        assert_eq!(scope_key(Scope::Operation, "pets", "v1", "GET /pets"), "op:pets@v1 GET /pets");
-        assert_eq!(scope_key(Scope::Global, "pets", "v1", "GET /pets"), "global");
+        assert_eq!(
+            scope_key(Scope::Api, "pets", "v1", "GET /pets"),
+            "api:pets@v1"
+        );
+        assert_eq!(
+            scope_key(Scope::Operation, "pets", "v1", "GET /pets"),
+            "op:pets@v1 GET /pets"
+        );
+        assert_eq!(
+            scope_key(Scope::Global, "pets", "v1", "GET /pets"),
+            "global"
+        );
     }
 
     #[test]
@@ -170,8 +182,16 @@ mod tests {
 
     #[test]
     fn keys_differ_per_limit() {
-        let second = Limit { requests: 10, window_ms: 1_000, per: "1s".to_owned() };
-        let minute = Limit { requests: 10, window_ms: 60_000, per: "1m".to_owned() };
+        let second = Limit {
+            requests: 10,
+            window_ms: 1_000,
+            per: "1s".to_owned(),
+        };
+        let minute = Limit {
+            requests: 10,
+            window_ms: 60_000,
+            per: "1m".to_owned(),
+        };
         let first = counter_key("api:pets@v1", &second, "app:shop");
         assert_eq!(first, "throttle|api:pets@v1|10/1000ms|app:shop");
         assert_ne!(first, counter_key("api:pets@v1", &minute, "app:shop"));
@@ -190,7 +210,14 @@ mod tests {
     #[test]
     fn quota_round_trips_through_attributes() {
         let quota = Quota::from_hit(&hit(true, 7, 1_500, 0));
-        assert_eq!(quota, Quota { limit: 100, remaining: 7, reset: 2 });
+        assert_eq!(
+            quota,
+            Quota {
+                limit: 100,
+                remaining: 7,
+                reset: 2
+            }
+        );
         let attributes: HashMap<&str, String> = quota.attributes().into_iter().collect();
         let read = Quota::from_attributes(|key| attributes.get(key).cloned());
         assert_eq!(read, Some(quota));
@@ -204,8 +231,16 @@ mod tests {
 
     #[test]
     fn the_tightest_quota_wins() {
-        let loose = Quota { limit: 100, remaining: 50, reset: 60 };
-        let tight = Quota { limit: 10, remaining: 2, reset: 1 };
+        let loose = Quota {
+            limit: 100,
+            remaining: 50,
+            reset: 60,
+        };
+        let tight = Quota {
+            limit: 10,
+            remaining: 2,
+            reset: 1,
+        };
         assert_eq!(tighter(None, loose), loose);
         assert_eq!(tighter(Some(loose), tight), tight);
         assert_eq!(tighter(Some(tight), loose), tight);
@@ -213,20 +248,38 @@ mod tests {
 
     #[test]
     fn refusals_are_429_with_rate_limit_headers() {
-        let limit = Limit { requests: 100, window_ms: 60_000, per: "1m".to_owned() };
+        let limit = Limit {
+            requests: 100,
+            window_ms: 60_000,
+            per: "1m".to_owned(),
+        };
         let response = refusal_response(&limit, &hit(false, 0, 42_001, 1_200));
         assert_eq!(response.status, 429);
         let header = |name: &str| {
-            response.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone())
+            response
+                .headers
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
         };
         assert_eq!(header("retry-after").as_deref(), Some("2"));
         assert_eq!(header("ratelimit-limit").as_deref(), Some("100"));
         assert_eq!(header("ratelimit-remaining").as_deref(), Some("0"));
         assert_eq!(header("ratelimit-reset").as_deref(), Some("43"));
-        assert_eq!(header("content-type").as_deref(), Some("application/problem+json"));
+        assert_eq!(
+            header("content-type").as_deref(),
+            Some("application/problem+json")
+        );
         let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
-        assert_eq!(body["detail"], "The rate limit of 100 requests per 1m is used up; retry in 2 s.");
+        assert_eq!(
+            body["detail"],
+            "The rate limit of 100 requests per 1m is used up; retry in 2 s."
+        );
         let response = refusal_response(&limit, &hit(false, 0, 0, 0));
-        assert!(response.headers.contains(&("retry-after".to_owned(), "1".to_owned())));
+        assert!(
+            response
+                .headers
+                .contains(&("retry-after".to_owned(), "1".to_owned()))
+        );
     }
 }

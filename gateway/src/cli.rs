@@ -1,0 +1,91 @@
+//! The `portico` command line: parse, set up logging, dispatch to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "portico", version, about = "Portico API gateway")]
+struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Log filter (tracing env-filter syntax); RUST_LOG overrides it.
+    #[arg(long, default_value = "info", global = true)]
+    log: String,
+    /// Worker threads (default: one per core).
+    #[arg(long, global = true)]
+    workers: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway from a declarative configuration file.
+    Serve {
+        /// The YAML configuration.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file (and compile its policies) without running it.
+    CheckConfig {
+        /// The YAML configuration.
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Run the `portico` command with the process's arguments.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format, &cli.log);
+    match cli.command {
+        Command::CheckConfig { config } => match crate::file_mode::check(&config) {
+            Ok(version) => {
+                println!("{}: ok (version {version})", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                eprintln!("{problems}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve { config } => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            if let Some(workers) = cli.workers {
+                runtime.worker_threads(workers.max(1));
+            }
+            let runtime = match runtime.enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("cannot start the runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(crate::file_mode::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!("{error:#}");
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,64 @@
+//! A policy that misbehaves on purpose, as its configuration says: panics on requests
+//! carrying `x-panic`, loops forever, grows its memory without end, or recurses without
+//! end. The gateway must contain every one of these.
+
+use portico_policy_sdk::{Context, Decision, Policy, Request};
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+enum Mode {
+    PanicOnHeader,
+    Loop,
+    Grow,
+    Recurse,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    mode: Mode,
+}
+
+struct Misbehave {
+    mode: Mode,
+    hoard: Vec<Vec<u8>>,
+}
+
+impl Policy for Misbehave {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        Ok(Misbehave { mode: config.mode, hoard: Vec::new() })
+    }
+
+    fn on_request(&mut self, request: &Request, _: &Context) -> Decision {
+        match self.mode {
+            Mode::PanicOnHeader => {
+                if request.header("x-panic").is_some() {
+                    panic!("asked to panic");
+                }
+                let _ = request.set_header("x-misbehave", "passed");
+            }
+            Mode::Loop => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            Mode::Grow => loop {
+                self.hoard.push(vec![1u8; 16 * 1024 * 1024]);
+            },
+            Mode::Recurse => {
+                std::hint::black_box(recurse(1));
+            }
+        }
+        Decision::Continue
+    }
+}
+
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 64]);
+    recurse(depth + 1) + frame[0]
+}
+
+portico_policy_sdk::export_policy!(Misbehave);

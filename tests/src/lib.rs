@@ -1,0 +1,373 @@
+//! Harness for Portico's end-to-end tests: start the real `portico` binary on loopback
+//! with a configuration, a mock upstream that echoes what it receives, an HTTP client,
+//! test certificates and tokens, and the paths of the test policy components.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// Components of the test policies, built by this package's build script.
+pub mod policies {
+    /// Panics, loops, grows or recurses, as configured.
+    pub const MISBEHAVE: &str = env!("PORTICO_TEST_POLICY_MISBEHAVE");
+    /// Stamps requests and responses with `portico-test-stamp-v1`.
+    pub const STAMP_V1: &str = env!("PORTICO_TEST_POLICY_STAMP_V1");
+    /// The same code built as `portico-test-stamp-v2`.
+    pub const STAMP_V2: &str = env!("PORTICO_TEST_POLICY_STAMP_V2");
+    /// Upper-cases request bodies and wraps response bodies.
+    pub const MEDIATE: &str = env!("PORTICO_TEST_POLICY_MEDIATE");
+    /// A WASI command component: not a policy.
+    pub const NOT_A_POLICY: &str = env!("PORTICO_TEST_POLICY_NOT_A_POLICY");
+}
+
+/// The `portico` binary under test: this package's, which cargo builds next to the test
+/// executables (`target/<profile>/portico`, the tests running from `target/<profile>/deps`).
+pub fn portico_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    profile_dir.join("portico")
+}
+
+/// How long a gateway may take to start (it compiles its policies first).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A `portico serve` process, killed when dropped.
+pub struct GatewayProcess {
+    child: Child,
+    /// The API listeners, in configuration order.
+    pub listeners: Vec<SocketAddr>,
+    /// The admin listener, when configured.
+    pub admin: Option<SocketAddr>,
+    logs: Arc<Mutex<Vec<String>>>,
+    /// The folder holding the configuration file.
+    pub dir: tempfile::TempDir,
+}
+
+impl GatewayProcess {
+    /// Write `config` to `portico.yaml` in a fresh folder and start a gateway on it.
+    /// Addresses in the file should use port 0; the chosen ports are read from the log.
+    pub fn start(config: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("portico.yaml"), config)?;
+        Self::start_in(dir)
+    }
+
+    /// Start a gateway on `dir/portico.yaml`.
+    pub fn start_in(dir: tempfile::TempDir) -> anyhow::Result<Self> {
+        let mut child = Command::new(portico_binary())
+            .args(["--log-format", "json", "--log", "info,portico::access=off", "--workers", "2", "serve", "--config"])
+            .arg(dir.path().join("portico.yaml"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("piped")),
+        ] {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let mut gateway = Self { child, listeners: Vec::new(), admin: None, logs, dir };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = gateway.child.try_wait()? {
+                anyhow::bail!("gateway exited with {status} during start-up:\n{}", gateway.logs().join("\n"));
+            }
+            let events = gateway.events();
+            if events.iter().any(|e| e["message"] == "configuration applied") {
+                gateway.listeners = events
+                    .iter()
+                    .filter(|e| e["message"] == "listening")
+                    .filter_map(|e| e["address"].as_str()?.parse().ok())
+                    .collect();
+                gateway.admin = events.iter().find(|e| e["message"] == "admin listening").and_then(|e| e["address"].as_str()?.parse().ok());
+                if !gateway.listeners.is_empty() {
+                    return Ok(gateway);
+                }
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("gateway did not start in {START_TIMEOUT:?}:\n{}", gateway.logs().join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The first API listener as a base URL.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.listeners[0])
+    }
+
+    /// Everything the process printed so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// The JSON log records so far.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.logs().iter().filter_map(|line| serde_json::from_str(line).ok()).collect()
+    }
+
+    /// Wait until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.logs().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// How many log lines contain `needle`.
+    pub fn count_logs(&self, needle: &str) -> usize {
+        self.logs().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Replace the configuration file in one step (write aside, then rename).
+    pub fn write_config(&self, config: &str) -> anyhow::Result<()> {
+        let aside = self.dir.path().join("portico.yaml.next");
+        std::fs::write(&aside, config)?;
+        std::fs::rename(aside, self.dir.path().join("portico.yaml"))?;
+        Ok(())
+    }
+
+    /// Send SIGHUP (reload).
+    pub fn hangup(&self) {
+        let _ = Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status();
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run `portico check-config FILE`; returns (success, stdout + stderr).
+pub fn check_config(file: &Path) -> (bool, String) {
+    let output = Command::new(portico_binary()).args(["--log", "error", "check-config"]).arg(file).output().expect("run portico");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+/// A mock upstream on loopback that answers every request with a JSON description of it
+/// (`method`, `path`, `query`, `headers`, `body`), except paths ending in `/slow` (waits
+/// 3 s first) or `/status/NNN` (answers NNN).
+pub struct MockUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MockUpstream {
+    /// Start it on a free port of 127.0.0.1.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock upstream");
+        let addr = listener.local_addr().expect("local addr");
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(echo);
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, task }
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn echo(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let (head, body) = request.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let path = head.uri.path().to_owned();
+    if path.ends_with("/slow") {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let status = path.rsplit_once("/status/").map(|(_, code)| code).and_then(|s| s.parse().ok()).and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::OK);
+    let mut headers = BTreeMap::new();
+    for (name, value) in &head.headers {
+        headers.entry(name.as_str().to_owned()).or_insert_with(Vec::new).push(value.to_str().unwrap_or("").to_owned());
+    }
+    let description = serde_json::json!({
+        "method": head.method.as_str(),
+        "path": path,
+        "query": head.uri.query(),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    });
+    let mut response = Response::new(Full::new(Bytes::from(description.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    response.headers_mut().insert("x-upstream", "mock".parse().unwrap());
+    Ok(response)
+}
+
+/// A response as the tests read it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as JSON (panics with the body when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// What the mock upstream saw of header `name` (first value).
+    pub fn upstream_header(&self, name: &str) -> Option<String> {
+        self.json()["headers"][name][0].as_str().map(str::to_owned)
+    }
+}
+
+/// A plain-HTTP client with a connection pool.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        Self { client: Client::builder(TokioExecutor::new()).build_http() }
+    }
+}
+
+impl HttpClient {
+    /// Send a request and read the whole response.
+    pub async fn send(&self, method: Method, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> anyhow::Result<Reply> {
+        let mut request = Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = self.client.request(request.body(Full::new(body.into()))?).await?;
+        let (head, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Reply { status: head.status, headers: head.headers, body })
+    }
+
+    /// GET with headers.
+    pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> anyhow::Result<Reply> {
+        self.send(Method::GET, url, headers, Bytes::new()).await
+    }
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, written as PEM files.
+pub struct TestCertificate {
+    /// The certificate PEM file.
+    pub cert: PathBuf,
+    /// The private key PEM file.
+    pub key: PathBuf,
+    /// The certificate, DER, for a client's trust store.
+    pub der: Vec<u8>,
+}
+
+impl TestCertificate {
+    /// Generate one into `dir`.
+    pub fn generate(dir: &Path) -> Self {
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let certified = rcgen::generate_simple_self_signed(names).expect("generate certificate");
+        let cert = dir.join("server.pem");
+        let key = dir.join("server.key");
+        std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+        std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+        Self { cert, key, der: certified.cert.der().to_vec() }
+    }
+}
+
+/// An ES256 key pair for minting test tokens.
+pub struct TestIssuer {
+    /// The `iss` of its tokens.
+    pub issuer: String,
+    /// PEM private key (PKCS#8).
+    pub private_pem: String,
+    /// PEM public key (SubjectPublicKeyInfo).
+    pub public_pem: String,
+}
+
+impl TestIssuer {
+    /// A new key pair for `issuer`.
+    pub fn new(issuer: &str) -> Self {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("generate key");
+        Self { issuer: issuer.to_owned(), private_pem: key.serialize_pem(), public_pem: key.public_key_pem() }
+    }
+
+    /// Sign `claims` with ES256.
+    pub fn sign(&self, claims: &serde_json::Value) -> String {
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(self.private_pem.as_bytes()).expect("EC key");
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256), claims, &key).expect("sign")
+    }
+
+    /// Valid claims for `audience`, expiring in an hour.
+    pub fn claims(&self, audience: &str) -> serde_json::Value {
+        let now = unix_now();
+        serde_json::json!({
+            "iss": self.issuer, "aud": audience, "sub": "alice", "azp": "shop-app",
+            "tier": "Gold", "scope": "read write", "iat": now, "nbf": now - 5, "exp": now + 3600,
+        })
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Indent a multi-line text for embedding in YAML under a `|` block.
+pub fn indent(text: &str, spaces: usize) -> String {
+    let pad = " ".repeat(spaces);
+    text.lines().map(|l| format!("{pad}{l}")).collect::<Vec<_>>().join("\n")
+}

@@ -1,0 +1,488 @@
+//! End to end: a real `portico serve` process on loopback in front of a mock upstream.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use portico_tests::{GatewayProcess, HttpClient, MockUpstream, TestCertificate, TestIssuer, check_config, indent, policies, unix_now};
+
+fn api(name: &str, context: &str, upstream: &MockUpstream, policies: &str) -> String {
+    format!(
+        "  - name: {name}\n    context: {context}\n    upstream:\n      endpoints: [\"{}/base\"]\n      timeout: 1s\n    policies:\n{policies}\n",
+        upstream.url()
+    )
+}
+
+fn gateway_config(apis: &str, extra: &str) -> String {
+    format!("listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\n{extra}\napis:\n{apis}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_forwards_the_normalised_request_and_strips_the_context() {
+    let upstream = MockUpstream::start().await;
+    let gateway = GatewayProcess::start(&gateway_config(&api("echo", "/echo/v1", &upstream, "      []"), "")).unwrap();
+    let client = HttpClient::default();
+
+    let reply = client.get(&gateway.url("/echo/v1/items/7?x=1&y=two"), &[("connection", "keep-alive, x-drop"), ("x-drop", "1")]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let seen = reply.json();
+    assert_eq!(seen["path"], "/base/items/7");
+    assert_eq!(seen["query"], "x=1&y=two");
+    assert_eq!(reply.upstream_header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(reply.upstream_header("host").as_deref(), Some(upstream.addr.to_string().as_str()));
+    assert_eq!(reply.upstream_header("x-drop"), None, "headers named in Connection are hop-by-hop");
+    assert_eq!(reply.header("x-upstream"), Some("mock"));
+
+    let reply = client.send(Method::POST, &gateway.url("/echo/v1/orders"), &[("content-type", "text/plain")], "hello").await.unwrap();
+    assert_eq!(reply.json()["body"], "hello");
+    assert_eq!(reply.json()["method"], "POST");
+
+    // The path is normalised once, and that path is routed and forwarded.
+    let reply = client.get(&gateway.url("//echo/v1/./x/../items//8"), &[]).await.unwrap();
+    assert_eq!(reply.json()["path"], "/base/items/8");
+    let reply = client.get(&gateway.url("/echo/v1/%69tems"), &[]).await.unwrap();
+    assert_eq!(reply.json()["path"], "/base/items");
+    let reply = client.get(&gateway.url("/echo/v1/a%2Fb"), &[]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.header("content-type"), Some("application/problem+json"));
+    let reply = client.get(&gateway.url("/echo/v1/../../elsewhere"), &[]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.json()["status"], 404);
+
+    // Upstream failures are the gateway's problems to report, as problem+json.
+    let reply = client.get(&gateway.url("/echo/v1/slow"), &[]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(reply.header("content-type"), Some("application/problem+json"));
+
+    let admin = gateway.admin.unwrap();
+    assert_eq!(client.get(&format!("http://{admin}/healthz"), &[]).await.unwrap().status, StatusCode::OK);
+    let ready = client.get(&format!("http://{admin}/readyz"), &[]).await.unwrap();
+    assert!(ready.text().starts_with("ready "), "{}", ready.text());
+    let metrics = client.get(&format!("http://{admin}/metrics"), &[]).await.unwrap().text();
+    assert!(metrics.contains("portico_responses_total{api=\"echo@v1\",class=\"2xx\"} 4"), "{metrics}");
+    assert!(metrics.contains("portico_responses_total{api=\"echo@v1\",class=\"5xx\"} 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_upstream_is_a_502_problem() {
+    let upstream = MockUpstream::start().await;
+    let config = gateway_config(&api("gone", "/gone", &upstream, "      []"), "");
+    drop(upstream);
+    let gateway = GatewayProcess::start(&config).unwrap();
+    let reply = HttpClient::default().get(&gateway.url("/gone/x"), &[]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(reply.json()["status"], 502);
+}
+
+fn secured_config(upstream: &MockUpstream, issuer: &TestIssuer, extra_policies: &str) -> String {
+    let policies = format!("      - policy: key-auth\n        config: {{api_key: {{header: apikey, query: apikey}}}}\n{extra_policies}");
+    let extra = format!(
+        "consumers:\n  - name: shop\n    tier: Silver\n    api_keys: [\"key-shop-0001\"]\njwt_issuers:\n  - issuer: {}\n    audiences: [portico]\n    algorithms: [ES256]\n    keys:\n      - pem: |\n{}\n",
+        issuer.issuer,
+        indent(&issuer.public_pem, 10)
+    );
+    gateway_config(&api("secure", "/secure", upstream, &policies), &extra)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_auth_accepts_api_keys_and_jwts_and_refuses_the_rest() {
+    let upstream = MockUpstream::start().await;
+    let issuer = TestIssuer::new("https://idp.test");
+    let gateway = GatewayProcess::start(&secured_config(&upstream, &issuer, "")).unwrap();
+    let client = HttpClient::default();
+    let url = gateway.url("/secure/things");
+
+    let reply = client.get(&url, &[]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(reply.header("www-authenticate").unwrap().starts_with("Bearer"), "{:?}", reply.headers);
+    assert_eq!(client.get(&url, &[("apikey", "key-wrong-0001")]).await.unwrap().status, StatusCode::UNAUTHORIZED);
+
+    let reply = client.get(&url, &[("apikey", "key-shop-0001")]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.upstream_header("apikey"), None, "the credential is not forwarded");
+    let reply = client.get(&format!("{url}?apikey=key-shop-0001&page=2"), &[]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["query"], "page=2");
+
+    let bearer = |token: &str| format!("Bearer {token}");
+    let good = issuer.sign(&issuer.claims("portico"));
+    let reply = client.get(&url, &[("authorization", &bearer(&good))]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+    let mut expired = issuer.claims("portico");
+    expired["exp"] = (unix_now() - 3600).into();
+    let mut wrong_aud = issuer.claims("portico");
+    wrong_aud["aud"] = "someone-else".into();
+    let mut exp_as_string = issuer.claims("portico");
+    exp_as_string["exp"] = (unix_now() + 3600).to_string().into();
+    let other_issuer = TestIssuer::new("https://evil.test");
+    let header_b64 = |json: &str| base64_url(json.as_bytes());
+    let claims_b64 = base64_url(issuer.claims("portico").to_string().as_bytes());
+    let alg_none = format!("{}.{}.", header_b64(r#"{"alg":"none","typ":"JWT"}"#), claims_b64);
+    let hs256_with_public_key = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &issuer.claims("portico"),
+        &jsonwebtoken::EncodingKey::from_secret(issuer.public_pem.as_bytes()),
+    )
+    .unwrap();
+    let cases = [
+        ("expired", issuer.sign(&expired)),
+        ("wrong audience", issuer.sign(&wrong_aud)),
+        ("exp as a string", issuer.sign(&exp_as_string)),
+        ("unknown issuer", other_issuer.sign(&other_issuer.claims("portico"))),
+        ("signed by another key", other_issuer.sign(&issuer.claims("portico"))),
+        ("alg none", alg_none),
+        ("HS256 signed with the public key", hs256_with_public_key),
+        ("garbage", "not.a.token".to_owned()),
+    ];
+    for (case, token) in cases {
+        let reply = client.get(&url, &[("authorization", &bearer(&token))]).await.unwrap();
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{case}: {}", reply.text());
+        assert!(!reply.text().contains(&token), "{case}: the token is echoed");
+    }
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttle_answers_429_with_retry_after_over_the_limit() {
+    let upstream = MockUpstream::start().await;
+    let issuer = TestIssuer::new("https://idp.test");
+    let throttle = "      - policy: throttle\n        config:\n          limits: [{requests: 3, per: 1m}]\n";
+    let gateway = GatewayProcess::start(&secured_config(&upstream, &issuer, throttle)).unwrap();
+    let client = HttpClient::default();
+    let url = gateway.url("/secure/limited");
+    for i in 0..3 {
+        let reply = client.get(&url, &[("apikey", "key-shop-0001")]).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "request {i}: {}", reply.text());
+        assert_eq!(reply.header("ratelimit-remaining"), Some((2 - i).to_string().as_str()));
+    }
+    let reply = client.get(&url, &[("apikey", "key-shop-0001")]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{}", reply.text());
+    let retry_after: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+    // The window is judged in 20 buckets, so the wait may exceed the window by one bucket.
+    assert!((1..=60 + 3).contains(&retry_after), "retry-after {retry_after}");
+    assert_eq!(reply.header("ratelimit-remaining"), Some("0"));
+    // Another caller has its own counter.
+    let token = issuer.sign(&issuer.claims("portico"));
+    let reply = client.get(&url, &[("authorization", &format!("Bearer {token}"))]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_mediation_is_seen_by_the_upstream_and_the_client() {
+    let upstream = MockUpstream::start().await;
+    let issuer = TestIssuer::new("https://idp.test");
+    let headers = "      - policy: headers\n        config:\n          request:\n            set: {x-consumer: \"{application}\"}\n            remove: [x-secret]\n            rename: {x-old: x-new}\n          response:\n            set: {x-served-by: portico}\n            remove: [x-upstream]\n";
+    let gateway = GatewayProcess::start(&secured_config(&upstream, &issuer, headers)).unwrap();
+    let reply = HttpClient::default()
+        .get(&gateway.url("/secure/h"), &[("apikey", "key-shop-0001"), ("x-secret", "s"), ("x-old", "v")])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.upstream_header("x-consumer").as_deref(), Some("shop"));
+    assert_eq!(reply.upstream_header("x-secret"), None);
+    assert_eq!(reply.upstream_header("x-new").as_deref(), Some("v"));
+    assert_eq!(reply.header("x-served-by"), Some("portico"));
+    assert_eq!(reply.header("x-upstream"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_buffered_for_policies_that_ask() {
+    let upstream = MockUpstream::start().await;
+    let policies = "      - policy: mediate\n        config: {envelope: wrapped}\n";
+    let extra = format!("modules:\n  mediate:\n    path: {}\n", policies::MEDIATE);
+    let gateway = GatewayProcess::start(&gateway_config(&api("m", "/m", &upstream, policies), &extra)).unwrap();
+    let reply = HttpClient::default().send(Method::POST, &gateway.url("/m/x"), &[], "quiet words").await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let wrapped = reply.json();
+    assert_eq!(wrapped["wrapped"]["body"], "QUIET WORDS");
+    assert_eq!(reply.header("content-length"), Some(reply.body.len().to_string().as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_policy_fails_closed_and_the_next_request_gets_a_fresh_instance() {
+    let upstream = MockUpstream::start().await;
+    let policies = "      - policy: misbehave\n        config: {mode: panic-on-header}\n";
+    let extra = format!("modules:\n  misbehave:\n    path: {}\n", policies::MISBEHAVE);
+    let gateway = GatewayProcess::start(&gateway_config(&api("p", "/p", &upstream, policies), &extra)).unwrap();
+    let client = HttpClient::default();
+    for _ in 0..3 {
+        let reply = client.get(&gateway.url("/p/x"), &[("x-panic", "1")]).await.unwrap();
+        assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", reply.text());
+        assert_eq!(reply.header("x-upstream"), None, "a failed policy must not let the request through");
+        let reply = client.get(&gateway.url("/p/x"), &[]).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.upstream_header("x-misbehave").as_deref(), Some("passed"));
+    }
+    assert!(gateway.wait_for_log("asked to panic", Duration::from_secs(5)), "the guest's panic message is logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_loop_is_stopped_at_its_deadline_while_other_routes_serve() {
+    let upstream = MockUpstream::start().await;
+    let spin = "      - policy: misbehave\n        config: {mode: loop}\n        timeout: 50ms\n";
+    let apis = format!("{}{}", api("spin", "/spin", &upstream, spin), api("fine", "/fine", &upstream, "      []"));
+    let extra = format!("modules:\n  misbehave:\n    path: {}\n", policies::MISBEHAVE);
+    let gateway = GatewayProcess::start(&gateway_config(&apis, &extra)).unwrap();
+    let client = HttpClient::default();
+
+    let spinning = {
+        let client = client.clone();
+        let url = gateway.url("/spin/x");
+        tokio::spawn(async move {
+            let mut took = Vec::new();
+            for _ in 0..5 {
+                let started = Instant::now();
+                let reply = client.get(&url, &[]).await.unwrap();
+                took.push(started.elapsed());
+                assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+                assert!(reply.text().contains("misbehave"), "{}", reply.text());
+            }
+            took
+        })
+    };
+    let mut fine = 0;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline && fine < 200 {
+        let reply = client.get(&gateway.url("/fine/x"), &[]).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        fine += 1;
+    }
+    let took = spinning.await.unwrap();
+    println!("endless loop answered 500 after {took:?} (budget 50ms); {fine} requests served meanwhile");
+    assert!(gateway.count_logs("deadline exceeded") >= 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_hungry_and_recursive_policies_are_stopped() {
+    let upstream = MockUpstream::start().await;
+    let grow = "      - policy: misbehave\n        config: {mode: grow}\n        memory: 32MiB\n";
+    let recurse = "      - policy: misbehave\n        config: {mode: recurse}\n";
+    let apis = format!(
+        "{}{}{}",
+        api("grow", "/grow", &upstream, grow),
+        api("recurse", "/recurse", &upstream, recurse),
+        api("fine", "/fine", &upstream, "      []")
+    );
+    let extra = format!("modules:\n  misbehave:\n    path: {}\n", policies::MISBEHAVE);
+    let mut gateway = GatewayProcess::start(&gateway_config(&apis, &extra)).unwrap();
+    let client = HttpClient::default();
+    for _ in 0..5 {
+        assert_eq!(client.get(&gateway.url("/grow/x"), &[]).await.unwrap().status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(client.get(&gateway.url("/recurse/x"), &[]).await.unwrap().status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(client.get(&gateway.url("/fine/x"), &[]).await.unwrap().status, StatusCode::OK);
+    }
+    assert!(gateway.count_logs("memory limit exceeded") >= 5, "{}", gateway.logs().join("\n"));
+    assert!(gateway.is_running());
+}
+
+fn stamp_config(upstream: &MockUpstream, module: &str) -> String {
+    let policies = "      - policy: stamp\n";
+    let extra = format!("modules:\n  stamp:\n    path: {module}\n");
+    gateway_config(&api("s", "/s", upstream, policies), &extra)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_swap_under_load_fails_no_request_and_never_mixes_versions() {
+    let upstream = MockUpstream::start().await;
+    let gateway = GatewayProcess::start(&stamp_config(&upstream, policies::STAMP_V1)).unwrap();
+    let client = HttpClient::default();
+    let url = gateway.url("/s/x");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen_v1 = Arc::new(AtomicUsize::new(0));
+    let seen_v2 = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (client, url, stop, seen_v1, seen_v2) = (client.clone(), url.clone(), stop.clone(), seen_v1.clone(), seen_v2.clone());
+        workers.push(tokio::spawn(async move {
+            let mut sent = 0;
+            while !stop.load(Ordering::Relaxed) && sent < 20_000 {
+                let reply = client.get(&url, &[]).await.expect("no connection error");
+                assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+                let upstream_saw = reply.upstream_header("x-policy-version").expect("stamped request");
+                let stamp = reply.header("x-policy-version").expect("stamped response");
+                assert_eq!(stamp, format!("{upstream_saw}/{upstream_saw}"), "one version per request");
+                match upstream_saw.as_str() {
+                    "portico-test-stamp-v1" => seen_v1.fetch_add(1, Ordering::Relaxed),
+                    "portico-test-stamp-v2" => seen_v2.fetch_add(1, Ordering::Relaxed),
+                    other => panic!("unexpected version {other}"),
+                };
+                sent += 1;
+            }
+            sent
+        }));
+    }
+    for round in 0..6 {
+        let module = if round % 2 == 0 { policies::STAMP_V2 } else { policies::STAMP_V1 };
+        gateway.write_config(&stamp_config(&upstream, module)).unwrap();
+        gateway.hangup();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for worker in workers {
+        total += worker.await.expect("worker saw only good responses");
+    }
+    let (v1, v2) = (seen_v1.load(Ordering::Relaxed), seen_v2.load(Ordering::Relaxed));
+    println!("{total} requests during 6 swaps: {v1} by v1, {v2} by v2");
+    assert!(v1 > 0 && v2 > 0, "both versions served");
+    assert!(gateway.count_logs("configuration applied") >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_configuration_is_refused_while_the_old_snapshot_serves() {
+    let upstream = MockUpstream::start().await;
+    let good = stamp_config(&upstream, policies::STAMP_V1);
+    let gateway = GatewayProcess::start(&good).unwrap();
+    let client = HttpClient::default();
+    let bad_configs = [
+        ("broken YAML", "apis: [\n".to_owned()),
+        ("unknown field", good.replace("context: /s", "context: /s\n    colour: blue")),
+        ("bad policy config", good.replace("      - policy: stamp\n", "      - policy: stamp\n        config: {shade: 3}\n")),
+        ("missing module", good.replace(policies::STAMP_V1, "/nonexistent/stamp.wasm")),
+        ("not a policy", good.replace(policies::STAMP_V1, policies::NOT_A_POLICY)),
+    ];
+    for (i, (case, config)) in bad_configs.iter().enumerate() {
+        gateway.write_config(config).unwrap();
+        gateway.hangup();
+        assert!(
+            wait_until(Duration::from_secs(10), || gateway.count_logs("configuration refused") > i),
+            "{case}: not refused:\n{}",
+            gateway.logs().join("\n")
+        );
+        let reply = client.get(&gateway.url("/s/x"), &[]).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{case}");
+        assert_eq!(reply.upstream_header("x-policy-version").as_deref(), Some("portico-test-stamp-v1"), "{case}");
+    }
+    let logs = gateway.logs().join("\n");
+    assert!(logs.contains("apis[0]"), "problems name their path: {logs}");
+    assert!(logs.contains("portico:policy/policy@0.1.0"), "the missing export is named: {logs}");
+}
+
+fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+#[test]
+fn check_config_names_every_problem_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let core_module = dir.path().join("core.wasm");
+    std::fs::write(&core_module, b"\0asm\x01\0\0\0").unwrap();
+    let file = dir.path().join("portico.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "listeners:\n  - address: nowhere\nmodules:\n  command:\n    path: {}\n  core:\n    path: {}\napis:\n  - name: a\n    context: pets\n    upstream:\n      endpoints: [\"ftp://x\"]\n    policies:\n      - policy: command\n      - policy: core\n      - policy: nope\n",
+            policies::NOT_A_POLICY,
+            core_module.display()
+        ),
+    )
+    .unwrap();
+    let (ok, output) = check_config(&file);
+    assert!(!ok, "{output}");
+    for expected in [
+        "listeners[0].address",
+        "apis[0].context",
+        "apis[0].upstream.endpoints[0]",
+        "apis[0].policies[2].policy",
+    ] {
+        assert!(output.contains(expected), "missing `{expected}` in:\n{output}");
+    }
+    assert!(output.contains(&file.display().to_string()), "{output}");
+
+    // With the simple problems fixed, the modules themselves are checked.
+    std::fs::write(
+        &file,
+        format!(
+            "listeners:\n  - address: 127.0.0.1:0\nmodules:\n  command:\n    path: {}\n  core:\n    path: {}\napis:\n  - name: a\n    context: /pets\n    upstream:\n      endpoints: [\"http://127.0.0.1:1\"]\n    policies:\n      - policy: command\n      - policy: core\n",
+            policies::NOT_A_POLICY,
+            core_module.display()
+        ),
+    )
+    .unwrap();
+    let (ok, output) = check_config(&file);
+    assert!(!ok, "{output}");
+    assert!(output.contains("modules.command") && output.contains("no export `portico:policy/policy@0.1.0`"), "{output}");
+    assert!(output.contains("modules.core") && output.contains("not a valid WebAssembly component"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_requests_are_refused() {
+    let upstream = MockUpstream::start().await;
+    let extra = "limits:\n  max_header_bytes: 8KiB\n  max_body_bytes: 1KiB\n";
+    let gateway = GatewayProcess::start(&gateway_config(&api("l", "/l", &upstream, "      []"), extra)).unwrap();
+    let client = HttpClient::default();
+    let big = "x".repeat(20_000);
+    let reply = client.get(&gateway.url("/l/x"), &[("x-big", &big)]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let reply = client.send(Method::POST, &gateway.url("/l/x"), &[], Bytes::from(vec![b'a'; 4096])).await.unwrap();
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let reply = client.send(Method::POST, &gateway.url("/l/x"), &[], "small").await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_speaks_http1_and_http2() {
+    let upstream = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let certificate = TestCertificate::generate(dir.path());
+    let config = format!(
+        "listeners:\n  - address: 127.0.0.1:0\n    tls:\n      certificates:\n        - cert: {}\n          key: {}\napis:\n{}",
+        certificate.cert.display(),
+        certificate.key.display(),
+        api("t", "/t", &upstream, "      []")
+    );
+    std::fs::write(dir.path().join("portico.yaml"), config).unwrap();
+    let gateway = GatewayProcess::start_in(dir).unwrap();
+    for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
+        let (version, reply) = tls_get(gateway.listeners[0], &certificate.der, alpn, "/t/secure").await;
+        assert_eq!(reply.0, StatusCode::OK);
+        assert_eq!(version, if alpn == b"h2" { http::Version::HTTP_2 } else { http::Version::HTTP_11 });
+        let seen: serde_json::Value = serde_json::from_slice(&reply.1).unwrap();
+        assert_eq!(seen["headers"]["x-forwarded-proto"][0], "https");
+    }
+}
+
+async fn tls_get(addr: std::net::SocketAddr, ca_der: &[u8], alpn: &[u8], path: &str) -> (http::Version, (StatusCode, Bytes)) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from(ca_der.to_vec())).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = connector.connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+    let request = http::Request::builder().uri(format!("https://localhost{path}")).header("host", "localhost").body(Empty::<Bytes>::new()).unwrap();
+    let response = if alpn == b"h2" {
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(connection);
+        sender.send_request(request).await.unwrap()
+    } else {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(connection);
+        sender.send_request(request).await.unwrap()
+    };
+    let version = response.version();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (version, (status, body))
+}
