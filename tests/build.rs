@@ -10,6 +10,7 @@ fn main() {
         "portico-test-stamp-v2",
         "portico-test-mediate",
         "portico-test-not-a-policy",
+        "portico-test-noop",
     ]);
     for path in built {
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();

@@ -17,6 +17,7 @@ pub fn build(packages: &[&str]) -> Vec<PathBuf> {
         .unwrap_or_else(|| workspace.join("target"))
         .join("guests");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    ensure_target_installed();
 
     let mut command = Command::new(cargo);
     command
@@ -49,6 +50,20 @@ pub fn build(packages: &[&str]) -> Vec<PathBuf> {
             copy
         })
         .collect()
+}
+
+/// On a fresh machine the guest target is missing: add it with rustup when there is one,
+/// so that `cargo build` and `cargo test` need no other set-up step.
+fn ensure_target_installed() {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(rustc).args(["--print", "sysroot"]).output().ok().filter(|o| o.status.success());
+    let installed = sysroot
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("lib/rustlib/wasm32-wasip2").is_dir())
+        .unwrap_or(false);
+    if !installed {
+        println!("cargo:warning=installing the wasm32-wasip2 target with rustup (policies are built for it)");
+        let _ = Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).status();
+    }
 }
 
 fn workspace_root(manifest_dir: &Path) -> PathBuf {

@@ -19,7 +19,7 @@ use crate::body::{Body, is_too_large};
 use crate::config::FailureMode;
 use crate::error::ProxyError;
 use crate::exchange::{BodyState, Exchange, ResponseState};
-use crate::policy::{Decision, ImmediateResponse};
+use crate::policy::{Attachment, Decision, ImmediateResponse};
 use crate::router::{RouteMatch, normalize_path};
 use crate::snapshot::{Operation, Snapshot};
 use crate::upstream::{Forward, strip_hop_by_hop};
@@ -39,9 +39,11 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -
     let Some(snapshot) = gateway.snapshot() else {
         return ProxyError::NotReady.into_response();
     };
-    let method = request.method().clone();
-    let raw_path = request.uri().path().to_owned();
-    let (response, api) = match route_and_proxy(&snapshot, request, peer).await {
+    // The access log needs the request line as received; copy it only when it is on.
+    let logged = tracing::enabled!(target: "portico::access", tracing::Level::INFO)
+        .then(|| (request.method().clone(), request.uri().path().to_owned()));
+    let span = tracing::debug_span!("request", client = %peer.addr.ip(), snapshot = %snapshot.version);
+    let (response, api) = match tracing::Instrument::instrument(route_and_proxy(&snapshot, request, peer), span).await {
         Ok((response, operation)) => (response, Some(operation)),
         Err(error) => {
             tracing::debug!(error = %error, "request refused before routing");
@@ -54,15 +56,17 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -
         Some(operation) => operation.stats.record(status, elapsed),
         None => gateway.metrics.unrouted.record(status, elapsed),
     }
-    tracing::info!(
-        target: "portico::access",
-        client = %peer.addr.ip(),
-        method = %method,
-        path = %raw_path,
-        status,
-        api = api.as_ref().map(|o| o.route.api_name.as_str()).unwrap_or(""),
-        duration_us = elapsed.as_micros() as u64,
-    );
+    if let Some((method, path)) = logged {
+        tracing::info!(
+            target: "portico::access",
+            client = %peer.addr.ip(),
+            method = %method,
+            path = %path,
+            status,
+            api = api.as_ref().map(|o| o.route.api_name.as_str()).unwrap_or(""),
+            duration_us = elapsed.as_micros() as u64,
+        );
+    }
     response
 }
 
@@ -182,6 +186,7 @@ async fn run_operation(operation: &Operation, head: http::request::Parts, body: 
 /// must run) and the response when one answered or failed closed.
 fn request_phase(operation: &Operation, mut exchange: Box<Exchange>) -> (Box<Exchange>, usize, Option<ResponseState>) {
     for (i, attachment) in operation.chain.iter().enumerate() {
+        let _span = policy_span(attachment, "request").entered();
         let (back, result) = attachment.on_request(exchange);
         exchange = back;
         match result {
@@ -206,6 +211,7 @@ fn request_phase(operation: &Operation, mut exchange: Box<Exchange>) -> (Box<Exc
 
 fn response_phase(operation: &Operation, mut exchange: Box<Exchange>, ran: usize) -> Box<Exchange> {
     for attachment in operation.chain[..ran].iter().rev() {
+        let _span = policy_span(attachment, "response").entered();
         let (back, result) = attachment.on_response(exchange);
         exchange = back;
         if let Err(failure) = result {
@@ -222,6 +228,11 @@ fn response_phase(operation: &Operation, mut exchange: Box<Exchange>, ran: usize
         }
     }
     exchange
+}
+
+/// A span per policy call (debug level: free when not enabled).
+fn policy_span(attachment: &Attachment, phase: &'static str) -> tracing::Span {
+    tracing::debug_span!("policy", name = attachment.policy().name(), digest = attachment.policy().digest(), phase)
 }
 
 async fn collect(body: Incoming, max: usize) -> Result<Bytes, ProxyError> {

@@ -29,6 +29,8 @@ pub mod policies {
     pub const STAMP_V2: &str = env!("PORTICO_TEST_POLICY_STAMP_V2");
     /// Upper-cases request bodies and wraps response bodies.
     pub const MEDIATE: &str = env!("PORTICO_TEST_POLICY_MEDIATE");
+    /// Does nothing: the cost of a call.
+    pub const NOOP: &str = env!("PORTICO_TEST_POLICY_NOOP");
     /// A WASI command component: not a policy.
     pub const NOT_A_POLICY: &str = env!("PORTICO_TEST_POLICY_NOT_A_POLICY");
 }

@@ -486,3 +486,43 @@ async fn tls_get(addr: std::net::SocketAddr, ca_der: &[u8], alpn: &[u8], path: &
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (version, (status, body))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fail_open_attachment_is_skipped_when_it_fails() {
+    let upstream = MockUpstream::start().await;
+    let policies = "      - policy: misbehave\n        config: {mode: panic-on-header}\n        on_failure: open\n";
+    let extra = format!("modules:\n  misbehave:\n    path: {}\n", policies::MISBEHAVE);
+    let gateway = GatewayProcess::start(&gateway_config(&api("o", "/o", &upstream, policies), &extra)).unwrap();
+    let reply = HttpClient::default().get(&gateway.url("/o/x"), &[("x-panic", "1")]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.upstream_header("x-misbehave"), None, "the failed policy had no effect");
+    assert!(gateway.wait_for_log("policy failed open; skipped", Duration::from_secs(5)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_file_is_reloaded_without_a_signal() {
+    let upstream = MockUpstream::start().await;
+    let gateway = GatewayProcess::start(&stamp_config(&upstream, policies::STAMP_V1)).unwrap();
+    let client = HttpClient::default();
+    let version = || async { client.get(&gateway.url("/s/x"), &[]).await.unwrap().upstream_header("x-policy-version") };
+    assert_eq!(version().await.as_deref(), Some("portico-test-stamp-v1"));
+    gateway.write_config(&stamp_config(&upstream, policies::STAMP_V2)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while version().await.as_deref() != Some("portico-test-stamp-v2") {
+        assert!(Instant::now() < deadline, "not reloaded:\n{}", gateway.logs().join("\n"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gateway.count_logs("file changed") >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_headers_get_431() {
+    let upstream = MockUpstream::start().await;
+    let extra = "limits:\n  max_headers: 20\n";
+    let gateway = GatewayProcess::start(&gateway_config(&api("l", "/l", &upstream, "      []"), extra)).unwrap();
+    let names: Vec<String> = (0..30).map(|i| format!("x-h{i}")).collect();
+    let headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    let client = HttpClient::default();
+    assert_eq!(client.get(&gateway.url("/l/x"), &headers).await.unwrap().status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(client.get(&gateway.url("/l/x"), &headers[..5]).await.unwrap().status, StatusCode::OK);
+}
