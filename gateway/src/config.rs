@@ -562,7 +562,7 @@ pub fn validate(config: &GatewayConfig) -> Vec<Problem> {
             problem(format!("{at}.algorithms"), "at least one algorithm is needed".into());
         }
         if issuer.keys.is_empty() && issuer.jwks.is_none() && issuer.jwks_file.is_none() {
-            problem(format!("{at}"), "no verification key: give `keys`, `jwks` or `jwks_file`".into());
+            problem(at.clone(), "no verification key: give `keys`, `jwks` or `jwks_file`".into());
         }
         for (j, key) in issuer.keys.iter().enumerate() {
             if key.pem.is_some() == key.pem_file.is_some() {

@@ -60,6 +60,8 @@ pub struct Exchange {
     pub identity: Option<Identity>,
     /// Attributes set by policies, in the order they were first set.
     pub attributes: Vec<(String, String)>,
+    /// Headers policies set for the response during the request phase.
+    pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// The response, once there is one.
     pub response: Option<ResponseState>,
 }

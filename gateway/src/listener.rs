@@ -119,10 +119,11 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, tls: Option<Arc
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let peer = Peer { addr, tls: acceptor.is_some() };
+        let peer = Peer::new(addr, acceptor.is_some());
         let gateway = gateway.clone();
         let service = service_fn(move |request| {
             let gateway = gateway.clone();
+            let peer = peer.clone();
             async move { Ok::<_, Infallible>(pipeline::handle(&gateway, request, peer).await) }
         });
         match &acceptor {

@@ -25,12 +25,22 @@ use crate::snapshot::{Operation, Snapshot};
 use crate::upstream::{Forward, strip_hop_by_hop};
 
 /// Where a connection came from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Peer {
     /// The client's address.
     pub addr: SocketAddr,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// The client's IP as a header value, made once per connection for `X-Forwarded-For`.
+    pub ip_header: HeaderValue,
+}
+
+impl Peer {
+    /// A peer at `addr`.
+    pub fn new(addr: SocketAddr, tls: bool) -> Self {
+        let ip_header = HeaderValue::try_from(addr.ip().to_string()).expect("an IP address is a valid header value");
+        Self { addr, tls, ip_header }
+    }
 }
 
 /// Serve one request. Never fails: errors become problem responses.
@@ -43,7 +53,7 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -
     let logged = tracing::enabled!(target: "portico::access", tracing::Level::INFO)
         .then(|| (request.method().clone(), request.uri().path().to_owned()));
     let span = tracing::debug_span!("request", client = %peer.addr.ip(), snapshot = %snapshot.version);
-    let (response, api) = match tracing::Instrument::instrument(route_and_proxy(&snapshot, request, peer), span).await {
+    let (response, api) = match tracing::Instrument::instrument(route_and_proxy(&snapshot, request, &peer), span).await {
         Ok((response, operation)) => (response, Some(operation)),
         Err(error) => {
             tracing::debug!(error = %error, "request refused before routing");
@@ -71,7 +81,7 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -
 }
 
 /// Normalise, route and check limits; then run the operation's phases.
-async fn route_and_proxy(snapshot: &Snapshot, request: Request<Incoming>, peer: Peer) -> Result<(Response<Body>, Arc<Operation>), ProxyError> {
+async fn route_and_proxy(snapshot: &Snapshot, request: Request<Incoming>, peer: &Peer) -> Result<(Response<Body>, Arc<Operation>), ProxyError> {
     let (mut head, body) = request.into_parts();
     let normalised = normalize_path(head.uri.path())?;
     let host = head
@@ -110,7 +120,7 @@ async fn route_and_proxy(snapshot: &Snapshot, request: Request<Incoming>, peer: 
 }
 
 /// The phases of a routed request.
-async fn run_operation(operation: &Operation, head: http::request::Parts, body: Incoming, context_len: usize, peer: Peer, max_body: usize) -> Response<Body> {
+async fn run_operation(operation: &Operation, head: http::request::Parts, body: Incoming, context_len: usize, peer: &Peer, max_body: usize) -> Response<Body> {
     let mut exchange = Box::new(Exchange {
         request: head,
         request_body: BodyState::Streaming,
@@ -119,6 +129,7 @@ async fn run_operation(operation: &Operation, head: http::request::Parts, body: 
         route: operation.route.clone(),
         identity: None,
         attributes: Vec::new(),
+        response_headers: Vec::new(),
         response: None,
     });
     let mut stream = None;
@@ -149,9 +160,15 @@ async fn run_operation(operation: &Operation, head: http::request::Parts, body: 
             if exchange.request_body_replaced {
                 exchange.request.headers.remove(header::CONTENT_LENGTH);
             }
+            // A response-phase policy still reads the request: copy its headers then.
+            let headers = if operation.needs_response_phase {
+                exchange.request.headers.clone()
+            } else {
+                std::mem::take(&mut exchange.request.headers)
+            };
             let rest = exchange.request.uri.path().get(context_len..).filter(|r| r.starts_with('/')).unwrap_or("/");
-            let forward = Forward { rest, client_addr: peer.addr.ip(), tls: peer.tls };
-            match operation.upstream.send(&exchange.request, body, forward).await {
+            let forward = Forward { rest, client_ip: &peer.ip_header, tls: peer.tls };
+            match operation.upstream.send(&exchange.request, headers, body, forward).await {
                 Ok(response) => {
                     let (mut head, body) = response.into_parts();
                     strip_hop_by_hop(&mut head.headers);
@@ -174,6 +191,10 @@ async fn run_operation(operation: &Operation, head: http::request::Parts, body: 
     };
 
     // Response phase, in reverse, for the policies whose request phase ran.
+    let mut response = response;
+    for (name, value) in exchange.response_headers.drain(..) {
+        response.head.headers.insert(name, value);
+    }
     exchange.response = Some(response);
     let exchange = response_phase(operation, exchange, ran);
     let Some(state) = exchange.response else {
@@ -210,7 +231,7 @@ fn request_phase(operation: &Operation, mut exchange: Box<Exchange>) -> (Box<Exc
 }
 
 fn response_phase(operation: &Operation, mut exchange: Box<Exchange>, ran: usize) -> Box<Exchange> {
-    for attachment in operation.chain[..ran].iter().rev() {
+    for attachment in operation.chain[..ran].iter().rev().filter(|a| a.needs_response_phase()) {
         let _span = policy_span(attachment, "response").entered();
         let (back, result) = attachment.on_response(exchange);
         exchange = back;

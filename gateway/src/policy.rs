@@ -18,7 +18,7 @@ use wasmtime::component::{Component, Linker, Resource};
 use wasmtime::{Engine, Store, Trap};
 
 use bindings::{PolicyWorld, PolicyWorldPre};
-pub use bindings::{BodyAccess, Decision, ImmediateResponse};
+pub use bindings::{Decision, ImmediateResponse, Needs};
 pub use host::Services;
 use host::{ContextHandle, HostState, RequestHandle, ResponseHandle};
 
@@ -162,15 +162,15 @@ impl PolicyEngine {
             settings,
             services,
             pool: ArrayQueue::new(POOL_SIZE),
-            body_access: BodyAccess::empty(),
+            needs: Needs::empty(),
             stats,
         };
-        let (instance, body_access) = attachment.instantiate().map_err(|failure| match failure {
+        let (instance, needs) = attachment.instantiate().map_err(|failure| match failure {
             StartFailure::Config(reason) => LoadError::Config { name: attachment.policy.name.clone(), reason },
             StartFailure::Trap(reason) => LoadError::Start { name: attachment.policy.name.clone(), reason },
         })?;
         let _ = attachment.pool.push(instance);
-        Ok(Attachment { body_access, ..attachment })
+        Ok(Attachment { needs, ..attachment })
     }
 }
 
@@ -240,7 +240,7 @@ pub struct Attachment {
     settings: AttachmentSettings,
     services: Arc<Services>,
     pool: ArrayQueue<Instance>,
-    body_access: BodyAccess,
+    needs: Needs,
     stats: Arc<PolicyStats>,
 }
 
@@ -272,15 +272,20 @@ impl Attachment {
 
     /// Whether the policy reads or replaces the request body.
     pub fn needs_request_body(&self) -> bool {
-        self.body_access.contains(BodyAccess::REQUEST)
+        self.needs.contains(Needs::REQUEST_BODY)
     }
 
     /// Whether the policy reads or replaces the response body.
     pub fn needs_response_body(&self) -> bool {
-        self.body_access.contains(BodyAccess::RESPONSE)
+        self.needs.contains(Needs::RESPONSE_BODY)
     }
 
-    fn instantiate(&self) -> Result<(Instance, BodyAccess), StartFailure> {
+    /// Whether the policy has a response phase.
+    pub fn needs_response_phase(&self) -> bool {
+        self.needs.contains(Needs::RESPONSE_PHASE)
+    }
+
+    fn instantiate(&self) -> Result<(Instance, Needs), StartFailure> {
         self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
         let policy_name: Arc<str> = Arc::from(self.policy.name.as_str());
         let state = HostState {
@@ -298,12 +303,12 @@ impl Attachment {
         // budget (Python and JavaScript runtimes start slowly), but still a finite one.
         store.set_epoch_deadline(ticks(self.settings.timeout.max(Duration::from_secs(10))));
         let bindings = self.policy.pre.instantiate(&mut store).map_err(|e| StartFailure::Trap(describe(&e)))?;
-        let body_access = bindings
+        let needs = bindings
             .portico_policy_policy()
             .call_init(&mut store, &self.settings.config_json)
             .map_err(|e| StartFailure::Trap(describe(&e)))?
             .map_err(StartFailure::Config)?;
-        Ok((Instance { store, bindings }, body_access))
+        Ok((Instance { store, bindings }, needs))
     }
 
     fn checkout(&self) -> Result<Instance, CallFailure> {

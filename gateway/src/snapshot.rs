@@ -26,6 +26,8 @@ pub struct Operation {
     pub needs_request_body: bool,
     /// Whether a policy of the chain reads the response body.
     pub needs_response_body: bool,
+    /// Whether a policy of the chain has a response phase.
+    pub needs_response_phase: bool,
     /// Where requests go.
     pub upstream: Arc<Upstream>,
     /// Request counters of the API.
@@ -129,6 +131,7 @@ impl Snapshot {
                         }),
                         needs_request_body: chain.iter().any(|a| a.needs_request_body()),
                         needs_response_body: chain.iter().any(|a| a.needs_response_body()),
+                        needs_response_phase: chain.iter().any(|a| a.needs_response_phase()),
                         chain,
                         upstream: upstream.clone(),
                         stats: stats.clone(),

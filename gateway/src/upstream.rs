@@ -2,7 +2,6 @@
 //! response timeouts, and failover to the next endpoint when a connection cannot be made.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -88,8 +87,8 @@ pub struct Upstream {
 pub struct Forward<'a> {
     /// The path below the API context (starts with `/`).
     pub rest: &'a str,
-    /// The client's address, added to `X-Forwarded-For`.
-    pub client_addr: IpAddr,
+    /// The client's IP, added to `X-Forwarded-For`.
+    pub client_ip: &'a HeaderValue,
     /// Whether the client came over TLS.
     pub tls: bool,
 }
@@ -102,8 +101,10 @@ impl Upstream {
 
     /// Send the request to an endpoint and wait for the response head. A connection
     /// failure moves on to the next endpoint when the body can be sent again (it is
-    /// empty or buffered); nothing is retried once a request has been sent.
-    pub async fn send(&self, head: &http::request::Parts, body: Body, forward: Forward<'_>) -> Result<Response<Incoming>, ProxyError> {
+    /// empty or buffered); nothing is retried once a request has been sent. `headers` are
+    /// the request's (moved in, or a copy when a response-phase policy still needs them);
+    /// the ones in `head` are not read.
+    pub async fn send(&self, head: &http::request::Parts, mut headers: HeaderMap, body: Body, forward: Forward<'_>) -> Result<Response<Incoming>, ProxyError> {
         let replayable = match &body {
             Body::Empty | Body::Full(_) => true,
             other => other.is_end_stream(),
@@ -119,7 +120,8 @@ impl Upstream {
                 (Some(Body::Empty), true) => Body::Empty,
                 _ => body.take().unwrap_or(Body::Empty),
             };
-            let request = build_request(head, endpoint, &forward, this_body)?;
+            let headers = if attempt + 1 < attempts { headers.clone() } else { std::mem::take(&mut headers) };
+            let request = build_request(head, headers, endpoint, &forward, this_body)?;
             match tokio::time::timeout(self.timeout, self.client.request(request)).await {
                 Err(_) => return Err(ProxyError::UpstreamTimeout),
                 Ok(Ok(response)) => return Ok(response),
@@ -144,7 +146,7 @@ fn upstream_error(error: hyper_util::client::legacy::Error) -> ProxyError {
     ProxyError::UpstreamFailed(error.to_string())
 }
 
-fn build_request(head: &http::request::Parts, endpoint: &Endpoint, forward: &Forward<'_>, body: Body) -> Result<Request<Body>, ProxyError> {
+fn build_request(head: &http::request::Parts, headers: HeaderMap, endpoint: &Endpoint, forward: &Forward<'_>, body: Body) -> Result<Request<Body>, ProxyError> {
     let rest = forward.rest;
     let query = head.uri.query();
     let mut path_and_query = String::with_capacity(endpoint.base_path.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
@@ -163,8 +165,8 @@ fn build_request(head: &http::request::Parts, endpoint: &Endpoint, forward: &For
     let mut request = Request::new(body);
     *request.method_mut() = head.method.clone();
     *request.uri_mut() = uri;
-    *request.headers_mut() = head.headers.clone();
-    prepare_headers(request.headers_mut(), forward.client_addr, forward.tls);
+    *request.headers_mut() = headers;
+    prepare_headers(request.headers_mut(), forward.client_ip, forward.tls);
     request.headers_mut().insert(header::HOST, endpoint.host.clone());
     Ok(request)
 }
@@ -197,17 +199,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
-fn prepare_headers(headers: &mut HeaderMap, client_addr: IpAddr, tls: bool) {
+fn prepare_headers(headers: &mut HeaderMap, client_ip: &HeaderValue, tls: bool) {
     strip_hop_by_hop(headers);
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert("x-forwarded-host", host);
     }
-    let client = client_addr.to_string();
     let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {client}"),
-        None => client,
+        Some(earlier) => HeaderValue::try_from(format!("{earlier}, {}", client_ip.to_str().unwrap_or_default())).ok(),
+        None => Some(client_ip.clone()),
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    if let Some(value) = forwarded_for {
         headers.insert("x-forwarded-for", value);
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static(if tls { "https" } else { "http" }));

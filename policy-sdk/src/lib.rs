@@ -7,7 +7,7 @@
 //!
 //! ```rust
 //! use portico_policy_sdk::{
-//!     BodyAccess, Context, Decision, ImmediateResponse, Policy, Request, Response, log, problem,
+//!     Context, Decision, ImmediateResponse, Needs, Policy, Request, Response, log, problem,
 //! };
 //! use serde::Deserialize;
 //!
@@ -38,8 +38,8 @@
 //!         Ok(RequireTenant { header: config.header.to_ascii_lowercase() })
 //!     }
 //!
-//!     fn body_access(&self) -> BodyAccess {
-//!         BodyAccess::empty()
+//!     fn needs(&self) -> Needs {
+//!         Needs::RESPONSE_PHASE
 //!     }
 //!
 //!     fn on_request(&mut self, request: &Request, context: &Context) -> Decision {
@@ -86,7 +86,7 @@ pub mod log;
 pub use wit_bindgen;
 
 pub use bindings::portico::policy::types::{
-    BodyAccess, BodyError, Context, Decision, HeaderError, Identity, ImmediateResponse, Request,
+    BodyError, Context, Decision, HeaderError, Identity, ImmediateResponse, Needs, Request,
     Response,
 };
 pub use config::parse_config;

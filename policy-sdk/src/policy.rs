@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use serde::de::DeserializeOwned;
 
 use crate::bindings::exports::portico::policy::policy::Guest;
-use crate::{BodyAccess, Context, Decision, Request, Response, parse_config, problem};
+use crate::{Context, Decision, Needs, Request, Response, parse_config, problem};
 
 /// A gateway policy: its configuration, and what it does in each phase of a request.
 ///
@@ -24,10 +24,13 @@ pub trait Policy: Sized + 'static {
     /// whole configuration snapshot, so it should name the field that is wrong.
     fn new(config: Self::Config) -> Result<Self, String>;
 
-    /// The bodies this policy reads or replaces; the gateway streams the others. Asked
-    /// once, right after [`Policy::new`].
-    fn body_access(&self) -> BodyAccess {
-        BodyAccess::empty()
+    /// What this policy needs from the gateway, asked once, right after [`Policy::new`]:
+    /// the bodies it reads or replaces (the gateway streams the others), and whether it
+    /// has a response phase. The default asks for the response phase and no body; a
+    /// policy with nothing to do in [`Policy::on_response`] should return
+    /// `Needs::empty()` and spare the gateway that call.
+    fn needs(&self) -> Needs {
+        Needs::RESPONSE_PHASE
     }
 
     /// The request phase: inspect or change the request, then continue or answer.
@@ -72,9 +75,9 @@ thread_local! {
 pub struct Export<P>(PhantomData<P>);
 
 impl<P: Policy> Guest for Export<P> {
-    fn init(config: String) -> Result<BodyAccess, String> {
+    fn init(config: String) -> Result<Needs, String> {
         let policy = P::new(parse_config(&config)?)?;
-        let access = policy.body_access();
+        let access = policy.needs();
         INSTANCE.with(|slot| match slot.try_borrow_mut() {
             Ok(mut slot) => {
                 *slot = Some(Box::new(policy));
@@ -113,7 +116,7 @@ fn with_instance<T>(phase: impl FnOnce(&mut dyn Phases) -> T) -> Option<T> {
 #[cfg(test)]
 mod tests {
     use super::{Export, Guest, Phases, with_instance};
-    use crate::{BodyAccess, Policy};
+    use crate::{Needs, Policy};
     use serde::Deserialize;
 
     struct Sample;
@@ -134,8 +137,8 @@ mod tests {
             Ok(Sample)
         }
 
-        fn body_access(&self) -> BodyAccess {
-            BodyAccess::REQUEST
+        fn needs(&self) -> Needs {
+            Needs::REQUEST_BODY
         }
     }
 
@@ -152,7 +155,7 @@ mod tests {
         assert_eq!(error, "`limit` must be at least 1");
         assert!(!installed());
         let access = <Export<Sample> as Guest>::init(r#"{"limit": 3}"#.to_owned()).unwrap();
-        assert_eq!(access, BodyAccess::REQUEST);
+        assert_eq!(access, Needs::REQUEST_BODY);
         assert!(installed());
     }
 }

@@ -78,6 +78,7 @@ fn exchange(headers: &[(&str, &str)], identity: Option<Identity>) -> Box<Exchang
         route: Arc::new(RouteInfo { api_name: "bench".into(), api_version: "v1".into(), operation: "GET /items/{id}".into() }),
         identity,
         attributes: Vec::new(),
+        response_headers: Vec::new(),
         response: None,
     })
 }

@@ -13,5 +13,5 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use portico::policy::types::{BodyAccess, Decision, ImmediateResponse};
+pub use portico::policy::types::{Decision, ImmediateResponse, Needs};
 pub use portico::policy::{clock, counters, keys, log, types};

@@ -347,6 +347,17 @@ impl types::HostContext for HostState {
         Ok(())
     }
 
+    fn set_response_header(&mut self, _: Resource<ContextHandle>, name: String, value: String) -> Result<Result<(), types::HeaderError>> {
+        let exchange = self.exchange()?;
+        let (name, value) = match (header_name(&name), header_value(&value)) {
+            (Ok(name), Ok(value)) => (name, value),
+            (Err(error), _) | (_, Err(error)) => return Ok(Err(error)),
+        };
+        exchange.response_headers.retain(|(n, _)| *n != name);
+        exchange.response_headers.push((name, value));
+        Ok(Ok(()))
+    }
+
     fn drop(&mut self, _: Resource<ContextHandle>) -> Result<()> {
         Ok(())
     }

@@ -8,7 +8,7 @@ mod cors;
 mod rules;
 mod template;
 
-use portico_policy_sdk::{Context, Decision, Identity, Policy, Request, Response, log};
+use portico_policy_sdk::{Context, Decision, Identity, Needs, Policy, Request, Response, log};
 
 use crate::config::{Config, Settings};
 use crate::cors::varies_by_origin;
@@ -37,6 +37,14 @@ impl Policy for HeaderRules {
         }
         apply(&self.settings.request, request, request, context);
         Decision::Continue
+    }
+
+    fn needs(&self) -> Needs {
+        if self.settings.response.is_empty() && self.settings.cors.is_none() {
+            Needs::empty()
+        } else {
+            Needs::RESPONSE_PHASE
+        }
     }
 
     fn on_response(&mut self, request: &Request, response: &Response, context: &Context) {

@@ -6,7 +6,7 @@ mod config;
 mod credential;
 
 use portico_policy_sdk::keys::{self, KeyError};
-use portico_policy_sdk::{Context, Decision, Identity, Policy, Request, log};
+use portico_policy_sdk::{Context, Decision, Identity, Needs, Policy, Request, log};
 
 use crate::config::{Config, Settings};
 use crate::credential::{
@@ -95,6 +95,10 @@ impl Policy for KeyAuth {
         Ok(KeyAuth {
             settings: Settings::from_config(config)?,
         })
+    }
+
+    fn needs(&self) -> Needs {
+        Needs::empty()
     }
 
     fn on_request(&mut self, request: &Request, context: &Context) -> Decision {

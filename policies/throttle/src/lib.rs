@@ -1,12 +1,14 @@
 //! throttle: Portico's built-in rate-limiting policy. It counts each request against the
 //! caller's limits (its tier's, else the default ones) with the host's shared counters,
 //! answers 429 when one is used up, and reports the tightest quota in `RateLimit-*` headers.
+//! Everything happens in the request phase: the headers are handed to the gateway with
+//! `set-response-header`, so the policy needs no response-phase call.
 
 mod config;
 mod quota;
 
 use portico_policy_sdk::counters::hit;
-use portico_policy_sdk::{Context, Decision, Policy, Request, Response, log};
+use portico_policy_sdk::{Context, Decision, Needs, Policy, Request, log};
 
 use crate::config::{Config, KeyBy, Settings};
 use crate::quota::{Quota, counter_key, identity_caller, refusal_response, scope_key, tighter};
@@ -73,6 +75,9 @@ impl Policy for Throttle {
             let key = counter_key(&scope, limit, &caller);
             let result = hit(&key, limit.requests, limit.window_ms, self.settings.cost);
             if !result.allowed {
+                // The refusal is the tightest quota of all: it replaces whatever an
+                // earlier throttle set for the response.
+                report(context, Quota::from_hit(&result));
                 return refusal_response(limit, &result).into();
             }
             tightest = Some(tighter(tightest, Quota::from_hit(&result)));
@@ -82,29 +87,28 @@ impl Policy for Throttle {
             let earlier = Quota::from_attributes(|key| context.get(key));
             let quota = tighter(earlier, ours);
             if Some(quota) != earlier {
-                for (key, value) in quota.attributes() {
-                    context.set(key, &value);
-                }
+                report(context, quota);
             }
         }
         Decision::Continue
     }
 
-    fn on_response(&mut self, _request: &Request, response: &Response, context: &Context) {
-        // A 429 of this or another throttle, or the upstream, already said it.
-        if response.header("ratelimit-limit").is_some() {
-            return;
-        }
-        let Some(quota) = Quota::from_attributes(|key| context.get(key)) else {
-            return;
-        };
-        for (name, value) in quota.headers() {
-            if let Err(error) = response.set_header(name, &value) {
-                log::warn(
-                    "cannot set a rate-limit header",
-                    &[("header", name), ("error", error.name())],
-                );
-            }
+    fn needs(&self) -> Needs {
+        Needs::empty()
+    }
+}
+
+/// Remember `quota` for later throttles and put it in the response's `RateLimit-*` headers.
+fn report(context: &Context, quota: Quota) {
+    for (key, value) in quota.attributes() {
+        context.set(key, &value);
+    }
+    for (name, value) in quota.headers() {
+        if let Err(error) = context.set_response_header(name, &value) {
+            log::warn(
+                "cannot set a rate-limit header",
+                &[("header", name), ("error", error.name())],
+            );
         }
     }
 }

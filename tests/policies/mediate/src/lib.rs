@@ -1,7 +1,7 @@
 //! Body mediation for tests: upper-cases the request body and wraps the response body
 //! in a JSON envelope, to exercise buffered bodies in both directions.
 
-use portico_policy_sdk::{BodyAccess, Context, Decision, Policy, Request, Response, log};
+use portico_policy_sdk::{Context, Decision, Needs, Policy, Request, Response, log};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,8 +25,8 @@ impl Policy for Mediate {
         Ok(Mediate { envelope })
     }
 
-    fn body_access(&self) -> BodyAccess {
-        BodyAccess::REQUEST | BodyAccess::RESPONSE
+    fn needs(&self) -> Needs {
+        Needs::REQUEST_BODY | Needs::RESPONSE_BODY | Needs::RESPONSE_PHASE
     }
 
     fn on_request(&mut self, request: &Request, _: &Context) -> Decision {

@@ -1,6 +1,6 @@
 //! Does nothing in either phase: what a policy call costs by itself.
 
-use portico_policy_sdk::Policy;
+use portico_policy_sdk::{Needs, Policy};
 
 struct Noop;
 
@@ -13,6 +13,10 @@ impl Policy for Noop {
 
     fn new(_: Config) -> Result<Self, String> {
         Ok(Noop)
+    }
+
+    fn needs(&self) -> Needs {
+        Needs::empty()
     }
 }
 
