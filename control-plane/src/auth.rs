@@ -1,0 +1,347 @@
+//! Who is calling the management API: users with a role (admin, publisher, subscriber),
+//! Argon2id password hashes, bearer session tokens (stored hashed), the `Caller`
+//! extractor that every endpoint uses, and the first admin made at first start.
+
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
+use argon2::Argon2;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::db::{Db, new_id, now_ms};
+use crate::error::{ApiError, ApiResult, JsonBody};
+
+/// How long a login session lasts.
+const SESSION_TTL_MS: i64 = 12 * 3600 * 1000;
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, including users, tiers and environments.
+    Admin,
+    /// Create, publish and deploy APIs.
+    Publisher,
+    /// Use the developer portal: applications, subscriptions, keys.
+    Subscriber,
+}
+
+impl Role {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Publisher => "publisher",
+            Role::Subscriber => "subscriber",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "admin" => Some(Role::Admin),
+            "publisher" => Some(Role::Publisher),
+            "subscriber" => Some(Role::Subscriber),
+            _ => None,
+        }
+    }
+}
+
+/// The authenticated caller of a management endpoint.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// User id.
+    pub user_id: String,
+    /// User name.
+    pub username: String,
+    /// Role.
+    pub role: Role,
+}
+
+impl Caller {
+    /// Refuse with 403 unless the caller has one of `roles` (admins always pass).
+    pub fn require(&self, roles: &[Role]) -> ApiResult<()> {
+        if self.role == Role::Admin || roles.contains(&self.role) {
+            Ok(())
+        } else {
+            let allowed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+            Err(ApiError::Forbidden(format!("this needs the role {}; you are {}", allowed.join(" or "), self.role.as_str())))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::Unauthorized("log in first: send `Authorization: Bearer <token>` from POST /api/v1/auth/login".into()))?;
+        let row: Option<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT u.id, u.username, u.role, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
+        )
+        .bind(token_hash(token))
+        .fetch_optional(&state.db.pool)
+        .await?;
+        match row {
+            Some((user_id, username, role, expires_at)) if expires_at > now_ms() => Ok(Caller {
+                user_id,
+                username,
+                role: Role::parse(&role).ok_or_else(|| ApiError::Internal(format!("unknown role {role}")))?,
+            }),
+            _ => Err(ApiError::Unauthorized("the session token is unknown or expired; log in again".into())),
+        }
+    }
+}
+
+/// sha256 hex of a bearer token: what the database keeps.
+pub fn token_hash(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A random token of 32 bytes, base64url.
+pub fn random_token() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Argon2id hash of a password or client secret, as a PHC string.
+pub fn hash_secret(secret: &str) -> ApiResult<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default().hash_password(secret.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| ApiError::Internal(format!("hashing: {e}")))
+}
+
+/// Whether `secret` matches an Argon2id PHC string.
+pub fn verify_secret(secret: &str, phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|hash| Argon2::default().verify_password(secret.as_bytes(), &hash).is_ok())
+}
+
+/// A PHC string that verifies nothing, checked against when a user is unknown so that
+/// answering does not reveal which names exist by taking less time.
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash_secret(&random_token()).unwrap_or_default())
+}
+
+/// Check a user name: 3–64 characters of letters, digits, `.`, `_`, `-`, `@`.
+pub fn validate_username(field: &str, name: &str) -> ApiResult<()> {
+    let ok = (3..=64).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
+    if ok { Ok(()) } else { Err(ApiError::invalid(field, "3 to 64 characters: letters, digits, `.`, `_`, `-`, `@`")) }
+}
+
+/// Check a password: at least 12 characters.
+pub fn validate_password(field: &str, password: &str) -> ApiResult<()> {
+    if password.chars().count() >= 12 { Ok(()) } else { Err(ApiError::invalid(field, "at least 12 characters")) }
+}
+
+/// Create a user; a taken name is a conflict.
+pub async fn create_user(db: &Db, username: &str, password: &str, role: Role) -> ApiResult<String> {
+    validate_username("username", username)?;
+    validate_password("password", password)?;
+    let id = new_id();
+    let result = sqlx::query("INSERT INTO users (id, username, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&id)
+        .bind(username)
+        .bind(hash_secret(password)?)
+        .bind(role.as_str())
+        .bind(now_ms())
+        .execute(&db.pool)
+        .await;
+    match result {
+        Ok(_) => Ok(id),
+        Err(sqlx::Error::Database(db_err)) if db_err.is_unique_violation() => Err(ApiError::Conflict(format!("the user name `{username}` is taken"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// At first start (no admin yet), create `admin` with the password from
+/// `PORTICO_ADMIN_PASSWORD`, or a random one that is returned to be shown once.
+pub async fn bootstrap_admin(db: &Db) -> anyhow::Result<Option<String>> {
+    let admins: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin'").fetch_one(&db.pool).await?;
+    if admins > 0 {
+        return Ok(None);
+    }
+    let (password, generated) = match std::env::var("PORTICO_ADMIN_PASSWORD") {
+        Ok(password) if !password.is_empty() => (password, false),
+        _ => (random_token(), true),
+    };
+    create_user(db, "admin", &password, Role::Admin).await.map_err(|e| anyhow::anyhow!("creating the first admin: {e}"))?;
+    Ok(generated.then_some(password))
+}
+
+/// The routes of this module.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/users", post(create).get(list))
+}
+
+/// Credentials for `POST /api/v1/auth/login`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+/// A session.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Session {
+    /// Send as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// Milliseconds since the Unix epoch.
+    pub expires_at: i64,
+    /// The user's role.
+    pub role: Role,
+}
+
+/// Log in with a user name and password.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = Login,
+    responses((status = 200, body = Session), (status = 401, description = "wrong credentials"), (status = 429, description = "too many failures")))]
+pub async fn login(State(state): State<AppState>, JsonBody(login): JsonBody<Login>) -> ApiResult<Json<Session>> {
+    state.failures.check(&format!("user:{}", login.username))?;
+    let row: Option<(String, String, String)> = sqlx::query_as("SELECT id, password_hash, role FROM users WHERE username = $1")
+        .bind(&login.username)
+        .fetch_optional(&state.db.pool)
+        .await?;
+    let (hash, found) = match &row {
+        Some((_, hash, _)) => (hash.as_str(), true),
+        None => (decoy_hash(), false),
+    };
+    let password = login.password.clone();
+    let hash = hash.to_owned();
+    let matches = tokio::task::spawn_blocking(move || verify_secret(&password, &hash)).await.unwrap_or(false);
+    let Some((user_id, _, role)) = row.filter(|_| found && matches) else {
+        state.failures.record(&format!("user:{}", login.username));
+        return Err(ApiError::Unauthorized("wrong user name or password".into()));
+    };
+    let token = random_token();
+    let expires_at = now_ms() + SESSION_TTL_MS;
+    sqlx::query("INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ($1, $2, $3)")
+        .bind(token_hash(&token))
+        .bind(&user_id)
+        .bind(expires_at)
+        .execute(&state.db.pool)
+        .await?;
+    Ok(Json(Session { token, expires_at, role: Role::parse(&role).unwrap_or(Role::Subscriber) }))
+}
+
+/// End the caller's session.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses((status = 204)), security(("bearer" = [])))]
+pub async fn logout(State(state): State<AppState>, _caller: Caller, parts: axum::http::HeaderMap) -> ApiResult<axum::http::StatusCode> {
+    if let Some(token) = parts.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash(token)).execute(&state.db.pool).await?;
+    }
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// A user as shown by the API (never its password hash).
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct User {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub username: String,
+    /// Role, as text.
+    pub role: String,
+}
+
+/// The caller.
+#[utoipa::path(get, path = "/api/v1/me", tag = "auth", responses((status = 200, body = User)), security(("bearer" = [])))]
+pub async fn me(caller: Caller) -> Json<User> {
+    Json(User { id: caller.user_id, username: caller.username, role: caller.role.as_str().to_owned() })
+}
+
+/// A user to create (admins only).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    /// Name.
+    pub username: String,
+    /// Password, at least 12 characters.
+    pub password: String,
+    /// Role.
+    pub role: Role,
+}
+
+/// Create a user (admin).
+#[utoipa::path(post, path = "/api/v1/users", tag = "auth", request_body = NewUser,
+    responses((status = 201, body = User), (status = 400), (status = 403), (status = 409)), security(("bearer" = [])))]
+pub async fn create(State(state): State<AppState>, caller: Caller, JsonBody(user): JsonBody<NewUser>) -> ApiResult<(axum::http::StatusCode, Json<User>)> {
+    caller.require(&[Role::Admin])?;
+    let id = create_user(&state.db, &user.username, &user.password, user.role).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(User { id, username: user.username, role: user.role.as_str().to_owned() })))
+}
+
+/// List users (admin).
+#[utoipa::path(get, path = "/api/v1/users", tag = "auth", responses((status = 200, body = [User])), security(("bearer" = [])))]
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<User>>> {
+    caller.require(&[Role::Admin])?;
+    let users = sqlx::query_as::<_, User>("SELECT id, username, role FROM users ORDER BY username").fetch_all(&state.db.pool).await?;
+    Ok(Json(users))
+}
+
+/// Counts failed attempts per key (a user name, a client id) and refuses further ones for
+/// a while once there are too many: a brake on password and secret guessing.
+#[derive(Debug, Default)]
+pub struct FailureLimiter {
+    failures: std::sync::Mutex<std::collections::HashMap<String, (u32, i64)>>,
+}
+
+/// Failures allowed per window before refusing.
+const MAX_FAILURES: u32 = 10;
+/// The window, and how long a refusal lasts.
+const FAILURE_WINDOW_MS: i64 = 60_000;
+
+impl FailureLimiter {
+    /// A shared limiter.
+    pub fn shared() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Refuse with 429 when `key` has failed too often lately.
+    pub fn check(&self, key: &str) -> ApiResult<()> {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match failures.get(key) {
+            Some((count, since)) if *count >= MAX_FAILURES && now_ms() - since < FAILURE_WINDOW_MS => {
+                Err(ApiError::TooManyRequests("too many failed attempts; wait a minute".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Count one failure of `key`.
+    pub fn record(&self, key: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let now = now_ms();
+        if failures.len() > 100_000 {
+            failures.retain(|_, (_, since)| now - *since < FAILURE_WINDOW_MS);
+        }
+        let entry = failures.entry(key.to_owned()).or_insert((0, now));
+        if now - entry.1 >= FAILURE_WINDOW_MS {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+    }
+}

@@ -1,0 +1,104 @@
+//! For tests (here and in other crates): a fresh database of each engine, the app over it,
+//! and requests through it without a socket.
+//!
+//! PostgreSQL comes from `PORTICO_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`); each test gets a database of its own. A
+//! missing server fails the test: it is never skipped.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use sqlx::Connection;
+
+use crate::db::{Db, Engine};
+use crate::{AppState, Settings, app};
+
+/// The PostgreSQL server for tests.
+pub fn postgres_url() -> String {
+    std::env::var("PORTICO_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A test database and the app over it.
+pub struct TestApp {
+    /// The database.
+    pub db: Db,
+    /// The app.
+    pub router: Router,
+    /// Its state.
+    pub state: AppState,
+    _dir: Option<std::path::PathBuf>,
+}
+
+impl TestApp {
+    /// A fresh database of `engine`, migrated, with an admin `admin` / `admin-password-1`.
+    pub async fn new(engine: Engine) -> Self {
+        let (url, dir) = match engine {
+            Engine::Sqlite => {
+                let dir = std::env::temp_dir().join(format!("portico-test-{}", uuid::Uuid::new_v4()));
+                std::fs::create_dir_all(&dir).expect("temp dir");
+                (format!("sqlite://{}?mode=rwc", dir.join("portico.db").display()), Some(dir))
+            }
+            Engine::Postgres => {
+                let admin_url = postgres_url();
+                let name = format!("portico_t_{}", uuid::Uuid::new_v4().simple());
+                sqlx::any::install_default_drivers();
+                let mut conn = sqlx::AnyConnection::connect(&admin_url)
+                    .await
+                    .unwrap_or_else(|e| panic!("PostgreSQL is needed for these tests ({}): {e}", crate::db::redact(&admin_url)));
+                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
+                let base = admin_url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin_url);
+                (format!("{base}/{name}"), None)
+            }
+        };
+        let db = Db::connect(&url).await.expect("connect test database");
+        crate::auth::create_user(&db, "admin", "admin-password-1", crate::auth::Role::Admin).await.expect("admin");
+        let state = AppState::new(db.clone(), Settings { public_url: "http://portico.test".into() });
+        Self { router: app(state.clone()), db, state, _dir: dir }
+    }
+
+    /// Send a request; returns the status and the body as JSON (`Null` when empty or not JSON).
+    pub async fn send(&self, method: &str, uri: &str, token: Option<&str>, body: Option<serde_json::Value>) -> (StatusCode, serde_json::Value) {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = match body {
+            Some(body) => request.header("content-type", "application/json").body(Body::from(body.to_string())),
+            None => request.body(Body::empty()),
+        }
+        .expect("request");
+        let response = self.router.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Log in and return the session token.
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let (status, body) = self.send("POST", "/api/v1/auth/login", None, Some(serde_json::json!({"username": username, "password": password}))).await;
+        assert_eq!(status, StatusCode::OK, "login {username}: {body}");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Create a user with `role` (as admin) and log in as them.
+    pub async fn user(&self, username: &str, role: &str) -> String {
+        let admin = self.login("admin", "admin-password-1").await;
+        let password = format!("{username}-password-1");
+        let (status, body) = self
+            .send("POST", "/api/v1/users", Some(&admin), Some(serde_json::json!({"username": username, "password": password, "role": role})))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        self.login(username, &password).await
+    }
+}
+
+/// Run `test` once on SQLite and once on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($test:ident) => {
+        $test($crate::test_support::TestApp::new($crate::db::Engine::Sqlite).await).await;
+        $test($crate::test_support::TestApp::new($crate::db::Engine::Postgres).await).await;
+    };
+}
