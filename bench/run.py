@@ -94,7 +94,7 @@ def main():
     if not shutil.which("wrk"):
         subprocess.run(["apt-get", "install", "-y", "wrk"], check=True)
     if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "-p", "portico-gateway", "-p", "portico-bench"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release", "-p", "portico", "-p", "portico-bench"], cwd=ROOT, check=True)
     workdir = tempfile.mkdtemp()
     config = os.path.join(workdir, "portico.yaml")
     with open(config, "w") as f:

@@ -135,7 +135,7 @@ pub fn verify_secret(secret: &str, phc: &str) -> bool {
 
 /// A PHC string that verifies nothing, checked against when a user is unknown so that
 /// answering does not reveal which names exist by taking less time.
-fn decoy_hash() -> &'static str {
+pub(crate) fn decoy_hash() -> &'static str {
     static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DECOY.get_or_init(|| hash_secret(&random_token()).unwrap_or_default())
 }
@@ -217,7 +217,7 @@ pub struct Session {
 }
 
 /// Log in with a user name and password.
-#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = Login,
+#[utoipa::path(operation_id = "login", post, path = "/api/v1/auth/login", tag = "auth", request_body = Login,
     responses((status = 200, body = Session), (status = 401, description = "wrong credentials"), (status = 429, description = "too many failures")))]
 pub async fn login(State(state): State<AppState>, JsonBody(login): JsonBody<Login>) -> ApiResult<Json<Session>> {
     state.failures.check(&format!("user:{}", login.username))?;
@@ -248,7 +248,7 @@ pub async fn login(State(state): State<AppState>, JsonBody(login): JsonBody<Logi
 }
 
 /// End the caller's session.
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses((status = 204)), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "logout", post, path = "/api/v1/auth/logout", tag = "auth", responses((status = 204)), security(("bearer" = [])))]
 pub async fn logout(State(state): State<AppState>, _caller: Caller, parts: axum::http::HeaderMap) -> ApiResult<axum::http::StatusCode> {
     if let Some(token) = parts.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) {
         sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash(token)).execute(&state.db.pool).await?;
@@ -268,7 +268,7 @@ pub struct User {
 }
 
 /// The caller.
-#[utoipa::path(get, path = "/api/v1/me", tag = "auth", responses((status = 200, body = User)), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "me", get, path = "/api/v1/me", tag = "auth", responses((status = 200, body = User)), security(("bearer" = [])))]
 pub async fn me(caller: Caller) -> Json<User> {
     Json(User { id: caller.user_id, username: caller.username, role: caller.role.as_str().to_owned() })
 }
@@ -286,7 +286,7 @@ pub struct NewUser {
 }
 
 /// Create a user (admin).
-#[utoipa::path(post, path = "/api/v1/users", tag = "auth", request_body = NewUser,
+#[utoipa::path(operation_id = "create_user", post, path = "/api/v1/users", tag = "auth", request_body = NewUser,
     responses((status = 201, body = User), (status = 400), (status = 403), (status = 409)), security(("bearer" = [])))]
 pub async fn create(State(state): State<AppState>, caller: Caller, JsonBody(user): JsonBody<NewUser>) -> ApiResult<(axum::http::StatusCode, Json<User>)> {
     caller.require(&[Role::Admin])?;
@@ -295,7 +295,7 @@ pub async fn create(State(state): State<AppState>, caller: Caller, JsonBody(user
 }
 
 /// List users (admin).
-#[utoipa::path(get, path = "/api/v1/users", tag = "auth", responses((status = 200, body = [User])), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "list_users", get, path = "/api/v1/users", tag = "auth", responses((status = 200, body = [User])), security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<User>>> {
     caller.require(&[Role::Admin])?;
     let users = sqlx::query_as::<_, User>("SELECT id, username, role FROM users ORDER BY username").fetch_all(&state.db.pool).await?;

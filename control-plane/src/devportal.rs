@@ -1,16 +1,78 @@
-//! (being written)
+//! The developer portal: self sign-up, the catalogue of published APIs, applications,
+//! their subscriptions to APIs (with optional approval) and their credentials (an OAuth2
+//! client and API keys, whose secrets are shown once and stored only as hashes).
+
+mod api_keys;
+mod applications;
+mod catalogue;
+mod oauth_clients;
+mod signup;
+mod subscriptions;
 
 use axum::Router;
+use axum::routing::{delete, get, post, put};
 use utoipa::OpenApi;
 
 use crate::AppState;
 
+pub use api_keys::{ApiKey, ApiKeyOwner, NewApiKey, active_api_keys, api_key_hash, api_key_hmac_secret};
+pub use applications::{Application, ApplicationFields};
+pub use catalogue::{CatalogueApi, CatalogueOperation, CatalogueSearch};
+pub use oauth_clients::{OAuthClient, OAuthClientSecret};
+pub use signup::SignUp;
+pub use subscriptions::{ApprovalSetting, NewSubscription, Subscription, SubscriptionFilter, SubscriptionStatus};
+
+/// Say that what gateways accept may have changed: called after a subscription is created,
+/// approved or removed, a key is created or revoked, and an application changes or goes.
+pub(crate) fn notify_change(state: &AppState) {
+    tracing::debug!("developer portal change: gateway environments may need a new snapshot");
+    state.changed();
+}
+
 /// The OpenAPI paths of this module.
 #[derive(OpenApi)]
-#[openapi()]
+#[openapi(paths(
+    signup::signup,
+    catalogue::list,
+    catalogue::get,
+    applications::list,
+    applications::create,
+    applications::get,
+    applications::replace,
+    applications::delete,
+    subscriptions::list,
+    subscriptions::subscribe,
+    subscriptions::unsubscribe,
+    subscriptions::queue,
+    subscriptions::approve,
+    subscriptions::reject,
+    subscriptions::get_approval,
+    subscriptions::set_approval,
+    oauth_clients::get,
+    oauth_clients::create,
+    oauth_clients::regenerate_secret,
+    api_keys::list,
+    api_keys::create,
+    api_keys::revoke,
+))]
 pub struct Doc;
 
 /// The routes of this module.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/api/v1/signup", post(signup::signup))
+        .route("/api/v1/catalogue", get(catalogue::list))
+        .route("/api/v1/catalogue/{api_id}", get(catalogue::get))
+        .route("/api/v1/applications", get(applications::list).post(applications::create))
+        .route("/api/v1/applications/{id}", get(applications::get).put(applications::replace).delete(applications::delete))
+        .route("/api/v1/applications/{id}/subscriptions", get(subscriptions::list).post(subscriptions::subscribe))
+        .route("/api/v1/applications/{id}/subscriptions/{sub_id}", delete(subscriptions::unsubscribe))
+        .route("/api/v1/applications/{id}/oauth-client", get(oauth_clients::get).post(oauth_clients::create))
+        .route("/api/v1/applications/{id}/oauth-client/regenerate-secret", post(oauth_clients::regenerate_secret))
+        .route("/api/v1/applications/{id}/api-keys", get(api_keys::list).post(api_keys::create))
+        .route("/api/v1/applications/{id}/api-keys/{key_id}", delete(api_keys::revoke))
+        .route("/api/v1/subscriptions", get(subscriptions::queue))
+        .route("/api/v1/subscriptions/{sub_id}/approve", post(subscriptions::approve))
+        .route("/api/v1/subscriptions/{sub_id}/reject", post(subscriptions::reject))
+        .route("/api/v1/settings/subscription_approval", put(subscriptions::set_approval).get(subscriptions::get_approval))
 }

@@ -1,16 +1,74 @@
-//! (being written)
+//! The key manager: an OAuth2 authorization server (client credentials and refresh
+//! tokens, introspection, revocation, RFC 8414 metadata) issuing self-contained JWT access
+//! tokens that gateways verify locally, signed with rotatable keys published as a JWKS.
+
+mod access_token;
+mod client_auth;
+mod error;
+mod introspection;
+mod keys;
+mod metadata;
+mod refresh_token;
+mod revocation;
+mod token;
 
 use axum::Router;
-use utoipa::OpenApi;
+use axum::routing::{get, post};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
 use crate::AppState;
 
+pub use access_token::AccessClaims;
+pub use error::OAuthError;
+pub use introspection::{Introspection, TokenForm};
+pub use keys::{Jwks, KeyInfo, Rotate, SigningAlg, public_keys};
+pub use metadata::Metadata;
+pub use revocation::revoked_jtis;
+pub use token::{TokenRequest, TokenResponse};
+
+/// The `aud` of every access token this key manager issues.
+pub const AUDIENCE: &str = "portico";
+
+/// Say that an access token was revoked: gateways should refuse it from now on.
+pub(crate) fn notify_revocation(state: &AppState) {
+    tracing::debug!("access token revoked: gateways need the new revocation list");
+    state.changed();
+}
+
 /// The OpenAPI paths of this module.
 #[derive(OpenApi)]
-#[openapi()]
+#[openapi(paths(
+    token::token,
+    introspection::introspect,
+    revocation::revoke,
+    keys::jwks,
+    metadata::metadata,
+    keys::list,
+    keys::rotate,
+    keys::retire,
+), modifiers(&ClientSecretBasic))]
 pub struct Doc;
+
+/// Declares the `client_secret_basic` security scheme the OAuth2 endpoints name.
+struct ClientSecretBasic;
+
+impl Modify for ClientSecretBasic {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("client_secret_basic", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()));
+    }
+}
 
 /// The routes of this module.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/oauth2/token", post(token::token))
+        .route("/oauth2/introspect", post(introspection::introspect))
+        .route("/oauth2/revoke", post(revocation::revoke))
+        .route("/oauth2/jwks", get(keys::jwks))
+        .route("/.well-known/oauth-authorization-server", get(metadata::metadata))
+        .route("/api/v1/keymanager/keys", get(keys::list))
+        .route("/api/v1/keymanager/keys/rotate", post(keys::rotate))
+        .route("/api/v1/keymanager/keys/{kid}/retire", post(keys::retire))
 }

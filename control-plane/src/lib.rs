@@ -11,6 +11,7 @@ pub mod error;
 pub mod keymanager;
 pub mod openapi;
 pub mod publisher;
+pub mod snapshot;
 pub mod test_support;
 pub mod traffic;
 
@@ -37,12 +38,21 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Failed-login and failed-client-authentication brake.
     pub failures: Arc<FailureLimiter>,
+    /// Bumped whenever what gateways serve may have changed (a deployment, a lifecycle
+    /// change, a subscription, a key, a revocation); gateway feeders watch it.
+    pub changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl AppState {
     /// State over a connected database.
     pub fn new(db: Db, settings: Settings) -> Self {
-        Self { db, settings: Arc::new(settings), failures: FailureLimiter::shared() }
+        let (changes, _) = tokio::sync::watch::channel(0);
+        Self { db, settings: Arc::new(settings), failures: FailureLimiter::shared(), changes: Arc::new(changes) }
+    }
+
+    /// Say that what gateways serve may have changed.
+    pub fn changed(&self) {
+        self.changes.send_modify(|version| *version += 1);
     }
 }
 

@@ -1,16 +1,68 @@
-//! (being written)
+//! The publisher: APIs with their operations, endpoints and policy attachments, OpenAPI
+//! import, the lifecycle (CREATED → PUBLISHED → DEPRECATED → RETIRED, BLOCKED), immutable
+//! revisions, gateway environments and the deployment of revisions to them.
+
+mod apis;
+mod deployments;
+mod environments;
+mod import;
+mod lifecycle;
+mod revisions;
 
 use axum::Router;
+use axum::routing::{delete, get, post};
 use utoipa::OpenApi;
 
 use crate::AppState;
 
+pub use apis::{Api, ApiSummary, ApiUpdate, NewApi, Operation};
+pub use deployments::{Deploy, DeployedApi, Deployment, deployed};
+pub use environments::{Environment, NewEnvironment};
+pub use import::Import;
+pub use lifecycle::{ApiStatus, LifecycleAction, LifecycleChange};
+pub use revisions::{Revision, RevisionContent};
+
+/// Say that what gateways serve may have changed: called after every deployment,
+/// undeployment and lifecycle change.
+pub(crate) fn notify_change(state: &AppState) {
+    tracing::debug!("publisher change: gateway environments may need a new snapshot");
+    state.changed();
+}
+
 /// The OpenAPI paths of this module.
 #[derive(OpenApi)]
-#[openapi()]
+#[openapi(paths(
+    apis::list,
+    apis::create,
+    apis::get,
+    apis::replace,
+    apis::delete,
+    import::import,
+    lifecycle::change,
+    revisions::list,
+    revisions::create,
+    revisions::get,
+    revisions::delete,
+    environments::list,
+    environments::create,
+    environments::delete,
+    deployments::list,
+    deployments::deploy,
+    deployments::undeploy,
+))]
 pub struct Doc;
 
 /// The routes of this module.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/api/v1/apis", get(apis::list).post(apis::create))
+        .route("/api/v1/apis/import", post(import::import))
+        .route("/api/v1/apis/{id}", get(apis::get).put(apis::replace).delete(apis::delete))
+        .route("/api/v1/apis/{id}/lifecycle", post(lifecycle::change))
+        .route("/api/v1/apis/{id}/revisions", get(revisions::list).post(revisions::create))
+        .route("/api/v1/apis/{id}/revisions/{revision_id}", get(revisions::get).delete(revisions::delete))
+        .route("/api/v1/apis/{id}/deployments", get(deployments::list).post(deployments::deploy))
+        .route("/api/v1/apis/{id}/deployments/{environment}", delete(deployments::undeploy))
+        .route("/api/v1/environments", get(environments::list).post(environments::create))
+        .route("/api/v1/environments/{name}", delete(environments::delete))
 }

@@ -74,7 +74,7 @@ pub async fn require(db: &Db, kind: &str, name: &str, field: &str) -> ApiResult<
 }
 
 /// List all tiers (any logged-in user).
-#[utoipa::path(get, path = "/api/v1/tiers", tag = "traffic", responses((status = 200, body = [Tier])), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "list_tiers", get, path = "/api/v1/tiers", tag = "traffic", responses((status = 200, body = [Tier])), security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<Tier>>> {
     let mut tiers = all(&state.db, "subscription").await?;
     tiers.extend(all(&state.db, "application").await?);
@@ -110,7 +110,7 @@ fn check_pair(requests: Option<i64>, per: Option<i64>, field: &str, per_field: &
 }
 
 /// Create or replace a tier (admin).
-#[utoipa::path(put, path = "/api/v1/tiers/{kind}/{name}", tag = "traffic", request_body = TierLimits,
+#[utoipa::path(operation_id = "put_tier", put, path = "/api/v1/tiers/{kind}/{name}", tag = "traffic", request_body = TierLimits,
     params(("kind" = String, Path, description = "subscription or application"), ("name" = String, Path)),
     responses((status = 200, body = Tier), (status = 400), (status = 403)), security(("bearer" = [])))]
 pub async fn upsert(State(state): State<AppState>, caller: Caller, Path((kind, name)): Path<(String, String)>, JsonBody(limits): JsonBody<TierLimits>) -> ApiResult<Json<Tier>> {
@@ -149,7 +149,7 @@ pub async fn upsert(State(state): State<AppState>, caller: Caller, Path((kind, n
 }
 
 /// Delete a tier that nothing uses (admin).
-#[utoipa::path(delete, path = "/api/v1/tiers/{kind}/{name}", tag = "traffic",
+#[utoipa::path(operation_id = "delete_tier", delete, path = "/api/v1/tiers/{kind}/{name}", tag = "traffic",
     params(("kind" = String, Path), ("name" = String, Path)),
     responses((status = 204), (status = 404), (status = 409, description = "in use")), security(("bearer" = [])))]
 pub async fn delete(State(state): State<AppState>, caller: Caller, Path((kind, name)): Path<(String, String)>) -> ApiResult<StatusCode> {

@@ -16,7 +16,7 @@ pub use units::{ByteSize, Duration};
 pub const FORMAT_VERSION: u32 = 1;
 
 /// A whole gateway configuration.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Format version; `1` when omitted.
@@ -46,10 +46,47 @@ pub struct GatewayConfig {
     /// Issuers whose JWT access tokens are accepted.
     #[serde(default)]
     pub jwt_issuers: Vec<JwtIssuer>,
+    /// When set (hex), `api_key_hashes` are HMAC-SHA256 digests under this key rather than
+    /// plain sha256: what the control plane sends, so that its database alone gives away
+    /// nothing to test guesses against.
+    #[serde(default)]
+    pub api_key_hmac_secret: Option<String>,
+    /// Access tokens revoked before they expire, by `jti`.
+    #[serde(default)]
+    pub revoked_tokens: Vec<RevokedToken>,
+}
+
+/// A revoked access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RevokedToken {
+    /// Its `jti`.
+    pub jti: String,
+    /// Its `exp` (Unix seconds); after it the entry can be forgotten.
+    pub expires_at: u64,
 }
 
 fn format_version() -> u32 {
     FORMAT_VERSION
+}
+
+impl Default for GatewayConfig {
+    /// An empty configuration of the current format: no listeners, no APIs.
+    fn default() -> Self {
+        Self {
+            version: FORMAT_VERSION,
+            listeners: Vec::new(),
+            admin: None,
+            limits: Limits::default(),
+            modules: BTreeMap::new(),
+            global_policies: Vec::new(),
+            apis: Vec::new(),
+            consumers: Vec::new(),
+            jwt_issuers: Vec::new(),
+            api_key_hmac_secret: None,
+            revoked_tokens: Vec::new(),
+        }
+    }
 }
 
 /// One listening socket.
@@ -265,9 +302,13 @@ pub struct Consumer {
     /// API keys in plain text (file mode).
     #[serde(default)]
     pub api_keys: Vec<String>,
-    /// API keys as hex sha256 digests (what the control plane sends).
+    /// API keys as hex digests: sha256, or HMAC-SHA256 when `api_key_hmac_secret` is set.
     #[serde(default)]
     pub api_key_hashes: Vec<String>,
+    /// When present, the APIs these keys may call (`name@version` → subscription tier); the
+    /// identity then carries the subscription and its tier for the API being called.
+    #[serde(default)]
+    pub subscriptions: Option<BTreeMap<String, String>>,
 }
 
 /// An issuer of JWT access tokens and the keys its tokens are verified with.
@@ -336,6 +377,8 @@ pub struct ClaimMapping {
     pub user: String,
     /// Scopes: a space-separated string or an array.
     pub scopes: String,
+    /// Subscriptions: an object from `name@version` to the subscription tier.
+    pub subscriptions: String,
 }
 
 impl Default for ClaimMapping {
@@ -346,6 +389,7 @@ impl Default for ClaimMapping {
             tier: "tier".to_owned(),
             user: "sub".to_owned(),
             scopes: "scope".to_owned(),
+            subscriptions: "subscriptions".to_owned(),
         }
     }
 }
@@ -536,6 +580,11 @@ pub fn validate(config: &GatewayConfig) -> Vec<Problem> {
             }
             check_attachments(format!("{op_at}.policies"), &operation.policies, &mut problem);
         }
+    }
+    if let Some(secret) = &config.api_key_hmac_secret
+        && (secret.len() < 32 || secret.len() % 2 != 0 || !secret.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        problem("api_key_hmac_secret".into(), "must be at least 16 bytes written as hex".into());
     }
     let mut seen_consumers = std::collections::HashSet::new();
     for (i, consumer) in config.consumers.iter().enumerate() {

@@ -25,11 +25,26 @@ pub async fn run(file: PathBuf) -> anyhow::Result<()> {
     tracing::info!(version, file = %file.display(), "configuration applied");
 
     let (stop, stopped) = watch::channel(false);
+    let tasks = start_listeners(&gateway, &loaded, stopped).await.map_err(|e| anyhow::anyhow!("{}: {e:#}", file.display()))?;
+    tokio::spawn(watch_and_reload(gateway.clone(), file, loaded));
+    tokio::spawn(sweep_counters(gateway.clone()));
+    shutdown_signal().await?;
+    tracing::info!("shutting down; draining connections");
+    let _ = stop.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+/// Bind and serve the configuration's listeners and admin listener (their addresses are
+/// logged as `listening` / `admin listening`); they stop when `stopped` turns true.
+pub async fn start_listeners(gateway: &Arc<Gateway>, loaded: &LoadedConfig, stopped: watch::Receiver<bool>) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let limits = loaded.config.limits.clone();
     let mut tasks = Vec::new();
     for (i, spec) in loaded.config.listeners.iter().enumerate() {
         let tls = match &spec.tls {
-            Some(tls) => Some(listener::tls_config(tls, &loaded.base_dir, &format!("listeners[{i}].tls")).map_err(|p| anyhow::anyhow!("{}: {p}", file.display()))?),
+            Some(tls) => Some(listener::tls_config(tls, &loaded.base_dir, &format!("listeners[{i}].tls")).map_err(|p| anyhow::anyhow!("{p}"))?),
             None => None,
         };
         let (socket, address) = listener::bind(&spec.address).await?;
@@ -42,20 +57,17 @@ pub async fn run(file: PathBuf) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(admin::serve(gateway.clone(), socket, stopped.clone())));
     }
     if tasks.is_empty() {
-        anyhow::bail!("{}: no listeners configured", file.display());
+        anyhow::bail!("no listeners configured");
     }
-    tokio::spawn(watch_and_reload(gateway.clone(), file, loaded));
-    tokio::spawn(sweep_counters(gateway.clone()));
+    Ok(tasks)
+}
 
+/// Wait for SIGTERM or SIGINT.
+pub async fn shutdown_signal() -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     tokio::select! {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("shutting down; draining connections");
-    let _ = stop.send(true);
-    for task in tasks {
-        let _ = task.await;
     }
     Ok(())
 }
@@ -123,7 +135,8 @@ async fn watch_and_reload(gateway: Arc<Gateway>, file: PathBuf, mut loaded: Load
     }
 }
 
-async fn sweep_counters(gateway: Arc<Gateway>) {
+/// Drop idle rate counters every few seconds, for as long as the gateway runs.
+pub async fn sweep_counters(gateway: Arc<Gateway>) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     loop {
         tick.tick().await;

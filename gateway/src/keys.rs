@@ -12,6 +12,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use quick_cache::Weighter;
+use std::collections::BTreeMap;
+
 use quick_cache::sync::Cache;
 
 use crate::config;
@@ -31,6 +33,28 @@ pub struct Identity {
     pub user: Option<String>,
     /// Scopes granted to the caller.
     pub scopes: Vec<String>,
+    /// The APIs the credential may call (`name@version` → subscription tier), when it says.
+    pub subscriptions: Option<Arc<BTreeMap<String, String>>>,
+}
+
+impl Identity {
+    /// The identity for a call to API `api@version`: with the credential's subscription to
+    /// it and that subscription's tier, when the credential lists its subscriptions. A
+    /// credential that lists them but not this API gets no subscription.
+    pub fn for_api(&self, api: &str, version: &str) -> Identity {
+        let mut identity = self.clone();
+        if let Some(subscriptions) = &self.subscriptions {
+            let key = format!("{api}@{version}");
+            match subscriptions.get(&key) {
+                Some(tier) => {
+                    identity.tier = Some(tier.clone());
+                    identity.subscription = Some(key);
+                }
+                None => identity.subscription = None,
+            }
+        }
+        identity
+    }
 }
 
 /// A JWT whose signature and registered claims have been verified (the WIT `verified-token`).
@@ -46,6 +70,8 @@ pub struct VerifiedToken {
     pub identity: Identity,
     /// The whole payload as JSON, for policies that read custom claims.
     pub claims: String,
+    /// `jti`, if present (what revocation goes by).
+    pub jti: Option<String>,
 }
 
 /// Why a credential was refused. The texts are safe to log: they never contain the credential
@@ -83,6 +109,7 @@ const TOKEN_CACHE_OVERHEAD: u64 = 256;
 pub struct KeyStore {
     api_keys: api_key::ApiKeys,
     issuers: jwt::Issuers,
+    revoked: std::collections::HashSet<String>,
     tokens: Cache<Box<str>, CachedToken, TokenWeighter>,
 }
 
@@ -113,15 +140,34 @@ impl KeyStore {
         issuers: &[config::JwtIssuer],
         base_dir: &Path,
     ) -> Result<KeyStore, Vec<config::Problem>> {
+        Self::build(consumers, issuers, None, &[], base_dir)
+    }
+
+    /// The store of a whole gateway configuration: [`Self::from_config`] plus its HMAC key
+    /// for API-key digests and its revoked tokens.
+    pub fn for_gateway(config: &config::GatewayConfig, base_dir: &Path) -> Result<KeyStore, Vec<config::Problem>> {
+        let secret = config.api_key_hmac_secret.as_deref().and_then(decode_hex);
+        Self::build(&config.consumers, &config.jwt_issuers, secret.as_deref(), &config.revoked_tokens, base_dir)
+    }
+
+    fn build(
+        consumers: &[config::Consumer],
+        issuers: &[config::JwtIssuer],
+        hmac_secret: Option<&[u8]>,
+        revoked: &[config::RevokedToken],
+        base_dir: &Path,
+    ) -> Result<KeyStore, Vec<config::Problem>> {
         let mut problems = Vec::new();
-        let api_keys = api_key::ApiKeys::load(consumers, &mut problems);
+        let api_keys = api_key::ApiKeys::load(consumers, hmac_secret, &mut problems);
         let issuers = jwt::Issuers::new(issuer::load(issuers, base_dir, &mut problems));
         if !problems.is_empty() {
             return Err(problems);
         }
+        let now = jsonwebtoken::get_current_timestamp();
         Ok(KeyStore {
             api_keys,
             issuers,
+            revoked: revoked.iter().filter(|r| r.expires_at >= now).map(|r| r.jti.clone()).collect(),
             tokens: Cache::with_weighter(TOKEN_CACHE_ITEMS, TOKEN_CACHE_BYTES, TokenWeighter),
         })
     }
@@ -157,6 +203,15 @@ impl KeyStore {
     /// The last check of every accepted token, cached or fresh; a revocation list (by `jti`)
     /// belongs here.
     fn admit(&self, verified: Arc<VerifiedToken>) -> Result<Arc<VerifiedToken>, KeyError> {
-        Ok(verified)
+        match &verified.jti {
+            Some(jti) if self.revoked.contains(jti) => Err(KeyError::Revoked),
+            _ => Ok(verified),
+        }
     }
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    (hex.len() % 2 == 0)
+        .then(|| hex.as_bytes().chunks_exact(2).map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()).collect())
+        .flatten()
 }

@@ -7,7 +7,6 @@
 
 pub mod admin;
 pub mod body;
-pub mod cli;
 pub mod config;
 pub mod counters;
 pub mod error;

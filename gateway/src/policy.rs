@@ -19,7 +19,7 @@ use wasmtime::{Engine, Store, Trap};
 
 use bindings::{PolicyWorld, PolicyWorldPre};
 pub use bindings::{Decision, ImmediateResponse, Needs};
-pub use host::Services;
+pub use host::{Clock, KeyService, Services, SystemClock};
 use host::{ContextHandle, HostState, RequestHandle, ResponseHandle};
 
 use crate::config::FailureMode;
@@ -76,17 +76,24 @@ pub enum CallFailure {
 }
 
 /// The Wasm engine shared by every snapshot: compilation settings, the host functions,
-/// the epoch ticker and the cache of compiled components.
+/// the epoch ticker, the clock policies read and the cache of compiled components.
 pub struct PolicyEngine {
     engine: Engine,
     linker: Linker<HostState>,
     compiled: Mutex<HashMap<String, Arc<CompiledPolicy>>>,
     ticker_stop: Arc<AtomicBool>,
+    clock: Arc<dyn Clock>,
 }
 
 impl PolicyEngine {
-    /// Make the engine and start its epoch ticker thread.
+    /// Make the engine on the machine's clock and start its epoch ticker thread.
     pub fn new() -> anyhow::Result<Self> {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// Make the engine with the clock its policies read (a test harness fixes the time;
+    /// deadlines still run on the epoch ticker).
+    pub fn with_clock(clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
@@ -110,7 +117,7 @@ impl PolicyEngine {
                 }
             }
         })?;
-        Ok(Self { engine, linker, compiled: Mutex::new(HashMap::new()), ticker_stop })
+        Ok(Self { engine, linker, compiled: Mutex::new(HashMap::new()), ticker_stop, clock })
     }
 
     /// Compile a component (or take it from the cache by digest) and check that it is a
@@ -161,16 +168,19 @@ impl PolicyEngine {
             policy,
             settings,
             services,
+            clock: self.clock.clone(),
             pool: ArrayQueue::new(POOL_SIZE),
             needs: Needs::empty(),
+            instance_memory: 0,
             stats,
         };
         let (instance, needs) = attachment.instantiate().map_err(|failure| match failure {
             StartFailure::Config(reason) => LoadError::Config { name: attachment.policy.name.clone(), reason },
             StartFailure::Trap(reason) => LoadError::Start { name: attachment.policy.name.clone(), reason },
         })?;
+        let instance_memory = instance.store.data().limits.bytes();
         let _ = attachment.pool.push(instance);
-        Ok(Attachment { needs, ..attachment })
+        Ok(Attachment { needs, instance_memory, ..attachment })
     }
 }
 
@@ -239,8 +249,11 @@ pub struct Attachment {
     policy: Arc<CompiledPolicy>,
     settings: AttachmentSettings,
     services: Arc<Services>,
+    clock: Arc<dyn Clock>,
     pool: ArrayQueue<Instance>,
     needs: Needs,
+    /// Linear memory of the first instance once `init` returned.
+    instance_memory: usize,
     stats: Arc<PolicyStats>,
 }
 
@@ -285,6 +298,12 @@ impl Attachment {
         self.needs.contains(Needs::RESPONSE_PHASE)
     }
 
+    /// The linear memory, in bytes, an instance of this attachment held once its `init`
+    /// returned (the first one; what each warm instance costs at least).
+    pub fn instance_memory_bytes(&self) -> usize {
+        self.instance_memory
+    }
+
     fn instantiate(&self) -> Result<(Instance, Needs), StartFailure> {
         self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
         let policy_name: Arc<str> = Arc::from(self.policy.name.as_str());
@@ -294,6 +313,7 @@ impl Attachment {
             limits: host::MemoryLimit::new(self.settings.memory_bytes),
             exchange: None,
             services: self.services.clone(),
+            clock: self.clock.clone(),
             policy: policy_name,
         };
         let mut store = Store::new(&self.engine, state);

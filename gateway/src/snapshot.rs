@@ -72,7 +72,7 @@ impl Snapshot {
     pub fn build(loaded: &LoadedConfig, shared: &Shared<'_>) -> Result<Snapshot, BuildError> {
         let config = &loaded.config;
         let mut problems = config::validate(config);
-        let keys = match KeyStore::from_config(&config.consumers, &config.jwt_issuers, &loaded.base_dir) {
+        let keys = match KeyStore::for_gateway(config, &loaded.base_dir) {
             Ok(keys) => Some(Arc::new(keys)),
             Err(more) => {
                 problems.extend(more);

@@ -13,7 +13,7 @@ use portico_gateway::counters::LocalCounters;
 use portico_gateway::exchange::{BodyState, Exchange, RouteInfo};
 use portico_gateway::keys::{Identity, KeyStore};
 use portico_gateway::metrics::PolicyStats;
-use portico_gateway::policy::{Attachment, AttachmentSettings, PolicyEngine, Services, builtin};
+use portico_gateway::policy::{Attachment, AttachmentSettings, KeyService, PolicyEngine, Services, builtin};
 use portico_gateway::router::{ApiRoutes, OperationRoute, RouteTable};
 use portico_tests::{TestIssuer, policies};
 
@@ -38,6 +38,7 @@ impl Fixture {
             scopes: vec![],
             api_keys: vec!["bench-key-0001".into()],
             api_key_hashes: vec![],
+            subscriptions: None,
         }];
         let issuers: Vec<JwtIssuer> = vec![serde_json::from_value(serde_json::json!({
             "issuer": issuer.issuer, "audiences": ["portico"], "algorithms": ["ES256"],
@@ -154,6 +155,7 @@ fn throttle_hit(bencher: divan::Bencher) {
         tier: None,
         user: None,
         scopes: vec![],
+        subscriptions: None,
     };
     bench_calls(bencher, &attachment, exchange(&[], Some(identity)));
 }

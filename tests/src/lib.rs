@@ -53,6 +53,8 @@ pub struct GatewayProcess {
     pub listeners: Vec<SocketAddr>,
     /// The admin listener, when configured.
     pub admin: Option<SocketAddr>,
+    /// The control plane's listener, in the profiles that run one.
+    pub control_plane: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
     /// The folder holding the configuration file.
     pub dir: tempfile::TempDir,
@@ -69,9 +71,17 @@ impl GatewayProcess {
 
     /// Start a gateway on `dir/portico.yaml`.
     pub fn start_in(dir: tempfile::TempDir) -> anyhow::Result<Self> {
+        let config = dir.path().join("portico.yaml").display().to_string();
+        Self::spawn(dir, &["serve", "--config", &config], &[])
+    }
+
+    /// Start `portico <args>` (a profile that runs a gateway) with extra environment
+    /// variables, and wait until its first configuration is applied.
+    pub fn spawn(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut child = Command::new(portico_binary())
-            .args(["--log-format", "json", "--log", "info,portico::access=off", "--workers", "2", "serve", "--config"])
-            .arg(dir.path().join("portico.yaml"))
+            .args(["--log-format", "json", "--log", "info,portico::access=off", "--workers", "2"])
+            .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
@@ -87,7 +97,7 @@ impl GatewayProcess {
                 }
             });
         }
-        let mut gateway = Self { child, listeners: Vec::new(), admin: None, logs, dir };
+        let mut gateway = Self { child, listeners: Vec::new(), admin: None, control_plane: None, logs, dir };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = gateway.child.try_wait()? {
@@ -101,7 +111,10 @@ impl GatewayProcess {
                     .filter_map(|e| e["address"].as_str()?.parse().ok())
                     .collect();
                 gateway.admin = events.iter().find(|e| e["message"] == "admin listening").and_then(|e| e["address"].as_str()?.parse().ok());
-                if !gateway.listeners.is_empty() {
+                gateway.control_plane =
+                    events.iter().find(|e| e["message"] == "control plane listening").and_then(|e| e["address"].as_str()?.parse().ok());
+                let control_plane_ready = !args.contains(&"all-in-one") || gateway.control_plane.is_some();
+                if !gateway.listeners.is_empty() && control_plane_ready {
                     return Ok(gateway);
                 }
             }

@@ -11,12 +11,13 @@ use crate::config::{Consumer, Problem};
 /// The API keys of every consumer, by digest.
 pub(super) struct ApiKeys {
     by_digest: HashMap<[u8; 32], Identity>,
+    hmac_secret: Option<Vec<u8>>,
 }
 
 impl ApiKeys {
     /// Digest the consumers' plain keys and take their hex digests; a key given to two
     /// consumers is a problem.
-    pub(super) fn load(consumers: &[Consumer], problems: &mut Vec<Problem>) -> ApiKeys {
+    pub(super) fn load(consumers: &[Consumer], hmac_secret: Option<&[u8]>, problems: &mut Vec<Problem>) -> ApiKeys {
         let mut by_digest = HashMap::new();
         let mut owner = HashMap::<[u8; 32], usize>::new();
         for (i, consumer) in consumers.iter().enumerate() {
@@ -27,12 +28,13 @@ impl ApiKeys {
                 tier: consumer.tier.clone(),
                 user: consumer.user.clone(),
                 scopes: consumer.scopes.clone(),
+                subscriptions: consumer.subscriptions.clone().map(std::sync::Arc::new),
             };
             let plain = consumer
                 .api_keys
                 .iter()
                 .enumerate()
-                .map(|(j, key)| (format!("consumers[{i}].api_keys[{j}]"), Some(digest(key))));
+                .map(|(j, key)| (format!("consumers[{i}].api_keys[{j}]"), Some(digest(hmac_secret, key))));
             // A malformed digest is reported by `config::validate`; it is skipped here.
             let hashed = consumer
                 .api_key_hashes
@@ -54,19 +56,28 @@ impl ApiKeys {
                 }
             }
         }
-        ApiKeys { by_digest }
+        ApiKeys { by_digest, hmac_secret: hmac_secret.map(<[u8]>::to_vec) }
     }
 
     /// The identity of the consumer holding `key`.
     pub(super) fn lookup(&self, key: &str) -> Result<Identity, KeyError> {
         // Comparing digests leaks nothing useful through timing: finding a digest's prefix does
         // not help to find a key that produces it.
-        self.by_digest.get(&digest(key)).cloned().ok_or(KeyError::Unknown)
+        self.by_digest.get(&digest(self.hmac_secret.as_deref(), key)).cloned().ok_or(KeyError::Unknown)
     }
 }
 
-fn digest(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
+/// sha256 of the key, or HMAC-SHA256 under `secret`.
+fn digest(secret: Option<&[u8]>, key: &str) -> [u8; 32] {
+    match secret {
+        Some(secret) => {
+            use hmac::Mac;
+            let mut mac = hmac::Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+            mac.update(key.as_bytes());
+            mac.finalize().into_bytes().into()
+        }
+        None => Sha256::digest(key.as_bytes()).into(),
+    }
 }
 
 /// A sha256 digest written as 64 hex digits (either case).

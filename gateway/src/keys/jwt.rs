@@ -155,6 +155,7 @@ fn verified(issuer: &Issuer, claims: &Map<String, Value>, claims_text: String) -
         expires_at,
         identity: identity(claims, &issuer.claims),
         claims: claims_text,
+        jti: text_claim(claims, "jti"),
     };
     (token, expires_at.saturating_add(issuer.leeway))
 }
@@ -178,6 +179,10 @@ fn identity(claims: &Map<String, Value>, mapping: &ClaimMapping) -> Identity {
         tier: text_claim(claims, &mapping.tier),
         user: text_claim(claims, &mapping.user),
         scopes,
+        subscriptions: match claims.get(&mapping.subscriptions) {
+            Some(Value::Object(map)) => Some(std::sync::Arc::new(map.iter().filter_map(|(api, tier)| Some((api.clone(), tier.as_str()?.to_owned()))).collect())),
+            _ => None,
+        },
     }
 }
 

@@ -159,6 +159,7 @@ fn consumer(name: &str, keys: &[&str], hashes: &[String]) -> Consumer {
         scopes: vec!["read".to_owned()],
         api_keys: keys.iter().map(|key| (*key).to_owned()).collect(),
         api_key_hashes: hashes.to_vec(),
+        subscriptions: None,
     }
 }
 
@@ -183,6 +184,7 @@ fn api_keys_are_found_by_plain_key_and_by_digest() {
             tier: Some("silver".to_owned()),
             user: None,
             scopes: vec!["read".to_owned()],
+            subscriptions: None,
         }
     );
     let billing = store.lookup_api_key("hashed-key-0002").expect("known digest");
@@ -227,6 +229,7 @@ fn rs256_token_is_verified_and_mapped() {
             tier: Some("gold".to_owned()),
             user: Some("user-7".to_owned()),
             scopes: vec!["read".to_owned(), "write".to_owned()],
+            subscriptions: None,
         }
     );
     assert_eq!(serde_json::from_str::<Value>(&verified.claims).unwrap(), claims);
@@ -268,6 +271,7 @@ fn claims_are_mapped_as_configured() {
         tier: "plan".to_owned(),
         user: "email".to_owned(),
         scopes: "scp".to_owned(),
+        subscriptions: "subscriptions".to_owned(),
     };
     let store = KeyStore::from_config(&[], &[config], Path::new(".")).expect("valid");
     let custom = with(with(with(claims(), "app", json!("mapped")), "plan", json!("bronze")), "scp", json!("x"));
@@ -647,4 +651,53 @@ fn an_issuer_without_usable_keys_or_configured_twice_is_a_problem() {
     let problems = problems_of(&twice, Path::new("."));
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].path, "jwt_issuers[1].issuer");
+}
+
+// ---- Control-plane features: HMAC digests, subscriptions, revocation ----
+
+#[test]
+fn hmac_digests_need_the_secret() {
+    use hmac::Mac;
+    let secret = "00112233445566778899aabbccddeeff";
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&super::decode_hex(secret).unwrap()).unwrap();
+    mac.update(b"pk_live_key");
+    let digest: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let mut config = crate::config::GatewayConfig { consumers: vec![consumer("shop", &[], &[digest])], ..Default::default() };
+    config.api_key_hmac_secret = Some(secret.to_owned());
+    let store = KeyStore::for_gateway(&config, Path::new(".")).expect("valid");
+    assert!(store.lookup_api_key("pk_live_key").is_ok());
+    assert_eq!(store.lookup_api_key("pk_other").unwrap_err(), KeyError::Unknown);
+    // The same digest read as a plain sha256 matches nothing.
+    config.api_key_hmac_secret = None;
+    let plain = KeyStore::for_gateway(&config, Path::new(".")).expect("valid");
+    assert_eq!(plain.lookup_api_key("pk_live_key").unwrap_err(), KeyError::Unknown);
+}
+
+#[test]
+fn subscriptions_give_the_tier_of_the_api_called() {
+    let mut shop = consumer("shop", &["key-shop-0001"], &[]);
+    shop.subscriptions = Some([("pets@v1".to_owned(), "Gold".to_owned())].into());
+    let store = KeyStore::from_config(&[shop], &[], Path::new(".")).expect("valid");
+    let identity = store.lookup_api_key("key-shop-0001").unwrap();
+    let pets = identity.for_api("pets", "v1");
+    assert_eq!((pets.subscription.as_deref(), pets.tier.as_deref()), (Some("pets@v1"), Some("Gold")));
+    let orders = identity.for_api("orders", "v1");
+    assert_eq!(orders.subscription, None);
+    // Without a subscription list, nothing changes.
+    let open = KeyStore::from_config(&[consumer("open", &["key-open-0001"], &[])], &[], Path::new(".")).unwrap();
+    let identity = open.lookup_api_key("key-open-0001").unwrap();
+    assert_eq!(identity.for_api("pets", "v1"), identity);
+}
+
+#[test]
+fn revoked_tokens_are_refused_even_from_the_cache() {
+    let claims = with(claims(), "jti", json!("token-1"));
+    let token = rsa_token(&claims);
+    let mut config = crate::config::GatewayConfig { jwt_issuers: vec![issuer(&["RS256"], vec![pem_key(None, RSA_PUBLIC)])], ..Default::default() };
+    let store = KeyStore::for_gateway(&config, Path::new(".")).unwrap();
+    assert!(store.verify_jwt(&token).is_ok());
+    config.revoked_tokens = vec![crate::config::RevokedToken { jti: "token-1".into(), expires_at: u64::MAX }];
+    let revoked = KeyStore::for_gateway(&config, Path::new(".")).unwrap();
+    assert_eq!(revoked.verify_jwt(&token).unwrap_err(), KeyError::Revoked);
+    assert_eq!(revoked.verify_jwt(&token).unwrap_err(), KeyError::Revoked, "and again, from the cache");
 }

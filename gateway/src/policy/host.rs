@@ -1,6 +1,7 @@
 //! What the host gives a policy instance: the request-scoped resources (request,
 //! response, context) backed by the exchange in flight, and the imports (keys,
-//! counters, log, clock).
+//! counters, log, clock). The keys, counters and clock are trait objects, so that a
+//! policy can also run outside a gateway against mocked services (`portico policy test`).
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -16,7 +17,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::{clock, counters, keys, log, types};
 use crate::counters::CounterStore;
 use crate::exchange::{BodyState, Exchange};
-use crate::keys::{Identity, KeyError, KeyStore};
+use crate::keys::{Identity, KeyError, KeyStore, VerifiedToken};
 
 /// Marker for the `request` resource: the exchange's request.
 pub struct RequestHandle;
@@ -27,10 +28,52 @@ pub struct ContextHandle;
 
 /// The services behind the host imports, shared by every instance of a snapshot.
 pub struct Services {
-    /// API keys and JWT issuers.
-    pub keys: Arc<KeyStore>,
+    /// API keys and JWT issuers (a snapshot's [`KeyStore`]).
+    pub keys: Arc<dyn KeyService>,
     /// Rate counters (they outlive snapshots).
     pub counters: Arc<dyn CounterStore>,
+}
+
+/// What the `keys` import asks of the host. The gateway's is the snapshot's [`KeyStore`];
+/// a policy test harness answers from its fixtures.
+pub trait KeyService: Send + Sync + 'static {
+    /// The identity of the holder of an API key.
+    fn lookup_api_key(&self, key: &str) -> std::result::Result<Identity, KeyError>;
+    /// Verify a JWT (compact serialisation, without `Bearer `).
+    fn verify_jwt(&self, token: &str) -> std::result::Result<Arc<VerifiedToken>, KeyError>;
+}
+
+impl KeyService for KeyStore {
+    fn lookup_api_key(&self, key: &str) -> std::result::Result<Identity, KeyError> {
+        KeyStore::lookup_api_key(self, key)
+    }
+
+    fn verify_jwt(&self, token: &str) -> std::result::Result<Arc<VerifiedToken>, KeyError> {
+        KeyStore::verify_jwt(self, token)
+    }
+}
+
+/// The time the `clock` import reports, one for the whole engine.
+pub trait Clock: Send + Sync + 'static {
+    /// Wall-clock milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+    /// Nanoseconds on a monotonic clock (for measuring durations).
+    fn monotonic_ns(&self) -> u64;
+}
+
+/// The machine's clocks: what a gateway uses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        now.as_millis() as u64
+    }
+
+    fn monotonic_ns(&self) -> u64 {
+        monotonic_origin().elapsed().as_nanos() as u64
+    }
 }
 
 /// The data of one instance's store.
@@ -41,6 +84,7 @@ pub struct HostState {
     /// The request being handled, present only during a call.
     pub(super) exchange: Option<Box<Exchange>>,
     pub(super) services: Arc<Services>,
+    pub(super) clock: Arc<dyn Clock>,
     /// The policy's name, for its log records.
     pub(super) policy: Arc<str>,
 }
@@ -50,21 +94,30 @@ pub struct HostState {
 pub struct MemoryLimit {
     max_bytes: usize,
     hit: bool,
+    /// Linear memory the instance holds, all its memories together.
+    bytes: usize,
 }
 
 impl MemoryLimit {
     /// A budget of `max_bytes` of linear memory in all.
     pub fn new(max_bytes: usize) -> Self {
-        Self { max_bytes, hit: false }
+        Self { max_bytes, hit: false, bytes: 0 }
+    }
+
+    /// Linear memory the instance holds now, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
 impl ResourceLimiter for MemoryLimit {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
         if desired > self.max_bytes {
             self.hit = true;
             wasmtime::bail!("memory limit of {} bytes exceeded", self.max_bytes);
         }
+        // Also called when a memory is created (from 0), so this sums every memory.
+        self.bytes += desired.saturating_sub(current);
         Ok(true)
     }
 
@@ -313,6 +366,7 @@ fn from_wit_identity(identity: types::Identity) -> Identity {
         tier: identity.tier,
         user: identity.user,
         scopes: identity.scopes,
+        subscriptions: None,
     }
 }
 
@@ -376,10 +430,17 @@ fn to_wit_key_error(error: KeyError) -> keys::KeyError {
 
 impl keys::Host for HostState {
     fn lookup_api_key(&mut self, key: String) -> Result<Result<types::Identity, keys::KeyError>> {
-        Ok(self.services.keys.lookup_api_key(&key).map(|id| to_wit_identity(&id)).map_err(to_wit_key_error))
+        let route = self.exchange()?.route.clone();
+        Ok(self
+            .services
+            .keys
+            .lookup_api_key(&key)
+            .map(|id| to_wit_identity(&id.for_api(&route.api_name, &route.api_version)))
+            .map_err(to_wit_key_error))
     }
 
     fn verify_jwt(&mut self, token: String) -> Result<Result<keys::VerifiedToken, keys::KeyError>> {
+        let route = self.exchange()?.route.clone();
         Ok(self
             .services
             .keys
@@ -388,7 +449,7 @@ impl keys::Host for HostState {
                 issuer: token.issuer.clone(),
                 subject: token.subject.clone(),
                 expires_at: token.expires_at,
-                identity: to_wit_identity(&token.identity),
+                identity: to_wit_identity(&token.identity.for_api(&route.api_name, &route.api_version)),
                 claims: token.claims.clone(),
             })
             .map_err(to_wit_key_error))
@@ -431,11 +492,10 @@ fn monotonic_origin() -> Instant {
 
 impl clock::Host for HostState {
     fn now_ms(&mut self) -> Result<u64> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        Ok(now.as_millis() as u64)
+        Ok(self.clock.now_ms())
     }
 
     fn monotonic_ns(&mut self) -> Result<u64> {
-        Ok(monotonic_origin().elapsed().as_nanos() as u64)
+        Ok(self.clock.monotonic_ns())
     }
 }

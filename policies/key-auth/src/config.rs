@@ -27,6 +27,9 @@ pub struct Config {
     /// Scopes the caller must all have.
     #[serde(default)]
     pub required_scopes: Vec<String>,
+    /// Refuse (403) callers whose credential is not subscribed to the API being called.
+    #[serde(default)]
+    pub require_subscription: bool,
 }
 
 /// Where an API key is looked for: a header, then a query parameter.
@@ -131,6 +134,8 @@ pub struct Settings {
     pub realm: String,
     /// Scopes the caller must all have.
     pub required_scopes: Vec<String>,
+    /// Refuse callers with no subscription to the API.
+    pub require_subscription: bool,
 }
 
 impl Settings {
@@ -178,6 +183,7 @@ impl Settings {
             hide_credentials: config.hide_credentials,
             realm: config.realm,
             required_scopes: config.required_scopes,
+            require_subscription: config.require_subscription,
         })
     }
 }
@@ -219,6 +225,7 @@ mod tests {
                 hide_credentials: true,
                 realm: "portico".to_owned(),
                 required_scopes: Vec::new(),
+                require_subscription: false,
             }
         );
     }

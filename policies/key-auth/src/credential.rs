@@ -41,6 +41,8 @@ pub enum Refusal {
     Rejected(Method, KeyError),
     /// The caller lacks these required scopes.
     InsufficientScope(Vec<String>),
+    /// The caller's application is not subscribed to this API.
+    NotSubscribed,
 }
 
 /// The token of an `Authorization`-style `Bearer <token>` value.
@@ -141,6 +143,11 @@ pub fn refusal_response(settings: &Settings, refusal: &Refusal) -> ImmediateResp
                 format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),
             )
         }
+        Refusal::NotSubscribed => problem(
+            403,
+            "Forbidden",
+            "The application is not subscribed to this API (or its subscription is not active).",
+        ),
         Refusal::InsufficientScope(missing) => {
             let detail = format!(
                 "The credential lacks the required scope(s): {}.",

@@ -80,6 +80,9 @@ impl KeyAuth {
             log_rejection(credential.method, &error);
             Refusal::Rejected(credential.method, error)
         })?;
+        if self.settings.require_subscription && identity.subscription.is_none() {
+            return Err(Refusal::NotSubscribed);
+        }
         let missing = missing_scopes(&self.settings.required_scopes, &identity.scopes);
         if !missing.is_empty() {
             return Err(Refusal::InsufficientScope(missing));

@@ -1,6 +1,6 @@
-//! The `portico` binary, built in this package so its tests can start it as a process
-//! (`CARGO_BIN_EXE_portico`); identical to the gateway's own.
+//! The `portico` binary, built in this package so its tests find it next to them;
+//! identical to the `portico` package's own.
 
 fn main() -> std::process::ExitCode {
-    portico_gateway::cli::main()
+    portico::cli::main()
 }

@@ -1,4 +1,4 @@
-//! The `portico` command line: parse, set up logging, dispatch to the library.
+//! The `portico` command line: parse, set up logging, run a profile.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +34,8 @@ enum Command {
         /// The YAML configuration.
         config: PathBuf,
     },
+    /// Run the control plane and a gateway in one process (WSO2 pattern 0).
+    AllInOne(crate::all_in_one::Options),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -47,7 +49,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format, &cli.log);
     match cli.command {
-        Command::CheckConfig { config } => match crate::file_mode::check(&config) {
+        Command::CheckConfig { config } => match portico_gateway::file_mode::check(&config) {
             Ok(version) => {
                 println!("{}: ok (version {version})", config.display());
                 ExitCode::SUCCESS
@@ -57,26 +59,30 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve { config } => {
-            let mut runtime = tokio::runtime::Builder::new_multi_thread();
-            if let Some(workers) = cli.workers {
-                runtime.worker_threads(workers.max(1));
-            }
-            let runtime = match runtime.enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("cannot start the runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(crate::file_mode::run(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    tracing::error!("{error:#}");
-                    eprintln!("error: {error:#}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::AllInOne(options) => run(cli.workers, crate::all_in_one::run(options)),
+        Command::Serve { config } => run(cli.workers, portico_gateway::file_mode::run(config)),
+    }
+}
+
+/// Run `main` on a multi-thread runtime; an error is logged and fails the process.
+fn run(workers: Option<usize>, main: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        runtime.worker_threads(workers.max(1));
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,0 +1,127 @@
+//! Access tokens: self-contained JWTs (`typ` `at+jwt`, RFC 9068) naming the client, its
+//! application, the application's tier and its subscriptions, signed with the active key
+//! for an hour; and their verification against the published keys.
+
+use std::collections::BTreeMap;
+
+use jsonwebtoken::{Header, Validation};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::client_auth::Client;
+use super::{AUDIENCE, keys};
+use crate::AppState;
+use crate::db::now_ms;
+use crate::error::{ApiError, ApiResult};
+
+/// How long an access token lasts, in seconds.
+pub(crate) const ACCESS_TOKEN_TTL_S: i64 = 3600;
+
+/// Longest token considered; longer ones are inactive without parsing.
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Clock skew tolerated on `exp` and `nbf` between control plane nodes, in seconds.
+const LEEWAY_S: u64 = 5;
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AccessClaims {
+    /// The issuer: the control plane's public URL.
+    pub iss: String,
+    /// The client id.
+    pub sub: String,
+    /// Always [`AUDIENCE`].
+    pub aud: String,
+    /// The application id.
+    pub azp: String,
+    /// The client id.
+    pub client_id: String,
+    /// The application's name.
+    pub application_name: String,
+    /// The application's tier.
+    pub tier: String,
+    /// Subscription tier by `<api name>@<api version>`, for active subscriptions to
+    /// published or deprecated APIs.
+    pub subscriptions: BTreeMap<String, String>,
+    /// Space-separated scopes; absent when none were asked for.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    /// Issued at, seconds since the Unix epoch.
+    pub iat: i64,
+    /// Not before, seconds since the Unix epoch.
+    pub nbf: i64,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: i64,
+    /// Unique id, what revocation lists.
+    pub jti: String,
+}
+
+/// Sign an access token for `client` with `scope`; the application's tier and
+/// subscriptions are read now.
+pub(crate) async fn issue(state: &AppState, client: &Client, scope: &str) -> ApiResult<String> {
+    let (application_name, tier): (String, String) =
+        sqlx::query_as("SELECT name, tier FROM applications WHERE id = $1").bind(&client.application_id).fetch_one(&state.db.pool).await?;
+    let subscribed: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT a.name, a.version, s.tier FROM subscriptions s JOIN apis a ON a.id = s.api_id \
+         WHERE s.application_id = $1 AND s.status = 'ACTIVE' AND a.status IN ('PUBLISHED', 'DEPRECATED')",
+    )
+    .bind(&client.application_id)
+    .fetch_all(&state.db.pool)
+    .await?;
+    let now = now_ms() / 1000;
+    let claims = AccessClaims {
+        iss: state.settings.public_url.clone(),
+        sub: client.client_id.clone(),
+        aud: AUDIENCE.to_owned(),
+        azp: client.application_id.clone(),
+        client_id: client.client_id.clone(),
+        application_name,
+        tier,
+        subscriptions: subscribed.into_iter().map(|(name, version, tier)| (format!("{name}@{version}"), tier)).collect(),
+        scope: scope.to_owned(),
+        iat: now,
+        nbf: now,
+        exp: now + ACCESS_TOKEN_TTL_S,
+        jti: uuid::Uuid::new_v4().to_string(),
+    };
+    let signer = keys::signer(state).await?;
+    let mut header = Header::new(signer.alg);
+    header.typ = Some("at+jwt".to_owned());
+    header.kid = Some(signer.kid);
+    jsonwebtoken::encode(&header, &claims, &signer.key).map_err(|e| ApiError::Internal(format!("signing an access token: {e}")))
+}
+
+/// The claims of `token` if it is one of our access tokens: signed by a published key with
+/// that key's algorithm, from our issuer, for our audience, and within its lifetime.
+/// Revocation is not checked here.
+pub(crate) async fn verify(state: &AppState, token: &str) -> ApiResult<Option<AccessClaims>> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Ok(None);
+    }
+    let Ok(header) = jsonwebtoken::decode_header(token) else {
+        return Ok(None);
+    };
+    // `jku`, `x5u` and embedded keys are never followed: the key is ours, chosen by `kid`.
+    let Some(kid) = header.kid.filter(|kid| kid.len() <= 128 && header.crit.is_none()) else {
+        return Ok(None);
+    };
+    let Some((alg, key)) = keys::verifier(&state.db, &kid).await? else {
+        return Ok(None);
+    };
+    if header.alg != alg {
+        return Ok(None);
+    }
+    let mut validation = Validation::new(alg);
+    validation.set_issuer(&[&state.settings.public_url]);
+    validation.set_audience(&[AUDIENCE]);
+    validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+    validation.validate_nbf = true;
+    validation.leeway = LEEWAY_S;
+    Ok(jsonwebtoken::decode::<AccessClaims>(token, &key, &validation).ok().map(|data| data.claims))
+}
+
+/// Whether `token` has the shape of a JWT (three dot-separated parts) rather than of a
+/// refresh token.
+pub(crate) fn looks_like_jwt(token: &str) -> bool {
+    token.split('.').count() == 3
+}

@@ -1,0 +1,88 @@
+//! Refresh tokens: random, stored only as SHA-256 hashes, single use and rotated within a
+//! family; a used one presented again (a replay) revokes its whole family.
+
+use crate::auth::{random_token, token_hash};
+use crate::db::{Db, new_id, now_ms};
+use crate::error::ApiResult;
+
+/// How long a refresh token lasts.
+pub(crate) const REFRESH_TOKEN_TTL_MS: i64 = 24 * 3600 * 1000;
+
+/// A stored refresh token.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct StoredRefresh {
+    /// Every token rotated from the same first one shares it.
+    pub family_id: String,
+    /// The client it was issued to.
+    pub client_id: String,
+    /// The scope granted with it.
+    pub scope: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    /// Milliseconds since the Unix epoch.
+    pub expires_at: i64,
+    /// When it was exchanged for a new pair.
+    pub used_at: Option<i64>,
+    /// When it (or its family) was revoked.
+    pub revoked_at: Option<i64>,
+}
+
+impl StoredRefresh {
+    /// Neither used, revoked nor expired.
+    pub fn is_usable(&self) -> bool {
+        self.used_at.is_none() && self.revoked_at.is_none() && self.expires_at > now_ms()
+    }
+}
+
+/// The stored refresh token `token`, if any.
+pub(crate) async fn find(db: &Db, token: &str) -> ApiResult<Option<StoredRefresh>> {
+    Ok(sqlx::query_as::<_, StoredRefresh>(
+        "SELECT family_id, client_id, scope, created_at, expires_at, used_at, revoked_at FROM refresh_tokens WHERE token_hash = $1",
+    )
+    .bind(token_hash(token))
+    .fetch_optional(&db.pool)
+    .await?)
+}
+
+/// Store a new refresh token in a new family.
+pub(crate) async fn issue(db: &Db, client_id: &str, scope: &str) -> ApiResult<String> {
+    let mut conn = db.pool.acquire().await?;
+    insert(&mut conn, &new_id(), client_id, scope).await
+}
+
+/// Store a new refresh token in `family_id` on `conn`.
+pub(crate) async fn insert(conn: &mut sqlx::AnyConnection, family_id: &str, client_id: &str, scope: &str) -> ApiResult<String> {
+    let token = random_token();
+    let now = now_ms();
+    sqlx::query("INSERT INTO refresh_tokens (token_hash, family_id, client_id, scope, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(token_hash(&token))
+        .bind(family_id)
+        .bind(client_id)
+        .bind(scope)
+        .bind(now)
+        .bind(now + REFRESH_TOKEN_TTL_MS)
+        .execute(&mut *conn)
+        .await?;
+    Ok(token)
+}
+
+/// Mark `token` used on `conn`, unless it is already used, revoked or expired; whether it was.
+pub(crate) async fn mark_used(conn: &mut sqlx::AnyConnection, token: &str) -> ApiResult<bool> {
+    let now = now_ms();
+    let marked = sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1")
+        .bind(now)
+        .bind(token_hash(token))
+        .execute(&mut *conn)
+        .await?;
+    Ok(marked.rows_affected() == 1)
+}
+
+/// Revoke every token of a family.
+pub(crate) async fn revoke_family(db: &Db, family_id: &str) -> ApiResult<()> {
+    sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL")
+        .bind(now_ms())
+        .bind(family_id)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}

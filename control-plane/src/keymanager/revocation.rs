@@ -1,0 +1,63 @@
+//! Token revocation (RFC 7009): a client revokes its own access tokens (their `jti` is
+//! listed until they expire, for gateways to refuse) and refresh tokens (with their family).
+//! Unknown, invalid and other clients' tokens are answered 200 and left alone.
+
+use axum::Form;
+use axum::extract::State;
+use axum::extract::rejection::FormRejection;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+
+use super::error::{OAuthError, OAuthResult};
+use super::introspection::TokenForm;
+use super::token::{form, no_store, param};
+use super::{access_token, client_auth, notify_revocation, refresh_token};
+use crate::AppState;
+use crate::db::{Db, now_ms};
+use crate::error::ApiResult;
+
+/// Revoke a token (RFC 7009).
+#[utoipa::path(post, path = "/oauth2/revoke", operation_id = "oauth2_revoke", tag = "keymanager",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "revoked, or not a token of this client: the answer is the same"),
+        (status = 400, description = "invalid_request"),
+        (status = 401, description = "invalid_client"),
+        (status = 429, description = "slow_down"),
+    ),
+    security(("client_secret_basic" = [])))]
+pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, request: Result<Form<TokenForm>, FormRejection>) -> OAuthResult<Response> {
+    let request = form(request)?;
+    let client = client_auth::authenticate(&state, &headers, param(&request.client_id), param(&request.client_secret)).await?;
+    let token = param(&request.token).ok_or_else(|| OAuthError::InvalidRequest("`token` is missing".into()))?;
+    if access_token::looks_like_jwt(token) {
+        if let Some(claims) = access_token::verify(&state, token).await?.filter(|claims| claims.client_id == client.client_id) {
+            let now = now_ms();
+            sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1").bind(now).execute(&state.db.pool).await?;
+            sqlx::query("INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) ON CONFLICT (jti) DO NOTHING")
+                .bind(&claims.jti)
+                .bind(claims.exp * 1000)
+                .bind(now)
+                .execute(&state.db.pool)
+                .await?;
+            tracing::info!(client_id = %client.client_id, jti = %claims.jti, "access token revoked");
+            notify_revocation(&state);
+        }
+    } else if let Some(stored) = refresh_token::find(&state.db, token).await?.filter(|stored| stored.client_id == client.client_id) {
+        refresh_token::revoke_family(&state.db, &stored.family_id).await?;
+        tracing::info!(client_id = %client.client_id, family_id = %stored.family_id, "refresh token family revoked");
+    }
+    Ok(no_store(StatusCode::OK))
+}
+
+/// Whether the access token `jti` is revoked.
+pub(crate) async fn is_revoked(db: &Db, jti: &str) -> ApiResult<bool> {
+    let found: Option<String> = sqlx::query_scalar("SELECT jti FROM revoked_tokens WHERE jti = $1").bind(jti).fetch_optional(&db.pool).await?;
+    Ok(found.is_some())
+}
+
+/// The revoked access tokens that have not expired yet, as `(jti, exp in milliseconds since
+/// the Unix epoch)`: what gateways must refuse until then.
+pub async fn revoked_jtis(db: &Db) -> ApiResult<Vec<(String, i64)>> {
+    Ok(sqlx::query_as("SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > $1 ORDER BY expires_at, jti").bind(now_ms()).fetch_all(&db.pool).await?)
+}

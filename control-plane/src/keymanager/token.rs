@@ -1,0 +1,172 @@
+//! The token endpoint (RFC 6749 §3.2): the client credentials grant and the refresh token
+//! grant with rotation; every other grant, the password grant among them (RFC 9700), is
+//! refused.
+
+use axum::Form;
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::FormRejection;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::access_token::{self, ACCESS_TOKEN_TTL_S};
+use super::client_auth::{self, Client};
+use super::error::{OAuthError, OAuthResult};
+use super::refresh_token;
+use crate::AppState;
+
+/// Most scopes one token may carry, and the longest scope string.
+const MAX_SCOPES: usize = 50;
+const MAX_SCOPE_CHARS: usize = 2048;
+
+/// The form of `POST /oauth2/token`. Empty parameters count as absent (RFC 6749 §3.1).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct TokenRequest {
+    /// `client_credentials` or `refresh_token`.
+    pub grant_type: Option<String>,
+    /// Space-separated scopes requested.
+    pub scope: Option<String>,
+    /// With `grant_type=refresh_token`.
+    pub refresh_token: Option<String>,
+    /// Client id, when not sent with HTTP Basic.
+    pub client_id: Option<String>,
+    /// Client secret, when not sent with HTTP Basic.
+    pub client_secret: Option<String>,
+}
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    /// The JWT access token.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds the access token lasts.
+    pub expires_in: i64,
+    /// Exchange it at this endpoint for a new pair; single use.
+    pub refresh_token: String,
+    /// The scopes granted, when there are any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// A form parameter, `None` when absent or empty.
+pub(crate) fn param(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|v| !v.is_empty())
+}
+
+/// The form of an OAuth2 request, any problem with it being `invalid_request`.
+pub(crate) fn form<T>(form: Result<Form<T>, FormRejection>) -> OAuthResult<T> {
+    form.map(|Form(form)| form)
+        .map_err(|e| OAuthError::InvalidRequest(format!("send an application/x-www-form-urlencoded body without repeated parameters: {e}")))
+}
+
+/// Get a token.
+#[utoipa::path(post, path = "/oauth2/token", operation_id = "oauth2_token", tag = "keymanager",
+    request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 400, description = "invalid_request, invalid_grant, invalid_scope or unsupported_grant_type (RFC 6749 §5.2)"),
+        (status = 401, description = "invalid_client"),
+        (status = 429, description = "slow_down: too many failed client authentications"),
+    ),
+    security((), ("client_secret_basic" = [])))]
+pub async fn token(State(state): State<AppState>, headers: HeaderMap, request: Result<Form<TokenRequest>, FormRejection>) -> OAuthResult<Response> {
+    let request = form(request)?;
+    let client = client_auth::authenticate(&state, &headers, param(&request.client_id), param(&request.client_secret)).await?;
+    let issued = match param(&request.grant_type) {
+        Some("client_credentials") => client_credentials(&state, &client, &request).await?,
+        Some("refresh_token") => refresh(&state, &client, &request).await?,
+        Some(other) => return Err(OAuthError::UnsupportedGrantType(format!("grant type `{other}` is not supported: use client_credentials or refresh_token"))),
+        None => return Err(OAuthError::InvalidRequest("`grant_type` is missing".into())),
+    };
+    tracing::debug!(client_id = %client.client_id, "token issued");
+    Ok(no_store(Json(issued)))
+}
+
+/// `response` with `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1).
+pub(crate) fn no_store(response: impl IntoResponse) -> Response {
+    ([(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], response).into_response()
+}
+
+async fn client_credentials(state: &AppState, client: &Client, request: &TokenRequest) -> OAuthResult<TokenResponse> {
+    let scope = scopes(param(&request.scope))?.join(" ");
+    let access_token = access_token::issue(state, client, &scope).await?;
+    let refresh_token = refresh_token::issue(&state.db, &client.client_id, &scope).await?;
+    Ok(response(access_token, refresh_token, scope))
+}
+
+/// Exchange a refresh token for a new pair in the same family. The new refresh token keeps
+/// the scope granted; the access token may ask for less (RFC 6749 §6).
+async fn refresh(state: &AppState, client: &Client, request: &TokenRequest) -> OAuthResult<TokenResponse> {
+    let presented = param(&request.refresh_token).ok_or_else(|| OAuthError::InvalidRequest("`refresh_token` is missing".into()))?;
+    let invalid = || OAuthError::InvalidGrant("the refresh token is invalid, expired or revoked".into());
+    let stored = refresh_token::find(&state.db, presented).await?.filter(|stored| stored.client_id == client.client_id).ok_or_else(invalid)?;
+    if stored.used_at.is_some() {
+        return Err(replayed(state, &stored.family_id).await);
+    }
+    if !stored.is_usable() {
+        return Err(invalid());
+    }
+    let granted = scopes(Some(&stored.scope))?;
+    let scope = match param(&request.scope) {
+        Some(requested) => {
+            let requested = scopes(Some(requested))?;
+            if let Some(extra) = requested.iter().find(|scope| !granted.contains(scope)) {
+                return Err(OAuthError::InvalidScope(format!("scope `{extra}` was not granted with this refresh token")));
+            }
+            requested.join(" ")
+        }
+        None => stored.scope.clone(),
+    };
+
+    let access_token = access_token::issue(state, client, &scope).await?;
+    let mut tx = state.db.pool.begin().await?;
+    if !refresh_token::mark_used(&mut tx, presented).await? {
+        // Used (or revoked) since it was read: a concurrent exchange of the same token.
+        drop(tx);
+        return Err(replayed(state, &stored.family_id).await);
+    }
+    let refresh_token = refresh_token::insert(&mut tx, &stored.family_id, &client.client_id, &stored.scope).await?;
+    tx.commit().await?;
+    Ok(response(access_token, refresh_token, scope))
+}
+
+/// A used refresh token came back: whoever holds its family may be an attacker, so revoke it.
+async fn replayed(state: &AppState, family_id: &str) -> OAuthError {
+    tracing::warn!(family_id, "refresh token replayed: revoking its family");
+    match refresh_token::revoke_family(&state.db, family_id).await {
+        Ok(()) => OAuthError::InvalidGrant("the refresh token was already used; its family is revoked".into()),
+        Err(e) => e.into(),
+    }
+}
+
+fn response(access_token: String, refresh_token: String, scope: String) -> TokenResponse {
+    TokenResponse { access_token, token_type: "Bearer".to_owned(), expires_in: ACCESS_TOKEN_TTL_S, refresh_token, scope: (!scope.is_empty()).then_some(scope) }
+}
+
+/// The scopes of a `scope` parameter, without repeats, in the order given. Each is
+/// 1*( %x21 / %x23-5B / %x5D-7E ) as RFC 6749 §3.3 allows; nothing else is checked yet.
+fn scopes(scope: Option<&str>) -> OAuthResult<Vec<String>> {
+    let Some(scope) = scope else {
+        return Ok(Vec::new());
+    };
+    if scope.len() > MAX_SCOPE_CHARS {
+        return Err(OAuthError::InvalidScope(format!("at most {MAX_SCOPE_CHARS} characters of scopes")));
+    }
+    let mut scopes: Vec<String> = Vec::new();
+    for token in scope.split(' ').filter(|token| !token.is_empty()) {
+        if !token.chars().all(|c| c == '!' || ('#'..='[').contains(&c) || (']'..='~').contains(&c)) {
+            return Err(OAuthError::InvalidScope(format!("scope `{}` has characters RFC 6749 does not allow", token.escape_default())));
+        }
+        if !scopes.iter().any(|known| known == token) {
+            scopes.push(token.to_owned());
+        }
+    }
+    if scopes.len() > MAX_SCOPES {
+        return Err(OAuthError::InvalidScope(format!("at most {MAX_SCOPES} scopes")));
+    }
+    Ok(scopes)
+}

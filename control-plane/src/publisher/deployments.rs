@@ -1,0 +1,158 @@
+//! Deployments: which revision of an API runs on which gateway environment (at most one
+//! per API and environment), and [`deployed`], what an environment runs, for snapshots.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use sqlx::AnyConnection;
+use utoipa::ToSchema;
+
+use super::apis;
+use super::revisions::{RevisionContent, parse_content};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::db::{Db, now_ms};
+use crate::error::{ApiError, ApiResult, JsonBody};
+
+/// A revision of an API deployed on an environment.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Deployment {
+    /// The environment.
+    pub environment: String,
+    /// The revision.
+    pub revision_id: String,
+    /// The revision's number.
+    pub revision_number: i64,
+    /// Milliseconds since the Unix epoch.
+    pub deployed_at: i64,
+}
+
+/// The body of `POST /api/v1/apis/{id}/deployments`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deploy {
+    /// A revision of this API.
+    pub revision_id: String,
+    /// Where to deploy it; it replaces the revision deployed there, if any.
+    pub environments: Vec<String>,
+}
+
+/// An API deployed on an environment, as [`deployed`] returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeployedApi {
+    /// The API's id.
+    pub api_id: String,
+    /// The API's current lifecycle status, as stored (`PUBLISHED`, `BLOCKED`, ...): a
+    /// blocked or retired API stays deployed but should not be served.
+    pub status: String,
+    /// The deployed revision.
+    pub revision_id: String,
+    /// Its number.
+    pub revision_number: i64,
+    /// The API as that revision holds it.
+    pub content: RevisionContent,
+}
+
+/// Every API deployed on `environment`, by name and version, with the deployed revision's
+/// content.
+pub async fn deployed(db: &Db, environment: &str) -> ApiResult<Vec<DeployedApi>> {
+    let rows: Vec<(String, String, String, i64, String)> = sqlx::query_as(
+        "SELECT a.id, a.status, r.id, r.number, r.content FROM deployments d \
+         JOIN apis a ON a.id = d.api_id JOIN revisions r ON r.id = d.revision_id \
+         WHERE d.environment = $1 ORDER BY a.name, a.version",
+    )
+    .bind(environment)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.into_iter()
+        .map(|(api_id, status, revision_id, revision_number, content)| {
+            Ok(DeployedApi { api_id, status, revision_id, revision_number, content: parse_content(&content)? })
+        })
+        .collect()
+}
+
+async fn of_api(conn: &mut AnyConnection, api_id: &str) -> ApiResult<Vec<Deployment>> {
+    Ok(sqlx::query_as(
+        "SELECT d.environment, d.revision_id, r.number AS revision_number, d.deployed_at \
+         FROM deployments d JOIN revisions r ON r.id = d.revision_id WHERE d.api_id = $1 ORDER BY d.environment",
+    )
+    .bind(api_id)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// List where the API is deployed.
+#[utoipa::path(get, path = "/api/v1/apis/{id}/deployments", operation_id = "list_deployments", tag = "publisher", params(("id" = String, Path)),
+    responses((status = 200, body = [Deployment]), (status = 401), (status = 403), (status = 404)), security(("bearer" = [])))]
+pub async fn list(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Vec<Deployment>>> {
+    apis::visible(&state.db, &caller, &id).await?;
+    let mut conn = state.db.pool.acquire().await?;
+    Ok(Json(of_api(&mut conn, &id).await?))
+}
+
+/// Deploy a revision of a PUBLISHED or DEPRECATED API on environments, replacing what was
+/// deployed there, all or nothing; answers every deployment of the API.
+#[utoipa::path(post, path = "/api/v1/apis/{id}/deployments", operation_id = "deploy_revision", tag = "publisher", params(("id" = String, Path)), request_body = Deploy,
+    responses((status = 201, body = [Deployment]), (status = 400, description = "unknown revision or environment"), (status = 401), (status = 403),
+        (status = 404), (status = 409, description = "the API is not PUBLISHED or DEPRECATED")),
+    security(("bearer" = [])))]
+pub async fn deploy(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, JsonBody(deploy): JsonBody<Deploy>) -> ApiResult<(StatusCode, Json<Vec<Deployment>>)> {
+    apis::visible(&state.db, &caller, &id).await?;
+    if deploy.environments.is_empty() {
+        return Err(ApiError::invalid("environments", "at least one environment"));
+    }
+    let mut tx = state.db.pool.begin().await?;
+    // Locked, so that the status checked is the status when this commits.
+    apis::lock(&mut tx, &id).await?;
+    let status = apis::row_in(&mut tx, &id).await?.status()?;
+    if !status.deployable() {
+        return Err(ApiError::Conflict(format!("only a PUBLISHED or DEPRECATED API can be deployed; this one is {}", status.as_str())));
+    }
+    let revision: Option<String> =
+        sqlx::query_scalar("SELECT id FROM revisions WHERE id = $1 AND api_id = $2").bind(&deploy.revision_id).bind(&id).fetch_optional(&mut *tx).await?;
+    if revision.is_none() {
+        return Err(ApiError::invalid("revision_id", format!("this API has no revision `{}`", deploy.revision_id)));
+    }
+    let now = now_ms();
+    for (i, environment) in deploy.environments.iter().enumerate() {
+        if deploy.environments[..i].contains(environment) {
+            continue;
+        }
+        let known: Option<String> = sqlx::query_scalar("SELECT name FROM environments WHERE name = $1").bind(environment).fetch_optional(&mut *tx).await?;
+        if known.is_none() {
+            return Err(ApiError::invalid(format!("environments[{i}]"), format!("no environment named `{environment}`")));
+        }
+        sqlx::query(
+            "INSERT INTO deployments (api_id, environment, revision_id, deployed_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (api_id, environment) DO UPDATE SET revision_id = excluded.revision_id, deployed_at = excluded.deployed_at",
+        )
+        .bind(&id)
+        .bind(environment)
+        .bind(&deploy.revision_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let deployments = of_api(&mut tx, &id).await?;
+    tx.commit().await?;
+    tracing::info!(api = %id, revision = %deploy.revision_id, environments = ?deploy.environments, "revision deployed");
+    super::notify_change(&state);
+    Ok((StatusCode::CREATED, Json(deployments)))
+}
+
+/// Take the API off an environment.
+#[utoipa::path(delete, path = "/api/v1/apis/{id}/deployments/{environment}", operation_id = "undeploy_api", tag = "publisher",
+    params(("id" = String, Path), ("environment" = String, Path)),
+    responses((status = 204), (status = 401), (status = 403), (status = 404, description = "no such API, or not deployed there")),
+    security(("bearer" = [])))]
+pub async fn undeploy(State(state): State<AppState>, caller: Caller, Path((id, environment)): Path<(String, String)>) -> ApiResult<StatusCode> {
+    apis::visible(&state.db, &caller, &id).await?;
+    let deleted = sqlx::query("DELETE FROM deployments WHERE api_id = $1 AND environment = $2").bind(&id).bind(&environment).execute(&state.db.pool).await?;
+    if deleted.rows_affected() == 0 {
+        return Err(ApiError::NotFound(format!("the API is not deployed on `{environment}`")));
+    }
+    tracing::info!(api = %id, environment = %environment, "API undeployed");
+    super::notify_change(&state);
+    Ok(StatusCode::NO_CONTENT)
+}

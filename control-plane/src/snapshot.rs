@@ -1,0 +1,112 @@
+//! What a gateway environment runs, built from the database: the revisions deployed to
+//! it (as APIs with their policies), the throttling tiers, the applications' API keys with
+//! their subscriptions, the key manager's signing keys and the revoked tokens. The result
+//! is the gateway's own configuration type, so a gateway fed from here builds the same
+//! snapshot as one fed from a file.
+
+use std::collections::BTreeMap;
+
+use portico_gateway::config::{
+    ApiConfig, Attachment, ClaimMapping, Consumer, GatewayConfig, JwtIssuer, JwtKey, OperationConfig, RevokedToken, UpstreamConfig,
+};
+
+use crate::db::Db;
+use crate::error::ApiResult;
+use crate::{Settings, devportal, keymanager, publisher, traffic};
+
+/// The gateway configuration of `environment` (listeners and admin left empty: the
+/// gateway process decides where it listens).
+pub async fn for_environment(db: &Db, settings: &Settings, environment: &str) -> ApiResult<GatewayConfig> {
+    let subscription_tiers: serde_json::Map<String, serde_json::Value> =
+        traffic::all(db, "subscription").await?.into_iter().map(|tier| (tier.name.clone(), tier.limits())).collect();
+    let mut apis = Vec::new();
+    for deployed in publisher::deployed(db, environment).await? {
+        if deployed.status != "PUBLISHED" && deployed.status != "DEPRECATED" {
+            continue;
+        }
+        let content = deployed.content;
+        // Every managed API authenticates, checks the subscription and applies its tier
+        // before the API's own policies.
+        let mut policies = vec![
+            attachment("key-auth", serde_json::json!({"require_subscription": true})),
+            attachment(
+                "throttle",
+                serde_json::json!({"key_by": "application", "scope": "api", "tiers": subscription_tiers, "limits": []}),
+            ),
+        ];
+        policies.extend(content.policies.iter().cloned());
+        apis.push(ApiConfig {
+            name: content.name.clone(),
+            version: content.version.clone(),
+            context: format!("{}/{}", content.context.trim_end_matches('/'), content.version),
+            hosts: Vec::new(),
+            upstream: UpstreamConfig {
+                endpoints: content.endpoints.clone(),
+                connect_timeout: portico_gateway::config::Duration::from_secs(5),
+                timeout: portico_gateway::config::Duration::from_secs(60),
+            },
+            policies,
+            operations: content
+                .operations
+                .iter()
+                .map(|op| OperationConfig { method: op.method.clone(), path: op.path.clone(), policies: op.policies.clone() })
+                .collect(),
+        });
+    }
+
+    let consumers = devportal::active_api_keys(db)
+        .await?
+        .into_iter()
+        .enumerate()
+        .map(|(i, key)| Consumer {
+            name: format!("key-{i}-{}", key.application_id),
+            application: Some(key.application_id),
+            tier: Some(key.application_tier),
+            user: Some(key.owner_username),
+            scopes: Vec::new(),
+            api_keys: Vec::new(),
+            api_key_hashes: vec![key.key_hash],
+            subscriptions: Some(key.subscriptions),
+        })
+        .collect();
+
+    let keys = keymanager::public_keys(db)
+        .await?
+        .into_iter()
+        .map(|(kid, _alg, pem)| JwtKey { kid: Some(kid), pem: Some(pem), pem_file: None })
+        .collect::<Vec<_>>();
+    let jwt_issuers = if keys.is_empty() {
+        Vec::new()
+    } else {
+        vec![JwtIssuer {
+            issuer: settings.public_url.clone(),
+            audiences: vec![keymanager::AUDIENCE.to_owned()],
+            algorithms: vec!["ES256".to_owned(), "RS256".to_owned()],
+            keys,
+            jwks: None,
+            jwks_file: None,
+            claims: ClaimMapping { user: "sub".to_owned(), ..ClaimMapping::default() },
+            leeway: portico_gateway::config::Duration::from_secs(30),
+        }]
+    };
+    let revoked_tokens = keymanager::revoked_jtis(db)
+        .await?
+        .into_iter()
+        .map(|(jti, exp_ms)| RevokedToken { jti, expires_at: u64::try_from(exp_ms / 1000).unwrap_or(0) })
+        .collect();
+    let secret = devportal::api_key_hmac_secret(db).await?;
+
+    Ok(GatewayConfig {
+        apis,
+        consumers,
+        jwt_issuers,
+        revoked_tokens,
+        api_key_hmac_secret: Some(secret.iter().map(|b| format!("{b:02x}")).collect()),
+        modules: BTreeMap::new(),
+        ..GatewayConfig::default()
+    })
+}
+
+fn attachment(policy: &str, config: serde_json::Value) -> Attachment {
+    serde_json::from_value(serde_json::json!({"policy": policy, "config": config})).expect("a valid attachment")
+}

@@ -1,0 +1,672 @@
+//! The developer portal on both engines: sign-up, the catalogue, applications,
+//! subscriptions with approval, OAuth2 clients and API keys.
+
+use axum::http::StatusCode;
+use portico_control_plane::devportal::{active_api_keys, api_key_hash, api_key_hmac_secret};
+use portico_control_plane::on_both_engines;
+use portico_control_plane::test_support::TestApp;
+use serde_json::{Value, json};
+
+/// Insert an API owned by `owner` in `status` with two operations, as the publisher would;
+/// returns its id.
+async fn api(app: &TestApp, owner: &str, name: &str, status: &str) -> String {
+    let owner_id: String = sqlx::query_scalar("SELECT id FROM users WHERE username = $1").bind(owner).fetch_one(&app.db.pool).await.unwrap();
+    let id = uuid::Uuid::new_v4().to_string();
+    let context = format!("/{}", name.to_lowercase());
+    sqlx::query(
+        "INSERT INTO apis (id, name, version, context, description, tags, documentation, endpoints, policies, status, owner_id, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(&id)
+    .bind(name)
+    .bind("v1")
+    .bind(&context)
+    .bind(format!("The {name} service"))
+    .bind(json!([format!("tag-{}", name.to_lowercase()), "Shared"]).to_string())
+    .bind(format!("# {name}\nHow to use it."))
+    .bind(r#"["http://127.0.0.1:9/"]"#)
+    .bind("[]")
+    .bind(status)
+    .bind(&owner_id)
+    .bind(1_i64)
+    .bind(1_i64)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    for (method, path) in [("GET", "/items"), ("POST", "/items")] {
+        sqlx::query("INSERT INTO operations (id, api_id, method, path, policies) VALUES ($1, $2, $3, $4, $5)")
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(&id)
+            .bind(method)
+            .bind(path)
+            .bind("[]")
+            .execute(&app.db.pool)
+            .await
+            .unwrap();
+    }
+    id
+}
+
+/// Create an application as `token`; returns its id.
+async fn application(app: &TestApp, token: &str, name: &str) -> String {
+    let (status, body) = app.send("POST", "/api/v1/applications", Some(token), Some(json!({"name": name}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// Subscribe `application` to `api`; returns the answer.
+async fn subscribe(app: &TestApp, token: &str, application: &str, api: &str, tier: &str) -> (StatusCode, Value) {
+    app.send("POST", &format!("/api/v1/applications/{application}/subscriptions"), Some(token), Some(json!({"api_id": api, "tier": tier}))).await
+}
+
+/// Every stored text of the tables that hold credentials or refer to them.
+async fn stored_text(app: &TestApp) -> String {
+    let queries = [
+        "SELECT key || ' ' || value FROM settings",
+        "SELECT client_id || ' ' || application_id || ' ' || secret_hash FROM oauth_clients",
+        "SELECT id || ' ' || application_id || ' ' || key_hash || ' ' || prefix FROM api_keys",
+        "SELECT id || ' ' || name || ' ' || description || ' ' || tier FROM applications",
+        "SELECT id || ' ' || tier || ' ' || status FROM subscriptions",
+        "SELECT username || ' ' || password_hash FROM users",
+        "SELECT token_hash FROM sessions",
+    ];
+    let mut text = String::new();
+    for query in queries {
+        let rows: Vec<String> = sqlx::query_scalar(query).fetch_all(&app.db.pool).await.unwrap();
+        text.push_str(&rows.join("\n"));
+        text.push('\n');
+    }
+    text
+}
+
+#[tokio::test]
+async fn sign_up_then_log_in() {
+    async fn check(app: TestApp) {
+        let (status, body) = app.send("POST", "/api/v1/signup", None, Some(json!({"username": "dev.one", "password": "a-long-password"}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["role"], "subscriber");
+        assert_eq!(body["username"], "dev.one");
+        assert!(body.get("password").is_none() && !body.to_string().contains("a-long-password"), "{body}");
+
+        let token = app.login("dev.one", "a-long-password").await;
+        let (status, me) = app.send("GET", "/api/v1/me", Some(&token), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(me["role"], "subscriber");
+
+        let (status, body) = app.send("POST", "/api/v1/signup", None, Some(json!({"username": "dev.one", "password": "another-password"}))).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        let (status, body) = app.send("POST", "/api/v1/signup", None, Some(json!({"username": "admin", "password": "another-password"}))).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        let (status, body) = app.send("POST", "/api/v1/signup", None, Some(json!({"username": "x y", "password": "a-long-password"}))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["field"], "username", "{body}");
+        let (status, body) = app.send("POST", "/api/v1/signup", None, Some(json!({"username": "dev.two", "password": "short"}))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["field"], "password", "{body}");
+        let (status, body) = app.send("POST", "/api/v1/signup", None, Some(json!({"username": "dev.two"}))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        // Nobody signs themselves up as anything but a subscriber.
+        let (status, body) =
+            app.send("POST", "/api/v1/signup", None, Some(json!({"username": "dev.two", "password": "a-long-password", "role": "admin"}))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let roles: Vec<String> = sqlx::query_scalar("SELECT role FROM users WHERE username <> 'admin'").fetch_all(&app.db.pool).await.unwrap();
+        assert_eq!(roles, ["subscriber"]);
+    }
+    on_both_engines!(check);
+}
+
+#[tokio::test]
+async fn the_catalogue_shows_published_and_deprecated_apis() {
+    async fn check(app: TestApp) {
+        let published = api(&app, "admin", "Pets", "PUBLISHED").await;
+        let deprecated = api(&app, "admin", "Orders", "DEPRECATED").await;
+        let mut hidden = Vec::new();
+        for (name, status) in [("Drafts", "CREATED"), ("Oldies", "RETIRED"), ("Frozen", "BLOCKED")] {
+            hidden.push(api(&app, "admin", name, status).await);
+        }
+        let token = app.user("sub", "subscriber").await;
+
+        let (status, _) = app.send("GET", "/api/v1/catalogue", None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _) = app.send("GET", &format!("/api/v1/catalogue/{published}"), None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+        let (status, list) = app.send("GET", "/api/v1/catalogue", Some(&token), None).await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        let names: Vec<&str> = list.as_array().unwrap().iter().map(|api| api["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["Orders", "Pets"]);
+        let pets = &list[1];
+        assert_eq!(pets["id"], published.as_str());
+        assert_eq!(pets["version"], "v1");
+        assert_eq!(pets["context"], "/pets");
+        assert_eq!(pets["status"], "PUBLISHED");
+        assert_eq!(pets["description"], "The Pets service");
+        assert_eq!(pets["tags"], json!(["tag-pets", "Shared"]));
+        assert_eq!(pets["operations"], json!([{"method": "GET", "path": "/items"}, {"method": "POST", "path": "/items"}]));
+        assert!(pets.get("documentation").is_none(), "documentation is not listed: {pets}");
+        assert_eq!(list[0]["status"], "DEPRECATED");
+
+        for (q, expected) in [("PET", vec!["Pets"]), ("orders service", vec!["Orders"]), ("TAG-ORD", vec!["Orders"]), ("shared", vec!["Orders", "Pets"]), ("drafts", vec![]), ("", vec!["Orders", "Pets"])] {
+            let (status, found) = app.send("GET", &format!("/api/v1/catalogue?q={}", q.replace(' ', "%20")), Some(&token), None).await;
+            assert_eq!(status, StatusCode::OK);
+            let names: Vec<&str> = found.as_array().unwrap().iter().map(|api| api["name"].as_str().unwrap()).collect();
+            assert_eq!(names, expected, "q={q}");
+        }
+
+        let (status, one) = app.send("GET", &format!("/api/v1/catalogue/{published}"), Some(&token), None).await;
+        assert_eq!(status, StatusCode::OK, "{one}");
+        assert_eq!(one["documentation"], "# Pets\nHow to use it.");
+        assert_eq!(one["operations"].as_array().unwrap().len(), 2);
+        assert!(one.get("endpoints").is_none() && one.get("policies").is_none(), "no upstream details for subscribers: {one}");
+        let (status, one) = app.send("GET", &format!("/api/v1/catalogue/{deprecated}"), Some(&token), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(one["status"], "DEPRECATED");
+        for id in hidden.iter().map(String::as_str).chain(["no-such-api"]) {
+            let (status, body) = app.send("GET", &format!("/api/v1/catalogue/{id}"), Some(&token), None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        }
+    }
+    on_both_engines!(check);
+}
+
+#[tokio::test]
+async fn applications_belong_to_their_owner() {
+    async fn check(app: TestApp) {
+        let alice = app.user("alice", "subscriber").await;
+        let bob = app.user("bob", "subscriber").await;
+        let publisher = app.user("pat", "publisher").await;
+        let admin = app.login("admin", "admin-password-1").await;
+
+        let (status, _) = app.send("POST", "/api/v1/applications", None, Some(json!({"name": "Mobile"}))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _) = app.send("GET", "/api/v1/applications", None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, body) = app.send("POST", "/api/v1/applications", Some(&publisher), Some(json!({"name": "Mobile"}))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+        let (status, mobile) = app.send("POST", "/api/v1/applications", Some(&alice), Some(json!({"name": "Mobile", "description": "The app"}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{mobile}");
+        assert_eq!(mobile["tier"], "Unlimited");
+        assert_eq!(mobile["owner"], "alice");
+        assert_eq!(mobile["description"], "The app");
+        assert!(mobile.get("owner_id").is_none());
+        let mobile_id = mobile["id"].as_str().unwrap().to_owned();
+        let (status, body) = app.send("POST", "/api/v1/applications", Some(&alice), Some(json!({"name": "Mobile"}))).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        let (status, body) = app.send("POST", "/api/v1/applications", Some(&bob), Some(json!({"name": "Mobile", "tier": "10PerMin"}))).await;
+        assert_eq!(status, StatusCode::CREATED, "the same name for another owner: {body}");
+        assert_eq!(body["tier"], "10PerMin");
+        let bobs = body["id"].as_str().unwrap().to_owned();
+
+        for (request, field) in [
+            (json!({"name": ""}), "name"),
+            (json!({"name": " padded "}), "name"),
+            (json!({"name": "x".repeat(101)}), "name"),
+            (json!({"name": "Web", "description": "d".repeat(1001)}), "description"),
+            (json!({"name": "Web", "tier": "Platinum"}), "tier"),
+            // Gold is a subscription tier, not an application tier.
+            (json!({"name": "Web", "tier": "Gold"}), "tier"),
+            (json!({"name": "Web", "tier": 5}), "tier"),
+            (json!({"name": "Web", "colour": "red"}), "(body)"),
+        ] {
+            let (status, body) = app.send("POST", "/api/v1/applications", Some(&alice), Some(request.clone())).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{request}: {body}");
+            if field != "(body)" {
+                assert_eq!(body["field"], field, "{request}: {body}");
+            }
+        }
+
+        application(&app, &alice, "Web").await;
+        let (status, list) = app.send("GET", "/api/v1/applications", Some(&alice), None).await;
+        assert_eq!(status, StatusCode::OK);
+        let names: Vec<&str> = list.as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["Mobile", "Web"]);
+        let (_, list) = app.send("GET", "/api/v1/applications", Some(&bob), None).await;
+        assert_eq!(list.as_array().unwrap().len(), 1);
+        let (_, list) = app.send("GET", "/api/v1/applications", Some(&admin), None).await;
+        assert_eq!(list.as_array().unwrap().len(), 3, "admins see all: {list}");
+        let (status, _) = app.send("GET", "/api/v1/applications", Some(&publisher), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+
+        let uri = format!("/api/v1/applications/{mobile_id}");
+        let (status, body) = app.send("GET", &uri, Some(&alice), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["name"], "Mobile");
+        let (status, _) = app.send("GET", &uri, Some(&admin), None).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = app.send("GET", &uri, Some(&bob), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = app.send("PUT", &uri, Some(&bob), Some(json!({"name": "Mine"}))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = app.send("DELETE", &uri, Some(&bob), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = app.send("GET", "/api/v1/applications/no-such-app", Some(&alice), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        let (status, body) = app.send("PUT", &uri, Some(&alice), Some(json!({"name": "Phone", "description": "Renamed", "tier": "50PerMin"}))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!((body["name"].as_str(), body["description"].as_str(), body["tier"].as_str()), (Some("Phone"), Some("Renamed"), Some("50PerMin")));
+        let (status, body) = app.send("PUT", &uri, Some(&alice), Some(json!({"name": "Web"}))).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        let (status, body) = app.send("PUT", &uri, Some(&alice), Some(json!({"name": "Phone", "tier": "Bronze"}))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["field"], "tier");
+        let (status, _) = app.send("PUT", "/api/v1/applications/no-such-app", Some(&alice), Some(json!({"name": "X"}))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, body) = app.send("PUT", &format!("/api/v1/applications/{bobs}"), Some(&admin), Some(json!({"name": "Bob's"}))).await;
+        assert_eq!(status, StatusCode::OK, "admins may change any application: {body}");
+        assert_eq!(body["owner"], "bob");
+
+        let (status, _) = app.send("DELETE", &uri, Some(&alice), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) = app.send("GET", &uri, Some(&alice), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = app.send("DELETE", &uri, Some(&alice), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    on_both_engines!(check);
+}
+
+#[tokio::test]
+async fn subscriptions_to_published_apis() {
+    async fn check(app: TestApp) {
+        let pets = api(&app, "admin", "Pets", "PUBLISHED").await;
+        let orders = api(&app, "admin", "Orders", "PUBLISHED").await;
+        let draft = api(&app, "admin", "Drafts", "CREATED").await;
+        let old = api(&app, "admin", "Oldies", "DEPRECATED").await;
+        let alice = app.user("alice", "subscriber").await;
+        let bob = app.user("bob", "subscriber").await;
+        let mobile = application(&app, &alice, "Mobile").await;
+        let uri = format!("/api/v1/applications/{mobile}/subscriptions");
+
+        let (status, _) = app.send("POST", &uri, None, Some(json!({"api_id": pets}))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, body) = subscribe(&app, &alice, &mobile, &pets, "Gold").await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["status"], "ACTIVE");
+        assert_eq!(body["tier"], "Gold");
+        assert_eq!(body["api_name"], "Pets");
+        assert_eq!(body["api_version"], "v1");
+        assert_eq!(body["application_id"], mobile.as_str());
+        assert_eq!(body["owner"], "alice");
+        let pets_subscription = body["id"].as_str().unwrap().to_owned();
+        let (status, body) = app.send("POST", &uri, Some(&alice), Some(json!({"api_id": orders}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["tier"], "Unlimited");
+
+        let (status, body) = subscribe(&app, &alice, &mobile, &pets, "Silver").await;
+        assert_eq!(status, StatusCode::CONFLICT, "duplicate: {body}");
+        let (status, body) = subscribe(&app, &alice, &mobile, &draft, "Gold").await;
+        assert_eq!(status, StatusCode::CONFLICT, "CREATED API: {body}");
+        let (status, body) = subscribe(&app, &alice, &mobile, &old, "Gold").await;
+        assert_eq!(status, StatusCode::CONFLICT, "DEPRECATED API: {body}");
+        let (status, body) = subscribe(&app, &alice, &mobile, "no-such-api", "Gold").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["field"], "api_id");
+        let (status, body) = subscribe(&app, &alice, &mobile, &old, "10PerMin").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "an application tier is no subscription tier: {body}");
+        assert_eq!(body["field"], "tier");
+        let (status, body) = app.send("POST", &uri, Some(&alice), Some(json!({"tier": "Gold"}))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+        let (status, body) = subscribe(&app, &bob, &mobile, &pets, "Gold").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        let (status, _) = app.send("GET", &uri, Some(&bob), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = app.send("DELETE", &format!("{uri}/{pets_subscription}"), Some(&bob), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = subscribe(&app, &alice, "no-such-app", &pets, "Gold").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        let (status, list) = app.send("GET", &uri, Some(&alice), None).await;
+        assert_eq!(status, StatusCode::OK);
+        let apis: Vec<&str> = list.as_array().unwrap().iter().map(|s| s["api_name"].as_str().unwrap()).collect();
+        assert_eq!(apis.len(), 2);
+        assert!(apis.contains(&"Pets") && apis.contains(&"Orders"), "{list}");
+
+        // A subscription of another application of the same owner is not this one's.
+        let web = application(&app, &alice, "Web").await;
+        let (status, _) = app.send("DELETE", &format!("/api/v1/applications/{web}/subscriptions/{pets_subscription}"), Some(&alice), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = app.send("DELETE", &format!("{uri}/{pets_subscription}"), Some(&alice), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) = app.send("DELETE", &format!("{uri}/{pets_subscription}"), Some(&alice), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (_, list) = app.send("GET", &uri, Some(&alice), None).await;
+        assert_eq!(list.as_array().unwrap().len(), 1);
+        let (status, body) = subscribe(&app, &alice, &mobile, &pets, "Bronze").await;
+        assert_eq!(status, StatusCode::CREATED, "subscribing again after unsubscribing: {body}");
+    }
+    on_both_engines!(check);
+}
+
+#[tokio::test]
+async fn subscriptions_wait_for_approval_when_it_is_on() {
+    async fn check(app: TestApp) {
+        let pat = app.user("pat", "publisher").await;
+        let other_publisher = app.user("quinn", "publisher").await;
+        let alice = app.user("alice", "subscriber").await;
+        let admin = app.login("admin", "admin-password-1").await;
+        let pets = api(&app, "pat", "Pets", "PUBLISHED").await;
+        let orders = api(&app, "pat", "Orders", "PUBLISHED").await;
+        let mobile = application(&app, &alice, "Mobile").await;
+        let setting = "/api/v1/settings/subscription_approval";
+
+        let (status, body) = app.send("GET", setting, Some(&alice), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, json!({"enabled": false}));
+        for token in [&alice, &pat] {
+            let (status, _) = app.send("PUT", setting, Some(token), Some(json!({"enabled": true}))).await;
+            assert_eq!(status, StatusCode::FORBIDDEN);
+        }
+        let (status, _) = app.send("PUT", setting, None, Some(json!({"enabled": true}))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, body) = app.send("PUT", setting, Some(&admin), Some(json!({"enabled": "yes"}))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["field"], "enabled");
+        let (status, body) = app.send("PUT", setting, Some(&admin), Some(json!({"enabled": true}))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (_, body) = app.send("GET", setting, Some(&alice), None).await;
+        assert_eq!(body, json!({"enabled": true}));
+
+        let (status, body) = subscribe(&app, &alice, &mobile, &pets, "Gold").await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["status"], "ON_HOLD");
+        let pets_subscription = body["id"].as_str().unwrap().to_owned();
+        let (_, body) = subscribe(&app, &alice, &mobile, &orders, "Gold").await;
+        assert_eq!(body["status"], "ON_HOLD");
+        let orders_subscription = body["id"].as_str().unwrap().to_owned();
+
+        let (status, _) = app.send("GET", "/api/v1/subscriptions?status=ON_HOLD", None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _) = app.send("GET", "/api/v1/subscriptions?status=ON_HOLD", Some(&alice), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, queue) = app.send("GET", "/api/v1/subscriptions?status=ON_HOLD", Some(&pat), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(queue.as_array().unwrap().len(), 2, "{queue}");
+        assert_eq!(queue[0]["application_name"], "Mobile");
+        assert_eq!(queue[0]["owner"], "alice");
+        let (_, queue) = app.send("GET", "/api/v1/subscriptions?status=ON_HOLD", Some(&other_publisher), None).await;
+        assert_eq!(queue, json!([]), "only subscriptions to one's own APIs");
+        let (_, queue) = app.send("GET", "/api/v1/subscriptions?status=ON_HOLD", Some(&admin), None).await;
+        assert_eq!(queue.as_array().unwrap().len(), 2);
+        let (status, body) = app.send("GET", "/api/v1/subscriptions?status=WAITING", Some(&pat), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["field"], "status");
+
+        let approve = format!("/api/v1/subscriptions/{pets_subscription}/approve");
+        let (status, _) = app.send("POST", &approve, Some(&alice), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) = app.send("POST", &approve, Some(&other_publisher), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = app.send("POST", "/api/v1/subscriptions/no-such-subscription/approve", Some(&pat), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, body) = app.send("POST", &approve, Some(&pat), None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "ACTIVE");
+        let (status, body) = app.send("POST", &approve, Some(&pat), None).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        let (status, _) = app.send("POST", &format!("/api/v1/subscriptions/{pets_subscription}/reject"), Some(&pat), None).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+
+        let (status, body) = app.send("POST", &format!("/api/v1/subscriptions/{orders_subscription}/reject"), Some(&admin), None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "REJECTED");
+        let (_, queue) = app.send("GET", "/api/v1/subscriptions?status=ON_HOLD", Some(&pat), None).await;
+        assert_eq!(queue, json!([]));
+        let (_, all) = app.send("GET", "/api/v1/subscriptions", Some(&pat), None).await;
+        assert_eq!(all.as_array().unwrap().len(), 2);
+        let (_, list) = app.send("GET", &format!("/api/v1/applications/{mobile}/subscriptions"), Some(&alice), None).await;
+        let statuses: Vec<(&str, &str)> = list.as_array().unwrap().iter().map(|s| (s["api_name"].as_str().unwrap(), s["status"].as_str().unwrap())).collect();
+        assert!(statuses.contains(&("Pets", "ACTIVE")) && statuses.contains(&("Orders", "REJECTED")), "{list}");
+
+        // Only the approved subscription is accepted by gateways.
+        let (status, _) = app.send("POST", &format!("/api/v1/applications/{mobile}/api-keys"), Some(&alice), None).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let keys = active_api_keys(&app.db).await.unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].subscriptions.keys().collect::<Vec<_>>(), ["Pets@v1"]);
+
+        let (status, _) = app.send("PUT", setting, Some(&admin), Some(json!({"enabled": false}))).await;
+        assert_eq!(status, StatusCode::OK);
+        let web = application(&app, &alice, "Web").await;
+        let (_, body) = subscribe(&app, &alice, &web, &pets, "Gold").await;
+        assert_eq!(body["status"], "ACTIVE");
+    }
+    on_both_engines!(check);
+}
+
+#[tokio::test]
+async fn the_oauth_client_secret_is_shown_once_and_stored_hashed() {
+    async fn check(app: TestApp) {
+        let alice = app.user("alice", "subscriber").await;
+        let bob = app.user("bob", "subscriber").await;
+        let mobile = application(&app, &alice, "Mobile").await;
+        let uri = format!("/api/v1/applications/{mobile}/oauth-client");
+
+        let (status, _) = app.send("GET", &uri, Some(&alice), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = app.send("POST", &format!("{uri}/regenerate-secret"), Some(&alice), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = app.send("POST", &uri, None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _) = app.send("POST", &uri, Some(&bob), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        let (status, created) = app.send("POST", &uri, Some(&alice), None).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let client_id = created["client_id"].as_str().unwrap().to_owned();
+        let first_secret = created["client_secret"].as_str().unwrap().to_owned();
+        assert_eq!(client_id.len(), 32, "{client_id}");
+        assert!(first_secret.len() >= 40, "{first_secret}");
+        assert_eq!(created["token_endpoint"], "http://portico.test/oauth2/token");
+        let (status, body) = app.send("POST", &uri, Some(&alice), None).await;
+        assert_eq!(status, StatusCode::CONFLICT, "one client per application: {body}");
+
+        let (status, shown) = app.send("GET", &uri, Some(&alice), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(shown["client_id"], client_id.as_str());
+        assert!(shown.get("client_secret").is_none() && !shown.to_string().contains(&first_secret), "{shown}");
+        let (status, _) = app.send("GET", &uri, Some(&bob), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = app.send("POST", &format!("{uri}/regenerate-secret"), Some(&bob), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        let (status, regenerated) = app.send("POST", &format!("{uri}/regenerate-secret"), Some(&alice), None).await;
+        assert_eq!(status, StatusCode::OK, "{regenerated}");
+        assert_eq!(regenerated["client_id"], client_id.as_str());
+        let second_secret = regenerated["client_secret"].as_str().unwrap().to_owned();
+        assert_ne!(second_secret, first_secret);
+
+        let hash: String = sqlx::query_scalar("SELECT secret_hash FROM oauth_clients WHERE client_id = $1").bind(&client_id).fetch_one(&app.db.pool).await.unwrap();
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(portico_control_plane::auth::verify_secret(&second_secret, &hash));
+        assert!(!portico_control_plane::auth::verify_secret(&first_secret, &hash), "the old secret stops working");
+        let stored = stored_text(&app).await;
+        assert!(stored.contains(&client_id));
+        assert!(!stored.contains(&first_secret) && !stored.contains(&second_secret), "a secret is stored in plain text");
+    }
+    on_both_engines!(check);
+}
+
+#[tokio::test]
+async fn api_keys_are_shown_once_stored_as_hmacs_and_revocable() {
+    async fn check(app: TestApp) {
+        let pets = api(&app, "admin", "Pets", "PUBLISHED").await;
+        let orders = api(&app, "admin", "Orders", "PUBLISHED").await;
+        let legacy = api(&app, "admin", "Legacy", "PUBLISHED").await;
+        let alice = app.user("alice", "subscriber").await;
+        let bob = app.user("bob", "subscriber").await;
+        let mobile = application(&app, &alice, "Mobile").await;
+        for (api, tier) in [(&pets, "Gold"), (&orders, "Silver"), (&legacy, "Bronze")] {
+            let (status, body) = subscribe(&app, &alice, &mobile, api, tier).await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+        // Deprecated APIs are still served; retired ones are not.
+        sqlx::query("UPDATE apis SET status = 'DEPRECATED' WHERE id = $1").bind(&orders).execute(&app.db.pool).await.unwrap();
+        sqlx::query("UPDATE apis SET status = 'RETIRED' WHERE id = $1").bind(&legacy).execute(&app.db.pool).await.unwrap();
+        let uri = format!("/api/v1/applications/{mobile}/api-keys");
+        let mut changes = app.state.changes.subscribe();
+
+        let (status, _) = app.send("POST", &uri, None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _) = app.send("POST", &uri, Some(&bob), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = app.send("GET", &uri, Some(&bob), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(!changes.has_changed().unwrap());
+
+        let (status, first) = app.send("POST", &uri, Some(&alice), None).await;
+        assert_eq!(status, StatusCode::CREATED, "{first}");
+        assert!(changes.has_changed().unwrap(), "gateways are told about a new key");
+        changes.mark_unchanged();
+        let first_key = first["key"].as_str().unwrap().to_owned();
+        let first_id = first["id"].as_str().unwrap().to_owned();
+        assert!(first_key.starts_with("pk_") && first_key.len() > 40, "{first_key}");
+        assert_eq!(first["prefix"].as_str().unwrap(), &first_key[..8]);
+        let (_, second) = app.send("POST", &uri, Some(&alice), None).await;
+        let second_key = second["key"].as_str().unwrap().to_owned();
+        assert_ne!(first_key, second_key);
+
+        let (status, list) = app.send("GET", &uri, Some(&alice), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(list.as_array().unwrap().len(), 2);
+        let listed = list.as_array().unwrap().iter().find(|key| key["id"] == first_id.as_str()).unwrap();
+        assert_eq!(listed["prefix"], first["prefix"]);
+        assert!(listed["revoked_at"].is_null());
+        assert_eq!(listed.as_object().unwrap().keys().collect::<Vec<_>>(), ["created_at", "id", "prefix", "revoked_at"], "{list}");
+        assert!(!list.to_string().contains(&first_key));
+
+        let secret = api_key_hmac_secret(&app.db).await.unwrap();
+        assert_eq!(secret.len(), 32);
+        assert_eq!(api_key_hmac_secret(&app.db).await.unwrap(), secret, "the secret is made once");
+        let stored_hex: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = 'api_key_hmac_secret'").fetch_one(&app.db.pool).await.unwrap();
+        assert_eq!(stored_hex.len(), 64);
+        let hash: String = sqlx::query_scalar("SELECT key_hash FROM api_keys WHERE id = $1").bind(&first_id).fetch_one(&app.db.pool).await.unwrap();
+        assert_eq!(hash, api_key_hash(&secret, &first_key));
+        assert_eq!(hash.len(), 64);
+        let stored = stored_text(&app).await;
+        assert!(stored.contains(&hash));
+        assert!(!stored.contains(&first_key) && !stored.contains(&second_key), "a key is stored in plain text");
+        assert!(!stored.contains(&first_key["pk_".len()..]));
+
+        let keys = active_api_keys(&app.db).await.unwrap();
+        assert_eq!(keys.len(), 2);
+        let owner = keys.iter().find(|key| key.key_hash == hash).unwrap();
+        assert_eq!(owner.application_id, mobile);
+        assert_eq!(owner.application_name, "Mobile");
+        assert_eq!(owner.application_tier, "Unlimited");
+        assert_eq!(owner.owner_username, "alice");
+        let subscriptions: Vec<(&str, &str)> = owner.subscriptions.iter().map(|(api, tier)| (api.as_str(), tier.as_str())).collect();
+        assert_eq!(subscriptions, [("Orders@v1", "Silver"), ("Pets@v1", "Gold")]);
+
+        changes.mark_unchanged();
+        let (status, _) = app.send("DELETE", &format!("{uri}/{first_id}"), Some(&bob), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = app.send("DELETE", &format!("{uri}/no-such-key"), Some(&alice), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let other = application(&app, &alice, "Web").await;
+        let (status, _) = app.send("DELETE", &format!("/api/v1/applications/{other}/api-keys/{first_id}"), Some(&alice), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "a key of another application");
+        assert!(!changes.has_changed().unwrap());
+        let (status, _) = app.send("DELETE", &format!("{uri}/{first_id}"), Some(&alice), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert!(changes.has_changed().unwrap(), "gateways are told about a revocation");
+        let (status, _) = app.send("DELETE", &format!("{uri}/{first_id}"), Some(&alice), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "revoking twice changes nothing");
+        let (_, list) = app.send("GET", &uri, Some(&alice), None).await;
+        for key in list.as_array().unwrap() {
+            assert_eq!(key["revoked_at"].as_i64().is_some(), key["id"] == first_id.as_str(), "{list}");
+        }
+
+        let keys = active_api_keys(&app.db).await.unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].key_hash, api_key_hash(&secret, &second_key));
+        assert!(keys.iter().all(|k| k.key_hash != hash), "a revoked key is not active");
+    }
+    on_both_engines!(check);
+}
+
+#[tokio::test]
+async fn deleting_an_application_removes_its_subscriptions_and_credentials() {
+    async fn check(app: TestApp) {
+        let pets = api(&app, "admin", "Pets", "PUBLISHED").await;
+        let alice = app.user("alice", "subscriber").await;
+        let mobile = application(&app, &alice, "Mobile").await;
+        let web = application(&app, &alice, "Web").await;
+        for application in [&mobile, &web] {
+            let (status, _) = subscribe(&app, &alice, application, &pets, "Gold").await;
+            assert_eq!(status, StatusCode::CREATED);
+            let (status, _) = app.send("POST", &format!("/api/v1/applications/{application}/oauth-client"), Some(&alice), None).await;
+            assert_eq!(status, StatusCode::CREATED);
+            let (status, _) = app.send("POST", &format!("/api/v1/applications/{application}/api-keys"), Some(&alice), None).await;
+            assert_eq!(status, StatusCode::CREATED);
+        }
+        let (status, _) = app.send("DELETE", &format!("/api/v1/applications/{mobile}"), Some(&alice), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        for table in ["subscriptions", "oauth_clients", "api_keys"] {
+            let left: Vec<String> = sqlx::query_scalar(&format!("SELECT application_id FROM {table}")).fetch_all(&app.db.pool).await.unwrap();
+            assert_eq!(left, std::slice::from_ref(&web), "{table}");
+        }
+        let keys = active_api_keys(&app.db).await.unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].application_id, web);
+    }
+    on_both_engines!(check);
+}
+
+#[tokio::test]
+async fn the_api_key_secret_is_made_once_under_concurrency() {
+    async fn check(app: TestApp) {
+        let (a, b, c, d) = tokio::join!(
+            api_key_hmac_secret(&app.db),
+            api_key_hmac_secret(&app.db),
+            api_key_hmac_secret(&app.db),
+            api_key_hmac_secret(&app.db)
+        );
+        let a = a.unwrap();
+        assert_eq!([&a, &b.unwrap(), &c.unwrap(), &d.unwrap()].iter().filter(|s| ***s == a).count(), 4);
+        assert_ne!(api_key_hash(&a, "pk_one"), api_key_hash(&a, "pk_two"));
+        assert_ne!(api_key_hash(&a, "pk_one"), api_key_hash(b"another secret value", "pk_one"));
+    }
+    on_both_engines!(check);
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_devportal() {
+    let app = TestApp::new(portico_control_plane::db::Engine::Sqlite).await;
+    let (status, doc) = app.send("GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    for (path, method) in [
+        ("/api/v1/signup", "post"),
+        ("/api/v1/catalogue", "get"),
+        ("/api/v1/catalogue/{api_id}", "get"),
+        ("/api/v1/applications", "post"),
+        ("/api/v1/applications/{id}", "put"),
+        ("/api/v1/applications/{id}/subscriptions", "post"),
+        ("/api/v1/subscriptions/{sub_id}/approve", "post"),
+        ("/api/v1/settings/subscription_approval", "put"),
+        ("/api/v1/applications/{id}/oauth-client", "post"),
+        ("/api/v1/applications/{id}/oauth-client/regenerate-secret", "post"),
+        ("/api/v1/applications/{id}/api-keys", "post"),
+        ("/api/v1/applications/{id}/api-keys/{key_id}", "delete"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+    }
+    // Operation ids are unique in the whole document, and each devportal one is set.
+    let mut ids = Vec::new();
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let id = operation["operationId"].as_str().unwrap_or_default().to_owned();
+            if operation["tags"][0] == "devportal" {
+                assert!(!id.is_empty(), "{method} {path}");
+            }
+            ids.push((id, format!("{method} {path}")));
+        }
+    }
+    ids.sort();
+    for pair in ids.windows(2) {
+        assert!(pair[0].0.is_empty() || pair[0].0 != pair[1].0, "operationId `{}` twice: {} and {}", pair[0].0, pair[0].1, pair[1].1);
+    }
+    assert_eq!(doc["paths"]["/api/v1/applications/{id}/api-keys"]["post"]["operationId"], "create_api_key");
+}

@@ -1,0 +1,180 @@
+//! The README's walkthrough, end to end, in one all-in-one process on embedded SQLite:
+//! publish an API, sign up, create an application, subscribe, get a token, call through
+//! the gateway, hit the limit, revoke the token.
+
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use portico_tests::{GatewayProcess, HttpClient, MockUpstream, Reply};
+use serde_json::{Value, json};
+
+struct ControlPlane {
+    client: HttpClient,
+    base: String,
+}
+
+impl ControlPlane {
+    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(bearer) = &bearer {
+            headers.push(("authorization", bearer.as_str()));
+        }
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        self.client.send(method, &format!("{}{path}", self.base), &headers, body).await.unwrap()
+    }
+
+    async fn ok(&self, method: Method, path: &str, token: Option<&str>, body: Value) -> Value {
+        let reply = self.call(method, path, token, Some(body)).await;
+        assert!(reply.status.is_success(), "{path}: {} {}", reply.status, reply.text());
+        if reply.body.is_empty() { Value::Null } else { reply.json() }
+    }
+
+    async fn login(&self, username: &str, password: &str) -> String {
+        let session = self.ok(Method::POST, "/api/v1/auth/login", None, json!({"username": username, "password": password})).await;
+        session["token"].as_str().unwrap().to_owned()
+    }
+}
+
+fn basic(client_id: &str, secret: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{secret}")))
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < Duration::from_secs(5), "{what} did not happen in 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walkthrough() {
+    let upstream = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let process = GatewayProcess::spawn(
+        dir,
+        &["all-in-one", "--data-dir", &data, "--gateway", "127.0.0.1:0", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+        &[("PORTICO_ADMIN_PASSWORD", "walkthrough-admin-1")],
+    )
+    .unwrap();
+    let cp = ControlPlane { client: HttpClient::default(), base: format!("http://{}", process.control_plane.unwrap()) };
+    let gateway = |path: &str| process.url(path);
+    let client = HttpClient::default();
+
+    // Admin: a publisher account and a small tier to hit.
+    let admin = cp.login("admin", "walkthrough-admin-1").await;
+    cp.ok(Method::POST, "/api/v1/users", Some(&admin), json!({"username": "pat", "password": "publisher-pass-1", "role": "publisher"})).await;
+    cp.ok(Method::PUT, "/api/v1/tiers/subscription/Tiny", Some(&admin), json!({"description": "3 per minute", "requests": 3, "per_ms": 60000})).await;
+
+    // Publisher: create, publish, snapshot and deploy an API.
+    let pat = cp.login("pat", "publisher-pass-1").await;
+    let api = cp
+        .ok(Method::POST, "/api/v1/apis", Some(&pat), json!({
+            "name": "pets", "version": "v1", "context": "/pets",
+            "endpoints": [format!("{}/backend", upstream.url())],
+            "operations": [{"method": "GET", "path": "/items/{id}"}],
+        }))
+        .await;
+    let api_id = api["id"].as_str().unwrap().to_owned();
+    cp.ok(Method::POST, &format!("/api/v1/apis/{api_id}/lifecycle"), Some(&pat), json!({"action": "publish"})).await;
+    let revision = cp.ok(Method::POST, &format!("/api/v1/apis/{api_id}/revisions"), Some(&pat), json!({})).await;
+    cp.ok(Method::POST, &format!("/api/v1/apis/{api_id}/deployments"), Some(&pat), json!({"revision_id": revision["id"], "environments": ["default"]})).await;
+
+    // Subscriber: sign up, create an application, subscribe, get credentials.
+    cp.ok(Method::POST, "/api/v1/signup", None, json!({"username": "alice", "password": "alice-password-1"})).await;
+    let alice = cp.login("alice", "alice-password-1").await;
+    let app = cp.ok(Method::POST, "/api/v1/applications", Some(&alice), json!({"name": "shop"})).await;
+    let app_id = app["id"].as_str().unwrap().to_owned();
+    cp.ok(Method::POST, &format!("/api/v1/applications/{app_id}/subscriptions"), Some(&alice), json!({"api_id": api_id, "tier": "Tiny"})).await;
+    let oauth = cp.ok(Method::POST, &format!("/api/v1/applications/{app_id}/oauth-client"), Some(&alice), json!({})).await;
+    let (client_id, secret) = (oauth["client_id"].as_str().unwrap().to_owned(), oauth["client_secret"].as_str().unwrap().to_owned());
+    let token = client
+        .send(
+            Method::POST,
+            &format!("{}/oauth2/token", cp.base),
+            &[("content-type", "application/x-www-form-urlencoded"), ("authorization", &basic(&client_id, &secret))],
+            "grant_type=client_credentials",
+        )
+        .await
+        .unwrap();
+    assert_eq!(token.status, StatusCode::OK, "{}", token.text());
+    let access_token = token.json()["access_token"].as_str().unwrap().to_owned();
+    let bearer = format!("Bearer {access_token}");
+
+    // Through the gateway: the deploy reached it without a restart.
+    let took = eventually("the deployment reaching the gateway", async || {
+        client.get(&gateway("/pets/v1/items/1"), &[("authorization", &bearer)]).await.unwrap().status == StatusCode::OK
+    })
+    .await;
+    println!("deployed API answered through the gateway after {took:?}");
+    let reply = client.get(&gateway("/pets/v1/items/2"), &[]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let mut tampered = access_token.clone();
+    tampered.pop();
+    tampered.push(if access_token.ends_with('A') { 'B' } else { 'A' });
+    let reply = client.get(&gateway("/pets/v1/items/2"), &[("authorization", &format!("Bearer {tampered}"))]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+
+    // The tier: 3 per minute, one used above.
+    let reply = client.get(&gateway("/pets/v1/items/3"), &[("authorization", &bearer)]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["path"], "/backend/items/3");
+    let reply = client.get(&gateway("/pets/v1/items/4"), &[("authorization", &bearer)]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = client.get(&gateway("/pets/v1/items/5"), &[("authorization", &bearer)]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{}", reply.text());
+    assert!(reply.header("retry-after").is_some());
+
+    // Revocation reaches the gateway within a second.
+    let revoked = client
+        .send(
+            Method::POST,
+            &format!("{}/oauth2/revoke", cp.base),
+            &[("content-type", "application/x-www-form-urlencoded"), ("authorization", &basic(&client_id, &secret))],
+            format!("token={access_token}"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text());
+    let took = eventually("the revocation reaching the gateway", async || {
+        client.get(&gateway("/pets/v1/items/6"), &[("authorization", &bearer)]).await.unwrap().status == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    println!("revoked token refused by the gateway after {took:?}");
+    assert!(took < Duration::from_secs(1), "revocation took {took:?}");
+
+    // An application not subscribed to the API is refused even with a valid token.
+    let other = cp.ok(Method::POST, "/api/v1/applications", Some(&alice), json!({"name": "other"})).await;
+    let other_id = other["id"].as_str().unwrap();
+    let other_client = cp.ok(Method::POST, &format!("/api/v1/applications/{other_id}/oauth-client"), Some(&alice), json!({})).await;
+    let token = client
+        .send(
+            Method::POST,
+            &format!("{}/oauth2/token", cp.base),
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("authorization", &basic(other_client["client_id"].as_str().unwrap(), other_client["client_secret"].as_str().unwrap())),
+            ],
+            "grant_type=client_credentials",
+        )
+        .await
+        .unwrap();
+    let other_token = token.json()["access_token"].as_str().unwrap().to_owned();
+    let reply = client.get(&gateway("/pets/v1/items/7"), &[("authorization", &format!("Bearer {other_token}"))]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text());
+
+    // API keys work too, and are stored hashed.
+    let key = cp.ok(Method::POST, &format!("/api/v1/applications/{other_id}/api-keys"), Some(&alice), json!({})).await;
+    let key = key["key"].as_str().or(key["api_key"].as_str()).expect("the key is shown once").to_owned();
+    cp.ok(Method::POST, &format!("/api/v1/applications/{other_id}/subscriptions"), Some(&alice), json!({"api_id": api_id, "tier": "Unlimited"})).await;
+    eventually("the API key working", async || client.get(&gateway("/pets/v1/items/8"), &[("apikey", &key)]).await.unwrap().status == StatusCode::OK).await;
+    let mut database = std::fs::read(std::path::Path::new(&data).join("portico.db")).unwrap();
+    database.extend(std::fs::read(std::path::Path::new(&data).join("portico.db-wal")).unwrap_or_default());
+    let contains = |needle: &str| database.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(!contains(&key), "the API key is stored in plain text");
+    assert!(!contains(&secret), "the client secret is stored in plain text");
+}
