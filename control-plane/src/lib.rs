@@ -11,6 +11,7 @@ pub mod error;
 pub mod keymanager;
 pub mod openapi;
 pub mod publisher;
+pub mod registry;
 pub mod snapshot;
 pub mod test_support;
 pub mod traffic;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Failed-login and failed-client-authentication brake.
     pub failures: Arc<FailureLimiter>,
+    /// The policies attachments may name, and the check of their configurations.
+    pub registry: Arc<registry::Registry>,
     /// Bumped whenever what gateways serve may have changed (a deployment, a lifecycle
     /// change, a subscription, a key, a revocation); gateway feeders watch it.
     pub changes: Arc<tokio::sync::watch::Sender<u64>>,
@@ -47,7 +50,7 @@ impl AppState {
     /// State over a connected database.
     pub fn new(db: Db, settings: Settings) -> Self {
         let (changes, _) = tokio::sync::watch::channel(0);
-        Self { db, settings: Arc::new(settings), failures: FailureLimiter::shared(), changes: Arc::new(changes) }
+        Self { db, settings: Arc::new(settings), failures: FailureLimiter::shared(), registry: Arc::default(), changes: Arc::new(changes) }
     }
 
     /// Say that what gateways serve may have changed.

@@ -637,3 +637,21 @@ async fn the_openapi_document_lists_the_publisher_endpoints() {
     assert_eq!(doc["paths"]["/api/v1/apis"]["get"]["operationId"], "list_apis");
     assert!(doc["components"]["schemas"]["RevisionContent"].is_object());
 }
+
+#[tokio::test]
+async fn policy_configurations_are_checked_by_the_policies_themselves() {
+    async fn check(app: TestApp) {
+        let publisher = app.user("pat", "publisher").await;
+        let mut body = pets("Pets", "/pets");
+        body["policies"] = json!([{"policy": "throttle", "config": {"limits": [{"requests": 10, "per": "a fortnight"}]}}]);
+        let (status, problem) = app.send("POST", "/api/v1/apis", Some(&publisher), Some(body)).await;
+        assert_invalid(status, &problem, "policies[0].config");
+        assert!(problem["detail"].as_str().unwrap().contains("per"), "the policy's own message: {problem}");
+
+        let mut body = pets("Pets", "/pets");
+        body["operations"][1]["policies"] = json!([{"policy": "key-auth", "config": {"api_key": false, "jwt": false}}]);
+        let (status, problem) = app.send("POST", "/api/v1/apis", Some(&publisher), Some(body)).await;
+        assert_invalid(status, &problem, "operations[1].policies[0].config");
+    }
+    on_both_engines!(check);
+}

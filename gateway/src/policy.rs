@@ -413,8 +413,11 @@ fn classify(error: &wasmtime::Error, store: &Store<HostState>) -> CallFailure {
 }
 
 fn describe(error: &wasmtime::Error) -> String {
-    // The first line carries the trap; the wasm backtrace after it goes to debug logs.
-    let text = format!("{error:#}");
-    tracing::debug!(target: "portico::policy", "{text}");
-    text.lines().next().unwrap_or_default().to_owned()
+    // The trap (or the host error at the root) says what happened; the wasm backtrace
+    // around it goes to debug logs.
+    tracing::debug!(target: "portico::policy", "{error:?}");
+    match error.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string().trim_start_matches("wasm trap: ").to_owned(),
+        None => error.root_cause().to_string(),
+    }
 }

@@ -13,7 +13,7 @@ use portico_gateway::counters::LocalCounters;
 use portico_gateway::exchange::{BodyState, Exchange, RouteInfo};
 use portico_gateway::keys::{Identity, KeyStore};
 use portico_gateway::metrics::PolicyStats;
-use portico_gateway::policy::{Attachment, AttachmentSettings, KeyService, PolicyEngine, Services, builtin};
+use portico_gateway::policy::{Attachment, AttachmentSettings, PolicyEngine, Services, builtin};
 use portico_gateway::router::{ApiRoutes, OperationRoute, RouteTable};
 use portico_tests::{TestIssuer, policies};
 

@@ -358,9 +358,9 @@ pub(super) fn check_endpoints(field: &str, endpoints: &[String]) -> ApiResult<()
     Ok(())
 }
 
-/// Check policy attachments: only the built-in policies for now, each configured by a JSON
-/// object. The configuration itself is validated by the policy when a gateway compiles the
-/// snapshot; the control plane does not duplicate each policy's rules.
+/// Check policy attachments' shape: only the built-in policies for now, each configured by
+/// a JSON object. What the configuration says is checked by the policy itself, in
+/// [`check_policy_configs`].
 pub(super) fn check_attachments(field: &str, attachments: &[Attachment]) -> ApiResult<()> {
     for (i, attachment) in attachments.iter().enumerate() {
         if portico_gateway::policy::builtin::find(&attachment.policy).is_none() {
@@ -375,6 +375,17 @@ pub(super) fn check_attachments(field: &str, attachments: &[Attachment]) -> ApiR
         }
     }
     Ok(())
+}
+
+/// Run each attached policy's own check of its configuration (off the async threads: the
+/// first check of a policy compiles it).
+pub(super) async fn check_policy_configs(state: &AppState, policies: &[Attachment], operations: &[Operation]) -> ApiResult<()> {
+    let mut attachments: Vec<(String, Attachment)> = policies.iter().enumerate().map(|(i, a)| (format!("policies[{i}]"), a.clone())).collect();
+    for (j, operation) in operations.iter().enumerate() {
+        attachments.extend(operation.policies.iter().enumerate().map(|(i, a)| (format!("operations[{j}].policies[{i}]"), a.clone())));
+    }
+    let registry = state.registry.clone();
+    tokio::task::spawn_blocking(move || registry.check(&attachments)).await.map_err(|e| ApiError::Internal(e.to_string()))?
 }
 
 /// Check operations, upper-casing their methods. The templates are compiled by the
@@ -567,6 +578,7 @@ pub async fn create(State(state): State<AppState>, caller: Caller, JsonBody(mut 
     check_endpoints("endpoints", &api.endpoints)?;
     check_operations(&mut api.operations, |i| format!("operations[{i}]"))?;
     check_attachments("policies", &api.policies)?;
+    check_policy_configs(&state, &api.policies, &api.operations).await?;
     let id = insert(&state.db, &caller.user_id, &api).await?;
     tracing::info!(api = %id, name = %api.name, version = %api.version, "API created");
     Ok((StatusCode::CREATED, Json(load(&state.db, &id).await?)))
@@ -600,6 +612,7 @@ pub async fn replace(State(state): State<AppState>, caller: Caller, Path(id): Pa
     check_endpoints("endpoints", &update.endpoints)?;
     check_operations(&mut update.operations, |i| format!("operations[{i}]"))?;
     check_attachments("policies", &update.policies)?;
+    check_policy_configs(&state, &update.policies, &update.operations).await?;
     let mut tx = state.db.pool.begin().await?;
     let updated = sqlx::query("UPDATE apis SET description = $1, tags = $2, documentation = $3, endpoints = $4, policies = $5, updated_at = $6 WHERE id = $7")
         .bind(&update.description)
