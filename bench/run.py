@@ -9,7 +9,7 @@ Figures: requests/s at saturation and gateway CPU time per request, read from
 
     python3 bench/run.py [--rounds 5] [--seconds 10] [--connections 16]
 """
-import argparse, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+import argparse, base64, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE = os.path.join(ROOT, "target", "release")
@@ -32,7 +32,38 @@ apis:
       - policy: key-auth
       - policy: throttle
         config: {limits: [{requests: 1000000000, per: 1h}]}
+  - name: jwt
+    context: /jwt
+    upstream: {endpoints: ["http://%(be)s"]}
+    policies:
+      - policy: key-auth
+        config: {api_key: false}
+      - policy: throttle
+        config: {limits: [{requests: 1000000000, per: 1h}]}
+jwt_issuers:
+  - issuer: https://bench.invalid
+    audiences: [portico]
+    algorithms: [RS256]
+    keys: [{pem_file: jwt-public.pem}]
 """
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def rs256_token(workdir):
+    """An RS256 access token signed with a fresh key (openssl), and its public key file."""
+    key = os.path.join(workdir, "jwt-private.pem")
+    subprocess.run(["openssl", "genrsa", "-out", key, "2048"], check=True, capture_output=True)
+    subprocess.run(["openssl", "rsa", "-in", key, "-pubout", "-out", os.path.join(workdir, "jwt-public.pem")], check=True, capture_output=True)
+    now = int(time.time())
+    header = b64url(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+    claims = b64url(json.dumps({"iss": "https://bench.invalid", "aud": "portico", "sub": "bench", "azp": "bench-app",
+                                "iat": now, "nbf": now, "exp": now + 86400}).encode())
+    signing_input = f"{header}.{claims}".encode()
+    signature = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=signing_input, capture_output=True, check=True).stdout
+    return f"{header}.{claims}.{b64url(signature)}"
 
 
 def wait_port(addr, timeout=60):
@@ -99,6 +130,7 @@ def main():
     config = os.path.join(workdir, "portico.yaml")
     with open(config, "w") as f:
         f.write(CONFIG % {"gw": GATEWAY, "be": BACKEND})
+    token = rs256_token(workdir)
 
     quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     backend = subprocess.Popen(["taskset", "-c", "1", os.path.join(RELEASE, "bench-backend"), "--listen", BACKEND], **quiet)
@@ -110,6 +142,7 @@ def main():
         ("minimal hyper proxy", proxy, f"http://{PROXY}/", ()),
         ("portico passthrough", gateway, f"http://{GATEWAY}/pass/", ()),
         ("portico key-auth + throttle", gateway, f"http://{GATEWAY}/auth/", ("apikey: bench-key-0001",)),
+        ("portico JWT (RS256, cached) + throttle", gateway, f"http://{GATEWAY}/jwt/", (f"authorization: Bearer {token}",)),
     ]
     rounds = []
     try:
@@ -134,13 +167,14 @@ def main():
         print(f"| {name} | {statistics.median(rps):.0f} ({min(rps):.0f}–{max(rps):.0f}) | {summary(cpu)} | {rounds[-1][name]['p99']} |")
     print("\nRatios within each round (median, range):\n")
     base = "minimal hyper proxy"
-    for name in ["portico passthrough", "portico key-auth + throttle"]:
+    for name in ["portico passthrough", "portico key-auth + throttle", "portico JWT (RS256, cached) + throttle"]:
         tput = [r[name]["rps"] / r[base]["rps"] for r in rounds]
         cpu = [r[base]["cpu_us"] / r[name]["cpu_us"] for r in rounds]
         print(f"- {name} vs {base}: throughput ×{summary(tput)}; capacity per core (inverse CPU/request) ×{summary(cpu)}")
-    tput = [r["portico key-auth + throttle"]["rps"] / r["portico passthrough"]["rps"] for r in rounds]
-    cpu = [r["portico passthrough"]["cpu_us"] / r["portico key-auth + throttle"]["cpu_us"] for r in rounds]
-    print(f"- key-auth + throttle vs passthrough: throughput ×{summary(tput)}; capacity per core ×{summary(cpu)}")
+    for name in ["portico key-auth + throttle", "portico JWT (RS256, cached) + throttle"]:
+        tput = [r[name]["rps"] / r["portico passthrough"]["rps"] for r in rounds]
+        cpu = [r["portico passthrough"]["cpu_us"] / r[name]["cpu_us"] for r in rounds]
+        print(f"- {name} vs passthrough: throughput ×{summary(tput)}; capacity per core ×{summary(cpu)}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ fn main() {
         "portico-test-mediate",
         "portico-test-not-a-policy",
         "portico-test-noop",
+        "portico-test-future-world",
+        "portico-test-missing-export",
+        "portico-test-allow-header",
     ]);
     for path in built {
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();

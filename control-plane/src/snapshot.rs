@@ -17,21 +17,29 @@ use crate::{Settings, devportal, keymanager, publisher, traffic};
 /// The gateway configuration of `environment` (listeners and admin left empty: the
 /// gateway process decides where it listens).
 pub async fn for_environment(db: &Db, settings: &Settings, environment: &str) -> ApiResult<GatewayConfig> {
-    let subscription_tiers: serde_json::Map<String, serde_json::Value> =
-        traffic::all(db, "subscription").await?.into_iter().map(|tier| (tier.name.clone(), tier.limits())).collect();
+    let tiers = |kind| async move {
+        ApiResult::Ok(traffic::all(db, kind).await?.into_iter().map(|tier| (tier.name.clone(), tier.limits())).collect::<serde_json::Map<_, _>>())
+    };
+    let subscription_tiers = tiers("subscription").await?;
+    let application_tiers = tiers("application").await?;
     let mut apis = Vec::new();
     for deployed in publisher::deployed(db, environment).await? {
         if deployed.status != "PUBLISHED" && deployed.status != "DEPRECATED" {
             continue;
         }
         let content = deployed.content;
-        // Every managed API authenticates, checks the subscription and applies its tier
-        // before the API's own policies.
+        // Every managed API authenticates, checks the subscription, applies the
+        // subscription's tier (per application and API) and the application's tier (per
+        // application, across APIs), before the API's own policies.
         let mut policies = vec![
             attachment("key-auth", serde_json::json!({"require_subscription": true})),
             attachment(
                 "throttle",
                 serde_json::json!({"key_by": "application", "scope": "api", "tiers": subscription_tiers, "limits": []}),
+            ),
+            attachment(
+                "throttle",
+                serde_json::json!({"key_by": "application", "scope": "global", "tier_source": "application", "tiers": application_tiers, "limits": []}),
             ),
         ];
         policies.extend(content.policies.iter().cloned());

@@ -33,6 +33,12 @@ pub mod policies {
     pub const NOOP: &str = env!("PORTICO_TEST_POLICY_NOOP");
     /// A WASI command component: not a policy.
     pub const NOT_A_POLICY: &str = env!("PORTICO_TEST_POLICY_NOT_A_POLICY");
+    /// Built against `portico:policy@0.2.0`, a world this gateway does not run.
+    pub const FUTURE_WORLD: &str = env!("PORTICO_TEST_POLICY_FUTURE_WORLD");
+    /// Exports `portico:policy/policy@0.1.0` with `init` only.
+    pub const MISSING_EXPORT: &str = env!("PORTICO_TEST_POLICY_MISSING_EXPORT");
+    /// Allows `x-allow: yes`, else 403 (the Rust third of the language benchmark).
+    pub const ALLOW_HEADER: &str = env!("PORTICO_TEST_POLICY_ALLOW_HEADER");
 }
 
 /// The `portico` binary under test: this package's, which cargo builds next to the test
@@ -41,6 +47,85 @@ pub fn portico_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
     profile_dir.join("portico")
+}
+
+/// `portico policy` for the tests (`portico-policy`, this package's binary, until the
+/// `portico` command has the subcommand), next to [`portico_binary`].
+pub fn portico_policy_binary() -> PathBuf {
+    portico_binary().with_file_name("portico-policy")
+}
+
+/// The cargo target folder the tests run from (`target/`): what the policy tests keep
+/// between runs (guest toolchains, example builds) lives under it.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.ancestors().nth(3).expect("target/<profile>/deps/<test>").to_owned()
+}
+
+/// The workspace's root folder.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_owned()
+}
+
+/// Policy projects built with `portico policy build`'s own code and real toolchains, once
+/// per test process, and one policy engine with mocked services to check and test them.
+pub mod policy_builds {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::{Mutex, OnceLock};
+
+    use portico::policy_tool::{BuildOptions, Built, Harness, Project, Toolchains, build_and_check};
+
+    /// The guest toolchains, installed on first use under `target/policy-toolchains`.
+    pub fn toolchains() -> Toolchains {
+        Toolchains::at(super::target_dir().join("policy-toolchains"))
+    }
+
+    /// Where the built components and the cargo builds of Rust projects go.
+    pub fn output_dir() -> PathBuf {
+        super::target_dir().join("policy-builds")
+    }
+
+    /// The harness every policy test of this process shares (compiled components are
+    /// cached in it by digest: a Python policy is compiled once, not once per test).
+    pub fn harness() -> &'static Harness {
+        static HARNESS: OnceLock<Harness> = OnceLock::new();
+        HARNESS.get_or_init(|| Harness::new().expect("policy engine"))
+    }
+
+    type Slot = OnceLock<Result<Built, String>>;
+
+    /// The project in `dir` (relative to the workspace), built and checked once per process;
+    /// its component goes to `target/policy-builds/<name>.wasm`. Panics with the build's
+    /// message when it fails.
+    pub fn built(dir: &str) -> &'static Built {
+        static BUILT: OnceLock<Mutex<HashMap<PathBuf, &'static Slot>>> = OnceLock::new();
+        let path = super::workspace_root().join(dir);
+        let slot: &'static Slot = *BUILT
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap()
+            .entry(path.clone())
+            .or_insert_with(|| Box::leak(Box::new(Slot::default())));
+        match slot.get_or_init(|| build_project(&path).map_err(|e| format!("{e:#}"))) {
+            Ok(built) => built,
+            Err(error) => panic!("building {dir} failed: {error}"),
+        }
+    }
+
+    /// Build and check a project now (no caching), its component in `target/policy-builds`.
+    pub fn build_project(dir: &Path) -> anyhow::Result<Built> {
+        let project = Project::open(dir)?;
+        let options = BuildOptions {
+            toolchains: toolchains(),
+            out: Some(output_dir().join(format!("{}.wasm", project.name))),
+            cargo_target_dir: Some(output_dir().join("cargo")),
+        };
+        let started = std::time::Instant::now();
+        let (built, _) = build_and_check(&project, &options, harness())?;
+        println!("built {} with {} in {:.1}s (checked in {:.1}s)", built.project.name, built.toolchain, built.elapsed.as_secs_f64(), started.elapsed().as_secs_f64());
+        Ok(built)
+    }
 }
 
 /// How long a gateway may take to start (it compiles its policies first).

@@ -196,6 +196,21 @@ async fn walkthrough() {
     let key = key["key"].as_str().or(key["api_key"].as_str()).expect("the key is shown once").to_owned();
     cp.ok(Method::POST, &format!("/api/v1/applications/{other_id}/subscriptions"), Some(&alice), json!({"api_id": api_id, "tier": "Unlimited"})).await;
     eventually("the API key working", async || client.get(&gateway("/pets/v1/items/8"), &[("apikey", &key)]).await.unwrap().status == StatusCode::OK).await;
+    // The application's own tier limits it across its subscriptions.
+    cp.ok(Method::PUT, "/api/v1/tiers/application/TwoPerMin", Some(&admin), json!({"requests": 2, "per_ms": 60000})).await;
+    let limited = cp.ok(Method::POST, "/api/v1/applications", Some(&alice), json!({"name": "limited", "tier": "TwoPerMin"})).await;
+    let limited_id = limited["id"].as_str().unwrap();
+    cp.ok(Method::POST, &format!("/api/v1/applications/{limited_id}/subscriptions"), Some(&alice), json!({"api_id": api_id, "tier": "Unlimited"})).await;
+    let limited_key = cp.ok(Method::POST, &format!("/api/v1/applications/{limited_id}/api-keys"), Some(&alice), json!({})).await;
+    let limited_key = limited_key["key"].as_str().unwrap().to_owned();
+    eventually("the second key working", async || {
+        client.get(&gateway("/pets/v1/items/9"), &[("apikey", &limited_key)]).await.unwrap().status == StatusCode::OK
+    })
+    .await;
+    assert_eq!(client.get(&gateway("/pets/v1/items/9"), &[("apikey", &limited_key)]).await.unwrap().status, StatusCode::OK);
+    let reply = client.get(&gateway("/pets/v1/items/9"), &[("apikey", &limited_key)]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "the application tier: {}", reply.text());
+
     let mut database = std::fs::read(std::path::Path::new(&data).join("portico.db")).unwrap();
     database.extend(std::fs::read(std::path::Path::new(&data).join("portico.db-wal")).unwrap_or_default());
     let contains = |needle: &str| database.windows(needle.len()).any(|w| w == needle.as_bytes());

@@ -428,31 +428,38 @@ fn to_wit_key_error(error: KeyError) -> keys::KeyError {
     }
 }
 
+impl HostState {
+    /// A credential's identity as seen by the API being called: with its subscription to
+    /// that API and the subscription's tier. The application's own tier is kept in the
+    /// context attribute `application.tier`, for application-level throttling.
+    fn identity_for_route(&mut self, identity: &Identity) -> Result<types::Identity> {
+        let exchange = self.exchange()?;
+        if let Some(tier) = &identity.tier {
+            exchange.set_attribute("application.tier".to_owned(), tier.clone());
+        }
+        Ok(to_wit_identity(&identity.for_api(&exchange.route.api_name, &exchange.route.api_version)))
+    }
+}
+
 impl keys::Host for HostState {
     fn lookup_api_key(&mut self, key: String) -> Result<Result<types::Identity, keys::KeyError>> {
-        let route = self.exchange()?.route.clone();
-        Ok(self
-            .services
-            .keys
-            .lookup_api_key(&key)
-            .map(|id| to_wit_identity(&id.for_api(&route.api_name, &route.api_version)))
-            .map_err(to_wit_key_error))
+        match self.services.keys.lookup_api_key(&key) {
+            Ok(identity) => Ok(Ok(self.identity_for_route(&identity)?)),
+            Err(error) => Ok(Err(to_wit_key_error(error))),
+        }
     }
 
     fn verify_jwt(&mut self, token: String) -> Result<Result<keys::VerifiedToken, keys::KeyError>> {
-        let route = self.exchange()?.route.clone();
-        Ok(self
-            .services
-            .keys
-            .verify_jwt(&token)
-            .map(|token| keys::VerifiedToken {
+        match self.services.keys.verify_jwt(&token) {
+            Ok(token) => Ok(Ok(keys::VerifiedToken {
                 issuer: token.issuer.clone(),
                 subject: token.subject.clone(),
                 expires_at: token.expires_at,
-                identity: to_wit_identity(&token.identity.for_api(&route.api_name, &route.api_version)),
+                identity: self.identity_for_route(&token.identity)?,
                 claims: token.claims.clone(),
-            })
-            .map_err(to_wit_key_error))
+            })),
+            Err(error) => Ok(Err(to_wit_key_error(error))),
+        }
     }
 }
 

@@ -24,6 +24,22 @@ pub struct Config {
     /// Units each request counts for.
     #[serde(default = "one")]
     pub cost: u32,
+    /// Which tier picks the limits.
+    #[serde(default)]
+    pub tier_source: TierSource,
+}
+
+/// Which tier of the caller picks the limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TierSource {
+    /// The identity's tier: for a subscribed credential, its subscription's tier for the API
+    /// being called; otherwise the application's tier.
+    #[default]
+    Identity,
+    /// The application's own tier, whatever the subscription (the gateway keeps it in the
+    /// context attribute `application.tier`).
+    Application,
 }
 
 /// One limit: `requests` per `per`.
@@ -128,6 +144,8 @@ pub struct Settings {
     pub scope: Scope,
     /// Units each request counts for.
     pub cost: u32,
+    /// Which tier picks the limits.
+    pub tier_source: TierSource,
 }
 
 impl Settings {
@@ -156,6 +174,7 @@ impl Settings {
             key_by,
             scope: config.scope,
             cost: config.cost,
+            tier_source: config.tier_source,
         })
     }
 
@@ -361,5 +380,22 @@ mod tests {
             let error = settings(json).unwrap_err();
             assert!(error.starts_with(expected), "{json}: {error}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tier_source_tests {
+    use super::{Config, Settings, TierSource};
+    use portico_policy_sdk::parse_config;
+
+    #[test]
+    fn tier_source_defaults_to_the_identity() {
+        let settings = Settings::from_config(parse_config::<Config>(r#"{"limits": []}"#).unwrap()).unwrap();
+        assert_eq!(settings.tier_source, TierSource::Identity);
+        let settings =
+            Settings::from_config(parse_config::<Config>(r#"{"tiers": {}, "tier_source": "application"}"#).unwrap()).unwrap();
+        assert_eq!(settings.tier_source, TierSource::Application);
+        let error = parse_config::<Config>(r#"{"limits": [], "tier_source": "moon"}"#).unwrap_err();
+        assert!(error.contains("tier_source"), "{error}");
     }
 }

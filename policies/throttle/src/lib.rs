@@ -10,7 +10,7 @@ mod quota;
 use portico_policy_sdk::counters::hit;
 use portico_policy_sdk::{Context, Decision, Needs, Policy, Request, log};
 
-use crate::config::{Config, KeyBy, Settings};
+use crate::config::{Config, KeyBy, Settings, TierSource};
 use crate::quota::{Quota, counter_key, identity_caller, refusal_response, scope_key, tighter};
 
 /// The throttle policy.
@@ -56,9 +56,14 @@ impl Policy for Throttle {
 
     fn on_request(&mut self, request: &Request, context: &Context) -> Decision {
         let identity = context.identity();
-        let tier = identity
-            .as_ref()
-            .and_then(|identity| identity.tier.as_deref());
+        let application_tier;
+        let tier = match self.settings.tier_source {
+            TierSource::Identity => identity.as_ref().and_then(|identity| identity.tier.as_deref()),
+            TierSource::Application => {
+                application_tier = context.get("application.tier");
+                application_tier.as_deref()
+            }
+        };
         let limits = self.settings.limits_for(tier);
         if limits.is_empty() {
             return Decision::Continue;
