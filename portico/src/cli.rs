@@ -36,6 +36,9 @@ enum Command {
     },
     /// Run the control plane and a gateway in one process (WSO2 pattern 0).
     AllInOne(crate::all_in_one::Options),
+    /// Write, build and test policies in Rust, Python or JavaScript.
+    #[command(subcommand)]
+    Policy(crate::policy_tool::PolicyCommand),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -60,6 +63,13 @@ pub fn main() -> ExitCode {
             }
         },
         Command::AllInOne(options) => run(cli.workers, crate::all_in_one::run(options)),
+        Command::Policy(command) => match crate::policy_tool::run(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve { config } => run(cli.workers, portico_gateway::file_mode::run(config)),
     }
 }

@@ -4,3 +4,4 @@
 
 pub mod all_in_one;
 pub mod cli;
+pub mod policy_tool;

@@ -49,12 +49,6 @@ pub fn portico_binary() -> PathBuf {
     profile_dir.join("portico")
 }
 
-/// `portico policy` for the tests (`portico-policy`, this package's binary, until the
-/// `portico` command has the subcommand), next to [`portico_binary`].
-pub fn portico_policy_binary() -> PathBuf {
-    portico_binary().with_file_name("portico-policy")
-}
-
 /// The cargo target folder the tests run from (`target/`): what the policy tests keep
 /// between runs (guest toolchains, example builds) lives under it.
 pub fn target_dir() -> PathBuf {
@@ -101,12 +95,17 @@ pub mod policy_builds {
     pub fn built(dir: &str) -> &'static Built {
         static BUILT: OnceLock<Mutex<HashMap<PathBuf, &'static Slot>>> = OnceLock::new();
         let path = super::workspace_root().join(dir);
-        let slot: &'static Slot = *BUILT
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap()
-            .entry(path.clone())
-            .or_insert_with(|| Box::leak(Box::new(Slot::default())));
+        let slot: &'static Slot = {
+            let mut slots = BUILT.get_or_init(Default::default).lock().unwrap();
+            match slots.get(&path) {
+                Some(slot) => slot,
+                None => {
+                    let slot = Box::leak(Box::new(Slot::default()));
+                    slots.insert(path.clone(), slot);
+                    slot
+                }
+            }
+        };
         match slot.get_or_init(|| build_project(&path).map_err(|e| format!("{e:#}"))) {
             Ok(built) => built,
             Err(error) => panic!("building {dir} failed: {error}"),
