@@ -6,23 +6,13 @@ JWT, so this measures that cost.
 
     python3 bench/token_endpoint.py [--seconds 10] [--connections 4]
 """
-import argparse, base64, json, os, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
+import argparse, base64, json, os, shutil, signal, subprocess, tempfile, urllib.request
+
+from run import wait_port  # bench/run.py: the same wait for a listener
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORTICO = os.path.join(ROOT, "target", "release", "portico")
 API, GATEWAY, ADMIN = "127.0.0.1:19080", "127.0.0.1:18084", "127.0.0.1:19901"
-
-
-def wait_port(addr, timeout=60):
-    host, port = addr.split(":")
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection((host, int(port)), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"nothing listens on {addr}")
 
 
 def call(method, path, token=None, body=None):
