@@ -140,6 +140,12 @@ pub(crate) fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| hash_secret(&random_token()).unwrap_or_default())
 }
 
+/// The decoy hash, for tests that check it costs what a real one does.
+#[doc(hidden)]
+pub fn decoy_hash_for_tests() -> &'static str {
+    decoy_hash()
+}
+
 /// Check a user name: 3–64 characters of letters, digits, `.`, `_`, `-`, `@`.
 pub fn validate_username(field: &str, name: &str) -> ApiResult<()> {
     let ok = (3..=64).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));

@@ -20,6 +20,7 @@ use utoipa::{Modify, OpenApi};
 use crate::AppState;
 
 pub use access_token::AccessClaims;
+pub use client_auth::VerifiedSecrets;
 pub use error::OAuthError;
 pub use introspection::{Introspection, TokenForm};
 pub use keys::{Jwks, KeyInfo, Rotate, SigningAlg, public_keys};

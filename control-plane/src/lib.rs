@@ -41,6 +41,8 @@ pub struct AppState {
     pub failures: Arc<FailureLimiter>,
     /// The policies attachments may name, and the check of their configurations.
     pub registry: Arc<registry::Registry>,
+    /// OAuth2 client secrets verified lately.
+    pub verified_secrets: Arc<keymanager::VerifiedSecrets>,
     /// Bumped whenever what gateways serve may have changed (a deployment, a lifecycle
     /// change, a subscription, a key, a revocation); gateway feeders watch it.
     pub changes: Arc<tokio::sync::watch::Sender<u64>>,
@@ -50,7 +52,7 @@ impl AppState {
     /// State over a connected database.
     pub fn new(db: Db, settings: Settings) -> Self {
         let (changes, _) = tokio::sync::watch::channel(0);
-        Self { db, settings: Arc::new(settings), failures: FailureLimiter::shared(), registry: Arc::default(), changes: Arc::new(changes) }
+        Self { db, settings: Arc::new(settings), failures: FailureLimiter::shared(), registry: Arc::default(), verified_secrets: Arc::default(), changes: Arc::new(changes) }
     }
 
     /// Say that what gateways serve may have changed.

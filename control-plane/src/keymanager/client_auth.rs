@@ -3,16 +3,66 @@
 //! against the Argon2id hash in comparable time whether or not the client exists, with
 //! failures braked per client id.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use axum::http::{HeaderMap, header};
 use base64::Engine;
+use sha2::{Digest, Sha256};
 
 use super::error::{OAuthError, OAuthResult};
 use crate::AppState;
 use crate::auth::{decoy_hash, verify_secret};
+use crate::db::now_ms;
 
 /// Longest client id and secret considered; longer ones fail without being hashed.
 const MAX_CLIENT_ID: usize = 256;
 const MAX_CLIENT_SECRET: usize = 1024;
+
+/// How long a verified secret is remembered.
+const VERIFIED_FOR_MS: i64 = 5 * 60 * 1000;
+/// Most secrets remembered at once; past it the memory starts afresh.
+const MAX_VERIFIED: usize = 10_000;
+
+/// Client secrets verified lately, so that a client asking for tokens again does not pay
+/// for an Argon2id verification every time. Only correct secrets are remembered (as their
+/// sha256, next to the stored hash they matched), so a wrong secret always costs a full
+/// verification, and a regenerated secret, whose stored hash differs, is never matched.
+#[derive(Debug, Default)]
+pub struct VerifiedSecrets {
+    entries: Mutex<HashMap<String, Verified>>,
+}
+
+/// One remembered secret of a client.
+#[derive(Debug)]
+struct Verified {
+    /// The stored hash it matched.
+    stored_hash: String,
+    /// sha256 of the secret.
+    digest: [u8; 32],
+    /// Forgotten after this (ms since the epoch).
+    until: i64,
+}
+
+impl VerifiedSecrets {
+    fn matches(&self, client_id: &str, stored_hash: &str, secret: &str) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(client_id).is_some_and(|verified| {
+            verified.stored_hash == stored_hash
+                && verified.until > now_ms()
+                && verified.digest == <[u8; 32]>::from(Sha256::digest(secret.as_bytes()))
+        })
+    }
+
+    fn remember(&self, client_id: &str, stored_hash: &str, secret: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= MAX_VERIFIED {
+            entries.clear();
+        }
+        let digest = Sha256::digest(secret.as_bytes()).into();
+        entries.insert(client_id.to_owned(), Verified { stored_hash: stored_hash.to_owned(), digest, until: now_ms() + VERIFIED_FOR_MS });
+    }
+}
 
 /// An authenticated OAuth2 client.
 #[derive(Debug, Clone)]
@@ -48,15 +98,24 @@ pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap, form_id:
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT application_id, secret_hash FROM oauth_clients WHERE client_id = $1").bind(&client_id).fetch_optional(&state.db.pool).await?;
     let stored_hash = row.as_ref().map(|(_, hash)| hash.clone());
-    let matches = tokio::task::spawn_blocking(move || match stored_hash {
-        Some(hash) => verify_secret(&secret, &hash),
-        None => {
-            verify_secret(&secret, decoy_hash());
-            false
+    let matches = match &stored_hash {
+        Some(hash) if state.verified_secrets.matches(&client_id, hash, &secret) => true,
+        _ => {
+            let (hash, secret) = (stored_hash.clone(), secret.clone());
+            tokio::task::spawn_blocking(move || match hash {
+                Some(hash) => verify_secret(&secret, &hash),
+                None => {
+                    verify_secret(&secret, decoy_hash());
+                    false
+                }
+            })
+            .await
+            .unwrap_or(false)
         }
-    })
-    .await
-    .unwrap_or(false);
+    };
+    if matches && let Some(hash) = &stored_hash {
+        state.verified_secrets.remember(&client_id, hash, &secret);
+    }
     match row {
         Some((application_id, _)) if matches => Ok(Client { client_id, application_id }),
         _ => {
