@@ -43,17 +43,20 @@ impl Identity {
     /// credential that lists them but not this API gets no subscription.
     pub fn for_api(&self, api: &str, version: &str) -> Identity {
         let mut identity = self.clone();
-        if let Some(subscriptions) = &self.subscriptions {
-            let key = format!("{api}@{version}");
-            match subscriptions.get(&key) {
-                Some(tier) => {
-                    identity.tier = Some(tier.clone());
-                    identity.subscription = Some(key);
-                }
-                None => identity.subscription = None,
-            }
+        if let Some(subscription) = self.subscription_to(api, version) {
+            identity.tier = subscription.as_ref().map(|(_, tier)| (*tier).to_owned()).or(identity.tier);
+            identity.subscription = subscription.map(|(key, _)| key);
         }
         identity
+    }
+
+    /// For a credential that lists its subscriptions, its subscription to `api@version`
+    /// (the key and the tier), or `Some(None)` when it is not subscribed; `None` when the
+    /// credential lists none.
+    pub fn subscription_to(&self, api: &str, version: &str) -> Option<Option<(String, &str)>> {
+        let subscriptions = self.subscriptions.as_ref()?;
+        let key = format!("{api}@{version}");
+        Some(subscriptions.get(&key).map(|tier| tier.as_str()).map(|tier| (key, tier)))
     }
 }
 

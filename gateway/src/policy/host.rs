@@ -437,7 +437,15 @@ impl HostState {
         if let Some(tier) = &identity.tier {
             exchange.set_attribute("application.tier".to_owned(), tier.clone());
         }
-        Ok(to_wit_identity(&identity.for_api(&exchange.route.api_name, &exchange.route.api_version)))
+        // Built straight from the stored identity: one copy of its strings, not two.
+        let mut wit = to_wit_identity(identity);
+        if let Some(subscription) = identity.subscription_to(&exchange.route.api_name, &exchange.route.api_version) {
+            if let Some((_, tier)) = &subscription {
+                wit.tier = Some((*tier).to_owned());
+            }
+            wit.subscription = subscription.map(|(key, _)| key);
+        }
+        Ok(wit)
     }
 }
 
