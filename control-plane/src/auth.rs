@@ -188,8 +188,12 @@ pub async fn bootstrap_admin(db: &Db) -> anyhow::Result<Option<String>> {
         Ok(password) if !password.is_empty() => (password, false),
         _ => (random_token(), true),
     };
-    create_user(db, "admin", &password, Role::Admin).await.map_err(|e| anyhow::anyhow!("creating the first admin: {e}"))?;
-    Ok(generated.then_some(password))
+    match create_user(db, "admin", &password, Role::Admin).await {
+        Ok(_) => Ok(generated.then_some(password)),
+        // Another node sharing the database made it first.
+        Err(ApiError::Conflict(_)) => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("creating the first admin: {e}")),
+    }
 }
 
 /// The routes of this module.

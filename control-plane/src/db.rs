@@ -23,6 +23,8 @@ pub struct Db {
     pub pool: AnyPool,
     /// Its engine.
     pub engine: Engine,
+    /// The URL it was opened with (it may hold a password: never log it unredacted).
+    pub url: String,
 }
 
 /// Migrations in `control-plane/migrations`, embedded.
@@ -51,7 +53,7 @@ impl Db {
         }
         let pool = options.connect(url).await.map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", redact(url)))?;
         MIGRATOR.run(&pool).await.map_err(|e| anyhow::anyhow!("database migration failed: {e}"))?;
-        Ok(Self { pool, engine })
+        Ok(Self { pool, engine, url: url.to_owned() })
     }
 }
 

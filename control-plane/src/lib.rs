@@ -1,13 +1,15 @@
 //! Portico's control plane: one axum service with a module per business area, on SQLite
 //! (embedded) or PostgreSQL. `auth` (users, roles, sessions), `traffic` (tiers),
 //! `publisher` (APIs, lifecycle, revisions, deployments), `devportal` (applications,
-//! subscriptions, keys), `keymanager` (the OAuth2 authorization server) and `snapshot`
-//! (what a gateway environment runs).
+//! subscriptions, keys), `keymanager` (the OAuth2 authorization server), `registry`
+//! (policy components), `snapshot` (what a gateway environment runs) and `fleet` (the
+//! gateways, the event hub that feeds them, rollouts).
 
 pub mod auth;
 pub mod db;
 pub mod devportal;
 pub mod error;
+pub mod fleet;
 pub mod keymanager;
 pub mod openapi;
 pub mod publisher;
@@ -46,18 +48,35 @@ pub struct AppState {
     /// Bumped whenever what gateways serve may have changed (a deployment, a lifecycle
     /// change, a subscription, a key, a revocation); gateway feeders watch it.
     pub changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Bumped with `changes` for changes made on this node only: what other nodes are told.
+    pub outbox: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Each environment's latest snapshot, for its gateways.
+    pub hub: Arc<fleet::Hub>,
+    /// Bumped whenever a gateway acknowledges; rollouts wait on it.
+    pub acks: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl AppState {
     /// State over a connected database.
     pub fn new(db: Db, settings: Settings) -> Self {
-        let (changes, _) = tokio::sync::watch::channel(0);
-        Self { db, settings: Arc::new(settings), failures: FailureLimiter::shared(), registry: Arc::default(), verified_secrets: Arc::default(), changes: Arc::new(changes) }
+        let counter = || Arc::new(tokio::sync::watch::channel(0).0);
+        Self {
+            db,
+            settings: Arc::new(settings),
+            failures: FailureLimiter::shared(),
+            registry: Arc::default(),
+            verified_secrets: Arc::default(),
+            changes: counter(),
+            outbox: counter(),
+            hub: Arc::default(),
+            acks: counter(),
+        }
     }
 
     /// Say that what gateways serve may have changed.
     pub fn changed(&self) {
         self.changes.send_modify(|version| *version += 1);
+        self.outbox.send_modify(|version| *version += 1);
     }
 }
 
@@ -69,6 +88,8 @@ pub fn app(state: AppState) -> Router {
         .merge(publisher::routes())
         .merge(devportal::routes())
         .merge(keymanager::routes())
+        .merge(registry::routes())
+        .merge(fleet::routes())
         .merge(openapi::routes())
         .with_state(state)
 }

@@ -6,11 +6,11 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{AppState, auth, devportal, keymanager, publisher, traffic};
+use crate::{AppState, auth, devportal, fleet, keymanager, publisher, registry, traffic};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Portico control plane", description = "Publisher, developer portal, key manager and traffic tiers."),
+    info(title = "Portico control plane", description = "Publisher, developer portal, key manager, traffic tiers, policy registry and gateway fleet."),
     paths(auth::login, auth::logout, auth::me, auth::create, auth::list),
     modifiers(&BearerAuth),
 )]
@@ -32,6 +32,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(publisher::Doc::openapi());
     doc.merge(devportal::Doc::openapi());
     doc.merge(keymanager::Doc::openapi());
+    doc.merge(registry::Doc::openapi());
+    doc.merge(fleet::Doc::openapi());
     doc
 }
 

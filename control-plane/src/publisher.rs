@@ -49,6 +49,7 @@ pub(crate) fn notify_change(state: &AppState) {
     deployments::list,
     deployments::deploy,
     deployments::undeploy,
+    deployments::rollback,
 ))]
 pub struct Doc;
 
@@ -63,6 +64,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/apis/{id}/revisions/{revision_id}", get(revisions::get).delete(revisions::delete))
         .route("/api/v1/apis/{id}/deployments", get(deployments::list).post(deployments::deploy))
         .route("/api/v1/apis/{id}/deployments/{environment}", delete(deployments::undeploy))
+        .route("/api/v1/apis/{id}/deployments/{environment}/rollback", post(deployments::rollback))
         .route("/api/v1/environments", get(environments::list).post(environments::create))
         .route("/api/v1/environments/{name}", delete(environments::delete))
 }

@@ -4,15 +4,13 @@
 //! is the gateway's own configuration type, so a gateway fed from here builds the same
 //! snapshot as one fed from a file.
 
-use std::collections::BTreeMap;
-
 use portico_gateway::config::{
-    ApiConfig, Attachment, ClaimMapping, Consumer, GatewayConfig, JwtIssuer, JwtKey, OperationConfig, RevokedToken, UpstreamConfig,
+    ApiConfig, Attachment, ClaimMapping, Consumer, GatewayConfig, JwtIssuer, JwtKey, ModuleSource, OperationConfig, RevokedToken, UpstreamConfig,
 };
 
 use crate::db::Db;
 use crate::error::ApiResult;
-use crate::{Settings, devportal, keymanager, publisher, traffic};
+use crate::{Settings, devportal, keymanager, publisher, registry, traffic};
 
 /// The gateway configuration of `environment` (listeners and admin left empty: the
 /// gateway process decides where it listens).
@@ -103,6 +101,19 @@ pub async fn for_environment(db: &Db, settings: &Settings, environment: &str) ->
         .map(|(jti, exp_ms)| RevokedToken { jti, expires_at: u64::try_from(exp_ms / 1000).unwrap_or(0) })
         .collect();
     let secret = devportal::api_key_hmac_secret(db).await?;
+    // Uploaded policies travel by digest; each gateway fetches and verifies them.
+    let mut attached: Vec<&str> = Vec::new();
+    for api in &apis {
+        attached.extend(api.policies.iter().map(|a| a.policy.as_str()));
+        for operation in &api.operations {
+            attached.extend(operation.policies.iter().map(|a| a.policy.as_str()));
+        }
+    }
+    let modules = registry::digests(db, attached)
+        .await?
+        .into_iter()
+        .map(|(reference, digest)| (reference, ModuleSource { path: None, sha256: Some(digest) }))
+        .collect();
 
     Ok(GatewayConfig {
         apis,
@@ -110,7 +121,7 @@ pub async fn for_environment(db: &Db, settings: &Settings, environment: &str) ->
         jwt_issuers,
         revoked_tokens,
         api_key_hmac_secret: Some(secret.iter().map(|b| format!("{b:02x}")).collect()),
-        modules: BTreeMap::new(),
+        modules,
         ..GatewayConfig::default()
     })
 }

@@ -18,6 +18,20 @@ pub fn postgres_url() -> String {
     std::env::var("PORTICO_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
+/// The URL of a new, empty PostgreSQL database on the test server. Panics (fails the
+/// test) when the server is not there.
+pub async fn fresh_postgres_database() -> String {
+    let admin_url = postgres_url();
+    let name = format!("portico_t_{}", uuid::Uuid::new_v4().simple());
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL is needed for these tests ({}): {e}", crate::db::redact(&admin_url)));
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
+    let base = admin_url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin_url);
+    format!("{base}/{name}")
+}
+
 /// A test database and the app over it.
 pub struct TestApp {
     /// The database.
@@ -38,17 +52,7 @@ impl TestApp {
                 std::fs::create_dir_all(&dir).expect("temp dir");
                 (format!("sqlite://{}?mode=rwc", dir.join("portico.db").display()), Some(dir))
             }
-            Engine::Postgres => {
-                let admin_url = postgres_url();
-                let name = format!("portico_t_{}", uuid::Uuid::new_v4().simple());
-                sqlx::any::install_default_drivers();
-                let mut conn = sqlx::AnyConnection::connect(&admin_url)
-                    .await
-                    .unwrap_or_else(|e| panic!("PostgreSQL is needed for these tests ({}): {e}", crate::db::redact(&admin_url)));
-                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
-                let base = admin_url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin_url);
-                (format!("{base}/{name}"), None)
-            }
+            Engine::Postgres => (fresh_postgres_database().await, None),
         };
         let db = Db::connect(&url).await.expect("connect test database");
         crate::auth::create_user(&db, "admin", "admin-password-1", crate::auth::Role::Admin).await.expect("admin");

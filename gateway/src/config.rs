@@ -161,11 +161,19 @@ impl Default for Limits {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ModuleSource {
-    /// Path of the `.wasm` component, relative to the configuration file.
-    pub path: PathBuf,
+    /// Path of the `.wasm` component, relative to the configuration file. Without it, the
+    /// module is `modules/<sha256>.wasm` in the gateway's module store (where modules from
+    /// a control plane are kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
     /// Expected sha256 of the file (hex); the module is refused when it differs.
     #[serde(default)]
     pub sha256: Option<String>,
+}
+
+/// Where a module with no `path` is kept, relative to the configuration's folder.
+pub fn stored_module_path(sha256: &str) -> PathBuf {
+    Path::new("modules").join(format!("{}.wasm", sha256.to_ascii_lowercase()))
 }
 
 /// A policy attached to the global chain, an API or an operation.
@@ -459,6 +467,15 @@ impl LoadedConfig {
     pub fn resolve(&self, path: &Path) -> PathBuf {
         self.base_dir.join(path)
     }
+
+    /// The file of a module: its `path`, or its place in the module store.
+    pub fn module_file(&self, source: &ModuleSource) -> PathBuf {
+        match (&source.path, &source.sha256) {
+            (Some(path), _) => self.resolve(path),
+            (None, Some(sha256)) => self.resolve(&stored_module_path(sha256)),
+            (None, None) => self.resolve(Path::new("modules/(unknown)")),
+        }
+    }
 }
 
 /// Read and parse a YAML (or JSON) configuration file, then check it.
@@ -475,6 +492,16 @@ pub fn load(file: &Path) -> Result<LoadedConfig, ConfigError> {
     }
     let base_dir = file.parent().map(Path::to_owned).unwrap_or_default();
     Ok(LoadedConfig { config, base_dir, file: file.to_owned() })
+}
+
+/// The version of a configuration: the first 8 bytes of the sha256 of its canonical JSON,
+/// in hex. A control plane and the gateways it feeds compute it the same way, so a
+/// gateway's acknowledgement names exactly what it runs.
+pub fn version(config: &GatewayConfig) -> String {
+    use sha2::Digest;
+    let canonical = serde_json::to_vec(config).unwrap_or_default();
+    let digest = sha2::Sha256::digest(&canonical);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Parse YAML text; the problem names the path where parsing stopped.
@@ -525,6 +552,9 @@ pub fn validate(config: &GatewayConfig) -> Vec<Problem> {
             && (digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()))
         {
             problem(format!("modules.{name}.sha256"), "must be 64 hex digits".into());
+        }
+        if module.path.is_none() && module.sha256.is_none() {
+            problem(format!("modules.{name}"), "needs a `path`, a `sha256` (a module from the store), or both".into());
         }
     }
     let check_attachments = |path: String, attachments: &[Attachment], problem: &mut dyn FnMut(String, String)| {

@@ -91,7 +91,7 @@ pub fn check(file: &Path) -> Result<String, String> {
 /// The files whose change triggers a reload: the configuration and its modules.
 fn watched_files(loaded: &LoadedConfig) -> Vec<PathBuf> {
     let mut files = vec![loaded.file.clone()];
-    files.extend(loaded.config.modules.values().map(|m| loaded.resolve(&m.path)));
+    files.extend(loaded.config.modules.values().map(|m| loaded.module_file(m)));
     files
 }
 

@@ -12,6 +12,7 @@ pub mod counters;
 pub mod error;
 pub mod exchange;
 pub mod file_mode;
+pub mod fleet;
 pub mod keys;
 pub mod listener;
 pub mod metrics;

@@ -154,19 +154,12 @@ impl Snapshot {
         }
         let digests = modules.compiled.values().map(|c| c.digest().to_owned()).collect();
         Ok(Snapshot {
-            version: config_version(config),
+            version: config::version(config),
             routes: routes.expect("no problems means routes were built"),
             limits: config.limits.clone(),
             digests,
         })
     }
-}
-
-fn config_version(config: &config::GatewayConfig) -> String {
-    use sha2::Digest;
-    let canonical = serde_json::to_vec(config).unwrap_or_default();
-    let digest = sha2::Sha256::digest(&canonical);
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Loads each module once per build, by attachment name.
@@ -185,7 +178,7 @@ impl ModuleLoader<'_> {
         let result = if let Some(builtin) = builtin::find(name) {
             self.engine.compile(name, builtin.component, None).map_err(|e| e.to_string())
         } else if let Some(source) = self.loaded.config.modules.get(name) {
-            let path: PathBuf = self.loaded.resolve(&source.path);
+            let path: PathBuf = self.loaded.module_file(source);
             std::fs::read(&path)
                 .map_err(|e| format!("cannot read policy module {}: {e}", path.display()))
                 .and_then(|bytes| self.engine.compile(name, &bytes, source.sha256.as_deref()).map_err(|e| e.to_string()))

@@ -34,11 +34,43 @@ enum Command {
         /// The YAML configuration.
         config: PathBuf,
     },
-    /// Run the control plane and a gateway in one process (WSO2 pattern 0).
+    /// Run the control plane and a gateway in one process (WSO2 pattern 0; pattern 1 with
+    /// two nodes on one PostgreSQL).
     AllInOne(crate::all_in_one::Options),
+    /// Run the control plane alone; gateways connect to it (WSO2 pattern 2).
+    ControlPlane(crate::control_plane::Options),
+    /// Run a gateway fed by a control plane, serving from its last-known-good cache while
+    /// the control plane is away.
+    Gateway(GatewayOptions),
     /// Write, build and test policies in Rust, Python or JavaScript.
     #[command(subcommand)]
     Policy(crate::policy_tool::PolicyCommand),
+}
+
+/// The `gateway` profile's options.
+#[derive(clap::Args)]
+struct GatewayOptions {
+    /// The control plane's URL.
+    #[arg(long, env = "PORTICO_CONTROL_PLANE")]
+    control_plane: String,
+    /// The environment this gateway serves.
+    #[arg(long, default_value = "default")]
+    environment: String,
+    /// The environment's gateway token (from POST /api/v1/environments/{name}/gateway-tokens).
+    #[arg(long, env = "PORTICO_GATEWAY_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The last-known-good cache folder (snapshot and modules).
+    #[arg(long, default_value = ".portico-gateway")]
+    cache_dir: PathBuf,
+    /// Where API traffic is served.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    admin: String,
+    /// The gateway's id in the fleet; by default one made at first start and kept in the cache.
+    #[arg(long)]
+    id: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -63,6 +95,19 @@ pub fn main() -> ExitCode {
             }
         },
         Command::AllInOne(options) => run(cli.workers, crate::all_in_one::run(options)),
+        Command::ControlPlane(options) => run(cli.workers, crate::control_plane::run(options)),
+        Command::Gateway(options) => run(
+            cli.workers,
+            portico_gateway::fleet::run(portico_gateway::fleet::Options {
+                control_plane: options.control_plane,
+                environment: options.environment,
+                token: options.token,
+                id: options.id,
+                cache_dir: options.cache_dir,
+                listen: options.listen,
+                admin: Some(options.admin),
+            }),
+        ),
         Command::Policy(command) => match crate::policy_tool::run(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

@@ -130,7 +130,7 @@ pub mod policy_builds {
 /// How long a gateway may take to start (it compiles its policies first).
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A `portico serve` process, killed when dropped.
+/// A `portico` process (any profile), killed when dropped.
 pub struct GatewayProcess {
     child: Child,
     /// The API listeners, in configuration order.
@@ -162,6 +162,13 @@ impl GatewayProcess {
     /// Start `portico <args>` (a profile that runs a gateway) with extra environment
     /// variables, and wait until its first configuration is applied.
     pub fn spawn(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::spawn_until(dir, args, env, &["configuration applied"])
+    }
+
+    /// Start `portico <args>` and wait until one of the `ready` messages is logged and the
+    /// profile's listeners are up (API listeners for profiles with a gateway, the control
+    /// plane's for profiles with one).
+    pub fn spawn_until(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)], ready: &[&str]) -> anyhow::Result<Self> {
         let mut child = Command::new(portico_binary())
             .args(["--log-format", "json", "--log", "info,portico::access=off", "--workers", "2"])
             .args(args)
@@ -188,7 +195,7 @@ impl GatewayProcess {
                 anyhow::bail!("gateway exited with {status} during start-up:\n{}", gateway.logs().join("\n"));
             }
             let events = gateway.events();
-            if events.iter().any(|e| e["message"] == "configuration applied") {
+            if events.iter().any(|e| e["message"].as_str().is_some_and(|m| ready.contains(&m))) {
                 gateway.listeners = events
                     .iter()
                     .filter(|e| e["message"] == "listening")
@@ -197,8 +204,10 @@ impl GatewayProcess {
                 gateway.admin = events.iter().find(|e| e["message"] == "admin listening").and_then(|e| e["address"].as_str()?.parse().ok());
                 gateway.control_plane =
                     events.iter().find(|e| e["message"] == "control plane listening").and_then(|e| e["address"].as_str()?.parse().ok());
-                let control_plane_ready = !args.contains(&"all-in-one") || gateway.control_plane.is_some();
-                if !gateway.listeners.is_empty() && control_plane_ready {
+                let profile = args.first().copied().unwrap_or_default();
+                let control_plane_ready = !["all-in-one", "control-plane"].contains(&profile) || gateway.control_plane.is_some();
+                let listeners_ready = profile == "control-plane" || !gateway.listeners.is_empty();
+                if listeners_ready && control_plane_ready {
                     return Ok(gateway);
                 }
             }
@@ -258,6 +267,61 @@ impl GatewayProcess {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// `kill -9` the process and wait for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client of a control plane's management API.
+pub struct ControlPlaneClient {
+    /// The HTTP client.
+    pub client: HttpClient,
+    /// `http://host:port`.
+    pub base: String,
+}
+
+impl ControlPlaneClient {
+    /// A client of the control plane at `address`.
+    pub fn new(address: SocketAddr) -> Self {
+        Self { client: HttpClient::default(), base: format!("http://{address}") }
+    }
+
+    /// Send a JSON request, with a bearer token if given.
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<serde_json::Value>) -> Reply {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(bearer) = &bearer {
+            headers.push(("authorization", bearer.as_str()));
+        }
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        self.client.send(method, &format!("{}{path}", self.base), &headers, body).await.unwrap()
+    }
+
+    /// Send a JSON request that must succeed; returns the JSON answer (`Null` when empty).
+    pub async fn ok(&self, method: Method, path: &str, token: Option<&str>, body: serde_json::Value) -> serde_json::Value {
+        let reply = self.call(method, path, token, Some(body)).await;
+        assert!(reply.status.is_success(), "{path}: {} {}", reply.status, reply.text());
+        if reply.body.is_empty() { serde_json::Value::Null } else { reply.json() }
+    }
+
+    /// Log in; returns the session token.
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let session = self.ok(Method::POST, "/api/v1/auth/login", None, serde_json::json!({"username": username, "password": password})).await;
+        session["token"].as_str().unwrap().to_owned()
+    }
+}
+
+/// Poll `check` every 20 ms until it holds; panics after `limit`. Returns how long it took.
+pub async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < limit, "{what} did not happen in {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
 }
 
 impl Drop for GatewayProcess {

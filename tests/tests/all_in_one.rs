@@ -2,52 +2,19 @@
 //! publish an API, sign up, create an application, subscribe, get a token, call through
 //! the gateway, hit the limit, revoke the token.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Method, StatusCode};
-use portico_tests::{GatewayProcess, HttpClient, MockUpstream, Reply};
+use portico_tests::{ControlPlaneClient, GatewayProcess, HttpClient, MockUpstream};
 use serde_json::{Value, json};
-
-struct ControlPlane {
-    client: HttpClient,
-    base: String,
-}
-
-impl ControlPlane {
-    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
-        let bearer = token.map(|t| format!("Bearer {t}"));
-        let mut headers = vec![("content-type", "application/json")];
-        if let Some(bearer) = &bearer {
-            headers.push(("authorization", bearer.as_str()));
-        }
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        self.client.send(method, &format!("{}{path}", self.base), &headers, body).await.unwrap()
-    }
-
-    async fn ok(&self, method: Method, path: &str, token: Option<&str>, body: Value) -> Value {
-        let reply = self.call(method, path, token, Some(body)).await;
-        assert!(reply.status.is_success(), "{path}: {} {}", reply.status, reply.text());
-        if reply.body.is_empty() { Value::Null } else { reply.json() }
-    }
-
-    async fn login(&self, username: &str, password: &str) -> String {
-        let session = self.ok(Method::POST, "/api/v1/auth/login", None, json!({"username": username, "password": password})).await;
-        session["token"].as_str().unwrap().to_owned()
-    }
-}
 
 fn basic(client_id: &str, secret: &str) -> String {
     use base64::Engine;
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{secret}")))
 }
 
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !check().await {
-        assert!(started.elapsed() < Duration::from_secs(5), "{what} did not happen in 5 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    started.elapsed()
+async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) -> Duration {
+    portico_tests::eventually(what, Duration::from_secs(5), check).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,7 +28,7 @@ async fn walkthrough() {
         &[("PORTICO_ADMIN_PASSWORD", "walkthrough-admin-1")],
     )
     .unwrap();
-    let cp = ControlPlane { client: HttpClient::default(), base: format!("http://{}", process.control_plane.unwrap()) };
+    let cp = ControlPlaneClient::new(process.control_plane.unwrap());
     let gateway = |path: &str| process.url(path);
     let client = HttpClient::default();
 

@@ -358,16 +358,16 @@ pub(super) fn check_endpoints(field: &str, endpoints: &[String]) -> ApiResult<()
     Ok(())
 }
 
-/// Check policy attachments' shape: only the built-in policies for now, each configured by
-/// a JSON object. What the configuration says is checked by the policy itself, in
-/// [`check_policy_configs`].
+/// Check policy attachments' shape: a built-in policy or a registry reference
+/// (`name@version`), each configured by a JSON object. Whether the policy exists and what
+/// its configuration says is checked in [`check_policy_configs`].
 pub(super) fn check_attachments(field: &str, attachments: &[Attachment]) -> ApiResult<()> {
     for (i, attachment) in attachments.iter().enumerate() {
-        if portico_gateway::policy::builtin::find(&attachment.policy).is_none() {
+        if portico_gateway::policy::builtin::find(&attachment.policy).is_none() && crate::registry::parse_reference(&attachment.policy).is_none() {
             let known: Vec<&str> = portico_gateway::policy::builtin::ALL.iter().map(|b| b.name).collect();
             return Err(ApiError::invalid(
                 format!("{field}[{i}].policy"),
-                format!("`{}` is not a policy; the policies are {}", attachment.policy, known.join(", ")),
+                format!("`{}` is not a policy: name a built-in ({}) or an uploaded policy as `name@version`", attachment.policy, known.join(", ")),
             ));
         }
         if !attachment.config.is_object() {
@@ -377,15 +377,13 @@ pub(super) fn check_attachments(field: &str, attachments: &[Attachment]) -> ApiR
     Ok(())
 }
 
-/// Run each attached policy's own check of its configuration (off the async threads: the
-/// first check of a policy compiles it).
+/// Run each attached policy's own check of its configuration (see [`crate::registry`]).
 pub(super) async fn check_policy_configs(state: &AppState, policies: &[Attachment], operations: &[Operation]) -> ApiResult<()> {
     let mut attachments: Vec<(String, Attachment)> = policies.iter().enumerate().map(|(i, a)| (format!("policies[{i}]"), a.clone())).collect();
     for (j, operation) in operations.iter().enumerate() {
         attachments.extend(operation.policies.iter().enumerate().map(|(i, a)| (format!("operations[{j}].policies[{i}]"), a.clone())));
     }
-    let registry = state.registry.clone();
-    tokio::task::spawn_blocking(move || registry.check(&attachments)).await.map_err(|e| ApiError::Internal(e.to_string()))?
+    state.registry.check(&state.db, &attachments).await
 }
 
 /// Check operations, upper-casing their methods. The templates are compiled by the

@@ -12,7 +12,7 @@ use super::apis;
 use super::revisions::{RevisionContent, parse_content};
 use crate::AppState;
 use crate::auth::Caller;
-use crate::db::{Db, now_ms};
+use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult, JsonBody};
 
 /// A revision of an API deployed on an environment.
@@ -123,22 +123,78 @@ pub async fn deploy(State(state): State<AppState>, caller: Caller, Path(id): Pat
         if known.is_none() {
             return Err(ApiError::invalid(format!("environments[{i}]"), format!("no environment named `{environment}`")));
         }
-        sqlx::query(
-            "INSERT INTO deployments (api_id, environment, revision_id, deployed_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (api_id, environment) DO UPDATE SET revision_id = excluded.revision_id, deployed_at = excluded.deployed_at",
-        )
-        .bind(&id)
-        .bind(environment)
-        .bind(&deploy.revision_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        put(&mut tx, &id, environment, &deploy.revision_id, now).await?;
     }
     let deployments = of_api(&mut tx, &id).await?;
     tx.commit().await?;
     tracing::info!(api = %id, revision = %deploy.revision_id, environments = ?deploy.environments, "revision deployed");
     super::notify_change(&state);
     Ok((StatusCode::CREATED, Json(deployments)))
+}
+
+/// Make `revision_id` the API's deployment on `environment` and record it in the history.
+async fn put(conn: &mut AnyConnection, api_id: &str, environment: &str, revision_id: &str, now: i64) -> ApiResult<()> {
+    sqlx::query(
+        "INSERT INTO deployments (api_id, environment, revision_id, deployed_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (api_id, environment) DO UPDATE SET revision_id = excluded.revision_id, deployed_at = excluded.deployed_at",
+    )
+    .bind(api_id)
+    .bind(environment)
+    .bind(revision_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO deployment_history (id, api_id, environment, revision_id, deployed_at, seq) \
+         SELECT $1, $2, $3, $4, $5, COALESCE(MAX(seq), 0) + 1 FROM deployment_history WHERE api_id = $2 AND environment = $3",
+    )
+    .bind(new_id())
+    .bind(api_id)
+    .bind(environment)
+    .bind(revision_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Roll back: deploy again, on this environment, the revision that was deployed there
+/// before the current one; answers every deployment of the API.
+#[utoipa::path(post, path = "/api/v1/apis/{id}/deployments/{environment}/rollback", operation_id = "rollback_deployment", tag = "publisher",
+    params(("id" = String, Path), ("environment" = String, Path)),
+    responses((status = 200, body = [Deployment]), (status = 401), (status = 403), (status = 404, description = "no such API, or not deployed there"),
+        (status = 409, description = "no earlier revision to go back to, or the API is not PUBLISHED or DEPRECATED")),
+    security(("bearer" = [])))]
+pub async fn rollback(State(state): State<AppState>, caller: Caller, Path((id, environment)): Path<(String, String)>) -> ApiResult<Json<Vec<Deployment>>> {
+    apis::visible(&state.db, &caller, &id).await?;
+    let mut tx = state.db.pool.begin().await?;
+    apis::lock(&mut tx, &id).await?;
+    let status = apis::row_in(&mut tx, &id).await?.status()?;
+    if !status.deployable() {
+        return Err(ApiError::Conflict(format!("only a PUBLISHED or DEPRECATED API can be deployed; this one is {}", status.as_str())));
+    }
+    let current: Option<String> = sqlx::query_scalar("SELECT revision_id FROM deployments WHERE api_id = $1 AND environment = $2")
+        .bind(&id)
+        .bind(&environment)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let current = current.ok_or_else(|| ApiError::NotFound(format!("the API is not deployed on `{environment}`")))?;
+    let previous: Option<String> = sqlx::query_scalar(
+        "SELECT h.revision_id FROM deployment_history h JOIN revisions r ON r.id = h.revision_id \
+         WHERE h.api_id = $1 AND h.environment = $2 AND h.revision_id <> $3 ORDER BY h.seq DESC LIMIT 1",
+    )
+    .bind(&id)
+    .bind(&environment)
+    .bind(&current)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let previous = previous.ok_or_else(|| ApiError::Conflict(format!("no earlier revision of this API was deployed on `{environment}`")))?;
+    put(&mut tx, &id, &environment, &previous, now_ms()).await?;
+    let deployments = of_api(&mut tx, &id).await?;
+    tx.commit().await?;
+    tracing::info!(api = %id, environment = %environment, from = %current, to = %previous, "deployment rolled back");
+    super::notify_change(&state);
+    Ok(Json(deployments))
 }
 
 /// Take the API off an environment.

@@ -1,0 +1,179 @@
+//! The gateways of each environment as the control plane sees them: registered when they
+//! connect, seen with every heartbeat, and what they acknowledged. A rollout is done when
+//! every healthy gateway of the environment runs its current snapshot.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use portico_gateway::fleet::protocol::{Ack, HEALTHY_WITHIN};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::hub;
+use crate::AppState;
+use crate::auth::{Caller, Role};
+use crate::db::{Db, now_ms};
+use crate::error::{ApiError, ApiResult};
+
+/// The longest a rollout request waits.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// A gateway and what it runs.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct GatewayStatus {
+    /// Its id.
+    pub id: String,
+    /// Its environment.
+    pub environment: String,
+    /// The snapshot version it acknowledged running.
+    pub running_version: Option<String>,
+    /// Whether that is the environment's current snapshot.
+    pub in_sync: bool,
+    /// Seen within the last 20 s.
+    pub healthy: bool,
+    /// The last version it refused, and why.
+    pub refused_version: Option<String>,
+    /// Why it refused it.
+    pub refused_reason: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub first_seen: i64,
+    /// Milliseconds since the Unix epoch.
+    pub last_seen: i64,
+}
+
+/// An environment's current snapshot and its gateways.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Rollout {
+    /// The environment.
+    pub environment: String,
+    /// The version of its current snapshot.
+    pub version: String,
+    /// Whether at least one gateway is healthy and every healthy gateway runs `version`.
+    pub done: bool,
+    /// Its gateways, healthy or not.
+    pub gateways: Vec<GatewayStatus>,
+}
+
+/// Query of `GET /api/v1/environments/{name}/rollout`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct RolloutQuery {
+    /// Wait up to this many milliseconds (at most 30000) for the rollout to be done.
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+/// Record that a gateway is alive (registering it on first sight).
+pub async fn seen(db: &Db, id: &str, environment: &str) -> ApiResult<()> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO gateways (id, environment, first_seen, last_seen) VALUES ($1, $2, $3, $3) \
+         ON CONFLICT (id) DO UPDATE SET environment = excluded.environment, last_seen = excluded.last_seen",
+    )
+    .bind(id)
+    .bind(environment)
+    .bind(now)
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
+/// Record a gateway's acknowledgement, and wake rollouts waiting for it.
+pub async fn record(state: &AppState, id: &str, environment: &str, ack: &Ack) -> ApiResult<()> {
+    let now = now_ms();
+    let (refused_version, refused_reason) = match &ack.refused {
+        Some(refusal) => (Some(refusal.version.as_str()), Some(refusal.reason.as_str())),
+        None => (None, None),
+    };
+    sqlx::query(
+        "INSERT INTO gateways (id, environment, running_version, refused_version, refused_reason, first_seen, last_seen) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6) \
+         ON CONFLICT (id) DO UPDATE SET environment = excluded.environment, running_version = excluded.running_version, \
+         refused_version = excluded.refused_version, refused_reason = excluded.refused_reason, last_seen = excluded.last_seen",
+    )
+    .bind(id)
+    .bind(environment)
+    .bind(&ack.running)
+    .bind(refused_version)
+    .bind(refused_reason)
+    .bind(now)
+    .execute(&state.db.pool)
+    .await?;
+    match &ack.refused {
+        Some(refusal) => tracing::warn!(gateway = id, environment, version = %refusal.version, reason = %refusal.reason, "a gateway refused a snapshot"),
+        None => tracing::info!(gateway = id, environment, version = ?ack.running, "gateway acknowledged"),
+    }
+    state.acks.send_modify(|n| *n += 1);
+    Ok(())
+}
+
+type GatewayRow = (String, String, Option<String>, Option<String>, Option<String>, i64, i64);
+
+async fn statuses(db: &Db, environment: Option<&str>, current: &HashMap<String, String>) -> ApiResult<Vec<GatewayStatus>> {
+    let columns = "id, environment, running_version, refused_version, refused_reason, first_seen, last_seen";
+    let rows: Vec<GatewayRow> = match environment {
+        Some(environment) => {
+            sqlx::query_as(&format!("SELECT {columns} FROM gateways WHERE environment = $1 ORDER BY id")).bind(environment).fetch_all(&db.pool).await?
+        }
+        None => sqlx::query_as(&format!("SELECT {columns} FROM gateways ORDER BY environment, id")).fetch_all(&db.pool).await?,
+    };
+    let now = now_ms();
+    Ok(rows
+        .into_iter()
+        .map(|(id, environment, running_version, refused_version, refused_reason, first_seen, last_seen)| GatewayStatus {
+            in_sync: running_version.is_some() && current.get(&environment) == running_version.as_ref(),
+            healthy: now - last_seen <= HEALTHY_WITHIN.as_millis() as i64,
+            id,
+            environment,
+            running_version,
+            refused_version,
+            refused_reason,
+            first_seen,
+            last_seen,
+        })
+        .collect())
+}
+
+/// List every gateway that has connected, by environment (admin or publisher).
+#[utoipa::path(get, path = "/api/v1/gateways", operation_id = "list_gateways", tag = "fleet",
+    responses((status = 200, body = [GatewayStatus]), (status = 401), (status = 403)), security(("bearer" = [])))]
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<GatewayStatus>>> {
+    caller.require(&[Role::Publisher])?;
+    let environments: Vec<String> = sqlx::query_scalar("SELECT DISTINCT environment FROM gateways").fetch_all(&state.db.pool).await?;
+    let mut current = HashMap::new();
+    for environment in environments {
+        let version = hub::publish(&state, &environment).await?.message.version;
+        current.insert(environment, version);
+    }
+    Ok(Json(statuses(&state.db, None, &current).await?))
+}
+
+/// An environment's rollout: its current snapshot version and whether every healthy
+/// gateway acknowledged running it. With `wait_ms`, answers as soon as it is done, or when
+/// the time is up (admin or publisher).
+#[utoipa::path(get, path = "/api/v1/environments/{name}/rollout", operation_id = "get_rollout", tag = "fleet",
+    params(("name" = String, Path), RolloutQuery),
+    responses((status = 200, body = Rollout), (status = 401), (status = 403), (status = 404)), security(("bearer" = [])))]
+pub async fn rollout(State(state): State<AppState>, caller: Caller, Path(environment): Path<String>, Query(query): Query<RolloutQuery>) -> ApiResult<Json<Rollout>> {
+    caller.require(&[Role::Publisher])?;
+    let known: Option<String> = sqlx::query_scalar("SELECT name FROM environments WHERE name = $1").bind(&environment).fetch_optional(&state.db.pool).await?;
+    if known.is_none() {
+        return Err(ApiError::not_found("environment", &environment));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(query.wait_ms).min(MAX_WAIT);
+    let mut acks = state.acks.subscribe();
+    loop {
+        let version = hub::publish(&state, &environment).await?.message.version;
+        let current = HashMap::from([(environment.clone(), version.clone())]);
+        let gateways = statuses(&state.db, Some(&environment), &current).await?;
+        let healthy: Vec<&GatewayStatus> = gateways.iter().filter(|g| g.healthy).collect();
+        let done = !healthy.is_empty() && healthy.iter().all(|g| g.in_sync);
+        if done || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(Rollout { environment, version, done, gateways }));
+        }
+        // Acknowledgements recorded by this node wake us at once; those recorded by
+        // another node are seen on the next poll.
+        let _ = tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + Duration::from_millis(50)), acks.changed()).await;
+    }
+}

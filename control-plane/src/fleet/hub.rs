@@ -1,0 +1,86 @@
+//! The event hub: per environment, the snapshot message gateways are sent, rebuilt after
+//! every change the control plane announces (deployments, lifecycle changes, revocations,
+//! subscriptions, keys, blocking conditions; from this node or, through the database, from
+//! another) and at least every 30 s. Gateways' streams watch it; a rebuild that changes
+//! nothing sends nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use portico_gateway::config;
+use portico_gateway::fleet::protocol::{PROTOCOL_VERSION, SNAPSHOT_EVENT, SnapshotMessage, event};
+use tokio::sync::watch;
+
+use crate::error::ApiResult;
+use crate::{AppState, snapshot};
+
+/// Changes closer together than this are built once.
+const COALESCE: Duration = Duration::from_millis(20);
+/// A rebuild at least this often, whatever was announced.
+const REBUILD_EVERY: Duration = Duration::from_secs(30);
+
+/// One environment's snapshot as sent.
+#[derive(Debug)]
+pub struct Published {
+    /// The message.
+    pub message: SnapshotMessage,
+    /// The message as a stream event, serialised once for every gateway.
+    pub event: Bytes,
+}
+
+/// The latest snapshot of each environment gateways follow.
+#[derive(Debug, Default)]
+pub struct Hub {
+    environments: Mutex<HashMap<String, watch::Receiver<Option<Arc<Published>>>>>,
+}
+
+/// Build what `environment` runs now, from the database.
+pub async fn publish(state: &AppState, environment: &str) -> ApiResult<Published> {
+    let config = snapshot::for_environment(&state.db, &state.settings, environment).await?;
+    let message = SnapshotMessage { protocol: PROTOCOL_VERSION, environment: environment.to_owned(), version: config::version(&config), config };
+    let data = serde_json::to_string(&message).map_err(|e| crate::error::ApiError::Internal(e.to_string()))?;
+    Ok(Published { event: Bytes::from(event(SNAPSHOT_EVENT, &data)), message })
+}
+
+impl Hub {
+    /// Follow `environment`: the receiver holds its latest snapshot (`None` until the
+    /// first is built). The first follower of an environment starts its builder.
+    pub fn follow(&self, state: &AppState, environment: &str) -> watch::Receiver<Option<Arc<Published>>> {
+        let mut environments = self.environments.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(receiver) = environments.get(environment) {
+            return receiver.clone();
+        }
+        let (sender, receiver) = watch::channel(None);
+        environments.insert(environment.to_owned(), receiver.clone());
+        tokio::spawn(build(state.clone(), environment.to_owned(), sender));
+        receiver
+    }
+}
+
+async fn build(state: AppState, environment: String, sender: watch::Sender<Option<Arc<Published>>>) {
+    let mut changes = state.changes.subscribe();
+    loop {
+        match publish(&state, &environment).await {
+            Ok(published) => {
+                let same = sender.borrow().as_ref().is_some_and(|p| p.message.version == published.message.version);
+                if !same {
+                    tracing::info!(environment = %environment, version = %published.message.version, "new snapshot");
+                    sender.send_replace(Some(Arc::new(published)));
+                }
+            }
+            Err(error) => tracing::error!(environment = %environment, error = %error, "cannot build the snapshot; gateways keep the previous one"),
+        }
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                tokio::time::sleep(COALESCE).await;
+                changes.borrow_and_update();
+            }
+            _ = tokio::time::sleep(REBUILD_EVERY) => {}
+        }
+    }
+}

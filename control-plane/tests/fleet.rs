@@ -1,0 +1,179 @@
+//! The policy registry, gateway tokens, the fleet endpoints' checks, rollbacks and the
+//! snapshot a gateway receives, on both engines.
+
+use axum::http::StatusCode;
+use base64::Engine as _;
+use portico_control_plane::on_both_engines;
+use portico_control_plane::test_support::TestApp;
+use portico_gateway::config::{self, GatewayConfig};
+use portico_gateway::policy::builtin;
+use serde_json::{Value, json};
+
+/// The built-in `headers` component, uploaded under another name: a real policy whose
+/// `init` refuses unknown fields.
+fn headers_component() -> String {
+    base64::engine::general_purpose::STANDARD.encode(builtin::find("headers").unwrap().component)
+}
+
+fn api_with(policy: Value) -> Value {
+    json!({"name": "reg", "version": "v1", "context": "/reg", "endpoints": ["http://127.0.0.1:9/"],
+        "operations": [{"method": "GET", "path": "/x"}], "policies": [policy]})
+}
+
+#[tokio::test]
+async fn uploads_are_validated_immutable_and_checked_against_their_schema() {
+    async fn check(app: TestApp) {
+        let publisher = app.user("pat", "publisher").await;
+        let subscriber = app.user("sue", "subscriber").await;
+        let schema = json!({"type": "object", "required": ["request"], "properties": {"request": {"type": "object"}}});
+        let upload = json!({"name": "my-headers", "version": "1.0.0", "component": headers_component(), "config_schema": schema});
+        let (status, _) = app.send("POST", "/api/v1/policies", Some(&subscriber), Some(upload.clone())).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, module) = app.send("POST", "/api/v1/policies", Some(&publisher), Some(upload.clone())).await;
+        assert_eq!(status, StatusCode::CREATED, "{module}");
+        assert_eq!(module["reference"], "my-headers@1.0.0");
+        assert_eq!(module["config_schema"], schema);
+        let (status, body) = app.send("POST", "/api/v1/policies", Some(&publisher), Some(upload)).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+        for (body, field) in [
+            (json!({"name": "key-auth", "version": "1", "component": headers_component()}), "name"),
+            (json!({"name": "Upper", "version": "1", "component": headers_component()}), "name"),
+            (json!({"name": "x", "version": "1 0", "component": headers_component()}), "version"),
+            (json!({"name": "x", "version": "1", "component": "AAAA"}), "component"),
+            (json!({"name": "x", "version": "1", "component": headers_component(), "config_schema": {"type": 12}}), "config_schema"),
+        ] {
+            let (status, problem) = app.send("POST", "/api/v1/policies", Some(&publisher), Some(body)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+            assert_eq!(problem["field"], field, "{problem}");
+        }
+
+        // Anyone logged in can read it.
+        let (status, _) = app.send("GET", "/api/v1/policies/my-headers/1.0.0", Some(&subscriber), None).await;
+        assert_eq!(status, StatusCode::OK);
+
+        // Attachments: an unknown upload, a config against the schema, one the policy's init refuses.
+        let (status, problem) = app.send("POST", "/api/v1/apis", Some(&publisher), Some(api_with(json!({"policy": "nope@1.0.0"})))).await;
+        assert_eq!((status, problem["field"].as_str()), (StatusCode::BAD_REQUEST, Some("policies[0].policy")), "{problem}");
+        let (status, problem) = app.send("POST", "/api/v1/apis", Some(&publisher), Some(api_with(json!({"policy": "my-headers@1.0.0", "config": {}})))).await;
+        assert_eq!((status, problem["field"].as_str()), (StatusCode::BAD_REQUEST, Some("policies[0].config")), "{problem}");
+        assert!(problem["detail"].as_str().unwrap().contains("schema"), "{problem}");
+        let (status, problem) = app
+            .send("POST", "/api/v1/apis", Some(&publisher), Some(api_with(json!({"policy": "my-headers@1.0.0", "config": {"request": {"bogus": 1}}}))))
+            .await;
+        assert_eq!((status, problem["field"].as_str()), (StatusCode::BAD_REQUEST, Some("policies[0].config")), "{problem}");
+        assert!(problem["detail"].as_str().unwrap().contains("bogus"), "{problem}");
+        let good = api_with(json!({"policy": "my-headers@1.0.0", "config": {"request": {"set": {"x-a": "1"}}}}));
+        let (status, api) = app.send("POST", "/api/v1/apis", Some(&publisher), Some(good)).await;
+        assert_eq!(status, StatusCode::CREATED, "{api}");
+        let id = api["id"].as_str().unwrap();
+
+        // Deployed, it travels by digest; a revision using it keeps it from deletion.
+        let (status, _) = app.send("POST", &format!("/api/v1/apis/{id}/lifecycle"), Some(&publisher), Some(json!({"action": "publish"}))).await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, revision) = app.send("POST", &format!("/api/v1/apis/{id}/revisions"), Some(&publisher), Some(json!({}))).await;
+        let (status, _) =
+            app.send("POST", &format!("/api/v1/apis/{id}/deployments"), Some(&publisher), Some(json!({"revision_id": revision["id"], "environments": ["default"]}))).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let published = portico_control_plane::fleet::hub::publish(&app.state, "default").await.unwrap();
+        let module = &published.message.config.modules["my-headers@1.0.0"];
+        assert_eq!(module.sha256.as_deref(), Some(module_digest(&app, &publisher).await.as_str()));
+        assert!(module.path.is_none());
+        // What the gateway parses has the version the control plane announced.
+        let text = std::str::from_utf8(&published.event).unwrap();
+        let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+        let received: portico_gateway::fleet::protocol::SnapshotMessage = serde_json::from_str(data).unwrap();
+        assert_eq!(config::version(&received.config), published.message.version);
+        let _: GatewayConfig = received.config;
+
+        let (status, body) = app.send("DELETE", "/api/v1/policies/my-headers/1.0.0", Some(&publisher), None).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        let (status, _) = app.send("DELETE", "/api/v1/policies/headers/0.1.0", Some(&publisher), None).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+    }
+    on_both_engines!(check);
+}
+
+async fn module_digest(app: &TestApp, token: &str) -> String {
+    let (_, module) = app.send("GET", "/api/v1/policies/my-headers/1.0.0", Some(token), None).await;
+    module["digest"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn gateway_tokens_open_only_their_environment() {
+    async fn check(app: TestApp) {
+        let admin = app.login("admin", "admin-password-1").await;
+        let publisher = app.user("pat", "publisher").await;
+        let (status, _) = app.send("POST", "/api/v1/environments/default/gateway-tokens", Some(&publisher), Some(json!({}))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) = app.send("POST", "/api/v1/environments/nowhere/gateway-tokens", Some(&admin), Some(json!({}))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, issued) = app.send("POST", "/api/v1/environments/default/gateway-tokens", Some(&admin), Some(json!({"description": "edge"}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{issued}");
+        let token = issued["token"].as_str().unwrap().to_owned();
+        let stored: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM gateway_tokens").fetch_all(&app.db.pool).await.unwrap();
+        assert!(!stored.contains(&token), "only the hash is stored");
+
+        let ack = |environment: &'static str, protocol: &'static str, token: String| {
+            let router = app.router.clone();
+            async move {
+                use tower::ServiceExt;
+                let request = axum::http::Request::post("/fleet/v1/acks")
+                    .header("authorization", format!("Bearer {token}"))
+                    .header("portico-protocol", protocol)
+                    .header("portico-gateway", "gw-1")
+                    .header("portico-environment", environment)
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(r#"{"running":"abc"}"#))
+                    .unwrap();
+                router.oneshot(request).await.unwrap().status()
+            }
+        };
+        assert_eq!(ack("default", "1", token.clone()).await, StatusCode::NO_CONTENT);
+        assert_eq!(ack("default", "1", "pgw_forged".into()).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(ack("prod", "1", token.clone()).await, StatusCode::FORBIDDEN);
+        assert_eq!(ack("default", "2", token.clone()).await, StatusCode::BAD_REQUEST);
+
+        let (_, gateways) = app.send("GET", "/api/v1/gateways", Some(&publisher), None).await;
+        assert_eq!(gateways[0]["id"], "gw-1");
+        assert_eq!(gateways[0]["running_version"], "abc");
+        assert_eq!(gateways[0]["in_sync"], false, "abc is not the current snapshot");
+        let (_, rollout) = app.send("GET", "/api/v1/environments/default/rollout", Some(&publisher), None).await;
+        assert_eq!(rollout["done"], false, "{rollout}");
+
+        let id = issued["id"].as_str().unwrap();
+        let (status, _) = app.send("DELETE", &format!("/api/v1/environments/default/gateway-tokens/{id}"), Some(&admin), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(ack("default", "1", token).await, StatusCode::UNAUTHORIZED);
+    }
+    on_both_engines!(check);
+}
+
+#[tokio::test]
+async fn rollback_deploys_the_previous_revision_again() {
+    async fn check(app: TestApp) {
+        let publisher = app.user("pat", "publisher").await;
+        let (_, api) = app.send("POST", "/api/v1/apis", Some(&publisher), Some(api_with(json!({"policy": "headers", "config": {}})))).await;
+        let id = api["id"].as_str().unwrap().to_owned();
+        app.send("POST", &format!("/api/v1/apis/{id}/lifecycle"), Some(&publisher), Some(json!({"action": "publish"}))).await;
+        let mut revisions = Vec::new();
+        for _ in 0..2 {
+            let (_, revision) = app.send("POST", &format!("/api/v1/apis/{id}/revisions"), Some(&publisher), Some(json!({}))).await;
+            revisions.push(revision["id"].as_str().unwrap().to_owned());
+        }
+        let rollback = format!("/api/v1/apis/{id}/deployments/default/rollback");
+        let (status, _) = app.send("POST", &rollback, Some(&publisher), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "not deployed yet");
+        for revision in &revisions {
+            let (status, _) = app.send("POST", &format!("/api/v1/apis/{id}/deployments"), Some(&publisher), Some(json!({"revision_id": revision, "environments": ["default"]}))).await;
+            assert_eq!(status, StatusCode::CREATED);
+        }
+        let (status, deployments) = app.send("POST", &rollback, Some(&publisher), None).await;
+        assert_eq!(status, StatusCode::OK, "{deployments}");
+        assert_eq!(deployments[0]["revision_id"], revisions[0].as_str());
+        // Rolling back again returns to the later one.
+        let (_, deployments) = app.send("POST", &rollback, Some(&publisher), None).await;
+        assert_eq!(deployments[0]["revision_id"], revisions[1].as_str());
+    }
+    on_both_engines!(check);
+}

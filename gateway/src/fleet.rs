@@ -1,0 +1,209 @@
+//! Fleet mode: the gateway fed by a control plane over the network (WSO2 pattern 2). It
+//! starts from its last-known-good cache when there is one, so it serves even while the
+//! control plane is away (across its own restarts too), then keeps an event stream open:
+//! each snapshot offered is checked, its modules fetched by digest and verified, compiled
+//! off the request path, swapped in atomically, cached, and acknowledged.
+
+pub mod cache;
+pub mod client;
+pub mod protocol;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use self::cache::Cache;
+use self::client::{ClientError, ControlPlane};
+use self::protocol::{Ack, PROTOCOL_VERSION, Refusal, SNAPSHOT_EVENT, SnapshotMessage};
+use crate::config::{self, AdminConfig, GatewayConfig, ListenerConfig, LoadedConfig};
+use crate::{Gateway, file_mode};
+
+/// The longest wait between two attempts to reach the control plane.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How a fleet gateway is started.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The control plane's URL (`http://host:port`).
+    pub control_plane: String,
+    /// The environment whose snapshot this gateway runs.
+    pub environment: String,
+    /// The gateway token of that environment.
+    pub token: String,
+    /// The gateway's id; by default one made up at its first start and kept in the cache.
+    pub id: Option<String>,
+    /// The last-known-good cache folder.
+    pub cache_dir: PathBuf,
+    /// Where API traffic is served.
+    pub listen: String,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub admin: Option<String>,
+}
+
+/// Run until SIGTERM or SIGINT.
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    let cache = Cache::open(&options.cache_dir).map_err(|e| anyhow::anyhow!("cannot use the cache folder {}: {e}", options.cache_dir.display()))?;
+    let id = match &options.id {
+        Some(id) => id.clone(),
+        None => cache.gateway_id().map_err(|e| anyhow::anyhow!("cannot keep the gateway id in {}: {e}", options.cache_dir.display()))?,
+    };
+    let control_plane = ControlPlane::new(&options.control_plane, &options.environment, &options.token, &id).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let gateway = Gateway::new()?;
+    start_from_cache(&gateway, &cache, &options.environment).await;
+
+    let local = listeners_only(&options.listen, options.admin.as_deref(), &options.cache_dir);
+    let (stop, stopped) = watch::channel(false);
+    let tasks = file_mode::start_listeners(&gateway, &local, stopped).await?;
+    tokio::spawn(file_mode::sweep_counters(gateway.clone()));
+    tokio::spawn(follow(gateway.clone(), control_plane, cache, options.environment.clone(), id));
+    file_mode::shutdown_signal().await?;
+    tracing::info!("shutting down; draining connections");
+    let _ = stop.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+/// A configuration with only a listener and an admin listener, for
+/// [`file_mode::start_listeners`] in processes whose snapshots come from a control plane.
+pub fn listeners_only(listen: &str, admin: Option<&str>, base_dir: &Path) -> LoadedConfig {
+    LoadedConfig {
+        config: GatewayConfig {
+            listeners: vec![ListenerConfig { address: listen.to_owned(), tls: None }],
+            admin: admin.map(|address| AdminConfig { address: address.to_owned() }),
+            ..GatewayConfig::default()
+        },
+        base_dir: base_dir.to_owned(),
+        file: base_dir.join("(listeners)"),
+    }
+}
+
+/// Apply the cached snapshot, if there is a good one.
+async fn start_from_cache(gateway: &Arc<Gateway>, cache: &Cache, environment: &str) {
+    match cache.load() {
+        Ok(None) => tracing::info!("no cached snapshot; waiting for the control plane"),
+        Ok(Some(message)) if message.environment != environment => tracing::error!(
+            cached = %message.environment,
+            environment,
+            "last-known-good cache refused: it holds another environment's snapshot; waiting for the control plane"
+        ),
+        Ok(Some(message)) => match gateway.apply(loaded(cache, message.config)).await {
+            Ok(version) => tracing::info!(version, "serving the last-known-good snapshot from the cache"),
+            Err(error) => tracing::error!(error = %error, "last-known-good cache refused; waiting for the control plane"),
+        },
+        Err(error) => tracing::error!(error = %error, "last-known-good cache refused; waiting for the control plane"),
+    }
+}
+
+fn loaded(cache: &Cache, config: GatewayConfig) -> LoadedConfig {
+    LoadedConfig { config, base_dir: cache.dir().to_owned(), file: cache.dir().join("snapshot.json") }
+}
+
+/// Keep the stream open, reconnecting with a growing pause while the control plane is
+/// away; every snapshot offered is applied and acknowledged.
+async fn follow(gateway: Arc<Gateway>, control_plane: ControlPlane, cache: Cache, environment: String, id: String) {
+    let mut backoff = Duration::from_millis(200);
+    let mut unreachable_logged = false;
+    loop {
+        match control_plane.stream().await {
+            Ok(mut stream) => {
+                tracing::info!(gateway = %id, environment = %environment, "connected to the control plane");
+                unreachable_logged = false;
+                backoff = Duration::from_millis(200);
+                loop {
+                    match stream.next().await {
+                        Ok(Some((name, data))) if name == SNAPSHOT_EVENT => {
+                            let ack = offer(&gateway, &control_plane, &cache, &environment, &data).await;
+                            if let Err(error) = control_plane.ack(&ack).await {
+                                tracing::warn!(error = %error, "acknowledgement not delivered");
+                            }
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            tracing::warn!("the control plane closed the stream; reconnecting");
+                            break;
+                        }
+                        Err(error) => {
+                            tracing::warn!(error = %error, "lost the control plane; serving the current snapshot, reconnecting");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(ClientError::Refused { status, detail }) => {
+                tracing::error!(status = status.as_u16(), detail = %detail, "the control plane refused this gateway; serving the current snapshot");
+                backoff = MAX_BACKOFF;
+            }
+            Err(error) => {
+                if !unreachable_logged {
+                    tracing::warn!(error = %error, "control plane unreachable; serving the current snapshot, retrying");
+                    unreachable_logged = true;
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Apply one offered snapshot; the acknowledgement says what runs now and, if it was
+/// refused, why.
+async fn offer(gateway: &Arc<Gateway>, control_plane: &ControlPlane, cache: &Cache, environment: &str, data: &str) -> Ack {
+    let running = |gateway: &Gateway| gateway.snapshot().map(|s| s.version.clone());
+    let message: SnapshotMessage = match serde_json::from_str(data) {
+        Ok(message) => message,
+        Err(error) => {
+            let reason = format!("not a snapshot message: {error}");
+            tracing::error!(reason, "snapshot refused; the current one keeps serving");
+            return Ack { running: running(gateway), refused: Some(Refusal { version: String::new(), reason }) };
+        }
+    };
+    if running(gateway).as_deref() == Some(message.version.as_str()) {
+        return Ack { running: running(gateway), refused: None };
+    }
+    let version = message.version.clone();
+    match apply(gateway, control_plane, cache, environment, message).await {
+        Ok(()) => {
+            tracing::info!(version, "snapshot applied");
+            Ack { running: running(gateway), refused: None }
+        }
+        Err(reason) => {
+            tracing::error!(version, reason, "snapshot refused; the current one keeps serving");
+            Ack { running: running(gateway), refused: Some(Refusal { version, reason }) }
+        }
+    }
+}
+
+async fn apply(gateway: &Arc<Gateway>, control_plane: &ControlPlane, cache: &Cache, environment: &str, message: SnapshotMessage) -> Result<(), String> {
+    if message.protocol != PROTOCOL_VERSION {
+        return Err(format!("protocol {} (this gateway speaks {PROTOCOL_VERSION})", message.protocol));
+    }
+    if message.environment != environment {
+        return Err(format!("it is for environment `{}`, this gateway serves `{environment}`", message.environment));
+    }
+    let computed = config::version(&message.config);
+    if computed != message.version {
+        return Err(format!("its configuration has version {computed}, the message says {}", message.version));
+    }
+    for (name, module) in &message.config.modules {
+        if module.path.is_some() {
+            return Err(format!("module `{name}` names a file; a control plane may only name modules by sha256"));
+        }
+        let Some(sha256) = module.sha256.as_deref() else {
+            return Err(format!("module `{name}` has no sha256"));
+        };
+        if cache.module_ok(sha256).map_err(|e| format!("module `{name}`: {e}"))? {
+            continue;
+        }
+        let bytes = control_plane.module(sha256).await.map_err(|e| format!("module `{name}` ({sha256}): {e}"))?;
+        cache.store_module(sha256, &bytes).map_err(|e| format!("module `{name}`: {e}"))?;
+    }
+    gateway.apply(loaded(cache, message.config.clone())).await.map_err(|e| e.to_string())?;
+    if let Err(error) = cache.save(&message) {
+        tracing::error!(error = %error, "the applied snapshot could not be cached; a restart without the control plane would start from an older one");
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! The gateway's HTTP client for its control plane: the event stream, modules by digest
+//! and acknowledgements, each request carrying the gateway's token, id, environment and
+//! protocol version.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::protocol::{
+    ACK_PATH, Ack, ENVIRONMENT_HEADER, EventReader, GATEWAY_HEADER, MODULES_PATH, PROTOCOL_HEADER, PROTOCOL_VERSION, SILENCE, STREAM_PATH,
+};
+
+/// The largest module a gateway downloads.
+pub const MAX_MODULE_BYTES: usize = 64 << 20;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A failed exchange with the control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No answer (connection refused, reset, timed out).
+    #[error("control plane unreachable: {0}")]
+    Unreachable(String),
+    /// An answer other than success; `detail` is the problem's detail when there was one.
+    #[error("control plane answered {status}: {detail}")]
+    Refused {
+        /// The status.
+        status: StatusCode,
+        /// What it said.
+        detail: String,
+    },
+}
+
+/// Talks to one control plane for one gateway.
+#[derive(Clone)]
+pub struct ControlPlane {
+    base: String,
+    authorization: HeaderValue,
+    gateway: HeaderValue,
+    environment: HeaderValue,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl ControlPlane {
+    /// A client for the control plane at `url` (`http://host:port`).
+    pub fn new(url: &str, environment: &str, token: &str, gateway_id: &str) -> Result<Self, String> {
+        let uri: Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            return Err(format!("`{url}`: the control plane URL must be http://host:port"));
+        }
+        let header = |what: &str, value: &str| HeaderValue::from_str(value).map_err(|_| format!("the {what} is not a valid header value"));
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).timer(TokioTimer::new()).pool_timer(TokioTimer::new()).build(connector);
+        Ok(Self {
+            base: url.trim_end_matches('/').to_owned(),
+            authorization: header("token", &format!("Bearer {token}"))?,
+            gateway: header("gateway id", gateway_id)?,
+            environment: header("environment", environment)?,
+            client,
+        })
+    }
+
+    fn request(&self, method: Method, path: &str, body: Bytes) -> Result<Request<Full<Bytes>>, ClientError> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .body(Full::new(body))
+            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        let headers = request.headers_mut();
+        headers.insert(AUTHORIZATION, self.authorization.clone());
+        headers.insert(GATEWAY_HEADER, self.gateway.clone());
+        headers.insert(ENVIRONMENT_HEADER, self.environment.clone());
+        headers.insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL_VERSION));
+        Ok(request)
+    }
+
+    async fn send(&self, request: Request<Full<Bytes>>) -> Result<http::Response<Incoming>, ClientError> {
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(request))
+            .await
+            .map_err(|_| ClientError::Unreachable("no answer within 30 s".into()))?
+            .map_err(|e| ClientError::Unreachable(format!("{e:#}")))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body = Limited::new(response.into_body(), 64 * 1024).collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let detail = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|problem| problem.get("detail").and_then(|d| d.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        Err(ClientError::Refused { status, detail })
+    }
+
+    /// Open the event stream.
+    pub async fn stream(&self) -> Result<EventStream, ClientError> {
+        let mut request = self.request(Method::GET, STREAM_PATH, Bytes::new())?;
+        request.headers_mut().insert(http::header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+        let response = self.send(request).await?;
+        Ok(EventStream { body: response.into_body(), reader: EventReader::default(), ready: Vec::new() })
+    }
+
+    /// Download a module by digest (the caller checks the digest).
+    pub async fn module(&self, sha256: &str) -> Result<Bytes, ClientError> {
+        let response = self.send(self.request(Method::GET, &format!("{MODULES_PATH}/{sha256}"), Bytes::new())?).await?;
+        Limited::new(response.into_body(), MAX_MODULE_BYTES)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| ClientError::Unreachable(format!("reading module {sha256}: {e}")))
+    }
+
+    /// Report what the gateway runs.
+    pub async fn ack(&self, ack: &Ack) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(ack).map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        let mut request = self.request(Method::POST, ACK_PATH, body.into())?;
+        request.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        self.send(request).await.map(drop)
+    }
+}
+
+/// The events of an open stream.
+pub struct EventStream {
+    body: Incoming,
+    reader: EventReader,
+    ready: Vec<(String, String)>,
+}
+
+impl EventStream {
+    /// The next event as (name, data); `None` when the control plane closed the stream.
+    /// A stream silent for [`SILENCE`] is an error (the control plane is gone without a word).
+    pub async fn next(&mut self) -> Result<Option<(String, String)>, ClientError> {
+        loop {
+            if !self.ready.is_empty() {
+                return Ok(Some(self.ready.remove(0)));
+            }
+            let frame = tokio::time::timeout(SILENCE, self.body.frame())
+                .await
+                .map_err(|_| ClientError::Unreachable(format!("the stream was silent for {} s", SILENCE.as_secs())))?;
+            match frame {
+                None => return Ok(None),
+                Some(Err(error)) => return Err(ClientError::Unreachable(format!("stream broken: {error}"))),
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        self.ready = self.reader.push(data);
+                    }
+                }
+            }
+        }
+    }
+}

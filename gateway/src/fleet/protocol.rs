@@ -1,0 +1,135 @@
+//! The gateway ↔ control plane protocol, version 1 (`docs/fleet.md`): what both planes
+//! send, the paths and headers, and the event-stream framing. A gateway opens the stream,
+//! receives its environment's snapshot at once and again after every change, fetches the
+//! modules it lacks by digest, applies the snapshot and acknowledges what it runs.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::GatewayConfig;
+
+/// The protocol version this build speaks; sent as [`PROTOCOL_HEADER`] on every request.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// `GET`: the event stream (`text/event-stream`) of the token's environment.
+pub const STREAM_PATH: &str = "/fleet/v1/stream";
+/// `POST`: an [`Ack`].
+pub const ACK_PATH: &str = "/fleet/v1/acks";
+/// `GET {MODULES_PATH}/{sha256}`: a policy component's bytes.
+pub const MODULES_PATH: &str = "/fleet/v1/modules";
+
+/// Header: the protocol version.
+pub const PROTOCOL_HEADER: &str = "portico-protocol";
+/// Header: the gateway's id (stable across its restarts).
+pub const GATEWAY_HEADER: &str = "portico-gateway";
+/// Header: the environment the gateway was started for; it must be the token's.
+pub const ENVIRONMENT_HEADER: &str = "portico-environment";
+
+/// The event that carries a [`SnapshotMessage`].
+pub const SNAPSHOT_EVENT: &str = "snapshot";
+/// How often the control plane writes on an otherwise idle stream.
+pub const KEEPALIVE: Duration = Duration::from_secs(5);
+/// A stream silent this long is taken for dead and opened again.
+pub const SILENCE: Duration = Duration::from_secs(15);
+/// A gateway not seen for this long is reported unhealthy.
+pub const HEALTHY_WITHIN: Duration = Duration::from_secs(20);
+
+/// What an environment runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotMessage {
+    /// [`PROTOCOL_VERSION`].
+    pub protocol: u32,
+    /// The environment.
+    pub environment: String,
+    /// [`crate::config::version`] of `config`.
+    pub version: String,
+    /// The configuration. Its modules have no `path`: each is fetched by `sha256`.
+    pub config: GatewayConfig,
+}
+
+/// A gateway's report after a snapshot was offered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ack {
+    /// The version the gateway serves now (none before its first snapshot).
+    pub running: Option<String>,
+    /// Set when the offered snapshot was refused: its version and why.
+    #[serde(default)]
+    pub refused: Option<Refusal>,
+}
+
+/// A snapshot a gateway would not apply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refusal {
+    /// The refused version.
+    pub version: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// One server-sent event as written on the stream (`data` must be one line).
+pub fn event(name: &str, data: &str) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
+}
+
+/// Reads server-sent events from chunks as they arrive (comments and `id`/`retry` fields are
+/// skipped; multi-line data is joined with `\n`).
+#[derive(Debug, Default)]
+pub struct EventReader {
+    pending: Vec<u8>,
+    name: String,
+    data: String,
+}
+
+impl EventReader {
+    /// Feed a chunk; returns the events it completed, as (name, data).
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<(String, String)> {
+        self.pending.extend_from_slice(chunk);
+        let mut events = Vec::new();
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line[..line.len() - 1]);
+            let line = line.strip_suffix('\r').unwrap_or(&line);
+            if line.is_empty() {
+                if !self.data.is_empty() || !self.name.is_empty() {
+                    let name = if self.name.is_empty() { "message".to_owned() } else { std::mem::take(&mut self.name) };
+                    events.push((name, std::mem::take(&mut self.data)));
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = line.split_once(':').map(|(f, v)| (f, v.strip_prefix(' ').unwrap_or(v))).unwrap_or((line, ""));
+            match field {
+                "event" => self.name = value.to_owned(),
+                "data" => {
+                    if !self.data.is_empty() {
+                        self.data.push('\n');
+                    }
+                    self.data.push_str(value);
+                }
+                _ => {}
+            }
+        }
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_split_across_chunks_are_read_whole() {
+        let mut reader = EventReader::default();
+        let text = format!(": keep-alive\n\n{}{}", event("snapshot", "{\"a\":1}"), "data: one\r\ndata: two\r\n\r\n");
+        let (first, second) = text.as_bytes().split_at(20);
+        let mut events = reader.push(first);
+        events.extend(reader.push(second));
+        assert_eq!(events, vec![("snapshot".to_owned(), "{\"a\":1}".to_owned()), ("message".to_owned(), "one\ntwo".to_owned())]);
+    }
+}

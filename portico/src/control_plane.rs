@@ -1,0 +1,81 @@
+//! The control-plane profile: the management API, the OAuth2 endpoints and the fleet
+//! endpoints gateways connect to, on SQLite or PostgreSQL. Several nodes on one
+//! PostgreSQL tell each other about changes (LISTEN/NOTIFY), so each pushes every change
+//! to the gateways connected to it.
+
+use std::path::PathBuf;
+
+use portico_control_plane::db::Db;
+use portico_control_plane::{AppState, Settings, app, auth, fleet};
+use tokio::sync::watch;
+
+/// Where the control plane keeps its data and listens.
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "control_plane_options")]
+pub struct Options {
+    /// Folder for the embedded database.
+    #[arg(long, default_value = ".portico")]
+    pub data_dir: PathBuf,
+    /// Database URL instead of the embedded SQLite file (e.g. postgres://… for HA).
+    #[arg(long, env = "PORTICO_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Where the control plane serves its REST API, OAuth2 and fleet endpoints.
+    #[arg(long, default_value = "127.0.0.1:9080")]
+    pub api: String,
+    /// The control plane's public URL (the OAuth2 issuer); `http://<api address>` by default.
+    /// Nodes of one cluster must share it.
+    #[arg(long)]
+    pub public_url: Option<String>,
+}
+
+/// A control plane serving requests.
+pub struct Started {
+    /// Its state.
+    pub state: AppState,
+    /// The server; it ends when `stopped` turns true.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Open the database (bootstrapping the first admin), bind and serve; the address is
+/// logged as `control plane listening`.
+pub async fn start(options: &Options, mut stopped: watch::Receiver<bool>) -> anyhow::Result<Started> {
+    std::fs::create_dir_all(&options.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create the data folder {}: {e}", options.data_dir.display()))?;
+    let url = match &options.database_url {
+        Some(url) => url.clone(),
+        None => format!("sqlite://{}?mode=rwc", options.data_dir.join("portico.db").display()),
+    };
+    let db = Db::connect(&url).await?;
+    if let Some(password) = auth::bootstrap_admin(&db).await? {
+        // Shown once: only its hash is stored.
+        println!("First start: created the user `admin` with password {password}");
+        println!("(set PORTICO_ADMIN_PASSWORD before the first start to choose it)");
+    }
+    let listener = tokio::net::TcpListener::bind(&options.api).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.api))?;
+    let address = listener.local_addr()?;
+    let public_url = options.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
+    let state = AppState::new(db, Settings { public_url });
+    fleet::notify::start(&state);
+    tracing::info!(%address, "control plane listening");
+    let router = app(state.clone());
+    let task = tokio::spawn(async move {
+        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = stopped.changed().await;
+        });
+        if let Err(error) = server.await {
+            tracing::error!(error = %error, "control plane server failed");
+        }
+    });
+    Ok(Started { state, task })
+}
+
+/// Run until SIGTERM or SIGINT.
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    let (stop, stopped) = watch::channel(false);
+    let started = start(&options, stopped).await?;
+    portico_gateway::file_mode::shutdown_signal().await?;
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    let _ = started.task.await;
+    Ok(())
+}

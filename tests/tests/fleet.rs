@@ -1,0 +1,368 @@
+//! WSO2 pattern 2 with real processes on loopback: a control plane and two gateways fed
+//! over the network, and pattern 1: two all-in-one nodes on one PostgreSQL.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use http::{Method, StatusCode};
+use portico_tests::{ControlPlaneClient, GatewayProcess, HttpClient, MockUpstream, eventually, policies};
+use serde_json::{Value, json};
+
+const ADMIN_PASSWORD: &str = "fleet-admin-pass-1";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_control_plane(data: &Path, port: u16) -> GatewayProcess {
+    GatewayProcess::spawn_until(
+        tempfile::tempdir().unwrap(),
+        &["control-plane", "--data-dir", &data.display().to_string(), "--api", &format!("127.0.0.1:{port}")],
+        &[("PORTICO_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+        &["control plane listening"],
+    )
+    .unwrap()
+}
+
+fn start_gateway(control_plane: &str, token: &str, cache: &Path, ready: &str) -> GatewayProcess {
+    GatewayProcess::spawn_until(
+        tempfile::tempdir().unwrap(),
+        &[
+            "gateway",
+            "--control-plane",
+            control_plane,
+            "--environment",
+            "default",
+            "--cache-dir",
+            &cache.display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+        &[("PORTICO_GATEWAY_TOKEN", token)],
+        &[ready],
+    )
+    .unwrap()
+}
+
+fn component(path: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap())
+}
+
+/// What answered: the policy version stamped on the request the upstream saw.
+async fn version_at(client: &HttpClient, gateway: &GatewayProcess, key: &str) -> Result<String, String> {
+    match client.get(&gateway.url("/stamped/v1/hello"), &[("apikey", key)]).await {
+        Ok(reply) if reply.status == StatusCode::OK => reply.upstream_header("x-policy-version").ok_or_else(|| "no stamp".to_owned()),
+        Ok(reply) => Err(format!("{} {}", reply.status, reply.text())),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// Deploy a new revision of `api` with `policy` attached; returns the revision id.
+async fn deploy_with(cp: &ControlPlaneClient, token: &str, api: &str, upstream: &str, policy: &str) -> String {
+    cp.ok(
+        Method::PUT,
+        &format!("/api/v1/apis/{api}"),
+        Some(token),
+        json!({"name": "stamped", "version": "v1", "context": "/stamped", "endpoints": [upstream], "operations": [{"method": "GET", "path": "/hello"}], "policies": [{"policy": policy}]}),
+    )
+    .await;
+    let revision = cp.ok(Method::POST, &format!("/api/v1/apis/{api}/revisions"), Some(token), json!({})).await;
+    cp.ok(Method::POST, &format!("/api/v1/apis/{api}/deployments"), Some(token), json!({"revision_id": revision["id"], "environments": ["default"]})).await;
+    revision["id"].as_str().unwrap().to_owned()
+}
+
+/// Wait for the rollout of `default` to be acknowledged by `gateways` healthy gateways.
+async fn rolled_out(cp: &ControlPlaneClient, token: &str, gateways: usize) -> (Duration, Value) {
+    let started = Instant::now();
+    loop {
+        let rollout = cp.ok(Method::GET, "/api/v1/environments/default/rollout?wait_ms=3000", Some(token), Value::Null).await;
+        let healthy = rollout["gateways"].as_array().unwrap().iter().filter(|g| g["healthy"] == true).count();
+        if rollout["done"] == true && healthy == gateways {
+            return (started.elapsed(), rollout);
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "rollout not done: {rollout}");
+    }
+}
+
+/// Requests to every gateway in a loop until stopped; counts successes and failures.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+
+impl Load {
+    fn start(urls: Vec<String>, key: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(Mutex::new(Vec::new()));
+        let tasks = urls
+            .into_iter()
+            .map(|url| {
+                let (stop, ok, failed, key) = (stop.clone(), ok.clone(), failed.clone(), key.to_owned());
+                tokio::spawn(async move {
+                    let client = HttpClient::default();
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        match client.get(&url, &[("apikey", &key)]).await {
+                            Ok(reply) if reply.status == StatusCode::OK => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(reply) => failed.lock().unwrap().push(format!("{} {}", reply.status, reply.text())),
+                            Err(error) => failed.lock().unwrap().push(error.to_string()),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { stop, ok, failed, tasks }
+    }
+
+    async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        (self.ok.load(Ordering::Relaxed), self.failed.lock().unwrap().clone())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pattern_2_control_plane_and_two_gateways() {
+    let upstream = MockUpstream::start().await;
+    let client = HttpClient::default();
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cp_url = format!("http://127.0.0.1:{port}");
+    let mut control_plane = start_control_plane(data.path(), port);
+    let cp = ControlPlaneClient::new(control_plane.control_plane.unwrap());
+    let admin = cp.login("admin", ADMIN_PASSWORD).await;
+
+    // The registry: two versions of a policy; bad uploads are refused with the reason.
+    for (version, path) in [("1.0.0", policies::STAMP_V1), ("2.0.0", policies::STAMP_V2)] {
+        let uploaded = cp.ok(Method::POST, "/api/v1/policies", Some(&admin), json!({"name": "stamp", "version": version, "component": component(path)})).await;
+        assert_eq!(uploaded["reference"], format!("stamp@{version}"));
+        assert_eq!(uploaded["digest"].as_str().unwrap().len(), 64);
+    }
+    let again = cp.call(Method::POST, "/api/v1/policies", Some(&admin), Some(json!({"name": "stamp", "version": "1.0.0", "component": component(policies::STAMP_V2)}))).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text());
+    let bad_uploads = [
+        (component(policies::NOT_A_POLICY), "not a policy of the portico:policy@0.1.0 world"),
+        (component(policies::FUTURE_WORLD), "0.2.0"),
+        (base64::engine::general_purpose::STANDARD.encode(b"\0asm garbage"), "not a WebAssembly component"),
+        ("%%%".to_owned(), "not base64"),
+    ];
+    for (bytes, reason) in bad_uploads {
+        let reply = cp.call(Method::POST, "/api/v1/policies", Some(&admin), Some(json!({"name": "bad", "version": "1.0.0", "component": bytes}))).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+        assert_eq!(reply.json()["field"], "component");
+        assert!(reply.json()["detail"].as_str().unwrap().contains(reason), "{reason}: {}", reply.text());
+    }
+    let listed = cp.ok(Method::GET, "/api/v1/policies", Some(&admin), Value::Null).await;
+    let references: Vec<&str> = listed.as_array().unwrap().iter().map(|p| p["reference"].as_str().unwrap()).collect();
+    assert_eq!(references, ["key-auth", "throttle", "headers", "stamp@1.0.0", "stamp@2.0.0"]);
+
+    // An API using stamp@1.0.0, and an application with an API key subscribed to it.
+    let api = cp
+        .ok(Method::POST, "/api/v1/apis", Some(&admin), json!({"name": "stamped", "version": "v1", "context": "/stamped", "endpoints": [upstream.url()], "operations": [{"method": "GET", "path": "/hello"}], "policies": [{"policy": "stamp@1.0.0"}]}))
+        .await;
+    let api = api["id"].as_str().unwrap().to_owned();
+    cp.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
+    let app = cp.ok(Method::POST, "/api/v1/applications", Some(&admin), json!({"name": "load"})).await;
+    let app = app["id"].as_str().unwrap().to_owned();
+    cp.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(&admin), json!({"api_id": api, "tier": "Unlimited"})).await;
+    let key = cp.ok(Method::POST, &format!("/api/v1/applications/{app}/api-keys"), Some(&admin), json!({})).await;
+    let (key_id, key) = (key["id"].as_str().unwrap().to_owned(), key["key"].as_str().unwrap().to_owned());
+    let v1_revision = deploy_with(&cp, &admin, &api, &upstream.url(), "stamp@1.0.0").await;
+
+    // Two gateways register with the environment's token.
+    let token = cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({"description": "pattern 2 test"})).await;
+    let token = token["token"].as_str().unwrap().to_owned();
+    let wrong = cp.client.get(&format!("{cp_url}/fleet/v1/stream"), &[("authorization", "Bearer nope"), ("portico-protocol", "1"), ("portico-gateway", "x"), ("portico-environment", "default")]).await.unwrap();
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let caches = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut gateways = vec![
+        start_gateway(&cp_url, &token, caches[0].path(), "snapshot applied"),
+        start_gateway(&cp_url, &token, caches[1].path(), "snapshot applied"),
+    ];
+    let (_, rollout) = rolled_out(&cp, &admin, 2).await;
+    for gateway in &gateways {
+        assert_eq!(version_at(&client, gateway, &key).await.as_deref(), Ok("portico-test-stamp-v1"));
+    }
+    let listed = cp.ok(Method::GET, "/api/v1/gateways", Some(&admin), Value::Null).await;
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert!(listed.as_array().unwrap().iter().all(|g| g["running_version"] == rollout["version"] && g["in_sync"] == true), "{listed}");
+
+    // A new policy version under steady load: no failed request; both gateways on it within 1 s.
+    let urls: Vec<String> = gateways.iter().map(|g| g.url("/stamped/v1/hello")).collect();
+    let load = Load::start(urls.clone(), &key);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deployed = Instant::now();
+    deploy_with(&cp, &admin, &api, &upstream.url(), "stamp@2.0.0").await;
+    let (_, _) = rolled_out(&cp, &admin, 2).await;
+    let acknowledged = deployed.elapsed();
+    println!("deploy acknowledged by both gateways after {acknowledged:?}");
+    assert!(acknowledged < Duration::from_secs(1), "the deploy took {acknowledged:?} to be acknowledged fleet-wide");
+    for gateway in &gateways {
+        assert_eq!(version_at(&client, gateway, &key).await.as_deref(), Ok("portico-test-stamp-v2"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (served, failed) = load.finish().await;
+    println!("{served} requests served during the policy upgrade");
+    assert!(served > 50, "{served}");
+    assert!(failed.is_empty(), "{} failed: {:?}", failed.len(), &failed[..failed.len().min(5)]);
+
+    // Rollback: both gateways back on v1.
+    let rolled_back = cp.ok(Method::POST, &format!("/api/v1/apis/{api}/deployments/default/rollback"), Some(&admin), json!({})).await;
+    assert_eq!(rolled_back[0]["revision_id"], v1_revision.as_str());
+    rolled_out(&cp, &admin, 2).await;
+    for gateway in &gateways {
+        assert_eq!(version_at(&client, gateway, &key).await.as_deref(), Ok("portico-test-stamp-v1"));
+    }
+
+    // The registry keeps what a revision uses.
+    let busy = cp.call(Method::DELETE, "/api/v1/policies/stamp/1.0.0", Some(&admin), None).await;
+    assert_eq!(busy.status, StatusCode::CONFLICT, "{}", busy.text());
+
+    // A revoked key is refused by both gateways within 1 s.
+    let other = cp.ok(Method::POST, &format!("/api/v1/applications/{app}/api-keys"), Some(&admin), json!({})).await;
+    let other = other["key"].as_str().unwrap().to_owned();
+    eventually("the new key working everywhere", Duration::from_secs(2), async || {
+        let mut all = true;
+        for gateway in &gateways {
+            all &= version_at(&client, gateway, &other).await.is_ok();
+        }
+        all
+    })
+    .await;
+    let reply = cp.call(Method::DELETE, &format!("/api/v1/applications/{app}/api-keys/{key_id}"), Some(&admin), None).await;
+    assert!(reply.status.is_success(), "{}", reply.text());
+    let took = eventually("the revoked key refused by both gateways", Duration::from_secs(1), async || {
+        let mut all = true;
+        for gateway in &gateways {
+            all &= client.get(&gateway.url("/stamped/v1/hello"), &[("apikey", &key)]).await.unwrap().status == StatusCode::UNAUTHORIZED;
+        }
+        all
+    })
+    .await;
+    println!("revoked key refused by both gateways after {took:?}");
+    let key = other;
+
+    // The control plane dies: both gateways keep serving.
+    control_plane.kill();
+    let load = Load::start(gateways.iter().map(|g| g.url("/stamped/v1/hello")).collect(), &key);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (served, failed) = load.finish().await;
+    assert!(served > 20 && failed.is_empty(), "{served} served, failed: {failed:?}");
+
+    // A gateway restarted while the control plane is down starts from its cache.
+    drop(gateways.remove(0));
+    let restarted = start_gateway(&cp_url, &token, caches[0].path(), "serving the last-known-good snapshot from the cache");
+    assert_eq!(version_at(&client, &restarted, &key).await.as_deref(), Ok("portico-test-stamp-v1"));
+
+    // A corrupt cache is refused with a clear error; the gateway waits for the control plane.
+    drop(gateways.remove(0));
+    let snapshot_file = caches[1].path().join("snapshot.json");
+    let mut bytes = std::fs::read(&snapshot_file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&snapshot_file, bytes).unwrap();
+    let corrupt = start_gateway(&cp_url, &token, caches[1].path(), "last-known-good cache refused; waiting for the control plane");
+    assert!(corrupt.logs().iter().any(|l| l.contains("snapshot.json is corrupt")), "{:?}", corrupt.logs());
+    let reply = client.get(&corrupt.url("/stamped/v1/hello"), &[("apikey", &key)]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    // The control plane returns: the gateway with the corrupt cache converges.
+    let control_plane = start_control_plane(data.path(), port);
+    let took = eventually("the gateway with the corrupt cache converging", Duration::from_secs(10), async || {
+        version_at(&client, &corrupt, &key).await.as_deref() == Ok("portico-test-stamp-v1")
+    })
+    .await;
+    println!("converged {took:?} after the control plane came back");
+    assert_eq!(version_at(&client, &restarted, &key).await.as_deref(), Ok("portico-test-stamp-v1"));
+    drop(control_plane);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pattern_1_two_all_in_one_nodes_on_postgres() {
+    let database = portico_control_plane::test_support::fresh_postgres_database().await;
+    let upstream = MockUpstream::start().await;
+    let client = HttpClient::default();
+    // Both nodes share one issuer URL, as they would behind a load balancer.
+    let public_url = "http://portico.example";
+    let node = |name: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data").display().to_string();
+        GatewayProcess::spawn(
+            dir,
+            &[
+                "all-in-one",
+                "--data-dir",
+                &data,
+                "--database-url",
+                &database,
+                "--public-url",
+                public_url,
+                "--gateway",
+                "127.0.0.1:0",
+                "--api",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--gateway-id",
+                name,
+            ],
+            &[("PORTICO_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+        )
+        .unwrap()
+    };
+    let first = node("node-1");
+    let second = node("node-2");
+    let cp1 = ControlPlaneClient::new(first.control_plane.unwrap());
+    let cp2 = ControlPlaneClient::new(second.control_plane.unwrap());
+    let admin = cp1.login("admin", ADMIN_PASSWORD).await;
+
+    // Published and deployed on node 1: served by node 2's gateway within 1 s.
+    let api = cp1.ok(Method::POST, "/api/v1/apis", Some(&admin), json!({"name": "shared", "version": "v1", "context": "/shared", "endpoints": [upstream.url()], "operations": [{"method": "GET", "path": "/x"}]})).await;
+    let api = api["id"].as_str().unwrap().to_owned();
+    cp1.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
+    let app = cp1.ok(Method::POST, "/api/v1/applications", Some(&admin), json!({"name": "both"})).await;
+    let app = app["id"].as_str().unwrap().to_owned();
+    cp1.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(&admin), json!({"api_id": api, "tier": "Unlimited"})).await;
+    let key = cp1.ok(Method::POST, &format!("/api/v1/applications/{app}/api-keys"), Some(&admin), json!({})).await;
+    let (key_id, key) = (key["id"].as_str().unwrap().to_owned(), key["key"].as_str().unwrap().to_owned());
+    let revision = cp1.ok(Method::POST, &format!("/api/v1/apis/{api}/revisions"), Some(&admin), json!({})).await;
+    let deployed = Instant::now();
+    cp1.ok(Method::POST, &format!("/api/v1/apis/{api}/deployments"), Some(&admin), json!({"revision_id": revision["id"], "environments": ["default"]})).await;
+    for node in [&first, &second] {
+        eventually("the deployment served by both nodes", Duration::from_secs(1).saturating_sub(deployed.elapsed()).max(Duration::from_millis(1)), async || {
+            client.get(&node.url("/shared/v1/x"), &[("apikey", &key)]).await.unwrap().status == StatusCode::OK
+        })
+        .await;
+    }
+    println!("deployment on node 1 served by both nodes after {:?}", deployed.elapsed());
+    let rollout = cp2.ok(Method::GET, "/api/v1/environments/default/rollout?wait_ms=3000", Some(&admin), Value::Null).await;
+    assert_eq!(rollout["done"], true, "{rollout}");
+    assert_eq!(rollout["gateways"].as_array().unwrap().len(), 2, "{rollout}");
+
+    // Revoked on node 2: refused by both nodes within 1 s.
+    let reply = cp2.call(Method::DELETE, &format!("/api/v1/applications/{app}/api-keys/{key_id}"), Some(&admin), None).await;
+    assert!(reply.status.is_success(), "{}", reply.text());
+    let took = eventually("the revoked key refused by both nodes", Duration::from_secs(1), async || {
+        let mut all = true;
+        for node in [&first, &second] {
+            all &= client.get(&node.url("/shared/v1/x"), &[("apikey", &key)]).await.unwrap().status == StatusCode::UNAUTHORIZED;
+        }
+        all
+    })
+    .await;
+    println!("key revoked on node 2 refused by both nodes after {took:?}");
+}
