@@ -122,6 +122,7 @@ pub async fn for_environment(db: &Db, settings: &Settings, environment: &str) ->
         revoked_tokens,
         api_key_hmac_secret: Some(secret.iter().map(|b| format!("{b:02x}")).collect()),
         modules,
+        blocked: traffic::blocking::for_gateways(db).await?,
         ..GatewayConfig::default()
     })
 }

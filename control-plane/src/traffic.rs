@@ -1,6 +1,9 @@
 //! Throttling tiers (business plans): subscription tiers (Unlimited, Gold, Silver,
 //! Bronze, ...) and application tiers, each a request quota per unit of time with an
 //! optional burst limit. They become the throttle policy's configuration in snapshots.
+//! Blocking conditions are in [`blocking`].
+
+pub mod blocking;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -16,12 +19,16 @@ use crate::error::{ApiError, ApiResult, JsonBody};
 
 /// The OpenAPI paths of this module.
 #[derive(OpenApi)]
-#[openapi(paths(list, upsert, delete))]
+#[openapi(paths(list, upsert, delete, blocking::list, blocking::create, blocking::delete))]
 pub struct Doc;
 
 /// The routes of this module.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/tiers", get(list)).route("/api/v1/tiers/{kind}/{name}", put(upsert).delete(delete))
+    Router::new()
+        .route("/api/v1/tiers", get(list))
+        .route("/api/v1/tiers/{kind}/{name}", put(upsert).delete(delete))
+        .route("/api/v1/blocking-conditions", get(blocking::list).post(blocking::create))
+        .route("/api/v1/blocking-conditions/{id}", axum::routing::delete(blocking::delete))
 }
 
 /// A tier.

@@ -54,6 +54,36 @@ pub struct GatewayConfig {
     /// Access tokens revoked before they expire, by `jti`.
     #[serde(default)]
     pub revoked_tokens: Vec<RevokedToken>,
+    /// Blocking conditions: matching requests are answered 403.
+    #[serde(default, skip_serializing_if = "Blocked::is_empty")]
+    pub blocked: Blocked,
+}
+
+/// Blocking conditions (WSO2's, pushed by a control plane or written in a file). Client
+/// addresses and APIs are refused before any policy runs; applications and users right
+/// after the request chain authenticated them, before the upstream is called.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Blocked {
+    /// Client addresses: an IP (`192.0.2.7`) or a network (`198.51.100.0/24`, `2001:db8::/32`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
+    /// APIs, by context as served (e.g. `/pets/v1`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apis: Vec<String>,
+    /// Applications, as their credentials name them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applications: Vec<String>,
+    /// End users, as their credentials name them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+}
+
+impl Blocked {
+    /// Whether nothing is blocked.
+    pub fn is_empty(&self) -> bool {
+        self.ips.is_empty() && self.apis.is_empty() && self.applications.is_empty() && self.users.is_empty()
+    }
 }
 
 /// A revoked access token.
@@ -85,6 +115,7 @@ impl Default for GatewayConfig {
             jwt_issuers: Vec::new(),
             api_key_hmac_secret: None,
             revoked_tokens: Vec::new(),
+            blocked: Blocked::default(),
         }
     }
 }
@@ -543,6 +574,11 @@ pub fn validate(config: &GatewayConfig) -> Vec<Problem> {
     }
     if config.limits.max_headers == 0 {
         problem("limits.max_headers".into(), "must be at least 1".into());
+    }
+    for (i, ip) in config.blocked.ips.iter().enumerate() {
+        if let Err(reason) = crate::blocking::Network::parse(ip) {
+            problem(format!("blocked.ips[{i}]"), reason);
+        }
     }
     for (name, module) in &config.modules {
         if crate::policy::builtin::find(name).is_some() {

@@ -30,6 +30,9 @@ pub enum ProxyError {
     /// The body is over the configured limit.
     #[error("request body too large")]
     PayloadTooLarge,
+    /// A blocking condition matches the client, the API, the application or the user.
+    #[error("blocked by a blocking condition")]
+    Blocked,
 
     // Upstream: the service behind the API failed.
     /// No endpoint accepted a connection.
@@ -68,6 +71,7 @@ impl ProxyError {
         match self {
             Self::BadPath(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Blocked => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamUnavailable(_) | Self::UpstreamFailed(_) | Self::UpstreamTooLarge => StatusCode::BAD_GATEWAY,

@@ -6,6 +6,7 @@
 //! [`pipeline`].
 
 pub mod admin;
+pub mod blocking;
 pub mod body;
 pub mod config;
 pub mod counters;

@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::Gateway;
+use crate::blocking::Blocking;
 use crate::body::{Body, is_too_large};
 use crate::config::FailureMode;
 use crate::error::ProxyError;
@@ -82,6 +83,9 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -
 
 /// Normalise, route and check limits; then run the operation's phases.
 async fn route_and_proxy(snapshot: &Snapshot, request: Request<Incoming>, peer: &Peer) -> Result<(Response<Body>, Arc<Operation>), ProxyError> {
+    if snapshot.blocking.client_blocked(peer.addr.ip()) {
+        return Err(ProxyError::Blocked);
+    }
     let (mut head, body) = request.into_parts();
     let normalised = normalize_path(head.uri.path())?;
     let host = head
@@ -99,6 +103,9 @@ async fn route_and_proxy(snapshot: &Snapshot, request: Request<Incoming>, peer: 
         }
         RouteMatch::NotFound => return Err(ProxyError::NotFound),
     };
+    if operation.blocked {
+        return Err(ProxyError::Blocked);
+    }
     // From here on, the request carries the normalised path: what was routed is what
     // policies see and what is forwarded.
     if normalised.as_ref() != head.uri.path() || head.uri.scheme().is_some() {
@@ -115,12 +122,12 @@ async fn route_and_proxy(snapshot: &Snapshot, request: Request<Incoming>, peer: 
             return Err(ProxyError::PayloadTooLarge);
         }
     }
-    let response = run_operation(&operation, head, body, context_len, peer, max_body as usize).await;
+    let response = run_operation(&operation, &snapshot.blocking, head, body, context_len, peer, max_body as usize).await;
     Ok((response, operation))
 }
 
 /// The phases of a routed request.
-async fn run_operation(operation: &Operation, head: http::request::Parts, body: Incoming, context_len: usize, peer: &Peer, max_body: usize) -> Response<Body> {
+async fn run_operation(operation: &Operation, blocking: &Blocking, head: http::request::Parts, body: Incoming, context_len: usize, peer: &Peer, max_body: usize) -> Response<Body> {
     let mut exchange = Box::new(Exchange {
         request: head,
         request_body: BodyState::Streaming,
@@ -145,7 +152,10 @@ async fn run_operation(operation: &Operation, head: http::request::Parts, body: 
     }
 
     // Request phase.
-    let (mut exchange, ran, answer) = request_phase(operation, exchange);
+    let (mut exchange, ran, mut answer) = request_phase(operation, exchange);
+    if answer.is_none() && blocking.caller_blocked(exchange.identity.as_ref()) {
+        answer = Some(error_state(ProxyError::Blocked));
+    }
 
     // Upstream, unless a policy answered.
     let mut response_stream = None;

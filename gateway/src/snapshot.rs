@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::blocking::Blocking;
 use crate::config::{self, Attachment as AttachmentConfig, LoadedConfig, Problem};
 use crate::exchange::RouteInfo;
 use crate::keys::KeyStore;
@@ -32,6 +33,8 @@ pub struct Operation {
     pub upstream: Arc<Upstream>,
     /// Request counters of the API.
     pub stats: Arc<ApiStats>,
+    /// Whether a blocking condition names the API.
+    pub blocked: bool,
 }
 
 /// An immutable, complete gateway state.
@@ -44,6 +47,8 @@ pub struct Snapshot {
     pub limits: config::Limits,
     /// Digests of the policy components it runs.
     pub digests: Vec<String>,
+    /// Blocked clients, applications and users.
+    pub blocking: Blocking,
 }
 
 /// What the builder needs from the gateway: long-lived parts that snapshots share.
@@ -115,6 +120,7 @@ impl Snapshot {
             let stats = shared.metrics.api(&api.name, &api.version);
             let default_operation = [config::OperationConfig { method: "ANY".into(), path: "/*".into(), policies: Vec::new() }];
             let operations = if api.operations.is_empty() { &default_operation[..] } else { &api.operations[..] };
+            let blocked = config.blocked.apis.iter().any(|context| context.trim_end_matches('/') == api.context.trim_end_matches('/'));
             let mut routes = Vec::new();
             for (j, operation) in operations.iter().enumerate() {
                 let op_chain = attach(format!("{at}.operations[{j}].policies"), &operation.policies, &mut problems);
@@ -135,6 +141,7 @@ impl Snapshot {
                         chain,
                         upstream: upstream.clone(),
                         stats: stats.clone(),
+                        blocked,
                     }),
                 });
             }
@@ -158,6 +165,7 @@ impl Snapshot {
             routes: routes.expect("no problems means routes were built"),
             limits: config.limits.clone(),
             digests,
+            blocking: Blocking::new(&config.blocked),
         })
     }
 }

@@ -256,6 +256,34 @@ async fn pattern_2_control_plane_and_two_gateways() {
     println!("revoked key refused by both gateways after {took:?}");
     let key = other;
 
+    // Blocking conditions (application, client network, API) reach both gateways within 1 s,
+    // and so does their removal.
+    for (kind, value) in [("application", app.clone()), ("ip", "127.0.0.0/8".to_owned()), ("api", api.clone())] {
+        let condition = cp.ok(Method::POST, "/api/v1/blocking-conditions", Some(&admin), json!({"kind": kind, "value": value})).await;
+        let took = eventually(&format!("the {kind} blocked by both gateways"), Duration::from_secs(1), async || {
+            let mut all = true;
+            for gateway in &gateways {
+                all &= client.get(&gateway.url("/stamped/v1/hello"), &[("apikey", &key)]).await.unwrap().status == StatusCode::FORBIDDEN;
+            }
+            all
+        })
+        .await;
+        println!("{kind} blocked at both gateways after {took:?}");
+        let id = condition["id"].as_str().unwrap();
+        let reply = cp.call(Method::DELETE, &format!("/api/v1/blocking-conditions/{id}"), Some(&admin), None).await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+        eventually(&format!("the {kind} unblocked"), Duration::from_secs(1), async || {
+            let mut all = true;
+            for gateway in &gateways {
+                all &= version_at(&client, gateway, &key).await.is_ok();
+            }
+            all
+        })
+        .await;
+    }
+    let reply = cp.call(Method::POST, "/api/v1/blocking-conditions", Some(&admin), Some(json!({"kind": "ip", "value": "10.0.0.0/40"}))).await;
+    assert_eq!((reply.status, reply.json()["field"].as_str()), (StatusCode::BAD_REQUEST, Some("value")), "{}", reply.text());
+
     // The control plane dies: both gateways keep serving.
     control_plane.kill();
     let load = Load::start(gateways.iter().map(|g| g.url("/stamped/v1/hello")).collect(), &key);
