@@ -1,7 +1,8 @@
 //! `portico policy`: write, build and test gateway policies in Rust, Python or JavaScript.
 //! `new` scaffolds a project that builds as it is; `build` makes the component with the
 //! language's toolchain and checks it against this gateway's `portico:policy` world; `test`
-//! runs it on the gateway's own engine against a fixture file, with the host services mocked.
+//! runs it on the gateway's own engine against a fixture file, with the host services mocked;
+//! `push` uploads it to a control plane's policy registry.
 
 mod build;
 mod capture;
@@ -9,6 +10,7 @@ mod contract;
 mod fixtures;
 mod harness;
 mod mocks;
+mod push;
 mod scaffold;
 mod toolchain;
 
@@ -19,6 +21,7 @@ use anyhow::{Context as _, bail};
 pub use build::{BuildOptions, Built, Language, Project, build};
 pub use fixtures::Fixtures;
 pub use harness::{CaseReport, Harness, Needs, Report};
+pub use push::{Push, SCHEMA_FILE, push};
 pub use scaffold::new_project;
 pub use toolchain::{COMPONENTIZE_JS, COMPONENTIZE_PY, Toolchains};
 
@@ -56,6 +59,37 @@ pub enum PolicyCommand {
         /// The fixture file (default: PROJECT/fixtures.yaml).
         #[arg(long, short)]
         fixtures: Option<PathBuf>,
+        /// Where the Python and JavaScript toolchains are kept (installed on first use).
+        #[arg(long, env = "PORTICO_TOOLCHAINS")]
+        toolchains: Option<PathBuf>,
+    },
+    /// Upload a policy to a control plane's registry as NAME@VERSION: a project (built and
+    /// checked first) or a component file.
+    Push {
+        /// A project's folder, or a component (`.wasm`).
+        #[arg(default_value = ".")]
+        target: PathBuf,
+        /// The control plane's URL.
+        #[arg(long, env = "PORTICO_CONTROL_PLANE")]
+        control_plane: String,
+        /// The version to publish (immutable once uploaded).
+        #[arg(long)]
+        version: String,
+        /// The name in the registry (default: the project's name, or the file's stem).
+        #[arg(long)]
+        name: Option<String>,
+        /// What the policy does.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// A JSON Schema file for its configuration (default: the project's config.schema.json).
+        #[arg(long)]
+        schema: Option<PathBuf>,
+        /// A session token (from POST /api/v1/auth/login).
+        #[arg(long, env = "PORTICO_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Log in as this user instead (the password from PORTICO_PASSWORD).
+        #[arg(long)]
+        user: Option<String>,
         /// Where the Python and JavaScript toolchains are kept (installed on first use).
         #[arg(long, env = "PORTICO_TOOLCHAINS")]
         toolchains: Option<PathBuf>,
@@ -101,6 +135,33 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
             if !report.passed() {
                 bail!("{} of {} cases of policy `{}` failed", report.failed(), report.cases.len(), report.policy);
             }
+            Ok(())
+        }
+        PolicyCommand::Push { target, control_plane, version, name, description, schema, token, user, toolchains } => {
+            let (default_name, component, project_schema) = if target.is_file() {
+                let stem = target.file_stem().and_then(|s| s.to_str()).unwrap_or("policy").to_owned();
+                (stem, std::fs::read(&target).with_context(|| format!("cannot read {}", target.display()))?, None)
+            } else {
+                let project = Project::open(&target)?;
+                let options = BuildOptions { toolchains: toolchains_at(toolchains), out: None, cargo_target_dir: None };
+                let harness = Harness::new()?;
+                let (built, needs) = build_and_check(&project, &options, &harness)?;
+                eprintln!("{}", describe_build(&built, needs));
+                (built.project.name, built.bytes, push::project_schema(&target))
+            };
+            let pushed = push(&Push {
+                control_plane,
+                token,
+                user,
+                password: std::env::var("PORTICO_PASSWORD").ok(),
+                name: name.unwrap_or(default_name),
+                version,
+                description,
+                component,
+                schema: schema.or(project_schema),
+            })?;
+            println!("pushed {} (sha256 {}, {} bytes)", pushed["reference"].as_str().unwrap_or("?"), pushed["digest"].as_str().unwrap_or("?"), pushed["size"]);
+            println!("attach it as: {{\"policy\": \"{}\", \"config\": {{…}}}}", pushed["reference"].as_str().unwrap_or("?"));
             Ok(())
         }
     }

@@ -11,7 +11,7 @@ use std::process::Command;
 use http::{Method, StatusCode};
 use portico::policy_tool::{self, Fixtures, Language};
 use portico_tests::policy_builds::{build_project, built, harness, toolchains};
-use portico_tests::{GatewayProcess, HttpClient, MockUpstream, check_config, policies, portico_binary, workspace_root};
+use portico_tests::{ControlPlaneClient, GatewayProcess, HttpClient, MockUpstream, check_config, policies, portico_binary, workspace_root};
 
 const VALIDATE_JSON: &str = "examples/policies/validate-json";
 const MASK_FIELDS: &str = "examples/policies/mask-fields";
@@ -317,4 +317,97 @@ async fn python_and_javascript_policies_mediate_traffic_behind_key_auth() {
         assert!(metrics.contains(&format!("portico_policy_instantiations_total{{policy=\"{policy}\"}} 1\n")), "{metrics}");
         assert!(metrics.contains(&format!("portico_policy_failures_total{{policy=\"{policy}\"}} 0\n")), "{metrics}");
     }
+}
+
+/// Run `portico policy push` for a component file; returns (success, output).
+fn push(control_plane: &str, component: &Path, name: &str, schema: Option<&Path>) -> (bool, String) {
+    let mut command = Command::new(portico_binary());
+    command.args(["policy", "push"]).arg(component).args(["--control-plane", control_plane, "--name", name, "--version", "1.0.0", "--user", "admin"]);
+    if let Some(schema) = schema {
+        command.arg("--schema").arg(schema);
+    }
+    let output = command.env("PORTICO_PASSWORD", "policies-admin-1").output().unwrap();
+    (output.status.success(), format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_javascript_policies_pushed_to_the_registry_mediate_traffic() {
+    let upstream = MockUpstream::start().await;
+    let (validate, mask) = tokio::task::spawn_blocking(|| (built(VALIDATE_JSON).component.clone(), built(MASK_FIELDS).component.clone())).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let process = GatewayProcess::spawn(
+        dir,
+        &["all-in-one", "--data-dir", &data, "--gateway", "127.0.0.1:0", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+        &[("PORTICO_ADMIN_PASSWORD", "policies-admin-1")],
+    )
+    .unwrap();
+    let cp = ControlPlaneClient::new(process.control_plane.unwrap());
+    let schema = workspace_root().join(VALIDATE_JSON).join("config.schema.json");
+
+    // `portico policy push`: both uploaded; a component that is not a policy is refused with the reason.
+    let base = cp.base.clone();
+    let pushed = tokio::task::spawn_blocking(move || {
+        [
+            push(&base, &validate, "validate-json", Some(&schema)),
+            push(&base, &mask, "mask-fields", None),
+            push(&base, Path::new(policies::NOT_A_POLICY), "odd", None),
+        ]
+    })
+    .await
+    .unwrap();
+    assert!(pushed[0].0 && pushed[0].1.contains("pushed validate-json@1.0.0"), "{}", pushed[0].1);
+    assert!(pushed[1].0 && pushed[1].1.contains("pushed mask-fields@1.0.0"), "{}", pushed[1].1);
+    assert!(!pushed[2].0 && pushed[2].1.contains("component: not a policy of the portico:policy@0.1.0 world"), "{}", pushed[2].1);
+
+    // Attached through the publisher: a configuration against the uploaded schema is refused.
+    let admin = cp.login("admin", "policies-admin-1").await;
+    let api = |validate_config: serde_json::Value| {
+        serde_json::json!({
+            "name": "orders", "version": "v1", "context": "/orders", "endpoints": [format!("{}/base", upstream.url())],
+            "operations": [{"method": "POST", "path": "/items"}],
+            "policies": [
+                {"policy": "validate-json@1.0.0", "config": validate_config},
+                {"policy": "mask-fields@1.0.0", "config": {"fields": ["headers.x-card[]"], "keep_last": 4, "unless_scope": "pii:read"}},
+            ],
+        })
+    };
+    let refused = cp.call(Method::POST, "/api/v1/apis", Some(&admin), Some(api(serde_json::json!({"schema": {}, "method": ["POST"]})))).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text());
+    assert_eq!(refused.json()["field"], "policies[0].config");
+    assert!(refused.json()["detail"].as_str().unwrap().contains("schema"), "{}", refused.text());
+    let order_schema = serde_json::json!({"type": "object", "required": ["sku", "quantity"], "properties": {"quantity": {"type": "integer", "minimum": 1}}});
+    let created = cp.ok(Method::POST, "/api/v1/apis", Some(&admin), api(serde_json::json!({"schema": order_schema}))).await;
+    let api_id = created["id"].as_str().unwrap().to_owned();
+    cp.ok(Method::POST, &format!("/api/v1/apis/{api_id}/lifecycle"), Some(&admin), serde_json::json!({"action": "publish"})).await;
+    let revision = cp.ok(Method::POST, &format!("/api/v1/apis/{api_id}/revisions"), Some(&admin), serde_json::json!({})).await;
+    cp.ok(Method::POST, &format!("/api/v1/apis/{api_id}/deployments"), Some(&admin), serde_json::json!({"revision_id": revision["id"], "environments": ["default"]})).await;
+    let app = cp.ok(Method::POST, "/api/v1/applications", Some(&admin), serde_json::json!({"name": "shop"})).await;
+    let app = app["id"].as_str().unwrap().to_owned();
+    cp.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(&admin), serde_json::json!({"api_id": api_id, "tier": "Unlimited"})).await;
+    let key = cp.ok(Method::POST, &format!("/api/v1/applications/{app}/api-keys"), Some(&admin), serde_json::json!({})).await;
+    let key = key["key"].as_str().unwrap().to_owned();
+
+    // Through the gateway, behind the managed key-auth: the Python policy validates, the
+    // JavaScript one names the consumer and masks.
+    let client = HttpClient::default();
+    let url = process.url("/orders/v1/items");
+    let order = r#"{"sku": "AB-1234", "quantity": 2}"#;
+    let shop = [("apikey", key.as_str()), ("content-type", "application/json"), ("x-card", "4111111111111111")];
+    // The gateway compiles both components first (seconds each in a debug build).
+    portico_tests::eventually("the deployment reaching the gateway", std::time::Duration::from_secs(60), async || {
+        client.send(Method::POST, &url, &shop, order).await.unwrap().status == StatusCode::OK
+    })
+    .await;
+    let reply = client.send(Method::POST, &url, &[("content-type", "application/json")], order).await.unwrap();
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let reply = client.send(Method::POST, &url, &shop, order).await.unwrap();
+    assert_eq!(reply.json()["body"], order);
+    assert_eq!(reply.json()["headers"]["x-card"], serde_json::json!(["************1111"]));
+    assert!(reply.json()["headers"]["x-consumer"][0].as_str().unwrap().contains("tier=Unlimited"), "{}", reply.text());
+    assert_eq!(reply.header("x-masked-fields"), Some("1"));
+    let reply = client.send(Method::POST, &url, &shop, r#"{"sku": "AB-1234", "quantity": 0}"#).await.unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    assert_eq!(reply.json()["field"], "/quantity");
+    assert_eq!(reply.header("x-upstream"), None, "the request was not forwarded");
 }
