@@ -99,6 +99,9 @@ impl PolicyEngine {
         config.epoch_interruption(true);
         config.max_wasm_stack(MAX_WASM_STACK);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // Compiling a new snapshot's components on every core starves the requests being
+        // served meanwhile; one thread keeps the rest of the machine for traffic.
+        config.parallel_compilation(false);
         let engine = Engine::new(&config)?;
 
         let mut linker = Linker::new(&engine);

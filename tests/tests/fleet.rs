@@ -228,6 +228,16 @@ async fn pattern_2_control_plane_and_two_gateways() {
         assert_eq!(version_at(&client, gateway, &key).await.as_deref(), Ok("portico-test-stamp-v1"));
     }
 
+    // A bad upload changes nothing in the fleet.
+    let before = cp.ok(Method::GET, "/api/v1/environments/default/rollout", Some(&admin), Value::Null).await;
+    let reply = cp.call(Method::POST, "/api/v1/policies", Some(&admin), Some(json!({"name": "stamp", "version": "3.0.0", "component": component(policies::NOT_A_POLICY)}))).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let after = cp.ok(Method::GET, "/api/v1/environments/default/rollout", Some(&admin), Value::Null).await;
+    assert_eq!((after["version"].clone(), after["done"].clone()), (before["version"].clone(), Value::Bool(true)));
+    for gateway in &gateways {
+        assert_eq!(version_at(&client, gateway, &key).await.as_deref(), Ok("portico-test-stamp-v1"));
+    }
+
     // The registry keeps what a revision uses.
     let busy = cp.call(Method::DELETE, "/api/v1/policies/stamp/1.0.0", Some(&admin), None).await;
     assert_eq!(busy.status, StatusCode::CONFLICT, "{}", busy.text());
