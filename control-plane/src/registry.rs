@@ -18,6 +18,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
+use bytes::Bytes;
 use portico_gateway::config::{Attachment, FailureMode};
 use portico_gateway::counters::LocalCounters;
 use portico_gateway::keys::KeyStore;
@@ -201,7 +202,7 @@ fn checker() -> ApiResult<&'static (PolicyEngine, Arc<Services>)> {
 
 impl Registry {
     /// Compile `bytes` off the async threads, one compilation at a time, within the time cap.
-    async fn compile(&self, reference: &str, bytes: Arc<Vec<u8>>) -> ApiResult<Result<Arc<CompiledPolicy>, LoadError>> {
+    async fn compile(&self, reference: &str, bytes: Bytes) -> ApiResult<Result<Arc<CompiledPolicy>, LoadError>> {
         let (engine, _) = checker()?;
         let _permit = self.compiling.acquire().await.map_err(|e| ApiError::Internal(e.to_string()))?;
         let name = reference.to_owned();
@@ -216,19 +217,25 @@ impl Registry {
     /// configuration satisfies the policy's schema, and the policy's own `init` accepts it.
     pub async fn check(&self, db: &Db, attachments: &[(String, Attachment)]) -> ApiResult<()> {
         for (field, attachment) in attachments {
-            let (bytes, schema) = if let Some(policy) = builtin::find(&attachment.policy) {
-                (Arc::new(policy.component.to_vec()), None)
+            let compiled = if let Some(policy) = builtin::find(&attachment.policy) {
+                self.compile(policy.name, Bytes::from_static(policy.component)).await?
             } else {
                 let module = find(db, &attachment.policy)
                     .await?
                     .ok_or_else(|| ApiError::invalid(format!("{field}.policy"), format!("`{}` is not in the policy registry", attachment.policy)))?;
-                let bytes = component(db, &module.digest).await?.ok_or_else(|| ApiError::Internal(format!("component {} is missing", module.digest)))?;
-                (Arc::new(bytes), module.config_schema)
-            };
-            if let Some(schema) = schema {
-                check_schema(&format!("{field}.config"), &schema, &attachment.config)?;
+                if let Some(schema) = &module.config_schema {
+                    check_schema(&format!("{field}.config"), schema, &attachment.config)?;
+                }
+                // Compiled at upload, usually: then the component need not be read again.
+                match checker()?.0.cached(&module.digest) {
+                    Some(compiled) => Ok(compiled),
+                    None => {
+                        let bytes = component(db, &module.digest).await?.ok_or_else(|| ApiError::Internal(format!("component {} is missing", module.digest)))?;
+                        self.compile(&attachment.policy, Bytes::from(bytes)).await?
+                    }
+                }
             }
-            let compiled = self.compile(&attachment.policy, bytes).await?.map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
             let config_json = attachment.config.to_string();
             let field = field.clone();
             tokio::task::spawn_blocking(move || {
@@ -308,9 +315,9 @@ pub async fn upload(State(state): State<AppState>, caller: Caller, JsonBody(uplo
     if find(&state.db, &reference).await?.is_some() {
         return Err(ApiError::Conflict(format!("`{reference}` is already uploaded; versions are immutable, upload a new version")));
     }
-    let bytes = Arc::new(bytes);
-    match state.registry.compile(&reference, bytes.clone()).await? {
-        Ok(_) => {}
+    let bytes = Bytes::from(bytes);
+    let compiled = match state.registry.compile(&reference, bytes.clone()).await? {
+        Ok(compiled) => compiled,
         Err(LoadError::WrongWorld { reason, .. }) => {
             return Err(ApiError::invalid("component", format!("not a policy of the {WIT_PACKAGE} world this control plane runs: {reason}")));
         }
@@ -318,8 +325,8 @@ pub async fn upload(State(state): State<AppState>, caller: Caller, JsonBody(uplo
             return Err(ApiError::invalid("component", format!("not a WebAssembly component: {reason}")));
         }
         Err(other) => return Err(ApiError::invalid("component", other.to_string())),
-    }
-    let digest = hex(&Sha256::digest(bytes.as_slice()));
+    };
+    let digest = compiled.digest();
     let now = now_ms();
     sqlx::query(
         "INSERT INTO policy_modules (name, version, digest, size, description, config_schema, component, uploaded_by, created_at) \
@@ -327,17 +334,28 @@ pub async fn upload(State(state): State<AppState>, caller: Caller, JsonBody(uplo
     )
     .bind(&upload.name)
     .bind(&upload.version)
-    .bind(&digest)
+    .bind(digest)
     .bind(bytes.len() as i64)
     .bind(&upload.description)
     .bind(&schema)
-    .bind(bytes.as_slice())
+    .bind(bytes.as_ref())
     .bind(&caller.username)
     .bind(now)
     .execute(&state.db.pool)
     .await?;
     tracing::info!(policy = %reference, digest = %digest, size = bytes.len(), by = %caller.username, "policy uploaded");
-    let module = find(&state.db, &reference).await?.ok_or_else(|| ApiError::Internal("the upload vanished".into()))?;
+    let module = PolicyModule {
+        reference,
+        name: upload.name,
+        version: upload.version,
+        digest: digest.to_owned(),
+        size: bytes.len() as i64,
+        description: upload.description,
+        config_schema: upload.config_schema,
+        builtin: false,
+        uploaded_by: caller.username,
+        created_at: now,
+    };
     Ok((StatusCode::CREATED, Json(module)))
 }
 

@@ -28,6 +28,12 @@ pub async fn run(file: PathBuf) -> anyhow::Result<()> {
     let tasks = start_listeners(&gateway, &loaded, stopped).await.map_err(|e| anyhow::anyhow!("{}: {e:#}", file.display()))?;
     tokio::spawn(watch_and_reload(gateway.clone(), file, loaded));
     tokio::spawn(sweep_counters(gateway.clone()));
+    serve_until_signal(stop, tasks).await
+}
+
+/// Wait for SIGTERM or SIGINT, then tell every task to stop (`stop`) and wait for them to
+/// drain.
+pub async fn serve_until_signal(stop: watch::Sender<bool>, tasks: Vec<tokio::task::JoinHandle<()>>) -> anyhow::Result<()> {
     shutdown_signal().await?;
     tracing::info!("shutting down; draining connections");
     let _ = stop.send(true);

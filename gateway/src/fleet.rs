@@ -58,13 +58,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let tasks = file_mode::start_listeners(&gateway, &local, stopped).await?;
     tokio::spawn(file_mode::sweep_counters(gateway.clone()));
     tokio::spawn(follow(gateway.clone(), control_plane, cache, options.environment.clone(), id));
-    file_mode::shutdown_signal().await?;
-    tracing::info!("shutting down; draining connections");
-    let _ = stop.send(true);
-    for task in tasks {
-        let _ = task.await;
-    }
-    Ok(())
+    file_mode::serve_until_signal(stop, tasks).await
 }
 
 /// A configuration with only a listener and an admin listener, for

@@ -152,6 +152,11 @@ impl PolicyEngine {
         Ok(compiled)
     }
 
+    /// The component with this digest, if it was compiled and is still kept.
+    pub fn cached(&self, digest: &str) -> Option<Arc<CompiledPolicy>> {
+        self.compiled.lock().unwrap_or_else(|e| e.into_inner()).get(digest).cloned()
+    }
+
     /// Forget compiled components that no live snapshot uses.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         self.compiled.lock().unwrap_or_else(|e| e.into_inner()).retain(|digest, _| keep(digest));

@@ -67,13 +67,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     tokio::spawn(follow(gateway.clone(), state.clone(), modules, snapshots, id.clone(), options.environment.clone()));
     tokio::spawn(heartbeat(state.clone(), id, options.environment.clone()));
 
-    file_mode::shutdown_signal().await?;
-    tracing::info!("shutting down; draining connections");
-    let _ = stop.send(true);
-    for task in tasks {
-        let _ = task.await;
-    }
-    Ok(())
+    file_mode::serve_until_signal(stop, tasks).await
 }
 
 /// Put the snapshot's modules in the module store (from the registry) and apply it.

@@ -163,8 +163,15 @@ pub async fn rollout(State(state): State<AppState>, caller: Caller, Path(environ
     }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(query.wait_ms).min(MAX_WAIT);
     let mut acks = state.acks.subscribe();
+    // The current version is built from the database once, and again only after a change
+    // (made on this node or announced by another); polls read the acknowledgements only.
+    let mut changes = state.changes.subscribe();
+    let mut version = hub::publish(&state, &environment).await?.message.version;
     loop {
-        let version = hub::publish(&state, &environment).await?.message.version;
+        if changes.has_changed().unwrap_or(false) {
+            changes.borrow_and_update();
+            version = hub::publish(&state, &environment).await?.message.version;
+        }
         let current = HashMap::from([(environment.clone(), version.clone())]);
         let gateways = statuses(&state.db, Some(&environment), &current).await?;
         let healthy: Vec<&GatewayStatus> = gateways.iter().filter(|g| g.healthy).collect();

@@ -103,12 +103,7 @@ pub async fn deploy(State(state): State<AppState>, caller: Caller, Path(id): Pat
         return Err(ApiError::invalid("environments", "at least one environment"));
     }
     let mut tx = state.db.pool.begin().await?;
-    // Locked, so that the status checked is the status when this commits.
-    apis::lock(&mut tx, &id).await?;
-    let status = apis::row_in(&mut tx, &id).await?.status()?;
-    if !status.deployable() {
-        return Err(ApiError::Conflict(format!("only a PUBLISHED or DEPRECATED API can be deployed; this one is {}", status.as_str())));
-    }
+    lock_deployable(&mut tx, &id).await?;
     let revision: Option<String> =
         sqlx::query_scalar("SELECT id FROM revisions WHERE id = $1 AND api_id = $2").bind(&deploy.revision_id).bind(&id).fetch_optional(&mut *tx).await?;
     if revision.is_none() {
@@ -130,6 +125,17 @@ pub async fn deploy(State(state): State<AppState>, caller: Caller, Path(id): Pat
     tracing::info!(api = %id, revision = %deploy.revision_id, environments = ?deploy.environments, "revision deployed");
     super::notify_change(&state);
     Ok((StatusCode::CREATED, Json(deployments)))
+}
+
+/// Lock the API (so that the status checked is the status when the transaction commits)
+/// and refuse unless it is PUBLISHED or DEPRECATED.
+async fn lock_deployable(conn: &mut AnyConnection, id: &str) -> ApiResult<()> {
+    apis::lock(&mut *conn, id).await?;
+    let status = apis::row_in(&mut *conn, id).await?.status()?;
+    if !status.deployable() {
+        return Err(ApiError::Conflict(format!("only a PUBLISHED or DEPRECATED API can be deployed; this one is {}", status.as_str())));
+    }
+    Ok(())
 }
 
 /// Make `revision_id` the API's deployment on `environment` and record it in the history.
@@ -168,11 +174,7 @@ async fn put(conn: &mut AnyConnection, api_id: &str, environment: &str, revision
 pub async fn rollback(State(state): State<AppState>, caller: Caller, Path((id, environment)): Path<(String, String)>) -> ApiResult<Json<Vec<Deployment>>> {
     apis::visible(&state.db, &caller, &id).await?;
     let mut tx = state.db.pool.begin().await?;
-    apis::lock(&mut tx, &id).await?;
-    let status = apis::row_in(&mut tx, &id).await?.status()?;
-    if !status.deployable() {
-        return Err(ApiError::Conflict(format!("only a PUBLISHED or DEPRECATED API can be deployed; this one is {}", status.as_str())));
-    }
+    lock_deployable(&mut tx, &id).await?;
     let current: Option<String> = sqlx::query_scalar("SELECT revision_id FROM deployments WHERE api_id = $1 AND environment = $2")
         .bind(&id)
         .bind(&environment)
