@@ -86,9 +86,18 @@ impl Gateway {
     /// Build and install off the async threads; on failure the live snapshot stays.
     pub async fn apply(self: &Arc<Self>, loaded: LoadedConfig) -> Result<String, BuildError> {
         let gateway = self.clone();
-        let built = tokio::task::spawn_blocking(move || gateway.build(&loaded))
-            .await
-            .map_err(|e| BuildError { problems: vec![config::Problem { path: "(build)".into(), reason: e.to_string() }] })?;
+        let (done, built) = tokio::sync::oneshot::channel();
+        // Compiling a new module takes a core for tens or hundreds of milliseconds. At a low
+        // priority it takes mostly what traffic leaves, so the requests served on the same
+        // cores meanwhile are not queued behind it (S5 in docs/benchmarks.md); not the
+        // lowest, so that a busy gateway still converges.
+        let started = std::thread::Builder::new().name("portico-build".into()).spawn(move || {
+            lower_priority();
+            let _ = done.send(gateway.build(&loaded));
+        });
+        let failed = |reason: String| BuildError { problems: vec![config::Problem { path: "(build)".into(), reason }] };
+        started.map_err(|e| failed(format!("cannot start the build thread: {e}")))?;
+        let built = built.await.map_err(|_| failed("the build thread panicked".into()))?;
         match built {
             Ok(snapshot) => {
                 let version = snapshot.version.clone();
@@ -100,5 +109,14 @@ impl Gateway {
                 Err(error)
             }
         }
+    }
+}
+
+/// Make the calling thread yield to the request threads: nice 10, about a tenth of a
+/// core when they are busy (Linux; elsewhere a no-op).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
+        tracing::debug!(%error, "cannot lower the build thread's priority");
     }
 }

@@ -11,7 +11,9 @@ use portico_policy_sdk::counters::hit;
 use portico_policy_sdk::{Context, Decision, Needs, Policy, Request, log};
 
 use crate::config::{Config, KeyBy, Settings, TierSource};
-use crate::quota::{Quota, counter_key, identity_caller, refusal_response, scope_key, tighter};
+use crate::quota::{
+    QUOTA_ATTRIBUTE, Quota, counter_key, identity_caller, refusal_response, scope_key, tighter,
+};
 
 /// The throttle policy.
 struct Throttle {
@@ -70,9 +72,8 @@ impl Policy for Throttle {
         }
         let scope = scope_key(
             self.settings.scope,
-            &context.api_name(),
-            &context.api_version(),
-            &context.operation(),
+            || (context.api_name(), context.api_version()),
+            || context.operation(),
         );
         let caller = self.caller(request, context, identity.as_ref());
         let mut tightest: Option<Quota> = None;
@@ -89,7 +90,9 @@ impl Policy for Throttle {
         }
         if let Some(ours) = tightest {
             // Another throttle earlier in the chain may have left a tighter quota.
-            let earlier = Quota::from_attributes(|key| context.get(key));
+            let earlier = context
+                .get(QUOTA_ATTRIBUTE)
+                .and_then(|value| Quota::from_attribute(&value));
             let quota = tighter(earlier, ours);
             if Some(quota) != earlier {
                 report(context, quota);
@@ -105,9 +108,7 @@ impl Policy for Throttle {
 
 /// Remember `quota` for later throttles and put it in the response's `RateLimit-*` headers.
 fn report(context: &Context, quota: Quota) {
-    for (key, value) in quota.attributes() {
-        context.set(key, &value);
-    }
+    context.set(QUOTA_ATTRIBUTE, &quota.attribute());
     for (name, value) in quota.headers() {
         if let Err(error) = context.set_response_header(name, &value) {
             log::warn(

@@ -6,16 +6,26 @@ use portico_policy_sdk::{Identity, ImmediateResponse, problem};
 
 use crate::config::{KeyBy, Limit, Scope};
 
-/// Context attributes that carry the tightest quota from the request to the response phase.
-const LIMIT_ATTRIBUTE: &str = "throttle.limit";
-const REMAINING_ATTRIBUTE: &str = "throttle.remaining";
-const RESET_ATTRIBUTE: &str = "throttle.reset";
+/// The context attribute that carries the tightest quota to later throttles of the chain,
+/// as `limit remaining reset`: one attribute, so one host call to read and one to write.
+pub const QUOTA_ATTRIBUTE: &str = "throttle.quota";
 
-/// The part of a counter key that says where counters are shared.
-pub fn scope_key(scope: Scope, api: &str, version: &str, operation: &str) -> String {
+/// The part of a counter key that says where counters are shared. The API and the
+/// operation are asked for only when the scope needs them: each is a host call.
+pub fn scope_key(
+    scope: Scope,
+    api: impl FnOnce() -> (String, String),
+    operation: impl FnOnce() -> String,
+) -> String {
     match scope {
-        Scope::Api => format!("api:{api}@{version}"),
-        Scope::Operation => format!("op:{api}@{version} {operation}"),
+        Scope::Api => {
+            let (api, version) = api();
+            format!("api:{api}@{version}")
+        }
+        Scope::Operation => {
+            let (api, version) = api();
+            format!("op:{api}@{version} {}", operation())
+        }
         Scope::Global => "global".to_owned(),
     }
 }
@@ -69,24 +79,21 @@ impl Quota {
         }
     }
 
-    /// The quota stored in context attributes by [`Quota::attributes`], if all of it is
-    /// there and well formed.
-    pub fn from_attributes(get: impl Fn(&str) -> Option<String>) -> Option<Quota> {
-        let number = |key| get(key)?.parse().ok();
-        Some(Quota {
-            limit: number(LIMIT_ATTRIBUTE)?,
-            remaining: number(REMAINING_ATTRIBUTE)?,
-            reset: number(RESET_ATTRIBUTE)?,
-        })
+    /// The quota in a [`QUOTA_ATTRIBUTE`] value made by [`Quota::attribute`], if it is
+    /// well formed.
+    pub fn from_attribute(value: &str) -> Option<Quota> {
+        let mut numbers = value.split(' ').map(|n| n.parse().ok());
+        let quota = Quota {
+            limit: numbers.next()??,
+            remaining: numbers.next()??,
+            reset: numbers.next()??,
+        };
+        numbers.next().is_none().then_some(quota)
     }
 
-    /// The context attributes that carry this quota to the response phase.
-    pub fn attributes(&self) -> [(&'static str, String); 3] {
-        [
-            (LIMIT_ATTRIBUTE, self.limit.to_string()),
-            (REMAINING_ATTRIBUTE, self.remaining.to_string()),
-            (RESET_ATTRIBUTE, self.reset.to_string()),
-        ]
+    /// The [`QUOTA_ATTRIBUTE`] value that carries this quota to later throttles.
+    pub fn attribute(&self) -> String {
+        format!("{} {} {}", self.limit, self.remaining, self.reset)
     }
 
     /// The `RateLimit-*` response headers for this quota.
@@ -129,7 +136,6 @@ mod tests {
     use crate::config::{KeyBy, Limit, Scope};
     use portico_policy_sdk::Identity;
     use portico_policy_sdk::counters::HitResult;
-    use std::collections::HashMap;
 
     fn identity() -> Identity {
         Identity {
@@ -154,16 +160,15 @@ mod tests {
 
     #[test]
     fn scopes() {
+        let api = || ("pets".to_owned(), "v1".to_owned());
+        let operation = || "GET /pets".to_owned();
+        assert_eq!(scope_key(Scope::Api, api, || unreachable!()), "api:pets@v1");
         assert_eq!(
-            scope_key(Scope::Api, "pets", "v1", "GET /pets"),
-            "api:pets@v1"
-        );
-        assert_eq!(
-            scope_key(Scope::Operation, "pets", "v1", "GET /pets"),
+            scope_key(Scope::Operation, api, operation),
             "op:pets@v1 GET /pets"
         );
         assert_eq!(
-            scope_key(Scope::Global, "pets", "v1", "GET /pets"),
+            scope_key(Scope::Global, || unreachable!(), || unreachable!()),
             "global"
         );
     }
@@ -218,11 +223,11 @@ mod tests {
                 reset: 2
             }
         );
-        let attributes: HashMap<&str, String> = quota.attributes().into_iter().collect();
-        let read = Quota::from_attributes(|key| attributes.get(key).cloned());
-        assert_eq!(read, Some(quota));
-        assert_eq!(Quota::from_attributes(|_| None), None);
-        assert_eq!(Quota::from_attributes(|_| Some("x".to_owned())), None);
+        assert_eq!(quota.attribute(), "100 7 2");
+        assert_eq!(Quota::from_attribute(&quota.attribute()), Some(quota));
+        for bad in ["", "x", "100 7", "100 7 2 1", "100 -7 2", "100  7 2"] {
+            assert_eq!(Quota::from_attribute(bad), None, "{bad:?}");
+        }
         let headers = quota.headers();
         assert_eq!(headers[0], ("ratelimit-limit", "100".to_owned()));
         assert_eq!(headers[1], ("ratelimit-remaining", "7".to_owned()));
