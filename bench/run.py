@@ -1,180 +1,119 @@
 #!/usr/bin/env python3
-"""Portico against a minimal hyper reverse proxy, side by side, following
-../shared/BENCHMARKS.md: the system under test pinned to core 0 with one worker, the
-backend and the load generator (wrk) on core 1; rounds interleave the systems; every
-ratio is computed within a round; medians and ranges are reported.
+"""Portico side by side with a minimal hyper reverse proxy, nginx, Envoy, Pingora and
+direct access, following ../shared/BENCHMARKS.md. One command builds everything in
+release, installs the peers it lacks, runs scenarios S1–S6 and the memory figure in
+interleaved rounds, and writes a markdown report:
 
-Figures: requests/s at saturation and gateway CPU time per request, read from
-/proc/PID/stat around the measured run.
+    python3 bench/run.py                      # the full run (about 20 minutes)
+    python3 bench/run.py --rounds 5 --seconds 8
+    python3 bench/run.py --smoke              # seconds of load on debug builds: every system
+                                              # must answer correctly; no speed is judged
 
-    python3 bench/run.py [--rounds 5] [--seconds 10] [--connections 16]
+The system under test runs on core 0 with one worker; the backend and the load
+generators (wrk, oha) on core 1.
 """
-import argparse, base64, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+import argparse, datetime, os, platform, resource, sys, tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RELEASE = os.path.join(ROOT, "target", "release")
-BACKEND, PROXY, GATEWAY = "127.0.0.1:18081", "127.0.0.1:18082", "127.0.0.1:18083"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import load, report, scenarios, systems, tools  # noqa: E402
 
-CONFIG = """
-listeners: [{address: "%(gw)s"}]
-consumers:
-  - name: bench-app
-    api_keys: ["bench-key-0001"]
-apis:
-  - name: pass
-    context: /pass
-    upstream: {endpoints: ["http://%(be)s"]}
-  - name: auth
-    context: /auth
-    upstream: {endpoints: ["http://%(be)s"]}
-    policies:
-      - policy: key-auth
-      - policy: throttle
-        config: {limits: [{requests: 1000000000, per: 1h}]}
-  - name: jwt
-    context: /jwt
-    upstream: {endpoints: ["http://%(be)s"]}
-    policies:
-      - policy: key-auth
-        config: {api_key: false}
-      - policy: throttle
-        config: {limits: [{requests: 1000000000, per: 1h}]}
-jwt_issuers:
-  - issuer: https://bench.invalid
-    audiences: [portico]
-    algorithms: [RS256]
-    keys: [{pem_file: jwt-public.pem}]
-"""
-
-
-def b64url(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def rs256_token(workdir):
-    """An RS256 access token signed with a fresh key (openssl), and its public key file."""
-    key = os.path.join(workdir, "jwt-private.pem")
-    subprocess.run(["openssl", "genrsa", "-out", key, "2048"], check=True, capture_output=True)
-    subprocess.run(["openssl", "rsa", "-in", key, "-pubout", "-out", os.path.join(workdir, "jwt-public.pem")], check=True, capture_output=True)
-    now = int(time.time())
-    header = b64url(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
-    claims = b64url(json.dumps({"iss": "https://bench.invalid", "aud": "portico", "sub": "bench", "azp": "bench-app",
-                                "iat": now, "nbf": now, "exp": now + 86400}).encode())
-    signing_input = f"{header}.{claims}".encode()
-    signature = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=signing_input, capture_output=True, check=True).stdout
-    return f"{header}.{claims}.{b64url(signature)}"
-
-
-def wait_port(addr, timeout=60):
-    host, port = addr.split(":")
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection((host, int(port)), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"nothing listens on {addr}")
-
-
-def cpu_ticks(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def wrk(url, seconds, connections, headers=()):
-    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
-    for h in headers:
-        cmd += ["-H", h]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    requests = int(next(l for l in out.splitlines() if "requests in" in l).split()[0])
-    errors = sum(int(w) for l in out.splitlines() if "Non-2xx" in l for w in l.split()[-1:])
-    p99 = next((l.split()[1] for l in out.splitlines() if l.strip().startswith("99%")), "?")
-    return requests, errors, p99
-
-
-def measure(name, start, url, args, headers=()):
-    proc = start()
-    try:
-        wait_port(url.split("/")[2])
-        wrk(url, 2, args.connections, headers)  # warm up
-        pid = proc.pid if proc else None
-        before = cpu_ticks(pid) if pid else 0
-        requests, errors, p99 = wrk(url, args.seconds, args.connections, headers)
-        after = cpu_ticks(pid) if pid else 0
-    finally:
-        if proc:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=15)
-    rps = requests / args.seconds
-    cpu_us = (after - before) / CLK_TCK * 1e6 / requests if pid else float("nan")
-    if errors:
-        print(f"  {name}: {errors} non-2xx responses!", file=sys.stderr)
-    return {"rps": rps, "cpu_us": cpu_us, "p99": p99}
+ORDER = ["direct", "minimal hyper proxy", "nginx", "envoy", "pingora", "portico"]
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5, help="length of each measured run")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--swap-seconds", type=int, default=15, help="length of each S5 phase")
+    parser.add_argument("--memory-connections", type=int, default=1000)
+    parser.add_argument("--only", nargs="*", choices=ORDER, help="run these systems only")
+    parser.add_argument("--smoke", action="store_true", help="a quick check that every system answers (debug build)")
+    parser.add_argument("--prepare", action="store_true", help="install the tools and build the peers, then stop")
+    parser.add_argument("--portico", help="a built portico binary to measure (default: build it in release)")
+    parser.add_argument("--policy", help="the built S4 policy component (default: build it)")
+    parser.add_argument("--out", default=os.path.join(tools.TARGET, "bench-report.md"))
     args = parser.parse_args()
-    if not shutil.which("wrk"):
-        subprocess.run(["apt-get", "install", "-y", "wrk"], check=True)
-    if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "-p", "portico", "-p", "portico-bench"], cwd=ROOT, check=True)
-    workdir = tempfile.mkdtemp()
-    config = os.path.join(workdir, "portico.yaml")
-    with open(config, "w") as f:
-        f.write(CONFIG % {"gw": GATEWAY, "be": BACKEND})
-    token = rs256_token(workdir)
+    if args.smoke:
+        args.rounds, args.seconds, args.swap_seconds, args.memory_connections = 1, 1, 3, 50
+    profile = "debug" if args.smoke else "release"
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
-    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    backend = subprocess.Popen(["taskset", "-c", "1", os.path.join(RELEASE, "bench-backend"), "--listen", BACKEND], **quiet)
-    wait_port(BACKEND)
-    proxy = lambda: subprocess.Popen(["taskset", "-c", "0", os.path.join(RELEASE, "minimal-proxy"), "--workers", "1", "--listen", PROXY, "--upstream", f"http://{BACKEND}"], **quiet)
-    gateway = lambda: subprocess.Popen(["taskset", "-c", "0", os.path.join(RELEASE, "portico"), "--workers", "1", "--log", "warn", "serve", "--config", config], **quiet)
-    systems = [
-        ("direct to backend", lambda: None, f"http://{BACKEND}/", ()),
-        ("minimal hyper proxy", proxy, f"http://{PROXY}/", ()),
-        ("portico passthrough", gateway, f"http://{GATEWAY}/pass/", ()),
-        ("portico key-auth + throttle", gateway, f"http://{GATEWAY}/auth/", ("apikey: bench-key-0001",)),
-        ("portico JWT (RS256, cached) + throttle", gateway, f"http://{GATEWAY}/jwt/", (f"authorization: Bearer {token}",)),
-    ]
-    rounds = []
+    tools.install()
+    tools.build_peers(profile)
+    if args.prepare:
+        return
+    portico = os.path.abspath(args.portico) if args.portico else tools.build_portico(profile)
+    policy = os.path.abspath(args.policy) if args.policy else tools.build_policy(portico)
+    workdir = tempfile.mkdtemp(prefix="portico-bench-")
+    setup = systems.Setup(workdir, profile, portico, policy, miss_tokens=200 if args.smoke else 25_000)
+    by_system = scenarios.cases(setup)
+    chosen = args.only or ORDER
+    backend = setup.start_backend()
     try:
+        # The fixed rates are fractions of the minimal proxy's maximum, as the method asks.
+        calibration = setup.start("minimal hyper proxy")
+        try:
+            top = load.wrk(by_system["minimal hyper proxy"][0].request, max(1, args.seconds // 2), args.connections, workdir)["rps"]
+        finally:
+            calibration.stop()
+        rates = {"25%": top * 0.25, "50%": top * 0.50, "75%": top * 0.75}
+        if args.smoke:
+            rates = {"25%": min(rates["25%"], 200.0)}
+        rounds = []
         for r in range(args.rounds):
+            order = chosen[r % len(chosen):] + chosen[:r % len(chosen)]  # rotate who goes first
             results = {}
-            for name, start, url, headers in systems:
-                results[name] = measure(name, start, url, args, headers)
-                print(f"round {r + 1} {name}: {results[name]['rps']:.0f} req/s, {results[name]['cpu_us']:.1f} us CPU/req, p99 {results[name]['p99']}", file=sys.stderr)
+            for system in order:
+                proc = setup.start(system)
+                try:
+                    for case in by_system[system]:
+                        scenarios.probe(case)
+                        results[case.key] = scenarios.measure(case, proc.pid if proc else None, rates, args, workdir)
+                        m = results[case.key]["max"]
+                        print(f"round {r + 1} {case.key}: {m['rps']:,.0f} req/s, {m.get('cpu_us', float('nan')):.1f} µs CPU/req, "
+                              f"{m['failed']} failed", file=sys.stderr, flush=True)
+                finally:
+                    if proc:
+                        proc.stop()
             rounds.append(results)
+        swap = None
+        if "portico" in chosen:
+            swap = scenarios.hot_swap(setup, args, workdir, os.path.join(workdir, "portico-swap.log"))
+            print(f"S5: {swap['swaps']} swaps, {swap['swapping']['failed']} failed", file=sys.stderr)
+        memory = {s: scenarios.peak_memory(setup, s, args.memory_connections) for s in chosen if s != "direct"}
     finally:
         backend.terminate()
 
-    def summary(values):
-        return f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
+    cases = [c for s in chosen for c in by_system[s]]
+    header = (f"## {datetime.date.today()}: `python3 bench/run.py{' --smoke' if args.smoke else ''} --rounds {args.rounds} "
+              f"--seconds {args.seconds}`\n\n{platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
+              f"{profile} build; {args.connections} connections; system under test on core 0, backend and load on core 1.")
+    text = report.markdown(rounds, cases, rates, swap, memory, header)
+    with open(args.out, "w") as f:
+        f.write(text)
+    print(text)
+    if args.smoke:
+        smoke_check(rounds, cases, swap, memory, args)
 
-    print(f"\n{args.rounds} rounds of {args.seconds}s, {args.connections} connections, wrk on core 1, system under test on core 0\n")
-    print("| system | req/s | CPU µs/request | p99 (last round) |")
-    print("|---|---|---|---|")
-    for name, *_ in systems:
-        rps = [r[name]["rps"] for r in rounds]
-        cpu = [r[name]["cpu_us"] for r in rounds]
-        print(f"| {name} | {statistics.median(rps):.0f} ({min(rps):.0f}–{max(rps):.0f}) | {summary(cpu)} | {rounds[-1][name]['p99']} |")
-    print("\nRatios within each round (median, range):\n")
-    base = "minimal hyper proxy"
-    for name in ["portico passthrough", "portico key-auth + throttle", "portico JWT (RS256, cached) + throttle"]:
-        tput = [r[name]["rps"] / r[base]["rps"] for r in rounds]
-        cpu = [r[base]["cpu_us"] / r[name]["cpu_us"] for r in rounds]
-        print(f"- {name} vs {base}: throughput ×{summary(tput)}; capacity per core (inverse CPU/request) ×{summary(cpu)}")
-    for name in ["portico key-auth + throttle", "portico JWT (RS256, cached) + throttle"]:
-        tput = [r[name]["rps"] / r["portico passthrough"]["rps"] for r in rounds]
-        cpu = [r["portico passthrough"]["cpu_us"] / r[name]["cpu_us"] for r in rounds]
-        print(f"- {name} vs passthrough: throughput ×{summary(tput)}; capacity per core ×{summary(cpu)}")
+
+def smoke_check(rounds, cases, swap, memory, args):
+    """The smoke run judges no speed: every case must have been answered, without failures."""
+    problems = []
+    for case in cases:
+        result = rounds[0].get(case.key)
+        runs = list(result.values()) if result else []
+        if not runs or any(not run["requests"] or run["failed"] for run in runs):
+            problems.append(f"{case.key}: {runs}")
+    if swap and (swap["swapping"]["failed"] or not swap["swaps"] or not swap["swapping"]["requests"]):
+        problems.append(f"S5: {swap['swaps']} swaps, {swap['swapping']['failed']} failed")
+    for system, m in (memory or {}).items():
+        if m["answered"] != args.memory_connections:
+            problems.append(f"memory {system}: {m['answered']} of {args.memory_connections} connections answered")
+    if problems:
+        sys.exit("smoke run failed:\n  " + "\n  ".join(problems))
+    print("smoke run: every system answered", file=sys.stderr)
 
 
 if __name__ == "__main__":

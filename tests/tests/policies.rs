@@ -16,6 +16,7 @@ use portico_tests::{ControlPlaneClient, GatewayProcess, HttpClient, MockUpstream
 const VALIDATE_JSON: &str = "examples/policies/validate-json";
 const MASK_FIELDS: &str = "examples/policies/mask-fields";
 const MAINTENANCE_WINDOW: &str = "examples/policies/maintenance-window";
+const JSON_TRANSFORM: &str = "bench/policies/json-transform";
 
 /// Run a fixture file against a component and fail the test with the report on a mismatch.
 fn assert_fixtures_pass(name: &str, component: &[u8], fixtures: &Path) {
@@ -47,6 +48,11 @@ fn the_javascript_example_masks_fields_and_names_the_consumer() {
 fn the_rust_example_keeps_maintenance_windows() {
     assert_example_passes(MAINTENANCE_WINDOW);
     assert_eq!(built(MAINTENANCE_WINDOW).project.language, Language::Rust);
+}
+
+#[test]
+fn the_benchmark_policy_rewrites_json_bodies() {
+    assert_example_passes(JSON_TRANSFORM);
 }
 
 #[test]

@@ -1,0 +1,88 @@
+"""The markdown report: per-case figures (median and range over rounds) and the ratios
+against the targets of ../shared/BENCHMARKS.md, each ratio taken within its round."""
+import statistics
+
+# (what, case, baseline, target or None)
+RATIOS = [
+    ("S1 Portico ÷ minimal hyper proxy", "S1 portico", "S1 minimal hyper proxy", 0.90),
+    ("S1 Portico ÷ nginx", "S1 portico", "S1 nginx", 1.0),
+    ("S1 Portico ÷ Pingora", "S1 portico", "S1 pingora", None),
+    ("S1 Portico ÷ Envoy", "S1 portico", "S1 envoy", None),
+    ("S2 API key + rate limit ÷ S1", "S2 portico API key + rate limit, 10k keys", "S1 portico", 0.90),
+    ("S3 JWT ES256 hit + rate limit ÷ S1", "S3 portico JWT ES256 hit", "S1 portico", 0.85),
+    ("S3 JWT RS256 hit + rate limit ÷ S1", "S3 portico JWT RS256 hit", "S1 portico", 0.85),
+    ("S3 JWT ES256 all misses ÷ S1", "S3 portico JWT ES256 miss", "S1 portico", None),
+    ("S3 JWT RS256 all misses ÷ S1", "S3 portico JWT RS256 miss", "S1 portico", None),
+    ("S3 Envoy JWT ES256 hit ÷ Envoy passthrough", "S3 envoy JWT ES256 hit", "S1 envoy", None),
+    ("S3 Envoy JWT RS256 hit ÷ Envoy passthrough", "S3 envoy JWT RS256 hit", "S1 envoy", None),
+    ("S4 JSON transform 1 KiB ÷ S1", "S4 portico JSON transform 1 KiB", "S1 portico", 0.80),
+    ("S4 JSON transform 10 KiB ÷ S1", "S4 portico JSON transform 10 KiB", "S1 portico", 0.60),
+    ("S4 JSON transform 1 KiB ÷ passthrough POST 1 KiB", "S4 portico JSON transform 1 KiB", "S4 portico passthrough POST 1 KiB", None),
+    ("S4 JSON transform 10 KiB ÷ passthrough POST 10 KiB", "S4 portico JSON transform 10 KiB", "S4 portico passthrough POST 10 KiB", None),
+    ("S6 Portico TLS ÷ S1", "S6 portico TLS", "S1 portico", 0.75),
+    ("S6 nginx TLS ÷ nginx", "S6 nginx TLS", "S1 nginx", None),
+]
+
+
+def spread(values, fmt="{:.2f}"):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def cpu(result):
+    """CPU µs per request: at the first fixed rate when measured, else at full speed."""
+    fixed = [v for k, v in result.items() if k != "max" and "cpu_us" in v]
+    return fixed[0]["cpu_us"] if fixed else result["max"].get("cpu_us")
+
+
+def markdown(rounds, cases, rates, swap, memory, header):
+    out = [header, ""]
+    first_rate = next(iter(rates))
+    out += [f"### Every case ({len(rounds)} rounds; median, range)", "",
+            f"Max req/s from wrk; CPU per request, p50, p99 and p99.9 from oha at {int(rates[first_rate]):,} req/s "
+            f"({first_rate} of the minimal proxy's maximum; all-miss JWT cases: CPU at full speed, no fixed-rate run).", "",
+            "| case | max req/s | failed | CPU µs/req | p50 ms | p99 ms | p99.9 ms |", "|---|---|---|---|---|---|---|"]
+    for case in cases:
+        results = [r[case.key] for r in rounds if case.key in r]
+        fixed = [r.get(first_rate) for r in results]
+        failed = sum(r["max"]["failed"] + sum(v["failed"] for k, v in r.items() if k != "max") for r in results)
+        out.append(f"| {case.key} | {spread([r['max']['rps'] for r in results], '{:,.0f}')} | {failed} | "
+                   f"{spread([cpu(r) for r in results], '{:.1f}')} | "
+                   + " | ".join(spread([f[p] if f else None for f in fixed], "{:.3f}") for p in ("p50", "p99", "p99.9")) + " |")
+    ladder = [c for c in cases if c.ladder]
+    out += ["", "### S1 latency at fixed rates (median of rounds: p50 / p99 / p99.9 ms)", "",
+            "| system | " + " | ".join(f"{name} ({int(rate):,}/s)" for name, rate in rates.items()) + " |",
+            "|---|" + "---|" * len(rates)]
+    for case in ladder:
+        cells = []
+        for name in rates:
+            runs = [r[case.key][name] for r in rounds if case.key in r and name in r[case.key]]
+            cells.append(" / ".join(f"{statistics.median(run[p] for run in runs):.2f}" for p in ("p50", "p99", "p99.9")) if runs else "—")
+        out.append(f"| {case.label} | " + " | ".join(cells) + " |")
+    out += ["", "### Ratios, each within its round (median, range)", "",
+            "Capacity per core is the inverse ratio of CPU time per request; throughput is wrk's maximum.", "",
+            "| ratio | capacity per core | throughput | target | met |", "|---|---|---|---|---|"]
+    for what, case, base, target in RATIOS:
+        pairs = [(r[case], r[base]) for r in rounds if case in r and base in r]
+        capacity = [cpu(b) / cpu(c) for c, b in pairs if cpu(c) and cpu(b)]
+        throughput = [c["max"]["rps"] / b["max"]["rps"] for c, b in pairs if b["max"]["rps"]]
+        met = "—" if target is None or not capacity else ("yes" if statistics.median(capacity) >= target else "**no**")
+        out.append(f"| {what} | {spread(capacity)} | {spread(throughput)} | {'≥ %.2f' % target if target else '—'} | {met} |")
+    if swap:
+        s, w = swap["steady"], swap["swapping"]
+        out += ["", "### S5 policy hot-swap under load", "",
+                f"{int(swap['rate']):,} req/s (half of Portico's maximum on `/swap`), a new module written every second, {swap['swaps']} applied.", "",
+                "| phase | requests | failed | p50 ms | p99 ms | p99.9 ms |", "|---|---|---|---|---|---|",
+                f"| steady | {s['requests']:,} | {s['failed']} | {s['p50']:.2f} | {s['p99']:.2f} | {s['p99.9']:.2f} |",
+                f"| swapping | {w['requests']:,} | {w['failed']} | {w['p50']:.2f} | {w['p99']:.2f} | {w['p99.9']:.2f} |",
+                "", f"p99.9 swapping ÷ steady: {w['p99.9'] / s['p99.9']:.2f} (target ≤ 1.5); failed: {w['failed']} (target 0)."]
+    if memory:
+        out += ["", "### Memory at open connections", "",
+                "| system | connections answered | RSS MiB | peak RSS MiB |", "|---|---|---|---|"]
+        for system, m in memory.items():
+            out.append(f"| {system} | {m['answered']} | {m['rss_kib'] / 1024:.1f} | {m['hwm_kib'] / 1024:.1f} |")
+    return "\n".join(out) + "\n"

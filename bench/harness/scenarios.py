@@ -1,0 +1,206 @@
+"""The scenarios (S1–S6 and memory) as cases: which system, which request, and how it is
+loaded. A round starts each system once, checks that it answers correctly, then runs its
+cases: a maximum-throughput run (wrk) and fixed-rate runs (oha) during which the system's
+CPU time per request is read from /proc."""
+import json, os, selectors, socket, threading, time, urllib.request, ssl
+
+from . import load, systems, tokens
+from .load import Request
+
+P = systems.PORTS
+
+
+def json_body(size):
+    """A JSON order of about `size` bytes, with the fields the S4 policy edits."""
+    base = {"sku": "A-1", "qty": 2, "card": "4111111111111111", "note": ""}
+    base["note"] = "n" * (size - len(json.dumps(base)))
+    return json.dumps(base).encode()
+
+
+class Case:
+    """One measured combination. A `ladder` case runs at every fixed rate, others at the
+    first only; `fixed=False` runs none (the all-miss JWT cases, whose capacity is below it)."""
+
+    def __init__(self, scenario, system, label, request, ladder=False, fixed=True, tls=False, check=None):
+        self.scenario, self.system, self.label, self.request = scenario, system, label, request
+        self.ladder, self.fixed, self.tls, self.check = ladder, fixed, tls, check
+
+    @property
+    def key(self):
+        return f"{self.scenario} {self.label}"
+
+
+def cases(setup):
+    """Every case, grouped by the system that serves it."""
+    def url(system, path="/", tls=False):
+        port = systems.TLS_PORTS[system] if tls else (P[system] if system != "direct" else int(systems.BACKEND.split(":")[1]))
+        return f"{'https' if tls else 'http'}://127.0.0.1:{port}{path}"
+
+    bearer = {alg: f"authorization: Bearer {setup.token[alg]}" for alg in setup.token}
+    keys_lua = os.path.join(setup.workdir, "keys.lua")
+    with open(keys_lua, "w") as f:
+        f.write(f'local i = 0\nrequest = function()\n  i = i % {systems.CONSUMERS} + 1\n'
+                f'  return wrk.format(nil, string.format("/key/?apikey=bench-key-%05d", i - 1))\nend\n')
+    miss_lua = {alg: tokens.cycling_lua(setup.workdir, f"miss-{alg}", setup.token_files[alg]) for alg in setup.token_files}
+
+    def miss(target, alg):
+        with open(setup.token_files[alg]) as f:
+            first = f.readline().strip()
+        return Request(target, lua=miss_lua[alg], example=(target, [f"authorization: Bearer {first}"]))
+    envoy_auth = f"http://127.0.0.1:{systems.ENVOY_AUTH_PORT}/"
+    body = {size: json_body(size) for size in (1024, 10240)}
+    transformed = lambda text: '"channel":"portico"' in text and '"quantity":2' in text and "card" not in text
+
+    all_cases = {
+        "direct": [Case("S1", "direct", "direct to backend", Request(url("direct")), ladder=True)],
+        "minimal hyper proxy": [Case("S1", "minimal hyper proxy", "minimal hyper proxy", Request(url("minimal hyper proxy")), ladder=True)],
+        "nginx": [
+            Case("S1", "nginx", "nginx", Request(url("nginx")), ladder=True),
+            Case("S6", "nginx", "nginx TLS", Request(url("nginx", tls=True)), tls=True),
+        ],
+        "envoy": [
+            Case("S1", "envoy", "envoy", Request(url("envoy")), ladder=True),
+            Case("S3", "envoy", "envoy JWT ES256 hit", Request(envoy_auth, [bearer["ES256"]])),
+            Case("S3", "envoy", "envoy JWT RS256 hit", Request(envoy_auth, [bearer["RS256"]])),
+            Case("S3", "envoy", "envoy JWT ES256 miss", miss(envoy_auth, "ES256"), fixed=False),
+            Case("S3", "envoy", "envoy JWT RS256 miss", miss(envoy_auth, "RS256"), fixed=False),
+        ],
+        "pingora": [Case("S1", "pingora", "pingora", Request(url("pingora")), ladder=True)],
+        "portico": [
+            Case("S1", "portico", "portico", Request(url("portico", "/pass/")), ladder=True),
+            Case("S2", "portico", "portico API key + rate limit, 10k keys",
+                 Request(url("portico", "/key/"), lua=keys_lua,
+                         url_pattern=rf"http://127.0.0.1:{P['portico']}/key/\?apikey=bench-key-0[0-9]{{4}}",
+                         example=(url("portico", f"/key/?apikey={systems.api_key(42)}"), []))),
+            Case("S3", "portico", "portico JWT ES256 hit", Request(url("portico", "/jwt/"), [bearer["ES256"]])),
+            Case("S3", "portico", "portico JWT RS256 hit", Request(url("portico", "/jwt/"), [bearer["RS256"]])),
+            Case("S3", "portico", "portico JWT ES256 miss", miss(url("portico", "/jwt/"), "ES256"), fixed=False),
+            Case("S3", "portico", "portico JWT RS256 miss", miss(url("portico", "/jwt/"), "RS256"), fixed=False),
+            Case("S4", "portico", "portico passthrough POST 1 KiB", Request(url("portico", "/pass/"), body=body[1024])),
+            Case("S4", "portico", "portico JSON transform 1 KiB", Request(url("portico", "/transform/"), body=body[1024]), check=transformed),
+            Case("S4", "portico", "portico passthrough POST 10 KiB", Request(url("portico", "/pass/"), body=body[10240])),
+            Case("S4", "portico", "portico JSON transform 10 KiB", Request(url("portico", "/transform/"), body=body[10240]), check=transformed),
+            Case("S6", "portico", "portico TLS", Request(url("portico", "/pass/", tls=True)), tls=True),
+        ],
+    }
+    return all_cases
+
+
+def probe(case):
+    """One request as the load generators send it: the system must answer it correctly
+    (a benchmark of 401s or of a wrong transform measures nothing)."""
+    request = case.request
+    target, header_lines = request.example
+    headers = dict(h.split(": ", 1) for h in header_lines)
+    if request.body is not None:
+        headers["content-type"] = "application/json"
+    req = urllib.request.Request(target, data=request.body, headers=headers)
+    context = ssl._create_unverified_context() if case.tls else None
+    try:
+        with urllib.request.urlopen(req, timeout=10, context=context) as response:
+            status, text = response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as error:
+        status, text = error.code, error.read().decode(errors="replace")
+    if status != 200 or (case.check and not case.check(text)) or (request.body is None and len(text) != 1024):
+        raise SystemExit(f"{case.key}: answered {status} {text[:200]!r}; the benchmark needs a correct answer")
+
+
+def measure(case, pid, rates, args, workdir):
+    """wrk at full speed, then oha at each fixed rate; CPU time per request at each."""
+    load.wrk(case.request, 1, args.connections, workdir)  # warm up: caches, pools, JIT
+    result = {"max": _with_cpu(pid, lambda: load.wrk(case.request, args.seconds, args.connections, workdir))}
+    if case.fixed:
+        for name, rate in rates.items() if case.ladder else [next(iter(rates.items()))]:
+            result[name] = _with_cpu(pid, lambda: load.oha(case.request, rate, args.seconds, args.connections, workdir,
+                                                          insecure=case.tls))
+    return result
+
+
+def _with_cpu(pid, run):
+    """`run()`'s figures with the system's CPU time per request during it (not for direct)."""
+    before = load.cpu_seconds(pid) if pid else 0
+    result = run()
+    if pid and result["requests"]:
+        result["cpu_us"] = (load.cpu_seconds(pid) - before) * 1e6 / result["requests"]
+    return result
+
+
+def hot_swap(setup, args, workdir, log):
+    """S5: a Portico of its own at half its /swap capacity, first steady, then with a new
+    policy module (new code: a new digest to compile) written every second."""
+    request = Request(f"http://127.0.0.1:{P['portico']}/swap/", body=json_body(1024))
+    gateway = systems.Process("portico", [setup.portico, "--workers", "1", "--log", "info", "serve",
+                                          "--config", setup.portico_config], [P["portico"]], log)
+    try:
+        load.wrk(request, 1, args.connections, workdir)
+        rate = load.wrk(request, max(1, args.seconds // 2), args.connections, workdir)["rps"] / 2
+        steady = load.oha(request, rate, args.swap_seconds, args.connections, workdir)
+        applied_before = _count(log, "configuration applied")
+        stop = threading.Event()
+
+        def swapper():
+            serial = 0
+            while not stop.wait(1.0):
+                serial += 1
+                setup.write_swap_module(serial)
+
+        thread = threading.Thread(target=swapper)
+        thread.start()
+        try:
+            swapping = load.oha(request, rate, args.swap_seconds, args.connections, workdir)
+        finally:
+            stop.set()
+            thread.join()
+        # Let the builds under way land (a debug build takes seconds): wait until at least
+        # one swap is applied and none for 2 s.
+        deadline, swaps, quiet = time.time() + 30, -1, 0
+        while time.time() < deadline and not (swaps > 0 and quiet >= 4):
+            time.sleep(0.5)
+            now = _count(log, "configuration applied") - applied_before
+            quiet = quiet + 1 if now == swaps else 0
+            swaps = now
+    finally:
+        gateway.stop()
+    return {"rate": rate, "steady": steady, "swapping": swapping, "swaps": swaps}
+
+
+def _count(path, text):
+    with open(path, errors="replace") as f:
+        return f.read().count(text)
+
+
+def peak_memory(setup, system, connections):
+    """Peak RSS of a system holding `connections` open keep-alive connections, each having
+    made one request (Portico's through key-auth, throttle and headers)."""
+    proc = setup.start(system)
+    port = P[system]
+    path, header = ("/all/", "apikey: bench-app-key\r\n") if system == "portico" else ("/", "")
+    request = f"GET {path} HTTP/1.1\r\nhost: localhost\r\n{header}\r\n".encode()
+    sockets, selector = [], selectors.DefaultSelector()
+    try:
+        for _ in range(connections):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(request)
+            sockets.append(s)
+        answered = 0
+        pending = {s: b"" for s in sockets}
+        for s in sockets:
+            s.setblocking(False)
+            selector.register(s, selectors.EVENT_READ)
+        deadline = time.time() + 60
+        while pending and time.time() < deadline:
+            for key, _ in selector.select(timeout=1):
+                s = key.fileobj
+                data = s.recv(65536)
+                pending[s] += data
+                if b"\r\n\r\n" in pending[s] and len(pending[s].split(b"\r\n\r\n", 1)[1]) >= 1024 or not data:
+                    if pending[s].startswith(b"HTTP/1.1 200"):
+                        answered += 1
+                    selector.unregister(s)
+                    del pending[s]
+        time.sleep(0.5)
+        return {"answered": answered, "rss_kib": load.memory_kib(proc.pid, "VmRSS"), "hwm_kib": load.memory_kib(proc.pid, "VmHWM")}
+    finally:
+        for s in sockets:
+            s.close()
+        proc.stop()

