@@ -323,6 +323,7 @@ impl Attachment {
             services: self.services.clone(),
             clock: self.clock.clone(),
             policy: policy_name,
+            header_names: host::HeaderNames::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

@@ -87,6 +87,29 @@ pub struct HostState {
     pub(super) clock: Arc<dyn Clock>,
     /// The policy's name, for its log records.
     pub(super) policy: Arc<str>,
+    pub(super) header_names: HeaderNames,
+}
+
+/// The header names this instance's policy has set or removed, parsed once. A name outside
+/// HTTP's standard set (`ratelimit-remaining`, `x-request-id`) costs an allocation and a
+/// copy on every `HeaderName::from_bytes`; a policy uses the same few names on every call.
+#[derive(Default)]
+pub struct HeaderNames(Vec<(Box<str>, HeaderName)>);
+
+impl HeaderNames {
+    /// Enough for any real policy; a policy that makes names up per request just parses them.
+    const KEPT: usize = 16;
+
+    fn parse(&mut self, name: &str) -> Result<HeaderName, types::HeaderError> {
+        if let Some((_, parsed)) = self.0.iter().find(|(seen, _)| **seen == *name) {
+            return Ok(parsed.clone());
+        }
+        let parsed = header_name(name)?;
+        if self.0.len() < Self::KEPT {
+            self.0.push((name.into(), parsed.clone()));
+        }
+        Ok(parsed)
+    }
 }
 
 /// The memory budget of one instance; remembers whether the guest ran into it, so a
@@ -167,8 +190,9 @@ fn header_name(name: &str) -> Result<HeaderName, types::HeaderError> {
     if forbidden(&name) { Err(types::HeaderError::Forbidden) } else { Ok(name) }
 }
 
-fn header_value(value: &str) -> Result<HeaderValue, types::HeaderError> {
-    HeaderValue::from_str(value).map_err(|_| types::HeaderError::InvalidValue)
+/// Takes the guest's string as it is, without copying it again.
+fn header_value(value: String) -> Result<HeaderValue, types::HeaderError> {
+    HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|_| types::HeaderError::InvalidValue)
 }
 
 fn first_header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -179,9 +203,8 @@ fn all_headers(headers: &HeaderMap, name: &str) -> Vec<String> {
     headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_owned).collect()
 }
 
-fn set_header(headers: &mut HeaderMap, name: &str, value: &str, append: bool) -> Result<(), types::HeaderError> {
-    let name = header_name(name)?;
-    let value = header_value(value)?;
+fn set_header(headers: &mut HeaderMap, name: Result<HeaderName, types::HeaderError>, value: String, append: bool) -> Result<(), types::HeaderError> {
+    let (name, value) = (name?, header_value(value)?);
     if append {
         headers.append(name, value);
     } else {
@@ -190,9 +213,8 @@ fn set_header(headers: &mut HeaderMap, name: &str, value: &str, append: bool) ->
     Ok(())
 }
 
-fn remove_header(headers: &mut HeaderMap, name: &str) -> Result<(), types::HeaderError> {
-    let name = header_name(name)?;
-    headers.remove(name);
+fn remove_header(headers: &mut HeaderMap, name: Result<HeaderName, types::HeaderError>) -> Result<(), types::HeaderError> {
+    headers.remove(name?);
     Ok(())
 }
 
@@ -258,15 +280,18 @@ impl types::HostRequest for HostState {
     }
 
     fn set_header(&mut self, _: Resource<RequestHandle>, name: String, value: String) -> Result<Result<(), types::HeaderError>> {
-        Ok(set_header(&mut self.exchange()?.request.headers, &name, &value, false))
+        let name = self.header_names.parse(&name);
+        Ok(set_header(&mut self.exchange()?.request.headers, name, value, false))
     }
 
     fn append_header(&mut self, _: Resource<RequestHandle>, name: String, value: String) -> Result<Result<(), types::HeaderError>> {
-        Ok(set_header(&mut self.exchange()?.request.headers, &name, &value, true))
+        let name = self.header_names.parse(&name);
+        Ok(set_header(&mut self.exchange()?.request.headers, name, value, true))
     }
 
     fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> Result<Result<(), types::HeaderError>> {
-        Ok(remove_header(&mut self.exchange()?.request.headers, &name))
+        let name = self.header_names.parse(&name);
+        Ok(remove_header(&mut self.exchange()?.request.headers, name))
     }
 
     fn client_addr(&mut self, _: Resource<RequestHandle>) -> Result<String> {
@@ -316,15 +341,18 @@ impl types::HostResponse for HostState {
     }
 
     fn set_header(&mut self, _: Resource<ResponseHandle>, name: String, value: String) -> Result<Result<(), types::HeaderError>> {
-        Ok(set_header(&mut self.response()?.head.headers, &name, &value, false))
+        let name = self.header_names.parse(&name);
+        Ok(set_header(&mut self.response()?.head.headers, name, value, false))
     }
 
     fn append_header(&mut self, _: Resource<ResponseHandle>, name: String, value: String) -> Result<Result<(), types::HeaderError>> {
-        Ok(set_header(&mut self.response()?.head.headers, &name, &value, true))
+        let name = self.header_names.parse(&name);
+        Ok(set_header(&mut self.response()?.head.headers, name, value, true))
     }
 
     fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> Result<Result<(), types::HeaderError>> {
-        Ok(remove_header(&mut self.response()?.head.headers, &name))
+        let name = self.header_names.parse(&name);
+        Ok(remove_header(&mut self.response()?.head.headers, name))
     }
 
     fn body(&mut self, _: Resource<ResponseHandle>) -> Result<Result<Vec<u8>, types::BodyError>> {
@@ -402,8 +430,9 @@ impl types::HostContext for HostState {
     }
 
     fn set_response_header(&mut self, _: Resource<ContextHandle>, name: String, value: String) -> Result<Result<(), types::HeaderError>> {
+        let name = self.header_names.parse(&name);
         let exchange = self.exchange()?;
-        let (name, value) = match (header_name(&name), header_value(&value)) {
+        let (name, value) = match (name, header_value(value)) {
             (Ok(name), Ok(value)) => (name, value),
             (Err(error), _) | (_, Err(error)) => return Ok(Err(error)),
         };
@@ -512,5 +541,33 @@ impl clock::Host for HostState {
 
     fn monotonic_ns(&mut self) -> Result<u64> {
         Ok(self.clock.monotonic_ns())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_names_are_checked_once_and_then_kept() {
+        let mut names = HeaderNames::default();
+        let first = names.parse("RateLimit-Remaining").unwrap();
+        assert_eq!(first.as_str(), "ratelimit-remaining");
+        assert_eq!(names.parse("RateLimit-Remaining").unwrap(), first);
+        assert_eq!(names.0.len(), 1);
+        assert_eq!(names.parse("Transfer-Encoding").unwrap_err(), types::HeaderError::Forbidden);
+        assert_eq!(names.parse("keep-alive").unwrap_err(), types::HeaderError::Forbidden);
+        assert_eq!(names.parse("bad name").unwrap_err(), types::HeaderError::InvalidName);
+        assert_eq!(names.0.len(), 1, "refused names are not kept");
+        for i in 0..40 {
+            assert_eq!(names.parse(&format!("x-made-up-{i}")).unwrap().as_str(), format!("x-made-up-{i}"));
+        }
+        assert_eq!(names.0.len(), HeaderNames::KEPT);
+    }
+
+    #[test]
+    fn header_values_are_checked() {
+        assert_eq!(header_value("a value".into()).unwrap(), "a value");
+        assert_eq!(header_value("line\nbreak".into()).unwrap_err(), types::HeaderError::InvalidValue);
     }
 }
