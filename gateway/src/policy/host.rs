@@ -99,13 +99,16 @@ pub struct HeaderNames(Vec<(Box<str>, HeaderName)>);
 impl HeaderNames {
     /// Enough for any real policy; a policy that makes names up per request just parses them.
     const KEPT: usize = 16;
+    /// Longer names are parsed every time, so that what an instance keeps outside its
+    /// memory limit stays small.
+    const LONGEST_KEPT: usize = 64;
 
     fn parse(&mut self, name: &str) -> Result<HeaderName, types::HeaderError> {
         if let Some((_, parsed)) = self.0.iter().find(|(seen, _)| **seen == *name) {
             return Ok(parsed.clone());
         }
         let parsed = header_name(name)?;
-        if self.0.len() < Self::KEPT {
+        if self.0.len() < Self::KEPT && name.len() <= Self::LONGEST_KEPT {
             self.0.push((name.into(), parsed.clone()));
         }
         Ok(parsed)
@@ -559,6 +562,9 @@ mod tests {
         assert_eq!(names.parse("keep-alive").unwrap_err(), types::HeaderError::Forbidden);
         assert_eq!(names.parse("bad name").unwrap_err(), types::HeaderError::InvalidName);
         assert_eq!(names.0.len(), 1, "refused names are not kept");
+        let long = format!("x-{}", "a".repeat(HeaderNames::LONGEST_KEPT));
+        assert_eq!(names.parse(&long).unwrap().as_str(), long);
+        assert_eq!(names.0.len(), 1, "long names are not kept");
         for i in 0..40 {
             assert_eq!(names.parse(&format!("x-made-up-{i}")).unwrap().as_str(), format!("x-made-up-{i}"));
         }
