@@ -133,11 +133,7 @@ async fn run() {
         .await;
     let api = api["id"].as_str().unwrap().to_owned();
     cp.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
-    let app = cp.ok(Method::POST, "/api/v1/applications", Some(&admin), json!({"name": "bench"})).await;
-    let app = app["id"].as_str().unwrap().to_owned();
-    cp.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(&admin), json!({"api_id": api, "tier": "Unlimited"})).await;
-    let key = cp.ok(Method::POST, &format!("/api/v1/applications/{app}/api-keys"), Some(&admin), json!({})).await;
-    let key = key["key"].as_str().unwrap().to_owned();
+    let key = cp.subscribed_key(&admin, "bench", &api).await.key;
     let revisions = [
         revision_with(&cp, &admin, &api, &upstream.url(), "stamp@1.0.0").await,
         revision_with(&cp, &admin, &api, &upstream.url(), "stamp@2.0.0").await,

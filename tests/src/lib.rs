@@ -312,6 +312,26 @@ impl ControlPlaneClient {
         let session = self.ok(Method::POST, "/api/v1/auth/login", None, serde_json::json!({"username": username, "password": password})).await;
         session["token"].as_str().unwrap().to_owned()
     }
+
+    /// A new application named `name`, subscribed to `api` on the Unlimited tier, and an
+    /// API key of it.
+    pub async fn subscribed_key(&self, token: &str, name: &str, api: &str) -> ApiKey {
+        let app = self.ok(Method::POST, "/api/v1/applications", Some(token), serde_json::json!({"name": name})).await;
+        let app = app["id"].as_str().unwrap().to_owned();
+        self.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(token), serde_json::json!({"api_id": api, "tier": "Unlimited"})).await;
+        let key = self.ok(Method::POST, &format!("/api/v1/applications/{app}/api-keys"), Some(token), serde_json::json!({})).await;
+        ApiKey { app, id: key["id"].as_str().unwrap().to_owned(), key: key["key"].as_str().unwrap().to_owned() }
+    }
+}
+
+/// An application's API key, as [`ControlPlaneClient::subscribed_key`] made it.
+pub struct ApiKey {
+    /// The application's id.
+    pub app: String,
+    /// The key's id.
+    pub id: String,
+    /// The key itself.
+    pub key: String,
 }
 
 /// Poll `check` every 20 ms until it holds; panics after `limit`. Returns how long it took.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use http::{Method, StatusCode};
-use portico_tests::{ControlPlaneClient, GatewayProcess, HttpClient, MockUpstream, eventually, policies};
+use portico_tests::{ApiKey, ControlPlaneClient, GatewayProcess, HttpClient, MockUpstream, eventually, policies};
 use serde_json::{Value, json};
 
 const ADMIN_PASSWORD: &str = "fleet-admin-pass-1";
@@ -176,11 +176,7 @@ async fn pattern_2_control_plane_and_two_gateways() {
         .await;
     let api = api["id"].as_str().unwrap().to_owned();
     cp.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
-    let app = cp.ok(Method::POST, "/api/v1/applications", Some(&admin), json!({"name": "load"})).await;
-    let app = app["id"].as_str().unwrap().to_owned();
-    cp.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(&admin), json!({"api_id": api, "tier": "Unlimited"})).await;
-    let key = cp.ok(Method::POST, &format!("/api/v1/applications/{app}/api-keys"), Some(&admin), json!({})).await;
-    let (key_id, key) = (key["id"].as_str().unwrap().to_owned(), key["key"].as_str().unwrap().to_owned());
+    let ApiKey { app, id: key_id, key } = cp.subscribed_key(&admin, "load", &api).await;
     let v1_revision = deploy_with(&cp, &admin, &api, &upstream.url(), "stamp@1.0.0").await;
 
     // Two gateways register with the environment's token.
@@ -373,21 +369,13 @@ async fn pattern_1_two_all_in_one_nodes_on_postgres() {
     let api = cp1.ok(Method::POST, "/api/v1/apis", Some(&admin), json!({"name": "shared", "version": "v1", "context": "/shared", "endpoints": [upstream.url()], "operations": [{"method": "GET", "path": "/x"}]})).await;
     let api = api["id"].as_str().unwrap().to_owned();
     cp1.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
-    let app = cp1.ok(Method::POST, "/api/v1/applications", Some(&admin), json!({"name": "both"})).await;
-    let app = app["id"].as_str().unwrap().to_owned();
-    cp1.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(&admin), json!({"api_id": api, "tier": "Unlimited"})).await;
-    let key = cp1.ok(Method::POST, &format!("/api/v1/applications/{app}/api-keys"), Some(&admin), json!({})).await;
-    let (key_id, key) = (key["id"].as_str().unwrap().to_owned(), key["key"].as_str().unwrap().to_owned());
+    let ApiKey { app, id: key_id, key } = cp1.subscribed_key(&admin, "both", &api).await;
     let revision = cp1.ok(Method::POST, &format!("/api/v1/apis/{api}/revisions"), Some(&admin), json!({})).await;
     cp1.ok(Method::POST, &format!("/api/v1/apis/{api}/deployments"), Some(&admin), json!({"revision_id": revision["id"], "environments": ["default"]})).await;
     // The first deployment also compiles the built-in policies on each node; the revocation
     // below is the pure push, bounded at 1 s (the periodic rebuild alone would take 30 s).
     let took = eventually("the deployment served by both nodes", Duration::from_secs(5), async || {
-        let mut all = true;
-        for node in [&first, &second] {
-            all &= client.get(&node.url("/shared/v1/x"), &[("apikey", &key)]).await.unwrap().status == StatusCode::OK;
-        }
-        all
+        every_node_answers(&client, [&first, &second], &key, StatusCode::OK).await
     })
     .await;
     println!("deployment on node 1 served by both nodes after {took:?}");
@@ -399,12 +387,18 @@ async fn pattern_1_two_all_in_one_nodes_on_postgres() {
     let reply = cp2.call(Method::DELETE, &format!("/api/v1/applications/{app}/api-keys/{key_id}"), Some(&admin), None).await;
     assert!(reply.status.is_success(), "{}", reply.text());
     let took = eventually("the revoked key refused by both nodes", Duration::from_secs(1), async || {
-        let mut all = true;
-        for node in [&first, &second] {
-            all &= client.get(&node.url("/shared/v1/x"), &[("apikey", &key)]).await.unwrap().status == StatusCode::UNAUTHORIZED;
-        }
-        all
+        every_node_answers(&client, [&first, &second], &key, StatusCode::UNAUTHORIZED).await
     })
     .await;
     println!("key revoked on node 2 refused by both nodes after {took:?}");
+}
+
+/// Whether every node answers `GET /shared/v1/x` with `key` by `status`.
+async fn every_node_answers(client: &HttpClient, nodes: [&GatewayProcess; 2], key: &str, status: StatusCode) -> bool {
+    for node in nodes {
+        if client.get(&node.url("/shared/v1/x"), &[("apikey", key)]).await.unwrap().status != status {
+            return false;
+        }
+    }
+    true
 }

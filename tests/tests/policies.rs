@@ -388,11 +388,7 @@ async fn python_and_javascript_policies_pushed_to_the_registry_mediate_traffic()
     cp.ok(Method::POST, &format!("/api/v1/apis/{api_id}/lifecycle"), Some(&admin), serde_json::json!({"action": "publish"})).await;
     let revision = cp.ok(Method::POST, &format!("/api/v1/apis/{api_id}/revisions"), Some(&admin), serde_json::json!({})).await;
     cp.ok(Method::POST, &format!("/api/v1/apis/{api_id}/deployments"), Some(&admin), serde_json::json!({"revision_id": revision["id"], "environments": ["default"]})).await;
-    let app = cp.ok(Method::POST, "/api/v1/applications", Some(&admin), serde_json::json!({"name": "shop"})).await;
-    let app = app["id"].as_str().unwrap().to_owned();
-    cp.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(&admin), serde_json::json!({"api_id": api_id, "tier": "Unlimited"})).await;
-    let key = cp.ok(Method::POST, &format!("/api/v1/applications/{app}/api-keys"), Some(&admin), serde_json::json!({})).await;
-    let key = key["key"].as_str().unwrap().to_owned();
+    let key = cp.subscribed_key(&admin, "shop", &api_id).await.key;
 
     // Through the gateway, behind the managed key-auth: the Python policy validates, the
     // JavaScript one names the consumer and masks.
