@@ -3,7 +3,7 @@ for cache hits, and more distinct tokens than the gateway's 10,000-entry cache h
 all misses (cycled in order, each comes back only after it has been evicted)."""
 import base64, json, os, time
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
