@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::routing::{get, post};
@@ -86,7 +86,9 @@ impl FromRequestParts<AppState> for Caller {
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::Unauthorized("log in first: send `Authorization: Bearer <token>` from POST /api/v1/auth/login".into()))?;
+            .ok_or_else(|| {
+                ApiError::Unauthorized("log in first: send `Authorization: Bearer <token>` from POST /api/v1/auth/login".into())
+            })?;
         let row: Option<(String, String, String, i64)> = sqlx::query_as(
             "SELECT u.id, u.username, u.role, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
         )
@@ -125,7 +127,10 @@ pub fn random_token() -> String {
 /// Argon2id hash of a password or client secret, as a PHC string.
 pub fn hash_secret(secret: &str) -> ApiResult<String> {
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default().hash_password(secret.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| ApiError::Internal(format!("hashing: {e}")))
+    Argon2::default()
+        .hash_password(secret.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::Internal(format!("hashing: {e}")))
 }
 
 /// Whether `secret` matches an Argon2id PHC string.
@@ -172,7 +177,9 @@ pub async fn create_user(db: &Db, username: &str, password: &str, role: Role) ->
         .await;
     match result {
         Ok(_) => Ok(id),
-        Err(sqlx::Error::Database(db_err)) if db_err.is_unique_violation() => Err(ApiError::Conflict(format!("the user name `{username}` is taken"))),
+        Err(sqlx::Error::Database(db_err)) if db_err.is_unique_violation() => {
+            Err(ApiError::Conflict(format!("the user name `{username}` is taken")))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -298,7 +305,11 @@ pub struct NewUser {
 /// Create a user (admin).
 #[utoipa::path(operation_id = "create_user", post, path = "/api/v1/users", tag = "auth", request_body = NewUser,
     responses((status = 201, body = User), (status = 400), (status = 403), (status = 409)), security(("bearer" = [])))]
-pub async fn create(State(state): State<AppState>, caller: Caller, JsonBody(user): JsonBody<NewUser>) -> ApiResult<(axum::http::StatusCode, Json<User>)> {
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(user): JsonBody<NewUser>,
+) -> ApiResult<(axum::http::StatusCode, Json<User>)> {
     caller.require(&[Role::Admin])?;
     let id = create_user(&state.db, &user.username, &user.password, user.role).await?;
     Ok((axum::http::StatusCode::CREATED, Json(User { id, username: user.username, role: user.role.as_str().to_owned() })))

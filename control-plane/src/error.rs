@@ -68,10 +68,14 @@ impl ApiError {
 /// Unique, foreign-key and check violations are the client's conflict, not our failure.
 fn is_constraint_violation(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::Database(db) => matches!(
-            db.kind(),
-            sqlx::error::ErrorKind::UniqueViolation | sqlx::error::ErrorKind::ForeignKeyViolation | sqlx::error::ErrorKind::CheckViolation
-        ) || db.code().is_some_and(|c| c.starts_with("23")),
+        sqlx::Error::Database(db) => {
+            matches!(
+                db.kind(),
+                sqlx::error::ErrorKind::UniqueViolation
+                    | sqlx::error::ErrorKind::ForeignKeyViolation
+                    | sqlx::error::ErrorKind::CheckViolation
+            ) || db.code().is_some_and(|c| c.starts_with("23"))
+        }
         _ => false,
     }
 }

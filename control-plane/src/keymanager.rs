@@ -57,7 +57,8 @@ struct ClientSecretBasic;
 impl Modify for ClientSecretBasic {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("client_secret_basic", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()));
+        components
+            .add_security_scheme("client_secret_basic", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()));
     }
 }
 

@@ -180,7 +180,9 @@ pub async fn digests<'a>(db: &Db, references: impl IntoIterator<Item = &'a str>)
         if builtin::find(reference).is_some() || digests.contains_key(reference) {
             continue;
         }
-        let module = find(db, reference).await?.ok_or_else(|| ApiError::Internal(format!("policy `{reference}` is attached but not in the registry")))?;
+        let module = find(db, reference)
+            .await?
+            .ok_or_else(|| ApiError::Internal(format!("policy `{reference}` is attached but not in the registry")))?;
         digests.insert(reference.to_owned(), module.digest);
     }
     Ok(digests)
@@ -220,9 +222,9 @@ impl Registry {
             let compiled = if let Some(policy) = builtin::find(&attachment.policy) {
                 self.compile(policy.name, Bytes::from_static(policy.component)).await?
             } else {
-                let module = find(db, &attachment.policy)
-                    .await?
-                    .ok_or_else(|| ApiError::invalid(format!("{field}.policy"), format!("`{}` is not in the policy registry", attachment.policy)))?;
+                let module = find(db, &attachment.policy).await?.ok_or_else(|| {
+                    ApiError::invalid(format!("{field}.policy"), format!("`{}` is not in the policy registry", attachment.policy))
+                })?;
                 if let Some(schema) = &module.config_schema {
                     check_schema(&format!("{field}.config"), schema, &attachment.config)?;
                 }
@@ -230,7 +232,9 @@ impl Registry {
                 match checker()?.0.cached(&module.digest) {
                     Some(compiled) => Ok(compiled),
                     None => {
-                        let bytes = component(db, &module.digest).await?.ok_or_else(|| ApiError::Internal(format!("component {} is missing", module.digest)))?;
+                        let bytes = component(db, &module.digest)
+                            .await?
+                            .ok_or_else(|| ApiError::Internal(format!("component {} is missing", module.digest)))?;
                         self.compile(&attachment.policy, Bytes::from(bytes)).await?
                     }
                 }
@@ -240,7 +244,12 @@ impl Registry {
             let field = field.clone();
             tokio::task::spawn_blocking(move || {
                 let (engine, services) = checker()?;
-                let settings = AttachmentSettings { config_json, timeout: Duration::from_secs(1), memory_bytes: 64 << 20, on_failure: FailureMode::Closed };
+                let settings = AttachmentSettings {
+                    config_json,
+                    timeout: Duration::from_secs(1),
+                    memory_bytes: 64 << 20,
+                    on_failure: FailureMode::Closed,
+                };
                 match engine.attach(compiled, settings, services.clone(), Arc::new(PolicyStats::default())) {
                     Ok(_) => Ok(()),
                     Err(LoadError::Config { reason, .. }) => Err(ApiError::invalid(format!("{field}.config"), reason)),
@@ -268,7 +277,11 @@ fn check_schema(field: &str, schema: &serde_json::Value, value: &serde_json::Val
 }
 
 fn check_name(field: &str, value: &str, allowed: impl Fn(char) -> bool, what: &str) -> ApiResult<()> {
-    if value.is_empty() || value.len() > 64 || !value.chars().all(&allowed) || !value.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) {
+    if value.is_empty()
+        || value.len() > 64
+        || !value.chars().all(&allowed)
+        || !value.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+    {
         return Err(ApiError::invalid(field, format!("`{value}`: 1 to 64 characters, {what}, starting with a letter or digit")));
     }
     Ok(())
@@ -279,7 +292,8 @@ fn check_name(field: &str, value: &str, allowed: impl Fn(char) -> bool, what: &s
     responses((status = 200, body = [PolicyModule]), (status = 401)), security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<PolicyModule>>> {
     let mut modules: Vec<PolicyModule> = builtin::ALL.iter().map(builtin_module).collect();
-    let rows: Vec<ModuleRow> = sqlx::query_as(&format!("SELECT {MODULE_COLUMNS} FROM policy_modules ORDER BY name, created_at")).fetch_all(&state.db.pool).await?;
+    let rows: Vec<ModuleRow> =
+        sqlx::query_as(&format!("SELECT {MODULE_COLUMNS} FROM policy_modules ORDER BY name, created_at")).fetch_all(&state.db.pool).await?;
     modules.extend(rows.into_iter().map(module_of));
     Ok(Json(modules))
 }
@@ -291,9 +305,18 @@ pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<J
     responses((status = 201, body = PolicyModule), (status = 400, description = "not a valid policy component, or a bad field"), (status = 401), (status = 403),
         (status = 409, description = "this name and version exist")),
     security(("bearer" = [])))]
-pub async fn upload(State(state): State<AppState>, caller: Caller, JsonBody(upload): JsonBody<Upload>) -> ApiResult<(StatusCode, Json<PolicyModule>)> {
+pub async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(upload): JsonBody<Upload>,
+) -> ApiResult<(StatusCode, Json<PolicyModule>)> {
     caller.require(&[Role::Publisher])?;
-    check_name("name", &upload.name, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c), "lower-case letters, digits, `-`, `_`, `.`")?;
+    check_name(
+        "name",
+        &upload.name,
+        |c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c),
+        "lower-case letters, digits, `-`, `_`, `.`",
+    )?;
     if builtin::find(&upload.name).is_some() {
         return Err(ApiError::invalid("name", format!("`{}` is a built-in policy; choose another name", upload.name)));
     }
@@ -319,7 +342,10 @@ pub async fn upload(State(state): State<AppState>, caller: Caller, JsonBody(uplo
     let compiled = match state.registry.compile(&reference, bytes.clone()).await? {
         Ok(compiled) => compiled,
         Err(LoadError::WrongWorld { reason, .. }) => {
-            return Err(ApiError::invalid("component", format!("not a policy of the {WIT_PACKAGE} world this control plane runs: {reason}")));
+            return Err(ApiError::invalid(
+                "component",
+                format!("not a policy of the {WIT_PACKAGE} world this control plane runs: {reason}"),
+            ));
         }
         Err(LoadError::NotAComponent { reason, .. }) => {
             return Err(ApiError::invalid("component", format!("not a WebAssembly component: {reason}")));
@@ -373,7 +399,11 @@ async fn lookup(db: &Db, name: &str, version: &str) -> ApiResult<PolicyModule> {
 #[utoipa::path(get, path = "/api/v1/policies/{name}/{version}", operation_id = "get_policy", tag = "registry",
     params(("name" = String, Path), ("version" = String, Path)),
     responses((status = 200, body = PolicyModule), (status = 401), (status = 404)), security(("bearer" = [])))]
-pub async fn get_one(State(state): State<AppState>, _caller: Caller, Path((name, version)): Path<(String, String)>) -> ApiResult<Json<PolicyModule>> {
+pub async fn get_one(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult<Json<PolicyModule>> {
     Ok(Json(lookup(&state.db, &name, &version).await?))
 }
 
@@ -381,7 +411,11 @@ pub async fn get_one(State(state): State<AppState>, _caller: Caller, Path((name,
 #[utoipa::path(get, path = "/api/v1/policies/{name}/{version}/component", operation_id = "download_policy", tag = "registry",
     params(("name" = String, Path), ("version" = String, Path)),
     responses((status = 200, content_type = "application/wasm", body = Vec<u8>), (status = 401), (status = 404)), security(("bearer" = [])))]
-pub async fn download(State(state): State<AppState>, _caller: Caller, Path((name, version)): Path<(String, String)>) -> ApiResult<Response> {
+pub async fn download(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult<Response> {
     let module = lookup(&state.db, &name, &version).await?;
     let bytes = component(&state.db, &module.digest).await?.ok_or_else(|| ApiError::not_found("component", &module.digest))?;
     Ok(wasm_response(&module.digest, bytes))

@@ -5,7 +5,8 @@
 //! snapshot as one fed from a file.
 
 use portico_gateway::config::{
-    ApiConfig, Attachment, ClaimMapping, Consumer, GatewayConfig, JwtIssuer, JwtKey, ModuleSource, OperationConfig, RevokedToken, UpstreamConfig,
+    ApiConfig, Attachment, ClaimMapping, Consumer, GatewayConfig, JwtIssuer, JwtKey, ModuleSource, OperationConfig, RevokedToken,
+    UpstreamConfig,
 };
 
 use crate::db::Db;
@@ -16,7 +17,9 @@ use crate::{Settings, devportal, keymanager, publisher, registry, traffic};
 /// gateway process decides where it listens).
 pub async fn for_environment(db: &Db, settings: &Settings, environment: &str) -> ApiResult<GatewayConfig> {
     let tiers = |kind| async move {
-        ApiResult::Ok(traffic::all(db, kind).await?.into_iter().map(|tier| (tier.name.clone(), tier.limits())).collect::<serde_json::Map<_, _>>())
+        ApiResult::Ok(
+            traffic::all(db, kind).await?.into_iter().map(|tier| (tier.name.clone(), tier.limits())).collect::<serde_json::Map<_, _>>(),
+        )
     };
     let subscription_tiers = tiers("subscription").await?;
     let application_tiers = tiers("application").await?;
@@ -31,10 +34,7 @@ pub async fn for_environment(db: &Db, settings: &Settings, environment: &str) ->
         // application, across APIs), before the API's own policies.
         let mut policies = vec![
             attachment("key-auth", serde_json::json!({"require_subscription": true})),
-            attachment(
-                "throttle",
-                serde_json::json!({"key_by": "application", "scope": "api", "tiers": subscription_tiers, "limits": []}),
-            ),
+            attachment("throttle", serde_json::json!({"key_by": "application", "scope": "api", "tiers": subscription_tiers, "limits": []})),
             attachment(
                 "throttle",
                 serde_json::json!({"key_by": "application", "scope": "global", "tier_source": "application", "tiers": application_tiers, "limits": []}),

@@ -61,7 +61,13 @@ impl TestApp {
     }
 
     /// Send a request; returns the status and the body as JSON (`Null` when empty or not JSON).
-    pub async fn send(&self, method: &str, uri: &str, token: Option<&str>, body: Option<serde_json::Value>) -> (StatusCode, serde_json::Value) {
+    pub async fn send(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (StatusCode, serde_json::Value) {
         use http_body_util::BodyExt;
         use tower::ServiceExt;
         let mut request = Request::builder().method(method).uri(uri);
@@ -81,7 +87,8 @@ impl TestApp {
 
     /// Log in and return the session token.
     pub async fn login(&self, username: &str, password: &str) -> String {
-        let (status, body) = self.send("POST", "/api/v1/auth/login", None, Some(serde_json::json!({"username": username, "password": password}))).await;
+        let (status, body) =
+            self.send("POST", "/api/v1/auth/login", None, Some(serde_json::json!({"username": username, "password": password}))).await;
         assert_eq!(status, StatusCode::OK, "login {username}: {body}");
         body["token"].as_str().expect("token").to_owned()
     }
@@ -91,7 +98,12 @@ impl TestApp {
         let admin = self.login("admin", "admin-password-1").await;
         let password = format!("{username}-password-1");
         let (status, body) = self
-            .send("POST", "/api/v1/users", Some(&admin), Some(serde_json::json!({"username": username, "password": password, "role": role})))
+            .send(
+                "POST",
+                "/api/v1/users",
+                Some(&admin),
+                Some(serde_json::json!({"username": username, "password": password, "role": role})),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         self.login(username, &password).await

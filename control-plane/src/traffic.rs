@@ -76,7 +76,8 @@ pub async fn all(db: &Db, kind: &str) -> ApiResult<Vec<Tier>> {
 
 /// Fail with a validation error on `field` unless `name` is a tier of `kind`.
 pub async fn require(db: &Db, kind: &str, name: &str, field: &str) -> ApiResult<()> {
-    let found: Option<String> = sqlx::query_scalar("SELECT name FROM tiers WHERE kind = $1 AND name = $2").bind(kind).bind(name).fetch_optional(&db.pool).await?;
+    let found: Option<String> =
+        sqlx::query_scalar("SELECT name FROM tiers WHERE kind = $1 AND name = $2").bind(kind).bind(name).fetch_optional(&db.pool).await?;
     found.map(|_| ()).ok_or_else(|| ApiError::invalid(field, format!("no {kind} tier named `{name}`")))
 }
 
@@ -120,7 +121,12 @@ fn check_pair(requests: Option<i64>, per: Option<i64>, field: &str, per_field: &
 #[utoipa::path(operation_id = "put_tier", put, path = "/api/v1/tiers/{kind}/{name}", tag = "traffic", request_body = TierLimits,
     params(("kind" = String, Path, description = "subscription or application"), ("name" = String, Path)),
     responses((status = 200, body = Tier), (status = 400), (status = 403)), security(("bearer" = [])))]
-pub async fn upsert(State(state): State<AppState>, caller: Caller, Path((kind, name)): Path<(String, String)>, JsonBody(limits): JsonBody<TierLimits>) -> ApiResult<Json<Tier>> {
+pub async fn upsert(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((kind, name)): Path<(String, String)>,
+    JsonBody(limits): JsonBody<TierLimits>,
+) -> ApiResult<Json<Tier>> {
     caller.require(&[Role::Admin])?;
     if kind != "subscription" && kind != "application" {
         return Err(ApiError::invalid("kind", "`subscription` or `application`"));
@@ -141,16 +147,18 @@ pub async fn upsert(State(state): State<AppState>, caller: Caller, Path((kind, n
     };
     let mut tx = state.db.pool.begin().await?;
     sqlx::query("DELETE FROM tiers WHERE kind = $1 AND name = $2").bind(&tier.kind).bind(&tier.name).execute(&mut *tx).await?;
-    sqlx::query("INSERT INTO tiers (name, kind, description, requests, per_ms, burst_requests, burst_per_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-        .bind(&tier.name)
-        .bind(&tier.kind)
-        .bind(&tier.description)
-        .bind(tier.requests)
-        .bind(tier.per_ms)
-        .bind(tier.burst_requests)
-        .bind(tier.burst_per_ms)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO tiers (name, kind, description, requests, per_ms, burst_requests, burst_per_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&tier.name)
+    .bind(&tier.kind)
+    .bind(&tier.description)
+    .bind(tier.requests)
+    .bind(tier.per_ms)
+    .bind(tier.burst_requests)
+    .bind(tier.burst_per_ms)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(Json(tier))
 }
@@ -167,7 +175,10 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, Path((kind, n
         sqlx::query_scalar("SELECT COUNT(*) FROM subscriptions WHERE tier = $1").bind(&name).fetch_one(&state.db.pool).await?
     };
     if in_use > 0 {
-        return Err(ApiError::Conflict(format!("tier `{name}` is used by {in_use} {}", if kind == "application" { "applications" } else { "subscriptions" })));
+        return Err(ApiError::Conflict(format!(
+            "tier `{name}` is used by {in_use} {}",
+            if kind == "application" { "applications" } else { "subscriptions" }
+        )));
     }
     let deleted = sqlx::query("DELETE FROM tiers WHERE kind = $1 AND name = $2").bind(&kind).bind(&name).execute(&state.db.pool).await?;
     if deleted.rows_affected() == 0 {

@@ -8,9 +8,11 @@ use serde_json::json;
 #[tokio::test]
 async fn login_sessions_and_roles() {
     async fn check(app: TestApp) {
-        let (status, body) = app.send("POST", "/api/v1/auth/login", None, Some(json!({"username": "admin", "password": "wrong-password-1"}))).await;
+        let (status, body) =
+            app.send("POST", "/api/v1/auth/login", None, Some(json!({"username": "admin", "password": "wrong-password-1"}))).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-        let (status, _) = app.send("POST", "/api/v1/auth/login", None, Some(json!({"username": "nobody", "password": "wrong-password-1"}))).await;
+        let (status, _) =
+            app.send("POST", "/api/v1/auth/login", None, Some(json!({"username": "nobody", "password": "wrong-password-1"}))).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
 
         let admin = app.login("admin", "admin-password-1").await;
@@ -32,13 +34,22 @@ async fn login_sessions_and_roles() {
         assert!(users.to_string().find("password").is_none(), "no hashes in answers");
 
         let (status, body) = app
-            .send("POST", "/api/v1/users", Some(&admin), Some(json!({"username": "pat", "password": "another-password", "role": "subscriber"})))
+            .send(
+                "POST",
+                "/api/v1/users",
+                Some(&admin),
+                Some(json!({"username": "pat", "password": "another-password", "role": "subscriber"})),
+            )
             .await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
-        let (status, body) = app.send("POST", "/api/v1/users", Some(&admin), Some(json!({"username": "x", "password": "short", "role": "subscriber"}))).await;
+        let (status, body) = app
+            .send("POST", "/api/v1/users", Some(&admin), Some(json!({"username": "x", "password": "short", "role": "subscriber"})))
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["field"], "username");
-        let (status, body) = app.send("POST", "/api/v1/users", Some(&admin), Some(json!({"username": "sam", "password": "long-enough-pw", "role": "king"}))).await;
+        let (status, body) = app
+            .send("POST", "/api/v1/users", Some(&admin), Some(json!({"username": "sam", "password": "long-enough-pw", "role": "king"})))
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["field"], "role", "{body}");
 
@@ -57,10 +68,12 @@ async fn login_sessions_and_roles() {
 async fn password_guessing_is_braked() {
     async fn check(app: TestApp) {
         for _ in 0..10 {
-            let (status, _) = app.send("POST", "/api/v1/auth/login", None, Some(json!({"username": "admin", "password": "guess-guess-1"}))).await;
+            let (status, _) =
+                app.send("POST", "/api/v1/auth/login", None, Some(json!({"username": "admin", "password": "guess-guess-1"}))).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED);
         }
-        let (status, _) = app.send("POST", "/api/v1/auth/login", None, Some(json!({"username": "admin", "password": "admin-password-1"}))).await;
+        let (status, _) =
+            app.send("POST", "/api/v1/auth/login", None, Some(json!({"username": "admin", "password": "admin-password-1"}))).await;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     }
     on_both_engines!(check);

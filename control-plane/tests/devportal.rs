@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 /// Insert an API owned by `owner` in `status` with two operations, as the publisher would;
 /// returns its id.
 async fn api(app: &TestApp, owner: &str, name: &str, status: &str) -> String {
-    let owner_id: String = sqlx::query_scalar("SELECT id FROM users WHERE username = $1").bind(owner).fetch_one(&app.db.pool).await.unwrap();
+    let owner_id: String =
+        sqlx::query_scalar("SELECT id FROM users WHERE username = $1").bind(owner).fetch_one(&app.db.pool).await.unwrap();
     let id = uuid::Uuid::new_v4().to_string();
     let context = format!("/{}", name.to_lowercase());
     sqlx::query(
@@ -56,7 +57,8 @@ async fn application(app: &TestApp, token: &str, name: &str) -> String {
 
 /// Subscribe `application` to `api`; returns the answer.
 async fn subscribe(app: &TestApp, token: &str, application: &str, api: &str, tier: &str) -> (StatusCode, Value) {
-    app.send("POST", &format!("/api/v1/applications/{application}/subscriptions"), Some(token), Some(json!({"api_id": api, "tier": tier}))).await
+    app.send("POST", &format!("/api/v1/applications/{application}/subscriptions"), Some(token), Some(json!({"api_id": api, "tier": tier})))
+        .await
 }
 
 /// Every stored text of the tables that hold credentials or refer to them.
@@ -82,7 +84,8 @@ async fn stored_text(app: &TestApp) -> String {
 #[tokio::test]
 async fn sign_up_then_log_in() {
     async fn check(app: TestApp) {
-        let (status, body) = app.send("POST", "/api/v1/signup", None, Some(json!({"username": "dev.one", "password": "a-long-password"}))).await;
+        let (status, body) =
+            app.send("POST", "/api/v1/signup", None, Some(json!({"username": "dev.one", "password": "a-long-password"}))).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         assert_eq!(body["role"], "subscriber");
         assert_eq!(body["username"], "dev.one");
@@ -93,11 +96,14 @@ async fn sign_up_then_log_in() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(me["role"], "subscriber");
 
-        let (status, body) = app.send("POST", "/api/v1/signup", None, Some(json!({"username": "dev.one", "password": "another-password"}))).await;
+        let (status, body) =
+            app.send("POST", "/api/v1/signup", None, Some(json!({"username": "dev.one", "password": "another-password"}))).await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
-        let (status, body) = app.send("POST", "/api/v1/signup", None, Some(json!({"username": "admin", "password": "another-password"}))).await;
+        let (status, body) =
+            app.send("POST", "/api/v1/signup", None, Some(json!({"username": "admin", "password": "another-password"}))).await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
-        let (status, body) = app.send("POST", "/api/v1/signup", None, Some(json!({"username": "x y", "password": "a-long-password"}))).await;
+        let (status, body) =
+            app.send("POST", "/api/v1/signup", None, Some(json!({"username": "x y", "password": "a-long-password"}))).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["field"], "username", "{body}");
         let (status, body) = app.send("POST", "/api/v1/signup", None, Some(json!({"username": "dev.two", "password": "short"}))).await;
@@ -106,10 +112,12 @@ async fn sign_up_then_log_in() {
         let (status, body) = app.send("POST", "/api/v1/signup", None, Some(json!({"username": "dev.two"}))).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         // Nobody signs themselves up as anything but a subscriber.
-        let (status, body) =
-            app.send("POST", "/api/v1/signup", None, Some(json!({"username": "dev.two", "password": "a-long-password", "role": "admin"}))).await;
+        let (status, body) = app
+            .send("POST", "/api/v1/signup", None, Some(json!({"username": "dev.two", "password": "a-long-password", "role": "admin"})))
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-        let roles: Vec<String> = sqlx::query_scalar("SELECT role FROM users WHERE username <> 'admin'").fetch_all(&app.db.pool).await.unwrap();
+        let roles: Vec<String> =
+            sqlx::query_scalar("SELECT role FROM users WHERE username <> 'admin'").fetch_all(&app.db.pool).await.unwrap();
         assert_eq!(roles, ["subscriber"]);
     }
     on_both_engines!(check);
@@ -146,7 +154,14 @@ async fn the_catalogue_shows_published_and_deprecated_apis() {
         assert!(pets.get("documentation").is_none(), "documentation is not listed: {pets}");
         assert_eq!(list[0]["status"], "DEPRECATED");
 
-        for (q, expected) in [("PET", vec!["Pets"]), ("orders service", vec!["Orders"]), ("TAG-ORD", vec!["Orders"]), ("shared", vec!["Orders", "Pets"]), ("drafts", vec![]), ("", vec!["Orders", "Pets"])] {
+        for (q, expected) in [
+            ("PET", vec!["Pets"]),
+            ("orders service", vec!["Orders"]),
+            ("TAG-ORD", vec!["Orders"]),
+            ("shared", vec!["Orders", "Pets"]),
+            ("drafts", vec![]),
+            ("", vec!["Orders", "Pets"]),
+        ] {
             let (status, found) = app.send("GET", &format!("/api/v1/catalogue?q={}", q.replace(' ', "%20")), Some(&token), None).await;
             assert_eq!(status, StatusCode::OK);
             let names: Vec<&str> = found.as_array().unwrap().iter().map(|api| api["name"].as_str().unwrap()).collect();
@@ -184,7 +199,8 @@ async fn applications_belong_to_their_owner() {
         let (status, body) = app.send("POST", "/api/v1/applications", Some(&publisher), Some(json!({"name": "Mobile"}))).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 
-        let (status, mobile) = app.send("POST", "/api/v1/applications", Some(&alice), Some(json!({"name": "Mobile", "description": "The app"}))).await;
+        let (status, mobile) =
+            app.send("POST", "/api/v1/applications", Some(&alice), Some(json!({"name": "Mobile", "description": "The app"}))).await;
         assert_eq!(status, StatusCode::CREATED, "{mobile}");
         assert_eq!(mobile["tier"], "Unlimited");
         assert_eq!(mobile["owner"], "alice");
@@ -193,7 +209,8 @@ async fn applications_belong_to_their_owner() {
         let mobile_id = mobile["id"].as_str().unwrap().to_owned();
         let (status, body) = app.send("POST", "/api/v1/applications", Some(&alice), Some(json!({"name": "Mobile"}))).await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
-        let (status, body) = app.send("POST", "/api/v1/applications", Some(&bob), Some(json!({"name": "Mobile", "tier": "10PerMin"}))).await;
+        let (status, body) =
+            app.send("POST", "/api/v1/applications", Some(&bob), Some(json!({"name": "Mobile", "tier": "10PerMin"}))).await;
         assert_eq!(status, StatusCode::CREATED, "the same name for another owner: {body}");
         assert_eq!(body["tier"], "10PerMin");
         let bobs = body["id"].as_str().unwrap().to_owned();
@@ -243,9 +260,13 @@ async fn applications_belong_to_their_owner() {
         let (status, _) = app.send("GET", "/api/v1/applications/no-such-app", Some(&alice), None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
 
-        let (status, body) = app.send("PUT", &uri, Some(&alice), Some(json!({"name": "Phone", "description": "Renamed", "tier": "50PerMin"}))).await;
+        let (status, body) =
+            app.send("PUT", &uri, Some(&alice), Some(json!({"name": "Phone", "description": "Renamed", "tier": "50PerMin"}))).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        assert_eq!((body["name"].as_str(), body["description"].as_str(), body["tier"].as_str()), (Some("Phone"), Some("Renamed"), Some("50PerMin")));
+        assert_eq!(
+            (body["name"].as_str(), body["description"].as_str(), body["tier"].as_str()),
+            (Some("Phone"), Some("Renamed"), Some("50PerMin"))
+        );
         let (status, body) = app.send("PUT", &uri, Some(&alice), Some(json!({"name": "Web"}))).await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
         let (status, body) = app.send("PUT", &uri, Some(&alice), Some(json!({"name": "Phone", "tier": "Bronze"}))).await;
@@ -326,7 +347,8 @@ async fn subscriptions_to_published_apis() {
 
         // A subscription of another application of the same owner is not this one's.
         let web = application(&app, &alice, "Web").await;
-        let (status, _) = app.send("DELETE", &format!("/api/v1/applications/{web}/subscriptions/{pets_subscription}"), Some(&alice), None).await;
+        let (status, _) =
+            app.send("DELETE", &format!("/api/v1/applications/{web}/subscriptions/{pets_subscription}"), Some(&alice), None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         let (status, _) = app.send("DELETE", &format!("{uri}/{pets_subscription}"), Some(&alice), None).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
@@ -417,7 +439,8 @@ async fn subscriptions_wait_for_approval_when_it_is_on() {
         let (_, all) = app.send("GET", "/api/v1/subscriptions", Some(&pat), None).await;
         assert_eq!(all.as_array().unwrap().len(), 2);
         let (_, list) = app.send("GET", &format!("/api/v1/applications/{mobile}/subscriptions"), Some(&alice), None).await;
-        let statuses: Vec<(&str, &str)> = list.as_array().unwrap().iter().map(|s| (s["api_name"].as_str().unwrap(), s["status"].as_str().unwrap())).collect();
+        let statuses: Vec<(&str, &str)> =
+            list.as_array().unwrap().iter().map(|s| (s["api_name"].as_str().unwrap(), s["status"].as_str().unwrap())).collect();
         assert!(statuses.contains(&("Pets", "ACTIVE")) && statuses.contains(&("Orders", "REJECTED")), "{list}");
 
         // Only the approved subscription is accepted by gateways.
@@ -478,7 +501,11 @@ async fn the_oauth_client_secret_is_shown_once_and_stored_hashed() {
         let second_secret = regenerated["client_secret"].as_str().unwrap().to_owned();
         assert_ne!(second_secret, first_secret);
 
-        let hash: String = sqlx::query_scalar("SELECT secret_hash FROM oauth_clients WHERE client_id = $1").bind(&client_id).fetch_one(&app.db.pool).await.unwrap();
+        let hash: String = sqlx::query_scalar("SELECT secret_hash FROM oauth_clients WHERE client_id = $1")
+            .bind(&client_id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
         assert!(hash.starts_with("$argon2id$"), "{hash}");
         assert!(portico_control_plane::auth::verify_secret(&second_secret, &hash));
         assert!(!portico_control_plane::auth::verify_secret(&first_secret, &hash), "the old secret stops working");
@@ -540,9 +567,11 @@ async fn api_keys_are_shown_once_stored_as_hmacs_and_revocable() {
         let secret = api_key_hmac_secret(&app.db).await.unwrap();
         assert_eq!(secret.len(), 32);
         assert_eq!(api_key_hmac_secret(&app.db).await.unwrap(), secret, "the secret is made once");
-        let stored_hex: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = 'api_key_hmac_secret'").fetch_one(&app.db.pool).await.unwrap();
+        let stored_hex: String =
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = 'api_key_hmac_secret'").fetch_one(&app.db.pool).await.unwrap();
         assert_eq!(stored_hex.len(), 64);
-        let hash: String = sqlx::query_scalar("SELECT key_hash FROM api_keys WHERE id = $1").bind(&first_id).fetch_one(&app.db.pool).await.unwrap();
+        let hash: String =
+            sqlx::query_scalar("SELECT key_hash FROM api_keys WHERE id = $1").bind(&first_id).fetch_one(&app.db.pool).await.unwrap();
         assert_eq!(hash, api_key_hash(&secret, &first_key));
         assert_eq!(hash.len(), 64);
         let stored = stored_text(&app).await;
@@ -605,7 +634,8 @@ async fn deleting_an_application_removes_its_subscriptions_and_credentials() {
         let (status, _) = app.send("DELETE", &format!("/api/v1/applications/{mobile}"), Some(&alice), None).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         for table in ["subscriptions", "oauth_clients", "api_keys"] {
-            let left: Vec<String> = sqlx::query_scalar(&format!("SELECT application_id FROM {table}")).fetch_all(&app.db.pool).await.unwrap();
+            let left: Vec<String> =
+                sqlx::query_scalar(&format!("SELECT application_id FROM {table}")).fetch_all(&app.db.pool).await.unwrap();
             assert_eq!(left, std::slice::from_ref(&web), "{table}");
         }
         let keys = active_api_keys(&app.db).await.unwrap();

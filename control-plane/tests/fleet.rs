@@ -55,11 +55,17 @@ async fn uploads_are_validated_immutable_and_checked_against_their_schema() {
         // Attachments: an unknown upload, a config against the schema, one the policy's init refuses.
         let (status, problem) = app.send("POST", "/api/v1/apis", Some(&publisher), Some(api_with(json!({"policy": "nope@1.0.0"})))).await;
         assert_eq!((status, problem["field"].as_str()), (StatusCode::BAD_REQUEST, Some("policies[0].policy")), "{problem}");
-        let (status, problem) = app.send("POST", "/api/v1/apis", Some(&publisher), Some(api_with(json!({"policy": "my-headers@1.0.0", "config": {}})))).await;
+        let (status, problem) =
+            app.send("POST", "/api/v1/apis", Some(&publisher), Some(api_with(json!({"policy": "my-headers@1.0.0", "config": {}})))).await;
         assert_eq!((status, problem["field"].as_str()), (StatusCode::BAD_REQUEST, Some("policies[0].config")), "{problem}");
         assert!(problem["detail"].as_str().unwrap().contains("schema"), "{problem}");
         let (status, problem) = app
-            .send("POST", "/api/v1/apis", Some(&publisher), Some(api_with(json!({"policy": "my-headers@1.0.0", "config": {"request": {"bogus": 1}}}))))
+            .send(
+                "POST",
+                "/api/v1/apis",
+                Some(&publisher),
+                Some(api_with(json!({"policy": "my-headers@1.0.0", "config": {"request": {"bogus": 1}}}))),
+            )
             .await;
         assert_eq!((status, problem["field"].as_str()), (StatusCode::BAD_REQUEST, Some("policies[0].config")), "{problem}");
         assert!(problem["detail"].as_str().unwrap().contains("bogus"), "{problem}");
@@ -69,11 +75,18 @@ async fn uploads_are_validated_immutable_and_checked_against_their_schema() {
         let id = api["id"].as_str().unwrap();
 
         // Deployed, it travels by digest; a revision using it keeps it from deletion.
-        let (status, _) = app.send("POST", &format!("/api/v1/apis/{id}/lifecycle"), Some(&publisher), Some(json!({"action": "publish"}))).await;
+        let (status, _) =
+            app.send("POST", &format!("/api/v1/apis/{id}/lifecycle"), Some(&publisher), Some(json!({"action": "publish"}))).await;
         assert_eq!(status, StatusCode::OK);
         let (_, revision) = app.send("POST", &format!("/api/v1/apis/{id}/revisions"), Some(&publisher), Some(json!({}))).await;
-        let (status, _) =
-            app.send("POST", &format!("/api/v1/apis/{id}/deployments"), Some(&publisher), Some(json!({"revision_id": revision["id"], "environments": ["default"]}))).await;
+        let (status, _) = app
+            .send(
+                "POST",
+                &format!("/api/v1/apis/{id}/deployments"),
+                Some(&publisher),
+                Some(json!({"revision_id": revision["id"], "environments": ["default"]})),
+            )
+            .await;
         assert_eq!(status, StatusCode::CREATED);
         let published = portico_control_plane::fleet::hub::publish(&app.state, "default").await.unwrap();
         let module = &published.message.config.modules["my-headers@1.0.0"];
@@ -108,7 +121,8 @@ async fn gateway_tokens_open_only_their_environment() {
         assert_eq!(status, StatusCode::FORBIDDEN);
         let (status, _) = app.send("POST", "/api/v1/environments/nowhere/gateway-tokens", Some(&admin), Some(json!({}))).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
-        let (status, issued) = app.send("POST", "/api/v1/environments/default/gateway-tokens", Some(&admin), Some(json!({"description": "edge"}))).await;
+        let (status, issued) =
+            app.send("POST", "/api/v1/environments/default/gateway-tokens", Some(&admin), Some(json!({"description": "edge"}))).await;
         assert_eq!(status, StatusCode::CREATED, "{issued}");
         let token = issued["token"].as_str().unwrap().to_owned();
         let stored: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM gateway_tokens").fetch_all(&app.db.pool).await.unwrap();
@@ -165,7 +179,14 @@ async fn rollback_deploys_the_previous_revision_again() {
         let (status, _) = app.send("POST", &rollback, Some(&publisher), None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "not deployed yet");
         for revision in &revisions {
-            let (status, _) = app.send("POST", &format!("/api/v1/apis/{id}/deployments"), Some(&publisher), Some(json!({"revision_id": revision, "environments": ["default"]}))).await;
+            let (status, _) = app
+                .send(
+                    "POST",
+                    &format!("/api/v1/apis/{id}/deployments"),
+                    Some(&publisher),
+                    Some(json!({"revision_id": revision, "environments": ["default"]})),
+                )
+                .await;
             assert_eq!(status, StatusCode::CREATED);
         }
         let (status, deployments) = app.send("POST", &rollback, Some(&publisher), None).await;

@@ -4,7 +4,6 @@
 
 use std::str::FromStr;
 
-
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use base64::Engine;
@@ -108,17 +107,19 @@ async fn subscribe(app: &TestApp, application_id: &str, api: (&str, &str, &str),
     let (name, version, status) = api;
     let admin: String = sqlx::query_scalar("SELECT id FROM users WHERE username = 'admin'").fetch_one(&app.db.pool).await.unwrap();
     let api_id = new_id();
-    sqlx::query("INSERT INTO apis (id, name, version, context, status, owner_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)")
-        .bind(&api_id)
-        .bind(name)
-        .bind(version)
-        .bind(format!("/{}", name.to_lowercase()))
-        .bind(status)
-        .bind(&admin)
-        .bind(now_ms())
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO apis (id, name, version, context, status, owner_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+    )
+    .bind(&api_id)
+    .bind(name)
+    .bind(version)
+    .bind(format!("/{}", name.to_lowercase()))
+    .bind(status)
+    .bind(&admin)
+    .bind(now_ms())
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
     sqlx::query("INSERT INTO subscriptions (id, application_id, api_id, tier, status, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(new_id())
         .bind(application_id)
@@ -155,7 +156,9 @@ async fn verify_with_jwks(app: &TestApp, token: &str) -> Result<Value, String> {
     validation.set_audience(&[AUDIENCE]);
     validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
     validation.validate_nbf = true;
-    jsonwebtoken::decode::<Value>(token, &DecodingKey::from_jwk(jwk).unwrap(), &validation).map(|data| data.claims).map_err(|e| e.to_string())
+    jsonwebtoken::decode::<Value>(token, &DecodingKey::from_jwk(jwk).unwrap(), &validation)
+        .map(|data| data.claims)
+        .map_err(|e| e.to_string())
 }
 
 async fn introspect(app: &TestApp, auth: Auth<'_>, token: &str) -> Reply {
@@ -177,7 +180,8 @@ async fn client_credentials_tokens_carry_every_claim() {
         subscribe(&app, &client.application_id, ("Pending", "1.0", "PUBLISHED"), "Bronze", "ON_HOLD").await;
         subscribe(&app, &client.application_id, ("Blocked", "1.0", "PUBLISHED"), "Bronze", "BLOCKED").await;
 
-        let reply = post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "client_credentials"), ("scope", "read write read")]).await;
+        let reply =
+            post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "client_credentials"), ("scope", "read write read")]).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
         assert_eq!(reply.headers["cache-control"], "no-store");
         assert_eq!(reply.headers["pragma"], "no-cache");
@@ -219,7 +223,8 @@ async fn client_credentials_tokens_carry_every_claim() {
         assert!(claims.get("scope").is_none(), "{claims}");
         assert_ne!(claims["jti"], json!(null));
 
-        let reply = post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "client_credentials"), ("scope", "bad\\scope")]).await;
+        let reply =
+            post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "client_credentials"), ("scope", "bad\\scope")]).await;
         assert_eq!((reply.status, reply.error()), (StatusCode::BAD_REQUEST, "invalid_scope"), "{}", reply.body);
     }
     on_both_engines!(check);
@@ -229,19 +234,27 @@ async fn client_credentials_tokens_carry_every_claim() {
 async fn clients_authenticate_with_basic_or_form_but_not_both() {
     async fn check(app: TestApp) {
         let client = new_client(&app, "form-app").await;
-        let reply =
-            post_form(&app, "/oauth2/token", Auth::None, &[("grant_type", "client_credentials"), ("client_id", &client.id), ("client_secret", &client.secret)])
-                .await;
+        let reply = post_form(
+            &app,
+            "/oauth2/token",
+            Auth::None,
+            &[("grant_type", "client_credentials"), ("client_id", &client.id), ("client_secret", &client.secret)],
+        )
+        .await;
         assert_eq!(reply.status, StatusCode::OK, "client_secret_post: {}", reply.body);
         let claims = verify_with_jwks(&app, reply.body["access_token"].as_str().unwrap()).await.unwrap();
         assert_eq!(claims["client_id"], client.id.as_str());
 
         // Basic with the same client_id in the form is fine; a secret in both places is not.
-        let reply = post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "client_credentials"), ("client_id", &client.id)]).await;
+        let reply =
+            post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "client_credentials"), ("client_id", &client.id)]).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-        let reply = post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "client_credentials"), ("client_secret", &client.secret)]).await;
+        let reply =
+            post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "client_credentials"), ("client_secret", &client.secret)])
+                .await;
         assert_eq!((reply.status, reply.error()), (StatusCode::BAD_REQUEST, "invalid_request"), "{}", reply.body);
-        let reply = post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "client_credentials"), ("client_id", "someone-else")]).await;
+        let reply =
+            post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "client_credentials"), ("client_id", "someone-else")]).await;
         assert_eq!((reply.status, reply.error()), (StatusCode::BAD_REQUEST, "invalid_request"));
 
         // A JSON body is not a token request.
@@ -249,7 +262,9 @@ async fn clients_authenticate_with_basic_or_form_but_not_both() {
             .method("POST")
             .uri("/oauth2/token")
             .header("content-type", "application/json")
-            .body(Body::from(json!({"grant_type": "client_credentials", "client_id": client.id, "client_secret": client.secret}).to_string()))
+            .body(Body::from(
+                json!({"grant_type": "client_credentials", "client_id": client.id, "client_secret": client.secret}).to_string(),
+            ))
             .unwrap();
         let reply = send(&app, request).await;
         assert_eq!((reply.status, reply.error()), (StatusCode::BAD_REQUEST, "invalid_request"), "{}", reply.body);
@@ -266,11 +281,19 @@ async fn client_authentication_failures_are_invalid_client() {
             ("wrong secret", post_form(&app, "/oauth2/token", Auth::Basic(&client.id, "not-the-secret"), &grant).await),
             ("unknown client", post_form(&app, "/oauth2/token", Auth::Basic("no-such-client", &client.secret), &grant).await),
             ("no credentials", post_form(&app, "/oauth2/token", Auth::None, &grant).await),
-            ("id without secret", post_form(&app, "/oauth2/token", Auth::None, &[("grant_type", "client_credentials"), ("client_id", &client.id)]).await),
+            (
+                "id without secret",
+                post_form(&app, "/oauth2/token", Auth::None, &[("grant_type", "client_credentials"), ("client_id", &client.id)]).await,
+            ),
             (
                 "wrong form secret",
-                post_form(&app, "/oauth2/token", Auth::None, &[("grant_type", "client_credentials"), ("client_id", &client.id), ("client_secret", "nope")])
-                    .await,
+                post_form(
+                    &app,
+                    "/oauth2/token",
+                    Auth::None,
+                    &[("grant_type", "client_credentials"), ("client_id", &client.id), ("client_secret", "nope")],
+                )
+                .await,
             ),
             ("bearer", post_form(&app, "/oauth2/token", Auth::Bearer("whatever"), &grant).await),
         ];
@@ -293,13 +316,20 @@ async fn client_authentication_failures_are_invalid_client() {
 
         // The password grant and anything else are unsupported (RFC 9700), a missing one malformed.
         for grant_type in ["password", "authorization_code", "urn:ietf:params:oauth:grant-type:device_code"] {
-            let reply =
-                post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", grant_type), ("username", "admin"), ("password", "admin-password-1")]).await;
+            let reply = post_form(
+                &app,
+                "/oauth2/token",
+                client.basic(),
+                &[("grant_type", grant_type), ("username", "admin"), ("password", "admin-password-1")],
+            )
+            .await;
             assert_eq!((reply.status, reply.error()), (StatusCode::BAD_REQUEST, "unsupported_grant_type"), "{grant_type}: {}", reply.body);
         }
         let reply = post_form(&app, "/oauth2/token", client.basic(), &[("scope", "read")]).await;
         assert_eq!((reply.status, reply.error()), (StatusCode::BAD_REQUEST, "invalid_request"));
-        let reply = post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "client_credentials"), ("grant_type", "client_credentials")]).await;
+        let reply =
+            post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "client_credentials"), ("grant_type", "client_credentials")])
+                .await;
         assert_eq!((reply.status, reply.error()), (StatusCode::BAD_REQUEST, "invalid_request"), "repeated parameter: {}", reply.body);
     }
     on_both_engines!(check);
@@ -381,9 +411,17 @@ async fn refresh_tokens_rotate_and_a_replay_revokes_the_family() {
         assert_eq!(claims["scope"], "read write");
 
         // A narrower scope for the access token; the refresh token keeps the grant.
-        let reply = post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "refresh_token"), ("refresh_token", r2), ("scope", "write nuke")]).await;
+        let reply = post_form(
+            &app,
+            "/oauth2/token",
+            client.basic(),
+            &[("grant_type", "refresh_token"), ("refresh_token", r2), ("scope", "write nuke")],
+        )
+        .await;
         assert_eq!((reply.status, reply.error()), (StatusCode::BAD_REQUEST, "invalid_scope"), "{}", reply.body);
-        let reply = post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "refresh_token"), ("refresh_token", r2), ("scope", "read")]).await;
+        let reply =
+            post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "refresh_token"), ("refresh_token", r2), ("scope", "read")])
+                .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
         assert_eq!(reply.body["scope"], "read");
         let r3 = reply.body["refresh_token"].as_str().unwrap().to_owned();
@@ -395,7 +433,8 @@ async fn refresh_tokens_rotate_and_a_replay_revokes_the_family() {
         let thief = new_client(&app, "thief-app").await;
         let reply = post_form(&app, "/oauth2/token", thief.basic(), &[("grant_type", "refresh_token"), ("refresh_token", &r4)]).await;
         assert_eq!((reply.status, reply.error()), (StatusCode::BAD_REQUEST, "invalid_grant"));
-        let reply = post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "refresh_token"), ("refresh_token", "no-such-token")]).await;
+        let reply =
+            post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "refresh_token"), ("refresh_token", "no-such-token")]).await;
         assert_eq!((reply.status, reply.error()), (StatusCode::BAD_REQUEST, "invalid_grant"));
         let reply = post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "refresh_token")]).await;
         assert_eq!((reply.status, reply.error()), (StatusCode::BAD_REQUEST, "invalid_request"));
@@ -422,9 +461,13 @@ async fn refresh_tokens_rotate_and_a_replay_revokes_the_family() {
 
         // Other families of the same client are untouched.
         let fresh = token(&app, &client, None).await;
-        let reply =
-            post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "refresh_token"), ("refresh_token", fresh["refresh_token"].as_str().unwrap())])
-                .await;
+        let reply = post_form(
+            &app,
+            "/oauth2/token",
+            client.basic(),
+            &[("grant_type", "refresh_token"), ("refresh_token", fresh["refresh_token"].as_str().unwrap())],
+        )
+        .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     }
     on_both_engines!(check);
@@ -460,7 +503,13 @@ async fn introspection_needs_authentication_and_tells_active_from_inactive() {
         assert_eq!(reply.body["active"], true, "{}", reply.body);
         assert_eq!(reply.body["client_id"], client.id.as_str());
         assert_eq!(reply.body["scope"], "read");
-        let reply = post_form(&app, "/oauth2/introspect", resource_server.basic(), &[("token", refresh_token), ("token_type_hint", "access_token")]).await;
+        let reply = post_form(
+            &app,
+            "/oauth2/introspect",
+            resource_server.basic(),
+            &[("token", refresh_token), ("token_type_hint", "access_token")],
+        )
+        .await;
         assert_eq!(reply.body["active"], true, "the hint is only a hint");
 
         for garbage in ["", "nonsense", "a.b.c", "eyJhbGciOiJub25lIn0.e30."] {
@@ -486,7 +535,8 @@ async fn introspection_needs_authentication_and_tells_active_from_inactive() {
         let reply = post_form(&app, "/oauth2/revoke", client.basic(), &[("token", access_token)]).await;
         assert_eq!(reply.status, StatusCode::OK);
         assert_eq!(introspect(&app, resource_server.basic(), access_token).await.body, json!({"active": false}));
-        let reply = post_form(&app, "/oauth2/revoke", client.basic(), &[("token", refresh_token), ("token_type_hint", "refresh_token")]).await;
+        let reply =
+            post_form(&app, "/oauth2/revoke", client.basic(), &[("token", refresh_token), ("token_type_hint", "refresh_token")]).await;
         assert_eq!(reply.status, StatusCode::OK);
         assert_eq!(introspect(&app, resource_server.basic(), refresh_token).await.body, json!({"active": false}));
     }
@@ -502,8 +552,11 @@ async fn forged_and_stale_access_tokens_are_inactive() {
         let header = jsonwebtoken::decode_header(genuine).unwrap();
         let kid = header.kid.clone().unwrap();
         let claims = verify_with_jwks(&app, genuine).await.unwrap();
-        let (private_pem, public_pem): (String, String) =
-            sqlx::query_as("SELECT private_pem, public_pem FROM signing_keys WHERE kid = $1").bind(&kid).fetch_one(&app.db.pool).await.unwrap();
+        let (private_pem, public_pem): (String, String) = sqlx::query_as("SELECT private_pem, public_pem FROM signing_keys WHERE kid = $1")
+            .bind(&kid)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
         let our_key = EncodingKey::from_ec_pem(private_pem.as_bytes()).unwrap();
         let sign = |alg: Algorithm, kid: &str, claims: &Value, key: &EncodingKey| {
             let mut header = Header::new(alg);
@@ -579,7 +632,8 @@ async fn revocation_answers_200_and_only_touches_the_clients_own_tokens() {
         }
         assert!(keymanager::revoked_jtis(&app.db).await.unwrap().is_empty());
 
-        let reply = post_form(&app, "/oauth2/revoke", client.basic(), &[("token", access_token), ("token_type_hint", "access_token")]).await;
+        let reply =
+            post_form(&app, "/oauth2/revoke", client.basic(), &[("token", access_token), ("token_type_hint", "access_token")]).await;
         assert_eq!(reply.status, StatusCode::OK);
         assert_eq!(reply.headers["cache-control"], "no-store");
         let claims = verify_with_jwks(&app, access_token).await.unwrap();
@@ -592,7 +646,8 @@ async fn revocation_answers_200_and_only_touches_the_clients_own_tokens() {
 
         // Revoking a refresh token revokes its family.
         let refresh_token = mine["refresh_token"].as_str().unwrap();
-        let reply = post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "refresh_token"), ("refresh_token", refresh_token)]).await;
+        let reply =
+            post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "refresh_token"), ("refresh_token", refresh_token)]).await;
         let rotated = reply.body["refresh_token"].as_str().unwrap().to_owned();
         let reply = post_form(&app, "/oauth2/revoke", client.basic(), &[("token", refresh_token)]).await;
         assert_eq!(reply.status, StatusCode::OK);
@@ -689,7 +744,8 @@ async fn keys_rotate_and_retire() {
         assert_eq!(verify_with_jwks(&app, &old_token).await, Err("kid not in the JWKS".to_owned()));
         assert_eq!(introspect(&app, client.basic(), &old_token).await.body, json!({"active": false}));
         assert_eq!(keymanager::public_keys(&app.db).await.unwrap().len(), 1);
-        let private: String = sqlx::query_scalar("SELECT private_pem FROM signing_keys WHERE kid = $1").bind(&old_kid).fetch_one(&app.db.pool).await.unwrap();
+        let private: String =
+            sqlx::query_scalar("SELECT private_pem FROM signing_keys WHERE kid = $1").bind(&old_kid).fetch_one(&app.db.pool).await.unwrap();
         assert_eq!(private, "", "a retired key keeps no private part");
 
         // Back to ES256.
@@ -757,10 +813,15 @@ async fn the_database_keeps_no_secret_or_refresh_token_in_plain_text() {
     async fn check(app: TestApp) {
         let client = new_client(&app, "careful-app").await;
         let first = token(&app, &client, Some("read")).await;
-        let reply =
-            post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "refresh_token"), ("refresh_token", first["refresh_token"].as_str().unwrap())])
-                .await;
-        let refresh_tokens = [first["refresh_token"].as_str().unwrap().to_owned(), reply.body["refresh_token"].as_str().unwrap().to_owned()];
+        let reply = post_form(
+            &app,
+            "/oauth2/token",
+            client.basic(),
+            &[("grant_type", "refresh_token"), ("refresh_token", first["refresh_token"].as_str().unwrap())],
+        )
+        .await;
+        let refresh_tokens =
+            [first["refresh_token"].as_str().unwrap().to_owned(), reply.body["refresh_token"].as_str().unwrap().to_owned()];
 
         let clients: Vec<(String, String, String)> =
             sqlx::query_as("SELECT client_id, application_id, secret_hash FROM oauth_clients").fetch_all(&app.db.pool).await.unwrap();

@@ -63,8 +63,12 @@ async fn apis_are_created_read_searched_replaced_and_deleted() {
         assert_eq!(api["owner"], "pat");
         assert_eq!(api["tags"], json!(["animals", "Store"]));
         assert_eq!(api["documentation"], "# Pets\nBuy one.");
-        let operations: Vec<String> =
-            api["operations"].as_array().unwrap().iter().map(|op| format!("{} {}", op["method"].as_str().unwrap(), op["path"].as_str().unwrap())).collect();
+        let operations: Vec<String> = api["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|op| format!("{} {}", op["method"].as_str().unwrap(), op["path"].as_str().unwrap()))
+            .collect();
         assert_eq!(operations, ["GET /pets", "POST /pets", "GET /pets/{id}"]);
         assert_eq!(api["operations"][1]["policies"][0]["policy"], "headers");
         assert_eq!(api["policies"][0]["config"]["limits"][0]["requests"], 10);
@@ -82,7 +86,9 @@ async fn apis_are_created_read_searched_replaced_and_deleted() {
         let names: Vec<&str> = list.as_array().unwrap().iter().map(|api| api["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["Pets", "Store"]);
         assert!(list[0].get("documentation").is_none(), "lists are summaries: {list}");
-        for (q, expected) in [("pet", vec!["Pets"]), ("SHOP", vec!["Store"]), ("store", vec!["Pets", "Store"]), ("%", vec![]), ("zebra", vec![])] {
+        for (q, expected) in
+            [("pet", vec!["Pets"]), ("SHOP", vec!["Store"]), ("store", vec!["Pets", "Store"]), ("%", vec![]), ("zebra", vec![])]
+        {
             let (status, found) = app.send("GET", &format!("/api/v1/apis?q={}", q.replace('%', "%25")), Some(&publisher), None).await;
             assert_eq!(status, StatusCode::OK);
             let names: Vec<&str> = found.as_array().unwrap().iter().map(|api| api["name"].as_str().unwrap()).collect();
@@ -110,7 +116,9 @@ async fn apis_are_created_read_searched_replaced_and_deleted() {
             .collect();
         assert_eq!(operations, ["ANY /admin/*", "DELETE /pets/{id}"], "operations replaced as a set");
 
-        let (status, body) = app.send("PUT", &format!("/api/v1/apis/{id}"), Some(&publisher), Some(json!({"name": "Cats", "endpoints": ["http://x"]}))).await;
+        let (status, body) = app
+            .send("PUT", &format!("/api/v1/apis/{id}"), Some(&publisher), Some(json!({"name": "Cats", "endpoints": ["http://x"]})))
+            .await;
         assert_invalid(status, &body, "name");
         let (status, body) = app.send("PUT", &format!("/api/v1/apis/{id}"), Some(&publisher), Some(json!({"endpoints": []}))).await;
         assert_invalid(status, &body, "endpoints");
@@ -121,7 +129,8 @@ async fn apis_are_created_read_searched_replaced_and_deleted() {
         assert_eq!(status, StatusCode::NOT_FOUND);
         let (status, _) = app.send("DELETE", &format!("/api/v1/apis/{id}"), Some(&publisher), None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
-        let operations: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM operations WHERE api_id = $1").bind(&id).fetch_one(&app.db.pool).await.unwrap();
+        let operations: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM operations WHERE api_id = $1").bind(&id).fetch_one(&app.db.pool).await.unwrap();
         assert_eq!(operations, 0, "operations go with their API");
     }
     on_both_engines!(check);
@@ -210,7 +219,11 @@ async fn invalid_apis_are_refused_naming_the_field() {
             ("operations", json!([{"method": "GET", "path": "a"}]), "operations[0].path"),
             ("operations", json!([{"method": "GET", "path": "/a/*/b"}]), "operations[0].path"),
             ("operations", json!([{"method": "GET", "path": "/a/{id}/{id}"}]), "operations[0].path"),
-            ("operations", json!([{"method": "GET", "path": "/a/{id}"}, {"method": "POST", "path": "/a/{id}"}, {"method": "get", "path": "/a/{x}"}]), "operations[2]"),
+            (
+                "operations",
+                json!([{"method": "GET", "path": "/a/{id}"}, {"method": "POST", "path": "/a/{id}"}, {"method": "get", "path": "/a/{x}"}]),
+                "operations[2]",
+            ),
             ("operations", json!([{"method": "GET", "path": "/a", "policies": [{"policy": "nope"}]}]), "operations[0].policies[0].policy"),
             ("operations", json!([{"path": "/a"}]), "operations[0]"),
             ("policies", json!([{"policy": "cors", "config": {}}]), "policies[0].policy"),
@@ -273,34 +286,57 @@ fn petstore() -> Value {
 async fn openapi_documents_are_imported() {
     async fn check(app: TestApp) {
         let publisher = app.user("pat", "publisher").await;
-        let (status, api) =
-            app.send("POST", "/api/v1/apis/import", Some(&publisher), Some(json!({"openapi": petstore(), "endpoints": ["http://127.0.0.1:9000"]}))).await;
+        let (status, api) = app
+            .send(
+                "POST",
+                "/api/v1/apis/import",
+                Some(&publisher),
+                Some(json!({"openapi": petstore(), "endpoints": ["http://127.0.0.1:9000"]})),
+            )
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{api}");
         assert_eq!(api["name"], "Swagger Petstore");
         assert_eq!(api["version"], "1.0.0");
         assert_eq!(api["description"], "A sample API");
         assert_eq!(api["context"], "/api/pets", "from the first server");
         assert_eq!(api["status"], "CREATED");
-        let operations: Vec<String> =
-            api["operations"].as_array().unwrap().iter().map(|op| format!("{} {}", op["method"].as_str().unwrap(), op["path"].as_str().unwrap())).collect();
+        let operations: Vec<String> = api["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|op| format!("{} {}", op["method"].as_str().unwrap(), op["path"].as_str().unwrap()))
+            .collect();
         assert_eq!(operations, ["GET /pets", "POST /pets", "DELETE /pets/{petId}", "GET /pets/{petId}"]);
 
         let mut doc = petstore();
         doc["info"]["version"] = json!("2.0.0");
         doc.as_object_mut().unwrap().remove("servers");
-        let (status, api) = app.send("POST", "/api/v1/apis/import", Some(&publisher), Some(json!({"openapi": doc, "endpoints": ["http://127.0.0.1:9000"]}))).await;
+        let (status, api) = app
+            .send("POST", "/api/v1/apis/import", Some(&publisher), Some(json!({"openapi": doc, "endpoints": ["http://127.0.0.1:9000"]})))
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{api}");
         assert_eq!(api["context"], "/swagger-petstore", "from the title");
         let mut doc = petstore();
         doc["info"]["version"] = json!("3.0.0");
         let (status, api) = app
-            .send("POST", "/api/v1/apis/import", Some(&publisher), Some(json!({"openapi": doc, "endpoints": ["http://127.0.0.1:9000"], "context": "/zoo"})))
+            .send(
+                "POST",
+                "/api/v1/apis/import",
+                Some(&publisher),
+                Some(json!({"openapi": doc, "endpoints": ["http://127.0.0.1:9000"], "context": "/zoo"})),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{api}");
         assert_eq!(api["context"], "/zoo", "as given");
 
-        let (status, problem) =
-            app.send("POST", "/api/v1/apis/import", Some(&publisher), Some(json!({"openapi": petstore(), "endpoints": ["http://127.0.0.1:9000"]}))).await;
+        let (status, problem) = app
+            .send(
+                "POST",
+                "/api/v1/apis/import",
+                Some(&publisher),
+                Some(json!({"openapi": petstore(), "endpoints": ["http://127.0.0.1:9000"]})),
+            )
+            .await;
         assert_eq!(status, StatusCode::CONFLICT, "imported twice: {problem}");
 
         type Spoil = Box<dyn Fn(&mut Value)>;
@@ -308,12 +344,18 @@ async fn openapi_documents_are_imported() {
             (Box::new(|doc: &mut Value| doc["info"].as_object_mut().unwrap().clear()), "openapi.info.title"),
             (Box::new(|doc: &mut Value| doc["info"]["version"] = json!(3)), "openapi.info.version"),
             (Box::new(|doc: &mut Value| doc["info"]["version"] = json!("1 beta")), "openapi.info.version"),
-            (Box::new(|doc: &mut Value| {
-                doc.as_object_mut().unwrap().remove("info");
-            }), "openapi.info"),
-            (Box::new(|doc: &mut Value| {
-                doc.as_object_mut().unwrap().remove("paths");
-            }), "openapi.paths"),
+            (
+                Box::new(|doc: &mut Value| {
+                    doc.as_object_mut().unwrap().remove("info");
+                }),
+                "openapi.info",
+            ),
+            (
+                Box::new(|doc: &mut Value| {
+                    doc.as_object_mut().unwrap().remove("paths");
+                }),
+                "openapi.paths",
+            ),
             (Box::new(|doc: &mut Value| doc["openapi"] = json!("2.0")), "openapi.openapi"),
             (Box::new(|doc: &mut Value| *doc = json!({"swagger": "2.0", "info": {"title": "t", "version": "1"}})), "openapi.openapi"),
             (Box::new(|doc: &mut Value| *doc = json!(["not", "a", "document"])), "openapi"),
@@ -324,15 +366,29 @@ async fn openapi_documents_are_imported() {
             let mut doc = petstore();
             doc["info"]["version"] = json!("9");
             spoil(&mut doc);
-            let (status, problem) =
-                app.send("POST", "/api/v1/apis/import", Some(&publisher), Some(json!({"openapi": doc, "endpoints": ["http://127.0.0.1:9000"]}))).await;
+            let (status, problem) = app
+                .send(
+                    "POST",
+                    "/api/v1/apis/import",
+                    Some(&publisher),
+                    Some(json!({"openapi": doc, "endpoints": ["http://127.0.0.1:9000"]})),
+                )
+                .await;
             assert_invalid(status, &problem, field);
         }
         let mut doc = petstore();
         doc["info"]["version"] = json!("9");
-        let (status, problem) = app.send("POST", "/api/v1/apis/import", Some(&publisher), Some(json!({"openapi": doc, "endpoints": []}))).await;
+        let (status, problem) =
+            app.send("POST", "/api/v1/apis/import", Some(&publisher), Some(json!({"openapi": doc, "endpoints": []}))).await;
         assert_invalid(status, &problem, "endpoints");
-        let (status, problem) = app.send("POST", "/api/v1/apis/import", Some(&publisher), Some(json!({"openapi": doc, "endpoints": ["http://a"], "context": "zoo"}))).await;
+        let (status, problem) = app
+            .send(
+                "POST",
+                "/api/v1/apis/import",
+                Some(&publisher),
+                Some(json!({"openapi": doc, "endpoints": ["http://a"], "context": "zoo"})),
+            )
+            .await;
         assert_invalid(status, &problem, "context");
         let (status, problem) = app.send("POST", "/api/v1/apis/import", Some(&publisher), Some(json!({"endpoints": ["http://a"]}))).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
@@ -361,7 +417,12 @@ async fn lifecycle_transitions_are_enforced() {
         assert_invalid(status, &problem, "action");
 
         let (status, _) = app
-            .send("PUT", &format!("/api/v1/apis/{id}"), Some(&publisher), Some(json!({"endpoints": ["http://127.0.0.1:9000"], "operations": [{"method": "GET", "path": "/pets"}]})))
+            .send(
+                "PUT",
+                &format!("/api/v1/apis/{id}"),
+                Some(&publisher),
+                Some(json!({"endpoints": ["http://127.0.0.1:9000"], "operations": [{"method": "GET", "path": "/pets"}]})),
+            )
             .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(lifecycle(&app, &publisher, &id, "publish").await["status"], "PUBLISHED");
@@ -530,22 +591,32 @@ async fn revisions_are_deployed_replaced_and_undeployed() {
         let deployments = format!("/api/v1/apis/{id}/deployments");
         let first = revision(&app, &publisher, &id).await;
 
-        let (status, problem) = app.send("POST", &deployments, Some(&publisher), Some(json!({"revision_id": first, "environments": ["default"]}))).await;
+        let (status, problem) =
+            app.send("POST", &deployments, Some(&publisher), Some(json!({"revision_id": first, "environments": ["default"]}))).await;
         assert_eq!(status, StatusCode::CONFLICT, "a CREATED API is not deployed: {problem}");
         lifecycle(&app, &publisher, &id, "publish").await;
 
-        let (status, problem) = app.send("POST", &deployments, Some(&publisher), Some(json!({"revision_id": "nope", "environments": ["default"]}))).await;
-        assert_invalid(status, &problem, "revision_id");
-        let (status, problem) = app.send("POST", &deployments, Some(&publisher), Some(json!({"revision_id": first, "environments": []}))).await;
-        assert_invalid(status, &problem, "environments");
         let (status, problem) =
-            app.send("POST", &deployments, Some(&publisher), Some(json!({"revision_id": first, "environments": ["default", "mars"]}))).await;
+            app.send("POST", &deployments, Some(&publisher), Some(json!({"revision_id": "nope", "environments": ["default"]}))).await;
+        assert_invalid(status, &problem, "revision_id");
+        let (status, problem) =
+            app.send("POST", &deployments, Some(&publisher), Some(json!({"revision_id": first, "environments": []}))).await;
+        assert_invalid(status, &problem, "environments");
+        let (status, problem) = app
+            .send("POST", &deployments, Some(&publisher), Some(json!({"revision_id": first, "environments": ["default", "mars"]})))
+            .await;
         assert_invalid(status, &problem, "environments[1]");
         assert!(publisher::deployed(&app.db, "default").await.unwrap().is_empty(), "all or nothing");
 
         let before = *app.state.changes.borrow();
-        let (status, deployed) =
-            app.send("POST", &deployments, Some(&publisher), Some(json!({"revision_id": first, "environments": ["default", "edge", "default"]}))).await;
+        let (status, deployed) = app
+            .send(
+                "POST",
+                &deployments,
+                Some(&publisher),
+                Some(json!({"revision_id": first, "environments": ["default", "edge", "default"]})),
+            )
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{deployed}");
         assert_eq!(deployed.as_array().unwrap().len(), 2);
         assert_eq!(deployed[0]["environment"], "default");
@@ -568,10 +639,12 @@ async fn revisions_are_deployed_replaced_and_undeployed() {
         assert!(publisher::deployed(&app.db, "nowhere").await.unwrap().is_empty());
 
         // Redeploying replaces the revision on that environment only.
-        let (status, _) = app.send("PUT", &format!("/api/v1/apis/{id}"), Some(&publisher), Some(json!({"endpoints": ["http://127.0.0.1:9001"]}))).await;
+        let (status, _) =
+            app.send("PUT", &format!("/api/v1/apis/{id}"), Some(&publisher), Some(json!({"endpoints": ["http://127.0.0.1:9001"]}))).await;
         assert_eq!(status, StatusCode::OK);
         let second = revision(&app, &publisher, &id).await;
-        let (status, deployed) = app.send("POST", &deployments, Some(&publisher), Some(json!({"revision_id": second, "environments": ["default"]}))).await;
+        let (status, deployed) =
+            app.send("POST", &deployments, Some(&publisher), Some(json!({"revision_id": second, "environments": ["default"]}))).await;
         assert_eq!(status, StatusCode::CREATED);
         assert_eq!(deployed[0]["revision_id"], second.as_str());
         assert_eq!(deployed[1]["revision_id"], first.as_str());
@@ -592,7 +665,8 @@ async fn revisions_are_deployed_replaced_and_undeployed() {
         assert_eq!(status, StatusCode::CONFLICT, "{problem}");
         assert!(problem["detail"].as_str().unwrap().contains("default, edge"), "{problem}");
         assert_eq!(publisher::deployed(&app.db, "edge").await.unwrap()[0].status, "RETIRED", "the status is the API's current one");
-        let (status, _) = app.send("POST", &deployments, Some(&publisher), Some(json!({"revision_id": second, "environments": ["edge"]}))).await;
+        let (status, _) =
+            app.send("POST", &deployments, Some(&publisher), Some(json!({"revision_id": second, "environments": ["edge"]}))).await;
         assert_eq!(status, StatusCode::CONFLICT, "a RETIRED API is not deployed");
 
         let before = *app.state.changes.borrow();

@@ -27,7 +27,9 @@ impl Network {
         let max = if address.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
-            Some(prefix) => prefix.trim().parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("`{text}`: the prefix must be 0 to {max}"))?,
+            Some(prefix) => {
+                prefix.trim().parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("`{text}`: the prefix must be 0 to {max}"))?
+            }
         };
         Ok(Self { address, prefix })
     }
@@ -76,7 +78,8 @@ impl Blocking {
             return false;
         }
         let Some(identity) = identity else { return false };
-        identity.application.as_ref().is_some_and(|a| self.applications.contains(a)) || identity.user.as_ref().is_some_and(|u| self.users.contains(u))
+        identity.application.as_ref().is_some_and(|a| self.applications.contains(a))
+            || identity.user.as_ref().is_some_and(|u| self.users.contains(u))
     }
 }
 

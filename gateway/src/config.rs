@@ -475,10 +475,7 @@ impl fmt::Display for ConfigError {
 
 impl ConfigError {
     fn single(file: &Path, path: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            file: Some(file.to_owned()),
-            problems: vec![Problem { path: path.into(), reason: reason.into() }],
-        }
+        Self { file: Some(file.to_owned()), problems: vec![Problem { path: path.into(), reason: reason.into() }] }
     }
 }
 
@@ -511,12 +508,8 @@ impl LoadedConfig {
 
 /// Read and parse a YAML (or JSON) configuration file, then check it.
 pub fn load(file: &Path) -> Result<LoadedConfig, ConfigError> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| ConfigError::single(file, "(file)", format!("cannot read: {e}")))?;
-    let config = parse(&text).map_err(|problem| ConfigError {
-        file: Some(file.to_owned()),
-        problems: vec![problem],
-    })?;
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError::single(file, "(file)", format!("cannot read: {e}")))?;
+    let config = parse(&text).map_err(|problem| ConfigError { file: Some(file.to_owned()), problems: vec![problem] })?;
     let problems = validate(&config);
     if !problems.is_empty() {
         return Err(ConfigError { file: Some(file.to_owned()), problems });
@@ -541,10 +534,7 @@ pub fn parse(text: &str) -> Result<GatewayConfig, Problem> {
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        Problem {
-            path: if path == "." { "(document)".to_owned() } else { path },
-            reason: inner.to_string(),
-        }
+        Problem { path: if path == "." { "(document)".to_owned() } else { path }, reason: inner.to_string() }
     })
 }
 
@@ -595,13 +585,9 @@ pub fn validate(config: &GatewayConfig) -> Vec<Problem> {
     }
     let check_attachments = |path: String, attachments: &[Attachment], problem: &mut dyn FnMut(String, String)| {
         for (i, attachment) in attachments.iter().enumerate() {
-            let known = crate::policy::builtin::find(&attachment.policy).is_some()
-                || config.modules.contains_key(&attachment.policy);
+            let known = crate::policy::builtin::find(&attachment.policy).is_some() || config.modules.contains_key(&attachment.policy);
             if !known {
-                problem(
-                    format!("{path}[{i}].policy"),
-                    format!("unknown policy `{}` (not built in, not in `modules`)", attachment.policy),
-                );
+                problem(format!("{path}[{i}].policy"), format!("unknown policy `{}` (not built in, not in `modules`)", attachment.policy));
             }
             if attachment.timeout.is_zero() {
                 problem(format!("{path}[{i}].timeout"), "must be more than zero".into());
@@ -624,7 +610,10 @@ pub fn validate(config: &GatewayConfig) -> Vec<Problem> {
         }
         if !api.context.starts_with('/') {
             problem(format!("{at}.context"), format!("`{}` must start with `/`", api.context));
-        } else if crate::router::normalize_path(&api.context).map(|p| p != api.context.trim_end_matches('/') && api.context != "/").unwrap_or(true) {
+        } else if crate::router::normalize_path(&api.context)
+            .map(|p| p != api.context.trim_end_matches('/') && api.context != "/")
+            .unwrap_or(true)
+        {
             problem(format!("{at}.context"), format!("`{}` is not a normalised path", api.context));
         }
         if api.upstream.endpoints.is_empty() {

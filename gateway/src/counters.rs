@@ -104,10 +104,7 @@ impl LocalCounters {
 
     /// How many (key, window) counters are kept.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| shard.lock().unwrap_or_else(PoisonError::into_inner).values().map(Vec::len).sum::<usize>())
-            .sum()
+        self.shards.iter().map(|shard| shard.lock().unwrap_or_else(PoisonError::into_inner).values().map(Vec::len).sum::<usize>()).sum()
     }
 
     /// Whether no counter is kept.
@@ -164,10 +161,8 @@ impl Window {
         } else {
             used
         };
-        let reset_ms = (oldest..=current)
-            .rev()
-            .find(|&i| self.counts[slot(i)] > 0)
-            .map_or(0, |i| self.leaves_window_at(i).saturating_sub(now));
+        let reset_ms =
+            (oldest..=current).rev().find(|&i| self.counts[slot(i)] > 0).map_or(0, |i| self.leaves_window_at(i).saturating_sub(now));
         HitResult { allowed, limit, remaining: limit.saturating_sub(used), reset_ms, retry_after_ms }
     }
 
@@ -430,8 +425,7 @@ mod tests {
     fn most_in_any_window(admitted: &[(u64, u64)], window_ms: u64) -> u64 {
         let mut most = 0;
         for (start, &(t0, _)) in admitted.iter().enumerate() {
-            let units: u64 =
-                admitted[start..].iter().take_while(|(t, _)| *t < t0 + window_ms).map(|(_, cost)| cost).sum();
+            let units: u64 = admitted[start..].iter().take_while(|(t, _)| *t < t0 + window_ms).map(|(_, cost)| cost).sum();
             most = most.max(units);
         }
         most

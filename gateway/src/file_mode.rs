@@ -45,12 +45,18 @@ pub async fn serve_until_signal(stop: watch::Sender<bool>, tasks: Vec<tokio::tas
 
 /// Bind and serve the configuration's listeners and admin listener (their addresses are
 /// logged as `listening` / `admin listening`); they stop when `stopped` turns true.
-pub async fn start_listeners(gateway: &Arc<Gateway>, loaded: &LoadedConfig, stopped: watch::Receiver<bool>) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+pub async fn start_listeners(
+    gateway: &Arc<Gateway>,
+    loaded: &LoadedConfig,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let limits = loaded.config.limits.clone();
     let mut tasks = Vec::new();
     for (i, spec) in loaded.config.listeners.iter().enumerate() {
         let tls = match &spec.tls {
-            Some(tls) => Some(listener::tls_config(tls, &loaded.base_dir, &format!("listeners[{i}].tls")).map_err(|p| anyhow::anyhow!("{p}"))?),
+            Some(tls) => {
+                Some(listener::tls_config(tls, &loaded.base_dir, &format!("listeners[{i}].tls")).map_err(|p| anyhow::anyhow!("{p}"))?)
+            }
             None => None,
         };
         let (socket, address) = listener::bind(&spec.address).await?;
@@ -83,9 +89,8 @@ pub async fn shutdown_signal() -> anyhow::Result<()> {
 pub fn check(file: &Path) -> Result<String, String> {
     let loaded = config::load(file).map_err(|e| e.to_string())?;
     let gateway = Gateway::new().map_err(|e| e.to_string())?;
-    let snapshot = gateway.build(&loaded).map_err(|e| {
-        e.problems.iter().map(|p| format!("{}: {p}", file.display())).collect::<Vec<_>>().join("\n")
-    })?;
+    let snapshot =
+        gateway.build(&loaded).map_err(|e| e.problems.iter().map(|p| format!("{}: {p}", file.display())).collect::<Vec<_>>().join("\n"))?;
     for (i, listener) in loaded.config.listeners.iter().enumerate() {
         if let Some(tls) = &listener.tls {
             listener::tls_config(tls, &loaded.base_dir, &format!("listeners[{i}].tls")).map_err(|p| format!("{}: {p}", file.display()))?;
@@ -102,10 +107,7 @@ fn watched_files(loaded: &LoadedConfig) -> Vec<PathBuf> {
 }
 
 fn stamp(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
-    files
-        .iter()
-        .map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
-        .collect()
+    files.iter().map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len())))).collect()
 }
 
 async fn watch_and_reload(gateway: Arc<Gateway>, file: PathBuf, mut loaded: LoadedConfig) {

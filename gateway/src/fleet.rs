@@ -44,12 +44,14 @@ pub struct Options {
 
 /// Run until SIGTERM or SIGINT.
 pub async fn run(options: Options) -> anyhow::Result<()> {
-    let cache = Cache::open(&options.cache_dir).map_err(|e| anyhow::anyhow!("cannot use the cache folder {}: {e}", options.cache_dir.display()))?;
+    let cache =
+        Cache::open(&options.cache_dir).map_err(|e| anyhow::anyhow!("cannot use the cache folder {}: {e}", options.cache_dir.display()))?;
     let id = match &options.id {
         Some(id) => id.clone(),
         None => cache.gateway_id().map_err(|e| anyhow::anyhow!("cannot keep the gateway id in {}: {e}", options.cache_dir.display()))?,
     };
-    let control_plane = ControlPlane::new(&options.control_plane, &options.environment, &options.token, &id).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let control_plane =
+        ControlPlane::new(&options.control_plane, &options.environment, &options.token, &id).map_err(|e| anyhow::anyhow!("{e}"))?;
     let gateway = Gateway::new()?;
     start_from_cache(&gateway, &cache, &options.environment).await;
 
@@ -171,7 +173,13 @@ async fn offer(gateway: &Arc<Gateway>, control_plane: &ControlPlane, cache: &Cac
     }
 }
 
-async fn apply(gateway: &Arc<Gateway>, control_plane: &ControlPlane, cache: &Cache, environment: &str, message: SnapshotMessage) -> Result<(), String> {
+async fn apply(
+    gateway: &Arc<Gateway>,
+    control_plane: &ControlPlane,
+    cache: &Cache,
+    environment: &str,
+    message: SnapshotMessage,
+) -> Result<(), String> {
     if message.protocol != PROTOCOL_VERSION {
         return Err(format!("protocol {} (this gateway speaks {PROTOCOL_VERSION})", message.protocol));
     }

@@ -214,7 +214,8 @@ impl KeyStore {
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    hex.len().is_multiple_of(2)
+    hex.len()
+        .is_multiple_of(2)
         .then(|| hex.as_bytes().chunks_exact(2).map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()).collect())
         .flatten()
 }

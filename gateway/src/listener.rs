@@ -77,16 +77,18 @@ struct SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        hello
-            .server_name()
-            .and_then(|name| self.by_name.get(&name.to_ascii_lowercase()))
-            .or(self.default.as_ref())
-            .cloned()
+        hello.server_name().and_then(|name| self.by_name.get(&name.to_ascii_lowercase())).or(self.default.as_ref()).cloned()
     }
 }
 
 /// Serve API traffic on `listener` until `shutdown` turns true, then drain.
-pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, tls: Option<Arc<ServerConfig>>, limits: Limits, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

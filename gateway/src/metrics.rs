@@ -130,7 +130,11 @@ impl Metrics {
                 let _ = writeln!(out, "{metric}{{policy=\"{policy}\"}} {}", read(stats));
             }
         }
-        let _ = writeln!(out, "# TYPE portico_snapshot_reloads_total counter\nportico_snapshot_reloads_total {}", self.reloads.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "# TYPE portico_snapshot_reloads_total counter\nportico_snapshot_reloads_total {}",
+            self.reloads.load(Ordering::Relaxed)
+        );
         let _ = writeln!(
             out,
             "# TYPE portico_snapshot_reload_failures_total counter\nportico_snapshot_reload_failures_total {}",

@@ -82,17 +82,17 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -
 }
 
 /// Normalise, route and check limits; then run the operation's phases.
-async fn route_and_proxy(snapshot: &Snapshot, request: Request<Incoming>, peer: &Peer) -> Result<(Response<Body>, Arc<Operation>), ProxyError> {
+async fn route_and_proxy(
+    snapshot: &Snapshot,
+    request: Request<Incoming>,
+    peer: &Peer,
+) -> Result<(Response<Body>, Arc<Operation>), ProxyError> {
     if snapshot.blocking.client_blocked(peer.addr.ip()) {
         return Err(ProxyError::Blocked);
     }
     let (mut head, body) = request.into_parts();
     let normalised = normalize_path(head.uri.path())?;
-    let host = head
-        .uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| head.headers.get(header::HOST).and_then(|h| h.to_str().ok()));
+    let host = head.uri.authority().map(|a| a.as_str()).or_else(|| head.headers.get(header::HOST).and_then(|h| h.to_str().ok()));
     let (operation, context_len) = match snapshot.routes.route(host, &head.method, &normalised) {
         // `rest` is a suffix of the path, or a bare "/" when the path is the context itself.
         RouteMatch::Found { value, rest, .. } if rest == "/" && !normalised.ends_with('/') => (value.clone(), normalised.len()),
@@ -127,7 +127,15 @@ async fn route_and_proxy(snapshot: &Snapshot, request: Request<Incoming>, peer: 
 }
 
 /// The phases of a routed request.
-async fn run_operation(operation: &Operation, blocking: &Blocking, head: http::request::Parts, body: Incoming, context_len: usize, peer: &Peer, max_body: usize) -> Response<Body> {
+async fn run_operation(
+    operation: &Operation,
+    blocking: &Blocking,
+    head: http::request::Parts,
+    body: Incoming,
+    context_len: usize,
+    peer: &Peer,
+    max_body: usize,
+) -> Response<Body> {
     let mut exchange = Box::new(Exchange {
         request: head,
         request_body: BodyState::Streaming,

@@ -2,8 +2,8 @@
 //! path), keeps a pool of warm instances per attachment, and calls them synchronously
 //! with an epoch deadline and a memory limit. A trapped instance is dropped, never reused.
 
-pub mod builtin;
 mod bindings;
+pub mod builtin;
 mod host;
 mod wasi;
 
@@ -17,14 +17,14 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, Resource};
 use wasmtime::{Engine, Store, Trap};
 
-use bindings::{PolicyWorld, PolicyWorldPre};
 pub use bindings::{Decision, ImmediateResponse, Needs};
+use bindings::{PolicyWorld, PolicyWorldPre};
 pub use host::{Clock, KeyService, Services, SystemClock};
 use host::{ContextHandle, HostState, RequestHandle, ResponseHandle};
 
 use crate::config::FailureMode;
-use crate::metrics::PolicyStats;
 use crate::exchange::Exchange;
+use crate::metrics::PolicyStats;
 
 /// The WIT package version policies must target.
 pub const WIT_PACKAGE: &str = "portico:policy@0.1.0";
@@ -202,11 +202,8 @@ impl Drop for PolicyEngine {
 fn other_versions(component: &Component) -> String {
     let ty = component.component_type();
     let engine = component.engine();
-    let found: Vec<String> = ty
-        .exports(engine)
-        .map(|(name, _)| name.to_owned())
-        .filter(|name| name.starts_with("portico:policy/"))
-        .collect();
+    let found: Vec<String> =
+        ty.exports(engine).map(|(name, _)| name.to_owned()).filter(|name| name.starts_with("portico:policy/")).collect();
     if found.is_empty() { String::new() } else { format!(" (it exports {})", found.join(", ")) }
 }
 

@@ -170,15 +170,10 @@ impl<T> RouteTable<T> {
                     Some(HostEntry::Exact(name)) => (&mut table.exact_hosts, name),
                     Some(HostEntry::Wildcard(suffix)) => (&mut table.wildcard_hosts, suffix),
                     None => {
-                        return Err(RouteError::InvalidHost {
-                            api,
-                            host: host.clone(),
-                        });
+                        return Err(RouteError::InvalidHost { api, host: host.clone() });
                     }
                 };
-                map.entry(key.into_boxed_str())
-                    .or_default()
-                    .insert(context, api, host)?;
+                map.entry(key.into_boxed_str()).or_default().insert(context, api, host)?;
             }
             table.apis.push(OperationTree::new(api, routes.operations)?);
         }
@@ -188,12 +183,7 @@ impl<T> RouteTable<T> {
     /// Routes a request. `host` is the request's host (`Host` header or `:authority`, with or
     /// without port); `path` must come from [`normalize_path`]. The rules are described on
     /// [`RouteTable`]. Allocates only for a [`RouteMatch::MethodNotAllowed`] answer.
-    pub fn route<'a>(
-        &'a self,
-        host: Option<&str>,
-        method: &Method,
-        path: &'a str,
-    ) -> RouteMatch<'a, T> {
+    pub fn route<'a>(&'a self, host: Option<&str>, method: &Method, path: &'a str) -> RouteMatch<'a, T> {
         let Some((api, rest)) = self.select_api(host, path) else {
             return RouteMatch::NotFound;
         };
@@ -202,31 +192,20 @@ impl<T> RouteTable<T> {
             return RouteMatch::Found { api, value, rest };
         }
         let allowed = operations.allowed_methods(rest);
-        if allowed.is_empty() {
-            RouteMatch::NotFound
-        } else {
-            RouteMatch::MethodNotAllowed { api, allowed }
-        }
+        if allowed.is_empty() { RouteMatch::NotFound } else { RouteMatch::MethodNotAllowed { api, allowed } }
     }
 
     /// The API for `host` and `path`, and the path below its context.
     fn select_api<'a>(&self, host: Option<&str>, path: &'a str) -> Option<(usize, &'a str)> {
         let mut buffer = [0; MAX_HOST_LEN];
         if let Some(host) = host.and_then(|host| lower_case_host(host, &mut buffer)) {
-            if let Some(found) = self
-                .exact_hosts
-                .get(host)
-                .and_then(|contexts| contexts.find(path))
-            {
+            if let Some(found) = self.exact_hosts.get(host).and_then(|contexts| contexts.find(path)) {
                 return Some(found);
             }
             if !self.wildcard_hosts.is_empty() {
                 // From the longest suffix to the shortest; a wildcard needs a label before it.
                 for (dot, _) in host.match_indices('.').filter(|&(dot, _)| dot > 0) {
-                    let found = self
-                        .wildcard_hosts
-                        .get(&host[dot..])
-                        .and_then(|contexts| contexts.find(path));
+                    let found = self.wildcard_hosts.get(&host[dot..]).and_then(|contexts| contexts.find(path));
                     if found.is_some() {
                         return found;
                     }
@@ -254,11 +233,7 @@ impl Contexts {
             Some(&existing) => Err(RouteError::DuplicateContext {
                 first: existing,
                 second: api,
-                context: if context.is_empty() {
-                    "/".to_owned()
-                } else {
-                    context.to_owned()
-                },
+                context: if context.is_empty() { "/".to_owned() } else { context.to_owned() },
                 host: host.to_owned(),
             }),
             None => {
@@ -293,10 +268,7 @@ impl Contexts {
 fn context_key(api: usize, context: &str) -> Result<&str, RouteError> {
     match normalize_path(context) {
         Ok(normal) if normal == context => Ok(context.strip_suffix('/').unwrap_or(context)),
-        _ => Err(RouteError::InvalidContext {
-            api,
-            context: context.to_owned(),
-        }),
+        _ => Err(RouteError::InvalidContext { api, context: context.to_owned() }),
     }
 }
 
@@ -316,24 +288,14 @@ fn parse_host(host: &str) -> Option<HostEntry> {
     let is_ip_literal = host
         .strip_prefix('[')
         .and_then(|host| host.strip_suffix(']'))
-        .is_some_and(|address| {
-            !address.is_empty()
-                && address
-                    .bytes()
-                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        });
+        .is_some_and(|address| !address.is_empty() && address.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.'));
     (is_ip_literal || is_host_name(host)).then(|| HostEntry::Exact(host.to_owned()))
 }
 
 /// Dot-separated non-empty labels of letters, digits, `-` and `_`.
 fn is_host_name(name: &str) -> bool {
     !name.is_empty()
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+        && name.split('.').all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
 }
 
 /// The request's host without port or trailing dot, lower-cased into `buffer`; `None` when
@@ -359,28 +321,12 @@ fn lower_case_host<'b>(host: &str, buffer: &'b mut [u8; MAX_HOST_LEN]) -> Option
 mod tests {
     use super::*;
 
-    fn op(
-        method: Option<Method>,
-        template: &str,
-        value: &'static str,
-    ) -> OperationRoute<&'static str> {
-        OperationRoute {
-            method,
-            template: template.to_owned(),
-            value,
-        }
+    fn op(method: Option<Method>, template: &str, value: &'static str) -> OperationRoute<&'static str> {
+        OperationRoute { method, template: template.to_owned(), value }
     }
 
-    fn api(
-        hosts: &[&str],
-        context: &str,
-        operations: Vec<OperationRoute<&'static str>>,
-    ) -> ApiRoutes<&'static str> {
-        ApiRoutes {
-            hosts: hosts.iter().map(ToString::to_string).collect(),
-            context: context.to_owned(),
-            operations,
-        }
+    fn api(hosts: &[&str], context: &str, operations: Vec<OperationRoute<&'static str>>) -> ApiRoutes<&'static str> {
+        ApiRoutes { hosts: hosts.iter().map(ToString::to_string).collect(), context: context.to_owned(), operations }
     }
 
     fn any(template: &str, value: &'static str) -> OperationRoute<&'static str> {
@@ -427,19 +373,9 @@ mod tests {
 
     #[test]
     fn no_fall_back_to_a_shorter_context() {
-        let table = RouteTable::new(vec![
-            api(&[], "/pets", vec![any("/cats", "cats")]),
-            api(&[], "/", vec![any("/*", "root")]),
-        ])
-        .unwrap();
-        assert_eq!(
-            table.route(None, &Method::GET, "/pets/dogs"),
-            RouteMatch::NotFound
-        );
-        assert_eq!(
-            found(&table, None, Method::GET, "/pets/cats"),
-            Some((0, "cats", "/cats"))
-        );
+        let table = RouteTable::new(vec![api(&[], "/pets", vec![any("/cats", "cats")]), api(&[], "/", vec![any("/*", "root")])]).unwrap();
+        assert_eq!(table.route(None, &Method::GET, "/pets/dogs"), RouteMatch::NotFound);
+        assert_eq!(found(&table, None, Method::GET, "/pets/cats"), Some((0, "cats", "/cats")));
     }
 
     #[test]
@@ -471,26 +407,17 @@ mod tests {
     fn falls_through_host_classes_when_no_context_matches() {
         let table = RouteTable::new(vec![
             api(&["api.example.com"], "/pets", vec![any("/*", "exact-pets")]),
-            api(
-                &["*.example.com"],
-                "/orders",
-                vec![any("/*", "wildcard-orders")],
-            ),
+            api(&["*.example.com"], "/orders", vec![any("/*", "wildcard-orders")]),
             api(&[], "/users", vec![any("/*", "any-users")]),
             api(&["[::1]"], "/", vec![any("/*", "ipv6")]),
         ])
         .unwrap();
-        let host = |path| {
-            found(&table, Some("api.example.com"), Method::GET, path).map(|(_, value, _)| value)
-        };
+        let host = |path| found(&table, Some("api.example.com"), Method::GET, path).map(|(_, value, _)| value);
         assert_eq!(host("/pets/1"), Some("exact-pets"));
         assert_eq!(host("/orders/1"), Some("wildcard-orders"));
         assert_eq!(host("/users/1"), Some("any-users"));
         assert_eq!(host("/nothing"), None);
-        assert_eq!(
-            found(&table, Some("[::1]:8080"), Method::GET, "/a").map(|(_, value, _)| value),
-            Some("ipv6")
-        );
+        assert_eq!(found(&table, Some("[::1]:8080"), Method::GET, "/a").map(|(_, value, _)| value), Some("ipv6"));
     }
 
     #[test]
@@ -559,28 +486,13 @@ mod tests {
         assert_eq!(value(Method::DELETE, "/pets/7"), Some("pet-any"));
         assert_eq!(
             table.route(None, &Method::DELETE, "/pets"),
-            RouteMatch::MethodNotAllowed {
-                api: 0,
-                allowed: vec![Method::GET, Method::POST]
-            }
+            RouteMatch::MethodNotAllowed { api: 0, allowed: vec![Method::GET, Method::POST] }
         );
-        assert_eq!(
-            table.route(None, &Method::GET, "/files/a"),
-            RouteMatch::MethodNotAllowed {
-                api: 0,
-                allowed: vec![Method::PATCH]
-            }
-        );
-        assert_eq!(
-            table.route(None, &Method::HEAD, "/nothing"),
-            RouteMatch::NotFound
-        );
+        assert_eq!(table.route(None, &Method::GET, "/files/a"), RouteMatch::MethodNotAllowed { api: 0, allowed: vec![Method::PATCH] });
+        assert_eq!(table.route(None, &Method::HEAD, "/nothing"), RouteMatch::NotFound);
         assert_eq!(
             table.route(None, &Method::HEAD, "/pets"),
-            RouteMatch::MethodNotAllowed {
-                api: 0,
-                allowed: vec![Method::GET, Method::POST]
-            }
+            RouteMatch::MethodNotAllowed { api: 0, allowed: vec![Method::GET, Method::POST] }
         );
     }
 
@@ -589,19 +501,12 @@ mod tests {
         let table = RouteTable::new(vec![api(
             &[],
             "/",
-            vec![
-                op(Some(Method::GET), "/a/{x}", "1"),
-                op(Some(Method::GET), "/a/b", "2"),
-                op(Some(Method::POST), "/a/*", "3"),
-            ],
+            vec![op(Some(Method::GET), "/a/{x}", "1"), op(Some(Method::GET), "/a/b", "2"), op(Some(Method::POST), "/a/*", "3")],
         )])
         .unwrap();
         assert_eq!(
             table.route(None, &Method::PUT, "/a/b"),
-            RouteMatch::MethodNotAllowed {
-                api: 0,
-                allowed: vec![Method::GET, Method::POST]
-            }
+            RouteMatch::MethodNotAllowed { api: 0, allowed: vec![Method::GET, Method::POST] }
         );
     }
 
@@ -613,19 +518,10 @@ mod tests {
             Some("APIs #0 and #1 both have context `/pets` on any host".to_owned())
         );
         assert_eq!(
-            error(vec![
-                api(&["a.example.com", "b.example.com"], "/", vec![]),
-                api(&["B.example.com"], "/", vec![])
-            ]),
+            error(vec![api(&["a.example.com", "b.example.com"], "/", vec![]), api(&["B.example.com"], "/", vec![])]),
             Some("APIs #0 and #1 both have context `/` on B.example.com".to_owned())
         );
-        assert!(
-            error(vec![
-                api(&["*.example.com"], "/", vec![]),
-                api(&["*.example.com"], "/", vec![])
-            ])
-            .is_some()
-        );
+        assert!(error(vec![api(&["*.example.com"], "/", vec![]), api(&["*.example.com"], "/", vec![])]).is_some());
         // Different host classes, or the same host twice in one API, are no conflict.
         assert_eq!(
             error(vec![
@@ -637,10 +533,7 @@ mod tests {
             None
         );
         assert_eq!(
-            error(vec![
-                api(&[], "/", vec![]),
-                api(&[], "/", vec![any("/x/{", "x")])
-            ]),
+            error(vec![api(&[], "/", vec![]), api(&[], "/", vec![any("/x/{", "x")])]),
             Some("APIs #0 and #1 both have context `/` on any host".to_owned())
         );
         assert_eq!(
@@ -658,14 +551,7 @@ mod tests {
         assert_eq!(
             error(vec![
                 api(&[], "/a", vec![]),
-                api(
-                    &[],
-                    "/b",
-                    vec![
-                        op(Some(Method::GET), "/p/{id}", "1"),
-                        op(Some(Method::GET), "/p/{name}/", "2")
-                    ]
-                )
+                api(&[], "/b", vec![op(Some(Method::GET), "/p/{id}", "1"), op(Some(Method::GET), "/p/{name}/", "2")])
             ]),
             Some("API #1: templates `/p/{id}` and `/p/{name}/` are the same for GET".to_owned())
         );
@@ -675,47 +561,16 @@ mod tests {
         );
         // The same template for two methods, or for a method and any method, is fine.
         assert_eq!(
-            error(vec![api(
-                &[],
-                "/",
-                vec![
-                    op(Some(Method::GET), "/p", "1"),
-                    op(Some(Method::PUT), "/p", "2"),
-                    any("/p", "3")
-                ]
-            )]),
+            error(vec![api(&[], "/", vec![op(Some(Method::GET), "/p", "1"), op(Some(Method::PUT), "/p", "2"), any("/p", "3")])]),
             None
         );
-        for context in [
-            "pets",
-            "",
-            "/pets//v1",
-            "/pets/../v1",
-            "/%7epets",
-            "/pets?x",
-        ] {
-            assert_eq!(
-                error(vec![api(&[], context, vec![])]),
-                Some(format!(
-                    "API #0: context `{context}` is not a normalised path"
-                ))
-            );
+        for context in ["pets", "", "/pets//v1", "/pets/../v1", "/%7epets", "/pets?x"] {
+            assert_eq!(error(vec![api(&[], context, vec![])]), Some(format!("API #0: context `{context}` is not a normalised path")));
         }
-        for host in [
-            "",
-            "*",
-            "*.",
-            "a.*.com",
-            "api.example.com:8443",
-            "https://api.example.com",
-            "a..b",
-            "a b",
-        ] {
+        for host in ["", "*", "*.", "a.*.com", "api.example.com:8443", "https://api.example.com", "a..b", "a b"] {
             assert_eq!(
                 error(vec![api(&[host], "/", vec![])]),
-                Some(format!(
-                    "API #0: host `{host}` is not a host name or `*.domain` (without a port)"
-                ))
+                Some(format!("API #0: host `{host}` is not a host name or `*.domain` (without a port)"))
             );
         }
     }
@@ -731,11 +586,7 @@ mod tests {
                     _ => vec![],
                 };
                 // Every tenth API is nested below the one before it.
-                let context = if i % 10 == 9 {
-                    format!("/svc{}/v1/nested", i - 1)
-                } else {
-                    format!("/svc{i}/v1")
-                };
+                let context = if i % 10 == 9 { format!("/svc{}/v1/nested", i - 1) } else { format!("/svc{i}/v1") };
                 ApiRoutes {
                     hosts,
                     context,
@@ -754,46 +605,22 @@ mod tests {
                 2 => format!("x.w{i}.example.com"),
                 _ => "anything.example.org".to_owned(),
             };
-            let context = if i % 10 == 9 {
-                format!("/svc{}/v1/nested", i - 1)
-            } else {
-                format!("/svc{i}/v1")
-            };
+            let context = if i % 10 == 9 { format!("/svc{}/v1/nested", i - 1) } else { format!("/svc{i}/v1") };
             let path = format!("{context}/items/42");
-            assert_eq!(
-                found(&table, Some(&host), Method::GET, &path),
-                Some((i, name, "/items/42")),
-                "{path}"
-            );
+            assert_eq!(found(&table, Some(&host), Method::GET, &path), Some((i, name, "/items/42")), "{path}");
             let path = format!("{context}/items/");
-            assert_eq!(
-                found(&table, Some(&host), Method::POST, &path),
-                Some((i, name, "/items/")),
-                "{path}"
-            );
+            assert_eq!(found(&table, Some(&host), Method::POST, &path), Some((i, name, "/items/")), "{path}");
             assert_eq!(
                 table.route(Some(&host), &Method::DELETE, &path),
-                RouteMatch::MethodNotAllowed {
-                    api: i,
-                    allowed: vec![Method::GET, Method::POST]
-                }
+                RouteMatch::MethodNotAllowed { api: i, allowed: vec![Method::GET, Method::POST] }
             );
-            assert_eq!(
-                table.route(Some(&host), &Method::GET, &format!("{context}/other")),
-                RouteMatch::NotFound
-            );
+            assert_eq!(table.route(Some(&host), &Method::GET, &format!("{context}/other")), RouteMatch::NotFound);
             if i % 4 == 1 || i % 4 == 2 {
                 // Host-bound APIs are not reachable from another host.
                 let path = format!("{context}/items/42");
-                assert_eq!(
-                    table.route(Some("anything.example.org"), &Method::GET, &path),
-                    RouteMatch::NotFound
-                );
+                assert_eq!(table.route(Some("anything.example.org"), &Method::GET, &path), RouteMatch::NotFound);
             }
         }
-        assert_eq!(
-            table.route(None, &Method::GET, "/svc1000/v1/items"),
-            RouteMatch::NotFound
-        );
+        assert_eq!(table.route(None, &Method::GET, "/svc1000/v1/items"), RouteMatch::NotFound);
     }
 }

@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use crate::blocking::Blocking;
 use crate::config::{self, Attachment as AttachmentConfig, LoadedConfig, Problem};
+use crate::counters::CounterStore;
 use crate::exchange::RouteInfo;
 use crate::keys::KeyStore;
 use crate::metrics::{ApiStats, Metrics};
 use crate::policy::{Attachment, AttachmentSettings, CompiledPolicy, PolicyEngine, Services, builtin};
 use crate::router::{ApiRoutes, OperationRoute, RouteTable};
 use crate::upstream::{Clients, Upstream, parse_endpoint};
-use crate::counters::CounterStore;
 
 /// One operation as served: where it belongs, its chain and its upstream.
 pub struct Operation {

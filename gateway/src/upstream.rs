@@ -104,7 +104,13 @@ impl Upstream {
     /// empty or buffered); nothing is retried once a request has been sent. `headers` are
     /// the request's (moved in, or a copy when a response-phase policy still needs them);
     /// the ones in `head` are not read.
-    pub async fn send(&self, head: &http::request::Parts, mut headers: HeaderMap, body: Body, forward: Forward<'_>) -> Result<Response<Incoming>, ProxyError> {
+    pub async fn send(
+        &self,
+        head: &http::request::Parts,
+        mut headers: HeaderMap,
+        body: Body,
+        forward: Forward<'_>,
+    ) -> Result<Response<Incoming>, ProxyError> {
         let replayable = match &body {
             Body::Empty | Body::Full(_) => true,
             other => other.is_end_stream(),
@@ -146,7 +152,13 @@ fn upstream_error(error: hyper_util::client::legacy::Error) -> ProxyError {
     ProxyError::UpstreamFailed(error.to_string())
 }
 
-fn build_request(head: &http::request::Parts, headers: HeaderMap, endpoint: &Endpoint, forward: &Forward<'_>, body: Body) -> Result<Request<Body>, ProxyError> {
+fn build_request(
+    head: &http::request::Parts,
+    headers: HeaderMap,
+    endpoint: &Endpoint,
+    forward: &Forward<'_>,
+    body: Body,
+) -> Result<Request<Body>, ProxyError> {
     let rest = forward.rest;
     let query = head.uri.query();
     let mut path_and_query = String::with_capacity(endpoint.base_path.len() + rest.len() + query.map_or(0, |q| q.len() + 1));

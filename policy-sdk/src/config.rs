@@ -19,20 +19,12 @@ pub fn parse_config<T: DeserializeOwned>(json: &str) -> Result<T, String> {
     let mut deserializer = serde_json::Deserializer::from_str(json);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path();
-        let known = path
-            .iter()
-            .any(|segment| !matches!(segment, Segment::Unknown));
+        let known = path.iter().any(|segment| !matches!(segment, Segment::Unknown));
         let path = path.to_string();
         let inner = error.into_inner();
-        if known {
-            format!("config field `{path}`: {inner}")
-        } else {
-            format!("invalid config: {inner}")
-        }
+        if known { format!("config field `{path}`: {inner}") } else { format!("invalid config: {inner}") }
     })?;
-    deserializer
-        .end()
-        .map_err(|error| format!("invalid config: {error}"))?;
+    deserializer.end().map_err(|error| format!("invalid config: {error}"))?;
     Ok(value)
 }
 
@@ -67,35 +59,22 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let error = parse_config::<Config>(r#"{"limits": [{"per": 5}]}"#).unwrap_err();
-        assert!(
-            error.starts_with("config field `limits[0].per`: invalid type"),
-            "{error}"
-        );
+        assert!(error.starts_with("config field `limits[0].per`: invalid type"), "{error}");
     }
 
     #[test]
     fn unknown_fields_are_refused() {
         let error = parse_config::<Config>(r#"{"nmae": "x"}"#).unwrap_err();
-        assert!(
-            error.starts_with("config field `nmae`: unknown field `nmae`"),
-            "{error}"
-        );
+        assert!(error.starts_with("config field `nmae`: unknown field `nmae`"), "{error}");
         let error = parse_config::<Config>(r#"{"limits": [{"per": "1s", "x": 1}]}"#).unwrap_err();
-        assert!(
-            error.starts_with("config field `limits[0].x`: unknown field `x`"),
-            "{error}"
-        );
+        assert!(error.starts_with("config field `limits[0].x`: unknown field `x`"), "{error}");
     }
 
     #[test]
     fn syntax_errors_and_trailing_data_are_refused() {
         let error = parse_config::<Config>("{").unwrap_err();
         assert!(error.starts_with("invalid config: EOF"), "{error}");
-        assert!(
-            parse_config::<Config>("{} {}")
-                .unwrap_err()
-                .starts_with("invalid config")
-        );
+        assert!(parse_config::<Config>("{} {}").unwrap_err().starts_with("invalid config"));
         let error = parse_config::<Config>("[]").unwrap_err();
         assert_eq!(error, "invalid config: expected a JSON object");
     }

@@ -2,10 +2,7 @@
 
 /// Whether `name` is an HTTP token (RFC 9110 §5.6.2), as header names and methods must be.
 pub fn is_token(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
+    !name.is_empty() && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
 }
 
 /// Whether `value` may be sent as a header value: no control characters other than tab

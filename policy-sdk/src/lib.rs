@@ -86,8 +86,7 @@ pub mod log;
 pub use wit_bindgen;
 
 pub use bindings::portico::policy::types::{
-    BodyError, Context, Decision, HeaderError, Identity, ImmediateResponse, Needs, Request,
-    Response,
+    BodyError, Context, Decision, HeaderError, Identity, ImmediateResponse, Needs, Request, Response,
 };
 pub use config::parse_config;
 pub use policy::Policy;
@@ -95,9 +94,7 @@ pub use response::problem;
 
 pub mod keys {
     //! Credential checks done by the host: API-key lookup and JWT verification.
-    pub use crate::bindings::portico::policy::keys::{
-        KeyError, VerifiedToken, lookup_api_key, verify_jwt,
-    };
+    pub use crate::bindings::portico::policy::keys::{KeyError, VerifiedToken, lookup_api_key, verify_jwt};
 }
 
 pub mod counters {

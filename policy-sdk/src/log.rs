@@ -7,10 +7,7 @@ pub use crate::bindings::portico::policy::log::{Level, write};
 
 /// Writes a record at `level` with borrowed fields.
 pub fn record(level: Level, message: &str, fields: &[(&str, &str)]) {
-    let fields: Vec<(String, String)> = fields
-        .iter()
-        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
-        .collect();
+    let fields: Vec<(String, String)> = fields.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())).collect();
     write(level, message, &fields);
 }
 

@@ -88,14 +88,8 @@ impl<P: Policy> Guest for Export<P> {
     }
 
     fn on_request(request: &Request, context: &Context) -> Decision {
-        with_instance(|policy| policy.on_request(request, context)).unwrap_or_else(|| {
-            problem(
-                500,
-                "Internal Server Error",
-                "A policy was called before it was initialised.",
-            )
-            .into()
-        })
+        with_instance(|policy| policy.on_request(request, context))
+            .unwrap_or_else(|| problem(500, "Internal Server Error", "A policy was called before it was initialised.").into())
     }
 
     fn on_response(request: &Request, response: &Response, context: &Context) {

@@ -7,11 +7,7 @@ use crate::{Decision, ImmediateResponse};
 impl ImmediateResponse {
     /// A response with this status, no headers and an empty body.
     pub fn new(status: u16) -> Self {
-        ImmediateResponse {
-            status,
-            headers: Vec::new(),
-            body: Vec::new(),
-        }
+        ImmediateResponse { status, headers: Vec::new(), body: Vec::new() }
     }
 
     /// Adds a header, keeping any added before (also under the same name).
@@ -57,18 +53,11 @@ struct Problem<'a> {
 /// # assert!(matches!(decision, Decision::Respond(response) if response.status == 403));
 /// ```
 pub fn problem(status: u16, title: &str, detail: &str) -> ImmediateResponse {
-    let document = Problem {
-        kind: "about:blank",
-        title,
-        status,
-        detail,
-    };
+    let document = Problem { kind: "about:blank", title, status, detail };
     // Serialising a struct of strings and a number cannot fail; an empty body is the
     // harmless answer if it ever did.
     let body = serde_json::to_vec(&document).unwrap_or_default();
-    ImmediateResponse::new(status)
-        .header("content-type", "application/problem+json")
-        .body(body)
+    ImmediateResponse::new(status).header("content-type", "application/problem+json").body(body)
 }
 
 #[cfg(test)]
@@ -78,18 +67,9 @@ mod tests {
 
     #[test]
     fn builder_keeps_headers_in_order() {
-        let response = ImmediateResponse::new(204)
-            .header("a", "1")
-            .header("a", "2")
-            .body("x");
+        let response = ImmediateResponse::new(204).header("a", "1").header("a", "2").body("x");
         assert_eq!(response.status, 204);
-        assert_eq!(
-            response.headers,
-            vec![
-                ("a".to_owned(), "1".to_owned()),
-                ("a".to_owned(), "2".to_owned())
-            ]
-        );
+        assert_eq!(response.headers, vec![("a".to_owned(), "1".to_owned()), ("a".to_owned(), "2".to_owned())]);
         assert_eq!(response.body, b"x");
         assert!(matches!(Decision::from(response), Decision::Respond(r) if r.status == 204));
     }
@@ -98,13 +78,7 @@ mod tests {
     fn problem_is_rfc_9457_json() {
         let response = problem(401, "Unauthorized", "No \"credentials\".");
         assert_eq!(response.status, 401);
-        assert_eq!(
-            response.headers,
-            vec![(
-                "content-type".to_owned(),
-                "application/problem+json".to_owned()
-            )]
-        );
+        assert_eq!(response.headers, vec![("content-type".to_owned(), "application/problem+json".to_owned())]);
         let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
         assert_eq!(
             body,

@@ -53,7 +53,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let mut snapshots = state.hub.follow(&state, &options.environment);
     let first = tokio::time::timeout(FIRST_SNAPSHOT, snapshots.wait_for(Option::is_some))
         .await
-        .map_err(|_| anyhow::anyhow!("the first snapshot of `{}` was not built within {} s", options.environment, FIRST_SNAPSHOT.as_secs()))?
+        .map_err(|_| {
+            anyhow::anyhow!("the first snapshot of `{}` was not built within {} s", options.environment, FIRST_SNAPSHOT.as_secs())
+        })?
         .map_err(|_| anyhow::anyhow!("the event hub stopped"))?
         .clone()
         .expect("waited for a snapshot");
@@ -78,7 +80,9 @@ async fn apply(gateway: &Arc<Gateway>, state: &AppState, modules: &Cache, publis
         if modules.module_ok(sha256)? {
             continue;
         }
-        let bytes = registry::component(&state.db, sha256).await?.ok_or_else(|| anyhow::anyhow!("module `{name}` ({sha256}) is not in the registry"))?;
+        let bytes = registry::component(&state.db, sha256)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("module `{name}` ({sha256}) is not in the registry"))?;
         modules.store_module(sha256, &bytes)?;
     }
     let loaded = LoadedConfig { config: config.clone(), base_dir: modules.dir().to_owned(), file: modules.dir().join("(control plane)") };
@@ -96,7 +100,14 @@ async fn acknowledge(state: &AppState, gateway: &Gateway, id: &str, environment:
 
 /// Apply every new snapshot; a refused one is logged and reported, and the previous one
 /// keeps serving.
-async fn follow(gateway: Arc<Gateway>, state: AppState, modules: Cache, mut snapshots: watch::Receiver<Option<Arc<Published>>>, id: String, environment: String) {
+async fn follow(
+    gateway: Arc<Gateway>,
+    state: AppState,
+    modules: Cache,
+    mut snapshots: watch::Receiver<Option<Arc<Published>>>,
+    id: String,
+    environment: String,
+) {
     while snapshots.changed().await.is_ok() {
         let Some(published) = snapshots.borrow_and_update().clone() else { continue };
         let refused = match apply(&gateway, &state, &modules, &published).await {

@@ -51,7 +51,8 @@ pub async fn start(options: &Options, mut stopped: watch::Receiver<bool>) -> any
         println!("First start: created the user `admin` with password {password}");
         println!("(set PORTICO_ADMIN_PASSWORD before the first start to choose it)");
     }
-    let listener = tokio::net::TcpListener::bind(&options.api).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.api))?;
+    let listener =
+        tokio::net::TcpListener::bind(&options.api).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.api))?;
     let address = listener.local_addr()?;
     let public_url = options.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
     let state = AppState::new(db, Settings { public_url });

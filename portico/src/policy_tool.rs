@@ -160,7 +160,12 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
                 component,
                 schema: schema.or(project_schema),
             })?;
-            println!("pushed {} (sha256 {}, {} bytes)", pushed["reference"].as_str().unwrap_or("?"), pushed["digest"].as_str().unwrap_or("?"), pushed["size"]);
+            println!(
+                "pushed {} (sha256 {}, {} bytes)",
+                pushed["reference"].as_str().unwrap_or("?"),
+                pushed["digest"].as_str().unwrap_or("?"),
+                pushed["size"]
+            );
             println!("attach it as: {{\"policy\": \"{}\", \"config\": {{…}}}}", pushed["reference"].as_str().unwrap_or("?"));
             Ok(())
         }

@@ -34,7 +34,17 @@ fn main() {
 fn start_gateway(control_plane: &str, token: &str, cache: &Path, ready: &str) -> GatewayProcess {
     GatewayProcess::spawn_until(
         tempfile::tempdir().unwrap(),
-        &["gateway", "--control-plane", control_plane, "--cache-dir", &cache.display().to_string(), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+        &[
+            "gateway",
+            "--control-plane",
+            control_plane,
+            "--cache-dir",
+            &cache.display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
         &[("PORTICO_GATEWAY_TOKEN", token)],
         &[ready],
     )
@@ -51,14 +61,23 @@ async fn revision_with(cp: &ControlPlaneClient, admin: &str, api: &str, upstream
 }
 
 async fn deploy(cp: &ControlPlaneClient, admin: &str, api: &str, revision: &str) {
-    cp.ok(Method::POST, &format!("/api/v1/apis/{api}/deployments"), Some(admin), json!({"revision_id": revision, "environments": ["default"]})).await;
+    cp.ok(
+        Method::POST,
+        &format!("/api/v1/apis/{api}/deployments"),
+        Some(admin),
+        json!({"revision_id": revision, "environments": ["default"]}),
+    )
+    .await;
 }
 
 async fn rolled_out(cp: &ControlPlaneClient, admin: &str, previous: &str) -> String {
     loop {
         let rollout = cp.ok(Method::GET, "/api/v1/environments/default/rollout?wait_ms=5000", Some(admin), Value::Null).await;
         let version = rollout["version"].as_str().unwrap().to_owned();
-        if rollout["done"] == true && version != previous && rollout["gateways"].as_array().unwrap().iter().filter(|g| g["healthy"] == true).count() == 2 {
+        if rollout["done"] == true
+            && version != previous
+            && rollout["gateways"].as_array().unwrap().iter().filter(|g| g["healthy"] == true).count() == 2
+        {
             return version;
         }
     }
@@ -80,7 +99,8 @@ async fn fixed_rate(urls: &[String], key: &str) -> (Vec<Duration>, usize) {
     for i in 0..total {
         let scheduled = started + Duration::from_nanos(i * 1_000_000_000 / RATE);
         tokio::time::sleep_until(scheduled).await;
-        let (client, url, key, latencies, failed) = (client.clone(), urls[i as usize % urls.len()].clone(), key.to_owned(), latencies.clone(), failed.clone());
+        let (client, url, key, latencies, failed) =
+            (client.clone(), urls[i as usize % urls.len()].clone(), key.to_owned(), latencies.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
             let ok = matches!(client.get(&url, &[("apikey", &key)]).await, Ok(reply) if reply.status == StatusCode::OK);
             latencies.lock().unwrap().push(scheduled.elapsed());
@@ -128,8 +148,13 @@ async fn run() {
         cp.ok(Method::POST, "/api/v1/policies", Some(&admin), json!({"name": "stamp", "version": version, "component": component})).await;
     }
     let api = cp
-        .ok(Method::POST, "/api/v1/apis", Some(&admin), json!({"name": "stamped", "version": "v1", "context": "/stamped", "endpoints": [upstream.url()],
-            "operations": [{"method": "GET", "path": "/hello"}], "policies": [{"policy": "stamp@1.0.0"}]}))
+        .ok(
+            Method::POST,
+            "/api/v1/apis",
+            Some(&admin),
+            json!({"name": "stamped", "version": "v1", "context": "/stamped", "endpoints": [upstream.url()],
+            "operations": [{"method": "GET", "path": "/hello"}], "policies": [{"policy": "stamp@1.0.0"}]}),
+        )
         .await;
     let api = api["id"].as_str().unwrap().to_owned();
     cp.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
@@ -154,14 +179,19 @@ async fn run() {
         times.push(started.elapsed());
     }
     times.sort();
-    println!("deploy -> acknowledged by 2 gateways, {DEPLOYS} deploys: median {:?}, max {:?}", percentile(&times, 0.5), times.last().unwrap());
+    println!(
+        "deploy -> acknowledged by 2 gateways, {DEPLOYS} deploys: median {:?}, max {:?}",
+        percentile(&times, 0.5),
+        times.last().unwrap()
+    );
 
     // Latency at a fixed rate: steady, then with a swap every second.
     let urls: Vec<String> = gateways.iter().map(|g| g.url("/stamped/v1/hello")).collect();
     let (steady, steady_failed) = fixed_rate(&urls, &key).await;
     println!("{}", describe(&format!("steady at {RATE}/s"), &steady, steady_failed));
     let swapping = {
-        let (cp, admin, api, revisions) = (ControlPlaneClient::new(control_plane.control_plane.unwrap()), admin.clone(), api.clone(), revisions.clone());
+        let (cp, admin, api, revisions) =
+            (ControlPlaneClient::new(control_plane.control_plane.unwrap()), admin.clone(), api.clone(), revisions.clone());
         tokio::spawn(async move {
             let started = Instant::now();
             let mut swaps = 0;
@@ -177,10 +207,7 @@ async fn run() {
     let (during, during_failed) = fixed_rate(&urls, &key).await;
     let swaps = swapping.await.unwrap();
     println!("{}", describe(&format!("at {RATE}/s with {swaps} policy swaps, one a second"), &during, during_failed));
-    println!(
-        "p99.9 during swaps / steady: {:.2}",
-        percentile(&during, 0.999).as_secs_f64() / percentile(&steady, 0.999).as_secs_f64()
-    );
+    println!("p99.9 during swaps / steady: {:.2}", percentile(&during, 0.999).as_secs_f64() / percentile(&steady, 0.999).as_secs_f64());
 
     // Cold start from the disk cache, control plane down.
     control_plane.kill();
@@ -190,7 +217,8 @@ async fn run() {
         let started = Instant::now();
         let gateway = start_gateway(&cp_url, &token, caches[0].path(), "serving the last-known-good snapshot from the cache");
         let client = HttpClient::default();
-        while !matches!(client.get(&gateway.url("/stamped/v1/hello"), &[("apikey", &key)]).await, Ok(reply) if reply.status == StatusCode::OK) {
+        while !matches!(client.get(&gateway.url("/stamped/v1/hello"), &[("apikey", &key)]).await, Ok(reply) if reply.status == StatusCode::OK)
+        {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         starts.push(started.elapsed());

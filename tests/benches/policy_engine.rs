@@ -40,14 +40,16 @@ impl Fixture {
             api_key_hashes: vec![],
             subscriptions: None,
         }];
-        let issuers: Vec<JwtIssuer> = vec![serde_json::from_value(serde_json::json!({
-            "issuer": issuer.issuer, "audiences": ["portico"], "algorithms": ["ES256"],
-        }))
-        .map(|mut i: JwtIssuer| {
-            i.keys = vec![JwtKey { kid: None, pem: Some(issuer.public_pem.clone()), pem_file: None }];
-            i
-        })
-        .unwrap()];
+        let issuers: Vec<JwtIssuer> = vec![
+            serde_json::from_value(serde_json::json!({
+                "issuer": issuer.issuer, "audiences": ["portico"], "algorithms": ["ES256"],
+            }))
+            .map(|mut i: JwtIssuer| {
+                i.keys = vec![JwtKey { kid: None, pem: Some(issuer.public_pem.clone()), pem_file: None }];
+                i
+            })
+            .unwrap(),
+        ];
         let keys = KeyStore::from_config(&consumers, &issuers, std::path::Path::new(".")).expect("key store");
         let services = Arc::new(Services { keys: Arc::new(keys), counters: Arc::new(LocalCounters::new()) });
         Self { engine: PolicyEngine::new().expect("engine"), services, issuer }
@@ -175,5 +177,10 @@ fn route_among_1000_apis(bencher: divan::Bencher) {
         .collect();
     let table = RouteTable::new(apis).unwrap();
     let method = http::Method::GET;
-    bencher.bench_local(|| divan::black_box(matches!(table.route(Some("example.com"), &method, divan::black_box("/api737/v1/items/42/parts")), portico_gateway::router::RouteMatch::Found { .. })));
+    bencher.bench_local(|| {
+        divan::black_box(matches!(
+            table.route(Some("example.com"), &method, divan::black_box("/api737/v1/items/42/parts")),
+            portico_gateway::router::RouteMatch::Found { .. }
+        ))
+    });
 }

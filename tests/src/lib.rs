@@ -122,7 +122,13 @@ pub mod policy_builds {
         };
         let started = std::time::Instant::now();
         let (built, _) = build_and_check(&project, &options, harness())?;
-        println!("built {} with {} in {:.1}s (checked in {:.1}s)", built.project.name, built.toolchain, built.elapsed.as_secs_f64(), started.elapsed().as_secs_f64());
+        println!(
+            "built {} with {} in {:.1}s (checked in {:.1}s)",
+            built.project.name,
+            built.toolchain,
+            built.elapsed.as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        );
         Ok(built)
     }
 }
@@ -177,10 +183,9 @@ impl GatewayProcess {
             .stderr(Stdio::piped())
             .spawn()?;
         let logs = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("piped")),
-        ] {
+        for stream in
+            [Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().expect("piped"))]
+        {
             let logs = logs.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -196,11 +201,8 @@ impl GatewayProcess {
             }
             let events = gateway.events();
             if events.iter().any(|e| e["message"].as_str().is_some_and(|m| ready.contains(&m))) {
-                gateway.listeners = events
-                    .iter()
-                    .filter(|e| e["message"] == "listening")
-                    .filter_map(|e| e["address"].as_str()?.parse().ok())
-                    .collect();
+                gateway.listeners =
+                    events.iter().filter(|e| e["message"] == "listening").filter_map(|e| e["address"].as_str()?.parse().ok()).collect();
                 gateway.admin = events.iter().find(|e| e["message"] == "admin listening").and_then(|e| e["address"].as_str()?.parse().ok());
                 gateway.control_plane =
                     events.iter().find(|e| e["message"] == "control plane listening").and_then(|e| e["address"].as_str()?.parse().ok());
@@ -309,7 +311,8 @@ impl ControlPlaneClient {
 
     /// Log in; returns the session token.
     pub async fn login(&self, username: &str, password: &str) -> String {
-        let session = self.ok(Method::POST, "/api/v1/auth/login", None, serde_json::json!({"username": username, "password": password})).await;
+        let session =
+            self.ok(Method::POST, "/api/v1/auth/login", None, serde_json::json!({"username": username, "password": password})).await;
         session["token"].as_str().unwrap().to_owned()
     }
 
@@ -318,7 +321,13 @@ impl ControlPlaneClient {
     pub async fn subscribed_key(&self, token: &str, name: &str, api: &str) -> ApiKey {
         let app = self.ok(Method::POST, "/api/v1/applications", Some(token), serde_json::json!({"name": name})).await;
         let app = app["id"].as_str().unwrap().to_owned();
-        self.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(token), serde_json::json!({"api_id": api, "tier": "Unlimited"})).await;
+        self.ok(
+            Method::POST,
+            &format!("/api/v1/applications/{app}/subscriptions"),
+            Some(token),
+            serde_json::json!({"api_id": api, "tier": "Unlimited"}),
+        )
+        .await;
         let key = self.ok(Method::POST, &format!("/api/v1/applications/{app}/api-keys"), Some(token), serde_json::json!({})).await;
         ApiKey { app, id: key["id"].as_str().unwrap().to_owned(), key: key["key"].as_str().unwrap().to_owned() }
     }
@@ -405,7 +414,12 @@ async fn echo(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::
     if path.ends_with("/slow") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
-    let status = path.rsplit_once("/status/").map(|(_, code)| code).and_then(|s| s.parse().ok()).and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::OK);
+    let status = path
+        .rsplit_once("/status/")
+        .map(|(_, code)| code)
+        .and_then(|s| s.parse().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
     let mut headers = BTreeMap::new();
     for (name, value) in &head.headers {
         headers.entry(name.as_str().to_owned()).or_insert_with(Vec::new).push(value.to_str().unwrap_or("").to_owned());

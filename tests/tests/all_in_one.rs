@@ -34,29 +34,48 @@ async fn walkthrough() {
 
     // Admin: a publisher account and a small tier to hit.
     let admin = cp.login("admin", "walkthrough-admin-1").await;
-    cp.ok(Method::POST, "/api/v1/users", Some(&admin), json!({"username": "pat", "password": "publisher-pass-1", "role": "publisher"})).await;
-    cp.ok(Method::PUT, "/api/v1/tiers/subscription/Tiny", Some(&admin), json!({"description": "3 per minute", "requests": 3, "per_ms": 60000})).await;
+    cp.ok(Method::POST, "/api/v1/users", Some(&admin), json!({"username": "pat", "password": "publisher-pass-1", "role": "publisher"}))
+        .await;
+    cp.ok(
+        Method::PUT,
+        "/api/v1/tiers/subscription/Tiny",
+        Some(&admin),
+        json!({"description": "3 per minute", "requests": 3, "per_ms": 60000}),
+    )
+    .await;
 
     // Publisher: create, publish, snapshot and deploy an API.
     let pat = cp.login("pat", "publisher-pass-1").await;
     let api = cp
-        .ok(Method::POST, "/api/v1/apis", Some(&pat), json!({
-            "name": "pets", "version": "v1", "context": "/pets",
-            "endpoints": [format!("{}/backend", upstream.url())],
-            "operations": [{"method": "GET", "path": "/items/{id}"}],
-        }))
+        .ok(
+            Method::POST,
+            "/api/v1/apis",
+            Some(&pat),
+            json!({
+                "name": "pets", "version": "v1", "context": "/pets",
+                "endpoints": [format!("{}/backend", upstream.url())],
+                "operations": [{"method": "GET", "path": "/items/{id}"}],
+            }),
+        )
         .await;
     let api_id = api["id"].as_str().unwrap().to_owned();
     cp.ok(Method::POST, &format!("/api/v1/apis/{api_id}/lifecycle"), Some(&pat), json!({"action": "publish"})).await;
     let revision = cp.ok(Method::POST, &format!("/api/v1/apis/{api_id}/revisions"), Some(&pat), json!({})).await;
-    cp.ok(Method::POST, &format!("/api/v1/apis/{api_id}/deployments"), Some(&pat), json!({"revision_id": revision["id"], "environments": ["default"]})).await;
+    cp.ok(
+        Method::POST,
+        &format!("/api/v1/apis/{api_id}/deployments"),
+        Some(&pat),
+        json!({"revision_id": revision["id"], "environments": ["default"]}),
+    )
+    .await;
 
     // Subscriber: sign up, create an application, subscribe, get credentials.
     cp.ok(Method::POST, "/api/v1/signup", None, json!({"username": "alice", "password": "alice-password-1"})).await;
     let alice = cp.login("alice", "alice-password-1").await;
     let app = cp.ok(Method::POST, "/api/v1/applications", Some(&alice), json!({"name": "shop"})).await;
     let app_id = app["id"].as_str().unwrap().to_owned();
-    cp.ok(Method::POST, &format!("/api/v1/applications/{app_id}/subscriptions"), Some(&alice), json!({"api_id": api_id, "tier": "Tiny"})).await;
+    cp.ok(Method::POST, &format!("/api/v1/applications/{app_id}/subscriptions"), Some(&alice), json!({"api_id": api_id, "tier": "Tiny"}))
+        .await;
     let oauth = cp.ok(Method::POST, &format!("/api/v1/applications/{app_id}/oauth-client"), Some(&alice), json!({})).await;
     let (client_id, secret) = (oauth["client_id"].as_str().unwrap().to_owned(), oauth["client_secret"].as_str().unwrap().to_owned());
     let token = client
@@ -161,13 +180,28 @@ async fn walkthrough() {
     // API keys work too, and are stored hashed.
     let key = cp.ok(Method::POST, &format!("/api/v1/applications/{other_id}/api-keys"), Some(&alice), json!({})).await;
     let key = key["key"].as_str().or(key["api_key"].as_str()).expect("the key is shown once").to_owned();
-    cp.ok(Method::POST, &format!("/api/v1/applications/{other_id}/subscriptions"), Some(&alice), json!({"api_id": api_id, "tier": "Unlimited"})).await;
-    eventually("the API key working", async || client.get(&gateway("/pets/v1/items/8"), &[("apikey", &key)]).await.unwrap().status == StatusCode::OK).await;
+    cp.ok(
+        Method::POST,
+        &format!("/api/v1/applications/{other_id}/subscriptions"),
+        Some(&alice),
+        json!({"api_id": api_id, "tier": "Unlimited"}),
+    )
+    .await;
+    eventually("the API key working", async || {
+        client.get(&gateway("/pets/v1/items/8"), &[("apikey", &key)]).await.unwrap().status == StatusCode::OK
+    })
+    .await;
     // The application's own tier limits it across its subscriptions.
     cp.ok(Method::PUT, "/api/v1/tiers/application/TwoPerMin", Some(&admin), json!({"requests": 2, "per_ms": 60000})).await;
     let limited = cp.ok(Method::POST, "/api/v1/applications", Some(&alice), json!({"name": "limited", "tier": "TwoPerMin"})).await;
     let limited_id = limited["id"].as_str().unwrap();
-    cp.ok(Method::POST, &format!("/api/v1/applications/{limited_id}/subscriptions"), Some(&alice), json!({"api_id": api_id, "tier": "Unlimited"})).await;
+    cp.ok(
+        Method::POST,
+        &format!("/api/v1/applications/{limited_id}/subscriptions"),
+        Some(&alice),
+        json!({"api_id": api_id, "tier": "Unlimited"}),
+    )
+    .await;
     let limited_key = cp.ok(Method::POST, &format!("/api/v1/applications/{limited_id}/api-keys"), Some(&alice), json!({})).await;
     let limited_key = limited_key["key"].as_str().unwrap().to_owned();
     eventually("the second key working", async || {

@@ -73,7 +73,13 @@ async fn deploy_with(cp: &ControlPlaneClient, token: &str, api: &str, upstream: 
     )
     .await;
     let revision = cp.ok(Method::POST, &format!("/api/v1/apis/{api}/revisions"), Some(token), json!({})).await;
-    cp.ok(Method::POST, &format!("/api/v1/apis/{api}/deployments"), Some(token), json!({"revision_id": revision["id"], "environments": ["default"]})).await;
+    cp.ok(
+        Method::POST,
+        &format!("/api/v1/apis/{api}/deployments"),
+        Some(token),
+        json!({"revision_id": revision["id"], "environments": ["default"]}),
+    )
+    .await;
     revision["id"].as_str().unwrap().to_owned()
 }
 
@@ -97,7 +103,6 @@ struct Load {
     failed: Arc<Mutex<Vec<String>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
-
 
 impl Load {
     fn start(urls: Vec<String>, key: &str) -> Self {
@@ -148,11 +153,20 @@ async fn pattern_2_control_plane_and_two_gateways() {
 
     // The registry: two versions of a policy; bad uploads are refused with the reason.
     for (version, path) in [("1.0.0", policies::STAMP_V1), ("2.0.0", policies::STAMP_V2)] {
-        let uploaded = cp.ok(Method::POST, "/api/v1/policies", Some(&admin), json!({"name": "stamp", "version": version, "component": component(path)})).await;
+        let uploaded = cp
+            .ok(Method::POST, "/api/v1/policies", Some(&admin), json!({"name": "stamp", "version": version, "component": component(path)}))
+            .await;
         assert_eq!(uploaded["reference"], format!("stamp@{version}"));
         assert_eq!(uploaded["digest"].as_str().unwrap().len(), 64);
     }
-    let again = cp.call(Method::POST, "/api/v1/policies", Some(&admin), Some(json!({"name": "stamp", "version": "1.0.0", "component": component(policies::STAMP_V2)}))).await;
+    let again = cp
+        .call(
+            Method::POST,
+            "/api/v1/policies",
+            Some(&admin),
+            Some(json!({"name": "stamp", "version": "1.0.0", "component": component(policies::STAMP_V2)})),
+        )
+        .await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text());
     let bad_uploads = [
         (component(policies::NOT_A_POLICY), "not a policy of the portico:policy@0.1.0 world"),
@@ -161,7 +175,9 @@ async fn pattern_2_control_plane_and_two_gateways() {
         ("%%%".to_owned(), "not base64"),
     ];
     for (bytes, reason) in bad_uploads {
-        let reply = cp.call(Method::POST, "/api/v1/policies", Some(&admin), Some(json!({"name": "bad", "version": "1.0.0", "component": bytes}))).await;
+        let reply = cp
+            .call(Method::POST, "/api/v1/policies", Some(&admin), Some(json!({"name": "bad", "version": "1.0.0", "component": bytes})))
+            .await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
         assert_eq!(reply.json()["field"], "component");
         assert!(reply.json()["detail"].as_str().unwrap().contains(reason), "{reason}: {}", reply.text());
@@ -180,9 +196,17 @@ async fn pattern_2_control_plane_and_two_gateways() {
     let v1_revision = deploy_with(&cp, &admin, &api, &upstream.url(), "stamp@1.0.0").await;
 
     // Two gateways register with the environment's token.
-    let token = cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({"description": "pattern 2 test"})).await;
+    let token =
+        cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({"description": "pattern 2 test"})).await;
     let token = token["token"].as_str().unwrap().to_owned();
-    let wrong = cp.client.get(&format!("{cp_url}/fleet/v1/stream"), &[("authorization", "Bearer nope"), ("portico-protocol", "1"), ("portico-gateway", "x"), ("portico-environment", "default")]).await.unwrap();
+    let wrong = cp
+        .client
+        .get(
+            &format!("{cp_url}/fleet/v1/stream"),
+            &[("authorization", "Bearer nope"), ("portico-protocol", "1"), ("portico-gateway", "x"), ("portico-environment", "default")],
+        )
+        .await
+        .unwrap();
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     let caches = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut gateways = vec![
@@ -227,7 +251,14 @@ async fn pattern_2_control_plane_and_two_gateways() {
 
     // A bad upload changes nothing in the fleet.
     let before = cp.ok(Method::GET, "/api/v1/environments/default/rollout", Some(&admin), Value::Null).await;
-    let reply = cp.call(Method::POST, "/api/v1/policies", Some(&admin), Some(json!({"name": "stamp", "version": "3.0.0", "component": component(policies::NOT_A_POLICY)}))).await;
+    let reply = cp
+        .call(
+            Method::POST,
+            "/api/v1/policies",
+            Some(&admin),
+            Some(json!({"name": "stamp", "version": "3.0.0", "component": component(policies::NOT_A_POLICY)})),
+        )
+        .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     let after = cp.ok(Method::GET, "/api/v1/environments/default/rollout", Some(&admin), Value::Null).await;
     assert_eq!((after["version"].clone(), after["done"].clone()), (before["version"].clone(), Value::Bool(true)));
@@ -288,7 +319,8 @@ async fn pattern_2_control_plane_and_two_gateways() {
         })
         .await;
     }
-    let reply = cp.call(Method::POST, "/api/v1/blocking-conditions", Some(&admin), Some(json!({"kind": "ip", "value": "10.0.0.0/40"}))).await;
+    let reply =
+        cp.call(Method::POST, "/api/v1/blocking-conditions", Some(&admin), Some(json!({"kind": "ip", "value": "10.0.0.0/40"}))).await;
     assert_eq!((reply.status, reply.json()["field"].as_str()), (StatusCode::BAD_REQUEST, Some("value")), "{}", reply.text());
 
     // The control plane dies: both gateways keep serving.
@@ -371,7 +403,13 @@ async fn pattern_1_two_all_in_one_nodes_on_postgres() {
     cp1.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
     let ApiKey { app, id: key_id, key } = cp1.subscribed_key(&admin, "both", &api).await;
     let revision = cp1.ok(Method::POST, &format!("/api/v1/apis/{api}/revisions"), Some(&admin), json!({})).await;
-    cp1.ok(Method::POST, &format!("/api/v1/apis/{api}/deployments"), Some(&admin), json!({"revision_id": revision["id"], "environments": ["default"]})).await;
+    cp1.ok(
+        Method::POST,
+        &format!("/api/v1/apis/{api}/deployments"),
+        Some(&admin),
+        json!({"revision_id": revision["id"], "environments": ["default"]}),
+    )
+    .await;
     // The first deployment also compiles the built-in policies on each node; the revocation
     // below is the pure push, bounded at 1 s (the periodic rebuild alone would take 30 s).
     let took = eventually("the deployment served by both nodes", Duration::from_secs(5), async || {

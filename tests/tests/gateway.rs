@@ -25,7 +25,8 @@ async fn passthrough_forwards_the_normalised_request_and_strips_the_context() {
     let gateway = GatewayProcess::start(&gateway_config(&api("echo", "/echo/v1", &upstream, "      []"), "")).unwrap();
     let client = HttpClient::default();
 
-    let reply = client.get(&gateway.url("/echo/v1/items/7?x=1&y=two"), &[("connection", "keep-alive, x-drop"), ("x-drop", "1")]).await.unwrap();
+    let reply =
+        client.get(&gateway.url("/echo/v1/items/7?x=1&y=two"), &[("connection", "keep-alive, x-drop"), ("x-drop", "1")]).await.unwrap();
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let seen = reply.json();
     assert_eq!(seen["path"], "/base/items/7");
@@ -347,7 +348,11 @@ async fn an_invalid_configuration_is_refused_while_the_old_snapshot_serves() {
     let bad_configs = [
         ("broken YAML", "apis: [\n".to_owned(), "did not find expected node content"),
         ("unknown field", good.replace("context: /s", "context: /s\n    colour: blue"), "apis[0].colour"),
-        ("bad policy config", good.replace("      - policy: stamp\n", "      - policy: stamp\n        config: {shade: 3}\n"), "unknown field `shade`"),
+        (
+            "bad policy config",
+            good.replace("      - policy: stamp\n", "      - policy: stamp\n        config: {shade: 3}\n"),
+            "unknown field `shade`",
+        ),
         ("missing module", good.replace(policies::STAMP_V1, "/nonexistent/stamp.wasm"), "/nonexistent/stamp.wasm"),
         ("not a policy", good.replace(policies::STAMP_V1, policies::NOT_A_POLICY), "portico:policy/policy@0.1.0"),
     ];
@@ -390,12 +395,7 @@ fn check_config_names_every_problem_with_its_path() {
     .unwrap();
     let (ok, output) = check_config(&file);
     assert!(!ok, "{output}");
-    for expected in [
-        "listeners[0].address",
-        "apis[0].context",
-        "apis[0].upstream.endpoints[0]",
-        "apis[0].policies[2].policy",
-    ] {
+    for expected in ["listeners[0].address", "apis[0].context", "apis[0].upstream.endpoints[0]", "apis[0].policies[2].policy"] {
         assert!(output.contains(expected), "missing `{expected}` in:\n{output}");
     }
     assert!(output.contains(&file.display().to_string()), "{output}");
@@ -468,7 +468,8 @@ async fn tls_get(addr: std::net::SocketAddr, ca_der: &[u8], alpn: &[u8], path: &
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let tls = connector.connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
-    let request = http::Request::builder().uri(format!("https://localhost{path}")).header("host", "localhost").body(Empty::<Bytes>::new()).unwrap();
+    let request =
+        http::Request::builder().uri(format!("https://localhost{path}")).header("host", "localhost").body(Empty::<Bytes>::new()).unwrap();
     let response = if alpn == b"h2" {
         let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
         tokio::spawn(connection);

@@ -114,7 +114,8 @@ cases:
 "#,
     )
     .unwrap();
-    let output = Command::new(portico_binary()).args(["policy", "test"]).arg(&built.component).arg("--fixtures").arg(&fixtures).output().unwrap();
+    let output =
+        Command::new(portico_binary()).args(["policy", "test"]).arg(&built.component).arg("--fixtures").arg(&fixtures).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}{stderr}");
@@ -135,7 +136,8 @@ cases:
     }
     assert!(stderr.contains("1 of 2 cases of policy `maintenance-window` failed"), "{stderr}");
 
-    let passing = Command::new(portico_binary()).arg("policy")
+    let passing = Command::new(portico_binary())
+        .arg("policy")
         .arg("test")
         .arg(&built.component)
         .arg("--fixtures")
@@ -328,7 +330,16 @@ async fn python_and_javascript_policies_mediate_traffic_behind_key_auth() {
 /// Run `portico policy push` for a component file; returns (success, output).
 fn push(control_plane: &str, component: &Path, name: &str, schema: Option<&Path>) -> (bool, String) {
     let mut command = Command::new(portico_binary());
-    command.args(["policy", "push"]).arg(component).args(["--control-plane", control_plane, "--name", name, "--version", "1.0.0", "--user", "admin"]);
+    command.args(["policy", "push"]).arg(component).args([
+        "--control-plane",
+        control_plane,
+        "--name",
+        name,
+        "--version",
+        "1.0.0",
+        "--user",
+        "admin",
+    ]);
     if let Some(schema) = schema {
         command.arg("--schema").arg(schema);
     }
@@ -339,7 +350,8 @@ fn push(control_plane: &str, component: &Path, name: &str, schema: Option<&Path>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_and_javascript_policies_pushed_to_the_registry_mediate_traffic() {
     let upstream = MockUpstream::start().await;
-    let (validate, mask) = tokio::task::spawn_blocking(|| (built(VALIDATE_JSON).component.clone(), built(MASK_FIELDS).component.clone())).await.unwrap();
+    let (validate, mask) =
+        tokio::task::spawn_blocking(|| (built(VALIDATE_JSON).component.clone(), built(MASK_FIELDS).component.clone())).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data").display().to_string();
     let process = GatewayProcess::spawn(
@@ -378,7 +390,8 @@ async fn python_and_javascript_policies_pushed_to_the_registry_mediate_traffic()
             ],
         })
     };
-    let refused = cp.call(Method::POST, "/api/v1/apis", Some(&admin), Some(api(serde_json::json!({"schema": {}, "method": ["POST"]})))).await;
+    let refused =
+        cp.call(Method::POST, "/api/v1/apis", Some(&admin), Some(api(serde_json::json!({"schema": {}, "method": ["POST"]})))).await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text());
     assert_eq!(refused.json()["field"], "policies[0].config");
     assert!(refused.json()["detail"].as_str().unwrap().contains("schema"), "{}", refused.text());
@@ -387,7 +400,13 @@ async fn python_and_javascript_policies_pushed_to_the_registry_mediate_traffic()
     let api_id = created["id"].as_str().unwrap().to_owned();
     cp.ok(Method::POST, &format!("/api/v1/apis/{api_id}/lifecycle"), Some(&admin), serde_json::json!({"action": "publish"})).await;
     let revision = cp.ok(Method::POST, &format!("/api/v1/apis/{api_id}/revisions"), Some(&admin), serde_json::json!({})).await;
-    cp.ok(Method::POST, &format!("/api/v1/apis/{api_id}/deployments"), Some(&admin), serde_json::json!({"revision_id": revision["id"], "environments": ["default"]})).await;
+    cp.ok(
+        Method::POST,
+        &format!("/api/v1/apis/{api_id}/deployments"),
+        Some(&admin),
+        serde_json::json!({"revision_id": revision["id"], "environments": ["default"]}),
+    )
+    .await;
     let key = cp.subscribed_key(&admin, "shop", &api_id).await.key;
 
     // Through the gateway, behind the managed key-auth: the Python policy validates, the

@@ -45,7 +45,9 @@ pub async fn api_key_hmac_secret(db: &Db) -> ApiResult<Vec<u8>> {
         stored = Some(sqlx::query_scalar(select).bind(SECRET_SETTING).fetch_one(&db.pool).await?);
     }
     let text = stored.unwrap_or_default();
-    from_hex(&text).filter(|secret| secret.len() >= 16).ok_or_else(|| ApiError::Internal(format!("the setting {SECRET_SETTING} is not hex of 16 bytes or more")))
+    from_hex(&text)
+        .filter(|secret| secret.len() >= 16)
+        .ok_or_else(|| ApiError::Internal(format!("the setting {SECRET_SETTING} is not hex of 16 bytes or more")))
 }
 
 fn from_hex(text: &str) -> Option<Vec<u8>> {
@@ -144,10 +146,12 @@ pub struct NewApiKey {
     responses((status = 200, body = [ApiKey]), (status = 401), (status = 403), (status = 404)), security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Vec<ApiKey>>> {
     owned(&state.db, &caller, &id).await?;
-    let keys = sqlx::query_as::<_, ApiKey>("SELECT id, prefix, created_at, revoked_at FROM api_keys WHERE application_id = $1 ORDER BY created_at, id")
-        .bind(&id)
-        .fetch_all(&state.db.pool)
-        .await?;
+    let keys = sqlx::query_as::<_, ApiKey>(
+        "SELECT id, prefix, created_at, revoked_at FROM api_keys WHERE application_id = $1 ORDER BY created_at, id",
+    )
+    .bind(&id)
+    .fetch_all(&state.db.pool)
+    .await?;
     Ok(Json(keys))
 }
 
@@ -189,8 +193,11 @@ pub async fn revoke(State(state): State<AppState>, caller: Caller, Path((id, key
         notify_change(&state);
         return Ok(StatusCode::NO_CONTENT);
     }
-    let exists: Option<String> =
-        sqlx::query_scalar("SELECT id FROM api_keys WHERE id = $1 AND application_id = $2").bind(&key_id).bind(&id).fetch_optional(&state.db.pool).await?;
+    let exists: Option<String> = sqlx::query_scalar("SELECT id FROM api_keys WHERE id = $1 AND application_id = $2")
+        .bind(&key_id)
+        .bind(&id)
+        .fetch_optional(&state.db.pool)
+        .await?;
     match exists {
         Some(_) => Ok(StatusCode::NO_CONTENT),
         None => Err(ApiError::not_found("API key", &key_id)),

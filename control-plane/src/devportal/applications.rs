@@ -61,10 +61,11 @@ const COLUMNS: &str = "a.id, a.name, a.description, a.tier, u.username AS owner,
 /// Others' applications are answered as not found, so that their ids reveal nothing.
 pub(super) async fn owned(db: &Db, caller: &Caller, id: &str) -> ApiResult<Application> {
     caller.require(&[Role::Subscriber])?;
-    let application: Option<Application> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM applications a JOIN users u ON u.id = a.owner_id WHERE a.id = $1"))
-        .bind(id)
-        .fetch_optional(&db.pool)
-        .await?;
+    let application: Option<Application> =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM applications a JOIN users u ON u.id = a.owner_id WHERE a.id = $1"))
+            .bind(id)
+            .fetch_optional(&db.pool)
+            .await?;
     match application {
         Some(application) if caller.role == Role::Admin || application.owner_id == caller.user_id => Ok(application),
         _ => Err(ApiError::not_found("application", id)),
@@ -86,7 +87,9 @@ async fn check(db: &Db, fields: &ApplicationFields) -> ApiResult<()> {
 /// A taken name is a conflict with a message saying so.
 fn name_taken(error: sqlx::Error, name: &str) -> ApiError {
     match error {
-        sqlx::Error::Database(e) if e.is_unique_violation() => ApiError::Conflict(format!("you already have an application named `{name}`")),
+        sqlx::Error::Database(e) if e.is_unique_violation() => {
+            ApiError::Conflict(format!("you already have an application named `{name}`"))
+        }
         other => other.into(),
     }
 }
@@ -110,7 +113,11 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
     responses((status = 201, body = Application), (status = 400, description = "invalid field"), (status = 401), (status = 403),
         (status = 409, description = "the caller has an application of that name")),
     security(("bearer" = [])))]
-pub async fn create(State(state): State<AppState>, caller: Caller, JsonBody(fields): JsonBody<ApplicationFields>) -> ApiResult<(StatusCode, Json<Application>)> {
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(fields): JsonBody<ApplicationFields>,
+) -> ApiResult<(StatusCode, Json<Application>)> {
     caller.require(&[Role::Subscriber])?;
     check(&state.db, &fields).await?;
     let id = new_id();
@@ -140,7 +147,12 @@ pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<S
     responses((status = 200, body = Application), (status = 400, description = "invalid field"), (status = 401), (status = 403), (status = 404),
         (status = 409, description = "the owner has another application of that name")),
     security(("bearer" = [])))]
-pub async fn replace(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, JsonBody(fields): JsonBody<ApplicationFields>) -> ApiResult<Json<Application>> {
+pub async fn replace(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(fields): JsonBody<ApplicationFields>,
+) -> ApiResult<Json<Application>> {
     owned(&state.db, &caller, &id).await?;
     check(&state.db, &fields).await?;
     let updated = sqlx::query("UPDATE applications SET name = $1, description = $2, tier = $3 WHERE id = $4")

@@ -69,7 +69,8 @@ struct Row {
 
 impl Row {
     fn into_api(self, operations: Vec<CatalogueOperation>, with_documentation: bool) -> ApiResult<CatalogueApi> {
-        let tags = serde_json::from_str(&self.tags).map_err(|e| ApiError::Internal(format!("stored tags of API {} are not valid: {e}", self.id)))?;
+        let tags = serde_json::from_str(&self.tags)
+            .map_err(|e| ApiError::Internal(format!("stored tags of API {} are not valid: {e}", self.id)))?;
         Ok(CatalogueApi {
             id: self.id,
             name: self.name,
@@ -94,7 +95,11 @@ fn matches(api: &CatalogueApi, needle: &str) -> bool {
 /// List the catalogue, by name and version (any logged-in user).
 #[utoipa::path(get, path = "/api/v1/catalogue", operation_id = "list_catalogue", tag = "devportal", params(CatalogueSearch),
     responses((status = 200, body = [CatalogueApi]), (status = 401)), security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, _caller: Caller, Query(search): Query<CatalogueSearch>) -> ApiResult<Json<Vec<CatalogueApi>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Query(search): Query<CatalogueSearch>,
+) -> ApiResult<Json<Vec<CatalogueApi>>> {
     // Documentation can be large and is not listed; the search runs here rather than in
     // SQL so that case folding is the same (and Unicode-aware) on both engines.
     let rows: Vec<Row> = sqlx::query_as(&format!(

@@ -45,8 +45,10 @@ fn token_endpoint(state: &AppState) -> String {
     security(("bearer" = [])))]
 pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<OAuthClient>> {
     owned(&state.db, &caller, &id).await?;
-    let client: Option<(String, i64)> =
-        sqlx::query_as("SELECT client_id, created_at FROM oauth_clients WHERE application_id = $1").bind(&id).fetch_optional(&state.db.pool).await?;
+    let client: Option<(String, i64)> = sqlx::query_as("SELECT client_id, created_at FROM oauth_clients WHERE application_id = $1")
+        .bind(&id)
+        .fetch_optional(&state.db.pool)
+        .await?;
     let (client_id, created_at) = client.ok_or_else(|| ApiError::NotFound("the application has no OAuth2 client; create one".into()))?;
     Ok(Json(OAuthClient { client_id, token_endpoint: token_endpoint(&state), created_at }))
 }
@@ -56,7 +58,11 @@ pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<S
     responses((status = 201, body = OAuthClientSecret), (status = 401), (status = 403), (status = 404),
         (status = 409, description = "the application has a client already")),
     security(("bearer" = [])))]
-pub async fn create(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<OAuthClientSecret>)> {
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<OAuthClientSecret>)> {
     owned(&state.db, &caller, &id).await?;
     let client_id = uuid::Uuid::new_v4().simple().to_string();
     let client_secret = random_token();
@@ -82,10 +88,16 @@ pub async fn create(State(state): State<AppState>, caller: Caller, Path(id): Pat
 #[utoipa::path(post, path = "/api/v1/applications/{id}/oauth-client/regenerate-secret", operation_id = "regenerate_oauth_client_secret", tag = "devportal", params(("id" = String, Path)),
     responses((status = 200, body = OAuthClientSecret), (status = 401), (status = 403), (status = 404, description = "no such application, or no client yet")),
     security(("bearer" = [])))]
-pub async fn regenerate_secret(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<OAuthClientSecret>> {
+pub async fn regenerate_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<OAuthClientSecret>> {
     owned(&state.db, &caller, &id).await?;
-    let client_id: Option<String> =
-        sqlx::query_scalar("SELECT client_id FROM oauth_clients WHERE application_id = $1").bind(&id).fetch_optional(&state.db.pool).await?;
+    let client_id: Option<String> = sqlx::query_scalar("SELECT client_id FROM oauth_clients WHERE application_id = $1")
+        .bind(&id)
+        .fetch_optional(&state.db.pool)
+        .await?;
     let client_id = client_id.ok_or_else(|| ApiError::NotFound("the application has no OAuth2 client; create one".into()))?;
     let client_secret = random_token();
     let updated = sqlx::query("UPDATE oauth_clients SET secret_hash = $1 WHERE client_id = $2")

@@ -101,7 +101,8 @@ struct Row {
 
 impl Row {
     fn status(&self) -> ApiResult<SubscriptionStatus> {
-        SubscriptionStatus::parse(&self.status).ok_or_else(|| ApiError::Internal(format!("subscription {} has the unknown status {}", self.id, self.status)))
+        SubscriptionStatus::parse(&self.status)
+            .ok_or_else(|| ApiError::Internal(format!("subscription {} has the unknown status {}", self.id, self.status)))
     }
 
     fn into_subscription(self) -> ApiResult<Subscription> {
@@ -135,7 +136,8 @@ fn into_subscriptions(rows: Vec<Row>) -> ApiResult<Vec<Subscription>> {
 
 /// Whether new subscriptions wait for approval.
 async fn approval_required(db: &Db) -> ApiResult<bool> {
-    let value: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(APPROVAL_SETTING).fetch_optional(&db.pool).await?;
+    let value: Option<String> =
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(APPROVAL_SETTING).fetch_optional(&db.pool).await?;
     Ok(value.as_deref() == Some("true"))
 }
 
@@ -172,10 +174,16 @@ pub async fn list(State(state): State<AppState>, caller: Caller, Path(id): Path<
     responses((status = 201, body = Subscription), (status = 400, description = "invalid field"), (status = 401), (status = 403), (status = 404),
         (status = 409, description = "already subscribed, or the API is not PUBLISHED")),
     security(("bearer" = [])))]
-pub async fn subscribe(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, JsonBody(new): JsonBody<NewSubscription>) -> ApiResult<(StatusCode, Json<Subscription>)> {
+pub async fn subscribe(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(new): JsonBody<NewSubscription>,
+) -> ApiResult<(StatusCode, Json<Subscription>)> {
     owned(&state.db, &caller, &id).await?;
     traffic::require(&state.db, "subscription", &new.tier, "tier").await?;
-    let api_status: Option<String> = sqlx::query_scalar("SELECT status FROM apis WHERE id = $1").bind(&new.api_id).fetch_optional(&state.db.pool).await?;
+    let api_status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM apis WHERE id = $1").bind(&new.api_id).fetch_optional(&state.db.pool).await?;
     match api_status.as_deref() {
         None => return Err(ApiError::invalid("api_id", format!("no API with the id `{}`", new.api_id))),
         Some("PUBLISHED") => {}
@@ -197,7 +205,9 @@ pub async fn subscribe(State(state): State<AppState>, caller: Caller, Path(id): 
     .execute(&state.db.pool)
     .await
     .map_err(|e| match e {
-        sqlx::Error::Database(e) if e.is_unique_violation() => ApiError::Conflict("the application is already subscribed to this API".into()),
+        sqlx::Error::Database(e) if e.is_unique_violation() => {
+            ApiError::Conflict("the application is already subscribed to this API".into())
+        }
         other => other.into(),
     })?;
     if inserted.rows_affected() == 0 {
@@ -215,9 +225,17 @@ pub async fn subscribe(State(state): State<AppState>, caller: Caller, Path(id): 
 #[utoipa::path(delete, path = "/api/v1/applications/{id}/subscriptions/{sub_id}", operation_id = "unsubscribe", tag = "devportal",
     params(("id" = String, Path), ("sub_id" = String, Path)),
     responses((status = 204), (status = 401), (status = 403), (status = 404)), security(("bearer" = [])))]
-pub async fn unsubscribe(State(state): State<AppState>, caller: Caller, Path((id, sub_id)): Path<(String, String)>) -> ApiResult<StatusCode> {
+pub async fn unsubscribe(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, sub_id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     owned(&state.db, &caller, &id).await?;
-    let deleted = sqlx::query("DELETE FROM subscriptions WHERE id = $1 AND application_id = $2").bind(&sub_id).bind(&id).execute(&state.db.pool).await?;
+    let deleted = sqlx::query("DELETE FROM subscriptions WHERE id = $1 AND application_id = $2")
+        .bind(&sub_id)
+        .bind(&id)
+        .execute(&state.db.pool)
+        .await?;
     if deleted.rows_affected() == 0 {
         return Err(ApiError::not_found("subscription", &sub_id));
     }
@@ -238,11 +256,17 @@ pub struct SubscriptionFilter {
 #[utoipa::path(get, path = "/api/v1/subscriptions", operation_id = "list_subscriptions", tag = "devportal", params(SubscriptionFilter),
     responses((status = 200, body = [Subscription]), (status = 400, description = "unknown status"), (status = 401), (status = 403)),
     security(("bearer" = [])))]
-pub async fn queue(State(state): State<AppState>, caller: Caller, Query(filter): Query<SubscriptionFilter>) -> ApiResult<Json<Vec<Subscription>>> {
+pub async fn queue(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(filter): Query<SubscriptionFilter>,
+) -> ApiResult<Json<Vec<Subscription>>> {
     caller.require(&[Role::Publisher])?;
     let status = match filter.status.as_deref() {
         None | Some("") => None,
-        Some(text) => Some(SubscriptionStatus::parse(text).ok_or_else(|| ApiError::invalid("status", "one of ON_HOLD, ACTIVE, BLOCKED, REJECTED"))?),
+        Some(text) => {
+            Some(SubscriptionStatus::parse(text).ok_or_else(|| ApiError::invalid("status", "one of ON_HOLD, ACTIVE, BLOCKED, REJECTED"))?)
+        }
     };
     let mut sql = format!("{SELECT} WHERE 1 = 1");
     let mut binds = Vec::new();
@@ -320,7 +344,11 @@ pub async fn get_approval(State(state): State<AppState>, _caller: Caller) -> Api
 /// Turn subscription approval on or off (admin). Subscriptions already ON_HOLD stay so.
 #[utoipa::path(put, path = "/api/v1/settings/subscription_approval", operation_id = "set_subscription_approval", tag = "devportal", request_body = ApprovalSetting,
     responses((status = 200, body = ApprovalSetting), (status = 400), (status = 401), (status = 403)), security(("bearer" = [])))]
-pub async fn set_approval(State(state): State<AppState>, caller: Caller, JsonBody(setting): JsonBody<ApprovalSetting>) -> ApiResult<Json<ApprovalSetting>> {
+pub async fn set_approval(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(setting): JsonBody<ApprovalSetting>,
+) -> ApiResult<Json<ApprovalSetting>> {
     caller.require(&[Role::Admin])?;
     sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
         .bind(APPROVAL_SETTING)

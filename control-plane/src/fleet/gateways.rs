@@ -101,7 +101,9 @@ pub async fn record(state: &AppState, id: &str, environment: &str, ack: &Ack) ->
     .execute(&state.db.pool)
     .await?;
     match &ack.refused {
-        Some(refusal) => tracing::warn!(gateway = id, environment, version = %refusal.version, reason = %refusal.reason, "a gateway refused a snapshot"),
+        Some(refusal) => {
+            tracing::warn!(gateway = id, environment, version = %refusal.version, reason = %refusal.reason, "a gateway refused a snapshot")
+        }
         None => tracing::info!(gateway = id, environment, version = ?ack.running, "gateway acknowledged"),
     }
     state.acks.send_modify(|n| *n += 1);
@@ -114,7 +116,10 @@ async fn statuses(db: &Db, environment: Option<&str>, current: &HashMap<String, 
     let columns = "id, environment, running_version, refused_version, refused_reason, first_seen, last_seen";
     let rows: Vec<GatewayRow> = match environment {
         Some(environment) => {
-            sqlx::query_as(&format!("SELECT {columns} FROM gateways WHERE environment = $1 ORDER BY id")).bind(environment).fetch_all(&db.pool).await?
+            sqlx::query_as(&format!("SELECT {columns} FROM gateways WHERE environment = $1 ORDER BY id"))
+                .bind(environment)
+                .fetch_all(&db.pool)
+                .await?
         }
         None => sqlx::query_as(&format!("SELECT {columns} FROM gateways ORDER BY environment, id")).fetch_all(&db.pool).await?,
     };
@@ -155,9 +160,15 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
 #[utoipa::path(get, path = "/api/v1/environments/{name}/rollout", operation_id = "get_rollout", tag = "fleet",
     params(("name" = String, Path), RolloutQuery),
     responses((status = 200, body = Rollout), (status = 401), (status = 403), (status = 404)), security(("bearer" = [])))]
-pub async fn rollout(State(state): State<AppState>, caller: Caller, Path(environment): Path<String>, Query(query): Query<RolloutQuery>) -> ApiResult<Json<Rollout>> {
+pub async fn rollout(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(environment): Path<String>,
+    Query(query): Query<RolloutQuery>,
+) -> ApiResult<Json<Rollout>> {
     caller.require(&[Role::Publisher])?;
-    let known: Option<String> = sqlx::query_scalar("SELECT name FROM environments WHERE name = $1").bind(&environment).fetch_optional(&state.db.pool).await?;
+    let known: Option<String> =
+        sqlx::query_scalar("SELECT name FROM environments WHERE name = $1").bind(&environment).fetch_optional(&state.db.pool).await?;
     if known.is_none() {
         return Err(ApiError::not_found("environment", &environment));
     }

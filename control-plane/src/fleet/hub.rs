@@ -39,7 +39,8 @@ pub struct Hub {
 /// Build what `environment` runs now, from the database.
 pub async fn publish(state: &AppState, environment: &str) -> ApiResult<Published> {
     let config = snapshot::for_environment(&state.db, &state.settings, environment).await?;
-    let message = SnapshotMessage { protocol: PROTOCOL_VERSION, environment: environment.to_owned(), version: config::version(&config), config };
+    let message =
+        SnapshotMessage { protocol: PROTOCOL_VERSION, environment: environment.to_owned(), version: config::version(&config), config };
     let data = serde_json::to_string(&message).map_err(|e| crate::error::ApiError::Internal(e.to_string()))?;
     Ok(Published { event: Bytes::from(event(SNAPSHOT_EVENT, &data)), message })
 }
@@ -70,7 +71,9 @@ async fn build(state: AppState, environment: String, sender: watch::Sender<Optio
                     sender.send_replace(Some(Arc::new(published)));
                 }
             }
-            Err(error) => tracing::error!(environment = %environment, error = %error, "cannot build the snapshot; gateways keep the previous one"),
+            Err(error) => {
+                tracing::error!(environment = %environment, error = %error, "cannot build the snapshot; gateways keep the previous one")
+            }
         }
         tokio::select! {
             changed = changes.changed() => {

@@ -61,7 +61,8 @@ pub async fn create(
     if new.description.len() > 1000 {
         return Err(ApiError::invalid("description", "at most 1000 characters"));
     }
-    let known: Option<String> = sqlx::query_scalar("SELECT name FROM environments WHERE name = $1").bind(&environment).fetch_optional(&state.db.pool).await?;
+    let known: Option<String> =
+        sqlx::query_scalar("SELECT name FROM environments WHERE name = $1").bind(&environment).fetch_optional(&state.db.pool).await?;
     if known.is_none() {
         return Err(ApiError::not_found("environment", &environment));
     }
@@ -95,9 +96,17 @@ pub async fn list(State(state): State<AppState>, caller: Caller, Path(environmen
 /// Delete a gateway token (admin): gateways using it are cut off within seconds.
 #[utoipa::path(delete, path = "/api/v1/environments/{name}/gateway-tokens/{id}", operation_id = "delete_gateway_token", tag = "fleet",
     params(("name" = String, Path), ("id" = String, Path)), responses((status = 204), (status = 401), (status = 403), (status = 404)), security(("bearer" = [])))]
-pub async fn delete(State(state): State<AppState>, caller: Caller, Path((environment, id)): Path<(String, String)>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((environment, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     caller.require(&[Role::Admin])?;
-    let deleted = sqlx::query("DELETE FROM gateway_tokens WHERE id = $1 AND environment = $2").bind(&id).bind(&environment).execute(&state.db.pool).await?;
+    let deleted = sqlx::query("DELETE FROM gateway_tokens WHERE id = $1 AND environment = $2")
+        .bind(&id)
+        .bind(&environment)
+        .execute(&state.db.pool)
+        .await?;
     if deleted.rows_affected() == 0 {
         return Err(ApiError::not_found("gateway token", &id));
     }
@@ -118,7 +127,10 @@ pub struct GatewayCaller {
 impl GatewayCaller {
     /// Whether the token it came with still exists.
     pub async fn still_allowed(&self, state: &AppState) -> ApiResult<bool> {
-        let found: Option<String> = sqlx::query_scalar("SELECT id FROM gateway_tokens WHERE token_hash = $1").bind(&self.token_hash).fetch_optional(&state.db.pool).await?;
+        let found: Option<String> = sqlx::query_scalar("SELECT id FROM gateway_tokens WHERE token_hash = $1")
+            .bind(&self.token_hash)
+            .fetch_optional(&state.db.pool)
+            .await?;
         Ok(found.is_some())
     }
 }
@@ -139,8 +151,10 @@ impl FromRequestParts<AppState> for GatewayCaller {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::Unauthorized("send the environment's gateway token as `Authorization: Bearer <token>`".into()))?;
         let hash = token_hash(token);
-        let environment: Option<String> =
-            sqlx::query_scalar("SELECT environment FROM gateway_tokens WHERE token_hash = $1").bind(&hash).fetch_optional(&state.db.pool).await?;
+        let environment: Option<String> = sqlx::query_scalar("SELECT environment FROM gateway_tokens WHERE token_hash = $1")
+            .bind(&hash)
+            .fetch_optional(&state.db.pool)
+            .await?;
         let environment = environment.ok_or_else(|| ApiError::Unauthorized("unknown gateway token".into()))?;
         let id = header(GATEWAY_HEADER).unwrap_or_default();
         if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c)) {

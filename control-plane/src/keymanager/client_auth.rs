@@ -75,10 +75,17 @@ pub(crate) struct Client {
 
 /// Authenticate the client of a request from its `Authorization: Basic` header or its
 /// `client_id` / `client_secret` form parameters.
-pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap, form_id: Option<&str>, form_secret: Option<&str>) -> OAuthResult<Client> {
+pub(crate) async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    form_id: Option<&str>,
+    form_secret: Option<&str>,
+) -> OAuthResult<Client> {
     let (client_id, secret) = match (basic_credentials(headers)?, form_id, form_secret) {
         (Some(_), _, Some(_)) => {
-            return Err(OAuthError::InvalidRequest("send the client credentials either with HTTP Basic or as form parameters, not both".into()));
+            return Err(OAuthError::InvalidRequest(
+                "send the client credentials either with HTTP Basic or as form parameters, not both".into(),
+            ));
         }
         (Some((basic_id, _)), Some(form_id), None) if form_id != basic_id => {
             return Err(OAuthError::InvalidRequest("`client_id` differs from the client of the Authorization header".into()));
@@ -86,7 +93,9 @@ pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap, form_id:
         (Some(basic), _, None) => basic,
         (None, Some(id), Some(secret)) => (id.to_owned(), secret.to_owned()),
         (None, _, _) => {
-            return Err(OAuthError::InvalidClient("authenticate the client with HTTP Basic or the `client_id` and `client_secret` parameters".into()));
+            return Err(OAuthError::InvalidClient(
+                "authenticate the client with HTTP Basic or the `client_id` and `client_secret` parameters".into(),
+            ));
         }
     };
     if client_id.len() > MAX_CLIENT_ID || secret.len() > MAX_CLIENT_SECRET {
@@ -95,8 +104,10 @@ pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap, form_id:
 
     let brake_key = format!("client:{client_id}");
     state.failures.check(&brake_key).map_err(|_| OAuthError::SlowDown("too many failed client authentications; wait a minute".into()))?;
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT application_id, secret_hash FROM oauth_clients WHERE client_id = $1").bind(&client_id).fetch_optional(&state.db.pool).await?;
+    let row: Option<(String, String)> = sqlx::query_as("SELECT application_id, secret_hash FROM oauth_clients WHERE client_id = $1")
+        .bind(&client_id)
+        .fetch_optional(&state.db.pool)
+        .await?;
     let stored_hash = row.as_ref().map(|(_, hash)| hash.clone());
     let matches = match &stored_hash {
         Some(hash) if state.verified_secrets.matches(&client_id, hash, &secret) => true,
@@ -148,4 +159,3 @@ fn form_urldecode(text: &str) -> Option<String> {
     let spaced = text.replace('+', " ");
     percent_encoding::percent_decode_str(&spaced).decode_utf8().ok().map(|decoded| decoded.into_owned())
 }
-

@@ -77,7 +77,11 @@ pub struct Introspection {
         (status = 429, description = "slow_down"),
     ),
     security(("client_secret_basic" = []), ("bearer" = [])))]
-pub async fn introspect(State(state): State<AppState>, mut parts: Parts, request: Result<Form<TokenForm>, FormRejection>) -> OAuthResult<Response> {
+pub async fn introspect(
+    State(state): State<AppState>,
+    mut parts: Parts,
+    request: Result<Form<TokenForm>, FormRejection>,
+) -> OAuthResult<Response> {
     let request = form(request)?;
     authorize(&state, &mut parts, &request).await?;
     let token = param(&request.token).ok_or_else(|| OAuthError::InvalidRequest("`token` is missing".into()))?;

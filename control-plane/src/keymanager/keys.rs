@@ -104,7 +104,8 @@ async fn create_active(db: &Db, alg: SigningAlg) -> ApiResult<KeyInfo> {
 
 /// Make an ES256 key the active one unless there is one; whether a key was made.
 async fn ensure_active(db: &Db) -> ApiResult<bool> {
-    let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys WHERE active = 1 AND retired_at IS NULL").fetch_one(&db.pool).await?;
+    let active: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys WHERE active = 1 AND retired_at IS NULL").fetch_one(&db.pool).await?;
     if active > 0 {
         return Ok(false);
     }
@@ -124,10 +125,11 @@ async fn ensure_active_and_notify(state: &AppState) -> ApiResult<()> {
 /// (two first uses racing), the newest signs; both are published.
 pub(crate) async fn signer(state: &AppState) -> ApiResult<Signer> {
     ensure_active_and_notify(state).await?;
-    let (kid, alg, private_pem): (String, String, String) =
-        sqlx::query_as("SELECT kid, alg, private_pem FROM signing_keys WHERE active = 1 AND retired_at IS NULL ORDER BY created_at DESC, kid DESC LIMIT 1")
-            .fetch_one(&state.db.pool)
-            .await?;
+    let (kid, alg, private_pem): (String, String, String) = sqlx::query_as(
+        "SELECT kid, alg, private_pem FROM signing_keys WHERE active = 1 AND retired_at IS NULL ORDER BY created_at DESC, kid DESC LIMIT 1",
+    )
+    .fetch_one(&state.db.pool)
+    .await?;
     let alg = SigningAlg::parse(&alg).ok_or_else(|| ApiError::Internal(format!("signing key {kid} has an unknown alg {alg}")))?;
     let key = match alg {
         SigningAlg::Es256 => EncodingKey::from_ec_pem(private_pem.as_bytes()),
@@ -139,8 +141,10 @@ pub(crate) async fn signer(state: &AppState) -> ApiResult<Signer> {
 
 /// The algorithm and public key of a published (not retired) key.
 pub(crate) async fn verifier(db: &Db, kid: &str) -> ApiResult<Option<(Algorithm, DecodingKey)>> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT alg, public_pem FROM signing_keys WHERE kid = $1 AND retired_at IS NULL").bind(kid).fetch_optional(&db.pool).await?;
+    let row: Option<(String, String)> = sqlx::query_as("SELECT alg, public_pem FROM signing_keys WHERE kid = $1 AND retired_at IS NULL")
+        .bind(kid)
+        .fetch_optional(&db.pool)
+        .await?;
     row.map(|(alg, public_pem)| decoding_key(kid, &alg, &public_pem)).transpose()
 }
 
@@ -162,7 +166,9 @@ pub async fn public_keys(db: &Db) -> ApiResult<Vec<(String, String, String)>> {
 }
 
 async fn published(db: &Db) -> ApiResult<Vec<(String, String, String)>> {
-    Ok(sqlx::query_as("SELECT kid, alg, public_pem FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at, kid").fetch_all(&db.pool).await?)
+    Ok(sqlx::query_as("SELECT kid, alg, public_pem FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at, kid")
+        .fetch_all(&db.pool)
+        .await?)
 }
 
 /// A JSON Web Key Set (RFC 7517).
@@ -233,7 +239,11 @@ pub struct Rotate {
 /// Make a new active signing key (admin); the previous ones stay published until retired.
 #[utoipa::path(post, path = "/api/v1/keymanager/keys/rotate", operation_id = "rotate_signing_key", tag = "keymanager", request_body = Rotate,
     responses((status = 201, body = KeyInfo), (status = 400), (status = 401), (status = 403)), security(("bearer" = [])))]
-pub async fn rotate(State(state): State<AppState>, caller: Caller, JsonBody(rotate): JsonBody<Rotate>) -> ApiResult<(StatusCode, Json<KeyInfo>)> {
+pub async fn rotate(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(rotate): JsonBody<Rotate>,
+) -> ApiResult<(StatusCode, Json<KeyInfo>)> {
     caller.require(&[Role::Admin])?;
     let key = create_active(&state.db, rotate.alg).await?;
     state.changed();
@@ -258,11 +268,12 @@ pub async fn retire(State(state): State<AppState>, caller: Caller, Path(kid): Pa
         return Ok(Json(key));
     }
     // Keys only ever go from active to inactive, so `active = 0` still holds here.
-    let retired = sqlx::query("UPDATE signing_keys SET retired_at = $1, private_pem = '' WHERE kid = $2 AND active = 0 AND retired_at IS NULL")
-        .bind(now_ms())
-        .bind(&kid)
-        .execute(&state.db.pool)
-        .await?;
+    let retired =
+        sqlx::query("UPDATE signing_keys SET retired_at = $1, private_pem = '' WHERE kid = $2 AND active = 0 AND retired_at IS NULL")
+            .bind(now_ms())
+            .bind(&kid)
+            .execute(&state.db.pool)
+            .await?;
     if retired.rows_affected() > 0 {
         tracing::info!(kid, "signing key retired");
         state.changed();

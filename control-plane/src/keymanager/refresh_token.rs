@@ -54,26 +54,30 @@ pub(crate) async fn issue(db: &Db, client_id: &str, scope: &str) -> ApiResult<St
 pub(crate) async fn insert(conn: &mut sqlx::AnyConnection, family_id: &str, client_id: &str, scope: &str) -> ApiResult<String> {
     let token = random_token();
     let now = now_ms();
-    sqlx::query("INSERT INTO refresh_tokens (token_hash, family_id, client_id, scope, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(token_hash(&token))
-        .bind(family_id)
-        .bind(client_id)
-        .bind(scope)
-        .bind(now)
-        .bind(now + REFRESH_TOKEN_TTL_MS)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, family_id, client_id, scope, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(token_hash(&token))
+    .bind(family_id)
+    .bind(client_id)
+    .bind(scope)
+    .bind(now)
+    .bind(now + REFRESH_TOKEN_TTL_MS)
+    .execute(&mut *conn)
+    .await?;
     Ok(token)
 }
 
 /// Mark `token` used on `conn`, unless it is already used, revoked or expired; whether it was.
 pub(crate) async fn mark_used(conn: &mut sqlx::AnyConnection, token: &str) -> ApiResult<bool> {
     let now = now_ms();
-    let marked = sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1")
-        .bind(now)
-        .bind(token_hash(token))
-        .execute(&mut *conn)
-        .await?;
+    let marked = sqlx::query(
+        "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1",
+    )
+    .bind(now)
+    .bind(token_hash(token))
+    .execute(&mut *conn)
+    .await?;
     Ok(marked.rows_affected() == 1)
 }
 

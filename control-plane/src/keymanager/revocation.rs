@@ -26,7 +26,11 @@ use crate::error::ApiResult;
         (status = 429, description = "slow_down"),
     ),
     security(("client_secret_basic" = [])))]
-pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, request: Result<Form<TokenForm>, FormRejection>) -> OAuthResult<Response> {
+pub async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Result<Form<TokenForm>, FormRejection>,
+) -> OAuthResult<Response> {
     let request = form(request)?;
     let client = client_auth::authenticate(&state, &headers, param(&request.client_id), param(&request.client_secret)).await?;
     let token = param(&request.token).ok_or_else(|| OAuthError::InvalidRequest("`token` is missing".into()))?;
@@ -52,12 +56,16 @@ pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, request: 
 
 /// Whether the access token `jti` is revoked.
 pub(crate) async fn is_revoked(db: &Db, jti: &str) -> ApiResult<bool> {
-    let found: Option<String> = sqlx::query_scalar("SELECT jti FROM revoked_tokens WHERE jti = $1").bind(jti).fetch_optional(&db.pool).await?;
+    let found: Option<String> =
+        sqlx::query_scalar("SELECT jti FROM revoked_tokens WHERE jti = $1").bind(jti).fetch_optional(&db.pool).await?;
     Ok(found.is_some())
 }
 
 /// The revoked access tokens that have not expired yet, as `(jti, exp in milliseconds since
 /// the Unix epoch)`: what gateways must refuse until then.
 pub async fn revoked_jtis(db: &Db) -> ApiResult<Vec<(String, i64)>> {
-    Ok(sqlx::query_as("SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > $1 ORDER BY expires_at, jti").bind(now_ms()).fetch_all(&db.pool).await?)
+    Ok(sqlx::query_as("SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > $1 ORDER BY expires_at, jti")
+        .bind(now_ms())
+        .fetch_all(&db.pool)
+        .await?)
 }

@@ -73,13 +73,21 @@ pub(crate) fn form<T>(form: Result<Form<T>, FormRejection>) -> OAuthResult<T> {
         (status = 429, description = "slow_down: too many failed client authentications"),
     ),
     security((), ("client_secret_basic" = [])))]
-pub async fn token(State(state): State<AppState>, headers: HeaderMap, request: Result<Form<TokenRequest>, FormRejection>) -> OAuthResult<Response> {
+pub async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Result<Form<TokenRequest>, FormRejection>,
+) -> OAuthResult<Response> {
     let request = form(request)?;
     let client = client_auth::authenticate(&state, &headers, param(&request.client_id), param(&request.client_secret)).await?;
     let issued = match param(&request.grant_type) {
         Some("client_credentials") => client_credentials(&state, &client, &request).await?,
         Some("refresh_token") => refresh(&state, &client, &request).await?,
-        Some(other) => return Err(OAuthError::UnsupportedGrantType(format!("grant type `{other}` is not supported: use client_credentials or refresh_token"))),
+        Some(other) => {
+            return Err(OAuthError::UnsupportedGrantType(format!(
+                "grant type `{other}` is not supported: use client_credentials or refresh_token"
+            )));
+        }
         None => return Err(OAuthError::InvalidRequest("`grant_type` is missing".into())),
     };
     tracing::debug!(client_id = %client.client_id, "token issued");
@@ -103,7 +111,8 @@ async fn client_credentials(state: &AppState, client: &Client, request: &TokenRe
 async fn refresh(state: &AppState, client: &Client, request: &TokenRequest) -> OAuthResult<TokenResponse> {
     let presented = param(&request.refresh_token).ok_or_else(|| OAuthError::InvalidRequest("`refresh_token` is missing".into()))?;
     let invalid = || OAuthError::InvalidGrant("the refresh token is invalid, expired or revoked".into());
-    let stored = refresh_token::find(&state.db, presented).await?.filter(|stored| stored.client_id == client.client_id).ok_or_else(invalid)?;
+    let stored =
+        refresh_token::find(&state.db, presented).await?.filter(|stored| stored.client_id == client.client_id).ok_or_else(invalid)?;
     if stored.used_at.is_some() {
         return Err(replayed(state, &stored.family_id).await);
     }
@@ -144,7 +153,13 @@ async fn replayed(state: &AppState, family_id: &str) -> OAuthError {
 }
 
 fn response(access_token: String, refresh_token: String, scope: String) -> TokenResponse {
-    TokenResponse { access_token, token_type: "Bearer".to_owned(), expires_in: ACCESS_TOKEN_TTL_S, refresh_token, scope: (!scope.is_empty()).then_some(scope) }
+    TokenResponse {
+        access_token,
+        token_type: "Bearer".to_owned(),
+        expires_in: ACCESS_TOKEN_TTL_S,
+        refresh_token,
+        scope: (!scope.is_empty()).then_some(scope),
+    }
 }
 
 /// The scopes of a `scope` parameter, without repeats, in the order given. Each is

@@ -1,9 +1,9 @@
 //! APIs: create, list, read, replace and delete, and the checks every way of defining an
 //! API shares (name, version, context, endpoints, operations, policy attachments).
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::Json;
 use portico_gateway::config::Attachment;
 use portico_gateway::router::{ApiRoutes, OperationRoute, RouteError, RouteTable, normalize_path};
 use serde::de::DeserializeOwned;
@@ -213,10 +213,11 @@ pub(super) fn to_stored<T: Serialize>(value: &T) -> ApiResult<String> {
 /// Others' APIs are answered as not found, so that their ids reveal nothing.
 pub(super) async fn visible(db: &Db, caller: &Caller, id: &str) -> ApiResult<ApiRow> {
     caller.require(&[Role::Publisher])?;
-    let row: Option<ApiRow> = sqlx::query_as(&format!("SELECT {API_COLUMNS} FROM apis a JOIN users u ON u.id = a.owner_id WHERE a.id = $1"))
-        .bind(id)
-        .fetch_optional(&db.pool)
-        .await?;
+    let row: Option<ApiRow> =
+        sqlx::query_as(&format!("SELECT {API_COLUMNS} FROM apis a JOIN users u ON u.id = a.owner_id WHERE a.id = $1"))
+            .bind(id)
+            .fetch_optional(&db.pool)
+            .await?;
     match row {
         Some(row) if caller.role == Role::Admin || row.owner_id == caller.user_id => Ok(row),
         _ => Err(ApiError::not_found("API", id)),
@@ -225,10 +226,11 @@ pub(super) async fn visible(db: &Db, caller: &Caller, id: &str) -> ApiResult<Api
 
 /// The API's row as it is now, inside a transaction.
 pub(super) async fn row_in(conn: &mut AnyConnection, id: &str) -> ApiResult<ApiRow> {
-    let row: Option<ApiRow> = sqlx::query_as(&format!("SELECT {API_COLUMNS} FROM apis a JOIN users u ON u.id = a.owner_id WHERE a.id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row: Option<ApiRow> =
+        sqlx::query_as(&format!("SELECT {API_COLUMNS} FROM apis a JOIN users u ON u.id = a.owner_id WHERE a.id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
     row.ok_or_else(|| ApiError::not_found("API", id))
 }
 
@@ -245,13 +247,12 @@ pub(super) async fn lock(conn: &mut AnyConnection, id: &str) -> ApiResult<()> {
 
 /// The operations of an API, by path then method.
 pub(super) async fn operations(conn: &mut AnyConnection, api_id: &str) -> ApiResult<Vec<Operation>> {
-    let rows: Vec<(String, String, String)> = sqlx::query_as("SELECT method, path, policies FROM operations WHERE api_id = $1 ORDER BY path, method")
-        .bind(api_id)
-        .fetch_all(&mut *conn)
-        .await?;
-    rows.into_iter()
-        .map(|(method, path, policies)| Ok(Operation { method, path, policies: from_stored("policies", &policies)? }))
-        .collect()
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT method, path, policies FROM operations WHERE api_id = $1 ORDER BY path, method")
+            .bind(api_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    rows.into_iter().map(|(method, path, policies)| Ok(Operation { method, path, policies: from_stored("policies", &policies)? })).collect()
 }
 
 /// The whole API from its row.
@@ -318,7 +319,9 @@ pub(super) fn check_context(field: &str, context: &str) -> ApiResult<()> {
     }
     match normalize_path(context) {
         Ok(normal) if normal == context => Ok(()),
-        _ => Err(ApiError::invalid(field, "not a normalised path: no empty, `.` or `..` segments, no spaces, percent-escapes in upper case")),
+        _ => {
+            Err(ApiError::invalid(field, "not a normalised path: no empty, `.` or `..` segments, no spaces, percent-escapes in upper case"))
+        }
     }
 }
 
@@ -363,11 +366,17 @@ pub(super) fn check_endpoints(field: &str, endpoints: &[String]) -> ApiResult<()
 /// its configuration says is checked in [`check_policy_configs`].
 pub(super) fn check_attachments(field: &str, attachments: &[Attachment]) -> ApiResult<()> {
     for (i, attachment) in attachments.iter().enumerate() {
-        if portico_gateway::policy::builtin::find(&attachment.policy).is_none() && crate::registry::parse_reference(&attachment.policy).is_none() {
+        if portico_gateway::policy::builtin::find(&attachment.policy).is_none()
+            && crate::registry::parse_reference(&attachment.policy).is_none()
+        {
             let known: Vec<&str> = portico_gateway::policy::builtin::ALL.iter().map(|b| b.name).collect();
             return Err(ApiError::invalid(
                 format!("{field}[{i}].policy"),
-                format!("`{}` is not a policy: name a built-in ({}) or an uploaded policy as `name@version`", attachment.policy, known.join(", ")),
+                format!(
+                    "`{}` is not a policy: name a built-in ({}) or an uploaded policy as `name@version`",
+                    attachment.policy,
+                    known.join(", ")
+                ),
             ));
         }
         if !attachment.config.is_object() {
@@ -379,7 +388,8 @@ pub(super) fn check_attachments(field: &str, attachments: &[Attachment]) -> ApiR
 
 /// Run each attached policy's own check of its configuration (see [`crate::registry`]).
 pub(super) async fn check_policy_configs(state: &AppState, policies: &[Attachment], operations: &[Operation]) -> ApiResult<()> {
-    let mut attachments: Vec<(String, Attachment)> = policies.iter().enumerate().map(|(i, a)| (format!("policies[{i}]"), a.clone())).collect();
+    let mut attachments: Vec<(String, Attachment)> =
+        policies.iter().enumerate().map(|(i, a)| (format!("policies[{i}]"), a.clone())).collect();
     for (j, operation) in operations.iter().enumerate() {
         attachments.extend(operation.policies.iter().enumerate().map(|(i, a)| (format!("operations[{j}].policies[{i}]"), a.clone())));
     }
@@ -442,12 +452,13 @@ fn route_method(method: &str) -> Option<http::Method> {
 
 /// Insert an API (checked already) owned by `owner_id`, in status CREATED; returns its id.
 pub(super) async fn insert(db: &Db, owner_id: &str, api: &NewApi) -> ApiResult<String> {
-    let taken: Option<(String, String)> = sqlx::query_as("SELECT name, context FROM apis WHERE version = $1 AND (name = $2 OR context = $3)")
-        .bind(&api.version)
-        .bind(&api.name)
-        .bind(&api.context)
-        .fetch_optional(&db.pool)
-        .await?;
+    let taken: Option<(String, String)> =
+        sqlx::query_as("SELECT name, context FROM apis WHERE version = $1 AND (name = $2 OR context = $3)")
+            .bind(&api.version)
+            .bind(&api.name)
+            .bind(&api.context)
+            .fetch_optional(&db.pool)
+            .await?;
     if let Some((name, context)) = taken {
         return Err(ApiError::Conflict(if name == api.name {
             format!("an API named `{name}` with version `{}` exists", api.version)
@@ -546,7 +557,8 @@ pub async fn list(State(state): State<AppState>, caller: Caller, Query(search): 
         .into_iter()
         .map(|row| {
             Ok(ApiSummary {
-                status: ApiStatus::parse(&row.status).ok_or_else(|| ApiError::Internal(format!("API {} has the unknown status {}", row.id, row.status)))?,
+                status: ApiStatus::parse(&row.status)
+                    .ok_or_else(|| ApiError::Internal(format!("API {} has the unknown status {}", row.id, row.status)))?,
                 tags: from_stored("tags", &row.tags)?,
                 id: row.id,
                 name: row.name,
@@ -566,7 +578,11 @@ pub async fn list(State(state): State<AppState>, caller: Caller, Query(search): 
     responses((status = 201, body = Api), (status = 400, description = "invalid field"), (status = 401), (status = 403),
         (status = 409, description = "name and version, or context and version, taken")),
     security(("bearer" = [])))]
-pub async fn create(State(state): State<AppState>, caller: Caller, JsonBody(mut api): JsonBody<NewApi>) -> ApiResult<(StatusCode, Json<Api>)> {
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(mut api): JsonBody<NewApi>,
+) -> ApiResult<(StatusCode, Json<Api>)> {
     caller.require(&[Role::Publisher])?;
     check_name("name", &api.name)?;
     check_version("version", &api.version)?;
@@ -596,7 +612,12 @@ pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<S
 #[utoipa::path(put, path = "/api/v1/apis/{id}", operation_id = "replace_api", tag = "publisher", params(("id" = String, Path)), request_body = ApiUpdate,
     responses((status = 200, body = Api), (status = 400, description = "invalid field"), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
-pub async fn replace(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, JsonBody(mut update): JsonBody<ApiUpdate>) -> ApiResult<Json<Api>> {
+pub async fn replace(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(mut update): JsonBody<ApiUpdate>,
+) -> ApiResult<Json<Api>> {
     let row = visible(&state.db, &caller, &id).await?;
     for (field, given, current) in
         [("name", &update.name, &row.name), ("version", &update.version, &row.version), ("context", &update.context, &row.context)]
@@ -612,16 +633,18 @@ pub async fn replace(State(state): State<AppState>, caller: Caller, Path(id): Pa
     check_attachments("policies", &update.policies)?;
     check_policy_configs(&state, &update.policies, &update.operations).await?;
     let mut tx = state.db.pool.begin().await?;
-    let updated = sqlx::query("UPDATE apis SET description = $1, tags = $2, documentation = $3, endpoints = $4, policies = $5, updated_at = $6 WHERE id = $7")
-        .bind(&update.description)
-        .bind(to_stored(&update.tags)?)
-        .bind(&update.documentation)
-        .bind(to_stored(&update.endpoints)?)
-        .bind(to_stored(&update.policies)?)
-        .bind(now_ms())
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
+    let updated = sqlx::query(
+        "UPDATE apis SET description = $1, tags = $2, documentation = $3, endpoints = $4, policies = $5, updated_at = $6 WHERE id = $7",
+    )
+    .bind(&update.description)
+    .bind(to_stored(&update.tags)?)
+    .bind(&update.documentation)
+    .bind(to_stored(&update.endpoints)?)
+    .bind(to_stored(&update.policies)?)
+    .bind(now_ms())
+    .bind(&id)
+    .execute(&mut *tx)
+    .await?;
     if updated.rows_affected() == 0 {
         return Err(ApiError::not_found("API", &id));
     }
@@ -650,12 +673,15 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Pat
         tracing::info!(api = %id, "API deleted");
         return Ok(StatusCode::NO_CONTENT);
     }
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM apis WHERE id = $1").bind(&id).fetch_optional(&state.db.pool).await?;
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM apis WHERE id = $1").bind(&id).fetch_optional(&state.db.pool).await?;
     let Some(status) = status else {
         return Err(ApiError::not_found("API", &id));
     };
-    let environments: Vec<String> =
-        sqlx::query_scalar("SELECT environment FROM deployments WHERE api_id = $1 ORDER BY environment").bind(&id).fetch_all(&state.db.pool).await?;
+    let environments: Vec<String> = sqlx::query_scalar("SELECT environment FROM deployments WHERE api_id = $1 ORDER BY environment")
+        .bind(&id)
+        .fetch_all(&state.db.pool)
+        .await?;
     if !environments.is_empty() {
         return Err(ApiError::Conflict(format!("the API is deployed on {}; undeploy it first", environments.join(", "))));
     }

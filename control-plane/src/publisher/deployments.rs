@@ -97,15 +97,23 @@ pub async fn list(State(state): State<AppState>, caller: Caller, Path(id): Path<
     responses((status = 201, body = [Deployment]), (status = 400, description = "unknown revision or environment"), (status = 401), (status = 403),
         (status = 404), (status = 409, description = "the API is not PUBLISHED or DEPRECATED")),
     security(("bearer" = [])))]
-pub async fn deploy(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, JsonBody(deploy): JsonBody<Deploy>) -> ApiResult<(StatusCode, Json<Vec<Deployment>>)> {
+pub async fn deploy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(deploy): JsonBody<Deploy>,
+) -> ApiResult<(StatusCode, Json<Vec<Deployment>>)> {
     apis::visible(&state.db, &caller, &id).await?;
     if deploy.environments.is_empty() {
         return Err(ApiError::invalid("environments", "at least one environment"));
     }
     let mut tx = state.db.pool.begin().await?;
     lock_deployable(&mut tx, &id).await?;
-    let revision: Option<String> =
-        sqlx::query_scalar("SELECT id FROM revisions WHERE id = $1 AND api_id = $2").bind(&deploy.revision_id).bind(&id).fetch_optional(&mut *tx).await?;
+    let revision: Option<String> = sqlx::query_scalar("SELECT id FROM revisions WHERE id = $1 AND api_id = $2")
+        .bind(&deploy.revision_id)
+        .bind(&id)
+        .fetch_optional(&mut *tx)
+        .await?;
     if revision.is_none() {
         return Err(ApiError::invalid("revision_id", format!("this API has no revision `{}`", deploy.revision_id)));
     }
@@ -114,7 +122,8 @@ pub async fn deploy(State(state): State<AppState>, caller: Caller, Path(id): Pat
         if deploy.environments[..i].contains(environment) {
             continue;
         }
-        let known: Option<String> = sqlx::query_scalar("SELECT name FROM environments WHERE name = $1").bind(environment).fetch_optional(&mut *tx).await?;
+        let known: Option<String> =
+            sqlx::query_scalar("SELECT name FROM environments WHERE name = $1").bind(environment).fetch_optional(&mut *tx).await?;
         if known.is_none() {
             return Err(ApiError::invalid(format!("environments[{i}]"), format!("no environment named `{environment}`")));
         }
@@ -171,7 +180,11 @@ async fn put(conn: &mut AnyConnection, api_id: &str, environment: &str, revision
     responses((status = 200, body = [Deployment]), (status = 401), (status = 403), (status = 404, description = "no such API, or not deployed there"),
         (status = 409, description = "no earlier revision to go back to, or the API is not PUBLISHED or DEPRECATED")),
     security(("bearer" = [])))]
-pub async fn rollback(State(state): State<AppState>, caller: Caller, Path((id, environment)): Path<(String, String)>) -> ApiResult<Json<Vec<Deployment>>> {
+pub async fn rollback(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, environment)): Path<(String, String)>,
+) -> ApiResult<Json<Vec<Deployment>>> {
     apis::visible(&state.db, &caller, &id).await?;
     let mut tx = state.db.pool.begin().await?;
     lock_deployable(&mut tx, &id).await?;
@@ -190,7 +203,8 @@ pub async fn rollback(State(state): State<AppState>, caller: Caller, Path((id, e
     .bind(&current)
     .fetch_optional(&mut *tx)
     .await?;
-    let previous = previous.ok_or_else(|| ApiError::Conflict(format!("no earlier revision of this API was deployed on `{environment}`")))?;
+    let previous =
+        previous.ok_or_else(|| ApiError::Conflict(format!("no earlier revision of this API was deployed on `{environment}`")))?;
     put(&mut tx, &id, &environment, &previous, now_ms()).await?;
     let deployments = of_api(&mut tx, &id).await?;
     tx.commit().await?;
@@ -204,9 +218,17 @@ pub async fn rollback(State(state): State<AppState>, caller: Caller, Path((id, e
     params(("id" = String, Path), ("environment" = String, Path)),
     responses((status = 204), (status = 401), (status = 403), (status = 404, description = "no such API, or not deployed there")),
     security(("bearer" = [])))]
-pub async fn undeploy(State(state): State<AppState>, caller: Caller, Path((id, environment)): Path<(String, String)>) -> ApiResult<StatusCode> {
+pub async fn undeploy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, environment)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     apis::visible(&state.db, &caller, &id).await?;
-    let deleted = sqlx::query("DELETE FROM deployments WHERE api_id = $1 AND environment = $2").bind(&id).bind(&environment).execute(&state.db.pool).await?;
+    let deleted = sqlx::query("DELETE FROM deployments WHERE api_id = $1 AND environment = $2")
+        .bind(&id)
+        .bind(&environment)
+        .execute(&state.db.pool)
+        .await?;
     if deleted.rows_affected() == 0 {
         return Err(ApiError::NotFound(format!("the API is not deployed on `{environment}`")));
     }

@@ -40,7 +40,9 @@ pub struct NewEnvironment {
 /// List the environments (any logged-in user).
 #[utoipa::path(get, path = "/api/v1/environments", operation_id = "list_environments", tag = "publisher", responses((status = 200, body = [Environment]), (status = 401)), security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<Environment>>> {
-    let environments = sqlx::query_as::<_, Environment>("SELECT name, description, created_at FROM environments ORDER BY name").fetch_all(&state.db.pool).await?;
+    let environments = sqlx::query_as::<_, Environment>("SELECT name, description, created_at FROM environments ORDER BY name")
+        .fetch_all(&state.db.pool)
+        .await?;
     Ok(Json(environments))
 }
 
@@ -48,7 +50,11 @@ pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<J
 #[utoipa::path(post, path = "/api/v1/environments", operation_id = "create_environment", tag = "publisher", request_body = NewEnvironment,
     responses((status = 201, body = Environment), (status = 400), (status = 401), (status = 403), (status = 409, description = "name taken")),
     security(("bearer" = [])))]
-pub async fn create(State(state): State<AppState>, caller: Caller, JsonBody(new): JsonBody<NewEnvironment>) -> ApiResult<(StatusCode, Json<Environment>)> {
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(new): JsonBody<NewEnvironment>,
+) -> ApiResult<(StatusCode, Json<Environment>)> {
     caller.require(&[Role::Admin])?;
     let name_ok = (1..=64).contains(&new.name.len())
         && new.name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -68,7 +74,9 @@ pub async fn create(State(state): State<AppState>, caller: Caller, JsonBody(new)
         .await;
     match inserted {
         Ok(_) => Ok((StatusCode::CREATED, Json(environment))),
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(ApiError::Conflict(format!("the environment `{}` exists", environment.name))),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(ApiError::Conflict(format!("the environment `{}` exists", environment.name)))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -90,7 +98,8 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, Path(name): P
     if deleted.rows_affected() == 1 {
         return Ok(StatusCode::NO_CONTENT);
     }
-    let deployments: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deployments WHERE environment = $1").bind(&name).fetch_one(&state.db.pool).await?;
+    let deployments: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM deployments WHERE environment = $1").bind(&name).fetch_one(&state.db.pool).await?;
     if deployments > 0 {
         Err(ApiError::Conflict(format!("{deployments} APIs are deployed on `{name}`; undeploy them first")))
     } else {

@@ -35,7 +35,11 @@ pub struct Import {
     responses((status = 201, body = Api), (status = 400, description = "invalid document or field"), (status = 401), (status = 403),
         (status = 409, description = "name and version, or context and version, taken")),
     security(("bearer" = [])))]
-pub async fn import(State(state): State<AppState>, caller: Caller, JsonBody(import): JsonBody<Import>) -> ApiResult<(StatusCode, Json<Api>)> {
+pub async fn import(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(import): JsonBody<Import>,
+) -> ApiResult<(StatusCode, Json<Api>)> {
     caller.require(&[Role::Publisher])?;
     let api = read(import)?;
     let id = apis::insert(&state.db, &caller.user_id, &api).await?;
@@ -48,8 +52,12 @@ fn read(import: Import) -> ApiResult<NewApi> {
     let doc = import.openapi.as_object().ok_or_else(|| ApiError::invalid("openapi", "an OpenAPI 3.x document, as a JSON object"))?;
     match doc.get("openapi").and_then(Value::as_str) {
         Some(version) if version.starts_with("3.") => {}
-        Some(version) => return Err(ApiError::invalid("openapi.openapi", format!("OpenAPI `{version}` is not supported; import a 3.x document"))),
-        None if doc.contains_key("swagger") => return Err(ApiError::invalid("openapi.openapi", "Swagger 2.0 is not supported; convert it to OpenAPI 3.x")),
+        Some(version) => {
+            return Err(ApiError::invalid("openapi.openapi", format!("OpenAPI `{version}` is not supported; import a 3.x document")));
+        }
+        None if doc.contains_key("swagger") => {
+            return Err(ApiError::invalid("openapi.openapi", "Swagger 2.0 is not supported; convert it to OpenAPI 3.x"));
+        }
         None => return Err(ApiError::invalid("openapi.openapi", "missing: the OpenAPI version, such as \"3.0.3\"")),
     }
     let info = doc.get("info").and_then(Value::as_object).ok_or_else(|| ApiError::invalid("openapi.info", "missing"))?;

@@ -124,23 +124,30 @@ pub struct LifecycleChange {
     responses((status = 200, body = Api), (status = 400, description = "unknown action"), (status = 401), (status = 403), (status = 404),
         (status = 409, description = "not allowed from the current status, or its precondition fails")),
     security(("bearer" = [])))]
-pub async fn change(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, JsonBody(change): JsonBody<LifecycleChange>) -> ApiResult<Json<Api>> {
+pub async fn change(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(change): JsonBody<LifecycleChange>,
+) -> ApiResult<Json<Api>> {
     let row = apis::visible(&state.db, &caller, &id).await?;
     let from = row.status()?;
     let to = next(from, change.action)?;
     match change.action {
         LifecycleAction::Publish => {
-            let operations: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM operations WHERE api_id = $1").bind(&id).fetch_one(&state.db.pool).await?;
+            let operations: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM operations WHERE api_id = $1").bind(&id).fetch_one(&state.db.pool).await?;
             if row.endpoints()?.is_empty() || operations == 0 {
                 return Err(ApiError::Conflict("publishing needs at least one endpoint and one operation".into()));
             }
         }
         LifecycleAction::Demote => {
             // ON_HOLD counts: it becomes ACTIVE when approved.
-            let subscriptions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM subscriptions WHERE api_id = $1 AND status IN ('ACTIVE', 'ON_HOLD')")
-                .bind(&id)
-                .fetch_one(&state.db.pool)
-                .await?;
+            let subscriptions: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM subscriptions WHERE api_id = $1 AND status IN ('ACTIVE', 'ON_HOLD')")
+                    .bind(&id)
+                    .fetch_one(&state.db.pool)
+                    .await?;
             if subscriptions > 0 {
                 return Err(ApiError::Conflict(format!("the API has {subscriptions} active subscriptions; it cannot go back to CREATED")));
             }

@@ -80,7 +80,14 @@ async fn with_environments(conn: &mut AnyConnection, row: RevisionRow) -> ApiRes
         .bind(&row.id)
         .fetch_all(&mut *conn)
         .await?;
-    Ok(Revision { content: parse_content(&row.content)?, id: row.id, api_id: row.api_id, number: row.number, created_at: row.created_at, environments })
+    Ok(Revision {
+        content: parse_content(&row.content)?,
+        id: row.id,
+        api_id: row.api_id,
+        number: row.number,
+        created_at: row.created_at,
+        environments,
+    })
 }
 
 /// Snapshot the API as it is now into a new revision.
@@ -91,10 +98,8 @@ pub async fn create(State(state): State<AppState>, caller: Caller, Path(id): Pat
     apis::visible(&state.db, &caller, &id).await?;
     let mut tx = state.db.pool.begin().await?;
     apis::lock(&mut tx, &id).await?;
-    let (count, last): (i64, i64) = sqlx::query_as("SELECT COUNT(*), COALESCE(MAX(number), 0) FROM revisions WHERE api_id = $1")
-        .bind(&id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let (count, last): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COALESCE(MAX(number), 0) FROM revisions WHERE api_id = $1").bind(&id).fetch_one(&mut *tx).await?;
     if count >= MAX_REVISIONS {
         return Err(ApiError::Conflict(format!("an API keeps at most {MAX_REVISIONS} revisions; delete an undeployed one first")));
     }
@@ -130,10 +135,11 @@ pub async fn create(State(state): State<AppState>, caller: Caller, Path(id): Pat
 pub async fn list(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Vec<Revision>>> {
     apis::visible(&state.db, &caller, &id).await?;
     let mut conn = state.db.pool.acquire().await?;
-    let rows: Vec<RevisionRow> = sqlx::query_as("SELECT id, api_id, number, content, created_at FROM revisions WHERE api_id = $1 ORDER BY number")
-        .bind(&id)
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows: Vec<RevisionRow> =
+        sqlx::query_as("SELECT id, api_id, number, content, created_at FROM revisions WHERE api_id = $1 ORDER BY number")
+            .bind(&id)
+            .fetch_all(&mut *conn)
+            .await?;
     let mut revisions = Vec::with_capacity(rows.len());
     for row in rows {
         revisions.push(with_environments(&mut conn, row).await?);
@@ -145,14 +151,19 @@ pub async fn list(State(state): State<AppState>, caller: Caller, Path(id): Path<
 #[utoipa::path(get, path = "/api/v1/apis/{id}/revisions/{revision_id}", operation_id = "get_revision", tag = "publisher",
     params(("id" = String, Path), ("revision_id" = String, Path)),
     responses((status = 200, body = Revision), (status = 401), (status = 403), (status = 404)), security(("bearer" = [])))]
-pub async fn get(State(state): State<AppState>, caller: Caller, Path((id, revision_id)): Path<(String, String)>) -> ApiResult<Json<Revision>> {
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, revision_id)): Path<(String, String)>,
+) -> ApiResult<Json<Revision>> {
     apis::visible(&state.db, &caller, &id).await?;
     let mut conn = state.db.pool.acquire().await?;
-    let row: Option<RevisionRow> = sqlx::query_as("SELECT id, api_id, number, content, created_at FROM revisions WHERE id = $1 AND api_id = $2")
-        .bind(&revision_id)
-        .bind(&id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row: Option<RevisionRow> =
+        sqlx::query_as("SELECT id, api_id, number, content, created_at FROM revisions WHERE id = $1 AND api_id = $2")
+            .bind(&revision_id)
+            .bind(&id)
+            .fetch_optional(&mut *conn)
+            .await?;
     let row = row.ok_or_else(|| ApiError::not_found("revision", &revision_id))?;
     Ok(Json(with_environments(&mut conn, row).await?))
 }
@@ -161,7 +172,11 @@ pub async fn get(State(state): State<AppState>, caller: Caller, Path((id, revisi
 #[utoipa::path(delete, path = "/api/v1/apis/{id}/revisions/{revision_id}", operation_id = "delete_revision", tag = "publisher",
     params(("id" = String, Path), ("revision_id" = String, Path)),
     responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 409, description = "deployed")), security(("bearer" = [])))]
-pub async fn delete(State(state): State<AppState>, caller: Caller, Path((id, revision_id)): Path<(String, String)>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, revision_id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     apis::visible(&state.db, &caller, &id).await?;
     let deleted = sqlx::query(
         "DELETE FROM revisions WHERE id = $1 AND api_id = $2 AND NOT EXISTS (SELECT 1 FROM deployments WHERE revision_id = $1)",
@@ -183,6 +198,9 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, Path((id, rev
     if environments.is_empty() {
         Err(ApiError::not_found("revision", &revision_id))
     } else {
-        Err(ApiError::Conflict(format!("the revision is deployed on {}; undeploy it or deploy another revision first", environments.join(", "))))
+        Err(ApiError::Conflict(format!(
+            "the revision is deployed on {}; undeploy it or deploy another revision first",
+            environments.join(", ")
+        )))
     }
 }

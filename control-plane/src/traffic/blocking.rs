@@ -44,14 +44,20 @@ pub struct NewBlockingCondition {
     responses((status = 200, body = [BlockingCondition]), (status = 401), (status = 403)), security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<BlockingCondition>>> {
     caller.require(&[Role::Admin])?;
-    Ok(Json(sqlx::query_as("SELECT id, kind, value, created_at FROM blocking_conditions ORDER BY created_at").fetch_all(&state.db.pool).await?))
+    Ok(Json(
+        sqlx::query_as("SELECT id, kind, value, created_at FROM blocking_conditions ORDER BY created_at").fetch_all(&state.db.pool).await?,
+    ))
 }
 
 /// Add a blocking condition (admin).
 #[utoipa::path(post, path = "/api/v1/blocking-conditions", operation_id = "create_blocking_condition", tag = "traffic", request_body = NewBlockingCondition,
     responses((status = 201, body = BlockingCondition), (status = 400), (status = 401), (status = 403), (status = 409, description = "already blocked")),
     security(("bearer" = [])))]
-pub async fn create(State(state): State<AppState>, caller: Caller, JsonBody(new): JsonBody<NewBlockingCondition>) -> ApiResult<(StatusCode, Json<BlockingCondition>)> {
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(new): JsonBody<NewBlockingCondition>,
+) -> ApiResult<(StatusCode, Json<BlockingCondition>)> {
     caller.require(&[Role::Admin])?;
     let value = new.value.trim().to_owned();
     let exists = |sql: &'static str| {
@@ -109,7 +115,8 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Pat
 /// The conditions as a gateway configuration says them (APIs by the context they are
 /// served on).
 pub async fn for_gateways(db: &Db) -> ApiResult<Blocked> {
-    let rows: Vec<(String, String)> = sqlx::query_as("SELECT kind, value FROM blocking_conditions ORDER BY kind, value").fetch_all(&db.pool).await?;
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT kind, value FROM blocking_conditions ORDER BY kind, value").fetch_all(&db.pool).await?;
     let mut blocked = Blocked::default();
     for (kind, value) in rows {
         match kind.as_str() {
@@ -117,7 +124,8 @@ pub async fn for_gateways(db: &Db) -> ApiResult<Blocked> {
             "application" => blocked.applications.push(value),
             "user" => blocked.users.push(value),
             "api" => {
-                let served: Option<(String, String)> = sqlx::query_as("SELECT context, version FROM apis WHERE id = $1").bind(&value).fetch_optional(&db.pool).await?;
+                let served: Option<(String, String)> =
+                    sqlx::query_as("SELECT context, version FROM apis WHERE id = $1").bind(&value).fetch_optional(&db.pool).await?;
                 if let Some((context, version)) = served {
                     blocked.apis.push(format!("{}/{version}", context.trim_end_matches('/')));
                 }

@@ -42,11 +42,7 @@ impl Issuer {
     /// The keys to try for a token signed with `alg`. A `kid` naming configured keys selects
     /// them; any other `kid` may only use the keys configured without one. A token without
     /// `kid` tries every key that fits `alg`.
-    pub(super) fn candidates<'a>(
-        &'a self,
-        alg: Algorithm,
-        kid: Option<&'a str>,
-    ) -> impl Iterator<Item = &'a DecodingKey> + 'a {
+    pub(super) fn candidates<'a>(&'a self, alg: Algorithm, kid: Option<&'a str>) -> impl Iterator<Item = &'a DecodingKey> + 'a {
         let named = kid.is_some() && self.keys.iter().any(|key| key.kid.as_deref() == kid);
         self.keys
             .iter()
@@ -72,14 +68,7 @@ enum KeyKind {
 impl KeyKind {
     fn algorithms(self) -> &'static [Algorithm] {
         match self {
-            KeyKind::Rsa => &[
-                Algorithm::RS256,
-                Algorithm::RS384,
-                Algorithm::RS512,
-                Algorithm::PS256,
-                Algorithm::PS384,
-                Algorithm::PS512,
-            ],
+            KeyKind::Rsa => &[Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512],
             KeyKind::P256 => &[Algorithm::ES256],
             KeyKind::P384 => &[Algorithm::ES384],
             KeyKind::Ed25519 => &[Algorithm::EdDSA],
@@ -163,21 +152,14 @@ pub(super) fn load(configs: &[JwtIssuer], base_dir: &Path, problems: &mut Vec<Pr
         }
         let has_sources = !config.keys.is_empty() || config.jwks.is_some() || config.jwks_file.is_some();
         if keys.is_empty() && has_sources && problems.len() == problems_before {
-            problems.push(Problem {
-                path: at.clone(),
-                reason: "no usable verification key for the allowed algorithms".to_owned(),
-            });
+            problems.push(Problem { path: at.clone(), reason: "no usable verification key for the allowed algorithms".to_owned() });
         }
         if issuers.contains_key(&config.issuer) {
-            problems.push(Problem {
-                path: format!("{at}.issuer"),
-                reason: format!("issuer `{}` is configured twice", config.issuer),
-            });
+            problems.push(Problem { path: format!("{at}.issuer"), reason: format!("issuer `{}` is configured twice", config.issuer) });
             continue;
         }
         let leeway = config.leeway.0.as_secs();
-        let validations =
-            algorithms.iter().map(|&alg| (alg, validation(alg, &config.issuer, &config.audiences, leeway))).collect();
+        let validations = algorithms.iter().map(|&alg| (alg, validation(alg, &config.issuer, &config.audiences, leeway))).collect();
         issuers.insert(
             config.issuer.clone(),
             Issuer { name: config.issuer.clone(), claims: config.claims.clone(), leeway, validations, keys },
@@ -203,12 +185,9 @@ fn allowed_algorithms(config: &JwtIssuer, at: &str, problem: &mut impl FnMut(Str
             Err(_) if name.eq_ignore_ascii_case("none") => {
                 problem(path, "`none` is never accepted: tokens must be signed".to_owned());
             }
-            Err(_) => problem(
-                path,
-                format!(
-                    "unknown algorithm `{name}`; use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA"
-                ),
-            ),
+            Err(_) => {
+                problem(path, format!("unknown algorithm `{name}`; use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA"))
+            }
         }
     }
     algorithms
@@ -230,11 +209,7 @@ fn validation(alg: Algorithm, issuer: &str, audiences: &[String], leeway: u64) -
 
 /// The algorithms a key of `kind` can verify among those allowed, narrowed to `declared`.
 fn usable_algorithms(kind: KeyKind, allowed: &[Algorithm], declared: Option<Algorithm>) -> Vec<Algorithm> {
-    kind.algorithms()
-        .iter()
-        .copied()
-        .filter(|alg| allowed.contains(alg) && declared.is_none_or(|declared| declared == *alg))
-        .collect()
+    kind.algorithms().iter().copied().filter(|alg| allowed.contains(alg) && declared.is_none_or(|declared| declared == *alg)).collect()
 }
 
 /// A SubjectPublicKeyInfo (or PKCS#1 RSA) public key in PEM.
@@ -250,8 +225,7 @@ fn decode_pem(pem: &str) -> Result<(KeyKind, DecodingKey), String> {
     let pem = pem.as_bytes();
     if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
         let der = key.try_get_as_bytes().map_err(|_| "not a valid RSA public key".to_owned())?;
-        let components =
-            jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.key_utils.rsa_pub_components_from_public_key;
+        let components = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.key_utils.rsa_pub_components_from_public_key;
         let (n, e) = components(der).map_err(|_| "not a valid RSA public key".to_owned())?;
         check_rsa(&n, &e)?;
         return Ok((KeyKind::Rsa, DecodingKey::from_rsa_raw_components(&n, &e)));
@@ -286,13 +260,7 @@ fn pem_label(pem: &str) -> Option<&str> {
 /// Add the usable keys of a JWKS. Keys for encryption, for curves or algorithms not supported,
 /// or that none of the issuer's algorithms uses are skipped: a JWKS often lists keys for other
 /// purposes. Malformed keys and symmetric keys are problems.
-fn load_jwks(
-    set: &JwkSet,
-    at: &str,
-    allowed: &[Algorithm],
-    keys: &mut Vec<VerificationKey>,
-    problem: &mut impl FnMut(String, String),
-) {
+fn load_jwks(set: &JwkSet, at: &str, allowed: &[Algorithm], keys: &mut Vec<VerificationKey>, problem: &mut impl FnMut(String, String)) {
     for (k, jwk) in set.keys.iter().enumerate() {
         match decode_jwk(jwk) {
             Ok(Some((kind, key, declared))) => {

@@ -45,9 +45,7 @@ impl Issuers {
             return Err(KeyError::Unknown);
         }
         let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(_signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(header), Some(payload), Some(_signature), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(KeyError::Unknown);
         };
         let header: UnverifiedHeader = decode_part(header).ok_or(KeyError::Unknown)?;
@@ -63,9 +61,7 @@ impl Issuers {
         .ok_or_else(|| KeyError::InvalidClaims("unknown issuer".to_owned()))?;
 
         let alg = signature_algorithm(&header.alg)?;
-        let validation = issuer
-            .validation(alg)
-            .ok_or_else(|| KeyError::BadSignature(format!("{alg:?} is not allowed for this issuer")))?;
+        let validation = issuer.validation(alg).ok_or_else(|| KeyError::BadSignature(format!("{alg:?} is not allowed for this issuer")))?;
         if header.crit.is_some() {
             return Err(KeyError::BadSignature("critical header extensions are not supported".to_owned()));
         }
@@ -102,13 +98,9 @@ fn decode_part<T: DeserializeOwned>(part: &str) -> Option<T> {
 /// when it is a known algorithm, never echoing the token.
 fn signature_algorithm(alg: &str) -> Result<Algorithm, KeyError> {
     match alg.parse::<Algorithm>() {
-        Ok(alg) if alg.family() == AlgorithmFamily::Hmac => {
-            Err(KeyError::BadSignature(format!("{alg:?} is never accepted")))
-        }
+        Ok(alg) if alg.family() == AlgorithmFamily::Hmac => Err(KeyError::BadSignature(format!("{alg:?} is never accepted"))),
         Ok(alg) => Ok(alg),
-        Err(_) if alg.eq_ignore_ascii_case("none") => {
-            Err(KeyError::BadSignature("unsigned tokens are never accepted".to_owned()))
-        }
+        Err(_) if alg.eq_ignore_ascii_case("none") => Err(KeyError::BadSignature("unsigned tokens are never accepted".to_owned())),
         Err(_) => Err(KeyError::BadSignature("unsupported algorithm".to_owned())),
     }
 }
@@ -180,7 +172,9 @@ fn identity(claims: &Map<String, Value>, mapping: &ClaimMapping) -> Identity {
         user: text_claim(claims, &mapping.user),
         scopes,
         subscriptions: match claims.get(&mapping.subscriptions) {
-            Some(Value::Object(map)) => Some(std::sync::Arc::new(map.iter().filter_map(|(api, tier)| Some((api.clone(), tier.as_str()?.to_owned()))).collect())),
+            Some(Value::Object(map)) => {
+                Some(std::sync::Arc::new(map.iter().filter_map(|(api, tier)| Some((api.clone(), tier.as_str()?.to_owned()))).collect()))
+            }
             _ => None,
         },
     }

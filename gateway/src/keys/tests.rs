@@ -646,8 +646,7 @@ fn an_issuer_without_usable_keys_or_configured_twice_is_a_problem() {
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].path, "jwt_issuers[0]");
 
-    let twice =
-        [issuer(&["RS256"], vec![pem_key(None, RSA_PUBLIC)]), issuer(&["RS256"], vec![pem_key(None, RSA_PUBLIC)])];
+    let twice = [issuer(&["RS256"], vec![pem_key(None, RSA_PUBLIC)]), issuer(&["RS256"], vec![pem_key(None, RSA_PUBLIC)])];
     let problems = problems_of(&twice, Path::new("."));
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].path, "jwt_issuers[1].issuer");
@@ -693,7 +692,8 @@ fn subscriptions_give_the_tier_of_the_api_called() {
 fn revoked_tokens_are_refused_even_from_the_cache() {
     let claims = with(claims(), "jti", json!("token-1"));
     let token = rsa_token(&claims);
-    let mut config = crate::config::GatewayConfig { jwt_issuers: vec![issuer(&["RS256"], vec![pem_key(None, RSA_PUBLIC)])], ..Default::default() };
+    let mut config =
+        crate::config::GatewayConfig { jwt_issuers: vec![issuer(&["RS256"], vec![pem_key(None, RSA_PUBLIC)])], ..Default::default() };
     let store = KeyStore::for_gateway(&config, Path::new(".")).unwrap();
     assert!(store.verify_jwt(&token).is_ok());
     config.revoked_tokens = vec![crate::config::RevokedToken { jti: "token-1".into(), expires_at: u64::MAX }];

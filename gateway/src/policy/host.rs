@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
 use http::HeaderMap;
+use http::header::{self, HeaderName, HeaderValue};
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, Result};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -206,7 +206,12 @@ fn all_headers(headers: &HeaderMap, name: &str) -> Vec<String> {
     headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_owned).collect()
 }
 
-fn set_header(headers: &mut HeaderMap, name: Result<HeaderName, types::HeaderError>, value: String, append: bool) -> Result<(), types::HeaderError> {
+fn set_header(
+    headers: &mut HeaderMap,
+    name: Result<HeaderName, types::HeaderError>,
+    value: String,
+    append: bool,
+) -> Result<(), types::HeaderError> {
     let (name, value) = (name?, header_value(value)?);
     if append {
         headers.append(name, value);

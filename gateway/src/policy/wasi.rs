@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
-use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime::Result;
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::bindings::sync::io::{poll, streams};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
@@ -77,12 +77,10 @@ impl streams::HostOutputStream for NonBlocking<'_> {
         async_streams::HostOutputStream::write(self.0, stream, bytes)
     }
     fn blocking_write_and_flush(&mut self, stream: Resource<DynOutputStream>, bytes: Vec<u8>) -> StreamResult<()> {
-        now_or_trap(async_streams::HostOutputStream::blocking_write_and_flush(self.0, stream, bytes))
-            .map_err(StreamError::Trap)?
+        now_or_trap(async_streams::HostOutputStream::blocking_write_and_flush(self.0, stream, bytes)).map_err(StreamError::Trap)?
     }
     fn blocking_write_zeroes_and_flush(&mut self, stream: Resource<DynOutputStream>, len: u64) -> StreamResult<()> {
-        now_or_trap(async_streams::HostOutputStream::blocking_write_zeroes_and_flush(self.0, stream, len))
-            .map_err(StreamError::Trap)?
+        now_or_trap(async_streams::HostOutputStream::blocking_write_zeroes_and_flush(self.0, stream, len)).map_err(StreamError::Trap)?
     }
     fn subscribe(&mut self, stream: Resource<DynOutputStream>) -> Result<Resource<DynPollable>> {
         async_streams::HostOutputStream::subscribe(self.0, stream)

@@ -65,11 +65,7 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
             normal = false;
         }
     }
-    if normal {
-        Ok(Cow::Borrowed(raw))
-    } else {
-        Ok(Cow::Owned(rebuild(body)?))
-    }
+    if normal { Ok(Cow::Borrowed(raw)) } else { Ok(Cow::Owned(rebuild(body)?)) }
 }
 
 /// What [`check_segment`] found out about a valid segment.
@@ -108,10 +104,7 @@ fn check_segment(segment: &str) -> Result<CheckedSegment, PathError> {
     if is_dot && has_parameters {
         return Err(PathError::DotSegmentWithParameters);
     }
-    Ok(CheckedSegment {
-        canonical,
-        dot: is_dot,
-    })
+    Ok(CheckedSegment { canonical, dot: is_dot })
 }
 
 /// Writes the normal form of a path whose segments `check_segment` accepted, `body` being
@@ -190,9 +183,7 @@ fn classify(byte: u8) -> Result<Class, PathError> {
         0x80..=0xFF => Err(PathError::NonAscii),
         b'\\' => Err(PathError::Backslash),
         b'?' | b'#' => Err(PathError::Delimiter(char::from(byte))),
-        b' ' | b'"' | b'<' | b'>' | b'[' | b']' | b'^' | b'`' | b'{' | b'|' | b'}' => {
-            Ok(Class::Encode)
-        }
+        b' ' | b'"' | b'<' | b'>' | b'[' | b']' | b'^' | b'`' | b'{' | b'|' | b'}' => Ok(Class::Encode),
         _ => Ok(Class::Keep),
     }
 }
@@ -347,11 +338,7 @@ mod tests {
     #[test]
     fn normalises_tricky_paths() {
         for (input, expected) in NORMALISED {
-            assert_eq!(
-                normalize_path(input).as_deref(),
-                Ok(*expected),
-                "input {input:?}"
-            );
+            assert_eq!(normalize_path(input).as_deref(), Ok(*expected), "input {input:?}");
         }
     }
 
@@ -365,10 +352,7 @@ mod tests {
     #[test]
     fn borrows_a_normal_path() {
         for (_, normal) in NORMALISED {
-            assert!(
-                matches!(normalize_path(normal), Ok(Cow::Borrowed(_))),
-                "{normal:?}"
-            );
+            assert!(matches!(normalize_path(normal), Ok(Cow::Borrowed(_))), "{normal:?}");
         }
         assert!(matches!(normalize_path("//a"), Ok(Cow::Owned(_))));
         assert!(matches!(normalize_path("/%3a"), Ok(Cow::Owned(_))));
@@ -378,15 +362,10 @@ mod tests {
     fn normal_form_is_a_fixed_point() {
         // Every path of up to four pieces from an alphabet of tricky pieces: its normal form
         // is normal (returned borrowed, unchanged) and keeps its meaning.
-        const PIECES: &[&str] = &[
-            "/", ".", "..", "%2e", "%2E", "a", "%7e", "%3a", ";", "%41", " ", "%",
-        ];
+        const PIECES: &[&str] = &["/", ".", "..", "%2e", "%2E", "a", "%7e", "%3a", ";", "%41", " ", "%"];
         let mut paths = vec![String::from("/")];
         for _ in 0..4 {
-            let longer: Vec<String> = paths
-                .iter()
-                .flat_map(|path| PIECES.iter().map(move |piece| format!("{path}{piece}")))
-                .collect();
+            let longer: Vec<String> = paths.iter().flat_map(|path| PIECES.iter().map(move |piece| format!("{path}{piece}"))).collect();
             paths.extend(longer);
         }
         for path in &paths {
@@ -394,17 +373,9 @@ mod tests {
                 continue;
             };
             let again = normalize_path(&normal).expect("a normal path is valid");
-            assert!(
-                matches!(again, Cow::Borrowed(_)),
-                "{path:?} gave {normal:?}, not normal"
-            );
+            assert!(matches!(again, Cow::Borrowed(_)), "{path:?} gave {normal:?}, not normal");
             assert!(!normal.contains("//"), "{path:?} gave {normal:?}");
-            assert!(
-                normal
-                    .split('/')
-                    .all(|segment| segment != "." && segment != ".."),
-                "{path:?} gave {normal:?}"
-            );
+            assert!(normal.split('/').all(|segment| segment != "." && segment != ".."), "{path:?} gave {normal:?}");
         }
     }
 }

@@ -53,15 +53,9 @@ enum Segment {
 
 /// Parses a template; one trailing slash is ignored, as it is in the paths matched.
 fn parse(template: &str) -> Result<Vec<Segment>, TemplateError> {
-    let body = template
-        .strip_prefix('/')
-        .ok_or(TemplateError::NotAbsolute)?;
+    let body = template.strip_prefix('/').ok_or(TemplateError::NotAbsolute)?;
     // `/` is the root and `//` an empty segment; only a slash after a segment is trailing.
-    let body = if body.len() > 1 {
-        body.strip_suffix('/').unwrap_or(body)
-    } else {
-        body
-    };
+    let body = if body.len() > 1 { body.strip_suffix('/').unwrap_or(body) } else { body };
     if body.is_empty() {
         return Ok(Vec::new());
     }
@@ -146,11 +140,7 @@ impl<T> OperationTree<T> {
         let mut values = Vec::with_capacity(operations.len());
         for (operation, route) in operations.into_iter().enumerate() {
             let segments =
-                parse(&route.template).map_err(|reason| RouteError::InvalidTemplate {
-                    api,
-                    template: route.template.clone(),
-                    reason,
-                })?;
+                parse(&route.template).map_err(|reason| RouteError::InvalidTemplate { api, template: route.template.clone(), reason })?;
             let mut node = &mut root;
             let mut ends_with_wildcard = false;
             for segment in segments {
@@ -163,27 +153,16 @@ impl<T> OperationTree<T> {
                     }
                 };
             }
-            let leaves = if ends_with_wildcard {
-                &mut node.wildcard
-            } else {
-                &mut node.end
-            };
+            let leaves = if ends_with_wildcard { &mut node.wildcard } else { &mut node.end };
             if let Some(existing) = leaves.iter().find(|leaf| leaf.method == route.method) {
                 return Err(RouteError::DuplicateOperation {
                     api,
-                    method: route
-                        .method
-                        .as_ref()
-                        .map_or("any method", Method::as_str)
-                        .to_owned(),
+                    method: route.method.as_ref().map_or("any method", Method::as_str).to_owned(),
                     first: templates[existing.operation].clone(),
                     second: route.template,
                 });
             }
-            leaves.push(Leaf {
-                method: route.method,
-                operation,
-            });
+            leaves.push(Leaf { method: route.method, operation });
             templates.push(route.template);
             values.push(route.value);
         }
@@ -205,14 +184,10 @@ impl<T> OperationTree<T> {
 
 impl Node {
     fn literal_child(&mut self, name: String) -> &mut Node {
-        let index = match self
-            .literals
-            .binary_search_by(|(key, _)| key.as_ref().cmp(&name))
-        {
+        let index = match self.literals.binary_search_by(|(key, _)| key.as_ref().cmp(&name)) {
             Ok(index) => index,
             Err(index) => {
-                self.literals
-                    .insert(index, (name.into_boxed_str(), Node::default()));
+                self.literals.insert(index, (name.into_boxed_str(), Node::default()));
                 index
             }
         };
@@ -220,10 +195,7 @@ impl Node {
     }
 
     fn literal(&self, name: &str) -> Option<&Node> {
-        let index = self
-            .literals
-            .binary_search_by(|(key, _)| key.as_ref().cmp(name))
-            .ok()?;
+        let index = self.literals.binary_search_by(|(key, _)| key.as_ref().cmp(name)).ok()?;
         Some(&self.literals[index].1)
     }
 }
@@ -249,10 +221,7 @@ fn find(node: &Node, path: Option<&str>, method: &Method) -> Option<usize> {
         return pick(&node.end, method).or_else(|| pick(&node.wildcard, method));
     };
     let (segment, tail) = next_segment(path);
-    if let Some(operation) = node
-        .literal(segment)
-        .and_then(|child| find(child, tail, method))
-    {
+    if let Some(operation) = node.literal(segment).and_then(|child| find(child, tail, method)) {
         return Some(operation);
     }
     if let Some(parameter) = node.parameter.as_deref().filter(|_| !segment.is_empty())
@@ -312,10 +281,7 @@ mod tests {
         assert_eq!(parse("/pets/{id}"), Ok(vec![literal("pets"), Parameter]));
         assert_eq!(parse("/files/*"), Ok(vec![literal("files"), Wildcard]));
         assert_eq!(parse("/files/*/"), Ok(vec![literal("files"), Wildcard]));
-        assert_eq!(
-            parse("/%7euser/a%3ab;c"),
-            Ok(vec![literal("~user"), literal("a%3Ab;c")])
-        );
+        assert_eq!(parse("/%7euser/a%3ab;c"), Ok(vec![literal("~user"), literal("a%3Ab;c")]));
     }
 
     #[test]
@@ -333,30 +299,17 @@ mod tests {
             ("/pets/a{b}", TemplateError::MisplacedBrace),
             ("/pets/id}", TemplateError::MisplacedBrace),
             ("/pets/{{id}}", TemplateError::MisplacedBrace),
-            (
-                "/{id}/x/{id}",
-                TemplateError::DuplicateParameter("id".to_owned()),
-            ),
+            ("/{id}/x/{id}", TemplateError::DuplicateParameter("id".to_owned())),
             ("/*/pets", TemplateError::WildcardNotLast),
             ("/files/*/x", TemplateError::WildcardNotLast),
             ("/files/*.json", TemplateError::WildcardInSegment),
             ("/a/../b", TemplateError::DotSegment),
             ("/a/%2e", TemplateError::DotSegment),
-            (
-                "/a%2Fb",
-                TemplateError::InvalidLiteral(super::super::PathError::EncodedSlash),
-            ),
-            (
-                "/a\\b",
-                TemplateError::InvalidLiteral(super::super::PathError::Backslash),
-            ),
+            ("/a%2Fb", TemplateError::InvalidLiteral(super::super::PathError::EncodedSlash)),
+            ("/a\\b", TemplateError::InvalidLiteral(super::super::PathError::Backslash)),
         ];
         for (template, expected) in cases {
-            assert_eq!(
-                parse(template).as_ref(),
-                Err(expected),
-                "template {template:?}"
-            );
+            assert_eq!(parse(template).as_ref(), Err(expected), "template {template:?}");
         }
     }
 }

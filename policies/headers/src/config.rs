@@ -125,34 +125,13 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            (
-                r#"{"request": {"set": {"x a": "v"}}}"#,
-                "`request.set`: `x a` is not a valid header name",
-            ),
-            (
-                r#"{"response": {"add": {"x-a": "{nope}"}}}"#,
-                "`response.add.x-a` has an unknown placeholder `{nope}`",
-            ),
-            (
-                r#"{"request": {"rename": {"x-a": "X-A"}}}"#,
-                "`request.rename.x-a` renames the header to itself",
-            ),
-            (
-                r#"{"request": {"remove": ["ok", ""]}}"#,
-                "`request.remove[1]`: `` is not a valid header name",
-            ),
-            (
-                r#"{"request": {"copy": {}}}"#,
-                "config field `request.copy`: unknown field",
-            ),
-            (
-                r#"{"cors": {}}"#,
-                "config field `cors`: missing field `allow_origins`",
-            ),
-            (
-                r#"{"cors": {"allow_origins": ["*"], "allow_credentials": true}}"#,
-                "`cors.allow_origins` has `*`",
-            ),
+            (r#"{"request": {"set": {"x a": "v"}}}"#, "`request.set`: `x a` is not a valid header name"),
+            (r#"{"response": {"add": {"x-a": "{nope}"}}}"#, "`response.add.x-a` has an unknown placeholder `{nope}`"),
+            (r#"{"request": {"rename": {"x-a": "X-A"}}}"#, "`request.rename.x-a` renames the header to itself"),
+            (r#"{"request": {"remove": ["ok", ""]}}"#, "`request.remove[1]`: `` is not a valid header name"),
+            (r#"{"request": {"copy": {}}}"#, "config field `request.copy`: unknown field"),
+            (r#"{"cors": {}}"#, "config field `cors`: missing field `allow_origins`"),
+            (r#"{"cors": {"allow_origins": ["*"], "allow_credentials": true}}"#, "`cors.allow_origins` has `*`"),
         ];
         for (json, expected) in cases {
             let error = settings(json).unwrap_err();

@@ -41,18 +41,14 @@ impl Cors {
             origins.push(origin.to_ascii_lowercase());
         }
         if any_origin && config.allow_credentials {
-            return Err(
-                "`cors.allow_origins` has `*` while `cors.allow_credentials` is true; browsers \
+            return Err("`cors.allow_origins` has `*` while `cors.allow_credentials` is true; browsers \
                  refuse that, so list the origins"
-                    .to_owned(),
-            );
+                .to_owned());
         }
         if config.allow_methods.is_empty() {
             return Err("`cors.allow_methods` must not be empty".to_owned());
         }
-        let allow_methods = list("cors.allow_methods", &config.allow_methods, |method| {
-            method.to_ascii_uppercase()
-        })?;
+        let allow_methods = list("cors.allow_methods", &config.allow_methods, |method| method.to_ascii_uppercase())?;
         let lower = |header: &str| header.to_ascii_lowercase();
         Ok(Cors {
             any_origin,
@@ -67,32 +63,19 @@ impl Cors {
 
     /// Whether `origin` (an `Origin` header's value) may call.
     pub fn allows(&self, origin: &str) -> bool {
-        self.any_origin
-            || self
-                .origins
-                .iter()
-                .any(|allowed| allowed.eq_ignore_ascii_case(origin))
+        self.any_origin || self.origins.iter().any(|allowed| allowed.eq_ignore_ascii_case(origin))
     }
 
     /// `Access-Control-Allow-Origin` for an allowed `origin`.
     fn allow_origin(&self, origin: &str) -> String {
-        if self.any_origin && !self.allow_credentials {
-            "*".to_owned()
-        } else {
-            origin.to_owned()
-        }
+        if self.any_origin && !self.allow_credentials { "*".to_owned() } else { origin.to_owned() }
     }
 
     /// The answer to a preflight from `origin`: 204 with the allowed methods and headers,
     /// or a 403 problem for an origin that is not allowed.
     pub fn preflight(&self, origin: &str) -> ImmediateResponse {
         if !self.allows(origin) {
-            return problem(
-                403,
-                "Forbidden",
-                "The origin is not allowed to call this API from a browser (CORS).",
-            )
-            .header("vary", "Origin");
+            return problem(403, "Forbidden", "The origin is not allowed to call this API from a browser (CORS).").header("vary", "Origin");
         }
         let mut response = ImmediateResponse::new(204)
             .header("access-control-allow-origin", self.allow_origin(origin))
@@ -129,10 +112,7 @@ impl Cors {
 
 /// Whether `Vary` values already cover `Origin` (by naming it, or `*`).
 pub fn varies_by_origin(vary: &[String]) -> bool {
-    vary.iter()
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .any(|name| name == "*" || name.eq_ignore_ascii_case("origin"))
+    vary.iter().flat_map(|value| value.split(',')).map(str::trim).any(|name| name == "*" || name.eq_ignore_ascii_case("origin"))
 }
 
 /// `scheme://host[:port]`, as browsers send in `Origin`.
@@ -140,23 +120,14 @@ fn is_origin(origin: &str) -> bool {
     let Some((scheme, authority)) = origin.split_once("://") else {
         return false;
     };
-    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
-    let authority_ok = !authority.is_empty()
-        && authority
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-._:[]".contains(c));
+    let scheme_ok =
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic()) && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    let authority_ok = !authority.is_empty() && authority.chars().all(|c| c.is_ascii_alphanumeric() || "-._:[]".contains(c));
     scheme_ok && authority_ok
 }
 
 /// Validates tokens (or `*`) and joins them with `, ` after `normalise`.
-fn list(
-    field: &str,
-    items: &[String],
-    normalise: impl Fn(&str) -> String,
-) -> Result<String, String> {
+fn list(field: &str, items: &[String], normalise: impl Fn(&str) -> String) -> Result<String, String> {
     for (index, item) in items.iter().enumerate() {
         if item != "*" && !is_token(item) {
             return Err(format!("`{field}[{index}]`: `{item}` is not a valid name"));
@@ -177,11 +148,7 @@ mod tests {
     }
 
     fn headers(response: &ImmediateResponse) -> Vec<(&str, &str)> {
-        response
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect()
+        response.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
     }
 
     #[test]
@@ -213,10 +180,7 @@ mod tests {
                 ("access-control-allow-origin", "https://app.example"),
                 ("vary", "Origin"),
                 ("access-control-allow-methods", "GET, POST"),
-                (
-                    "access-control-allow-headers",
-                    "authorization, content-type"
-                ),
+                ("access-control-allow-headers", "authorization, content-type"),
                 ("access-control-allow-credentials", "true"),
                 ("access-control-max-age", "600"),
             ]
@@ -240,31 +204,18 @@ mod tests {
         assert!(headers(&response).contains(&("access-control-allow-origin", "*")));
         assert_eq!(
             cors.response_headers(Some("https://any.example")),
-            [
-                ("access-control-allow-origin", "*".to_owned()),
-                ("access-control-expose-headers", "x-request-id".to_owned()),
-            ]
+            [("access-control-allow-origin", "*".to_owned()), ("access-control-expose-headers", "x-request-id".to_owned()),]
         );
     }
 
     #[test]
     fn responses_to_allowed_origins_are_marked() {
-        let cors = cors(r#"{"allow_origins": ["https://app.example"], "allow_credentials": true}"#)
-            .unwrap();
+        let cors = cors(r#"{"allow_origins": ["https://app.example"], "allow_credentials": true}"#).unwrap();
         assert_eq!(
             cors.response_headers(Some("https://app.example")),
-            [
-                (
-                    "access-control-allow-origin",
-                    "https://app.example".to_owned()
-                ),
-                ("access-control-allow-credentials", "true".to_owned()),
-            ]
+            [("access-control-allow-origin", "https://app.example".to_owned()), ("access-control-allow-credentials", "true".to_owned()),]
         );
-        assert!(
-            cors.response_headers(Some("https://evil.example"))
-                .is_empty()
-        );
+        assert!(cors.response_headers(Some("https://evil.example")).is_empty());
         assert!(cors.response_headers(None).is_empty());
     }
 
@@ -280,34 +231,13 @@ mod tests {
     fn errors_name_the_field() {
         let cases = [
             (r#"{"allow_origins": []}"#, "`cors.allow_origins` must list"),
-            (
-                r#"{"allow_origins": ["*", "app.example"]}"#,
-                "`cors.allow_origins[1]`: `app.example` is not",
-            ),
-            (
-                r#"{"allow_origins": ["*"], "allow_credentials": true}"#,
-                "`cors.allow_origins` has `*`",
-            ),
-            (
-                r#"{"allow_origins": ["*"], "allow_methods": []}"#,
-                "`cors.allow_methods` must not be empty",
-            ),
-            (
-                r#"{"allow_origins": ["*"], "allow_methods": ["GET", "NO GOOD"]}"#,
-                "`cors.allow_methods[1]`",
-            ),
-            (
-                r#"{"allow_origins": ["*"], "allow_headers": ["a:b"]}"#,
-                "`cors.allow_headers[0]`",
-            ),
-            (
-                r#"{"allow_origins": ["*"], "expose_headers": [""]}"#,
-                "`cors.expose_headers[0]`",
-            ),
-            (
-                r#"{"allow_origins": ["*"], "max_age": -1}"#,
-                "config field `max_age`",
-            ),
+            (r#"{"allow_origins": ["*", "app.example"]}"#, "`cors.allow_origins[1]`: `app.example` is not"),
+            (r#"{"allow_origins": ["*"], "allow_credentials": true}"#, "`cors.allow_origins` has `*`"),
+            (r#"{"allow_origins": ["*"], "allow_methods": []}"#, "`cors.allow_methods` must not be empty"),
+            (r#"{"allow_origins": ["*"], "allow_methods": ["GET", "NO GOOD"]}"#, "`cors.allow_methods[1]`"),
+            (r#"{"allow_origins": ["*"], "allow_headers": ["a:b"]}"#, "`cors.allow_headers[0]`"),
+            (r#"{"allow_origins": ["*"], "expose_headers": [""]}"#, "`cors.expose_headers[0]`"),
+            (r#"{"allow_origins": ["*"], "max_age": -1}"#, "config field `max_age`"),
         ];
         for (json, expected) in cases {
             let error = cors(json).unwrap_err();

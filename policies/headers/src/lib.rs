@@ -24,9 +24,7 @@ impl Policy for HeaderRules {
     type Config = Config;
 
     fn new(config: Config) -> Result<Self, String> {
-        Ok(HeaderRules {
-            settings: Settings::from_config(config)?,
-        })
+        Ok(HeaderRules { settings: Settings::from_config(config)? })
     }
 
     fn on_request(&mut self, request: &Request, context: &Context) -> Decision {
@@ -40,11 +38,7 @@ impl Policy for HeaderRules {
     }
 
     fn needs(&self) -> Needs {
-        if self.settings.response.is_empty() && self.settings.cors.is_none() {
-            Needs::empty()
-        } else {
-            Needs::RESPONSE_PHASE
-        }
+        if self.settings.response.is_empty() && self.settings.cors.is_none() { Needs::empty() } else { Needs::RESPONSE_PHASE }
     }
 
     fn on_response(&mut self, request: &Request, response: &Response, context: &Context) {
@@ -91,28 +85,18 @@ fn apply(rules: &Rules, headers: &dyn Headers, request: &Request, context: &Cont
         match var {
             Var::Api => context.api_name(),
             Var::ClientIp => request.client_addr(),
-            _ => identity
-                .get_or_insert_with(|| context.identity())
-                .as_ref()
-                .and_then(field)
-                .unwrap_or_default(),
+            _ => identity.get_or_insert_with(|| context.identity()).as_ref().and_then(field).unwrap_or_default(),
         }
     };
     for Failure { header, error } in rules.apply(headers, &mut value) {
-        log::warn(
-            "cannot change a header",
-            &[("header", header.as_str()), ("error", error.name())],
-        );
+        log::warn("cannot change a header", &[("header", header.as_str()), ("error", error.name())]);
     }
 }
 
 /// Logs a header change the host refused.
 fn report(header: &str, result: Result<(), portico_policy_sdk::HeaderError>) {
     if let Err(error) = result {
-        log::warn(
-            "cannot change a header",
-            &[("header", header), ("error", error.name())],
-        );
+        log::warn("cannot change a header", &[("header", header), ("error", error.name())]);
     }
 }
 

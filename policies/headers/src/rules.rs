@@ -84,16 +84,12 @@ impl Rules {
             let old = name(&format!("{phase}.rename"), &old)?;
             let new = name(&format!("{phase}.rename.{old}"), &new)?;
             if old == new {
-                return Err(format!(
-                    "`{phase}.rename.{old}` renames the header to itself"
-                ));
+                return Err(format!("`{phase}.rename.{old}` renames the header to itself"));
             }
             rules.rename.push((old, new));
         }
         for (index, header) in config.remove.iter().enumerate() {
-            rules
-                .remove
-                .push(name(&format!("{phase}.remove[{index}]"), header)?);
+            rules.remove.push(name(&format!("{phase}.remove[{index}]"), header)?);
         }
         rules.set = templates(&format!("{phase}.set"), config.set)?;
         rules.add = templates(&format!("{phase}.add"), config.add)?;
@@ -102,27 +98,17 @@ impl Rules {
 
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.rename.is_empty()
-            && self.remove.is_empty()
-            && self.set.is_empty()
-            && self.add.is_empty()
+        self.rename.is_empty() && self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
     }
 
     /// Applies the rules to `headers` in the order rename, remove, set, add, filling
     /// placeholders with `value`. Changes the host refuses are skipped and returned.
-    pub fn apply(
-        &self,
-        headers: &dyn Headers,
-        value: &mut dyn FnMut(Var) -> String,
-    ) -> Vec<Failure> {
+    pub fn apply(&self, headers: &dyn Headers, value: &mut dyn FnMut(Var) -> String) -> Vec<Failure> {
         let mut failures = Vec::new();
         let mut check = |header: &str, result: Result<(), HeaderError>| match result {
             Ok(()) => true,
             Err(error) => {
-                failures.push(Failure {
-                    header: header.to_owned(),
-                    error,
-                });
+                failures.push(Failure { header: header.to_owned(), error });
                 false
             }
         };
@@ -155,22 +141,14 @@ impl Rules {
 }
 
 fn name(field: &str, header: &str) -> Result<String, String> {
-    if is_token(header) {
-        Ok(header.to_ascii_lowercase())
-    } else {
-        Err(format!("`{field}`: `{header}` is not a valid header name"))
-    }
+    if is_token(header) { Ok(header.to_ascii_lowercase()) } else { Err(format!("`{field}`: `{header}` is not a valid header name")) }
 }
 
-fn templates(
-    field: &str,
-    values: BTreeMap<String, String>,
-) -> Result<Vec<(String, Template)>, String> {
+fn templates(field: &str, values: BTreeMap<String, String>) -> Result<Vec<(String, Template)>, String> {
     let mut parsed = Vec::with_capacity(values.len());
     for (header, value) in values {
         let header = name(field, &header)?;
-        let template =
-            Template::parse(&value).map_err(|why| format!("`{field}.{header}` {why}"))?;
+        let template = Template::parse(&value).map_err(|why| format!("`{field}.{header}` {why}"))?;
         parsed.push((header, template));
     }
     Ok(parsed)
@@ -193,14 +171,8 @@ mod tests {
 
     impl FakeHeaders {
         fn with(entries: &[(&str, &str)]) -> FakeHeaders {
-            let entries = entries
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect();
-            FakeHeaders {
-                entries: RefCell::new(entries),
-                forbidden: Vec::new(),
-            }
+            let entries = entries.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            FakeHeaders { entries: RefCell::new(entries), forbidden: Vec::new() }
         }
 
         fn list(&self) -> Vec<(String, String)> {
@@ -208,22 +180,13 @@ mod tests {
         }
 
         fn allowed(&self, name: &str) -> Result<(), HeaderError> {
-            if self.forbidden.contains(&name) {
-                Err(HeaderError::Forbidden)
-            } else {
-                Ok(())
-            }
+            if self.forbidden.contains(&name) { Err(HeaderError::Forbidden) } else { Ok(()) }
         }
     }
 
     impl Headers for FakeHeaders {
         fn values(&self, name: &str) -> Vec<String> {
-            self.entries
-                .borrow()
-                .iter()
-                .filter(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-                .collect()
+            self.entries.borrow().iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect()
         }
 
         fn set(&self, name: &str, value: &str) -> Result<(), HeaderError> {
@@ -233,9 +196,7 @@ mod tests {
 
         fn append(&self, name: &str, value: &str) -> Result<(), HeaderError> {
             self.allowed(name)?;
-            self.entries
-                .borrow_mut()
-                .push((name.to_owned(), value.to_owned()));
+            self.entries.borrow_mut().push((name.to_owned(), value.to_owned()));
             Ok(())
         }
 
@@ -251,10 +212,7 @@ mod tests {
     }
 
     fn owned(entries: &[(&str, &str)]) -> Vec<(String, String)> {
-        entries
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        entries.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     fn vars(var: Var) -> String {
@@ -274,10 +232,7 @@ mod tests {
         let failures = rules.apply(&headers, &mut vars);
         assert!(failures.is_empty());
         // The rename happens before the remove, so the renamed header is removed too.
-        assert_eq!(
-            headers.list(),
-            owned(&[("x-app", "app=shop"), ("x-user", ""), ("x-app", "again")])
-        );
+        assert_eq!(headers.list(), owned(&[("x-app", "app=shop"), ("x-user", ""), ("x-app", "again")]));
     }
 
     #[test]
@@ -293,22 +248,15 @@ mod tests {
 
     #[test]
     fn refused_changes_are_reported_and_skipped() {
-        let rules =
-            rules(r#"{"rename": {"x-old": "host"}, "set": {"content-length": "1", "x-a": "a"}}"#);
+        let rules = rules(r#"{"rename": {"x-old": "host"}, "set": {"content-length": "1", "x-a": "a"}}"#);
         let mut headers = FakeHeaders::with(&[("x-old", "1")]);
         headers.forbidden = vec!["host", "content-length"];
         let failures = rules.apply(&headers, &mut vars);
         assert_eq!(
             failures,
             [
-                Failure {
-                    header: "host".to_owned(),
-                    error: HeaderError::Forbidden
-                },
-                Failure {
-                    header: "content-length".to_owned(),
-                    error: HeaderError::Forbidden
-                },
+                Failure { header: "host".to_owned(), error: HeaderError::Forbidden },
+                Failure { header: "content-length".to_owned(), error: HeaderError::Forbidden },
             ]
         );
         assert_eq!(headers.list(), owned(&[("x-old", "1"), ("x-a", "a")]));

@@ -67,9 +67,7 @@ impl Template {
                             Some('}') => break,
                             Some(c) => name.push(c),
                             None => {
-                                return Err(
-                                    "has an unclosed `{` (write `{{` for a brace)".to_owned()
-                                );
+                                return Err("has an unclosed `{` (write `{{` for a brace)".to_owned());
                             }
                         }
                     }
@@ -127,24 +125,14 @@ mod tests {
         assert_eq!(render("plain"), "plain");
         assert_eq!(render(""), "");
         assert_eq!(render("{application}"), "shop");
-        assert_eq!(
-            render("app={application}; ip={client_ip}; user={user}."),
-            "app=shop; ip=203.0.113.7; user=."
-        );
+        assert_eq!(render("app={application}; ip={client_ip}; user={user}."), "app=shop; ip=203.0.113.7; user=.");
         assert_eq!(render("{{application}} {{}}"), "{application} {}");
         assert_eq!(render("é\tx"), "é\tx");
     }
 
     #[test]
     fn every_placeholder_parses() {
-        for name in [
-            "application",
-            "user",
-            "tier",
-            "subscription",
-            "api",
-            "client_ip",
-        ] {
+        for name in ["application", "user", "tier", "subscription", "api", "client_ip"] {
             assert!(Template::parse(&format!("{{{name}}}")).is_ok(), "{name}");
         }
     }
@@ -152,25 +140,10 @@ mod tests {
     #[test]
     fn bad_templates_are_refused() {
         let error = Template::parse("x-{app}").unwrap_err();
-        assert!(
-            error.starts_with("has an unknown placeholder `{app}`"),
-            "{error}"
-        );
-        assert!(
-            Template::parse("{application")
-                .unwrap_err()
-                .contains("unclosed")
-        );
+        assert!(error.starts_with("has an unknown placeholder `{app}`"), "{error}");
+        assert!(Template::parse("{application").unwrap_err().contains("unclosed"));
         assert!(Template::parse("a}").unwrap_err().contains("unmatched"));
-        assert!(
-            Template::parse("a\r\nb")
-                .unwrap_err()
-                .contains("control character")
-        );
-        assert!(
-            Template::parse("{}")
-                .unwrap_err()
-                .contains("unknown placeholder `{}`")
-        );
+        assert!(Template::parse("a\r\nb").unwrap_err().contains("control character"));
+        assert!(Template::parse("{}").unwrap_err().contains("unknown placeholder `{}`"));
     }
 }

@@ -46,10 +46,7 @@ pub struct ApiKeyConfig {
 
 impl Default for ApiKeyConfig {
     fn default() -> Self {
-        ApiKeyConfig {
-            header: default_api_key_header(),
-            query: None,
-        }
+        ApiKeyConfig { header: default_api_key_header(), query: None }
     }
 }
 
@@ -65,9 +62,7 @@ pub struct JwtConfig {
 
 impl Default for JwtConfig {
     fn default() -> Self {
-        JwtConfig {
-            header: default_jwt_header(),
-        }
+        JwtConfig { header: default_jwt_header() }
     }
 }
 
@@ -149,10 +144,7 @@ impl Settings {
                 if api_key.header.is_none() && api_key.query.is_none() {
                     return Err("`api_key`: set `header`, `query` or both".to_owned());
                 }
-                let header = api_key
-                    .header
-                    .map(|name| header_name("api_key.header", name))
-                    .transpose()?;
+                let header = api_key.header.map(|name| header_name("api_key.header", name)).transpose()?;
                 if api_key.query.as_deref() == Some("") {
                     return Err("`api_key.query` must not be empty".to_owned());
                 }
@@ -160,20 +152,13 @@ impl Settings {
             }
             None => (None, None),
         };
-        let jwt_header = config
-            .jwt
-            .map(|jwt| header_name("jwt.header", jwt.header))
-            .transpose()?;
+        let jwt_header = config.jwt.map(|jwt| header_name("jwt.header", jwt.header)).transpose()?;
         if !is_quotable(&config.realm) {
-            return Err(
-                "`realm` must be printable ASCII without `\"` or `\\`, and not empty".to_owned(),
-            );
+            return Err("`realm` must be printable ASCII without `\"` or `\\`, and not empty".to_owned());
         }
         for (index, scope) in config.required_scopes.iter().enumerate() {
             if !is_quotable(scope) || scope.contains(' ') {
-                return Err(format!(
-                    "`required_scopes[{index}]` must be printable ASCII without spaces, `\"` or `\\`"
-                ));
+                return Err(format!("`required_scopes[{index}]` must be printable ASCII without spaces, `\"` or `\\`"));
             }
         }
         Ok(Settings {
@@ -189,19 +174,12 @@ impl Settings {
 }
 
 fn header_name(field: &str, name: String) -> Result<String, String> {
-    if is_token(&name) {
-        Ok(name.to_ascii_lowercase())
-    } else {
-        Err(format!("`{field}`: `{name}` is not a valid header name"))
-    }
+    if is_token(&name) { Ok(name.to_ascii_lowercase()) } else { Err(format!("`{field}`: `{name}` is not a valid header name")) }
 }
 
 /// Whether `text` can go into a quoted-string of a challenge without escaping.
 fn is_quotable(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .bytes()
-            .all(|byte| (b' '..=b'~').contains(&byte) && byte != b'"' && byte != b'\\')
+    !text.is_empty() && text.bytes().all(|byte| (b' '..=b'~').contains(&byte) && byte != b'"' && byte != b'\\')
 }
 
 #[cfg(test)]
@@ -258,36 +236,15 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            (
-                r#"{"api_key": false, "jwt": false}"#,
-                "`api_key` and `jwt` are both false",
-            ),
-            (
-                r#"{"api_key": {"header": null}}"#,
-                "`api_key`: set `header`",
-            ),
-            (
-                r#"{"api_key": {"header": "a b"}}"#,
-                "`api_key.header`: `a b` is not",
-            ),
-            (
-                r#"{"api_key": {"query": ""}}"#,
-                "`api_key.query` must not be empty",
-            ),
+            (r#"{"api_key": false, "jwt": false}"#, "`api_key` and `jwt` are both false"),
+            (r#"{"api_key": {"header": null}}"#, "`api_key`: set `header`"),
+            (r#"{"api_key": {"header": "a b"}}"#, "`api_key.header`: `a b` is not"),
+            (r#"{"api_key": {"query": ""}}"#, "`api_key.query` must not be empty"),
             (r#"{"jwt": {"header": ""}}"#, "`jwt.header`: `` is not"),
             (r#"{"realm": "a\"b"}"#, "`realm` must be"),
-            (
-                r#"{"required_scopes": ["ok", "a b"]}"#,
-                "`required_scopes[1]` must be",
-            ),
-            (
-                r#"{"api_key": {"headr": "x"}}"#,
-                "config field `api_key.headr`: unknown field",
-            ),
-            (
-                r#"{"jwt": "yes"}"#,
-                "config field `jwt`: invalid type: string",
-            ),
+            (r#"{"required_scopes": ["ok", "a b"]}"#, "`required_scopes[1]` must be"),
+            (r#"{"api_key": {"headr": "x"}}"#, "config field `api_key.headr`: unknown field"),
+            (r#"{"jwt": "yes"}"#, "config field `jwt`: invalid type: string"),
             (r#"{"realms": "x"}"#, "config field `realms`: unknown field"),
         ];
         for (json, expected) in cases {

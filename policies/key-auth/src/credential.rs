@@ -104,18 +104,12 @@ fn percent_decode(text: &str) -> String {
 }
 
 fn hex(digit: u8) -> Option<u8> {
-    char::from(digit)
-        .to_digit(16)
-        .and_then(|value| u8::try_from(value).ok())
+    char::from(digit).to_digit(16).and_then(|value| u8::try_from(value).ok())
 }
 
 /// The required scopes that `granted` lacks, in the configured order.
 pub fn missing_scopes(required: &[String], granted: &[String]) -> Vec<String> {
-    required
-        .iter()
-        .filter(|scope| !granted.contains(scope))
-        .cloned()
-        .collect()
+    required.iter().filter(|scope| !granted.contains(scope)).cloned().collect()
 }
 
 /// A short, loggable name for why the host refused a credential.
@@ -135,31 +129,19 @@ pub fn reason(error: &KeyError) -> &'static str {
 pub fn refusal_response(settings: &Settings, refusal: &Refusal) -> ImmediateResponse {
     let realm = &settings.realm;
     match refusal {
-        Refusal::Missing => problem(401, "Unauthorized", &missing_detail(settings))
-            .header("www-authenticate", format!("Bearer realm=\"{realm}\"")),
-        Refusal::Rejected(method, error) => {
-            problem(401, "Unauthorized", &rejected_detail(*method, error)).header(
-                "www-authenticate",
-                format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),
-            )
+        Refusal::Missing => {
+            problem(401, "Unauthorized", &missing_detail(settings)).header("www-authenticate", format!("Bearer realm=\"{realm}\""))
         }
-        Refusal::NotSubscribed => problem(
-            403,
-            "Forbidden",
-            "The application is not subscribed to this API (or its subscription is not active).",
-        ),
+        Refusal::Rejected(method, error) => problem(401, "Unauthorized", &rejected_detail(*method, error))
+            .header("www-authenticate", format!("Bearer realm=\"{realm}\", error=\"invalid_token\"")),
+        Refusal::NotSubscribed => {
+            problem(403, "Forbidden", "The application is not subscribed to this API (or its subscription is not active).")
+        }
         Refusal::InsufficientScope(missing) => {
-            let detail = format!(
-                "The credential lacks the required scope(s): {}.",
-                missing.join(", ")
-            );
+            let detail = format!("The credential lacks the required scope(s): {}.", missing.join(", "));
             let scope = settings.required_scopes.join(" ");
-            problem(403, "Forbidden", &detail).header(
-                "www-authenticate",
-                format!(
-                    "Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{scope}\""
-                ),
-            )
+            problem(403, "Forbidden", &detail)
+                .header("www-authenticate", format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{scope}\""))
         }
     }
 }
@@ -199,10 +181,7 @@ fn rejected_detail(method: Method, error: &KeyError) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{
-        Method, Refusal, bearer_token, jwt_in_header, missing_scopes, percent_decode,
-        query_without, refusal_response,
-    };
+    use super::{Method, Refusal, bearer_token, jwt_in_header, missing_scopes, percent_decode, query_without, refusal_response};
     use crate::config::{Config, Settings};
     use portico_policy_sdk::keys::KeyError;
     use portico_policy_sdk::parse_config;
@@ -212,12 +191,7 @@ mod tests {
     }
 
     fn header<'a>(response: &'a portico_policy_sdk::ImmediateResponse, name: &str) -> &'a str {
-        response
-            .headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-            .unwrap()
+        response.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str()).unwrap()
     }
 
     fn detail(response: &portico_policy_sdk::ImmediateResponse) -> String {
@@ -247,19 +221,10 @@ mod tests {
 
     #[test]
     fn query_parameter_removal() {
-        assert_eq!(
-            query_without("a=1&apikey=s3cr3t&b=2", "apikey").as_deref(),
-            Some("a=1&b=2")
-        );
+        assert_eq!(query_without("a=1&apikey=s3cr3t&b=2", "apikey").as_deref(), Some("a=1&b=2"));
         assert_eq!(query_without("apikey=s3cr3t", "apikey"), None);
-        assert_eq!(
-            query_without("api%6Bey=x&apikey&c", "apikey").as_deref(),
-            Some("c")
-        );
-        assert_eq!(
-            query_without("apikeys=1&&x=%ZZ", "apikey").as_deref(),
-            Some("apikeys=1&x=%ZZ")
-        );
+        assert_eq!(query_without("api%6Bey=x&apikey&c", "apikey").as_deref(), Some("c"));
+        assert_eq!(query_without("apikeys=1&&x=%ZZ", "apikey").as_deref(), Some("apikeys=1&x=%ZZ"));
         assert_eq!(query_without("", "apikey"), None);
     }
 
@@ -285,27 +250,15 @@ mod tests {
     fn missing_credentials_list_the_accepted_places() {
         let response = refusal_response(&settings("{}"), &Refusal::Missing);
         assert_eq!(response.status, 401);
-        assert_eq!(
-            header(&response, "www-authenticate"),
-            "Bearer realm=\"portico\""
-        );
-        assert_eq!(
-            header(&response, "content-type"),
-            "application/problem+json"
-        );
+        assert_eq!(header(&response, "www-authenticate"), "Bearer realm=\"portico\"");
+        assert_eq!(header(&response, "content-type"), "application/problem+json");
         assert_eq!(
             detail(&response),
             "No credentials were sent; send an API key in the `apikey` header, or a Bearer \
              token in the `authorization` header."
         );
-        let response = refusal_response(
-            &settings(r#"{"api_key": {"query": "k"}, "jwt": false, "realm": "pets"}"#),
-            &Refusal::Missing,
-        );
-        assert_eq!(
-            header(&response, "www-authenticate"),
-            "Bearer realm=\"pets\""
-        );
+        let response = refusal_response(&settings(r#"{"api_key": {"query": "k"}, "jwt": false, "realm": "pets"}"#), &Refusal::Missing);
+        assert_eq!(header(&response, "www-authenticate"), "Bearer realm=\"pets\"");
         assert_eq!(
             detail(&response),
             "No credentials were sent; send an API key in the `apikey` header or the `k` query \
@@ -317,50 +270,23 @@ mod tests {
     fn rejected_credentials_are_invalid_tokens() {
         let settings = settings("{}");
         let cases = [
-            (
-                Method::ApiKey,
-                KeyError::Unknown,
-                "The API key is not valid.",
-            ),
-            (
-                Method::Jwt,
-                KeyError::Unknown,
-                "The token is not a well-formed JWT.",
-            ),
-            (
-                Method::Jwt,
-                KeyError::BadSignature("alg".to_owned()),
-                "The token's signature does not verify.",
-            ),
+            (Method::ApiKey, KeyError::Unknown, "The API key is not valid."),
+            (Method::Jwt, KeyError::Unknown, "The token is not a well-formed JWT."),
+            (Method::Jwt, KeyError::BadSignature("alg".to_owned()), "The token's signature does not verify."),
             (Method::Jwt, KeyError::Expired, "The token has expired."),
-            (
-                Method::ApiKey,
-                KeyError::Expired,
-                "The API key has expired.",
-            ),
-            (
-                Method::Jwt,
-                KeyError::NotYetValid,
-                "The token is not valid yet.",
-            ),
+            (Method::ApiKey, KeyError::Expired, "The API key has expired."),
+            (Method::Jwt, KeyError::NotYetValid, "The token is not valid yet."),
             (
                 Method::Jwt,
                 KeyError::InvalidClaims("aud does not match".to_owned()),
                 "The token's claims are not accepted: aud does not match.",
             ),
-            (
-                Method::ApiKey,
-                KeyError::Revoked,
-                "The API key has been revoked.",
-            ),
+            (Method::ApiKey, KeyError::Revoked, "The API key has been revoked."),
         ];
         for (method, error, expected) in cases {
             let response = refusal_response(&settings, &Refusal::Rejected(method, error));
             assert_eq!(response.status, 401);
-            assert_eq!(
-                header(&response, "www-authenticate"),
-                "Bearer realm=\"portico\", error=\"invalid_token\""
-            );
+            assert_eq!(header(&response, "www-authenticate"), "Bearer realm=\"portico\", error=\"invalid_token\"");
             assert_eq!(detail(&response), expected);
         }
     }
@@ -371,13 +297,7 @@ mod tests {
         let refusal = Refusal::InsufficientScope(vec!["write".to_owned()]);
         let response = refusal_response(&settings, &refusal);
         assert_eq!(response.status, 403);
-        assert_eq!(
-            header(&response, "www-authenticate"),
-            "Bearer realm=\"portico\", error=\"insufficient_scope\", scope=\"read write\""
-        );
-        assert_eq!(
-            detail(&response),
-            "The credential lacks the required scope(s): write."
-        );
+        assert_eq!(header(&response, "www-authenticate"), "Bearer realm=\"portico\", error=\"insufficient_scope\", scope=\"read write\"");
+        assert_eq!(detail(&response), "The credential lacks the required scope(s): write.");
     }
 }

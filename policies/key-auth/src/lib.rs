@@ -9,9 +9,7 @@ use portico_policy_sdk::keys::{self, KeyError};
 use portico_policy_sdk::{Context, Decision, Identity, Needs, Policy, Request, log};
 
 use crate::config::{Config, Settings};
-use crate::credential::{
-    Method, Refusal, jwt_in_header, missing_scopes, query_without, reason, refusal_response,
-};
+use crate::credential::{Method, Refusal, jwt_in_header, missing_scopes, query_without, reason, refusal_response};
 
 /// Where the credential of a request was found, so that it can be hidden afterwards.
 enum Place {
@@ -39,21 +37,13 @@ impl KeyAuth {
             && let Some(value) = non_empty(request.header(header))
         {
             let place = Place::Header(header.clone());
-            return Some(Credential {
-                method: Method::ApiKey,
-                value,
-                place,
-            });
+            return Some(Credential { method: Method::ApiKey, value, place });
         }
         if let Some(name) = &settings.api_key_query
             && let Some(value) = non_empty(request.query_param(name))
         {
             let place = Place::Query(name.clone());
-            return Some(Credential {
-                method: Method::ApiKey,
-                value,
-                place,
-            });
+            return Some(Credential { method: Method::ApiKey, value, place });
         }
         if let Some(header) = &settings.jwt_header
             && let Some(value) = request.header(header)
@@ -61,11 +51,7 @@ impl KeyAuth {
         {
             let place = Place::Header(header.clone());
             let value = token.to_owned();
-            return Some(Credential {
-                method: Method::Jwt,
-                value,
-                place,
-            });
+            return Some(Credential { method: Method::Jwt, value, place });
         }
         None
     }
@@ -95,9 +81,7 @@ impl Policy for KeyAuth {
     type Config = Config;
 
     fn new(config: Config) -> Result<Self, String> {
-        Ok(KeyAuth {
-            settings: Settings::from_config(config)?,
-        })
+        Ok(KeyAuth { settings: Settings::from_config(config)? })
     }
 
     fn needs(&self) -> Needs {
@@ -122,10 +106,7 @@ fn hide(request: &Request, place: &Place) {
     match place {
         Place::Header(name) => {
             if let Err(error) = request.remove_header(name) {
-                log::warn(
-                    "cannot remove the credential header",
-                    &[("header", name.as_str()), ("error", error.name())],
-                );
+                log::warn("cannot remove the credential header", &[("header", name.as_str()), ("error", error.name())]);
             }
         }
         Place::Query(name) => {
@@ -145,9 +126,7 @@ fn log_rejection(method: Method, error: &KeyError) {
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {
-    value
-        .map(|value| value.trim().to_owned())
-        .filter(|value| !value.is_empty())
+    value.map(|value| value.trim().to_owned()).filter(|value| !value.is_empty())
 }
 
 portico_policy_sdk::export_policy!(KeyAuth);

@@ -168,21 +168,13 @@ impl Settings {
             Some(text) => KeyBy::parse(&text)?,
             None => KeyBy::Application,
         };
-        Ok(Settings {
-            limits,
-            tiers,
-            key_by,
-            scope: config.scope,
-            cost: config.cost,
-            tier_source: config.tier_source,
-        })
+        Ok(Settings { limits, tiers, key_by, scope: config.scope, cost: config.cost, tier_source: config.tier_source })
     }
 
     /// The limits for a caller of `tier`: the tier's own, else the default ones. Empty means
     /// unlimited.
     pub fn limits_for(&self, tier: Option<&str>) -> &[Limit] {
-        tier.and_then(|tier| self.tiers.get(tier))
-            .unwrap_or(&self.limits)
+        tier.and_then(|tier| self.tiers.get(tier)).unwrap_or(&self.limits)
     }
 }
 
@@ -206,11 +198,7 @@ fn limit_list(field: &str, list: Vec<LimitConfig>, cost: u64) -> Result<Vec<Limi
                 limit.per
             )
         })?;
-        limits.push(Limit {
-            requests: limit.requests,
-            window_ms,
-            per: limit.per,
-        });
+        limits.push(Limit { requests: limit.requests, window_ms, per: limit.per });
     }
     limits.sort_by_key(|limit| limit.window_ms);
     Ok(limits)
@@ -243,11 +231,7 @@ mod tests {
     }
 
     fn limit(requests: u64, per: &str) -> Limit {
-        Limit {
-            requests,
-            window_ms: parse_window(per).unwrap(),
-            per: per.to_owned(),
-        }
+        Limit { requests, window_ms: parse_window(per).unwrap(), per: per.to_owned() }
     }
 
     #[test]
@@ -258,18 +242,7 @@ mod tests {
         assert_eq!(parse_window("1m"), Some(60_000));
         assert_eq!(parse_window("2h"), Some(7_200_000));
         assert_eq!(parse_window("1d"), Some(86_400_000));
-        for bad in [
-            "",
-            "1",
-            "s",
-            "0s",
-            "1 s",
-            "-1s",
-            "1.5s",
-            "1S",
-            "1sec",
-            "99999999999999999999d",
-        ] {
+        for bad in ["", "1", "s", "0s", "1 s", "-1s", "1.5s", "1S", "1sec", "99999999999999999999d"] {
             assert_eq!(parse_window(bad), None, "{bad}");
         }
     }
@@ -335,46 +308,16 @@ mod tests {
         let cases = [
             ("{}", "set `limits`, `tiers` or both"),
             (r#"{"limits": [], "cost": 0}"#, "`cost` must be at least 1"),
-            (
-                r#"{"limits": [{"requests": 0, "per": "1s"}]}"#,
-                "`limits[0].requests` must be",
-            ),
-            (
-                r#"{"limits": [{"requests": 1, "per": "1s"}, {"requests": 1, "per": "1y"}]}"#,
-                "`limits[1].per`: `1y` is not",
-            ),
-            (
-                r#"{"tiers": {"Gold": [{"requests": 1, "per": "x"}]}}"#,
-                "`tiers.Gold[0].per`: `x` is not",
-            ),
-            (
-                r#"{"limits": [{"requests": 2, "per": "1s"}], "cost": 3}"#,
-                "`cost` (3) is more than `limits[0].requests` (2)",
-            ),
-            (
-                r#"{"limits": [], "key_by": "app"}"#,
-                "`key_by`: `app` is not one of",
-            ),
-            (
-                r#"{"limits": [], "key_by": "header:"}"#,
-                "`key_by`: `` is not a valid header name",
-            ),
-            (
-                r#"{"limits": [], "scope": "world"}"#,
-                "config field `scope`: unknown variant `world`",
-            ),
-            (
-                r#"{"limits": [{"requests": 1}]}"#,
-                "config field `limits[0]`: missing field `per`",
-            ),
-            (
-                r#"{"limits": [{"requests": 1, "per": "1s", "burst": 2}]}"#,
-                "config field `limits[0].burst`: unknown field",
-            ),
-            (
-                r#"{"limits": [{"requests": -1, "per": "1s"}]}"#,
-                "config field `limits[0].requests`: invalid value",
-            ),
+            (r#"{"limits": [{"requests": 0, "per": "1s"}]}"#, "`limits[0].requests` must be"),
+            (r#"{"limits": [{"requests": 1, "per": "1s"}, {"requests": 1, "per": "1y"}]}"#, "`limits[1].per`: `1y` is not"),
+            (r#"{"tiers": {"Gold": [{"requests": 1, "per": "x"}]}}"#, "`tiers.Gold[0].per`: `x` is not"),
+            (r#"{"limits": [{"requests": 2, "per": "1s"}], "cost": 3}"#, "`cost` (3) is more than `limits[0].requests` (2)"),
+            (r#"{"limits": [], "key_by": "app"}"#, "`key_by`: `app` is not one of"),
+            (r#"{"limits": [], "key_by": "header:"}"#, "`key_by`: `` is not a valid header name"),
+            (r#"{"limits": [], "scope": "world"}"#, "config field `scope`: unknown variant `world`"),
+            (r#"{"limits": [{"requests": 1}]}"#, "config field `limits[0]`: missing field `per`"),
+            (r#"{"limits": [{"requests": 1, "per": "1s", "burst": 2}]}"#, "config field `limits[0].burst`: unknown field"),
+            (r#"{"limits": [{"requests": -1, "per": "1s"}]}"#, "config field `limits[0].requests`: invalid value"),
         ];
         for (json, expected) in cases {
             let error = settings(json).unwrap_err();
@@ -392,8 +335,7 @@ mod tier_source_tests {
     fn tier_source_defaults_to_the_identity() {
         let settings = Settings::from_config(parse_config::<Config>(r#"{"limits": []}"#).unwrap()).unwrap();
         assert_eq!(settings.tier_source, TierSource::Identity);
-        let settings =
-            Settings::from_config(parse_config::<Config>(r#"{"tiers": {}, "tier_source": "application"}"#).unwrap()).unwrap();
+        let settings = Settings::from_config(parse_config::<Config>(r#"{"tiers": {}, "tier_source": "application"}"#).unwrap()).unwrap();
         assert_eq!(settings.tier_source, TierSource::Application);
         let error = parse_config::<Config>(r#"{"limits": [], "tier_source": "moon"}"#).unwrap_err();
         assert!(error.contains("tier_source"), "{error}");

@@ -11,9 +11,7 @@ use portico_policy_sdk::counters::hit;
 use portico_policy_sdk::{Context, Decision, Needs, Policy, Request, log};
 
 use crate::config::{Config, KeyBy, Settings, TierSource};
-use crate::quota::{
-    QUOTA_ATTRIBUTE, Quota, counter_key, identity_caller, refusal_response, scope_key, tighter,
-};
+use crate::quota::{QUOTA_ATTRIBUTE, Quota, counter_key, identity_caller, refusal_response, scope_key, tighter};
 
 /// The throttle policy.
 struct Throttle {
@@ -22,22 +20,12 @@ struct Throttle {
 
 impl Throttle {
     /// The caller part of the counter keys for this request.
-    fn caller(
-        &self,
-        request: &Request,
-        context: &Context,
-        identity: Option<&portico_policy_sdk::Identity>,
-    ) -> String {
+    fn caller(&self, request: &Request, context: &Context, identity: Option<&portico_policy_sdk::Identity>) -> String {
         let ip = || format!("ip:{}", request.client_addr());
         match &self.settings.key_by {
             KeyBy::Ip => ip(),
             KeyBy::Api => format!("api:{}@{}", context.api_name(), context.api_version()),
-            KeyBy::Operation => format!(
-                "op:{}@{} {}",
-                context.api_name(),
-                context.api_version(),
-                context.operation()
-            ),
+            KeyBy::Operation => format!("op:{}@{} {}", context.api_name(), context.api_version(), context.operation()),
             KeyBy::Header(name) => match request.header(name) {
                 Some(value) => format!("header:{name}={value}"),
                 None => ip(),
@@ -51,9 +39,7 @@ impl Policy for Throttle {
     type Config = Config;
 
     fn new(config: Config) -> Result<Self, String> {
-        Ok(Throttle {
-            settings: Settings::from_config(config)?,
-        })
+        Ok(Throttle { settings: Settings::from_config(config)? })
     }
 
     fn on_request(&mut self, request: &Request, context: &Context) -> Decision {
@@ -70,11 +56,7 @@ impl Policy for Throttle {
         if limits.is_empty() {
             return Decision::Continue;
         }
-        let scope = scope_key(
-            self.settings.scope,
-            || (context.api_name(), context.api_version()),
-            || context.operation(),
-        );
+        let scope = scope_key(self.settings.scope, || (context.api_name(), context.api_version()), || context.operation());
         let caller = self.caller(request, context, identity.as_ref());
         let mut tightest: Option<Quota> = None;
         for limit in limits {
@@ -90,9 +72,7 @@ impl Policy for Throttle {
         }
         if let Some(ours) = tightest {
             // Another throttle earlier in the chain may have left a tighter quota.
-            let earlier = context
-                .get(QUOTA_ATTRIBUTE)
-                .and_then(|value| Quota::from_attribute(&value));
+            let earlier = context.get(QUOTA_ATTRIBUTE).and_then(|value| Quota::from_attribute(&value));
             let quota = tighter(earlier, ours);
             if Some(quota) != earlier {
                 report(context, quota);
@@ -111,10 +91,7 @@ fn report(context: &Context, quota: Quota) {
     context.set(QUOTA_ATTRIBUTE, &quota.attribute());
     for (name, value) in quota.headers() {
         if let Err(error) = context.set_response_header(name, &value) {
-            log::warn(
-                "cannot set a rate-limit header",
-                &[("header", name), ("error", error.name())],
-            );
+            log::warn("cannot set a rate-limit header", &[("header", name), ("error", error.name())]);
         }
     }
 }

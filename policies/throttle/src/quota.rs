@@ -12,11 +12,7 @@ pub const QUOTA_ATTRIBUTE: &str = "throttle.quota";
 
 /// The part of a counter key that says where counters are shared. The API and the
 /// operation are asked for only when the scope needs them: each is a host call.
-pub fn scope_key(
-    scope: Scope,
-    api: impl FnOnce() -> (String, String),
-    operation: impl FnOnce() -> String,
-) -> String {
+pub fn scope_key(scope: Scope, api: impl FnOnce() -> (String, String), operation: impl FnOnce() -> String) -> String {
     match scope {
         Scope::Api => {
             let (api, version) = api();
@@ -47,10 +43,7 @@ pub fn identity_caller(key_by: &KeyBy, identity: Option<&Identity>) -> Option<St
 /// The counter key of one limit. The caller comes last: everything before it is from the
 /// configuration and the route, so a caller-chosen value cannot imitate another key.
 pub fn counter_key(scope: &str, limit: &Limit, caller: &str) -> String {
-    format!(
-        "throttle|{scope}|{}/{}ms|{caller}",
-        limit.requests, limit.window_ms
-    )
+    format!("throttle|{scope}|{}/{}ms|{caller}", limit.requests, limit.window_ms)
 }
 
 /// Whole seconds, rounded up.
@@ -72,22 +65,14 @@ pub struct Quota {
 impl Quota {
     /// The quota left after an allowed hit.
     pub fn from_hit(hit: &HitResult) -> Quota {
-        Quota {
-            limit: hit.limit,
-            remaining: hit.remaining,
-            reset: seconds(hit.reset_ms),
-        }
+        Quota { limit: hit.limit, remaining: hit.remaining, reset: seconds(hit.reset_ms) }
     }
 
     /// The quota in a [`QUOTA_ATTRIBUTE`] value made by [`Quota::attribute`], if it is
     /// well formed.
     pub fn from_attribute(value: &str) -> Option<Quota> {
         let mut numbers = value.split(' ').map(|n| n.parse().ok());
-        let quota = Quota {
-            limit: numbers.next()??,
-            remaining: numbers.next()??,
-            reset: numbers.next()??,
-        };
+        let quota = Quota { limit: numbers.next()??, remaining: numbers.next()??, reset: numbers.next()?? };
         numbers.next().is_none().then_some(quota)
     }
 
@@ -117,10 +102,7 @@ pub fn tighter(current: Option<Quota>, candidate: Quota) -> Quota {
 /// The 429 answer to a hit that `limit` refused.
 pub fn refusal_response(limit: &Limit, hit: &HitResult) -> ImmediateResponse {
     let retry_after = seconds(hit.retry_after_ms).max(1);
-    let detail = format!(
-        "The rate limit of {} requests per {} is used up; retry in {retry_after} s.",
-        limit.requests, limit.per
-    );
+    let detail = format!("The rate limit of {} requests per {} is used up; retry in {retry_after} s.", limit.requests, limit.per);
     problem(429, "Too Many Requests", &detail)
         .header("retry-after", retry_after.to_string())
         .header("ratelimit-limit", hit.limit.to_string())
@@ -130,9 +112,7 @@ pub fn refusal_response(limit: &Limit, hit: &HitResult) -> ImmediateResponse {
 
 #[cfg(test)]
 mod tests {
-    use super::{
-        Quota, counter_key, identity_caller, refusal_response, scope_key, seconds, tighter,
-    };
+    use super::{Quota, counter_key, identity_caller, refusal_response, scope_key, seconds, tighter};
     use crate::config::{KeyBy, Limit, Scope};
     use portico_policy_sdk::Identity;
     use portico_policy_sdk::counters::HitResult;
@@ -149,13 +129,7 @@ mod tests {
     }
 
     fn hit(allowed: bool, remaining: u64, reset_ms: u64, retry_after_ms: u64) -> HitResult {
-        HitResult {
-            allowed,
-            limit: 100,
-            remaining,
-            reset_ms,
-            retry_after_ms,
-        }
+        HitResult { allowed, limit: 100, remaining, reset_ms, retry_after_ms }
     }
 
     #[test]
@@ -163,14 +137,8 @@ mod tests {
         let api = || ("pets".to_owned(), "v1".to_owned());
         let operation = || "GET /pets".to_owned();
         assert_eq!(scope_key(Scope::Api, api, || unreachable!()), "api:pets@v1");
-        assert_eq!(
-            scope_key(Scope::Operation, api, operation),
-            "op:pets@v1 GET /pets"
-        );
-        assert_eq!(
-            scope_key(Scope::Global, || unreachable!(), || unreachable!()),
-            "global"
-        );
+        assert_eq!(scope_key(Scope::Operation, api, operation), "op:pets@v1 GET /pets");
+        assert_eq!(scope_key(Scope::Global, || unreachable!(), || unreachable!()), "global");
     }
 
     #[test]
@@ -187,16 +155,8 @@ mod tests {
 
     #[test]
     fn keys_differ_per_limit() {
-        let second = Limit {
-            requests: 10,
-            window_ms: 1_000,
-            per: "1s".to_owned(),
-        };
-        let minute = Limit {
-            requests: 10,
-            window_ms: 60_000,
-            per: "1m".to_owned(),
-        };
+        let second = Limit { requests: 10, window_ms: 1_000, per: "1s".to_owned() };
+        let minute = Limit { requests: 10, window_ms: 60_000, per: "1m".to_owned() };
         let first = counter_key("api:pets@v1", &second, "app:shop");
         assert_eq!(first, "throttle|api:pets@v1|10/1000ms|app:shop");
         assert_ne!(first, counter_key("api:pets@v1", &minute, "app:shop"));
@@ -215,14 +175,7 @@ mod tests {
     #[test]
     fn quota_round_trips_through_attributes() {
         let quota = Quota::from_hit(&hit(true, 7, 1_500, 0));
-        assert_eq!(
-            quota,
-            Quota {
-                limit: 100,
-                remaining: 7,
-                reset: 2
-            }
-        );
+        assert_eq!(quota, Quota { limit: 100, remaining: 7, reset: 2 });
         assert_eq!(quota.attribute(), "100 7 2");
         assert_eq!(Quota::from_attribute(&quota.attribute()), Some(quota));
         for bad in ["", "x", "100 7", "100 7 2 1", "100 -7 2", "100  7 2"] {
@@ -236,16 +189,8 @@ mod tests {
 
     #[test]
     fn the_tightest_quota_wins() {
-        let loose = Quota {
-            limit: 100,
-            remaining: 50,
-            reset: 60,
-        };
-        let tight = Quota {
-            limit: 10,
-            remaining: 2,
-            reset: 1,
-        };
+        let loose = Quota { limit: 100, remaining: 50, reset: 60 };
+        let tight = Quota { limit: 10, remaining: 2, reset: 1 };
         assert_eq!(tighter(None, loose), loose);
         assert_eq!(tighter(Some(loose), tight), tight);
         assert_eq!(tighter(Some(tight), loose), tight);
@@ -253,38 +198,18 @@ mod tests {
 
     #[test]
     fn refusals_are_429_with_rate_limit_headers() {
-        let limit = Limit {
-            requests: 100,
-            window_ms: 60_000,
-            per: "1m".to_owned(),
-        };
+        let limit = Limit { requests: 100, window_ms: 60_000, per: "1m".to_owned() };
         let response = refusal_response(&limit, &hit(false, 0, 42_001, 1_200));
         assert_eq!(response.status, 429);
-        let header = |name: &str| {
-            response
-                .headers
-                .iter()
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| value.clone())
-        };
+        let header = |name: &str| response.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
         assert_eq!(header("retry-after").as_deref(), Some("2"));
         assert_eq!(header("ratelimit-limit").as_deref(), Some("100"));
         assert_eq!(header("ratelimit-remaining").as_deref(), Some("0"));
         assert_eq!(header("ratelimit-reset").as_deref(), Some("43"));
-        assert_eq!(
-            header("content-type").as_deref(),
-            Some("application/problem+json")
-        );
+        assert_eq!(header("content-type").as_deref(), Some("application/problem+json"));
         let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
-        assert_eq!(
-            body["detail"],
-            "The rate limit of 100 requests per 1m is used up; retry in 2 s."
-        );
+        assert_eq!(body["detail"], "The rate limit of 100 requests per 1m is used up; retry in 2 s.");
         let response = refusal_response(&limit, &hit(false, 0, 0, 0));
-        assert!(
-            response
-                .headers
-                .contains(&("retry-after".to_owned(), "1".to_owned()))
-        );
+        assert!(response.headers.contains(&("retry-after".to_owned(), "1".to_owned())));
     }
 }

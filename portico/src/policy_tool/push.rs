@@ -70,9 +70,15 @@ pub fn push(push: &Push) -> anyhow::Result<serde_json::Value> {
             None => {
                 let user = push.user.as_deref().context("give --token, or --user with PORTICO_PASSWORD")?;
                 let password = push.password.as_deref().context("set PORTICO_PASSWORD to log in")?;
-                let session = send(&client, Method::POST, &format!("{base}/api/v1/auth/login"), None, serde_json::json!({"username": user, "password": password}))
-                    .await
-                    .context("logging in")?;
+                let session = send(
+                    &client,
+                    Method::POST,
+                    &format!("{base}/api/v1/auth/login"),
+                    None,
+                    serde_json::json!({"username": user, "password": password}),
+                )
+                .await
+                .context("logging in")?;
                 session["token"].as_str().context("the login answer has no token")?.to_owned()
             }
         };
@@ -80,7 +86,13 @@ pub fn push(push: &Push) -> anyhow::Result<serde_json::Value> {
     })
 }
 
-async fn send(client: &Client<HttpConnector, Full<Bytes>>, method: Method, url: &str, token: Option<&str>, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    method: Method,
+    url: &str,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
     let mut request = Request::builder().method(method).uri(url).header(header::CONTENT_TYPE, "application/json");
     if let Some(token) = token {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
@@ -89,7 +101,8 @@ async fn send(client: &Client<HttpConnector, Full<Bytes>>, method: Method, url: 
     let response = client.request(request).await.with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
     let bytes = response.into_body().collect().await.context("reading the answer")?.to_bytes();
-    let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    let answer: serde_json::Value =
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     if !status.is_success() {
         let detail = answer["detail"].as_str().map(str::to_owned).unwrap_or_else(|| answer.to_string());
         match answer["field"].as_str() {

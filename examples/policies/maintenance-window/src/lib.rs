@@ -61,8 +61,7 @@ impl Policy for MaintenanceWindow {
         let mut windows = Vec::new();
         for (i, window) in config.windows.iter().enumerate() {
             windows.extend(
-                Window::parse(&window.days, &window.from, &window.to)
-                    .map_err(|why| format!("config field `windows[{i}]`: {why}"))?,
+                Window::parse(&window.days, &window.from, &window.to).map_err(|why| format!("config field `windows[{i}]`: {why}"))?,
             );
         }
         Ok(MaintenanceWindow {
@@ -81,25 +80,14 @@ impl Policy for MaintenanceWindow {
     fn on_request(&mut self, _request: &Request, context: &Context) -> Decision {
         let now = clock::now_ms();
         if let Some(ends_in) = self.windows.iter().filter_map(|w| w.remaining(now)).max() {
-            let bypass = self.bypass_scope.as_ref().is_some_and(|scope| {
-                context
-                    .identity()
-                    .is_some_and(|id| id.scopes.contains(scope))
-            });
+            let bypass = self.bypass_scope.as_ref().is_some_and(|scope| context.identity().is_some_and(|id| id.scopes.contains(scope)));
             if !bypass {
                 let retry_after = ends_in.div_ceil(1000).to_string();
-                return problem(503, "Service Unavailable", &self.message)
-                    .header("retry-after", retry_after)
-                    .into();
+                return problem(503, "Service Unavailable", &self.message).header("retry-after", retry_after).into();
             }
         }
         if self.notice_ms > 0
-            && let Some(starts_in) = self
-                .windows
-                .iter()
-                .map(|w| w.until_start(now))
-                .filter(|&ms| ms <= self.notice_ms)
-                .min()
+            && let Some(starts_in) = self.windows.iter().map(|w| w.until_start(now)).filter(|&ms| ms <= self.notice_ms).min()
         {
             // A failure here only loses the announcement.
             let _ = context.set_response_header("x-maintenance-at", &rfc3339(now + starts_in));

@@ -20,11 +20,7 @@ impl Window {
     pub fn parse(days: &[String], from: &str, to: &str) -> Result<Vec<Window>, String> {
         let from = time_of_day(from).ok_or_else(|| format!("`from`: {from:?} is not HH:MM"))?;
         let to = time_of_day(to).ok_or_else(|| format!("`to`: {to:?} is not HH:MM"))?;
-        let length = if to > from {
-            to - from
-        } else {
-            to + DAY_MS - from
-        };
+        let length = if to > from { to - from } else { to + DAY_MS - from };
         if days.is_empty() {
             return Err("`days`: at least one day".to_owned());
         }
@@ -34,10 +30,7 @@ impl Window {
                     .iter()
                     .position(|d| d.eq_ignore_ascii_case(day))
                     .ok_or_else(|| format!("`days`: {day:?} is not one of {}", DAYS.join(", ")))?;
-                Ok(Window {
-                    start: index as u64 * DAY_MS + from,
-                    length,
-                })
+                Ok(Window { start: index as u64 * DAY_MS + from, length })
             })
             .collect()
     }
@@ -69,12 +62,7 @@ pub fn rfc3339(ms: u64) -> String {
     let days = ms / DAY_MS;
     let seconds = (ms % DAY_MS) / 1000;
     let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", seconds / 3600, seconds / 60 % 60, seconds % 60)
 }
 
 /// The proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
@@ -113,24 +101,13 @@ mod tests {
         assert_eq!(window.until_start(SATURDAY), 2 * 3_600_000);
         let overnight = Window::parse(&["sun".to_owned()], "23:00", "01:00").unwrap()[0];
         // Monday 00:30 is inside Sunday's window, across the end of the week.
-        assert_eq!(
-            overnight.remaining(SATURDAY + 2 * DAY_MS + 30 * MINUTE_MS),
-            Some(30 * MINUTE_MS)
-        );
+        assert_eq!(overnight.remaining(SATURDAY + 2 * DAY_MS + 30 * MINUTE_MS), Some(30 * MINUTE_MS));
     }
 
     #[test]
     fn bad_windows_are_refused() {
-        assert!(
-            Window::parse(&["someday".to_owned()], "02:00", "04:00")
-                .unwrap_err()
-                .contains("someday")
-        );
-        assert!(
-            Window::parse(&["mon".to_owned()], "2:00", "04:00")
-                .unwrap_err()
-                .contains("`from`")
-        );
+        assert!(Window::parse(&["someday".to_owned()], "02:00", "04:00").unwrap_err().contains("someday"));
+        assert!(Window::parse(&["mon".to_owned()], "2:00", "04:00").unwrap_err().contains("`from`"));
         assert!(Window::parse(&[], "02:00", "04:00").is_err());
     }
 }

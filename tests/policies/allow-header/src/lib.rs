@@ -21,11 +21,7 @@ impl Policy for AllowHeader {
     }
 
     fn on_request(&mut self, request: &Request, _context: &Context) -> Decision {
-        if request.header("x-allow").as_deref() == Some("yes") {
-            Decision::Continue
-        } else {
-            ImmediateResponse::new(403).into()
-        }
+        if request.header("x-allow").as_deref() == Some("yes") { Decision::Continue } else { ImmediateResponse::new(403).into() }
     }
 }
 
