@@ -12,6 +12,31 @@ use serde::{Deserialize, Serialize};
 
 pub use units::{ByteSize, Duration};
 
+/// What a configuration may leave out, named once for both planes (the control plane
+/// builds snapshots with these, `portico policy test` runs fixtures with them).
+pub mod defaults {
+    use std::time::Duration;
+
+    /// CPU time budget of one policy call.
+    pub const POLICY_TIMEOUT: Duration = Duration::from_millis(50);
+    /// Linear memory of one policy instance.
+    pub const POLICY_MEMORY_BYTES: u64 = 64 << 20;
+    /// Time allowed to connect to an upstream.
+    pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Time allowed for an upstream's response head.
+    pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Clock skew tolerated on a JWT's `exp` and `nbf`.
+    pub const JWT_LEEWAY: Duration = Duration::from_secs(30);
+    /// Largest request head.
+    pub const MAX_HEADER_BYTES: u64 = 32 << 10;
+    /// Most request headers.
+    pub const MAX_HEADERS: usize = 100;
+    /// Largest body accepted or buffered.
+    pub const MAX_BODY_BYTES: u64 = 10 << 20;
+    /// Time allowed to receive a request head.
+    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
 /// Version of the configuration format; bumped on a breaking change.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -180,10 +205,10 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_header_bytes: ByteSize(32 * 1024),
-            max_headers: 100,
-            max_body_bytes: ByteSize(10 * 1024 * 1024),
-            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: ByteSize(defaults::MAX_HEADER_BYTES),
+            max_headers: defaults::MAX_HEADERS,
+            max_body_bytes: ByteSize(defaults::MAX_BODY_BYTES),
+            header_read_timeout: Duration(defaults::HEADER_READ_TIMEOUT),
         }
     }
 }
@@ -233,11 +258,11 @@ fn empty_object() -> serde_json::Value {
 }
 
 fn default_policy_timeout() -> Duration {
-    Duration::from_millis(50)
+    Duration(defaults::POLICY_TIMEOUT)
 }
 
 fn default_policy_memory() -> ByteSize {
-    ByteSize(64 * 1024 * 1024)
+    ByteSize(defaults::POLICY_MEMORY_BYTES)
 }
 
 /// Behaviour when a policy fails.
@@ -313,11 +338,11 @@ pub struct UpstreamConfig {
 }
 
 fn default_connect_timeout() -> Duration {
-    Duration::from_secs(5)
+    Duration(defaults::UPSTREAM_CONNECT_TIMEOUT)
 }
 
 fn default_upstream_timeout() -> Duration {
-    Duration::from_secs(60)
+    Duration(defaults::UPSTREAM_TIMEOUT)
 }
 
 /// An application (or person) holding API keys.
@@ -384,7 +409,7 @@ fn default_algorithms() -> Vec<String> {
 }
 
 fn default_leeway() -> Duration {
-    Duration::from_secs(30)
+    Duration(defaults::JWT_LEEWAY)
 }
 
 /// One PEM verification key.
@@ -506,14 +531,11 @@ impl LoadedConfig {
     }
 }
 
-/// Read and parse a YAML (or JSON) configuration file, then check it.
+/// Read and parse a YAML (or JSON) configuration file. What it says is checked when a
+/// snapshot is built from it.
 pub fn load(file: &Path) -> Result<LoadedConfig, ConfigError> {
     let text = std::fs::read_to_string(file).map_err(|e| ConfigError::single(file, "(file)", format!("cannot read: {e}")))?;
     let config = parse(&text).map_err(|problem| ConfigError { file: Some(file.to_owned()), problems: vec![problem] })?;
-    let problems = validate(&config);
-    if !problems.is_empty() {
-        return Err(ConfigError { file: Some(file.to_owned()), problems });
-    }
     let base_dir = file.parent().map(Path::to_owned).unwrap_or_default();
     Ok(LoadedConfig { config, base_dir, file: file.to_owned() })
 }
@@ -525,7 +547,7 @@ pub fn version(config: &GatewayConfig) -> String {
     use sha2::Digest;
     let canonical = serde_json::to_vec(config).unwrap_or_default();
     let digest = sha2::Sha256::digest(&canonical);
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(&digest[..8])
 }
 
 /// Parse YAML text; the problem names the path where parsing stopped.
@@ -536,143 +558,4 @@ pub fn parse(text: &str) -> Result<GatewayConfig, Problem> {
         let inner = e.into_inner();
         Problem { path: if path == "." { "(document)".to_owned() } else { path }, reason: inner.to_string() }
     })
-}
-
-/// Every semantic problem of a parsed configuration (empty when it is usable). Policy
-/// configurations are checked later, by each policy's `init`.
-pub fn validate(config: &GatewayConfig) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    let mut problem = |path: String, reason: String| problems.push(Problem { path, reason });
-
-    if config.version != FORMAT_VERSION {
-        problem("version".into(), format!("unsupported version {}, expected {FORMAT_VERSION}", config.version));
-    }
-    for (i, listener) in config.listeners.iter().enumerate() {
-        if listener.address.parse::<std::net::SocketAddr>().is_err() {
-            problem(format!("listeners[{i}].address"), format!("`{}` is not an ip:port address", listener.address));
-        }
-        if let Some(tls) = &listener.tls
-            && tls.certificates.is_empty()
-        {
-            problem(format!("listeners[{i}].tls.certificates"), "at least one certificate is needed".into());
-        }
-    }
-    if let Some(admin) = &config.admin
-        && admin.address.parse::<std::net::SocketAddr>().is_err()
-    {
-        problem("admin.address".into(), format!("`{}` is not an ip:port address", admin.address));
-    }
-    if config.limits.max_headers == 0 {
-        problem("limits.max_headers".into(), "must be at least 1".into());
-    }
-    for (i, ip) in config.blocked.ips.iter().enumerate() {
-        if let Err(reason) = crate::blocking::Network::parse(ip) {
-            problem(format!("blocked.ips[{i}]"), reason);
-        }
-    }
-    for (name, module) in &config.modules {
-        if crate::policy::builtin::find(name).is_some() {
-            problem(format!("modules.{name}"), "this name is a built-in policy; choose another".into());
-        }
-        if let Some(digest) = &module.sha256
-            && (digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()))
-        {
-            problem(format!("modules.{name}.sha256"), "must be 64 hex digits".into());
-        }
-        if module.path.is_none() && module.sha256.is_none() {
-            problem(format!("modules.{name}"), "needs a `path`, a `sha256` (a module from the store), or both".into());
-        }
-    }
-    let check_attachments = |path: String, attachments: &[Attachment], problem: &mut dyn FnMut(String, String)| {
-        for (i, attachment) in attachments.iter().enumerate() {
-            let known = crate::policy::builtin::find(&attachment.policy).is_some() || config.modules.contains_key(&attachment.policy);
-            if !known {
-                problem(format!("{path}[{i}].policy"), format!("unknown policy `{}` (not built in, not in `modules`)", attachment.policy));
-            }
-            if attachment.timeout.is_zero() {
-                problem(format!("{path}[{i}].timeout"), "must be more than zero".into());
-            }
-            if attachment.memory.0 < 1024 * 1024 {
-                problem(format!("{path}[{i}].memory"), "must be at least 1MiB".into());
-            }
-        }
-    };
-    check_attachments("global_policies".into(), &config.global_policies, &mut problem);
-
-    let mut seen_apis = std::collections::HashSet::new();
-    for (i, api) in config.apis.iter().enumerate() {
-        let at = format!("apis[{i}]");
-        if api.name.trim().is_empty() {
-            problem(format!("{at}.name"), "must not be empty".into());
-        }
-        if !seen_apis.insert((api.name.as_str(), api.version.as_str())) {
-            problem(format!("{at}.name"), format!("API `{}` version `{}` is defined twice", api.name, api.version));
-        }
-        if !api.context.starts_with('/') {
-            problem(format!("{at}.context"), format!("`{}` must start with `/`", api.context));
-        } else if crate::router::normalize_path(&api.context)
-            .map(|p| p != api.context.trim_end_matches('/') && api.context != "/")
-            .unwrap_or(true)
-        {
-            problem(format!("{at}.context"), format!("`{}` is not a normalised path", api.context));
-        }
-        if api.upstream.endpoints.is_empty() {
-            problem(format!("{at}.upstream.endpoints"), "at least one endpoint is needed".into());
-        }
-        for (j, endpoint) in api.upstream.endpoints.iter().enumerate() {
-            if let Err(reason) = crate::upstream::parse_endpoint(endpoint) {
-                problem(format!("{at}.upstream.endpoints[{j}]"), reason);
-            }
-        }
-        check_attachments(format!("{at}.policies"), &api.policies, &mut problem);
-        for (j, operation) in api.operations.iter().enumerate() {
-            let op_at = format!("{at}.operations[{j}]");
-            if operation.method != "ANY" && http::Method::from_bytes(operation.method.as_bytes()).is_err() {
-                problem(format!("{op_at}.method"), format!("`{}` is not an HTTP method", operation.method));
-            }
-            if !operation.path.starts_with('/') {
-                problem(format!("{op_at}.path"), format!("`{}` must start with `/`", operation.path));
-            }
-            check_attachments(format!("{op_at}.policies"), &operation.policies, &mut problem);
-        }
-    }
-    if let Some(secret) = &config.api_key_hmac_secret
-        && (secret.len() < 32 || secret.len() % 2 != 0 || !secret.bytes().all(|b| b.is_ascii_hexdigit()))
-    {
-        problem("api_key_hmac_secret".into(), "must be at least 16 bytes written as hex".into());
-    }
-    let mut seen_consumers = std::collections::HashSet::new();
-    for (i, consumer) in config.consumers.iter().enumerate() {
-        if !seen_consumers.insert(consumer.name.as_str()) {
-            problem(format!("consumers[{i}].name"), format!("consumer `{}` is defined twice", consumer.name));
-        }
-        for (j, key) in consumer.api_keys.iter().enumerate() {
-            if key.len() < 8 {
-                problem(format!("consumers[{i}].api_keys[{j}]"), "an API key must have at least 8 characters".into());
-            }
-        }
-        for (j, hash) in consumer.api_key_hashes.iter().enumerate() {
-            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-                problem(format!("consumers[{i}].api_key_hashes[{j}]"), "must be 64 hex digits (sha256)".into());
-            }
-        }
-    }
-    for (i, issuer) in config.jwt_issuers.iter().enumerate() {
-        let at = format!("jwt_issuers[{i}]");
-        if issuer.audiences.is_empty() {
-            problem(format!("{at}.audiences"), "at least one audience is needed".into());
-        }
-        if issuer.algorithms.is_empty() {
-            problem(format!("{at}.algorithms"), "at least one algorithm is needed".into());
-        }
-        if issuer.keys.is_empty() && issuer.jwks.is_none() && issuer.jwks_file.is_none() {
-            problem(at.clone(), "no verification key: give `keys`, `jwks` or `jwks_file`".into());
-        }
-        for (j, key) in issuer.keys.iter().enumerate() {
-            if key.pem.is_some() == key.pem_file.is_some() {
-                problem(format!("{at}.keys[{j}]"), "give exactly one of `pem` and `pem_file`".into());
-            }
-        }
-    }
-    problems
 }

@@ -21,7 +21,7 @@ pub struct RouteInfo {
 }
 
 /// A body as the policies see it.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub enum BodyState {
     /// Not buffered: it streams from client to upstream (or back) untouched.
     #[default]
@@ -77,6 +77,53 @@ impl Exchange {
         match self.attributes.iter_mut().find(|(k, _)| *k == key) {
             Some(entry) => entry.1 = value,
             None => self.attributes.push((key, value)),
+        }
+    }
+}
+
+/// What a policy call can change in an exchange, kept before a call whose failure must
+/// leave no trace (a fail-open attachment): the request's target, headers and body, the
+/// identity, the attributes, the response headers set early and the response.
+pub struct Checkpoint {
+    uri: http::Uri,
+    headers: http::HeaderMap,
+    request_body: BodyState,
+    request_body_replaced: bool,
+    identity: Option<Identity>,
+    attributes: Vec<(String, String)>,
+    response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    response: Option<(http::StatusCode, http::HeaderMap, BodyState, bool)>,
+}
+
+impl Exchange {
+    /// Keep what a policy call can change.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            uri: self.request.uri.clone(),
+            headers: self.request.headers.clone(),
+            request_body: self.request_body.clone(),
+            request_body_replaced: self.request_body_replaced,
+            identity: self.identity.clone(),
+            attributes: self.attributes.clone(),
+            response_headers: self.response_headers.clone(),
+            response: self.response.as_ref().map(|r| (r.head.status, r.head.headers.clone(), r.body.clone(), r.body_replaced)),
+        }
+    }
+
+    /// Put back what was kept: the exchange is as it was before the call.
+    pub fn restore(&mut self, checkpoint: Checkpoint) {
+        self.request.uri = checkpoint.uri;
+        self.request.headers = checkpoint.headers;
+        self.request_body = checkpoint.request_body;
+        self.request_body_replaced = checkpoint.request_body_replaced;
+        self.identity = checkpoint.identity;
+        self.attributes = checkpoint.attributes;
+        self.response_headers = checkpoint.response_headers;
+        if let (Some(response), Some((status, headers, body, body_replaced))) = (&mut self.response, checkpoint.response) {
+            response.head.status = status;
+            response.head.headers = headers;
+            response.body = body;
+            response.body_replaced = body_replaced;
         }
     }
 }

@@ -10,6 +10,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::config::{self, LoadedConfig};
+use crate::snapshot::BuildError;
 use crate::{Gateway, admin, listener};
 
 /// How often the files are checked for changes.
@@ -21,7 +22,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 pub async fn run(file: PathBuf) -> anyhow::Result<()> {
     let loaded = config::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
     let gateway = Gateway::new()?;
-    let version = gateway.apply(loaded.clone()).await.map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let version = gateway.apply(loaded.clone()).await.map_err(|e| anyhow::anyhow!("{}", located(&file, &e)))?;
     tracing::info!(version, file = %file.display(), "configuration applied");
 
     let (stop, stopped) = watch::channel(false);
@@ -89,14 +90,18 @@ pub async fn shutdown_signal() -> anyhow::Result<()> {
 pub fn check(file: &Path) -> Result<String, String> {
     let loaded = config::load(file).map_err(|e| e.to_string())?;
     let gateway = Gateway::new().map_err(|e| e.to_string())?;
-    let snapshot =
-        gateway.build(&loaded).map_err(|e| e.problems.iter().map(|p| format!("{}: {p}", file.display())).collect::<Vec<_>>().join("\n"))?;
+    let snapshot = gateway.build(&loaded).map_err(|e| located(file, &e))?;
     for (i, listener) in loaded.config.listeners.iter().enumerate() {
         if let Some(tls) = &listener.tls {
             listener::tls_config(tls, &loaded.base_dir, &format!("listeners[{i}].tls")).map_err(|p| format!("{}: {p}", file.display()))?;
         }
     }
     Ok(snapshot.version)
+}
+
+/// Every problem of a refused build, one line each, located in `file`.
+fn located(file: &Path, error: &BuildError) -> String {
+    error.problems.iter().map(|p| format!("{}: {p}", file.display())).collect::<Vec<_>>().join("\n")
 }
 
 /// The files whose change triggers a reload: the configuration and its modules.

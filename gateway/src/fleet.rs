@@ -1,8 +1,9 @@
-//! Fleet mode: the gateway fed by a control plane over the network (WSO2 pattern 2). It
-//! starts from its last-known-good cache when there is one, so it serves even while the
-//! control plane is away (across its own restarts too), then keeps an event stream open:
-//! each snapshot offered is checked, its modules fetched by digest and verified, compiled
-//! off the request path, swapped in atomically, cached, and acknowledged.
+//! Gateways fed by a control plane: [`follow`] is the one loop that takes snapshots from a
+//! [`SnapshotSource`] (a control plane over the network, WSO2 pattern 2, or the one in the
+//! same process, all-in-one): each snapshot offered is checked, its modules fetched by
+//! digest and verified, compiled off the request path, swapped in atomically, cached, and
+//! acknowledged. A network gateway starts from its last-known-good cache when there is one,
+//! so it serves even while the control plane is away (across its own restarts too).
 
 pub mod cache;
 pub mod client;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use self::cache::Cache;
-use self::client::{ClientError, ControlPlane};
+use self::client::{ClientError, ControlPlane, EventStream};
 use self::protocol::{Ack, PROTOCOL_VERSION, Refusal, SNAPSHOT_EVENT, SnapshotMessage};
 use crate::config::{self, AdminConfig, GatewayConfig, ListenerConfig, LoadedConfig};
 use crate::{Gateway, file_mode};
@@ -59,7 +60,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     let tasks = file_mode::start_listeners(&gateway, &local, stopped).await?;
     tokio::spawn(file_mode::sweep_counters(gateway.clone()));
-    tokio::spawn(follow(gateway.clone(), control_plane, cache, options.environment.clone(), id));
+    let source = Network { control_plane, id, connected: None };
+    tokio::spawn(follow(gateway.clone(), source, cache, options.environment.clone()));
     file_mode::serve_until_signal(stop, tasks).await
 }
 
@@ -98,61 +100,40 @@ fn loaded(cache: &Cache, config: GatewayConfig) -> LoadedConfig {
     LoadedConfig { config, base_dir: cache.dir().to_owned(), file: cache.dir().join("snapshot.json") }
 }
 
-/// Keep the stream open, reconnecting with a growing pause while the control plane is
-/// away; every snapshot offered is applied and acknowledged.
-async fn follow(gateway: Arc<Gateway>, control_plane: ControlPlane, cache: Cache, environment: String, id: String) {
-    let mut backoff = Duration::from_millis(200);
-    let mut unreachable_logged = false;
-    loop {
-        match control_plane.stream().await {
-            Ok(mut stream) => {
-                tracing::info!(gateway = %id, environment = %environment, "connected to the control plane");
-                unreachable_logged = false;
-                backoff = Duration::from_millis(200);
-                loop {
-                    match stream.next().await {
-                        Ok(Some((name, data))) if name == SNAPSHOT_EVENT => {
-                            let ack = offer(&gateway, &control_plane, &cache, &environment, &data).await;
-                            if let Err(error) = control_plane.ack(&ack).await {
-                                tracing::warn!(error = %error, "acknowledgement not delivered");
-                            }
-                        }
-                        Ok(Some(_)) => {}
-                        Ok(None) => {
-                            tracing::warn!("the control plane closed the stream; reconnecting");
-                            break;
-                        }
-                        Err(error) => {
-                            tracing::warn!(error = %error, "lost the control plane; serving the current snapshot, reconnecting");
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(ClientError::Refused { status, detail }) => {
-                tracing::error!(status = status.as_u16(), detail = %detail, "the control plane refused this gateway; serving the current snapshot");
-                backoff = MAX_BACKOFF;
-            }
-            Err(error) => {
-                if !unreachable_logged {
-                    tracing::warn!(error = %error, "control plane unreachable; serving the current snapshot, retrying");
-                    unreachable_logged = true;
-                }
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+/// Where a gateway's snapshots come from.
+#[async_trait::async_trait]
+pub trait SnapshotSource: Send {
+    /// The next snapshot offered, waiting for it (and reconnecting, for a remote source);
+    /// `Err` names why what was offered is not a snapshot message. `None`: no more, ever.
+    async fn next(&mut self) -> Option<Result<SnapshotMessage, String>>;
+    /// The bytes of the policy component with this sha256.
+    async fn module(&self, sha256: &str) -> Result<Vec<u8>, String>;
+    /// Report what the gateway runs now, and what it refused.
+    async fn acknowledge(&self, ack: Ack);
+}
+
+/// Apply every snapshot the source offers and acknowledge each; a refused one is reported
+/// and the current one keeps serving.
+pub async fn follow(gateway: Arc<Gateway>, mut source: impl SnapshotSource, cache: Cache, environment: String) {
+    while let Some(offered) = source.next().await {
+        let ack = offer(&gateway, &source, &cache, &environment, offered).await;
+        source.acknowledge(ack).await;
     }
 }
 
 /// Apply one offered snapshot; the acknowledgement says what runs now and, if it was
 /// refused, why.
-async fn offer(gateway: &Arc<Gateway>, control_plane: &ControlPlane, cache: &Cache, environment: &str, data: &str) -> Ack {
+pub async fn offer(
+    gateway: &Arc<Gateway>,
+    source: &impl SnapshotSource,
+    cache: &Cache,
+    environment: &str,
+    offered: Result<SnapshotMessage, String>,
+) -> Ack {
     let running = |gateway: &Gateway| gateway.snapshot().map(|s| s.version.clone());
-    let message: SnapshotMessage = match serde_json::from_str(data) {
+    let message = match offered {
         Ok(message) => message,
-        Err(error) => {
-            let reason = format!("not a snapshot message: {error}");
+        Err(reason) => {
             tracing::error!(reason, "snapshot refused; the current one keeps serving");
             return Ack { running: running(gateway), refused: Some(Refusal { version: String::new(), reason }) };
         }
@@ -161,9 +142,9 @@ async fn offer(gateway: &Arc<Gateway>, control_plane: &ControlPlane, cache: &Cac
         return Ack { running: running(gateway), refused: None };
     }
     let version = message.version.clone();
-    match apply(gateway, control_plane, cache, environment, message).await {
+    match apply(gateway, source, cache, environment, message).await {
         Ok(()) => {
-            tracing::info!(version, "snapshot applied");
+            tracing::info!(version, environment, "snapshot applied");
             Ack { running: running(gateway), refused: None }
         }
         Err(reason) => {
@@ -175,7 +156,7 @@ async fn offer(gateway: &Arc<Gateway>, control_plane: &ControlPlane, cache: &Cac
 
 async fn apply(
     gateway: &Arc<Gateway>,
-    control_plane: &ControlPlane,
+    source: &impl SnapshotSource,
     cache: &Cache,
     environment: &str,
     message: SnapshotMessage,
@@ -200,7 +181,7 @@ async fn apply(
         if cache.module_ok(sha256).map_err(|e| format!("module `{name}`: {e}"))? {
             continue;
         }
-        let bytes = control_plane.module(sha256).await.map_err(|e| format!("module `{name}` ({sha256}): {e}"))?;
+        let bytes = source.module(sha256).await.map_err(|e| format!("module `{name}` ({sha256}): {e}"))?;
         cache.store_module(sha256, &bytes).map_err(|e| format!("module `{name}`: {e}"))?;
     }
     gateway.apply(loaded(cache, message.config.clone())).await.map_err(|e| e.to_string())?;
@@ -208,4 +189,62 @@ async fn apply(
         tracing::error!(error = %error, "the applied snapshot could not be cached; a restart without the control plane would start from an older one");
     }
     Ok(())
+}
+
+/// A control plane over the network: the event stream, kept open and reopened with a
+/// growing pause while the control plane is away.
+struct Network {
+    control_plane: ControlPlane,
+    id: String,
+    connected: Option<EventStream>,
+}
+
+#[async_trait::async_trait]
+impl SnapshotSource for Network {
+    async fn next(&mut self) -> Option<Result<SnapshotMessage, String>> {
+        let mut backoff = Duration::from_millis(200);
+        let mut unreachable_logged = false;
+        loop {
+            if let Some(stream) = &mut self.connected {
+                match stream.next().await {
+                    Ok(Some((name, data))) if name == SNAPSHOT_EVENT => {
+                        return Some(serde_json::from_str(&data).map_err(|e| format!("not a snapshot message: {e}")));
+                    }
+                    Ok(Some(_)) => continue,
+                    Ok(None) => tracing::warn!("the control plane closed the stream; reconnecting"),
+                    Err(error) => tracing::warn!(error = %error, "lost the control plane; serving the current snapshot, reconnecting"),
+                }
+                self.connected = None;
+            }
+            match self.control_plane.stream().await {
+                Ok(stream) => {
+                    tracing::info!(gateway = %self.id, "connected to the control plane");
+                    self.connected = Some(stream);
+                    continue;
+                }
+                Err(ClientError::Refused { status, detail }) => {
+                    tracing::error!(status = status.as_u16(), detail = %detail, "the control plane refused this gateway; serving the current snapshot");
+                    backoff = MAX_BACKOFF;
+                }
+                Err(error) => {
+                    if !unreachable_logged {
+                        tracing::warn!(error = %error, "control plane unreachable; serving the current snapshot, retrying");
+                        unreachable_logged = true;
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn module(&self, sha256: &str) -> Result<Vec<u8>, String> {
+        self.control_plane.module(sha256).await.map(|bytes| bytes.to_vec()).map_err(|e| e.to_string())
+    }
+
+    async fn acknowledge(&self, ack: Ack) {
+        if let Err(error) = self.control_plane.ack(&ack).await {
+            tracing::warn!(error = %error, "acknowledgement not delivered");
+        }
+    }
 }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod exchange;
 pub mod file_mode;
 pub mod fleet;
+pub mod hex;
 pub mod keys;
 pub mod listener;
 pub mod metrics;

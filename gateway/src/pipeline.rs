@@ -1,6 +1,8 @@
 //! The life of one request, in phases: normalise and route, run the request chain,
 //! forward to the upstream, run the response chain (in reverse), log. Each phase is one
 //! function below; the chains stop at the first policy that answers or fails closed.
+//! [`run_phases`] is generic over its [`Upstream`] step, so that `portico policy test`
+//! drives these same phases with a mocked upstream.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,10 +22,11 @@ use crate::body::{Body, is_too_large};
 use crate::config::FailureMode;
 use crate::error::ProxyError;
 use crate::exchange::{BodyState, Exchange, ResponseState};
-use crate::policy::{Attachment, Decision, ImmediateResponse};
+use crate::policy::{Attachment, CallFailure, Decision, ImmediateResponse};
 use crate::router::{RouteMatch, normalize_path};
 use crate::snapshot::{Operation, Snapshot};
 use crate::upstream::{Forward, strip_hop_by_hop};
+use std::future::Future;
 
 /// Where a connection came from.
 #[derive(Debug, Clone)]
@@ -126,7 +129,8 @@ async fn route_and_proxy(
     Ok((response, operation))
 }
 
-/// The phases of a routed request.
+/// The phases of a routed request, with the upstream over HTTP.
+#[allow(clippy::too_many_arguments)]
 async fn run_operation(
     operation: &Operation,
     blocking: &Blocking,
@@ -158,73 +162,159 @@ async fn run_operation(
     } else {
         stream = Some(Body::Limited(Limited::new(body, max_body)));
     }
+    let upstream = HttpUpstream { operation, stream, peer, context_len, max_body };
+    let phases = run_phases(&operation.chain, exchange, blocking, upstream).await;
+    finish(phases.response, phases.stream)
+}
 
-    // Request phase.
-    let (mut exchange, ran, mut answer) = request_phase(operation, exchange);
-    if answer.is_none() && blocking.caller_blocked(exchange.identity.as_ref()) {
-        answer = Some(error_state(ProxyError::Blocked));
-    }
+/// The upstream step of [`run_phases`]: where the request goes once the request chain let
+/// it through. The gateway's is an HTTP client; `portico policy test` has a mocked one.
+pub trait Upstream {
+    /// A response body the phases pass on without reading it.
+    type Stream;
 
-    // Upstream, unless a policy answered.
-    let mut response_stream = None;
-    let response = match answer {
+    /// Send the request as the request chain left it. With `buffer`, a response-phase
+    /// policy reads the body: return it whole.
+    fn send(
+        self,
+        exchange: &mut Exchange,
+        buffer: bool,
+    ) -> impl Future<Output = Result<(ResponseHead, UpstreamBody<Self::Stream>), ProxyError>> + Send;
+}
+
+/// The status and headers of a response.
+pub type ResponseHead = http::response::Parts;
+
+/// A response body from the upstream.
+pub enum UpstreamBody<S> {
+    /// Read in full.
+    Buffered(Bytes),
+    /// Passed on as it comes.
+    Stream(S),
+}
+
+/// How the request chain ended.
+#[derive(Debug)]
+pub enum RequestEnd {
+    /// Every policy let it through: it went to the upstream.
+    Forwarded,
+    /// A policy answered.
+    Answered,
+    /// A blocking condition names the authenticated caller.
+    Blocked,
+    /// A fail-closed policy failed; a 500 answered.
+    Failed(CallFailure),
+}
+
+/// What the phases produced.
+pub struct Phases<S> {
+    /// The response, as the response chain left it.
+    pub response: ResponseState,
+    /// The upstream's body, when it streams (`response.body` is then `Streaming`).
+    pub stream: Option<S>,
+    /// The exchange, as the last policy left it.
+    pub exchange: Box<Exchange>,
+    /// How the request chain ended.
+    pub request: RequestEnd,
+    /// Set when a fail-closed policy failed in its response phase (a 500 answered).
+    pub response_failure: Option<CallFailure>,
+}
+
+/// The phases after routing, the same for every caller: the request chain, the caller's
+/// blocking check, the upstream (unless a policy answered), then the response chain in
+/// reverse, for the policies whose request phase ran. Never fails: a failure becomes a
+/// response.
+pub async fn run_phases<U: Upstream>(
+    chain: &[Arc<Attachment>],
+    exchange: Box<Exchange>,
+    blocking: &Blocking,
+    upstream: U,
+) -> Phases<U::Stream> {
+    let (mut exchange, ran, answer) = request_phase(chain, exchange);
+    let (answer, mut request_end) = match answer {
+        Some((state, end)) => (Some(state), end),
+        None if blocking.caller_blocked(exchange.identity.as_ref()) => (Some(error_state(ProxyError::Blocked)), RequestEnd::Blocked),
+        None => (None, RequestEnd::Forwarded),
+    };
+
+    let mut stream = None;
+    let mut response = match answer {
         Some(response) => response,
         None => {
-            let body = match (&exchange.request_body, stream.take()) {
-                (BodyState::Buffered(bytes), _) => Body::bytes(bytes.clone()),
-                (_, Some(stream)) => stream,
-                (_, None) => Body::Empty,
-            };
             if exchange.request_body_replaced {
                 exchange.request.headers.remove(header::CONTENT_LENGTH);
             }
-            // A response-phase policy still reads the request: copy its headers then.
-            let headers = if operation.needs_response_phase {
-                exchange.request.headers.clone()
-            } else {
-                std::mem::take(&mut exchange.request.headers)
-            };
-            let rest = exchange.request.uri.path().get(context_len..).filter(|r| r.starts_with('/')).unwrap_or("/");
-            let forward = Forward { rest, client_ip: &peer.ip_header, tls: peer.tls };
-            match operation.upstream.send(&exchange.request, headers, body, forward).await {
-                Ok(response) => {
-                    let (mut head, body) = response.into_parts();
-                    strip_hop_by_hop(&mut head.headers);
-                    if operation.needs_response_body && ran > 0 {
-                        match collect(body, max_body).await {
-                            Ok(bytes) => ResponseState { head, body: BodyState::Buffered(bytes), body_replaced: false },
-                            Err(_) => error_state(ProxyError::UpstreamTooLarge),
-                        }
-                    } else {
-                        response_stream = Some(body);
-                        ResponseState { head, body: BodyState::Streaming, body_replaced: false }
-                    }
+            let buffer = ran > 0 && chain[..ran].iter().any(|a| a.needs_response_body());
+            match upstream.send(&mut exchange, buffer).await {
+                Ok((head, UpstreamBody::Buffered(bytes))) => ResponseState { head, body: BodyState::Buffered(bytes), body_replaced: false },
+                Ok((head, UpstreamBody::Stream(body))) => {
+                    stream = Some(body);
+                    ResponseState { head, body: BodyState::Streaming, body_replaced: false }
                 }
                 Err(error) => {
-                    tracing::warn!(api = %operation.route.api_name, error = %error, "upstream request failed");
+                    request_end = RequestEnd::Forwarded;
                     error_state(error)
                 }
             }
         }
     };
 
-    // Response phase, in reverse, for the policies whose request phase ran.
-    let mut response = response;
     for (name, value) in exchange.response_headers.drain(..) {
         response.head.headers.insert(name, value);
     }
     exchange.response = Some(response);
-    let exchange = response_phase(operation, exchange, ran);
-    let Some(state) = exchange.response else {
-        return ProxyError::Internal("response lost".into()).into_response();
-    };
-    finish(state, response_stream)
+    let (mut exchange, response_failure) = response_phase(chain, exchange, ran);
+    let mut response = exchange.response.take().unwrap_or_else(|| error_state(ProxyError::Internal("response lost".into())));
+    if response.body_replaced && matches!(response.body, BodyState::Buffered(_)) {
+        response.head.headers.remove(header::CONTENT_LENGTH);
+    }
+    Phases { response, stream, exchange, request: request_end, response_failure }
+}
+
+/// The gateway's upstream step: the operation's pooled HTTP client.
+struct HttpUpstream<'a> {
+    operation: &'a Operation,
+    /// The request body, unless a policy buffered it.
+    stream: Option<Body>,
+    peer: &'a Peer,
+    context_len: usize,
+    max_body: usize,
+}
+
+impl Upstream for HttpUpstream<'_> {
+    type Stream = Incoming;
+
+    async fn send(self, exchange: &mut Exchange, buffer: bool) -> Result<(ResponseHead, UpstreamBody<Incoming>), ProxyError> {
+        let operation = self.operation;
+        let body = match (&exchange.request_body, self.stream) {
+            (BodyState::Buffered(bytes), _) => Body::bytes(bytes.clone()),
+            (_, Some(stream)) => stream,
+            (_, None) => Body::Empty,
+        };
+        // A response-phase policy still reads the request: copy its headers then.
+        let headers =
+            if operation.needs_response_phase { exchange.request.headers.clone() } else { std::mem::take(&mut exchange.request.headers) };
+        let rest = exchange.request.uri.path().get(self.context_len..).filter(|r| r.starts_with('/')).unwrap_or("/");
+        let forward = Forward { rest, client_ip: &self.peer.ip_header, tls: self.peer.tls };
+        let response = operation.upstream.send(&exchange.request, headers, body, forward).await.inspect_err(|error| {
+            tracing::warn!(api = %operation.route.api_name, error = %error, "upstream request failed");
+        })?;
+        let (mut head, body) = response.into_parts();
+        strip_hop_by_hop(&mut head.headers);
+        if !buffer {
+            return Ok((head, UpstreamBody::Stream(body)));
+        }
+        match collect(body, self.max_body).await {
+            Ok(bytes) => Ok((head, UpstreamBody::Buffered(bytes))),
+            Err(_) => Err(ProxyError::UpstreamTooLarge),
+        }
+    }
 }
 
 /// Run `on-request` along the chain. Returns how many policies ran (whose response phase
-/// must run) and the response when one answered or failed closed.
-fn request_phase(operation: &Operation, mut exchange: Box<Exchange>) -> (Box<Exchange>, usize, Option<ResponseState>) {
-    for (i, attachment) in operation.chain.iter().enumerate() {
+/// must run) and, when one answered or failed closed, the response and how it ended.
+fn request_phase(chain: &[Arc<Attachment>], mut exchange: Box<Exchange>) -> (Box<Exchange>, usize, Option<(ResponseState, RequestEnd)>) {
+    for (i, attachment) in chain.iter().enumerate() {
         let _span = policy_span(attachment, "request").entered();
         let (back, result) = attachment.on_request(exchange);
         exchange = back;
@@ -232,24 +322,28 @@ fn request_phase(operation: &Operation, mut exchange: Box<Exchange>) -> (Box<Exc
             Ok(Decision::Continue) => {}
             Ok(Decision::Respond(immediate)) => {
                 attachment.stats().denials.fetch_add(1, Ordering::Relaxed);
-                return (exchange, i + 1, Some(immediate_state(immediate)));
+                return (exchange, i + 1, Some((immediate_state(immediate), RequestEnd::Answered)));
             }
             Err(failure) => match attachment.on_failure() {
                 FailureMode::Open => {
                     tracing::warn!(policy = attachment.policy().name(), error = %failure, "policy failed open; skipped");
                 }
                 FailureMode::Closed => {
+                    // The 500 carries no header a policy set for the response.
+                    exchange.response_headers.clear();
                     let error = ProxyError::PolicyFailed { policy: attachment.policy().name().to_owned(), reason: failure.to_string() };
-                    return (exchange, i, Some(error_state(error)));
+                    return (exchange, i, Some((error_state(error), RequestEnd::Failed(failure))));
                 }
             },
         }
     }
-    (exchange, operation.chain.len(), None)
+    (exchange, chain.len(), None)
 }
 
-fn response_phase(operation: &Operation, mut exchange: Box<Exchange>, ran: usize) -> Box<Exchange> {
-    for attachment in operation.chain[..ran].iter().rev().filter(|a| a.needs_response_phase()) {
+/// Run `on-response`, in reverse, for the first `ran` policies; a fail-closed failure
+/// replaces the response with a 500 and ends the phase.
+fn response_phase(chain: &[Arc<Attachment>], mut exchange: Box<Exchange>, ran: usize) -> (Box<Exchange>, Option<CallFailure>) {
+    for attachment in chain[..ran].iter().rev().filter(|a| a.needs_response_phase()) {
         let _span = policy_span(attachment, "response").entered();
         let (back, result) = attachment.on_response(exchange);
         exchange = back;
@@ -261,12 +355,12 @@ fn response_phase(operation: &Operation, mut exchange: Box<Exchange>, ran: usize
                 FailureMode::Closed => {
                     let error = ProxyError::PolicyFailed { policy: attachment.policy().name().to_owned(), reason: failure.to_string() };
                     exchange.response = Some(error_state(error));
-                    break;
+                    return (exchange, Some(failure));
                 }
             }
         }
     }
-    exchange
+    (exchange, None)
 }
 
 /// A span per policy call (debug level: free when not enabled).
@@ -282,11 +376,13 @@ async fn collect(body: Incoming, max: usize) -> Result<Bytes, ProxyError> {
     }
 }
 
-fn error_state(error: ProxyError) -> ResponseState {
+/// The response state of an error, as the gateway answers it.
+pub fn error_state(error: ProxyError) -> ResponseState {
     let (head, body) = error.into_parts();
     ResponseState { head, body: BodyState::Buffered(body), body_replaced: true }
 }
 
+/// The response state of a policy's immediate answer.
 fn immediate_state(immediate: ImmediateResponse) -> ResponseState {
     let mut response = Response::new(());
     *response.status_mut() = StatusCode::from_u16(immediate.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -305,14 +401,9 @@ fn immediate_state(immediate: ImmediateResponse) -> ResponseState {
 
 /// Turn the final response state into what hyper sends.
 fn finish(state: ResponseState, stream: Option<Incoming>) -> Response<Body> {
-    let ResponseState { mut head, body, body_replaced } = state;
+    let ResponseState { head, body, .. } = state;
     let body = match (body, stream) {
-        (BodyState::Buffered(bytes), _) => {
-            if body_replaced {
-                head.headers.remove(header::CONTENT_LENGTH);
-            }
-            Body::bytes(bytes)
-        }
+        (BodyState::Buffered(bytes), _) => Body::bytes(bytes),
         (_, Some(stream)) => Body::Stream(stream),
         (_, None) => Body::Empty,
     };

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
-use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, Resource};
 use wasmtime::{Engine, Store, Trap};
 
@@ -127,7 +126,7 @@ impl PolicyEngine {
     /// policy of this gateway's world. Slow for large components: call it off the request
     /// path.
     pub fn compile(&self, name: &str, bytes: &[u8], expected_sha256: Option<&str>) -> Result<Arc<CompiledPolicy>, LoadError> {
-        let digest = sha256_hex(bytes);
+        let digest = crate::hex::sha256(bytes);
         if let Some(expected) = expected_sha256
             && !expected.eq_ignore_ascii_case(&digest)
         {
@@ -205,16 +204,6 @@ fn other_versions(component: &Component) -> String {
     let found: Vec<String> =
         ty.exports(engine).map(|(name, _)| name.to_owned()).filter(|name| name.starts_with("portico:policy/")).collect();
     if found.is_empty() { String::new() } else { format!(" (it exports {})", found.join(", ")) }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut hex = String::with_capacity(64);
-    for b in digest {
-        use std::fmt::Write;
-        let _ = write!(hex, "{b:02x}");
-    }
-    hex
 }
 
 /// A component compiled and checked against the world, ready to instantiate.
@@ -378,11 +367,14 @@ impl Attachment {
                 return (exchange, Err(failure));
             }
         };
+        // A failed call leaves no trace: fail closed, its 500 replaces whatever it did;
+        // fail open, what it changed is put back (the one copy a fail-open call costs).
+        let checkpoint = (self.settings.on_failure == FailureMode::Open).then(|| exchange.checkpoint());
         let started = Instant::now();
         instance.store.data_mut().exchange = Some(exchange);
         instance.store.set_epoch_deadline(ticks(self.settings.timeout));
         let result = f(&instance.bindings, &mut instance.store);
-        let exchange = instance.store.data_mut().exchange.take().expect("the exchange stays in the store during a call");
+        let mut exchange = instance.store.data_mut().exchange.take().expect("the exchange stays in the store during a call");
         self.stats.duration.observe(started.elapsed());
         match result {
             Ok(value) => {
@@ -400,6 +392,9 @@ impl Attachment {
                     error = %failure,
                     "policy call failed; instance dropped"
                 );
+                if let Some(checkpoint) = checkpoint {
+                    exchange.restore(checkpoint);
+                }
                 (exchange, Err(failure))
             }
         }

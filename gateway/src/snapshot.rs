@@ -3,6 +3,8 @@
 //! the upstreams and the key store. A new configuration builds a new snapshot off the
 //! request path; it replaces the live one atomically, or is refused whole.
 
+mod validate;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,7 +78,7 @@ impl Snapshot {
     /// `init`, build routes and upstreams. Blocking and possibly slow (compilation).
     pub fn build(loaded: &LoadedConfig, shared: &Shared<'_>) -> Result<Snapshot, BuildError> {
         let config = &loaded.config;
-        let mut problems = config::validate(config);
+        let mut problems = validate::validate(config);
         let keys = match KeyStore::for_gateway(config, &loaded.base_dir) {
             Ok(keys) => Some(Arc::new(keys)),
             Err(more) => {

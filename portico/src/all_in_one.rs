@@ -1,18 +1,17 @@
 //! The all-in-one profile (WSO2 pattern 0; pattern 1 when two nodes share a PostgreSQL):
 //! the control plane and a gateway in one process. The gateway follows its environment's
-//! snapshots from the control plane's event hub in process, the same snapshots remote
-//! gateways receive, and acknowledges them like a remote gateway would.
+//! snapshots from the control plane's event hub in process, through the same loop and
+//! checks as a remote gateway ([`fleet::follow`]), and acknowledges them like one.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use portico_control_plane::fleet::{self, Published};
+use portico_control_plane::fleet::Published;
 use portico_control_plane::{AppState, registry};
-use portico_gateway::Gateway;
-use portico_gateway::config::LoadedConfig;
-use portico_gateway::file_mode;
 use portico_gateway::fleet::cache::Cache;
-use portico_gateway::fleet::protocol::{Ack, KEEPALIVE, Refusal};
+use portico_gateway::fleet::protocol::{Ack, KEEPALIVE, SnapshotMessage};
+use portico_gateway::fleet::{self, SnapshotSource};
+use portico_gateway::{Gateway, file_mode};
 use tokio::sync::watch;
 
 use crate::control_plane;
@@ -46,79 +45,69 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let started = control_plane::start(&options.control_plane, stopped.clone()).await?;
     let state = started.state;
     let data_dir = &options.control_plane.data_dir;
-    let modules = Cache::open(data_dir).map_err(|e| anyhow::anyhow!("cannot use {}: {e}", data_dir.display()))?;
+    let cache = Cache::open(data_dir).map_err(|e| anyhow::anyhow!("cannot use {}: {e}", data_dir.display()))?;
     let id = options.gateway_id.clone().unwrap_or_else(|| format!("all-in-one-{}", options.gateway));
 
     let gateway = Gateway::new()?;
     let mut snapshots = state.hub.follow(&state, &options.environment);
-    let first = tokio::time::timeout(FIRST_SNAPSHOT, snapshots.wait_for(Option::is_some))
+    // The snapshot already built, if any, counts as offered.
+    snapshots.mark_changed();
+    let mut source = InProcess { state: state.clone(), id: id.clone(), environment: options.environment.clone(), snapshots };
+    // The first snapshot is applied before the listeners open: a refusal stops the start.
+    let first = tokio::time::timeout(FIRST_SNAPSHOT, source.next())
         .await
         .map_err(|_| {
             anyhow::anyhow!("the first snapshot of `{}` was not built within {} s", options.environment, FIRST_SNAPSHOT.as_secs())
         })?
-        .map_err(|_| anyhow::anyhow!("the event hub stopped"))?
-        .clone()
-        .expect("waited for a snapshot");
-    apply(&gateway, &state, &modules, &first).await.map_err(|e| anyhow::anyhow!("the gateway refused the configuration: {e}"))?;
-    acknowledge(&state, &gateway, &id, &options.environment, None).await;
+        .ok_or_else(|| anyhow::anyhow!("the event hub stopped"))?;
+    let ack = fleet::offer(&gateway, &source, &cache, &options.environment, first).await;
+    if let Some(refused) = &ack.refused {
+        anyhow::bail!("the gateway refused the configuration: {}", refused.reason);
+    }
+    source.acknowledge(ack).await;
 
     let listeners = portico_gateway::fleet::listeners_only(&options.gateway, Some(&options.admin), data_dir);
     let mut tasks = file_mode::start_listeners(&gateway, &listeners, stopped.clone()).await?;
     tasks.push(started.task);
     tokio::spawn(file_mode::sweep_counters(gateway.clone()));
-    tokio::spawn(follow(gateway.clone(), state.clone(), modules, snapshots, id.clone(), options.environment.clone()));
     tokio::spawn(heartbeat(state.clone(), id, options.environment.clone()));
+    tokio::spawn(fleet::follow(gateway, source, cache, options.environment.clone()));
 
     file_mode::serve_until_signal(stop, tasks).await
 }
 
-/// Put the snapshot's modules in the module store (from the registry) and apply it.
-async fn apply(gateway: &Arc<Gateway>, state: &AppState, modules: &Cache, published: &Published) -> anyhow::Result<String> {
-    let config = &published.message.config;
-    for (name, module) in &config.modules {
-        let sha256 = module.sha256.as_deref().ok_or_else(|| anyhow::anyhow!("module `{name}` has no sha256"))?;
-        if modules.module_ok(sha256)? {
-            continue;
-        }
-        let bytes = registry::component(&state.db, sha256)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("module `{name}` ({sha256}) is not in the registry"))?;
-        modules.store_module(sha256, &bytes)?;
-    }
-    let loaded = LoadedConfig { config: config.clone(), base_dir: modules.dir().to_owned(), file: modules.dir().join("(control plane)") };
-    let version = gateway.apply(loaded).await?;
-    tracing::info!(version, environment = %published.message.environment, "configuration applied");
-    Ok(version)
-}
-
-async fn acknowledge(state: &AppState, gateway: &Gateway, id: &str, environment: &str, refused: Option<Refusal>) {
-    let ack = Ack { running: gateway.snapshot().map(|s| s.version.clone()), refused };
-    if let Err(error) = fleet::record(state, id, environment, &ack).await {
-        tracing::warn!(error = %error, "cannot record the gateway's acknowledgement");
-    }
-}
-
-/// Apply every new snapshot; a refused one is logged and reported, and the previous one
-/// keeps serving.
-async fn follow(
-    gateway: Arc<Gateway>,
+/// The control plane in this process: its hub's snapshots, its registry's modules, and
+/// acknowledgements recorded straight into its database.
+struct InProcess {
     state: AppState,
-    modules: Cache,
-    mut snapshots: watch::Receiver<Option<Arc<Published>>>,
     id: String,
     environment: String,
-) {
-    while snapshots.changed().await.is_ok() {
-        let Some(published) = snapshots.borrow_and_update().clone() else { continue };
-        let refused = match apply(&gateway, &state, &modules, &published).await {
-            Ok(_) => None,
-            Err(error) => {
-                let reason = format!("{error:#}");
-                tracing::error!(error = %reason, "configuration not applied; the previous one keeps serving");
-                Some(Refusal { version: published.message.version.clone(), reason })
+    snapshots: watch::Receiver<Option<Arc<Published>>>,
+}
+
+#[async_trait::async_trait]
+impl SnapshotSource for InProcess {
+    async fn next(&mut self) -> Option<Result<SnapshotMessage, String>> {
+        loop {
+            self.snapshots.changed().await.ok()?;
+            if let Some(published) = self.snapshots.borrow_and_update().clone() {
+                return Some(Ok(published.message.clone()));
             }
-        };
-        acknowledge(&state, &gateway, &id, &environment, refused).await;
+        }
+    }
+
+    async fn module(&self, sha256: &str) -> Result<Vec<u8>, String> {
+        match registry::component(&self.state.db, sha256).await {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => Err("not in the registry".into()),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    async fn acknowledge(&self, ack: Ack) {
+        if let Err(error) = portico_control_plane::fleet::record(&self.state, &self.id, &self.environment, &ack).await {
+            tracing::warn!(error = %error, "cannot record the gateway's acknowledgement");
+        }
     }
 }
 
@@ -126,7 +115,7 @@ async fn heartbeat(state: AppState, id: String, environment: String) {
     let mut tick = tokio::time::interval(KEEPALIVE);
     loop {
         tick.tick().await;
-        if let Err(error) = fleet::seen(&state.db, &id, &environment).await {
+        if let Err(error) = portico_control_plane::fleet::seen(&state.db, &id, &environment).await {
             tracing::warn!(error = %error, "cannot record the gateway's heartbeat");
         }
     }

@@ -166,9 +166,10 @@ impl GatewayProcess {
     }
 
     /// Start `portico <args>` (a profile that runs a gateway) with extra environment
-    /// variables, and wait until its first configuration is applied.
+    /// variables, and wait until its first configuration (from a file) or snapshot (from a
+    /// control plane) is applied.
     pub fn spawn(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        Self::spawn_until(dir, args, env, &["configuration applied"])
+        Self::spawn_until(dir, args, env, &["configuration applied", "snapshot applied"])
     }
 
     /// Start `portico <args>` and wait until one of the `ready` messages is logged and the

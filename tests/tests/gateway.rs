@@ -217,9 +217,11 @@ async fn a_trapping_policy_fails_closed_and_the_next_request_gets_a_fresh_instan
         let reply = client.get(&gateway.url("/p/x"), &[("x-panic", "1")]).await.unwrap();
         assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", reply.text());
         assert_eq!(reply.header("x-upstream"), None, "a failed policy must not let the request through");
+        assert_eq!(reply.header("x-misbehave"), None, "the 500 carries nothing the failed policy set");
         let reply = client.get(&gateway.url("/p/x"), &[]).await.unwrap();
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         assert_eq!(reply.upstream_header("x-misbehave").as_deref(), Some("passed"));
+        assert_eq!(reply.header("x-misbehave"), Some("passed"));
     }
     assert!(gateway.wait_for_log("asked to panic", Duration::from_secs(5)), "the guest's panic message is logged");
 }
@@ -257,6 +259,10 @@ async fn an_endless_loop_is_stopped_at_its_deadline_while_other_routes_serve() {
     }
     let took = spinning.await.unwrap();
     println!("endless loop answered 500 after {took:?} (budget 50ms); {fine} requests served meanwhile");
+    // The behaviour under test is the deadline itself: without it the call never returns.
+    // 20x the budget leaves room for a loaded machine.
+    let slowest = took.iter().max().unwrap();
+    assert!(*slowest < Duration::from_millis(50) * 20, "the deadline did not stop the loop in time: {took:?}");
     // The log is read by another thread: give it a moment to catch up.
     assert!(wait_until(Duration::from_secs(5), || gateway.count_logs("deadline exceeded") >= 5));
 }
@@ -486,14 +492,22 @@ async fn tls_get(addr: std::net::SocketAddr, ca_der: &[u8], alpn: &[u8], path: &
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fail_open_attachment_is_skipped_when_it_fails() {
+async fn a_fail_open_attachment_that_fails_is_skipped_and_its_changes_discarded() {
     let upstream = MockUpstream::start().await;
     let policies = "      - policy: misbehave\n        config: {mode: panic-on-header}\n        on_failure: open\n";
     let extra = format!("modules:\n  misbehave:\n    path: {}\n", policies::MISBEHAVE);
     let gateway = GatewayProcess::start(&gateway_config(&api("o", "/o", &upstream, policies), &extra)).unwrap();
-    let reply = HttpClient::default().get(&gateway.url("/o/x"), &[("x-panic", "1")]).await.unwrap();
+    let client = HttpClient::default();
+    // The policy changes the request and the response when it passes...
+    let reply = client.get(&gateway.url("/o/x"), &[]).await.unwrap();
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    assert_eq!(reply.upstream_header("x-misbehave"), None, "the failed policy had no effect");
+    assert_eq!(reply.upstream_header("x-misbehave").as_deref(), Some("passed"));
+    assert_eq!(reply.header("x-misbehave"), Some("passed"));
+    // ...and the same changes, then a panic, leave nothing behind.
+    let reply = client.get(&gateway.url("/o/x"), &[("x-panic", "1")]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.upstream_header("x-misbehave"), None, "the failed call's request changes are discarded");
+    assert_eq!(reply.header("x-misbehave"), None, "the failed call's response headers are discarded");
     assert!(gateway.wait_for_log("policy failed open; skipped", Duration::from_secs(5)));
 }
 

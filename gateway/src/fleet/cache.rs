@@ -9,10 +9,9 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::protocol::SnapshotMessage;
 use crate::config::stored_module_path;
+use crate::hex;
 
 const SNAPSHOT_FILE: &str = "snapshot.json";
 const GATEWAY_ID_FILE: &str = "gateway-id";
@@ -64,7 +63,8 @@ impl Cache {
         match std::fs::read_to_string(&path) {
             Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
             _ => {
-                let id = format!("gw-{}", &hex(&Sha256::digest(format!("{:?}{}", std::time::SystemTime::now(), std::process::id())))[..12]);
+                let id =
+                    format!("gw-{}", &hex::sha256(format!("{:?}{}", std::time::SystemTime::now(), std::process::id()).as_bytes())[..12]);
                 write_atomically(&path, id.as_bytes())?;
                 Ok(id)
             }
@@ -83,7 +83,7 @@ impl Cache {
         let corrupt = |reason: String| CacheError::Corrupt { path: path.clone(), reason };
         let newline = bytes.iter().position(|&b| b == b'\n').ok_or_else(|| corrupt("no digest line".into()))?;
         let (expected, body) = (String::from_utf8_lossy(&bytes[..newline]).into_owned(), &bytes[newline + 1..]);
-        let actual = hex(&Sha256::digest(body));
+        let actual = hex::sha256(body);
         if expected != actual {
             return Err(corrupt(format!("its content has sha256 {actual}, but {expected} was written")));
         }
@@ -105,7 +105,7 @@ impl Cache {
     /// Keep `message` as the last-known-good snapshot (its modules must be stored already).
     pub fn save(&self, message: &SnapshotMessage) -> io::Result<()> {
         let body = serde_json::to_vec(message).map_err(io::Error::other)?;
-        let mut file = hex(&Sha256::digest(&body)).into_bytes();
+        let mut file = hex::sha256(&body).into_bytes();
         file.push(b'\n');
         file.extend_from_slice(&body);
         write_atomically(&self.dir.join(SNAPSHOT_FILE), &file)
@@ -114,7 +114,7 @@ impl Cache {
     /// Whether the module with this digest is stored, intact.
     pub fn module_ok(&self, sha256: &str) -> io::Result<bool> {
         match std::fs::read(self.dir.join(stored_module_path(sha256))) {
-            Ok(bytes) => Ok(hex(&Sha256::digest(&bytes)).eq_ignore_ascii_case(sha256)),
+            Ok(bytes) => Ok(hex::sha256(&bytes).eq_ignore_ascii_case(sha256)),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(error) => Err(error),
         }
@@ -122,7 +122,7 @@ impl Cache {
 
     /// Store a module under its digest, after checking that the bytes have it.
     pub fn store_module(&self, sha256: &str, bytes: &[u8]) -> io::Result<()> {
-        let actual = hex(&Sha256::digest(bytes));
+        let actual = hex::sha256(bytes);
         if !actual.eq_ignore_ascii_case(sha256) {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("the module has sha256 {actual}, expected {sha256}")));
         }
@@ -137,10 +137,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&temporary, path)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -166,7 +162,7 @@ mod tests {
         let cache = Cache::open(&dir).unwrap();
         assert!(cache.load().unwrap().is_none());
         let module = b"not really wasm, only bytes";
-        let sha256 = hex(&Sha256::digest(module));
+        let sha256 = hex::sha256(module);
         cache.store_module(&sha256, module).unwrap();
         let message = message_with_module(&sha256);
         cache.save(&message).unwrap();

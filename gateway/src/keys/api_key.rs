@@ -35,7 +35,7 @@ impl ApiKeys {
                 .iter()
                 .enumerate()
                 .map(|(j, key)| (format!("consumers[{i}].api_keys[{j}]"), Some(digest(hmac_secret, key))));
-            // A malformed digest is reported by `config::validate`; it is skipped here.
+            // A malformed digest is reported by `snapshot::validate`; it is skipped here.
             let hashed = consumer
                 .api_key_hashes
                 .iter()

@@ -118,7 +118,7 @@ pub(super) fn load(configs: &[JwtIssuer], base_dir: &Path, problems: &mut Vec<Pr
                         }
                     }
                 }
-                // Neither or both: reported by `config::validate`.
+                // Neither or both: reported by `snapshot::validate`.
                 _ => continue,
             };
             match decode_pem(&pem) {

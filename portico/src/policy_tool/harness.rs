@@ -6,28 +6,26 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use portico_gateway::config::FailureMode;
+use portico_gateway::blocking::Blocking;
+use portico_gateway::config::{FailureMode, defaults};
 use portico_gateway::error::ProxyError;
 use portico_gateway::exchange::{BodyState, Exchange, ResponseState, RouteInfo};
 use portico_gateway::keys;
 use portico_gateway::metrics::PolicyStats;
-use portico_gateway::policy::{
-    Attachment, AttachmentSettings, CompiledPolicy, Decision, ImmediateResponse, LoadError, PolicyEngine, Services,
-};
+use portico_gateway::pipeline::{RequestEnd, ResponseHead, Upstream, UpstreamBody, run_phases};
+use portico_gateway::policy::{Attachment, AttachmentSettings, CompiledPolicy, LoadError, PolicyEngine, Services};
 
 use super::capture::Captured;
 use super::fixtures::{Case, DecisionKind, Expect, Fixtures, HeaderValues};
 use super::mocks::{self, Hit, MockHost};
 
-/// Budgets of an attachment that does not say (the gateway's defaults).
-const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
-const DEFAULT_MEMORY: u64 = 64 * 1024 * 1024;
 /// Lines of a policy's output shown under a failed case.
 const MAX_OUTPUT_LINES: usize = 40;
 
@@ -79,13 +77,13 @@ impl Harness {
     /// instances, as requests do in a gateway.
     pub fn run(&self, policy: &Arc<CompiledPolicy>, fixtures: &Fixtures) -> Report {
         let _running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let mut attachments: HashMap<String, Result<Attachment, String>> = HashMap::new();
+        let mut attachments: HashMap<String, Result<Arc<Attachment>, String>> = HashMap::new();
         let mut report = Report {
             policy: policy.name().to_owned(),
             digest: policy.digest().to_owned(),
             cases: Vec::new(),
             instance_memory: None,
-            call_times: Vec::new(),
+            request_times: Vec::new(),
         };
         let captured = Captured::default();
         for case in &fixtures.cases {
@@ -95,7 +93,7 @@ impl Harness {
             let outcome = captured.during(|| {
                 let attachment = attachments
                     .entry(config.to_string())
-                    .or_insert_with(|| self.attach(policy, config, Some(fixtures)).map_err(|e| e.to_string()));
+                    .or_insert_with(|| self.attach(policy, config, Some(fixtures)).map(Arc::new).map_err(|e| e.to_string()));
                 match attachment {
                     Ok(attachment) => {
                         report.instance_memory.get_or_insert(attachment.instance_memory_bytes());
@@ -106,7 +104,7 @@ impl Harness {
             });
             let mismatches = match outcome {
                 Ok(outcome) => {
-                    report.call_times.extend(outcome.call_times.iter().copied());
+                    report.request_times.push(outcome.time);
                     compare(&case.expect, &outcome)
                 }
                 Err(error) => vec![format!("the case cannot run: {error:#}")],
@@ -125,8 +123,9 @@ impl Harness {
     ) -> Result<Attachment, LoadError> {
         let settings = AttachmentSettings {
             config_json: config.to_string(),
-            timeout: fixtures.and_then(|f| f.timeout).map_or(DEFAULT_TIMEOUT, |t| t.0),
-            memory_bytes: usize::try_from(fixtures.and_then(|f| f.memory).map_or(DEFAULT_MEMORY, |m| m.0)).unwrap_or(usize::MAX),
+            timeout: fixtures.and_then(|f| f.timeout).map_or(defaults::POLICY_TIMEOUT, |t| t.0),
+            memory_bytes: usize::try_from(fixtures.and_then(|f| f.memory).map_or(defaults::POLICY_MEMORY_BYTES, |m| m.0))
+                .unwrap_or(usize::MAX),
             on_failure: FailureMode::Closed,
         };
         self.engine.attach(policy.clone(), settings, self.services.clone(), Arc::new(PolicyStats::default()))
@@ -188,7 +187,8 @@ struct Outcome {
     identity: Option<keys::Identity>,
     attributes: Vec<(String, String)>,
     hits: Vec<Hit>,
-    call_times: Vec<Duration>,
+    /// Both phases through the pipeline.
+    time: Duration,
 }
 
 impl Outcome {
@@ -203,7 +203,7 @@ impl Outcome {
             identity: None,
             attributes: Vec::new(),
             hits: Vec::new(),
-            call_times: Vec::new(),
+            time: Duration::ZERO,
         }
     }
 }
@@ -232,8 +232,9 @@ fn fixture_headers(headers: &std::collections::BTreeMap<String, HeaderValues>, j
     Ok(map)
 }
 
-/// One request through a chain of this one policy, as the gateway's pipeline runs it.
-fn run_case(attachment: &Attachment, case: &Case, fixtures: &Fixtures, host: &MockHost) -> anyhow::Result<Outcome> {
+/// One request through a chain of this one policy, on the gateway's own phases
+/// ([`run_phases`]) with a mocked upstream that answers with the case's `upstream`.
+fn run_case(attachment: &Arc<Attachment>, case: &Case, fixtures: &Fixtures, host: &MockHost) -> anyhow::Result<Outcome> {
     let request = &case.request;
     let (request_body, json) = fixture_body(&request.body, &request.json);
     let target = match &request.query {
@@ -246,6 +247,13 @@ fn run_case(attachment: &Attachment, case: &Case, fixtures: &Fixtures, host: &Mo
     head.method = method;
     head.uri = uri;
     head.headers = fixture_headers(&request.headers, json)?;
+
+    let answer = &case.upstream;
+    let (upstream_body, json) = fixture_body(&answer.body, &answer.json);
+    let (mut upstream_head, ()) = http::Response::new(()).into_parts();
+    upstream_head.status =
+        http::StatusCode::from_u16(answer.status).map_err(|_| anyhow::anyhow!("invalid upstream status {}", answer.status))?;
+    upstream_head.headers = fixture_headers(&answer.headers, json)?;
 
     let route = case.route.as_ref().unwrap_or(&fixtures.route);
     let operation = route.operation.clone().unwrap_or_else(|| format!("{} {}", request.method, request.path));
@@ -261,78 +269,27 @@ fn run_case(attachment: &Attachment, case: &Case, fixtures: &Fixtures, host: &Mo
         response: None,
     });
 
-    let mut call_times = Vec::new();
+    let mut forwarded = None;
+    let upstream = MockUpstream { request_body, head: Some(upstream_head), body: upstream_body, forwarded: &mut forwarded };
+    let chain = std::slice::from_ref(attachment);
     let started = Instant::now();
-    let (mut exchange, result) = attachment.on_request(exchange);
-    call_times.push(started.elapsed());
-    let identity = exchange.identity.clone();
-    let attributes = exchange.attributes.clone();
+    let phases = complete(run_phases(chain, exchange, &Blocking::default(), upstream))?;
+    let time = started.elapsed();
+
     let policy = attachment.policy().name();
-
-    let mut failure = None;
-    let mut upstream = None;
-    let mut streamed_body = Bytes::new();
-    let (mut response, decision, ran) = match result {
-        Ok(Decision::Continue) => {
-            let mut headers = exchange.request.headers.clone();
-            if exchange.request_body_replaced {
-                headers.remove(header::CONTENT_LENGTH);
-            }
-            upstream = Some(Forwarded {
-                method: exchange.request.method.to_string(),
-                path: exchange.request.uri.path().to_owned(),
-                query: exchange.request.uri.query().map(str::to_owned),
-                headers,
-                body: match &exchange.request_body {
-                    BodyState::Buffered(bytes) => bytes.clone(),
-                    _ => request_body,
-                },
-            });
-            let answer = &case.upstream;
-            let (body, json) = fixture_body(&answer.body, &answer.json);
-            let (mut head, ()) = http::Response::new(()).into_parts();
-            head.status =
-                http::StatusCode::from_u16(answer.status).map_err(|_| anyhow::anyhow!("invalid upstream status {}", answer.status))?;
-            head.headers = fixture_headers(&answer.headers, json)?;
-            let body = if attachment.needs_response_body() {
-                BodyState::Buffered(body)
-            } else {
-                streamed_body = body;
-                BodyState::Streaming
-            };
-            (ResponseState { head, body, body_replaced: false }, Some(DecisionKind::Continue), true)
-        }
-        Ok(Decision::Respond(immediate)) => (immediate_state(immediate), Some(DecisionKind::Respond), true),
-        Err(error) => {
-            failure = Some(format!("policy `{policy}` failed in on-request: {error}"));
-            (failed_state(policy, &error.to_string()), None, false)
-        }
+    let (decision, mut failure) = match &phases.request {
+        RequestEnd::Forwarded => (Some(DecisionKind::Continue), None),
+        RequestEnd::Answered => (Some(DecisionKind::Respond), None),
+        RequestEnd::Blocked => (None, Some("the caller is blocked".to_owned())),
+        RequestEnd::Failed(error) => (None, Some(format!("policy `{policy}` failed in on-request: {error}"))),
     };
-    for (name, value) in exchange.response_headers.drain(..) {
-        response.head.headers.insert(name, value);
+    if let Some(error) = &phases.response_failure {
+        failure = Some(format!("policy `{policy}` failed in on-response: {error}"));
     }
-    if ran && attachment.needs_response_phase() {
-        exchange.response = Some(response);
-        let started = Instant::now();
-        let (back, result) = attachment.on_response(exchange);
-        call_times.push(started.elapsed());
-        exchange = back;
-        response = exchange.response.take().ok_or_else(|| anyhow::anyhow!("the response was lost"))?;
-        if let Err(error) = result {
-            failure = Some(format!("policy `{policy}` failed in on-response: {error}"));
-            response = failed_state(policy, &error.to_string());
-        }
-    }
-
-    let ResponseState { mut head, body, body_replaced } = response;
+    let ResponseState { head, body, .. } = phases.response;
     let body = match body {
-        BodyState::Buffered(bytes) => {
-            if body_replaced {
-                head.headers.remove(header::CONTENT_LENGTH);
-            }
-            bytes
-        }
-        BodyState::Streaming | BodyState::TooLarge => streamed_body,
+        BodyState::Buffered(bytes) => bytes,
+        BodyState::Streaming | BodyState::TooLarge => phases.stream.unwrap_or_default(),
     };
     Ok(Outcome {
         failure,
@@ -340,33 +297,51 @@ fn run_case(attachment: &Attachment, case: &Case, fixtures: &Fixtures, host: &Mo
         status: head.status.as_u16(),
         headers: head.headers,
         body,
-        upstream,
-        identity,
-        attributes,
+        upstream: forwarded,
+        identity: phases.exchange.identity.clone(),
+        attributes: phases.exchange.attributes.clone(),
         hits: host.hits(),
-        call_times,
+        time,
     })
 }
 
-/// The response of a policy that answered, as the gateway sends it.
-fn immediate_state(immediate: ImmediateResponse) -> ResponseState {
-    let (mut head, ()) = http::Response::new(()).into_parts();
-    head.status = http::StatusCode::from_u16(immediate.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    for (name, value) in immediate.headers {
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value))
-            && name != header::CONTENT_LENGTH
-            && name != header::TRANSFER_ENCODING
-        {
-            head.headers.append(name, value);
-        }
-    }
-    ResponseState { head, body: BodyState::Buffered(Bytes::from(immediate.body)), body_replaced: true }
+/// The upstream of a case: records the request as forwarded, answers with the fixture.
+struct MockUpstream<'a> {
+    /// The request body as sent, for when no policy buffered it.
+    request_body: Bytes,
+    head: Option<ResponseHead>,
+    body: Bytes,
+    forwarded: &'a mut Option<Forwarded>,
 }
 
-/// The 500 a failing policy gets the client (fail closed).
-fn failed_state(policy: &str, reason: &str) -> ResponseState {
-    let (head, body) = ProxyError::PolicyFailed { policy: policy.to_owned(), reason: reason.to_owned() }.into_parts();
-    ResponseState { head, body: BodyState::Buffered(body), body_replaced: true }
+impl Upstream for MockUpstream<'_> {
+    type Stream = Bytes;
+
+    async fn send(mut self, exchange: &mut Exchange, buffer: bool) -> Result<(ResponseHead, UpstreamBody<Bytes>), ProxyError> {
+        *self.forwarded = Some(Forwarded {
+            method: exchange.request.method.to_string(),
+            path: exchange.request.uri.path().to_owned(),
+            query: exchange.request.uri.query().map(str::to_owned),
+            headers: exchange.request.headers.clone(),
+            body: match &exchange.request_body {
+                BodyState::Buffered(bytes) => bytes.clone(),
+                _ => self.request_body,
+            },
+        });
+        let head = self.head.take().ok_or_else(|| ProxyError::Internal("the mocked upstream answers once".into()))?;
+        Ok((head, if buffer { UpstreamBody::Buffered(self.body) } else { UpstreamBody::Stream(self.body) }))
+    }
+}
+
+/// Run the phases to the end. The mocked upstream answers at once and policy calls are
+/// synchronous, so they complete in one poll: no runtime is needed, and the harness can
+/// run inside one.
+fn complete<T>(phases: impl Future<Output = T>) -> anyhow::Result<T> {
+    let mut phases = std::pin::pin!(phases);
+    match phases.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(done) => Ok(done),
+        std::task::Poll::Pending => Err(anyhow::anyhow!("the phases waited on something a test case cannot give")),
+    }
 }
 
 /// Every difference between what a case expects and what came out, one line each.
@@ -645,8 +620,8 @@ pub struct Report {
     pub cases: Vec<CaseReport>,
     /// Linear memory of an instance after `init`.
     pub instance_memory: Option<usize>,
-    /// The duration of every policy call made.
-    pub call_times: Vec<Duration>,
+    /// How long each case's request took through both phases.
+    pub request_times: Vec<Duration>,
 }
 
 impl Report {
@@ -660,9 +635,9 @@ impl Report {
         self.failed() == 0
     }
 
-    /// The median call time.
-    pub fn median_call(&self) -> Option<Duration> {
-        let mut times = self.call_times.clone();
+    /// The median time of a case's request through both phases.
+    pub fn median_request(&self) -> Option<Duration> {
+        let mut times = self.request_times.clone();
         times.sort();
         times.get(times.len() / 2).copied()
     }
@@ -694,8 +669,8 @@ impl fmt::Display for Report {
         if let Some(memory) = self.instance_memory {
             write!(f, "; instance memory {:.1} MiB", memory as f64 / (1024.0 * 1024.0))?;
         }
-        if let Some(median) = self.median_call() {
-            write!(f, "; median call {:.0} µs", median.as_secs_f64() * 1e6)?;
+        if let Some(median) = self.median_request() {
+            write!(f, "; median request {:.0} µs", median.as_secs_f64() * 1e6)?;
         }
         writeln!(f)
     }

@@ -1,5 +1,5 @@
 //! A policy that misbehaves on purpose, as its configuration says: panics on requests
-//! carrying `x-panic`, loops forever, grows its memory without end, or recurses without
+//! carrying `x-panic` (after changing the request and the response headers), loops forever, grows its memory without end, or recurses without
 //! end. The gateway must contain every one of these.
 
 use portico_policy_sdk::{Context, Decision, Policy, Request};
@@ -31,13 +31,18 @@ impl Policy for Misbehave {
         Ok(Misbehave { mode: config.mode, hoard: Vec::new() })
     }
 
-    fn on_request(&mut self, request: &Request, _: &Context) -> Decision {
+    fn on_request(&mut self, request: &Request, context: &Context) -> Decision {
         match self.mode {
             Mode::PanicOnHeader => {
+                // What a passing call leaves, a panicking one leaves too before it dies:
+                // the gateway must discard it.
+                let _ = request.set_header("x-misbehave", "passed");
+                let _ = context.set_response_header("x-misbehave", "passed");
                 if request.header("x-panic").is_some() {
+                    let _ = request.set_header("x-misbehave", "panicked");
+                    let _ = context.set_response_header("x-misbehave", "panicked");
                     panic!("asked to panic");
                 }
-                let _ = request.set_header("x-misbehave", "passed");
             }
             Mode::Loop => {
                 let mut n: u64 = 0;

@@ -1,0 +1,55 @@
+//! Hex as both planes write it: lower-case, two digits a byte. Module digests, API key
+//! hashes, configuration versions and stored secrets all use it.
+
+use sha2::{Digest, Sha256};
+
+/// `bytes` in lower-case hex.
+pub fn encode(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(DIGITS[usize::from(byte >> 4)] as char);
+        text.push(DIGITS[usize::from(byte & 0x0f)] as char);
+    }
+    text
+}
+
+/// The bytes of hex text (either case); `None` when it is not an even number of hex digits.
+pub fn decode(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    text.as_bytes()
+        .chunks_exact(2)
+        .map(|pair| {
+            let high = (pair[0] as char).to_digit(16)?;
+            let low = (pair[1] as char).to_digit(16)?;
+            Some((high * 16 + low) as u8)
+        })
+        .collect()
+}
+
+/// The sha256 of `bytes`, in hex: how policy modules are named.
+pub fn sha256(bytes: &[u8]) -> String {
+    encode(&Sha256::digest(bytes))
+}
+
+/// Whether `text` is a sha256 written as 64 hex digits (either case).
+pub fn is_sha256(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips() {
+        assert_eq!(encode(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(decode("000FA5ff"), Some(vec![0x00, 0x0f, 0xa5, 0xff]));
+        assert_eq!(decode("abc"), None);
+        assert_eq!(decode("zz"), None);
+        assert_eq!(sha256(b"").len(), 64);
+        assert!(is_sha256(&sha256(b"x")) && !is_sha256("abc"));
+    }
+}

@@ -1,0 +1,144 @@
+//! The checks a configuration must pass before anything is compiled: each part checked
+//! with the parser of the module that will use it, every problem named by its path.
+
+use crate::blocking::Network;
+use crate::config::{Attachment, FORMAT_VERSION, GatewayConfig, Problem};
+use crate::policy::builtin;
+use crate::router::normalize_path;
+use crate::upstream::parse_endpoint;
+
+/// Every semantic problem of a parsed configuration (empty when it is usable). Policy
+/// configurations are checked later, by each policy's `init`.
+pub(crate) fn validate(config: &GatewayConfig) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut problem = |path: String, reason: String| problems.push(Problem { path, reason });
+
+    if config.version != FORMAT_VERSION {
+        problem("version".into(), format!("unsupported version {}, expected {FORMAT_VERSION}", config.version));
+    }
+    for (i, listener) in config.listeners.iter().enumerate() {
+        if listener.address.parse::<std::net::SocketAddr>().is_err() {
+            problem(format!("listeners[{i}].address"), format!("`{}` is not an ip:port address", listener.address));
+        }
+        if let Some(tls) = &listener.tls
+            && tls.certificates.is_empty()
+        {
+            problem(format!("listeners[{i}].tls.certificates"), "at least one certificate is needed".into());
+        }
+    }
+    if let Some(admin) = &config.admin
+        && admin.address.parse::<std::net::SocketAddr>().is_err()
+    {
+        problem("admin.address".into(), format!("`{}` is not an ip:port address", admin.address));
+    }
+    if config.limits.max_headers == 0 {
+        problem("limits.max_headers".into(), "must be at least 1".into());
+    }
+    for (i, ip) in config.blocked.ips.iter().enumerate() {
+        if let Err(reason) = Network::parse(ip) {
+            problem(format!("blocked.ips[{i}]"), reason);
+        }
+    }
+    for (name, module) in &config.modules {
+        if builtin::find(name).is_some() {
+            problem(format!("modules.{name}"), "this name is a built-in policy; choose another".into());
+        }
+        if let Some(digest) = &module.sha256
+            && !crate::hex::is_sha256(digest)
+        {
+            problem(format!("modules.{name}.sha256"), "must be 64 hex digits".into());
+        }
+        if module.path.is_none() && module.sha256.is_none() {
+            problem(format!("modules.{name}"), "needs a `path`, a `sha256` (a module from the store), or both".into());
+        }
+    }
+    let check_attachments = |path: String, attachments: &[Attachment], problem: &mut dyn FnMut(String, String)| {
+        for (i, attachment) in attachments.iter().enumerate() {
+            let known = builtin::find(&attachment.policy).is_some() || config.modules.contains_key(&attachment.policy);
+            if !known {
+                problem(format!("{path}[{i}].policy"), format!("unknown policy `{}` (not built in, not in `modules`)", attachment.policy));
+            }
+            if attachment.timeout.is_zero() {
+                problem(format!("{path}[{i}].timeout"), "must be more than zero".into());
+            }
+            if attachment.memory.0 < 1024 * 1024 {
+                problem(format!("{path}[{i}].memory"), "must be at least 1MiB".into());
+            }
+        }
+    };
+    check_attachments("global_policies".into(), &config.global_policies, &mut problem);
+
+    let mut seen_apis = std::collections::HashSet::new();
+    for (i, api) in config.apis.iter().enumerate() {
+        let at = format!("apis[{i}]");
+        if api.name.trim().is_empty() {
+            problem(format!("{at}.name"), "must not be empty".into());
+        }
+        if !seen_apis.insert((api.name.as_str(), api.version.as_str())) {
+            problem(format!("{at}.name"), format!("API `{}` version `{}` is defined twice", api.name, api.version));
+        }
+        if !api.context.starts_with('/') {
+            problem(format!("{at}.context"), format!("`{}` must start with `/`", api.context));
+        } else if normalize_path(&api.context).map(|p| p != api.context.trim_end_matches('/') && api.context != "/").unwrap_or(true) {
+            problem(format!("{at}.context"), format!("`{}` is not a normalised path", api.context));
+        }
+        if api.upstream.endpoints.is_empty() {
+            problem(format!("{at}.upstream.endpoints"), "at least one endpoint is needed".into());
+        }
+        for (j, endpoint) in api.upstream.endpoints.iter().enumerate() {
+            if let Err(reason) = parse_endpoint(endpoint) {
+                problem(format!("{at}.upstream.endpoints[{j}]"), reason);
+            }
+        }
+        check_attachments(format!("{at}.policies"), &api.policies, &mut problem);
+        for (j, operation) in api.operations.iter().enumerate() {
+            let op_at = format!("{at}.operations[{j}]");
+            if operation.method != "ANY" && http::Method::from_bytes(operation.method.as_bytes()).is_err() {
+                problem(format!("{op_at}.method"), format!("`{}` is not an HTTP method", operation.method));
+            }
+            if !operation.path.starts_with('/') {
+                problem(format!("{op_at}.path"), format!("`{}` must start with `/`", operation.path));
+            }
+            check_attachments(format!("{op_at}.policies"), &operation.policies, &mut problem);
+        }
+    }
+    if let Some(secret) = &config.api_key_hmac_secret
+        && (secret.len() < 32 || secret.len() % 2 != 0 || !secret.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        problem("api_key_hmac_secret".into(), "must be at least 16 bytes written as hex".into());
+    }
+    let mut seen_consumers = std::collections::HashSet::new();
+    for (i, consumer) in config.consumers.iter().enumerate() {
+        if !seen_consumers.insert(consumer.name.as_str()) {
+            problem(format!("consumers[{i}].name"), format!("consumer `{}` is defined twice", consumer.name));
+        }
+        for (j, key) in consumer.api_keys.iter().enumerate() {
+            if key.len() < 8 {
+                problem(format!("consumers[{i}].api_keys[{j}]"), "an API key must have at least 8 characters".into());
+            }
+        }
+        for (j, hash) in consumer.api_key_hashes.iter().enumerate() {
+            if !crate::hex::is_sha256(hash) {
+                problem(format!("consumers[{i}].api_key_hashes[{j}]"), "must be 64 hex digits (sha256)".into());
+            }
+        }
+    }
+    for (i, issuer) in config.jwt_issuers.iter().enumerate() {
+        let at = format!("jwt_issuers[{i}]");
+        if issuer.audiences.is_empty() {
+            problem(format!("{at}.audiences"), "at least one audience is needed".into());
+        }
+        if issuer.algorithms.is_empty() {
+            problem(format!("{at}.algorithms"), "at least one algorithm is needed".into());
+        }
+        if issuer.keys.is_empty() && issuer.jwks.is_none() && issuer.jwks_file.is_none() {
+            problem(at.clone(), "no verification key: give `keys`, `jwks` or `jwks_file`".into());
+        }
+        for (j, key) in issuer.keys.iter().enumerate() {
+            if key.pem.is_some() == key.pem_file.is_some() {
+                problem(format!("{at}.keys[{j}]"), "give exactly one of `pem` and `pem_file`".into());
+            }
+        }
+    }
+    problems
+}
