@@ -22,13 +22,6 @@ pub use oauth_clients::{OAuthClient, OAuthClientSecret};
 pub use signup::SignUp;
 pub use subscriptions::{ApprovalSetting, NewSubscription, Subscription, SubscriptionFilter, SubscriptionStatus};
 
-/// Say that what gateways accept may have changed: called after a subscription is created,
-/// approved or removed, a key is created or revoked, and an application changes or goes.
-pub(crate) fn notify_change(state: &AppState) {
-    tracing::debug!("developer portal change: gateway environments may need a new snapshot");
-    state.changed();
-}
-
 /// The OpenAPI paths of this module.
 #[derive(OpenApi)]
 #[openapi(paths(

@@ -3,6 +3,7 @@
 //! `docs/fleet.md`). Several control-plane nodes on one PostgreSQL tell each other about
 //! changes through `LISTEN`/`NOTIFY` ([`notify`]), so every node pushes every change.
 
+pub mod change;
 pub mod gateways;
 pub mod hub;
 pub mod notify;
@@ -16,7 +17,8 @@ use utoipa::OpenApi;
 
 use crate::AppState;
 
-pub use gateways::{GatewayStatus, Rollout, record, seen};
+pub use change::Change;
+pub use gateways::{GatewayStatus, Rollout, RolloutQuery, record, seen, wait_for_rollout};
 pub use hub::{Hub, Published};
 
 /// The OpenAPI paths of this module (the gateway-facing protocol is in `docs/fleet.md`).

@@ -5,6 +5,7 @@
 mod access_token;
 mod client_auth;
 mod error;
+mod form;
 mod introspection;
 mod keys;
 mod metadata;
@@ -19,23 +20,17 @@ use utoipa::{Modify, OpenApi};
 
 use crate::AppState;
 
-pub use access_token::AccessClaims;
+pub use access_token::{AccessClaims, revoked_jtis};
 pub use client_auth::VerifiedSecrets;
 pub use error::OAuthError;
-pub use introspection::{Introspection, TokenForm};
+pub use form::TokenForm;
+pub use introspection::Introspection;
 pub use keys::{Jwks, KeyInfo, Rotate, SigningAlg, public_keys};
 pub use metadata::Metadata;
-pub use revocation::revoked_jtis;
 pub use token::{TokenRequest, TokenResponse};
 
 /// The `aud` of every access token this key manager issues.
 pub const AUDIENCE: &str = "portico";
-
-/// Say that an access token was revoked: gateways should refuse it from now on.
-pub(crate) fn notify_revocation(state: &AppState) {
-    tracing::debug!("access token revoked: gateways need the new revocation list");
-    state.changed();
-}
 
 /// The OpenAPI paths of this module.
 #[derive(OpenApi)]

@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod publisher;
 pub mod registry;
 pub mod snapshot;
+#[cfg(feature = "test-support")]
 pub mod test_support;
 pub mod traffic;
 
@@ -45,11 +46,11 @@ pub struct AppState {
     pub registry: Arc<registry::Registry>,
     /// OAuth2 client secrets verified lately.
     pub verified_secrets: Arc<keymanager::VerifiedSecrets>,
-    /// Bumped whenever what gateways serve may have changed (a deployment, a lifecycle
-    /// change, a subscription, a key, a revocation); gateway feeders watch it.
-    pub changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Bumped whenever what gateways serve may have changed (by a committed
+    /// [`fleet::Change`] here, or announced by another node); gateway feeders watch it.
+    pub(crate) changes: Arc<tokio::sync::watch::Sender<u64>>,
     /// Bumped with `changes` for changes made on this node only: what other nodes are told.
-    pub outbox: Arc<tokio::sync::watch::Sender<u64>>,
+    pub(crate) outbox: Arc<tokio::sync::watch::Sender<u64>>,
     /// Each environment's latest snapshot, for its gateways.
     pub hub: Arc<fleet::Hub>,
     /// Bumped whenever a gateway acknowledges; rollouts wait on it.
@@ -68,15 +69,14 @@ impl AppState {
             verified_secrets: Arc::default(),
             changes: counter(),
             outbox: counter(),
-            hub: Arc::default(),
+            hub: Arc::new(fleet::Hub::new(snapshot::build)),
             acks: counter(),
         }
     }
 
-    /// Say that what gateways serve may have changed.
-    pub fn changed(&self) {
-        self.changes.send_modify(|version| *version += 1);
-        self.outbox.send_modify(|version| *version += 1);
+    /// A receiver that sees every change gateways must hear of (for feeders and tests).
+    pub fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 }
 

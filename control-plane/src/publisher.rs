@@ -8,6 +8,7 @@ mod environments;
 mod import;
 mod lifecycle;
 mod revisions;
+mod status;
 
 use axum::Router;
 use axum::routing::{delete, get, post};
@@ -19,15 +20,9 @@ pub use apis::{Api, ApiSummary, ApiUpdate, NewApi, Operation};
 pub use deployments::{Deploy, DeployedApi, Deployment, deployed};
 pub use environments::{Environment, NewEnvironment};
 pub use import::Import;
-pub use lifecycle::{ApiStatus, LifecycleAction, LifecycleChange};
+pub use lifecycle::{LifecycleAction, LifecycleChange};
 pub use revisions::{Revision, RevisionContent};
-
-/// Say that what gateways serve may have changed: called after every deployment,
-/// undeployment and lifecycle change.
-pub(crate) fn notify_change(state: &AppState) {
-    tracing::debug!("publisher change: gateway environments may need a new snapshot");
-    state.changed();
-}
+pub use status::ApiStatus;
 
 /// The OpenAPI paths of this module.
 #[derive(OpenApi)]

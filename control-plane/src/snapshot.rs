@@ -5,17 +5,19 @@
 //! snapshot as one fed from a file.
 
 use portico_gateway::config::{
-    ApiConfig, Attachment, ClaimMapping, Consumer, GatewayConfig, JwtIssuer, JwtKey, ModuleSource, OperationConfig, RevokedToken,
-    UpstreamConfig,
+    ApiConfig, Attachment, ClaimMapping, Consumer, Duration, GatewayConfig, JwtIssuer, JwtKey, ModuleSource, OperationConfig, RevokedToken,
+    UpstreamConfig, defaults,
 };
 
-use crate::db::Db;
+use portico_gateway::hex;
+
 use crate::error::ApiResult;
-use crate::{Settings, devportal, keymanager, publisher, registry, traffic};
+use crate::{AppState, devportal, keymanager, publisher, registry, traffic};
 
 /// The gateway configuration of `environment` (listeners and admin left empty: the
 /// gateway process decides where it listens).
-pub async fn for_environment(db: &Db, settings: &Settings, environment: &str) -> ApiResult<GatewayConfig> {
+pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<GatewayConfig> {
+    let (db, settings) = (&state.db, &state.settings);
     let tiers = |kind| async move {
         ApiResult::Ok(
             traffic::all(db, kind).await?.into_iter().map(|tier| (tier.name.clone(), tier.limits())).collect::<serde_json::Map<_, _>>(),
@@ -48,8 +50,8 @@ pub async fn for_environment(db: &Db, settings: &Settings, environment: &str) ->
             hosts: Vec::new(),
             upstream: UpstreamConfig {
                 endpoints: content.endpoints.clone(),
-                connect_timeout: portico_gateway::config::Duration::from_secs(5),
-                timeout: portico_gateway::config::Duration::from_secs(60),
+                connect_timeout: Duration(defaults::UPSTREAM_CONNECT_TIMEOUT),
+                timeout: Duration(defaults::UPSTREAM_TIMEOUT),
             },
             policies,
             operations: content
@@ -76,7 +78,7 @@ pub async fn for_environment(db: &Db, settings: &Settings, environment: &str) ->
         })
         .collect();
 
-    let keys = keymanager::public_keys(db)
+    let keys = keymanager::public_keys(state)
         .await?
         .into_iter()
         .map(|(kid, _alg, pem)| JwtKey { kid: Some(kid), pem: Some(pem), pem_file: None })
@@ -92,7 +94,7 @@ pub async fn for_environment(db: &Db, settings: &Settings, environment: &str) ->
             jwks: None,
             jwks_file: None,
             claims: ClaimMapping { user: "sub".to_owned(), ..ClaimMapping::default() },
-            leeway: portico_gateway::config::Duration::from_secs(30),
+            leeway: Duration(defaults::JWT_LEEWAY),
         }]
     };
     let revoked_tokens = keymanager::revoked_jtis(db)
@@ -120,11 +122,19 @@ pub async fn for_environment(db: &Db, settings: &Settings, environment: &str) ->
         consumers,
         jwt_issuers,
         revoked_tokens,
-        api_key_hmac_secret: Some(secret.iter().map(|b| format!("{b:02x}")).collect()),
+        api_key_hmac_secret: Some(hex::encode(&secret)),
         modules,
         blocked: traffic::blocking::for_gateways(db).await?,
         ..GatewayConfig::default()
     })
+}
+
+/// [`for_environment`] as the fleet's hub calls it.
+pub(crate) fn build<'a>(
+    state: &'a AppState,
+    environment: &'a str,
+) -> std::pin::Pin<Box<dyn Future<Output = ApiResult<GatewayConfig>> + Send + 'a>> {
+    Box::pin(for_environment(state, environment))
 }
 
 fn attachment(policy: &str, config: serde_json::Value) -> Attachment {

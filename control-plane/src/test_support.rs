@@ -24,12 +24,26 @@ pub async fn fresh_postgres_database() -> String {
     let admin_url = postgres_url();
     let name = format!("portico_t_{}", uuid::Uuid::new_v4().simple());
     sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL is needed for these tests ({}): {e}", crate::db::redact(&admin_url)));
+    let connect = tokio::time::timeout(std::time::Duration::from_secs(5), sqlx::AnyConnection::connect(&admin_url));
+    let mut conn = match connect.await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => panic!("{}: {e}", no_postgres(&admin_url)),
+        Err(_) => panic!("{}: no answer within 5 s", no_postgres(&admin_url)),
+    };
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
     let base = admin_url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin_url);
     format!("{base}/{name}")
+}
+
+/// The one line a test run without PostgreSQL fails with: what is missing and how to
+/// start it.
+fn no_postgres(url: &str) -> String {
+    format!(
+        "the test suite needs PostgreSQL at {} (set PORTICO_TEST_POSTGRES_URL to use another); on Debian: \
+         `apt-get install -y postgresql && pg_ctlcluster --skip-systemctl-redirect 15 main start`, \
+         then allow `trust` for 127.0.0.1 in pg_hba.conf and create the database `test`",
+        crate::db::redact(url)
+    )
 }
 
 /// A test database and the app over it.

@@ -16,6 +16,7 @@ use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::fleet::Change;
 
 /// The OpenAPI paths of this module.
 #[derive(OpenApi)]
@@ -145,7 +146,7 @@ pub async fn upsert(
         burst_requests: limits.burst_requests,
         burst_per_ms: limits.burst_per_ms,
     };
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = Change::begin(&state).await?;
     sqlx::query("DELETE FROM tiers WHERE kind = $1 AND name = $2").bind(&tier.kind).bind(&tier.name).execute(&mut *tx).await?;
     sqlx::query(
         "INSERT INTO tiers (name, kind, description, requests, per_ms, burst_requests, burst_per_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -180,9 +181,11 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, Path((kind, n
             if kind == "application" { "applications" } else { "subscriptions" }
         )));
     }
-    let deleted = sqlx::query("DELETE FROM tiers WHERE kind = $1 AND name = $2").bind(&kind).bind(&name).execute(&state.db.pool).await?;
+    let mut change = Change::begin(&state).await?;
+    let deleted = sqlx::query("DELETE FROM tiers WHERE kind = $1 AND name = $2").bind(&kind).bind(&name).execute(&mut *change).await?;
     if deleted.rows_affected() == 0 {
         return Err(ApiError::not_found("tier", &name));
     }
+    change.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

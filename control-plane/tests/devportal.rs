@@ -533,7 +533,7 @@ async fn api_keys_are_shown_once_stored_as_hmacs_and_revocable() {
         sqlx::query("UPDATE apis SET status = 'DEPRECATED' WHERE id = $1").bind(&orders).execute(&app.db.pool).await.unwrap();
         sqlx::query("UPDATE apis SET status = 'RETIRED' WHERE id = $1").bind(&legacy).execute(&app.db.pool).await.unwrap();
         let uri = format!("/api/v1/applications/{mobile}/api-keys");
-        let mut changes = app.state.changes.subscribe();
+        let mut changes = app.state.subscribe_changes();
 
         let (status, _) = app.send("POST", &uri, None, None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);

@@ -719,7 +719,7 @@ async fn keys_rotate_and_retire() {
         assert_eq!(keys[0]["kid"], new_kid.as_str(), "newest first");
         assert_eq!((&keys[0]["active"], &keys[1]["active"]), (&json!(true), &json!(false)));
         assert!(!keys.to_string().contains("PRIVATE"), "no private key in answers");
-        let published = keymanager::public_keys(&app.db).await.unwrap();
+        let published = keymanager::public_keys(&app.state).await.unwrap();
         assert_eq!(
             published.iter().map(|(kid, alg, _)| (kid.as_str(), alg.as_str())).collect::<Vec<_>>(),
             vec![(old_kid.as_str(), "ES256"), (new_kid.as_str(), "RS256")]
@@ -743,7 +743,7 @@ async fn keys_rotate_and_retire() {
         assert_eq!(jwks["keys"][0]["kid"], new_kid.as_str());
         assert_eq!(verify_with_jwks(&app, &old_token).await, Err("kid not in the JWKS".to_owned()));
         assert_eq!(introspect(&app, client.basic(), &old_token).await.body, json!({"active": false}));
-        assert_eq!(keymanager::public_keys(&app.db).await.unwrap().len(), 1);
+        assert_eq!(keymanager::public_keys(&app.state).await.unwrap().len(), 1);
         let private: String =
             sqlx::query_scalar("SELECT private_pem FROM signing_keys WHERE kid = $1").bind(&old_kid).fetch_one(&app.db.pool).await.unwrap();
         assert_eq!(private, "", "a retired key keeps no private part");
@@ -764,7 +764,7 @@ async fn the_first_key_is_made_at_first_use() {
     async fn check(app: TestApp) {
         let count = || async { sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM signing_keys").fetch_one(&app.db.pool).await.unwrap() };
         assert_eq!(count().await, 0);
-        let published = keymanager::public_keys(&app.db).await.unwrap();
+        let published = keymanager::public_keys(&app.state).await.unwrap();
         assert_eq!(published.len(), 1);
         assert_eq!(published[0].1, "ES256");
         let (_, jwks) = app.send("GET", "/oauth2/jwks", None, None).await;

@@ -608,7 +608,7 @@ async fn revisions_are_deployed_replaced_and_undeployed() {
         assert_invalid(status, &problem, "environments[1]");
         assert!(publisher::deployed(&app.db, "default").await.unwrap().is_empty(), "all or nothing");
 
-        let before = *app.state.changes.borrow();
+        let before = *app.state.subscribe_changes().borrow();
         let (status, deployed) = app
             .send(
                 "POST",
@@ -621,7 +621,7 @@ async fn revisions_are_deployed_replaced_and_undeployed() {
         assert_eq!(deployed.as_array().unwrap().len(), 2);
         assert_eq!(deployed[0]["environment"], "default");
         assert_eq!(deployed[0]["revision_number"], 1);
-        assert!(*app.state.changes.borrow() > before, "gateways are told");
+        assert!(*app.state.subscribe_changes().borrow() > before, "gateways are told");
 
         let on_default = publisher::deployed(&app.db, "default").await.unwrap();
         assert_eq!(on_default.len(), 1);
@@ -669,10 +669,10 @@ async fn revisions_are_deployed_replaced_and_undeployed() {
             app.send("POST", &deployments, Some(&publisher), Some(json!({"revision_id": second, "environments": ["edge"]}))).await;
         assert_eq!(status, StatusCode::CONFLICT, "a RETIRED API is not deployed");
 
-        let before = *app.state.changes.borrow();
+        let before = *app.state.subscribe_changes().borrow();
         let (status, _) = app.send("DELETE", &format!("{deployments}/edge"), Some(&publisher), None).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
-        assert!(*app.state.changes.borrow() > before);
+        assert!(*app.state.subscribe_changes().borrow() > before);
         let (status, _) = app.send("DELETE", &format!("{deployments}/edge"), Some(&publisher), None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         let (status, list) = app.send("GET", &deployments, Some(&publisher), None).await;

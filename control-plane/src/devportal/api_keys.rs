@@ -14,11 +14,11 @@ use sha2::Sha256;
 use utoipa::ToSchema;
 
 use super::applications::owned;
-use super::notify_change;
 use crate::AppState;
 use crate::auth::{Caller, hex, random_token};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
+use crate::fleet::Change;
 
 /// The key in `settings` of the HMAC secret, hex.
 const SECRET_SETTING: &str = "api_key_hmac_secret";
@@ -163,16 +163,17 @@ pub async fn create(State(state): State<AppState>, caller: Caller, Path(id): Pat
     let secret = api_key_hmac_secret(&state.db).await?;
     let key = format!("{KEY_PREFIX}{}", random_token());
     let new = NewApiKey { id: new_id(), prefix: key[..SHOWN_PREFIX].to_owned(), key, created_at: now_ms() };
+    let mut change = Change::begin(&state).await?;
     sqlx::query("INSERT INTO api_keys (id, application_id, key_hash, prefix, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(&new.id)
         .bind(&id)
         .bind(api_key_hash(&secret, &new.key))
         .bind(&new.prefix)
         .bind(new.created_at)
-        .execute(&state.db.pool)
+        .execute(&mut *change)
         .await?;
     tracing::info!(application = %id, key = %new.id, prefix = %new.prefix, "API key created");
-    notify_change(&state);
+    change.commit().await?;
     Ok((StatusCode::CREATED, Json(new)))
 }
 
@@ -182,15 +183,16 @@ pub async fn create(State(state): State<AppState>, caller: Caller, Path(id): Pat
     responses((status = 204), (status = 401), (status = 403), (status = 404)), security(("bearer" = [])))]
 pub async fn revoke(State(state): State<AppState>, caller: Caller, Path((id, key_id)): Path<(String, String)>) -> ApiResult<StatusCode> {
     owned(&state.db, &caller, &id).await?;
+    let mut change = Change::begin(&state).await?;
     let revoked = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND application_id = $3 AND revoked_at IS NULL")
         .bind(now_ms())
         .bind(&key_id)
         .bind(&id)
-        .execute(&state.db.pool)
+        .execute(&mut *change)
         .await?;
     if revoked.rows_affected() == 1 {
         tracing::info!(application = %id, key = %key_id, "API key revoked");
-        notify_change(&state);
+        change.commit().await?;
         return Ok(StatusCode::NO_CONTENT);
     }
     let exists: Option<String> = sqlx::query_scalar("SELECT id FROM api_keys WHERE id = $1 AND application_id = $2")

@@ -7,11 +7,11 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::notify_change;
 use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::fleet::Change;
 use crate::traffic;
 
 /// Longest description, in characters.
@@ -155,19 +155,20 @@ pub async fn replace(
 ) -> ApiResult<Json<Application>> {
     owned(&state.db, &caller, &id).await?;
     check(&state.db, &fields).await?;
+    let mut change = Change::begin(&state).await?;
     let updated = sqlx::query("UPDATE applications SET name = $1, description = $2, tier = $3 WHERE id = $4")
         .bind(&fields.name)
         .bind(&fields.description)
         .bind(&fields.tier)
         .bind(&id)
-        .execute(&state.db.pool)
+        .execute(&mut *change)
         .await
         .map_err(|e| name_taken(e, &fields.name))?;
     if updated.rows_affected() == 0 {
         return Err(ApiError::not_found("application", &id));
     }
     // The name and tier travel with the application's keys to the gateways.
-    notify_change(&state);
+    change.commit().await?;
     Ok(Json(owned(&state.db, &caller, &id).await?))
 }
 
@@ -177,11 +178,12 @@ pub async fn replace(
 pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     owned(&state.db, &caller, &id).await?;
     // Subscriptions, the OAuth2 client (with its refresh tokens) and API keys cascade.
-    let deleted = sqlx::query("DELETE FROM applications WHERE id = $1").bind(&id).execute(&state.db.pool).await?;
+    let mut change = Change::begin(&state).await?;
+    let deleted = sqlx::query("DELETE FROM applications WHERE id = $1").bind(&id).execute(&mut *change).await?;
     if deleted.rows_affected() == 0 {
         return Err(ApiError::not_found("application", &id));
     }
     tracing::info!(application = %id, by = %caller.username, "application deleted");
-    notify_change(&state);
+    change.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

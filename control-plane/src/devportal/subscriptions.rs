@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::applications::owned;
-use super::notify_change;
 use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::fleet::Change;
 use crate::traffic;
 
 /// The key in `settings` that, set to `true`, makes new subscriptions wait for approval.
@@ -192,6 +192,7 @@ pub async fn subscribe(
     let status = if approval_required(&state.db).await? { SubscriptionStatus::OnHold } else { SubscriptionStatus::Active };
     let subscription_id = new_id();
     // One statement, so that a lifecycle change between the check above and here is seen.
+    let mut change = Change::begin(&state).await?;
     let inserted = sqlx::query(
         "INSERT INTO subscriptions (id, application_id, api_id, tier, status, created_at) \
          SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM apis WHERE id = $3 AND status = 'PUBLISHED')",
@@ -202,7 +203,7 @@ pub async fn subscribe(
     .bind(&new.tier)
     .bind(status.as_str())
     .bind(now_ms())
-    .execute(&state.db.pool)
+    .execute(&mut *change)
     .await
     .map_err(|e| match e {
         sqlx::Error::Database(e) if e.is_unique_violation() => {
@@ -214,9 +215,7 @@ pub async fn subscribe(
         return Err(ApiError::Conflict("the API is no longer PUBLISHED".into()));
     }
     tracing::info!(subscription = %subscription_id, application = %id, api = %new.api_id, status = status.as_str(), "subscribed");
-    if status == SubscriptionStatus::Active {
-        notify_change(&state);
-    }
+    change.commit().await?;
     let row = row(&state.db, &subscription_id).await?.ok_or_else(|| ApiError::not_found("subscription", &subscription_id))?;
     Ok((StatusCode::CREATED, Json(row.into_subscription()?)))
 }
@@ -231,16 +230,17 @@ pub async fn unsubscribe(
     Path((id, sub_id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     owned(&state.db, &caller, &id).await?;
+    let mut change = Change::begin(&state).await?;
     let deleted = sqlx::query("DELETE FROM subscriptions WHERE id = $1 AND application_id = $2")
         .bind(&sub_id)
         .bind(&id)
-        .execute(&state.db.pool)
+        .execute(&mut *change)
         .await?;
     if deleted.rows_affected() == 0 {
         return Err(ApiError::not_found("subscription", &sub_id));
     }
     tracing::info!(subscription = %sub_id, application = %id, "unsubscribed");
-    notify_change(&state);
+    change.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -293,16 +293,18 @@ async fn decide(state: &AppState, caller: &Caller, sub_id: &str, to: Subscriptio
     let Some(current) = current else {
         return Err(ApiError::not_found("subscription", sub_id));
     };
+    let mut change = Change::begin(state).await?;
     let updated = sqlx::query("UPDATE subscriptions SET status = $1 WHERE id = $2 AND status = $3")
         .bind(to.as_str())
         .bind(sub_id)
         .bind(SubscriptionStatus::OnHold.as_str())
-        .execute(&state.db.pool)
+        .execute(&mut *change)
         .await?;
     if updated.rows_affected() == 0 {
         let now = row(&state.db, sub_id).await?.map(|row| row.status).unwrap_or(current.status);
         return Err(ApiError::Conflict(format!("the subscription is {now}; only ON_HOLD subscriptions can be approved or rejected")));
     }
+    change.commit().await?;
     tracing::info!(subscription = %sub_id, status = to.as_str(), by = %caller.username, "subscription decided");
     let decided = row(&state.db, sub_id).await?.ok_or_else(|| ApiError::not_found("subscription", sub_id))?;
     decided.into_subscription()
@@ -313,9 +315,7 @@ async fn decide(state: &AppState, caller: &Caller, sub_id: &str, to: Subscriptio
     responses((status = 200, body = Subscription), (status = 401), (status = 403), (status = 404), (status = 409, description = "not ON_HOLD")),
     security(("bearer" = [])))]
 pub async fn approve(State(state): State<AppState>, caller: Caller, Path(sub_id): Path<String>) -> ApiResult<Json<Subscription>> {
-    let subscription = decide(&state, &caller, &sub_id, SubscriptionStatus::Active).await?;
-    notify_change(&state);
-    Ok(Json(subscription))
+    Ok(Json(decide(&state, &caller, &sub_id, SubscriptionStatus::Active).await?))
 }
 
 /// Reject an ON_HOLD subscription: it becomes REJECTED (publisher of the API, or admin).

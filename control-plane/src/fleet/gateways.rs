@@ -172,23 +172,29 @@ pub async fn rollout(
     if known.is_none() {
         return Err(ApiError::not_found("environment", &environment));
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(query.wait_ms).min(MAX_WAIT);
+    Ok(Json(wait_for_rollout(&state, &environment, query.wait_ms).await?))
+}
+
+/// The rollout of `environment` once every healthy gateway runs its current snapshot, or
+/// as it stands after `wait_ms` (at most 30 s).
+pub async fn wait_for_rollout(state: &AppState, environment: &str, wait_ms: u64) -> ApiResult<Rollout> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms).min(MAX_WAIT);
     let mut acks = state.acks.subscribe();
     // The current version is built from the database once, and again only after a change
     // (made on this node or announced by another); polls read the acknowledgements only.
     let mut changes = state.changes.subscribe();
-    let mut version = hub::publish(&state, &environment).await?.message.version;
+    let mut version = hub::publish(state, environment).await?.message.version;
     loop {
         if changes.has_changed().unwrap_or(false) {
             changes.borrow_and_update();
-            version = hub::publish(&state, &environment).await?.message.version;
+            version = hub::publish(state, environment).await?.message.version;
         }
-        let current = HashMap::from([(environment.clone(), version.clone())]);
-        let gateways = statuses(&state.db, Some(&environment), &current).await?;
+        let current = HashMap::from([(environment.to_owned(), version.clone())]);
+        let gateways = statuses(&state.db, Some(environment), &current).await?;
         let healthy: Vec<&GatewayStatus> = gateways.iter().filter(|g| g.healthy).collect();
         let done = !healthy.is_empty() && healthy.iter().all(|g| g.in_sync);
         if done || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(Rollout { environment, version, done, gateways }));
+            return Ok(Rollout { environment: environment.to_owned(), version, done, gateways });
         }
         // Acknowledgements recorded by this node wake us at once; those recorded by
         // another node are seen on the next poll.

@@ -5,16 +5,18 @@
 //! nothing sends nothing.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use portico_gateway::config;
+use portico_gateway::config::{self, GatewayConfig};
 use portico_gateway::fleet::protocol::{PROTOCOL_VERSION, SNAPSHOT_EVENT, SnapshotMessage, event};
 use tokio::sync::watch;
 
+use crate::AppState;
 use crate::error::ApiResult;
-use crate::{AppState, snapshot};
 
 /// Changes closer together than this are built once.
 const COALESCE: Duration = Duration::from_millis(20);
@@ -30,15 +32,25 @@ pub struct Published {
     pub event: Bytes,
 }
 
+/// Builds the configuration an environment runs from the database; given to the hub by
+/// the crate root (it is `crate::snapshot`'s), so that the fleet depends on no business area.
+pub type Builder = for<'a> fn(&'a AppState, &'a str) -> Pin<Box<dyn Future<Output = ApiResult<GatewayConfig>> + Send + 'a>>;
+
 /// The latest snapshot of each environment gateways follow.
-#[derive(Debug, Default)]
 pub struct Hub {
+    build: Builder,
     environments: Mutex<HashMap<String, watch::Receiver<Option<Arc<Published>>>>>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
 }
 
 /// Build what `environment` runs now, from the database.
 pub async fn publish(state: &AppState, environment: &str) -> ApiResult<Published> {
-    let config = snapshot::for_environment(&state.db, &state.settings, environment).await?;
+    let config = (state.hub.build)(state, environment).await?;
     let message =
         SnapshotMessage { protocol: PROTOCOL_VERSION, environment: environment.to_owned(), version: config::version(&config), config };
     let data = serde_json::to_string(&message).map_err(|e| crate::error::ApiError::Internal(e.to_string()))?;
@@ -46,6 +58,11 @@ pub async fn publish(state: &AppState, environment: &str) -> ApiResult<Published
 }
 
 impl Hub {
+    /// A hub whose snapshots `build` makes.
+    pub fn new(build: Builder) -> Self {
+        Self { build, environments: Mutex::default() }
+    }
+
     /// Follow `environment`: the receiver holds its latest snapshot (`None` until the
     /// first is built). The first follower of an environment starts its builder.
     pub fn follow(&self, state: &AppState, environment: &str) -> watch::Receiver<Option<Arc<Published>>> {

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use super::client_auth::Client;
 use super::{AUDIENCE, keys};
 use crate::AppState;
-use crate::db::now_ms;
+use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
 
 /// How long an access token lasts, in seconds.
@@ -124,4 +124,20 @@ pub(crate) async fn verify(state: &AppState, token: &str) -> ApiResult<Option<Ac
 /// refresh token.
 pub(crate) fn looks_like_jwt(token: &str) -> bool {
     token.split('.').count() == 3
+}
+
+/// Whether the access token `jti` is revoked.
+pub(crate) async fn is_revoked(db: &Db, jti: &str) -> ApiResult<bool> {
+    let found: Option<String> =
+        sqlx::query_scalar("SELECT jti FROM revoked_tokens WHERE jti = $1").bind(jti).fetch_optional(&db.pool).await?;
+    Ok(found.is_some())
+}
+
+/// The revoked access tokens that have not expired yet, as `(jti, exp in milliseconds since
+/// the Unix epoch)`: what gateways must refuse until then.
+pub async fn revoked_jtis(db: &Db) -> ApiResult<Vec<(String, i64)>> {
+    Ok(sqlx::query_as("SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > $1 ORDER BY expires_at, jti")
+        .bind(now_ms())
+        .fetch_all(&db.pool)
+        .await?)
 }

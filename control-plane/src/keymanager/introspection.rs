@@ -8,28 +8,15 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::{OAuthError, OAuthResult};
-use super::token::{form, no_store, param};
-use super::{access_token, client_auth, refresh_token, revocation};
+use super::form::{TokenForm, form, no_store, param};
+use super::{access_token, client_auth, refresh_token};
 use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
-
-/// The form of `POST /oauth2/introspect` and `POST /oauth2/revoke`.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-pub struct TokenForm {
-    /// The token.
-    pub token: Option<String>,
-    /// `access_token` or `refresh_token`; a hint only, the token's shape decides.
-    pub token_type_hint: Option<String>,
-    /// Client id, when not sent with HTTP Basic.
-    pub client_id: Option<String>,
-    /// Client secret, when not sent with HTTP Basic.
-    pub client_secret: Option<String>,
-}
 
 /// What introspection says about a token; only `active` when it is not.
 #[derive(Debug, Default, Serialize, ToSchema)]
@@ -109,7 +96,7 @@ async fn inspect(state: &AppState, token: &str) -> OAuthResult<Introspection> {
         let Some(claims) = access_token::verify(state, token).await? else {
             return Ok(Introspection::default());
         };
-        if revocation::is_revoked(&state.db, &claims.jti).await? {
+        if access_token::is_revoked(&state.db, &claims.jti).await? {
             return Ok(Introspection::default());
         }
         return Ok(Introspection {

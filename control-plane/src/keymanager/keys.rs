@@ -14,6 +14,7 @@ use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::fleet::Change;
 
 /// The algorithms a signing key can be for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -83,11 +84,11 @@ fn generate(alg: SigningAlg) -> ApiResult<(String, String)> {
 }
 
 /// Make a new key of `alg` the active one; the others stay published.
-async fn create_active(db: &Db, alg: SigningAlg) -> ApiResult<KeyInfo> {
+async fn create_active(state: &AppState, alg: SigningAlg) -> ApiResult<KeyInfo> {
     let (private_pem, public_pem) =
         tokio::task::spawn_blocking(move || generate(alg)).await.map_err(|e| ApiError::Internal(format!("key generation task: {e}")))??;
     let key = KeyInfo { kid: new_id(), alg: alg.as_str().to_owned(), active: true, created_at: now_ms(), retired_at: None };
-    let mut tx = db.pool.begin().await?;
+    let mut tx = Change::begin(state).await?;
     sqlx::query("UPDATE signing_keys SET active = 0 WHERE active = 1").execute(&mut *tx).await?;
     sqlx::query("INSERT INTO signing_keys (kid, alg, private_pem, public_pem, created_at, active) VALUES ($1, $2, $3, $4, $5, 1)")
         .bind(&key.kid)
@@ -102,21 +103,12 @@ async fn create_active(db: &Db, alg: SigningAlg) -> ApiResult<KeyInfo> {
     Ok(key)
 }
 
-/// Make an ES256 key the active one unless there is one; whether a key was made.
-async fn ensure_active(db: &Db) -> ApiResult<bool> {
+/// Make an ES256 key the active one unless there is one.
+async fn ensure_active(state: &AppState) -> ApiResult<()> {
     let active: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys WHERE active = 1 AND retired_at IS NULL").fetch_one(&db.pool).await?;
-    if active > 0 {
-        return Ok(false);
-    }
-    create_active(db, SigningAlg::Es256).await?;
-    Ok(true)
-}
-
-/// Like `ensure_active`, telling gateways about a key just made.
-async fn ensure_active_and_notify(state: &AppState) -> ApiResult<()> {
-    if ensure_active(&state.db).await? {
-        state.changed();
+        sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys WHERE active = 1 AND retired_at IS NULL").fetch_one(&state.db.pool).await?;
+    if active == 0 {
+        create_active(state, SigningAlg::Es256).await?;
     }
     Ok(())
 }
@@ -124,7 +116,7 @@ async fn ensure_active_and_notify(state: &AppState) -> ApiResult<()> {
 /// The key that signs new tokens, made at first use. Should two have become active at once
 /// (two first uses racing), the newest signs; both are published.
 pub(crate) async fn signer(state: &AppState) -> ApiResult<Signer> {
-    ensure_active_and_notify(state).await?;
+    ensure_active(state).await?;
     let (kid, alg, private_pem): (String, String, String) = sqlx::query_as(
         "SELECT kid, alg, private_pem FROM signing_keys WHERE active = 1 AND retired_at IS NULL ORDER BY created_at DESC, kid DESC LIMIT 1",
     )
@@ -160,9 +152,9 @@ fn decoding_key(kid: &str, alg: &str, public_pem: &str) -> ApiResult<(Algorithm,
 
 /// The published keys (every key not retired, the active one made if there is none) as
 /// `(kid, alg, SPKI public key PEM)`, oldest first: what gateways verify access tokens with.
-pub async fn public_keys(db: &Db) -> ApiResult<Vec<(String, String, String)>> {
-    ensure_active(db).await?;
-    published(db).await
+pub async fn public_keys(state: &AppState) -> ApiResult<Vec<(String, String, String)>> {
+    ensure_active(state).await?;
+    published(&state.db).await
 }
 
 async fn published(db: &Db) -> ApiResult<Vec<(String, String, String)>> {
@@ -182,7 +174,7 @@ pub struct Jwks {
 /// The public keys that verify access tokens, as a JWKS.
 #[utoipa::path(get, path = "/oauth2/jwks", operation_id = "oauth2_jwks", tag = "keymanager", responses((status = 200, body = Jwks)))]
 pub async fn jwks(State(state): State<AppState>) -> ApiResult<Json<Jwks>> {
-    ensure_active_and_notify(&state).await?;
+    ensure_active(&state).await?;
     let mut keys = Vec::new();
     for (kid, alg, public_pem) in published(&state.db).await? {
         let (algorithm, key) = decoding_key(&kid, &alg, &public_pem)?;
@@ -220,7 +212,7 @@ impl KeyInfo {
     responses((status = 200, body = [KeyInfo]), (status = 401), (status = 403)), security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<KeyInfo>>> {
     caller.require(&[Role::Admin])?;
-    ensure_active_and_notify(&state).await?;
+    ensure_active(&state).await?;
     let rows: Vec<(String, String, i64, i64, Option<i64>)> =
         sqlx::query_as("SELECT kid, alg, active, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, kid DESC")
             .fetch_all(&state.db.pool)
@@ -245,8 +237,7 @@ pub async fn rotate(
     JsonBody(rotate): JsonBody<Rotate>,
 ) -> ApiResult<(StatusCode, Json<KeyInfo>)> {
     caller.require(&[Role::Admin])?;
-    let key = create_active(&state.db, rotate.alg).await?;
-    state.changed();
+    let key = create_active(&state, rotate.alg).await?;
     Ok((StatusCode::CREATED, Json(key)))
 }
 
@@ -268,15 +259,16 @@ pub async fn retire(State(state): State<AppState>, caller: Caller, Path(kid): Pa
         return Ok(Json(key));
     }
     // Keys only ever go from active to inactive, so `active = 0` still holds here.
+    let mut change = Change::begin(&state).await?;
     let retired =
         sqlx::query("UPDATE signing_keys SET retired_at = $1, private_pem = '' WHERE kid = $2 AND active = 0 AND retired_at IS NULL")
             .bind(now_ms())
             .bind(&kid)
-            .execute(&state.db.pool)
+            .execute(&mut *change)
             .await?;
     if retired.rows_affected() > 0 {
+        change.commit().await?;
         tracing::info!(kid, "signing key retired");
-        state.changed();
     }
     let row: (String, String, i64, i64, Option<i64>) = sqlx::query_as(select).bind(&kid).fetch_one(&state.db.pool).await?;
     Ok(Json(KeyInfo::from_row(row)))

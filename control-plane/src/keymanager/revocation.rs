@@ -9,12 +9,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
 use super::error::{OAuthError, OAuthResult};
-use super::introspection::TokenForm;
-use super::token::{form, no_store, param};
-use super::{access_token, client_auth, notify_revocation, refresh_token};
+use super::form::{TokenForm, form, no_store, param};
+use super::{access_token, client_auth, refresh_token};
 use crate::AppState;
-use crate::db::{Db, now_ms};
-use crate::error::ApiResult;
+use crate::db::now_ms;
+use crate::fleet::Change;
 
 /// Revoke a token (RFC 7009).
 #[utoipa::path(post, path = "/oauth2/revoke", operation_id = "oauth2_revoke", tag = "keymanager",
@@ -38,34 +37,19 @@ pub async fn revoke(
         if let Some(claims) = access_token::verify(&state, token).await?.filter(|claims| claims.client_id == client.client_id) {
             let now = now_ms();
             sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1").bind(now).execute(&state.db.pool).await?;
+            let mut change = Change::begin(&state).await?;
             sqlx::query("INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) ON CONFLICT (jti) DO NOTHING")
                 .bind(&claims.jti)
                 .bind(claims.exp * 1000)
                 .bind(now)
-                .execute(&state.db.pool)
+                .execute(&mut *change)
                 .await?;
             tracing::info!(client_id = %client.client_id, jti = %claims.jti, "access token revoked");
-            notify_revocation(&state);
+            change.commit().await?;
         }
     } else if let Some(stored) = refresh_token::find(&state.db, token).await?.filter(|stored| stored.client_id == client.client_id) {
         refresh_token::revoke_family(&state.db, &stored.family_id).await?;
         tracing::info!(client_id = %client.client_id, family_id = %stored.family_id, "refresh token family revoked");
     }
     Ok(no_store(StatusCode::OK))
-}
-
-/// Whether the access token `jti` is revoked.
-pub(crate) async fn is_revoked(db: &Db, jti: &str) -> ApiResult<bool> {
-    let found: Option<String> =
-        sqlx::query_scalar("SELECT jti FROM revoked_tokens WHERE jti = $1").bind(jti).fetch_optional(&db.pool).await?;
-    Ok(found.is_some())
-}
-
-/// The revoked access tokens that have not expired yet, as `(jti, exp in milliseconds since
-/// the Unix epoch)`: what gateways must refuse until then.
-pub async fn revoked_jtis(db: &Db) -> ApiResult<Vec<(String, i64)>> {
-    Ok(sqlx::query_as("SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > $1 ORDER BY expires_at, jti")
-        .bind(now_ms())
-        .fetch_all(&db.pool)
-        .await?)
 }

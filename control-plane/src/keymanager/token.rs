@@ -6,14 +6,15 @@ use axum::Form;
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::FormRejection;
-use axum::http::{HeaderMap, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::access_token::{self, ACCESS_TOKEN_TTL_S};
 use super::client_auth::{self, Client};
 use super::error::{OAuthError, OAuthResult};
+use super::form::{form, no_store, param};
 use super::refresh_token;
 use crate::AppState;
 
@@ -52,17 +53,6 @@ pub struct TokenResponse {
     pub scope: Option<String>,
 }
 
-/// A form parameter, `None` when absent or empty.
-pub(crate) fn param(value: &Option<String>) -> Option<&str> {
-    value.as_deref().filter(|v| !v.is_empty())
-}
-
-/// The form of an OAuth2 request, any problem with it being `invalid_request`.
-pub(crate) fn form<T>(form: Result<Form<T>, FormRejection>) -> OAuthResult<T> {
-    form.map(|Form(form)| form)
-        .map_err(|e| OAuthError::InvalidRequest(format!("send an application/x-www-form-urlencoded body without repeated parameters: {e}")))
-}
-
 /// Get a token.
 #[utoipa::path(post, path = "/oauth2/token", operation_id = "oauth2_token", tag = "keymanager",
     request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
@@ -92,11 +82,6 @@ pub async fn token(
     };
     tracing::debug!(client_id = %client.client_id, "token issued");
     Ok(no_store(Json(issued)))
-}
-
-/// `response` with `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1).
-pub(crate) fn no_store(response: impl IntoResponse) -> Response {
-    ([(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], response).into_response()
 }
 
 async fn client_credentials(state: &AppState, client: &Client, request: &TokenRequest) -> OAuthResult<TokenResponse> {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use utoipa::{IntoParams, ToSchema};
 
-use super::lifecycle::ApiStatus;
+use super::status::ApiStatus;
 use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::db::{Db, new_id, now_ms};

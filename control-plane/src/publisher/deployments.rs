@@ -2,7 +2,7 @@
 //! per API and environment), and [`deployed`], what an environment runs, for snapshots.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
@@ -14,6 +14,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::fleet::{Change, RolloutQuery, wait_for_rollout};
 
 /// A revision of an API deployed on an environment.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -92,22 +93,25 @@ pub async fn list(State(state): State<AppState>, caller: Caller, Path(id): Path<
 }
 
 /// Deploy a revision of a PUBLISHED or DEPRECATED API on environments, replacing what was
-/// deployed there, all or nothing; answers every deployment of the API.
-#[utoipa::path(post, path = "/api/v1/apis/{id}/deployments", operation_id = "deploy_revision", tag = "publisher", params(("id" = String, Path)), request_body = Deploy,
-    responses((status = 201, body = [Deployment]), (status = 400, description = "unknown revision or environment"), (status = 401), (status = 403),
+/// deployed there, all or nothing; answers every deployment of the API. With `wait_ms`,
+/// answers once every healthy gateway of those environments runs it (201), or when the
+/// time is up (202: recorded, still rolling out; `GET .../rollout` tells where).
+#[utoipa::path(post, path = "/api/v1/apis/{id}/deployments", operation_id = "deploy_revision", tag = "publisher", params(("id" = String, Path), RolloutQuery), request_body = Deploy,
+    responses((status = 201, body = [Deployment]), (status = 202, body = [Deployment], description = "recorded; not every gateway ran it within `wait_ms`"), (status = 400, description = "unknown revision or environment"), (status = 401), (status = 403),
         (status = 404), (status = 409, description = "the API is not PUBLISHED or DEPRECATED")),
     security(("bearer" = [])))]
 pub async fn deploy(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(wait): Query<RolloutQuery>,
     JsonBody(deploy): JsonBody<Deploy>,
 ) -> ApiResult<(StatusCode, Json<Vec<Deployment>>)> {
     apis::visible(&state.db, &caller, &id).await?;
     if deploy.environments.is_empty() {
         return Err(ApiError::invalid("environments", "at least one environment"));
     }
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = Change::begin(&state).await?;
     lock_deployable(&mut tx, &id).await?;
     let revision: Option<String> = sqlx::query_scalar("SELECT id FROM revisions WHERE id = $1 AND api_id = $2")
         .bind(&deploy.revision_id)
@@ -132,7 +136,13 @@ pub async fn deploy(
     let deployments = of_api(&mut tx, &id).await?;
     tx.commit().await?;
     tracing::info!(api = %id, revision = %deploy.revision_id, environments = ?deploy.environments, "revision deployed");
-    super::notify_change(&state);
+    if wait.wait_ms > 0 {
+        for environment in &deploy.environments {
+            if !wait_for_rollout(&state, environment, wait.wait_ms).await?.done {
+                return Ok((StatusCode::ACCEPTED, Json(deployments)));
+            }
+        }
+    }
     Ok((StatusCode::CREATED, Json(deployments)))
 }
 
@@ -186,7 +196,7 @@ pub async fn rollback(
     Path((id, environment)): Path<(String, String)>,
 ) -> ApiResult<Json<Vec<Deployment>>> {
     apis::visible(&state.db, &caller, &id).await?;
-    let mut tx = state.db.pool.begin().await?;
+    let mut tx = Change::begin(&state).await?;
     lock_deployable(&mut tx, &id).await?;
     let current: Option<String> = sqlx::query_scalar("SELECT revision_id FROM deployments WHERE api_id = $1 AND environment = $2")
         .bind(&id)
@@ -209,7 +219,6 @@ pub async fn rollback(
     let deployments = of_api(&mut tx, &id).await?;
     tx.commit().await?;
     tracing::info!(api = %id, environment = %environment, from = %current, to = %previous, "deployment rolled back");
-    super::notify_change(&state);
     Ok(Json(deployments))
 }
 
@@ -224,15 +233,16 @@ pub async fn undeploy(
     Path((id, environment)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     apis::visible(&state.db, &caller, &id).await?;
+    let mut change = Change::begin(&state).await?;
     let deleted = sqlx::query("DELETE FROM deployments WHERE api_id = $1 AND environment = $2")
         .bind(&id)
         .bind(&environment)
-        .execute(&state.db.pool)
+        .execute(&mut *change)
         .await?;
     if deleted.rows_affected() == 0 {
         return Err(ApiError::NotFound(format!("the API is not deployed on `{environment}`")));
     }
+    change.commit().await?;
     tracing::info!(api = %id, environment = %environment, "API undeployed");
-    super::notify_change(&state);
     Ok(StatusCode::NO_CONTENT)
 }

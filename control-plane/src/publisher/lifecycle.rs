@@ -1,5 +1,5 @@
-//! The API lifecycle: statuses, the actions that move an API between them, and the one
-//! endpoint that applies an action.
+//! The API lifecycle: the actions that move an API between its [`ApiStatus`]es, and the
+//! one endpoint that applies an action.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -7,56 +7,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::apis::{self, Api};
+use super::status::ApiStatus;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::db::now_ms;
 use crate::error::{ApiError, ApiResult, JsonBody};
-
-/// Where an API is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum ApiStatus {
-    /// Being designed; not visible to subscribers, cannot be deployed.
-    Created,
-    /// Visible and subscribable; can be deployed.
-    Published,
-    /// Still served, but new subscriptions are discouraged.
-    Deprecated,
-    /// No longer served; may be deleted.
-    Retired,
-    /// Temporarily not served.
-    Blocked,
-}
-
-impl ApiStatus {
-    /// As stored.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Created => "CREATED",
-            Self::Published => "PUBLISHED",
-            Self::Deprecated => "DEPRECATED",
-            Self::Retired => "RETIRED",
-            Self::Blocked => "BLOCKED",
-        }
-    }
-
-    /// From its stored form.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "CREATED" => Some(Self::Created),
-            "PUBLISHED" => Some(Self::Published),
-            "DEPRECATED" => Some(Self::Deprecated),
-            "RETIRED" => Some(Self::Retired),
-            "BLOCKED" => Some(Self::Blocked),
-            _ => None,
-        }
-    }
-
-    /// Whether a revision of an API in this status may be deployed.
-    pub fn deployable(self) -> bool {
-        matches!(self, Self::Published | Self::Deprecated)
-    }
-}
+use crate::fleet::Change;
 
 /// A lifecycle action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -155,18 +111,19 @@ pub async fn change(
         _ => {}
     }
     // Compare and set: a concurrent change of status makes this one fail rather than be lost.
+    let mut change = Change::begin(&state).await?;
     let updated = sqlx::query("UPDATE apis SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
         .bind(to.as_str())
         .bind(now_ms())
         .bind(&id)
         .bind(from.as_str())
-        .execute(&state.db.pool)
+        .execute(&mut *change)
         .await?;
     if updated.rows_affected() == 0 {
         return Err(ApiError::Conflict("the API changed meanwhile; read it again and retry".into()));
     }
+    change.commit().await?;
     tracing::info!(api = %id, from = from.as_str(), to = to.as_str(), "API lifecycle changed");
-    super::notify_change(&state);
     Ok(Json(apis::load(&state.db, &id).await?))
 }
 

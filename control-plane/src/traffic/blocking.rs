@@ -14,6 +14,7 @@ use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::fleet::Change;
 
 /// A blocking condition.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -87,15 +88,16 @@ pub async fn create(
         other => return Err(ApiError::invalid("kind", format!("`{other}`: one of ip, application, user, api"))),
     }
     let condition = BlockingCondition { id: new_id(), kind: new.kind, value, created_at: now_ms() };
+    let mut change = Change::begin(&state).await?;
     sqlx::query("INSERT INTO blocking_conditions (id, kind, value, created_at) VALUES ($1, $2, $3, $4)")
         .bind(&condition.id)
         .bind(&condition.kind)
         .bind(&condition.value)
         .bind(condition.created_at)
-        .execute(&state.db.pool)
+        .execute(&mut *change)
         .await?;
     tracing::info!(kind = %condition.kind, value = %condition.value, by = %caller.username, "blocking condition added");
-    state.changed();
+    change.commit().await?;
     Ok((StatusCode::CREATED, Json(condition)))
 }
 
@@ -104,11 +106,12 @@ pub async fn create(
     params(("id" = String, Path)), responses((status = 204), (status = 401), (status = 403), (status = 404)), security(("bearer" = [])))]
 pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     caller.require(&[Role::Admin])?;
-    let deleted = sqlx::query("DELETE FROM blocking_conditions WHERE id = $1").bind(&id).execute(&state.db.pool).await?;
+    let mut change = Change::begin(&state).await?;
+    let deleted = sqlx::query("DELETE FROM blocking_conditions WHERE id = $1").bind(&id).execute(&mut *change).await?;
     if deleted.rows_affected() == 0 {
         return Err(ApiError::not_found("blocking condition", &id));
     }
-    state.changed();
+    change.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,0 +1,52 @@
+//! The one way to write something gateways must see: a [`Change`] is a database
+//! transaction whose commit announces the change, to this node's event hub and (through
+//! [`super::notify`]) to the other nodes'. Dropped without a commit, it is rolled back and
+//! announces nothing. Handlers never announce by hand, so a write cannot reach the
+//! database and miss the gateways.
+
+use std::ops::{Deref, DerefMut};
+
+use sqlx::{Any, AnyConnection, Transaction};
+
+use crate::AppState;
+use crate::error::ApiResult;
+
+/// A transaction of a change gateways must see.
+pub struct Change<'a> {
+    state: &'a AppState,
+    tx: Transaction<'static, Any>,
+}
+
+impl<'a> Change<'a> {
+    /// Begin a change.
+    pub async fn begin(state: &'a AppState) -> ApiResult<Self> {
+        Ok(Self { state, tx: state.db.pool.begin().await? })
+    }
+
+    /// Commit, then tell the gateways (what they serve may have changed).
+    pub async fn commit(self) -> ApiResult<()> {
+        self.tx.commit().await?;
+        announce(self.state);
+        Ok(())
+    }
+}
+
+impl Deref for Change<'_> {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for Change<'_> {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+}
+
+/// Wake this node's snapshot builders, and tell the other nodes.
+fn announce(state: &AppState) {
+    state.changes.send_modify(|version| *version += 1);
+    state.outbox.send_modify(|version| *version += 1);
+}
