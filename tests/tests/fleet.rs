@@ -14,10 +14,8 @@ use serde_json::{Value, json};
 
 const ADMIN_PASSWORD: &str = "fleet-admin-pass-1";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
+/// A control plane on `port` (0 the first time: the process picks one and logs it; the
+/// same one again after a restart, as the gateways know it by that URL).
 fn start_control_plane(data: &Path, port: u16) -> GatewayProcess {
     GatewayProcess::spawn_until(
         tempfile::tempdir().unwrap(),
@@ -145,9 +143,9 @@ async fn pattern_2_control_plane_and_two_gateways() {
     let upstream = MockUpstream::start().await;
     let client = HttpClient::default();
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let mut control_plane = start_control_plane(data.path(), 0);
+    let port = control_plane.control_plane.unwrap().port();
     let cp_url = format!("http://127.0.0.1:{port}");
-    let mut control_plane = start_control_plane(data.path(), port);
     let cp = ControlPlaneClient::new(control_plane.control_plane.unwrap());
     let admin = cp.login("admin", ADMIN_PASSWORD).await;
 
