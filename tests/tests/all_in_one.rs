@@ -1,6 +1,6 @@
-//! The README's walkthrough, end to end, in one all-in-one process on embedded SQLite:
+//! The all-in-one profile end to end, in one process on embedded SQLite:
 //! publish an API, sign up, create an application, subscribe, get a token, call through
-//! the gateway, hit the limit, revoke the token.
+//! the gateway, hit the limit, revoke the token; and a tier change reaching the gateway.
 
 use std::time::Duration;
 
@@ -219,4 +219,60 @@ async fn walkthrough() {
     assert!(!contains(&secret), "the client secret is stored in plain text");
     let logs = process.logs().join("\n");
     assert!(!logs.contains(&secret) && !logs.contains(&key) && !logs.contains(&access_token), "a credential was logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_change_reaches_the_running_gateway_within_a_second() {
+    let upstream = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let process = GatewayProcess::spawn(
+        dir,
+        &["all-in-one", "--data-dir", &data, "--gateway", "127.0.0.1:0", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+        &[("PORTICO_ADMIN_PASSWORD", "tier-admin-pass-1")],
+    )
+    .unwrap();
+    let cp = ControlPlaneClient::new(process.control_plane.unwrap());
+    let client = HttpClient::default();
+    let admin = cp.login("admin", "tier-admin-pass-1").await;
+    let roomy = json!({"requests": 1_000_000, "per_ms": 60000});
+    cp.ok(Method::PUT, "/api/v1/tiers/subscription/Elastic", Some(&admin), roomy).await;
+    let api = cp
+        .ok(
+            Method::POST,
+            "/api/v1/apis",
+            Some(&admin),
+            json!({"name": "tiered", "version": "v1", "context": "/tiered", "endpoints": [upstream.url()],
+                "operations": [{"method": "GET", "path": "/x"}]}),
+        )
+        .await;
+    let api = api["id"].as_str().unwrap().to_owned();
+    cp.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
+    let app = cp.ok(Method::POST, "/api/v1/applications", Some(&admin), json!({"name": "tiered-app"})).await;
+    let app = app["id"].as_str().unwrap().to_owned();
+    cp.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(&admin), json!({"api_id": api, "tier": "Elastic"}))
+        .await;
+    let key = cp.ok(Method::POST, &format!("/api/v1/applications/{app}/api-keys"), Some(&admin), json!({})).await;
+    let key = key["key"].as_str().unwrap().to_owned();
+    let revision = cp.ok(Method::POST, &format!("/api/v1/apis/{api}/revisions"), Some(&admin), json!({})).await;
+    let deployed = cp
+        .call(
+            Method::POST,
+            &format!("/api/v1/apis/{api}/deployments?wait_ms=10000"),
+            Some(&admin),
+            Some(json!({"revision_id": revision["id"], "environments": ["default"]})),
+        )
+        .await;
+    assert_eq!(deployed.status, StatusCode::CREATED, "the deploy waits for the gateway: {}", deployed.text());
+    let call = async || client.get(&process.url("/tiered/v1/x"), &[("apikey", &key)]).await.unwrap().status;
+    assert_eq!(call().await, StatusCode::OK);
+
+    // One request a minute from now on: the gateway refuses the second within a second,
+    // long before the 30 s periodic rebuild.
+    cp.ok(Method::PUT, "/api/v1/tiers/subscription/Elastic", Some(&admin), json!({"requests": 1, "per_ms": 60000})).await;
+    let took = portico_tests::eventually("the tier change reaching the gateway", Duration::from_secs(1), async || {
+        call().await == StatusCode::TOO_MANY_REQUESTS
+    })
+    .await;
+    println!("tier change enforced by the gateway after {took:?}");
 }
