@@ -12,7 +12,7 @@ pub mod tokens;
 
 use axum::Router;
 use axum::routing::{delete, get, post};
-use portico_gateway::fleet::protocol::{ACK_PATH, STREAM_PATH};
+use portico_gateway::contract::fleet::{ACK_PATH, STREAM_PATH};
 use utoipa::OpenApi;
 
 use crate::AppState;

@@ -2,19 +2,19 @@
 //! (embedded) or PostgreSQL. `auth` (users, roles, sessions), `traffic` (tiers),
 //! `publisher` (APIs, lifecycle, revisions, deployments), `devportal` (applications,
 //! subscriptions, keys), `keymanager` (the OAuth2 authorization server), `registry`
-//! (policy components), `snapshot` (what a gateway environment runs) and `fleet` (the
+//! (policy components), `environment` (what a gateway environment runs) and `fleet` (the
 //! gateways, the event hub that feeds them, rollouts).
 
 pub mod auth;
 pub mod db;
 pub mod devportal;
+pub mod environment;
 pub mod error;
 pub mod fleet;
 pub mod keymanager;
 pub mod openapi;
 pub mod publisher;
 pub mod registry;
-pub mod snapshot;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 pub mod traffic;
@@ -69,7 +69,7 @@ impl AppState {
             verified_secrets: Arc::default(),
             changes: counter(),
             outbox: counter(),
-            hub: Arc::new(fleet::Hub::new(snapshot::build)),
+            hub: Arc::new(fleet::Hub::new(environment::build)),
             acks: counter(),
         }
     }

@@ -3,12 +3,15 @@
 //! revisions, gateway environments and the deployment of revisions to them.
 
 mod apis;
+mod checks;
+mod definition;
 mod deployments;
 mod environments;
 mod import;
 mod lifecycle;
 mod revisions;
 mod status;
+mod store;
 
 use axum::Router;
 use axum::routing::{delete, get, post};
@@ -16,7 +19,7 @@ use utoipa::OpenApi;
 
 use crate::AppState;
 
-pub use apis::{Api, ApiSummary, ApiUpdate, NewApi, Operation};
+pub use definition::{Api, ApiSummary, ApiUpdate, NewApi, Operation};
 pub use deployments::{Deploy, DeployedApi, Deployment, deployed};
 pub use environments::{Environment, NewEnvironment};
 pub use import::Import;

@@ -7,7 +7,6 @@
 //! policy's own `init`, the way a gateway will run it.
 
 use std::collections::BTreeMap;
-use std::path::Path as FsPath;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -19,11 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
 use bytes::Bytes;
-use portico_gateway::config::{Attachment, FailureMode};
-use portico_gateway::counters::LocalCounters;
-use portico_gateway::keys::KeyStore;
-use portico_gateway::metrics::PolicyStats;
-use portico_gateway::policy::{AttachmentSettings, CompiledPolicy, LoadError, PolicyEngine, Services, WIT_PACKAGE, builtin};
+use portico_gateway::check::{CompiledPolicy, LoadError, PolicyChecker, WIT_PACKAGE, builtin};
+use portico_gateway::contract::environment::Attachment;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{OpenApi, ToSchema};
@@ -190,14 +186,10 @@ pub async fn digests<'a>(db: &Db, references: impl IntoIterator<Item = &'a str>)
 
 /// The engine uploads and configurations are checked with: one per process, made on first
 /// use; it keeps what it compiled, so each component is compiled once.
-fn checker() -> ApiResult<&'static (PolicyEngine, Arc<Services>)> {
-    static CHECKER: OnceLock<Result<(PolicyEngine, Arc<Services>), String>> = OnceLock::new();
+fn checker() -> ApiResult<&'static PolicyChecker> {
+    static CHECKER: OnceLock<Result<PolicyChecker, String>> = OnceLock::new();
     CHECKER
-        .get_or_init(|| {
-            let keys = KeyStore::from_config(&[], &[], FsPath::new(".")).map_err(|_| "an empty key store".to_owned())?;
-            let services = Arc::new(Services { keys: Arc::new(keys), counters: Arc::new(LocalCounters::new()) });
-            PolicyEngine::new().map(|engine| (engine, services)).map_err(|e| e.to_string())
-        })
+        .get_or_init(|| PolicyChecker::new().map_err(|e| e.to_string()))
         .as_ref()
         .map_err(|e| ApiError::Internal(format!("policy engine: {e}")))
 }
@@ -205,10 +197,10 @@ fn checker() -> ApiResult<&'static (PolicyEngine, Arc<Services>)> {
 impl Registry {
     /// Compile `bytes` off the async threads, one compilation at a time, within the time cap.
     async fn compile(&self, reference: &str, bytes: Bytes) -> ApiResult<Result<Arc<CompiledPolicy>, LoadError>> {
-        let (engine, _) = checker()?;
+        let checker = checker()?;
         let _permit = self.compiling.acquire().await.map_err(|e| ApiError::Internal(e.to_string()))?;
         let name = reference.to_owned();
-        let task = tokio::task::spawn_blocking(move || engine.compile(&name, &bytes, None));
+        let task = tokio::task::spawn_blocking(move || checker.compile(&name, &bytes));
         match tokio::time::timeout(COMPILE_TIMEOUT, task).await {
             Ok(joined) => joined.map_err(|e| ApiError::Internal(e.to_string())),
             Err(_) => Err(ApiError::invalid("component", format!("did not compile within {} s", COMPILE_TIMEOUT.as_secs()))),
@@ -229,7 +221,7 @@ impl Registry {
                     check_schema(&format!("{field}.config"), schema, &attachment.config)?;
                 }
                 // Compiled at upload, usually: then the component need not be read again.
-                match checker()?.0.cached(&module.digest) {
+                match checker()?.cached(&module.digest) {
                     Some(compiled) => Ok(compiled),
                     None => {
                         let bytes = component(db, &module.digest)
@@ -242,19 +234,10 @@ impl Registry {
             .map_err(|e| ApiError::Internal(e.to_string()))?;
             let config_json = attachment.config.to_string();
             let field = field.clone();
-            tokio::task::spawn_blocking(move || {
-                let (engine, services) = checker()?;
-                let settings = AttachmentSettings {
-                    config_json,
-                    timeout: Duration::from_secs(1),
-                    memory_bytes: 64 << 20,
-                    on_failure: FailureMode::Closed,
-                };
-                match engine.attach(compiled, settings, services.clone(), Arc::new(PolicyStats::default())) {
-                    Ok(_) => Ok(()),
-                    Err(LoadError::Config { reason, .. }) => Err(ApiError::invalid(format!("{field}.config"), reason)),
-                    Err(other) => Err(ApiError::invalid(format!("{field}.config"), other.to_string())),
-                }
+            tokio::task::spawn_blocking(move || match checker()?.init(compiled, config_json, Duration::from_secs(1)) {
+                Ok(_) => Ok(()),
+                Err(LoadError::Config { reason, .. }) => Err(ApiError::invalid(format!("{field}.config"), reason)),
+                Err(other) => Err(ApiError::invalid(format!("{field}.config"), other.to_string())),
             })
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;

@@ -5,7 +5,6 @@ use axum::http::StatusCode;
 use base64::Engine as _;
 use portico_control_plane::on_both_engines;
 use portico_control_plane::test_support::TestApp;
-use portico_gateway::config::{self, GatewayConfig};
 use portico_gateway::policy::builtin;
 use serde_json::{Value, json};
 
@@ -89,15 +88,14 @@ async fn uploads_are_validated_immutable_and_checked_against_their_schema() {
             .await;
         assert_eq!(status, StatusCode::CREATED);
         let published = portico_control_plane::fleet::hub::publish(&app.state, "default").await.unwrap();
-        let module = &published.message.config.modules["my-headers@1.0.0"];
+        let module = &published.message.content.modules["my-headers@1.0.0"];
         assert_eq!(module.sha256.as_deref(), Some(module_digest(&app, &publisher).await.as_str()));
         assert!(module.path.is_none());
         // What the gateway parses has the version the control plane announced.
         let text = std::str::from_utf8(&published.event).unwrap();
         let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
-        let received: portico_gateway::fleet::protocol::SnapshotMessage = serde_json::from_str(data).unwrap();
-        assert_eq!(config::version(&received.config), published.message.version);
-        let _: GatewayConfig = received.config;
+        let received: portico_gateway::contract::fleet::EnvironmentMessage = serde_json::from_str(data).unwrap();
+        assert_eq!(received.content.version(), published.message.version);
 
         let (status, body) = app.send("DELETE", "/api/v1/policies/my-headers/1.0.0", Some(&publisher), None).await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
@@ -143,10 +141,11 @@ async fn gateway_tokens_open_only_their_environment() {
                 router.oneshot(request).await.unwrap().status()
             }
         };
-        assert_eq!(ack("default", "1", token.clone()).await, StatusCode::NO_CONTENT);
-        assert_eq!(ack("default", "1", "pgw_forged".into()).await, StatusCode::UNAUTHORIZED);
-        assert_eq!(ack("prod", "1", token.clone()).await, StatusCode::FORBIDDEN);
-        assert_eq!(ack("default", "2", token.clone()).await, StatusCode::BAD_REQUEST);
+        // Protocol 2 is this build's; 1 carried the whole configuration file.
+        assert_eq!(ack("default", "2", token.clone()).await, StatusCode::NO_CONTENT);
+        assert_eq!(ack("default", "2", "pgw_forged".into()).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(ack("prod", "2", token.clone()).await, StatusCode::FORBIDDEN);
+        assert_eq!(ack("default", "1", token.clone()).await, StatusCode::BAD_REQUEST);
 
         let (_, gateways) = app.send("GET", "/api/v1/gateways", Some(&publisher), None).await;
         assert_eq!(gateways[0]["id"], "gw-1");
@@ -158,7 +157,7 @@ async fn gateway_tokens_open_only_their_environment() {
         let id = issued["id"].as_str().unwrap();
         let (status, _) = app.send("DELETE", &format!("/api/v1/environments/default/gateway-tokens/{id}"), Some(&admin), None).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
-        assert_eq!(ack("default", "1", token).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(ack("default", "2", token).await, StatusCode::UNAUTHORIZED);
     }
     on_both_engines!(check);
 }

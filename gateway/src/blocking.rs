@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use crate::config::Blocked;
+use crate::contract::environment::Blocked;
 use crate::keys::Identity;
 
 /// An IP network: an address and how many leading bits must match.

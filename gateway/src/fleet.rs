@@ -1,5 +1,5 @@
 //! Gateways fed by a control plane: [`follow`] is the one loop that takes snapshots from a
-//! [`SnapshotSource`] (a control plane over the network, WSO2 pattern 2, or the one in the
+//! [`EnvironmentSource`] (a control plane over the network, WSO2 pattern 2, or the one in the
 //! same process, all-in-one): each snapshot offered is checked, its modules fetched by
 //! digest and verified, compiled off the request path, swapped in atomically, cached, and
 //! acknowledged. A network gateway starts from its last-known-good cache when there is one,
@@ -7,9 +7,8 @@
 
 pub mod cache;
 pub mod client;
-pub mod protocol;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +16,9 @@ use tokio::sync::watch;
 
 use self::cache::Cache;
 use self::client::{ClientError, ControlPlane, EventStream};
-use self::protocol::{Ack, PROTOCOL_VERSION, Refusal, SNAPSHOT_EVENT, SnapshotMessage};
-use crate::config::{self, AdminConfig, GatewayConfig, ListenerConfig, LoadedConfig};
-use crate::{Gateway, file_mode};
+use crate::contract::fleet::{Ack, ENVIRONMENT_EVENT, EnvironmentMessage, PROTOCOL_VERSION, Refusal};
+use crate::settings::Settings;
+use crate::{Gateway, process};
 
 /// The longest wait between two attempts to reach the control plane.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -37,10 +36,10 @@ pub struct Options {
     pub id: Option<String>,
     /// The last-known-good cache folder.
     pub cache_dir: PathBuf,
-    /// Where API traffic is served.
-    pub listen: String,
-    /// Where `/healthz`, `/readyz` and `/metrics` are served.
-    pub admin: Option<String>,
+    /// Where the gateway listens (with TLS, when its settings say so), and its limits.
+    pub settings: Settings,
+    /// The folder the settings' relative paths (certificates) start from.
+    pub settings_dir: PathBuf,
 }
 
 /// Run until SIGTERM or SIGINT.
@@ -53,30 +52,15 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     };
     let control_plane =
         ControlPlane::new(&options.control_plane, &options.environment, &options.token, &id).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let gateway = Gateway::new()?;
+    let gateway = Gateway::new(options.settings.limits.clone())?;
     start_from_cache(&gateway, &cache, &options.environment).await;
 
-    let local = listeners_only(&options.listen, options.admin.as_deref(), &options.cache_dir);
     let (stop, stopped) = watch::channel(false);
-    let tasks = file_mode::start_listeners(&gateway, &local, stopped).await?;
-    tokio::spawn(file_mode::sweep_counters(gateway.clone()));
+    let tasks = process::start_listeners(&gateway, &options.settings, &options.settings_dir, stopped).await?;
+    tokio::spawn(process::sweep_counters(gateway.clone()));
     let source = Network { control_plane, id, connected: None };
     tokio::spawn(follow(gateway.clone(), source, cache, options.environment.clone()));
-    file_mode::serve_until_signal(stop, tasks).await
-}
-
-/// A configuration with only a listener and an admin listener, for
-/// [`file_mode::start_listeners`] in processes whose snapshots come from a control plane.
-pub fn listeners_only(listen: &str, admin: Option<&str>, base_dir: &Path) -> LoadedConfig {
-    LoadedConfig {
-        config: GatewayConfig {
-            listeners: vec![ListenerConfig { address: listen.to_owned(), tls: None }],
-            admin: admin.map(|address| AdminConfig { address: address.to_owned() }),
-            ..GatewayConfig::default()
-        },
-        base_dir: base_dir.to_owned(),
-        file: base_dir.join("(listeners)"),
-    }
+    process::serve_until_signal(stop, tasks).await
 }
 
 /// Apply the cached snapshot, if there is a good one.
@@ -88,7 +72,7 @@ async fn start_from_cache(gateway: &Arc<Gateway>, cache: &Cache, environment: &s
             environment,
             "last-known-good cache refused: it holds another environment's snapshot; waiting for the control plane"
         ),
-        Ok(Some(message)) => match gateway.apply(loaded(cache, message.config)).await {
+        Ok(Some(message)) => match gateway.apply(message.content, cache.dir().to_owned()).await {
             Ok(version) => tracing::info!(version, "serving the last-known-good snapshot from the cache"),
             Err(error) => tracing::error!(error = %error, "last-known-good cache refused; waiting for the control plane"),
         },
@@ -96,16 +80,13 @@ async fn start_from_cache(gateway: &Arc<Gateway>, cache: &Cache, environment: &s
     }
 }
 
-fn loaded(cache: &Cache, config: GatewayConfig) -> LoadedConfig {
-    LoadedConfig { config, base_dir: cache.dir().to_owned(), file: cache.dir().join("snapshot.json") }
-}
-
-/// Where a gateway's snapshots come from.
+/// Where a gateway's environments come from.
 #[async_trait::async_trait]
-pub trait SnapshotSource: Send {
-    /// The next snapshot offered, waiting for it (and reconnecting, for a remote source);
-    /// `Err` names why what was offered is not a snapshot message. `None`: no more, ever.
-    async fn next(&mut self) -> Option<Result<SnapshotMessage, String>>;
+pub trait EnvironmentSource: Send {
+    /// The next environment offered, waiting for it (and reconnecting, for a remote
+    /// source); `Err` names why what was offered is not an environment message. `None`: no
+    /// more, ever.
+    async fn next(&mut self) -> Option<Result<EnvironmentMessage, String>>;
     /// The bytes of the policy component with this sha256.
     async fn module(&self, sha256: &str) -> Result<Vec<u8>, String>;
     /// Report what the gateway runs now, and what it refused.
@@ -114,7 +95,7 @@ pub trait SnapshotSource: Send {
 
 /// Apply every snapshot the source offers and acknowledge each; a refused one is reported
 /// and the current one keeps serving.
-pub async fn follow(gateway: Arc<Gateway>, mut source: impl SnapshotSource, cache: Cache, environment: String) {
+pub async fn follow(gateway: Arc<Gateway>, mut source: impl EnvironmentSource, cache: Cache, environment: String) {
     while let Some(offered) = source.next().await {
         let ack = offer(&gateway, &source, &cache, &environment, offered).await;
         source.acknowledge(ack).await;
@@ -125,10 +106,10 @@ pub async fn follow(gateway: Arc<Gateway>, mut source: impl SnapshotSource, cach
 /// refused, why.
 pub async fn offer(
     gateway: &Arc<Gateway>,
-    source: &impl SnapshotSource,
+    source: &impl EnvironmentSource,
     cache: &Cache,
     environment: &str,
-    offered: Result<SnapshotMessage, String>,
+    offered: Result<EnvironmentMessage, String>,
 ) -> Ack {
     let running = |gateway: &Gateway| gateway.snapshot().map(|s| s.version.clone());
     let message = match offered {
@@ -156,10 +137,10 @@ pub async fn offer(
 
 async fn apply(
     gateway: &Arc<Gateway>,
-    source: &impl SnapshotSource,
+    source: &impl EnvironmentSource,
     cache: &Cache,
     environment: &str,
-    message: SnapshotMessage,
+    message: EnvironmentMessage,
 ) -> Result<(), String> {
     if message.protocol != PROTOCOL_VERSION {
         return Err(format!("protocol {} (this gateway speaks {PROTOCOL_VERSION})", message.protocol));
@@ -167,11 +148,11 @@ async fn apply(
     if message.environment != environment {
         return Err(format!("it is for environment `{}`, this gateway serves `{environment}`", message.environment));
     }
-    let computed = config::version(&message.config);
+    let computed = message.content.version();
     if computed != message.version {
         return Err(format!("its configuration has version {computed}, the message says {}", message.version));
     }
-    for (name, module) in &message.config.modules {
+    for (name, module) in &message.content.modules {
         if module.path.is_some() {
             return Err(format!("module `{name}` names a file; a control plane may only name modules by sha256"));
         }
@@ -184,7 +165,7 @@ async fn apply(
         let bytes = source.module(sha256).await.map_err(|e| format!("module `{name}` ({sha256}): {e}"))?;
         cache.store_module(sha256, &bytes).map_err(|e| format!("module `{name}`: {e}"))?;
     }
-    gateway.apply(loaded(cache, message.config.clone())).await.map_err(|e| e.to_string())?;
+    gateway.apply(message.content.clone(), cache.dir().to_owned()).await.map_err(|e| e.to_string())?;
     if let Err(error) = cache.save(&message) {
         tracing::error!(error = %error, "the applied snapshot could not be cached; a restart without the control plane would start from an older one");
     }
@@ -200,15 +181,15 @@ struct Network {
 }
 
 #[async_trait::async_trait]
-impl SnapshotSource for Network {
-    async fn next(&mut self) -> Option<Result<SnapshotMessage, String>> {
+impl EnvironmentSource for Network {
+    async fn next(&mut self) -> Option<Result<EnvironmentMessage, String>> {
         let mut backoff = Duration::from_millis(200);
         let mut unreachable_logged = false;
         loop {
             if let Some(stream) = &mut self.connected {
                 match stream.next().await {
-                    Ok(Some((name, data))) if name == SNAPSHOT_EVENT => {
-                        return Some(serde_json::from_str(&data).map_err(|e| format!("not a snapshot message: {e}")));
+                    Ok(Some((name, data))) if name == ENVIRONMENT_EVENT => {
+                        return Some(serde_json::from_str(&data).map_err(|e| format!("not an environment message: {e}")));
                     }
                     Ok(Some(_)) => continue,
                     Ok(None) => tracing::warn!("the control plane closed the stream; reconnecting"),

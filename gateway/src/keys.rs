@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 
 use quick_cache::sync::Cache;
 
-use crate::config;
+use crate::contract::Problem;
+use crate::contract::environment::{self as config, Environment};
 
 /// Who is calling, as established by an API key or a token (the WIT `identity` record).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,18 +139,14 @@ impl KeyStore {
     /// path in the configuration. Problems that [`snapshot::validate`] already reports (such as
     /// a malformed `api_key_hashes` entry) are not repeated: such entries are left out, which
     /// only ever refuses more credentials.
-    pub fn from_config(
-        consumers: &[config::Consumer],
-        issuers: &[config::JwtIssuer],
-        base_dir: &Path,
-    ) -> Result<KeyStore, Vec<config::Problem>> {
+    pub fn from_config(consumers: &[config::Consumer], issuers: &[config::JwtIssuer], base_dir: &Path) -> Result<KeyStore, Vec<Problem>> {
         Self::build(consumers, issuers, None, &[], base_dir)
     }
 
     /// The store of a whole gateway configuration: [`Self::from_config`] plus its HMAC key
     /// for API-key digests and its revoked tokens.
-    pub fn for_gateway(config: &config::GatewayConfig, base_dir: &Path) -> Result<KeyStore, Vec<config::Problem>> {
-        let secret = config.api_key_hmac_secret.as_deref().and_then(decode_hex);
+    pub fn for_gateway(config: &Environment, base_dir: &Path) -> Result<KeyStore, Vec<Problem>> {
+        let secret = config.api_key_hmac_secret.as_deref().and_then(crate::contract::hex::decode);
         Self::build(&config.consumers, &config.jwt_issuers, secret.as_deref(), &config.revoked_tokens, base_dir)
     }
 
@@ -159,7 +156,7 @@ impl KeyStore {
         hmac_secret: Option<&[u8]>,
         revoked: &[config::RevokedToken],
         base_dir: &Path,
-    ) -> Result<KeyStore, Vec<config::Problem>> {
+    ) -> Result<KeyStore, Vec<Problem>> {
         let mut problems = Vec::new();
         let api_keys = api_key::ApiKeys::load(consumers, hmac_secret, &mut problems);
         let issuers = jwt::Issuers::new(issuer::load(issuers, base_dir, &mut problems));
@@ -211,11 +208,4 @@ impl KeyStore {
             _ => Ok(verified),
         }
     }
-}
-
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    hex.len()
-        .is_multiple_of(2)
-        .then(|| hex.as_bytes().chunks_exact(2).map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()).collect())
-        .flatten()
 }

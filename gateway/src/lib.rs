@@ -1,38 +1,49 @@
 //! Portico's gateway (data plane): listener → router → policy chain → upstream, with
 //! every security, throttling and mediation step a sandboxed Wasm component. All routing
-//! and policy state is one immutable [`snapshot::Snapshot`], swapped atomically.
+//! and policy state is one immutable snapshot, swapped atomically. What the control plane
+//! may rely on is the [`contract`] and the [`check`]s; the rest is the gateway's own.
 //!
 //! The phases of a request are drawn in `docs/request-path.md` and implemented in
 //! [`pipeline`].
 
-pub mod admin;
-pub mod blocking;
-pub mod body;
-pub mod config;
+// What other crates use: the control plane the contract and the checks; the `portico`
+// binary the processes; `portico policy test` and the benchmarks the policy engine with
+// the phases it runs in.
+pub mod check;
+pub mod contract;
 pub mod counters;
 pub mod error;
 pub mod exchange;
 pub mod file_mode;
 pub mod fleet;
-pub mod hex;
 pub mod keys;
-pub mod listener;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;
-pub mod router;
-pub mod snapshot;
-pub mod upstream;
+pub mod process;
+pub mod settings;
 
+mod admin;
+mod blocking;
+mod body;
+mod config;
+mod listener;
+mod router;
+mod snapshot;
+mod upstream;
+
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use arc_swap::ArcSwapOption;
 
-use crate::config::LoadedConfig;
+use crate::contract::Problem;
+use crate::contract::environment::Environment;
 use crate::counters::{CounterStore, LocalCounters};
 use crate::metrics::Metrics;
 use crate::policy::PolicyEngine;
+use crate::settings::Limits;
 use crate::snapshot::{BuildError, Shared, Snapshot};
 use crate::upstream::Clients;
 
@@ -43,18 +54,21 @@ pub struct Gateway {
     snapshot: ArcSwapOption<Snapshot>,
     counters: Arc<LocalCounters>,
     clients: Clients,
+    /// The process's request limits.
+    limits: Limits,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
 }
 
 impl Gateway {
-    /// A gateway with no snapshot yet (not ready).
-    pub fn new() -> anyhow::Result<Arc<Self>> {
+    /// A gateway with no snapshot yet (not ready), under the process's `limits`.
+    pub fn new(limits: Limits) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(Self {
             engine: PolicyEngine::new()?,
             snapshot: ArcSwapOption::empty(),
             counters: Arc::new(LocalCounters::new()),
             clients: Clients::default(),
+            limits,
             metrics: Metrics::default(),
         }))
     }
@@ -69,11 +83,12 @@ impl Gateway {
         &self.counters
     }
 
-    /// Build a snapshot from a configuration (blocking: compiles policies).
-    pub fn build(&self, loaded: &LoadedConfig) -> Result<Snapshot, BuildError> {
+    /// Build a snapshot of `environment`, whose relative paths start at `base_dir`
+    /// (blocking: compiles policies).
+    pub fn build(&self, environment: &Environment, base_dir: &Path) -> Result<Snapshot, BuildError> {
         let counters: Arc<dyn CounterStore> = self.counters.clone();
         let shared = Shared { engine: &self.engine, counters, clients: &self.clients, metrics: &self.metrics };
-        Snapshot::build(loaded, &shared)
+        Snapshot::build(environment, base_dir, &shared)
     }
 
     /// Make a snapshot live. Requests already running finish on the one they started with.
@@ -85,7 +100,7 @@ impl Gateway {
     }
 
     /// Build and install off the async threads; on failure the live snapshot stays.
-    pub async fn apply(self: &Arc<Self>, loaded: LoadedConfig) -> Result<String, BuildError> {
+    pub async fn apply(self: &Arc<Self>, environment: Environment, base_dir: PathBuf) -> Result<String, BuildError> {
         let gateway = self.clone();
         let (done, built) = tokio::sync::oneshot::channel();
         // Compiling a new module takes a core for tens or hundreds of milliseconds. At a low
@@ -94,9 +109,9 @@ impl Gateway {
         // lowest, so that a busy gateway still converges.
         let started = std::thread::Builder::new().name("portico-build".into()).spawn(move || {
             lower_priority();
-            let _ = done.send(gateway.build(&loaded));
+            let _ = done.send(gateway.build(&environment, &base_dir));
         });
-        let failed = |reason: String| BuildError { problems: vec![config::Problem { path: "(build)".into(), reason }] };
+        let failed = |reason: String| BuildError { problems: vec![Problem { path: "(build)".into(), reason }] };
         started.map_err(|e| failed(format!("cannot start the build thread: {e}")))?;
         let built = built.await.map_err(|_| failed("the build thread panicked".into()))?;
         match built {

@@ -23,8 +23,9 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::Gateway;
-use crate::config::{CertificateConfig, Limits, Problem, TlsConfig};
+use crate::contract::Problem;
 use crate::pipeline::{self, Peer};
+use crate::settings::{CertificateConfig, Limits, TlsConfig};
 
 /// How long in-flight requests may take to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

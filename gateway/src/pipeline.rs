@@ -17,14 +17,14 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::Gateway;
-use crate::blocking::Blocking;
+pub use crate::blocking::Blocking;
 use crate::body::{Body, is_too_large};
-use crate::config::FailureMode;
+use crate::contract::environment::FailureMode;
 use crate::error::ProxyError;
 use crate::exchange::{BodyState, Exchange, ResponseState};
-use crate::policy::{Attachment, CallFailure, Decision, ImmediateResponse};
+use crate::policy::{AttachedPolicy, CallFailure, Decision, ImmediateResponse};
 use crate::router::{RouteMatch, normalize_path};
-use crate::snapshot::{Operation, Snapshot};
+use crate::snapshot::{ServedOperation, Snapshot};
 use crate::upstream::{Forward, strip_hop_by_hop};
 use std::future::Future;
 
@@ -57,13 +57,14 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -
     let logged = tracing::enabled!(target: "portico::access", tracing::Level::INFO)
         .then(|| (request.method().clone(), request.uri().path().to_owned()));
     let span = tracing::debug_span!("request", client = %peer.addr.ip(), snapshot = %snapshot.version);
-    let (response, api) = match tracing::Instrument::instrument(route_and_proxy(&snapshot, request, &peer), span).await {
-        Ok((response, operation)) => (response, Some(operation)),
-        Err(error) => {
-            tracing::debug!(error = %error, "request refused before routing");
-            (error.into_response(), None)
-        }
-    };
+    let (response, api) =
+        match tracing::Instrument::instrument(route_and_proxy(&snapshot, request, &peer, gateway.limits.max_body_bytes.0), span).await {
+            Ok((response, operation)) => (response, Some(operation)),
+            Err(error) => {
+                tracing::debug!(error = %error, "request refused before routing");
+                (error.into_response(), None)
+            }
+        };
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     match &api {
@@ -89,7 +90,8 @@ async fn route_and_proxy(
     snapshot: &Snapshot,
     request: Request<Incoming>,
     peer: &Peer,
-) -> Result<(Response<Body>, Arc<Operation>), ProxyError> {
+    max_body_bytes: u64,
+) -> Result<(Response<Body>, Arc<ServedOperation>), ProxyError> {
     if snapshot.blocking.client_blocked(peer.addr.ip()) {
         return Err(ProxyError::Blocked);
     }
@@ -118,7 +120,7 @@ async fn route_and_proxy(
         };
         head.uri = Uri::try_from(path_and_query).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
     }
-    let max_body = snapshot.limits.max_body_bytes.0;
+    let max_body = max_body_bytes;
     if let Some(length) = head.headers.get(header::CONTENT_LENGTH) {
         let length: u64 = length.to_str().ok().and_then(|l| l.parse().ok()).ok_or(ProxyError::BadRequest("invalid content-length"))?;
         if length > max_body {
@@ -132,7 +134,7 @@ async fn route_and_proxy(
 /// The phases of a routed request, with the upstream over HTTP.
 #[allow(clippy::too_many_arguments)]
 async fn run_operation(
-    operation: &Operation,
+    operation: &ServedOperation,
     blocking: &Blocking,
     head: http::request::Parts,
     body: Incoming,
@@ -225,13 +227,13 @@ pub struct Phases<S> {
 /// reverse, for the policies whose request phase ran. Never fails: a failure becomes a
 /// response.
 pub async fn run_phases<U: Upstream>(
-    chain: &[Arc<Attachment>],
+    chain: &[Arc<AttachedPolicy>],
     exchange: Box<Exchange>,
     blocking: &Blocking,
     upstream: U,
 ) -> Phases<U::Stream> {
     let (mut exchange, ran, answer) = request_phase(chain, exchange);
-    let (answer, mut request_end) = match answer {
+    let (answer, request_end) = match answer {
         Some((state, end)) => (Some(state), end),
         None if blocking.caller_blocked(exchange.identity.as_ref()) => (Some(error_state(ProxyError::Blocked)), RequestEnd::Blocked),
         None => (None, RequestEnd::Forwarded),
@@ -244,17 +246,14 @@ pub async fn run_phases<U: Upstream>(
             if exchange.request_body_replaced {
                 exchange.request.headers.remove(header::CONTENT_LENGTH);
             }
-            let buffer = ran > 0 && chain[..ran].iter().any(|a| a.needs_response_body());
+            let buffer = chain[..ran].iter().any(|a| a.needs_response_body());
             match upstream.send(&mut exchange, buffer).await {
                 Ok((head, UpstreamBody::Buffered(bytes))) => ResponseState { head, body: BodyState::Buffered(bytes), body_replaced: false },
                 Ok((head, UpstreamBody::Stream(body))) => {
                     stream = Some(body);
                     ResponseState { head, body: BodyState::Streaming, body_replaced: false }
                 }
-                Err(error) => {
-                    request_end = RequestEnd::Forwarded;
-                    error_state(error)
-                }
+                Err(error) => error_state(error),
             }
         }
     };
@@ -273,7 +272,7 @@ pub async fn run_phases<U: Upstream>(
 
 /// The gateway's upstream step: the operation's pooled HTTP client.
 struct HttpUpstream<'a> {
-    operation: &'a Operation,
+    operation: &'a ServedOperation,
     /// The request body, unless a policy buffered it.
     stream: Option<Body>,
     peer: &'a Peer,
@@ -313,7 +312,10 @@ impl Upstream for HttpUpstream<'_> {
 
 /// Run `on-request` along the chain. Returns how many policies ran (whose response phase
 /// must run) and, when one answered or failed closed, the response and how it ended.
-fn request_phase(chain: &[Arc<Attachment>], mut exchange: Box<Exchange>) -> (Box<Exchange>, usize, Option<(ResponseState, RequestEnd)>) {
+fn request_phase(
+    chain: &[Arc<AttachedPolicy>],
+    mut exchange: Box<Exchange>,
+) -> (Box<Exchange>, usize, Option<(ResponseState, RequestEnd)>) {
     for (i, attachment) in chain.iter().enumerate() {
         let _span = policy_span(attachment, "request").entered();
         let (back, result) = attachment.on_request(exchange);
@@ -342,7 +344,7 @@ fn request_phase(chain: &[Arc<Attachment>], mut exchange: Box<Exchange>) -> (Box
 
 /// Run `on-response`, in reverse, for the first `ran` policies; a fail-closed failure
 /// replaces the response with a 500 and ends the phase.
-fn response_phase(chain: &[Arc<Attachment>], mut exchange: Box<Exchange>, ran: usize) -> (Box<Exchange>, Option<CallFailure>) {
+fn response_phase(chain: &[Arc<AttachedPolicy>], mut exchange: Box<Exchange>, ran: usize) -> (Box<Exchange>, Option<CallFailure>) {
     for attachment in chain[..ran].iter().rev().filter(|a| a.needs_response_phase()) {
         let _span = policy_span(attachment, "response").entered();
         let (back, result) = attachment.on_response(exchange);
@@ -364,7 +366,7 @@ fn response_phase(chain: &[Arc<Attachment>], mut exchange: Box<Exchange>, ran: u
 }
 
 /// A span per policy call (debug level: free when not enabled).
-fn policy_span(attachment: &Attachment, phase: &'static str) -> tracing::Span {
+fn policy_span(attachment: &AttachedPolicy, phase: &'static str) -> tracing::Span {
     tracing::debug_span!("policy", name = attachment.policy().name(), digest = attachment.policy().digest(), phase)
 }
 

@@ -16,12 +16,13 @@ use crossbeam_queue::ArrayQueue;
 use wasmtime::component::{Component, Linker, Resource};
 use wasmtime::{Engine, Store, Trap};
 
+use bindings::{ContextHandle, RequestHandle, ResponseHandle};
 pub use bindings::{Decision, ImmediateResponse, Needs};
 use bindings::{PolicyWorld, PolicyWorldPre};
+use host::HostState;
 pub use host::{Clock, KeyService, Services, SystemClock};
-use host::{ContextHandle, HostState, RequestHandle, ResponseHandle};
 
-use crate::config::FailureMode;
+use crate::contract::environment::FailureMode;
 use crate::exchange::Exchange;
 use crate::metrics::PolicyStats;
 
@@ -126,7 +127,7 @@ impl PolicyEngine {
     /// policy of this gateway's world. Slow for large components: call it off the request
     /// path.
     pub fn compile(&self, name: &str, bytes: &[u8], expected_sha256: Option<&str>) -> Result<Arc<CompiledPolicy>, LoadError> {
-        let digest = crate::hex::sha256(bytes);
+        let digest = crate::contract::hex::sha256(bytes);
         if let Some(expected) = expected_sha256
             && !expected.eq_ignore_ascii_case(&digest)
         {
@@ -169,8 +170,8 @@ impl PolicyEngine {
         settings: AttachmentSettings,
         services: Arc<Services>,
         stats: Arc<PolicyStats>,
-    ) -> Result<Attachment, LoadError> {
-        let attachment = Attachment {
+    ) -> Result<AttachedPolicy, LoadError> {
+        let attachment = AttachedPolicy {
             engine: self.engine.clone(),
             policy,
             settings,
@@ -187,7 +188,7 @@ impl PolicyEngine {
         })?;
         let instance_memory = instance.store.data().limits.bytes();
         let _ = attachment.pool.push(instance);
-        Ok(Attachment { needs, instance_memory, ..attachment })
+        Ok(AttachedPolicy { needs, instance_memory, ..attachment })
     }
 }
 
@@ -238,7 +239,7 @@ pub struct AttachmentSettings {
 }
 
 /// A policy attached somewhere in a chain: its settings and its warm instances.
-pub struct Attachment {
+pub struct AttachedPolicy {
     engine: Engine,
     policy: Arc<CompiledPolicy>,
     settings: AttachmentSettings,
@@ -261,7 +262,7 @@ enum StartFailure {
     Trap(String),
 }
 
-impl Attachment {
+impl AttachedPolicy {
     /// The policy.
     pub fn policy(&self) -> &CompiledPolicy {
         &self.policy

@@ -2,7 +2,10 @@
 //! A [`RouteTable`] is built once per configuration snapshot and only read afterwards; the
 //! path is normalised once by [`normalize_path`] and that same path is routed and forwarded.
 
+// Paths spelled out so that `benches/router.rs` can compile this module from its source.
+#[path = "router/normalize.rs"]
 mod normalize;
+#[path = "router/template.rs"]
 mod template;
 
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-//! A snapshot is everything a request needs, built from one configuration and never
+//! A snapshot is everything a request needs, built from one environment and never
 //! changed: the route table, each operation's policy chain with its compiled policies,
 //! the upstreams and the key store. A new configuration builds a new snapshot off the
 //! request path; it replaces the live one atomically, or is refused whole.
@@ -6,29 +6,28 @@
 mod validate;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::blocking::Blocking;
-use crate::config::{self, Attachment as AttachmentConfig, LoadedConfig, Problem};
+use crate::contract::Problem;
+use crate::contract::environment::{Attachment, Environment, OperationConfig};
 use crate::counters::CounterStore;
 use crate::exchange::RouteInfo;
 use crate::keys::KeyStore;
 use crate::metrics::{ApiStats, Metrics};
-use crate::policy::{Attachment, AttachmentSettings, CompiledPolicy, PolicyEngine, Services, builtin};
+use crate::policy::{AttachedPolicy, AttachmentSettings, CompiledPolicy, PolicyEngine, Services, builtin};
 use crate::router::{ApiRoutes, OperationRoute, RouteTable};
 use crate::upstream::{Clients, Upstream, parse_endpoint};
 
 /// One operation as served: where it belongs, its chain and its upstream.
-pub struct Operation {
+pub struct ServedOperation {
     /// API and operation names, for policies and logs.
     pub route: Arc<RouteInfo>,
     /// Global, then API, then operation policies, in order.
-    pub chain: Vec<Arc<Attachment>>,
+    pub chain: Vec<Arc<AttachedPolicy>>,
     /// Whether a policy of the chain reads the request body (so it is buffered).
     pub needs_request_body: bool,
-    /// Whether a policy of the chain reads the response body.
-    pub needs_response_body: bool,
     /// Whether a policy of the chain has a response phase.
     pub needs_response_phase: bool,
     /// Where requests go.
@@ -44,9 +43,7 @@ pub struct Snapshot {
     /// An identifier of the configuration it was built from (sha256 of its canonical form).
     pub version: String,
     /// Host + path + method → operation.
-    pub routes: RouteTable<Arc<Operation>>,
-    /// Request limits.
-    pub limits: config::Limits,
+    pub routes: RouteTable<Arc<ServedOperation>>,
     /// Digests of the policy components it runs.
     pub digests: Vec<String>,
     /// Blocked clients, applications and users.
@@ -76,10 +73,9 @@ pub struct BuildError {
 impl Snapshot {
     /// Build a snapshot: load and compile the policy modules, run every attachment's
     /// `init`, build routes and upstreams. Blocking and possibly slow (compilation).
-    pub fn build(loaded: &LoadedConfig, shared: &Shared<'_>) -> Result<Snapshot, BuildError> {
-        let config = &loaded.config;
+    pub fn build(config: &Environment, base_dir: &Path, shared: &Shared<'_>) -> Result<Snapshot, BuildError> {
         let mut problems = validate::validate(config);
-        let keys = match KeyStore::for_gateway(config, &loaded.base_dir) {
+        let keys = match KeyStore::for_gateway(config, base_dir) {
             Ok(keys) => Some(Arc::new(keys)),
             Err(more) => {
                 problems.extend(more);
@@ -91,8 +87,9 @@ impl Snapshot {
         }
         let services = Arc::new(Services { keys: keys.expect("no problems means keys were built"), counters: shared.counters.clone() });
 
-        let mut modules = ModuleLoader { loaded, engine: shared.engine, compiled: HashMap::new(), problems: Vec::new() };
-        let mut attach = |path: String, list: &[AttachmentConfig], problems: &mut Vec<Problem>| -> Vec<Arc<Attachment>> {
+        let mut modules =
+            ModuleLoader { environment: config, base_dir, engine: shared.engine, compiled: HashMap::new(), problems: Vec::new() };
+        let mut attach = |path: String, list: &[Attachment], problems: &mut Vec<Problem>| -> Vec<Arc<AttachedPolicy>> {
             let mut chain = Vec::new();
             for (i, attachment) in list.iter().enumerate() {
                 let at = format!("{path}[{i}]");
@@ -120,25 +117,24 @@ impl Snapshot {
             let endpoints = api.upstream.endpoints.iter().filter_map(|e| parse_endpoint(e).ok()).collect();
             let upstream = Arc::new(Upstream::new(endpoints, api.upstream.timeout.0, shared.clients.get(api.upstream.connect_timeout.0)));
             let stats = shared.metrics.api(&api.name, &api.version);
-            let default_operation = [config::OperationConfig { method: "ANY".into(), path: "/*".into(), policies: Vec::new() }];
+            let default_operation = [OperationConfig { method: "ANY".into(), path: "/*".into(), policies: Vec::new() }];
             let operations = if api.operations.is_empty() { &default_operation[..] } else { &api.operations[..] };
             let blocked = config.blocked.apis.iter().any(|context| context.trim_end_matches('/') == api.context.trim_end_matches('/'));
             let mut routes = Vec::new();
             for (j, operation) in operations.iter().enumerate() {
                 let op_chain = attach(format!("{at}.operations[{j}].policies"), &operation.policies, &mut problems);
-                let chain: Vec<Arc<Attachment>> = global.iter().chain(&api_chain).chain(&op_chain).cloned().collect();
+                let chain: Vec<Arc<AttachedPolicy>> = global.iter().chain(&api_chain).chain(&op_chain).cloned().collect();
                 let method = (operation.method != "ANY").then(|| http::Method::from_bytes(operation.method.as_bytes()).ok()).flatten();
                 routes.push(OperationRoute {
                     method,
                     template: operation.path.clone(),
-                    value: Arc::new(Operation {
+                    value: Arc::new(ServedOperation {
                         route: Arc::new(RouteInfo {
                             api_name: api.name.clone(),
                             api_version: api.version.clone(),
                             operation: format!("{} {}", operation.method, operation.path),
                         }),
                         needs_request_body: chain.iter().any(|a| a.needs_request_body()),
-                        needs_response_body: chain.iter().any(|a| a.needs_response_body()),
                         needs_response_phase: chain.iter().any(|a| a.needs_response_phase()),
                         chain,
                         upstream: upstream.clone(),
@@ -163,9 +159,8 @@ impl Snapshot {
         }
         let digests = modules.compiled.values().map(|c| c.digest().to_owned()).collect();
         Ok(Snapshot {
-            version: config::version(config),
+            version: config.version(),
             routes: routes.expect("no problems means routes were built"),
-            limits: config.limits.clone(),
             digests,
             blocking: Blocking::new(&config.blocked),
         })
@@ -174,7 +169,8 @@ impl Snapshot {
 
 /// Loads each module once per build, by attachment name.
 struct ModuleLoader<'a> {
-    loaded: &'a LoadedConfig,
+    environment: &'a Environment,
+    base_dir: &'a Path,
     engine: &'a PolicyEngine,
     compiled: HashMap<String, Arc<CompiledPolicy>>,
     problems: Vec<Problem>,
@@ -187,8 +183,8 @@ impl ModuleLoader<'_> {
         }
         let result = if let Some(builtin) = builtin::find(name) {
             self.engine.compile(name, builtin.component, None).map_err(|e| e.to_string())
-        } else if let Some(source) = self.loaded.config.modules.get(name) {
-            let path: PathBuf = self.loaded.module_file(source);
+        } else if let Some(source) = self.environment.modules.get(name) {
+            let path = source.file(self.base_dir);
             std::fs::read(&path)
                 .map_err(|e| format!("cannot read policy module {}: {e}", path.display()))
                 .and_then(|bytes| self.engine.compile(name, &bytes, source.sha256.as_deref()).map_err(|e| e.to_string()))
@@ -201,7 +197,7 @@ impl ModuleLoader<'_> {
                 Some(compiled)
             }
             Err(reason) => {
-                let path = if self.loaded.config.modules.contains_key(name) { format!("modules.{name}") } else { at.to_owned() };
+                let path = if self.environment.modules.contains_key(name) { format!("modules.{name}") } else { at.to_owned() };
                 if !self.problems.iter().any(|p| p.path == path) {
                     self.problems.push(Problem { path, reason });
                 }

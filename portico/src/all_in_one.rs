@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use portico_control_plane::fleet::Published;
 use portico_control_plane::{AppState, registry};
+use portico_gateway::contract::fleet::{Ack, EnvironmentMessage, KEEPALIVE};
 use portico_gateway::fleet::cache::Cache;
-use portico_gateway::fleet::protocol::{Ack, KEEPALIVE, SnapshotMessage};
-use portico_gateway::fleet::{self, SnapshotSource};
-use portico_gateway::{Gateway, file_mode};
+use portico_gateway::fleet::{self, EnvironmentSource};
+use portico_gateway::settings::Settings;
+use portico_gateway::{Gateway, process};
 use tokio::sync::watch;
 
 use crate::control_plane;
@@ -48,7 +49,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let cache = Cache::open(data_dir).map_err(|e| anyhow::anyhow!("cannot use {}: {e}", data_dir.display()))?;
     let id = options.gateway_id.clone().unwrap_or_else(|| format!("all-in-one-{}", options.gateway));
 
-    let gateway = Gateway::new()?;
+    let settings = Settings::plain(&options.gateway, Some(&options.admin));
+    let gateway = Gateway::new(settings.limits.clone())?;
     let mut snapshots = state.hub.follow(&state, &options.environment);
     // The snapshot already built, if any, counts as offered.
     snapshots.mark_changed();
@@ -66,14 +68,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
     source.acknowledge(ack).await;
 
-    let listeners = portico_gateway::fleet::listeners_only(&options.gateway, Some(&options.admin), data_dir);
-    let mut tasks = file_mode::start_listeners(&gateway, &listeners, stopped.clone()).await?;
+    let mut tasks = process::start_listeners(&gateway, &settings, data_dir, stopped.clone()).await?;
     tasks.push(started.task);
-    tokio::spawn(file_mode::sweep_counters(gateway.clone()));
+    tokio::spawn(process::sweep_counters(gateway.clone()));
     tokio::spawn(heartbeat(state.clone(), id, options.environment.clone()));
     tokio::spawn(fleet::follow(gateway, source, cache, options.environment.clone()));
 
-    file_mode::serve_until_signal(stop, tasks).await
+    process::serve_until_signal(stop, tasks).await
 }
 
 /// The control plane in this process: its hub's snapshots, its registry's modules, and
@@ -86,8 +87,8 @@ struct InProcess {
 }
 
 #[async_trait::async_trait]
-impl SnapshotSource for InProcess {
-    async fn next(&mut self) -> Option<Result<SnapshotMessage, String>> {
+impl EnvironmentSource for InProcess {
+    async fn next(&mut self) -> Option<Result<EnvironmentMessage, String>> {
         loop {
             self.snapshots.changed().await.ok()?;
             if let Some(published) = self.snapshots.borrow_and_update().clone() {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use portico_gateway::settings::Settings;
 
 #[derive(Parser)]
 #[command(name = "portico", version, about = "Portico API gateway")]
@@ -62,12 +63,16 @@ struct GatewayOptions {
     /// The last-known-good cache folder (snapshot and modules).
     #[arg(long, default_value = ".portico-gateway")]
     cache_dir: PathBuf,
-    /// Where API traffic is served.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Where API traffic is served (plain HTTP; for TLS, use `--settings`).
+    #[arg(long, default_value = "127.0.0.1:8080", conflicts_with = "settings")]
     listen: String,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
-    #[arg(long, default_value = "127.0.0.1:9901")]
+    #[arg(long, default_value = "127.0.0.1:9901", conflicts_with = "settings")]
     admin: String,
+    /// The gateway's own settings file (YAML: `listeners` with their TLS certificates,
+    /// `admin`, `limits`), instead of `--listen` and `--admin`.
+    #[arg(long)]
+    settings: Option<PathBuf>,
     /// The gateway's id in the fleet; by default one made at first start and kept in the cache.
     #[arg(long)]
     id: Option<String>,
@@ -96,18 +101,30 @@ pub fn main() -> ExitCode {
         },
         Command::AllInOne(options) => run(cli.workers, crate::all_in_one::run(options)),
         Command::ControlPlane(options) => run(cli.workers, crate::control_plane::run(options)),
-        Command::Gateway(options) => run(
-            cli.workers,
-            portico_gateway::fleet::run(portico_gateway::fleet::Options {
-                control_plane: options.control_plane,
-                environment: options.environment,
-                token: options.token,
-                id: options.id,
-                cache_dir: options.cache_dir,
-                listen: options.listen,
-                admin: Some(options.admin),
-            }),
-        ),
+        Command::Gateway(options) => {
+            let (settings, settings_dir) = match &options.settings {
+                Some(file) => match Settings::load(file) {
+                    Ok(settings) => (settings, file.parent().map(PathBuf::from).unwrap_or_default()),
+                    Err(problems) => {
+                        eprintln!("{problems}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                None => (Settings::plain(&options.listen, Some(&options.admin)), PathBuf::from(".")),
+            };
+            run(
+                cli.workers,
+                portico_gateway::fleet::run(portico_gateway::fleet::Options {
+                    control_plane: options.control_plane,
+                    environment: options.environment,
+                    token: options.token,
+                    id: options.id,
+                    cache_dir: options.cache_dir,
+                    settings,
+                    settings_dir,
+                }),
+            )
+        }
         Command::Policy(command) => match crate::policy_tool::run(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

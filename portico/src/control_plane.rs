@@ -74,5 +74,5 @@ pub async fn start(options: &Options, mut stopped: watch::Receiver<bool>) -> any
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     let started = start(&options, stopped).await?;
-    portico_gateway::file_mode::serve_until_signal(stop, vec![started.task]).await
+    portico_gateway::process::serve_until_signal(stop, vec![started.task]).await
 }

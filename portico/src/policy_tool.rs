@@ -6,11 +6,14 @@
 
 mod build;
 mod capture;
+mod compare;
 mod contract;
 mod fixtures;
 mod harness;
 mod mocks;
+mod outcome;
 mod push;
+mod report;
 mod scaffold;
 mod toolchain;
 
@@ -20,8 +23,9 @@ use anyhow::{Context as _, bail};
 
 pub use build::{BuildOptions, Built, Language, Project, build};
 pub use fixtures::Fixtures;
-pub use harness::{CaseReport, Harness, Needs, Report};
+pub use harness::{Harness, Needs};
 pub use push::{Push, SCHEMA_FILE, push};
+pub use report::{CaseReport, Report};
 pub use scaffold::new_project;
 pub use toolchain::{COMPONENTIZE_JS, COMPONENTIZE_PY, Toolchains};
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use http::{Method, StatusCode};
-use portico_tests::{ControlPlaneClient, GatewayProcess, HttpClient, MockUpstream, policies};
+use portico_tests::{ControlPlaneClient, HttpClient, MockUpstream, PorticoProcess, policies};
 use serde_json::{Value, json};
 
 const ADMIN_PASSWORD: &str = "bench-admin-pass-1";
@@ -31,8 +31,8 @@ fn main() {
     runtime.block_on(run());
 }
 
-fn start_gateway(control_plane: &str, token: &str, cache: &Path, ready: &str) -> GatewayProcess {
-    GatewayProcess::spawn_until(
+fn start_gateway(control_plane: &str, token: &str, cache: &Path, ready: &str) -> PorticoProcess {
+    PorticoProcess::spawn_until(
         tempfile::tempdir().unwrap(),
         &[
             "gateway",
@@ -134,7 +134,7 @@ async fn run() {
     let data = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cp_url = format!("http://127.0.0.1:{port}");
-    let mut control_plane = GatewayProcess::spawn_until(
+    let mut control_plane = PorticoProcess::spawn_until(
         tempfile::tempdir().unwrap(),
         &["control-plane", "--data-dir", &data.path().display().to_string(), "--api", &format!("127.0.0.1:{port}")],
         &[("PORTICO_ADMIN_PASSWORD", ADMIN_PASSWORD)],
@@ -167,7 +167,7 @@ async fn run() {
     let token = cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({})).await;
     let token = token["token"].as_str().unwrap().to_owned();
     let caches = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let mut gateways: Vec<GatewayProcess> = caches.iter().map(|c| start_gateway(&cp_url, &token, c.path(), "snapshot applied")).collect();
+    let mut gateways: Vec<PorticoProcess> = caches.iter().map(|c| start_gateway(&cp_url, &token, c.path(), "snapshot applied")).collect();
     let mut version = rolled_out(&cp, &admin, "").await;
 
     // Deploy → acknowledged by both gateways.

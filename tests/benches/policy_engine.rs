@@ -8,13 +8,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use portico_gateway::config::{Consumer, FailureMode, JwtIssuer, JwtKey};
+use portico_gateway::contract::environment::{Consumer, FailureMode, JwtIssuer, JwtKey};
 use portico_gateway::counters::LocalCounters;
 use portico_gateway::exchange::{BodyState, Exchange, RouteInfo};
 use portico_gateway::keys::{Identity, KeyStore};
 use portico_gateway::metrics::PolicyStats;
-use portico_gateway::policy::{Attachment, AttachmentSettings, PolicyEngine, Services, builtin};
-use portico_gateway::router::{ApiRoutes, OperationRoute, RouteTable};
+use portico_gateway::policy::{AttachedPolicy, AttachmentSettings, PolicyEngine, Services, builtin};
 use portico_tests::{TestIssuer, policies};
 
 fn main() {
@@ -55,7 +54,7 @@ impl Fixture {
         Self { engine: PolicyEngine::new().expect("engine"), services, issuer }
     }
 
-    fn attach(&self, name: &str, component: &[u8], config: &str) -> Attachment {
+    fn attach(&self, name: &str, component: &[u8], config: &str) -> AttachedPolicy {
         let compiled = self.engine.compile(name, component, None).expect("compile");
         let settings = AttachmentSettings {
             config_json: config.to_owned(),
@@ -86,7 +85,7 @@ fn exchange(headers: &[(&str, &str)], identity: Option<Identity>) -> Box<Exchang
     })
 }
 
-fn bench_calls(bencher: divan::Bencher, attachment: &Attachment, template: Box<Exchange>) {
+fn bench_calls(bencher: divan::Bencher, attachment: &AttachedPolicy, template: Box<Exchange>) {
     let mut slot = Some(template);
     bencher.bench_local(|| {
         let (back, result) = attachment.on_request(slot.take().expect("exchange"));
@@ -160,27 +159,4 @@ fn throttle_hit(bencher: divan::Bencher) {
         subscriptions: None,
     };
     bench_calls(bencher, &attachment, exchange(&[], Some(identity)));
-}
-
-/// Routing a request among 1,000 APIs of 5 operations each.
-#[divan::bench]
-fn route_among_1000_apis(bencher: divan::Bencher) {
-    let apis = (0..1000)
-        .map(|i| ApiRoutes {
-            hosts: vec![],
-            context: format!("/api{i}/v1"),
-            operations: ["/items", "/items/{id}", "/items/{id}/parts", "/orders", "/orders/{id}"]
-                .iter()
-                .map(|t| OperationRoute { method: Some(http::Method::GET), template: (*t).to_owned(), value: i })
-                .collect(),
-        })
-        .collect();
-    let table = RouteTable::new(apis).unwrap();
-    let method = http::Method::GET;
-    bencher.bench_local(|| {
-        divan::black_box(matches!(
-            table.route(Some("example.com"), &method, divan::black_box("/api737/v1/items/42/parts")),
-            portico_gateway::router::RouteMatch::Found { .. }
-        ))
-    });
 }

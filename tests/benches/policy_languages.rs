@@ -13,12 +13,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use portico::policy_tool::{BuildOptions, Project};
-use portico_gateway::config::FailureMode;
+use portico_gateway::contract::environment::FailureMode;
 use portico_gateway::counters::LocalCounters;
 use portico_gateway::exchange::{BodyState, Exchange, RouteInfo};
 use portico_gateway::keys::KeyStore;
 use portico_gateway::metrics::PolicyStats;
-use portico_gateway::policy::{Attachment, AttachmentSettings, CompiledPolicy, Decision, PolicyEngine, Services};
+use portico_gateway::policy::{AttachedPolicy, AttachmentSettings, CompiledPolicy, Decision, PolicyEngine, Services};
 use portico_tests::policy_builds::{output_dir, toolchains};
 use portico_tests::{policies, workspace_root};
 
@@ -72,7 +72,7 @@ fn component(language: &str) -> Vec<u8> {
     built.bytes
 }
 
-fn attach(policy: &Arc<CompiledPolicy>) -> Attachment {
+fn attach(policy: &Arc<CompiledPolicy>) -> AttachedPolicy {
     let settings = AttachmentSettings {
         config_json: "{}".to_owned(),
         timeout: Duration::from_millis(50),
@@ -115,7 +115,7 @@ fn report() {
     eprintln!("language | component | compile | linear memory / instance | resident memory / instance");
     for (language, policy, compile, size) in &bench.compiled {
         let before = resident_bytes();
-        let attachments: Vec<Attachment> = (0..INSTANCES).map(|_| attach(policy)).collect();
+        let attachments: Vec<AttachedPolicy> = (0..INSTANCES).map(|_| attach(policy)).collect();
         let per_instance = resident_bytes().saturating_sub(before) / INSTANCES;
         eprintln!(
             "{language:8} | {:6.2} MB | {:5.2} s | {:7.2} MiB | {:7.2} MiB",
@@ -127,7 +127,7 @@ fn report() {
     }
 }
 
-fn bench_calls(bencher: divan::Bencher, attachment: &Attachment, allow: &str, allowed: bool) {
+fn bench_calls(bencher: divan::Bencher, attachment: &AttachedPolicy, allow: &str, allowed: bool) {
     let mut slot = Some(exchange(allow));
     bencher.bench_local(|| {
         let (back, result) = attachment.on_request(slot.take().expect("exchange"));

@@ -137,7 +137,7 @@ pub mod policy_builds {
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A `portico` process (any profile), killed when dropped.
-pub struct GatewayProcess {
+pub struct PorticoProcess {
     child: Child,
     /// The API listeners, in configuration order.
     pub listeners: Vec<SocketAddr>,
@@ -150,7 +150,7 @@ pub struct GatewayProcess {
     pub dir: tempfile::TempDir,
 }
 
-impl GatewayProcess {
+impl PorticoProcess {
     /// Write `config` to `portico.yaml` in a fresh folder and start a gateway on it.
     /// Addresses in the file should use port 0; the chosen ports are read from the log.
     pub fn start(config: &str) -> anyhow::Result<Self> {
@@ -354,7 +354,7 @@ pub async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut(
     started.elapsed()
 }
 
-impl Drop for GatewayProcess {
+impl Drop for PorticoProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -501,6 +501,48 @@ impl HttpClient {
     pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> anyhow::Result<Reply> {
         self.send(Method::GET, url, headers, Bytes::new()).await
     }
+}
+
+/// `GET https://localhost{path}` at `addr`, trusting `ca_der`, offering `alpn`
+/// (`h2` or `http/1.1`), with `headers`: the HTTP version spoken and the answer.
+pub async fn tls_get(
+    addr: SocketAddr,
+    ca_der: &[u8],
+    alpn: &[u8],
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (http::Version, (StatusCode, Bytes)) {
+    use http_body_util::Empty;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from(ca_der.to_vec())).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = connector.connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+    let mut request = http::Request::builder().uri(format!("https://localhost{path}")).header("host", "localhost");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Empty::<Bytes>::new()).unwrap();
+    let response = if alpn == b"h2" {
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(connection);
+        sender.send_request(request).await.unwrap()
+    } else {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(connection);
+        sender.send_request(request).await.unwrap()
+    };
+    let version = response.version();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (version, (status, body))
 }
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, written as PEM files.

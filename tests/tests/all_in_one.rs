@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use portico_tests::{ControlPlaneClient, GatewayProcess, HttpClient, MockUpstream};
+use portico_tests::{ControlPlaneClient, HttpClient, MockUpstream, PorticoProcess};
 use serde_json::{Value, json};
 
 fn basic(client_id: &str, secret: &str) -> String {
@@ -22,7 +22,7 @@ async fn walkthrough() {
     let upstream = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data").display().to_string();
-    let process = GatewayProcess::spawn(
+    let process = PorticoProcess::spawn(
         dir,
         &["all-in-one", "--data-dir", &data, "--gateway", "127.0.0.1:0", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
         &[("PORTICO_ADMIN_PASSWORD", "walkthrough-admin-1")],
@@ -226,7 +226,7 @@ async fn a_tier_change_reaches_the_running_gateway_within_a_second() {
     let upstream = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data").display().to_string();
-    let process = GatewayProcess::spawn(
+    let process = PorticoProcess::spawn(
         dir,
         &["all-in-one", "--data-dir", &data, "--gateway", "127.0.0.1:0", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
         &[("PORTICO_ADMIN_PASSWORD", "tier-admin-pass-1")],

@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use http::{Method, StatusCode};
-use portico_tests::{ApiKey, ControlPlaneClient, GatewayProcess, HttpClient, MockUpstream, eventually, policies};
+use portico_tests::{ApiKey, ControlPlaneClient, HttpClient, MockUpstream, PorticoProcess, TestCertificate, eventually, policies, tls_get};
 use serde_json::{Value, json};
 
 const ADMIN_PASSWORD: &str = "fleet-admin-pass-1";
 
 /// A control plane on `port` (0 the first time: the process picks one and logs it; the
 /// same one again after a restart, as the gateways know it by that URL).
-fn start_control_plane(data: &Path, port: u16) -> GatewayProcess {
-    GatewayProcess::spawn_until(
+fn start_control_plane(data: &Path, port: u16) -> PorticoProcess {
+    PorticoProcess::spawn_until(
         tempfile::tempdir().unwrap(),
         &["control-plane", "--data-dir", &data.display().to_string(), "--api", &format!("127.0.0.1:{port}")],
         &[("PORTICO_ADMIN_PASSWORD", ADMIN_PASSWORD)],
@@ -26,8 +26,8 @@ fn start_control_plane(data: &Path, port: u16) -> GatewayProcess {
     .unwrap()
 }
 
-fn start_gateway(control_plane: &str, token: &str, cache: &Path, ready: &str) -> GatewayProcess {
-    GatewayProcess::spawn_until(
+fn start_gateway(control_plane: &str, token: &str, cache: &Path, ready: &str) -> PorticoProcess {
+    PorticoProcess::spawn_until(
         tempfile::tempdir().unwrap(),
         &[
             "gateway",
@@ -53,7 +53,7 @@ fn component(path: &str) -> String {
 }
 
 /// What answered: the policy version stamped on the request the upstream saw.
-async fn version_at(client: &HttpClient, gateway: &GatewayProcess, key: &str) -> Result<String, String> {
+async fn version_at(client: &HttpClient, gateway: &PorticoProcess, key: &str) -> Result<String, String> {
     match client.get(&gateway.url("/stamped/v1/hello"), &[("apikey", key)]).await {
         Ok(reply) if reply.status == StatusCode::OK => reply.upstream_header("x-policy-version").ok_or_else(|| "no stamp".to_owned()),
         Ok(reply) => Err(format!("{} {}", reply.status, reply.text())),
@@ -201,7 +201,7 @@ async fn pattern_2_control_plane_and_two_gateways() {
         .client
         .get(
             &format!("{cp_url}/fleet/v1/stream"),
-            &[("authorization", "Bearer nope"), ("portico-protocol", "1"), ("portico-gateway", "x"), ("portico-environment", "default")],
+            &[("authorization", "Bearer nope"), ("portico-protocol", "2"), ("portico-gateway", "x"), ("portico-environment", "default")],
         )
         .await
         .unwrap();
@@ -366,7 +366,7 @@ async fn pattern_1_two_all_in_one_nodes_on_postgres() {
     let node = |name: &str| {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data").display().to_string();
-        GatewayProcess::spawn(
+        PorticoProcess::spawn(
             dir,
             &[
                 "all-in-one",
@@ -430,11 +430,53 @@ async fn pattern_1_two_all_in_one_nodes_on_postgres() {
 }
 
 /// Whether every node answers `GET /shared/v1/x` with `key` by `status`.
-async fn every_node_answers(client: &HttpClient, nodes: [&GatewayProcess; 2], key: &str, status: StatusCode) -> bool {
+async fn every_node_answers(client: &HttpClient, nodes: [&PorticoProcess; 2], key: &str, status: StatusCode) -> bool {
     for node in nodes {
         if client.get(&node.url("/shared/v1/x"), &[("apikey", key)]).await.unwrap().status != status {
             return false;
         }
     }
     true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_gateway_takes_its_tls_listener_and_limits_from_its_own_settings() {
+    let data = tempfile::tempdir().unwrap();
+    let control_plane = start_control_plane(data.path(), 0);
+    let cp = ControlPlaneClient::new(control_plane.control_plane.unwrap());
+    let admin = cp.login("admin", ADMIN_PASSWORD).await;
+    let token = cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({"description": "tls"})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let certificate = TestCertificate::generate(dir.path());
+    let settings = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &settings,
+        "listeners:\n  - address: 127.0.0.1:0\n    tls:\n      certificates:\n        - {cert: server.pem, key: server.key}\nlimits:\n  max_headers: 20\n",
+    )
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let gateway = PorticoProcess::spawn_until(
+        dir,
+        &[
+            "gateway",
+            "--control-plane",
+            &format!("http://{}", control_plane.control_plane.unwrap()),
+            "--cache-dir",
+            &cache.path().display().to_string(),
+            "--settings",
+            &settings.display().to_string(),
+        ],
+        &[("PORTICO_GATEWAY_TOKEN", token["token"].as_str().unwrap())],
+        &["snapshot applied"],
+    )
+    .unwrap();
+    // TLS, with the certificate its settings name (relative to the settings file): nothing
+    // is deployed, so the gateway itself answers 404.
+    let (_, (status, _)) = tls_get(gateway.listeners[0], &certificate.der, b"http/1.1", "/nothing", &[]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Its own limits: 30 headers are more than the 20 it allows.
+    let names: Vec<String> = (0..30).map(|i| format!("x-h{i}")).collect();
+    let headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    let (_, (status, _)) = tls_get(gateway.listeners[0], &certificate.der, b"http/1.1", "/nothing", &headers).await;
+    assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
 }

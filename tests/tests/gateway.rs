@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use portico_tests::{GatewayProcess, HttpClient, MockUpstream, TestCertificate, TestIssuer, check_config, indent, policies, unix_now};
+use portico_tests::{
+    HttpClient, MockUpstream, PorticoProcess, TestCertificate, TestIssuer, check_config, indent, policies, tls_get, unix_now,
+};
 
 fn api(name: &str, context: &str, upstream: &MockUpstream, policies: &str) -> String {
     format!(
@@ -22,7 +24,7 @@ fn gateway_config(apis: &str, extra: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_forwards_the_normalised_request_and_strips_the_context() {
     let upstream = MockUpstream::start().await;
-    let gateway = GatewayProcess::start(&gateway_config(&api("echo", "/echo/v1", &upstream, "      []"), "")).unwrap();
+    let gateway = PorticoProcess::start(&gateway_config(&api("echo", "/echo/v1", &upstream, "      []"), "")).unwrap();
     let client = HttpClient::default();
 
     let reply =
@@ -71,7 +73,7 @@ async fn unreachable_upstream_is_a_502_problem() {
     let upstream = MockUpstream::start().await;
     let config = gateway_config(&api("gone", "/gone", &upstream, "      []"), "");
     drop(upstream);
-    let gateway = GatewayProcess::start(&config).unwrap();
+    let gateway = PorticoProcess::start(&config).unwrap();
     let reply = HttpClient::default().get(&gateway.url("/gone/x"), &[]).await.unwrap();
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
     assert_eq!(reply.json()["status"], 502);
@@ -91,7 +93,7 @@ fn secured_config(upstream: &MockUpstream, issuer: &TestIssuer, extra_policies: 
 async fn key_auth_accepts_api_keys_and_jwts_and_refuses_the_rest() {
     let upstream = MockUpstream::start().await;
     let issuer = TestIssuer::new("https://idp.test");
-    let gateway = GatewayProcess::start(&secured_config(&upstream, &issuer, "")).unwrap();
+    let gateway = PorticoProcess::start(&secured_config(&upstream, &issuer, "")).unwrap();
     let client = HttpClient::default();
     let url = gateway.url("/secure/things");
 
@@ -155,7 +157,7 @@ async fn throttle_answers_429_with_retry_after_over_the_limit() {
     let upstream = MockUpstream::start().await;
     let issuer = TestIssuer::new("https://idp.test");
     let throttle = "      - policy: throttle\n        config:\n          limits: [{requests: 3, per: 1m}]\n";
-    let gateway = GatewayProcess::start(&secured_config(&upstream, &issuer, throttle)).unwrap();
+    let gateway = PorticoProcess::start(&secured_config(&upstream, &issuer, throttle)).unwrap();
     let client = HttpClient::default();
     let url = gateway.url("/secure/limited");
     for i in 0..3 {
@@ -180,7 +182,7 @@ async fn header_mediation_is_seen_by_the_upstream_and_the_client() {
     let upstream = MockUpstream::start().await;
     let issuer = TestIssuer::new("https://idp.test");
     let headers = "      - policy: headers\n        config:\n          request:\n            set: {x-consumer: \"{application}\"}\n            remove: [x-secret]\n            rename: {x-old: x-new}\n          response:\n            set: {x-served-by: portico}\n            remove: [x-upstream]\n";
-    let gateway = GatewayProcess::start(&secured_config(&upstream, &issuer, headers)).unwrap();
+    let gateway = PorticoProcess::start(&secured_config(&upstream, &issuer, headers)).unwrap();
     let reply = HttpClient::default()
         .get(&gateway.url("/secure/h"), &[("apikey", "key-shop-0001"), ("x-secret", "s"), ("x-old", "v")])
         .await
@@ -198,7 +200,7 @@ async fn bodies_are_buffered_for_policies_that_ask() {
     let upstream = MockUpstream::start().await;
     let policies = "      - policy: mediate\n        config: {envelope: wrapped}\n";
     let extra = format!("modules:\n  mediate:\n    path: {}\n", policies::MEDIATE);
-    let gateway = GatewayProcess::start(&gateway_config(&api("m", "/m", &upstream, policies), &extra)).unwrap();
+    let gateway = PorticoProcess::start(&gateway_config(&api("m", "/m", &upstream, policies), &extra)).unwrap();
     let reply = HttpClient::default().send(Method::POST, &gateway.url("/m/x"), &[], "quiet words").await.unwrap();
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let wrapped = reply.json();
@@ -211,7 +213,7 @@ async fn a_trapping_policy_fails_closed_and_the_next_request_gets_a_fresh_instan
     let upstream = MockUpstream::start().await;
     let policies = "      - policy: misbehave\n        config: {mode: panic-on-header}\n";
     let extra = format!("modules:\n  misbehave:\n    path: {}\n", policies::MISBEHAVE);
-    let gateway = GatewayProcess::start(&gateway_config(&api("p", "/p", &upstream, policies), &extra)).unwrap();
+    let gateway = PorticoProcess::start(&gateway_config(&api("p", "/p", &upstream, policies), &extra)).unwrap();
     let client = HttpClient::default();
     for _ in 0..3 {
         let reply = client.get(&gateway.url("/p/x"), &[("x-panic", "1")]).await.unwrap();
@@ -232,7 +234,7 @@ async fn an_endless_loop_is_stopped_at_its_deadline_while_other_routes_serve() {
     let spin = "      - policy: misbehave\n        config: {mode: loop}\n        timeout: 50ms\n";
     let apis = format!("{}{}", api("spin", "/spin", &upstream, spin), api("fine", "/fine", &upstream, "      []"));
     let extra = format!("modules:\n  misbehave:\n    path: {}\n", policies::MISBEHAVE);
-    let gateway = GatewayProcess::start(&gateway_config(&apis, &extra)).unwrap();
+    let gateway = PorticoProcess::start(&gateway_config(&apis, &extra)).unwrap();
     let client = HttpClient::default();
 
     let spinning = {
@@ -279,7 +281,7 @@ async fn memory_hungry_and_recursive_policies_are_stopped() {
         api("fine", "/fine", &upstream, "      []")
     );
     let extra = format!("modules:\n  misbehave:\n    path: {}\n", policies::MISBEHAVE);
-    let mut gateway = GatewayProcess::start(&gateway_config(&apis, &extra)).unwrap();
+    let mut gateway = PorticoProcess::start(&gateway_config(&apis, &extra)).unwrap();
     let client = HttpClient::default();
     for _ in 0..5 {
         assert_eq!(client.get(&gateway.url("/grow/x"), &[]).await.unwrap().status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -299,7 +301,7 @@ fn stamp_config(upstream: &MockUpstream, module: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_swap_under_load_fails_no_request_and_never_mixes_versions() {
     let upstream = MockUpstream::start().await;
-    let gateway = GatewayProcess::start(&stamp_config(&upstream, policies::STAMP_V1)).unwrap();
+    let gateway = PorticoProcess::start(&stamp_config(&upstream, policies::STAMP_V1)).unwrap();
     let client = HttpClient::default();
     let url = gateway.url("/s/x");
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -347,7 +349,7 @@ async fn hot_swap_under_load_fails_no_request_and_never_mixes_versions() {
 async fn an_invalid_configuration_is_refused_while_the_old_snapshot_serves() {
     let upstream = MockUpstream::start().await;
     let good = stamp_config(&upstream, policies::STAMP_V1);
-    let gateway = GatewayProcess::start(&good).unwrap();
+    let gateway = PorticoProcess::start(&good).unwrap();
     let client = HttpClient::default();
     // Each with what its refusal must name. The file watcher and the SIGHUP may both reload
     // the same file, so refusals are matched by reason, not counted.
@@ -426,7 +428,7 @@ fn check_config_names_every_problem_with_its_path() {
 async fn oversized_requests_are_refused() {
     let upstream = MockUpstream::start().await;
     let extra = "limits:\n  max_header_bytes: 8KiB\n  max_body_bytes: 1KiB\n";
-    let gateway = GatewayProcess::start(&gateway_config(&api("l", "/l", &upstream, "      []"), extra)).unwrap();
+    let gateway = PorticoProcess::start(&gateway_config(&api("l", "/l", &upstream, "      []"), extra)).unwrap();
     let client = HttpClient::default();
     let big = "x".repeat(20_000);
     let reply = client.get(&gateway.url("/l/x"), &[("x-big", &big)]).await.unwrap();
@@ -449,9 +451,9 @@ async fn tls_listener_speaks_http1_and_http2() {
         api("t", "/t", &upstream, "      []")
     );
     std::fs::write(dir.path().join("portico.yaml"), config).unwrap();
-    let gateway = GatewayProcess::start_in(dir).unwrap();
+    let gateway = PorticoProcess::start_in(dir).unwrap();
     for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
-        let (version, reply) = tls_get(gateway.listeners[0], &certificate.der, alpn, "/t/secure").await;
+        let (version, reply) = tls_get(gateway.listeners[0], &certificate.der, alpn, "/t/secure", &[]).await;
         assert_eq!(reply.0, StatusCode::OK);
         assert_eq!(version, if alpn == b"h2" { http::Version::HTTP_2 } else { http::Version::HTTP_11 });
         let seen: serde_json::Value = serde_json::from_slice(&reply.1).unwrap();
@@ -459,44 +461,12 @@ async fn tls_listener_speaks_http1_and_http2() {
     }
 }
 
-async fn tls_get(addr: std::net::SocketAddr, ca_der: &[u8], alpn: &[u8], path: &str) -> (http::Version, (StatusCode, Bytes)) {
-    use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(rustls_pki_types::CertificateDer::from(ca_der.to_vec())).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let tls = connector.connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
-    let request =
-        http::Request::builder().uri(format!("https://localhost{path}")).header("host", "localhost").body(Empty::<Bytes>::new()).unwrap();
-    let response = if alpn == b"h2" {
-        let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
-        tokio::spawn(connection);
-        sender.send_request(request).await.unwrap()
-    } else {
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
-        tokio::spawn(connection);
-        sender.send_request(request).await.unwrap()
-    };
-    let version = response.version();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (version, (status, body))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fail_open_attachment_that_fails_is_skipped_and_its_changes_discarded() {
     let upstream = MockUpstream::start().await;
     let policies = "      - policy: misbehave\n        config: {mode: panic-on-header}\n        on_failure: open\n";
     let extra = format!("modules:\n  misbehave:\n    path: {}\n", policies::MISBEHAVE);
-    let gateway = GatewayProcess::start(&gateway_config(&api("o", "/o", &upstream, policies), &extra)).unwrap();
+    let gateway = PorticoProcess::start(&gateway_config(&api("o", "/o", &upstream, policies), &extra)).unwrap();
     let client = HttpClient::default();
     // The policy changes the request and the response when it passes...
     let reply = client.get(&gateway.url("/o/x"), &[]).await.unwrap();
@@ -514,7 +484,7 @@ async fn a_fail_open_attachment_that_fails_is_skipped_and_its_changes_discarded(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_file_is_reloaded_without_a_signal() {
     let upstream = MockUpstream::start().await;
-    let gateway = GatewayProcess::start(&stamp_config(&upstream, policies::STAMP_V1)).unwrap();
+    let gateway = PorticoProcess::start(&stamp_config(&upstream, policies::STAMP_V1)).unwrap();
     let client = HttpClient::default();
     let version = || async { client.get(&gateway.url("/s/x"), &[]).await.unwrap().upstream_header("x-policy-version") };
     assert_eq!(version().await.as_deref(), Some("portico-test-stamp-v1"));
@@ -531,7 +501,7 @@ async fn a_changed_file_is_reloaded_without_a_signal() {
 async fn too_many_headers_get_431() {
     let upstream = MockUpstream::start().await;
     let extra = "limits:\n  max_headers: 20\n";
-    let gateway = GatewayProcess::start(&gateway_config(&api("l", "/l", &upstream, "      []"), extra)).unwrap();
+    let gateway = PorticoProcess::start(&gateway_config(&api("l", "/l", &upstream, "      []"), extra)).unwrap();
     let names: Vec<String> = (0..30).map(|i| format!("x-h{i}")).collect();
     let headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
     let client = HttpClient::default();

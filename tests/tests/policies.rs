@@ -11,7 +11,7 @@ use std::process::Command;
 use http::{Method, StatusCode};
 use portico::policy_tool::{self, Fixtures, Language};
 use portico_tests::policy_builds::{build_project, built, harness, toolchains};
-use portico_tests::{ControlPlaneClient, GatewayProcess, HttpClient, MockUpstream, check_config, policies, portico_binary, workspace_root};
+use portico_tests::{ControlPlaneClient, HttpClient, MockUpstream, PorticoProcess, check_config, policies, portico_binary, workspace_root};
 
 const VALIDATE_JSON: &str = "examples/policies/validate-json";
 const MASK_FIELDS: &str = "examples/policies/mask-fields";
@@ -273,7 +273,7 @@ async fn python_and_javascript_policies_mediate_traffic_behind_key_auth() {
     let upstream = MockUpstream::start().await;
     // Build (or take) both components off the async threads.
     tokio::task::spawn_blocking(|| (built(VALIDATE_JSON), built(MASK_FIELDS))).await.unwrap();
-    let gateway = GatewayProcess::start(&mediated_config(&upstream)).unwrap();
+    let gateway = PorticoProcess::start(&mediated_config(&upstream)).unwrap();
     let client = HttpClient::default();
     let url = gateway.url("/orders/items");
     let json = [("content-type", "application/json")];
@@ -354,7 +354,7 @@ async fn python_and_javascript_policies_pushed_to_the_registry_mediate_traffic()
         tokio::task::spawn_blocking(|| (built(VALIDATE_JSON).component.clone(), built(MASK_FIELDS).component.clone())).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data").display().to_string();
-    let process = GatewayProcess::spawn(
+    let process = PorticoProcess::spawn(
         dir,
         &["all-in-one", "--data-dir", &data, "--gateway", "127.0.0.1:0", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
         &[("PORTICO_ADMIN_PASSWORD", "policies-admin-1")],

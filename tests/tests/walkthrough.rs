@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use portico_tests::{GatewayProcess, workspace_root};
+use portico_tests::{PorticoProcess, workspace_root};
 
 /// The walkthrough's password, as its text says to start the all-in-one profile.
 const ADMIN_PASSWORD: &str = "change-me-now-1";
@@ -72,7 +72,7 @@ fn the_readme_walkthrough_gives_the_codes_its_comments_promise() {
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data").display().to_string();
-    let process = GatewayProcess::spawn(dir, &["all-in-one", "--data-dir", &data], &[("PORTICO_ADMIN_PASSWORD", ADMIN_PASSWORD)])
+    let process = PorticoProcess::spawn(dir, &["all-in-one", "--data-dir", &data], &[("PORTICO_ADMIN_PASSWORD", ADMIN_PASSWORD)])
         .unwrap_or_else(|e| panic!("the all-in-one profile did not start on its default ports (8080, 9080, 9901 must be free): {e}"));
 
     let mut bash = Command::new("bash").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();

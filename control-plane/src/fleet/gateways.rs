@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use portico_gateway::fleet::protocol::{Ack, HEALTHY_WITHIN};
+use portico_gateway::contract::fleet::{Ack, HEALTHY_WITHIN};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

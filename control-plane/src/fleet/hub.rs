@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use portico_gateway::config::{self, GatewayConfig};
-use portico_gateway::fleet::protocol::{PROTOCOL_VERSION, SNAPSHOT_EVENT, SnapshotMessage, event};
+use portico_gateway::contract::environment::Environment;
+use portico_gateway::contract::fleet::{ENVIRONMENT_EVENT, EnvironmentMessage, PROTOCOL_VERSION, event};
 use tokio::sync::watch;
 
 use crate::AppState;
@@ -27,14 +27,14 @@ const REBUILD_EVERY: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Published {
     /// The message.
-    pub message: SnapshotMessage,
+    pub message: EnvironmentMessage,
     /// The message as a stream event, serialised once for every gateway.
     pub event: Bytes,
 }
 
 /// Builds the configuration an environment runs from the database; given to the hub by
-/// the crate root (it is `crate::snapshot`'s), so that the fleet depends on no business area.
-pub type Builder = for<'a> fn(&'a AppState, &'a str) -> Pin<Box<dyn Future<Output = ApiResult<GatewayConfig>> + Send + 'a>>;
+/// the crate root (it is `crate::environment`'s), so that the fleet depends on no business area.
+pub type Builder = for<'a> fn(&'a AppState, &'a str) -> Pin<Box<dyn Future<Output = ApiResult<Environment>> + Send + 'a>>;
 
 /// The latest snapshot of each environment gateways follow.
 pub struct Hub {
@@ -50,11 +50,11 @@ impl std::fmt::Debug for Hub {
 
 /// Build what `environment` runs now, from the database.
 pub async fn publish(state: &AppState, environment: &str) -> ApiResult<Published> {
-    let config = (state.hub.build)(state, environment).await?;
+    let content = (state.hub.build)(state, environment).await?;
     let message =
-        SnapshotMessage { protocol: PROTOCOL_VERSION, environment: environment.to_owned(), version: config::version(&config), config };
+        EnvironmentMessage { protocol: PROTOCOL_VERSION, environment: environment.to_owned(), version: content.version(), content };
     let data = serde_json::to_string(&message).map_err(|e| crate::error::ApiError::Internal(e.to_string()))?;
-    Ok(Published { event: Bytes::from(event(SNAPSHOT_EVENT, &data)), message })
+    Ok(Published { event: Bytes::from(event(ENVIRONMENT_EVENT, &data)), message })
 }
 
 impl Hub {

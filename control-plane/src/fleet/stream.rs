@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body::Frame;
-use portico_gateway::fleet::protocol::{Ack, KEEPALIVE};
+use portico_gateway::contract::fleet::{Ack, KEEPALIVE};
 use tokio::sync::mpsc;
 
 use super::gateways;

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use portico_gateway::fleet::protocol::{ENVIRONMENT_HEADER, GATEWAY_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION};
+use portico_gateway::contract::fleet::{ENVIRONMENT_HEADER, GATEWAY_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

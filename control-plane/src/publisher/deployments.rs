@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
-use super::apis;
 use super::revisions::{RevisionContent, parse_content};
+use super::store;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::db::{Db, new_id, now_ms};
@@ -87,7 +87,7 @@ async fn of_api(conn: &mut AnyConnection, api_id: &str) -> ApiResult<Vec<Deploym
 #[utoipa::path(get, path = "/api/v1/apis/{id}/deployments", operation_id = "list_deployments", tag = "publisher", params(("id" = String, Path)),
     responses((status = 200, body = [Deployment]), (status = 401), (status = 403), (status = 404)), security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Vec<Deployment>>> {
-    apis::visible(&state.db, &caller, &id).await?;
+    store::visible(&state.db, &caller, &id).await?;
     let mut conn = state.db.pool.acquire().await?;
     Ok(Json(of_api(&mut conn, &id).await?))
 }
@@ -107,7 +107,7 @@ pub async fn deploy(
     Query(wait): Query<RolloutQuery>,
     JsonBody(deploy): JsonBody<Deploy>,
 ) -> ApiResult<(StatusCode, Json<Vec<Deployment>>)> {
-    apis::visible(&state.db, &caller, &id).await?;
+    store::visible(&state.db, &caller, &id).await?;
     if deploy.environments.is_empty() {
         return Err(ApiError::invalid("environments", "at least one environment"));
     }
@@ -149,8 +149,8 @@ pub async fn deploy(
 /// Lock the API (so that the status checked is the status when the transaction commits)
 /// and refuse unless it is PUBLISHED or DEPRECATED.
 async fn lock_deployable(conn: &mut AnyConnection, id: &str) -> ApiResult<()> {
-    apis::lock(&mut *conn, id).await?;
-    let status = apis::row_in(&mut *conn, id).await?.status()?;
+    store::lock(&mut *conn, id).await?;
+    let status = store::row_in(&mut *conn, id).await?.status()?;
     if !status.deployable() {
         return Err(ApiError::Conflict(format!("only a PUBLISHED or DEPRECATED API can be deployed; this one is {}", status.as_str())));
     }
@@ -195,7 +195,7 @@ pub async fn rollback(
     caller: Caller,
     Path((id, environment)): Path<(String, String)>,
 ) -> ApiResult<Json<Vec<Deployment>>> {
-    apis::visible(&state.db, &caller, &id).await?;
+    store::visible(&state.db, &caller, &id).await?;
     let mut tx = Change::begin(&state).await?;
     lock_deployable(&mut tx, &id).await?;
     let current: Option<String> = sqlx::query_scalar("SELECT revision_id FROM deployments WHERE api_id = $1 AND environment = $2")
@@ -232,7 +232,7 @@ pub async fn undeploy(
     caller: Caller,
     Path((id, environment)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    apis::visible(&state.db, &caller, &id).await?;
+    store::visible(&state.db, &caller, &id).await?;
     let mut change = Change::begin(&state).await?;
     let deleted = sqlx::query("DELETE FROM deployments WHERE api_id = $1 AND environment = $2")
         .bind(&id)

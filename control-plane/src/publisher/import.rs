@@ -8,7 +8,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use super::apis::{self, Api, NewApi, Operation};
+use super::checks;
+use super::definition::{Api, NewApi, Operation};
+use super::store;
 use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult, JsonBody};
@@ -42,9 +44,9 @@ pub async fn import(
 ) -> ApiResult<(StatusCode, Json<Api>)> {
     caller.require(&[Role::Publisher])?;
     let api = read(import)?;
-    let id = apis::insert(&state.db, &caller.user_id, &api).await?;
+    let id = store::insert(&state.db, &caller.user_id, &api).await?;
     tracing::info!(api = %id, name = %api.name, version = %api.version, operations = api.operations.len(), "API imported");
-    Ok((StatusCode::CREATED, Json(apis::load(&state.db, &id).await?)))
+    Ok((StatusCode::CREATED, Json(store::load(&state.db, &id).await?)))
 }
 
 /// The API an import describes, checked.
@@ -64,9 +66,9 @@ fn read(import: Import) -> ApiResult<NewApi> {
     let name = text(info, "title", "openapi.info.title")?;
     let version = text(info, "version", "openapi.info.version")?;
     let description = info.get("description").and_then(Value::as_str).unwrap_or_default().to_owned();
-    apis::check_name("openapi.info.title", &name)?;
-    apis::check_version("openapi.info.version", &version)?;
-    apis::check_texts("openapi.info.description", &description, "")?;
+    checks::check_name("openapi.info.title", &name)?;
+    checks::check_version("openapi.info.version", &version)?;
+    checks::check_texts("openapi.info.description", &description, "")?;
 
     let context = match import.context {
         Some(context) => context,
@@ -75,8 +77,8 @@ fn read(import: Import) -> ApiResult<NewApi> {
             None => context_from_title(&name),
         },
     };
-    apis::check_context("context", &context)?;
-    apis::check_endpoints("endpoints", &import.endpoints)?;
+    checks::check_context("context", &context)?;
+    checks::check_endpoints("endpoints", &import.endpoints)?;
 
     let paths = doc.get("paths").and_then(Value::as_object).ok_or_else(|| ApiError::invalid("openapi.paths", "missing"))?;
     let mut operations = Vec::new();
@@ -88,7 +90,7 @@ fn read(import: Import) -> ApiResult<NewApi> {
             fields.push(format!("openapi.paths.{path}.{key}"));
         }
     }
-    apis::check_operations(&mut operations, |i| fields[i].clone())?;
+    checks::check_operations(&mut operations, |i| fields[i].clone())?;
 
     Ok(NewApi {
         name,
@@ -122,7 +124,7 @@ fn context_from_servers(doc: &Map<String, Value>) -> Option<String> {
         None => url,
     };
     let path = path.split(['?', '#']).next().unwrap_or_default().trim_end_matches('/');
-    apis::check_context("context", path).is_ok().then(|| path.to_owned())
+    checks::check_context("context", path).is_ok().then(|| path.to_owned())
 }
 
 /// `/` and the title's letters and digits in lower case, other runs of characters as `-`:

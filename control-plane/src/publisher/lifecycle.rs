@@ -6,8 +6,9 @@ use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::apis::{self, Api};
+use super::definition::Api;
 use super::status::ApiStatus;
+use super::store;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::db::now_ms;
@@ -86,7 +87,7 @@ pub async fn change(
     Path(id): Path<String>,
     JsonBody(change): JsonBody<LifecycleChange>,
 ) -> ApiResult<Json<Api>> {
-    let row = apis::visible(&state.db, &caller, &id).await?;
+    let row = store::visible(&state.db, &caller, &id).await?;
     let from = row.status()?;
     let to = next(from, change.action)?;
     match change.action {
@@ -124,7 +125,7 @@ pub async fn change(
     }
     change.commit().await?;
     tracing::info!(api = %id, from = from.as_str(), to = to.as_str(), "API lifecycle changed");
-    Ok(Json(apis::load(&state.db, &id).await?))
+    Ok(Json(store::load(&state.db, &id).await?))
 }
 
 #[cfg(test)]

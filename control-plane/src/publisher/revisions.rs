@@ -4,12 +4,13 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use portico_gateway::config::Attachment;
+use portico_gateway::contract::environment::Attachment;
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
-use super::apis::{self, Operation, from_stored, to_stored};
+use super::definition::Operation;
+use super::store::{self, from_stored, to_stored};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::db::{new_id, now_ms};
@@ -95,16 +96,16 @@ async fn with_environments(conn: &mut AnyConnection, row: RevisionRow) -> ApiRes
     responses((status = 201, body = Revision), (status = 401), (status = 403), (status = 404), (status = 409, description = "too many revisions")),
     security(("bearer" = [])))]
 pub async fn create(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Revision>)> {
-    apis::visible(&state.db, &caller, &id).await?;
+    store::visible(&state.db, &caller, &id).await?;
     let mut tx = state.db.pool.begin().await?;
-    apis::lock(&mut tx, &id).await?;
+    store::lock(&mut tx, &id).await?;
     let (count, last): (i64, i64) =
         sqlx::query_as("SELECT COUNT(*), COALESCE(MAX(number), 0) FROM revisions WHERE api_id = $1").bind(&id).fetch_one(&mut *tx).await?;
     if count >= MAX_REVISIONS {
         return Err(ApiError::Conflict(format!("an API keeps at most {MAX_REVISIONS} revisions; delete an undeployed one first")));
     }
-    let row = apis::row_in(&mut tx, &id).await?;
-    let api = apis::with_operations(&mut tx, row).await?;
+    let row = store::row_in(&mut tx, &id).await?;
+    let api = store::with_operations(&mut tx, row).await?;
     let content = RevisionContent {
         name: api.name,
         version: api.version,
@@ -133,7 +134,7 @@ pub async fn create(State(state): State<AppState>, caller: Caller, Path(id): Pat
 #[utoipa::path(get, path = "/api/v1/apis/{id}/revisions", operation_id = "list_revisions", tag = "publisher", params(("id" = String, Path)),
     responses((status = 200, body = [Revision]), (status = 401), (status = 403), (status = 404)), security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Vec<Revision>>> {
-    apis::visible(&state.db, &caller, &id).await?;
+    store::visible(&state.db, &caller, &id).await?;
     let mut conn = state.db.pool.acquire().await?;
     let rows: Vec<RevisionRow> =
         sqlx::query_as("SELECT id, api_id, number, content, created_at FROM revisions WHERE api_id = $1 ORDER BY number")
@@ -156,7 +157,7 @@ pub async fn get(
     caller: Caller,
     Path((id, revision_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Revision>> {
-    apis::visible(&state.db, &caller, &id).await?;
+    store::visible(&state.db, &caller, &id).await?;
     let mut conn = state.db.pool.acquire().await?;
     let row: Option<RevisionRow> =
         sqlx::query_as("SELECT id, api_id, number, content, created_at FROM revisions WHERE id = $1 AND api_id = $2")
@@ -177,7 +178,7 @@ pub async fn delete(
     caller: Caller,
     Path((id, revision_id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    apis::visible(&state.db, &caller, &id).await?;
+    store::visible(&state.db, &caller, &id).await?;
     let deleted = sqlx::query(
         "DELETE FROM revisions WHERE id = $1 AND api_id = $2 AND NOT EXISTS (SELECT 1 FROM deployments WHERE revision_id = $1)",
     )

@@ -5,8 +5,8 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use portico_gateway::blocking::Network;
-use portico_gateway::config::Blocked;
+use portico_gateway::check;
+use portico_gateway::contract::environment::Blocked;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -68,7 +68,7 @@ pub async fn create(
     };
     match new.kind.as_str() {
         "ip" => {
-            Network::parse(&value).map_err(|reason| ApiError::invalid("value", reason))?;
+            check::network(&value).map_err(|reason| ApiError::invalid("value", reason))?;
         }
         "application" => {
             if !exists("SELECT id FROM applications WHERE id = $1").await? {

@@ -9,9 +9,9 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::protocol::SnapshotMessage;
-use crate::config::stored_module_path;
-use crate::hex;
+use crate::contract::environment::stored_module_path;
+use crate::contract::fleet::EnvironmentMessage;
+use crate::contract::hex;
 
 const SNAPSHOT_FILE: &str = "snapshot.json";
 const GATEWAY_ID_FILE: &str = "gateway-id";
@@ -73,7 +73,7 @@ impl Cache {
 
     /// The cached snapshot, with its modules checked against their digests; `None` when
     /// nothing was cached yet.
-    pub fn load(&self) -> Result<Option<SnapshotMessage>, CacheError> {
+    pub fn load(&self) -> Result<Option<EnvironmentMessage>, CacheError> {
         let path = self.dir.join(SNAPSHOT_FILE);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
@@ -87,8 +87,8 @@ impl Cache {
         if expected != actual {
             return Err(corrupt(format!("its content has sha256 {actual}, but {expected} was written")));
         }
-        let message: SnapshotMessage = serde_json::from_slice(body).map_err(|e| corrupt(format!("not a snapshot: {e}")))?;
-        for (name, module) in &message.config.modules {
+        let message: EnvironmentMessage = serde_json::from_slice(body).map_err(|e| corrupt(format!("not a snapshot: {e}")))?;
+        for (name, module) in &message.content.modules {
             let sha256 = module.sha256.as_deref().ok_or_else(|| corrupt(format!("module `{name}` has no sha256")))?;
             let file = self.dir.join(stored_module_path(sha256));
             match self.module_ok(sha256) {
@@ -103,7 +103,7 @@ impl Cache {
     }
 
     /// Keep `message` as the last-known-good snapshot (its modules must be stored already).
-    pub fn save(&self, message: &SnapshotMessage) -> io::Result<()> {
+    pub fn save(&self, message: &EnvironmentMessage) -> io::Result<()> {
         let body = serde_json::to_vec(message).map_err(io::Error::other)?;
         let mut file = hex::sha256(&body).into_bytes();
         file.push(b'\n');
@@ -142,7 +142,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{GatewayConfig, ModuleSource};
+    use crate::contract::environment::{Environment, ModuleSource};
+    use crate::contract::fleet::PROTOCOL_VERSION;
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("portico-cache-{name}-{}", std::process::id()));
@@ -150,10 +151,10 @@ mod tests {
         dir
     }
 
-    fn message_with_module(sha256: &str) -> SnapshotMessage {
-        let mut config = GatewayConfig::default();
-        config.modules.insert("p@1".into(), ModuleSource { path: None, sha256: Some(sha256.into()) });
-        SnapshotMessage { protocol: 1, environment: "prod".into(), version: crate::config::version(&config), config }
+    fn message_with_module(sha256: &str) -> EnvironmentMessage {
+        let mut content = Environment::default();
+        content.modules.insert("p@1".into(), ModuleSource { path: None, sha256: Some(sha256.into()) });
+        EnvironmentMessage { protocol: PROTOCOL_VERSION, environment: "prod".into(), version: content.version(), content }
     }
 
     #[test]

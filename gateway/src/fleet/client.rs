@@ -13,7 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::protocol::{
+use crate::contract::fleet::{
     ACK_PATH, Ack, ENVIRONMENT_HEADER, EventReader, GATEWAY_HEADER, MODULES_PATH, PROTOCOL_HEADER, PROTOCOL_VERSION, SILENCE, STREAM_PATH,
 };
 

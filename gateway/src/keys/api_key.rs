@@ -6,7 +6,8 @@ use std::collections::hash_map::Entry;
 use sha2::{Digest, Sha256};
 
 use super::{Identity, KeyError};
-use crate::config::{Consumer, Problem};
+use crate::contract::Problem;
+use crate::contract::environment::Consumer;
 
 /// The API keys of every consumer, by digest.
 pub(super) struct ApiKeys {
@@ -82,15 +83,5 @@ fn digest(secret: Option<&[u8]>, key: &str) -> [u8; 32] {
 
 /// A sha256 digest written as 64 hex digits (either case).
 fn parse_hex_digest(hex: &str) -> Option<[u8; 32]> {
-    let hex = hex.as_bytes();
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut digest = [0u8; 32];
-    for (byte, pair) in digest.iter_mut().zip(hex.chunks_exact(2)) {
-        let high = (pair[0] as char).to_digit(16)?;
-        let low = (pair[1] as char).to_digit(16)?;
-        *byte = (high * 16 + low) as u8;
-    }
-    Some(digest)
+    crate::contract::hex::decode(hex)?.try_into().ok()
 }

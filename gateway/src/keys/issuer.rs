@@ -10,7 +10,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 
-use crate::config::{ClaimMapping, JwtIssuer, Problem};
+use crate::contract::Problem;
+use crate::contract::environment::{ClaimMapping, JwtIssuer};
 
 /// One issuer, ready to verify its tokens.
 pub(super) struct Issuer {

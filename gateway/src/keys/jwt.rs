@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use super::issuer::Issuer;
 use super::{Identity, KeyError, VerifiedToken};
-use crate::config::ClaimMapping;
+use crate::contract::environment::ClaimMapping;
 
 /// Longest token considered; longer ones are refused before any parsing.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;

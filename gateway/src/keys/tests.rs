@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::{Identity, KeyError, KeyStore};
-use crate::config::{ClaimMapping, Consumer, Duration, JwtIssuer, JwtKey, Problem};
+use crate::contract::Problem;
+use crate::contract::environment::{ClaimMapping, Consumer, JwtIssuer, JwtKey};
+use crate::contract::units::Duration;
 
 const ISSUER: &str = "https://idp.example.test";
 const AUDIENCE: &str = "portico";
@@ -658,10 +660,10 @@ fn an_issuer_without_usable_keys_or_configured_twice_is_a_problem() {
 fn hmac_digests_need_the_secret() {
     use hmac::Mac;
     let secret = "00112233445566778899aabbccddeeff";
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&super::decode_hex(secret).unwrap()).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&crate::contract::hex::decode(secret).unwrap()).unwrap();
     mac.update(b"pk_live_key");
     let digest: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
-    let mut config = crate::config::GatewayConfig { consumers: vec![consumer("shop", &[], &[digest])], ..Default::default() };
+    let mut config = crate::contract::environment::Environment { consumers: vec![consumer("shop", &[], &[digest])], ..Default::default() };
     config.api_key_hmac_secret = Some(secret.to_owned());
     let store = KeyStore::for_gateway(&config, Path::new(".")).expect("valid");
     assert!(store.lookup_api_key("pk_live_key").is_ok());
@@ -692,11 +694,13 @@ fn subscriptions_give_the_tier_of_the_api_called() {
 fn revoked_tokens_are_refused_even_from_the_cache() {
     let claims = with(claims(), "jti", json!("token-1"));
     let token = rsa_token(&claims);
-    let mut config =
-        crate::config::GatewayConfig { jwt_issuers: vec![issuer(&["RS256"], vec![pem_key(None, RSA_PUBLIC)])], ..Default::default() };
+    let mut config = crate::contract::environment::Environment {
+        jwt_issuers: vec![issuer(&["RS256"], vec![pem_key(None, RSA_PUBLIC)])],
+        ..Default::default()
+    };
     let store = KeyStore::for_gateway(&config, Path::new(".")).unwrap();
     assert!(store.verify_jwt(&token).is_ok());
-    config.revoked_tokens = vec![crate::config::RevokedToken { jti: "token-1".into(), expires_at: u64::MAX }];
+    config.revoked_tokens = vec![crate::contract::environment::RevokedToken { jti: "token-1".into(), expires_at: u64::MAX }];
     let revoked = KeyStore::for_gateway(&config, Path::new(".")).unwrap();
     assert_eq!(revoked.verify_jwt(&token).unwrap_err(), KeyError::Revoked);
     assert_eq!(revoked.verify_jwt(&token).unwrap_err(), KeyError::Revoked, "and again, from the cache");

@@ -7,11 +7,18 @@ wasmtime::component::bindgen!({
     world: "portico:policy/policy-world",
     imports: { default: trappable },
     with: {
-        "portico:policy/types.request": super::host::RequestHandle,
-        "portico:policy/types.response": super::host::ResponseHandle,
-        "portico:policy/types.context": super::host::ContextHandle,
+        "portico:policy/types.request": crate::policy::bindings::RequestHandle,
+        "portico:policy/types.response": crate::policy::bindings::ResponseHandle,
+        "portico:policy/types.context": crate::policy::bindings::ContextHandle,
     },
 });
+
+/// Marker for the `request` resource: the exchange's request.
+pub struct RequestHandle;
+/// Marker for the `response` resource: the exchange's response.
+pub struct ResponseHandle;
+/// Marker for the `context` resource: the exchange's route, identity and attributes.
+pub struct ContextHandle;
 
 pub use portico::policy::types::{Decision, ImmediateResponse, Needs};
 pub use portico::policy::{clock, counters, keys, log, types};

@@ -14,17 +14,10 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, Result};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{clock, counters, keys, log, types};
+use super::bindings::{ContextHandle, RequestHandle, ResponseHandle, clock, counters, keys, log, types};
 use crate::counters::CounterStore;
 use crate::exchange::{BodyState, Exchange};
 use crate::keys::{Identity, KeyError, KeyStore, VerifiedToken};
-
-/// Marker for the `request` resource: the exchange's request.
-pub struct RequestHandle;
-/// Marker for the `response` resource: the exchange's response.
-pub struct ResponseHandle;
-/// Marker for the `context` resource: the exchange's route, identity and attributes.
-pub struct ContextHandle;
 
 /// The services behind the host imports, shared by every instance of a snapshot.
 pub struct Services {

@@ -1,39 +1,19 @@
-//! The checks a configuration must pass before anything is compiled: each part checked
+//! The checks an environment must pass before anything is compiled: each part checked
 //! with the parser of the module that will use it, every problem named by its path.
 
 use crate::blocking::Network;
-use crate::config::{Attachment, FORMAT_VERSION, GatewayConfig, Problem};
+use crate::contract::Problem;
+use crate::contract::environment::{Attachment, Environment};
 use crate::policy::builtin;
 use crate::router::normalize_path;
 use crate::upstream::parse_endpoint;
 
-/// Every semantic problem of a parsed configuration (empty when it is usable). Policy
+/// Every semantic problem of an environment (empty when it is usable). Policy
 /// configurations are checked later, by each policy's `init`.
-pub(crate) fn validate(config: &GatewayConfig) -> Vec<Problem> {
+pub(crate) fn validate(config: &Environment) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut problem = |path: String, reason: String| problems.push(Problem { path, reason });
 
-    if config.version != FORMAT_VERSION {
-        problem("version".into(), format!("unsupported version {}, expected {FORMAT_VERSION}", config.version));
-    }
-    for (i, listener) in config.listeners.iter().enumerate() {
-        if listener.address.parse::<std::net::SocketAddr>().is_err() {
-            problem(format!("listeners[{i}].address"), format!("`{}` is not an ip:port address", listener.address));
-        }
-        if let Some(tls) = &listener.tls
-            && tls.certificates.is_empty()
-        {
-            problem(format!("listeners[{i}].tls.certificates"), "at least one certificate is needed".into());
-        }
-    }
-    if let Some(admin) = &config.admin
-        && admin.address.parse::<std::net::SocketAddr>().is_err()
-    {
-        problem("admin.address".into(), format!("`{}` is not an ip:port address", admin.address));
-    }
-    if config.limits.max_headers == 0 {
-        problem("limits.max_headers".into(), "must be at least 1".into());
-    }
     for (i, ip) in config.blocked.ips.iter().enumerate() {
         if let Err(reason) = Network::parse(ip) {
             problem(format!("blocked.ips[{i}]"), reason);
@@ -44,7 +24,7 @@ pub(crate) fn validate(config: &GatewayConfig) -> Vec<Problem> {
             problem(format!("modules.{name}"), "this name is a built-in policy; choose another".into());
         }
         if let Some(digest) = &module.sha256
-            && !crate::hex::is_sha256(digest)
+            && !crate::contract::hex::is_sha256(digest)
         {
             problem(format!("modules.{name}.sha256"), "must be 64 hex digits".into());
         }
@@ -118,7 +98,7 @@ pub(crate) fn validate(config: &GatewayConfig) -> Vec<Problem> {
             }
         }
         for (j, hash) in consumer.api_key_hashes.iter().enumerate() {
-            if !crate::hex::is_sha256(hash) {
+            if !crate::contract::hex::is_sha256(hash) {
                 problem(format!("consumers[{i}].api_key_hashes[{j}]"), "must be 64 hex digits (sha256)".into());
             }
         }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::Context as _;
-use portico_gateway::config::{ByteSize, Duration};
+use portico_gateway::contract::units::{ByteSize, Duration};
 use serde::{Deserialize, Deserializer};
 
 /// A whole fixture file.

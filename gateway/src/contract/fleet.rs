@@ -1,16 +1,16 @@
-//! The gateway ↔ control plane protocol, version 1 (`docs/fleet.md`): what both planes
+//! The gateway ↔ control plane protocol, version 2 (`docs/fleet.md`): what both planes
 //! send, the paths and headers, and the event-stream framing. A gateway opens the stream,
-//! receives its environment's snapshot at once and again after every change, fetches the
-//! modules it lacks by digest, applies the snapshot and acknowledges what it runs.
+//! receives what its environment runs at once and again after every change, fetches the
+//! modules it lacks by digest, builds its snapshot from it and acknowledges what it runs.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::GatewayConfig;
+use super::environment::Environment;
 
 /// The protocol version this build speaks; sent as [`PROTOCOL_HEADER`] on every request.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// `GET`: the event stream (`text/event-stream`) of the token's environment.
 pub const STREAM_PATH: &str = "/fleet/v1/stream";
@@ -26,8 +26,8 @@ pub const GATEWAY_HEADER: &str = "portico-gateway";
 /// Header: the environment the gateway was started for; it must be the token's.
 pub const ENVIRONMENT_HEADER: &str = "portico-environment";
 
-/// The event that carries a [`SnapshotMessage`].
-pub const SNAPSHOT_EVENT: &str = "snapshot";
+/// The event that carries an [`EnvironmentMessage`].
+pub const ENVIRONMENT_EVENT: &str = "environment";
 /// How often the control plane writes on an otherwise idle stream.
 pub const KEEPALIVE: Duration = Duration::from_secs(5);
 /// A stream silent this long is taken for dead and opened again.
@@ -35,18 +35,18 @@ pub const SILENCE: Duration = Duration::from_secs(15);
 /// A gateway not seen for this long is reported unhealthy.
 pub const HEALTHY_WITHIN: Duration = Duration::from_secs(20);
 
-/// What an environment runs.
+/// What an environment runs, as the stream carries it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SnapshotMessage {
+pub struct EnvironmentMessage {
     /// [`PROTOCOL_VERSION`].
     pub protocol: u32,
-    /// The environment.
+    /// The environment's name.
     pub environment: String,
-    /// [`crate::config::version`] of `config`.
+    /// [`Environment::version`] of `content`.
     pub version: String,
-    /// The configuration. Its modules have no `path`: each is fetched by `sha256`.
-    pub config: GatewayConfig,
+    /// What it runs. Its modules have no `path`: each is fetched by `sha256`.
+    pub content: Environment,
 }
 
 /// A gateway's report after a snapshot was offered.
@@ -126,10 +126,10 @@ mod tests {
     #[test]
     fn events_split_across_chunks_are_read_whole() {
         let mut reader = EventReader::default();
-        let text = format!(": keep-alive\n\n{}{}", event("snapshot", "{\"a\":1}"), "data: one\r\ndata: two\r\n\r\n");
+        let text = format!(": keep-alive\n\n{}{}", event("environment", "{\"a\":1}"), "data: one\r\ndata: two\r\n\r\n");
         let (first, second) = text.as_bytes().split_at(20);
         let mut events = reader.push(first);
         events.extend(reader.push(second));
-        assert_eq!(events, vec![("snapshot".to_owned(), "{\"a\":1}".to_owned()), ("message".to_owned(), "one\ntwo".to_owned())]);
+        assert_eq!(events, vec![("environment".to_owned(), "{\"a\":1}".to_owned()), ("message".to_owned(), "one\ntwo".to_owned())]);
     }
 }

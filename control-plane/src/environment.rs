@@ -1,22 +1,22 @@
 //! What a gateway environment runs, built from the database: the revisions deployed to
 //! it (as APIs with their policies), the throttling tiers, the applications' API keys with
 //! their subscriptions, the key manager's signing keys and the revoked tokens. The result
-//! is the gateway's own configuration type, so a gateway fed from here builds the same
-//! snapshot as one fed from a file.
+//! is the contract's [`Environment`], so a gateway fed from here builds the same snapshot
+//! as one fed from a file.
 
-use portico_gateway::config::{
-    ApiConfig, Attachment, ClaimMapping, Consumer, Duration, GatewayConfig, JwtIssuer, JwtKey, ModuleSource, OperationConfig, RevokedToken,
-    UpstreamConfig, defaults,
+use portico_gateway::contract::defaults;
+use portico_gateway::contract::environment::{
+    ApiConfig, Attachment, ClaimMapping, Consumer, Environment, JwtIssuer, JwtKey, ModuleSource, OperationConfig, RevokedToken,
+    UpstreamConfig,
 };
-
-use portico_gateway::hex;
+use portico_gateway::contract::hex;
+use portico_gateway::contract::units::Duration;
 
 use crate::error::ApiResult;
 use crate::{AppState, devportal, keymanager, publisher, registry, traffic};
 
-/// The gateway configuration of `environment` (listeners and admin left empty: the
-/// gateway process decides where it listens).
-pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<GatewayConfig> {
+/// What `environment` runs (where and how its gateways listen is theirs to say).
+pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<Environment> {
     let (db, settings) = (&state.db, &state.settings);
     let tiers = |kind| async move {
         ApiResult::Ok(
@@ -117,7 +117,7 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<G
         .map(|(reference, digest)| (reference, ModuleSource { path: None, sha256: Some(digest) }))
         .collect();
 
-    Ok(GatewayConfig {
+    Ok(Environment {
         apis,
         consumers,
         jwt_issuers,
@@ -125,7 +125,7 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<G
         api_key_hmac_secret: Some(hex::encode(&secret)),
         modules,
         blocked: traffic::blocking::for_gateways(db).await?,
-        ..GatewayConfig::default()
+        ..Environment::default()
     })
 }
 
@@ -133,7 +133,7 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<G
 pub(crate) fn build<'a>(
     state: &'a AppState,
     environment: &'a str,
-) -> std::pin::Pin<Box<dyn Future<Output = ApiResult<GatewayConfig>> + Send + 'a>> {
+) -> std::pin::Pin<Box<dyn Future<Output = ApiResult<Environment>> + Send + 'a>> {
     Box::pin(for_environment(state, environment))
 }
 

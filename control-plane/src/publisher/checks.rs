@@ -1,0 +1,171 @@
+//! The checks every way of defining an API shares (the API endpoints, OpenAPI import):
+//! name, version, context, texts, tags, endpoints, operations and policy attachments, each
+//! failure naming its field. What the gateway must accept is checked with its own code.
+
+use portico_gateway::check::{self, RouteProblem};
+use portico_gateway::contract::environment::Attachment;
+
+use super::definition::Operation;
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+
+/// The methods an operation may name; `ANY` matches every method.
+const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY"];
+
+/// Longest description, in characters.
+const MAX_DESCRIPTION: usize = 10_000;
+
+/// Longest documentation, in characters.
+const MAX_DOCUMENTATION: usize = 500_000;
+
+/// Check an API name: 1 to 100 characters without control characters or surrounding spaces.
+pub(super) fn check_name(field: &str, name: &str) -> ApiResult<()> {
+    let length = name.chars().count();
+    if (1..=100).contains(&length) && name.trim() == name && !name.chars().any(char::is_control) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(field, "1 to 100 characters, without control characters or surrounding spaces"))
+    }
+}
+
+/// Check a version label: it becomes a path segment, so 1 to 32 letters, digits, `.`, `-`,
+/// `_`, starting with a letter or digit.
+pub(super) fn check_version(field: &str, version: &str) -> ApiResult<()> {
+    let ok = (1..=32).contains(&version.len())
+        && version.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && version.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if ok { Ok(()) } else { Err(ApiError::invalid(field, "1 to 32 letters, digits, `.`, `-`, `_`, starting with a letter or digit")) }
+}
+
+/// Check a context: a normalised path of at least one segment, without a trailing slash
+/// (the gateway appends `/{version}`).
+pub(super) fn check_context(field: &str, context: &str) -> ApiResult<()> {
+    if !context.starts_with('/') {
+        return Err(ApiError::invalid(field, "must start with `/`, as in `/pets`"));
+    }
+    if context == "/" || context.ends_with('/') {
+        return Err(ApiError::invalid(field, "a path such as `/pets`, without a trailing `/`"));
+    }
+    if context.len() > 200 {
+        return Err(ApiError::invalid(field, "at most 200 characters"));
+    }
+    if context.contains(['{', '}', '*']) {
+        return Err(ApiError::invalid(field, "a context has no parameters or wildcards"));
+    }
+    if check::is_normalised(context) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(field, "not a normalised path: no empty, `.` or `..` segments, no spaces, percent-escapes in upper case"))
+    }
+}
+
+/// Check the free-text fields.
+pub(super) fn check_texts(description_field: &str, description: &str, documentation: &str) -> ApiResult<()> {
+    if description.chars().count() > MAX_DESCRIPTION {
+        return Err(ApiError::invalid(description_field, format!("at most {MAX_DESCRIPTION} characters")));
+    }
+    if documentation.chars().count() > MAX_DOCUMENTATION {
+        return Err(ApiError::invalid("documentation", format!("at most {MAX_DOCUMENTATION} characters")));
+    }
+    Ok(())
+}
+
+/// Check tags: 1 to 50 characters each, no duplicates.
+pub(super) fn check_tags(field: &str, tags: &[String]) -> ApiResult<()> {
+    for (i, tag) in tags.iter().enumerate() {
+        let length = tag.chars().count();
+        if !(1..=50).contains(&length) || tag.trim() != tag || tag.chars().any(char::is_control) {
+            return Err(ApiError::invalid(format!("{field}[{i}]"), "1 to 50 characters, without control characters or surrounding spaces"));
+        }
+        if tags[..i].contains(tag) {
+            return Err(ApiError::invalid(format!("{field}[{i}]"), format!("`{tag}` is given twice")));
+        }
+    }
+    Ok(())
+}
+
+/// Check endpoints: at least one, each an `http://` URL the gateway accepts.
+pub(super) fn check_endpoints(field: &str, endpoints: &[String]) -> ApiResult<()> {
+    if endpoints.is_empty() {
+        return Err(ApiError::invalid(field, "at least one endpoint, such as `http://backend:8080/base`"));
+    }
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        check::endpoint(endpoint).map_err(|reason| ApiError::invalid(format!("{field}[{i}]"), reason))?;
+    }
+    Ok(())
+}
+
+/// Check policy attachments' shape: a built-in policy or a registry reference
+/// (`name@version`), each configured by a JSON object. Whether the policy exists and what
+/// its configuration says is checked in [`check_policy_configs`].
+pub(super) fn check_attachments(field: &str, attachments: &[Attachment]) -> ApiResult<()> {
+    for (i, attachment) in attachments.iter().enumerate() {
+        if check::builtin::find(&attachment.policy).is_none() && crate::registry::parse_reference(&attachment.policy).is_none() {
+            let known: Vec<&str> = check::builtin::ALL.iter().map(|b| b.name).collect();
+            return Err(ApiError::invalid(
+                format!("{field}[{i}].policy"),
+                format!(
+                    "`{}` is not a policy: name a built-in ({}) or an uploaded policy as `name@version`",
+                    attachment.policy,
+                    known.join(", ")
+                ),
+            ));
+        }
+        if !attachment.config.is_object() {
+            return Err(ApiError::invalid(format!("{field}[{i}].config"), "must be a JSON object"));
+        }
+    }
+    Ok(())
+}
+
+/// Run each attached policy's own check of its configuration (see [`crate::registry`]).
+pub(super) async fn check_policy_configs(state: &AppState, policies: &[Attachment], operations: &[Operation]) -> ApiResult<()> {
+    let mut attachments: Vec<(String, Attachment)> =
+        policies.iter().enumerate().map(|(i, a)| (format!("policies[{i}]"), a.clone())).collect();
+    for (j, operation) in operations.iter().enumerate() {
+        attachments.extend(operation.policies.iter().enumerate().map(|(i, a)| (format!("operations[{j}].policies[{i}]"), a.clone())));
+    }
+    state.registry.check(&state.db, &attachments).await
+}
+
+/// Check operations, upper-casing their methods. The templates are compiled by the
+/// gateway's own router, so an accepted API always routes. `field_of(i)` names operation `i`.
+pub(super) fn check_operations(operations: &mut [Operation], field_of: impl Fn(usize) -> String) -> ApiResult<()> {
+    for (i, operation) in operations.iter_mut().enumerate() {
+        let field = field_of(i);
+        operation.method = operation.method.to_ascii_uppercase();
+        if !METHODS.contains(&operation.method.as_str()) {
+            return Err(ApiError::invalid(format!("{field}.method"), format!("one of {}", METHODS.join(", "))));
+        }
+        check_attachments(&format!("{field}.policies"), &operation.policies)?;
+    }
+    let routes: Vec<(Option<http::Method>, &str)> = operations.iter().map(|o| (route_method(&o.method), o.path.as_str())).collect();
+    match check::operations(&routes) {
+        Ok(()) => Ok(()),
+        Err(RouteProblem::InvalidTemplate { index, reason }) => Err(ApiError::invalid(
+            format!("{}.path", field_of(index)),
+            format!("`{}` is not a path template: {reason}", operations[index].path),
+        )),
+        Err(RouteProblem::Repeated { index }) => {
+            let operation = &operations[index];
+            Err(ApiError::invalid(
+                field_of(index),
+                format!("`{} {}` is the same route as an earlier operation", operation.method, operation.path),
+            ))
+        }
+    }
+}
+
+/// The router's method for a checked method name; `None` for `ANY`.
+fn route_method(method: &str) -> Option<http::Method> {
+    match method {
+        "GET" => Some(http::Method::GET),
+        "POST" => Some(http::Method::POST),
+        "PUT" => Some(http::Method::PUT),
+        "PATCH" => Some(http::Method::PATCH),
+        "DELETE" => Some(http::Method::DELETE),
+        "HEAD" => Some(http::Method::HEAD),
+        "OPTIONS" => Some(http::Method::OPTIONS),
+        _ => None,
+    }
+}

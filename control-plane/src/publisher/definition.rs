@@ -1,0 +1,141 @@
+//! What defines an API, as the publisher's endpoints take and show it: the API, its
+//! operations, a new API and the replacement of one, and the summary in lists.
+
+use portico_gateway::contract::environment::Attachment;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::status::ApiStatus;
+
+/// An API as its publisher sees it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Api {
+    /// Id.
+    pub id: String,
+    /// Name, unique with `version`.
+    pub name: String,
+    /// Version label, e.g. `v1`.
+    pub version: String,
+    /// Path prefix such as `/pets`; gateways serve the API at `{context}/{version}`.
+    pub context: String,
+    /// What it is for.
+    pub description: String,
+    /// Labels for searching.
+    pub tags: Vec<String>,
+    /// Markdown documentation.
+    pub documentation: String,
+    /// Upstream base URLs (`http://host:port/base`).
+    pub endpoints: Vec<String>,
+    /// The operations, by path then method.
+    pub operations: Vec<Operation>,
+    /// Policies for every operation, in order.
+    #[schema(value_type = Vec<Object>)]
+    pub policies: Vec<Attachment>,
+    /// Lifecycle status.
+    pub status: ApiStatus,
+    /// User name of the owner.
+    pub owner: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    /// Milliseconds since the Unix epoch.
+    pub updated_at: i64,
+}
+
+/// An API in a list.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ApiSummary {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Version label.
+    pub version: String,
+    /// Path prefix.
+    pub context: String,
+    /// What it is for.
+    pub description: String,
+    /// Labels.
+    pub tags: Vec<String>,
+    /// Lifecycle status.
+    pub status: ApiStatus,
+    /// User name of the owner.
+    pub owner: String,
+    /// Milliseconds since the Unix epoch.
+    pub updated_at: i64,
+}
+
+/// One operation of an API: a method and a path template below the API's context, the
+/// shape of the gateway's `OperationConfig`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Operation {
+    /// `GET`, `POST`, `PUT`, `PATCH`, `DELETE`, `HEAD`, `OPTIONS` or `ANY` (any case on input).
+    pub method: String,
+    /// Path template: `/pets`, `/pets/{id}`, `/files/*`.
+    pub path: String,
+    /// Policies for this operation, after the API's: `{"policy": "key-auth"|"throttle"|"headers", "config": {...}}`.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub policies: Vec<Attachment>,
+}
+
+/// A new API, for `POST /api/v1/apis`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewApi {
+    /// Name, unique with `version`.
+    pub name: String,
+    /// Version label: letters, digits, `.`, `-`, `_`.
+    pub version: String,
+    /// Path prefix such as `/pets`, unique with `version`.
+    pub context: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+    /// Labels for searching.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Markdown documentation.
+    #[serde(default)]
+    pub documentation: String,
+    /// Upstream base URLs, at least one.
+    pub endpoints: Vec<String>,
+    /// The operations.
+    #[serde(default)]
+    pub operations: Vec<Operation>,
+    /// Policies for every operation: `{"policy": "key-auth"|"throttle"|"headers", "config": {...}}`.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub policies: Vec<Attachment>,
+}
+
+/// The new state of an API, for `PUT /api/v1/apis/{id}`: every updatable field is replaced
+/// (the operations as a set). Name, version and context are fixed at creation.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiUpdate {
+    /// May be sent, but must be the current name.
+    pub name: Option<String>,
+    /// May be sent, but must be the current version.
+    pub version: Option<String>,
+    /// May be sent, but must be the current context.
+    pub context: Option<String>,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+    /// Labels for searching.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Markdown documentation.
+    #[serde(default)]
+    pub documentation: String,
+    /// Upstream base URLs, at least one.
+    pub endpoints: Vec<String>,
+    /// The operations.
+    #[serde(default)]
+    pub operations: Vec<Operation>,
+    /// Policies for every operation.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub policies: Vec<Attachment>,
+}

@@ -1,0 +1,193 @@
+//! The `apis` and `operations` tables: rows, reads, locks and inserts.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::AnyConnection;
+
+use super::definition::{Api, NewApi, Operation};
+use super::status::ApiStatus;
+use crate::auth::{Caller, Role};
+use crate::db::{Db, new_id, now_ms};
+use crate::error::{ApiError, ApiResult};
+use portico_gateway::contract::environment::Attachment;
+
+/// An `apis` row with its owner's name.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct ApiRow {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub context: String,
+    pub description: String,
+    pub tags: String,
+    pub documentation: String,
+    pub endpoints: String,
+    pub policies: String,
+    pub status: String,
+    pub owner_id: String,
+    pub owner: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const API_COLUMNS: &str = "a.id, a.name, a.version, a.context, a.description, a.tags, a.documentation, a.endpoints, \
+     a.policies, a.status, a.owner_id, u.username AS owner, a.created_at, a.updated_at";
+
+impl ApiRow {
+    pub fn status(&self) -> ApiResult<ApiStatus> {
+        ApiStatus::parse(&self.status).ok_or_else(|| ApiError::Internal(format!("API {} has the unknown status {}", self.id, self.status)))
+    }
+
+    pub fn endpoints(&self) -> ApiResult<Vec<String>> {
+        from_stored("endpoints", &self.endpoints)
+    }
+
+    pub fn policies(&self) -> ApiResult<Vec<Attachment>> {
+        from_stored("policies", &self.policies)
+    }
+
+    pub fn tags(&self) -> ApiResult<Vec<String>> {
+        from_stored("tags", &self.tags)
+    }
+}
+
+/// A JSON column's value.
+pub(super) fn from_stored<T: DeserializeOwned>(what: &str, text: &str) -> ApiResult<T> {
+    serde_json::from_str(text).map_err(|e| ApiError::Internal(format!("stored {what} are not valid: {e}")))
+}
+
+/// A value as a JSON column.
+pub(super) fn to_stored<T: Serialize>(value: &T) -> ApiResult<String> {
+    serde_json::to_string(value).map_err(|e| ApiError::Internal(format!("serialising: {e}")))
+}
+
+/// The API `id` if the caller may manage it: publishers see their own APIs, admins all.
+/// Others' APIs are answered as not found, so that their ids reveal nothing.
+pub(super) async fn visible(db: &Db, caller: &Caller, id: &str) -> ApiResult<ApiRow> {
+    caller.require(&[Role::Publisher])?;
+    let row: Option<ApiRow> =
+        sqlx::query_as(&format!("SELECT {API_COLUMNS} FROM apis a JOIN users u ON u.id = a.owner_id WHERE a.id = $1"))
+            .bind(id)
+            .fetch_optional(&db.pool)
+            .await?;
+    match row {
+        Some(row) if caller.role == Role::Admin || row.owner_id == caller.user_id => Ok(row),
+        _ => Err(ApiError::not_found("API", id)),
+    }
+}
+
+/// The API's row as it is now, inside a transaction.
+pub(super) async fn row_in(conn: &mut AnyConnection, id: &str) -> ApiResult<ApiRow> {
+    let row: Option<ApiRow> =
+        sqlx::query_as(&format!("SELECT {API_COLUMNS} FROM apis a JOIN users u ON u.id = a.owner_id WHERE a.id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    row.ok_or_else(|| ApiError::not_found("API", id))
+}
+
+/// Write-lock the API's row until the transaction ends (a row lock on PostgreSQL, the
+/// database write lock on SQLite), so that what is read next is consistent with itself
+/// and no concurrent replace or lifecycle change slips in between.
+pub(super) async fn lock(conn: &mut AnyConnection, id: &str) -> ApiResult<()> {
+    let locked = sqlx::query("UPDATE apis SET updated_at = updated_at WHERE id = $1").bind(id).execute(&mut *conn).await?;
+    if locked.rows_affected() == 0 {
+        return Err(ApiError::not_found("API", id));
+    }
+    Ok(())
+}
+
+/// The operations of an API, by path then method.
+pub(super) async fn operations(conn: &mut AnyConnection, api_id: &str) -> ApiResult<Vec<Operation>> {
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT method, path, policies FROM operations WHERE api_id = $1 ORDER BY path, method")
+            .bind(api_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    rows.into_iter().map(|(method, path, policies)| Ok(Operation { method, path, policies: from_stored("policies", &policies)? })).collect()
+}
+
+/// The whole API from its row.
+pub(super) async fn with_operations(conn: &mut AnyConnection, row: ApiRow) -> ApiResult<Api> {
+    let operations = operations(conn, &row.id).await?;
+    Ok(Api {
+        status: row.status()?,
+        tags: row.tags()?,
+        endpoints: row.endpoints()?,
+        policies: row.policies()?,
+        operations,
+        id: row.id,
+        name: row.name,
+        version: row.version,
+        context: row.context,
+        description: row.description,
+        documentation: row.documentation,
+        owner: row.owner,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+/// The whole API `id`.
+pub(super) async fn load(db: &Db, id: &str) -> ApiResult<Api> {
+    let mut conn = db.pool.acquire().await?;
+    let row = row_in(&mut conn, id).await?;
+    with_operations(&mut conn, row).await
+}
+
+/// Insert an API (checked already) owned by `owner_id`, in status CREATED; returns its id.
+pub(super) async fn insert(db: &Db, owner_id: &str, api: &NewApi) -> ApiResult<String> {
+    let taken: Option<(String, String)> =
+        sqlx::query_as("SELECT name, context FROM apis WHERE version = $1 AND (name = $2 OR context = $3)")
+            .bind(&api.version)
+            .bind(&api.name)
+            .bind(&api.context)
+            .fetch_optional(&db.pool)
+            .await?;
+    if let Some((name, context)) = taken {
+        return Err(ApiError::Conflict(if name == api.name {
+            format!("an API named `{name}` with version `{}` exists", api.version)
+        } else {
+            format!("the context `{context}` is taken for version `{}`", api.version)
+        }));
+    }
+    let id = new_id();
+    let now = now_ms();
+    let mut tx = db.pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO apis (id, name, version, context, description, tags, documentation, endpoints, policies, status, owner_id, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(&id)
+    .bind(&api.name)
+    .bind(&api.version)
+    .bind(&api.context)
+    .bind(&api.description)
+    .bind(to_stored(&api.tags)?)
+    .bind(&api.documentation)
+    .bind(to_stored(&api.endpoints)?)
+    .bind(to_stored(&api.policies)?)
+    .bind(ApiStatus::Created.as_str())
+    .bind(owner_id)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    insert_operations(&mut tx, &id, &api.operations).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+pub(super) async fn insert_operations(conn: &mut AnyConnection, api_id: &str, operations: &[Operation]) -> ApiResult<()> {
+    for operation in operations {
+        sqlx::query("INSERT INTO operations (id, api_id, method, path, policies) VALUES ($1, $2, $3, $4, $5)")
+            .bind(new_id())
+            .bind(api_id)
+            .bind(&operation.method)
+            .bind(&operation.path)
+            .bind(to_stored(&operation.policies)?)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}

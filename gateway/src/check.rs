@@ -1,0 +1,136 @@
+//! What a control plane checks with the gateway's own code before it accepts a change, so
+//! that whatever it accepts, its gateways serve: operations compile with the gateway's
+//! router, contexts are paths it normalises to themselves, endpoints parse as its upstreams
+//! do, networks as its blocking does, and policy components fit the world and accept their
+//! configuration in their own `init`. The rest of the gateway is not the control plane's.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use crate::policy::builtin::{self, Builtin};
+pub use crate::policy::{CompiledPolicy, LoadError, WIT_PACKAGE};
+
+use crate::blocking::Network;
+use crate::contract::defaults;
+use crate::contract::environment::FailureMode;
+use crate::counters::LocalCounters;
+use crate::keys::KeyStore;
+use crate::metrics::PolicyStats;
+use crate::policy::{AttachmentSettings, PolicyEngine, Services};
+use crate::router::{ApiRoutes, OperationRoute, RouteError, RouteTable, normalize_path};
+
+/// Whether `url` is an upstream endpoint the gateway can call; the reason when not.
+pub fn endpoint(url: &str) -> Result<(), String> {
+    crate::upstream::parse_endpoint(url).map(|_| ())
+}
+
+/// Whether `text` is an IP address or a network (`198.51.100.0/24`) blocking can match.
+pub fn network(text: &str) -> Result<(), String> {
+    Network::parse(text).map(|_| ())
+}
+
+/// Whether `path` is what the gateway makes of it: no empty, `.` or `..` segments, no
+/// spaces, percent-escapes in upper case.
+pub fn is_normalised(path: &str) -> bool {
+    normalize_path(path).is_ok_and(|normal| normal == path)
+}
+
+/// Why a list of operations does not route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteProblem {
+    /// Operation `index`'s path is not a template.
+    InvalidTemplate {
+        /// Which operation.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
+    /// Operation `index` is the same route as an earlier one.
+    Repeated {
+        /// Which operation.
+        index: usize,
+    },
+}
+
+/// Compile `operations` (method, or `None` for any; path template) into the gateway's
+/// route table, as one API would: the first that does not route, and why.
+pub fn operations(operations: &[(Option<http::Method>, &str)]) -> Result<(), RouteProblem> {
+    let compile = |operations: &[(Option<http::Method>, &str)]| {
+        let routes = operations
+            .iter()
+            .enumerate()
+            .map(|(i, (method, template))| OperationRoute { method: method.clone(), template: (*template).to_owned(), value: i })
+            .collect();
+        RouteTable::new(vec![ApiRoutes { hosts: Vec::new(), context: "/".to_owned(), operations: routes }]).map(|_| ())
+    };
+    for (index, operation) in operations.iter().enumerate() {
+        if let Err(error) = compile(std::slice::from_ref(operation)) {
+            let reason = match error {
+                RouteError::InvalidTemplate { reason, .. } => reason.to_string(),
+                other => other.to_string(),
+            };
+            return Err(RouteProblem::InvalidTemplate { index, reason });
+        }
+    }
+    if compile(operations).is_err() {
+        // Each compiles alone: only a repeated route is left. Name the first that repeats.
+        let index = (1..operations.len()).find(|&n| compile(&operations[..=n]).is_err()).unwrap_or(0);
+        return Err(RouteProblem::Repeated { index });
+    }
+    Ok(())
+}
+
+/// Compiles policy components and runs their `init` on a configuration, as a gateway
+/// does when it loads an attachment, with no credentials and no counters behind it.
+pub struct PolicyChecker {
+    engine: PolicyEngine,
+    services: Arc<Services>,
+}
+
+impl PolicyChecker {
+    /// A checker with its own engine (and epoch ticker).
+    pub fn new() -> anyhow::Result<Self> {
+        let keys = KeyStore::from_config(&[], &[], Path::new(".")).map_err(|_| anyhow::anyhow!("an empty key store"))?;
+        let services = Arc::new(Services { keys: Arc::new(keys), counters: Arc::new(LocalCounters::new()) });
+        Ok(Self { engine: PolicyEngine::new()?, services })
+    }
+
+    /// Compile a component under `name` and check it against the world (kept by digest:
+    /// the second call is free). Slow: call it off the async threads.
+    pub fn compile(&self, name: &str, component: &[u8]) -> Result<Arc<CompiledPolicy>, LoadError> {
+        self.engine.compile(name, component, None)
+    }
+
+    /// The component compiled earlier with this sha256, if it still is.
+    pub fn cached(&self, digest: &str) -> Option<Arc<CompiledPolicy>> {
+        self.engine.cached(digest)
+    }
+
+    /// Run the policy's `init` on `config_json`, within `timeout`; a refusal is
+    /// [`LoadError::Config`]. Slow: call it off the async threads.
+    pub fn init(&self, policy: Arc<CompiledPolicy>, config_json: String, timeout: Duration) -> Result<(), LoadError> {
+        let settings = AttachmentSettings {
+            config_json,
+            timeout,
+            memory_bytes: usize::try_from(defaults::POLICY_MEMORY_BYTES).unwrap_or(usize::MAX),
+            on_failure: FailureMode::Closed,
+        };
+        self.engine.attach(policy, settings, self.services.clone(), Arc::new(PolicyStats::default())).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_name_the_first_that_does_not_route() {
+        assert_eq!(operations(&[(Some(http::Method::GET), "/a"), (None, "/b/{id}")]), Ok(()));
+        assert!(matches!(operations(&[(None, "/a"), (None, "/b/{")]), Err(RouteProblem::InvalidTemplate { index: 1, .. })));
+        assert_eq!(operations(&[(None, "/a"), (None, "/b"), (None, "/a")]), Err(RouteProblem::Repeated { index: 2 }));
+        assert!(is_normalised("/pets") && !is_normalised("/a//b") && !is_normalised("/a/../b"));
+        assert!(endpoint("http://127.0.0.1:9/").is_ok() && endpoint("nope").is_err());
+        assert!(network("198.51.100.0/24").is_ok() && network("10.0.0.0/99").is_err());
+    }
+}

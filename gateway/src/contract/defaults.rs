@@ -1,0 +1,25 @@
+//! What a document may leave out, named once for both planes (the control plane builds
+//! environments with these, `portico policy test` runs fixtures with them).
+
+/// What a configuration may leave out, named once for both planes (the control plane
+/// builds snapshots with these, `portico policy test` runs fixtures with them).
+use std::time::Duration;
+
+/// CPU time budget of one policy call.
+pub const POLICY_TIMEOUT: Duration = Duration::from_millis(50);
+/// Linear memory of one policy instance.
+pub const POLICY_MEMORY_BYTES: u64 = 64 << 20;
+/// Time allowed to connect to an upstream.
+pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time allowed for an upstream's response head.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+/// Clock skew tolerated on a JWT's `exp` and `nbf`.
+pub const JWT_LEEWAY: Duration = Duration::from_secs(30);
+/// Largest request head.
+pub const MAX_HEADER_BYTES: u64 = 32 << 10;
+/// Most request headers.
+pub const MAX_HEADERS: usize = 100;
+/// Largest body accepted or buffered.
+pub const MAX_BODY_BYTES: u64 = 10 << 20;
+/// Time allowed to receive a request head.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);

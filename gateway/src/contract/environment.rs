@@ -1,0 +1,349 @@
+//! The environment document: what a gateway environment runs, as a control plane sends it
+//! and as the non-process part of a configuration file says it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::defaults;
+use super::units::{ByteSize, Duration};
+
+/// What a gateway environment runs: its APIs with their policies, the policy modules by
+/// name, the credentials it accepts and the blocking conditions. The wire document a
+/// control plane sends, and the part of a configuration file that is not about the process.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    /// Policy modules besides the built-in ones, by the name attachments use.
+    #[serde(default)]
+    pub modules: BTreeMap<String, ModuleSource>,
+    /// Policies run for every API, before the API's own.
+    #[serde(default)]
+    pub global_policies: Vec<Attachment>,
+    /// The APIs this gateway serves.
+    #[serde(default)]
+    pub apis: Vec<ApiConfig>,
+    /// Applications (or people) that call with API keys.
+    #[serde(default)]
+    pub consumers: Vec<Consumer>,
+    /// Issuers whose JWT access tokens are accepted.
+    #[serde(default)]
+    pub jwt_issuers: Vec<JwtIssuer>,
+    /// When set (hex), `api_key_hashes` are HMAC-SHA256 digests under this key rather than
+    /// plain sha256: what the control plane sends, so that its database alone gives away
+    /// nothing to test guesses against.
+    #[serde(default)]
+    pub api_key_hmac_secret: Option<String>,
+    /// Access tokens revoked before they expire, by `jti`.
+    #[serde(default)]
+    pub revoked_tokens: Vec<RevokedToken>,
+    /// Blocking conditions: matching requests are answered 403.
+    #[serde(default, skip_serializing_if = "Blocked::is_empty")]
+    pub blocked: Blocked,
+}
+
+impl Environment {
+    /// Its version: the first 8 bytes of the sha256 of its canonical JSON, in hex. A control
+    /// plane and the gateways it feeds compute it the same way, so a gateway's
+    /// acknowledgement names exactly what it runs.
+    pub fn version(&self) -> String {
+        use sha2::Digest;
+        let canonical = serde_json::to_vec(self).unwrap_or_default();
+        let digest = sha2::Sha256::digest(&canonical);
+        super::hex::encode(&digest[..8])
+    }
+}
+
+/// Blocking conditions (WSO2's, pushed by a control plane or written in a file). Client
+/// addresses and APIs are refused before any policy runs; applications and users right
+/// after the request chain authenticated them, before the upstream is called.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Blocked {
+    /// Client addresses: an IP (`192.0.2.7`) or a network (`198.51.100.0/24`, `2001:db8::/32`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
+    /// APIs, by context as served (e.g. `/pets/v1`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apis: Vec<String>,
+    /// Applications, as their credentials name them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applications: Vec<String>,
+    /// End users, as their credentials name them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+}
+
+impl Blocked {
+    /// Whether nothing is blocked.
+    pub fn is_empty(&self) -> bool {
+        self.ips.is_empty() && self.apis.is_empty() && self.applications.is_empty() && self.users.is_empty()
+    }
+}
+
+/// A revoked access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RevokedToken {
+    /// Its `jti`.
+    pub jti: String,
+    /// Its `exp` (Unix seconds); after it the entry can be forgotten.
+    pub expires_at: u64,
+}
+
+/// Where a policy module comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleSource {
+    /// Path of the `.wasm` component, relative to the configuration file. Without it, the
+    /// module is `modules/<sha256>.wasm` in the gateway's module store (where modules from
+    /// a control plane are kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Expected sha256 of the file (hex); the module is refused when it differs.
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+/// Where a module with no `path` is kept, relative to the configuration's folder.
+pub fn stored_module_path(sha256: &str) -> PathBuf {
+    Path::new("modules").join(format!("{}.wasm", sha256.to_ascii_lowercase()))
+}
+
+impl ModuleSource {
+    /// Its file: `path` relative to `base_dir`, or its place in the module store there.
+    pub fn file(&self, base_dir: &Path) -> PathBuf {
+        match (&self.path, &self.sha256) {
+            (Some(path), _) => base_dir.join(path),
+            (None, Some(sha256)) => base_dir.join(stored_module_path(sha256)),
+            (None, None) => base_dir.join("modules/(unknown)"),
+        }
+    }
+}
+
+/// A policy attached to the global chain, an API or an operation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    /// A built-in policy (`key-auth`, `throttle`, `headers`) or a name from `modules`.
+    pub policy: String,
+    /// The policy's configuration, handed to its `init` as JSON.
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+    /// What to do when the policy fails (trap, deadline, memory): `closed` answers 500,
+    /// `open` skips the policy.
+    #[serde(default)]
+    pub on_failure: FailureMode,
+    /// CPU time budget of one call.
+    #[serde(default = "default_policy_timeout")]
+    pub timeout: Duration,
+    /// Linear memory limit of one instance.
+    #[serde(default = "default_policy_memory")]
+    pub memory: ByteSize,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+fn default_policy_timeout() -> Duration {
+    Duration(defaults::POLICY_TIMEOUT)
+}
+
+fn default_policy_memory() -> ByteSize {
+    ByteSize(defaults::POLICY_MEMORY_BYTES)
+}
+
+/// Behaviour when a policy fails.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureMode {
+    /// Answer 500 (the default: a failing auth policy must never let a request through).
+    #[default]
+    Closed,
+    /// Skip the policy and go on.
+    Open,
+}
+
+/// One API: a context path on some hosts, its operations, its upstream and its policies.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Name, unique with `version`.
+    pub name: String,
+    /// Version label, e.g. `v1`.
+    #[serde(default = "default_version")]
+    pub version: String,
+    /// Path prefix, e.g. `/pets/v1`; stripped before forwarding.
+    pub context: String,
+    /// Host names (`api.example.com`, `*.example.com`); any host when empty.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Where requests go.
+    pub upstream: UpstreamConfig,
+    /// Policies for every operation of this API, after the global ones.
+    #[serde(default)]
+    pub policies: Vec<Attachment>,
+    /// The operations; a single `ANY /*` operation when empty.
+    #[serde(default)]
+    pub operations: Vec<OperationConfig>,
+}
+
+fn default_version() -> String {
+    "v1".to_owned()
+}
+
+/// One operation of an API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OperationConfig {
+    /// HTTP method, or `ANY`.
+    #[serde(default = "any_method")]
+    pub method: String,
+    /// Path template below the context: `/pets`, `/pets/{id}`, `/files/*`.
+    pub path: String,
+    /// Policies for this operation, after the API's.
+    #[serde(default)]
+    pub policies: Vec<Attachment>,
+}
+
+fn any_method() -> String {
+    "ANY".to_owned()
+}
+
+/// The upstream service of an API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Base URLs (`http://host:port/base`), used round robin; a connect failure tries the
+    /// next one.
+    pub endpoints: Vec<String>,
+    /// Time allowed to connect.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Time allowed for the response head after the request was sent.
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration(defaults::UPSTREAM_CONNECT_TIMEOUT)
+}
+
+fn default_upstream_timeout() -> Duration {
+    Duration(defaults::UPSTREAM_TIMEOUT)
+}
+
+/// An application (or person) holding API keys.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Consumer {
+    /// Unique name; the application's name when `application` is absent.
+    pub name: String,
+    /// The application the keys belong to.
+    #[serde(default)]
+    pub application: Option<String>,
+    /// Throttling tier.
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// End user, if the keys act for one.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Scopes granted to these keys.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// API keys in plain text (file mode).
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    /// API keys as hex digests: sha256, or HMAC-SHA256 when `api_key_hmac_secret` is set.
+    #[serde(default)]
+    pub api_key_hashes: Vec<String>,
+    /// When present, the APIs these keys may call (`name@version` → subscription tier); the
+    /// identity then carries the subscription and its tier for the API being called.
+    #[serde(default)]
+    pub subscriptions: Option<BTreeMap<String, String>>,
+}
+
+/// An issuer of JWT access tokens and the keys its tokens are verified with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtIssuer {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Accepted `aud` values; a token must name at least one.
+    pub audiences: Vec<String>,
+    /// Allowed algorithms (`RS256`, `RS384`, `RS512`, `PS256`, `ES256`, `ES384`, `EdDSA`);
+    /// HMAC and `none` are never accepted.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Verification keys as PEM public keys.
+    #[serde(default)]
+    pub keys: Vec<JwtKey>,
+    /// Verification keys as a JWKS document (inline JSON).
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    /// Verification keys as a JWKS file, relative to the configuration file.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// Which claims carry the identity.
+    #[serde(default)]
+    pub claims: ClaimMapping,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(default = "default_leeway")]
+    pub leeway: Duration,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".to_owned(), "ES256".to_owned()]
+}
+
+fn default_leeway() -> Duration {
+    Duration(defaults::JWT_LEEWAY)
+}
+
+/// One PEM verification key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKey {
+    /// Key id; a token that names a `kid` is checked only against the keys with that id.
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// The public key in PEM (SubjectPublicKeyInfo).
+    #[serde(default)]
+    pub pem: Option<String>,
+    /// A file with the PEM public key, relative to the configuration file.
+    #[serde(default)]
+    pub pem_file: Option<PathBuf>,
+}
+
+/// Names of the claims that carry the caller's identity.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClaimMapping {
+    /// Application (OAuth2 client); `azp`, then `client_id` when absent.
+    pub application: String,
+    /// Subscription.
+    pub subscription: String,
+    /// Throttling tier.
+    pub tier: String,
+    /// End user.
+    pub user: String,
+    /// Scopes: a space-separated string or an array.
+    pub scopes: String,
+    /// Subscriptions: an object from `name@version` to the subscription tier.
+    pub subscriptions: String,
+}
+
+impl Default for ClaimMapping {
+    fn default() -> Self {
+        Self {
+            application: "azp".to_owned(),
+            subscription: "subscription".to_owned(),
+            tier: "tier".to_owned(),
+            user: "sub".to_owned(),
+            scopes: "scope".to_owned(),
+            subscriptions: "subscriptions".to_owned(),
+        }
+    }
+}

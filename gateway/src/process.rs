@@ -1,0 +1,80 @@
+//! What every gateway process does, whatever feeds it: open the listeners of its
+//! [`Settings`], drop idle rate counters, and drain on SIGTERM or SIGINT.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::settings::Settings;
+use crate::{Gateway, admin, listener};
+
+/// How often idle rate counters are dropped.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Bind and serve the listeners and the admin listener of `settings` (their addresses are
+/// logged as `listening` / `admin listening`; TLS files are relative to `base_dir`); they
+/// stop when `stopped` turns true.
+pub async fn start_listeners(
+    gateway: &Arc<Gateway>,
+    settings: &Settings,
+    base_dir: &Path,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let problems = settings.problems();
+    if !problems.is_empty() {
+        anyhow::bail!("{}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
+    }
+    let mut tasks = Vec::new();
+    for (i, spec) in settings.listeners.iter().enumerate() {
+        let tls = match &spec.tls {
+            Some(tls) => Some(listener::tls_config(tls, base_dir, &format!("listeners[{i}].tls")).map_err(|p| anyhow::anyhow!("{p}"))?),
+            None => None,
+        };
+        let (socket, address) = listener::bind(&spec.address).await?;
+        tracing::info!(%address, tls = tls.is_some(), "listening");
+        tasks.push(tokio::spawn(listener::serve(gateway.clone(), socket, tls, settings.limits.clone(), stopped.clone())));
+    }
+    if let Some(admin_spec) = &settings.admin {
+        let (socket, address) = listener::bind(&admin_spec.address).await?;
+        tracing::info!(%address, "admin listening");
+        tasks.push(tokio::spawn(admin::serve(gateway.clone(), socket, stopped.clone())));
+    }
+    if tasks.is_empty() {
+        anyhow::bail!("no listeners configured");
+    }
+    Ok(tasks)
+}
+
+/// Wait for SIGTERM or SIGINT, then tell every task to stop (`stop`) and wait for them to
+/// drain.
+pub async fn serve_until_signal(stop: watch::Sender<bool>, tasks: Vec<tokio::task::JoinHandle<()>>) -> anyhow::Result<()> {
+    shutdown_signal().await?;
+    tracing::info!("shutting down; draining connections");
+    let _ = stop.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+/// Wait for SIGTERM or SIGINT.
+pub async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}
+
+/// Drop idle rate counters every few seconds, for as long as the gateway runs.
+pub async fn sweep_counters(gateway: Arc<Gateway>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    loop {
+        tick.tick().await;
+        gateway.counters().sweep(crate::counters::now_ms());
+    }
+}

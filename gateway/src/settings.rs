@@ -1,0 +1,147 @@
+//! A gateway process's own settings: where it listens (with TLS), where its admin
+//! endpoints are, and the limits it puts on requests. A configuration file carries them
+//! next to its environment; a fleet gateway reads them from its own settings file, since
+//! its environment comes from a control plane.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::contract::Problem;
+use crate::contract::defaults;
+use crate::contract::units::{ByteSize, Duration};
+
+/// The process's settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Where the gateway accepts API traffic.
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// Request limits applied before routing.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+impl Settings {
+    /// One plain-HTTP listener at `listen`, and the admin endpoints at `admin`.
+    pub fn plain(listen: &str, admin: Option<&str>) -> Self {
+        Self {
+            listeners: vec![ListenerConfig { address: listen.to_owned(), tls: None }],
+            admin: admin.map(|address| AdminConfig { address: address.to_owned() }),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Read a settings file (YAML): `listeners`, `admin` and `limits`, as in a configuration
+    /// file. Every problem is named with the file and its path in it.
+    pub fn load(file: &Path) -> Result<Self, String> {
+        let located = |path: &str, reason: &dyn std::fmt::Display| format!("{}: {path}: {reason}", file.display());
+        let text = std::fs::read_to_string(file).map_err(|e| located("(file)", &format!("cannot read: {e}")))?;
+        let settings: Self = serde_path_to_error::deserialize(serde_norway::Deserializer::from_str(&text)).map_err(|e| {
+            let path = e.path().to_string();
+            located(if path == "." { "(document)" } else { &path }, e.inner())
+        })?;
+        let problems = settings.problems();
+        if !problems.is_empty() {
+            return Err(problems.iter().map(|p| format!("{}: {p}", file.display())).collect::<Vec<_>>().join("\n"));
+        }
+        Ok(settings)
+    }
+
+    /// Every problem of these settings, by path (empty when they are usable).
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut problem = |path: String, reason: String| problems.push(Problem { path, reason });
+        for (i, listener) in self.listeners.iter().enumerate() {
+            if listener.address.parse::<std::net::SocketAddr>().is_err() {
+                problem(format!("listeners[{i}].address"), format!("`{}` is not an ip:port address", listener.address));
+            }
+            if let Some(tls) = &listener.tls
+                && tls.certificates.is_empty()
+            {
+                problem(format!("listeners[{i}].tls.certificates"), "at least one certificate is needed".into());
+            }
+        }
+        if let Some(admin) = &self.admin
+            && admin.address.parse::<std::net::SocketAddr>().is_err()
+        {
+            problem("admin.address".into(), format!("`{}` is not an ip:port address", admin.address));
+        }
+        if self.limits.max_headers == 0 {
+            problem("limits.max_headers".into(), "must be at least 1".into());
+        }
+        problems
+    }
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `host:port`; port 0 picks a free port (it is logged).
+    pub address: String,
+    /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN); plain HTTP/1.1 and h2c when absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// Certificates of a TLS listener; with several, the one matching SNI is chosen and the
+/// first is the default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chains with their private keys.
+    pub certificates: Vec<CertificateConfig>,
+}
+
+/// One certificate chain and its key, as PEM files.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Host names (SNI) this certificate is chosen for; the first certificate is also
+    /// the default for any other name.
+    #[serde(default)]
+    pub server_names: Vec<String>,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `host:port`; keep it on a private address.
+    pub address: String,
+}
+
+/// Limits that protect the gateway and the upstreams from oversized or slow requests.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request head (request line and headers); larger gets 431.
+    pub max_header_bytes: ByteSize,
+    /// Most request headers; more gets 431.
+    pub max_headers: usize,
+    /// Largest request or response body a policy may buffer, and largest request body
+    /// accepted; larger gets 413.
+    pub max_body_bytes: ByteSize,
+    /// Time allowed to receive a request head; slower connections are closed.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: ByteSize(defaults::MAX_HEADER_BYTES),
+            max_headers: defaults::MAX_HEADERS,
+            max_body_bytes: ByteSize(defaults::MAX_BODY_BYTES),
+            header_read_timeout: Duration(defaults::HEADER_READ_TIMEOUT),
+        }
+    }
+}
