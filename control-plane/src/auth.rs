@@ -10,9 +10,9 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use portico_gateway::contract::hex;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::AppState;
@@ -108,12 +108,7 @@ impl FromRequestParts<AppState> for Caller {
 
 /// sha256 hex of a bearer token: what the database keeps.
 pub fn token_hash(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::sha256(token.as_bytes())
 }
 
 /// A random token of 32 bytes, base64url.

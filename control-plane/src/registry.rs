@@ -20,12 +20,12 @@ use base64::Engine as _;
 use bytes::Bytes;
 use portico_gateway::check::{CompiledPolicy, LoadError, PolicyChecker, WIT_PACKAGE, builtin};
 use portico_gateway::contract::environment::Attachment;
+use portico_gateway::contract::hex;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::AppState;
-use crate::auth::{Caller, Role, hex};
+use crate::auth::{Caller, Role};
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult, JsonBody};
 
@@ -107,7 +107,7 @@ pub fn routes() -> Router<AppState> {
 
 fn builtin_digest(policy: &builtin::Builtin) -> String {
     static DIGESTS: OnceLock<BTreeMap<&'static str, String>> = OnceLock::new();
-    DIGESTS.get_or_init(|| builtin::ALL.iter().map(|b| (b.name, hex(&Sha256::digest(b.component)))).collect())[policy.name].clone()
+    DIGESTS.get_or_init(|| builtin::ALL.iter().map(|b| (b.name, hex::sha256(b.component))).collect())[policy.name].clone()
 }
 
 fn builtin_module(policy: &builtin::Builtin) -> PolicyModule {

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use base64::Engine as _;
 use portico_control_plane::on_both_engines;
 use portico_control_plane::test_support::TestApp;
-use portico_gateway::policy::builtin;
+use portico_gateway::check::builtin;
 use serde_json::{Value, json};
 
 /// The built-in `headers` component, uploaded under another name: a real policy whose

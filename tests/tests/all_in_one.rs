@@ -17,17 +17,23 @@ async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) -> Duration {
     portico_tests::eventually(what, Duration::from_secs(5), check).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn walkthrough() {
-    let upstream = MockUpstream::start().await;
+/// An all-in-one process on embedded SQLite in a fresh folder, on ports it picks.
+fn start_all_in_one(admin_password: &str) -> PorticoProcess {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data").display().to_string();
-    let process = PorticoProcess::spawn(
+    PorticoProcess::spawn(
         dir,
         &["all-in-one", "--data-dir", &data, "--gateway", "127.0.0.1:0", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
-        &[("PORTICO_ADMIN_PASSWORD", "walkthrough-admin-1")],
+        &[("PORTICO_ADMIN_PASSWORD", admin_password)],
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_subscribe_call_hit_the_limit_and_revoke() {
+    let upstream = MockUpstream::start().await;
+    let process = start_all_in_one("walkthrough-admin-1");
+    let data = process.dir.path().join("data").display().to_string();
     let cp = ControlPlaneClient::new(process.control_plane.unwrap());
     let gateway = |path: &str| process.url(path);
     let client = HttpClient::default();
@@ -224,14 +230,7 @@ async fn walkthrough() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tier_change_reaches_the_running_gateway_within_a_second() {
     let upstream = MockUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data").display().to_string();
-    let process = PorticoProcess::spawn(
-        dir,
-        &["all-in-one", "--data-dir", &data, "--gateway", "127.0.0.1:0", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
-        &[("PORTICO_ADMIN_PASSWORD", "tier-admin-pass-1")],
-    )
-    .unwrap();
+    let process = start_all_in_one("tier-admin-pass-1");
     let cp = ControlPlaneClient::new(process.control_plane.unwrap());
     let client = HttpClient::default();
     let admin = cp.login("admin", "tier-admin-pass-1").await;

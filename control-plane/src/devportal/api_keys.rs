@@ -8,14 +8,16 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use hmac::{Hmac, Mac};
+use portico_gateway::contract::hex;
 use rand::RngCore;
 use serde::Serialize;
 use sha2::Sha256;
 use utoipa::ToSchema;
 
 use super::applications::owned;
+
 use crate::AppState;
-use crate::auth::{Caller, hex, random_token};
+use crate::auth::{Caller, random_token};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::fleet::Change;
@@ -39,29 +41,22 @@ pub async fn api_key_hmac_secret(db: &Db) -> ApiResult<Vec<u8>> {
         rand::rngs::OsRng.fill_bytes(&mut secret);
         sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
             .bind(SECRET_SETTING)
-            .bind(hex(&secret))
+            .bind(hex::encode(&secret))
             .execute(&db.pool)
             .await?;
         stored = Some(sqlx::query_scalar(select).bind(SECRET_SETTING).fetch_one(&db.pool).await?);
     }
     let text = stored.unwrap_or_default();
-    from_hex(&text)
+    hex::decode(&text)
         .filter(|secret| secret.len() >= 16)
         .ok_or_else(|| ApiError::Internal(format!("the setting {SECRET_SETTING} is not hex of 16 bytes or more")))
-}
-
-fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect()
 }
 
 /// Lower-case hex of HMAC-SHA256(`secret`, `key`): how keys are stored and sent to gateways.
 pub fn api_key_hash(secret: &[u8], key: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(key.as_bytes());
-    hex(&mac.finalize().into_bytes())
+    hex::encode(&mac.finalize().into_bytes())
 }
 
 /// A key that gateways accept, with who holds it and what it may call.

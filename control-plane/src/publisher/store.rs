@@ -1,5 +1,6 @@
 //! The `apis` and `operations` tables: rows, reads, locks and inserts.
 
+use portico_gateway::contract::environment::Attachment;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::AnyConnection;
@@ -9,7 +10,6 @@ use super::status::ApiStatus;
 use crate::auth::{Caller, Role};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
-use portico_gateway::contract::environment::Attachment;
 
 /// An `apis` row with its owner's name.
 #[derive(Debug, sqlx::FromRow)]
