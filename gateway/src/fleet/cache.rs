@@ -113,7 +113,7 @@ impl Cache {
 
     /// Whether the module with this digest is stored, intact.
     pub fn module_ok(&self, sha256: &str) -> io::Result<bool> {
-        match std::fs::read(self.dir.join(stored_module_path(sha256))) {
+        match std::fs::read(self.module_path(sha256)?) {
             Ok(bytes) => Ok(hex::sha256(&bytes).eq_ignore_ascii_case(sha256)),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(error) => Err(error),
@@ -122,11 +122,21 @@ impl Cache {
 
     /// Store a module under its digest, after checking that the bytes have it.
     pub fn store_module(&self, sha256: &str, bytes: &[u8]) -> io::Result<()> {
+        let path = self.module_path(sha256)?;
         let actual = hex::sha256(bytes);
         if !actual.eq_ignore_ascii_case(sha256) {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("the module has sha256 {actual}, expected {sha256}")));
         }
-        write_atomically(&self.dir.join(stored_module_path(sha256)), bytes)
+        write_atomically(&path, bytes)
+    }
+
+    /// Where the module with this digest is kept. The digest comes from the control plane:
+    /// it names a file only once it is known to be 64 hex digits.
+    fn module_path(&self, sha256: &str) -> io::Result<PathBuf> {
+        if !hex::is_sha256(sha256) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("`{sha256}` is not a sha256 (64 hex digits)")));
+        }
+        Ok(self.dir.join(stored_module_path(sha256)))
     }
 }
 
@@ -155,6 +165,19 @@ mod tests {
         let mut content = Environment::default();
         content.modules.insert("p@1".into(), ModuleSource { path: None, sha256: Some(sha256.into()) });
         EnvironmentMessage { protocol: PROTOCOL_VERSION, environment: "prod".into(), version: content.version(), content }
+    }
+
+    #[test]
+    fn a_digest_that_is_not_hex_never_names_a_file() {
+        let dir = temp_dir("traversal");
+        let cache = Cache::open(&dir).unwrap();
+        std::fs::write(dir.join("secret.wasm"), b"outside the module store").unwrap();
+        for digest in ["../secret", "../../etc/passwd", "", &"a".repeat(63)] {
+            let error = cache.module_ok(digest).unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{digest}");
+            assert!(error.to_string().contains("not a sha256"), "{error}");
+            assert_eq!(cache.store_module(digest, b"x").unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        }
     }
 
     #[test]
