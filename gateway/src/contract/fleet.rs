@@ -75,21 +75,44 @@ pub fn event(name: &str, data: &str) -> String {
     format!("event: {name}\ndata: {data}\n\n")
 }
 
+/// The largest event a gateway reads, data and unfinished line together: far above any
+/// environment's message, and a bound on what a broken or hostile stream can make it hold.
+pub const MAX_EVENT_BYTES: usize = 64 << 20;
+
 /// Reads server-sent events from chunks as they arrive (comments and `id`/`retry` fields are
 /// skipped; multi-line data is joined with `\n`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EventReader {
     pending: Vec<u8>,
+    /// How much of `pending` is known to hold no line end.
+    scanned: usize,
     name: String,
     data: String,
+    limit: usize,
+}
+
+impl Default for EventReader {
+    fn default() -> Self {
+        Self::with_limit(MAX_EVENT_BYTES)
+    }
 }
 
 impl EventReader {
-    /// Feed a chunk; returns the events it completed, as (name, data).
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<(String, String)> {
+    /// A reader that refuses events larger than `limit` bytes.
+    pub fn with_limit(limit: usize) -> Self {
+        Self { pending: Vec::new(), scanned: 0, name: String::new(), data: String::new(), limit }
+    }
+
+    /// Feed a chunk; returns the events it completed, as (name, data), or why the stream
+    /// cannot be read on (an event over the limit).
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<(String, String)>, String> {
         self.pending.extend_from_slice(chunk);
         let mut events = Vec::new();
-        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+        // Only bytes not scanned yet are searched, so a long line arriving in many chunks
+        // costs its length once.
+        while let Some(offset) = self.pending[self.scanned..].iter().position(|&b| b == b'\n') {
+            let end = self.scanned + offset;
+            self.scanned = 0;
             let line: Vec<u8> = self.pending.drain(..=end).collect();
             let line = String::from_utf8_lossy(&line[..line.len() - 1]);
             let line = line.strip_suffix('\r').unwrap_or(&line);
@@ -115,7 +138,11 @@ impl EventReader {
                 _ => {}
             }
         }
-        events
+        self.scanned = self.pending.len();
+        if self.pending.len() + self.data.len() > self.limit {
+            return Err(format!("an event of more than {} bytes", self.limit));
+        }
+        Ok(events)
     }
 }
 
@@ -128,8 +155,23 @@ mod tests {
         let mut reader = EventReader::default();
         let text = format!(": keep-alive\n\n{}{}", event("environment", "{\"a\":1}"), "data: one\r\ndata: two\r\n\r\n");
         let (first, second) = text.as_bytes().split_at(20);
-        let mut events = reader.push(first);
-        events.extend(reader.push(second));
+        let mut events = reader.push(first).unwrap();
+        events.extend(reader.push(second).unwrap());
         assert_eq!(events, vec![("environment".to_owned(), "{\"a\":1}".to_owned()), ("message".to_owned(), "one\ntwo".to_owned())]);
+    }
+
+    #[test]
+    fn an_event_over_the_limit_is_refused_whole_lines_or_not() {
+        let mut reader = EventReader::with_limit(1024);
+        let line = "x".repeat(300);
+        for _ in 0..3 {
+            assert_eq!(reader.push(line.as_bytes()), Ok(Vec::new()), "no line end yet, under the limit");
+        }
+        assert!(reader.push(line.as_bytes()).unwrap_err().contains("more than 1024 bytes"));
+        // Data lines add up too, even when each line is short.
+        let mut reader = EventReader::with_limit(1024);
+        let data = format!("data: {}\n", "y".repeat(200));
+        let refused = (0..10).map(|_| reader.push(data.as_bytes())).find_map(Result::err);
+        assert!(refused.is_some_and(|e| e.contains("more than 1024 bytes")));
     }
 }

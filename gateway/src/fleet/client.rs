@@ -149,7 +149,7 @@ impl EventStream {
                 Some(Err(error)) => return Err(ClientError::Unreachable(format!("stream broken: {error}"))),
                 Some(Ok(frame)) => {
                     if let Some(data) = frame.data_ref() {
-                        self.ready = self.reader.push(data);
+                        self.ready = self.reader.push(data).map_err(|e| ClientError::Unreachable(format!("stream refused: {e}")))?;
                     }
                 }
             }
