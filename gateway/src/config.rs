@@ -5,8 +5,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::contract::Problem;
 use crate::contract::environment::Environment;
+use crate::contract::{self, Problem};
 use crate::settings::Settings;
 
 /// Version of the configuration format; bumped on a breaking change.
@@ -100,13 +100,6 @@ pub fn parse(text: &str) -> Result<(Settings, Environment), Problem> {
             settings.insert(key.into(), value);
         }
     }
-    Ok((part(settings)?, part(environment)?))
-}
-
-/// One part of the document, with the path of the first problem in it.
-fn part<T: serde::de::DeserializeOwned>(mapping: serde_norway::Mapping) -> Result<T, Problem> {
-    serde_path_to_error::deserialize(serde_norway::Value::Mapping(mapping)).map_err(|e| {
-        let path = e.path().to_string();
-        Problem { path: if path == "." { "(document)".to_owned() } else { path }, reason: e.into_inner().to_string() }
-    })
+    let settings = contract::deserialize(serde_norway::Value::Mapping(settings))?;
+    Ok((settings, contract::deserialize(serde_norway::Value::Mapping(environment))?))
 }

@@ -12,6 +12,8 @@ pub mod units;
 
 use std::fmt;
 
+use serde::de::{DeserializeOwned, Deserializer};
+
 /// One thing wrong with a configuration, located by its path in the document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -25,4 +27,13 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.path, self.reason)
     }
+}
+
+/// Deserialize a document, naming the path of the first problem in it (`(document)` when
+/// the document itself is wrong).
+pub(crate) fn deserialize<'de, T: DeserializeOwned>(document: impl Deserializer<'de>) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(document).map_err(|e| {
+        let path = e.path().to_string();
+        Problem { path: if path == "." { "(document)".to_owned() } else { path }, reason: e.into_inner().to_string() }
+    })
 }

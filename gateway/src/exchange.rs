@@ -84,7 +84,7 @@ impl Exchange {
 /// What a policy call can change in an exchange, kept before a call whose failure must
 /// leave no trace (a fail-open attachment): the request's target, headers and body, the
 /// identity, the attributes, the response headers set early and the response.
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     uri: http::Uri,
     headers: http::HeaderMap,
     request_body: BodyState,
@@ -97,7 +97,7 @@ pub struct Checkpoint {
 
 impl Exchange {
     /// Keep what a policy call can change.
-    pub fn checkpoint(&self) -> Checkpoint {
+    pub(crate) fn checkpoint(&self) -> Checkpoint {
         Checkpoint {
             uri: self.request.uri.clone(),
             headers: self.request.headers.clone(),
@@ -111,7 +111,7 @@ impl Exchange {
     }
 
     /// Put back what was kept: the exchange is as it was before the call.
-    pub fn restore(&mut self, checkpoint: Checkpoint) {
+    pub(crate) fn restore(&mut self, checkpoint: Checkpoint) {
         self.request.uri = checkpoint.uri;
         self.request.headers = checkpoint.headers;
         self.request_body = checkpoint.request_body;

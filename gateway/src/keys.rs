@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use quick_cache::sync::Cache;
 
 use crate::contract::Problem;
-use crate::contract::environment::{self as config, Environment};
+use crate::contract::environment::{self, Environment};
 
 /// Who is calling, as established by an API key or a token (the WIT `identity` record).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub struct VerifiedToken {
     pub subject: Option<String>,
     /// `exp`, seconds since the Unix epoch.
     pub expires_at: u64,
-    /// The caller, mapped from the claims by the issuer's [`config::ClaimMapping`].
+    /// The caller, mapped from the claims by the issuer's [`environment::ClaimMapping`].
     pub identity: Identity,
     /// The whole payload as JSON, for policies that read custom claims.
     pub claims: String,
@@ -139,7 +139,11 @@ impl KeyStore {
     /// path in the configuration. Problems that [`snapshot::validate`] already reports (such as
     /// a malformed `api_key_hashes` entry) are not repeated: such entries are left out, which
     /// only ever refuses more credentials.
-    pub fn from_config(consumers: &[config::Consumer], issuers: &[config::JwtIssuer], base_dir: &Path) -> Result<KeyStore, Vec<Problem>> {
+    pub fn from_config(
+        consumers: &[environment::Consumer],
+        issuers: &[environment::JwtIssuer],
+        base_dir: &Path,
+    ) -> Result<KeyStore, Vec<Problem>> {
         Self::build(consumers, issuers, None, &[], base_dir)
     }
 
@@ -151,10 +155,10 @@ impl KeyStore {
     }
 
     fn build(
-        consumers: &[config::Consumer],
-        issuers: &[config::JwtIssuer],
+        consumers: &[environment::Consumer],
+        issuers: &[environment::JwtIssuer],
         hmac_secret: Option<&[u8]>,
-        revoked: &[config::RevokedToken],
+        revoked: &[environment::RevokedToken],
         base_dir: &Path,
     ) -> Result<KeyStore, Vec<Problem>> {
         let mut problems = Vec::new();

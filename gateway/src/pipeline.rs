@@ -379,7 +379,7 @@ async fn collect(body: Incoming, max: usize) -> Result<Bytes, ProxyError> {
 }
 
 /// The response state of an error, as the gateway answers it.
-pub fn error_state(error: ProxyError) -> ResponseState {
+fn error_state(error: ProxyError) -> ResponseState {
     let (head, body) = error.into_parts();
     ResponseState { head, body: BodyState::Buffered(body), body_replaced: true }
 }

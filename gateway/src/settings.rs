@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::contract::Problem;
 use crate::contract::defaults;
 use crate::contract::units::{ByteSize, Duration};
+use crate::contract::{self, Problem};
 
 /// The process's settings.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -39,15 +39,13 @@ impl Settings {
     /// Read a settings file (YAML): `listeners`, `admin` and `limits`, as in a configuration
     /// file. Every problem is named with the file and its path in it.
     pub fn load(file: &Path) -> Result<Self, String> {
-        let located = |path: &str, reason: &dyn std::fmt::Display| format!("{}: {path}: {reason}", file.display());
-        let text = std::fs::read_to_string(file).map_err(|e| located("(file)", &format!("cannot read: {e}")))?;
-        let settings: Self = serde_path_to_error::deserialize(serde_norway::Deserializer::from_str(&text)).map_err(|e| {
-            let path = e.path().to_string();
-            located(if path == "." { "(document)" } else { &path }, e.inner())
-        })?;
+        let located = |problems: &[Problem]| problems.iter().map(|p| format!("{}: {p}", file.display())).collect::<Vec<_>>().join("\n");
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| located(&[Problem { path: "(file)".into(), reason: format!("cannot read: {e}") }]))?;
+        let settings: Self = contract::deserialize(serde_norway::Deserializer::from_str(&text)).map_err(|p| located(&[p]))?;
         let problems = settings.problems();
         if !problems.is_empty() {
-            return Err(problems.iter().map(|p| format!("{}: {p}", file.display())).collect::<Vec<_>>().join("\n"));
+            return Err(located(&problems));
         }
         Ok(settings)
     }

@@ -137,8 +137,11 @@ pub async fn deploy(
     tx.commit().await?;
     tracing::info!(api = %id, revision = %deploy.revision_id, environments = ?deploy.environments, "revision deployed");
     if wait.wait_ms > 0 {
+        // One deadline for all the environments: the wait is the caller's, not per environment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(wait.wait_ms);
         for environment in &deploy.environments {
-            if !wait_for_rollout(&state, environment, wait.wait_ms).await?.done {
+            let left = deadline.saturating_duration_since(std::time::Instant::now()).as_millis();
+            if !wait_for_rollout(&state, environment, u64::try_from(left).unwrap_or(u64::MAX)).await?.done {
                 return Ok((StatusCode::ACCEPTED, Json(deployments)));
             }
         }
