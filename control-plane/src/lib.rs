@@ -31,6 +31,8 @@ use crate::db::Db;
 pub struct Settings {
     /// The public base URL of the control plane (the OAuth2 issuer), without a trailing slash.
     pub public_url: String,
+    /// What a policy attachment may ask for; gateways should be given the same.
+    pub policy_ceilings: portico_gateway::check::PolicyCeilings,
 }
 
 /// What every handler can reach.

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
 use bytes::Bytes;
-use portico_gateway::check::{CompiledPolicy, LoadError, PolicyChecker, WIT_PACKAGE, builtin};
+use portico_gateway::check::{CompiledPolicy, LoadError, PolicyCeilings, PolicyChecker, WIT_PACKAGE, builtin};
 use portico_gateway::contract::environment::Attachment;
 use portico_gateway::contract::hex;
 use serde::{Deserialize, Serialize};
@@ -169,17 +169,20 @@ pub async fn component(db: &Db, digest: &str) -> ApiResult<Option<Vec<u8>>> {
 }
 
 /// The digest of each uploaded module among `references`, for a gateway configuration's
-/// `modules`; a reference to nothing is an error naming it.
+/// `modules`. A reference to nothing is left out (and logged): gateways then fail the APIs
+/// that attach it, and serve the rest of the environment.
 pub async fn digests<'a>(db: &Db, references: impl IntoIterator<Item = &'a str>) -> ApiResult<BTreeMap<String, String>> {
     let mut digests = BTreeMap::new();
     for reference in references {
         if builtin::find(reference).is_some() || digests.contains_key(reference) {
             continue;
         }
-        let module = find(db, reference)
-            .await?
-            .ok_or_else(|| ApiError::Internal(format!("policy `{reference}` is attached but not in the registry")))?;
-        digests.insert(reference.to_owned(), module.digest);
+        match find(db, reference).await? {
+            Some(module) => {
+                digests.insert(reference.to_owned(), module.digest);
+            }
+            None => tracing::error!(policy = reference, "a deployed API attaches a policy that is not in the registry; it answers 503"),
+        }
     }
     Ok(digests)
 }
@@ -207,10 +210,13 @@ impl Registry {
         }
     }
 
-    /// Check `attachments` (each with the field path it came from): the policy exists, its
-    /// configuration satisfies the policy's schema, and the policy's own `init` accepts it.
-    pub async fn check(&self, db: &Db, attachments: &[(String, Attachment)]) -> ApiResult<()> {
+    /// Check `attachments` (each with the field path it came from) as a gateway under
+    /// `ceilings` will run them: `timeout` and `memory` within the ceilings, the policy
+    /// exists, its configuration satisfies the policy's schema, and the policy's own `init`
+    /// accepts it within the attachment's own `timeout` and `memory`.
+    pub async fn check(&self, db: &Db, attachments: &[(String, Attachment)], ceilings: &PolicyCeilings) -> ApiResult<()> {
         for (field, attachment) in attachments {
+            ceilings.check(attachment).map_err(|(name, reason)| ApiError::invalid(format!("{field}.{name}"), reason))?;
             let compiled = if let Some(policy) = builtin::find(&attachment.policy) {
                 self.compile(policy.name, Bytes::from_static(policy.component)).await?
             } else {
@@ -232,12 +238,12 @@ impl Registry {
                 }
             }
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-            let config_json = attachment.config.to_string();
-            let field = field.clone();
-            tokio::task::spawn_blocking(move || match checker()?.init(compiled, config_json, Duration::from_secs(1)) {
+            let (field, attachment, ceilings) = (field.clone(), attachment.clone(), *ceilings);
+            tokio::task::spawn_blocking(move || match checker()?.init(compiled, &attachment, &ceilings) {
                 Ok(_) => Ok(()),
                 Err(LoadError::Config { reason, .. }) => Err(ApiError::invalid(format!("{field}.config"), reason)),
-                Err(other) => Err(ApiError::invalid(format!("{field}.config"), other.to_string())),
+                // It could not start (out of `memory`, past the start-up budget, a trap).
+                Err(other) => Err(ApiError::invalid(field, other.to_string())),
             })
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
@@ -414,16 +420,23 @@ pub fn wasm_response(digest: &str, bytes: Vec<u8>) -> Response {
     response
 }
 
-/// Delete an uploaded policy that no revision uses.
+/// Delete an uploaded policy that no revision uses: its uploader or an admin may.
 #[utoipa::path(delete, path = "/api/v1/policies/{name}/{version}", operation_id = "delete_policy", tag = "registry",
     params(("name" = String, Path), ("version" = String, Path)),
-    responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 409, description = "a revision uses it, or it is built in")),
+    responses((status = 204), (status = 401), (status = 403, description = "not a publisher, or another publisher's upload"), (status = 404),
+        (status = 409, description = "a revision uses it, or it is built in")),
     security(("bearer" = [])))]
 pub async fn delete(State(state): State<AppState>, caller: Caller, Path((name, version)): Path<(String, String)>) -> ApiResult<StatusCode> {
     caller.require(&[Role::Publisher])?;
     let module = lookup(&state.db, &name, &version).await?;
     if module.builtin {
         return Err(ApiError::Conflict(format!("`{name}` is built into the gateway and cannot be deleted")));
+    }
+    if module.uploaded_by != caller.username && caller.role != Role::Admin {
+        return Err(ApiError::Forbidden(format!(
+            "`{}` was uploaded by another publisher; only they or an admin may delete it",
+            module.reference
+        )));
     }
     let mut tx = state.db.pool.begin().await?;
     let pattern = format!("%\"policy\":\"{}\"%", module.reference);

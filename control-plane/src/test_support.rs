@@ -8,6 +8,7 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use portico_gateway::check::PolicyCeilings;
 use sqlx::Connection;
 
 use crate::db::{Db, Engine};
@@ -70,8 +71,15 @@ impl TestApp {
         };
         let db = Db::connect(&url).await.expect("connect test database");
         crate::auth::create_user(&db, "admin", "admin-password-1", crate::auth::Role::Admin).await.expect("admin");
-        let state = AppState::new(db.clone(), Settings { public_url: "http://portico.test".into() });
+        let state = AppState::new(db.clone(), settings(PolicyCeilings::default()));
         Self { router: app(state.clone()), db, state, _dir: dir }
+    }
+
+    /// The same database served by a control plane started with other policy ceilings.
+    pub fn with_policy_ceilings(mut self, ceilings: PolicyCeilings) -> Self {
+        self.state = AppState::new(self.db.clone(), settings(ceilings));
+        self.router = app(self.state.clone());
+        self
     }
 
     /// Send a request; returns the status and the body as JSON (`Null` when empty or not JSON).
@@ -131,4 +139,8 @@ macro_rules! on_both_engines {
         $test($crate::test_support::TestApp::new($crate::db::Engine::Sqlite).await).await;
         $test($crate::test_support::TestApp::new($crate::db::Engine::Postgres).await).await;
     };
+}
+
+fn settings(policy_ceilings: PolicyCeilings) -> Settings {
+    Settings { public_url: "http://portico.test".into(), policy_ceilings }
 }

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use base64::Engine as _;
 use portico_control_plane::on_both_engines;
 use portico_control_plane::test_support::TestApp;
-use portico_gateway::check::builtin;
+use portico_gateway::check::{PolicyCeilings, builtin};
 use serde_json::{Value, json};
 
 /// The built-in `headers` component, uploaded under another name: a real policy whose
@@ -194,6 +194,92 @@ async fn rollback_deploys_the_previous_revision_again() {
         // Rolling back again returns to the later one.
         let (_, deployments) = app.send("POST", &rollback, Some(&publisher), None).await;
         assert_eq!(deployments[0]["revision_id"], revisions[1].as_str());
+    }
+    on_both_engines!(check);
+}
+
+#[tokio::test]
+async fn attachments_are_checked_as_gateways_will_run_them() {
+    async fn check(app: TestApp) {
+        let publisher = app.user("pat", "publisher").await;
+        // Over the ceilings (1 s and 256 MiB by default), or under the floors.
+        for (attachment, field) in [
+            (json!({"policy": "headers", "timeout": "24h"}), "policies[0].timeout"),
+            (json!({"policy": "headers", "timeout": "0ms"}), "policies[0].timeout"),
+            (json!({"policy": "headers", "memory": "64GiB"}), "policies[0].memory"),
+            (json!({"policy": "headers", "memory": "512KiB"}), "policies[0].memory"),
+        ] {
+            let (status, problem) = app.send("POST", "/api/v1/apis", Some(&publisher), Some(api_with(attachment))).await;
+            assert_eq!((status, problem["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{problem}");
+        }
+        let mut on_operation = api_with(json!({"policy": "headers"}));
+        on_operation["operations"][0]["policies"] = json!([{"policy": "headers", "timeout": "2s"}]);
+        let (status, problem) = app.send("POST", "/api/v1/apis", Some(&publisher), Some(on_operation)).await;
+        assert_eq!((status, problem["field"].as_str()), (StatusCode::BAD_REQUEST, Some("operations[0].policies[0].timeout")), "{problem}");
+        // Within the ceilings, but too little memory for the policy to start: refused as a
+        // gateway would refuse it, with the reason.
+        let (status, problem) =
+            app.send("POST", "/api/v1/apis", Some(&publisher), Some(api_with(json!({"policy": "headers", "memory": "1MiB"})))).await;
+        assert_eq!((status, problem["field"].as_str()), (StatusCode::BAD_REQUEST, Some("policies[0]")), "{problem}");
+        println!("1MiB for the headers policy: {}", problem["detail"]);
+
+        // A revision made under the old ceilings is refused at its deploy under lower ones.
+        let (status, api) = app.send("POST", "/api/v1/apis", Some(&publisher), Some(api_with(json!({"policy": "headers"})))).await;
+        assert_eq!(status, StatusCode::CREATED, "{api}");
+        let id = api["id"].as_str().unwrap().to_owned();
+        app.send("POST", &format!("/api/v1/apis/{id}/lifecycle"), Some(&publisher), Some(json!({"action": "publish"}))).await;
+        let (_, revision) = app.send("POST", &format!("/api/v1/apis/{id}/revisions"), Some(&publisher), Some(json!({}))).await;
+        let lowered = PolicyCeilings { timeout: std::time::Duration::from_millis(10), ..PolicyCeilings::default() };
+        let app = app.with_policy_ceilings(lowered);
+        let deploy = json!({"revision_id": revision["id"], "environments": ["default"]});
+        let (status, problem) = app.send("POST", &format!("/api/v1/apis/{id}/deployments"), Some(&publisher), Some(deploy)).await;
+        assert_eq!((status, problem["field"].as_str()), (StatusCode::BAD_REQUEST, Some("revision_id")), "{problem}");
+        assert!(problem["detail"].as_str().unwrap().contains("policies[0].timeout"), "{problem}");
+        let deployments: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deployments").fetch_one(&app.db.pool).await.unwrap();
+        assert_eq!(deployments, 0);
+    }
+    on_both_engines!(check);
+}
+
+#[tokio::test]
+async fn only_its_uploader_or_an_admin_deletes_a_module() {
+    async fn check(app: TestApp) {
+        let admin = app.login("admin", "admin-password-1").await;
+        let (pat, pia) = (app.user("pat", "publisher").await, app.user("pia", "publisher").await);
+        let upload = json!({"name": "my-headers", "version": "1.0.0", "component": headers_component()});
+        for deleter in [&pat, &admin] {
+            let (status, _) = app.send("POST", "/api/v1/policies", Some(&pat), Some(upload.clone())).await;
+            assert_eq!(status, StatusCode::CREATED);
+            let (status, problem) = app.send("DELETE", "/api/v1/policies/my-headers/1.0.0", Some(&pia), None).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+            let (status, _) = app.send("DELETE", "/api/v1/policies/my-headers/1.0.0", Some(deleter), None).await;
+            assert_eq!(status, StatusCode::NO_CONTENT);
+        }
+    }
+    on_both_engines!(check);
+}
+
+#[tokio::test]
+async fn an_environment_is_built_when_a_deployed_module_is_gone() {
+    async fn check(app: TestApp) {
+        let publisher = app.user("pat", "publisher").await;
+        let upload = json!({"name": "my-headers", "version": "1.0.0", "component": headers_component()});
+        app.send("POST", "/api/v1/policies", Some(&publisher), Some(upload)).await;
+        let (status, api) =
+            app.send("POST", "/api/v1/apis", Some(&publisher), Some(api_with(json!({"policy": "my-headers@1.0.0", "config": {}})))).await;
+        assert_eq!(status, StatusCode::CREATED, "{api}");
+        let id = api["id"].as_str().unwrap();
+        app.send("POST", &format!("/api/v1/apis/{id}/lifecycle"), Some(&publisher), Some(json!({"action": "publish"}))).await;
+        let (_, revision) = app.send("POST", &format!("/api/v1/apis/{id}/revisions"), Some(&publisher), Some(json!({}))).await;
+        let deploy = json!({"revision_id": revision["id"], "environments": ["default"]});
+        let (status, _) = app.send("POST", &format!("/api/v1/apis/{id}/deployments"), Some(&publisher), Some(deploy)).await;
+        assert_eq!(status, StatusCode::CREATED);
+        // However it went (a hand-edited database, a restore), the environment is still
+        // built: gateways fail that one API and get everything else, revocations included.
+        sqlx::query("DELETE FROM policy_modules").execute(&app.db.pool).await.unwrap();
+        let published = portico_control_plane::fleet::hub::publish(&app.state, "default").await.expect("built without the module");
+        assert_eq!(published.message.content.apis.len(), 1);
+        assert!(published.message.content.modules.is_empty());
     }
     on_both_engines!(check);
 }

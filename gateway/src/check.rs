@@ -6,14 +6,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use crate::policy::builtin::{self, Builtin};
-pub use crate::policy::{CompiledPolicy, LoadError, WIT_PACKAGE};
+pub use crate::policy::{CompiledPolicy, LoadError, PolicyCeilings, WIT_PACKAGE};
 
 use crate::blocking::Network;
-use crate::contract::defaults;
-use crate::contract::environment::FailureMode;
+use crate::contract::environment::Attachment;
 use crate::counters::LocalCounters;
 use crate::keys::KeyStore;
 use crate::metrics::PolicyStats;
@@ -107,15 +105,12 @@ impl PolicyChecker {
         self.engine.cached(digest)
     }
 
-    /// Run the policy's `init` on `config_json`, within `timeout`; a refusal is
-    /// [`LoadError::Config`]. Slow: call it off the async threads.
-    pub fn init(&self, policy: Arc<CompiledPolicy>, config_json: String, timeout: Duration) -> Result<(), LoadError> {
-        let settings = AttachmentSettings {
-            config_json,
-            timeout,
-            memory_bytes: usize::try_from(defaults::POLICY_MEMORY_BYTES).unwrap_or(usize::MAX),
-            on_failure: FailureMode::Closed,
-        };
+    /// Attach the policy as a gateway under `ceilings` would (`attachment.policy` is not
+    /// read: `policy` is what it names): within its `timeout` and `memory`, run its `init`
+    /// on its configuration. A refusal is [`LoadError::Config`]. Slow: call it off the async
+    /// threads.
+    pub fn init(&self, policy: Arc<CompiledPolicy>, attachment: &Attachment, ceilings: &PolicyCeilings) -> Result<(), LoadError> {
+        let settings = AttachmentSettings::new(attachment, ceilings);
         self.engine.attach(policy, settings, self.services.clone(), Arc::new(PolicyStats::default())).map(|_| ())
     }
 }

@@ -60,6 +60,10 @@ pub enum ProxyError {
     /// No snapshot is live yet.
     #[error("gateway not ready")]
     NotReady,
+    /// The API's configuration could not be loaded on this gateway (the reason is reported
+    /// to the control plane, not to clients).
+    #[error("this API is unavailable on this gateway: its configuration could not be loaded")]
+    ApiUnavailable,
     /// A bug or an unexpected state.
     #[error("internal error: {0}")]
     Internal(String),
@@ -77,7 +81,7 @@ impl ProxyError {
             Self::UpstreamUnavailable(_) | Self::UpstreamFailed(_) | Self::UpstreamTooLarge => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::PolicyFailed { .. } | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotReady | Self::ApiUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::config::{self, ConfigFile};
 use crate::contract::Problem;
-use crate::{Gateway, listener, process};
+use crate::{Gateway, OnFailedApi, listener, process};
 
 /// How often the files are checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
@@ -21,7 +21,7 @@ pub async fn run(file: PathBuf) -> anyhow::Result<()> {
     let loaded = config::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
     let gateway = Gateway::new(loaded.settings.limits.clone())?;
     let version = gateway
-        .apply(loaded.environment.clone(), loaded.base_dir.clone())
+        .apply(loaded.environment.clone(), loaded.base_dir.clone(), OnFailedApi::Refuse)
         .await
         .map_err(|e| anyhow::anyhow!("{}", located(&file, &e.problems)))?;
     tracing::info!(version, file = %file.display(), "configuration applied");
@@ -41,7 +41,7 @@ pub fn check(file: &Path) -> Result<String, String> {
     let loaded = config::load(file).map_err(|e| e.to_string())?;
     let mut problems = loaded.settings.problems();
     let gateway = Gateway::new(loaded.settings.limits.clone()).map_err(|e| e.to_string())?;
-    let built = gateway.build(&loaded.environment, &loaded.base_dir);
+    let built = gateway.build(&loaded.environment, &loaded.base_dir, OnFailedApi::Refuse);
     if let Err(error) = &built {
         problems.extend(error.problems.iter().cloned());
     }
@@ -87,7 +87,7 @@ async fn watch_and_reload(gateway: Arc<Gateway>, file: PathBuf, mut loaded: Conf
         };
         match config::load(&file) {
             Err(error) => tracing::error!(reason, error = %error, "configuration refused; the previous one keeps serving"),
-            Ok(next) => match gateway.apply(next.environment.clone(), next.base_dir.clone()).await {
+            Ok(next) => match gateway.apply(next.environment.clone(), next.base_dir.clone(), OnFailedApi::Refuse).await {
                 Ok(version) => {
                     tracing::info!(reason, version, "configuration applied");
                     if next.settings != loaded.settings {

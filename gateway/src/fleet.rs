@@ -18,7 +18,7 @@ use self::cache::Cache;
 use self::client::{ClientError, ControlPlane, EventStream};
 use crate::contract::fleet::{Ack, ENVIRONMENT_EVENT, EnvironmentMessage, PROTOCOL_VERSION, Refusal};
 use crate::settings::Settings;
-use crate::{Gateway, process};
+use crate::{Gateway, OnFailedApi, process};
 
 /// The longest wait between two attempts to reach the control plane.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -72,7 +72,7 @@ async fn start_from_cache(gateway: &Arc<Gateway>, cache: &Cache, environment: &s
             environment,
             "last-known-good cache refused: it holds another environment's snapshot; waiting for the control plane"
         ),
-        Ok(Some(message)) => match gateway.apply(message.content, cache.dir().to_owned()).await {
+        Ok(Some(message)) => match gateway.apply(message.content, cache.dir().to_owned(), OnFailedApi::Isolate).await {
             Ok(version) => tracing::info!(version, "serving the last-known-good snapshot from the cache"),
             Err(error) => tracing::error!(error = %error, "last-known-good cache refused; waiting for the control plane"),
         },
@@ -102,8 +102,8 @@ pub async fn follow(gateway: Arc<Gateway>, mut source: impl EnvironmentSource, c
     }
 }
 
-/// Apply one offered snapshot; the acknowledgement says what runs now and, if it was
-/// refused, why.
+/// Apply one offered snapshot; the acknowledgement says what runs now, which of its APIs
+/// failed, and, if the offer was refused, why.
 pub async fn offer(
     gateway: &Arc<Gateway>,
     source: &impl EnvironmentSource,
@@ -111,26 +111,33 @@ pub async fn offer(
     environment: &str,
     offered: Result<EnvironmentMessage, String>,
 ) -> Ack {
-    let running = |gateway: &Gateway| gateway.snapshot().map(|s| s.version.clone());
+    let ack = |refused: Option<Refusal>| {
+        let snapshot = gateway.snapshot();
+        Ack {
+            running: snapshot.as_ref().map(|s| s.version.clone()),
+            refused,
+            failed_apis: snapshot.map(|s| s.failed.clone()).unwrap_or_default(),
+        }
+    };
     let message = match offered {
         Ok(message) => message,
         Err(reason) => {
             tracing::error!(reason, "snapshot refused; the current one keeps serving");
-            return Ack { running: running(gateway), refused: Some(Refusal { version: String::new(), reason }) };
+            return ack(Some(Refusal { version: String::new(), reason }));
         }
     };
-    if running(gateway).as_deref() == Some(message.version.as_str()) {
-        return Ack { running: running(gateway), refused: None };
+    if gateway.snapshot().is_some_and(|s| s.version == message.version) {
+        return ack(None);
     }
     let version = message.version.clone();
     match apply(gateway, source, cache, environment, message).await {
         Ok(()) => {
             tracing::info!(version, environment, "snapshot applied");
-            Ack { running: running(gateway), refused: None }
+            ack(None)
         }
         Err(reason) => {
             tracing::error!(version, reason, "snapshot refused; the current one keeps serving");
-            Ack { running: running(gateway), refused: Some(Refusal { version, reason }) }
+            ack(Some(Refusal { version, reason }))
         }
     }
 }
@@ -162,10 +169,13 @@ async fn apply(
         if cache.module_ok(sha256).map_err(|e| format!("module `{name}`: {e}"))? {
             continue;
         }
-        let bytes = source.module(sha256).await.map_err(|e| format!("module `{name}` ({sha256}): {e}"))?;
-        cache.store_module(sha256, &bytes).map_err(|e| format!("module `{name}`: {e}"))?;
+        // A module that cannot be had fails the APIs that attach it, not the environment.
+        match source.module(sha256).await {
+            Ok(bytes) => cache.store_module(sha256, &bytes).map_err(|e| format!("module `{name}`: {e}"))?,
+            Err(error) => tracing::error!(module = name, sha256, error, "cannot fetch a policy module; the APIs that attach it answer 503"),
+        }
     }
-    gateway.apply(message.content.clone(), cache.dir().to_owned()).await.map_err(|e| e.to_string())?;
+    gateway.apply(message.content.clone(), cache.dir().to_owned(), OnFailedApi::Isolate).await.map_err(|e| e.to_string())?;
     if let Err(error) = cache.save(&message) {
         tracing::error!(error = %error, "the applied snapshot could not be cached; a restart without the control plane would start from an older one");
     }

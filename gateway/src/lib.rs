@@ -44,6 +44,7 @@ use crate::counters::{CounterStore, LocalCounters};
 use crate::metrics::Metrics;
 use crate::policy::PolicyEngine;
 use crate::settings::Limits;
+pub use crate::snapshot::OnFailedApi;
 use crate::snapshot::{BuildError, Shared, Snapshot};
 use crate::upstream::Clients;
 
@@ -85,10 +86,16 @@ impl Gateway {
 
     /// Build a snapshot of `environment`, whose relative paths start at `base_dir`
     /// (blocking: compiles policies).
-    pub fn build(&self, environment: &Environment, base_dir: &Path) -> Result<Snapshot, BuildError> {
+    pub fn build(&self, environment: &Environment, base_dir: &Path, on_failed_api: OnFailedApi) -> Result<Snapshot, BuildError> {
         let counters: Arc<dyn CounterStore> = self.counters.clone();
-        let shared = Shared { engine: &self.engine, counters, clients: &self.clients, metrics: &self.metrics };
-        Snapshot::build(environment, base_dir, &shared)
+        let shared = Shared {
+            engine: &self.engine,
+            counters,
+            clients: &self.clients,
+            metrics: &self.metrics,
+            ceilings: self.limits.policy_ceilings(),
+        };
+        Snapshot::build(environment, base_dir, &shared, on_failed_api)
     }
 
     /// Make a snapshot live. Requests already running finish on the one they started with.
@@ -100,7 +107,12 @@ impl Gateway {
     }
 
     /// Build and install off the async threads; on failure the live snapshot stays.
-    pub async fn apply(self: &Arc<Self>, environment: Environment, base_dir: PathBuf) -> Result<String, BuildError> {
+    pub async fn apply(
+        self: &Arc<Self>,
+        environment: Environment,
+        base_dir: PathBuf,
+        on_failed_api: OnFailedApi,
+    ) -> Result<String, BuildError> {
         let gateway = self.clone();
         let (done, built) = tokio::sync::oneshot::channel();
         // Compiling a new module takes a core for tens or hundreds of milliseconds. At a low
@@ -109,7 +121,7 @@ impl Gateway {
         // lowest, so that a busy gateway still converges.
         let started = std::thread::Builder::new().name("portico-build".into()).spawn(move || {
             lower_priority();
-            let _ = done.send(gateway.build(&environment, &base_dir));
+            let _ = done.send(gateway.build(&environment, &base_dir, on_failed_api));
         });
         let failed = |reason: String| BuildError { problems: vec![Problem { path: "(build)".into(), reason }] };
         started.map_err(|e| failed(format!("cannot start the build thread: {e}")))?;
@@ -117,6 +129,9 @@ impl Gateway {
         match built {
             Ok(snapshot) => {
                 let version = snapshot.version.clone();
+                for failed in &snapshot.failed {
+                    tracing::error!(api = %failed.name, version = %failed.version, problems = ?failed.problems, "API not loaded; it answers 503");
+                }
                 self.install(snapshot);
                 Ok(version)
             }

@@ -108,6 +108,9 @@ async fn route_and_proxy(
         }
         RouteMatch::NotFound => return Err(ProxyError::NotFound),
     };
+    if operation.unavailable {
+        return Err(ProxyError::ApiUnavailable);
+    }
     if operation.blocked {
         return Err(ProxyError::Blocked);
     }

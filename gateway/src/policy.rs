@@ -22,7 +22,8 @@ use bindings::{PolicyWorld, PolicyWorldPre};
 use host::HostState;
 pub use host::{Clock, KeyService, Services, SystemClock};
 
-use crate::contract::environment::FailureMode;
+use crate::contract::environment::{Attachment, FailureMode};
+use crate::contract::{defaults, units};
 use crate::exchange::Exchange;
 use crate::metrics::PolicyStats;
 
@@ -232,10 +233,68 @@ pub struct AttachmentSettings {
     pub config_json: String,
     /// CPU budget of one call.
     pub timeout: Duration,
+    /// CPU budget of instantiation and `init` (runtimes start slower than a call runs).
+    pub startup_timeout: Duration,
     /// Memory limit of one instance, in bytes.
     pub memory_bytes: usize,
     /// What a failure does.
     pub on_failure: FailureMode,
+}
+
+impl AttachmentSettings {
+    /// How a gateway runs `attachment` under `ceilings` (checked with [`PolicyCeilings::check`]
+    /// first): its own timeout and memory, and the ceiling's timeout to start.
+    pub fn new(attachment: &Attachment, ceilings: &PolicyCeilings) -> Self {
+        Self {
+            config_json: attachment.config.to_string(),
+            timeout: attachment.timeout.0,
+            startup_timeout: ceilings.timeout.max(attachment.timeout.0),
+            memory_bytes: usize::try_from(attachment.memory.0).unwrap_or(usize::MAX),
+            on_failure: attachment.on_failure,
+        }
+    }
+}
+
+/// The most an attachment may ask for: the operator's bound on each policy's CPU time and
+/// memory, whatever a publisher writes. The control plane refuses an attachment over it;
+/// a gateway does not load one (the API it belongs to answers 503).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyCeilings {
+    /// The longest `timeout`; also the budget of instantiation and `init`.
+    pub timeout: Duration,
+    /// The largest `memory`, in bytes.
+    pub memory_bytes: u64,
+}
+
+impl Default for PolicyCeilings {
+    fn default() -> Self {
+        Self { timeout: defaults::POLICY_TIMEOUT_CEILING, memory_bytes: defaults::POLICY_MEMORY_CEILING }
+    }
+}
+
+impl PolicyCeilings {
+    /// The smallest `memory` an attachment may ask for.
+    pub const MIN_MEMORY_BYTES: u64 = 1 << 20;
+
+    /// Whether `attachment`'s `timeout` and `memory` are allowed; if not, the field
+    /// (`timeout` or `memory`) and why.
+    pub fn check(&self, attachment: &Attachment) -> Result<(), (&'static str, String)> {
+        if attachment.timeout.is_zero() {
+            return Err(("timeout", "must be more than zero".into()));
+        }
+        if attachment.timeout.0 > self.timeout {
+            let ceiling = units::Duration(self.timeout);
+            return Err(("timeout", format!("{} is over the ceiling of {ceiling} this platform allows", attachment.timeout)));
+        }
+        if attachment.memory.0 < Self::MIN_MEMORY_BYTES {
+            return Err(("memory", "must be at least 1MiB".into()));
+        }
+        if attachment.memory.0 > self.memory_bytes {
+            let ceiling = units::ByteSize(self.memory_bytes);
+            return Err(("memory", format!("{} is over the ceiling of {ceiling} this platform allows", attachment.memory)));
+        }
+        Ok(())
+    }
 }
 
 /// A policy attached somewhere in a chain: its settings and its warm instances.
@@ -315,9 +374,9 @@ impl AttachedPolicy {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
-        // Instantiation and `init` run the guest's start-up code: give them a generous
-        // budget (Python and JavaScript runtimes start slowly), but still a finite one.
-        store.set_epoch_deadline(ticks(self.settings.timeout.max(Duration::from_secs(10))));
+        // Instantiation and `init` run the guest's start-up code, on a request thread when
+        // the pool is dry: their budget is the operator's ceiling.
+        store.set_epoch_deadline(ticks(self.settings.startup_timeout));
         let bindings = self.policy.pre.instantiate(&mut store).map_err(|e| StartFailure::Trap(describe(&e)))?;
         let needs = bindings
             .portico_policy_policy()

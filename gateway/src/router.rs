@@ -123,6 +123,19 @@ pub enum RouteError {
     },
 }
 
+impl RouteError {
+    /// The API (by index) a route error is about: for a context two APIs share, the second.
+    pub fn api(&self) -> usize {
+        match self {
+            RouteError::InvalidHost { api, .. }
+            | RouteError::InvalidContext { api, .. }
+            | RouteError::InvalidTemplate { api, .. }
+            | RouteError::DuplicateOperation { api, .. } => *api,
+            RouteError::DuplicateContext { second, .. } => *second,
+        }
+    }
+}
+
 /// All routes of one configuration snapshot; immutable once built.
 ///
 /// # Precedence

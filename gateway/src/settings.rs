@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::contract::defaults;
 use crate::contract::units::{ByteSize, Duration};
 use crate::contract::{self, Problem};
+use crate::policy::PolicyCeilings;
 
 /// The process's settings.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -72,6 +73,12 @@ impl Settings {
         if self.limits.max_headers == 0 {
             problem("limits.max_headers".into(), "must be at least 1".into());
         }
+        if self.limits.max_policy_timeout.is_zero() {
+            problem("limits.max_policy_timeout".into(), "must be more than zero".into());
+        }
+        if self.limits.max_policy_memory.0 < PolicyCeilings::MIN_MEMORY_BYTES {
+            problem("limits.max_policy_memory".into(), "must be at least 1MiB".into());
+        }
         problems
     }
 }
@@ -131,6 +138,18 @@ pub struct Limits {
     pub max_body_bytes: ByteSize,
     /// Time allowed to receive a request head; slower connections are closed.
     pub header_read_timeout: Duration,
+    /// The most `timeout` a policy attachment may ask for; also the budget of a policy's
+    /// start-up. An API with an attachment over it is not loaded (it answers 503).
+    pub max_policy_timeout: Duration,
+    /// The most `memory` a policy attachment may ask for.
+    pub max_policy_memory: ByteSize,
+}
+
+impl Limits {
+    /// The ceilings on policy attachments.
+    pub fn policy_ceilings(&self) -> PolicyCeilings {
+        PolicyCeilings { timeout: self.max_policy_timeout.0, memory_bytes: self.max_policy_memory.0 }
+    }
 }
 
 impl Default for Limits {
@@ -140,6 +159,8 @@ impl Default for Limits {
             max_headers: defaults::MAX_HEADERS,
             max_body_bytes: ByteSize(defaults::MAX_BODY_BYTES),
             header_read_timeout: Duration(defaults::HEADER_READ_TIMEOUT),
+            max_policy_timeout: Duration(defaults::POLICY_TIMEOUT_CEILING),
+            max_policy_memory: ByteSize(defaults::POLICY_MEMORY_CEILING),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! A snapshot is everything a request needs, built from one environment and never
 //! changed: the route table, each operation's policy chain with its compiled policies,
 //! the upstreams and the key store. A new configuration builds a new snapshot off the
-//! request path; it replaces the live one atomically, or is refused whole.
+//! request path; it replaces the live one atomically, or is refused whole. An API that
+//! cannot be loaded fails alone (it answers 503), unless the caller wants all or nothing.
 
 mod validate;
 
@@ -11,13 +12,14 @@ use std::sync::Arc;
 
 use crate::blocking::Blocking;
 use crate::contract::Problem;
-use crate::contract::environment::{Attachment, Environment, OperationConfig};
+use crate::contract::environment::{ApiConfig, Attachment, Environment, OperationConfig};
+use crate::contract::fleet::FailedApi;
 use crate::counters::CounterStore;
 use crate::exchange::RouteInfo;
 use crate::keys::KeyStore;
 use crate::metrics::{ApiStats, Metrics};
-use crate::policy::{AttachedPolicy, AttachmentSettings, CompiledPolicy, PolicyEngine, Services, builtin};
-use crate::router::{ApiRoutes, OperationRoute, RouteTable};
+use crate::policy::{AttachedPolicy, AttachmentSettings, CompiledPolicy, PolicyCeilings, PolicyEngine, Services, builtin};
+use crate::router::{ApiRoutes, OperationRoute, RouteError, RouteTable};
 use crate::upstream::{Clients, Upstream, parse_endpoint};
 
 /// One operation as served: where it belongs, its chain and its upstream.
@@ -36,6 +38,8 @@ pub struct ServedOperation {
     pub stats: Arc<ApiStats>,
     /// Whether a blocking condition names the API.
     pub blocked: bool,
+    /// Whether the API could not be loaded: it answers 503.
+    pub unavailable: bool,
 }
 
 /// An immutable, complete gateway state.
@@ -48,6 +52,9 @@ pub struct Snapshot {
     pub digests: Vec<String>,
     /// Blocked clients, applications and users.
     pub blocking: Blocking,
+    /// The APIs that could not be loaded, and why: each answers 503 where it can be
+    /// routed at all.
+    pub failed: Vec<FailedApi>,
 }
 
 /// What the builder needs from the gateway: long-lived parts that snapshots share.
@@ -60,6 +67,8 @@ pub struct Shared<'a> {
     pub clients: &'a Clients,
     /// Metrics registry.
     pub metrics: &'a Metrics,
+    /// What attachments may ask for.
+    pub ceilings: PolicyCeilings,
 }
 
 /// A configuration that could not become a snapshot.
@@ -70,11 +79,24 @@ pub struct BuildError {
     pub problems: Vec<Problem>,
 }
 
+/// What a configuration with an API that cannot be loaded becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailedApi {
+    /// Refused whole: a file its operator edits, who wants every mistake at once.
+    Refuse,
+    /// Served without that API, which answers 503: an environment many publishers share,
+    /// where one API must not hold back the rest (revocations and blocks included).
+    Isolate,
+}
+
 impl Snapshot {
     /// Build a snapshot: load and compile the policy modules, run every attachment's
-    /// `init`, build routes and upstreams. Blocking and possibly slow (compilation).
-    pub fn build(config: &Environment, base_dir: &Path, shared: &Shared<'_>) -> Result<Snapshot, BuildError> {
-        let mut problems = validate::validate(config);
+    /// `init`, build routes and upstreams. Blocking and possibly slow (compilation). A
+    /// problem of the environment as a whole refuses it; an API's own problems fail that
+    /// API only (see [`OnFailedApi`]).
+    pub fn build(config: &Environment, base_dir: &Path, shared: &Shared<'_>, on_failed_api: OnFailedApi) -> Result<Snapshot, BuildError> {
+        let validation = validate::validate(config, &shared.ceilings);
+        let mut problems = validation.global;
         let keys = match KeyStore::for_gateway(config, base_dir) {
             Ok(keys) => Some(Arc::new(keys)),
             Err(more) => {
@@ -87,21 +109,20 @@ impl Snapshot {
         }
         let services = Arc::new(Services { keys: keys.expect("no problems means keys were built"), counters: shared.counters.clone() });
 
-        let mut modules =
-            ModuleLoader { environment: config, base_dir, engine: shared.engine, compiled: HashMap::new(), problems: Vec::new() };
+        let mut modules = ModuleLoader { environment: config, base_dir, engine: shared.engine, loaded: HashMap::new() };
         let mut attach = |path: String, list: &[Attachment], problems: &mut Vec<Problem>| -> Vec<Arc<AttachedPolicy>> {
             let mut chain = Vec::new();
             for (i, attachment) in list.iter().enumerate() {
                 let at = format!("{path}[{i}]");
-                let Some(compiled) = modules.get(&attachment.policy, &at) else { continue };
-                let settings = AttachmentSettings {
-                    config_json: attachment.config.to_string(),
-                    timeout: attachment.timeout.0,
-                    memory_bytes: usize::try_from(attachment.memory.0).unwrap_or(usize::MAX),
-                    on_failure: attachment.on_failure,
+                let compiled = match modules.get(&attachment.policy) {
+                    Ok(compiled) => compiled,
+                    Err(reason) => {
+                        problems.push(Problem { path: format!("{at}.policy"), reason });
+                        continue;
+                    }
                 };
                 let stats = shared.metrics.policy(compiled.name());
-                match shared.engine.attach(compiled, settings, services.clone(), stats) {
+                match shared.engine.attach(compiled, AttachmentSettings::new(attachment, &shared.ceilings), services.clone(), stats) {
                     Ok(attached) => chain.push(Arc::new(attached)),
                     Err(error) => problems.push(Problem { path: at, reason: error.to_string() }),
                 }
@@ -110,99 +131,229 @@ impl Snapshot {
         };
 
         let global = attach("global_policies".into(), &config.global_policies, &mut problems);
-        let mut api_routes = Vec::new();
-        for (i, api) in config.apis.iter().enumerate() {
-            let at = format!("apis[{i}]");
-            let api_chain = attach(format!("{at}.policies"), &api.policies, &mut problems);
-            let endpoints = api.upstream.endpoints.iter().filter_map(|e| parse_endpoint(e).ok()).collect();
-            let upstream = Arc::new(Upstream::new(endpoints, api.upstream.timeout.0, shared.clients.get(api.upstream.connect_timeout.0)));
-            let stats = shared.metrics.api(&api.name, &api.version);
-            let default_operation = [OperationConfig { method: "ANY".into(), path: "/*".into(), policies: Vec::new() }];
-            let operations = if api.operations.is_empty() { &default_operation[..] } else { &api.operations[..] };
-            let blocked = config.blocked.apis.iter().any(|context| context.trim_end_matches('/') == api.context.trim_end_matches('/'));
-            let mut routes = Vec::new();
-            for (j, operation) in operations.iter().enumerate() {
-                let op_chain = attach(format!("{at}.operations[{j}].policies"), &operation.policies, &mut problems);
-                let chain: Vec<Arc<AttachedPolicy>> = global.iter().chain(&api_chain).chain(&op_chain).cloned().collect();
-                let method = (operation.method != "ANY").then(|| http::Method::from_bytes(operation.method.as_bytes()).ok()).flatten();
-                routes.push(OperationRoute {
-                    method,
-                    template: operation.path.clone(),
-                    value: Arc::new(ServedOperation {
-                        route: Arc::new(RouteInfo {
-                            api_name: api.name.clone(),
-                            api_version: api.version.clone(),
-                            operation: format!("{} {}", operation.method, operation.path),
-                        }),
-                        needs_request_body: chain.iter().any(|a| a.needs_request_body()),
-                        needs_response_phase: chain.iter().any(|a| a.needs_response_phase()),
-                        chain,
-                        upstream: upstream.clone(),
-                        stats: stats.clone(),
-                        blocked,
-                    }),
-                });
-            }
-            let context = if api.context == "/" { "/".to_owned() } else { api.context.trim_end_matches('/').to_owned() };
-            api_routes.push(ApiRoutes { hosts: api.hosts.clone(), context, operations: routes });
-        }
-        problems.append(&mut modules.problems);
-        let routes = match RouteTable::new(api_routes) {
-            Ok(routes) => Some(routes),
-            Err(error) => {
-                problems.push(Problem { path: "apis".into(), reason: error.to_string() });
-                None
-            }
-        };
         if !problems.is_empty() {
             return Err(BuildError { problems });
         }
-        let digests = modules.compiled.values().map(|c| c.digest().to_owned()).collect();
-        Ok(Snapshot {
-            version: config.version(),
-            routes: routes.expect("no problems means routes were built"),
-            digests,
-            blocking: Blocking::new(&config.blocked),
-        })
+        // Each API's routes, with the index of the API in `config.apis`.
+        let mut api_routes = Vec::with_capacity(config.apis.len());
+        let mut failed: Vec<(usize, Vec<Problem>)> = Vec::new();
+        for ((i, api), mut api_problems) in config.apis.iter().enumerate().zip(validation.apis) {
+            let at = format!("apis[{i}]");
+            let stats = shared.metrics.api(&api.name, &api.version);
+            let blocked = config.blocked.apis.iter().any(|context| context.trim_end_matches('/') == api.context.trim_end_matches('/'));
+            let mut routes = Vec::new();
+            if api_problems.is_empty() {
+                let api_chain = attach(format!("{at}.policies"), &api.policies, &mut api_problems);
+                let endpoints = api.upstream.endpoints.iter().filter_map(|e| parse_endpoint(e).ok()).collect();
+                let upstream =
+                    Arc::new(Upstream::new(endpoints, api.upstream.timeout.0, shared.clients.get(api.upstream.connect_timeout.0)));
+                let default_operation = [OperationConfig { method: "ANY".into(), path: "/*".into(), policies: Vec::new() }];
+                let operations = if api.operations.is_empty() { &default_operation[..] } else { &api.operations[..] };
+                for (j, operation) in operations.iter().enumerate() {
+                    let op_chain = attach(format!("{at}.operations[{j}].policies"), &operation.policies, &mut api_problems);
+                    let chain: Vec<Arc<AttachedPolicy>> = global.iter().chain(&api_chain).chain(&op_chain).cloned().collect();
+                    let method = (operation.method != "ANY").then(|| http::Method::from_bytes(operation.method.as_bytes()).ok()).flatten();
+                    routes.push(OperationRoute {
+                        method,
+                        template: operation.path.clone(),
+                        value: Arc::new(ServedOperation {
+                            route: route_info(api, &format!("{} {}", operation.method, operation.path)),
+                            needs_request_body: chain.iter().any(|a| a.needs_request_body()),
+                            needs_response_phase: chain.iter().any(|a| a.needs_response_phase()),
+                            chain,
+                            upstream: upstream.clone(),
+                            stats: stats.clone(),
+                            blocked,
+                            unavailable: false,
+                        }),
+                    });
+                }
+            }
+            if !api_problems.is_empty() {
+                routes = vec![unavailable(api, stats, blocked, shared)];
+                failed.push((i, api_problems));
+            }
+            api_routes.push((i, ApiRoutes { hosts: api.hosts.clone(), context: context_of(&api.context), operations: routes }));
+        }
+        let routes = loop {
+            let error = match RouteTable::new(api_routes.iter().map(|(_, routes)| routes.clone()).collect()) {
+                Ok(table) => break table,
+                Err(error) => error,
+            };
+            // An API that does not route fails alone: its operations give way to a 503
+            // stand-in, and if even that does not route (its context or hosts), it is left out.
+            let k = error.api();
+            let i = api_routes[k].0;
+            let problem = route_problem(&error, i, |first| api_routes[first].0);
+            let stand_in = failed.iter().any(|(f, _)| *f == i);
+            match failed.iter_mut().find(|(f, _)| *f == i) {
+                Some((_, problems)) => problems.push(problem),
+                None => failed.push((i, vec![problem])),
+            }
+            let api = &config.apis[i];
+            if stand_in
+                || matches!(error, RouteError::InvalidHost { .. } | RouteError::InvalidContext { .. } | RouteError::DuplicateContext { .. })
+            {
+                api_routes.remove(k);
+            } else {
+                let operation = unavailable(api, shared.metrics.api(&api.name, &api.version), false, shared);
+                api_routes[k].1.operations = vec![operation];
+            }
+        };
+        failed.sort_by_key(|(i, _)| *i);
+        if on_failed_api == OnFailedApi::Refuse && !failed.is_empty() {
+            return Err(BuildError { problems: failed.into_iter().flat_map(|(_, problems)| problems).collect() });
+        }
+        let failed = failed
+            .into_iter()
+            .map(|(i, problems)| FailedApi {
+                name: config.apis[i].name.clone(),
+                version: config.apis[i].version.clone(),
+                problems: problems.iter().map(ToString::to_string).collect(),
+            })
+            .collect();
+        let digests = modules.loaded.values().filter_map(|loaded| loaded.as_ref().ok()).map(|c| c.digest().to_owned()).collect();
+        Ok(Snapshot { version: config.version(), routes, digests, blocking: Blocking::new(&config.blocked), failed })
     }
 }
 
-/// Loads each module once per build, by attachment name.
+fn route_info(api: &ApiConfig, operation: &str) -> Arc<RouteInfo> {
+    Arc::new(RouteInfo { api_name: api.name.clone(), api_version: api.version.clone(), operation: operation.to_owned() })
+}
+
+fn context_of(context: &str) -> String {
+    if context == "/" { "/".to_owned() } else { context.trim_end_matches('/').to_owned() }
+}
+
+/// The one operation of an API that could not be loaded: every path under its context
+/// answers 503.
+fn unavailable(api: &ApiConfig, stats: Arc<ApiStats>, blocked: bool, shared: &Shared<'_>) -> OperationRoute<Arc<ServedOperation>> {
+    OperationRoute {
+        method: None,
+        template: "/*".into(),
+        value: Arc::new(ServedOperation {
+            route: route_info(api, "ANY /*"),
+            chain: Vec::new(),
+            needs_request_body: false,
+            needs_response_phase: false,
+            upstream: Arc::new(Upstream::new(Vec::new(), api.upstream.timeout.0, shared.clients.get(api.upstream.connect_timeout.0))),
+            stats,
+            blocked,
+            unavailable: true,
+        }),
+    }
+}
+
+/// A route error as a problem of `apis[i]`; `original(n)` maps the router's API index to
+/// the environment's.
+fn route_problem(error: &RouteError, i: usize, original: impl Fn(usize) -> usize) -> Problem {
+    let at = format!("apis[{i}]");
+    match error {
+        RouteError::InvalidHost { host, .. } => {
+            Problem { path: format!("{at}.hosts"), reason: format!("`{host}` is not a host name or `*.domain` (without a port)") }
+        }
+        RouteError::InvalidContext { context, .. } => {
+            Problem { path: format!("{at}.context"), reason: format!("`{context}` is not a normalised path") }
+        }
+        RouteError::DuplicateContext { first, context, host, .. } => Problem {
+            path: format!("{at}.context"),
+            reason: format!("`{context}` on {host} is already the context of apis[{}]", original(*first)),
+        },
+        RouteError::InvalidTemplate { template, reason, .. } => {
+            Problem { path: format!("{at}.operations"), reason: format!("template `{template}` is invalid: {reason}") }
+        }
+        RouteError::DuplicateOperation { method, first, second, .. } => {
+            Problem { path: format!("{at}.operations"), reason: format!("templates `{first}` and `{second}` are the same for {method}") }
+        }
+    }
+}
+
+/// Loads each module once per build, by attachment name; a module that cannot be loaded
+/// fails every attachment of it, with the same reason.
 struct ModuleLoader<'a> {
     environment: &'a Environment,
     base_dir: &'a Path,
     engine: &'a PolicyEngine,
-    compiled: HashMap<String, Arc<CompiledPolicy>>,
-    problems: Vec<Problem>,
+    loaded: HashMap<String, Result<Arc<CompiledPolicy>, String>>,
 }
 
 impl ModuleLoader<'_> {
-    fn get(&mut self, name: &str, at: &str) -> Option<Arc<CompiledPolicy>> {
-        if let Some(compiled) = self.compiled.get(name) {
-            return Some(compiled.clone());
+    fn get(&mut self, name: &str) -> Result<Arc<CompiledPolicy>, String> {
+        if let Some(loaded) = self.loaded.get(name) {
+            return loaded.clone();
         }
-        let result = if let Some(builtin) = builtin::find(name) {
+        let loaded = if let Some(builtin) = builtin::find(name) {
             self.engine.compile(name, builtin.component, None).map_err(|e| e.to_string())
         } else if let Some(source) = self.environment.modules.get(name) {
             let path = source.file(self.base_dir);
             std::fs::read(&path)
-                .map_err(|e| format!("cannot read policy module {}: {e}", path.display()))
+                .map_err(|e| format!("cannot read policy module `{name}` from {}: {e}", path.display()))
                 .and_then(|bytes| self.engine.compile(name, &bytes, source.sha256.as_deref()).map_err(|e| e.to_string()))
         } else {
             Err(format!("unknown policy `{name}`"))
         };
-        match result {
-            Ok(compiled) => {
-                self.compiled.insert(name.to_owned(), compiled.clone());
-                Some(compiled)
-            }
-            Err(reason) => {
-                let path = if self.environment.modules.contains_key(name) { format!("modules.{name}") } else { at.to_owned() };
-                if !self.problems.iter().any(|p| p.path == path) {
-                    self.problems.push(Problem { path, reason });
-                }
-                None
-            }
+        self.loaded.insert(name.to_owned(), loaded.clone());
+        loaded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+
+    use super::*;
+    use crate::Gateway;
+    use crate::router::RouteMatch;
+    use crate::settings::Limits;
+
+    fn environment(apis: &str) -> Environment {
+        serde_norway::from_str(&format!("apis:\n{apis}")).expect("an environment")
+    }
+
+    fn api(name: &str, context: &str, extra: &str) -> String {
+        format!("  - name: {name}\n    context: {context}\n    upstream: {{endpoints: [\"http://127.0.0.1:9\"]}}\n{extra}")
+    }
+
+    fn served(snapshot: &Snapshot, path: &str) -> Option<bool> {
+        match snapshot.routes.route(None, &Method::GET, path) {
+            RouteMatch::Found { value, .. } => Some(value.unavailable),
+            _ => None,
         }
+    }
+
+    #[test]
+    fn an_api_that_cannot_be_loaded_fails_alone_or_refuses_all() {
+        let gateway = Gateway::new(Limits::default()).unwrap();
+        let config = environment(
+            &[
+                api("ok", "/ok", ""),
+                api("greedy", "/greedy", "    policies: [{policy: headers, timeout: 2s}]\n"),
+                api("unknown", "/unknown", "    policies: [{policy: nowhere}]\n"),
+                api("template", "/template", "    operations: [{method: GET, path: \"/{\"}]\n"),
+                api("twin", "/ok", ""),
+            ]
+            .concat(),
+        );
+        let snapshot = gateway.build(&config, Path::new("."), OnFailedApi::Isolate).expect("built without the failed APIs");
+        assert_eq!(served(&snapshot, "/ok/x"), Some(false));
+        // Those that route answer 503; the one whose context another API holds is left out.
+        for path in ["/greedy/x", "/unknown/x", "/template/x"] {
+            assert_eq!(served(&snapshot, path), Some(true), "{path}");
+        }
+        let failed: Vec<(&str, &str)> =
+            snapshot.failed.iter().map(|f| (f.name.as_str(), f.problems[0].split(':').next().unwrap())).collect();
+        assert_eq!(
+            failed,
+            [
+                ("greedy", "apis[1].policies[0].timeout"),
+                ("unknown", "apis[2].policies[0].policy"),
+                ("template", "apis[3].operations"),
+                ("twin", "apis[4].context")
+            ]
+        );
+        assert!(snapshot.failed[3].problems[0].contains("already the context of apis[0]"), "{:?}", snapshot.failed[3]);
+
+        let refused = gateway.build(&config, Path::new("."), OnFailedApi::Refuse).err().expect("refused whole");
+        assert_eq!(refused.problems.len(), 4, "{refused}");
     }
 }

@@ -49,7 +49,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let cache = Cache::open(data_dir).map_err(|e| anyhow::anyhow!("cannot use {}: {e}", data_dir.display()))?;
     let id = options.gateway_id.clone().unwrap_or_else(|| format!("all-in-one-{}", options.gateway));
 
-    let settings = Settings::plain(&options.gateway, Some(&options.admin));
+    let mut settings = Settings::plain(&options.gateway, Some(&options.admin));
+    settings.limits.max_policy_timeout = options.control_plane.max_policy_timeout;
+    settings.limits.max_policy_memory = options.control_plane.max_policy_memory;
     let gateway = Gateway::new(settings.limits.clone())?;
     let mut snapshots = state.hub.follow(&state, &options.environment);
     // The snapshot already built, if any, counts as offered.

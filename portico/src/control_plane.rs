@@ -7,6 +7,9 @@ use std::path::PathBuf;
 
 use portico_control_plane::db::Db;
 use portico_control_plane::{AppState, Settings, app, auth, fleet};
+use portico_gateway::check::PolicyCeilings;
+use portico_gateway::contract::defaults;
+use portico_gateway::contract::units::{ByteSize, Duration};
 use tokio::sync::watch;
 
 /// Where the control plane keeps its data and listens.
@@ -26,6 +29,21 @@ pub struct Options {
     /// Nodes of one cluster must share it.
     #[arg(long)]
     pub public_url: Option<String>,
+    /// The most CPU time a policy attachment may ask for per call (`timeout`); an
+    /// attachment over it is refused. Give gateways the same `limits.max_policy_timeout`.
+    #[arg(long, env = "PORTICO_MAX_POLICY_TIMEOUT", default_value_t = Duration(defaults::POLICY_TIMEOUT_CEILING))]
+    pub max_policy_timeout: Duration,
+    /// The most linear memory a policy attachment may ask for (`memory`); an attachment
+    /// over it is refused. Give gateways the same `limits.max_policy_memory`.
+    #[arg(long, env = "PORTICO_MAX_POLICY_MEMORY", default_value_t = ByteSize(defaults::POLICY_MEMORY_CEILING))]
+    pub max_policy_memory: ByteSize,
+}
+
+impl Options {
+    /// The ceilings on policy attachments these options set.
+    pub fn policy_ceilings(&self) -> PolicyCeilings {
+        PolicyCeilings { timeout: self.max_policy_timeout.0, memory_bytes: self.max_policy_memory.0 }
+    }
 }
 
 /// A control plane serving requests.
@@ -55,7 +73,11 @@ pub async fn start(options: &Options, mut stopped: watch::Receiver<bool>) -> any
         tokio::net::TcpListener::bind(&options.api).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.api))?;
     let address = listener.local_addr()?;
     let public_url = options.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
-    let state = AppState::new(db, Settings { public_url });
+    let ceilings = options.policy_ceilings();
+    if ceilings.timeout.is_zero() || ceilings.memory_bytes < PolicyCeilings::MIN_MEMORY_BYTES {
+        anyhow::bail!("--max-policy-timeout must be more than zero and --max-policy-memory at least 1MiB");
+    }
+    let state = AppState::new(db, Settings { public_url, policy_ceilings: ceilings });
     fleet::notify::start(&state);
     tracing::info!(%address, "control plane listening");
     let router = app(state.clone());

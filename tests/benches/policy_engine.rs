@@ -59,6 +59,7 @@ impl Fixture {
         let settings = AttachmentSettings {
             config_json: config.to_owned(),
             timeout: Duration::from_millis(50),
+            startup_timeout: Duration::from_secs(1),
             memory_bytes: 64 << 20,
             on_failure: FailureMode::Closed,
         };

@@ -76,6 +76,7 @@ fn attach(policy: &Arc<CompiledPolicy>) -> AttachedPolicy {
     let settings = AttachmentSettings {
         config_json: "{}".to_owned(),
         timeout: Duration::from_millis(50),
+        startup_timeout: Duration::from_secs(1),
         memory_bytes: 64 << 20,
         on_failure: FailureMode::Closed,
     };

@@ -480,3 +480,77 @@ async fn a_fleet_gateway_takes_its_tls_listener_and_limits_from_its_own_settings
     let (_, (status, _)) = tls_get(gateway.listeners[0], &certificate.der, b"http/1.1", "/nothing", &headers).await;
     assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
 }
+
+/// An API a gateway cannot load (here, an attachment over that gateway's own ceiling)
+/// answers 503 there, while the rest of its environment is served and later changes still
+/// arrive; the control plane shows the failure on its gateway list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_a_gateway_cannot_load_fails_alone() {
+    let upstream = MockUpstream::start().await;
+    let client = HttpClient::default();
+    let data = tempfile::tempdir().unwrap();
+    let control_plane = start_control_plane(data.path(), 0);
+    let cp = ControlPlaneClient::new(control_plane.control_plane.unwrap());
+    let admin = cp.login("admin", ADMIN_PASSWORD).await;
+    // The control plane allows a policy 1 s (its default); the gateway below, 200 ms.
+    let mut apis = Vec::new();
+    for (name, timeout) in [("fine", "50ms"), ("greedy", "500ms")] {
+        let definition = json!({"name": name, "version": "v1", "context": format!("/{name}"), "endpoints": [upstream.url()],
+            "operations": [{"method": "GET", "path": "/hello"}], "policies": [{"policy": "headers", "config": {}, "timeout": timeout}]});
+        let api = cp.ok(Method::POST, "/api/v1/apis", Some(&admin), definition).await;
+        let api = api["id"].as_str().unwrap().to_owned();
+        cp.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
+        let revision = cp.ok(Method::POST, &format!("/api/v1/apis/{api}/revisions"), Some(&admin), json!({})).await;
+        let deployment = json!({"revision_id": revision["id"], "environments": ["default"]});
+        cp.ok(Method::POST, &format!("/api/v1/apis/{api}/deployments"), Some(&admin), deployment).await;
+        apis.push(api);
+    }
+    let ApiKey { app, id: key_id, key } = cp.subscribed_key(&admin, "both", &apis[0]).await;
+    let subscription = json!({"api_id": apis[1], "tier": "Unlimited"});
+    cp.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(&admin), subscription).await;
+
+    let token = cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("gateway.yaml");
+    std::fs::write(&settings, "listeners:\n  - address: 127.0.0.1:0\nlimits:\n  max_policy_timeout: 200ms\n").unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let gateway = PorticoProcess::spawn_until(
+        dir,
+        &[
+            "gateway",
+            "--control-plane",
+            &format!("http://{}", control_plane.control_plane.unwrap()),
+            "--cache-dir",
+            &cache.path().display().to_string(),
+            "--settings",
+            &settings.display().to_string(),
+        ],
+        &[("PORTICO_GATEWAY_TOKEN", token["token"].as_str().unwrap())],
+        &["snapshot applied"],
+    )
+    .unwrap();
+
+    let fine = client.get(&gateway.url("/fine/v1/hello"), &[("apikey", &key)]).await.unwrap();
+    assert_eq!(fine.status, StatusCode::OK, "{}", fine.text());
+    let greedy = client.get(&gateway.url("/greedy/v1/hello"), &[("apikey", &key)]).await.unwrap();
+    assert_eq!(greedy.status, StatusCode::SERVICE_UNAVAILABLE, "{}", greedy.text());
+    assert_eq!(greedy.header("content-type"), Some("application/problem+json"));
+    assert!(greedy.text().contains("unavailable on this gateway"), "{}", greedy.text());
+
+    let listed = cp.ok(Method::GET, "/api/v1/gateways", Some(&admin), Value::Null).await;
+    let failed = &listed[0]["failed_apis"];
+    assert_eq!(failed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!((failed[0]["name"].as_str(), failed[0]["version"].as_str()), (Some("greedy"), Some("v1")), "{listed}");
+    let problem = failed[0]["problems"][0].as_str().unwrap();
+    assert!(problem.contains(".timeout") && problem.contains("ceiling of 200ms"), "{problem}");
+    assert_eq!(listed[0]["in_sync"], true, "the snapshot was applied, one API short: {listed}");
+
+    // Later changes still reach the gateway: a revoked key is refused within 1 s.
+    let reply = cp.call(Method::DELETE, &format!("/api/v1/applications/{app}/api-keys/{key_id}"), Some(&admin), None).await;
+    assert!(reply.status.is_success(), "{}", reply.text());
+    let took = eventually("the revoked key refused", Duration::from_secs(1), async || {
+        client.get(&gateway.url("/fine/v1/hello"), &[("apikey", &key)]).await.unwrap().status == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    println!("revoked key refused after {took:?}, next to an API the gateway could not load");
+}

@@ -420,8 +420,8 @@ fn check_config_names_every_problem_with_its_path() {
     .unwrap();
     let (ok, output) = check_config(&file);
     assert!(!ok, "{output}");
-    assert!(output.contains("modules.command") && output.contains("no export `portico:policy/policy@0.1.0`"), "{output}");
-    assert!(output.contains("modules.core") && output.contains("not a valid WebAssembly component"), "{output}");
+    assert!(output.contains("apis[0].policies[0].policy") && output.contains("no export `portico:policy/policy@0.1.0`"), "{output}");
+    assert!(output.contains("apis[0].policies[1].policy") && output.contains("not a valid WebAssembly component"), "{output}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use portico_gateway::contract::fleet::{Ack, HEALTHY_WITHIN};
+use portico_gateway::contract::fleet::{self, Ack, HEALTHY_WITHIN};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -37,10 +37,30 @@ pub struct GatewayStatus {
     pub refused_version: Option<String>,
     /// Why it refused it.
     pub refused_reason: Option<String>,
+    /// The APIs of the snapshot it runs that it could not load: each answers 503 there,
+    /// while the rest of the environment is served.
+    pub failed_apis: Vec<FailedApi>,
     /// Milliseconds since the Unix epoch.
     pub first_seen: i64,
     /// Milliseconds since the Unix epoch.
     pub last_seen: i64,
+}
+
+/// An API a gateway could not load.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FailedApi {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// What failed, by path in the environment the gateway was sent.
+    pub problems: Vec<String>,
+}
+
+impl From<fleet::FailedApi> for FailedApi {
+    fn from(failed: fleet::FailedApi) -> Self {
+        Self { name: failed.name, version: failed.version, problems: failed.problems }
+    }
 }
 
 /// An environment's current snapshot and its gateways.
@@ -86,17 +106,20 @@ pub async fn record(state: &AppState, id: &str, environment: &str, ack: &Ack) ->
         Some(refusal) => (Some(refusal.version.as_str()), Some(refusal.reason.as_str())),
         None => (None, None),
     };
+    let failed_apis = serde_json::to_string(&ack.failed_apis).map_err(|e| ApiError::Internal(e.to_string()))?;
     sqlx::query(
-        "INSERT INTO gateways (id, environment, running_version, refused_version, refused_reason, first_seen, last_seen) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6) \
+        "INSERT INTO gateways (id, environment, running_version, refused_version, refused_reason, failed_apis, first_seen, last_seen) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
          ON CONFLICT (id) DO UPDATE SET environment = excluded.environment, running_version = excluded.running_version, \
-         refused_version = excluded.refused_version, refused_reason = excluded.refused_reason, last_seen = excluded.last_seen",
+         refused_version = excluded.refused_version, refused_reason = excluded.refused_reason, failed_apis = excluded.failed_apis, \
+         last_seen = excluded.last_seen",
     )
     .bind(id)
     .bind(environment)
     .bind(&ack.running)
     .bind(refused_version)
     .bind(refused_reason)
+    .bind(failed_apis)
     .bind(now)
     .execute(&state.db.pool)
     .await?;
@@ -106,14 +129,17 @@ pub async fn record(state: &AppState, id: &str, environment: &str, ack: &Ack) ->
         }
         None => tracing::info!(gateway = id, environment, version = ?ack.running, "gateway acknowledged"),
     }
+    for failed in &ack.failed_apis {
+        tracing::warn!(gateway = id, environment, api = %failed.name, version = %failed.version, problems = ?failed.problems, "a gateway could not load an API");
+    }
     state.acks.send_modify(|n| *n += 1);
     Ok(())
 }
 
-type GatewayRow = (String, String, Option<String>, Option<String>, Option<String>, i64, i64);
+type GatewayRow = (String, String, Option<String>, Option<String>, Option<String>, Option<String>, i64, i64);
 
 async fn statuses(db: &Db, environment: Option<&str>, current: &HashMap<String, String>) -> ApiResult<Vec<GatewayStatus>> {
-    let columns = "id, environment, running_version, refused_version, refused_reason, first_seen, last_seen";
+    let columns = "id, environment, running_version, refused_version, refused_reason, failed_apis, first_seen, last_seen";
     let rows: Vec<GatewayRow> = match environment {
         Some(environment) => {
             sqlx::query_as(&format!("SELECT {columns} FROM gateways WHERE environment = $1 ORDER BY id"))
@@ -126,7 +152,7 @@ async fn statuses(db: &Db, environment: Option<&str>, current: &HashMap<String, 
     let now = now_ms();
     Ok(rows
         .into_iter()
-        .map(|(id, environment, running_version, refused_version, refused_reason, first_seen, last_seen)| GatewayStatus {
+        .map(|(id, environment, running_version, refused_version, refused_reason, failed_apis, first_seen, last_seen)| GatewayStatus {
             in_sync: running_version.is_some() && current.get(&environment) == running_version.as_ref(),
             healthy: now - last_seen <= HEALTHY_WITHIN.as_millis() as i64,
             id,
@@ -134,6 +160,12 @@ async fn statuses(db: &Db, environment: Option<&str>, current: &HashMap<String, 
             running_version,
             refused_version,
             refused_reason,
+            failed_apis: failed_apis
+                .and_then(|json| serde_json::from_str::<Vec<fleet::FailedApi>>(&json).ok())
+                .unwrap_or_default()
+                .into_iter()
+                .map(FailedApi::from)
+                .collect(),
             first_seen,
             last_seen,
         })

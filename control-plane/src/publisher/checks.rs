@@ -125,7 +125,7 @@ pub(super) async fn check_policy_configs(state: &AppState, policies: &[Attachmen
     for (j, operation) in operations.iter().enumerate() {
         attachments.extend(operation.policies.iter().enumerate().map(|(i, a)| (format!("operations[{j}].policies[{i}]"), a.clone())));
     }
-    state.registry.check(&state.db, &attachments).await
+    state.registry.check(&state.db, &attachments, &state.settings.policy_ceilings).await
 }
 
 /// Check operations, upper-casing their methods. The templates are compiled by the

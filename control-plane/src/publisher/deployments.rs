@@ -9,7 +9,7 @@ use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use super::revisions::{RevisionContent, parse_content};
-use super::store;
+use super::{checks, store};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::db::{Db, new_id, now_ms};
@@ -97,7 +97,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller, Path(id): Path<
 /// answers once every healthy gateway of those environments runs it (201), or when the
 /// time is up (202: recorded, still rolling out; `GET .../rollout` tells where).
 #[utoipa::path(post, path = "/api/v1/apis/{id}/deployments", operation_id = "deploy_revision", tag = "publisher", params(("id" = String, Path), RolloutQuery), request_body = Deploy,
-    responses((status = 201, body = [Deployment]), (status = 202, body = [Deployment], description = "recorded; not every gateway ran it within `wait_ms`"), (status = 400, description = "unknown revision or environment"), (status = 401), (status = 403),
+    responses((status = 201, body = [Deployment]), (status = 202, body = [Deployment], description = "recorded; not every gateway ran it within `wait_ms`"), (status = 400, description = "unknown revision or environment, or a revision that cannot run"), (status = 401), (status = 403),
         (status = 404), (status = 409, description = "the API is not PUBLISHED or DEPRECATED")),
     security(("bearer" = [])))]
 pub async fn deploy(
@@ -111,16 +111,23 @@ pub async fn deploy(
     if deploy.environments.is_empty() {
         return Err(ApiError::invalid("environments", "at least one environment"));
     }
-    let mut tx = Change::begin(&state).await?;
-    lock_deployable(&mut tx, &id).await?;
-    let revision: Option<String> = sqlx::query_scalar("SELECT id FROM revisions WHERE id = $1 AND api_id = $2")
+    // A revision is immutable: it is checked before the transaction.
+    let content: Option<String> = sqlx::query_scalar("SELECT content FROM revisions WHERE id = $1 AND api_id = $2")
         .bind(&deploy.revision_id)
         .bind(&id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&state.db.pool)
         .await?;
-    if revision.is_none() {
+    let Some(content) = content else {
         return Err(ApiError::invalid("revision_id", format!("this API has no revision `{}`", deploy.revision_id)));
-    }
+    };
+    check_runs(&state, &content).await.map_err(|error| match error {
+        ApiError::Validation { field, message } => {
+            ApiError::invalid("revision_id", format!("this revision cannot run: its `{field}`: {message}"))
+        }
+        other => other,
+    })?;
+    let mut tx = Change::begin(&state).await?;
+    lock_deployable(&mut tx, &id).await?;
     let now = now_ms();
     for (i, environment) in deploy.environments.iter().enumerate() {
         if deploy.environments[..i].contains(environment) {
@@ -147,6 +154,13 @@ pub async fn deploy(
         }
     }
     Ok((StatusCode::CREATED, Json(deployments)))
+}
+
+/// Check a revision's content as gateways will run it now: its policies still in the
+/// registry, within today's ceilings, their configurations accepted by their `init`.
+async fn check_runs(state: &AppState, content: &str) -> ApiResult<()> {
+    let content = parse_content(content)?;
+    checks::check_policy_configs(state, &content.policies, &content.operations).await
 }
 
 /// Lock the API (so that the status checked is the status when the transaction commits)
@@ -191,7 +205,7 @@ async fn put(conn: &mut AnyConnection, api_id: &str, environment: &str, revision
 #[utoipa::path(post, path = "/api/v1/apis/{id}/deployments/{environment}/rollback", operation_id = "rollback_deployment", tag = "publisher",
     params(("id" = String, Path), ("environment" = String, Path)),
     responses((status = 200, body = [Deployment]), (status = 401), (status = 403), (status = 404, description = "no such API, or not deployed there"),
-        (status = 409, description = "no earlier revision to go back to, or the API is not PUBLISHED or DEPRECATED")),
+        (status = 409, description = "no earlier revision to go back to, or one that cannot run, or the API is not PUBLISHED or DEPRECATED")),
     security(("bearer" = [])))]
 pub async fn rollback(
     State(state): State<AppState>,
@@ -218,6 +232,11 @@ pub async fn rollback(
     .await?;
     let previous =
         previous.ok_or_else(|| ApiError::Conflict(format!("no earlier revision of this API was deployed on `{environment}`")))?;
+    let content: String = sqlx::query_scalar("SELECT content FROM revisions WHERE id = $1").bind(&previous).fetch_one(&mut *tx).await?;
+    check_runs(&state, &content).await.map_err(|error| match error {
+        ApiError::Validation { field, message } => ApiError::Conflict(format!("the earlier revision cannot run: its `{field}`: {message}")),
+        other => other,
+    })?;
     put(&mut tx, &id, &environment, &previous, now_ms()).await?;
     let deployments = of_api(&mut tx, &id).await?;
     tx.commit().await?;

@@ -1,14 +1,18 @@
 //! What a document may leave out, named once for both planes (the control plane builds
 //! environments with these, `portico policy test` runs fixtures with them).
 
-/// What a configuration may leave out, named once for both planes (the control plane
-/// builds snapshots with these, `portico policy test` runs fixtures with them).
 use std::time::Duration;
 
 /// CPU time budget of one policy call.
 pub const POLICY_TIMEOUT: Duration = Duration::from_millis(50);
 /// Linear memory of one policy instance.
 pub const POLICY_MEMORY_BYTES: u64 = 64 << 20;
+/// The most `timeout` an attachment may ask for, unless the operator says otherwise. It
+/// also bounds a policy's instantiation and `init`, which run on request threads when a
+/// pool runs dry: a runaway guest holds a thread no longer than this.
+pub const POLICY_TIMEOUT_CEILING: Duration = Duration::from_secs(1);
+/// The most `memory` an attachment may ask for, unless the operator says otherwise.
+pub const POLICY_MEMORY_CEILING: u64 = 256 << 20;
 /// Time allowed to connect to an upstream.
 pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed for an upstream's response head.

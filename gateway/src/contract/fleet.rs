@@ -58,6 +58,22 @@ pub struct Ack {
     /// Set when the offered snapshot was refused: its version and why.
     #[serde(default)]
     pub refused: Option<Refusal>,
+    /// The APIs of the running snapshot the gateway could not load: each answers 503
+    /// while the rest of the environment is served.
+    #[serde(default)]
+    pub failed_apis: Vec<FailedApi>,
+}
+
+/// An API a gateway serves as unavailable, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FailedApi {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// What failed, by path in the environment (`apis[2].policies[0]: ...`).
+    pub problems: Vec<String>,
 }
 
 /// A snapshot a gateway would not apply.

@@ -4,16 +4,24 @@
 use crate::blocking::Network;
 use crate::contract::Problem;
 use crate::contract::environment::{Attachment, Environment};
-use crate::policy::builtin;
+use crate::policy::{PolicyCeilings, builtin};
 use crate::router::normalize_path;
 use crate::upstream::parse_endpoint;
 
-/// Every semantic problem of an environment (empty when it is usable). Policy
-/// configurations are checked later, by each policy's `init`.
-pub(crate) fn validate(config: &Environment) -> Vec<Problem> {
+/// What is wrong with an environment, before anything is compiled: problems of the whole
+/// environment, and each API's own (an API with problems is not loaded; the rest is).
+/// Policy configurations are checked later, by each policy's `init`.
+pub(crate) struct Validation {
+    /// Problems that refuse the environment.
+    pub global: Vec<Problem>,
+    /// Problems of `apis[i]`, by `i`.
+    pub apis: Vec<Vec<Problem>>,
+}
+
+/// Check `config`, with attachments held to `ceilings`.
+pub(crate) fn validate(config: &Environment, ceilings: &PolicyCeilings) -> Validation {
     let mut problems = Vec::new();
     let mut problem = |path: String, reason: String| problems.push(Problem { path, reason });
-
     for (i, ip) in config.blocked.ips.iter().enumerate() {
         if let Err(reason) = Network::parse(ip) {
             problem(format!("blocked.ips[{i}]"), reason);
@@ -32,56 +40,50 @@ pub(crate) fn validate(config: &Environment) -> Vec<Problem> {
             problem(format!("modules.{name}"), "needs a `path`, a `sha256` (a module from the store), or both".into());
         }
     }
-    let check_attachments = |path: String, attachments: &[Attachment], problem: &mut dyn FnMut(String, String)| {
-        for (i, attachment) in attachments.iter().enumerate() {
-            let known = builtin::find(&attachment.policy).is_some() || config.modules.contains_key(&attachment.policy);
-            if !known {
-                problem(format!("{path}[{i}].policy"), format!("unknown policy `{}` (not built in, not in `modules`)", attachment.policy));
-            }
-            if attachment.timeout.is_zero() {
-                problem(format!("{path}[{i}].timeout"), "must be more than zero".into());
-            }
-            if attachment.memory.0 < 1024 * 1024 {
-                problem(format!("{path}[{i}].memory"), "must be at least 1MiB".into());
-            }
-        }
-    };
-    check_attachments("global_policies".into(), &config.global_policies, &mut problem);
+    check_attachments(config, ceilings, "global_policies", &config.global_policies, &mut problem);
 
     let mut seen_apis = std::collections::HashSet::new();
-    for (i, api) in config.apis.iter().enumerate() {
-        let at = format!("apis[{i}]");
-        if api.name.trim().is_empty() {
-            problem(format!("{at}.name"), "must not be empty".into());
-        }
-        if !seen_apis.insert((api.name.as_str(), api.version.as_str())) {
-            problem(format!("{at}.name"), format!("API `{}` version `{}` is defined twice", api.name, api.version));
-        }
-        if !api.context.starts_with('/') {
-            problem(format!("{at}.context"), format!("`{}` must start with `/`", api.context));
-        } else if normalize_path(&api.context).map(|p| p != api.context.trim_end_matches('/') && api.context != "/").unwrap_or(true) {
-            problem(format!("{at}.context"), format!("`{}` is not a normalised path", api.context));
-        }
-        if api.upstream.endpoints.is_empty() {
-            problem(format!("{at}.upstream.endpoints"), "at least one endpoint is needed".into());
-        }
-        for (j, endpoint) in api.upstream.endpoints.iter().enumerate() {
-            if let Err(reason) = parse_endpoint(endpoint) {
-                problem(format!("{at}.upstream.endpoints[{j}]"), reason);
+    let apis = config
+        .apis
+        .iter()
+        .enumerate()
+        .map(|(i, api)| {
+            let mut problems = Vec::new();
+            let mut problem = |path: String, reason: String| problems.push(Problem { path, reason });
+            let at = format!("apis[{i}]");
+            if api.name.trim().is_empty() {
+                problem(format!("{at}.name"), "must not be empty".into());
             }
-        }
-        check_attachments(format!("{at}.policies"), &api.policies, &mut problem);
-        for (j, operation) in api.operations.iter().enumerate() {
-            let op_at = format!("{at}.operations[{j}]");
-            if operation.method != "ANY" && http::Method::from_bytes(operation.method.as_bytes()).is_err() {
-                problem(format!("{op_at}.method"), format!("`{}` is not an HTTP method", operation.method));
+            if !seen_apis.insert((api.name.as_str(), api.version.as_str())) {
+                problem(format!("{at}.name"), format!("API `{}` version `{}` is defined twice", api.name, api.version));
             }
-            if !operation.path.starts_with('/') {
-                problem(format!("{op_at}.path"), format!("`{}` must start with `/`", operation.path));
+            if !api.context.starts_with('/') {
+                problem(format!("{at}.context"), format!("`{}` must start with `/`", api.context));
+            } else if normalize_path(&api.context).map(|p| p != api.context.trim_end_matches('/') && api.context != "/").unwrap_or(true) {
+                problem(format!("{at}.context"), format!("`{}` is not a normalised path", api.context));
             }
-            check_attachments(format!("{op_at}.policies"), &operation.policies, &mut problem);
-        }
-    }
+            if api.upstream.endpoints.is_empty() {
+                problem(format!("{at}.upstream.endpoints"), "at least one endpoint is needed".into());
+            }
+            for (j, endpoint) in api.upstream.endpoints.iter().enumerate() {
+                if let Err(reason) = parse_endpoint(endpoint) {
+                    problem(format!("{at}.upstream.endpoints[{j}]"), reason);
+                }
+            }
+            check_attachments(config, ceilings, &format!("{at}.policies"), &api.policies, &mut problem);
+            for (j, operation) in api.operations.iter().enumerate() {
+                let op_at = format!("{at}.operations[{j}]");
+                if operation.method != "ANY" && http::Method::from_bytes(operation.method.as_bytes()).is_err() {
+                    problem(format!("{op_at}.method"), format!("`{}` is not an HTTP method", operation.method));
+                }
+                if !operation.path.starts_with('/') {
+                    problem(format!("{op_at}.path"), format!("`{}` must start with `/`", operation.path));
+                }
+                check_attachments(config, ceilings, &format!("{op_at}.policies"), &operation.policies, &mut problem);
+            }
+            problems
+        })
+        .collect();
     if let Some(secret) = &config.api_key_hmac_secret
         && (secret.len() < 32 || secret.len() % 2 != 0 || !secret.bytes().all(|b| b.is_ascii_hexdigit()))
     {
@@ -120,5 +122,24 @@ pub(crate) fn validate(config: &Environment) -> Vec<Problem> {
             }
         }
     }
-    problems
+    Validation { global: problems, apis }
+}
+
+/// Each attachment names a known policy and stays within the ceilings.
+fn check_attachments(
+    config: &Environment,
+    ceilings: &PolicyCeilings,
+    path: &str,
+    attachments: &[Attachment],
+    problem: &mut dyn FnMut(String, String),
+) {
+    for (i, attachment) in attachments.iter().enumerate() {
+        let known = builtin::find(&attachment.policy).is_some() || config.modules.contains_key(&attachment.policy);
+        if !known {
+            problem(format!("{path}[{i}].policy"), format!("unknown policy `{}` (not built in, not in `modules`)", attachment.policy));
+        }
+        if let Err((field, reason)) = ceilings.check(attachment) {
+            problem(format!("{path}[{i}].{field}"), reason);
+        }
+    }
 }

@@ -120,9 +120,11 @@ impl Harness {
         config: &serde_json::Value,
         fixtures: Option<&Fixtures>,
     ) -> Result<AttachedPolicy, LoadError> {
+        let timeout = fixtures.and_then(|f| f.timeout).map_or(defaults::POLICY_TIMEOUT, |t| t.0);
         let settings = AttachmentSettings {
             config_json: config.to_string(),
-            timeout: fixtures.and_then(|f| f.timeout).map_or(defaults::POLICY_TIMEOUT, |t| t.0),
+            timeout,
+            startup_timeout: timeout.max(defaults::POLICY_TIMEOUT_CEILING),
             memory_bytes: usize::try_from(fixtures.and_then(|f| f.memory).map_or(defaults::POLICY_MEMORY_BYTES, |m| m.0))
                 .unwrap_or(usize::MAX),
             on_failure: FailureMode::Closed,
