@@ -34,8 +34,19 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<E
         // Every managed API authenticates, checks the subscription, applies the
         // subscription's tier (per application and API) and the application's tier (per
         // application, across APIs), before the API's own policies.
+        // Operations bound to scopes: key-auth refuses a token that lacks one (403).
+        let operation_scopes: serde_json::Map<String, serde_json::Value> = content
+            .operations
+            .iter()
+            .filter(|op| !op.scopes.is_empty())
+            .map(|op| (format!("{} {}", op.method, op.path), serde_json::json!(op.scopes)))
+            .collect();
+        let mut key_auth = serde_json::json!({"require_subscription": true});
+        if !operation_scopes.is_empty() {
+            key_auth["operation_scopes"] = serde_json::Value::Object(operation_scopes);
+        }
         let mut policies = vec![
-            attachment("key-auth", serde_json::json!({"require_subscription": true})),
+            attachment("key-auth", key_auth),
             attachment("throttle", serde_json::json!({"key_by": "application", "scope": "api", "tiers": subscription_tiers, "limits": []})),
             attachment(
                 "throttle",

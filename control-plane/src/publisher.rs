@@ -19,13 +19,14 @@ use utoipa::OpenApi;
 
 use crate::AppState;
 
-pub use definition::{Api, ApiSummary, ApiUpdate, NewApi, Operation};
+pub use definition::{Api, ApiSummary, ApiUpdate, NewApi, Operation, Scope};
 pub use deployments::{Deploy, DeployedApi, Deployment, deployed};
 pub use environments::{Environment, NewEnvironment};
 pub use import::Import;
 pub use lifecycle::{LifecycleAction, LifecycleChange};
 pub use revisions::{Revision, RevisionContent};
 pub use status::ApiStatus;
+pub use store::grantable_scopes;
 
 /// The OpenAPI paths of this module.
 #[derive(OpenApi)]

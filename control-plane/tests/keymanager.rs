@@ -102,13 +102,15 @@ async fn new_client(app: &TestApp, name: &str) -> Client {
     client
 }
 
-/// An API in `status`, subscribed to by `application_id` on `tier` with `subscription_status`.
+/// An API in `status` that defines the scopes `read` and `write`, subscribed to by
+/// `application_id` on `tier` with `subscription_status`.
 async fn subscribe(app: &TestApp, application_id: &str, api: (&str, &str, &str), tier: &str, subscription_status: &str) {
     let (name, version, status) = api;
     let admin: String = sqlx::query_scalar("SELECT id FROM users WHERE username = 'admin'").fetch_one(&app.db.pool).await.unwrap();
     let api_id = new_id();
     sqlx::query(
-        "INSERT INTO apis (id, name, version, context, status, owner_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        "INSERT INTO apis (id, name, version, context, status, owner_id, created_at, updated_at, scopes) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, '[{\"name\": \"read\"}, {\"name\": \"write\"}]')",
     )
     .bind(&api_id)
     .bind(name)
@@ -396,6 +398,7 @@ async fn failed_client_authentication_is_braked() {
 async fn refresh_tokens_rotate_and_a_replay_revokes_the_family() {
     async fn check(app: TestApp) {
         let client = new_client(&app, "refreshing-app").await;
+        subscribe(&app, &client.application_id, ("Weather", "1.0", "PUBLISHED"), "Gold", "ACTIVE").await;
         let first = token(&app, &client, Some("read write")).await;
         let r1 = first["refresh_token"].as_str().unwrap();
 
@@ -477,6 +480,7 @@ async fn refresh_tokens_rotate_and_a_replay_revokes_the_family() {
 async fn introspection_needs_authentication_and_tells_active_from_inactive() {
     async fn check(app: TestApp) {
         let client = new_client(&app, "api-app").await;
+        subscribe(&app, &client.application_id, ("Weather", "1.0", "PUBLISHED"), "Gold", "ACTIVE").await;
         let resource_server = new_client(&app, "resource-server").await;
         let issued = token(&app, &client, Some("read")).await;
         let access_token = issued["access_token"].as_str().unwrap();
@@ -812,6 +816,7 @@ async fn the_discovery_document_names_the_endpoints() {
 async fn the_database_keeps_no_secret_or_refresh_token_in_plain_text() {
     async fn check(app: TestApp) {
         let client = new_client(&app, "careful-app").await;
+        subscribe(&app, &client.application_id, ("Weather", "1.0", "PUBLISHED"), "Gold", "ACTIVE").await;
         let first = token(&app, &client, Some("read")).await;
         let reply = post_form(
             &app,
@@ -839,6 +844,45 @@ async fn the_database_keeps_no_secret_or_refresh_token_in_plain_text() {
         }
         assert!(stored.iter().all(|(hash, ..)| hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit())));
         assert!(!text.contains(&client.secret));
+    }
+    on_both_engines!(check);
+}
+
+#[tokio::test]
+async fn scopes_are_granted_only_as_the_publishers_define_them() {
+    async fn check(app: TestApp) {
+        let client = new_client(&app, "scoped-app").await;
+        subscribe(&app, &client.application_id, ("Pets", "1.0", "PUBLISHED"), "Gold", "ACTIVE").await;
+        subscribe(&app, &new_client(&app, "other-app").await.application_id, ("Other", "1.0", "PUBLISHED"), "Gold", "ACTIVE").await;
+        let define = async |api: &str, scopes: Value| {
+            sqlx::query("UPDATE apis SET scopes = $1 WHERE name = $2")
+                .bind(scopes.to_string())
+                .bind(api)
+                .execute(&app.db.pool)
+                .await
+                .unwrap();
+        };
+        define("Pets", json!([{"name": "pets:read"}, {"name": "pets:admin", "roles": ["publisher"]}])).await;
+        define("Other", json!([{"name": "other:read"}])).await;
+
+        let granted = token(&app, &client, Some("pets:read")).await;
+        assert_eq!(granted["scope"], "pets:read");
+        // Unknown, meant for another role, or defined by an API the application is not
+        // subscribed to: refused, naming the scope.
+        for scope in ["admin", "pets:read pets:admin", "other:read"] {
+            let reply = post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "client_credentials"), ("scope", scope)]).await;
+            assert_eq!((reply.status, reply.error()), (StatusCode::BAD_REQUEST, "invalid_scope"), "{scope}: {}", reply.body);
+            assert!(reply.body["error_description"].as_str().unwrap().contains(scope.rsplit(' ').next().unwrap()), "{}", reply.body);
+        }
+        // A refresh does not keep what was withdrawn since.
+        sqlx::query("UPDATE subscriptions SET status = 'BLOCKED' WHERE application_id = $1")
+            .bind(&client.application_id)
+            .execute(&app.db.pool)
+            .await
+            .unwrap();
+        let refresh = granted["refresh_token"].as_str().unwrap();
+        let reply = post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "refresh_token"), ("refresh_token", refresh)]).await;
+        assert_eq!((reply.status, reply.error()), (StatusCode::BAD_REQUEST, "invalid_scope"), "{}", reply.body);
     }
     on_both_engines!(check);
 }

@@ -504,7 +504,7 @@ async fn revisions_are_immutable_snapshots() {
         assert_eq!(status, StatusCode::CREATED);
         assert_eq!(second["number"], 2);
         assert_eq!(second["content"]["endpoints"], json!(["http://127.0.0.1:9999"]));
-        assert_eq!(second["content"]["operations"], json!([{"method": "GET", "path": "/other", "policies": []}]));
+        assert_eq!(second["content"]["operations"], json!([{"method": "GET", "path": "/other", "policies": [], "scopes": []}]));
         let (status, list) = app.send("GET", &revisions, Some(&publisher), None).await;
         assert_eq!(status, StatusCode::OK);
         let numbers: Vec<i64> = list.as_array().unwrap().iter().map(|r| r["number"].as_i64().unwrap()).collect();
@@ -726,6 +726,47 @@ async fn policy_configurations_are_checked_by_the_policies_themselves() {
         body["operations"][1]["policies"] = json!([{"policy": "key-auth", "config": {"api_key": false, "jwt": false}}]);
         let (status, problem) = app.send("POST", "/api/v1/apis", Some(&publisher), Some(body)).await;
         assert_invalid(status, &problem, "operations[1].policies[0].config");
+    }
+    on_both_engines!(check);
+}
+
+#[tokio::test]
+async fn scopes_are_defined_per_api_and_bound_to_operations() {
+    async fn check(app: TestApp) {
+        let publisher = app.user("pat", "publisher").await;
+        let scoped = |scopes: Value, operation_scopes: Value| {
+            let mut api = pets("Scoped", "/scoped");
+            api["scopes"] = scopes;
+            api["operations"][1]["scopes"] = operation_scopes;
+            api
+        };
+        let write = json!([{"name": "pets:write", "description": "change pets", "roles": ["publisher", "subscriber"]}]);
+        for (body, field) in [
+            (scoped(json!([{"name": "a b"}]), json!([])), "scopes[0].name"),
+            (scoped(json!([{"name": ""}]), json!([])), "scopes[0].name"),
+            (scoped(json!([{"name": "x"}, {"name": "x"}]), json!([])), "scopes[1].name"),
+            (scoped(json!([{"name": "x", "roles": ["root"]}]), json!([])), "scopes[0].roles[0]"),
+            (scoped(write.clone(), json!(["pets:delete"])), "operations[1].scopes[0]"),
+        ] {
+            let (status, problem) = app.send("POST", "/api/v1/apis", Some(&publisher), Some(body)).await;
+            assert_invalid(status, &problem, field);
+        }
+        let id = create(&app, &publisher, scoped(write.clone(), json!(["pets:write"]))).await;
+        let (_, api) = app.send("GET", &format!("/api/v1/apis/{id}"), Some(&publisher), None).await;
+        assert_eq!(api["scopes"], write);
+        let post = api["operations"].as_array().unwrap().iter().find(|op| op["method"] == "POST").unwrap();
+        assert_eq!(post["scopes"], json!(["pets:write"]));
+
+        // Deployed, key-auth holds each operation's scopes.
+        lifecycle(&app, &publisher, &id, "publish").await;
+        let revision = revision(&app, &publisher, &id).await;
+        let deploy = json!({"revision_id": revision, "environments": ["default"]});
+        let (status, _) = app.send("POST", &format!("/api/v1/apis/{id}/deployments"), Some(&publisher), Some(deploy)).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let published = portico_control_plane::fleet::hub::publish(&app.state, "default").await.unwrap();
+        let key_auth = &published.message.content.apis[0].policies[0];
+        assert_eq!(key_auth.policy, "key-auth");
+        assert_eq!(key_auth.config["operation_scopes"], json!({"POST /pets": ["pets:write"]}));
     }
     on_both_engines!(check);
 }

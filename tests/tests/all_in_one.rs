@@ -46,7 +46,7 @@ async fn publish_subscribe_call_hit_the_limit_and_revoke() {
         Method::PUT,
         "/api/v1/tiers/subscription/Tiny",
         Some(&admin),
-        json!({"description": "3 per minute", "requests": 3, "per_ms": 60000}),
+        json!({"description": "4 per minute", "requests": 4, "per_ms": 60000}),
     )
     .await;
 
@@ -60,7 +60,8 @@ async fn publish_subscribe_call_hit_the_limit_and_revoke() {
             json!({
                 "name": "pets", "version": "v1", "context": "/pets",
                 "endpoints": [format!("{}/backend", upstream.url())],
-                "operations": [{"method": "GET", "path": "/items/{id}"}],
+                "operations": [{"method": "GET", "path": "/items/{id}"}, {"method": "DELETE", "path": "/items/{id}", "scopes": ["pets:write"]}],
+                "scopes": [{"name": "pets:write", "description": "change pets", "roles": ["subscriber"]}],
             }),
         )
         .await;
@@ -137,7 +138,30 @@ async fn publish_subscribe_call_hit_the_limit_and_revoke() {
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{case}: {}", reply.text());
     }
 
-    // The tier: 3 per minute, two used above.
+    // Scopes: DELETE needs `pets:write`, which the first token lacks (403, before the
+    // throttle: no quota used); a token granted it passes.
+    let reply = client.send(Method::DELETE, &gateway("/pets/v1/items/4"), &[("authorization", &bearer)], "").await.unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text());
+    assert!(
+        reply.header("www-authenticate").unwrap().contains("error=\"insufficient_scope\", scope=\"pets:write\""),
+        "{:?}",
+        reply.headers
+    );
+    let scoped = client
+        .send(
+            Method::POST,
+            &format!("{}/oauth2/token", cp.base),
+            &[("content-type", "application/x-www-form-urlencoded"), ("authorization", &basic(&client_id, &secret))],
+            "grant_type=client_credentials&scope=pets%3Awrite",
+        )
+        .await
+        .unwrap();
+    assert_eq!((scoped.status, scoped.json()["scope"].as_str()), (StatusCode::OK, Some("pets:write")), "{}", scoped.text());
+    let scoped = format!("Bearer {}", scoped.json()["access_token"].as_str().unwrap());
+    let reply = client.send(Method::DELETE, &gateway("/pets/v1/items/4"), &[("authorization", &scoped)], "").await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+    // The tier: 4 per minute, three used above.
     let reply = client.get(&gateway("/pets/v1/items/3"), &[("authorization", &bearer)]).await.unwrap();
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(reply.json()["path"], "/backend/items/3");

@@ -16,7 +16,7 @@ use super::client_auth::{self, Client};
 use super::error::{OAuthError, OAuthResult};
 use super::form::{form, no_store, param};
 use super::refresh_token;
-use crate::AppState;
+use crate::{AppState, publisher};
 
 /// Most scopes one token may carry, and the longest scope string.
 const MAX_SCOPES: usize = 50;
@@ -85,7 +85,9 @@ pub async fn token(
 }
 
 async fn client_credentials(state: &AppState, client: &Client, request: &TokenRequest) -> OAuthResult<TokenResponse> {
-    let scope = scopes(param(&request.scope))?.join(" ");
+    let requested = scopes(param(&request.scope))?;
+    refuse_ungrantable(state, client, &requested).await?;
+    let scope = requested.join(" ");
     let access_token = access_token::issue(state, client, &scope).await?;
     let refresh_token = refresh_token::issue(&state.db, &client.client_id, &scope).await?;
     Ok(response(access_token, refresh_token, scope))
@@ -115,6 +117,8 @@ async fn refresh(state: &AppState, client: &Client, request: &TokenRequest) -> O
         }
         None => stored.scope.clone(),
     };
+    // What was granted may have been withdrawn since (a subscription, a scope, a role).
+    refuse_ungrantable(state, client, &scopes(Some(&scope))?).await?;
 
     let access_token = access_token::issue(state, client, &scope).await?;
     let mut tx = state.db.pool.begin().await?;
@@ -147,8 +151,25 @@ fn response(access_token: String, refresh_token: String, scope: String) -> Token
     }
 }
 
+/// Refuse with `invalid_scope`, naming it, a scope the client's application may not be
+/// granted (see [`publisher::grantable_scopes`]): unknown, on an API it is not subscribed
+/// to, or meant for another role.
+async fn refuse_ungrantable(state: &AppState, client: &Client, requested: &[String]) -> OAuthResult<()> {
+    if requested.is_empty() {
+        return Ok(());
+    }
+    let grantable = publisher::grantable_scopes(&state.db, &client.application_id).await?;
+    match requested.iter().find(|scope| !grantable.contains(*scope)) {
+        Some(scope) => Err(OAuthError::InvalidScope(format!(
+            "scope `{scope}` is not granted to this client: no API its application is subscribed to defines it for its owner's role"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The scopes of a `scope` parameter, without repeats, in the order given. Each is
-/// 1*( %x21 / %x23-5B / %x5D-7E ) as RFC 6749 §3.3 allows; nothing else is checked yet.
+/// 1*( %x21 / %x23-5B / %x5D-7E ) as RFC 6749 §3.3 allows; whether they may be granted is
+/// [`refuse_ungrantable`]'s.
 fn scopes(scope: Option<&str>) -> OAuthResult<Vec<String>> {
     let Some(scope) = scope else {
         return Ok(Vec::new());

@@ -99,6 +99,7 @@ pub async fn create(
     checks::check_endpoints("endpoints", &api.endpoints)?;
     checks::check_operations(&mut api.operations, |i| format!("operations[{i}]"))?;
     checks::check_attachments("policies", &api.policies)?;
+    checks::check_scopes(&api.scopes, &api.operations)?;
     checks::check_policy_configs(&state, &api.policies, &api.operations).await?;
     let id = store::insert(&state.db, &caller.user_id, &api).await?;
     tracing::info!(api = %id, name = %api.name, version = %api.version, "API created");
@@ -138,16 +139,19 @@ pub async fn replace(
     checks::check_endpoints("endpoints", &update.endpoints)?;
     checks::check_operations(&mut update.operations, |i| format!("operations[{i}]"))?;
     checks::check_attachments("policies", &update.policies)?;
+    checks::check_scopes(&update.scopes, &update.operations)?;
     checks::check_policy_configs(&state, &update.policies, &update.operations).await?;
     let mut tx = state.db.pool.begin().await?;
     let updated = sqlx::query(
-        "UPDATE apis SET description = $1, tags = $2, documentation = $3, endpoints = $4, policies = $5, updated_at = $6 WHERE id = $7",
+        "UPDATE apis SET description = $1, tags = $2, documentation = $3, endpoints = $4, policies = $5, scopes = $6, updated_at = $7 \
+         WHERE id = $8",
     )
     .bind(&update.description)
     .bind(store::to_stored(&update.tags)?)
     .bind(&update.documentation)
     .bind(store::to_stored(&update.endpoints)?)
     .bind(store::to_stored(&update.policies)?)
+    .bind(store::to_stored(&update.scopes)?)
     .bind(now_ms())
     .bind(&id)
     .execute(&mut *tx)

@@ -5,7 +5,7 @@
 use portico_gateway::check::{self, RouteProblem};
 use portico_gateway::contract::environment::Attachment;
 
-use super::definition::Operation;
+use super::definition::{Operation, Scope};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 
@@ -113,6 +113,53 @@ pub(super) fn check_attachments(field: &str, attachments: &[Attachment]) -> ApiR
         }
         if !attachment.config.is_object() {
             return Err(ApiError::invalid(format!("{field}[{i}].config"), "must be a JSON object"));
+        }
+    }
+    Ok(())
+}
+
+/// Most scopes one API defines.
+const MAX_SCOPES: usize = 50;
+
+/// Whether `name` is a scope as RFC 6749 §3.3 writes one (printable ASCII without space,
+/// `"` or `\`), of 1 to 100 characters.
+pub(crate) fn is_scope_name(name: &str) -> bool {
+    (1..=100).contains(&name.len()) && name.chars().all(|c| c == '!' || ('#'..='[').contains(&c) || (']'..='~').contains(&c))
+}
+
+/// Check the scopes an API defines (names, descriptions, roles) and those its operations
+/// require (each defined by the API).
+pub(super) fn check_scopes(scopes: &[Scope], operations: &[Operation]) -> ApiResult<()> {
+    if scopes.len() > MAX_SCOPES {
+        return Err(ApiError::invalid("scopes", format!("at most {MAX_SCOPES} scopes")));
+    }
+    for (i, scope) in scopes.iter().enumerate() {
+        if !is_scope_name(&scope.name) {
+            return Err(ApiError::invalid(
+                format!("scopes[{i}].name"),
+                "1 to 100 printable ASCII characters without spaces, `\"` or `\\`, such as `pets:write`",
+            ));
+        }
+        if scopes[..i].iter().any(|s| s.name == scope.name) {
+            return Err(ApiError::invalid(format!("scopes[{i}].name"), format!("`{}` is defined twice", scope.name)));
+        }
+        if scope.description.chars().count() > 500 {
+            return Err(ApiError::invalid(format!("scopes[{i}].description"), "at most 500 characters"));
+        }
+        for (j, role) in scope.roles.iter().enumerate() {
+            if !["admin", "publisher", "subscriber"].contains(&role.as_str()) || scope.roles[..j].contains(role) {
+                return Err(ApiError::invalid(format!("scopes[{i}].roles[{j}]"), "one of admin, publisher, subscriber, each once"));
+            }
+        }
+    }
+    for (i, operation) in operations.iter().enumerate() {
+        for (j, name) in operation.scopes.iter().enumerate() {
+            if !scopes.iter().any(|s| &s.name == name) || operation.scopes[..j].contains(name) {
+                return Err(ApiError::invalid(
+                    format!("operations[{i}].scopes[{j}]"),
+                    format!("`{name}` must be one of the API's `scopes`, named once"),
+                ));
+            }
         }
     }
     Ok(())

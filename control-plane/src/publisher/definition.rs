@@ -31,6 +31,8 @@ pub struct Api {
     /// Policies for every operation, in order.
     #[schema(value_type = Vec<Object>)]
     pub policies: Vec<Attachment>,
+    /// The scopes it defines; operations name those they require.
+    pub scopes: Vec<Scope>,
     /// Lifecycle status.
     pub status: ApiStatus,
     /// User name of the owner.
@@ -77,6 +79,28 @@ pub struct Operation {
     #[serde(default)]
     #[schema(value_type = Vec<Object>)]
     pub policies: Vec<Attachment>,
+    /// Scopes of the API a caller's token must all carry to call this operation.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// A scope an API defines, as WSO2 does: a permission an OAuth2 access token may carry,
+/// bound to operations.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Scope {
+    /// 1 to 100 characters RFC 6749 allows in a scope (printable ASCII without space, `"`
+    /// or `\\`), such as `pets:write`.
+    #[schema(min_length = 1, max_length = 100, pattern = r#"^[!#-\[\]-~]+$"#)]
+    pub name: String,
+    /// What it allows.
+    #[serde(default)]
+    #[schema(max_length = 500)]
+    pub description: String,
+    /// The roles (`admin`, `publisher`, `subscriber`) an application's owner needs to be
+    /// granted it; any role when empty.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 /// A new API, for `POST /api/v1/apis`.
@@ -107,6 +131,10 @@ pub struct NewApi {
     #[serde(default)]
     #[schema(value_type = Vec<Object>)]
     pub policies: Vec<Attachment>,
+    /// The scopes it defines: a token gets one only when its application is subscribed
+    /// to the API and its owner has one of the scope's roles.
+    #[serde(default)]
+    pub scopes: Vec<Scope>,
 }
 
 /// The new state of an API, for `PUT /api/v1/apis/{id}`: every updatable field is replaced
@@ -138,4 +166,8 @@ pub struct ApiUpdate {
     #[serde(default)]
     #[schema(value_type = Vec<Object>)]
     pub policies: Vec<Attachment>,
+    /// The scopes it defines: a token gets one only when its application is subscribed
+    /// to the API and its owner has one of the scope's roles.
+    #[serde(default)]
+    pub scopes: Vec<Scope>,
 }

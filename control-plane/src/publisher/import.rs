@@ -86,7 +86,7 @@ fn read(import: Import) -> ApiResult<NewApi> {
     for (path, item) in paths {
         let item = item.as_object().ok_or_else(|| ApiError::invalid(format!("openapi.paths.{path}"), "a path item, as a JSON object"))?;
         for key in item.keys().filter(|key| OPERATION_KEYS.contains(&key.as_str())) {
-            operations.push(Operation { method: key.to_ascii_uppercase(), path: path.clone(), policies: Vec::new() });
+            operations.push(Operation { method: key.to_ascii_uppercase(), path: path.clone(), policies: Vec::new(), scopes: Vec::new() });
             fields.push(format!("openapi.paths.{path}.{key}"));
         }
     }
@@ -102,6 +102,7 @@ fn read(import: Import) -> ApiResult<NewApi> {
         endpoints: import.endpoints,
         operations,
         policies: Vec::new(),
+        scopes: Vec::new(),
     })
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
-use super::definition::Operation;
+use super::definition::{Operation, Scope};
 use super::store::{self, from_stored, to_stored};
 use crate::AppState;
 use crate::auth::Caller;
@@ -43,6 +43,9 @@ pub struct RevisionContent {
     /// Policies for every operation.
     #[schema(value_type = Vec<Object>)]
     pub policies: Vec<Attachment>,
+    /// The scopes it defines.
+    #[serde(default)]
+    pub scopes: Vec<Scope>,
 }
 
 /// A revision of an API.
@@ -115,6 +118,7 @@ pub async fn create(State(state): State<AppState>, caller: Caller, Path(id): Pat
         endpoints: api.endpoints,
         operations: api.operations,
         policies: api.policies,
+        scopes: api.scopes,
     };
     let revision = Revision { id: new_id(), api_id: id, number: last + 1, content, created_at: now_ms(), environments: Vec::new() };
     sqlx::query("INSERT INTO revisions (id, api_id, number, content, created_at) VALUES ($1, $2, $3, $4, $5)")

@@ -1,11 +1,13 @@
 //! The `apis` and `operations` tables: rows, reads, locks and inserts.
 
+use std::collections::BTreeSet;
+
 use portico_gateway::contract::environment::Attachment;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::AnyConnection;
 
-use super::definition::{Api, NewApi, Operation};
+use super::definition::{Api, NewApi, Operation, Scope};
 use super::status::ApiStatus;
 use crate::auth::{Caller, Role};
 use crate::db::{Db, new_id, now_ms};
@@ -23,6 +25,7 @@ pub(super) struct ApiRow {
     pub documentation: String,
     pub endpoints: String,
     pub policies: String,
+    pub scopes: String,
     pub status: String,
     pub owner_id: String,
     pub owner: String,
@@ -31,7 +34,7 @@ pub(super) struct ApiRow {
 }
 
 const API_COLUMNS: &str = "a.id, a.name, a.version, a.context, a.description, a.tags, a.documentation, a.endpoints, \
-     a.policies, a.status, a.owner_id, u.username AS owner, a.created_at, a.updated_at";
+     a.policies, a.scopes, a.status, a.owner_id, u.username AS owner, a.created_at, a.updated_at";
 
 impl ApiRow {
     pub fn status(&self) -> ApiResult<ApiStatus> {
@@ -44,6 +47,10 @@ impl ApiRow {
 
     pub fn policies(&self) -> ApiResult<Vec<Attachment>> {
         from_stored("policies", &self.policies)
+    }
+
+    pub fn scopes(&self) -> ApiResult<Vec<Scope>> {
+        from_stored("scopes", &self.scopes)
     }
 
     pub fn tags(&self) -> ApiResult<Vec<String>> {
@@ -99,12 +106,16 @@ pub(super) async fn lock(conn: &mut AnyConnection, id: &str) -> ApiResult<()> {
 
 /// The operations of an API, by path then method.
 pub(super) async fn operations(conn: &mut AnyConnection, api_id: &str) -> ApiResult<Vec<Operation>> {
-    let rows: Vec<(String, String, String)> =
-        sqlx::query_as("SELECT method, path, policies FROM operations WHERE api_id = $1 ORDER BY path, method")
+    let rows: Vec<(String, String, String, String)> =
+        sqlx::query_as("SELECT method, path, policies, scopes FROM operations WHERE api_id = $1 ORDER BY path, method")
             .bind(api_id)
             .fetch_all(&mut *conn)
             .await?;
-    rows.into_iter().map(|(method, path, policies)| Ok(Operation { method, path, policies: from_stored("policies", &policies)? })).collect()
+    rows.into_iter()
+        .map(|(method, path, policies, scopes)| {
+            Ok(Operation { method, path, policies: from_stored("policies", &policies)?, scopes: from_stored("scopes", &scopes)? })
+        })
+        .collect()
 }
 
 /// The whole API from its row.
@@ -115,6 +126,7 @@ pub(super) async fn with_operations(conn: &mut AnyConnection, row: ApiRow) -> Ap
         tags: row.tags()?,
         endpoints: row.endpoints()?,
         policies: row.policies()?,
+        scopes: row.scopes()?,
         operations,
         id: row.id,
         name: row.name,
@@ -155,8 +167,8 @@ pub(super) async fn insert(db: &Db, owner_id: &str, api: &NewApi) -> ApiResult<S
     let now = now_ms();
     let mut tx = db.pool.begin().await?;
     sqlx::query(
-        "INSERT INTO apis (id, name, version, context, description, tags, documentation, endpoints, policies, status, owner_id, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        "INSERT INTO apis (id, name, version, context, description, tags, documentation, endpoints, policies, scopes, status, owner_id, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(&id)
     .bind(&api.name)
@@ -167,6 +179,7 @@ pub(super) async fn insert(db: &Db, owner_id: &str, api: &NewApi) -> ApiResult<S
     .bind(&api.documentation)
     .bind(to_stored(&api.endpoints)?)
     .bind(to_stored(&api.policies)?)
+    .bind(to_stored(&api.scopes)?)
     .bind(ApiStatus::Created.as_str())
     .bind(owner_id)
     .bind(now)
@@ -180,14 +193,41 @@ pub(super) async fn insert(db: &Db, owner_id: &str, api: &NewApi) -> ApiResult<S
 
 pub(super) async fn insert_operations(conn: &mut AnyConnection, api_id: &str, operations: &[Operation]) -> ApiResult<()> {
     for operation in operations {
-        sqlx::query("INSERT INTO operations (id, api_id, method, path, policies) VALUES ($1, $2, $3, $4, $5)")
+        sqlx::query("INSERT INTO operations (id, api_id, method, path, policies, scopes) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(new_id())
             .bind(api_id)
             .bind(&operation.method)
             .bind(&operation.path)
             .bind(to_stored(&operation.policies)?)
+            .bind(to_stored(&operation.scopes)?)
             .execute(&mut *conn)
             .await?;
     }
     Ok(())
+}
+
+/// The scopes an application may be granted: those defined by the APIs it is actively
+/// subscribed to (PUBLISHED or DEPRECATED) whose roles include its owner's role, or that
+/// name no role.
+pub async fn grantable_scopes(db: &Db, application_id: &str) -> Result<BTreeSet<String>, sqlx::Error> {
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT a.id, a.scopes, u.role FROM subscriptions s JOIN apis a ON a.id = s.api_id \
+         JOIN applications p ON p.id = s.application_id JOIN users u ON u.id = p.owner_id \
+         WHERE s.application_id = $1 AND s.status = 'ACTIVE' AND a.status IN ('PUBLISHED', 'DEPRECATED')",
+    )
+    .bind(application_id)
+    .fetch_all(&db.pool)
+    .await?;
+    let mut grantable = BTreeSet::new();
+    for (api_id, scopes, role) in rows {
+        let scopes: Vec<Scope> = match from_stored("scopes", &scopes) {
+            Ok(scopes) => scopes,
+            Err(error) => {
+                tracing::error!(api = %api_id, %error, "stored scopes are not valid; none of them is granted");
+                continue;
+            }
+        };
+        grantable.extend(scopes.into_iter().filter(|s| s.roles.is_empty() || s.roles.contains(&role)).map(|s| s.name));
+    }
+    Ok(grantable)
 }

@@ -1,5 +1,6 @@
 //! The key-auth configuration as written in JSON, and its validated form.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -27,6 +28,10 @@ pub struct Config {
     /// Scopes the caller must all have.
     #[serde(default)]
     pub required_scopes: Vec<String>,
+    /// More scopes the caller must all have, by operation (`GET /pets/{id}`, as the
+    /// gateway names the operation a request was routed to).
+    #[serde(default)]
+    pub operation_scopes: BTreeMap<String, Vec<String>>,
     /// Refuse (403) callers whose credential is not subscribed to the API being called.
     #[serde(default)]
     pub require_subscription: bool,
@@ -129,6 +134,8 @@ pub struct Settings {
     pub realm: String,
     /// Scopes the caller must all have.
     pub required_scopes: Vec<String>,
+    /// More scopes the caller must all have, by operation.
+    pub operation_scopes: BTreeMap<String, Vec<String>>,
     /// Refuse callers with no subscription to the API.
     pub require_subscription: bool,
 }
@@ -161,6 +168,13 @@ impl Settings {
                 return Err(format!("`required_scopes[{index}]` must be printable ASCII without spaces, `\"` or `\\`"));
             }
         }
+        for (operation, scopes) in &config.operation_scopes {
+            for (index, scope) in scopes.iter().enumerate() {
+                if !is_quotable(scope) || scope.contains(' ') {
+                    return Err(format!("`operation_scopes.{operation}[{index}]` must be printable ASCII without spaces, `\"` or `\\`"));
+                }
+            }
+        }
         Ok(Settings {
             api_key_header,
             api_key_query,
@@ -168,6 +182,7 @@ impl Settings {
             hide_credentials: config.hide_credentials,
             realm: config.realm,
             required_scopes: config.required_scopes,
+            operation_scopes: config.operation_scopes,
             require_subscription: config.require_subscription,
         })
     }
@@ -184,6 +199,8 @@ fn is_quotable(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::{Config, Settings};
     use portico_policy_sdk::parse_config;
 
@@ -203,6 +220,7 @@ mod tests {
                 hide_credentials: true,
                 realm: "portico".to_owned(),
                 required_scopes: Vec::new(),
+                operation_scopes: BTreeMap::new(),
                 require_subscription: false,
             }
         );
@@ -212,7 +230,8 @@ mod tests {
     fn full_config() {
         let settings = settings(
             r#"{"api_key": {"header": "X-Api-Key", "query": "key"}, "jwt": false,
-                "hide_credentials": false, "realm": "pets", "required_scopes": ["read"]}"#,
+                "hide_credentials": false, "realm": "pets", "required_scopes": ["read"],
+                "operation_scopes": {"POST /pets": ["pets:write"]}}"#,
         )
         .unwrap();
         assert_eq!(settings.api_key_header.as_deref(), Some("x-api-key"));
@@ -221,6 +240,7 @@ mod tests {
         assert!(!settings.hide_credentials);
         assert_eq!(settings.realm, "pets");
         assert_eq!(settings.required_scopes, ["read"]);
+        assert_eq!(settings.operation_scopes["POST /pets"], ["pets:write"]);
     }
 
     #[test]
@@ -243,6 +263,7 @@ mod tests {
             (r#"{"jwt": {"header": ""}}"#, "`jwt.header`: `` is not"),
             (r#"{"realm": "a\"b"}"#, "`realm` must be"),
             (r#"{"required_scopes": ["ok", "a b"]}"#, "`required_scopes[1]` must be"),
+            (r#"{"operation_scopes": {"GET /x": ["a\"b"]}}"#, "`operation_scopes.GET /x[0]` must be"),
             (r#"{"api_key": {"headr": "x"}}"#, "config field `api_key.headr`: unknown field"),
             (r#"{"jwt": "yes"}"#, "config field `jwt`: invalid type: string"),
             (r#"{"realms": "x"}"#, "config field `realms`: unknown field"),

@@ -39,8 +39,13 @@ pub enum Refusal {
     Missing,
     /// A credential was given and the host refused it.
     Rejected(Method, KeyError),
-    /// The caller lacks these required scopes.
-    InsufficientScope(Vec<String>),
+    /// The caller lacks scopes: every scope the route requires, and those it lacks.
+    InsufficientScope {
+        /// What the route requires.
+        required: Vec<String>,
+        /// What the caller lacks of it.
+        missing: Vec<String>,
+    },
     /// The caller's application is not subscribed to this API.
     NotSubscribed,
 }
@@ -137,9 +142,9 @@ pub fn refusal_response(settings: &Settings, refusal: &Refusal) -> ImmediateResp
         Refusal::NotSubscribed => {
             problem(403, "Forbidden", "The application is not subscribed to this API (or its subscription is not active).")
         }
-        Refusal::InsufficientScope(missing) => {
+        Refusal::InsufficientScope { required, missing } => {
             let detail = format!("The credential lacks the required scope(s): {}.", missing.join(", "));
-            let scope = settings.required_scopes.join(" ");
+            let scope = required.join(" ");
             problem(403, "Forbidden", &detail)
                 .header("www-authenticate", format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{scope}\""))
         }
@@ -294,7 +299,8 @@ mod tests {
     #[test]
     fn insufficient_scope_is_forbidden() {
         let settings = settings(r#"{"required_scopes": ["read", "write"]}"#);
-        let refusal = Refusal::InsufficientScope(vec!["write".to_owned()]);
+        let refusal =
+            Refusal::InsufficientScope { required: vec!["read".to_owned(), "write".to_owned()], missing: vec!["write".to_owned()] };
         let response = refusal_response(&settings, &refusal);
         assert_eq!(response.status, 403);
         assert_eq!(header(&response, "www-authenticate"), "Bearer realm=\"portico\", error=\"insufficient_scope\", scope=\"read write\"");

@@ -56,7 +56,7 @@ impl KeyAuth {
         None
     }
 
-    fn authenticate(&self, request: &Request) -> Result<(Identity, Place), Refusal> {
+    fn authenticate(&self, request: &Request, context: &Context) -> Result<(Identity, Place), Refusal> {
         let credential = self.find_credential(request).ok_or(Refusal::Missing)?;
         let checked = match credential.method {
             Method::ApiKey => keys::lookup_api_key(&credential.value),
@@ -69,9 +69,15 @@ impl KeyAuth {
         if self.settings.require_subscription && identity.subscription.is_none() {
             return Err(Refusal::NotSubscribed);
         }
-        let missing = missing_scopes(&self.settings.required_scopes, &identity.scopes);
+        let operation_scopes =
+            if self.settings.operation_scopes.is_empty() { None } else { self.settings.operation_scopes.get(&context.operation()) };
+        let missing: Vec<String> = missing_scopes(&self.settings.required_scopes, &identity.scopes)
+            .into_iter()
+            .chain(operation_scopes.map_or_else(Vec::new, |required| missing_scopes(required, &identity.scopes)))
+            .collect();
         if !missing.is_empty() {
-            return Err(Refusal::InsufficientScope(missing));
+            let required = self.settings.required_scopes.iter().chain(operation_scopes.into_iter().flatten()).cloned().collect();
+            return Err(Refusal::InsufficientScope { required, missing });
         }
         Ok((identity, credential.place))
     }
@@ -89,7 +95,7 @@ impl Policy for KeyAuth {
     }
 
     fn on_request(&mut self, request: &Request, context: &Context) -> Decision {
-        let (identity, place) = match self.authenticate(request) {
+        let (identity, place) = match self.authenticate(request, context) {
             Ok(found) => found,
             Err(refusal) => return refusal_response(&self.settings, &refusal).into(),
         };
