@@ -34,12 +34,18 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<E
         // Every managed API authenticates, checks the subscription, applies the
         // subscription's tier (per application and API) and the application's tier (per
         // application, across APIs), before the API's own policies.
+        let operations: Vec<OperationConfig> = content
+            .operations
+            .iter()
+            .map(|op| OperationConfig { method: op.method.clone(), path: op.path.clone(), policies: op.policies.clone() })
+            .collect();
         // Operations bound to scopes: key-auth refuses a token that lacks one (403).
         let operation_scopes: serde_json::Map<String, serde_json::Value> = content
             .operations
             .iter()
-            .filter(|op| !op.scopes.is_empty())
-            .map(|op| (format!("{} {}", op.method, op.path), serde_json::json!(op.scopes)))
+            .zip(&operations)
+            .filter(|(op, _)| !op.scopes.is_empty())
+            .map(|(op, config)| (config.name(), serde_json::json!(op.scopes)))
             .collect();
         let mut key_auth = serde_json::json!({"require_subscription": true});
         if !operation_scopes.is_empty() {
@@ -65,11 +71,7 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<E
                 timeout: Duration(defaults::UPSTREAM_TIMEOUT),
             },
             policies,
-            operations: content
-                .operations
-                .iter()
-                .map(|op| OperationConfig { method: op.method.clone(), path: op.path.clone(), policies: op.policies.clone() })
-                .collect(),
+            operations,
         });
     }
 

@@ -19,6 +19,7 @@ use utoipa::OpenApi;
 
 use crate::AppState;
 
+pub use checks::is_scope_name;
 pub use definition::{Api, ApiSummary, ApiUpdate, NewApi, Operation, Scope};
 pub use deployments::{Deploy, DeployedApi, Deployment, deployed};
 pub use environments::{Environment, NewEnvironment};

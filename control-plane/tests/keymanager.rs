@@ -102,15 +102,13 @@ async fn new_client(app: &TestApp, name: &str) -> Client {
     client
 }
 
-/// An API in `status` that defines the scopes `read` and `write`, subscribed to by
-/// `application_id` on `tier` with `subscription_status`.
+/// An API in `status`, subscribed to by `application_id` on `tier` with `subscription_status`.
 async fn subscribe(app: &TestApp, application_id: &str, api: (&str, &str, &str), tier: &str, subscription_status: &str) {
     let (name, version, status) = api;
     let admin: String = sqlx::query_scalar("SELECT id FROM users WHERE username = 'admin'").fetch_one(&app.db.pool).await.unwrap();
     let api_id = new_id();
     sqlx::query(
-        "INSERT INTO apis (id, name, version, context, status, owner_id, created_at, updated_at, scopes) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, '[{\"name\": \"read\"}, {\"name\": \"write\"}]')",
+        "INSERT INTO apis (id, name, version, context, status, owner_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
     )
     .bind(&api_id)
     .bind(name)
@@ -132,6 +130,21 @@ async fn subscribe(app: &TestApp, application_id: &str, api: (&str, &str, &str),
         .execute(&app.db.pool)
         .await
         .unwrap();
+}
+
+/// Make the API named `api` define `scopes` (name, roles), as its publisher would.
+async fn define_scopes(app: &TestApp, api: &str, scopes: &[(&str, &[&str])]) {
+    let api_id: String = sqlx::query_scalar("SELECT id FROM apis WHERE name = $1").bind(api).fetch_one(&app.db.pool).await.unwrap();
+    for (position, (name, roles)) in scopes.iter().enumerate() {
+        sqlx::query("INSERT INTO api_scopes (name, api_id, roles, position) VALUES ($1, $2, $3, $4)")
+            .bind(*name)
+            .bind(&api_id)
+            .bind(json!(roles).to_string())
+            .bind(position as i64)
+            .execute(&app.db.pool)
+            .await
+            .unwrap();
+    }
 }
 
 /// A client-credentials token response.
@@ -176,6 +189,7 @@ async fn client_credentials_tokens_carry_every_claim() {
     async fn check(app: TestApp) {
         let client = new_client(&app, "weather-app").await;
         subscribe(&app, &client.application_id, ("Weather", "1.0", "PUBLISHED"), "Gold", "ACTIVE").await;
+        define_scopes(&app, "Weather", &[("read", &[]), ("write", &[])]).await;
         subscribe(&app, &client.application_id, ("Legacy", "0.9", "DEPRECATED"), "Silver", "ACTIVE").await;
         subscribe(&app, &client.application_id, ("Draft", "2.0", "CREATED"), "Gold", "ACTIVE").await;
         subscribe(&app, &client.application_id, ("Gone", "1.0", "RETIRED"), "Gold", "ACTIVE").await;
@@ -399,6 +413,7 @@ async fn refresh_tokens_rotate_and_a_replay_revokes_the_family() {
     async fn check(app: TestApp) {
         let client = new_client(&app, "refreshing-app").await;
         subscribe(&app, &client.application_id, ("Weather", "1.0", "PUBLISHED"), "Gold", "ACTIVE").await;
+        define_scopes(&app, "Weather", &[("read", &[]), ("write", &[])]).await;
         let first = token(&app, &client, Some("read write")).await;
         let r1 = first["refresh_token"].as_str().unwrap();
 
@@ -481,6 +496,7 @@ async fn introspection_needs_authentication_and_tells_active_from_inactive() {
     async fn check(app: TestApp) {
         let client = new_client(&app, "api-app").await;
         subscribe(&app, &client.application_id, ("Weather", "1.0", "PUBLISHED"), "Gold", "ACTIVE").await;
+        define_scopes(&app, "Weather", &[("read", &[]), ("write", &[])]).await;
         let resource_server = new_client(&app, "resource-server").await;
         let issued = token(&app, &client, Some("read")).await;
         let access_token = issued["access_token"].as_str().unwrap();
@@ -817,6 +833,7 @@ async fn the_database_keeps_no_secret_or_refresh_token_in_plain_text() {
     async fn check(app: TestApp) {
         let client = new_client(&app, "careful-app").await;
         subscribe(&app, &client.application_id, ("Weather", "1.0", "PUBLISHED"), "Gold", "ACTIVE").await;
+        define_scopes(&app, "Weather", &[("read", &[]), ("write", &[])]).await;
         let first = token(&app, &client, Some("read")).await;
         let reply = post_form(
             &app,
@@ -854,16 +871,8 @@ async fn scopes_are_granted_only_as_the_publishers_define_them() {
         let client = new_client(&app, "scoped-app").await;
         subscribe(&app, &client.application_id, ("Pets", "1.0", "PUBLISHED"), "Gold", "ACTIVE").await;
         subscribe(&app, &new_client(&app, "other-app").await.application_id, ("Other", "1.0", "PUBLISHED"), "Gold", "ACTIVE").await;
-        let define = async |api: &str, scopes: Value| {
-            sqlx::query("UPDATE apis SET scopes = $1 WHERE name = $2")
-                .bind(scopes.to_string())
-                .bind(api)
-                .execute(&app.db.pool)
-                .await
-                .unwrap();
-        };
-        define("Pets", json!([{"name": "pets:read"}, {"name": "pets:admin", "roles": ["publisher"]}])).await;
-        define("Other", json!([{"name": "other:read"}])).await;
+        define_scopes(&app, "Pets", &[("pets:read", &[]), ("pets:admin", &["publisher"])]).await;
+        define_scopes(&app, "Other", &[("other:read", &[])]).await;
 
         let granted = token(&app, &client, Some("pets:read")).await;
         assert_eq!(granted["scope"], "pets:read");

@@ -751,6 +751,13 @@ async fn scopes_are_defined_per_api_and_bound_to_operations() {
             let (status, problem) = app.send("POST", "/api/v1/apis", Some(&publisher), Some(body)).await;
             assert_invalid(status, &problem, field);
         }
+        // The API's own key-auth may only require scopes the API defines.
+        let mut own_key_auth = scoped(write.clone(), json!([]));
+        own_key_auth["policies"] = json!([{"policy": "key-auth", "config": {"required_scopes": ["pets:write", "admin"]}}]);
+        for (body, field) in [(own_key_auth, "policies[0].config.required_scopes")] {
+            let (status, problem) = app.send("POST", "/api/v1/apis", Some(&publisher), Some(body)).await;
+            assert_invalid(status, &problem, field);
+        }
         let id = create(&app, &publisher, scoped(write.clone(), json!(["pets:write"]))).await;
         let (_, api) = app.send("GET", &format!("/api/v1/apis/{id}"), Some(&publisher), None).await;
         assert_eq!(api["scopes"], write);
@@ -767,6 +774,25 @@ async fn scopes_are_defined_per_api_and_bound_to_operations() {
         let key_auth = &published.message.content.apis[0].policies[0];
         assert_eq!(key_auth.policy, "key-auth");
         assert_eq!(key_auth.config["operation_scopes"], json!({"POST /pets": ["pets:write"]}));
+
+        // A scope name belongs to one API: another cannot define it (and so have it granted
+        // to its own subscribers), on creation or update.
+        let mallory = app.user("mallory", "publisher").await;
+        let mut squatter = pets("Squatter", "/squat");
+        squatter["scopes"] = json!([{"name": "pets:write"}]);
+        let (status, problem) = app.send("POST", "/api/v1/apis", Some(&mallory), Some(squatter.clone())).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+        assert!(problem["detail"].as_str().unwrap().contains("pets:write"), "{problem}");
+        squatter["scopes"] = json!([]);
+        let other = create(&app, &mallory, squatter.clone()).await;
+        squatter["scopes"] = json!([{"name": "pets:write"}]);
+        let (status, problem) = app.send("PUT", &format!("/api/v1/apis/{other}"), Some(&mallory), Some(squatter)).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+        // Its own API may keep and redefine it.
+        let mut same = scoped(json!([{"name": "pets:write", "roles": ["subscriber"]}]), json!(["pets:write"]));
+        same["name"] = json!("Scoped");
+        let (status, api) = app.send("PUT", &format!("/api/v1/apis/{id}"), Some(&publisher), Some(same)).await;
+        assert_eq!((status, api["scopes"][0]["roles"].clone()), (StatusCode::OK, json!(["subscriber"])), "{api}");
     }
     on_both_engines!(check);
 }

@@ -126,7 +126,9 @@ pub async fn offer(
             return ack(Some(Refusal { version: String::new(), reason }));
         }
     };
-    if gateway.snapshot().is_some_and(|s| s.version == message.version) {
+    // The same version again is applied again only if some of its APIs failed: a module
+    // that could not be fetched then may be had now.
+    if gateway.snapshot().is_some_and(|s| s.version == message.version && s.failed.is_empty()) {
         return ack(None);
     }
     let version = message.version.clone();

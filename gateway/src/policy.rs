@@ -276,6 +276,22 @@ impl PolicyCeilings {
     /// The smallest `memory` an attachment may ask for.
     pub const MIN_MEMORY_BYTES: u64 = 1 << 20;
 
+    /// Whether these ceilings are usable; if not, the field (`timeout` or `memory`) and why.
+    /// They must allow at least what an attachment gets by default, which the control
+    /// plane's own policies (key-auth, throttle) run with.
+    pub fn check_self(&self) -> Result<(), (&'static str, String)> {
+        if self.timeout < defaults::POLICY_TIMEOUT {
+            return Err(("timeout", format!("must be at least the default policy timeout, {}", units::Duration(defaults::POLICY_TIMEOUT))));
+        }
+        if self.memory_bytes < defaults::POLICY_MEMORY_BYTES {
+            return Err((
+                "memory",
+                format!("must be at least the default policy memory, {}", units::ByteSize(defaults::POLICY_MEMORY_BYTES)),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether `attachment`'s `timeout` and `memory` are allowed; if not, the field
     /// (`timeout` or `memory`) and why.
     pub fn check(&self, attachment: &Attachment) -> Result<(), (&'static str, String)> {

@@ -73,11 +73,8 @@ impl Settings {
         if self.limits.max_headers == 0 {
             problem("limits.max_headers".into(), "must be at least 1".into());
         }
-        if self.limits.max_policy_timeout.is_zero() {
-            problem("limits.max_policy_timeout".into(), "must be more than zero".into());
-        }
-        if self.limits.max_policy_memory.0 < PolicyCeilings::MIN_MEMORY_BYTES {
-            problem("limits.max_policy_memory".into(), "must be at least 1MiB".into());
+        if let Err((field, reason)) = self.limits.policy_ceilings().check_self() {
+            problem(format!("limits.max_policy_{field}"), reason);
         }
         problems
     }

@@ -140,7 +140,7 @@ impl Snapshot {
         for ((i, api), mut api_problems) in config.apis.iter().enumerate().zip(validation.apis) {
             let at = format!("apis[{i}]");
             let stats = shared.metrics.api(&api.name, &api.version);
-            let blocked = config.blocked.apis.iter().any(|context| context.trim_end_matches('/') == api.context.trim_end_matches('/'));
+            let blocked = is_blocked(config, api);
             let mut routes = Vec::new();
             if api_problems.is_empty() {
                 let api_chain = attach(format!("{at}.policies"), &api.policies, &mut api_problems);
@@ -157,7 +157,7 @@ impl Snapshot {
                         method,
                         template: operation.path.clone(),
                         value: Arc::new(ServedOperation {
-                            route: route_info(api, &format!("{} {}", operation.method, operation.path)),
+                            route: route_info(api, &operation.name()),
                             needs_request_body: chain.iter().any(|a| a.needs_request_body()),
                             needs_response_phase: chain.iter().any(|a| a.needs_response_phase()),
                             chain,
@@ -196,7 +196,7 @@ impl Snapshot {
             {
                 api_routes.remove(k);
             } else {
-                let operation = unavailable(api, shared.metrics.api(&api.name, &api.version), false, shared);
+                let operation = unavailable(api, shared.metrics.api(&api.name, &api.version), is_blocked(config, api), shared);
                 api_routes[k].1.operations = vec![operation];
             }
         };
@@ -219,6 +219,11 @@ impl Snapshot {
 
 fn route_info(api: &ApiConfig, operation: &str) -> Arc<RouteInfo> {
     Arc::new(RouteInfo { api_name: api.name.clone(), api_version: api.version.clone(), operation: operation.to_owned() })
+}
+
+/// Whether a blocking condition names the API (by its context).
+fn is_blocked(config: &Environment, api: &ApiConfig) -> bool {
+    config.blocked.apis.iter().any(|context| context.trim_end_matches('/') == api.context.trim_end_matches('/'))
 }
 
 fn context_of(context: &str) -> String {

@@ -74,8 +74,8 @@ pub async fn start(options: &Options, mut stopped: watch::Receiver<bool>) -> any
     let address = listener.local_addr()?;
     let public_url = options.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
     let ceilings = options.policy_ceilings();
-    if ceilings.timeout.is_zero() || ceilings.memory_bytes < PolicyCeilings::MIN_MEMORY_BYTES {
-        anyhow::bail!("--max-policy-timeout must be more than zero and --max-policy-memory at least 1MiB");
+    if let Err((field, reason)) = ceilings.check_self() {
+        anyhow::bail!("--max-policy-{field} {reason}");
     }
     let state = AppState::new(db, Settings { public_url, policy_ceilings: ceilings });
     fleet::notify::start(&state);

@@ -201,7 +201,7 @@ async fn pattern_2_control_plane_and_two_gateways() {
         .client
         .get(
             &format!("{cp_url}/fleet/v1/stream"),
-            &[("authorization", "Bearer nope"), ("portico-protocol", "2"), ("portico-gateway", "x"), ("portico-environment", "default")],
+            &[("authorization", "Bearer nope"), ("portico-protocol", "3"), ("portico-gateway", "x"), ("portico-environment", "default")],
         )
         .await
         .unwrap();

@@ -167,9 +167,8 @@ async fn refuse_ungrantable(state: &AppState, client: &Client, requested: &[Stri
     }
 }
 
-/// The scopes of a `scope` parameter, without repeats, in the order given. Each is
-/// 1*( %x21 / %x23-5B / %x5D-7E ) as RFC 6749 §3.3 allows; whether they may be granted is
-/// [`refuse_ungrantable`]'s.
+/// The scopes of a `scope` parameter, without repeats, in the order given, each a scope
+/// name ([`publisher::is_scope_name`]); whether they may be granted is [`refuse_ungrantable`]'s.
 fn scopes(scope: Option<&str>) -> OAuthResult<Vec<String>> {
     let Some(scope) = scope else {
         return Ok(Vec::new());
@@ -179,8 +178,11 @@ fn scopes(scope: Option<&str>) -> OAuthResult<Vec<String>> {
     }
     let mut scopes: Vec<String> = Vec::new();
     for token in scope.split(' ').filter(|token| !token.is_empty()) {
-        if !token.chars().all(|c| c == '!' || ('#'..='[').contains(&c) || (']'..='~').contains(&c)) {
-            return Err(OAuthError::InvalidScope(format!("scope `{}` has characters RFC 6749 does not allow", token.escape_default())));
+        if !publisher::is_scope_name(token) {
+            return Err(OAuthError::InvalidScope(format!(
+                "scope `{}` is not a scope name: 1 to 100 characters RFC 6749 allows",
+                token.escape_default()
+            )));
         }
         if !scopes.iter().any(|known| known == token) {
             scopes.push(token.to_owned());

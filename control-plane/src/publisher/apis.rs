@@ -83,7 +83,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller, Query(search): 
 /// Create an API (publisher); it starts in status CREATED.
 #[utoipa::path(post, path = "/api/v1/apis", operation_id = "create_api", tag = "publisher", request_body = NewApi,
     responses((status = 201, body = Api), (status = 400, description = "invalid field"), (status = 401), (status = 403),
-        (status = 409, description = "name and version, or context and version, taken")),
+        (status = 409, description = "name and version, or context and version, or a scope name, taken")),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -99,7 +99,7 @@ pub async fn create(
     checks::check_endpoints("endpoints", &api.endpoints)?;
     checks::check_operations(&mut api.operations, |i| format!("operations[{i}]"))?;
     checks::check_attachments("policies", &api.policies)?;
-    checks::check_scopes(&api.scopes, &api.operations)?;
+    checks::check_scopes(&api.scopes, &api.policies, &api.operations)?;
     checks::check_policy_configs(&state, &api.policies, &api.operations).await?;
     let id = store::insert(&state.db, &caller.user_id, &api).await?;
     tracing::info!(api = %id, name = %api.name, version = %api.version, "API created");
@@ -118,7 +118,8 @@ pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<S
 /// Replace an API's updatable fields and its set of operations. Deployed revisions are
 /// not affected: make a new revision and deploy it.
 #[utoipa::path(put, path = "/api/v1/apis/{id}", operation_id = "replace_api", tag = "publisher", params(("id" = String, Path)), request_body = ApiUpdate,
-    responses((status = 200, body = Api), (status = 400, description = "invalid field"), (status = 401), (status = 403), (status = 404)),
+    responses((status = 200, body = Api), (status = 400, description = "invalid field"), (status = 401), (status = 403), (status = 404),
+        (status = 409, description = "a scope name another API defines")),
     security(("bearer" = [])))]
 pub async fn replace(
     State(state): State<AppState>,
@@ -139,19 +140,17 @@ pub async fn replace(
     checks::check_endpoints("endpoints", &update.endpoints)?;
     checks::check_operations(&mut update.operations, |i| format!("operations[{i}]"))?;
     checks::check_attachments("policies", &update.policies)?;
-    checks::check_scopes(&update.scopes, &update.operations)?;
+    checks::check_scopes(&update.scopes, &update.policies, &update.operations)?;
     checks::check_policy_configs(&state, &update.policies, &update.operations).await?;
     let mut tx = state.db.pool.begin().await?;
     let updated = sqlx::query(
-        "UPDATE apis SET description = $1, tags = $2, documentation = $3, endpoints = $4, policies = $5, scopes = $6, updated_at = $7 \
-         WHERE id = $8",
+        "UPDATE apis SET description = $1, tags = $2, documentation = $3, endpoints = $4, policies = $5, updated_at = $6 WHERE id = $7",
     )
     .bind(&update.description)
     .bind(store::to_stored(&update.tags)?)
     .bind(&update.documentation)
     .bind(store::to_stored(&update.endpoints)?)
     .bind(store::to_stored(&update.policies)?)
-    .bind(store::to_stored(&update.scopes)?)
     .bind(now_ms())
     .bind(&id)
     .execute(&mut *tx)
@@ -161,6 +160,7 @@ pub async fn replace(
     }
     sqlx::query("DELETE FROM operations WHERE api_id = $1").bind(&id).execute(&mut *tx).await?;
     store::insert_operations(&mut tx, &id, &update.operations).await?;
+    store::replace_scopes(&mut tx, &id, &update.scopes).await?;
     let row = store::row_in(&mut tx, &id).await?;
     let api = store::with_operations(&mut tx, row).await?;
     tx.commit().await?;

@@ -99,6 +99,9 @@ pub(super) fn check_endpoints(field: &str, endpoints: &[String]) -> ApiResult<()
 /// (`name@version`), each configured by a JSON object. Whether the policy exists and what
 /// its configuration says is checked in [`check_policy_configs`].
 pub(super) fn check_attachments(field: &str, attachments: &[Attachment]) -> ApiResult<()> {
+    if attachments.len() > MAX_ATTACHMENTS {
+        return Err(ApiError::invalid(field, format!("at most {MAX_ATTACHMENTS} policies")));
+    }
     for (i, attachment) in attachments.iter().enumerate() {
         if check::builtin::find(&attachment.policy).is_none() && crate::registry::parse_reference(&attachment.policy).is_none() {
             let known: Vec<&str> = check::builtin::ALL.iter().map(|b| b.name).collect();
@@ -118,18 +121,23 @@ pub(super) fn check_attachments(field: &str, attachments: &[Attachment]) -> ApiR
     Ok(())
 }
 
+/// Most policies attached in one place (an API, an operation): each runs its `init` on
+/// every gateway, and keeps an instance there.
+const MAX_ATTACHMENTS: usize = 16;
+
 /// Most scopes one API defines.
 const MAX_SCOPES: usize = 50;
 
 /// Whether `name` is a scope as RFC 6749 §3.3 writes one (printable ASCII without space,
 /// `"` or `\`), of 1 to 100 characters.
-pub(crate) fn is_scope_name(name: &str) -> bool {
+pub fn is_scope_name(name: &str) -> bool {
     (1..=100).contains(&name.len()) && name.chars().all(|c| c == '!' || ('#'..='[').contains(&c) || (']'..='~').contains(&c))
 }
 
 /// Check the scopes an API defines (names, descriptions, roles) and those its operations
-/// require (each defined by the API).
-pub(super) fn check_scopes(scopes: &[Scope], operations: &[Operation]) -> ApiResult<()> {
+/// and its own key-auth attachments require (each defined by the API: a scope it does not
+/// define could be another API's, granted to that API's subscribers).
+pub(super) fn check_scopes(scopes: &[Scope], policies: &[Attachment], operations: &[Operation]) -> ApiResult<()> {
     if scopes.len() > MAX_SCOPES {
         return Err(ApiError::invalid("scopes", format!("at most {MAX_SCOPES} scopes")));
     }
@@ -152,9 +160,29 @@ pub(super) fn check_scopes(scopes: &[Scope], operations: &[Operation]) -> ApiRes
             }
         }
     }
+    let defined = |name: &str| scopes.iter().any(|s| s.name == name);
+    let mut attached: Vec<(String, &[Attachment])> = vec![("policies".to_owned(), policies)];
+    attached.extend(operations.iter().enumerate().map(|(i, op)| (format!("operations[{i}].policies"), &op.policies[..])));
+    for (field, attachments) in attached {
+        for (i, attachment) in attachments.iter().enumerate().filter(|(_, a)| a.policy == "key-auth") {
+            let required = attachment.config.get("required_scopes").and_then(|r| r.as_array()).into_iter().flatten();
+            if let Some(name) = required.filter_map(|r| r.as_str()).find(|name| !defined(name)) {
+                return Err(ApiError::invalid(
+                    format!("{field}[{i}].config.required_scopes"),
+                    format!("`{name}` must be one of the API's `scopes`"),
+                ));
+            }
+            if attachment.config.get("operation_scopes").is_some() {
+                return Err(ApiError::invalid(
+                    format!("{field}[{i}].config.operation_scopes"),
+                    "bind scopes to operations with each operation's `scopes`",
+                ));
+            }
+        }
+    }
     for (i, operation) in operations.iter().enumerate() {
         for (j, name) in operation.scopes.iter().enumerate() {
-            if !scopes.iter().any(|s| &s.name == name) || operation.scopes[..j].contains(name) {
+            if !defined(name) || operation.scopes[..j].contains(name) {
                 return Err(ApiError::invalid(
                     format!("operations[{i}].scopes[{j}]"),
                     format!("`{name}` must be one of the API's `scopes`, named once"),

@@ -213,35 +213,50 @@ pub async fn rollback(
     Path((id, environment)): Path<(String, String)>,
 ) -> ApiResult<Json<Vec<Deployment>>> {
     store::visible(&state.db, &caller, &id).await?;
+    // The revision to go back to is checked outside the transaction (the check runs
+    // policies), then found again under the lock: a deploy in between is a conflict.
+    let mut conn = state.db.pool.acquire().await?;
+    let (_, previous) = rollback_target(&mut conn, &id, &environment).await?;
+    drop(conn);
+    let content: String =
+        sqlx::query_scalar("SELECT content FROM revisions WHERE id = $1").bind(&previous).fetch_one(&state.db.pool).await?;
+    check_runs(&state, &content).await.map_err(|error| match error {
+        ApiError::Validation { field, message } => ApiError::Conflict(format!("the earlier revision cannot run: its `{field}`: {message}")),
+        other => other,
+    })?;
     let mut tx = Change::begin(&state).await?;
     lock_deployable(&mut tx, &id).await?;
+    let (current, still) = rollback_target(&mut tx, &id, &environment).await?;
+    if still != previous {
+        return Err(ApiError::Conflict(format!("the deployments on `{environment}` changed meanwhile; roll back again")));
+    }
+    put(&mut tx, &id, &environment, &previous, now_ms()).await?;
+    let deployments = of_api(&mut tx, &id).await?;
+    tx.commit().await?;
+    tracing::info!(api = %id, environment = %environment, from = %current, to = %previous, "deployment rolled back");
+    Ok(Json(deployments))
+}
+
+/// The revision deployed on `environment` now, and the one deployed there before it.
+async fn rollback_target(conn: &mut AnyConnection, id: &str, environment: &str) -> ApiResult<(String, String)> {
     let current: Option<String> = sqlx::query_scalar("SELECT revision_id FROM deployments WHERE api_id = $1 AND environment = $2")
-        .bind(&id)
-        .bind(&environment)
-        .fetch_optional(&mut *tx)
+        .bind(id)
+        .bind(environment)
+        .fetch_optional(&mut *conn)
         .await?;
     let current = current.ok_or_else(|| ApiError::NotFound(format!("the API is not deployed on `{environment}`")))?;
     let previous: Option<String> = sqlx::query_scalar(
         "SELECT h.revision_id FROM deployment_history h JOIN revisions r ON r.id = h.revision_id \
          WHERE h.api_id = $1 AND h.environment = $2 AND h.revision_id <> $3 ORDER BY h.seq DESC LIMIT 1",
     )
-    .bind(&id)
-    .bind(&environment)
+    .bind(id)
+    .bind(environment)
     .bind(&current)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *conn)
     .await?;
     let previous =
         previous.ok_or_else(|| ApiError::Conflict(format!("no earlier revision of this API was deployed on `{environment}`")))?;
-    let content: String = sqlx::query_scalar("SELECT content FROM revisions WHERE id = $1").bind(&previous).fetch_one(&mut *tx).await?;
-    check_runs(&state, &content).await.map_err(|error| match error {
-        ApiError::Validation { field, message } => ApiError::Conflict(format!("the earlier revision cannot run: its `{field}`: {message}")),
-        other => other,
-    })?;
-    put(&mut tx, &id, &environment, &previous, now_ms()).await?;
-    let deployments = of_api(&mut tx, &id).await?;
-    tx.commit().await?;
-    tracing::info!(api = %id, environment = %environment, from = %current, to = %previous, "deployment rolled back");
-    Ok(Json(deployments))
+    Ok((current, previous))
 }
 
 /// Take the API off an environment.

@@ -25,7 +25,6 @@ pub(super) struct ApiRow {
     pub documentation: String,
     pub endpoints: String,
     pub policies: String,
-    pub scopes: String,
     pub status: String,
     pub owner_id: String,
     pub owner: String,
@@ -34,7 +33,7 @@ pub(super) struct ApiRow {
 }
 
 const API_COLUMNS: &str = "a.id, a.name, a.version, a.context, a.description, a.tags, a.documentation, a.endpoints, \
-     a.policies, a.scopes, a.status, a.owner_id, u.username AS owner, a.created_at, a.updated_at";
+     a.policies, a.status, a.owner_id, u.username AS owner, a.created_at, a.updated_at";
 
 impl ApiRow {
     pub fn status(&self) -> ApiResult<ApiStatus> {
@@ -47,10 +46,6 @@ impl ApiRow {
 
     pub fn policies(&self) -> ApiResult<Vec<Attachment>> {
         from_stored("policies", &self.policies)
-    }
-
-    pub fn scopes(&self) -> ApiResult<Vec<Scope>> {
-        from_stored("scopes", &self.scopes)
     }
 
     pub fn tags(&self) -> ApiResult<Vec<String>> {
@@ -126,7 +121,7 @@ pub(super) async fn with_operations(conn: &mut AnyConnection, row: ApiRow) -> Ap
         tags: row.tags()?,
         endpoints: row.endpoints()?,
         policies: row.policies()?,
-        scopes: row.scopes()?,
+        scopes: scopes(conn, &row.id).await?,
         operations,
         id: row.id,
         name: row.name,
@@ -167,8 +162,8 @@ pub(super) async fn insert(db: &Db, owner_id: &str, api: &NewApi) -> ApiResult<S
     let now = now_ms();
     let mut tx = db.pool.begin().await?;
     sqlx::query(
-        "INSERT INTO apis (id, name, version, context, description, tags, documentation, endpoints, policies, scopes, status, owner_id, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        "INSERT INTO apis (id, name, version, context, description, tags, documentation, endpoints, policies, status, owner_id, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(&id)
     .bind(&api.name)
@@ -179,7 +174,6 @@ pub(super) async fn insert(db: &Db, owner_id: &str, api: &NewApi) -> ApiResult<S
     .bind(&api.documentation)
     .bind(to_stored(&api.endpoints)?)
     .bind(to_stored(&api.policies)?)
-    .bind(to_stored(&api.scopes)?)
     .bind(ApiStatus::Created.as_str())
     .bind(owner_id)
     .bind(now)
@@ -187,6 +181,7 @@ pub(super) async fn insert(db: &Db, owner_id: &str, api: &NewApi) -> ApiResult<S
     .execute(&mut *tx)
     .await?;
     insert_operations(&mut tx, &id, &api.operations).await?;
+    replace_scopes(&mut tx, &id, &api.scopes).await?;
     tx.commit().await?;
     Ok(id)
 }
@@ -206,28 +201,61 @@ pub(super) async fn insert_operations(conn: &mut AnyConnection, api_id: &str, op
     Ok(())
 }
 
+/// The scopes an API defines, in order.
+pub(super) async fn scopes(conn: &mut AnyConnection, api_id: &str) -> ApiResult<Vec<Scope>> {
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT name, description, roles FROM api_scopes WHERE api_id = $1 ORDER BY position")
+            .bind(api_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    rows.into_iter().map(|(name, description, roles)| Ok(Scope { name, description, roles: from_stored("roles", &roles)? })).collect()
+}
+
+/// Make `scopes` the API's; a name another API defines is a conflict naming it (and the
+/// table's key refuses it too, should two saves race).
+pub(super) async fn replace_scopes(conn: &mut AnyConnection, api_id: &str, scopes: &[Scope]) -> ApiResult<()> {
+    for scope in scopes {
+        let owner: Option<String> =
+            sqlx::query_scalar("SELECT api_id FROM api_scopes WHERE name = $1").bind(&scope.name).fetch_optional(&mut *conn).await?;
+        if owner.is_some_and(|owner| owner != api_id) {
+            return Err(ApiError::Conflict(format!("the scope `{}` is defined by another API; choose another name", scope.name)));
+        }
+    }
+    sqlx::query("DELETE FROM api_scopes WHERE api_id = $1").bind(api_id).execute(&mut *conn).await?;
+    for (position, scope) in scopes.iter().enumerate() {
+        sqlx::query("INSERT INTO api_scopes (name, api_id, description, roles, position) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&scope.name)
+            .bind(api_id)
+            .bind(&scope.description)
+            .bind(to_stored(&scope.roles)?)
+            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// The scopes an application may be granted: those defined by the APIs it is actively
 /// subscribed to (PUBLISHED or DEPRECATED) whose roles include its owner's role, or that
-/// name no role.
+/// name no role. A name belongs to one API, so a scope is only ever granted for it.
 pub async fn grantable_scopes(db: &Db, application_id: &str) -> Result<BTreeSet<String>, sqlx::Error> {
     let rows: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT a.id, a.scopes, u.role FROM subscriptions s JOIN apis a ON a.id = s.api_id \
-         JOIN applications p ON p.id = s.application_id JOIN users u ON u.id = p.owner_id \
+        "SELECT sc.name, sc.roles, u.role FROM subscriptions s JOIN apis a ON a.id = s.api_id \
+         JOIN api_scopes sc ON sc.api_id = a.id JOIN applications p ON p.id = s.application_id JOIN users u ON u.id = p.owner_id \
          WHERE s.application_id = $1 AND s.status = 'ACTIVE' AND a.status IN ('PUBLISHED', 'DEPRECATED')",
     )
     .bind(application_id)
     .fetch_all(&db.pool)
     .await?;
     let mut grantable = BTreeSet::new();
-    for (api_id, scopes, role) in rows {
-        let scopes: Vec<Scope> = match from_stored("scopes", &scopes) {
-            Ok(scopes) => scopes,
-            Err(error) => {
-                tracing::error!(api = %api_id, %error, "stored scopes are not valid; none of them is granted");
-                continue;
+    for (name, roles, role) in rows {
+        match from_stored::<Vec<String>>("roles", &roles) {
+            Ok(roles) if roles.is_empty() || roles.contains(&role) => {
+                grantable.insert(name);
             }
-        };
-        grantable.extend(scopes.into_iter().filter(|s| s.roles.is_empty() || s.roles.contains(&role)).map(|s| s.name));
+            Ok(_) => {}
+            Err(error) => tracing::error!(scope = %name, %error, "a stored scope's roles are not valid; it is not granted"),
+        }
     }
     Ok(grantable)
 }

@@ -208,6 +208,14 @@ pub struct OperationConfig {
     pub policies: Vec<Attachment>,
 }
 
+impl OperationConfig {
+    /// How policies know the operation a request was routed to (`GET /pets/{id}`), and how
+    /// a control plane names it in a policy's configuration (key-auth's `operation_scopes`).
+    pub fn name(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
 fn any_method() -> String {
     "ANY".to_owned()
 }

@@ -1,4 +1,4 @@
-//! The gateway ↔ control plane protocol, version 2 (`docs/fleet.md`): what both planes
+//! The gateway ↔ control plane protocol, version 3 (`docs/fleet.md`): what both planes
 //! send, the paths and headers, and the event-stream framing. A gateway opens the stream,
 //! receives what its environment runs at once and again after every change, fetches the
 //! modules it lacks by digest, builds its snapshot from it and acknowledges what it runs.
@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use super::environment::Environment;
 
 /// The protocol version this build speaks; sent as [`PROTOCOL_HEADER`] on every request.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: acknowledgements carry `failed_apis`, and key-auth takes `operation_scopes`.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// `GET`: the event stream (`text/event-stream`) of the token's environment.
 pub const STREAM_PATH: &str = "/fleet/v1/stream";
