@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::config::{self, ConfigFile};
 use crate::contract::Problem;
-use crate::{Gateway, OnFailedApi, listener, process};
+use crate::{Gateway, OnFailedApi, process, tls};
 
 /// How often the files are checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
@@ -47,7 +47,7 @@ pub fn check(file: &Path) -> Result<String, String> {
     }
     for (i, listener) in loaded.settings.listeners.iter().enumerate() {
         if let Some(tls) = &listener.tls
-            && let Err(problem) = listener::tls_config(tls, &loaded.base_dir, &format!("listeners[{i}].tls"))
+            && let Err(problem) = tls::server_config(tls, &loaded.base_dir, &format!("listeners[{i}].tls"))
         {
             problems.push(problem);
         }

@@ -26,8 +26,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How a fleet gateway is started.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The control plane's URL (`http://host:port`).
+    /// The control plane's URL (`https://host:port`; `http://` for loopback and tests).
     pub control_plane: String,
+    /// A PEM file of the CA certificates the control plane's certificate must chain to (or
+    /// that certificate itself, pinned); the system's roots when absent.
+    pub control_plane_ca: Option<PathBuf>,
     /// The environment whose snapshot this gateway runs.
     pub environment: String,
     /// The gateway token of that environment.
@@ -51,7 +54,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         None => cache.gateway_id().map_err(|e| anyhow::anyhow!("cannot keep the gateway id in {}: {e}", options.cache_dir.display()))?,
     };
     let control_plane =
-        ControlPlane::new(&options.control_plane, &options.environment, &options.token, &id).map_err(|e| anyhow::anyhow!("{e}"))?;
+        ControlPlane::new(&options.control_plane, options.control_plane_ca.as_deref(), &options.environment, &options.token, &id)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     let gateway = Gateway::new(options.settings.limits.clone())?;
     start_from_cache(&gateway, &cache, &options.environment).await;
 

@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod process;
 pub mod settings;
+pub mod tls;
 
 mod admin;
 mod blocking;

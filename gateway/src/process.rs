@@ -9,7 +9,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::settings::Settings;
-use crate::{Gateway, admin, listener};
+use crate::{Gateway, admin, listener, tls};
 
 /// How often idle rate counters are dropped.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
@@ -30,7 +30,7 @@ pub async fn start_listeners(
     let mut tasks = Vec::new();
     for (i, spec) in settings.listeners.iter().enumerate() {
         let tls = match &spec.tls {
-            Some(tls) => Some(listener::tls_config(tls, base_dir, &format!("listeners[{i}].tls")).map_err(|p| anyhow::anyhow!("{p}"))?),
+            Some(tls) => Some(tls::server_config(tls, base_dir, &format!("listeners[{i}].tls")).map_err(|p| anyhow::anyhow!("{p}"))?),
             None => None,
         };
         let (socket, address) = listener::bind(&spec.address).await?;

@@ -51,9 +51,13 @@ enum Command {
 /// The `gateway` profile's options.
 #[derive(clap::Args)]
 struct GatewayOptions {
-    /// The control plane's URL.
+    /// The control plane's URL: `https://host:port` (`http://` for loopback and tests).
     #[arg(long, env = "PORTICO_CONTROL_PLANE")]
     control_plane: String,
+    /// PEM file of the CA certificates the control plane's certificate must chain to (or
+    /// that certificate itself, pinned); the system's roots by default.
+    #[arg(long, env = "PORTICO_CONTROL_PLANE_CA")]
+    control_plane_ca: Option<PathBuf>,
     /// The environment this gateway serves.
     #[arg(long, default_value = "default")]
     environment: String,
@@ -116,6 +120,7 @@ pub fn main() -> ExitCode {
                 cli.workers,
                 portico_gateway::fleet::run(portico_gateway::fleet::Options {
                     control_plane: options.control_plane,
+                    control_plane_ca: options.control_plane_ca,
                     environment: options.environment,
                     token: options.token,
                     id: options.id,

@@ -1,15 +1,28 @@
 //! The control-plane profile: the management API, the OAuth2 endpoints and the fleet
 //! endpoints gateways connect to, on SQLite or PostgreSQL. Several nodes on one
 //! PostgreSQL tell each other about changes (LISTEN/NOTIFY), so each pushes every change
-//! to the gateways connected to it.
+//! to the gateways connected to it. It serves HTTPS with `--tls-cert` and `--tls-key`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use portico_control_plane::db::Db;
 use portico_control_plane::{AppState, Settings, app, auth, fleet};
 use portico_gateway::check::PolicyCeilings;
 use portico_gateway::contract::defaults;
 use portico_gateway::contract::units::{ByteSize, Duration};
+use portico_gateway::settings::{CertificateConfig, TlsConfig};
+use portico_gateway::tls;
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+/// How long a TLS handshake, and the drain at shutdown, may take.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 use tokio::sync::watch;
 
 /// Where the control plane keeps its data and listens.
@@ -25,7 +38,14 @@ pub struct Options {
     /// Where the control plane serves its REST API, OAuth2 and fleet endpoints.
     #[arg(long, default_value = "127.0.0.1:9080")]
     pub api: String,
-    /// The control plane's public URL (the OAuth2 issuer); `http://<api address>` by default.
+    /// PEM certificate chain to serve HTTPS with (HTTP/2 and HTTP/1.1); with `--tls-key`.
+    #[arg(long, env = "PORTICO_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "PORTICO_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The control plane's public URL (the OAuth2 issuer); `https://<api address>` with
+    /// TLS, `http://<api address>` without, by default.
     /// Nodes of one cluster must share it.
     #[arg(long)]
     pub public_url: Option<String>,
@@ -72,24 +92,77 @@ pub async fn start(options: &Options, mut stopped: watch::Receiver<bool>) -> any
     let listener =
         tokio::net::TcpListener::bind(&options.api).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.api))?;
     let address = listener.local_addr()?;
-    let public_url = options.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
+    let tls = match (&options.tls_cert, &options.tls_key) {
+        (Some(cert), Some(key)) => {
+            let certificate = CertificateConfig { cert: cert.clone(), key: key.clone(), server_names: Vec::new() };
+            let config = tls::server_config(&TlsConfig { certificates: vec![certificate] }, Path::new("."), "--tls-cert")
+                .map_err(|problem| anyhow::anyhow!("{}", problem.reason))?;
+            Some(config)
+        }
+        _ => None,
+    };
+    if tls.is_none() && !address.ip().is_loopback() {
+        tracing::warn!(%address, "the control plane serves plain HTTP on a non-loopback address: logins, OAuth2 tokens and the environments gateways receive travel in clear; give --tls-cert and --tls-key");
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let public_url = options.public_url.clone().unwrap_or_else(|| format!("{scheme}://{address}"));
     let ceilings = options.policy_ceilings();
     if let Err((field, reason)) = ceilings.check_self() {
         anyhow::bail!("--max-policy-{field} {reason}");
     }
     let state = AppState::new(db, Settings { public_url, policy_ceilings: ceilings });
     fleet::notify::start(&state);
-    tracing::info!(%address, "control plane listening");
+    tracing::info!(%address, scheme, "control plane listening");
     let router = app(state.clone());
-    let task = tokio::spawn(async move {
-        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-            let _ = stopped.changed().await;
-        });
-        if let Err(error) = server.await {
-            tracing::error!(error = %error, "control plane server failed");
-        }
-    });
+    let task = match tls {
+        Some(config) => tokio::spawn(serve_tls(listener, config, router, stopped)),
+        None => tokio::spawn(async move {
+            let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = stopped.changed().await;
+            });
+            if let Err(error) = server.await {
+                tracing::error!(error = %error, "control plane server failed");
+            }
+        }),
+    };
     Ok(Started { state, task })
+}
+
+/// Serve `router` over TLS until `stopped` turns true, then let requests in flight finish
+/// (for up to 10 s). A handshake has 10 s to complete.
+async fn serve_tls(listener: TcpListener, config: Arc<ServerConfig>, router: axum::Router, mut stopped: watch::Receiver<bool>) {
+    let acceptor = TlsAcceptor::from(config);
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped.changed() => break,
+        };
+        let (acceptor, builder, service) = (acceptor.clone(), builder.clone(), TowerToHyperService::new(router.clone()));
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => return tracing::debug!(%error, "TLS handshake failed"),
+                Err(_) => return tracing::debug!("TLS handshake timed out"),
+            };
+            let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            if let Err(error) = watcher.watch(connection).await {
+                tracing::debug!(error = %error, "connection ended with an error");
+            }
+        });
+    }
+    if tokio::time::timeout(HANDSHAKE_TIMEOUT, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still running after 10 s were cut off");
+    }
 }
 
 /// Run until SIGTERM or SIGINT.

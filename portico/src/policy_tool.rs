@@ -73,9 +73,13 @@ pub enum PolicyCommand {
         /// A project's folder, or a component (`.wasm`).
         #[arg(default_value = ".")]
         target: PathBuf,
-        /// The control plane's URL.
+        /// The control plane's URL (`https://…`; `http://` for loopback and tests).
         #[arg(long, env = "PORTICO_CONTROL_PLANE")]
         control_plane: String,
+        /// PEM file of the CA certificates the control plane's certificate must chain to
+        /// (or that certificate itself); the system's roots by default.
+        #[arg(long, env = "PORTICO_CONTROL_PLANE_CA")]
+        control_plane_ca: Option<PathBuf>,
         /// The version to publish (immutable once uploaded).
         #[arg(long)]
         version: String,
@@ -141,7 +145,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        PolicyCommand::Push { target, control_plane, version, name, description, schema, token, user, toolchains } => {
+        PolicyCommand::Push { target, control_plane, control_plane_ca, version, name, description, schema, token, user, toolchains } => {
             let (default_name, component, project_schema) = if target.is_file() {
                 let stem = target.file_stem().and_then(|s| s.to_str()).unwrap_or("policy").to_owned();
                 (stem, std::fs::read(&target).with_context(|| format!("cannot read {}", target.display()))?, None)
@@ -155,6 +159,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
             };
             let pushed = push(&Push {
                 control_plane,
+                control_plane_ca,
                 token,
                 user,
                 password: std::env::var("PORTICO_PASSWORD").ok(),

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -282,7 +283,7 @@ impl PorticoProcess {
 pub struct ControlPlaneClient {
     /// The HTTP client.
     pub client: HttpClient,
-    /// `http://host:port`.
+    /// `http://host:port` or `https://host:port`.
     pub base: String,
 }
 
@@ -290,6 +291,11 @@ impl ControlPlaneClient {
     /// A client of the control plane at `address`.
     pub fn new(address: SocketAddr) -> Self {
         Self { client: HttpClient::default(), base: format!("http://{address}") }
+    }
+
+    /// A client of the control plane serving HTTPS at `address` with the certificate `der`.
+    pub fn https(address: SocketAddr, der: &[u8]) -> Self {
+        Self { client: HttpClient::trusting(der), base: format!("https://{address}") }
     }
 
     /// Send a JSON request, with a bearer token if given.
@@ -472,19 +478,40 @@ impl Reply {
     }
 }
 
-/// A plain-HTTP client with a connection pool.
+/// An HTTP client with a connection pool: plain HTTP, or HTTPS trusting one certificate.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Default for HttpClient {
+    /// Plain HTTP only (no certificate is trusted).
     fn default() -> Self {
-        Self { client: Client::builder(TokioExecutor::new()).build_http() }
+        Self::with_roots(rustls::RootCertStore::empty())
     }
 }
 
 impl HttpClient {
+    /// A client that trusts the certificate `ca_der` (a test CA or a self-signed server).
+    pub fn trusting(ca_der: &[u8]) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls_pki_types::CertificateDer::from(ca_der.to_vec())).expect("a certificate");
+        Self::with_roots(roots)
+    }
+
+    fn with_roots(roots: rustls::RootCertStore) -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new().with_tls_config(config).https_or_http().enable_http1().wrap_connector(http);
+        Self { client: Client::builder(TokioExecutor::new()).build(connector) }
+    }
+
     /// Send a request and read the whole response.
     pub async fn send(&self, method: Method, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> anyhow::Result<Reply> {
         let mut request = Request::builder().method(method).uri(url);

@@ -554,3 +554,94 @@ async fn an_api_a_gateway_cannot_load_fails_alone() {
     .await;
     println!("revoked key refused after {took:?}, next to an API the gateway could not load");
 }
+
+/// Pattern 2 over TLS: the control plane serves HTTPS, the gateway follows it over
+/// `https://` trusting its certificate and serves HTTPS itself; a gateway that does not
+/// trust the control plane's certificate gets nothing from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pattern_2_over_tls_and_an_untrusted_control_plane_refused() {
+    let upstream = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let certificate = TestCertificate::generate(dir.path());
+    let data = tempfile::tempdir().unwrap();
+    let control_plane = PorticoProcess::spawn_until(
+        tempfile::tempdir().unwrap(),
+        &[
+            "control-plane",
+            "--data-dir",
+            &data.path().display().to_string(),
+            "--api",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &certificate.cert.display().to_string(),
+            "--tls-key",
+            &certificate.key.display().to_string(),
+        ],
+        &[("PORTICO_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+        &["control plane listening"],
+    )
+    .unwrap();
+    let address = control_plane.control_plane.unwrap();
+    let cp = ControlPlaneClient::https(address, &certificate.der);
+    let admin = cp.login("admin", ADMIN_PASSWORD).await;
+    let plain = HttpClient::default().get(&format!("http://{address}/api/v1/openapi.json"), &[]).await;
+    assert!(plain.is_err() || plain.unwrap().status != StatusCode::OK, "the control plane does not answer plain HTTP");
+
+    let definition = json!({"name": "secure", "version": "v1", "context": "/secure", "endpoints": [upstream.url()],
+        "operations": [{"method": "GET", "path": "/hello"}]});
+    let api = cp.ok(Method::POST, "/api/v1/apis", Some(&admin), definition).await;
+    let api = api["id"].as_str().unwrap().to_owned();
+    cp.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
+    let revision = cp.ok(Method::POST, &format!("/api/v1/apis/{api}/revisions"), Some(&admin), json!({})).await;
+    let deployment = json!({"revision_id": revision["id"], "environments": ["default"]});
+    cp.ok(Method::POST, &format!("/api/v1/apis/{api}/deployments"), Some(&admin), deployment).await;
+    let ApiKey { app, id: key_id, key } = cp.subscribed_key(&admin, "secure-app", &api).await;
+    let token = cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({})).await;
+    let token = token["token"].as_str().unwrap().to_owned();
+
+    let gateway = |ca: &Path| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(&certificate.cert, dir.path().join("server.pem")).unwrap();
+        std::fs::copy(&certificate.key, dir.path().join("server.key")).unwrap();
+        let settings = dir.path().join("gateway.yaml");
+        let yaml = "listeners:\n  - address: 127.0.0.1:0\n    tls:\n      certificates:\n        - {cert: server.pem, key: server.key}\n";
+        std::fs::write(&settings, yaml).unwrap();
+        let cache = dir.path().join("cache");
+        let args = [
+            "gateway".to_owned(),
+            "--control-plane".to_owned(),
+            format!("https://{address}"),
+            "--control-plane-ca".to_owned(),
+            ca.display().to_string(),
+            "--cache-dir".to_owned(),
+            cache.display().to_string(),
+            "--settings".to_owned(),
+            settings.display().to_string(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        PorticoProcess::spawn_until(dir, &args, &[("PORTICO_GATEWAY_TOKEN", &token)], &["listening"]).unwrap()
+    };
+    // One trusts the control plane's certificate (pinned); the other trusts another one.
+    let trusting = gateway(&certificate.cert);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let stranger = gateway(&TestCertificate::generate(elsewhere.path()).cert);
+
+    assert!(trusting.wait_for_log("snapshot applied", Duration::from_secs(10)), "{}", trusting.logs().join("\n"));
+    let (_, (status, body)) = tls_get(trusting.listeners[0], &certificate.der, b"h2", "/secure/v1/hello", &[("apikey", &key)]).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+
+    // Revocation travels the TLS link within 1 s.
+    let reply = cp.call(Method::DELETE, &format!("/api/v1/applications/{app}/api-keys/{key_id}"), Some(&admin), None).await;
+    assert!(reply.status.is_success(), "{}", reply.text());
+    let took = eventually("the revoked key refused over TLS", Duration::from_secs(1), async || {
+        tls_get(trusting.listeners[0], &certificate.der, b"http/1.1", "/secure/v1/hello", &[("apikey", &key)]).await.1.0
+            == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    println!("revoked key refused after {took:?} over an https fleet link");
+
+    assert!(stranger.wait_for_log("invalid peer certificate", Duration::from_secs(10)), "{}", stranger.logs().join("\n"));
+    assert_eq!(stranger.count_logs("snapshot applied"), 0, "{}", stranger.logs().join("\n"));
+    let listed = cp.ok(Method::GET, "/api/v1/gateways", Some(&admin), Value::Null).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "only the trusting gateway reached the control plane: {listed}");
+}

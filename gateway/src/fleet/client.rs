@@ -2,6 +2,7 @@
 //! and acknowledgements, each request carrying the gateway's token, id, environment and
 //! protocol version.
 
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,6 +10,7 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -16,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::contract::fleet::{
     ACK_PATH, Ack, ENVIRONMENT_HEADER, EventReader, GATEWAY_HEADER, MODULES_PATH, PROTOCOL_HEADER, PROTOCOL_VERSION, SILENCE, STREAM_PATH,
 };
+use crate::tls;
 
 /// The largest module a gateway downloads.
 pub const MAX_MODULE_BYTES: usize = 64 << 20;
@@ -44,20 +47,31 @@ pub struct ControlPlane {
     authorization: HeaderValue,
     gateway: HeaderValue,
     environment: HeaderValue,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl ControlPlane {
-    /// A client for the control plane at `url` (`http://host:port`).
-    pub fn new(url: &str, environment: &str, token: &str, gateway_id: &str) -> Result<Self, String> {
+    /// A client for the control plane at `url`: `https://host:port`, verified against the
+    /// CA certificates of the PEM file `ca` (or the system's roots), or `http://host:port`
+    /// (for loopback and tests: the environment carries secrets).
+    pub fn new(url: &str, ca: Option<&Path>, environment: &str, token: &str, gateway_id: &str) -> Result<Self, String> {
         let uri: Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
-        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-            return Err(format!("`{url}`: the control plane URL must be http://host:port"));
-        }
+        let Some(host) = uri.host() else {
+            return Err(format!("`{url}`: the control plane URL must be https://host:port or http://host:port"));
+        };
+        let tls = match uri.scheme_str() {
+            Some("https") => Some(tls::client_config(ca).map_err(|e| format!("the control plane's CA: {e}"))?),
+            Some("http") if ca.is_some() => return Err(format!("`{url}`: a CA file is for an https:// control plane")),
+            Some("http") => {
+                if !is_loopback(host) {
+                    tracing::warn!(url, "the control plane is reached over plain HTTP: environments carry key material; use https://");
+                }
+                None
+            }
+            _ => return Err(format!("`{url}`: the control plane URL must be https://host:port or http://host:port")),
+        };
         let header = |what: &str, value: &str| HeaderValue::from_str(value).map_err(|_| format!("the {what} is not a valid header value"));
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        connector.set_nodelay(true);
+        let connector = tls::connector(tls, Duration::from_secs(5))?;
         let client = Client::builder(TokioExecutor::new()).timer(TokioTimer::new()).pool_timer(TokioTimer::new()).build(connector);
         Ok(Self {
             base: url.trim_end_matches('/').to_owned(),
@@ -86,7 +100,7 @@ impl ControlPlane {
         let response = tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(request))
             .await
             .map_err(|_| ClientError::Unreachable("no answer within 30 s".into()))?
-            .map_err(|e| ClientError::Unreachable(format!("{e:#}")))?;
+            .map_err(|e| ClientError::Unreachable(causes(&e)))?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -124,6 +138,26 @@ impl ControlPlane {
         request.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         self.send(request).await.map(drop)
     }
+}
+
+/// An error with its causes (`client error (Connect): invalid peer certificate: UnknownIssuer`):
+/// the client's own error says only what step failed.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether `host` (as a URL has it) is a loopback address or `localhost`.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost") || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The events of an open stream.

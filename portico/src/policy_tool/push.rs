@@ -3,15 +3,18 @@
 //! plane validates it again (world, compilation, schema) and answers why when it refuses.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{Method, Request, header};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use portico_gateway::tls;
 
 /// The schema file a project may carry next to its fixtures.
 pub const SCHEMA_FILE: &str = "config.schema.json";
@@ -21,6 +24,8 @@ pub const SCHEMA_FILE: &str = "config.schema.json";
 pub struct Push {
     /// The control plane's URL.
     pub control_plane: String,
+    /// The CA certificates (PEM) its certificate must chain to; the system's roots if none.
+    pub control_plane_ca: Option<PathBuf>,
     /// A session token, or none to log in with `user` and `password`.
     pub token: Option<String>,
     /// The user to log in as.
@@ -63,8 +68,14 @@ pub fn push(push: &Push) -> anyhow::Result<serde_json::Value> {
     });
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         let base = push.control_plane.trim_end_matches('/');
+        let tls = if base.starts_with("https://") {
+            Some(tls::client_config(push.control_plane_ca.as_deref()).map_err(|e| anyhow::anyhow!("the control plane's CA: {e}"))?)
+        } else {
+            None
+        };
+        let connector = tls::connector(tls, Duration::from_secs(10)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let client: Client<HttpsConnector<HttpConnector>, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
         let token = match &push.token {
             Some(token) => token.clone(),
             None => {
@@ -87,7 +98,7 @@ pub fn push(push: &Push) -> anyhow::Result<serde_json::Value> {
 }
 
 async fn send(
-    client: &Client<HttpConnector, Full<Bytes>>,
+    client: &Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     method: Method,
     url: &str,
     token: Option<&str>,
