@@ -69,6 +69,7 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<E
                 endpoints: content.endpoints.clone(),
                 connect_timeout: Duration(defaults::UPSTREAM_CONNECT_TIMEOUT),
                 timeout: Duration(defaults::UPSTREAM_TIMEOUT),
+                ca: content.endpoint_ca.clone(),
             },
             policies,
             operations,

@@ -213,7 +213,7 @@ async fn invalid_apis_are_refused_naming_the_field() {
             ("tags", json!(["a", "a"]), "tags[1]"),
             ("tags", json!([""]), "tags[0]"),
             ("endpoints", json!([]), "endpoints"),
-            ("endpoints", json!(["http://ok:1", "https://secure:443"]), "endpoints[1]"),
+            ("endpoints", json!(["http://ok:1", "ftp://files:21"]), "endpoints[1]"),
             ("endpoints", json!(["not a url"]), "endpoints[0]"),
             ("operations", json!([{"method": "GET", "path": "/a"}, {"method": "TRACE", "path": "/a"}]), "operations[1].method"),
             ("operations", json!([{"method": "GET", "path": "a"}]), "operations[0].path"),

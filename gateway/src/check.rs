@@ -23,6 +23,12 @@ pub fn endpoint(url: &str) -> Result<(), String> {
     crate::upstream::parse_endpoint(url).map(|_| ())
 }
 
+/// Whether `pem` holds CA certificates an upstream's certificate can be verified against;
+/// the reason when not.
+pub fn upstream_ca(pem: &str) -> Result<(), String> {
+    crate::tls::client_config(crate::tls::Trust::Pem(pem)).map(drop)
+}
+
 /// Whether `text` is an IP address or a network (`198.51.100.0/24`) blocking can match.
 pub fn network(text: &str) -> Result<(), String> {
     Network::parse(text).map(|_| ())

@@ -127,3 +127,18 @@ pub fn problem(status: StatusCode, detail: &str) -> (http::response::Parts, Byte
     head.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
     (head, Bytes::from(body.to_string()))
 }
+
+/// An error with its causes (`client error (Connect): invalid peer certificate: UnknownIssuer`):
+/// a client's own error often says only which step failed.
+pub fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}

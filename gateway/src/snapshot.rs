@@ -142,11 +142,14 @@ impl Snapshot {
             let stats = shared.metrics.api(&api.name, &api.version);
             let blocked = is_blocked(config, api);
             let mut routes = Vec::new();
-            if api_problems.is_empty() {
+            let client = shared.clients.get(api.upstream.connect_timeout.0, api.upstream.ca.as_deref());
+            if let (true, Err(reason)) = (api_problems.is_empty(), &client) {
+                api_problems.push(Problem { path: format!("{at}.upstream.ca"), reason: reason.clone() });
+            }
+            if let (true, Ok(client)) = (api_problems.is_empty(), client) {
                 let api_chain = attach(format!("{at}.policies"), &api.policies, &mut api_problems);
                 let endpoints = api.upstream.endpoints.iter().filter_map(|e| parse_endpoint(e).ok()).collect();
-                let upstream =
-                    Arc::new(Upstream::new(endpoints, api.upstream.timeout.0, shared.clients.get(api.upstream.connect_timeout.0)));
+                let upstream = Arc::new(Upstream::new(endpoints, api.upstream.timeout.0, client));
                 let default_operation = [OperationConfig { method: "ANY".into(), path: "/*".into(), policies: Vec::new() }];
                 let operations = if api.operations.is_empty() { &default_operation[..] } else { &api.operations[..] };
                 for (j, operation) in operations.iter().enumerate() {
@@ -170,7 +173,7 @@ impl Snapshot {
                 }
             }
             if !api_problems.is_empty() {
-                routes = vec![unavailable(api, stats, blocked, shared)];
+                routes = unavailable(api, stats, blocked, shared).into_iter().collect();
                 failed.push((i, api_problems));
             }
             api_routes.push((i, ApiRoutes { hosts: api.hosts.clone(), context: context_of(&api.context), operations: routes }));
@@ -197,7 +200,7 @@ impl Snapshot {
                 api_routes.remove(k);
             } else {
                 let operation = unavailable(api, shared.metrics.api(&api.name, &api.version), is_blocked(config, api), shared);
-                api_routes[k].1.operations = vec![operation];
+                api_routes[k].1.operations = operation.into_iter().collect();
             }
         };
         failed.sort_by_key(|(i, _)| *i);
@@ -231,9 +234,10 @@ fn context_of(context: &str) -> String {
 }
 
 /// The one operation of an API that could not be loaded: every path under its context
-/// answers 503.
-fn unavailable(api: &ApiConfig, stats: Arc<ApiStats>, blocked: bool, shared: &Shared<'_>) -> OperationRoute<Arc<ServedOperation>> {
-    OperationRoute {
+/// answers 503 (none when even a client without TLS trust cannot be made: it is not routed).
+fn unavailable(api: &ApiConfig, stats: Arc<ApiStats>, blocked: bool, shared: &Shared<'_>) -> Option<OperationRoute<Arc<ServedOperation>>> {
+    let client = shared.clients.get(api.upstream.connect_timeout.0, None).ok()?;
+    Some(OperationRoute {
         method: None,
         template: "/*".into(),
         value: Arc::new(ServedOperation {
@@ -241,12 +245,12 @@ fn unavailable(api: &ApiConfig, stats: Arc<ApiStats>, blocked: bool, shared: &Sh
             chain: Vec::new(),
             needs_request_body: false,
             needs_response_phase: false,
-            upstream: Arc::new(Upstream::new(Vec::new(), api.upstream.timeout.0, shared.clients.get(api.upstream.connect_timeout.0))),
+            upstream: Arc::new(Upstream::new(Vec::new(), api.upstream.timeout.0, client)),
             stats,
             blocked,
             unavailable: true,
         }),
-    }
+    })
 }
 
 /// A route error as a problem of `apis[i]`; `original(n)` maps the router's API index to

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
@@ -71,34 +71,66 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// A client configuration that trusts the CA certificates of the PEM file `ca` (a bundle,
-/// or the server's own certificate to pin it), or the system's roots without one.
-pub fn client_config(ca: Option<&Path>) -> Result<ClientConfig, String> {
-    let mut roots = RootCertStore::empty();
-    match ca {
-        Some(file) => {
-            let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
-                .and_then(|certs| certs.collect::<Result<_, _>>())
-                .map_err(|e| format!("cannot read CA certificates from {}: {e}", file.display()))?;
-            if certificates.is_empty() {
-                return Err(format!("{} holds no certificate", file.display()));
-            }
-            for certificate in certificates {
-                roots.add(certificate).map_err(|e| format!("{}: {e}", file.display()))?;
-            }
+/// What a client trusts to verify a server's certificate.
+#[derive(Debug, Clone, Copy)]
+pub enum Trust<'a> {
+    /// The CA certificates of a PEM file (a bundle, or the server's own certificate to pin it).
+    File(&'a Path),
+    /// The CA certificates of PEM text.
+    Pem(&'a str),
+    /// The system's roots.
+    System,
+}
+
+/// A client configuration that trusts what `trust` names; an error when that is nothing
+/// usable.
+pub fn client_config(trust: Trust<'_>) -> Result<ClientConfig, String> {
+    let roots = match trust {
+        Trust::File(file) => {
+            let pem = std::fs::read(file).map_err(|e| format!("cannot read CA certificates from {}: {e}", file.display()))?;
+            roots(&pem).map_err(|e| format!("{}: {e}", file.display()))?
         }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            for certificate in native.certs {
-                // A root the system holds but rustls cannot use is skipped, as browsers do.
-                let _ = roots.add(certificate);
-            }
+        Trust::Pem(pem) => roots(pem.as_bytes())?,
+        Trust::System => {
+            let roots = system_roots();
             if roots.is_empty() {
-                return Err(format!("no CA certificate: the system has none usable ({:?}); give a CA file", native.errors));
+                return Err("the system has no usable CA certificate; give a CA file".into());
             }
+            roots.clone()
         }
-    }
+    };
     trusting(roots)
+}
+
+/// The CA certificates of PEM text, as trust roots.
+fn roots(pem: &[u8]) -> Result<RootCertStore, String> {
+    let certificates: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(pem).collect::<Result<_, _>>().map_err(|e| format!("not PEM certificates: {e}"))?;
+    if certificates.is_empty() {
+        return Err("no certificate in it".into());
+    }
+    let mut roots = RootCertStore::empty();
+    for certificate in certificates {
+        roots.add(certificate).map_err(|e| format!("a certificate cannot be a trust root: {e}"))?;
+    }
+    Ok(roots)
+}
+
+/// The system's roots, read once. One the system holds but rustls cannot use is skipped,
+/// as browsers do.
+fn system_roots() -> &'static RootCertStore {
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let native = rustls_native_certs::load_native_certs();
+        if !native.errors.is_empty() {
+            tracing::warn!(errors = ?native.errors, "some of the system's CA certificates could not be read");
+        }
+        let mut roots = RootCertStore::empty();
+        for certificate in native.certs {
+            let _ = roots.add(certificate);
+        }
+        roots
+    })
 }
 
 fn trusting(roots: RootCertStore) -> Result<ClientConfig, String> {

@@ -11,12 +11,15 @@ use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use http_body::Body as _;
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::Body;
 use crate::error::ProxyError;
+use crate::error::causes;
+use crate::tls;
 
 /// One upstream base URL.
 #[derive(Debug, Clone)]
@@ -32,8 +35,8 @@ pub struct Endpoint {
 pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
     let uri: Uri = text.parse().map_err(|e| format!("`{text}` is not a URL: {e}"))?;
     let scheme = uri.scheme().cloned().ok_or_else(|| format!("`{text}` has no scheme (write http://...)"))?;
-    if scheme != Scheme::HTTP {
-        return Err(format!("`{text}`: only http:// upstreams are supported"));
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+        return Err(format!("`{text}`: an upstream is http:// or https://"));
     }
     let authority = uri.authority().cloned().ok_or_else(|| format!("`{text}` has no host"))?;
     if authority.as_str().contains('@') {
@@ -47,31 +50,41 @@ pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
     Ok(Endpoint { scheme, authority, base_path, host })
 }
 
-/// HTTP clients shared by every snapshot, one per connect timeout, so that connection
-/// pools survive configuration reloads.
+/// The HTTP client of an upstream: `http://` and `https://` (HTTP/1.1), pooled.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// HTTP clients shared by every snapshot, one per connect timeout and trust (the system's
+/// roots, or an API's CA certificates), so that connection pools survive reloads.
 #[derive(Default)]
 pub struct Clients {
-    by_connect_timeout: Mutex<HashMap<Duration, Client<HttpConnector, Body>>>,
+    by_settings: Mutex<HashMap<(Duration, Option<String>), UpstreamClient>>,
 }
 
 impl Clients {
-    /// The client for this connect timeout (made on first use).
-    pub fn get(&self, connect_timeout: Duration) -> Client<HttpConnector, Body> {
-        let mut clients = self.by_connect_timeout.lock().unwrap_or_else(|e| e.into_inner());
-        clients
-            .entry(connect_timeout)
-            .or_insert_with(|| {
-                let mut connector = HttpConnector::new();
-                connector.set_connect_timeout(Some(connect_timeout));
-                connector.set_nodelay(true);
-                Client::builder(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .pool_timer(TokioTimer::new())
-                    .pool_idle_timeout(Duration::from_secs(90))
-                    .pool_max_idle_per_host(256)
-                    .build(connector)
-            })
-            .clone()
+    /// The client for this connect timeout and these CA certificates (PEM; the system's
+    /// roots when `None`), made on first use; an error says why `ca` cannot be used.
+    pub fn get(&self, connect_timeout: Duration, ca: Option<&str>) -> Result<UpstreamClient, String> {
+        let mut clients = self.by_settings.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (connect_timeout, ca.map(str::to_owned));
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let trust = match ca {
+            Some(pem) => Some(tls::client_config(tls::Trust::Pem(pem))?),
+            // Without roots, https:// endpoints fail when called (and say why); http:// ones work.
+            None => {
+                tls::client_config(tls::Trust::System).map_err(|e| tracing::warn!(error = %e, "https:// upstreams cannot be verified")).ok()
+            }
+        };
+        let connector = tls::connector(trust, connect_timeout)?;
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        clients.insert(key, client.clone());
+        Ok(client)
     }
 }
 
@@ -80,7 +93,7 @@ pub struct Upstream {
     endpoints: Vec<Endpoint>,
     next: AtomicUsize,
     timeout: Duration,
-    client: Client<HttpConnector, Body>,
+    client: UpstreamClient,
 }
 
 /// What is forwarded besides the exchange's request head.
@@ -95,7 +108,7 @@ pub struct Forward<'a> {
 
 impl Upstream {
     /// An upstream over these endpoints (at least one).
-    pub fn new(endpoints: Vec<Endpoint>, timeout: Duration, client: Client<HttpConnector, Body>) -> Self {
+    pub fn new(endpoints: Vec<Endpoint>, timeout: Duration, client: UpstreamClient) -> Self {
         Self { endpoints, next: AtomicUsize::new(0), timeout, client }
     }
 
@@ -132,13 +145,13 @@ impl Upstream {
                 Err(_) => return Err(ProxyError::UpstreamTimeout),
                 Ok(Ok(response)) => return Ok(response),
                 Ok(Err(error)) if error.is_connect() => {
-                    tracing::warn!(endpoint = %endpoint.authority, error = %error, "upstream connect failed");
+                    tracing::warn!(endpoint = %endpoint.authority, error = %causes(&error), "upstream connect failed");
                     last_error = Some(error);
                 }
                 Ok(Err(error)) => return Err(upstream_error(error)),
             }
         }
-        Err(ProxyError::UpstreamUnavailable(last_error.map(|e| e.to_string()).unwrap_or_default()))
+        Err(ProxyError::UpstreamUnavailable(last_error.map(|e| causes(&e)).unwrap_or_default()))
     }
 }
 
@@ -149,7 +162,7 @@ fn upstream_error(error: hyper_util::client::legacy::Error) -> ProxyError {
     {
         return ProxyError::PayloadTooLarge;
     }
-    ProxyError::UpstreamFailed(error.to_string())
+    ProxyError::UpstreamFailed(causes(&error))
 }
 
 fn build_request(

@@ -380,31 +380,58 @@ pub fn check_config(file: &Path) -> (bool, String) {
 pub struct MockUpstream {
     /// Where it listens.
     pub addr: SocketAddr,
+    scheme: &'static str,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl MockUpstream {
     /// Start it on a free port of 127.0.0.1.
     pub async fn start() -> Self {
+        Self::serve(None).await
+    }
+
+    /// Start it serving HTTPS (HTTP/1.1) with `certificate`.
+    pub async fn start_tls(certificate: &TestCertificate) -> Self {
+        let chain = vec![rustls_pki_types::CertificateDer::from(certificate.der.clone())];
+        let key = rustls_pki_types::pem::PemObject::from_pem_file(&certificate.key).expect("the test key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("the test certificate");
+        Self::serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock upstream");
         let addr = listener.local_addr().expect("local addr");
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(echo);
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => drop(builder.serve_connection(TokioIo::new(stream), service).await),
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                drop(builder.serve_connection(TokioIo::new(stream), service).await);
+                            }
+                        }
+                    }
                 });
             }
         });
-        Self { addr, task }
+        Self { addr, scheme, task }
     }
 
     /// Its base URL.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 }
 

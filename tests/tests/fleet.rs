@@ -560,9 +560,10 @@ async fn an_api_a_gateway_cannot_load_fails_alone() {
 /// trust the control plane's certificate gets nothing from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pattern_2_over_tls_and_an_untrusted_control_plane_refused() {
-    let upstream = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let certificate = TestCertificate::generate(dir.path());
+    let upstream = MockUpstream::start_tls(&certificate).await;
+    let certificate_pem = std::fs::read_to_string(&certificate.cert).unwrap();
     let data = tempfile::tempdir().unwrap();
     let control_plane = PorticoProcess::spawn_until(
         tempfile::tempdir().unwrap(),
@@ -587,15 +588,32 @@ async fn pattern_2_over_tls_and_an_untrusted_control_plane_refused() {
     let plain = HttpClient::default().get(&format!("http://{address}/api/v1/openapi.json"), &[]).await;
     assert!(plain.is_err() || plain.unwrap().status != StatusCode::OK, "the control plane does not answer plain HTTP");
 
-    let definition = json!({"name": "secure", "version": "v1", "context": "/secure", "endpoints": [upstream.url()],
-        "operations": [{"method": "GET", "path": "/hello"}]});
-    let api = cp.ok(Method::POST, "/api/v1/apis", Some(&admin), definition).await;
-    let api = api["id"].as_str().unwrap().to_owned();
-    cp.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
-    let revision = cp.ok(Method::POST, &format!("/api/v1/apis/{api}/revisions"), Some(&admin), json!({})).await;
-    let deployment = json!({"revision_id": revision["id"], "environments": ["default"]});
-    cp.ok(Method::POST, &format!("/api/v1/apis/{api}/deployments"), Some(&admin), deployment).await;
-    let ApiKey { app, id: key_id, key } = cp.subscribed_key(&admin, "secure-app", &api).await;
+    // The upstream speaks https: one API trusts its certificate, one leaves it to the
+    // gateway's system roots (which do not know it).
+    let bad_ca = cp
+        .call(
+            Method::POST,
+            "/api/v1/apis",
+            Some(&admin),
+            Some(json!({"name": "x", "version": "v1", "context": "/x", "endpoints": [upstream.url()], "endpoint_ca": "not PEM"})),
+        )
+        .await;
+    assert_eq!((bad_ca.status, bad_ca.json()["field"].as_str()), (StatusCode::BAD_REQUEST, Some("endpoint_ca")), "{}", bad_ca.text());
+    let mut apis = Vec::new();
+    for (name, ca) in [("secure", Some(certificate_pem.as_str())), ("unverified", None)] {
+        let definition = json!({"name": name, "version": "v1", "context": format!("/{name}"), "endpoints": [upstream.url()],
+            "endpoint_ca": ca, "operations": [{"method": "GET", "path": "/hello"}]});
+        let api = cp.ok(Method::POST, "/api/v1/apis", Some(&admin), definition).await;
+        let api = api["id"].as_str().unwrap().to_owned();
+        cp.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
+        let revision = cp.ok(Method::POST, &format!("/api/v1/apis/{api}/revisions"), Some(&admin), json!({})).await;
+        let deployment = json!({"revision_id": revision["id"], "environments": ["default"]});
+        cp.ok(Method::POST, &format!("/api/v1/apis/{api}/deployments"), Some(&admin), deployment).await;
+        apis.push(api);
+    }
+    let ApiKey { app, id: key_id, key } = cp.subscribed_key(&admin, "secure-app", &apis[0]).await;
+    let subscription = json!({"api_id": apis[1], "tier": "Unlimited"});
+    cp.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(&admin), subscription).await;
     let token = cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({})).await;
     let token = token["token"].as_str().unwrap().to_owned();
 
@@ -629,6 +647,11 @@ async fn pattern_2_over_tls_and_an_untrusted_control_plane_refused() {
     assert!(trusting.wait_for_log("snapshot applied", Duration::from_secs(10)), "{}", trusting.logs().join("\n"));
     let (_, (status, body)) = tls_get(trusting.listeners[0], &certificate.der, b"h2", "/secure/v1/hello", &[("apikey", &key)]).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let echoed: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(echoed["path"], "/hello", "the https upstream answered");
+    let (_, (status, body)) = tls_get(trusting.listeners[0], &certificate.der, b"h2", "/unverified/v1/hello", &[("apikey", &key)]).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "an upstream certificate nobody vouches for: {}", String::from_utf8_lossy(&body));
+    assert!(trusting.wait_for_log("invalid peer certificate", Duration::from_secs(5)), "{}", trusting.logs().join("\n"));
 
     // Revocation travels the TLS link within 1 s.
     let reply = cp.call(Method::DELETE, &format!("/api/v1/applications/{app}/api-keys/{key_id}"), Some(&admin), None).await;

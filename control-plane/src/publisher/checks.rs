@@ -84,7 +84,7 @@ pub(super) fn check_tags(field: &str, tags: &[String]) -> ApiResult<()> {
     Ok(())
 }
 
-/// Check endpoints: at least one, each an `http://` URL the gateway accepts.
+/// Check endpoints: at least one, each an `http://` or `https://` URL the gateway accepts.
 pub(super) fn check_endpoints(field: &str, endpoints: &[String]) -> ApiResult<()> {
     if endpoints.is_empty() {
         return Err(ApiError::invalid(field, "at least one endpoint, such as `http://backend:8080/base`"));
@@ -93,6 +93,15 @@ pub(super) fn check_endpoints(field: &str, endpoints: &[String]) -> ApiResult<()
         check::endpoint(endpoint).map_err(|reason| ApiError::invalid(format!("{field}[{i}]"), reason))?;
     }
     Ok(())
+}
+
+/// Check an endpoints' CA: at most 64 KiB of PEM certificates a gateway can trust.
+pub(super) fn check_endpoint_ca(field: &str, ca: Option<&str>) -> ApiResult<()> {
+    let Some(ca) = ca else { return Ok(()) };
+    if ca.len() > 64 * 1024 {
+        return Err(ApiError::invalid(field, "at most 64 KiB of PEM certificates"));
+    }
+    check::upstream_ca(ca).map_err(|reason| ApiError::invalid(field, reason))
 }
 
 /// Check policy attachments' shape: a built-in policy or a registry reference

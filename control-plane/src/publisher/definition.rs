@@ -24,8 +24,11 @@ pub struct Api {
     pub tags: Vec<String>,
     /// Markdown documentation.
     pub documentation: String,
-    /// Upstream base URLs (`http://host:port/base`).
+    /// Upstream base URLs (`http://host:port/base` or `https://…`).
     pub endpoints: Vec<String>,
+    /// PEM CA certificates that `https://` endpoints' certificates must chain to (or an
+    /// endpoint's own certificate, pinned), instead of the gateways' system roots.
+    pub endpoint_ca: Option<String>,
     /// The operations, by path then method.
     pub operations: Vec<Operation>,
     /// Policies for every operation, in order.
@@ -122,8 +125,13 @@ pub struct NewApi {
     /// Markdown documentation.
     #[serde(default)]
     pub documentation: String,
-    /// Upstream base URLs, at least one.
+    /// Upstream base URLs (`http://…` or `https://…`), at least one.
     pub endpoints: Vec<String>,
+    /// PEM CA certificates that `https://` endpoints' certificates must chain to (or an
+    /// endpoint's own certificate, pinned), instead of the gateways' system roots.
+    #[serde(default)]
+    #[schema(max_length = 65536)]
+    pub endpoint_ca: Option<String>,
     /// The operations.
     #[serde(default)]
     pub operations: Vec<Operation>,
@@ -157,8 +165,13 @@ pub struct ApiUpdate {
     /// Markdown documentation.
     #[serde(default)]
     pub documentation: String,
-    /// Upstream base URLs, at least one.
+    /// Upstream base URLs (`http://…` or `https://…`), at least one.
     pub endpoints: Vec<String>,
+    /// PEM CA certificates that `https://` endpoints' certificates must chain to (or an
+    /// endpoint's own certificate, pinned), instead of the gateways' system roots.
+    #[serde(default)]
+    #[schema(max_length = 65536)]
+    pub endpoint_ca: Option<String>,
     /// The operations.
     #[serde(default)]
     pub operations: Vec<Operation>,

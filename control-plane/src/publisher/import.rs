@@ -100,6 +100,7 @@ fn read(import: Import) -> ApiResult<NewApi> {
         tags: Vec::new(),
         documentation: String::new(),
         endpoints: import.endpoints,
+        endpoint_ca: None,
         operations,
         policies: Vec::new(),
         scopes: Vec::new(),

@@ -38,6 +38,9 @@ pub struct RevisionContent {
     pub tags: Vec<String>,
     /// Upstream base URLs.
     pub endpoints: Vec<String>,
+    /// PEM CA certificates the `https://` endpoints are verified against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_ca: Option<String>,
     /// The operations.
     pub operations: Vec<Operation>,
     /// Policies for every operation.
@@ -116,6 +119,7 @@ pub async fn create(State(state): State<AppState>, caller: Caller, Path(id): Pat
         description: api.description,
         tags: api.tags,
         endpoints: api.endpoints,
+        endpoint_ca: api.endpoint_ca,
         operations: api.operations,
         policies: api.policies,
         scopes: api.scopes,

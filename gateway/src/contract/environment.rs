@@ -233,6 +233,10 @@ pub struct UpstreamConfig {
     /// Time allowed for the response head after the request was sent.
     #[serde(default = "default_upstream_timeout")]
     pub timeout: Duration,
+    /// PEM CA certificates that `https://` endpoints' certificates must chain to (or the
+    /// endpoint's own certificate, pinned), instead of the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
 }
 
 fn default_connect_timeout() -> Duration {

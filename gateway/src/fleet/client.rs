@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::contract::fleet::{
     ACK_PATH, Ack, ENVIRONMENT_HEADER, EventReader, GATEWAY_HEADER, MODULES_PATH, PROTOCOL_HEADER, PROTOCOL_VERSION, SILENCE, STREAM_PATH,
 };
+use crate::error::causes;
 use crate::tls;
 
 /// The largest module a gateway downloads.
@@ -60,7 +61,10 @@ impl ControlPlane {
             return Err(format!("`{url}`: the control plane URL must be https://host:port or http://host:port"));
         };
         let tls = match uri.scheme_str() {
-            Some("https") => Some(tls::client_config(ca).map_err(|e| format!("the control plane's CA: {e}"))?),
+            Some("https") => {
+                let trust = ca.map_or(tls::Trust::System, tls::Trust::File);
+                Some(tls::client_config(trust).map_err(|e| format!("the control plane's CA: {e}"))?)
+            }
             Some("http") if ca.is_some() => return Err(format!("`{url}`: a CA file is for an https:// control plane")),
             Some("http") => {
                 if !is_loopback(host) {
@@ -138,21 +142,6 @@ impl ControlPlane {
         request.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         self.send(request).await.map(drop)
     }
-}
-
-/// An error with its causes (`client error (Connect): invalid peer certificate: UnknownIssuer`):
-/// the client's own error says only what step failed.
-fn causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// Whether `host` (as a URL has it) is a loopback address or `localhost`.

@@ -70,7 +70,8 @@ pub fn push(push: &Push) -> anyhow::Result<serde_json::Value> {
     runtime.block_on(async {
         let base = push.control_plane.trim_end_matches('/');
         let tls = if base.starts_with("https://") {
-            Some(tls::client_config(push.control_plane_ca.as_deref()).map_err(|e| anyhow::anyhow!("the control plane's CA: {e}"))?)
+            let trust = push.control_plane_ca.as_deref().map_or(tls::Trust::System, tls::Trust::File);
+            Some(tls::client_config(trust).map_err(|e| anyhow::anyhow!("the control plane's CA: {e}"))?)
         } else {
             None
         };
