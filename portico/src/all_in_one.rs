@@ -3,6 +3,7 @@
 //! snapshots from the control plane's event hub in process, through the same loop and
 //! checks as a remote gateway ([`fleet::follow`]), and acknowledges them like one.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,12 +27,17 @@ pub struct Options {
     /// The control plane's options.
     #[command(flatten)]
     pub control_plane: control_plane::Options,
-    /// Where the gateway serves API traffic.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Where the gateway serves API traffic (plain HTTP; for TLS, use `--settings`).
+    #[arg(long, default_value = "127.0.0.1:8080", conflicts_with = "settings")]
     pub gateway: String,
     /// Where the gateway's admin endpoints (`/healthz`, `/readyz`, `/metrics`) listen.
-    #[arg(long, default_value = "127.0.0.1:9901")]
+    #[arg(long, default_value = "127.0.0.1:9901", conflicts_with = "settings")]
     pub admin: String,
+    /// The gateway's own settings file (YAML: `listeners` with their TLS certificates,
+    /// `admin`, `limits`), instead of `--gateway` and `--admin`. Its policy ceilings are
+    /// the control plane's (`--max-policy-timeout`, `--max-policy-memory`).
+    #[arg(long)]
+    pub settings: Option<PathBuf>,
     /// The gateway environment this gateway serves.
     #[arg(long, default_value = "default")]
     pub environment: String,
@@ -47,9 +53,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let state = started.state;
     let data_dir = &options.control_plane.data_dir;
     let cache = Cache::open(data_dir).map_err(|e| anyhow::anyhow!("cannot use {}: {e}", data_dir.display()))?;
-    let id = options.gateway_id.clone().unwrap_or_else(|| format!("all-in-one-{}", options.gateway));
+    let (mut settings, settings_dir) = match &options.settings {
+        Some(file) => (Settings::load(file).map_err(|e| anyhow::anyhow!("{e}"))?, file.parent().map(Path::to_path_buf).unwrap_or_default()),
+        None => (Settings::plain(&options.gateway, Some(&options.admin)), PathBuf::from(".")),
+    };
+    let first_listener = settings.listeners.first().map_or("none", |l| l.address.as_str()).to_owned();
+    let id = options.gateway_id.clone().unwrap_or_else(|| format!("all-in-one-{first_listener}"));
 
-    let mut settings = Settings::plain(&options.gateway, Some(&options.admin));
     settings.limits.max_policy_timeout = options.control_plane.max_policy_timeout;
     settings.limits.max_policy_memory = options.control_plane.max_policy_memory;
     let gateway = Gateway::new(settings.limits.clone())?;
@@ -70,7 +80,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
     source.acknowledge(ack).await;
 
-    let mut tasks = process::start_listeners(&gateway, &settings, data_dir, stopped.clone()).await?;
+    let mut tasks = process::start_listeners(&gateway, &settings, &settings_dir, stopped.clone()).await?;
     tasks.push(started.task);
     tokio::spawn(process::sweep_counters(gateway.clone()));
     tokio::spawn(heartbeat(state.clone(), id, options.environment.clone()));

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use portico_tests::{ControlPlaneClient, HttpClient, MockUpstream, PorticoProcess};
+use portico_tests::{ControlPlaneClient, HttpClient, MockUpstream, PorticoProcess, TestCertificate, tls_get};
 use serde_json::{Value, json};
 
 fn basic(client_id: &str, secret: &str) -> String {
@@ -298,4 +298,30 @@ async fn a_tier_change_reaches_the_running_gateway_within_a_second() {
     })
     .await;
     println!("tier change enforced by the gateway after {took:?}");
+}
+
+/// The all-in-one profile over TLS: the control plane with `--tls-cert`/`--tls-key`, the
+/// gateway's listener from its `--settings`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_in_one_serves_both_planes_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let certificate = TestCertificate::generate(dir.path());
+    let settings = dir.path().join("gateway.yaml");
+    let yaml = "listeners:\n  - address: 127.0.0.1:0\n    tls:\n      certificates:\n        - {cert: server.pem, key: server.key}\nadmin: {address: 127.0.0.1:0}\n";
+    std::fs::write(&settings, yaml).unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let (cert, key, settings) =
+        (certificate.cert.display().to_string(), certificate.key.display().to_string(), settings.display().to_string());
+    let process = PorticoProcess::spawn(
+        dir,
+        &["all-in-one", "--data-dir", &data, "--api", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key, "--settings", &settings],
+        &[("PORTICO_ADMIN_PASSWORD", "tls-admin-pass-1")],
+    )
+    .unwrap();
+    let cp = ControlPlaneClient::https(process.control_plane.unwrap(), &certificate.der);
+    let admin = cp.login("admin", "tls-admin-pass-1").await;
+    let metadata = cp.ok(Method::GET, "/.well-known/oauth-authorization-server", Some(&admin), Value::Null).await;
+    assert!(metadata["issuer"].as_str().unwrap().starts_with("https://"), "{metadata}");
+    let (version, (status, _)) = tls_get(process.listeners[0], &certificate.der, b"h2", "/nothing", &[]).await;
+    assert_eq!((version, status), (http::Version::HTTP_2, StatusCode::NOT_FOUND), "the gateway answers over TLS");
 }
