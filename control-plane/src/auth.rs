@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
-use argon2::Argon2;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
+use argon2::{Algorithm, Argon2, Params, Version};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::routing::{get, post};
@@ -119,18 +121,72 @@ pub fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Argon2id hash of a password or client secret, as a PHC string.
-pub fn hash_secret(secret: &str) -> ApiResult<String> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(secret.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| ApiError::Internal(format!("hashing: {e}")))
+/// Argon2id as pinned here (OWASP's minimum: 19 MiB, 2 passes, 1 lane), so that a library
+/// upgrade cannot change the cost of new hashes unnoticed. A stored hash is verified with
+/// the parameters it names.
+fn argon2() -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(19 * 1024, 2, 1, None).unwrap_or_default())
 }
 
-/// Whether `secret` matches an Argon2id PHC string.
+/// Argon2id hash of a password or client secret, as a PHC string. Blocking: handlers
+/// call [`hash`].
+pub fn hash_secret(secret: &str) -> ApiResult<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    argon2().hash_password(secret.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| ApiError::Internal(format!("hashing: {e}")))
+}
+
+/// Whether `secret` matches an Argon2id PHC string. Blocking: handlers call [`verify`].
 pub fn verify_secret(secret: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|hash| Argon2::default().verify_password(secret.as_bytes(), &hash).is_ok())
+    PasswordHash::new(phc).is_ok_and(|hash| argon2().verify_password(secret.as_bytes(), &hash).is_ok())
+}
+
+/// Argon2 computations that may run at once: each takes 19 MiB and tens of milliseconds
+/// of a core, and anyone can cause one (sign-up, login, an unknown client).
+const HASHING_AT_ONCE: usize = 2;
+/// Computations that may wait for a turn; more are refused at once (429).
+const HASHING_QUEUE: usize = 64;
+
+/// Run Argon2 work off the async threads, [`HASHING_AT_ONCE`] at a time: a flood of
+/// sign-ups or logins waits here (or is refused) instead of taking the threads that serve
+/// everything else, fleet streams included.
+async fn hashing<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    static TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HASHING_AT_ONCE);
+    static WAITING: AtomicUsize = AtomicUsize::new(0);
+    /// Counts a waiter until it gets its turn or is dropped.
+    struct Waiting;
+    impl Drop for Waiting {
+        fn drop(&mut self) {
+            WAITING.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    if WAITING.fetch_add(1, Ordering::Relaxed) >= HASHING_QUEUE {
+        WAITING.fetch_sub(1, Ordering::Relaxed);
+        return Err(ApiError::TooManyRequests("too many password checks are waiting; retry in a moment".into()));
+    }
+    let waiting = Waiting;
+    let _turn = TURNS.acquire().await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    drop(waiting);
+    tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::Internal(format!("hashing task: {e}")))
+}
+
+/// [`hash_secret`], scheduled by [`hashing`].
+pub(crate) async fn hash(secret: &str) -> ApiResult<String> {
+    let secret = secret.to_owned();
+    hashing(move || hash_secret(&secret)).await?
+}
+
+/// [`verify_secret`] against `phc`, or against a decoy when there is none (an unknown
+/// user or client costs what a known one does), scheduled by [`hashing`].
+pub(crate) async fn verify(secret: &str, phc: Option<&str>) -> ApiResult<bool> {
+    let (secret, phc) = (secret.to_owned(), phc.map(str::to_owned));
+    hashing(move || match phc {
+        Some(phc) => verify_secret(&secret, &phc),
+        None => {
+            verify_secret(&secret, decoy_hash());
+            false
+        }
+    })
+    .await
 }
 
 /// A PHC string that verifies nothing, checked against when a user is unknown so that
@@ -165,7 +221,7 @@ pub async fn create_user(db: &Db, username: &str, password: &str, role: Role) ->
     let result = sqlx::query("INSERT INTO users (id, username, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(&id)
         .bind(username)
-        .bind(hash_secret(password)?)
+        .bind(hash(password).await?)
         .bind(role.as_str())
         .bind(now_ms())
         .execute(&db.pool)
@@ -230,21 +286,15 @@ pub struct Session {
 
 /// Log in with a user name and password.
 #[utoipa::path(operation_id = "login", post, path = "/api/v1/auth/login", tag = "auth", request_body = Login,
-    responses((status = 200, body = Session), (status = 401, description = "wrong credentials"), (status = 429, description = "too many failures")))]
+    responses((status = 200, body = Session), (status = 401, description = "wrong credentials"), (status = 429, description = "too many failures, or too many password checks waiting")))]
 pub async fn login(State(state): State<AppState>, JsonBody(login): JsonBody<Login>) -> ApiResult<Json<Session>> {
     state.failures.check(&format!("user:{}", login.username))?;
     let row: Option<(String, String, String)> = sqlx::query_as("SELECT id, password_hash, role FROM users WHERE username = $1")
         .bind(&login.username)
         .fetch_optional(&state.db.pool)
         .await?;
-    let (hash, found) = match &row {
-        Some((_, hash, _)) => (hash.as_str(), true),
-        None => (decoy_hash(), false),
-    };
-    let password = login.password.clone();
-    let hash = hash.to_owned();
-    let matches = tokio::task::spawn_blocking(move || verify_secret(&password, &hash)).await.unwrap_or(false);
-    let Some((user_id, _, role)) = row.filter(|_| found && matches) else {
+    let matches = verify(&login.password, row.as_ref().map(|(_, hash, _)| hash.as_str())).await?;
+    let Some((user_id, _, role)) = row.filter(|_| matches) else {
         state.failures.record(&format!("user:{}", login.username));
         return Err(ApiError::Unauthorized("wrong user name or password".into()));
     };
@@ -299,7 +349,7 @@ pub struct NewUser {
 
 /// Create a user (admin).
 #[utoipa::path(operation_id = "create_user", post, path = "/api/v1/users", tag = "auth", request_body = NewUser,
-    responses((status = 201, body = User), (status = 400), (status = 403), (status = 409)), security(("bearer" = [])))]
+    responses((status = 201, body = User), (status = 400), (status = 403), (status = 409), (status = 429)), security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,

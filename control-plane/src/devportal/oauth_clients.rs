@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::applications::owned;
 use crate::AppState;
-use crate::auth::{Caller, hash_secret, random_token};
+use crate::auth::{Caller, hash, random_token};
 use crate::db::now_ms;
 use crate::error::{ApiError, ApiResult};
 
@@ -55,7 +55,7 @@ pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<S
 
 /// Create the application's OAuth2 client; the answer holds the secret, shown this once.
 #[utoipa::path(post, path = "/api/v1/applications/{id}/oauth-client", operation_id = "create_oauth_client", tag = "devportal", params(("id" = String, Path)),
-    responses((status = 201, body = OAuthClientSecret), (status = 401), (status = 403), (status = 404),
+    responses((status = 201, body = OAuthClientSecret), (status = 401), (status = 403), (status = 404), (status = 429),
         (status = 409, description = "the application has a client already")),
     security(("bearer" = [])))]
 pub async fn create(
@@ -69,7 +69,7 @@ pub async fn create(
     sqlx::query("INSERT INTO oauth_clients (client_id, application_id, secret_hash, created_at) VALUES ($1, $2, $3, $4)")
         .bind(&client_id)
         .bind(&id)
-        .bind(hash_secret(&client_secret)?)
+        .bind(hash(&client_secret).await?)
         .bind(now_ms())
         .execute(&state.db.pool)
         .await
@@ -86,7 +86,7 @@ pub async fn create(
 /// Replace the client's secret; the old one stops working. The answer holds the new
 /// secret, shown this once.
 #[utoipa::path(post, path = "/api/v1/applications/{id}/oauth-client/regenerate-secret", operation_id = "regenerate_oauth_client_secret", tag = "devportal", params(("id" = String, Path)),
-    responses((status = 200, body = OAuthClientSecret), (status = 401), (status = 403), (status = 404, description = "no such application, or no client yet")),
+    responses((status = 200, body = OAuthClientSecret), (status = 401), (status = 403), (status = 404, description = "no such application, or no client yet"), (status = 429)),
     security(("bearer" = [])))]
 pub async fn regenerate_secret(
     State(state): State<AppState>,
@@ -101,7 +101,7 @@ pub async fn regenerate_secret(
     let client_id = client_id.ok_or_else(|| ApiError::NotFound("the application has no OAuth2 client; create one".into()))?;
     let client_secret = random_token();
     let updated = sqlx::query("UPDATE oauth_clients SET secret_hash = $1 WHERE client_id = $2")
-        .bind(hash_secret(&client_secret)?)
+        .bind(hash(&client_secret).await?)
         .bind(&client_id)
         .execute(&state.db.pool)
         .await?;

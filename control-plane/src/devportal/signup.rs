@@ -22,7 +22,8 @@ pub struct SignUp {
 
 /// Create a subscriber account (no login needed); then log in with it.
 #[utoipa::path(post, path = "/api/v1/signup", operation_id = "sign_up", tag = "devportal", request_body = SignUp,
-    responses((status = 201, body = User), (status = 400, description = "invalid field"), (status = 409, description = "the name is taken")))]
+    responses((status = 201, body = User), (status = 400, description = "invalid field"), (status = 409, description = "the name is taken"),
+        (status = 429, description = "too many password checks waiting")))]
 pub async fn signup(State(state): State<AppState>, JsonBody(signup): JsonBody<SignUp>) -> ApiResult<(StatusCode, Json<User>)> {
     let id = create_user(&state.db, &signup.username, &signup.password, Role::Subscriber).await?;
     tracing::info!(user = %signup.username, "subscriber signed up");

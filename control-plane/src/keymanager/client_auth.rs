@@ -12,8 +12,9 @@ use sha2::{Digest, Sha256};
 
 use super::error::{OAuthError, OAuthResult};
 use crate::AppState;
-use crate::auth::{decoy_hash, verify_secret};
+use crate::auth;
 use crate::db::now_ms;
+use crate::error::ApiError;
 
 /// Longest client id and secret considered; longer ones fail without being hashed.
 const MAX_CLIENT_ID: usize = 256;
@@ -111,18 +112,10 @@ pub(crate) async fn authenticate(
     let stored_hash = row.as_ref().map(|(_, hash)| hash.clone());
     let matches = match &stored_hash {
         Some(hash) if state.verified_secrets.matches(&client_id, hash, &secret) => true,
-        _ => {
-            let (hash, secret) = (stored_hash.clone(), secret.clone());
-            tokio::task::spawn_blocking(move || match hash {
-                Some(hash) => verify_secret(&secret, &hash),
-                None => {
-                    verify_secret(&secret, decoy_hash());
-                    false
-                }
-            })
-            .await
-            .unwrap_or(false)
-        }
+        _ => auth::verify(&secret, stored_hash.as_deref()).await.map_err(|error| match error {
+            ApiError::TooManyRequests(reason) => OAuthError::SlowDown(reason),
+            other => other.into(),
+        })?,
     };
     if matches && let Some(hash) = &stored_hash {
         state.verified_secrets.remember(&client_id, hash, &secret);
