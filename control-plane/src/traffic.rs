@@ -52,6 +52,15 @@ pub struct Tier {
 }
 
 impl Tier {
+    /// The most requests per millisecond its quota allows (unlimited: infinite), to order
+    /// tiers from the most restrictive.
+    fn rate(&self) -> f64 {
+        match (self.requests, self.per_ms) {
+            (Some(requests), Some(per_ms)) if per_ms > 0 => requests as f64 / per_ms as f64,
+            _ => f64::INFINITY,
+        }
+    }
+
     /// The throttle policy's limits for this tier (`[]` when unlimited).
     pub fn limits(&self) -> serde_json::Value {
         let mut limits = Vec::new();
@@ -73,6 +82,17 @@ pub async fn all(db: &Db, kind: &str) -> ApiResult<Vec<Tier>> {
     .bind(kind)
     .fetch_all(&db.pool)
     .await?)
+}
+
+/// Of the subscription tiers named by `among` (every one when `None`), the most
+/// restrictive: the lowest quota, by name among equals.
+pub async fn most_restrictive(db: &Db, among: Option<&[String]>) -> ApiResult<Option<String>> {
+    let tiers = all(db, "subscription").await?;
+    Ok(tiers
+        .into_iter()
+        .filter(|tier| among.is_none_or(|names| names.contains(&tier.name)))
+        .min_by(|a, b| a.rate().total_cmp(&b.rate()).then_with(|| a.name.cmp(&b.name)))
+        .map(|tier| tier.name))
 }
 
 /// Fail with a validation error on `field` unless `name` is a tier of `kind`.
@@ -180,6 +200,13 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, Path((kind, n
             "tier `{name}` is used by {in_use} {}",
             if kind == "application" { "applications" } else { "subscriptions" }
         )));
+    }
+    if kind == "subscription" {
+        let offering: Vec<(String, String)> = sqlx::query_as("SELECT name, tiers FROM apis").fetch_all(&state.db.pool).await?;
+        let offered = offering.iter().filter(|(_, tiers)| serde_json::from_str::<Vec<String>>(tiers).is_ok_and(|t| t.contains(&name)));
+        if let Some((api, _)) = offered.clone().next() {
+            return Err(ApiError::Conflict(format!("tier `{name}` is offered by {} API(s), such as `{api}`", offered.count())));
+        }
     }
     let mut change = Change::begin(&state).await?;
     let deleted = sqlx::query("DELETE FROM tiers WHERE kind = $1 AND name = $2").bind(&kind).bind(&name).execute(&mut *change).await?;

@@ -7,16 +7,16 @@ use portico_control_plane::on_both_engines;
 use portico_control_plane::test_support::TestApp;
 use serde_json::{Value, json};
 
-/// Insert an API owned by `owner` in `status` with two operations, as the publisher would;
-/// returns its id.
+/// Insert an API owned by `owner` in `status` with two operations, offering the four
+/// seeded subscription tiers, as the publisher would; returns its id.
 async fn api(app: &TestApp, owner: &str, name: &str, status: &str) -> String {
     let owner_id: String =
         sqlx::query_scalar("SELECT id FROM users WHERE username = $1").bind(owner).fetch_one(&app.db.pool).await.unwrap();
     let id = uuid::Uuid::new_v4().to_string();
     let context = format!("/{}", name.to_lowercase());
     sqlx::query(
-        "INSERT INTO apis (id, name, version, context, description, tags, documentation, endpoints, policies, status, owner_id, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        "INSERT INTO apis (id, name, version, context, description, tags, documentation, endpoints, policies, status, owner_id, created_at, updated_at, tiers) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, '[\"Unlimited\", \"Gold\", \"Silver\", \"Bronze\"]')",
     )
     .bind(&id)
     .bind(name)
@@ -313,7 +313,7 @@ async fn subscriptions_to_published_apis() {
         let pets_subscription = body["id"].as_str().unwrap().to_owned();
         let (status, body) = app.send("POST", &uri, Some(&alice), Some(json!({"api_id": orders}))).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
-        assert_eq!(body["tier"], "Unlimited");
+        assert_eq!(body["tier"], "Bronze", "without a tier, the most restrictive the API offers");
 
         let (status, body) = subscribe(&app, &alice, &mobile, &pets, "Silver").await;
         assert_eq!(status, StatusCode::CONFLICT, "duplicate: {body}");
@@ -324,9 +324,18 @@ async fn subscriptions_to_published_apis() {
         let (status, body) = subscribe(&app, &alice, &mobile, "no-such-api", "Gold").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["field"], "api_id");
-        let (status, body) = subscribe(&app, &alice, &mobile, &old, "10PerMin").await;
+        let (status, body) = subscribe(&app, &alice, &mobile, &pets, "10PerMin").await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "an application tier is no subscription tier: {body}");
         assert_eq!(body["field"], "tier");
+        // The tiers are the publisher's choice.
+        sqlx::query("UPDATE apis SET tiers = '[\"Gold\", \"Silver\"]' WHERE id = $1").bind(&orders).execute(&app.db.pool).await.unwrap();
+        let tablet = application(&app, &alice, "Tablet").await;
+        let (status, body) = subscribe(&app, &alice, &tablet, &orders, "Unlimited").await;
+        assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("tier")), "{body}");
+        assert!(body["detail"].as_str().unwrap().contains("it offers Gold, Silver"), "{body}");
+        let tablet_uri = format!("/api/v1/applications/{tablet}/subscriptions");
+        let (status, body) = app.send("POST", &tablet_uri, Some(&alice), Some(json!({"api_id": orders}))).await;
+        assert_eq!((status, body["tier"].as_str()), (StatusCode::CREATED, Some("Silver")), "{body}");
         let (status, body) = app.send("POST", &uri, Some(&alice), Some(json!({"tier": "Gold"}))).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 

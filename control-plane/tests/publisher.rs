@@ -796,3 +796,31 @@ async fn scopes_are_defined_per_api_and_bound_to_operations() {
     }
     on_both_engines!(check);
 }
+
+#[tokio::test]
+async fn the_tiers_an_api_offers_are_its_publishers_choice() {
+    async fn check(app: TestApp) {
+        let publisher = app.user("pat", "publisher").await;
+        let admin = app.login("admin", "admin-password-1").await;
+        // None given: the most restrictive subscription tier.
+        let id = create(&app, &publisher, pets("Plain", "/plain")).await;
+        let (_, api) = app.send("GET", &format!("/api/v1/apis/{id}"), Some(&publisher), None).await;
+        assert_eq!(api["tiers"], json!(["Bronze"]));
+        let mut offering = pets("Offering", "/offering");
+        offering["tiers"] = json!(["Gold", "Platinum"]);
+        let (status, problem) = app.send("POST", "/api/v1/apis", Some(&publisher), Some(offering.clone())).await;
+        assert_invalid(status, &problem, "tiers[1]");
+        offering["tiers"] = json!(["Gold", "Gold"]);
+        let (status, problem) = app.send("POST", "/api/v1/apis", Some(&publisher), Some(offering.clone())).await;
+        assert_invalid(status, &problem, "tiers[1]");
+        offering["tiers"] = json!(["Gold", "Unlimited"]);
+        let id = create(&app, &publisher, offering).await;
+        let (_, api) = app.send("GET", &format!("/api/v1/apis/{id}"), Some(&publisher), None).await;
+        assert_eq!(api["tiers"], json!(["Gold", "Unlimited"]));
+        // A tier an API offers cannot be deleted.
+        let (status, problem) = app.send("DELETE", "/api/v1/tiers/subscription/Gold", Some(&admin), None).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+        assert!(problem["detail"].as_str().unwrap().contains("offered by 1 API"), "{problem}");
+    }
+    on_both_engines!(check);
+}

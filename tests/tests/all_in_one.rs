@@ -61,6 +61,7 @@ async fn publish_subscribe_call_hit_the_limit_and_revoke() {
                 "name": "pets", "version": "v1", "context": "/pets",
                 "endpoints": [format!("{}/backend", upstream.url())],
                 "operations": [{"method": "GET", "path": "/items/{id}"}, {"method": "DELETE", "path": "/items/{id}", "scopes": ["pets:write"]}],
+                "tiers": ["Tiny", "Unlimited"],
                 "scopes": [{"name": "pets:write", "description": "change pets", "roles": ["subscriber"]}],
             }),
         )
@@ -266,7 +267,7 @@ async fn a_tier_change_reaches_the_running_gateway_within_a_second() {
             "/api/v1/apis",
             Some(&admin),
             json!({"name": "tiered", "version": "v1", "context": "/tiered", "endpoints": [upstream.url()],
-                "operations": [{"method": "GET", "path": "/x"}]}),
+                "operations": [{"method": "GET", "path": "/x"}], "tiers": ["Elastic"]}),
         )
         .await;
     let api = api["id"].as_str().unwrap().to_owned();

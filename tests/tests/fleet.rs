@@ -67,7 +67,7 @@ async fn deploy_with(cp: &ControlPlaneClient, token: &str, api: &str, upstream: 
         Method::PUT,
         &format!("/api/v1/apis/{api}"),
         Some(token),
-        json!({"name": "stamped", "version": "v1", "context": "/stamped", "endpoints": [upstream], "operations": [{"method": "GET", "path": "/hello"}], "policies": [{"policy": policy}]}),
+        json!({"name": "stamped", "version": "v1", "context": "/stamped", "endpoints": [upstream], "operations": [{"method": "GET", "path": "/hello"}], "policies": [{"policy": policy}], "tiers": ["Unlimited"]}),
     )
     .await;
     let revision = cp.ok(Method::POST, &format!("/api/v1/apis/{api}/revisions"), Some(token), json!({})).await;
@@ -186,7 +186,7 @@ async fn pattern_2_control_plane_and_two_gateways() {
 
     // An API using stamp@1.0.0, and an application with an API key subscribed to it.
     let api = cp
-        .ok(Method::POST, "/api/v1/apis", Some(&admin), json!({"name": "stamped", "version": "v1", "context": "/stamped", "endpoints": [upstream.url()], "operations": [{"method": "GET", "path": "/hello"}], "policies": [{"policy": "stamp@1.0.0"}]}))
+        .ok(Method::POST, "/api/v1/apis", Some(&admin), json!({"name": "stamped", "version": "v1", "context": "/stamped", "endpoints": [upstream.url()], "operations": [{"method": "GET", "path": "/hello"}], "policies": [{"policy": "stamp@1.0.0"}], "tiers": ["Unlimited"]}))
         .await;
     let api = api["id"].as_str().unwrap().to_owned();
     cp.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
@@ -396,7 +396,7 @@ async fn pattern_1_two_all_in_one_nodes_on_postgres() {
     let admin = cp1.login("admin", ADMIN_PASSWORD).await;
 
     // Published and deployed on node 1: served by node 2's gateway too.
-    let api = cp1.ok(Method::POST, "/api/v1/apis", Some(&admin), json!({"name": "shared", "version": "v1", "context": "/shared", "endpoints": [upstream.url()], "operations": [{"method": "GET", "path": "/x"}]})).await;
+    let api = cp1.ok(Method::POST, "/api/v1/apis", Some(&admin), json!({"name": "shared", "version": "v1", "context": "/shared", "endpoints": [upstream.url()], "operations": [{"method": "GET", "path": "/x"}], "tiers": ["Unlimited"]})).await;
     let api = api["id"].as_str().unwrap().to_owned();
     cp1.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
     let ApiKey { app, id: key_id, key } = cp1.subscribed_key(&admin, "both", &api).await;
@@ -496,7 +496,8 @@ async fn an_api_a_gateway_cannot_load_fails_alone() {
     let mut apis = Vec::new();
     for (name, timeout) in [("fine", "50ms"), ("greedy", "500ms")] {
         let definition = json!({"name": name, "version": "v1", "context": format!("/{name}"), "endpoints": [upstream.url()],
-            "operations": [{"method": "GET", "path": "/hello"}], "policies": [{"policy": "headers", "config": {}, "timeout": timeout}]});
+            "operations": [{"method": "GET", "path": "/hello"}], "policies": [{"policy": "headers", "config": {}, "timeout": timeout}],
+            "tiers": ["Unlimited"]});
         let api = cp.ok(Method::POST, "/api/v1/apis", Some(&admin), definition).await;
         let api = api["id"].as_str().unwrap().to_owned();
         cp.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
@@ -602,7 +603,7 @@ async fn pattern_2_over_tls_and_an_untrusted_control_plane_refused() {
     let mut apis = Vec::new();
     for (name, ca) in [("secure", Some(certificate_pem.as_str())), ("unverified", None)] {
         let definition = json!({"name": name, "version": "v1", "context": format!("/{name}"), "endpoints": [upstream.url()],
-            "endpoint_ca": ca, "operations": [{"method": "GET", "path": "/hello"}]});
+            "endpoint_ca": ca, "operations": [{"method": "GET", "path": "/hello"}], "tiers": ["Unlimited"]});
         let api = cp.ok(Method::POST, "/api/v1/apis", Some(&admin), definition).await;
         let api = api["id"].as_str().unwrap().to_owned();
         cp.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;

@@ -384,6 +384,7 @@ async fn python_and_javascript_policies_pushed_to_the_registry_mediate_traffic()
         serde_json::json!({
             "name": "orders", "version": "v1", "context": "/orders", "endpoints": [format!("{}/base", upstream.url())],
             "operations": [{"method": "POST", "path": "/items"}],
+            "tiers": ["Unlimited"],
             "policies": [
                 {"policy": "validate-json@1.0.0", "config": validate_config},
                 {"policy": "mask-fields@1.0.0", "config": {"fields": ["headers.x-card[]"], "keep_last": 4, "unless_scope": "pii:read"}},

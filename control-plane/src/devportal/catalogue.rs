@@ -31,6 +31,8 @@ pub struct CatalogueApi {
     /// Labels.
     pub tags: Vec<String>,
     /// `PUBLISHED`, or `DEPRECATED` (still served, closed to new subscriptions).
+    /// The subscription tiers it offers (the most restrictive one when empty).
+    pub tiers: Vec<String>,
     pub status: String,
     /// The operations, by path then method.
     pub operations: Vec<CatalogueOperation>,
@@ -63,6 +65,7 @@ struct Row {
     context: String,
     description: String,
     tags: String,
+    tiers: String,
     status: String,
     documentation: String,
 }
@@ -71,6 +74,8 @@ impl Row {
     fn into_api(self, operations: Vec<CatalogueOperation>, with_documentation: bool) -> ApiResult<CatalogueApi> {
         let tags = serde_json::from_str(&self.tags)
             .map_err(|e| ApiError::Internal(format!("stored tags of API {} are not valid: {e}", self.id)))?;
+        let tiers = serde_json::from_str(&self.tiers)
+            .map_err(|e| ApiError::Internal(format!("stored tiers of API {} are not valid: {e}", self.id)))?;
         Ok(CatalogueApi {
             id: self.id,
             name: self.name,
@@ -78,6 +83,7 @@ impl Row {
             context: self.context,
             description: self.description,
             tags,
+            tiers,
             status: self.status,
             operations,
             documentation: with_documentation.then_some(self.documentation),
@@ -103,7 +109,7 @@ pub async fn list(
     // Documentation can be large and is not listed; the search runs here rather than in
     // SQL so that case folding is the same (and Unicode-aware) on both engines.
     let rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT id, name, version, context, description, tags, status, '' AS documentation FROM apis WHERE status IN {VISIBLE} ORDER BY name, version"
+        "SELECT id, name, version, context, description, tags, tiers, status, '' AS documentation FROM apis WHERE status IN {VISIBLE} ORDER BY name, version"
     ))
     .fetch_all(&state.db.pool)
     .await?;
@@ -134,7 +140,7 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn get(State(state): State<AppState>, _caller: Caller, Path(api_id): Path<String>) -> ApiResult<Json<CatalogueApi>> {
     let row: Option<Row> = sqlx::query_as(&format!(
-        "SELECT id, name, version, context, description, tags, status, documentation FROM apis WHERE id = $1 AND status IN {VISIBLE}"
+        "SELECT id, name, version, context, description, tags, tiers, status, documentation FROM apis WHERE id = $1 AND status IN {VISIBLE}"
     ))
     .bind(&api_id)
     .fetch_optional(&state.db.pool)

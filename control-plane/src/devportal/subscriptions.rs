@@ -147,13 +147,10 @@ async fn approval_required(db: &Db) -> ApiResult<bool> {
 pub struct NewSubscription {
     /// The API, from the catalogue; it must be PUBLISHED.
     pub api_id: String,
-    /// A subscription tier; `Unlimited` when left out.
-    #[serde(default = "unlimited")]
-    pub tier: String,
-}
-
-fn unlimited() -> String {
-    "Unlimited".to_owned()
+    /// One of the subscription tiers the API offers; the most restrictive of them when
+    /// left out.
+    #[serde(default)]
+    pub tier: Option<String>,
 }
 
 /// List an application's subscriptions, oldest first.
@@ -181,14 +178,24 @@ pub async fn subscribe(
     JsonBody(new): JsonBody<NewSubscription>,
 ) -> ApiResult<(StatusCode, Json<Subscription>)> {
     owned(&state.db, &caller, &id).await?;
-    traffic::require(&state.db, "subscription", &new.tier, "tier").await?;
-    let api_status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM apis WHERE id = $1").bind(&new.api_id).fetch_optional(&state.db.pool).await?;
-    match api_status.as_deref() {
+    let api: Option<(String, String)> =
+        sqlx::query_as("SELECT status, tiers FROM apis WHERE id = $1").bind(&new.api_id).fetch_optional(&state.db.pool).await?;
+    let offered = match api {
         None => return Err(ApiError::invalid("api_id", format!("no API with the id `{}`", new.api_id))),
-        Some("PUBLISHED") => {}
-        Some(status) => return Err(ApiError::Conflict(format!("the API is {status}; only PUBLISHED APIs take new subscriptions"))),
-    }
+        Some((status, _)) if status != "PUBLISHED" => {
+            return Err(ApiError::Conflict(format!("the API is {status}; only PUBLISHED APIs take new subscriptions")));
+        }
+        Some((_, tiers)) => serde_json::from_str::<Vec<String>>(&tiers).map_err(|e| ApiError::Internal(format!("stored tiers: {e}")))?,
+    };
+    // The publisher's choice; an API saved before tiers were offered offers the most restrictive.
+    let offered = if offered.is_empty() { traffic::most_restrictive(&state.db, None).await?.into_iter().collect() } else { offered };
+    let tier = match new.tier {
+        Some(tier) if offered.contains(&tier) => tier,
+        Some(tier) => return Err(ApiError::invalid("tier", format!("this API does not offer `{tier}`; it offers {}", offered.join(", ")))),
+        None => traffic::most_restrictive(&state.db, Some(&offered))
+            .await?
+            .ok_or_else(|| ApiError::Conflict("the API offers no subscription tier that still exists".into()))?,
+    };
     let status = if approval_required(&state.db).await? { SubscriptionStatus::OnHold } else { SubscriptionStatus::Active };
     let subscription_id = new_id();
     // One statement, so that a lifecycle change between the check above and here is seen.
@@ -200,7 +207,7 @@ pub async fn subscribe(
     .bind(&subscription_id)
     .bind(&id)
     .bind(&new.api_id)
-    .bind(&new.tier)
+    .bind(&tier)
     .bind(status.as_str())
     .bind(now_ms())
     .execute(&mut *change)

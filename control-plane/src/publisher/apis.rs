@@ -98,6 +98,7 @@ pub async fn create(
     checks::check_tags("tags", &api.tags)?;
     checks::check_endpoints("endpoints", &api.endpoints)?;
     checks::check_endpoint_ca("endpoint_ca", api.endpoint_ca.as_deref())?;
+    checks::check_tiers(&state.db, "tiers", &mut api.tiers).await?;
     checks::check_operations(&mut api.operations, |i| format!("operations[{i}]"))?;
     checks::check_attachments("policies", &api.policies)?;
     checks::check_scopes(&api.scopes, &api.policies, &api.operations)?;
@@ -140,14 +141,15 @@ pub async fn replace(
     checks::check_tags("tags", &update.tags)?;
     checks::check_endpoints("endpoints", &update.endpoints)?;
     checks::check_endpoint_ca("endpoint_ca", update.endpoint_ca.as_deref())?;
+    checks::check_tiers(&state.db, "tiers", &mut update.tiers).await?;
     checks::check_operations(&mut update.operations, |i| format!("operations[{i}]"))?;
     checks::check_attachments("policies", &update.policies)?;
     checks::check_scopes(&update.scopes, &update.policies, &update.operations)?;
     checks::check_policy_configs(&state, &update.policies, &update.operations).await?;
     let mut tx = state.db.pool.begin().await?;
     let updated = sqlx::query(
-        "UPDATE apis SET description = $1, tags = $2, documentation = $3, endpoints = $4, endpoint_ca = $5, policies = $6, updated_at = $7 \
-         WHERE id = $8",
+        "UPDATE apis SET description = $1, tags = $2, documentation = $3, endpoints = $4, endpoint_ca = $5, policies = $6, tiers = $7, \
+         updated_at = $8 WHERE id = $9",
     )
     .bind(&update.description)
     .bind(store::to_stored(&update.tags)?)
@@ -155,6 +157,7 @@ pub async fn replace(
     .bind(store::to_stored(&update.endpoints)?)
     .bind(&update.endpoint_ca)
     .bind(store::to_stored(&update.policies)?)
+    .bind(store::to_stored(&update.tiers)?)
     .bind(now_ms())
     .bind(&id)
     .execute(&mut *tx)

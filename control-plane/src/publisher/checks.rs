@@ -6,8 +6,9 @@ use portico_gateway::check::{self, RouteProblem};
 use portico_gateway::contract::environment::Attachment;
 
 use super::definition::{Operation, Scope};
-use crate::AppState;
+use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
+use crate::{AppState, traffic};
 
 /// The methods an operation may name; `ANY` matches every method.
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY"];
@@ -91,6 +92,25 @@ pub(super) fn check_endpoints(field: &str, endpoints: &[String]) -> ApiResult<()
     }
     for (i, endpoint) in endpoints.iter().enumerate() {
         check::endpoint(endpoint).map_err(|reason| ApiError::invalid(format!("{field}[{i}]"), reason))?;
+    }
+    Ok(())
+}
+
+/// Check the subscription tiers an API offers: each a subscription tier, once; none
+/// given is the most restrictive one.
+pub(super) async fn check_tiers(db: &Db, field: &str, tiers: &mut Vec<String>) -> ApiResult<()> {
+    if tiers.is_empty() {
+        tiers.extend(traffic::most_restrictive(db, None).await?);
+        return Ok(());
+    }
+    if tiers.len() > 20 {
+        return Err(ApiError::invalid(field, "at most 20 tiers"));
+    }
+    for (i, tier) in tiers.iter().enumerate() {
+        traffic::require(db, "subscription", tier, &format!("{field}[{i}]")).await?;
+        if tiers[..i].contains(tier) {
+            return Err(ApiError::invalid(format!("{field}[{i}]"), format!("`{tier}` is given twice")));
+        }
     }
     Ok(())
 }

@@ -36,6 +36,8 @@ pub struct Api {
     pub policies: Vec<Attachment>,
     /// The scopes it defines; operations name those they require.
     pub scopes: Vec<Scope>,
+    /// The subscription tiers subscribers may choose (WSO2's business plans).
+    pub tiers: Vec<String>,
     /// Lifecycle status.
     pub status: ApiStatus,
     /// User name of the owner.
@@ -143,6 +145,10 @@ pub struct NewApi {
     /// to the API and its owner has one of the scope's roles.
     #[serde(default)]
     pub scopes: Vec<Scope>,
+    /// The subscription tiers subscribers may choose (WSO2's business plans); the most
+    /// restrictive subscription tier when none is given.
+    #[serde(default)]
+    pub tiers: Vec<String>,
 }
 
 /// The new state of an API, for `PUT /api/v1/apis/{id}`: every updatable field is replaced
@@ -183,4 +189,8 @@ pub struct ApiUpdate {
     /// to the API and its owner has one of the scope's roles.
     #[serde(default)]
     pub scopes: Vec<Scope>,
+    /// The subscription tiers subscribers may choose (WSO2's business plans); the most
+    /// restrictive subscription tier when none is given.
+    #[serde(default)]
+    pub tiers: Vec<String>,
 }

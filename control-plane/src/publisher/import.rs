@@ -104,6 +104,7 @@ fn read(import: Import) -> ApiResult<NewApi> {
         operations,
         policies: Vec::new(),
         scopes: Vec::new(),
+        tiers: Vec::new(),
     })
 }
 

@@ -26,6 +26,7 @@ pub(super) struct ApiRow {
     pub endpoints: String,
     pub endpoint_ca: Option<String>,
     pub policies: String,
+    pub tiers: String,
     pub status: String,
     pub owner_id: String,
     pub owner: String,
@@ -34,7 +35,7 @@ pub(super) struct ApiRow {
 }
 
 const API_COLUMNS: &str = "a.id, a.name, a.version, a.context, a.description, a.tags, a.documentation, a.endpoints, \
-     a.endpoint_ca, a.policies, a.status, a.owner_id, u.username AS owner, a.created_at, a.updated_at";
+     a.endpoint_ca, a.policies, a.tiers, a.status, a.owner_id, u.username AS owner, a.created_at, a.updated_at";
 
 impl ApiRow {
     pub fn status(&self) -> ApiResult<ApiStatus> {
@@ -124,6 +125,7 @@ pub(super) async fn with_operations(conn: &mut AnyConnection, row: ApiRow) -> Ap
         endpoint_ca: row.endpoint_ca.clone(),
         policies: row.policies()?,
         scopes: scopes(conn, &row.id).await?,
+        tiers: from_stored("tiers", &row.tiers)?,
         operations,
         id: row.id,
         name: row.name,
@@ -164,8 +166,8 @@ pub(super) async fn insert(db: &Db, owner_id: &str, api: &NewApi) -> ApiResult<S
     let now = now_ms();
     let mut tx = db.pool.begin().await?;
     sqlx::query(
-        "INSERT INTO apis (id, name, version, context, description, tags, documentation, endpoints, endpoint_ca, policies, status, owner_id, \
-         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        "INSERT INTO apis (id, name, version, context, description, tags, documentation, endpoints, endpoint_ca, policies, tiers, status, \
+         owner_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(&id)
     .bind(&api.name)
@@ -177,6 +179,7 @@ pub(super) async fn insert(db: &Db, owner_id: &str, api: &NewApi) -> ApiResult<S
     .bind(to_stored(&api.endpoints)?)
     .bind(&api.endpoint_ca)
     .bind(to_stored(&api.policies)?)
+    .bind(to_stored(&api.tiers)?)
     .bind(ApiStatus::Created.as_str())
     .bind(owner_id)
     .bind(now)
