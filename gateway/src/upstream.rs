@@ -256,7 +256,8 @@ mod tests {
         let endpoint = parse_endpoint("http://127.0.0.1:9000/base/").unwrap();
         assert_eq!(endpoint.base_path, "/base");
         assert_eq!(endpoint.authority.as_str(), "127.0.0.1:9000");
-        assert!(parse_endpoint("ftp://x").unwrap_err().contains("only http://"));
+        assert!(parse_endpoint("ftp://x").unwrap_err().contains("http:// or https://"));
+        assert_eq!(parse_endpoint("https://api.example.com/v2").unwrap().scheme, Scheme::HTTPS);
         assert!(parse_endpoint("127.0.0.1:80").is_err());
         assert!(parse_endpoint("http://u:p@host/").unwrap_err().contains("credentials"));
     }
