@@ -107,7 +107,7 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<E
             keys,
             jwks: None,
             jwks_file: None,
-            claims: ClaimMapping { user: "sub".to_owned(), ..ClaimMapping::default() },
+            claims: ClaimMapping { user: "username".to_owned(), ..ClaimMapping::default() },
             leeway: Duration(defaults::JWT_LEEWAY),
         }]
     };
@@ -116,6 +116,8 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<E
         .into_iter()
         .map(|(jti, exp_ms)| RevokedToken { jti, expires_at: u64::try_from(exp_ms / 1000).unwrap_or(0) })
         .collect();
+    let revoked_before =
+        keymanager::cutoffs(db).await?.into_iter().map(|(application, from_s)| (application, u64::try_from(from_s).unwrap_or(0))).collect();
     let secret = devportal::api_key_hmac_secret(db).await?;
     // Uploaded policies travel by digest; each gateway fetches and verifies them.
     let mut attached: Vec<&str> = Vec::new();
@@ -136,6 +138,7 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<E
         consumers,
         jwt_issuers,
         revoked_tokens,
+        revoked_before,
         api_key_hmac_secret: Some(hex::encode(&secret)),
         modules,
         blocked: traffic::blocking::for_gateways(db).await?,

@@ -221,6 +221,7 @@ async fn client_credentials_tokens_carry_every_claim() {
         assert_eq!(claims["azp"], client.application_id.as_str());
         assert_eq!(claims["client_id"], client.id.as_str());
         assert_eq!(claims["application_name"], "weather-app");
+        assert_eq!(claims["username"], "weather-app-owner");
         assert_eq!(claims["tier"], "50PerMin");
         assert_eq!(claims["subscriptions"], json!({"Weather@1.0": "Gold", "Legacy@0.9": "Silver"}));
         assert_eq!(claims["scope"], "read write");
@@ -230,7 +231,7 @@ async fn client_credentials_tokens_carry_every_claim() {
         assert_eq!(claims["exp"].as_i64().unwrap(), iat + 3600);
         uuid::Uuid::parse_str(claims["jti"].as_str().unwrap()).expect("jti is a UUID");
         let names: Vec<&String> = claims.as_object().unwrap().keys().collect();
-        assert_eq!(names.len(), 13, "exactly the documented claims: {names:?}");
+        assert_eq!(names.len(), 14, "exactly the documented claims: {names:?}");
 
         // Without a scope there is no `scope`, in the response or the token.
         let body = token(&app, &client, None).await;

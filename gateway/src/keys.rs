@@ -76,6 +76,8 @@ pub struct VerifiedToken {
     pub claims: String,
     /// `jti`, if present (what revocation goes by).
     pub jti: Option<String>,
+    /// `iat`, seconds since the Unix epoch, if present (what an application's cut-off goes by).
+    pub issued_at: Option<u64>,
 }
 
 /// Why a credential was refused. The texts are safe to log: they never contain the credential
@@ -114,6 +116,8 @@ pub struct KeyStore {
     api_keys: api_key::ApiKeys,
     issuers: jwt::Issuers,
     revoked: std::collections::HashSet<String>,
+    /// Application → the first second a token of it is accepted again.
+    revoked_before: std::collections::HashMap<String, u64>,
     tokens: Cache<Box<str>, CachedToken, TokenWeighter>,
 }
 
@@ -144,14 +148,14 @@ impl KeyStore {
         issuers: &[environment::JwtIssuer],
         base_dir: &Path,
     ) -> Result<KeyStore, Vec<Problem>> {
-        Self::build(consumers, issuers, None, &[], base_dir)
+        Self::build(consumers, issuers, None, &[], &BTreeMap::new(), base_dir)
     }
 
     /// The store of a whole gateway configuration: [`Self::from_config`] plus its HMAC key
-    /// for API-key digests and its revoked tokens.
+    /// for API-key digests, its revoked tokens and its applications' cut-offs.
     pub fn for_gateway(config: &Environment, base_dir: &Path) -> Result<KeyStore, Vec<Problem>> {
         let secret = config.api_key_hmac_secret.as_deref().and_then(crate::contract::hex::decode);
-        Self::build(&config.consumers, &config.jwt_issuers, secret.as_deref(), &config.revoked_tokens, base_dir)
+        Self::build(&config.consumers, &config.jwt_issuers, secret.as_deref(), &config.revoked_tokens, &config.revoked_before, base_dir)
     }
 
     fn build(
@@ -159,6 +163,7 @@ impl KeyStore {
         issuers: &[environment::JwtIssuer],
         hmac_secret: Option<&[u8]>,
         revoked: &[environment::RevokedToken],
+        revoked_before: &BTreeMap<String, u64>,
         base_dir: &Path,
     ) -> Result<KeyStore, Vec<Problem>> {
         let mut problems = Vec::new();
@@ -172,6 +177,7 @@ impl KeyStore {
             api_keys,
             issuers,
             revoked: revoked.iter().filter(|r| r.expires_at >= now).map(|r| r.jti.clone()).collect(),
+            revoked_before: revoked_before.iter().map(|(application, &second)| (application.clone(), second)).collect(),
             tokens: Cache::with_weighter(TOKEN_CACHE_ITEMS, TOKEN_CACHE_BYTES, TokenWeighter),
         })
     }
@@ -204,12 +210,19 @@ impl KeyStore {
         self.admit(verified)
     }
 
-    /// The last check of every accepted token, cached or fresh; a revocation list (by `jti`)
-    /// belongs here.
+    /// The last check of every accepted token, cached or fresh: not revoked by its `jti`,
+    /// nor issued to an application before its cut-off (a token without `iat` is then
+    /// refused too).
     fn admit(&self, verified: Arc<VerifiedToken>) -> Result<Arc<VerifiedToken>, KeyError> {
-        match &verified.jti {
-            Some(jti) if self.revoked.contains(jti) => Err(KeyError::Revoked),
-            _ => Ok(verified),
+        if verified.jti.as_ref().is_some_and(|jti| self.revoked.contains(jti)) {
+            return Err(KeyError::Revoked);
         }
+        if let Some(application) = &verified.identity.application
+            && let Some(&cutoff) = self.revoked_before.get(application)
+            && verified.issued_at.is_none_or(|issued| issued < cutoff)
+        {
+            return Err(KeyError::Revoked);
+        }
+        Ok(verified)
     }
 }

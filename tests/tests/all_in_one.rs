@@ -326,3 +326,54 @@ async fn all_in_one_serves_both_planes_over_tls() {
     let (version, (status, _)) = tls_get(process.listeners[0], &certificate.der, b"h2", "/nothing", &[]).await;
     assert_eq!((version, status), (http::Version::HTTP_2, StatusCode::NOT_FOUND), "the gateway answers over TLS");
 }
+
+/// A JWT names its application's owner, so blocking that user refuses it; removing the
+/// subscription its claims list refuses it too. Each within 1 s, like a revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_a_user_or_removing_a_subscription_refuses_the_tokens_already_issued() {
+    let upstream = MockUpstream::start().await;
+    let process = start_all_in_one("jwt-admin-pass-1");
+    let cp = ControlPlaneClient::new(process.control_plane.unwrap());
+    let client = HttpClient::default();
+    let admin = cp.login("admin", "jwt-admin-pass-1").await;
+    let definition = json!({"name": "jwt", "version": "v1", "context": "/jwt", "endpoints": [upstream.url()],
+        "operations": [{"method": "GET", "path": "/x"}], "tiers": ["Unlimited"]});
+    let api = cp.ok(Method::POST, "/api/v1/apis", Some(&admin), definition).await;
+    let api = api["id"].as_str().unwrap().to_owned();
+    cp.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
+    let revision = cp.ok(Method::POST, &format!("/api/v1/apis/{api}/revisions"), Some(&admin), json!({})).await;
+    let deployment = json!({"revision_id": revision["id"], "environments": ["default"]});
+    cp.ok(Method::POST, &format!("/api/v1/apis/{api}/deployments?wait_ms=10000"), Some(&admin), deployment).await;
+
+    cp.ok(Method::POST, "/api/v1/signup", None, json!({"username": "carol", "password": "carol-password-1"})).await;
+    let carol = cp.login("carol", "carol-password-1").await;
+    let app = cp.ok(Method::POST, "/api/v1/applications", Some(&carol), json!({"name": "carols"})).await;
+    let app = app["id"].as_str().unwrap().to_owned();
+    let subscription =
+        cp.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(&carol), json!({"api_id": api})).await;
+    let oauth = cp.ok(Method::POST, &format!("/api/v1/applications/{app}/oauth-client"), Some(&carol), json!({})).await;
+    let credentials = basic(oauth["client_id"].as_str().unwrap(), oauth["client_secret"].as_str().unwrap());
+    let form = [("content-type", "application/x-www-form-urlencoded"), ("authorization", credentials.as_str())];
+    let token = client.send(Method::POST, &format!("{}/oauth2/token", cp.base), &form, "grant_type=client_credentials").await.unwrap();
+    let bearer = format!("Bearer {}", token.json()["access_token"].as_str().unwrap());
+    let status = async || client.get(&process.url("/jwt/v1/x"), &[("authorization", &bearer)]).await.unwrap().status;
+    eventually("the token working", async || status().await == StatusCode::OK).await;
+
+    let block = cp.ok(Method::POST, "/api/v1/blocking-conditions", Some(&admin), json!({"kind": "user", "value": "carol"})).await;
+    let took =
+        portico_tests::eventually("carol's token refused", Duration::from_secs(1), async || status().await == StatusCode::FORBIDDEN).await;
+    println!("a blocked user's JWT refused after {took:?}");
+    let reply =
+        cp.call(Method::DELETE, &format!("/api/v1/blocking-conditions/{}", block["id"].as_str().unwrap()), Some(&admin), None).await;
+    assert!(reply.status.is_success(), "{}", reply.text());
+    eventually("the token working again", async || status().await == StatusCode::OK).await;
+
+    let uri = format!("/api/v1/applications/{app}/subscriptions/{}", subscription["id"].as_str().unwrap());
+    let reply = cp.call(Method::DELETE, &uri, Some(&carol), None).await;
+    assert!(reply.status.is_success(), "{}", reply.text());
+    let took = portico_tests::eventually("the token of a removed subscription refused", Duration::from_secs(1), async || {
+        status().await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    println!("a JWT listing a removed subscription refused after {took:?}");
+}

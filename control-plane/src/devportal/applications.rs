@@ -12,7 +12,7 @@ use crate::auth::{Caller, Role};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::fleet::Change;
-use crate::traffic;
+use crate::{keymanager, traffic};
 
 /// Longest description, in characters.
 const MAX_DESCRIPTION: usize = 1_000;
@@ -153,9 +153,13 @@ pub async fn replace(
     Path(id): Path<String>,
     JsonBody(fields): JsonBody<ApplicationFields>,
 ) -> ApiResult<Json<Application>> {
-    owned(&state.db, &caller, &id).await?;
+    let current = owned(&state.db, &caller, &id).await?;
     check(&state.db, &fields).await?;
     let mut change = Change::begin(&state).await?;
+    // Its access tokens claim its name and tier: a change refuses the ones issued before.
+    if current.tier != fields.tier || current.name != fields.name {
+        keymanager::cut_off(&mut change, &id).await?;
+    }
     let updated = sqlx::query("UPDATE applications SET name = $1, description = $2, tier = $3 WHERE id = $4")
         .bind(&fields.name)
         .bind(&fields.description)
@@ -179,6 +183,7 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Pat
     owned(&state.db, &caller, &id).await?;
     // Subscriptions, the OAuth2 client (with its refresh tokens) and API keys cascade.
     let mut change = Change::begin(&state).await?;
+    keymanager::cut_off(&mut change, &id).await?;
     let deleted = sqlx::query("DELETE FROM applications WHERE id = $1").bind(&id).execute(&mut *change).await?;
     if deleted.rows_affected() == 0 {
         return Err(ApiError::not_found("application", &id));

@@ -14,7 +14,7 @@ use crate::auth::{Caller, Role};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::fleet::Change;
-use crate::traffic;
+use crate::{keymanager, traffic};
 
 /// The key in `settings` that, set to `true`, makes new subscriptions wait for approval.
 const APPROVAL_SETTING: &str = "subscription_approval";
@@ -238,6 +238,7 @@ pub async fn unsubscribe(
 ) -> ApiResult<StatusCode> {
     owned(&state.db, &caller, &id).await?;
     let mut change = Change::begin(&state).await?;
+    keymanager::cut_off(&mut change, &id).await?;
     let deleted = sqlx::query("DELETE FROM subscriptions WHERE id = $1 AND application_id = $2")
         .bind(&sub_id)
         .bind(&id)

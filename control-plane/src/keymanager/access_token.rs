@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
+use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use super::client_auth::Client;
@@ -38,6 +39,8 @@ pub struct AccessClaims {
     pub client_id: String,
     /// The application's name.
     pub application_name: String,
+    /// The user name of the application's owner: the end user gateways see (and block).
+    pub username: String,
     /// The application's tier.
     pub tier: String,
     /// Subscription tier by `<api name>@<api version>`, for active subscriptions to
@@ -59,8 +62,11 @@ pub struct AccessClaims {
 /// Sign an access token for `client` with `scope`; the application's tier and
 /// subscriptions are read now.
 pub(crate) async fn issue(state: &AppState, client: &Client, scope: &str) -> ApiResult<String> {
-    let (application_name, tier): (String, String) =
-        sqlx::query_as("SELECT name, tier FROM applications WHERE id = $1").bind(&client.application_id).fetch_one(&state.db.pool).await?;
+    let (application_name, tier, username): (String, String, String) =
+        sqlx::query_as("SELECT a.name, a.tier, u.username FROM applications a JOIN users u ON u.id = a.owner_id WHERE a.id = $1")
+            .bind(&client.application_id)
+            .fetch_one(&state.db.pool)
+            .await?;
     let subscribed: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT a.name, a.version, s.tier FROM subscriptions s JOIN apis a ON a.id = s.api_id \
          WHERE s.application_id = $1 AND s.status = 'ACTIVE' AND a.status IN ('PUBLISHED', 'DEPRECATED')",
@@ -76,6 +82,7 @@ pub(crate) async fn issue(state: &AppState, client: &Client, scope: &str) -> Api
         azp: client.application_id.clone(),
         client_id: client.client_id.clone(),
         application_name,
+        username,
         tier,
         subscriptions: subscribed.into_iter().map(|(name, version, tier)| (format!("{name}@{version}"), tier)).collect(),
         scope: scope.to_owned(),
@@ -135,6 +142,34 @@ pub(crate) async fn is_revoked(db: &Db, jti: &str) -> ApiResult<bool> {
 
 /// The revoked access tokens that have not expired yet, as `(jti, exp in milliseconds since
 /// the Unix epoch)`: what gateways must refuse until then.
+/// Have every gateway refuse the access tokens issued to `application_id` so far (within
+/// about 1 s, like a revocation): what they claim (its subscriptions, its tier, its very
+/// existence) no longer holds. Part of the caller's change; kept for one token lifetime.
+pub async fn cut_off(conn: &mut AnyConnection, application_id: &str) -> ApiResult<()> {
+    let now = now_ms();
+    // `iat` has whole seconds: a token of this second may predate the change, so the cut-off
+    // is the next second (a token issued in the rest of this one is refused too).
+    sqlx::query(
+        "INSERT INTO application_cutoffs (application_id, from_s, expires_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (application_id) DO UPDATE SET from_s = excluded.from_s, expires_at = excluded.expires_at",
+    )
+    .bind(application_id)
+    .bind(now / 1000 + 1)
+    .bind(now + (ACCESS_TOKEN_TTL_S + LEEWAY_S as i64 + 1) * 1000)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The cut-offs still in force: application id → the first second (Unix time) of the
+/// tokens accepted again.
+pub async fn cutoffs(db: &Db) -> ApiResult<Vec<(String, i64)>> {
+    Ok(sqlx::query_as("SELECT application_id, from_s FROM application_cutoffs WHERE expires_at > $1 ORDER BY application_id")
+        .bind(now_ms())
+        .fetch_all(&db.pool)
+        .await?)
+}
+
 pub async fn revoked_jtis(db: &Db) -> ApiResult<Vec<(String, i64)>> {
     Ok(sqlx::query_as("SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > $1 ORDER BY expires_at, jti")
         .bind(now_ms())

@@ -38,6 +38,10 @@ pub struct Environment {
     /// Access tokens revoked before they expire, by `jti`.
     #[serde(default)]
     pub revoked_tokens: Vec<RevokedToken>,
+    /// Applications whose tokens issued before a second (Unix time) are refused: one deleted,
+    /// or whose subscriptions changed, so that what its tokens say no longer holds.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub revoked_before: BTreeMap<String, u64>,
     /// Blocking conditions: matching requests are answered 403.
     #[serde(default, skip_serializing_if = "Blocked::is_empty")]
     pub blocked: Blocked,

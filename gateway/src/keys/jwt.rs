@@ -148,6 +148,7 @@ fn verified(issuer: &Issuer, claims: &Map<String, Value>, claims_text: String) -
         identity: identity(claims, &issuer.claims),
         claims: claims_text,
         jti: text_claim(claims, "jti"),
+        issued_at: claims.get("iat").and_then(|iat| iat.as_u64().or_else(|| iat.as_f64().map(|iat| iat.floor() as u64))),
     };
     (token, expires_at.saturating_add(issuer.leeway))
 }

@@ -705,3 +705,22 @@ fn revoked_tokens_are_refused_even_from_the_cache() {
     assert_eq!(revoked.verify_jwt(&token).unwrap_err(), KeyError::Revoked);
     assert_eq!(revoked.verify_jwt(&token).unwrap_err(), KeyError::Revoked, "and again, from the cache");
 }
+
+#[test]
+fn an_applications_tokens_issued_before_its_cut_off_are_refused() {
+    let issued = now() - 10;
+    let old = rsa_token(&with(with(claims(), "azp", json!("app-1")), "iat", json!(issued)));
+    let fresh = rsa_token(&with(with(claims(), "azp", json!("app-1")), "iat", json!(issued + 5)));
+    let undated = rsa_token(&without(with(claims(), "azp", json!("app-1")), "iat"));
+    let other = rsa_token(&with(with(claims(), "azp", json!("app-2")), "iat", json!(issued)));
+    let mut config = crate::contract::environment::Environment {
+        jwt_issuers: vec![issuer(&["RS256"], vec![pem_key(None, RSA_PUBLIC)])],
+        ..Default::default()
+    };
+    config.revoked_before.insert("app-1".into(), issued + 5);
+    let store = KeyStore::for_gateway(&config, Path::new(".")).unwrap();
+    assert_eq!(store.verify_jwt(&old).unwrap_err(), KeyError::Revoked);
+    assert_eq!(store.verify_jwt(&undated).unwrap_err(), KeyError::Revoked, "no `iat`: it cannot be shown to be newer");
+    assert!(store.verify_jwt(&fresh).is_ok(), "issued at the cut-off second");
+    assert!(store.verify_jwt(&other).is_ok(), "another application's token");
+}

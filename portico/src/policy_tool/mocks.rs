@@ -121,6 +121,7 @@ fn verified(jwt: &fixtures::Jwt, clock_ms: u64) -> Result<Arc<VerifiedToken>, ke
         identity: identity_of(&jwt.identity, "jwt"),
         claims: jwt.claims.as_ref().map_or_else(|| "{}".to_owned(), ToString::to_string),
         jti: None,
+        issued_at: None,
     }))
 }
 
