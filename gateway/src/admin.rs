@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use http::{Method, Response, StatusCode, header};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::Gateway;
 use crate::body::Body;
+use crate::contract::defaults;
 
 /// Serve admin requests until `shutdown` turns true.
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
@@ -30,7 +31,9 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut shutdown: w
                 let response = answer(&gateway, request.method(), request.uri().path());
                 async move { Ok::<_, Infallible>(response) }
             });
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(defaults::HEADER_READ_TIMEOUT);
+            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }

@@ -30,6 +30,9 @@ pub enum ProxyError {
     /// The body is over the configured limit.
     #[error("request body too large")]
     PayloadTooLarge,
+    /// The body a policy needs did not arrive within `limits.body_read_timeout`.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// A blocking condition matches the client, the API, the application or the user.
     #[error("blocked by a blocking condition")]
     Blocked,
@@ -78,6 +81,7 @@ impl ProxyError {
             Self::Blocked => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamUnavailable(_) | Self::UpstreamFailed(_) | Self::UpstreamTooLarge => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::PolicyFailed { .. } | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

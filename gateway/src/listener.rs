@@ -1,19 +1,21 @@
 //! Accepting connections: plain HTTP (HTTP/1.1 and h2c) or TLS (HTTP/1.1 and HTTP/2 by
 //! ALPN, configured by [`crate::tls`]), the limits that apply before a request reaches the
-//! pipeline, and graceful shutdown.
+//! pipeline (connections at once, idle connections, request heads), and graceful shutdown.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::Gateway;
@@ -23,7 +25,10 @@ use crate::settings::Limits;
 /// How long in-flight requests may take to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serve API traffic on `listener` until `shutdown` turns true, then drain.
+/// Serve API traffic on `listener` until `shutdown` turns true, then drain. At most
+/// `limits.max_connections` connections are open at once (more are closed as soon as they
+/// are accepted), and one idle for `limits.idle_timeout` is closed gracefully, whatever its
+/// protocol.
 pub async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
@@ -47,7 +52,10 @@ pub async fn serve(
         .max_local_error_reset_streams(256);
     let builder = Arc::new(builder);
     let acceptor = tls.map(TlsAcceptor::from);
-    let graceful = GracefulShutdown::new();
+    // A permit per open connection: the cap, and what the drain waits for.
+    let max_connections = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
+    let connections = Arc::new(Semaphore::new(max_connections as usize));
+    let idle_timeout = limits.idle_timeout.0;
 
     loop {
         let (stream, addr) = tokio::select! {
@@ -62,49 +70,115 @@ pub async fn serve(
             },
             _ = shutdown.changed() => break,
         };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            gateway.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(client = %addr, max_connections, "connection refused: too many open");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let peer = Peer::new(addr, acceptor.is_some());
-        let gateway = gateway.clone();
-        let service = service_fn(move |request| {
-            let gateway = gateway.clone();
-            let peer = peer.clone();
-            async move { Ok::<_, Infallible>(pipeline::handle(&gateway, request, peer).await) }
-        });
-        match &acceptor {
-            None => {
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(client = %addr, error = %error, "connection ended with an error");
-                    }
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let builder = builder.clone();
-                let watcher = graceful.watcher();
-                let header_timeout = limits.header_read_timeout.0;
-                tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+        let activity = Arc::new(Activity::new());
+        let service = {
+            let (gateway, activity) = (gateway.clone(), activity.clone());
+            service_fn(move |request| {
+                let gateway = gateway.clone();
+                let peer = peer.clone();
+                let busy = activity.begin();
+                async move {
+                    let response = pipeline::handle(&gateway, request, peer).await;
+                    drop(busy);
+                    Ok::<_, Infallible>(response)
+                }
+            })
+        };
+        let (acceptor, builder, shutdown) = (acceptor.clone(), builder.clone(), shutdown.clone());
+        let handshake_timeout = limits.header_read_timeout.0;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let result = match acceptor {
+                None => drive(builder.serve_connection(TokioIo::new(stream), service), &activity, idle_timeout, shutdown).await,
+                Some(acceptor) => {
+                    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => tls,
-                        Ok(Err(error)) => {
-                            tracing::debug!(client = %addr, error = %error, "TLS handshake failed");
-                            return;
-                        }
+                        Ok(Err(error)) => return tracing::debug!(client = %addr, error = %error, "TLS handshake failed"),
                         Err(_) => return,
                     };
-                    let connection = builder.serve_connection(TokioIo::new(tls), service).into_owned();
-                    if let Err(error) = watcher.watch(connection).await {
-                        tracing::debug!(client = %addr, error = %error, "connection ended with an error");
-                    }
-                });
+                    drive(builder.serve_connection(TokioIo::new(tls), service), &activity, idle_timeout, shutdown).await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(client = %addr, error = %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, connections.acquire_many(max_connections)).await.is_err() {
+        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+    }
+}
+
+/// Serve one connection until it ends; it is closed gracefully (requests in flight finish,
+/// no new one is read) once idle for `idle_timeout`, or when `shutdown` turns true.
+async fn drive<C>(connection: C, activity: &Activity, idle_timeout: Duration, mut shutdown: watch::Receiver<bool>) -> Result<(), C::Error>
+where
+    C: GracefulConnection,
+{
+    let mut connection = std::pin::pin!(connection);
+    let mut closing = *shutdown.borrow();
+    if closing {
+        connection.as_mut().graceful_shutdown();
+    }
+    loop {
+        let idle_since = activity.idle_since();
+        tokio::select! {
+            result = connection.as_mut() => return result,
+            _ = shutdown.changed(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tokio::time::sleep_until(idle_since.unwrap_or_else(Instant::now) + idle_timeout), if !closing => {
+                if activity.idle_since().is_some_and(|since| since.elapsed() >= idle_timeout) {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
             }
         }
     }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
-        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+}
+
+/// What a connection is doing: requests in flight, and when the last one ended.
+struct Activity {
+    in_flight: AtomicUsize,
+    /// Milliseconds since `start` when the connection last became idle.
+    idle_at_ms: AtomicU64,
+    start: Instant,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self { in_flight: AtomicUsize::new(0), idle_at_ms: AtomicU64::new(0), start: Instant::now() }
+    }
+
+    fn begin(self: &Arc<Self>) -> BusyGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        BusyGuard(self.clone())
+    }
+
+    /// Since when the connection has had no request in flight, if it has none.
+    fn idle_since(&self) -> Option<Instant> {
+        (self.in_flight.load(Ordering::Acquire) == 0).then(|| self.start + Duration::from_millis(self.idle_at_ms.load(Ordering::Acquire)))
+    }
+}
+
+/// Counts a request in flight until dropped.
+struct BusyGuard(Arc<Activity>);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let now = u64::try_from(activity.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        activity.idle_at_ms.store(now, Ordering::Release);
+        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

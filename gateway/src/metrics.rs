@@ -85,6 +85,8 @@ pub struct Metrics {
     pub reloads: AtomicU64,
     /// Configurations refused.
     pub reload_failures: AtomicU64,
+    /// Connections closed at once because `limits.max_connections` were open.
+    pub connections_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -139,6 +141,11 @@ impl Metrics {
             out,
             "# TYPE portico_snapshot_reload_failures_total counter\nportico_snapshot_reload_failures_total {}",
             self.reload_failures.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE portico_connections_refused_total counter\nportico_connections_refused_total {}",
+            self.connections_refused.load(Ordering::Relaxed)
         );
         out
     }

@@ -24,6 +24,7 @@ use crate::error::ProxyError;
 use crate::exchange::{BodyState, Exchange, ResponseState};
 use crate::policy::{AttachedPolicy, CallFailure, Decision, ImmediateResponse};
 use crate::router::{RouteMatch, normalize_path};
+use crate::settings::Limits;
 use crate::snapshot::{ServedOperation, Snapshot};
 use crate::upstream::{Forward, strip_hop_by_hop};
 use std::future::Future;
@@ -57,14 +58,13 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -
     let logged = tracing::enabled!(target: "portico::access", tracing::Level::INFO)
         .then(|| (request.method().clone(), request.uri().path().to_owned()));
     let span = tracing::debug_span!("request", client = %peer.addr.ip(), snapshot = %snapshot.version);
-    let (response, api) =
-        match tracing::Instrument::instrument(route_and_proxy(&snapshot, request, &peer, gateway.limits.max_body_bytes.0), span).await {
-            Ok((response, operation)) => (response, Some(operation)),
-            Err(error) => {
-                tracing::debug!(error = %error, "request refused before routing");
-                (error.into_response(), None)
-            }
-        };
+    let (response, api) = match tracing::Instrument::instrument(route_and_proxy(&snapshot, request, &peer, &gateway.limits), span).await {
+        Ok((response, operation)) => (response, Some(operation)),
+        Err(error) => {
+            tracing::debug!(error = %error, "request refused before routing");
+            (error.into_response(), None)
+        }
+    };
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     match &api {
@@ -90,7 +90,7 @@ async fn route_and_proxy(
     snapshot: &Snapshot,
     request: Request<Incoming>,
     peer: &Peer,
-    max_body_bytes: u64,
+    limits: &Limits,
 ) -> Result<(Response<Body>, Arc<ServedOperation>), ProxyError> {
     if snapshot.blocking.client_blocked(peer.addr.ip()) {
         return Err(ProxyError::Blocked);
@@ -123,19 +123,18 @@ async fn route_and_proxy(
         };
         head.uri = Uri::try_from(path_and_query).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
     }
-    let max_body = max_body_bytes;
+    let max_body = limits.max_body_bytes.0;
     if let Some(length) = head.headers.get(header::CONTENT_LENGTH) {
         let length: u64 = length.to_str().ok().and_then(|l| l.parse().ok()).ok_or(ProxyError::BadRequest("invalid content-length"))?;
         if length > max_body {
             return Err(ProxyError::PayloadTooLarge);
         }
     }
-    let response = run_operation(&operation, &snapshot.blocking, head, body, context_len, peer, max_body as usize).await;
+    let response = run_operation(&operation, &snapshot.blocking, head, body, context_len, peer, limits).await;
     Ok((response, operation))
 }
 
 /// The phases of a routed request, with the upstream over HTTP.
-#[allow(clippy::too_many_arguments)]
 async fn run_operation(
     operation: &ServedOperation,
     blocking: &Blocking,
@@ -143,8 +142,9 @@ async fn run_operation(
     body: Incoming,
     context_len: usize,
     peer: &Peer,
-    max_body: usize,
+    limits: &Limits,
 ) -> Response<Body> {
+    let max_body = usize::try_from(limits.max_body_bytes.0).unwrap_or(usize::MAX);
     let mut exchange = Box::new(Exchange {
         request: head,
         request_body: BodyState::Streaming,
@@ -158,7 +158,7 @@ async fn run_operation(
     });
     let mut stream = None;
     if operation.needs_request_body {
-        match collect(body, max_body).await {
+        match collect(body, max_body, limits.body_read_timeout.0).await {
             Ok(bytes) => exchange.request_body = BodyState::Buffered(bytes),
             Err(error) => return error.into_response(),
         }
@@ -167,7 +167,7 @@ async fn run_operation(
     } else {
         stream = Some(Body::Limited(Limited::new(body, max_body)));
     }
-    let upstream = HttpUpstream { operation, stream, peer, context_len, max_body };
+    let upstream = HttpUpstream { operation, stream, peer, context_len, max_body, body_timeout: limits.body_read_timeout.0 };
     let phases = run_phases(&operation.chain, exchange, blocking, upstream).await;
     finish(phases.response, phases.stream)
 }
@@ -281,6 +281,8 @@ struct HttpUpstream<'a> {
     peer: &'a Peer,
     context_len: usize,
     max_body: usize,
+    /// Time allowed to receive a response body a policy buffers.
+    body_timeout: std::time::Duration,
 }
 
 impl Upstream for HttpUpstream<'_> {
@@ -306,8 +308,9 @@ impl Upstream for HttpUpstream<'_> {
         if !buffer {
             return Ok((head, UpstreamBody::Stream(body)));
         }
-        match collect(body, self.max_body).await {
+        match collect(body, self.max_body, self.body_timeout).await {
             Ok(bytes) => Ok((head, UpstreamBody::Buffered(bytes))),
+            Err(ProxyError::RequestTimeout) => Err(ProxyError::UpstreamTimeout),
             Err(_) => Err(ProxyError::UpstreamTooLarge),
         }
     }
@@ -373,11 +376,12 @@ fn policy_span(attachment: &AttachedPolicy, phase: &'static str) -> tracing::Spa
     tracing::debug_span!("policy", name = attachment.policy().name(), digest = attachment.policy().digest(), phase)
 }
 
-async fn collect(body: Incoming, max: usize) -> Result<Bytes, ProxyError> {
-    match Limited::new(body, max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if is_too_large(&*error) => Err(ProxyError::PayloadTooLarge),
-        Err(_) => Err(ProxyError::BadRequest("the request body could not be read")),
+async fn collect(body: Incoming, max: usize, deadline: std::time::Duration) -> Result<Bytes, ProxyError> {
+    match tokio::time::timeout(deadline, Limited::new(body, max).collect()).await {
+        Err(_) => Err(ProxyError::RequestTimeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if is_too_large(&*error) => Err(ProxyError::PayloadTooLarge),
+        Ok(Err(_)) => Err(ProxyError::BadRequest("the request body could not be read")),
     }
 }
 

@@ -73,6 +73,18 @@ impl Settings {
         if self.limits.max_headers == 0 {
             problem("limits.max_headers".into(), "must be at least 1".into());
         }
+        for (field, value) in [
+            ("header_read_timeout", &self.limits.header_read_timeout),
+            ("body_read_timeout", &self.limits.body_read_timeout),
+            ("idle_timeout", &self.limits.idle_timeout),
+        ] {
+            if value.is_zero() {
+                problem(format!("limits.{field}"), "must be more than zero".into());
+            }
+        }
+        if self.limits.max_connections == 0 {
+            problem("limits.max_connections".into(), "must be at least 1".into());
+        }
         if let Err((field, reason)) = self.limits.policy_ceilings().check_self() {
             problem(format!("limits.max_policy_{field}"), reason);
         }
@@ -135,6 +147,12 @@ pub struct Limits {
     pub max_body_bytes: ByteSize,
     /// Time allowed to receive a request head; slower connections are closed.
     pub header_read_timeout: Duration,
+    /// Time allowed to receive a body a policy buffers; slower requests get 408.
+    pub body_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (HTTP/1.1 and HTTP/2).
+    pub idle_timeout: Duration,
+    /// Connections open at once on each listener; more are closed as soon as accepted.
+    pub max_connections: usize,
     /// The most `timeout` a policy attachment may ask for; also the budget of a policy's
     /// start-up. An API with an attachment over it is not loaded (it answers 503).
     pub max_policy_timeout: Duration,
@@ -156,6 +174,9 @@ impl Default for Limits {
             max_headers: defaults::MAX_HEADERS,
             max_body_bytes: ByteSize(defaults::MAX_BODY_BYTES),
             header_read_timeout: Duration(defaults::HEADER_READ_TIMEOUT),
+            body_read_timeout: Duration(defaults::BODY_READ_TIMEOUT),
+            idle_timeout: Duration(defaults::IDLE_TIMEOUT),
+            max_connections: defaults::MAX_CONNECTIONS,
             max_policy_timeout: Duration(defaults::POLICY_TIMEOUT_CEILING),
             max_policy_memory: ByteSize(defaults::POLICY_MEMORY_CEILING),
         }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -21,7 +21,7 @@ use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-/// How long a TLS handshake, and the drain at shutdown, may take.
+/// How long a TLS handshake, a request head, and the drain at shutdown may take.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 use tokio::sync::watch;
 
@@ -76,7 +76,7 @@ pub struct Started {
 
 /// Open the database (bootstrapping the first admin), bind and serve; the address is
 /// logged as `control plane listening`.
-pub async fn start(options: &Options, mut stopped: watch::Receiver<bool>) -> anyhow::Result<Started> {
+pub async fn start(options: &Options, stopped: watch::Receiver<bool>) -> anyhow::Result<Started> {
     std::fs::create_dir_all(&options.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create the data folder {}: {e}", options.data_dir.display()))?;
     let url = match &options.database_url {
@@ -114,25 +114,17 @@ pub async fn start(options: &Options, mut stopped: watch::Receiver<bool>) -> any
     fleet::notify::start(&state);
     tracing::info!(%address, scheme, "control plane listening");
     let router = app(state.clone());
-    let task = match tls {
-        Some(config) => tokio::spawn(serve_tls(listener, config, router, stopped)),
-        None => tokio::spawn(async move {
-            let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-                let _ = stopped.changed().await;
-            });
-            if let Err(error) = server.await {
-                tracing::error!(error = %error, "control plane server failed");
-            }
-        }),
-    };
+    let task = tokio::spawn(serve(listener, tls, router, stopped));
     Ok(Started { state, task })
 }
 
-/// Serve `router` over TLS until `stopped` turns true, then let requests in flight finish
-/// (for up to 10 s). A handshake has 10 s to complete.
-async fn serve_tls(listener: TcpListener, config: Arc<ServerConfig>, router: axum::Router, mut stopped: watch::Receiver<bool>) {
-    let acceptor = TlsAcceptor::from(config);
-    let builder = auto::Builder::new(TokioExecutor::new());
+/// Serve `router` (over TLS when configured) until `stopped` turns true, then let requests
+/// in flight finish (for up to 10 s). A TLS handshake, and each request head, has 10 s to
+/// arrive: a slow client is cut off rather than held.
+async fn serve(listener: TcpListener, tls: Option<Arc<ServerConfig>>, router: axum::Router, mut stopped: watch::Receiver<bool>) {
+    let acceptor = tls.map(TlsAcceptor::from);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT);
     let graceful = GracefulShutdown::new();
     loop {
         let tcp = tokio::select! {
@@ -149,13 +141,18 @@ async fn serve_tls(listener: TcpListener, config: Arc<ServerConfig>, router: axu
         let (acceptor, builder, service) = (acceptor.clone(), builder.clone(), TowerToHyperService::new(router.clone()));
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => return tracing::debug!(%error, "TLS handshake failed"),
-                Err(_) => return tracing::debug!("TLS handshake timed out"),
+            let result = match acceptor {
+                None => watcher.watch(builder.serve_connection(TokioIo::new(tcp), service).into_owned()).await,
+                Some(acceptor) => {
+                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => return tracing::debug!(%error, "TLS handshake failed"),
+                        Err(_) => return tracing::debug!("TLS handshake timed out"),
+                    };
+                    watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
+                }
             };
-            let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-            if let Err(error) = watcher.watch(connection).await {
+            if let Err(error) = result {
                 tracing::debug!(error = %error, "connection ended with an error");
             }
         });

@@ -508,3 +508,91 @@ async fn too_many_headers_get_431() {
     assert_eq!(client.get(&gateway.url("/l/x"), &headers).await.unwrap().status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     assert_eq!(client.get(&gateway.url("/l/x"), &headers[..5]).await.unwrap().status, StatusCode::OK);
 }
+
+/// Read from `stream` until the peer closes it (or `limit` passes); how long that took, and
+/// what was read.
+async fn until_closed(stream: &mut tokio::net::TcpStream, limit: Duration) -> (Option<Duration>, String) {
+    use tokio::io::AsyncReadExt;
+    let started = Instant::now();
+    let mut read = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while started.elapsed() < limit {
+        match tokio::time::timeout(limit - started.elapsed(), stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (Some(started.elapsed()), String::from_utf8_lossy(&read).into_owned()),
+            Ok(Ok(n)) => read.extend_from_slice(&buffer[..n]),
+            Err(_) => break,
+        }
+    }
+    (None, String::from_utf8_lossy(&read).into_owned())
+}
+
+/// RELIABILITY #16, in part: a slow request head, a slow buffered body, idle HTTP/1.1 and
+/// HTTP/2 connections and one connection too many are each cut, and the gateway keeps
+/// serving. The timings printed are figures; the bounds are 4× the configured limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_idle_and_surplus_connections_are_cut() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let upstream = MockUpstream::start().await;
+    let policies = "      - policy: mediate\n        config: {envelope: wrapped}\n";
+    let extra = format!(
+        "limits:\n  header_read_timeout: 500ms\n  body_read_timeout: 500ms\n  idle_timeout: 500ms\n  max_connections: 3\nmodules:\n  mediate:\n    path: {}\n",
+        policies::MEDIATE
+    );
+    let mut gateway = PorticoProcess::start(&gateway_config(&api("m", "/m", &upstream, policies), &extra)).unwrap();
+    let address = gateway.listeners[0];
+    let bound = Duration::from_secs(2);
+
+    // A head that never ends.
+    let mut slow_head = TcpStream::connect(address).await.unwrap();
+    slow_head.write_all(b"GET /m/x HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+    let (closed, _) = until_closed(&mut slow_head, bound).await;
+    let head_cut = closed.expect("a slow head is cut");
+
+    // A body a policy buffers that stops half-way: 408, then the connection ends.
+    let mut slow_body = TcpStream::connect(address).await.unwrap();
+    slow_body.write_all(b"POST /m/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b").await.unwrap();
+    let started = Instant::now();
+    let (_, answer) = until_closed(&mut slow_body, bound).await;
+    let body_cut = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // Idle keep-alive connections, HTTP/1.1 and HTTP/2 (prior knowledge), after one request.
+    let mut idle = TcpStream::connect(address).await.unwrap();
+    idle.write_all(b"GET /m/x HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let (closed, answer) = until_closed(&mut idle, bound).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let h1_idle_cut = closed.expect("an idle HTTP/1.1 connection is closed");
+    let tcp = TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    let driven = tokio::spawn(async move {
+        let started = Instant::now();
+        let _ = connection.await;
+        started.elapsed()
+    });
+    let request = http::Request::get(format!("http://{address}/m/x")).body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+    assert_eq!(sender.send_request(request).await.unwrap().status(), StatusCode::OK);
+    let h2_idle_cut = tokio::time::timeout(bound * 2, driven).await.expect("an idle HTTP/2 connection is closed").unwrap();
+
+    // Three connections at once at most: a fourth is closed at once, and served again once
+    // one of them is gone.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(address).await.unwrap());
+    }
+    let mut surplus = TcpStream::connect(address).await.unwrap();
+    let (closed, _) = until_closed(&mut surplus, bound).await;
+    assert!(closed.is_some(), "the connection over the cap is closed");
+    drop(held);
+    let reply = HttpClient::default().get(&gateway.url("/m/x"), &[]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert!(gateway.is_running());
+
+    println!(
+        "cut after: slow head {head_cut:?}, slow body (408) {body_cut:?}, idle HTTP/1.1 {h1_idle_cut:?}, idle HTTP/2 {h2_idle_cut:?} (limits 500ms)"
+    );
+    for (what, took) in [("slow head", head_cut), ("slow body", body_cut), ("idle HTTP/1.1", h1_idle_cut), ("idle HTTP/2", h2_idle_cut)] {
+        assert!(took < bound, "{what}: {took:?}");
+    }
+}

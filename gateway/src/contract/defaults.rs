@@ -27,3 +27,9 @@ pub const MAX_HEADERS: usize = 100;
 pub const MAX_BODY_BYTES: u64 = 10 << 20;
 /// Time allowed to receive a request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed to receive a request body a policy buffers.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection idle this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections open at once per listener.
+pub const MAX_CONNECTIONS: usize = 10_000;
