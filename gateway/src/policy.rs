@@ -184,8 +184,8 @@ impl PolicyEngine {
             stats,
         };
         let (instance, needs) = attachment.instantiate().map_err(|failure| match failure {
-            StartFailure::Config(reason) => LoadError::Config { name: attachment.policy.name.clone(), reason },
-            StartFailure::Trap(reason) => LoadError::Start { name: attachment.policy.name.clone(), reason },
+            StartFailure::Config(reason) => LoadError::Config { name: attachment.settings.name.clone(), reason },
+            StartFailure::Trap(reason) => LoadError::Start { name: attachment.settings.name.clone(), reason },
         })?;
         let instance_memory = instance.store.data().limits.bytes();
         let _ = attachment.pool.push(instance);
@@ -229,6 +229,10 @@ impl CompiledPolicy {
 /// What an attachment says about running its policy.
 #[derive(Debug, Clone)]
 pub struct AttachmentSettings {
+    /// The policy as the attachment names it (`key-auth`, `validate-json@1.0.0`, a file's
+    /// module name): what its log records say, and its counters' namespace. Two names for
+    /// the same component are two policies.
+    pub name: String,
     /// The configuration handed to `init`, as JSON.
     pub config_json: String,
     /// CPU budget of one call.
@@ -246,6 +250,7 @@ impl AttachmentSettings {
     /// first): its own timeout and memory, and the ceiling's timeout to start.
     pub fn new(attachment: &Attachment, ceilings: &PolicyCeilings) -> Self {
         Self {
+            name: attachment.policy.clone(),
             config_json: attachment.config.to_string(),
             timeout: attachment.timeout.0,
             startup_timeout: ceilings.timeout.max(attachment.timeout.0),
@@ -376,7 +381,7 @@ impl AttachedPolicy {
 
     fn instantiate(&self) -> Result<(Instance, Needs), StartFailure> {
         self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
-        let policy_name: Arc<str> = Arc::from(self.policy.name.as_str());
+        let policy_name: Arc<str> = Arc::from(self.settings.name.as_str());
         let state = HostState {
             wasi: wasi::context(&policy_name),
             table: wasmtime::component::ResourceTable::new(),
@@ -384,6 +389,7 @@ impl AttachedPolicy {
             exchange: None,
             services: self.services.clone(),
             clock: self.clock.clone(),
+            builtin: builtin::find(&policy_name).is_some(),
             policy: policy_name,
             header_names: host::HeaderNames::default(),
         };
@@ -463,7 +469,7 @@ impl AttachedPolicy {
                 let failure = classify(&error, &instance.store);
                 tracing::warn!(
                     target: "portico::policy",
-                    policy = %self.policy.name,
+                    policy = %self.settings.name,
                     digest = %self.policy.digest,
                     error = %failure,
                     "policy call failed; instance dropped"

@@ -57,6 +57,7 @@ impl Fixture {
     fn attach(&self, name: &str, component: &[u8], config: &str) -> AttachedPolicy {
         let compiled = self.engine.compile(name, component, None).expect("compile");
         let settings = AttachmentSettings {
+            name: name.to_owned(),
             config_json: config.to_owned(),
             timeout: Duration::from_millis(50),
             startup_timeout: Duration::from_secs(1),

@@ -74,6 +74,7 @@ fn component(language: &str) -> Vec<u8> {
 
 fn attach(policy: &Arc<CompiledPolicy>) -> AttachedPolicy {
     let settings = AttachmentSettings {
+        name: policy.name().to_owned(),
         config_json: "{}".to_owned(),
         timeout: Duration::from_millis(50),
         startup_timeout: Duration::from_secs(1),

@@ -596,3 +596,50 @@ async fn slow_idle_and_surplus_connections_are_cut() {
         assert!(took < bound, "{what}: {took:?}");
     }
 }
+
+/// A policy that floods the host with headers or attributes is refused past the host's caps
+/// (an error to the policy, or a failed call), and the gateway keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_flooding_the_host_is_refused_and_the_gateway_serves_on() {
+    let upstream = MockUpstream::start().await;
+    let flood = |mode: &str| format!("      - policy: misbehave\n        config: {{mode: {mode}}}\n        timeout: 1s\n");
+    let apis = format!(
+        "{}{}{}",
+        api("headers", "/headers", &upstream, &flood("flood-headers")),
+        api("attributes", "/attributes", &upstream, &flood("flood-attributes")),
+        api("fine", "/fine", &upstream, "      []")
+    );
+    let extra = format!("modules:\n  misbehave:\n    path: {}\n", policies::MISBEHAVE);
+    let mut gateway = PorticoProcess::start(&gateway_config(&apis, &extra)).unwrap();
+    let client = HttpClient::default();
+
+    let reply = client.get(&gateway.url("/headers/x"), &[]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let refused: usize = reply.upstream_header("x-flood-refused").unwrap().parse().unwrap();
+    println!("5000 headers set on one request: {refused} refused");
+    assert!(refused > 4_000, "{refused} refused");
+
+    let reply = client.get(&gateway.url("/attributes/x"), &[]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", reply.text());
+    assert!(gateway.wait_for_log("at most 256 attributes", Duration::from_secs(5)), "{}", gateway.logs().join("\n"));
+
+    assert_eq!(client.get(&gateway.url("/fine/x"), &[]).await.unwrap().status, StatusCode::OK);
+    assert!(gateway.is_running());
+}
+
+/// Each policy counts in its own namespace: two modules counting under the same key (here
+/// one component named twice) do not share a counter, and neither can reach another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_count_in_their_own_namespace() {
+    let upstream = MockUpstream::start().await;
+    let count = |module: &str| format!("      - policy: {module}\n        config: {{mode: count-shared}}\n");
+    let apis = format!("{}{}", api("a", "/a", &upstream, &count("counter-a")), api("b", "/b", &upstream, &count("counter-b")));
+    let extra = format!("modules:\n  counter-a:\n    path: {0}\n  counter-b:\n    path: {0}\n", policies::MISBEHAVE);
+    let gateway = PorticoProcess::start(&gateway_config(&apis, &extra)).unwrap();
+    let client = HttpClient::default();
+    // One a minute under `shared`, for each of them.
+    assert_eq!(client.get(&gateway.url("/a/x"), &[]).await.unwrap().status, StatusCode::OK);
+    assert_eq!(client.get(&gateway.url("/b/x"), &[]).await.unwrap().status, StatusCode::OK, "b has its own `shared`");
+    assert_eq!(client.get(&gateway.url("/a/x"), &[]).await.unwrap().status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(client.get(&gateway.url("/b/x"), &[]).await.unwrap().status, StatusCode::TOO_MANY_REQUESTS);
+}

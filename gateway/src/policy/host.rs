@@ -78,8 +78,10 @@ pub struct HostState {
     pub(super) exchange: Option<Box<Exchange>>,
     pub(super) services: Arc<Services>,
     pub(super) clock: Arc<dyn Clock>,
-    /// The policy's name, for its log records.
+    /// The policy's name, for its log records and its counters' namespace.
     pub(super) policy: Arc<str>,
+    /// Whether it is built into the gateway (its counter keys are not namespaced).
+    pub(super) builtin: bool,
     pub(super) header_names: HeaderNames,
 }
 
@@ -187,7 +189,20 @@ fn header_name(name: &str) -> Result<HeaderName, types::HeaderError> {
 }
 
 /// Takes the guest's string as it is, without copying it again.
+/// What policies may keep on the host for one request, outside their instance's memory
+/// limit: headers (per request or response; a `HeaderMap` cannot hold more than 32k and
+/// would panic), the size of one header value, attributes and their sizes. Past these the
+/// host refuses (a header error, or a failed call for an attribute), never panics.
+const MAX_HEADERS_HELD: usize = 512;
+const MAX_HEADER_VALUE_BYTES: usize = 16 * 1024;
+const MAX_ATTRIBUTES: usize = 256;
+const MAX_ATTRIBUTE_KEY_BYTES: usize = 256;
+const MAX_ATTRIBUTE_VALUE_BYTES: usize = 16 * 1024;
+
 fn header_value(value: String) -> Result<HeaderValue, types::HeaderError> {
+    if value.len() > MAX_HEADER_VALUE_BYTES {
+        return Err(types::HeaderError::InvalidValue);
+    }
     HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|_| types::HeaderError::InvalidValue)
 }
 
@@ -206,6 +221,10 @@ fn set_header(
     append: bool,
 ) -> Result<(), types::HeaderError> {
     let (name, value) = (name?, header_value(value)?);
+    // No room for one more entry: refused as a header the gateway manages.
+    if headers.len() >= MAX_HEADERS_HELD && (append || !headers.contains_key(&name)) {
+        return Err(types::HeaderError::Forbidden);
+    }
     if append {
         headers.append(name, value);
     } else {
@@ -426,7 +445,17 @@ impl types::HostContext for HostState {
     }
 
     fn set(&mut self, _: Resource<ContextHandle>, key: String, value: String) -> Result<()> {
-        self.exchange()?.set_attribute(key, value);
+        if key.len() > MAX_ATTRIBUTE_KEY_BYTES || value.len() > MAX_ATTRIBUTE_VALUE_BYTES {
+            wasmtime::bail!(
+                "attribute `{}`: keys are at most {MAX_ATTRIBUTE_KEY_BYTES} bytes, values {MAX_ATTRIBUTE_VALUE_BYTES}",
+                key.chars().take(64).collect::<String>()
+            );
+        }
+        let exchange = self.exchange()?;
+        if exchange.attribute(&key).is_none() && exchange.attributes.len() >= MAX_ATTRIBUTES {
+            wasmtime::bail!("a request holds at most {MAX_ATTRIBUTES} attributes");
+        }
+        exchange.set_attribute(key, value);
         Ok(())
     }
 
@@ -438,6 +467,9 @@ impl types::HostContext for HostState {
             (Err(error), _) | (_, Err(error)) => return Ok(Err(error)),
         };
         exchange.response_headers.retain(|(n, _)| *n != name);
+        if exchange.response_headers.len() >= MAX_HEADERS_HELD {
+            return Ok(Err(types::HeaderError::Forbidden));
+        }
         exchange.response_headers.push((name, value));
         Ok(Ok(()))
     }
@@ -503,7 +535,18 @@ impl keys::Host for HostState {
 
 impl counters::Host for HostState {
     fn hit(&mut self, key: String, limit: u64, window_ms: u64, cost: u32) -> Result<counters::HitResult> {
-        let hit = self.services.counters.hit(&key, limit, window_ms, cost);
+        // An uploaded policy counts in its own namespace: it cannot touch the built-in
+        // throttle's keys (`app:<id>`, guessable) or another policy's. The built-ins, part of
+        // the gateway, count under their keys as they are (no request can put a NUL in one).
+        let hit = if self.builtin {
+            self.services.counters.hit(&key, limit, window_ms, cost)
+        } else {
+            let mut namespaced = String::with_capacity(self.policy.len() + 1 + key.len());
+            namespaced.push_str(&self.policy);
+            namespaced.push('\0');
+            namespaced.push_str(&key);
+            self.services.counters.hit(&namespaced, limit, window_ms, cost)
+        };
         Ok(counters::HitResult {
             allowed: hit.allowed,
             limit: hit.limit,

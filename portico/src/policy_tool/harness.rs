@@ -122,6 +122,7 @@ impl Harness {
     ) -> Result<AttachedPolicy, LoadError> {
         let timeout = fixtures.and_then(|f| f.timeout).map_or(defaults::POLICY_TIMEOUT, |t| t.0);
         let settings = AttachmentSettings {
+            name: policy.name().to_owned(),
             config_json: config.to_string(),
             timeout,
             startup_timeout: timeout.max(defaults::POLICY_TIMEOUT_CEILING),

@@ -1,6 +1,8 @@
 //! A policy that misbehaves on purpose, as its configuration says: panics on requests
-//! carrying `x-panic` (after changing the request and the response headers), loops forever, grows its memory without end, or recurses without
-//! end. The gateway must contain every one of these.
+//! carrying `x-panic` (after changing the request and the response headers), loops forever, grows its memory without end, recurses without
+//! end, floods the host with headers (`flood-headers`) or attributes (`flood-attributes`), or
+//! counts requests under a fixed key (`count-shared`).
+//! The gateway must contain every one of these.
 
 use portico_policy_sdk::{Context, Decision, Policy, Request};
 
@@ -11,6 +13,10 @@ enum Mode {
     Loop,
     Grow,
     Recurse,
+    FloodHeaders,
+    FloodAttributes,
+    /// Count requests under the counter key `shared`, one a minute; 429 past it.
+    CountShared,
 }
 
 #[derive(serde::Deserialize)]
@@ -55,6 +61,25 @@ impl Policy for Misbehave {
             },
             Mode::Recurse => {
                 std::hint::black_box(recurse(1));
+            }
+            Mode::FloodHeaders => {
+                // Far more names than a request holds: the host refuses past its cap (a HeaderMap
+                // would panic past 32k).
+                let refused = (0..5_000).filter(|i| request.set_header(&format!("x-flood-{i}"), "v").is_err()).count();
+                for i in 0..5_000 {
+                    let _ = request.remove_header(&format!("x-flood-{i}"));
+                }
+                let _ = request.set_header("x-flood-refused", &refused.to_string());
+            }
+            Mode::CountShared => {
+                if !portico_policy_sdk::counters::hit("shared", 1, 60_000, 1).allowed {
+                    return portico_policy_sdk::ImmediateResponse::new(429).into();
+                }
+            }
+            Mode::FloodAttributes => {
+                for i in 0..1_000 {
+                    context.set(&format!("flood-{i}"), "value");
+                }
             }
         }
         Decision::Continue
