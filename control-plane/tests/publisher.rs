@@ -824,3 +824,23 @@ async fn the_tiers_an_api_offers_are_its_publishers_choice() {
     }
     on_both_engines!(check);
 }
+
+#[tokio::test]
+async fn a_context_inside_another_apis_is_refused() {
+    async fn check(app: TestApp) {
+        let publisher = app.user("pat", "publisher").await;
+        create(&app, &publisher, pets("Pets", "/pets")).await;
+        // Gateways serve Pets at /pets/v1: an API at /pets/v1/admin (or /pets/v1 + x, or one
+        // containing /pets/v1) would capture its paths.
+        for context in ["/pets/v1", "/pets/v1/deep"] {
+            let (status, problem) = app.send("POST", "/api/v1/apis", Some(&publisher), Some(pets("Capture", context))).await;
+            assert_eq!(status, StatusCode::CONFLICT, "{context}: {problem}");
+            assert!(problem["detail"].as_str().unwrap().contains("one inside the other"), "{problem}");
+        }
+        let mut outer = pets("Outer", "/pets");
+        outer["version"] = json!("v1x");
+        create(&app, &publisher, outer).await;
+        create(&app, &publisher, pets("Petshop", "/petshop")).await;
+    }
+    on_both_engines!(check);
+}

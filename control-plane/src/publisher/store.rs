@@ -162,6 +162,18 @@ pub(super) async fn insert(db: &Db, owner_id: &str, api: &NewApi) -> ApiResult<S
             format!("the context `{context}` is taken for version `{}`", api.version)
         }));
     }
+    // Gateways serve `{context}/{version}`: one inside another's (`/pets/v1` and
+    // `/pets/v1/admin`) would let one API's publisher capture the other's paths.
+    let served = format!("{}/{}", api.context, api.version);
+    let others: Vec<(String, String, String)> = sqlx::query_as("SELECT name, context, version FROM apis").fetch_all(&db.pool).await?;
+    for (name, context, version) in others {
+        let other = format!("{context}/{version}");
+        if is_inside(&served, &other) || is_inside(&other, &served) {
+            return Err(ApiError::Conflict(format!(
+                "gateways would serve this API at `{served}` and `{name}` {version} at `{other}`: one inside the other; choose another context"
+            )));
+        }
+    }
     let id = new_id();
     let now = now_ms();
     let mut tx = db.pool.begin().await?;
@@ -190,6 +202,11 @@ pub(super) async fn insert(db: &Db, owner_id: &str, api: &NewApi) -> ApiResult<S
     replace_scopes(&mut tx, &id, &api.scopes).await?;
     tx.commit().await?;
     Ok(id)
+}
+
+/// Whether path `inner` is below path `outer`, segment-wise.
+fn is_inside(outer: &str, inner: &str) -> bool {
+    inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('/'))
 }
 
 pub(super) async fn insert_operations(conn: &mut AnyConnection, api_id: &str, operations: &[Operation]) -> ApiResult<()> {
