@@ -2,6 +2,7 @@
 //! Argon2id password hashes, bearer session tokens (stored hashed), the `Caller`
 //! extractor that every endpoint uses, and the first admin made at first start.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -287,17 +288,18 @@ pub struct Session {
 /// Log in with a user name and password.
 #[utoipa::path(operation_id = "login", post, path = "/api/v1/auth/login", tag = "auth", request_body = Login,
     responses((status = 200, body = Session), (status = 401, description = "wrong credentials"), (status = 429, description = "too many failures, or too many password checks waiting")))]
-pub async fn login(State(state): State<AppState>, JsonBody(login): JsonBody<Login>) -> ApiResult<Json<Session>> {
-    state.failures.check(&format!("user:{}", login.username))?;
+pub async fn login(State(state): State<AppState>, source: Source, JsonBody(login): JsonBody<Login>) -> ApiResult<Json<Session>> {
+    let attempt = state.failures.begin(&format!("user:{}", login.username), source.0)?;
     let row: Option<(String, String, String)> = sqlx::query_as("SELECT id, password_hash, role FROM users WHERE username = $1")
         .bind(&login.username)
         .fetch_optional(&state.db.pool)
         .await?;
     let matches = verify(&login.password, row.as_ref().map(|(_, hash, _)| hash.as_str())).await?;
     let Some((user_id, _, role)) = row.filter(|_| matches) else {
-        state.failures.record(&format!("user:{}", login.username));
+        attempt.failed();
         return Err(ApiError::Unauthorized("wrong user name or password".into()));
     };
+    attempt.succeeded();
     let token = random_token();
     let expires_at = now_ms() + SESSION_TTL_MS;
     sqlx::query("INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ($1, $2, $3)")
@@ -368,11 +370,22 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
     Ok(Json(users))
 }
 
-/// Counts failed attempts per key (a user name, a client id) and refuses further ones for
-/// a while once there are too many: a brake on password and secret guessing.
+/// Counts failed attempts per identity (a user name, a client id) and source address, and
+/// refuses further ones from that source for a while once there are too many: a brake on
+/// password and secret guessing that does not lock an identity out for everyone (another
+/// source, with the right secret, still gets in). Checking and counting are one step, so
+/// that concurrent guesses cannot pass the brake together.
 #[derive(Debug, Default)]
 pub struct FailureLimiter {
-    failures: std::sync::Mutex<std::collections::HashMap<String, (u32, i64)>>,
+    attempts: std::sync::Mutex<std::collections::HashMap<(String, IpAddr), Tally>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tally {
+    failures: u32,
+    /// Attempts begun and not settled yet: counted as failures until they are.
+    pending: u32,
+    since: i64,
 }
 
 /// Failures allowed per window before refusing.
@@ -386,28 +399,91 @@ impl FailureLimiter {
         Arc::new(Self::default())
     }
 
-    /// Refuse with 429 when `key` has failed too often lately.
-    pub fn check(&self, key: &str) -> ApiResult<()> {
-        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        match failures.get(key) {
-            Some((count, since)) if *count >= MAX_FAILURES && now_ms() - since < FAILURE_WINDOW_MS => {
-                Err(ApiError::TooManyRequests("too many failed attempts; wait a minute".into()))
-            }
-            _ => Ok(()),
+    /// Begin an attempt of `identity` from `source`, or refuse it (429) when that pair
+    /// failed too often lately, counting the attempts still in progress.
+    pub fn begin(&self, identity: &str, source: IpAddr) -> ApiResult<Attempt<'_>> {
+        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        let now = now_ms();
+        if attempts.len() > 100_000 {
+            attempts.retain(|_, tally| tally.pending > 0 || now - tally.since < FAILURE_WINDOW_MS);
         }
+        let key = (identity.to_owned(), source);
+        let tally = attempts.entry(key.clone()).or_insert(Tally { failures: 0, pending: 0, since: now });
+        if now - tally.since >= FAILURE_WINDOW_MS {
+            *tally = Tally { failures: 0, pending: tally.pending, since: now };
+        }
+        if tally.failures + tally.pending >= MAX_FAILURES {
+            return Err(ApiError::TooManyRequests("too many failed attempts; wait a minute".into()));
+        }
+        tally.pending += 1;
+        Ok(Attempt { limiter: self, key, settled: false })
     }
 
-    /// Count one failure of `key`.
-    pub fn record(&self, key: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let now = now_ms();
-        if failures.len() > 100_000 {
-            failures.retain(|_, (_, since)| now - *since < FAILURE_WINDOW_MS);
+    fn settle(&self, key: &(String, IpAddr), failed: bool) {
+        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tally) = attempts.get_mut(key) {
+            tally.pending = tally.pending.saturating_sub(1);
+            if failed {
+                tally.failures += 1;
+            } else if tally.pending == 0 {
+                attempts.remove(key);
+            } else {
+                tally.failures = 0;
+            }
         }
-        let entry = failures.entry(key.to_owned()).or_insert((0, now));
-        if now - entry.1 >= FAILURE_WINDOW_MS {
-            *entry = (0, now);
+    }
+}
+
+/// An attempt in progress; say how it ended (dropped unsettled, it counts for nothing).
+#[must_use]
+pub struct Attempt<'a> {
+    limiter: &'a FailureLimiter,
+    key: (String, IpAddr),
+    settled: bool,
+}
+
+impl Attempt<'_> {
+    /// The secret was wrong: one more failure.
+    pub fn failed(mut self) {
+        self.settled = true;
+        self.limiter.settle(&self.key, true);
+    }
+
+    /// The secret was right: the pair's failures are forgotten.
+    pub fn succeeded(mut self) {
+        self.settled = true;
+        self.limiter.settle(&self.key, false);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            let mut attempts = self.limiter.attempts.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(tally) = attempts.get_mut(&self.key) {
+                tally.pending = tally.pending.saturating_sub(1);
+            }
         }
-        entry.0 += 1;
+    }
+}
+
+/// The address a request came from (its TCP peer), as the server recorded it; unspecified
+/// when it did not (a request built in process).
+#[derive(Debug, Clone, Copy)]
+pub struct Source(pub IpAddr);
+
+impl Source {
+    /// The source of a request whose parts these are.
+    pub fn of(parts: &Parts) -> Self {
+        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Source(peer.map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |info| info.0.ip()))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Source::of(parts))
     }
 }

@@ -95,3 +95,37 @@ async fn malformed_bodies_are_problems() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["detail"].as_str().unwrap().contains("password"), "{body}");
 }
+
+/// Log in from `source`, as the server would record the peer.
+async fn login_from(app: &TestApp, source: &str, password: &str) -> StatusCode {
+    use tower::ServiceExt;
+    let peer: std::net::SocketAddr = format!("{source}:40000").parse().unwrap();
+    let request = axum::http::Request::post("/api/v1/auth/login")
+        .header("content-type", "application/json")
+        .extension(axum::extract::ConnectInfo(peer))
+        .body(axum::body::Body::from(json!({"username": "admin", "password": password}).to_string()))
+        .unwrap();
+    app.router.clone().oneshot(request).await.unwrap().status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_from_one_source_does_not_lock_out_another() {
+    let app = std::sync::Arc::new(TestApp::new(portico_control_plane::db::Engine::Sqlite).await);
+    // Concurrent guesses are counted as they begin: 30 at once pass the brake 10 times at most.
+    let guesses: Vec<_> = (0..30)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { login_from(&app, "198.51.100.7", "guess-guess-1").await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for guess in guesses {
+        statuses.push(guess.await.unwrap());
+    }
+    let checked = statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
+    let braked = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!((checked, braked), (10, 20), "{statuses:?}");
+    // The right password from that source waits too; from another source it gets in.
+    assert_eq!(login_from(&app, "198.51.100.7", "admin-password-1").await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(login_from(&app, "203.0.113.9", "admin-password-1").await, StatusCode::OK);
+}

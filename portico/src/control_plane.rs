@@ -127,9 +127,9 @@ async fn serve(listener: TcpListener, tls: Option<Arc<ServerConfig>>, router: ax
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT);
     let graceful = GracefulShutdown::new();
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "accepting a connection failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -138,7 +138,9 @@ async fn serve(listener: TcpListener, tls: Option<Arc<ServerConfig>>, router: ax
             },
             _ = stopped.changed() => break,
         };
-        let (acceptor, builder, service) = (acceptor.clone(), builder.clone(), TowerToHyperService::new(router.clone()));
+        // The peer's address, for what is counted per source (failed logins).
+        let service = TowerToHyperService::new(router.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))));
+        let (acceptor, builder) = (acceptor.clone(), builder.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let result = match acceptor {

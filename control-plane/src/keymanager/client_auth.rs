@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::{OAuthError, OAuthResult};
 use crate::AppState;
-use crate::auth;
+use crate::auth::{self, Source};
 use crate::db::now_ms;
 use crate::error::ApiError;
 
@@ -78,6 +78,7 @@ pub(crate) struct Client {
 /// `client_id` / `client_secret` form parameters.
 pub(crate) async fn authenticate(
     state: &AppState,
+    source: Source,
     headers: &HeaderMap,
     form_id: Option<&str>,
     form_secret: Option<&str>,
@@ -103,8 +104,10 @@ pub(crate) async fn authenticate(
         return Err(OAuthError::InvalidClient("unknown client or wrong secret".into()));
     }
 
-    let brake_key = format!("client:{client_id}");
-    state.failures.check(&brake_key).map_err(|_| OAuthError::SlowDown("too many failed client authentications; wait a minute".into()))?;
+    let attempt = state
+        .failures
+        .begin(&format!("client:{client_id}"), source.0)
+        .map_err(|_| OAuthError::SlowDown("too many failed client authentications; wait a minute".into()))?;
     let row: Option<(String, String)> = sqlx::query_as("SELECT application_id, secret_hash FROM oauth_clients WHERE client_id = $1")
         .bind(&client_id)
         .fetch_optional(&state.db.pool)
@@ -121,9 +124,12 @@ pub(crate) async fn authenticate(
         state.verified_secrets.remember(&client_id, hash, &secret);
     }
     match row {
-        Some((application_id, _)) if matches => Ok(Client { client_id, application_id }),
+        Some((application_id, _)) if matches => {
+            attempt.succeeded();
+            Ok(Client { client_id, application_id })
+        }
         _ => {
-            state.failures.record(&brake_key);
+            attempt.failed();
             tracing::debug!(client_id, "client authentication failed");
             Err(OAuthError::InvalidClient("unknown client or wrong secret".into()))
         }

@@ -15,7 +15,7 @@ use super::error::{OAuthError, OAuthResult};
 use super::form::{TokenForm, form, no_store, param};
 use super::{access_token, client_auth, refresh_token};
 use crate::AppState;
-use crate::auth::{Caller, Role};
+use crate::auth::{Caller, Role, Source};
 use crate::error::ApiError;
 
 /// What introspection says about a token; only `active` when it is not.
@@ -84,7 +84,9 @@ async fn authorize(state: &AppState, parts: &mut Parts, request: &TokenForm) -> 
         })?;
         return caller.require(&[Role::Admin]).map_err(|e| OAuthError::InsufficientScope(e.to_string()));
     }
-    client_auth::authenticate(state, &parts.headers, param(&request.client_id), param(&request.client_secret)).await.map(|_| ())
+    client_auth::authenticate(state, Source::of(parts), &parts.headers, param(&request.client_id), param(&request.client_secret))
+        .await
+        .map(|_| ())
 }
 
 fn is_bearer(headers: &HeaderMap) -> bool {

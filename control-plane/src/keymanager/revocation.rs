@@ -12,6 +12,7 @@ use super::error::{OAuthError, OAuthResult};
 use super::form::{TokenForm, form, no_store, param};
 use super::{access_token, client_auth, refresh_token};
 use crate::AppState;
+use crate::auth::Source;
 use crate::db::now_ms;
 use crate::fleet::Change;
 
@@ -27,11 +28,12 @@ use crate::fleet::Change;
     security(("client_secret_basic" = [])))]
 pub async fn revoke(
     State(state): State<AppState>,
+    source: Source,
     headers: HeaderMap,
     request: Result<Form<TokenForm>, FormRejection>,
 ) -> OAuthResult<Response> {
     let request = form(request)?;
-    let client = client_auth::authenticate(&state, &headers, param(&request.client_id), param(&request.client_secret)).await?;
+    let client = client_auth::authenticate(&state, source, &headers, param(&request.client_id), param(&request.client_secret)).await?;
     let token = param(&request.token).ok_or_else(|| OAuthError::InvalidRequest("`token` is missing".into()))?;
     if access_token::looks_like_jwt(token) {
         if let Some(claims) = access_token::verify(&state, token).await?.filter(|claims| claims.client_id == client.client_id) {

@@ -16,6 +16,7 @@ use super::client_auth::{self, Client};
 use super::error::{OAuthError, OAuthResult};
 use super::form::{form, no_store, param};
 use super::refresh_token;
+use crate::auth::Source;
 use crate::{AppState, publisher};
 
 /// Most scopes one token may carry, and the longest scope string.
@@ -65,11 +66,12 @@ pub struct TokenResponse {
     security((), ("client_secret_basic" = [])))]
 pub async fn token(
     State(state): State<AppState>,
+    source: Source,
     headers: HeaderMap,
     request: Result<Form<TokenRequest>, FormRejection>,
 ) -> OAuthResult<Response> {
     let request = form(request)?;
-    let client = client_auth::authenticate(&state, &headers, param(&request.client_id), param(&request.client_secret)).await?;
+    let client = client_auth::authenticate(&state, source, &headers, param(&request.client_id), param(&request.client_secret)).await?;
     let issued = match param(&request.grant_type) {
         Some("client_credentials") => client_credentials(&state, &client, &request).await?,
         Some("refresh_token") => refresh(&state, &client, &request).await?,
