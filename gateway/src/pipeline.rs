@@ -114,6 +114,16 @@ async fn route_and_proxy(
     if operation.blocked {
         return Err(ProxyError::Blocked);
     }
+    // The client's hop-by-hop headers go before any policy runs: a `Connection` header
+    // naming a header a policy adds must not remove it on the way out.
+    strip_hop_by_hop(&mut head.headers);
+    // Over HTTP/2 the host is the URI's authority, which the path rewrite below drops:
+    // keep it as `Host`, so that policies and `X-Forwarded-Host` see the one routed on.
+    if !head.headers.contains_key(header::HOST)
+        && let Some(authority) = head.uri.authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+    {
+        head.headers.insert(header::HOST, authority);
+    }
     // From here on, the request carries the normalised path: what was routed is what
     // policies see and what is forwarded.
     if normalised.as_ref() != head.uri.path() || head.uri.scheme().is_some() {

@@ -232,11 +232,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The headers forwarded: the client's hop-by-hop headers were stripped before the
+/// request chain (policies cannot add any), so these are the gateway's own.
 fn prepare_headers(headers: &mut HeaderMap, client_ip: &HeaderValue, tls: bool) {
-    strip_hop_by_hop(headers);
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
+    // Never the client's own `X-Forwarded-Host`: the host the request was routed on, or none.
+    match headers.get(header::HOST).cloned() {
+        Some(host) => headers.insert(X_FORWARDED_HOST, host),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
     let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(earlier) => HeaderValue::try_from(format!("{earlier}, {}", client_ip.to_str().unwrap_or_default())).ok(),
         None => Some(client_ip.clone()),

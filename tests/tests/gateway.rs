@@ -643,3 +643,33 @@ async fn policies_count_in_their_own_namespace() {
     assert_eq!(client.get(&gateway.url("/a/x"), &[]).await.unwrap().status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(client.get(&gateway.url("/b/x"), &[]).await.unwrap().status, StatusCode::TOO_MANY_REQUESTS);
 }
+
+/// A client's `Connection` header cannot remove a header a policy adds, and a client's
+/// `X-Forwarded-Host` is replaced by the host the request was routed on, over HTTP/1.1
+/// and over HTTP/2 (where the host is the `:authority`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_strip_policy_headers_or_forge_the_forwarded_host() {
+    let upstream = MockUpstream::start().await;
+    let policies = "      - policy: headers\n        config:\n          request:\n            set: {x-added: \"yes\"}\n";
+    let gateway = PorticoProcess::start(&gateway_config(&api("c", "/c", &upstream, policies), "")).unwrap();
+    let address = gateway.listeners[0];
+    let reply =
+        HttpClient::default().get(&gateway.url("/c/x"), &[("connection", "x-added"), ("x-forwarded-host", "evil.test")]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.upstream_header("x-added").as_deref(), Some("yes"));
+    assert_eq!(reply.upstream_header("x-forwarded-host"), Some(address.to_string()));
+
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get(format!("http://{address}/c/x"))
+        .header("x-forwarded-host", "evil.test")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    use http_body_util::BodyExt;
+    let echoed: serde_json::Value = serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(echoed["headers"]["x-forwarded-host"], serde_json::json!([address.to_string()]), "{echoed}");
+}

@@ -188,7 +188,6 @@ fn header_name(name: &str) -> Result<HeaderName, types::HeaderError> {
     if forbidden(&name) { Err(types::HeaderError::Forbidden) } else { Ok(name) }
 }
 
-/// Takes the guest's string as it is, without copying it again.
 /// What policies may keep on the host for one request, outside their instance's memory
 /// limit: headers (per request or response; a `HeaderMap` cannot hold more than 32k and
 /// would panic), the size of one header value, attributes and their sizes. Past these the
@@ -199,6 +198,7 @@ const MAX_ATTRIBUTES: usize = 256;
 const MAX_ATTRIBUTE_KEY_BYTES: usize = 256;
 const MAX_ATTRIBUTE_VALUE_BYTES: usize = 16 * 1024;
 
+/// Takes the guest's string as it is, without copying it again.
 fn header_value(value: String) -> Result<HeaderValue, types::HeaderError> {
     if value.len() > MAX_HEADER_VALUE_BYTES {
         return Err(types::HeaderError::InvalidValue);
