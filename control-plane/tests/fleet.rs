@@ -154,6 +154,28 @@ async fn gateway_tokens_open_only_their_environment() {
         let (_, rollout) = app.send("GET", "/api/v1/environments/default/rollout", Some(&publisher), None).await;
         assert_eq!(rollout["done"], false, "{rollout}");
 
+        // A gateway id stays with its environment: another environment's token cannot speak
+        // for it; and a token fetches only the modules its environment runs.
+        let (status, _) = app.send("POST", "/api/v1/environments", Some(&admin), Some(json!({"name": "staging"}))).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (_, staging) = app.send("POST", "/api/v1/environments/staging/gateway-tokens", Some(&admin), Some(json!({}))).await;
+        let staging = staging["token"].as_str().unwrap().to_owned();
+        assert_eq!(ack("staging", "3", staging).await, StatusCode::CONFLICT, "gw-1 is default's");
+        let upload = json!({"name": "unused", "version": "1.0.0", "component": headers_component()});
+        let (_, module) = app.send("POST", "/api/v1/policies", Some(&admin), Some(upload)).await;
+        let fetch = {
+            use tower::ServiceExt;
+            let request = axum::http::Request::get(format!("/fleet/v1/modules/{}", module["digest"].as_str().unwrap()))
+                .header("authorization", format!("Bearer {token}"))
+                .header("portico-protocol", "3")
+                .header("portico-gateway", "gw-1")
+                .header("portico-environment", "default")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            app.router.clone().oneshot(request).await.unwrap().status()
+        };
+        assert_eq!(fetch, StatusCode::NOT_FOUND, "an upload no deployment of default attaches");
+
         let id = issued["id"].as_str().unwrap();
         let (status, _) = app.send("DELETE", &format!("/api/v1/environments/default/gateway-tokens/{id}"), Some(&admin), None).await;
         assert_eq!(status, StatusCode::NO_CONTENT);

@@ -84,19 +84,30 @@ pub struct RolloutQuery {
     pub wait_ms: u64,
 }
 
-/// Record that a gateway is alive (registering it on first sight).
+/// Record that a gateway is alive (registering it on first sight). A gateway id belongs to
+/// the environment it first registered with: another environment's token cannot take it
+/// over (re-home it, or speak for it).
 pub async fn seen(db: &Db, id: &str, environment: &str) -> ApiResult<()> {
     let now = now_ms();
-    sqlx::query(
+    let updated = sqlx::query(
         "INSERT INTO gateways (id, environment, first_seen, last_seen) VALUES ($1, $2, $3, $3) \
-         ON CONFLICT (id) DO UPDATE SET environment = excluded.environment, last_seen = excluded.last_seen",
+         ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen WHERE gateways.environment = excluded.environment",
     )
     .bind(id)
     .bind(environment)
     .bind(now)
     .execute(&db.pool)
     .await?;
+    if updated.rows_affected() == 0 {
+        return Err(taken(id));
+    }
     Ok(())
+}
+
+fn taken(id: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "the gateway id `{id}` belongs to another environment; start this gateway with another --id (or cache folder)"
+    ))
 }
 
 /// Record a gateway's acknowledgement, and wake rollouts waiting for it.
@@ -107,12 +118,12 @@ pub async fn record(state: &AppState, id: &str, environment: &str, ack: &Ack) ->
         None => (None, None),
     };
     let failed_apis = serde_json::to_string(&ack.failed_apis).map_err(|e| ApiError::Internal(e.to_string()))?;
-    sqlx::query(
+    let recorded = sqlx::query(
         "INSERT INTO gateways (id, environment, running_version, refused_version, refused_reason, failed_apis, first_seen, last_seen) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
-         ON CONFLICT (id) DO UPDATE SET environment = excluded.environment, running_version = excluded.running_version, \
+         ON CONFLICT (id) DO UPDATE SET running_version = excluded.running_version, \
          refused_version = excluded.refused_version, refused_reason = excluded.refused_reason, failed_apis = excluded.failed_apis, \
-         last_seen = excluded.last_seen",
+         last_seen = excluded.last_seen WHERE gateways.environment = excluded.environment",
     )
     .bind(id)
     .bind(environment)
@@ -123,6 +134,9 @@ pub async fn record(state: &AppState, id: &str, environment: &str, ack: &Ack) ->
     .bind(now)
     .execute(&state.db.pool)
     .await?;
+    if recorded.rows_affected() == 0 {
+        return Err(taken(id));
+    }
     match &ack.refused {
         Some(refusal) => {
             tracing::warn!(gateway = id, environment, version = %refusal.version, reason = %refusal.reason, "a gateway refused a snapshot")

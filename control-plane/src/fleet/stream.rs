@@ -13,8 +13,8 @@ use http_body::Frame;
 use portico_gateway::contract::fleet::{Ack, KEEPALIVE};
 use tokio::sync::mpsc;
 
-use super::gateways;
 use super::tokens::GatewayCaller;
+use super::{gateways, hub};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::registry;
@@ -82,7 +82,14 @@ impl http_body::Body for EventBody {
 }
 
 /// `GET /fleet/v1/modules/{sha256}`: a policy component by digest.
-pub async fn module(State(state): State<AppState>, _gateway: GatewayCaller, Path(digest): Path<String>) -> ApiResult<Response> {
+pub async fn module(State(state): State<AppState>, gateway: GatewayCaller, Path(digest): Path<String>) -> ApiResult<Response> {
+    // A gateway gets only what its environment runs: another environment's policies (or
+    // any upload at all) are not its business.
+    let published = hub::publish(&state, &gateway.environment).await?;
+    let attached = published.message.content.modules.values().any(|module| module.sha256.as_deref() == Some(digest.as_str()));
+    if !attached {
+        return Err(ApiError::not_found("module", &digest));
+    }
     let bytes = registry::component(&state.db, &digest).await?.ok_or_else(|| ApiError::not_found("module", &digest))?;
     Ok(registry::wasm_response(&digest, bytes))
 }
