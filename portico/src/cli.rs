@@ -61,9 +61,11 @@ struct GatewayOptions {
     /// The environment this gateway serves.
     #[arg(long, default_value = "default")]
     environment: String,
-    /// The environment's gateway token (from POST /api/v1/environments/{name}/gateway-tokens).
-    #[arg(long, env = "PORTICO_GATEWAY_TOKEN", hide_env_values = true)]
-    token: String,
+    /// A file holding the environment's gateway token (from POST
+    /// /api/v1/environments/{name}/gateway-tokens); otherwise it is read from
+    /// PORTICO_GATEWAY_TOKEN. Never on the command line, which every local user can read.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
     /// The last-known-good cache folder (snapshot and modules).
     #[arg(long, default_value = ".portico-gateway")]
     cache_dir: PathBuf,
@@ -106,6 +108,24 @@ pub fn main() -> ExitCode {
         Command::AllInOne(options) => run(cli.workers, crate::all_in_one::run(options)),
         Command::ControlPlane(options) => run(cli.workers, crate::control_plane::run(options)),
         Command::Gateway(options) => {
+            let token = match &options.token_file {
+                Some(file) => {
+                    std::fs::read_to_string(file).map(|t| t.trim().to_owned()).map_err(|e| format!("cannot read {}: {e}", file.display()))
+                }
+                None => std::env::var("PORTICO_GATEWAY_TOKEN")
+                    .map_err(|_| "give the gateway token in PORTICO_GATEWAY_TOKEN or --token-file".to_owned()),
+            };
+            let token = match token {
+                Ok(token) if !token.is_empty() => token,
+                Ok(_) => {
+                    eprintln!("the gateway token is empty");
+                    return ExitCode::FAILURE;
+                }
+                Err(reason) => {
+                    eprintln!("{reason}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let (settings, settings_dir) = match &options.settings {
                 Some(file) => match Settings::load(file) {
                     Ok(settings) => (settings, file.parent().map(PathBuf::from).unwrap_or_default()),
@@ -122,7 +142,7 @@ pub fn main() -> ExitCode {
                     control_plane: options.control_plane,
                     control_plane_ca: options.control_plane_ca,
                     environment: options.environment,
-                    token: options.token,
+                    token,
                     id: options.id,
                     cache_dir: options.cache_dir,
                     settings,

@@ -85,9 +85,13 @@ pub async fn start(options: &Options, stopped: watch::Receiver<bool>) -> anyhow:
     };
     let db = Db::connect(&url).await?;
     if let Some(password) = auth::bootstrap_admin(&db).await? {
-        // Shown once: only its hash is stored.
-        println!("First start: created the user `admin` with password {password}");
-        println!("(set PORTICO_ADMIN_PASSWORD before the first start to choose it)");
+        // Only its hash is stored; the password goes to a file only this user can read, not
+        // to a log or a terminal others may see.
+        let file = options.data_dir.join("initial-admin-password");
+        write_private(&file, &format!("{password}\n"))
+            .map_err(|e| anyhow::anyhow!("cannot write the first admin's password to {}: {e}", file.display()))?;
+        println!("First start: created the user `admin`; its password is in {} (readable by you only).", file.display());
+        println!("Log in, change it, then delete that file. (Set PORTICO_ADMIN_PASSWORD before the first start to choose it.)");
     }
     let listener =
         tokio::net::TcpListener::bind(&options.api).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.api))?;
@@ -162,6 +166,15 @@ async fn serve(listener: TcpListener, tls: Option<Arc<ServerConfig>>, router: ax
     if tokio::time::timeout(HANDSHAKE_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::warn!("requests still running after 10 s were cut off");
     }
+}
+
+/// Write `text` to a new `file` that only its owner can read (mode 0600).
+fn write_private(file: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut out = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(file)?;
+    out.write_all(text.as_bytes())?;
+    out.sync_all()
 }
 
 /// Run until SIGTERM or SIGINT.

@@ -377,3 +377,25 @@ async fn blocking_a_user_or_removing_a_subscription_refuses_the_tokens_already_i
     .await;
     println!("a JWT listing a removed subscription refused after {took:?}");
 }
+
+/// Without PORTICO_ADMIN_PASSWORD, the first admin's password goes to a file only its
+/// owner can read, never to the output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_admin_password_is_written_to_a_private_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.display().to_string();
+    let process = PorticoProcess::spawn(
+        dir,
+        &["all-in-one", "--data-dir", &data_arg, "--gateway", "127.0.0.1:0", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+        &[],
+    )
+    .unwrap();
+    let file = data.join("initial-admin-password");
+    let password = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(!process.logs().iter().any(|line| line.contains(&password)), "the password is not in the output");
+    let cp = ControlPlaneClient::new(process.control_plane.unwrap());
+    cp.login("admin", &password).await;
+}
