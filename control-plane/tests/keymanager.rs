@@ -477,6 +477,13 @@ async fn refresh_tokens_rotate_and_a_replay_revokes_the_family() {
             .await
             .unwrap();
         assert_eq!(families, 1);
+        // And so do the access tokens issued with the family (RFC 7009 §2.1), gateways included.
+        let first_access = first["access_token"].as_str().unwrap();
+        assert_eq!(introspect(&app, client.basic(), first_access).await.body, json!({"active": false}));
+        let revoked = portico_control_plane::keymanager::revoked_jtis(&app.db).await.unwrap();
+        let first_jti = verify_with_jwks(&app, first_access).await.unwrap()["jti"].as_str().unwrap().to_owned();
+        assert!(revoked.iter().any(|(jti, _)| *jti == first_jti), "{revoked:?}");
+        assert_eq!(revoked.len(), 4, "the four access tokens of the family: {revoked:?}");
 
         // Other families of the same client are untouched.
         let fresh = token(&app, &client, None).await;
@@ -674,6 +681,9 @@ async fn revocation_answers_200_and_only_touches_the_clients_own_tokens() {
         assert_eq!(reply.status, StatusCode::OK);
         let reply = post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "refresh_token"), ("refresh_token", &rotated)]).await;
         assert_eq!((reply.status, reply.error()), (StatusCode::BAD_REQUEST, "invalid_grant"));
+        // ... and the access tokens issued with it: the first was revoked already, the one
+        // issued with the rotation joins it.
+        assert_eq!(keymanager::revoked_jtis(&app.db).await.unwrap().len(), 2);
 
         // Expired revocations are not listed.
         sqlx::query("INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3)")
@@ -683,7 +693,7 @@ async fn revocation_answers_200_and_only_touches_the_clients_own_tokens() {
             .execute(&app.db.pool)
             .await
             .unwrap();
-        assert_eq!(keymanager::revoked_jtis(&app.db).await.unwrap().len(), 1);
+        assert_eq!(keymanager::revoked_jtis(&app.db).await.unwrap().len(), 2);
     }
     on_both_engines!(check);
 }

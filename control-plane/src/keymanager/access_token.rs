@@ -59,9 +59,19 @@ pub struct AccessClaims {
     pub jti: String,
 }
 
+/// An access token as signed, with what revoking it takes.
+pub(crate) struct IssuedAccess {
+    /// The JWT.
+    pub token: String,
+    /// Its `jti`.
+    pub jti: String,
+    /// Its `exp`, in milliseconds since the Unix epoch.
+    pub expires_at_ms: i64,
+}
+
 /// Sign an access token for `client` with `scope`; the application's tier and
 /// subscriptions are read now.
-pub(crate) async fn issue(state: &AppState, client: &Client, scope: &str) -> ApiResult<String> {
+pub(crate) async fn issue(state: &AppState, client: &Client, scope: &str) -> ApiResult<IssuedAccess> {
     let (application_name, tier, username): (String, String, String) =
         sqlx::query_as("SELECT a.name, a.tier, u.username FROM applications a JOIN users u ON u.id = a.owner_id WHERE a.id = $1")
             .bind(&client.application_id)
@@ -95,7 +105,9 @@ pub(crate) async fn issue(state: &AppState, client: &Client, scope: &str) -> Api
     let mut header = Header::new(signer.alg);
     header.typ = Some("at+jwt".to_owned());
     header.kid = Some(signer.kid);
-    jsonwebtoken::encode(&header, &claims, &signer.key).map_err(|e| ApiError::Internal(format!("signing an access token: {e}")))
+    let token =
+        jsonwebtoken::encode(&header, &claims, &signer.key).map_err(|e| ApiError::Internal(format!("signing an access token: {e}")))?;
+    Ok(IssuedAccess { token, jti: claims.jti, expires_at_ms: claims.exp * 1000 })
 }
 
 /// The claims of `token` if it is one of our access tokens: signed by a published key with

@@ -1,9 +1,12 @@
 //! Refresh tokens: random, stored only as SHA-256 hashes, single use and rotated within a
 //! family; a used one presented again (a replay) revokes its whole family.
 
+use super::access_token::IssuedAccess;
+use crate::AppState;
 use crate::auth::{random_token, token_hash};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::ApiResult;
+use crate::fleet::Change;
 
 /// How long a refresh token lasts.
 pub(crate) const REFRESH_TOKEN_TTL_MS: i64 = 24 * 3600 * 1000;
@@ -45,17 +48,24 @@ pub(crate) async fn find(db: &Db, token: &str) -> ApiResult<Option<StoredRefresh
 }
 
 /// Store a new refresh token in a new family.
-pub(crate) async fn issue(db: &Db, client_id: &str, scope: &str) -> ApiResult<String> {
+pub(crate) async fn issue(db: &Db, client_id: &str, scope: &str, access: &IssuedAccess) -> ApiResult<String> {
     let mut conn = db.pool.acquire().await?;
-    insert(&mut conn, &new_id(), client_id, scope).await
+    insert(&mut conn, &new_id(), client_id, scope, access).await
 }
 
-/// Store a new refresh token in `family_id` on `conn`.
-pub(crate) async fn insert(conn: &mut sqlx::AnyConnection, family_id: &str, client_id: &str, scope: &str) -> ApiResult<String> {
+/// Store a new refresh token in `family_id` on `conn`, with the access token issued with it.
+pub(crate) async fn insert(
+    conn: &mut sqlx::AnyConnection,
+    family_id: &str,
+    client_id: &str,
+    scope: &str,
+    access: &IssuedAccess,
+) -> ApiResult<String> {
     let token = random_token();
     let now = now_ms();
     sqlx::query(
-        "INSERT INTO refresh_tokens (token_hash, family_id, client_id, scope, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO refresh_tokens (token_hash, family_id, client_id, scope, created_at, expires_at, access_jti, access_expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(token_hash(&token))
     .bind(family_id)
@@ -63,6 +73,8 @@ pub(crate) async fn insert(conn: &mut sqlx::AnyConnection, family_id: &str, clie
     .bind(scope)
     .bind(now)
     .bind(now + REFRESH_TOKEN_TTL_MS)
+    .bind(&access.jti)
+    .bind(access.expires_at_ms)
     .execute(&mut *conn)
     .await?;
     Ok(token)
@@ -81,12 +93,25 @@ pub(crate) async fn mark_used(conn: &mut sqlx::AnyConnection, token: &str) -> Ap
     Ok(marked.rows_affected() == 1)
 }
 
-/// Revoke every token of a family.
-pub(crate) async fn revoke_family(db: &Db, family_id: &str) -> ApiResult<()> {
+/// Revoke every token of a family, and the access tokens issued with them (RFC 7009 §2.1):
+/// gateways refuse those within about 1 s, as any revocation.
+pub(crate) async fn revoke_family(state: &AppState, family_id: &str) -> ApiResult<()> {
+    let now = now_ms();
+    let mut change = Change::begin(state).await?;
+    sqlx::query(
+        "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) \
+         SELECT access_jti, access_expires_at, $1 FROM refresh_tokens \
+         WHERE family_id = $2 AND access_jti IS NOT NULL AND access_expires_at > $1 ON CONFLICT (jti) DO NOTHING",
+    )
+    .bind(now)
+    .bind(family_id)
+    .execute(&mut *change)
+    .await?;
     sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL")
-        .bind(now_ms())
+        .bind(now)
         .bind(family_id)
-        .execute(&db.pool)
+        .execute(&mut *change)
         .await?;
+    change.commit().await?;
     Ok(())
 }

@@ -50,7 +50,7 @@ pub async fn revoke(
             change.commit().await?;
         }
     } else if let Some(stored) = refresh_token::find(&state.db, token).await?.filter(|stored| stored.client_id == client.client_id) {
-        refresh_token::revoke_family(&state.db, &stored.family_id).await?;
+        refresh_token::revoke_family(&state, &stored.family_id).await?;
         tracing::info!(client_id = %client.client_id, family_id = %stored.family_id, "refresh token family revoked");
     }
     Ok(no_store(StatusCode::OK))

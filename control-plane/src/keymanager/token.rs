@@ -90,9 +90,9 @@ async fn client_credentials(state: &AppState, client: &Client, request: &TokenRe
     let requested = scopes(param(&request.scope))?;
     refuse_ungrantable(state, client, &requested).await?;
     let scope = requested.join(" ");
-    let access_token = access_token::issue(state, client, &scope).await?;
-    let refresh_token = refresh_token::issue(&state.db, &client.client_id, &scope).await?;
-    Ok(response(access_token, refresh_token, scope))
+    let access = access_token::issue(state, client, &scope).await?;
+    let refresh_token = refresh_token::issue(&state.db, &client.client_id, &scope, &access).await?;
+    Ok(response(access.token, refresh_token, scope))
 }
 
 /// Exchange a refresh token for a new pair in the same family. The new refresh token keeps
@@ -122,22 +122,22 @@ async fn refresh(state: &AppState, client: &Client, request: &TokenRequest) -> O
     // What was granted may have been withdrawn since (a subscription, a scope, a role).
     refuse_ungrantable(state, client, &scopes(Some(&scope))?).await?;
 
-    let access_token = access_token::issue(state, client, &scope).await?;
+    let access = access_token::issue(state, client, &scope).await?;
     let mut tx = state.db.pool.begin().await?;
     if !refresh_token::mark_used(&mut tx, presented).await? {
         // Used (or revoked) since it was read: a concurrent exchange of the same token.
         drop(tx);
         return Err(replayed(state, &stored.family_id).await);
     }
-    let refresh_token = refresh_token::insert(&mut tx, &stored.family_id, &client.client_id, &stored.scope).await?;
+    let refresh_token = refresh_token::insert(&mut tx, &stored.family_id, &client.client_id, &stored.scope, &access).await?;
     tx.commit().await?;
-    Ok(response(access_token, refresh_token, scope))
+    Ok(response(access.token, refresh_token, scope))
 }
 
 /// A used refresh token came back: whoever holds its family may be an attacker, so revoke it.
 async fn replayed(state: &AppState, family_id: &str) -> OAuthError {
     tracing::warn!(family_id, "refresh token replayed: revoking its family");
-    match refresh_token::revoke_family(&state.db, family_id).await {
+    match refresh_token::revoke_family(state, family_id).await {
         Ok(()) => OAuthError::InvalidGrant("the refresh token was already used; its family is revoked".into()),
         Err(e) => e.into(),
     }
