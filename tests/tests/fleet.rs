@@ -48,6 +48,26 @@ fn start_gateway(control_plane: &str, token: &str, cache: &Path, ready: &str) ->
     .unwrap()
 }
 
+/// A fleet gateway in `dir` with the settings `yaml` (written there, so that certificates
+/// it names are found next to it), following `control_plane` with `token`; `extra` are
+/// more arguments. Ready once `ready` is logged.
+fn start_gateway_with_settings(
+    dir: tempfile::TempDir,
+    yaml: &str,
+    control_plane: &str,
+    extra: &[&str],
+    token: &str,
+    ready: &str,
+) -> PorticoProcess {
+    let settings = dir.path().join("gateway.yaml");
+    std::fs::write(&settings, yaml).unwrap();
+    let cache = dir.path().join("cache").display().to_string();
+    let settings = settings.display().to_string();
+    let mut args = vec!["gateway", "--control-plane", control_plane, "--cache-dir", &cache, "--settings", &settings];
+    args.extend_from_slice(extra);
+    PorticoProcess::spawn_until(dir, &args, &[("PORTICO_GATEWAY_TOKEN", token)], &[ready]).unwrap()
+}
+
 fn component(path: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap())
 }
@@ -448,28 +468,9 @@ async fn a_fleet_gateway_takes_its_tls_listener_and_limits_from_its_own_settings
     let token = cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({"description": "tls"})).await;
     let dir = tempfile::tempdir().unwrap();
     let certificate = TestCertificate::generate(dir.path());
-    let settings = dir.path().join("gateway.yaml");
-    std::fs::write(
-        &settings,
-        "listeners:\n  - address: 127.0.0.1:0\n    tls:\n      certificates:\n        - {cert: server.pem, key: server.key}\nlimits:\n  max_headers: 20\n",
-    )
-    .unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    let gateway = PorticoProcess::spawn_until(
-        dir,
-        &[
-            "gateway",
-            "--control-plane",
-            &format!("http://{}", control_plane.control_plane.unwrap()),
-            "--cache-dir",
-            &cache.path().display().to_string(),
-            "--settings",
-            &settings.display().to_string(),
-        ],
-        &[("PORTICO_GATEWAY_TOKEN", token["token"].as_str().unwrap())],
-        &["snapshot applied"],
-    )
-    .unwrap();
+    let yaml = "listeners:\n  - address: 127.0.0.1:0\n    tls:\n      certificates:\n        - {cert: server.pem, key: server.key}\nlimits:\n  max_headers: 20\n";
+    let control_plane_url = format!("http://{}", control_plane.control_plane.unwrap());
+    let gateway = start_gateway_with_settings(dir, yaml, &control_plane_url, &[], token["token"].as_str().unwrap(), "snapshot applied");
     // TLS, with the certificate its settings name (relative to the settings file): nothing
     // is deployed, so the gateway itself answers 404.
     let (_, (status, _)) = tls_get(gateway.listeners[0], &certificate.der, b"http/1.1", "/nothing", &[]).await;
@@ -511,25 +512,10 @@ async fn an_api_a_gateway_cannot_load_fails_alone() {
     cp.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(&admin), subscription).await;
 
     let token = cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({})).await;
-    let dir = tempfile::tempdir().unwrap();
-    let settings = dir.path().join("gateway.yaml");
-    std::fs::write(&settings, "listeners:\n  - address: 127.0.0.1:0\nlimits:\n  max_policy_timeout: 200ms\n").unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    let gateway = PorticoProcess::spawn_until(
-        dir,
-        &[
-            "gateway",
-            "--control-plane",
-            &format!("http://{}", control_plane.control_plane.unwrap()),
-            "--cache-dir",
-            &cache.path().display().to_string(),
-            "--settings",
-            &settings.display().to_string(),
-        ],
-        &[("PORTICO_GATEWAY_TOKEN", token["token"].as_str().unwrap())],
-        &["snapshot applied"],
-    )
-    .unwrap();
+    let yaml = "listeners:\n  - address: 127.0.0.1:0\nlimits:\n  max_policy_timeout: 200ms\n";
+    let control_plane_url = format!("http://{}", control_plane.control_plane.unwrap());
+    let token = token["token"].as_str().unwrap();
+    let gateway = start_gateway_with_settings(tempfile::tempdir().unwrap(), yaml, &control_plane_url, &[], token, "snapshot applied");
 
     let fine = client.get(&gateway.url("/fine/v1/hello"), &[("apikey", &key)]).await.unwrap();
     assert_eq!(fine.status, StatusCode::OK, "{}", fine.text());
@@ -538,6 +524,8 @@ async fn an_api_a_gateway_cannot_load_fails_alone() {
     assert_eq!(greedy.header("content-type"), Some("application/problem+json"));
     assert!(greedy.text().contains("unavailable on this gateway"), "{}", greedy.text());
 
+    // "snapshot applied" is logged before the acknowledgement reaches the control plane.
+    rolled_out(&cp, &admin, 1).await;
     let listed = cp.ok(Method::GET, "/api/v1/gateways", Some(&admin), Value::Null).await;
     let failed = &listed[0]["failed_apis"];
     assert_eq!(failed.as_array().map(Vec::len), Some(1), "{listed}");
@@ -622,23 +610,9 @@ async fn pattern_2_over_tls_and_an_untrusted_control_plane_refused() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy(&certificate.cert, dir.path().join("server.pem")).unwrap();
         std::fs::copy(&certificate.key, dir.path().join("server.key")).unwrap();
-        let settings = dir.path().join("gateway.yaml");
         let yaml = "listeners:\n  - address: 127.0.0.1:0\n    tls:\n      certificates:\n        - {cert: server.pem, key: server.key}\n";
-        std::fs::write(&settings, yaml).unwrap();
-        let cache = dir.path().join("cache");
-        let args = [
-            "gateway".to_owned(),
-            "--control-plane".to_owned(),
-            format!("https://{address}"),
-            "--control-plane-ca".to_owned(),
-            ca.display().to_string(),
-            "--cache-dir".to_owned(),
-            cache.display().to_string(),
-            "--settings".to_owned(),
-            settings.display().to_string(),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        PorticoProcess::spawn_until(dir, &args, &[("PORTICO_GATEWAY_TOKEN", &token)], &["listening"]).unwrap()
+        let ca = ca.display().to_string();
+        start_gateway_with_settings(dir, yaml, &format!("https://{address}"), &["--control-plane-ca", &ca], &token, "listening")
     };
     // One trusts the control plane's certificate (pinned); the other trusts another one.
     let trusting = gateway(&certificate.cert);
