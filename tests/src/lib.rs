@@ -267,6 +267,12 @@ impl PorticoProcess {
         let _ = Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status();
     }
 
+    /// Its resident memory (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -381,6 +387,8 @@ pub struct MockUpstream {
     /// Where it listens.
     pub addr: SocketAddr,
     scheme: &'static str,
+    /// The path of every request it received, in order.
+    received: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -408,12 +416,17 @@ impl MockUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock upstream");
         let addr = listener.local_addr().expect("local addr");
         let scheme = if tls.is_some() { "https" } else { "http" };
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let recorder = received.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                let tls = tls.clone();
+                let (tls, recorder) = (tls.clone(), recorder.clone());
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(echo);
+                    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                        recorder.lock().unwrap().push(request.uri().path().to_owned());
+                        echo(request)
+                    });
                     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     match tls {
                         None => drop(builder.serve_connection(TokioIo::new(stream), service).await),
@@ -426,7 +439,12 @@ impl MockUpstream {
                 });
             }
         });
-        Self { addr, scheme, task }
+        Self { addr, scheme, received, task }
+    }
+
+    /// The path of every request it received so far, in order.
+    pub fn received(&self) -> Vec<String> {
+        self.received.lock().unwrap().clone()
     }
 
     /// Its base URL.

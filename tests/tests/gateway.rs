@@ -673,3 +673,200 @@ async fn clients_cannot_strip_policy_headers_or_forge_the_forwarded_host() {
     let echoed: serde_json::Value = serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(echoed["headers"]["x-forwarded-host"], serde_json::json!([address.to_string()]), "{echoed}");
 }
+
+/// RELIABILITY #17: path tricks sent without credentials to an API behind key-auth, next to
+/// an open one. Whatever the gateway makes of each, the protected API's upstream sees none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_tricks_never_reach_a_protected_upstream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = MockUpstream::start().await;
+    let key_auth = "      - policy: key-auth\n";
+    let apis = format!(
+        "  - name: secure\n    context: /secure\n    upstream:\n      endpoints: [\"{0}/protected\"]\n    policies:\n{key_auth}\n  - name: open\n    context: /open\n    upstream:\n      endpoints: [\"{0}/public\"]\n    policies: []\n",
+        upstream.url()
+    );
+    let gateway = PorticoProcess::start(&gateway_config(&apis, "consumers:\n  - name: shop\n    api_keys: [\"key-shop-0001\"]\n")).unwrap();
+    let tricks = [
+        "/secure/x",
+        "/SECURE/x",
+        "/Secure/x",
+        "/%73ecure/x",
+        "/%53ECURE/x",
+        "/secure%2fx",
+        "/secure%2Fx",
+        "/secure;p=1/x",
+        "/secure/x;p",
+        "/secure/x%00",
+        "/secure%00/x",
+        "//secure/x",
+        "/secure//x",
+        "/./secure/x",
+        "/open/../secure/x",
+        "/open/%2e%2e/secure/x",
+        "/open/%2E%2E/secure/x",
+        "/open/.%2e/secure/x",
+        "/open/%252e%252e/secure/x",
+        "/open/..;/secure/x",
+        "/open/x/../../secure/x",
+        "/open/..%2fsecure/x",
+        "/open/..%5csecure/x",
+        "/open\\..\\secure/x",
+        "/secure/x/..",
+        "/secure/%2e%2e/open/x",
+        "/secure/../open/x",
+        "http://localhost/secure/x",
+        "/secure/x#frag",
+        "/secure/x?apikey=",
+        "/secure/./x",
+        "/secure/x/.",
+        "/%2fsecure/x",
+        "/open/%2e%2e%2fsecure/x",
+        "/secure/x%20",
+        "/sec%75re/x",
+    ];
+    let mut answers = Vec::new();
+    for path in tricks {
+        let mut stream = tokio::net::TcpStream::connect(gateway.listeners[0]).await.unwrap();
+        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer)).await;
+        answers.push(format!("{path} -> {}", answer.lines().next().unwrap_or("(closed)")));
+    }
+    let reached: Vec<String> = upstream.received().into_iter().filter(|p| p.starts_with("/protected")).collect();
+    println!(
+        "{} path tricks sent without credentials; the protected upstream saw {}:\n{}",
+        tricks.len(),
+        reached.len(),
+        answers.join("\n")
+    );
+    assert!(reached.is_empty(), "{reached:?}\n{}", answers.join("\n"));
+    // The open API does answer (so the tricks were routed, not all dropped at the door).
+    assert!(upstream.received().iter().any(|p| p.starts_with("/public")), "{}", answers.join("\n"));
+}
+
+/// Raw HTTP/2 (prior knowledge) for the abuse cases hyper's client will not produce.
+mod raw_h2 {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    pub const HEADERS: u8 = 0x1;
+    pub const RST_STREAM: u8 = 0x3;
+    pub const GOAWAY: u8 = 0x7;
+    pub const CONTINUATION: u8 = 0x9;
+    /// `GET /` on `localhost`, HPACK: three static entries and one literal.
+    pub const GET_ROOT: &[u8] = b"\x82\x86\x84\x41\x09localhost";
+
+    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// A connection with the preface and empty SETTINGS sent.
+    pub async fn connect(address: std::net::SocketAddr) -> TcpStream {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+        stream.write_all(&frame(0x4, 0, 0, &[])).await.unwrap();
+        stream
+    }
+
+    /// Read frames until the server closes the connection or `limit` passes: the kinds seen
+    /// (with the error code of RST_STREAM and GOAWAY frames), and whether it closed.
+    pub async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<(u8, u32)>, bool) {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut buffer = Vec::new();
+        let mut frames = Vec::new();
+        let mut chunk = [0u8; 65536];
+        loop {
+            while buffer.len() >= 9 {
+                let len = (usize::from(buffer[0]) << 16) | (usize::from(buffer[1]) << 8) | usize::from(buffer[2]);
+                if buffer.len() < 9 + len {
+                    break;
+                }
+                let kind = buffer[3];
+                let code = match kind {
+                    RST_STREAM if len >= 4 => u32::from_be_bytes(buffer[9..13].try_into().unwrap()),
+                    GOAWAY if len >= 8 => u32::from_be_bytes(buffer[13..17].try_into().unwrap()),
+                    _ => 0,
+                };
+                frames.push((kind, code));
+                buffer.drain(..9 + len);
+            }
+            match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return (frames, true),
+                Ok(Ok(n)) => buffer.extend_from_slice(&chunk[..n]),
+                Err(_) => return (frames, false),
+            }
+        }
+    }
+}
+
+/// RELIABILITY #16, HTTP/2: a rapid-reset flood, a CONTINUATION flood and more streams than
+/// allowed are each cut, and the gateway keeps serving. Its RSS before and after, and the
+/// times to cut, are printed as figures (memory is measured, not asserted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_floods_are_cut_and_the_gateway_serves_on() {
+    use raw_h2::*;
+    use tokio::io::AsyncWriteExt;
+    let upstream = MockUpstream::start().await;
+    let gateway = PorticoProcess::start(&gateway_config(&api("m", "/m", &upstream, "      []"), "")).unwrap();
+    let address = gateway.listeners[0];
+    let before = gateway.rss_kib();
+    let limit = Duration::from_secs(5);
+
+    // Rapid reset: 20,000 streams opened and cancelled at once.
+    let mut flood = connect(address).await;
+    let mut burst = Vec::new();
+    for i in 0..20_000u32 {
+        let stream = 2 * i + 1;
+        burst.extend(frame(HEADERS, 0x5, stream, GET_ROOT));
+        burst.extend(frame(RST_STREAM, 0, stream, &8u32.to_be_bytes()));
+    }
+    let started = Instant::now();
+    let _ = flood.write_all(&burst).await;
+    let (frames, closed) = read_until_closed(&mut flood, limit).await;
+    let reset_cut = started.elapsed();
+    assert!(
+        closed && frames.iter().any(|(kind, _)| *kind == GOAWAY),
+        "rapid reset not cut: {:?}",
+        &frames[frames.len().saturating_sub(5)..]
+    );
+
+    // CONTINUATION flood: a header block that never ends.
+    let mut flood = connect(address).await;
+    let started = Instant::now();
+    let _ = flood.write_all(&frame(HEADERS, 0x0, 1, GET_ROOT)).await;
+    let filler = vec![0x40u8; 16 * 1024];
+    for _ in 0..1_000 {
+        if flood.write_all(&frame(CONTINUATION, 0x0, 1, &filler)).await.is_err() {
+            break;
+        }
+    }
+    let (frames, closed) = read_until_closed(&mut flood, limit).await;
+    let continuation_cut = started.elapsed();
+    assert!(closed || frames.iter().any(|(kind, _)| *kind == GOAWAY), "CONTINUATION flood not cut: {frames:?}");
+
+    // Too many streams: 300 left open (no END_STREAM) where 256 are allowed.
+    let mut many = connect(address).await;
+    let mut burst = Vec::new();
+    for i in 0..300u32 {
+        burst.extend(frame(HEADERS, 0x4, 2 * i + 1, GET_ROOT));
+    }
+    many.write_all(&burst).await.unwrap();
+    let (frames, _) = read_until_closed(&mut many, Duration::from_secs(2)).await;
+    let refused = frames.iter().filter(|(kind, code)| *kind == RST_STREAM && *code == 0x7).count()
+        + usize::from(frames.iter().any(|(kind, _)| *kind == GOAWAY));
+    assert!(refused > 0, "streams over the limit were not refused: {} frames", frames.len());
+    drop(many);
+
+    let reply = HttpClient::default().get(&gateway.url("/m/x"), &[]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let after = gateway.rss_kib();
+    println!(
+        "HTTP/2: rapid reset (20000 streams) cut after {reset_cut:?}, CONTINUATION flood after {continuation_cut:?}, {refused} refusal(s) past 256 streams; RSS {before:?} KiB -> {after:?} KiB"
+    );
+}
