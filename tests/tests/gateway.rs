@@ -870,3 +870,74 @@ async fn http2_floods_are_cut_and_the_gateway_serves_on() {
         "HTTP/2: rapid reset (20000 streams) cut after {reset_cut:?}, CONTINUATION flood after {continuation_cut:?}, {refused} refusal(s) past 256 streams; RSS {before:?} KiB -> {after:?} KiB"
     );
 }
+
+/// RELIABILITY #15: a request-smuggling corpus over raw TCP against a key-auth route. Each
+/// case hides a second request, without credentials, for `/secure/smuggled`; the recording
+/// upstream must never receive it, whatever the gateway answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smuggling_corpus_never_reaches_the_upstream_unauthenticated() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = MockUpstream::start().await;
+    let apis = format!(
+        "  - name: secure\n    context: /secure\n    upstream:\n      endpoints: [\"{}/protected\"]\n    policies:\n      - policy: key-auth\n",
+        upstream.url()
+    );
+    let mut gateway =
+        PorticoProcess::start(&gateway_config(&apis, "consumers:\n  - name: shop\n    api_keys: [\"key-shop-0001\"]\n")).unwrap();
+    let smuggled = "GET /secure/smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let chunked_body = format!("0\r\n\r\n{smuggled}");
+    let head = |headers: &str, body: &str| format!("POST /secure/x HTTP/1.1\r\nHost: a\r\napikey: key-shop-0001\r\n{headers}\r\n{body}");
+    let n = chunked_body.len();
+    let corpus: Vec<(&str, String)> = vec![
+        ("CL then TE", head(&format!("Content-Length: {n}\r\nTransfer-Encoding: chunked\r\n"), &chunked_body)),
+        ("TE then CL", head(&format!("Transfer-Encoding: chunked\r\nContent-Length: {n}\r\n"), &chunked_body)),
+        ("CL.CL", head(&format!("Content-Length: 0\r\nContent-Length: {}\r\n", smuggled.len()), smuggled)),
+        ("signed CL", head(&format!("Content-Length: +{}\r\n", smuggled.len()), smuggled)),
+        ("CL with spaces", head(&format!("Content-Length: 0 {}\r\n", smuggled.len()), smuggled)),
+        ("TE list", head("Transfer-Encoding: chunked, identity\r\n", &chunked_body)),
+        ("TE identity, chunked", head("Transfer-Encoding: identity, chunked\r\n", &chunked_body)),
+        ("TE space before colon", head(&format!("Transfer-Encoding : chunked\r\nContent-Length: {n}\r\n"), &chunked_body)),
+        ("TE xchunked", head(&format!("Transfer-Encoding: xchunked\r\nContent-Length: {n}\r\n"), &chunked_body)),
+        ("TE tab", head(&format!("Transfer-Encoding:\tchunked\r\nContent-Length: {n}\r\n"), &chunked_body)),
+        ("TE twice", head(&format!("Transfer-Encoding: chunked\r\nTransfer-encoding: cow\r\nContent-Length: {n}\r\n"), &chunked_body)),
+        ("TE obs-fold", head(&format!("Transfer-Encoding:\r\n chunked\r\nContent-Length: {n}\r\n"), &chunked_body)),
+        ("bare LF", head(&format!("Content-Length: {n}\nTransfer-Encoding: chunked\n"), &chunked_body).replace("\r\n", "\n")),
+        ("huge chunk size", head("Transfer-Encoding: chunked\r\n", &format!("ffffffffffffffffffff\r\n{smuggled}"))),
+        ("chunk extension", head("Transfer-Encoding: chunked\r\n", &format!("0;a=\"b\r\n\r\n{smuggled}"))),
+        ("LF-only chunk", head("Transfer-Encoding: chunked\r\n", &format!("0\n\n{smuggled}"))),
+        ("pipelined after CL 0", head("Content-Length: 0\r\n", smuggled)),
+        ("absolute-form vs Host", "GET http://other.test/secure/smuggled HTTP/1.1\r\nHost: a\r\n\r\n".to_owned()),
+        (
+            "absolute-form with key elsewhere",
+            format!("GET http://a/secure/x HTTP/1.1\r\nHost: b\r\napikey: key-shop-0001\r\nContent-Length: 0\r\n\r\n{smuggled}"),
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (name, raw) in &corpus {
+        let mut stream = tokio::net::TcpStream::connect(gateway.listeners[0]).await.unwrap();
+        let _ = stream.write_all(raw.as_bytes()).await;
+        let mut answer = Vec::new();
+        let mut buffer = [0u8; 8192];
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(700);
+        while let Ok(Ok(read)) = tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            if read == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buffer[..read]);
+        }
+        let text = String::from_utf8_lossy(&answer);
+        let statuses: Vec<&str> = text.lines().filter(|l| l.starts_with("HTTP/1.1 ")).map(|l| &l[9..12]).collect();
+        answers.push(format!("{name}: {}", if statuses.is_empty() { "closed".to_owned() } else { statuses.join(", ") }));
+    }
+    let received = upstream.received();
+    let reached: Vec<&String> = received.iter().filter(|p| p.contains("smuggled")).collect();
+    println!(
+        "{} smuggling cases; the upstream received {} request(s), none smuggled:\n{}",
+        corpus.len(),
+        received.len(),
+        answers.join("\n")
+    );
+    assert!(reached.is_empty(), "smuggled through: {reached:?}\n{}", answers.join("\n"));
+    assert!(received.iter().all(|p| p == "/protected/x"), "{received:?}");
+    assert!(gateway.is_running());
+}
