@@ -434,18 +434,25 @@ fn bad_signature_is_refused() {
 
 #[test]
 fn keys_offered_by_the_token_are_ignored() {
+    // The `jku` and `x5u` point at a listener that counts who connects: nobody may.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+    listener.set_nonblocking(true).expect("non-blocking");
+    let at = listener.local_addr().expect("its address");
     let store = store_with(&ec_key());
     let attacker = ec_key();
     let signer = ec_signer(&attacker);
     let mut header = Header::new(Algorithm::ES256);
-    header.jku = Some("http://127.0.0.1:9/jwks.json".to_owned());
-    header.x5u = Some("http://127.0.0.1:9/cert.pem".to_owned());
+    header.jku = Some(format!("http://{at}/jwks.json"));
+    header.x5u = Some(format!("http://{at}/cert.pem"));
     header.jwk = Some(Jwk::from_encoding_key(&signer, Algorithm::ES256).expect("jwk"));
     let token = jsonwebtoken::encode(&header, &claims(), &signer).expect("signed");
     assert_eq!(refusal(&store, &token), KeyError::BadSignature("signature does not verify".to_owned()));
     header.kid = Some("attacker".to_owned());
     let token = jsonwebtoken::encode(&header, &claims(), &signer).expect("signed");
     assert!(is_bad_signature(&refusal(&store, &token)));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let connections = std::iter::from_fn(|| listener.accept().ok()).count();
+    assert_eq!(connections, 0, "the gateway fetched what a token pointed at");
 }
 
 #[test]
