@@ -283,6 +283,7 @@ async fn memory_hungry_and_recursive_policies_are_stopped() {
     let extra = format!("modules:\n  misbehave:\n    path: {}\n", policies::MISBEHAVE);
     let mut gateway = PorticoProcess::start(&gateway_config(&apis, &extra)).unwrap();
     let client = HttpClient::default();
+    let before = gateway.rss_kib();
     for _ in 0..5 {
         assert_eq!(client.get(&gateway.url("/grow/x"), &[]).await.unwrap().status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(client.get(&gateway.url("/recurse/x"), &[]).await.unwrap().status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -290,6 +291,8 @@ async fn memory_hungry_and_recursive_policies_are_stopped() {
     }
     assert!(wait_until(Duration::from_secs(5), || gateway.count_logs("memory limit exceeded") >= 5), "{}", gateway.logs().join("\n"));
     assert!(gateway.is_running());
+    // A figure, not a pass mark: what five 32 MiB-capped growths and five stack overflows left.
+    println!("gateway RSS before the grow/recurse rounds {before:?} KiB, after {:?} KiB", gateway.rss_kib());
 }
 
 fn stamp_config(upstream: &MockUpstream, module: &str) -> String {
@@ -351,6 +354,17 @@ async fn an_invalid_configuration_is_refused_while_the_old_snapshot_serves() {
     let good = stamp_config(&upstream, policies::STAMP_V1);
     let gateway = PorticoProcess::start(&good).unwrap();
     let client = HttpClient::default();
+    // v2 pinned by v1's digest, and a copy of v2 with one byte flipped, pinned by v2's.
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    use sha2::Digest as _;
+    let v1_digest = hex(&sha2::Sha256::digest(std::fs::read(policies::STAMP_V1).unwrap()));
+    let mut v2 = std::fs::read(policies::STAMP_V2).unwrap();
+    let v2_digest = hex(&sha2::Sha256::digest(&v2));
+    let middle = v2.len() / 2;
+    v2[middle] ^= 0x01;
+    let flipped = gateway.dir.path().join("stamp-flipped.wasm");
+    std::fs::write(&flipped, &v2).unwrap();
+    let (expect_v1, expect_v2) = (format!("expected {v1_digest}"), format!("expected {v2_digest}"));
     // Each with what its refusal must name. The file watcher and the SIGHUP may both reload
     // the same file, so refusals are matched by reason, not counted.
     let bad_configs = [
@@ -363,6 +377,16 @@ async fn an_invalid_configuration_is_refused_while_the_old_snapshot_serves() {
         ),
         ("missing module", good.replace(policies::STAMP_V1, "/nonexistent/stamp.wasm"), "/nonexistent/stamp.wasm"),
         ("not a policy", good.replace(policies::STAMP_V1, policies::NOT_A_POLICY), "portico:policy/policy@0.1.0"),
+        (
+            "wrong pin",
+            good.replace(&format!("path: {}", policies::STAMP_V1), &format!("path: {}\n    sha256: {}", policies::STAMP_V2, v1_digest)),
+            expect_v1.as_str(),
+        ),
+        (
+            "a flipped byte",
+            good.replace(&format!("path: {}", policies::STAMP_V1), &format!("path: {}\n    sha256: {}", flipped.display(), v2_digest)),
+            expect_v2.as_str(),
+        ),
     ];
     for (case, config, reason) in &bad_configs {
         gateway.write_config(config).unwrap();
