@@ -906,3 +906,52 @@ async fn scopes_are_granted_only_as_the_publishers_define_them() {
     }
     on_both_engines!(check);
 }
+
+/// RELIABILITY #10: 10,000 wrong secrets against one client from one address. Ten are
+/// checked, the rest braked (`slow_down`), and the right secret from another address still
+/// gets a token. Printed, not asserted: how long a wrong secret takes for a known client
+/// and for an unknown one (the same Argon2 work, so no oracle).
+#[tokio::test]
+async fn ten_thousand_wrong_secrets_against_one_client() {
+    let app = TestApp::new(portico_control_plane::db::Engine::Sqlite).await;
+    let client = new_client(&app, "hammered-app").await;
+    let from = |source: &str, id: &str, secret: &str| {
+        let peer: std::net::SocketAddr = format!("{source}:40000").parse().unwrap();
+        let credentials = STANDARD.encode(format!("{id}:{secret}"));
+        Request::post("/oauth2/token")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", format!("Basic {credentials}"))
+            .extension(axum::extract::ConnectInfo(peer))
+            .body(Body::from("grant_type=client_credentials"))
+            .unwrap()
+    };
+    let (mut checked, mut braked) = (0, 0);
+    for i in 0..10_000 {
+        let reply = send(&app, from("198.51.100.7", &client.id, &format!("guess-{i}"))).await;
+        match (reply.status, reply.error()) {
+            (StatusCode::UNAUTHORIZED, "invalid_client") => checked += 1,
+            (StatusCode::TOO_MANY_REQUESTS, "slow_down") => braked += 1,
+            other => panic!("{other:?}: {}", reply.body),
+        }
+    }
+    assert_eq!((checked, braked), (10, 9_990));
+    let reply = send(&app, from("203.0.113.9", &client.id, &client.secret)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+
+    let mut medians = Vec::new();
+    for (n, id) in [client.id.as_str(), "no-such-client"].into_iter().enumerate() {
+        let mut taken = Vec::new();
+        for i in 0..5 {
+            let request = from(&format!("192.0.2.{}", 10 * n + i + 1), id, "wrong");
+            let started = std::time::Instant::now();
+            assert_eq!(send(&app, request).await.status, StatusCode::UNAUTHORIZED);
+            taken.push(started.elapsed());
+        }
+        taken.sort();
+        medians.push(taken[2]);
+    }
+    println!(
+        "10,000 wrong secrets: {checked} checked, {braked} braked; a wrong secret takes {:?} for a known client, {:?} for an unknown one (medians of 5)",
+        medians[0], medians[1]
+    );
+}
