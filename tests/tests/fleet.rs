@@ -312,6 +312,34 @@ async fn pattern_2_control_plane_and_two_gateways() {
     println!("revoked key refused by both gateways after {took:?}");
     let key = other;
 
+    // A revoked OAuth2 access token, too.
+    let oauth = cp.ok(Method::POST, &format!("/api/v1/applications/{app}/oauth-client"), Some(&admin), json!({})).await;
+    let credentials = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            oauth["client_id"].as_str().unwrap(),
+            oauth["client_secret"].as_str().unwrap()
+        ))
+    );
+    let form = [("content-type", "application/x-www-form-urlencoded"), ("authorization", credentials.as_str())];
+    let issued = client.send(Method::POST, &format!("{cp_url}/oauth2/token"), &form, "grant_type=client_credentials").await.unwrap();
+    let access_token = issued.json()["access_token"].as_str().unwrap().to_owned();
+    let bearer = format!("Bearer {access_token}");
+    let status_at =
+        async |gateway: &PorticoProcess| client.get(&gateway.url("/stamped/v1/hello"), &[("authorization", &bearer)]).await.unwrap().status;
+    eventually("the access token working everywhere", Duration::from_secs(2), async || {
+        status_at(&gateways[0]).await == StatusCode::OK && status_at(&gateways[1]).await == StatusCode::OK
+    })
+    .await;
+    let revoked = client.send(Method::POST, &format!("{cp_url}/oauth2/revoke"), &form, format!("token={access_token}")).await.unwrap();
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text());
+    let took = eventually("the revoked access token refused by both gateways", Duration::from_secs(1), async || {
+        status_at(&gateways[0]).await == StatusCode::UNAUTHORIZED && status_at(&gateways[1]).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    println!("revoked access token refused by both gateways after {took:?}");
+
     // Blocking conditions (application, client network, API) reach both gateways within 1 s,
     // and so does their removal.
     for (kind, value) in [("application", app.clone()), ("ip", "127.0.0.0/8".to_owned()), ("api", api.clone())] {
