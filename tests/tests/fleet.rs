@@ -671,3 +671,101 @@ async fn pattern_2_over_tls_and_an_untrusted_control_plane_refused() {
     let listed = cp.ok(Method::GET, "/api/v1/gateways", Some(&admin), Value::Null).await;
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "only the trusting gateway reached the control plane: {listed}");
 }
+
+/// RELIABILITY #8: the control plane is killed with SIGKILL in the middle of publishing
+/// (saves, revisions, deployments in a loop), five times. After each kill the database is
+/// whole (SQLite's integrity check, no deployment of a missing revision, every revision
+/// readable); after the last restart a gateway converges on what the database says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_control_plane_mid_publish_leaves_a_whole_database() {
+    let upstream = MockUpstream::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut control_plane = start_control_plane(data.path(), 0);
+    let port = control_plane.control_plane.unwrap().port();
+    let cp = ControlPlaneClient::new(control_plane.control_plane.unwrap());
+    let admin = cp.login("admin", ADMIN_PASSWORD).await;
+    let endpoint = upstream.url();
+    let definition = Arc::new(move |i: usize| {
+        json!({"name": "churn", "version": "v1", "context": "/churn", "endpoints": [endpoint], "description": format!("round {i}"),
+            "operations": [{"method": "GET", "path": "/x"}], "tiers": ["Unlimited"]})
+    });
+    let api = cp.ok(Method::POST, "/api/v1/apis", Some(&admin), definition(0)).await;
+    let api = api["id"].as_str().unwrap().to_owned();
+    cp.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
+
+    let mut published = 0;
+    for round in 0..5u64 {
+        let cp = ControlPlaneClient::new(control_plane.control_plane.unwrap());
+        let admin = cp.login("admin", ADMIN_PASSWORD).await;
+        let (api, stop) = (api.clone(), Arc::new(AtomicBool::new(false)));
+        let churn = {
+            let (stop, definition) = (stop.clone(), definition.clone());
+            tokio::spawn(async move {
+                // A killed control plane is an error here, not a panic: the loop just ends.
+                let bearer = format!("Bearer {admin}");
+                let call = async |method: Method, path: String, body: Option<Value>| {
+                    let headers = [("content-type", "application/json"), ("authorization", bearer.as_str())];
+                    let body = body.map(|b| b.to_string()).unwrap_or_default();
+                    cp.client.send(method, &format!("{}{path}", cp.base), &headers, body).await.ok().filter(|r| r.status.as_u16() < 500)
+                };
+                let mut done = 0;
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let Some(saved) = call(Method::PUT, format!("/api/v1/apis/{api}"), Some(definition(i))).await else { break };
+                    assert!(saved.status.is_success(), "{}", saved.text());
+                    let Some(revision) = call(Method::POST, format!("/api/v1/apis/{api}/revisions"), Some(json!({}))).await else { break };
+                    if revision.status == StatusCode::CONFLICT {
+                        // At most 20 revisions: make room by deleting undeployed ones.
+                        let Some(list) = call(Method::GET, format!("/api/v1/apis/{api}/revisions"), None).await else { break };
+                        for old in
+                            list.json().as_array().into_iter().flatten().filter(|r| r["environments"].as_array().is_some_and(Vec::is_empty))
+                        {
+                            let id = old["id"].as_str().unwrap_or_default().to_owned();
+                            call(Method::DELETE, format!("/api/v1/apis/{api}/revisions/{id}"), None).await;
+                        }
+                        continue;
+                    }
+                    let deploy = json!({"revision_id": revision.json()["id"], "environments": ["default"]});
+                    let Some(deployed) = call(Method::POST, format!("/api/v1/apis/{api}/deployments"), Some(deploy)).await else { break };
+                    assert!(deployed.status.is_success(), "{}", deployed.text());
+                    done += 1;
+                }
+                done
+            })
+        };
+        // Kill it at a moment that moves from round to round.
+        tokio::time::sleep(Duration::from_millis(300 + 170 * round)).await;
+        control_plane.kill();
+        stop.store(true, Ordering::Relaxed);
+        published += churn.await.unwrap();
+
+        let db = portico_control_plane::db::Db::connect(&format!("sqlite://{}/portico.db", data.path().display())).await.unwrap();
+        let integrity: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&db.pool).await.unwrap();
+        assert_eq!(integrity, "ok", "round {round}");
+        let dangling: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM deployments d LEFT JOIN revisions r ON r.id = d.revision_id WHERE r.id IS NULL")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(dangling, 0, "round {round}: a deployment of a missing revision");
+        let contents: Vec<String> = sqlx::query_scalar("SELECT content FROM revisions").fetch_all(&db.pool).await.unwrap();
+        for content in &contents {
+            let parsed: Value = serde_json::from_str(content).expect("a whole revision");
+            assert_eq!(parsed["name"], "churn", "round {round}");
+        }
+        db.pool.close().await;
+        control_plane = start_control_plane(data.path(), port);
+    }
+    println!("5 kills in the middle of publishing ({published} deployments made): the database was whole each time");
+
+    // The last state converges at a gateway.
+    let cp = ControlPlaneClient::new(control_plane.control_plane.unwrap());
+    let admin = cp.login("admin", ADMIN_PASSWORD).await;
+    let token = cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({})).await;
+    let cache = tempfile::tempdir().unwrap();
+    let _gateway = start_gateway(&format!("http://127.0.0.1:{port}"), token["token"].as_str().unwrap(), cache.path(), "snapshot applied");
+    let (took, _) = rolled_out(&cp, &admin, 1).await;
+    println!("a gateway converged on the last deployment after {took:?}");
+}
