@@ -28,6 +28,8 @@ mod admin;
 mod blocking;
 mod body;
 mod config;
+#[cfg(test)]
+mod fuzz;
 mod listener;
 mod router;
 mod snapshot;

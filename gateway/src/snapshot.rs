@@ -4,7 +4,7 @@
 //! request path; it replaces the live one atomically, or is refused whole. An API that
 //! cannot be loaded fails alone (it answers 503), unless the caller wants all or nothing.
 
-mod validate;
+pub(crate) mod validate;
 
 use std::collections::HashMap;
 use std::path::Path;
