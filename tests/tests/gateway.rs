@@ -130,8 +130,39 @@ async fn key_auth_accepts_api_keys_and_jwts_and_refuses_the_rest() {
         &jsonwebtoken::EncodingKey::from_secret(issuer.public_pem.as_bytes()),
     )
     .unwrap();
+    let mut not_yet = issuer.claims("portico");
+    not_yet["nbf"] = (unix_now() + 3600).into();
+    let mut no_exp = issuer.claims("portico");
+    no_exp.as_object_mut().unwrap().remove("exp");
+    let mut wrong_issuer_claim = issuer.claims("portico");
+    wrong_issuer_claim["iss"] = "https://evil.test".into();
+    // An attacker's key: named by a hostile `kid`, or offered by `jku`/`x5u` on a listener
+    // that counts who connects (nobody may).
+    let attacker = TestIssuer::new("https://idp.test");
+    let attacker_key = jsonwebtoken::EncodingKey::from_ec_pem(attacker.private_pem.as_bytes()).unwrap();
+    let with_header = |header: jsonwebtoken::Header| jsonwebtoken::encode(&header, &issuer.claims("portico"), &attacker_key).unwrap();
+    let mut hostile_kid = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    hostile_kid.kid = Some("../../../../etc/passwd\u{0}' OR '1'='1".to_owned());
+    let counting = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    counting.set_nonblocking(true).unwrap();
+    let at = counting.local_addr().unwrap();
+    let mut fetch_me = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    fetch_me.jku = Some(format!("http://{at}/jwks.json"));
+    fetch_me.x5u = Some(format!("http://{at}/cert.pem"));
+    let fetch_me = jsonwebtoken::encode(&fetch_me, &issuer.claims("portico"), &attacker_key).unwrap();
+    let es384 = {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES384), &issuer.claims("portico"), &key).unwrap()
+    };
     let cases = [
         ("expired", issuer.sign(&expired)),
+        ("not yet valid", issuer.sign(&not_yet)),
+        ("no exp", issuer.sign(&no_exp)),
+        ("wrong iss claim", issuer.sign(&wrong_issuer_claim)),
+        ("hostile kid", with_header(hostile_kid)),
+        ("jku and x5u to an attacker's key", fetch_me),
+        ("an algorithm not allowed (ES384)", es384),
         ("wrong audience", issuer.sign(&wrong_aud)),
         ("exp as a string", issuer.sign(&exp_as_string)),
         ("unknown issuer", other_issuer.sign(&other_issuer.claims("portico"))),
@@ -145,6 +176,7 @@ async fn key_auth_accepts_api_keys_and_jwts_and_refuses_the_rest() {
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{case}: {}", reply.text());
         assert!(!reply.text().contains(&token), "{case}: the token is echoed");
     }
+    assert_eq!(std::iter::from_fn(|| counting.accept().ok()).count(), 0, "the gateway fetched what a token pointed at");
 }
 
 fn base64_url(bytes: &[u8]) -> String {
