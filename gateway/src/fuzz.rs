@@ -15,19 +15,26 @@ use crate::keys::KeyStore;
 use crate::router::{ApiRoutes, OperationRoute, RouteTable, normalize_path};
 use crate::snapshot::validate;
 
-/// xorshift64*: deterministic, so that a failure names a seed that replays it.
-struct Rng(u64);
+/// xorshift64*: deterministic, so that a failure names a seed that replays it. Also the
+/// generator of the counters' property tests.
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+    /// A number below `n` (0 when `n` is 0).
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// An index below `n`.
+    fn index(&mut self, n: usize) -> usize {
+        self.below(n as u64) as usize
     }
 }
 
@@ -91,23 +98,23 @@ fn seed() -> u64 {
 /// `seed` mutated a few times: bytes flipped, dropped or duplicated, tokens inserted.
 fn mutate(rng: &mut Rng, seed: &str) -> String {
     let mut bytes = seed.as_bytes().to_vec();
-    for _ in 0..=rng.below(6) {
-        let at = rng.below(bytes.len() + 1);
-        match rng.below(5) {
+    for _ in 0..=rng.index(6) {
+        let at = rng.index(bytes.len() + 1);
+        match rng.index(5) {
             0 if !bytes.is_empty() => {
-                let i = rng.below(bytes.len());
-                bytes[i] ^= 1 << rng.below(8);
+                let i = rng.index(bytes.len());
+                bytes[i] ^= 1 << rng.index(8);
             }
             1 if !bytes.is_empty() => {
-                bytes.remove(rng.below(bytes.len()));
+                bytes.remove(rng.index(bytes.len()));
             }
             2 if at < bytes.len() => {
-                let end = (at + rng.below(8)).min(bytes.len());
+                let end = (at + rng.index(8)).min(bytes.len());
                 let copy = bytes[at..end].to_vec();
                 bytes.splice(at..at, copy);
             }
             _ => {
-                let token = TOKENS[rng.below(TOKENS.len())];
+                let token = TOKENS[rng.index(TOKENS.len())];
                 bytes.splice(at..at, token.bytes());
             }
         }

@@ -329,6 +329,18 @@ impl ControlPlaneClient {
         session["token"].as_str().unwrap().to_owned()
     }
 
+    /// Create the API `definition`, publish it, take a revision and deploy it on `default`;
+    /// returns the API's id.
+    pub async fn deployed_api(&self, token: &str, definition: serde_json::Value) -> String {
+        let api = self.ok(Method::POST, "/api/v1/apis", Some(token), definition).await;
+        let api = api["id"].as_str().unwrap().to_owned();
+        self.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(token), serde_json::json!({"action": "publish"})).await;
+        let revision = self.ok(Method::POST, &format!("/api/v1/apis/{api}/revisions"), Some(token), serde_json::json!({})).await;
+        let deployment = serde_json::json!({"revision_id": revision["id"], "environments": ["default"]});
+        self.ok(Method::POST, &format!("/api/v1/apis/{api}/deployments"), Some(token), deployment).await;
+        api
+    }
+
     /// A new application named `name`, subscribed to `api` on the Unlimited tier, and an
     /// API key of it.
     pub async fn subscribed_key(&self, token: &str, name: &str, api: &str) -> ApiKey {

@@ -338,12 +338,8 @@ async fn blocking_a_user_or_removing_a_subscription_refuses_the_tokens_already_i
     let admin = cp.login("admin", "jwt-admin-pass-1").await;
     let definition = json!({"name": "jwt", "version": "v1", "context": "/jwt", "endpoints": [upstream.url()],
         "operations": [{"method": "GET", "path": "/x"}], "tiers": ["Unlimited"]});
-    let api = cp.ok(Method::POST, "/api/v1/apis", Some(&admin), definition).await;
-    let api = api["id"].as_str().unwrap().to_owned();
-    cp.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
-    let revision = cp.ok(Method::POST, &format!("/api/v1/apis/{api}/revisions"), Some(&admin), json!({})).await;
-    let deployment = json!({"revision_id": revision["id"], "environments": ["default"]});
-    cp.ok(Method::POST, &format!("/api/v1/apis/{api}/deployments?wait_ms=10000"), Some(&admin), deployment).await;
+    // The token is polled until the deployment serves it, below.
+    let api = cp.deployed_api(&admin, definition).await;
 
     cp.ok(Method::POST, "/api/v1/signup", None, json!({"username": "carol", "password": "carol-password-1"})).await;
     let carol = cp.login("carol", "carol-password-1").await;

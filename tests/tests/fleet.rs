@@ -527,13 +527,7 @@ async fn an_api_a_gateway_cannot_load_fails_alone() {
         let definition = json!({"name": name, "version": "v1", "context": format!("/{name}"), "endpoints": [upstream.url()],
             "operations": [{"method": "GET", "path": "/hello"}], "policies": [{"policy": "headers", "config": {}, "timeout": timeout}],
             "tiers": ["Unlimited"]});
-        let api = cp.ok(Method::POST, "/api/v1/apis", Some(&admin), definition).await;
-        let api = api["id"].as_str().unwrap().to_owned();
-        cp.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
-        let revision = cp.ok(Method::POST, &format!("/api/v1/apis/{api}/revisions"), Some(&admin), json!({})).await;
-        let deployment = json!({"revision_id": revision["id"], "environments": ["default"]});
-        cp.ok(Method::POST, &format!("/api/v1/apis/{api}/deployments"), Some(&admin), deployment).await;
-        apis.push(api);
+        apis.push(cp.deployed_api(&admin, definition).await);
     }
     let ApiKey { app, id: key_id, key } = cp.subscribed_key(&admin, "both", &apis[0]).await;
     let subscription = json!({"api_id": apis[1], "tier": "Unlimited"});
@@ -620,13 +614,7 @@ async fn pattern_2_over_tls_and_an_untrusted_control_plane_refused() {
     for (name, ca) in [("secure", Some(certificate_pem.as_str())), ("unverified", None)] {
         let definition = json!({"name": name, "version": "v1", "context": format!("/{name}"), "endpoints": [upstream.url()],
             "endpoint_ca": ca, "operations": [{"method": "GET", "path": "/hello"}], "tiers": ["Unlimited"]});
-        let api = cp.ok(Method::POST, "/api/v1/apis", Some(&admin), definition).await;
-        let api = api["id"].as_str().unwrap().to_owned();
-        cp.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
-        let revision = cp.ok(Method::POST, &format!("/api/v1/apis/{api}/revisions"), Some(&admin), json!({})).await;
-        let deployment = json!({"revision_id": revision["id"], "environments": ["default"]});
-        cp.ok(Method::POST, &format!("/api/v1/apis/{api}/deployments"), Some(&admin), deployment).await;
-        apis.push(api);
+        apis.push(cp.deployed_api(&admin, definition).await);
     }
     let ApiKey { app, id: key_id, key } = cp.subscribed_key(&admin, "secure-app", &apis[0]).await;
     let subscription = json!({"api_id": apis[1], "tier": "Unlimited"});
