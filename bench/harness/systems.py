@@ -103,6 +103,7 @@ class Setup:
                 {"address": f"127.0.0.1:{PORTS['portico']}"},
                 {"address": f"127.0.0.1:{TLS_PORTS['portico']}", "tls": {"certificates": [{"cert": self.cert, "key": self.key}]}},
             ],
+            "upstream_networks": {"allow": ["127.0.0.1"]},
             "consumers": [{"name": tokens.APPLICATION, "api_keys": ["bench-app-key"]}]
                          + [{"name": f"app-{i:05d}", "api_keys": [api_key(i)]} for i in range(CONSUMERS)],
             "jwt_issuers": [{"issuer": tokens.ISSUER, "audiences": [tokens.AUDIENCE], "algorithms": ["ES256", "RS256"],

@@ -109,13 +109,16 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<E
             jwks_file: None,
             claims: ClaimMapping { user: "username".to_owned(), ..ClaimMapping::default() },
             leeway: Duration(defaults::JWT_LEEWAY),
+            typ: Some("at+jwt".to_owned()),
+            require_jti: true,
         }]
     };
-    let revoked_tokens = keymanager::revoked_jtis(db)
+    let mut revoked_tokens: Vec<RevokedToken> = keymanager::revoked_jtis(db)
         .await?
         .into_iter()
         .map(|(jti, exp_ms)| RevokedToken { jti, expires_at: u64::try_from(exp_ms / 1000).unwrap_or(0) })
         .collect();
+    revoked_tokens.sort_by(RevokedToken::canonical_order);
     let revoked_before =
         keymanager::cutoffs(db).await?.into_iter().map(|(application, from_s)| (application, u64::try_from(from_s).unwrap_or(0))).collect();
     let secret = devportal::api_key_hmac_secret(db).await?;
@@ -142,6 +145,7 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<E
         api_key_hmac_secret: Some(hex::encode(&secret)),
         modules,
         blocked: traffic::blocking::for_gateways(db).await?,
+        upstream_networks: publisher::upstream_networks(&mut *db.pool.acquire().await?, environment).await?.unwrap_or_default(),
         ..Environment::default()
     })
 }

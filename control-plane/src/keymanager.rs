@@ -20,7 +20,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::AppState;
 
-pub use access_token::{AccessClaims, cut_off, cutoffs, revoked_jtis};
+pub use access_token::{AccessClaims, MAX_REVOKED_PER_APPLICATION, cut_off, cutoffs, revoked_jtis};
 pub use client_auth::VerifiedSecrets;
 pub use error::OAuthError;
 pub use form::TokenForm;

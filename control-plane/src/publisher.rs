@@ -22,7 +22,7 @@ use crate::AppState;
 pub use checks::is_scope_name;
 pub use definition::{Api, ApiSummary, ApiUpdate, NewApi, Operation, Scope};
 pub use deployments::{Deploy, DeployedApi, Deployment, deployed};
-pub use environments::{Environment, NewEnvironment};
+pub use environments::{Environment, NewEnvironment, UpstreamNetworks, upstream_networks};
 pub use import::Import;
 pub use lifecycle::{LifecycleAction, LifecycleChange};
 pub use revisions::{Revision, RevisionContent};
@@ -46,6 +46,8 @@ pub use store::grantable_scopes;
     environments::list,
     environments::create,
     environments::delete,
+    environments::get_upstream_networks,
+    environments::set_upstream_networks,
     deployments::list,
     deployments::deploy,
     deployments::undeploy,
@@ -67,4 +69,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/apis/{id}/deployments/{environment}/rollback", post(deployments::rollback))
         .route("/api/v1/environments", get(environments::list).post(environments::create))
         .route("/api/v1/environments/{name}", delete(environments::delete))
+        .route(
+            "/api/v1/environments/{name}/upstream-networks",
+            get(environments::get_upstream_networks).put(environments::set_upstream_networks),
+        )
 }

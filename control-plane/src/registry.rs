@@ -29,8 +29,8 @@ use crate::auth::{Caller, Role};
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult, JsonBody};
 
-/// The largest component accepted.
-pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
+/// The largest component accepted: the largest a gateway compiles.
+pub use portico_gateway::check::MAX_COMPONENT_BYTES;
 /// How long a component may take to compile before it is refused.
 const COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -38,12 +38,12 @@ const COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
 /// service, so at most one runs at a time.
 #[derive(Debug)]
 pub struct Registry {
-    compiling: tokio::sync::Semaphore,
+    compiling: Arc<tokio::sync::Semaphore>,
 }
 
 impl Default for Registry {
     fn default() -> Self {
-        Self { compiling: tokio::sync::Semaphore::new(1) }
+        Self { compiling: Arc::new(tokio::sync::Semaphore::new(1)) }
     }
 }
 
@@ -199,11 +199,16 @@ fn checker() -> ApiResult<&'static PolicyChecker> {
 
 impl Registry {
     /// Compile `bytes` off the async threads, one compilation at a time, within the time cap.
+    /// A compile cannot be stopped: one past the cap is answered as refused but keeps its
+    /// turn until it ends, so that uploads in a loop never run more than one at once.
     async fn compile(&self, reference: &str, bytes: Bytes) -> ApiResult<Result<Arc<CompiledPolicy>, LoadError>> {
         let checker = checker()?;
-        let _permit = self.compiling.acquire().await.map_err(|e| ApiError::Internal(e.to_string()))?;
+        let permit = self.compiling.clone().acquire_owned().await.map_err(|e| ApiError::Internal(e.to_string()))?;
         let name = reference.to_owned();
-        let task = tokio::task::spawn_blocking(move || checker.compile(&name, &bytes));
+        let task = tokio::task::spawn_blocking(move || {
+            let _turn = permit;
+            checker.compile(&name, &bytes)
+        });
         match tokio::time::timeout(COMPILE_TIMEOUT, task).await {
             Ok(joined) => joined.map_err(|e| ApiError::Internal(e.to_string())),
             Err(_) => Err(ApiError::invalid("component", format!("did not compile within {} s", COMPILE_TIMEOUT.as_secs()))),

@@ -106,6 +106,9 @@ async fn every_mutating_route_that_gateways_must_see_announces_its_change() {
         .await;
     let path = format!("/api/v1/blocking-conditions/{}", block["id"].as_str().unwrap());
     walk.json("DELETE", "/api/v1/blocking-conditions/{id}", &path, &admin, None).await;
+    let networks = json!({"allow": ["10.0.0.0/8"]});
+    let template = "/api/v1/environments/{name}/upstream-networks";
+    walk.json("PUT", template, "/api/v1/environments/default/upstream-networks", &admin, Some(networks)).await;
 
     // Publisher: lifecycle and deployments.
     let (_, api) = walk
@@ -114,7 +117,7 @@ async fn every_mutating_route_that_gateways_must_see_announces_its_change() {
             "POST",
             "/api/v1/apis",
             Some(&publisher),
-            Some(json!({"name": "walk", "version": "v1", "context": "/walk", "endpoints": ["http://127.0.0.1:9/"],
+            Some(json!({"name": "walk", "version": "v1", "context": "/walk", "endpoints": ["http://192.0.2.1:9/"],
                 "operations": [{"method": "GET", "path": "/x"}]})),
         )
         .await;

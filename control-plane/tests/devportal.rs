@@ -25,7 +25,7 @@ async fn api(app: &TestApp, owner: &str, name: &str, status: &str) -> String {
     .bind(format!("The {name} service"))
     .bind(json!([format!("tag-{}", name.to_lowercase()), "Shared"]).to_string())
     .bind(format!("# {name}\nHow to use it."))
-    .bind(r#"["http://127.0.0.1:9/"]"#)
+    .bind(r#"["http://192.0.2.1:9/"]"#)
     .bind("[]")
     .bind(status)
     .bind(&owner_id)

@@ -15,7 +15,7 @@ fn headers_component() -> String {
 }
 
 fn api_with(policy: Value) -> Value {
-    json!({"name": "reg", "version": "v1", "context": "/reg", "endpoints": ["http://127.0.0.1:9/"],
+    json!({"name": "reg", "version": "v1", "context": "/reg", "endpoints": ["http://192.0.2.1:9/"],
         "operations": [{"method": "GET", "path": "/x"}], "policies": [policy]})
 }
 
@@ -142,9 +142,9 @@ async fn gateway_tokens_open_only_their_environment() {
             }
         };
         // Protocol 3 is this build's; 2 had no `failed_apis`, 1 carried the whole configuration file.
-        assert_eq!(ack("default", "3", token.clone()).await, StatusCode::NO_CONTENT);
-        assert_eq!(ack("default", "3", "pgw_forged".into()).await, StatusCode::UNAUTHORIZED);
-        assert_eq!(ack("prod", "3", token.clone()).await, StatusCode::FORBIDDEN);
+        assert_eq!(ack("default", "4", token.clone()).await, StatusCode::NO_CONTENT);
+        assert_eq!(ack("default", "4", "pgw_forged".into()).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(ack("prod", "4", token.clone()).await, StatusCode::FORBIDDEN);
         assert_eq!(ack("default", "2", token.clone()).await, StatusCode::BAD_REQUEST);
 
         let (_, gateways) = app.send("GET", "/api/v1/gateways", Some(&publisher), None).await;
@@ -160,14 +160,14 @@ async fn gateway_tokens_open_only_their_environment() {
         assert_eq!(status, StatusCode::CREATED);
         let (_, staging) = app.send("POST", "/api/v1/environments/staging/gateway-tokens", Some(&admin), Some(json!({}))).await;
         let staging = staging["token"].as_str().unwrap().to_owned();
-        assert_eq!(ack("staging", "3", staging).await, StatusCode::CONFLICT, "gw-1 is default's");
+        assert_eq!(ack("staging", "4", staging).await, StatusCode::CONFLICT, "gw-1 is default's");
         let upload = json!({"name": "unused", "version": "1.0.0", "component": headers_component()});
         let (_, module) = app.send("POST", "/api/v1/policies", Some(&admin), Some(upload)).await;
         let fetch = {
             use tower::ServiceExt;
             let request = axum::http::Request::get(format!("/fleet/v1/modules/{}", module["digest"].as_str().unwrap()))
                 .header("authorization", format!("Bearer {token}"))
-                .header("portico-protocol", "3")
+                .header("portico-protocol", "4")
                 .header("portico-gateway", "gw-1")
                 .header("portico-environment", "default")
                 .body(axum::body::Body::empty())
@@ -179,7 +179,7 @@ async fn gateway_tokens_open_only_their_environment() {
         let id = issued["id"].as_str().unwrap();
         let (status, _) = app.send("DELETE", &format!("/api/v1/environments/default/gateway-tokens/{id}"), Some(&admin), None).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
-        assert_eq!(ack("default", "3", token).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(ack("default", "4", token).await, StatusCode::UNAUTHORIZED);
     }
     on_both_engines!(check);
 }

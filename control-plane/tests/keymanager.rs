@@ -517,7 +517,12 @@ async fn introspection_needs_authentication_and_tells_active_from_inactive() {
         let reply = introspect(&app, Auth::Basic(&resource_server.id, "wrong"), access_token).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
 
+        // Another client is told nothing of it.
         let reply = introspect(&app, resource_server.basic(), access_token).await;
+        assert_eq!((reply.status, &reply.body), (StatusCode::OK, &json!({"active": false})));
+        assert_eq!(introspect(&app, resource_server.basic(), refresh_token).await.body, json!({"active": false}));
+
+        let reply = introspect(&app, client.basic(), access_token).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
         assert_eq!(reply.headers["cache-control"], "no-store");
         assert_eq!(
@@ -531,13 +536,8 @@ async fn introspection_needs_authentication_and_tells_active_from_inactive() {
         assert_eq!(reply.body["active"], true, "{}", reply.body);
         assert_eq!(reply.body["client_id"], client.id.as_str());
         assert_eq!(reply.body["scope"], "read");
-        let reply = post_form(
-            &app,
-            "/oauth2/introspect",
-            resource_server.basic(),
-            &[("token", refresh_token), ("token_type_hint", "access_token")],
-        )
-        .await;
+        let reply =
+            post_form(&app, "/oauth2/introspect", client.basic(), &[("token", refresh_token), ("token_type_hint", "access_token")]).await;
         assert_eq!(reply.body["active"], true, "the hint is only a hint");
 
         for garbage in ["", "nonsense", "a.b.c", "eyJhbGciOiJub25lIn0.e30."] {
@@ -562,11 +562,11 @@ async fn introspection_needs_authentication_and_tells_active_from_inactive() {
         // Revoked tokens are inactive.
         let reply = post_form(&app, "/oauth2/revoke", client.basic(), &[("token", access_token)]).await;
         assert_eq!(reply.status, StatusCode::OK);
-        assert_eq!(introspect(&app, resource_server.basic(), access_token).await.body, json!({"active": false}));
+        assert_eq!(introspect(&app, client.basic(), access_token).await.body, json!({"active": false}));
         let reply =
             post_form(&app, "/oauth2/revoke", client.basic(), &[("token", refresh_token), ("token_type_hint", "refresh_token")]).await;
         assert_eq!(reply.status, StatusCode::OK);
-        assert_eq!(introspect(&app, resource_server.basic(), refresh_token).await.body, json!({"active": false}));
+        assert_eq!(introspect(&app, client.basic(), refresh_token).await.body, json!({"active": false}));
     }
     on_both_engines!(check);
 }
@@ -694,6 +694,45 @@ async fn revocation_answers_200_and_only_touches_the_clients_own_tokens() {
             .await
             .unwrap();
         assert_eq!(keymanager::revoked_jtis(&app.db).await.unwrap().len(), 2);
+    }
+    on_both_engines!(check);
+}
+
+#[tokio::test]
+async fn a_clients_revocations_are_bounded_by_a_cut_off() {
+    async fn check(app: TestApp) {
+        let looping = new_client(&app, "looping-app").await;
+        let quiet = new_client(&app, "quiet-app").await;
+        let listed = async |jti: &str, application: &str| {
+            sqlx::query("INSERT INTO revoked_tokens (jti, expires_at, revoked_at, application_id) VALUES ($1, $2, $3, $4)")
+                .bind(jti)
+                .bind(now_ms() + 3_600_000)
+                .bind(now_ms())
+                .bind(application)
+                .execute(&app.db.pool)
+                .await
+                .unwrap();
+        };
+        // As if the client had minted and revoked tokens in a loop, up to the bound.
+        for i in 0..keymanager::MAX_REVOKED_PER_APPLICATION {
+            listed(&format!("loop-{i}"), &looping.application_id).await;
+        }
+        listed("quiet-1", &quiet.application_id).await;
+        let live = token(&app, &looping, None).await;
+        let live = live["access_token"].as_str().unwrap();
+        assert_eq!(introspect(&app, looping.basic(), live).await.body["active"], true);
+        let next = token(&app, &looping, None).await;
+        let reply = post_form(&app, "/oauth2/revoke", looping.basic(), &[("token", next["access_token"].as_str().unwrap())]).await;
+        assert_eq!(reply.status, StatusCode::OK);
+
+        // Past the bound, one cut-off replaces the client's list; others' stay listed.
+        let revoked: Vec<String> = keymanager::revoked_jtis(&app.db).await.unwrap().into_iter().map(|(jti, _)| jti).collect();
+        assert_eq!(revoked, ["quiet-1"]);
+        let cutoffs = keymanager::cutoffs(&app.db).await.unwrap();
+        assert_eq!(cutoffs.len(), 1, "{cutoffs:?}");
+        assert_eq!(cutoffs[0].0, looping.application_id);
+        assert!(cutoffs[0].1 * 1000 > now_ms() - 1000, "tokens issued up to now are refused");
+        assert_eq!(introspect(&app, looping.basic(), live).await.body, json!({"active": false}), "its other tokens went too");
     }
     on_both_engines!(check);
 }

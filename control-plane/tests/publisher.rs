@@ -16,7 +16,7 @@ fn pets(name: &str, context: &str) -> Value {
         "description": "Pets for everyone",
         "tags": ["animals", "Store"],
         "documentation": "# Pets\nBuy one.",
-        "endpoints": ["http://127.0.0.1:9000/base"],
+        "endpoints": ["http://192.0.2.1:9000/base"],
         "operations": [
             {"method": "get", "path": "/pets"},
             {"method": "POST", "path": "/pets", "policies": [{"policy": "headers", "config": {"request": {"set": {"x-op": "create"}}}}]},
@@ -99,7 +99,7 @@ async fn apis_are_created_read_searched_replaced_and_deleted() {
             "name": "Pets",
             "description": "Fewer pets",
             "tags": ["animals"],
-            "endpoints": ["http://127.0.0.1:9001", "http://127.0.0.1:9002"],
+            "endpoints": ["http://192.0.2.1:9001", "http://192.0.2.1:9002"],
             "operations": [{"method": "DELETE", "path": "/pets/{id}"}, {"method": "ANY", "path": "/admin/*"}]
         });
         let (status, updated) = app.send("PUT", &format!("/api/v1/apis/{id}"), Some(&publisher), Some(update)).await;
@@ -291,7 +291,7 @@ async fn openapi_documents_are_imported() {
                 "POST",
                 "/api/v1/apis/import",
                 Some(&publisher),
-                Some(json!({"openapi": petstore(), "endpoints": ["http://127.0.0.1:9000"]})),
+                Some(json!({"openapi": petstore(), "endpoints": ["http://192.0.2.1:9000"]})),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{api}");
@@ -312,7 +312,7 @@ async fn openapi_documents_are_imported() {
         doc["info"]["version"] = json!("2.0.0");
         doc.as_object_mut().unwrap().remove("servers");
         let (status, api) = app
-            .send("POST", "/api/v1/apis/import", Some(&publisher), Some(json!({"openapi": doc, "endpoints": ["http://127.0.0.1:9000"]})))
+            .send("POST", "/api/v1/apis/import", Some(&publisher), Some(json!({"openapi": doc, "endpoints": ["http://192.0.2.1:9000"]})))
             .await;
         assert_eq!(status, StatusCode::CREATED, "{api}");
         assert_eq!(api["context"], "/swagger-petstore", "from the title");
@@ -323,7 +323,7 @@ async fn openapi_documents_are_imported() {
                 "POST",
                 "/api/v1/apis/import",
                 Some(&publisher),
-                Some(json!({"openapi": doc, "endpoints": ["http://127.0.0.1:9000"], "context": "/zoo"})),
+                Some(json!({"openapi": doc, "endpoints": ["http://192.0.2.1:9000"], "context": "/zoo"})),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{api}");
@@ -334,7 +334,7 @@ async fn openapi_documents_are_imported() {
                 "POST",
                 "/api/v1/apis/import",
                 Some(&publisher),
-                Some(json!({"openapi": petstore(), "endpoints": ["http://127.0.0.1:9000"]})),
+                Some(json!({"openapi": petstore(), "endpoints": ["http://192.0.2.1:9000"]})),
             )
             .await;
         assert_eq!(status, StatusCode::CONFLICT, "imported twice: {problem}");
@@ -371,7 +371,7 @@ async fn openapi_documents_are_imported() {
                     "POST",
                     "/api/v1/apis/import",
                     Some(&publisher),
-                    Some(json!({"openapi": doc, "endpoints": ["http://127.0.0.1:9000"]})),
+                    Some(json!({"openapi": doc, "endpoints": ["http://192.0.2.1:9000"]})),
                 )
                 .await;
             assert_invalid(status, &problem, field);
@@ -421,7 +421,7 @@ async fn lifecycle_transitions_are_enforced() {
                 "PUT",
                 &format!("/api/v1/apis/{id}"),
                 Some(&publisher),
-                Some(json!({"endpoints": ["http://127.0.0.1:9000"], "operations": [{"method": "GET", "path": "/pets"}]})),
+                Some(json!({"endpoints": ["http://192.0.2.1:9000"], "operations": [{"method": "GET", "path": "/pets"}]})),
             )
             .await;
         assert_eq!(status, StatusCode::OK);
@@ -487,13 +487,13 @@ async fn revisions_are_immutable_snapshots() {
         assert_eq!(first["number"], 1);
         assert_eq!(first["content"]["name"], "Pets");
         assert_eq!(first["content"]["context"], "/pets");
-        assert_eq!(first["content"]["endpoints"], json!(["http://127.0.0.1:9000/base"]));
+        assert_eq!(first["content"]["endpoints"], json!(["http://192.0.2.1:9000/base"]));
         assert_eq!(first["content"]["operations"].as_array().unwrap().len(), 3);
         assert_eq!(first["content"]["policies"][0]["policy"], "throttle");
         assert_eq!(first["environments"], json!([]));
         let first_id = first["id"].as_str().unwrap().to_owned();
 
-        let update = json!({"endpoints": ["http://127.0.0.1:9999"], "operations": [{"method": "GET", "path": "/other"}]});
+        let update = json!({"endpoints": ["http://192.0.2.1:9999"], "operations": [{"method": "GET", "path": "/other"}]});
         let (status, _) = app.send("PUT", &format!("/api/v1/apis/{id}"), Some(&publisher), Some(update)).await;
         assert_eq!(status, StatusCode::OK);
         let (status, again) = app.send("GET", &format!("{revisions}/{first_id}"), Some(&publisher), None).await;
@@ -503,7 +503,7 @@ async fn revisions_are_immutable_snapshots() {
         let (status, second) = app.send("POST", &revisions, Some(&publisher), None).await;
         assert_eq!(status, StatusCode::CREATED);
         assert_eq!(second["number"], 2);
-        assert_eq!(second["content"]["endpoints"], json!(["http://127.0.0.1:9999"]));
+        assert_eq!(second["content"]["endpoints"], json!(["http://192.0.2.1:9999"]));
         assert_eq!(second["content"]["operations"], json!([{"method": "GET", "path": "/other", "policies": [], "scopes": []}]));
         let (status, list) = app.send("GET", &revisions, Some(&publisher), None).await;
         assert_eq!(status, StatusCode::OK);
@@ -630,7 +630,7 @@ async fn revisions_are_deployed_replaced_and_undeployed() {
         assert_eq!(on_default[0].revision_id, first);
         let content = &on_default[0].content;
         assert_eq!((content.name.as_str(), content.version.as_str(), content.context.as_str()), ("Pets", "v1", "/pets"));
-        assert_eq!(content.endpoints, ["http://127.0.0.1:9000/base"]);
+        assert_eq!(content.endpoints, ["http://192.0.2.1:9000/base"]);
         assert_eq!(content.operations.len(), 3);
         assert_eq!(content.operations[1].method, "POST");
         assert_eq!(content.operations[1].policies[0].policy, "headers");
@@ -640,7 +640,7 @@ async fn revisions_are_deployed_replaced_and_undeployed() {
 
         // Redeploying replaces the revision on that environment only.
         let (status, _) =
-            app.send("PUT", &format!("/api/v1/apis/{id}"), Some(&publisher), Some(json!({"endpoints": ["http://127.0.0.1:9001"]}))).await;
+            app.send("PUT", &format!("/api/v1/apis/{id}"), Some(&publisher), Some(json!({"endpoints": ["http://192.0.2.1:9001"]}))).await;
         assert_eq!(status, StatusCode::OK);
         let second = revision(&app, &publisher, &id).await;
         let (status, deployed) =
@@ -649,7 +649,7 @@ async fn revisions_are_deployed_replaced_and_undeployed() {
         assert_eq!(deployed[0]["revision_id"], second.as_str());
         assert_eq!(deployed[1]["revision_id"], first.as_str());
         let on_default = publisher::deployed(&app.db, "default").await.unwrap();
-        assert_eq!(on_default[0].content.endpoints, ["http://127.0.0.1:9001"]);
+        assert_eq!(on_default[0].content.endpoints, ["http://192.0.2.1:9001"]);
         assert!(on_default[0].content.operations.is_empty());
         let (status, revision_one) = app.send("GET", &format!("/api/v1/apis/{id}/revisions/{first}"), Some(&publisher), None).await;
         assert_eq!(status, StatusCode::OK);

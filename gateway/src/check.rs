@@ -8,13 +8,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use crate::policy::builtin::{self, Builtin};
-pub use crate::policy::{CompiledPolicy, LoadError, PolicyCeilings, WIT_PACKAGE};
+pub use crate::policy::{CompiledPolicy, LoadError, MAX_COMPONENT_BYTES, PolicyCeilings, WIT_PACKAGE};
 
-use crate::blocking::Network;
 use crate::contract::environment::Attachment;
+use crate::contract::environment::UpstreamNetworks;
 use crate::counters::LocalCounters;
 use crate::keys::KeyStore;
 use crate::metrics::PolicyStats;
+use crate::network::{Network, UpstreamRule};
 use crate::policy::{AttachmentSettings, PolicyEngine, Services};
 use crate::router::{ApiRoutes, OperationRoute, RouteError, RouteTable, normalize_path};
 
@@ -27,6 +28,22 @@ pub fn endpoint(url: &str) -> Result<(), String> {
 /// the reason when not.
 pub fn upstream_ca(pem: &str) -> Result<(), String> {
     crate::tls::client_config(crate::tls::Trust::Pem(pem)).map(drop)
+}
+
+/// Whether `networks` parse as the gateway's upstream rule; the reason names the entry
+/// (`allow[1]: ...`).
+pub fn upstream_networks(networks: &UpstreamNetworks) -> Result<(), String> {
+    UpstreamRule::new(networks).map(drop)
+}
+
+/// Whether an environment with `networks` calls `endpoint`: an endpoint written as an IP
+/// address is checked here, as the gateway checks it when it loads the API (a host name is
+/// checked by each gateway as it resolves it).
+pub fn upstream_allowed(networks: &UpstreamNetworks, endpoint: &str) -> Result<(), String> {
+    match crate::upstream::literal_address(endpoint) {
+        Some(ip) => UpstreamRule::new(networks)?.check(ip),
+        None => Ok(()),
+    }
 }
 
 /// Whether `text` is an IP address or a network (`198.51.100.0/24`) blocking can match.

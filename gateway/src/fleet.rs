@@ -16,7 +16,9 @@ use tokio::sync::watch;
 
 use self::cache::Cache;
 use self::client::{ClientError, ControlPlane, EventStream};
-use crate::contract::fleet::{Ack, ENVIRONMENT_EVENT, EnvironmentMessage, PROTOCOL_VERSION, Refusal};
+use crate::contract::fleet::{
+    Ack, ENVIRONMENT_EVENT, EnvironmentMessage, PROTOCOL_VERSION, REVOCATIONS_EVENT, Refusal, RevocationsMessage,
+};
 use crate::settings::Settings;
 use crate::{Gateway, OnFailedApi, process};
 
@@ -62,7 +64,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     let tasks = process::start_listeners(&gateway, &options.settings, &options.settings_dir, stopped).await?;
     tokio::spawn(process::sweep_counters(gateway.clone()));
-    let source = Network { control_plane, id, connected: None };
+    let source = Network { control_plane, id, connected: None, last: None };
     tokio::spawn(follow(gateway.clone(), source, cache, options.environment.clone()));
     process::serve_until_signal(stop, tasks).await
 }
@@ -194,6 +196,8 @@ struct Network {
     control_plane: ControlPlane,
     id: String,
     connected: Option<EventStream>,
+    /// The last environment message received on this stream: what revocations apply to.
+    last: Option<EnvironmentMessage>,
 }
 
 #[async_trait::async_trait]
@@ -205,13 +209,37 @@ impl EnvironmentSource for Network {
             if let Some(stream) = &mut self.connected {
                 match stream.next().await {
                     Ok(Some((name, data))) if name == ENVIRONMENT_EVENT => {
-                        return Some(serde_json::from_str(&data).map_err(|e| format!("not an environment message: {e}")));
+                        let message =
+                            serde_json::from_str::<EnvironmentMessage>(&data).map_err(|e| format!("not an environment message: {e}"));
+                        self.last = message.as_ref().ok().cloned();
+                        return Some(message);
+                    }
+                    Ok(Some((name, data))) if name == REVOCATIONS_EVENT => {
+                        let applied = serde_json::from_str::<RevocationsMessage>(&data)
+                            .map_err(|e| format!("not a revocations message: {e}"))
+                            .and_then(|revocations| match &self.last {
+                                Some(last) => {
+                                    let (revoked, forgotten) = (revocations.revoked.len(), revocations.forgotten.len());
+                                    tracing::info!(revoked, forgotten, version = %revocations.version, "revocations received");
+                                    revocations.apply(last)
+                                }
+                                None => Err("revocations before any environment".to_owned()),
+                            });
+                        match applied {
+                            Ok(message) => {
+                                self.last = Some(message.clone());
+                                return Some(Ok(message));
+                            }
+                            // The stream and this gateway disagree: a new stream starts with the whole environment.
+                            Err(reason) => tracing::warn!(reason, "revocations not applicable; reconnecting for the whole environment"),
+                        }
                     }
                     Ok(Some(_)) => continue,
                     Ok(None) => tracing::warn!("the control plane closed the stream; reconnecting"),
                     Err(error) => tracing::warn!(error = %error, "lost the control plane; serving the current snapshot, reconnecting"),
                 }
                 self.connected = None;
+                self.last = None;
             }
             match self.control_plane.stream().await {
                 Ok(stream) => {

@@ -11,6 +11,7 @@ mod tests;
 use std::path::Path;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use quick_cache::Weighter;
 use std::collections::BTreeMap;
 
@@ -115,10 +116,27 @@ const TOKEN_CACHE_OVERHEAD: u64 = 256;
 pub struct KeyStore {
     api_keys: api_key::ApiKeys,
     issuers: jwt::Issuers,
-    revoked: std::collections::HashSet<String>,
-    /// Application → the first second a token of it is accepted again.
-    revoked_before: std::collections::HashMap<String, u64>,
+    /// Replaced whole when only revocations change (see [`KeyStore::set_revocations`]).
+    revocations: ArcSwap<Revocations>,
     tokens: Cache<Box<str>, CachedToken, TokenWeighter>,
+}
+
+/// Tokens refused before they expire.
+struct Revocations {
+    /// By `jti`.
+    tokens: std::collections::HashSet<String>,
+    /// Application → the first second a token of it is accepted again.
+    before: std::collections::HashMap<String, u64>,
+}
+
+impl Revocations {
+    fn new(revoked: &[environment::RevokedToken], revoked_before: &BTreeMap<String, u64>) -> Self {
+        let now = jsonwebtoken::get_current_timestamp();
+        Self {
+            tokens: revoked.iter().filter(|r| r.expires_at >= now).map(|r| r.jti.clone()).collect(),
+            before: revoked_before.iter().map(|(application, &second)| (application.clone(), second)).collect(),
+        }
+    }
 }
 
 /// A verified token and the last second (Unix time) at which it is still accepted.
@@ -172,14 +190,18 @@ impl KeyStore {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let now = jsonwebtoken::get_current_timestamp();
         Ok(KeyStore {
             api_keys,
             issuers,
-            revoked: revoked.iter().filter(|r| r.expires_at >= now).map(|r| r.jti.clone()).collect(),
-            revoked_before: revoked_before.iter().map(|(application, &second)| (application.clone(), second)).collect(),
+            revocations: ArcSwap::from_pointee(Revocations::new(revoked, revoked_before)),
             tokens: Cache::with_weighter(TOKEN_CACHE_ITEMS, TOKEN_CACHE_BYTES, TokenWeighter),
         })
+    }
+
+    /// Take the revocations of `config`, an environment that differs from the one this
+    /// store was built from in its revocations only; requests checked after this see them.
+    pub(crate) fn set_revocations(&self, config: &Environment) {
+        self.revocations.store(Arc::new(Revocations::new(&config.revoked_tokens, &config.revoked_before)));
     }
 
     /// The identity of the consumer holding `key`.
@@ -214,11 +236,12 @@ impl KeyStore {
     /// nor issued to an application before its cut-off (a token without `iat` is then
     /// refused too).
     fn admit(&self, verified: Arc<VerifiedToken>) -> Result<Arc<VerifiedToken>, KeyError> {
-        if verified.jti.as_ref().is_some_and(|jti| self.revoked.contains(jti)) {
+        let revocations = self.revocations.load();
+        if verified.jti.as_ref().is_some_and(|jti| revocations.tokens.contains(jti)) {
             return Err(KeyError::Revoked);
         }
         if let Some(application) = &verified.identity.application
-            && let Some(&cutoff) = self.revoked_before.get(application)
+            && let Some(&cutoff) = revocations.before.get(application)
             && verified.issued_at.is_none_or(|issued| issued < cutoff)
         {
             return Err(KeyError::Revoked);

@@ -31,6 +31,10 @@ use crate::metrics::PolicyStats;
 pub const WIT_PACKAGE: &str = "portico:policy@0.1.0";
 /// The export every policy has.
 pub const POLICY_EXPORT: &str = "portico:policy/policy@0.1.0";
+/// The largest component compiled. A compile cannot be stopped once started, and its time
+/// grows with the component's size: this bounds what one upload costs every plane that
+/// compiles it.
+pub const MAX_COMPONENT_BYTES: usize = 32 << 20;
 
 /// How often the epoch ticks; deadlines are whole ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -48,6 +52,9 @@ pub enum LoadError {
     /// A component, but not one of the `portico:policy` world this gateway runs.
     #[error("policy `{name}` ({digest}) does not fit the {WIT_PACKAGE} world: {reason}")]
     WrongWorld { name: String, digest: String, reason: String },
+    /// Larger than [`MAX_COMPONENT_BYTES`].
+    #[error("policy `{name}` is {bytes} bytes; the largest component compiled is {MAX_COMPONENT_BYTES}")]
+    TooLarge { name: String, bytes: usize },
     /// The module's digest is not the pinned one.
     #[error("policy `{name}` has sha256 {actual}, expected {expected}")]
     DigestMismatch { name: String, expected: String, actual: String },
@@ -136,6 +143,9 @@ impl PolicyEngine {
         }
         if let Some(hit) = self.compiled.lock().unwrap_or_else(|e| e.into_inner()).get(&digest) {
             return Ok(hit.clone());
+        }
+        if bytes.len() > MAX_COMPONENT_BYTES {
+            return Err(LoadError::TooLarge { name: name.to_owned(), bytes: bytes.len() });
         }
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::NotAComponent {
             name: name.to_owned(),

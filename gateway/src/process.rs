@@ -30,7 +30,7 @@ pub async fn start_listeners(
     let mut tasks = Vec::new();
     for (i, spec) in settings.listeners.iter().enumerate() {
         let tls = match &spec.tls {
-            Some(tls) => Some(tls::server_config(tls, base_dir, &format!("listeners[{i}].tls")).map_err(|p| anyhow::anyhow!("{p}"))?),
+            Some(tls) => Some(tls::serve_config(tls, base_dir, &format!("listeners[{i}].tls")).map_err(|p| anyhow::anyhow!("{p}"))?),
             None => None,
         };
         let (socket, address) = listener::bind(&spec.address).await?;

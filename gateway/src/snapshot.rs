@@ -46,12 +46,16 @@ pub struct ServedOperation {
 pub struct Snapshot {
     /// An identifier of the configuration it was built from (sha256 of its canonical form).
     pub version: String,
+    /// That configuration's [`Environment::version_but_revocations`].
+    pub base: String,
     /// Host + path + method → operation.
-    pub routes: RouteTable<Arc<ServedOperation>>,
+    pub routes: Arc<RouteTable<Arc<ServedOperation>>>,
+    /// The credentials its policies check, revocations included.
+    pub keys: Arc<KeyStore>,
     /// Digests of the policy components it runs.
     pub digests: Vec<String>,
     /// Blocked clients, applications and users.
-    pub blocking: Blocking,
+    pub blocking: Arc<Blocking>,
     /// The APIs that could not be loaded, and why: each answers 503 where it can be
     /// routed at all.
     pub failed: Vec<FailedApi>,
@@ -96,6 +100,7 @@ impl Snapshot {
     /// API only (see [`OnFailedApi`]).
     pub fn build(config: &Environment, base_dir: &Path, shared: &Shared<'_>, on_failed_api: OnFailedApi) -> Result<Snapshot, BuildError> {
         let validation = validate::validate(config, &shared.ceilings);
+        let upstream_rule = Arc::new(validation.upstream_rule);
         let mut problems = validation.global;
         let keys = match KeyStore::for_gateway(config, base_dir) {
             Ok(keys) => Some(Arc::new(keys)),
@@ -107,7 +112,8 @@ impl Snapshot {
         if !problems.is_empty() {
             return Err(BuildError { problems });
         }
-        let services = Arc::new(Services { keys: keys.expect("no problems means keys were built"), counters: shared.counters.clone() });
+        let keys = keys.expect("no problems means keys were built");
+        let services = Arc::new(Services { keys: keys.clone(), counters: shared.counters.clone() });
 
         let mut modules = ModuleLoader { environment: config, base_dir, engine: shared.engine, loaded: HashMap::new() };
         let mut attach = |path: String, list: &[Attachment], problems: &mut Vec<Problem>| -> Vec<Arc<AttachedPolicy>> {
@@ -142,7 +148,7 @@ impl Snapshot {
             let stats = shared.metrics.api(&api.name, &api.version);
             let blocked = is_blocked(config, api);
             let mut routes = Vec::new();
-            let client = shared.clients.get(api.upstream.connect_timeout.0, api.upstream.ca.as_deref());
+            let client = shared.clients.get(api.upstream.connect_timeout.0, api.upstream.ca.as_deref(), &upstream_rule);
             if let (true, Err(reason)) = (api_problems.is_empty(), &client) {
                 api_problems.push(Problem { path: format!("{at}.upstream.ca"), reason: reason.clone() });
             }
@@ -216,7 +222,31 @@ impl Snapshot {
             })
             .collect();
         let digests = modules.loaded.values().filter_map(|loaded| loaded.as_ref().ok()).map(|c| c.digest().to_owned()).collect();
-        Ok(Snapshot { version: config.version(), routes, digests, blocking: Blocking::new(&config.blocked), failed })
+        Ok(Snapshot {
+            version: config.version(),
+            base: config.version_but_revocations(),
+            routes: Arc::new(routes),
+            keys,
+            digests,
+            blocking: Arc::new(Blocking::new(&config.blocked)),
+            failed,
+        })
+    }
+
+    /// This snapshot with the revocations of `config`, which differs from the configuration
+    /// it was built from in its revocations only (`base` is the same): nothing is built
+    /// again, and requests on this snapshot see the revocations too.
+    pub fn revoked(&self, config: &Environment) -> Snapshot {
+        self.keys.set_revocations(config);
+        Snapshot {
+            version: config.version(),
+            base: self.base.clone(),
+            routes: self.routes.clone(),
+            keys: self.keys.clone(),
+            digests: self.digests.clone(),
+            blocking: self.blocking.clone(),
+            failed: self.failed.clone(),
+        }
     }
 }
 
@@ -236,7 +266,8 @@ fn context_of(context: &str) -> String {
 /// The one operation of an API that could not be loaded: every path under its context
 /// answers 503 (none when even a client without TLS trust cannot be made: it is not routed).
 fn unavailable(api: &ApiConfig, stats: Arc<ApiStats>, blocked: bool, shared: &Shared<'_>) -> Option<OperationRoute<Arc<ServedOperation>>> {
-    let client = shared.clients.get(api.upstream.connect_timeout.0, None).ok()?;
+    // It has no endpoint: the rule is never asked.
+    let client = shared.clients.get(api.upstream.connect_timeout.0, None, &Arc::default()).ok()?;
     Some(OperationRoute {
         method: None,
         template: "/*".into(),
@@ -320,7 +351,8 @@ mod tests {
     }
 
     fn api(name: &str, context: &str, extra: &str) -> String {
-        format!("  - name: {name}\n    context: {context}\n    upstream: {{endpoints: [\"http://127.0.0.1:9\"]}}\n{extra}")
+        // TEST-NET-1: never called here, and in no network denied by default.
+        format!("  - name: {name}\n    context: {context}\n    upstream: {{endpoints: [\"http://192.0.2.1:9\"]}}\n{extra}")
     }
 
     fn served(snapshot: &Snapshot, path: &str) -> Option<bool> {
@@ -328,6 +360,39 @@ mod tests {
             RouteMatch::Found { value, .. } => Some(value.unavailable),
             _ => None,
         }
+    }
+
+    #[test]
+    fn a_component_too_large_to_compile_is_refused_unread_by_the_compiler() {
+        let gateway = Gateway::new(Limits::default()).unwrap();
+        let dir = std::env::temp_dir().join(format!("portico-big-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("big.wasm"), vec![0u8; crate::policy::MAX_COMPONENT_BYTES + 1]).unwrap();
+        let mut config = environment(&api("big", "/big", "    policies: [{policy: big}]\n"));
+        config.modules.insert("big".into(), crate::contract::environment::ModuleSource { path: Some("big.wasm".into()), sha256: None });
+        let snapshot = gateway.build(&config, &dir, OnFailedApi::Isolate).expect("built without the API");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let problem = &snapshot.failed[0].problems[0];
+        assert!(problem.contains("the largest component compiled is 33554432"), "{problem}");
+    }
+
+    #[tokio::test]
+    async fn revocations_alone_are_taken_without_a_rebuild() {
+        let gateway = Arc::new(Gateway::new(Limits::default()).unwrap());
+        let mut config = environment(&api("ok", "/ok", "    policies: [{policy: headers}]\n"));
+        gateway.apply(config.clone(), ".".into(), OnFailedApi::Refuse).await.unwrap();
+        let before = gateway.snapshot().unwrap();
+        config.revoked_tokens.push(crate::contract::environment::RevokedToken { jti: "t-1".into(), expires_at: u64::MAX });
+        let version = gateway.apply(config.clone(), ".".into(), OnFailedApi::Refuse).await.unwrap();
+        let after = gateway.snapshot().unwrap();
+        assert_eq!((version.as_str(), after.base.as_str()), (config.version().as_str(), before.base.as_str()));
+        assert!(Arc::ptr_eq(&before.routes, &after.routes) && Arc::ptr_eq(&before.keys, &after.keys), "nothing built again");
+        assert_eq!(gateway.metrics.reloads.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+        // Any other change builds a new snapshot.
+        config.blocked.users.push("mallory".into());
+        gateway.apply(config, ".".into(), OnFailedApi::Refuse).await.unwrap();
+        assert!(!Arc::ptr_eq(&after.routes, &gateway.snapshot().unwrap().routes));
     }
 
     #[test]
@@ -340,13 +405,14 @@ mod tests {
                 api("unknown", "/unknown", "    policies: [{policy: nowhere}]\n"),
                 api("template", "/template", "    operations: [{method: GET, path: \"/{\"}]\n"),
                 api("twin", "/ok", ""),
+                "  - name: metadata\n    context: /metadata\n    upstream: {endpoints: [\"http://169.254.169.254/latest\"]}\n".into(),
             ]
             .concat(),
         );
         let snapshot = gateway.build(&config, Path::new("."), OnFailedApi::Isolate).expect("built without the failed APIs");
         assert_eq!(served(&snapshot, "/ok/x"), Some(false));
         // Those that route answer 503; the one whose context another API holds is left out.
-        for path in ["/greedy/x", "/unknown/x", "/template/x"] {
+        for path in ["/greedy/x", "/unknown/x", "/template/x", "/metadata/x"] {
             assert_eq!(served(&snapshot, path), Some(true), "{path}");
         }
         let failed: Vec<(&str, &str)> =
@@ -357,12 +423,24 @@ mod tests {
                 ("greedy", "apis[1].policies[0].timeout"),
                 ("unknown", "apis[2].policies[0].policy"),
                 ("template", "apis[3].operations"),
-                ("twin", "apis[4].context")
+                ("twin", "apis[4].context"),
+                ("metadata", "apis[5].upstream.endpoints[0]")
             ]
+        );
+        assert!(
+            snapshot.failed[4].problems[0].contains("169.254.169.254 is in a denied upstream network (169.254.0.0/16)"),
+            "{:?}",
+            snapshot.failed[4]
         );
         assert!(snapshot.failed[3].problems[0].contains("already the context of apis[0]"), "{:?}", snapshot.failed[3]);
 
         let refused = gateway.build(&config, Path::new("."), OnFailedApi::Refuse).err().expect("refused whole");
-        assert_eq!(refused.problems.len(), 4, "{refused}");
+        assert_eq!(refused.problems.len(), 5, "{refused}");
+
+        // Allowed by the environment, the same endpoint loads.
+        let mut allowed = config.clone();
+        allowed.upstream_networks.allow.push("169.254.169.254".into());
+        let snapshot = gateway.build(&allowed, Path::new("."), OnFailedApi::Isolate).expect("built");
+        assert_eq!(served(&snapshot, "/metadata/x"), Some(false));
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -18,9 +19,62 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use crate::contract::Problem;
 use crate::settings::{CertificateConfig, TlsConfig};
 
+/// How often certificate files are checked for a change.
+const CERTIFICATE_CHECK: Duration = Duration::from_secs(2);
+
 /// The rustls configuration of a TLS listener (HTTP/2 and HTTP/1.1 by ALPN, the
 /// certificate by SNI); paths are relative to `base_dir`, problems are located at `at`.
+/// The files are read once: [`serve_config`] is the one that follows them.
 pub fn server_config(tls: &TlsConfig, base_dir: &Path, at: &str) -> Result<Arc<ServerConfig>, Problem> {
+    with_resolver(Arc::new(sni_resolver(tls, base_dir, at)?), at)
+}
+
+/// [`server_config`] for a listener that serves: the certificate and key files are checked
+/// every few seconds and read again when they change (a renewal takes effect without a
+/// restart, for new connections). Files that cannot be used are logged and the certificates
+/// in use kept. Needs a Tokio runtime; the check stops when the configuration is dropped.
+pub fn serve_config(tls: &TlsConfig, base_dir: &Path, at: &str) -> Result<Arc<ServerConfig>, Problem> {
+    let reloading = Arc::new(ReloadingResolver { current: ArcSwap::from_pointee(sni_resolver(tls, base_dir, at)?) });
+    let config = with_resolver(reloading.clone(), at)?;
+    let weak = Arc::downgrade(&reloading);
+    drop(reloading);
+    let (tls, base_dir, at) = (tls.clone(), base_dir.to_owned(), at.to_owned());
+    tokio::spawn(async move {
+        let mut seen = stamps(&tls, &base_dir);
+        loop {
+            tokio::time::sleep(CERTIFICATE_CHECK).await;
+            let Some(reloading) = weak.upgrade() else { return };
+            let now = stamps(&tls, &base_dir);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match sni_resolver(&tls, &base_dir, &at) {
+                Ok(resolver) => {
+                    reloading.current.store(Arc::new(resolver));
+                    tracing::info!(at, "certificates reloaded");
+                }
+                Err(problem) => {
+                    tracing::error!(%problem, "certificate files changed but cannot be used; the previous certificates are kept")
+                }
+            }
+        }
+    });
+    Ok(config)
+}
+
+fn with_resolver(resolver: Arc<dyn ResolvesServerCert>, at: &str) -> Result<Arc<ServerConfig>, Problem> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Problem { path: at.to_owned(), reason: e.to_string() })?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn sni_resolver(tls: &TlsConfig, base_dir: &Path, at: &str) -> Result<SniResolver, Problem> {
     let mut resolver = SniResolver { default: None, by_name: HashMap::new() };
     for (i, certificate) in tls.certificates.iter().enumerate() {
         let key = certified_key(certificate, base_dir).map_err(|reason| Problem { path: format!("{at}.certificates[{i}]"), reason })?;
@@ -32,14 +86,26 @@ pub fn server_config(tls: &TlsConfig, base_dir: &Path, at: &str) -> Result<Arc<S
     if resolver.default.is_none() {
         return Err(Problem { path: format!("{at}.certificates"), reason: "at least one certificate is needed".into() });
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Problem { path: at.to_owned(), reason: e.to_string() })?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(resolver)
+}
+
+/// What tells one version of the certificate files from the next: each file's modification
+/// time and length (`None` for a file that cannot be read now).
+fn stamps(tls: &TlsConfig, base_dir: &Path) -> Vec<Option<(std::time::SystemTime, u64)>> {
+    let stamp = |path: &Path| std::fs::metadata(base_dir.join(path)).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+    tls.certificates.iter().flat_map(|c| [stamp(&c.cert), stamp(&c.key)]).collect()
+}
+
+/// The certificates in use, replaced whole when their files change.
+#[derive(Debug)]
+struct ReloadingResolver {
+    current: ArcSwap<SniResolver>,
+}
+
+impl ResolvesServerCert for ReloadingResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.load().resolve(hello)
+    }
 }
 
 fn certified_key(certificate: &CertificateConfig, base_dir: &Path) -> Result<Arc<CertifiedKey>, String> {
@@ -144,13 +210,18 @@ fn trusting(roots: RootCertStore) -> Result<ClientConfig, String> {
 
 /// A connector for `http://` and `https://` URLs (HTTP/1.1), TLS as `config` says, the
 /// server name (SNI, and what its certificate must name) from the URL's host. Without a
-/// configuration it trusts nothing: every `https://` URL fails.
-pub fn connector(config: Option<ClientConfig>, connect_timeout: Duration) -> Result<HttpsConnector<HttpConnector>, String> {
+/// configuration it trusts nothing: every `https://` URL fails. Host names are resolved by
+/// `resolver` (`GaiResolver` for the system's).
+pub fn connector<R>(
+    config: Option<ClientConfig>,
+    connect_timeout: Duration,
+    resolver: R,
+) -> Result<HttpsConnector<HttpConnector<R>>, String> {
     let config = match config {
         Some(config) => config,
         None => trusting(RootCertStore::empty())?,
     };
-    let mut http = HttpConnector::new();
+    let mut http = HttpConnector::new_with_resolver(resolver);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     http.enforce_http(false);

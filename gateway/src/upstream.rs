@@ -2,8 +2,12 @@
 //! response timeouts, and failover to the next endpoint when a connection cannot be made.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -14,11 +18,13 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::Body;
 use crate::error::ProxyError;
 use crate::error::causes;
+use crate::network::UpstreamRule;
 use crate::tls;
 
 /// One upstream base URL.
@@ -50,22 +56,68 @@ pub fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
     Ok(Endpoint { scheme, authority, base_path, host })
 }
 
-/// The HTTP client of an upstream: `http://` and `https://` (HTTP/1.1), pooled.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
-
-/// HTTP clients shared by every snapshot, one per connect timeout and trust (the system's
-/// roots, or an API's CA certificates), so that connection pools survive reloads.
-#[derive(Default)]
-pub struct Clients {
-    by_settings: Mutex<HashMap<(Duration, Option<String>), UpstreamClient>>,
+/// The IP address an endpoint is written with, if it is (`http://[::1]:80` gives `::1`):
+/// such an address is checked when the snapshot is built, since no resolver sees it.
+pub fn literal_address(text: &str) -> Option<std::net::IpAddr> {
+    let uri: Uri = text.parse().ok()?;
+    let host = uri.host()?;
+    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host).parse().ok()
 }
 
+/// Resolves upstream host names and keeps the addresses the environment's
+/// [`UpstreamRule`] accepts: a name that resolves only to denied addresses fails to connect,
+/// whatever the name, so a publisher's DNS cannot point the gateway at its own host.
+#[derive(Clone)]
+pub struct CheckedResolver {
+    rule: Arc<UpstreamRule>,
+}
+
+impl tower_service::Service<Name> for CheckedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let rule = self.rule.clone();
+        Box::pin(async move {
+            let mut refused = None;
+            let allowed: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
+                .await?
+                .filter(|address| rule.check(address.ip()).map_err(|reason| refused.get_or_insert(reason)).is_ok())
+                .collect();
+            if allowed.is_empty() {
+                let reason = refused.unwrap_or_else(|| "no address".to_owned());
+                return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("`{}` resolves to {reason}", name.as_str())));
+            }
+            Ok(allowed.into_iter())
+        })
+    }
+}
+
+/// The HTTP client of an upstream: `http://` and `https://` (HTTP/1.1), pooled.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector<CheckedResolver>>, Body>;
+
+/// HTTP clients shared by every snapshot, one per connect timeout, trust (the system's
+/// roots, or an API's CA certificates) and upstream rule, so that connection pools survive
+/// reloads.
+#[derive(Default)]
+pub struct Clients {
+    by_settings: Mutex<HashMap<ClientSettings, UpstreamClient>>,
+}
+
+/// What tells upstream clients apart: connect timeout, CA certificates, upstream rule.
+type ClientSettings = (Duration, Option<String>, Arc<UpstreamRule>);
+
 impl Clients {
-    /// The client for this connect timeout and these CA certificates (PEM; the system's
-    /// roots when `None`), made on first use; an error says why `ca` cannot be used.
-    pub fn get(&self, connect_timeout: Duration, ca: Option<&str>) -> Result<UpstreamClient, String> {
+    /// The client for this connect timeout, these CA certificates (PEM; the system's roots
+    /// when `None`) and this rule, made on first use; an error says why `ca` cannot be used.
+    pub fn get(&self, connect_timeout: Duration, ca: Option<&str>, rule: &Arc<UpstreamRule>) -> Result<UpstreamClient, String> {
         let mut clients = self.by_settings.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (connect_timeout, ca.map(str::to_owned));
+        let key = (connect_timeout, ca.map(str::to_owned), rule.clone());
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
@@ -76,7 +128,7 @@ impl Clients {
                 tls::client_config(tls::Trust::System).map_err(|e| tracing::warn!(error = %e, "https:// upstreams cannot be verified")).ok()
             }
         };
-        let connector = tls::connector(trust, connect_timeout)?;
+        let connector = tls::connector(trust, connect_timeout, CheckedResolver { rule: rule.clone() })?;
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())

@@ -99,7 +99,7 @@ pub async fn start(options: &Options, stopped: watch::Receiver<bool>) -> anyhow:
     let tls = match (&options.tls_cert, &options.tls_key) {
         (Some(cert), Some(key)) => {
             let certificate = CertificateConfig { cert: cert.clone(), key: key.clone(), server_names: Vec::new() };
-            let config = tls::server_config(&TlsConfig { certificates: vec![certificate] }, Path::new("."), "--tls-cert")
+            let config = tls::serve_config(&TlsConfig { certificates: vec![certificate] }, Path::new("."), "--tls-cert")
                 .map_err(|problem| anyhow::anyhow!("{}", problem.reason))?;
             Some(config)
         }

@@ -143,6 +143,7 @@ async fn run() {
     .unwrap();
     let cp = ControlPlaneClient::new(control_plane.control_plane.unwrap());
     let admin = cp.login("admin", ADMIN_PASSWORD).await;
+    cp.allow_loopback_upstreams(&admin).await;
     for (version, path) in [("1.0.0", policies::STAMP_V1), ("2.0.0", policies::STAMP_V2)] {
         let component = base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap());
         cp.ok(Method::POST, "/api/v1/policies", Some(&admin), json!({"name": "stamp", "version": version, "component": component})).await;

@@ -329,6 +329,13 @@ impl ControlPlaneClient {
         session["token"].as_str().unwrap().to_owned()
     }
 
+    /// As admin, let the `default` environment's APIs call upstreams on 127.0.0.1, where
+    /// [`MockUpstream`]s listen (loopback upstreams are refused unless allowed).
+    pub async fn allow_loopback_upstreams(&self, admin: &str) {
+        let networks = serde_json::json!({"allow": ["127.0.0.1"]});
+        self.ok(Method::PUT, "/api/v1/environments/default/upstream-networks", Some(admin), networks).await;
+    }
+
     /// Create the API `definition`, publish it, take a revision and deploy it on `default`;
     /// returns the API's id.
     pub async fn deployed_api(&self, token: &str, definition: serde_json::Value) -> String {
@@ -395,6 +402,10 @@ pub fn check_config(file: &Path) -> (bool, String) {
 /// A mock upstream on loopback that answers every request with a JSON description of it
 /// (`method`, `path`, `query`, `headers`, `body`), except paths ending in `/slow` (waits
 /// 3 s first) or `/status/NNN` (answers NNN).
+/// The line of a configuration file that lets its APIs call [`MockUpstream`]s: loopback
+/// upstreams are refused unless an environment allows them.
+pub const ALLOW_LOOPBACK_UPSTREAMS: &str = "upstream_networks: {allow: [127.0.0.1]}\n";
+
 pub struct MockUpstream {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -627,6 +638,22 @@ pub async fn tls_get(
     let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (version, (status, body))
+}
+
+/// Whether a TLS handshake with `addr` (as `localhost`) succeeds trusting only `ca_der`;
+/// the reason when not.
+pub async fn tls_handshake(addr: SocketAddr, ca_der: &[u8]) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from(ca_der.to_vec())).map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map(drop).map_err(|e| e.to_string())
 }
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, written as PEM files.

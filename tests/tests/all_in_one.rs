@@ -40,6 +40,7 @@ async fn publish_subscribe_call_hit_the_limit_and_revoke() {
 
     // Admin: a publisher account and a small tier to hit.
     let admin = cp.login("admin", "walkthrough-admin-1").await;
+    cp.allow_loopback_upstreams(&admin).await;
     cp.ok(Method::POST, "/api/v1/users", Some(&admin), json!({"username": "pat", "password": "publisher-pass-1", "role": "publisher"}))
         .await;
     cp.ok(
@@ -259,6 +260,7 @@ async fn a_tier_change_reaches_the_running_gateway_within_a_second() {
     let cp = ControlPlaneClient::new(process.control_plane.unwrap());
     let client = HttpClient::default();
     let admin = cp.login("admin", "tier-admin-pass-1").await;
+    cp.allow_loopback_upstreams(&admin).await;
     let roomy = json!({"requests": 1_000_000, "per_ms": 60000});
     cp.ok(Method::PUT, "/api/v1/tiers/subscription/Elastic", Some(&admin), roomy).await;
     let api = cp
@@ -321,6 +323,7 @@ async fn all_in_one_serves_both_planes_over_tls() {
     .unwrap();
     let cp = ControlPlaneClient::https(process.control_plane.unwrap(), &certificate.der);
     let admin = cp.login("admin", "tls-admin-pass-1").await;
+    cp.allow_loopback_upstreams(&admin).await;
     let metadata = cp.ok(Method::GET, "/.well-known/oauth-authorization-server", Some(&admin), Value::Null).await;
     assert!(metadata["issuer"].as_str().unwrap().starts_with("https://"), "{metadata}");
     let (version, (status, _)) = tls_get(process.listeners[0], &certificate.der, b"h2", "/nothing", &[]).await;
@@ -336,6 +339,7 @@ async fn blocking_a_user_or_removing_a_subscription_refuses_the_tokens_already_i
     let cp = ControlPlaneClient::new(process.control_plane.unwrap());
     let client = HttpClient::default();
     let admin = cp.login("admin", "jwt-admin-pass-1").await;
+    cp.allow_loopback_upstreams(&admin).await;
     let definition = json!({"name": "jwt", "version": "v1", "context": "/jwt", "endpoints": [upstream.url()],
         "operations": [{"method": "GET", "path": "/x"}], "tiers": ["Unlimited"]});
     // The token is polled until the deployment serves it, below.
@@ -394,4 +398,87 @@ async fn the_first_admin_password_is_written_to_a_private_file() {
     assert!(!process.logs().iter().any(|line| line.contains(&password)), "the password is not in the output");
     let cp = ControlPlaneClient::new(process.control_plane.unwrap());
     cp.login("admin", &password).await;
+}
+
+/// A publisher cannot point an API at the gateway's host or a cloud metadata address
+/// unless an admin allowed it: an endpoint written as such an address is refused at deploy,
+/// a host name that resolves to one fails its calls (502) without reaching it, and taking
+/// an allowance back stops APIs already deployed there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_networks_keep_publishers_off_the_gateways_host() {
+    let upstream = MockUpstream::start().await;
+    let process = start_all_in_one("networks-admin-1");
+    let cp = ControlPlaneClient::new(process.control_plane.unwrap());
+    let client = HttpClient::default();
+    let admin = cp.login("admin", "networks-admin-1").await;
+    cp.ok(Method::POST, "/api/v1/users", Some(&admin), json!({"username": "pat", "password": "publisher-pass-1", "role": "publisher"}))
+        .await;
+    let pat = cp.login("pat", "publisher-pass-1").await;
+    let key_of = async |api: &str, app: &str| cp.subscribed_key(&admin, app, api).await.key;
+    let definition = |name: &str, endpoint: String| {
+        json!({"name": name, "version": "v1", "context": format!("/{name}"), "endpoints": [endpoint], "tiers": ["Unlimited"],
+            "operations": [{"method": "GET", "path": "/x"}]})
+    };
+
+    // The defaults, as anyone logged in reads them.
+    let defaults = cp.ok(Method::GET, "/api/v1/environments/default/upstream-networks", Some(&pat), Value::Null).await;
+    assert_eq!(defaults["allow"], json!([]), "{defaults}");
+    for denied in ["127.0.0.0/8", "::1/128", "169.254.0.0/16"] {
+        assert!(defaults["deny"].as_array().unwrap().iter().any(|d| d == denied), "{denied}: {defaults}");
+    }
+
+    // An address the environment denies is refused at deploy, naming it.
+    let literal = cp.ok(Method::POST, "/api/v1/apis", Some(&pat), definition("literal", upstream.url())).await;
+    let literal = literal["id"].as_str().unwrap().to_owned();
+    cp.ok(Method::POST, &format!("/api/v1/apis/{literal}/lifecycle"), Some(&pat), json!({"action": "publish"})).await;
+    let revision = cp.ok(Method::POST, &format!("/api/v1/apis/{literal}/revisions"), Some(&pat), json!({})).await;
+    let deploy = json!({"revision_id": revision["id"], "environments": ["default"]});
+    let refused = cp.call(Method::POST, &format!("/api/v1/apis/{literal}/deployments"), Some(&pat), Some(deploy.clone())).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text());
+    let problem = refused.json();
+    assert_eq!(problem["field"], "environments[0]", "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("127.0.0.1 is in a denied upstream network (127.0.0.0/8)"), "{problem}");
+
+    // A name that resolves to loopback deploys, but its calls never reach the address.
+    let port = upstream.addr.port();
+    let named = cp.deployed_api(&pat, definition("named", format!("http://localhost:{port}/named"))).await;
+    let key = key_of(&named, "named-app").await;
+    eventually("the named API answers 502", async || {
+        client.get(&process.url("/named/v1/x"), &[("apikey", &key)]).await.unwrap().status == StatusCode::BAD_GATEWAY
+    })
+    .await;
+    assert!(upstream.received().is_empty(), "{:?}", upstream.received());
+
+    // Only an admin changes the lists, and each entry is checked.
+    let networks = "/api/v1/environments/default/upstream-networks";
+    let reply = cp.call(Method::PUT, networks, Some(&pat), Some(json!({"allow": ["127.0.0.1"]}))).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let reply = cp.call(Method::PUT, networks, Some(&admin), Some(json!({"allow": ["127.0.0.1", "localhost"]}))).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json()["field"], "allow[1]", "{}", reply.text());
+
+    // Allowed: the literal address deploys and both APIs reach the upstream.
+    let allowed = cp.ok(Method::PUT, networks, Some(&admin), json!({"allow": ["127.0.0.1", "::1"]})).await;
+    assert_eq!(allowed["deny"], defaults["deny"], "deny left out keeps the defaults");
+    cp.ok(Method::POST, &format!("/api/v1/apis/{literal}/deployments"), Some(&pat), deploy).await;
+    let literal_key = key_of(&literal, "literal-app").await;
+    eventually("both APIs reach the upstream", async || {
+        let named = client.get(&process.url("/named/v1/x"), &[("apikey", &key)]).await.unwrap();
+        let literal = client.get(&process.url("/literal/v1/x"), &[("apikey", &literal_key)]).await.unwrap();
+        named.status == StatusCode::OK && literal.status == StatusCode::OK
+    })
+    .await;
+
+    // Taken back: the deployed literal address stops loading (503), the name stops resolving.
+    cp.ok(Method::PUT, networks, Some(&admin), json!({})).await;
+    eventually("the allowance is taken back", async || {
+        let named = client.get(&process.url("/named/v1/x"), &[("apikey", &key)]).await.unwrap();
+        let literal = client.get(&process.url("/literal/v1/x"), &[("apikey", &literal_key)]).await.unwrap();
+        named.status == StatusCode::BAD_GATEWAY && literal.status == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    let received = upstream.received().len();
+    client.get(&process.url("/named/v1/x"), &[("apikey", &key)]).await.unwrap();
+    client.get(&process.url("/literal/v1/x"), &[("apikey", &literal_key)]).await.unwrap();
+    assert_eq!(upstream.received().len(), received, "nothing more reached the upstream");
 }

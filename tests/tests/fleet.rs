@@ -168,6 +168,7 @@ async fn pattern_2_control_plane_and_two_gateways() {
     let cp_url = format!("http://127.0.0.1:{port}");
     let cp = ControlPlaneClient::new(control_plane.control_plane.unwrap());
     let admin = cp.login("admin", ADMIN_PASSWORD).await;
+    cp.allow_loopback_upstreams(&admin).await;
 
     // The registry: two versions of a policy; bad uploads are refused with the reason.
     for (version, path) in [("1.0.0", policies::STAMP_V1), ("2.0.0", policies::STAMP_V2)] {
@@ -221,7 +222,7 @@ async fn pattern_2_control_plane_and_two_gateways() {
         .client
         .get(
             &format!("{cp_url}/fleet/v1/stream"),
-            &[("authorization", "Bearer nope"), ("portico-protocol", "3"), ("portico-gateway", "x"), ("portico-environment", "default")],
+            &[("authorization", "Bearer nope"), ("portico-protocol", "4"), ("portico-gateway", "x"), ("portico-environment", "default")],
         )
         .await
         .unwrap();
@@ -339,6 +340,9 @@ async fn pattern_2_control_plane_and_two_gateways() {
     })
     .await;
     println!("revoked access token refused by both gateways after {took:?}");
+    for gateway in &gateways {
+        assert!(gateway.count_logs("revocations received") >= 1, "sent as a revocations event, not the whole environment");
+    }
 
     // Blocking conditions (application, client network, API) reach both gateways within 1 s,
     // and so does their removal.
@@ -442,6 +446,7 @@ async fn pattern_1_two_all_in_one_nodes_on_postgres() {
     let cp1 = ControlPlaneClient::new(first.control_plane.unwrap());
     let cp2 = ControlPlaneClient::new(second.control_plane.unwrap());
     let admin = cp1.login("admin", ADMIN_PASSWORD).await;
+    cp1.allow_loopback_upstreams(&admin).await;
 
     // Published and deployed on node 1: served by node 2's gateway too.
     let api = cp1.ok(Method::POST, "/api/v1/apis", Some(&admin), json!({"name": "shared", "version": "v1", "context": "/shared", "endpoints": [upstream.url()], "operations": [{"method": "GET", "path": "/x"}], "tiers": ["Unlimited"]})).await;
@@ -493,6 +498,7 @@ async fn a_fleet_gateway_takes_its_tls_listener_and_limits_from_its_own_settings
     let control_plane = start_control_plane(data.path(), 0);
     let cp = ControlPlaneClient::new(control_plane.control_plane.unwrap());
     let admin = cp.login("admin", ADMIN_PASSWORD).await;
+    cp.allow_loopback_upstreams(&admin).await;
     let token = cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({"description": "tls"})).await;
     let dir = tempfile::tempdir().unwrap();
     let certificate = TestCertificate::generate(dir.path());
@@ -521,6 +527,7 @@ async fn an_api_a_gateway_cannot_load_fails_alone() {
     let control_plane = start_control_plane(data.path(), 0);
     let cp = ControlPlaneClient::new(control_plane.control_plane.unwrap());
     let admin = cp.login("admin", ADMIN_PASSWORD).await;
+    cp.allow_loopback_upstreams(&admin).await;
     // The control plane allows a policy 1 s (its default); the gateway below, 200 ms.
     let mut apis = Vec::new();
     for (name, timeout) in [("fine", "50ms"), ("greedy", "500ms")] {
@@ -596,6 +603,7 @@ async fn pattern_2_over_tls_and_an_untrusted_control_plane_refused() {
     let address = control_plane.control_plane.unwrap();
     let cp = ControlPlaneClient::https(address, &certificate.der);
     let admin = cp.login("admin", ADMIN_PASSWORD).await;
+    cp.allow_loopback_upstreams(&admin).await;
     let plain = HttpClient::default().get(&format!("http://{address}/api/v1/openapi.json"), &[]).await;
     assert!(plain.is_err() || plain.unwrap().status != StatusCode::OK, "the control plane does not answer plain HTTP");
 
@@ -672,6 +680,7 @@ async fn killing_the_control_plane_mid_publish_leaves_a_whole_database() {
     let port = control_plane.control_plane.unwrap().port();
     let cp = ControlPlaneClient::new(control_plane.control_plane.unwrap());
     let admin = cp.login("admin", ADMIN_PASSWORD).await;
+    cp.allow_loopback_upstreams(&admin).await;
     let endpoint = upstream.url();
     let definition = Arc::new(move |i: usize| {
         json!({"name": "churn", "version": "v1", "context": "/churn", "endpoints": [endpoint], "description": format!("round {i}"),
@@ -751,6 +760,7 @@ async fn killing_the_control_plane_mid_publish_leaves_a_whole_database() {
     // The last state converges at a gateway.
     let cp = ControlPlaneClient::new(control_plane.control_plane.unwrap());
     let admin = cp.login("admin", ADMIN_PASSWORD).await;
+    cp.allow_loopback_upstreams(&admin).await;
     let token = cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({})).await;
     let cache = tempfile::tempdir().unwrap();
     let _gateway = start_gateway(&format!("http://127.0.0.1:{port}"), token["token"].as_str().unwrap(), cache.path(), "snapshot applied");

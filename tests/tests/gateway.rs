@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use portico_tests::{
-    HttpClient, MockUpstream, PorticoProcess, TestCertificate, TestIssuer, check_config, indent, policies, tls_get, unix_now,
+    ALLOW_LOOPBACK_UPSTREAMS, HttpClient, MockUpstream, PorticoProcess, TestCertificate, TestIssuer, check_config, indent, policies,
+    tls_get, tls_handshake, unix_now,
 };
 
 fn api(name: &str, context: &str, upstream: &MockUpstream, policies: &str) -> String {
@@ -18,7 +19,7 @@ fn api(name: &str, context: &str, upstream: &MockUpstream, policies: &str) -> St
 }
 
 fn gateway_config(apis: &str, extra: &str) -> String {
-    format!("listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\n{extra}\napis:\n{apis}")
+    format!("listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\n{ALLOW_LOOPBACK_UPSTREAMS}{extra}\napis:\n{apis}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -468,7 +469,7 @@ fn check_config_names_every_problem_with_its_path() {
     std::fs::write(
         &file,
         format!(
-            "listeners:\n  - address: 127.0.0.1:0\nmodules:\n  command:\n    path: {}\n  core:\n    path: {}\napis:\n  - name: a\n    context: /pets\n    upstream:\n      endpoints: [\"http://127.0.0.1:1\"]\n    policies:\n      - policy: command\n      - policy: core\n",
+            "listeners:\n  - address: 127.0.0.1:0\nmodules:\n  command:\n    path: {}\n  core:\n    path: {}\napis:\n  - name: a\n    context: /pets\n    upstream:\n      endpoints: [\"http://192.0.2.1:1\"]\n    policies:\n      - policy: command\n      - policy: core\n",
             policies::NOT_A_POLICY,
             core_module.display()
         ),
@@ -501,7 +502,7 @@ async fn tls_listener_speaks_http1_and_http2() {
     let dir = tempfile::tempdir().unwrap();
     let certificate = TestCertificate::generate(dir.path());
     let config = format!(
-        "listeners:\n  - address: 127.0.0.1:0\n    tls:\n      certificates:\n        - cert: {}\n          key: {}\napis:\n{}",
+        "listeners:\n  - address: 127.0.0.1:0\n    tls:\n      certificates:\n        - cert: {}\n          key: {}\n{ALLOW_LOOPBACK_UPSTREAMS}apis:\n{}",
         certificate.cert.display(),
         certificate.key.display(),
         api("t", "/t", &upstream, "      []")
@@ -515,6 +516,20 @@ async fn tls_listener_speaks_http1_and_http2() {
         let seen: serde_json::Value = serde_json::from_slice(&reply.1).unwrap();
         assert_eq!(seen["headers"]["x-forwarded-proto"][0], "https");
     }
+
+    // A renewed certificate, written over the files, is served without a restart; a key
+    // that does not match is logged and the certificate in use kept.
+    let address = gateway.listeners[0];
+    let renewed = TestCertificate::generate(gateway.dir.path());
+    let took = portico_tests::eventually("the renewed certificate served", Duration::from_secs(10), async || {
+        tls_handshake(address, &renewed.der).await.is_ok()
+    })
+    .await;
+    println!("renewed certificate served after {took:?}");
+    assert!(tls_handshake(address, &certificate.der).await.is_err(), "the old one is no longer served");
+    std::fs::write(&renewed.key, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+    assert!(gateway.wait_for_log("certificate files changed but cannot be used", Duration::from_secs(10)));
+    assert!(tls_handshake(address, &renewed.der).await.is_ok(), "kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

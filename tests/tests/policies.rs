@@ -11,7 +11,10 @@ use std::process::Command;
 use http::{Method, StatusCode};
 use portico::policy_tool::{self, Fixtures, Language};
 use portico_tests::policy_builds::{build_project, built, harness, toolchains};
-use portico_tests::{ControlPlaneClient, HttpClient, MockUpstream, PorticoProcess, check_config, policies, portico_binary, workspace_root};
+use portico_tests::{
+    ALLOW_LOOPBACK_UPSTREAMS, ControlPlaneClient, HttpClient, MockUpstream, PorticoProcess, check_config, policies, portico_binary,
+    workspace_root,
+};
 
 const VALIDATE_JSON: &str = "examples/policies/validate-json";
 const MASK_FIELDS: &str = "examples/policies/mask-fields";
@@ -180,7 +183,7 @@ fn refused_everywhere(project: &str, name: &str, component: &str, expected: &[&s
 
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
-        "listeners: [{{address: \"127.0.0.1:0\"}}]\nmodules:\n  odd: {{path: {component}}}\napis:\n  - name: a\n    context: /a\n    upstream: {{endpoints: [\"http://127.0.0.1:9\"]}}\n    policies: [{{policy: odd}}]\n"
+        "listeners: [{{address: \"127.0.0.1:0\"}}]\nmodules:\n  odd: {{path: {component}}}\napis:\n  - name: a\n    context: /a\n    upstream: {{endpoints: [\"http://192.0.2.1:9\"]}}\n    policies: [{{policy: odd}}]\n"
     );
     std::fs::write(dir.path().join("portico.yaml"), config).unwrap();
     let (ok, at_load) = check_config(&dir.path().join("portico.yaml"));
@@ -194,7 +197,7 @@ fn a_configuration_a_python_policy_refuses_is_named_at_load() {
     let built = built(VALIDATE_JSON);
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
-        "listeners: [{{address: \"127.0.0.1:0\"}}]\nmodules:\n  validate-json: {{path: {}}}\napis:\n  - name: a\n    context: /a\n    upstream: {{endpoints: [\"http://127.0.0.1:9\"]}}\n    policies:\n      - policy: validate-json\n        config: {{schema: {{type: object, properties: {{quantity: {{typ: integer}}}}}}}}\n",
+        "listeners: [{{address: \"127.0.0.1:0\"}}]\nmodules:\n  validate-json: {{path: {}}}\napis:\n  - name: a\n    context: /a\n    upstream: {{endpoints: [\"http://192.0.2.1:9\"]}}\n    policies:\n      - policy: validate-json\n        config: {{schema: {{type: object, properties: {{quantity: {{typ: integer}}}}}}}}\n",
         built.component.display()
     );
     std::fs::write(dir.path().join("portico.yaml"), config).unwrap();
@@ -234,7 +237,7 @@ fn mediated_config(upstream: &MockUpstream) -> String {
   - address: 127.0.0.1:0
 admin:
   address: 127.0.0.1:0
-modules:
+{ALLOW_LOOPBACK_UPSTREAMS}modules:
   validate-json: {{path: {validate}}}
   mask-fields: {{path: {mask}}}
 consumers:
@@ -380,6 +383,7 @@ async fn python_and_javascript_policies_pushed_to_the_registry_mediate_traffic()
 
     // Attached through the publisher: a configuration against the uploaded schema is refused.
     let admin = cp.login("admin", "policies-admin-1").await;
+    cp.allow_loopback_upstreams(&admin).await;
     let api = |validate_config: serde_json::Value| {
         serde_json::json!({
             "name": "orders", "version": "v1", "context": "/orders", "endpoints": [format!("{}/base", upstream.url())],

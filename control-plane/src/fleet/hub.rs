@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use portico_gateway::contract::environment::Environment;
-use portico_gateway::contract::fleet::{ENVIRONMENT_EVENT, EnvironmentMessage, PROTOCOL_VERSION, event};
+use portico_gateway::contract::fleet::{
+    ENVIRONMENT_EVENT, EnvironmentMessage, PROTOCOL_VERSION, REVOCATIONS_EVENT, RevocationsMessage, event,
+};
 use tokio::sync::watch;
 
 use crate::AppState;
@@ -30,6 +32,9 @@ pub struct Published {
     pub message: EnvironmentMessage,
     /// The message as a stream event, serialised once for every gateway.
     pub event: Bytes,
+    /// When only revocations changed since the previous snapshot: that snapshot's version,
+    /// and the [`RevocationsMessage`] event that a gateway sent it needs instead of `event`.
+    pub revocations: Option<(String, Bytes)>,
 }
 
 /// Builds the configuration an environment runs from the database; given to the hub by
@@ -54,7 +59,18 @@ pub async fn publish(state: &AppState, environment: &str) -> ApiResult<Published
     let message =
         EnvironmentMessage { protocol: PROTOCOL_VERSION, environment: environment.to_owned(), version: content.version(), content };
     let data = serde_json::to_string(&message).map_err(|e| crate::error::ApiError::Internal(e.to_string()))?;
-    Ok(Published { event: Bytes::from(event(ENVIRONMENT_EVENT, &data)), message })
+    Ok(Published { event: Bytes::from(event(ENVIRONMENT_EVENT, &data)), message, revocations: None })
+}
+
+/// `published`, with the revocations event that takes a gateway from `previous` to it when
+/// that is all that changed.
+fn with_revocations(mut published: Published, previous: Option<&Published>) -> Published {
+    let delta = previous.and_then(|previous| RevocationsMessage::between(&previous.message, &published.message));
+    published.revocations = delta.and_then(|delta| {
+        let data = serde_json::to_string(&delta).ok()?;
+        Some((delta.base, Bytes::from(event(REVOCATIONS_EVENT, &data))))
+    });
+    published
 }
 
 impl Hub {
@@ -82,9 +98,11 @@ async fn build(state: AppState, environment: String, sender: watch::Sender<Optio
     loop {
         match publish(&state, &environment).await {
             Ok(published) => {
-                let same = sender.borrow().as_ref().is_some_and(|p| p.message.version == published.message.version);
-                if !same {
-                    tracing::info!(environment = %environment, version = %published.message.version, "new snapshot");
+                let previous = sender.borrow().clone();
+                if previous.as_ref().is_none_or(|p| p.message.version != published.message.version) {
+                    let published = with_revocations(published, previous.as_deref());
+                    let what = if published.revocations.is_some() { "revocations only" } else { "whole" };
+                    tracing::info!(environment = %environment, version = %published.message.version, what, "new snapshot");
                     sender.send_replace(Some(Arc::new(published)));
                 }
             }

@@ -30,6 +30,9 @@ pub async fn stream(State(state): State<AppState>, gateway: GatewayCaller) -> Ap
     tokio::spawn(async move {
         let mut keepalive = tokio::time::interval(KEEPALIVE);
         keepalive.tick().await;
+        // The version this gateway was last sent: a snapshot that only adds revocations to
+        // it goes as those revocations.
+        let mut sent: Option<String> = None;
         loop {
             let chunk = tokio::select! {
                 changed = snapshots.changed() => {
@@ -37,7 +40,12 @@ pub async fn stream(State(state): State<AppState>, gateway: GatewayCaller) -> Ap
                         break;
                     }
                     let Some(published) = snapshots.borrow_and_update().clone() else { continue };
-                    published.event.clone()
+                    let chunk = match &published.revocations {
+                        Some((base, revocations)) if sent.as_ref() == Some(base) => revocations.clone(),
+                        _ => published.event.clone(),
+                    };
+                    sent = Some(published.message.version.clone());
+                    chunk
                 }
                 _ = keepalive.tick() => {
                     match gateway.still_allowed(&state).await {

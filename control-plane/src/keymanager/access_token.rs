@@ -152,8 +152,6 @@ pub(crate) async fn is_revoked(db: &Db, jti: &str) -> ApiResult<bool> {
     Ok(found.is_some())
 }
 
-/// The revoked access tokens that have not expired yet, as `(jti, exp in milliseconds since
-/// the Unix epoch)`: what gateways must refuse until then.
 /// Have every gateway refuse the access tokens issued to `application_id` so far (within
 /// about 1 s, like a revocation): what they claim (its subscriptions, its tier, its very
 /// existence) no longer holds. Part of the caller's change; kept for one token lifetime.
@@ -182,6 +180,41 @@ pub async fn cutoffs(db: &Db) -> ApiResult<Vec<(String, i64)>> {
         .await?)
 }
 
+/// Whether a token issued to `application_id` at `iat` (Unix seconds) falls before the
+/// application's cut-off, as gateways check it.
+pub async fn is_cut_off(db: &Db, application_id: &str, iat: i64) -> ApiResult<bool> {
+    let from_s: Option<i64> = sqlx::query_scalar("SELECT from_s FROM application_cutoffs WHERE application_id = $1 AND expires_at > $2")
+        .bind(application_id)
+        .bind(now_ms())
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(from_s.is_some_and(|from_s| iat < from_s))
+}
+
+/// The most revoked tokens listed per application; past it they are folded into a cut-off.
+pub const MAX_REVOKED_PER_APPLICATION: i64 = 100;
+
+/// Keep `application_id`'s listed revocations within [`MAX_REVOKED_PER_APPLICATION`]: past
+/// it, a cut-off refuses every token it was issued so far and replaces the list. So a
+/// client minting and revoking in a loop grows what every gateway holds by one entry, not
+/// one per token; the price is that its other live tokens go too (it gets new ones). Part
+/// of the caller's change, after its revocations were written.
+pub async fn bound_revocations(conn: &mut AnyConnection, application_id: &str) -> ApiResult<()> {
+    let listed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM revoked_tokens WHERE application_id = $1 AND expires_at > $2")
+        .bind(application_id)
+        .bind(now_ms())
+        .fetch_one(&mut *conn)
+        .await?;
+    if listed > MAX_REVOKED_PER_APPLICATION {
+        cut_off(&mut *conn, application_id).await?;
+        sqlx::query("DELETE FROM revoked_tokens WHERE application_id = $1").bind(application_id).execute(&mut *conn).await?;
+        tracing::warn!(application = %application_id, listed, "revocations folded into a cut-off: every token issued to the application so far is refused");
+    }
+    Ok(())
+}
+
+/// The revoked access tokens that have not expired yet, as `(jti, exp in milliseconds since
+/// the Unix epoch)`: what gateways must refuse until then.
 pub async fn revoked_jtis(db: &Db) -> ApiResult<Vec<(String, i64)>> {
     Ok(sqlx::query_as("SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > $1 ORDER BY expires_at, jti")
         .bind(now_ms())

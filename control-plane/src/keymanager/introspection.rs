@@ -1,5 +1,7 @@
 //! Token introspection (RFC 7662) for authenticated clients and admin sessions: whether an
-//! access or refresh token is active, and what it says.
+//! access or refresh token is active, and what it says. A client is told about its own
+//! tokens only (another client's are answered inactive, as RFC 7662 §4 allows, so that
+//! one application cannot read another's); an admin's session about any.
 
 use axum::Form;
 use axum::Json;
@@ -53,7 +55,8 @@ pub struct Introspection {
 }
 
 /// Introspect a token (RFC 7662). The caller is an OAuth2 client (HTTP Basic or form
-/// credentials) or an admin's management session (`Authorization: Bearer`).
+/// credentials), told about its own tokens only, or an admin's management session
+/// (`Authorization: Bearer`), told about any.
 #[utoipa::path(post, path = "/oauth2/introspect", operation_id = "oauth2_introspect", tag = "keymanager",
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
@@ -70,23 +73,37 @@ pub async fn introspect(
     request: Result<Form<TokenForm>, FormRejection>,
 ) -> OAuthResult<Response> {
     let request = form(request)?;
-    authorize(&state, &mut parts, &request).await?;
+    let asker = authorize(&state, &mut parts, &request).await?;
     let token = param(&request.token).ok_or_else(|| OAuthError::InvalidRequest("`token` is missing".into()))?;
-    Ok(no_store(Json(inspect(&state, token).await?)))
+    let introspection = inspect(&state, token).await?;
+    let told = match &asker {
+        Asker::Admin => true,
+        Asker::Client(client_id) => introspection.client_id.as_deref() == Some(client_id.as_str()),
+    };
+    Ok(no_store(Json(if told { introspection } else { Introspection::default() })))
+}
+
+/// Who asks.
+enum Asker {
+    /// An admin's management session.
+    Admin,
+    /// An OAuth2 client, by id.
+    Client(String),
 }
 
 /// Let in a client, or an admin's management session.
-async fn authorize(state: &AppState, parts: &mut Parts, request: &TokenForm) -> OAuthResult<()> {
+async fn authorize(state: &AppState, parts: &mut Parts, request: &TokenForm) -> OAuthResult<Asker> {
     if is_bearer(&parts.headers) {
         let caller = Caller::from_request_parts(parts, state).await.map_err(|e| match e {
             ApiError::Unauthorized(message) => OAuthError::InvalidToken(message),
             other => OAuthError::Server(other),
         })?;
-        return caller.require(&[Role::Admin]).map_err(|e| OAuthError::InsufficientScope(e.to_string()));
+        caller.require(&[Role::Admin]).map_err(|e| OAuthError::InsufficientScope(e.to_string()))?;
+        return Ok(Asker::Admin);
     }
     client_auth::authenticate(state, Source::of(parts), &parts.headers, param(&request.client_id), param(&request.client_secret))
         .await
-        .map(|_| ())
+        .map(|client| Asker::Client(client.client_id))
 }
 
 fn is_bearer(headers: &HeaderMap) -> bool {
@@ -98,7 +115,7 @@ async fn inspect(state: &AppState, token: &str) -> OAuthResult<Introspection> {
         let Some(claims) = access_token::verify(state, token).await? else {
             return Ok(Introspection::default());
         };
-        if access_token::is_revoked(&state.db, &claims.jti).await? {
+        if access_token::is_revoked(&state.db, &claims.jti).await? || access_token::is_cut_off(&state.db, &claims.azp, claims.iat).await? {
             return Ok(Introspection::default());
         }
         return Ok(Introspection {

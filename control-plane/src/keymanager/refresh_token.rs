@@ -99,14 +99,23 @@ pub(crate) async fn revoke_family(state: &AppState, family_id: &str) -> ApiResul
     let now = now_ms();
     let mut change = Change::begin(state).await?;
     sqlx::query(
-        "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) \
-         SELECT access_jti, access_expires_at, $1 FROM refresh_tokens \
-         WHERE family_id = $2 AND access_jti IS NOT NULL AND access_expires_at > $1 ON CONFLICT (jti) DO NOTHING",
+        "INSERT INTO revoked_tokens (jti, expires_at, revoked_at, application_id) \
+         SELECT r.access_jti, r.access_expires_at, $1, c.application_id FROM refresh_tokens r JOIN oauth_clients c ON c.client_id = r.client_id \
+         WHERE r.family_id = $2 AND r.access_jti IS NOT NULL AND r.access_expires_at > $1 ON CONFLICT (jti) DO NOTHING",
     )
     .bind(now)
     .bind(family_id)
     .execute(&mut *change)
     .await?;
+    let application: Option<String> = sqlx::query_scalar(
+        "SELECT c.application_id FROM refresh_tokens r JOIN oauth_clients c ON c.client_id = r.client_id WHERE r.family_id = $1 LIMIT 1",
+    )
+    .bind(family_id)
+    .fetch_optional(&mut *change)
+    .await?;
+    if let Some(application) = application {
+        super::access_token::bound_revocations(&mut change, &application).await?;
+    }
     sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL")
         .bind(now)
         .bind(family_id)

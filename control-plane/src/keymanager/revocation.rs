@@ -40,12 +40,16 @@ pub async fn revoke(
             let now = now_ms();
             sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1").bind(now).execute(&state.db.pool).await?;
             let mut change = Change::begin(&state).await?;
-            sqlx::query("INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) ON CONFLICT (jti) DO NOTHING")
-                .bind(&claims.jti)
-                .bind(claims.exp * 1000)
-                .bind(now)
-                .execute(&mut *change)
-                .await?;
+            sqlx::query(
+                "INSERT INTO revoked_tokens (jti, expires_at, revoked_at, application_id) VALUES ($1, $2, $3, $4) ON CONFLICT (jti) DO NOTHING",
+            )
+            .bind(&claims.jti)
+            .bind(claims.exp * 1000)
+            .bind(now)
+            .bind(&client.application_id)
+            .execute(&mut *change)
+            .await?;
+            access_token::bound_revocations(&mut change, &client.application_id).await?;
             tracing::info!(client_id = %client.client_id, jti = %claims.jti, "access token revoked");
             change.commit().await?;
         }

@@ -4,12 +4,14 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use portico_gateway::check;
+use portico_gateway::contract::environment::UpstreamNetworks;
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use super::revisions::{RevisionContent, parse_content};
-use super::{checks, store};
+use super::{checks, environments, store};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::db::{Db, new_id, now_ms};
@@ -120,6 +122,7 @@ pub async fn deploy(
     let Some(content) = content else {
         return Err(ApiError::invalid("revision_id", format!("this API has no revision `{}`", deploy.revision_id)));
     };
+    let content = parse_content(&content)?;
     check_runs(&state, &content).await.map_err(|error| match error {
         ApiError::Validation { field, message } => {
             ApiError::invalid("revision_id", format!("this revision cannot run: its `{field}`: {message}"))
@@ -133,11 +136,10 @@ pub async fn deploy(
         if deploy.environments[..i].contains(environment) {
             continue;
         }
-        let known: Option<String> =
-            sqlx::query_scalar("SELECT name FROM environments WHERE name = $1").bind(environment).fetch_optional(&mut *tx).await?;
-        if known.is_none() {
+        let Some(networks) = environments::upstream_networks(&mut tx, environment).await? else {
             return Err(ApiError::invalid(format!("environments[{i}]"), format!("no environment named `{environment}`")));
-        }
+        };
+        check_networks(&content, environment, &networks).map_err(|reason| ApiError::invalid(format!("environments[{i}]"), reason))?;
         put(&mut tx, &id, environment, &deploy.revision_id, now).await?;
     }
     let deployments = of_api(&mut tx, &id).await?;
@@ -158,9 +160,18 @@ pub async fn deploy(
 
 /// Check a revision's content as gateways will run it now: its policies still in the
 /// registry, within today's ceilings, their configurations accepted by their `init`.
-async fn check_runs(state: &AppState, content: &str) -> ApiResult<()> {
-    let content = parse_content(content)?;
+async fn check_runs(state: &AppState, content: &RevisionContent) -> ApiResult<()> {
     checks::check_policy_configs(state, &content.policies, &content.operations).await
+}
+
+/// Whether `environment`, with these upstream networks, calls every endpoint of `content`;
+/// the reason names the first it refuses.
+fn check_networks(content: &RevisionContent, environment: &str, networks: &UpstreamNetworks) -> Result<(), String> {
+    for endpoint in &content.endpoints {
+        check::upstream_allowed(networks, endpoint)
+            .map_err(|reason| format!("`{environment}` refuses the endpoint `{endpoint}`: {reason}"))?;
+    }
+    Ok(())
 }
 
 /// Lock the API (so that the status checked is the status when the transaction commits)
@@ -220,6 +231,7 @@ pub async fn rollback(
     drop(conn);
     let content: String =
         sqlx::query_scalar("SELECT content FROM revisions WHERE id = $1").bind(&previous).fetch_one(&state.db.pool).await?;
+    let content = parse_content(&content)?;
     check_runs(&state, &content).await.map_err(|error| match error {
         ApiError::Validation { field, message } => ApiError::Conflict(format!("the earlier revision cannot run: its `{field}`: {message}")),
         other => other,
@@ -230,6 +242,9 @@ pub async fn rollback(
     if still != previous {
         return Err(ApiError::Conflict(format!("the deployments on `{environment}` changed meanwhile; roll back again")));
     }
+    let networks = environments::upstream_networks(&mut tx, &environment).await?.unwrap_or_default();
+    check_networks(&content, &environment, &networks)
+        .map_err(|reason| ApiError::Conflict(format!("the earlier revision cannot run: {reason}")))?;
     put(&mut tx, &id, &environment, &previous, now_ms()).await?;
     let deployments = of_api(&mut tx, &id).await?;
     tx.commit().await?;

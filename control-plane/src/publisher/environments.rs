@@ -1,16 +1,23 @@
 //! Gateway environments: named groups of gateways that revisions are deployed to. Admins
-//! create and delete them; `default` comes with the schema and stays.
+//! create and delete them and say which networks their upstreams may be in; `default`
+//! comes with the schema and stays.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use portico_gateway::check;
+use portico_gateway::contract::environment as contract;
 use serde::{Deserialize, Serialize};
+use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::db::now_ms;
 use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::fleet::Change;
+
+use super::store::{from_stored, to_stored};
 
 /// The environment every installation has.
 const DEFAULT: &str = "default";
@@ -105,4 +112,91 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, Path(name): P
     } else {
         Err(ApiError::not_found("environment", &name))
     }
+}
+
+/// The networks an environment's upstreams may be in: an address in an `allow` network is
+/// accepted, else one in a `deny` network is refused, else it is accepted. An endpoint
+/// written as a refused IP address cannot be deployed there; a host name that resolves only
+/// to refused addresses fails its requests with 502.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamNetworks {
+    /// Networks accepted even when `deny` lists them: an IP (`127.0.0.1`) or a network
+    /// (`10.0.0.0/8`, `2001:db8::/32`); at most 256.
+    #[serde(default)]
+    #[schema(max_items = 256)]
+    pub allow: Vec<String>,
+    /// Networks refused; at most 256. Left out of a change, the defaults: loopback, `0.0.0.0/8`,
+    /// `::`, link-local and cloud metadata addresses.
+    #[serde(default)]
+    #[schema(max_items = 256)]
+    pub deny: Option<Vec<String>>,
+}
+
+/// The networks `environment`'s upstreams may be in; `None` when there is no such environment.
+pub async fn upstream_networks(conn: &mut AnyConnection, environment: &str) -> ApiResult<Option<contract::UpstreamNetworks>> {
+    let row: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT upstream_networks FROM environments WHERE name = $1").bind(environment).fetch_optional(&mut *conn).await?;
+    let Some((stored,)) = row else { return Ok(None) };
+    match stored {
+        None => Ok(Some(contract::UpstreamNetworks::default())),
+        Some(text) => Ok(Some(from_stored("upstream networks", &text)?)),
+    }
+}
+
+/// The networks an environment's upstreams may be in (any logged-in user).
+#[utoipa::path(get, path = "/api/v1/environments/{name}/upstream-networks", operation_id = "get_upstream_networks", tag = "publisher",
+    params(("name" = String, Path)), responses((status = 200, body = UpstreamNetworks), (status = 401), (status = 404)), security(("bearer" = [])))]
+pub async fn get_upstream_networks(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<UpstreamNetworks>> {
+    let mut conn = state.db.pool.acquire().await?;
+    let networks = upstream_networks(&mut conn, &name).await?.ok_or_else(|| ApiError::not_found("environment", &name))?;
+    Ok(Json(UpstreamNetworks { allow: networks.allow, deny: Some(networks.deny) }))
+}
+
+/// Say which networks an environment's upstreams may be in (admin). Its gateways apply it
+/// within a second; an API deployed there whose endpoint is an address now refused stops
+/// loading (503) and is listed in `GET /api/v1/gateways`' `failed_apis`.
+#[utoipa::path(put, path = "/api/v1/environments/{name}/upstream-networks", operation_id = "set_upstream_networks", tag = "publisher",
+    params(("name" = String, Path)), request_body = UpstreamNetworks,
+    responses((status = 200, body = UpstreamNetworks), (status = 400), (status = 401), (status = 403), (status = 404)), security(("bearer" = [])))]
+pub async fn set_upstream_networks(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    JsonBody(change): JsonBody<UpstreamNetworks>,
+) -> ApiResult<Json<UpstreamNetworks>> {
+    caller.require(&[Role::Admin])?;
+    let networks = contract::UpstreamNetworks {
+        allow: change.allow.iter().map(|n| n.trim().to_owned()).collect(),
+        deny: match change.deny {
+            Some(deny) => deny.iter().map(|n| n.trim().to_owned()).collect(),
+            None => contract::UpstreamNetworks::default().deny,
+        },
+    };
+    for (field, list) in [("allow", &networks.allow), ("deny", &networks.deny)] {
+        if list.len() > 256 {
+            return Err(ApiError::invalid(field, "at most 256 networks"));
+        }
+    }
+    check::upstream_networks(&networks).map_err(|reason| {
+        let field = reason.split(':').next().unwrap_or("allow").to_owned();
+        ApiError::invalid(field, reason)
+    })?;
+    let stored = to_stored(&networks)?;
+    let mut change = Change::begin(&state).await?;
+    let updated = sqlx::query("UPDATE environments SET upstream_networks = $1 WHERE name = $2")
+        .bind(&stored)
+        .bind(&name)
+        .execute(&mut *change)
+        .await?;
+    if updated.rows_affected() == 0 {
+        return Err(ApiError::not_found("environment", &name));
+    }
+    change.commit().await?;
+    tracing::info!(environment = %name, allow = ?networks.allow, deny = ?networks.deny, by = %caller.username, "upstream networks changed");
+    Ok(Json(UpstreamNetworks { allow: networks.allow, deny: Some(networks.deny) }))
 }

@@ -13,6 +13,11 @@ pub const POLICY_MEMORY_BYTES: u64 = 64 << 20;
 pub const POLICY_TIMEOUT_CEILING: Duration = Duration::from_secs(1);
 /// The most `memory` an attachment may ask for, unless the operator says otherwise.
 pub const POLICY_MEMORY_CEILING: u64 = 256 << 20;
+/// Networks no upstream may be in unless an environment allows them: loopback, "this
+/// network" and the unspecified address (both reach the local host), link-local (where
+/// cloud metadata services answer) and the metadata addresses outside it.
+pub const DENIED_UPSTREAM_NETWORKS: &[&str] =
+    &["127.0.0.0/8", "::1/128", "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32"];
 /// Time allowed to connect to an upstream.
 pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed for an upstream's response head.

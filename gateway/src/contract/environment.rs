@@ -45,6 +45,9 @@ pub struct Environment {
     /// Blocking conditions: matching requests are answered 403.
     #[serde(default, skip_serializing_if = "Blocked::is_empty")]
     pub blocked: Blocked,
+    /// The networks upstream addresses may be in.
+    #[serde(default)]
+    pub upstream_networks: UpstreamNetworks,
 }
 
 impl Environment {
@@ -57,6 +60,38 @@ impl Environment {
         let digest = sha2::Sha256::digest(&canonical);
         super::hex::encode(&digest[..8])
     }
+
+    /// The version it would have without its revocations (`revoked_tokens`,
+    /// `revoked_before`): two environments with the same one differ in revocations only,
+    /// and a gateway running one takes the other without a rebuild.
+    pub fn version_but_revocations(&self) -> String {
+        Environment { revoked_tokens: Vec::new(), revoked_before: BTreeMap::new(), ..self.clone() }.version()
+    }
+}
+
+/// The networks upstream addresses may be in: an address in an `allow` network is
+/// accepted, else one in a `deny` network is refused (an endpoint written as such an IP
+/// makes its API fail to load; a host name resolving only to such addresses fails the
+/// request with 502), else it is accepted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamNetworks {
+    /// Networks allowed even when `deny` lists them (`127.0.0.1`, `10.0.0.0/8`).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Networks refused; by default loopback, link-local and cloud metadata addresses.
+    #[serde(default = "denied_upstream_networks")]
+    pub deny: Vec<String>,
+}
+
+impl Default for UpstreamNetworks {
+    fn default() -> Self {
+        Self { allow: Vec::new(), deny: denied_upstream_networks() }
+    }
+}
+
+fn denied_upstream_networks() -> Vec<String> {
+    defaults::DENIED_UPSTREAM_NETWORKS.iter().map(|n| (*n).to_owned()).collect()
 }
 
 /// Blocking conditions (WSO2's, pushed by a control plane or written in a file). Client
@@ -94,6 +129,14 @@ pub struct RevokedToken {
     pub jti: String,
     /// Its `exp` (Unix seconds); after it the entry can be forgotten.
     pub expires_at: u64,
+}
+
+impl RevokedToken {
+    /// The order `revoked_tokens` are listed in (by expiry, then `jti`), so that the same
+    /// revocations always make the same version.
+    pub fn canonical_order(a: &Self, b: &Self) -> std::cmp::Ordering {
+        (a.expires_at, &a.jti).cmp(&(b.expires_at, &b.jti))
+    }
 }
 
 /// Where a policy module comes from.
@@ -308,6 +351,14 @@ pub struct JwtIssuer {
     /// Clock skew tolerated on `exp` and `nbf`.
     #[serde(default = "default_leeway")]
     pub leeway: Duration,
+    /// The header `typ` tokens must have, e.g. `at+jwt` (RFC 9068 access tokens; compared
+    /// without case, with or without `application/`), so that another kind of JWT signed
+    /// with the same keys (an ID token) is not taken for an access token. Any when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typ: Option<String>,
+    /// Whether tokens must carry a `jti`: one without could not be revoked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_jti: bool,
 }
 
 fn default_algorithms() -> Vec<String> {

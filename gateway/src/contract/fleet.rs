@@ -1,17 +1,22 @@
-//! The gateway ↔ control plane protocol, version 3 (`docs/fleet.md`): what both planes
+//! The gateway ↔ control plane protocol, version 4 (`docs/fleet.md`): what both planes
 //! send, the paths and headers, and the event-stream framing. A gateway opens the stream,
 //! receives what its environment runs at once and again after every change, fetches the
 //! modules it lacks by digest, builds its snapshot from it and acknowledges what it runs.
+//! When only revocations changed, a gateway that has the previous version is sent those
+//! changes alone.
 
 use std::time::Duration;
 
+use std::collections::{BTreeMap, HashSet};
+
 use serde::{Deserialize, Serialize};
 
-use super::environment::Environment;
+use super::environment::{Environment, RevokedToken};
 
 /// The protocol version this build speaks; sent as [`PROTOCOL_HEADER`] on every request.
 /// 3: acknowledgements carry `failed_apis`, and key-auth takes `operation_scopes`.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 4: revocations travel as [`RevocationsMessage`]s; environments carry `upstream_networks`.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// `GET`: the event stream (`text/event-stream`) of the token's environment.
 pub const STREAM_PATH: &str = "/fleet/v1/stream";
@@ -29,6 +34,8 @@ pub const ENVIRONMENT_HEADER: &str = "portico-environment";
 
 /// The event that carries an [`EnvironmentMessage`].
 pub const ENVIRONMENT_EVENT: &str = "environment";
+/// The event that carries a [`RevocationsMessage`].
+pub const REVOCATIONS_EVENT: &str = "revocations";
 /// How often the control plane writes on an otherwise idle stream.
 pub const KEEPALIVE: Duration = Duration::from_secs(5);
 /// A stream silent this long is taken for dead and opened again.
@@ -48,6 +55,78 @@ pub struct EnvironmentMessage {
     pub version: String,
     /// What it runs. Its modules have no `path`: each is fetched by `sha256`.
     pub content: Environment,
+}
+
+/// What changed when only an environment's revocations did (tokens revoked, expired
+/// revocations forgotten, cut-offs): sent instead of the whole environment to a gateway
+/// that was sent `base`, so that a revocation costs the fleet a few hundred bytes and no
+/// rebuild, whatever the size of the environment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationsMessage {
+    /// [`PROTOCOL_VERSION`].
+    pub protocol: u32,
+    /// The environment's name.
+    pub environment: String,
+    /// The version this applies to.
+    pub base: String,
+    /// The version it makes: a gateway checks that applying it gives exactly this.
+    pub version: String,
+    /// Tokens revoked since `base`.
+    #[serde(default)]
+    pub revoked: Vec<RevokedToken>,
+    /// Revocations no longer listed (their tokens expired), by `jti`.
+    #[serde(default)]
+    pub forgotten: Vec<String>,
+    /// Every cut-off (one per application at most, so sent whole).
+    #[serde(default)]
+    pub revoked_before: BTreeMap<String, u64>,
+}
+
+impl RevocationsMessage {
+    /// The message that turns `old` into `new`, when they are the same environment and
+    /// differ in revocations only.
+    pub fn between(old: &EnvironmentMessage, new: &EnvironmentMessage) -> Option<Self> {
+        if old.environment != new.environment || old.protocol != new.protocol || old.version == new.version {
+            return None;
+        }
+        if new.content.version_but_revocations() != old.content.version_but_revocations() {
+            return None;
+        }
+        let before: HashSet<&str> = old.content.revoked_tokens.iter().map(|r| r.jti.as_str()).collect();
+        let after: HashSet<&str> = new.content.revoked_tokens.iter().map(|r| r.jti.as_str()).collect();
+        Some(Self {
+            protocol: new.protocol,
+            environment: new.environment.clone(),
+            base: old.version.clone(),
+            version: new.version.clone(),
+            revoked: new.content.revoked_tokens.iter().filter(|r| !before.contains(r.jti.as_str())).cloned().collect(),
+            forgotten: old.content.revoked_tokens.iter().filter(|r| !after.contains(r.jti.as_str())).map(|r| r.jti.clone()).collect(),
+            revoked_before: new.content.revoked_before.clone(),
+        })
+    }
+
+    /// Apply to `message`, which must be at `base`: the environment message at `version`,
+    /// or why not.
+    pub fn apply(&self, message: &EnvironmentMessage) -> Result<EnvironmentMessage, String> {
+        if message.version != self.base || message.environment != self.environment {
+            return Err(format!(
+                "revocations for {} `{}`, this gateway runs {} `{}`",
+                self.base, self.environment, message.version, message.environment
+            ));
+        }
+        let mut content = message.content.clone();
+        let forgotten: HashSet<&str> = self.forgotten.iter().map(String::as_str).collect();
+        content.revoked_tokens.retain(|r| !forgotten.contains(r.jti.as_str()));
+        content.revoked_tokens.extend(self.revoked.iter().cloned());
+        content.revoked_tokens.sort_by(RevokedToken::canonical_order);
+        content.revoked_before = self.revoked_before.clone();
+        let version = content.version();
+        if version != self.version {
+            return Err(format!("revocations applied to {} give {version}, not {}", self.base, self.version));
+        }
+        Ok(EnvironmentMessage { protocol: message.protocol, environment: message.environment.clone(), version, content })
+    }
 }
 
 /// A gateway's report after a snapshot was offered.
@@ -166,6 +245,36 @@ impl EventReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn message(content: Environment) -> EnvironmentMessage {
+        EnvironmentMessage { protocol: PROTOCOL_VERSION, environment: "default".into(), version: content.version(), content }
+    }
+
+    #[test]
+    fn revocations_take_a_gateway_from_one_version_to_the_next_or_are_refused() {
+        let revoked = |jti: &str, expires_at| RevokedToken { jti: jti.into(), expires_at };
+        let mut content = Environment { revoked_tokens: vec![revoked("a", 10), revoked("b", 20)], ..Environment::default() };
+        let old = message(content.clone());
+        content.revoked_tokens = vec![revoked("c", 5), revoked("b", 20), revoked("d", 30)];
+        content.revoked_tokens.sort_by(RevokedToken::canonical_order);
+        content.revoked_before.insert("app-1".into(), 100);
+        let new = message(content.clone());
+
+        let delta = RevocationsMessage::between(&old, &new).expect("only revocations changed");
+        assert_eq!(delta.revoked.iter().map(|r| r.jti.as_str()).collect::<Vec<_>>(), ["c", "d"]);
+        assert_eq!(delta.forgotten, ["a"]);
+        let applied = delta.apply(&old).expect("applies to its base");
+        assert_eq!((applied.version.as_str(), &applied.content), (new.version.as_str(), &new.content));
+        assert!(delta.apply(&new).unwrap_err().contains("this gateway runs"), "not its base");
+
+        // Anything else changed: the whole environment goes.
+        content.upstream_networks.allow.push("10.0.0.0/8".into());
+        assert!(RevocationsMessage::between(&new, &message(content)).is_none());
+        // A delta that does not make its version is refused.
+        let mut forged = delta.clone();
+        forged.revoked.pop();
+        assert!(forged.apply(&old).unwrap_err().contains("give"), "version checked");
+    }
 
     #[test]
     fn events_split_across_chunks_are_read_whole() {

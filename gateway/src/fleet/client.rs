@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::GaiResolver;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::contract::fleet::{
@@ -21,8 +22,8 @@ use crate::contract::fleet::{
 use crate::error::causes;
 use crate::tls;
 
-/// The largest module a gateway downloads.
-pub const MAX_MODULE_BYTES: usize = 64 << 20;
+/// The largest module a gateway downloads: the largest it compiles.
+pub const MAX_MODULE_BYTES: usize = crate::policy::MAX_COMPONENT_BYTES;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A failed exchange with the control plane.
@@ -75,7 +76,7 @@ impl ControlPlane {
             _ => return Err(format!("`{url}`: the control plane URL must be https://host:port or http://host:port")),
         };
         let header = |what: &str, value: &str| HeaderValue::from_str(value).map_err(|_| format!("the {what} is not a valid header value"));
-        let connector = tls::connector(tls, Duration::from_secs(5))?;
+        let connector = tls::connector(tls, Duration::from_secs(5), GaiResolver::new())?;
         let client = Client::builder(TokioExecutor::new()).timer(TokioTimer::new()).pool_timer(TokioTimer::new()).build(connector);
         Ok(Self {
             base: url.trim_end_matches('/').to_owned(),

@@ -21,6 +21,10 @@ pub(super) struct Issuer {
     pub(super) claims: ClaimMapping,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub(super) leeway: u64,
+    /// The header `typ` required, lower case, without `application/`.
+    pub(super) typ: Option<String>,
+    /// Whether `jti` is required.
+    pub(super) require_jti: bool,
     /// One validation per allowed algorithm, each allowing only that algorithm.
     validations: Vec<(Algorithm, Validation)>,
     keys: Vec<VerificationKey>,
@@ -32,6 +36,12 @@ struct VerificationKey {
     /// JWK with `alg`, the one it names.
     algorithms: Vec<Algorithm>,
     key: DecodingKey,
+}
+
+/// A JWT `typ` as compared: lower case, without `application/` (RFC 7515 §4.1.9).
+pub(super) fn media_type(typ: &str) -> String {
+    let typ = typ.to_ascii_lowercase();
+    typ.strip_prefix("application/").map(str::to_owned).unwrap_or(typ)
 }
 
 impl Issuer {
@@ -163,7 +173,15 @@ pub(super) fn load(configs: &[JwtIssuer], base_dir: &Path, problems: &mut Vec<Pr
         let validations = algorithms.iter().map(|&alg| (alg, validation(alg, &config.issuer, &config.audiences, leeway))).collect();
         issuers.insert(
             config.issuer.clone(),
-            Issuer { name: config.issuer.clone(), claims: config.claims.clone(), leeway, validations, keys },
+            Issuer {
+                name: config.issuer.clone(),
+                claims: config.claims.clone(),
+                leeway,
+                typ: config.typ.as_deref().map(media_type),
+                require_jti: config.require_jti,
+                validations,
+                keys,
+            },
         );
     }
     issuers

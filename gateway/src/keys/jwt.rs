@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{Map, Value};
 
-use super::issuer::Issuer;
+use super::issuer::{Issuer, media_type};
 use super::{Identity, KeyError, VerifiedToken};
 use crate::contract::environment::ClaimMapping;
 
@@ -32,6 +32,8 @@ struct UnverifiedHeader {
     kid: Option<String>,
     #[serde(default)]
     crit: Option<IgnoredAny>,
+    #[serde(default)]
+    typ: Option<String>,
 }
 
 impl Issuers {
@@ -65,12 +67,20 @@ impl Issuers {
         if header.crit.is_some() {
             return Err(KeyError::BadSignature("critical header extensions are not supported".to_owned()));
         }
+        if let Some(expected) = &issuer.typ
+            && header.typ.as_deref().map(media_type).as_ref() != Some(expected)
+        {
+            return Err(KeyError::InvalidClaims(format!("the header `typ` must be `{expected}`")));
+        }
 
         let mut tried = false;
         for key in issuer.candidates(alg, header.kid.as_deref()) {
             tried = true;
             match jsonwebtoken::decode::<IgnoredAny>(token, key, validation) {
                 Ok(_) => {
+                    if issuer.require_jti && !matches!(claims.get("jti"), Some(Value::String(jti)) if !jti.is_empty()) {
+                        return Err(KeyError::InvalidClaims("missing `jti`".to_owned()));
+                    }
                     let claims_text = String::from_utf8(payload_json).map_err(|_| KeyError::Unknown)?;
                     return Ok(verified(issuer, &claims, claims_text));
                 }

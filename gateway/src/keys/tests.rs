@@ -41,6 +41,8 @@ fn issuer(algorithms: &[&str], keys: Vec<JwtKey>) -> JwtIssuer {
         jwks_file: None,
         claims: ClaimMapping::default(),
         leeway: Duration::from_secs(30),
+        typ: None,
+        require_jti: false,
     }
 }
 
@@ -730,4 +732,26 @@ fn an_applications_tokens_issued_before_its_cut_off_are_refused() {
     assert_eq!(store.verify_jwt(&undated).unwrap_err(), KeyError::Revoked, "no `iat`: it cannot be shown to be newer");
     assert!(store.verify_jwt(&fresh).is_ok(), "issued at the cut-off second");
     assert!(store.verify_jwt(&other).is_ok(), "another application's token");
+}
+
+#[test]
+fn an_issuer_can_require_the_access_token_typ_and_a_jti() {
+    let strict = JwtIssuer { typ: Some("at+jwt".into()), require_jti: true, ..issuer(&["RS256"], vec![pem_key(None, RSA_PUBLIC)]) };
+    let store = KeyStore::from_config(&[], &[strict], Path::new(".")).unwrap();
+    let typed = |typ: Option<&str>, claims: &Value| {
+        let mut header = Header::new(Algorithm::RS256);
+        header.typ = typ.map(str::to_owned);
+        jsonwebtoken::encode(&header, claims, &rsa_signer()).expect("signed")
+    };
+    let claims = with(claims(), "jti", json!("j-1"));
+    for accepted in ["at+jwt", "AT+JWT", "application/at+jwt"] {
+        assert!(store.verify_jwt(&typed(Some(accepted), &claims)).is_ok(), "{accepted}");
+    }
+    for refused in [None, Some("JWT"), Some("id+jwt")] {
+        let error = store.verify_jwt(&typed(refused, &claims)).unwrap_err();
+        assert_eq!(error, KeyError::InvalidClaims("the header `typ` must be `at+jwt`".into()), "{refused:?}");
+    }
+    for claims in [without(claims.clone(), "jti"), with(claims.clone(), "jti", json!("")), with(claims, "jti", json!(7))] {
+        assert_eq!(store.verify_jwt(&typed(Some("at+jwt"), &claims)).unwrap_err(), KeyError::InvalidClaims("missing `jti`".into()));
+    }
 }

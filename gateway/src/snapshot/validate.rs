@@ -1,12 +1,12 @@
 //! The checks an environment must pass before anything is compiled: each part checked
 //! with the parser of the module that will use it, every problem named by its path.
 
-use crate::blocking::Network;
 use crate::contract::Problem;
 use crate::contract::environment::{Attachment, Environment};
+use crate::network::{Network, UpstreamRule};
 use crate::policy::{PolicyCeilings, builtin};
 use crate::router::normalize_path;
-use crate::upstream::parse_endpoint;
+use crate::upstream::{literal_address, parse_endpoint};
 
 /// What is wrong with an environment, before anything is compiled: problems of the whole
 /// environment, and each API's own (an API with problems is not loaded; the rest is).
@@ -16,6 +16,9 @@ pub(crate) struct Validation {
     pub global: Vec<Problem>,
     /// Problems of `apis[i]`, by `i`.
     pub apis: Vec<Vec<Problem>>,
+    /// The rule upstream addresses are held to (none denied if it has a problem, which
+    /// refuses the environment anyway).
+    pub upstream_rule: UpstreamRule,
 }
 
 /// Check `config`, with attachments held to `ceilings`.
@@ -41,6 +44,10 @@ pub(crate) fn validate(config: &Environment, ceilings: &PolicyCeilings) -> Valid
         }
     }
     check_attachments(config, ceilings, "global_policies", &config.global_policies, &mut problem);
+    let upstream_rule = UpstreamRule::new(&config.upstream_networks).unwrap_or_else(|reason| {
+        problem("upstream_networks".into(), reason);
+        UpstreamRule::default()
+    });
 
     let mut seen_apis = std::collections::HashSet::new();
     let apis = config
@@ -66,7 +73,8 @@ pub(crate) fn validate(config: &Environment, ceilings: &PolicyCeilings) -> Valid
                 problem(format!("{at}.upstream.endpoints"), "at least one endpoint is needed".into());
             }
             for (j, endpoint) in api.upstream.endpoints.iter().enumerate() {
-                if let Err(reason) = parse_endpoint(endpoint) {
+                let checked = parse_endpoint(endpoint).and_then(|_| literal_address(endpoint).map_or(Ok(()), |ip| upstream_rule.check(ip)));
+                if let Err(reason) = checked {
                     problem(format!("{at}.upstream.endpoints[{j}]"), reason);
                 }
             }
@@ -122,7 +130,7 @@ pub(crate) fn validate(config: &Environment, ceilings: &PolicyCeilings) -> Valid
             }
         }
     }
-    Validation { global: problems, apis }
+    Validation { global: problems, apis, upstream_rule }
 }
 
 /// Each attachment names a known policy and stays within the ceilings.

@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::GaiResolver;
 use hyper_util::rt::TokioExecutor;
 use portico_gateway::tls;
 
@@ -75,7 +76,7 @@ pub fn push(push: &Push) -> anyhow::Result<serde_json::Value> {
         } else {
             None
         };
-        let connector = tls::connector(tls, Duration::from_secs(10)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let connector = tls::connector(tls, Duration::from_secs(10), GaiResolver::new()).map_err(|e| anyhow::anyhow!("{e}"))?;
         let client: Client<HttpsConnector<HttpConnector>, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
         let token = match &push.token {
             Some(token) => token.clone(),
