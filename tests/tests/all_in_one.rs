@@ -127,6 +127,12 @@ async fn publish_subscribe_call_hit_the_limit_and_revoke() {
     let key = jsonwebtoken::EncodingKey::from_ec_pem(private_pem.as_bytes()).unwrap();
     let mut jwt_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
     jwt_header.kid = Some(kid);
+    // Without `typ: at+jwt` the same signature is some other JWT of the key manager's.
+    let untyped = jsonwebtoken::encode(&jwt_header, &claims, &key).unwrap();
+    let reply = client.get(&gateway("/pets/v1/items/2"), &[("authorization", &format!("Bearer {untyped}"))]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+    assert!(reply.text().contains("`typ` must be `at+jwt`"), "{}", reply.text());
+    jwt_header.typ = Some("at+jwt".to_owned());
     let resign = |claims: &Value| jsonwebtoken::encode(&jwt_header, claims, &key).unwrap();
     let genuine = resign(&claims);
     let reply = client.get(&gateway("/pets/v1/items/2"), &[("authorization", &format!("Bearer {genuine}"))]).await.unwrap();

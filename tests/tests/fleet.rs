@@ -767,3 +767,174 @@ async fn killing_the_control_plane_mid_publish_leaves_a_whole_database() {
     let (took, _) = rolled_out(&cp, &admin, 1).await;
     println!("a gateway converged on the last deployment after {took:?}");
 }
+
+/// A control plane that sends what the test pushes and checks nothing: the first event of
+/// every stream is `first`, then each pushed event; acknowledgements are recorded.
+struct FakeControlPlane {
+    url: String,
+    first: Arc<Mutex<String>>,
+    push: tokio::sync::broadcast::Sender<String>,
+    acks: Arc<Mutex<Vec<Value>>>,
+    streams: Arc<AtomicUsize>,
+}
+
+/// A response body fed by a channel.
+struct ChannelBody(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|chunk| chunk.map(|bytes| Ok(hyper::body::Frame::data(bytes))))
+    }
+}
+
+impl FakeControlPlane {
+    async fn start(first: String) -> Self {
+        use http_body_util::BodyExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (push, _) = tokio::sync::broadcast::channel::<String>(16);
+        let fake = Self { url, first: Arc::new(Mutex::new(first)), push, acks: Arc::default(), streams: Arc::default() };
+        let (first, push, acks, streams) = (fake.first.clone(), fake.push.clone(), fake.acks.clone(), fake.streams.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let (first, push, acks, streams) = (first.clone(), push.clone(), acks.clone(), streams.clone());
+                let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let (first, push, acks, streams) = (first.clone(), push.clone(), acks.clone(), streams.clone());
+                    async move {
+                        let (sender, receiver) = tokio::sync::mpsc::channel(16);
+                        if request.uri().path() == "/fleet/v1/stream" {
+                            streams.fetch_add(1, Ordering::SeqCst);
+                            let mut pushed = push.subscribe();
+                            let first = first.lock().unwrap().clone();
+                            tokio::spawn(async move {
+                                let _ = sender.send(bytes::Bytes::from(first)).await;
+                                while let Ok(event) = pushed.recv().await {
+                                    if sender.send(bytes::Bytes::from(event)).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            });
+                            return Ok::<_, std::convert::Infallible>(http::Response::new(ChannelBody(receiver)));
+                        }
+                        let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        if let Ok(ack) = serde_json::from_slice::<Value>(&body) {
+                            acks.lock().unwrap().push(ack);
+                        }
+                        drop(sender);
+                        let mut response = http::Response::new(ChannelBody(receiver));
+                        *response.status_mut() = StatusCode::NO_CONTENT;
+                        Ok(response)
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tcp), service).await;
+                });
+            }
+        });
+        fake
+    }
+
+    fn last_ack(&self) -> Value {
+        self.acks.lock().unwrap().last().cloned().unwrap_or(Value::Null)
+    }
+}
+
+/// An environment message for `content`, as a stream event.
+fn environment_event(content: &portico_gateway::contract::environment::Environment, version: Option<&str>) -> (String, String) {
+    use portico_gateway::contract::fleet::{ENVIRONMENT_EVENT, EnvironmentMessage, PROTOCOL_VERSION, event};
+    let version = version.map(str::to_owned).unwrap_or_else(|| content.version());
+    let message = EnvironmentMessage {
+        protocol: PROTOCOL_VERSION,
+        environment: "default".into(),
+        version: version.clone(),
+        content: content.clone(),
+    };
+    (version, event(ENVIRONMENT_EVENT, &serde_json::to_string(&message).unwrap()))
+}
+
+/// RELIABILITY #7: what a running fleet gateway is sent and cannot take is refused whole,
+/// acknowledged as refused, and the last good snapshot keeps serving; revocations that do
+/// not apply to what it was sent make it reconnect for the whole environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_a_running_gateway_refuses_leaves_the_last_good_one_serving() {
+    use portico_gateway::contract::environment::{Environment, RevokedToken};
+    use portico_gateway::contract::fleet::{PROTOCOL_VERSION, REVOCATIONS_EVENT, RevocationsMessage, event};
+    let upstream = MockUpstream::start().await;
+    let good: Environment = serde_json::from_value(json!({
+        "upstream_networks": {"allow": ["127.0.0.1"]},
+        "apis": [{"name": "a", "context": "/a", "upstream": {"endpoints": [upstream.url()]}}],
+    }))
+    .unwrap();
+    let (good_version, good_event) = environment_event(&good, None);
+    let fake = FakeControlPlane::start(good_event).await;
+    let yaml = "listeners:\n  - address: 127.0.0.1:0\n";
+    let gateway = start_gateway_with_settings(tempfile::tempdir().unwrap(), yaml, &fake.url, &[], "pgw_fake", "snapshot applied");
+    let client = HttpClient::default();
+    let serves = async || client.get(&gateway.url("/a/x"), &[]).await.unwrap().status == StatusCode::OK;
+    assert!(serves().await);
+
+    // Refused whole: a problem of the environment itself, and a version that lies.
+    let mut bad = good.clone();
+    bad.upstream_networks.allow = vec!["not-a-network".into()];
+    let (bad_version, bad_event) = environment_event(&bad, None);
+    let (_, lying_event) = environment_event(&good, Some("0123456789abcdef"));
+    for (event, version, reason) in
+        [(bad_event, bad_version.as_str(), "upstream_networks"), (lying_event, "0123456789abcdef", "its configuration has version")]
+    {
+        let before = gateway.count_logs("snapshot refused");
+        fake.push.send(event).unwrap();
+        eventually("the refusal acknowledged", Duration::from_secs(5), async || fake.last_ack()["refused"]["version"] == version).await;
+        let ack = fake.last_ack();
+        assert!(ack["refused"]["reason"].as_str().unwrap().contains(reason), "{ack}");
+        assert_eq!(ack["running"], good_version.as_str(), "{ack}");
+        assert!(gateway.count_logs("snapshot refused") > before);
+        assert!(serves().await, "the last good snapshot serves");
+    }
+
+    // Revocations for a version the gateway was not sent: it reconnects for the whole.
+    let stray = RevocationsMessage {
+        protocol: PROTOCOL_VERSION,
+        environment: "default".into(),
+        base: "ffffffffffffffff".into(),
+        version: "eeeeeeeeeeeeeeee".into(),
+        revoked: vec![RevokedToken { jti: "j-1".into(), expires_at: u64::MAX }],
+        forgotten: Vec::new(),
+        revoked_before: Default::default(),
+    };
+    fake.push.send(event(REVOCATIONS_EVENT, &serde_json::to_string(&stray).unwrap())).unwrap();
+    eventually("a new stream", Duration::from_secs(10), async || fake.streams.load(Ordering::SeqCst) >= 2).await;
+    assert!(gateway.count_logs("revocations not applicable") >= 1);
+
+    // Revocations for what it runs are taken.
+    let mut revoked = good.clone();
+    revoked.revoked_tokens.push(RevokedToken { jti: "j-1".into(), expires_at: u64::MAX });
+    let (revoked_version, _) = environment_event(&revoked, None);
+    let from = portico_gateway::contract::fleet::EnvironmentMessage {
+        protocol: PROTOCOL_VERSION,
+        environment: "default".into(),
+        version: good_version.clone(),
+        content: good.clone(),
+    };
+    let to = portico_gateway::contract::fleet::EnvironmentMessage {
+        protocol: PROTOCOL_VERSION,
+        environment: "default".into(),
+        version: revoked_version.clone(),
+        content: revoked,
+    };
+    let delta = RevocationsMessage::between(&from, &to).expect("revocations only");
+    fake.push.send(event(REVOCATIONS_EVENT, &serde_json::to_string(&delta).unwrap())).unwrap();
+    eventually("the revocations acknowledged", Duration::from_secs(5), async || fake.last_ack()["running"] == revoked_version.as_str())
+        .await;
+    assert!(serves().await);
+    println!(
+        "refused whole twice, reconnected once for stray revocations, took one delta; {} acknowledgements",
+        fake.acks.lock().unwrap().len()
+    );
+}
