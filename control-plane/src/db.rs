@@ -7,6 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
+use crate::secrets::SealingKey;
+
 /// Which engine a pool talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -25,14 +27,17 @@ pub struct Db {
     pub engine: Engine,
     /// The URL it was opened with (it may hold a password: never log it unredacted).
     pub url: String,
+    /// What seals the secrets it stores.
+    pub sealing: SealingKey,
 }
 
 /// Migrations in `control-plane/migrations`, embedded.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 impl Db {
-    /// Connect (creating a SQLite file if needed) and bring the schema up to date.
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+    /// Connect (creating a SQLite file if needed), bring the schema up to date and adopt
+    /// `sealing` as the key of its secrets (refused if they were sealed with another).
+    pub async fn connect(url: &str, sealing: SealingKey) -> anyhow::Result<Self> {
         install_default_drivers();
         let engine = if url.starts_with("sqlite:") {
             Engine::Sqlite
@@ -55,7 +60,8 @@ impl Db {
         }
         let pool = options.connect(url).await.map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", redact(url)))?;
         MIGRATOR.run(&pool).await.map_err(|e| anyhow::anyhow!("database migration failed: {e}"))?;
-        Ok(Self { pool, engine, url: url.to_owned() })
+        sealing.adopt(&pool).await?;
+        Ok(Self { pool, engine, url: url.to_owned(), sealing })
     }
 }
 

@@ -15,6 +15,7 @@ pub mod keymanager;
 pub mod openapi;
 pub mod publisher;
 pub mod registry;
+pub mod secrets;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 pub mod traffic;

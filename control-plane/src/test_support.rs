@@ -69,7 +69,8 @@ impl TestApp {
             }
             Engine::Postgres => (fresh_postgres_database().await, None),
         };
-        let db = Db::connect(&url).await.expect("connect test database");
+        let sealing = crate::secrets::SealingKey::from_hex(&crate::secrets::SealingKey::generate_hex()).expect("a sealing key");
+        let db = Db::connect(&url, sealing).await.expect("connect test database");
         crate::auth::create_user(&db, "admin", "admin-password-1", crate::auth::Role::Admin).await.expect("admin");
         let state = AppState::new(db.clone(), settings(PolicyCeilings::default()));
         Self { router: app(state.clone()), db, state, _dir: dir }

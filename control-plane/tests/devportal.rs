@@ -576,9 +576,10 @@ async fn api_keys_are_shown_once_stored_as_hmacs_and_revocable() {
         let secret = api_key_hmac_secret(&app.db).await.unwrap();
         assert_eq!(secret.len(), 32);
         assert_eq!(api_key_hmac_secret(&app.db).await.unwrap(), secret, "the secret is made once");
-        let stored_hex: String =
+        let stored_secret: String =
             sqlx::query_scalar("SELECT value FROM settings WHERE key = 'api_key_hmac_secret'").fetch_one(&app.db.pool).await.unwrap();
-        assert_eq!(stored_hex.len(), 64);
+        assert!(stored_secret.starts_with("sealed:v1:"), "sealed at rest: {stored_secret}");
+        assert!(!stored_secret.contains(&portico_gateway::contract::hex::encode(&secret)));
         let hash: String =
             sqlx::query_scalar("SELECT key_hash FROM api_keys WHERE id = $1").bind(&first_id).fetch_one(&app.db.pool).await.unwrap();
         assert_eq!(hash, api_key_hash(&secret, &first_key));

@@ -585,7 +585,9 @@ async fn forged_and_stale_access_tokens_are_inactive() {
             .fetch_one(&app.db.pool)
             .await
             .unwrap();
-        let our_key = EncodingKey::from_ec_pem(private_pem.as_bytes()).unwrap();
+        assert!(private_pem.starts_with("sealed:v1:"), "sealed at rest");
+        let private_pem = app.db.sealing.open(&private_pem, &portico_control_plane::secrets::signing_key_context(&kid)).unwrap();
+        let our_key = EncodingKey::from_ec_pem(&private_pem).unwrap();
         let sign = |alg: Algorithm, kid: &str, claims: &Value, key: &EncodingKey| {
             let mut header = Header::new(alg);
             header.kid = Some(kid.to_owned());
@@ -733,6 +735,37 @@ async fn a_clients_revocations_are_bounded_by_a_cut_off() {
         assert_eq!(cutoffs[0].0, looping.application_id);
         assert!(cutoffs[0].1 * 1000 > now_ms() - 1000, "tokens issued up to now are refused");
         assert_eq!(introspect(&app, looping.basic(), live).await.body, json!({"active": false}), "its other tokens went too");
+    }
+    on_both_engines!(check);
+}
+
+#[tokio::test]
+async fn secrets_written_before_sealing_are_sealed_and_another_key_is_refused() {
+    async fn check(app: TestApp) {
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, private_pem, public_pem, created_at, active) VALUES ('old', 'ES256', $1, 'pub', 0, 0)",
+        )
+        .bind("-----BEGIN PRIVATE KEY-----\nlegacy\n-----END PRIVATE KEY-----\n")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO settings (key, value) VALUES ('api_key_hmac_secret', $1)")
+            .bind("ab".repeat(32))
+            .execute(&app.db.pool)
+            .await
+            .unwrap();
+        app.db.sealing.adopt(&app.db.pool).await.unwrap();
+        let pem: String =
+            sqlx::query_scalar("SELECT private_pem FROM signing_keys WHERE kid = 'old'").fetch_one(&app.db.pool).await.unwrap();
+        assert!(pem.starts_with("sealed:v1:") && !pem.contains("legacy"), "{pem}");
+        let opened = app.db.sealing.open(&pem, &portico_control_plane::secrets::signing_key_context("old")).unwrap();
+        assert!(String::from_utf8(opened).unwrap().contains("legacy"));
+        assert_eq!(portico_control_plane::devportal::api_key_hmac_secret(&app.db).await.unwrap(), vec![0xab; 32]);
+
+        let other =
+            portico_control_plane::secrets::SealingKey::from_hex(&portico_control_plane::secrets::SealingKey::generate_hex()).unwrap();
+        let refused = other.adopt(&app.db.pool).await.unwrap_err();
+        assert!(refused.to_string().contains("sealed with another key"), "{refused}");
     }
     on_both_engines!(check);
 }

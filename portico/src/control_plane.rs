@@ -11,6 +11,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use portico_control_plane::db::Db;
+use portico_control_plane::secrets::{self, SealingKey};
 use portico_control_plane::{AppState, Settings, app, auth, fleet};
 use portico_gateway::check::PolicyCeilings;
 use portico_gateway::contract::defaults;
@@ -35,6 +36,12 @@ pub struct Options {
     /// Database URL instead of the embedded SQLite file (e.g. postgres://… for HA).
     #[arg(long, env = "PORTICO_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// File holding the key (64 hex digits) that seals signing keys and the API-key HMAC
+    /// secret in the database; or give the key itself in PORTICO_SECRETS_KEY. Without
+    /// either, `<data-dir>/secrets.key`, made at first start. Nodes of one cluster must
+    /// share it.
+    #[arg(long, env = "PORTICO_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
     /// Where the control plane serves its REST API, OAuth2 and fleet endpoints.
     #[arg(long, default_value = "127.0.0.1:9080")]
     pub api: String,
@@ -83,12 +90,21 @@ pub async fn start(options: &Options, stopped: watch::Receiver<bool>) -> anyhow:
         Some(url) => url.clone(),
         None => format!("sqlite://{}?mode=rwc", options.data_dir.join("portico.db").display()),
     };
-    let db = Db::connect(&url).await?;
+    let sealing = match (&options.secrets_key_file, std::env::var("PORTICO_SECRETS_KEY")) {
+        (Some(file), _) => {
+            let text =
+                std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read --secrets-key-file {}: {e}", file.display()))?;
+            SealingKey::from_hex(&text).map_err(|e| anyhow::anyhow!("--secrets-key-file {}: {e}", file.display()))?
+        }
+        (None, Ok(hex)) => SealingKey::from_hex(&hex).map_err(|e| anyhow::anyhow!("PORTICO_SECRETS_KEY: {e}"))?,
+        (None, Err(_)) => SealingKey::from_file_or_new(&options.data_dir.join("secrets.key"))?,
+    };
+    let db = Db::connect(&url, sealing).await?;
     if let Some(password) = auth::bootstrap_admin(&db).await? {
         // Only its hash is stored; the password goes to a file only this user can read, not
         // to a log or a terminal others may see.
         let file = options.data_dir.join("initial-admin-password");
-        write_private(&file, &format!("{password}\n"))
+        secrets::write_private(&file, &format!("{password}\n"))
             .map_err(|e| anyhow::anyhow!("cannot write the first admin's password to {}: {e}", file.display()))?;
         println!("First start: created the user `admin`; its password is in {} (readable by you only).", file.display());
         println!("Log in, change it, then delete that file. (Set PORTICO_ADMIN_PASSWORD before the first start to choose it.)");
@@ -166,15 +182,6 @@ async fn serve(listener: TcpListener, tls: Option<Arc<ServerConfig>>, router: ax
     if tokio::time::timeout(HANDSHAKE_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::warn!("requests still running after 10 s were cut off");
     }
-}
-
-/// Write `text` to a new `file` that only its owner can read (mode 0600).
-fn write_private(file: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut out = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(file)?;
-    out.write_all(text.as_bytes())?;
-    out.sync_all()
 }
 
 /// Run until SIGTERM or SIGINT.

@@ -2,6 +2,7 @@
 //! publish an API, sign up, create an application, subscribe, get a token, call through
 //! the gateway, hit the limit, revoke the token; and a tier change reaching the gateway.
 
+use std::path::Path;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -115,9 +116,21 @@ async fn publish_subscribe_call_hit_the_limit_and_revoke() {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
 
     // Tokens signed with the key manager's real key but expired, or for another audience.
-    let db = portico_control_plane::db::Db::connect(&format!("sqlite://{}/portico.db", data)).await.unwrap();
-    let (kid, private_pem): (String, String) =
+    // The database holds the private key sealed; the data folder holds the sealing key.
+    let sealing = portico_control_plane::secrets::SealingKey::from_file_or_new(&Path::new(&data).join("secrets.key")).unwrap();
+    let db = portico_control_plane::db::Db::connect(&format!("sqlite://{}/portico.db", data), sealing.clone()).await.unwrap();
+    let (kid, sealed): (String, String) =
         sqlx::query_as("SELECT kid, private_pem FROM signing_keys WHERE active = 1").fetch_one(&db.pool).await.unwrap();
+    assert!(sealed.starts_with("sealed:v1:") && !sealed.contains("PRIVATE KEY"), "sealed at rest");
+    let private_pem =
+        String::from_utf8(sealing.open(&sealed, &portico_control_plane::secrets::signing_key_context(&kid)).unwrap()).unwrap();
+    let hmac: String =
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = 'api_key_hmac_secret'").fetch_one(&db.pool).await.unwrap();
+    assert!(hmac.starts_with("sealed:v1:"), "the API-key HMAC secret is sealed too");
+    // Another key does not open this database.
+    let other = portico_control_plane::secrets::SealingKey::from_hex(&portico_control_plane::secrets::SealingKey::generate_hex()).unwrap();
+    let refused = portico_control_plane::db::Db::connect(&format!("sqlite://{}/portico.db", data), other).await.unwrap_err();
+    assert!(refused.to_string().contains("sealed with another key"), "{refused}");
     let (header, payload) = access_token.split_once('.').map(|(h, rest)| (h, rest.split('.').next().unwrap())).unwrap();
     let _ = header;
     let claims: Value = {

@@ -415,6 +415,8 @@ async fn pattern_1_two_all_in_one_nodes_on_postgres() {
     let client = HttpClient::default();
     // Both nodes share one issuer URL, as they would behind a load balancer.
     let public_url = "http://portico.example";
+    // And one sealing key: the database's secrets are sealed with it.
+    let sealing_key = portico_control_plane::secrets::SealingKey::generate_hex();
     let node = |name: &str| {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data").display().to_string();
@@ -437,7 +439,7 @@ async fn pattern_1_two_all_in_one_nodes_on_postgres() {
                 "--gateway-id",
                 name,
             ],
-            &[("PORTICO_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+            &[("PORTICO_ADMIN_PASSWORD", ADMIN_PASSWORD), ("PORTICO_SECRETS_KEY", &sealing_key)],
         )
         .unwrap()
     };
@@ -738,7 +740,8 @@ async fn killing_the_control_plane_mid_publish_leaves_a_whole_database() {
         stop.store(true, Ordering::Relaxed);
         published += churn.await.unwrap();
 
-        let db = portico_control_plane::db::Db::connect(&format!("sqlite://{}/portico.db", data.path().display())).await.unwrap();
+        let sealing = portico_control_plane::secrets::SealingKey::from_file_or_new(&data.path().join("secrets.key")).unwrap();
+        let db = portico_control_plane::db::Db::connect(&format!("sqlite://{}/portico.db", data.path().display()), sealing).await.unwrap();
         let integrity: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&db.pool).await.unwrap();
         assert_eq!(integrity, "ok", "round {round}");
         let dangling: i64 =

@@ -21,9 +21,10 @@ use crate::auth::{Caller, random_token};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::fleet::Change;
+use crate::secrets;
 
 /// The key in `settings` of the HMAC secret, hex.
-const SECRET_SETTING: &str = "api_key_hmac_secret";
+const SECRET_SETTING: &str = secrets::HMAC_SETTING;
 
 /// What every key starts with, so that people and scanners can tell one when they see it.
 const KEY_PREFIX: &str = "pk_";
@@ -41,12 +42,12 @@ pub async fn api_key_hmac_secret(db: &Db) -> ApiResult<Vec<u8>> {
         rand::rngs::OsRng.fill_bytes(&mut secret);
         sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
             .bind(SECRET_SETTING)
-            .bind(hex::encode(&secret))
+            .bind(db.sealing.seal(hex::encode(&secret).as_bytes(), secrets::HMAC_CONTEXT))
             .execute(&db.pool)
             .await?;
         stored = Some(sqlx::query_scalar(select).bind(SECRET_SETTING).fetch_one(&db.pool).await?);
     }
-    let text = stored.unwrap_or_default();
+    let text = String::from_utf8(db.sealing.open(&stored.unwrap_or_default(), secrets::HMAC_CONTEXT)?).unwrap_or_default();
     hex::decode(&text)
         .filter(|secret| secret.len() >= 16)
         .ok_or_else(|| ApiError::Internal(format!("the setting {SECRET_SETTING} is not hex of 16 bytes or more")))

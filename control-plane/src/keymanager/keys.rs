@@ -15,6 +15,7 @@ use crate::auth::{Caller, Role};
 use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::fleet::Change;
+use crate::secrets;
 
 /// The algorithms a signing key can be for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -93,7 +94,7 @@ async fn create_active(state: &AppState, alg: SigningAlg) -> ApiResult<KeyInfo> 
     sqlx::query("INSERT INTO signing_keys (kid, alg, private_pem, public_pem, created_at, active) VALUES ($1, $2, $3, $4, $5, 1)")
         .bind(&key.kid)
         .bind(&key.alg)
-        .bind(&private_pem)
+        .bind(state.db.sealing.seal(private_pem.as_bytes(), &secrets::signing_key_context(&key.kid)))
         .bind(&public_pem)
         .bind(key.created_at)
         .execute(&mut *tx)
@@ -123,9 +124,10 @@ pub(crate) async fn signer(state: &AppState) -> ApiResult<Signer> {
     .fetch_one(&state.db.pool)
     .await?;
     let alg = SigningAlg::parse(&alg).ok_or_else(|| ApiError::Internal(format!("signing key {kid} has an unknown alg {alg}")))?;
+    let private_pem = state.db.sealing.open(&private_pem, &secrets::signing_key_context(&kid))?;
     let key = match alg {
-        SigningAlg::Es256 => EncodingKey::from_ec_pem(private_pem.as_bytes()),
-        SigningAlg::Rs256 => EncodingKey::from_rsa_pem(private_pem.as_bytes()),
+        SigningAlg::Es256 => EncodingKey::from_ec_pem(&private_pem),
+        SigningAlg::Rs256 => EncodingKey::from_rsa_pem(&private_pem),
     }
     .map_err(|e| ApiError::Internal(format!("signing key {kid} does not parse: {e}")))?;
     Ok(Signer { kid, alg: alg.algorithm(), key })
