@@ -86,6 +86,37 @@ async fn the_openapi_document_lists_the_endpoints() {
     assert_eq!(status, StatusCode::OK);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     assert!(doc["paths"]["/api/v1/auth/login"]["post"].is_object());
+
+    // Every management operation lists the errors it can answer, with their problem body.
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap().iter().filter(|(path, _)| path.starts_with("/api/v1/")) {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = &operation["responses"];
+            let secured = operation["security"].to_string().contains("\"bearer\"");
+            let takes_input = operation["requestBody"].is_object() || operation["parameters"].as_array().is_some_and(|p| !p.is_empty());
+            assert!(!secured || responses["401"].is_object(), "{method} {path} needs a session but lists no 401");
+            assert!(!takes_input || responses["400"].is_object(), "{method} {path} takes input but lists no 400");
+            for (status, response) in responses.as_object().unwrap().iter().filter(|(status, _)| !status.starts_with('2')) {
+                assert!(response["content"].is_object(), "{method} {path} {status} has no body");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "{checked} operations");
+    for (method, path, statuses) in [
+        ("delete", "/api/v1/tiers/{kind}/{name}", &["400", "401"][..]),
+        ("get", "/api/v1/users", &["401"]),
+        ("post", "/api/v1/auth/login", &["400"]),
+    ] {
+        for status in statuses {
+            let response = &doc["paths"][path][method]["responses"][status];
+            assert_eq!(
+                response["content"]["application/problem+json"]["schema"]["$ref"], "#/components/schemas/Problem",
+                "{method} {path} {status}"
+            );
+        }
+    }
+    assert!(doc["components"]["schemas"]["Problem"]["properties"]["field"].is_object());
 }
 
 #[tokio::test]
