@@ -34,7 +34,15 @@ pub struct Settings {
     pub public_url: String,
     /// What a policy attachment may ask for; gateways should be given the same.
     pub policy_ceilings: portico_gateway::check::PolicyCeilings,
+    /// Whether the fleet endpoints require a client certificate (mutual TLS) besides the
+    /// gateway token.
+    pub fleet_client_certificates: bool,
 }
+
+/// Whether the connection a request came on presented a client certificate that the TLS
+/// layer verified; set per connection by the server (absent: no TLS, no certificate).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientCertified(pub bool);
 
 /// What every handler can reach.
 #[derive(Clone)]

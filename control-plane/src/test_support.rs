@@ -143,5 +143,5 @@ macro_rules! on_both_engines {
 }
 
 fn settings(policy_ceilings: PolicyCeilings) -> Settings {
-    Settings { public_url: "http://portico.test".into(), policy_ceilings }
+    Settings { public_url: "http://portico.test".into(), policy_ceilings, fleet_client_certificates: false }
 }

@@ -33,6 +33,9 @@ pub struct Options {
     /// A PEM file of the CA certificates the control plane's certificate must chain to (or
     /// that certificate itself, pinned); the system's roots when absent.
     pub control_plane_ca: Option<PathBuf>,
+    /// The certificate (and key) this gateway presents to a control plane that asks for
+    /// one (mutual TLS, on top of the token).
+    pub client_certificate: Option<crate::settings::CertificateConfig>,
     /// The environment whose snapshot this gateway runs.
     pub environment: String,
     /// The gateway token of that environment.
@@ -55,9 +58,15 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         Some(id) => id.clone(),
         None => cache.gateway_id().map_err(|e| anyhow::anyhow!("cannot keep the gateway id in {}: {e}", options.cache_dir.display()))?,
     };
-    let control_plane =
-        ControlPlane::new(&options.control_plane, options.control_plane_ca.as_deref(), &options.environment, &options.token, &id)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let control_plane = ControlPlane::new(
+        &options.control_plane,
+        options.control_plane_ca.as_deref(),
+        options.client_certificate.as_ref(),
+        &options.environment,
+        &options.token,
+        &id,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let gateway = Gateway::new(options.settings.limits.clone())?;
     start_from_cache(&gateway, &cache, &options.environment).await;
 

@@ -110,6 +110,14 @@ pub struct ListenerConfig {
 pub struct TlsConfig {
     /// PEM certificate chains with their private keys.
     pub certificates: Vec<CertificateConfig>,
+    /// PEM CA certificates that clients' certificates must chain to (mutual TLS): a client
+    /// without such a certificate is refused at the handshake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: clients without a certificate are let in too, and what they may do
+    /// is decided per request (a control plane's fleet endpoints require one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client_certificate_optional: bool,
 }
 
 /// One certificate chain and its key, as PEM files.

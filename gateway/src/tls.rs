@@ -10,7 +10,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
@@ -26,7 +26,7 @@ const CERTIFICATE_CHECK: Duration = Duration::from_secs(2);
 /// certificate by SNI); paths are relative to `base_dir`, problems are located at `at`.
 /// The files are read once: [`serve_config`] is the one that follows them.
 pub fn server_config(tls: &TlsConfig, base_dir: &Path, at: &str) -> Result<Arc<ServerConfig>, Problem> {
-    with_resolver(Arc::new(sni_resolver(tls, base_dir, at)?), at)
+    with_resolver(tls, base_dir, Arc::new(sni_resolver(tls, base_dir, at)?), at)
 }
 
 /// [`server_config`] for a listener that serves: the certificate and key files are checked
@@ -35,7 +35,7 @@ pub fn server_config(tls: &TlsConfig, base_dir: &Path, at: &str) -> Result<Arc<S
 /// in use kept. Needs a Tokio runtime; the check stops when the configuration is dropped.
 pub fn serve_config(tls: &TlsConfig, base_dir: &Path, at: &str) -> Result<Arc<ServerConfig>, Problem> {
     let reloading = Arc::new(ReloadingResolver { current: ArcSwap::from_pointee(sni_resolver(tls, base_dir, at)?) });
-    let config = with_resolver(reloading.clone(), at)?;
+    let config = with_resolver(tls, base_dir, reloading.clone(), at)?;
     let weak = Arc::downgrade(&reloading);
     drop(reloading);
     let (tls, base_dir, at) = (tls.clone(), base_dir.to_owned(), at.to_owned());
@@ -63,13 +63,24 @@ pub fn serve_config(tls: &TlsConfig, base_dir: &Path, at: &str) -> Result<Arc<Se
     Ok(config)
 }
 
-fn with_resolver(resolver: Arc<dyn ResolvesServerCert>, at: &str) -> Result<Arc<ServerConfig>, Problem> {
+fn with_resolver(tls: &TlsConfig, base_dir: &Path, resolver: Arc<dyn ResolvesServerCert>, at: &str) -> Result<Arc<ServerConfig>, Problem> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Problem { path: at.to_owned(), reason: e.to_string() })?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+        .map_err(|e| Problem { path: at.to_owned(), reason: e.to_string() })?;
+    let builder = match &tls.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(file) => {
+            let problem = |reason: String| Problem { path: format!("{at}.client_ca"), reason };
+            let path = base_dir.join(file);
+            let pem = std::fs::read(&path).map_err(|e| problem(format!("cannot read CA certificates from {}: {e}", path.display())))?;
+            let roots = roots(&pem).map_err(|e| problem(format!("{}: {e}", path.display())))?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if tls.client_certificate_optional { verifier.allow_unauthenticated() } else { verifier };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| problem(e.to_string()))?)
+        }
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -109,6 +120,21 @@ impl ResolvesServerCert for ReloadingResolver {
 }
 
 fn certified_key(certificate: &CertificateConfig, base_dir: &Path) -> Result<Arc<CertifiedKey>, String> {
+    let (chain, key) = chain_and_key(certificate, base_dir)?;
+    let key_path = base_dir.join(&certificate.key);
+    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| format!("{}: {e}", key_path.display()))?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    certified
+        .keys_match()
+        .map_err(|e| format!("{} does not match {}: {e}", key_path.display(), base_dir.join(&certificate.cert).display()))?;
+    Ok(Arc::new(certified))
+}
+
+/// The certificate chain and private key of PEM files.
+fn chain_and_key(
+    certificate: &CertificateConfig,
+    base_dir: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
     let cert_path = base_dir.join(&certificate.cert);
     let key_path = base_dir.join(&certificate.key);
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
@@ -118,10 +144,7 @@ fn certified_key(certificate: &CertificateConfig, base_dir: &Path) -> Result<Arc
         return Err(format!("{} holds no certificate", cert_path.display()));
     }
     let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| format!("cannot read a private key from {}: {e}", key_path.display()))?;
-    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| format!("{}: {e}", key_path.display()))?;
-    let certified = CertifiedKey::new(chain, signing_key);
-    certified.keys_match().map_err(|e| format!("{} does not match {}: {e}", key_path.display(), cert_path.display()))?;
-    Ok(Arc::new(certified))
+    Ok((chain, key))
 }
 
 /// Picks the certificate by SNI; the first certificate is the default.
@@ -148,9 +171,27 @@ pub enum Trust<'a> {
     System,
 }
 
+/// [`client_config`] that also presents a certificate (PEM files of a chain and its key)
+/// to servers that ask for one (mutual TLS).
+pub fn client_config_with_certificate(trust: Trust<'_>, certificate: &CertificateConfig) -> Result<ClientConfig, String> {
+    let (chain, key) = chain_and_key(certificate, Path::new("."))?;
+    let roots = trusted_roots(trust)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| format!("{}: {e}", certificate.key.display()))
+}
+
 /// A client configuration that trusts what `trust` names; an error when that is nothing
 /// usable.
 pub fn client_config(trust: Trust<'_>) -> Result<ClientConfig, String> {
+    trusting(trusted_roots(trust)?)
+}
+
+fn trusted_roots(trust: Trust<'_>) -> Result<RootCertStore, String> {
     let roots = match trust {
         Trust::File(file) => {
             let pem = std::fs::read(file).map_err(|e| format!("cannot read CA certificates from {}: {e}", file.display()))?;
@@ -165,7 +206,7 @@ pub fn client_config(trust: Trust<'_>) -> Result<ClientConfig, String> {
             roots.clone()
         }
     };
-    trusting(roots)
+    Ok(roots)
 }
 
 /// The CA certificates of PEM text, as trust roots.

@@ -58,6 +58,13 @@ struct GatewayOptions {
     /// that certificate itself, pinned); the system's roots by default.
     #[arg(long, env = "PORTICO_CONTROL_PLANE_CA")]
     control_plane_ca: Option<PathBuf>,
+    /// PEM certificate chain this gateway presents to the control plane (mutual TLS, for a
+    /// control plane started with `--fleet-client-ca`); with `--client-key`.
+    #[arg(long, env = "PORTICO_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// PEM private key of `--client-cert`.
+    #[arg(long, env = "PORTICO_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// The environment this gateway serves.
     #[arg(long, default_value = "default")]
     environment: String,
@@ -141,6 +148,10 @@ pub fn main() -> ExitCode {
                 portico_gateway::fleet::run(portico_gateway::fleet::Options {
                     control_plane: options.control_plane,
                     control_plane_ca: options.control_plane_ca,
+                    client_certificate: options
+                        .client_cert
+                        .zip(options.client_key)
+                        .map(|(cert, key)| portico_gateway::settings::CertificateConfig { cert, key, server_names: Vec::new() }),
                     environment: options.environment,
                     token,
                     id: options.id,

@@ -12,7 +12,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use portico_control_plane::db::Db;
 use portico_control_plane::secrets::{self, SealingKey};
-use portico_control_plane::{AppState, Settings, app, auth, fleet};
+use portico_control_plane::{AppState, ClientCertified, Settings, app, auth, fleet};
 use portico_gateway::check::PolicyCeilings;
 use portico_gateway::contract::defaults;
 use portico_gateway::contract::units::{ByteSize, Duration};
@@ -51,6 +51,10 @@ pub struct Options {
     /// PEM private key of `--tls-cert`.
     #[arg(long, env = "PORTICO_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates that gateways' client certificates must chain to: the fleet
+    /// endpoints then require one (mutual TLS) besides the gateway token. Needs `--tls-cert`.
+    #[arg(long, env = "PORTICO_FLEET_CLIENT_CA", requires = "tls_cert")]
+    pub fleet_client_ca: Option<PathBuf>,
     /// The control plane's public URL (the OAuth2 issuer); `https://<api address>` with
     /// TLS, `http://<api address>` without, by default.
     /// Nodes of one cluster must share it.
@@ -115,8 +119,14 @@ pub async fn start(options: &Options, stopped: watch::Receiver<bool>) -> anyhow:
     let tls = match (&options.tls_cert, &options.tls_key) {
         (Some(cert), Some(key)) => {
             let certificate = CertificateConfig { cert: cert.clone(), key: key.clone(), server_names: Vec::new() };
-            let config = tls::serve_config(&TlsConfig { certificates: vec![certificate] }, Path::new("."), "--tls-cert")
-                .map_err(|problem| anyhow::anyhow!("{}", problem.reason))?;
+            let config = TlsConfig {
+                certificates: vec![certificate],
+                client_ca: options.fleet_client_ca.clone(),
+                // Browsers and API clients have none: only the fleet endpoints require one.
+                client_certificate_optional: true,
+            };
+            let config =
+                tls::serve_config(&config, Path::new("."), "--tls-cert").map_err(|problem| anyhow::anyhow!("{}", problem.reason))?;
             Some(config)
         }
         _ => None,
@@ -130,7 +140,8 @@ pub async fn start(options: &Options, stopped: watch::Receiver<bool>) -> anyhow:
     if let Err((field, reason)) = ceilings.check_self() {
         anyhow::bail!("--max-policy-{field} {reason}");
     }
-    let state = AppState::new(db, Settings { public_url, policy_ceilings: ceilings });
+    let state =
+        AppState::new(db, Settings { public_url, policy_ceilings: ceilings, fleet_client_certificates: options.fleet_client_ca.is_some() });
     fleet::notify::start(&state);
     tracing::info!(%address, scheme, "control plane listening");
     let router = app(state.clone());
@@ -158,20 +169,23 @@ async fn serve(listener: TcpListener, tls: Option<Arc<ServerConfig>>, router: ax
             },
             _ = stopped.changed() => break,
         };
-        // The peer's address, for what is counted per source (failed logins).
-        let service = TowerToHyperService::new(router.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))));
+        // The peer's address, for what is counted per source (failed logins), and whether it
+        // presented a client certificate the TLS verifier accepted.
+        let router = router.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let service = move |certified: bool| TowerToHyperService::new(router.layer(axum::Extension(ClientCertified(certified))));
         let (acceptor, builder) = (acceptor.clone(), builder.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let result = match acceptor {
-                None => watcher.watch(builder.serve_connection(TokioIo::new(tcp), service).into_owned()).await,
+                None => watcher.watch(builder.serve_connection(TokioIo::new(tcp), service(false)).into_owned()).await,
                 Some(acceptor) => {
                     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(error)) => return tracing::debug!(%error, "TLS handshake failed"),
                         Err(_) => return tracing::debug!("TLS handshake timed out"),
                     };
-                    watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await
+                    let certified = stream.get_ref().1.peer_certificates().is_some_and(|chain| !chain.is_empty());
+                    watcher.watch(builder.serve_connection(TokioIo::new(stream), service(certified)).into_owned()).await
                 }
             };
             if let Err(error) = result {

@@ -656,6 +656,34 @@ pub async fn tls_handshake(addr: SocketAddr, ca_der: &[u8]) -> Result<(), String
     tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map(drop).map_err(|e| e.to_string())
 }
 
+/// `GET https://localhost{path}` over HTTP/1.1 at `addr`, trusting only `ca_der`, presenting
+/// `client`'s certificate when given: the status, or why there is none.
+pub async fn tls_request(addr: SocketAddr, ca_der: &[u8], client: Option<&TestCertificate>, path: &str) -> Result<StatusCode, String> {
+    use http_body_util::Empty;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from(ca_der.to_vec())).map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some(client) => {
+            let chain = vec![rustls_pki_types::CertificateDer::from(client.der.clone())];
+            let key = rustls_pki_types::pem::PemObject::from_pem_file(&client.key).map_err(|e| e.to_string())?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())?
+        }
+    };
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let request = http::Request::builder().uri(path).header("host", "localhost").body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
+    sender.send_request(request).await.map(|response| response.status()).map_err(|e| e.to_string())
+}
+
 /// A self-signed certificate for `localhost` and 127.0.0.1, written as PEM files.
 pub struct TestCertificate {
     /// The certificate PEM file.

@@ -584,6 +584,9 @@ async fn pattern_2_over_tls_and_an_untrusted_control_plane_refused() {
     let certificate = TestCertificate::generate(dir.path());
     let upstream = MockUpstream::start_tls(&certificate).await;
     let certificate_pem = std::fs::read_to_string(&certificate.cert).unwrap();
+    // Gateways also present a client certificate (its own CA here): mutual TLS on the fleet link.
+    let client_dir = tempfile::tempdir().unwrap();
+    let client = TestCertificate::generate(client_dir.path());
     let data = tempfile::tempdir().unwrap();
     let control_plane = PorticoProcess::spawn_until(
         tempfile::tempdir().unwrap(),
@@ -597,6 +600,8 @@ async fn pattern_2_over_tls_and_an_untrusted_control_plane_refused() {
             &certificate.cert.display().to_string(),
             "--tls-key",
             &certificate.key.display().to_string(),
+            "--fleet-client-ca",
+            &client.cert.display().to_string(),
         ],
         &[("PORTICO_ADMIN_PASSWORD", ADMIN_PASSWORD)],
         &["control plane listening"],
@@ -632,18 +637,25 @@ async fn pattern_2_over_tls_and_an_untrusted_control_plane_refused() {
     let token = cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({})).await;
     let token = token["token"].as_str().unwrap().to_owned();
 
-    let gateway = |ca: &Path| {
+    let (client_cert, client_key) = (client.cert.display().to_string(), client.key.display().to_string());
+    let gateway = |ca: &Path, certified: bool| {
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy(&certificate.cert, dir.path().join("server.pem")).unwrap();
         std::fs::copy(&certificate.key, dir.path().join("server.key")).unwrap();
         let yaml = "listeners:\n  - address: 127.0.0.1:0\n    tls:\n      certificates:\n        - {cert: server.pem, key: server.key}\n";
         let ca = ca.display().to_string();
-        start_gateway_with_settings(dir, yaml, &format!("https://{address}"), &["--control-plane-ca", &ca], &token, "listening")
+        let mut extra = vec!["--control-plane-ca", ca.as_str()];
+        if certified {
+            extra.extend(["--client-cert", client_cert.as_str(), "--client-key", client_key.as_str()]);
+        }
+        start_gateway_with_settings(dir, yaml, &format!("https://{address}"), &extra, &token, "listening")
     };
-    // One trusts the control plane's certificate (pinned); the other trusts another one.
-    let trusting = gateway(&certificate.cert);
+    // One trusts the control plane's certificate (pinned); another trusts another one; a
+    // third trusts it but presents no client certificate.
+    let trusting = gateway(&certificate.cert, true);
     let elsewhere = tempfile::tempdir().unwrap();
-    let stranger = gateway(&TestCertificate::generate(elsewhere.path()).cert);
+    let stranger = gateway(&TestCertificate::generate(elsewhere.path()).cert, true);
+    let uncertified = gateway(&certificate.cert, false);
 
     assert!(trusting.wait_for_log("snapshot applied", Duration::from_secs(10)), "{}", trusting.logs().join("\n"));
     let (_, (status, body)) = tls_get(trusting.listeners[0], &certificate.der, b"h2", "/secure/v1/hello", &[("apikey", &key)]).await;
@@ -666,8 +678,14 @@ async fn pattern_2_over_tls_and_an_untrusted_control_plane_refused() {
 
     assert!(stranger.wait_for_log("invalid peer certificate", Duration::from_secs(10)), "{}", stranger.logs().join("\n"));
     assert_eq!(stranger.count_logs("snapshot applied"), 0, "{}", stranger.logs().join("\n"));
+    assert!(
+        uncertified.wait_for_log("requires gateways to present a client certificate", Duration::from_secs(10)),
+        "{}",
+        uncertified.logs().join("\n")
+    );
+    assert_eq!(uncertified.count_logs("snapshot applied"), 0, "{}", uncertified.logs().join("\n"));
     let listed = cp.ok(Method::GET, "/api/v1/gateways", Some(&admin), Value::Null).await;
-    assert_eq!(listed.as_array().map(Vec::len), Some(1), "only the trusting gateway reached the control plane: {listed}");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "only the trusting, certified gateway reached the control plane: {listed}");
 }
 
 /// RELIABILITY #8: the control plane is killed with SIGKILL in the middle of publishing

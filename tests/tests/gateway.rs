@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use portico_tests::{
     ALLOW_LOOPBACK_UPSTREAMS, HttpClient, MockUpstream, PorticoProcess, TestCertificate, TestIssuer, check_config, indent, policies,
-    tls_get, tls_handshake, unix_now,
+    tls_get, tls_handshake, tls_request, unix_now,
 };
 
 fn api(name: &str, context: &str, upstream: &MockUpstream, policies: &str) -> String {
@@ -530,6 +530,33 @@ async fn tls_listener_speaks_http1_and_http2() {
     std::fs::write(&renewed.key, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
     assert!(gateway.wait_for_log("certificate files changed but cannot be used", Duration::from_secs(10)));
     assert!(tls_handshake(address, &renewed.der).await.is_ok(), "kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_listener_can_require_client_certificates() {
+    let upstream = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let certificate = TestCertificate::generate(dir.path());
+    let clients = tempfile::tempdir().unwrap();
+    let client = TestCertificate::generate(clients.path());
+    let strangers = tempfile::tempdir().unwrap();
+    let stranger = TestCertificate::generate(strangers.path());
+    let config = format!(
+        "listeners:\n  - address: 127.0.0.1:0\n    tls:\n      certificates:\n        - cert: {}\n          key: {}\n      client_ca: {}\n{ALLOW_LOOPBACK_UPSTREAMS}apis:\n{}",
+        certificate.cert.display(),
+        certificate.key.display(),
+        client.cert.display(),
+        api("m", "/m", &upstream, "      []")
+    );
+    std::fs::write(dir.path().join("portico.yaml"), config).unwrap();
+    let gateway = PorticoProcess::start_in(dir).unwrap();
+    let address = gateway.listeners[0];
+    assert_eq!(tls_request(address, &certificate.der, Some(&client), "/m/x").await, Ok(StatusCode::OK));
+    for (who, presented) in [("no certificate", None), ("a certificate of another CA", Some(&stranger))] {
+        let refused = tls_request(address, &certificate.der, presented, "/m/x").await;
+        assert!(refused.is_err(), "{who}: {refused:?}");
+    }
+    assert_eq!(upstream.received().len(), 1, "only the certified client reached the upstream");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -139,6 +139,12 @@ impl FromRequestParts<AppState> for GatewayCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let certified = parts.extensions.get::<crate::ClientCertified>().is_some_and(|c| c.0);
+        if state.settings.fleet_client_certificates && !certified {
+            return Err(ApiError::Unauthorized(
+                "this control plane requires gateways to present a client certificate (mutual TLS) besides their token".into(),
+            ));
+        }
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
         let protocol = header(PROTOCOL_HEADER).unwrap_or_default();
         if protocol != PROTOCOL_VERSION.to_string() {

@@ -20,6 +20,7 @@ use crate::contract::fleet::{
     ACK_PATH, Ack, ENVIRONMENT_HEADER, EventReader, GATEWAY_HEADER, MODULES_PATH, PROTOCOL_HEADER, PROTOCOL_VERSION, SILENCE, STREAM_PATH,
 };
 use crate::error::causes;
+use crate::settings::CertificateConfig;
 use crate::tls;
 
 /// The largest module a gateway downloads: the largest it compiles.
@@ -55,8 +56,16 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// A client for the control plane at `url`: `https://host:port`, verified against the
     /// CA certificates of the PEM file `ca` (or the system's roots), or `http://host:port`
-    /// (for loopback and tests: the environment carries secrets).
-    pub fn new(url: &str, ca: Option<&Path>, environment: &str, token: &str, gateway_id: &str) -> Result<Self, String> {
+    /// (for loopback and tests: the environment carries secrets). With `certificate`, the
+    /// gateway presents it to a control plane that asks (mutual TLS).
+    pub fn new(
+        url: &str,
+        ca: Option<&Path>,
+        certificate: Option<&CertificateConfig>,
+        environment: &str,
+        token: &str,
+        gateway_id: &str,
+    ) -> Result<Self, String> {
         let uri: Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
         let Some(host) = uri.host() else {
             return Err(format!("`{url}`: the control plane URL must be https://host:port or http://host:port"));
@@ -64,9 +73,15 @@ impl ControlPlane {
         let tls = match uri.scheme_str() {
             Some("https") => {
                 let trust = ca.map_or(tls::Trust::System, tls::Trust::File);
-                Some(tls::client_config(trust).map_err(|e| format!("the control plane's CA: {e}"))?)
+                Some(match certificate {
+                    None => tls::client_config(trust).map_err(|e| format!("the control plane's CA: {e}"))?,
+                    Some(certificate) => tls::client_config_with_certificate(trust, certificate)
+                        .map_err(|e| format!("the control plane's CA or this gateway's client certificate: {e}"))?,
+                })
             }
-            Some("http") if ca.is_some() => return Err(format!("`{url}`: a CA file is for an https:// control plane")),
+            Some("http") if ca.is_some() || certificate.is_some() => {
+                return Err(format!("`{url}`: CA files and client certificates are for an https:// control plane"));
+            }
             Some("http") => {
                 if !is_loopback(host) {
                     tracing::warn!(url, "the control plane is reached over plain HTTP: environments carry key material; use https://");
