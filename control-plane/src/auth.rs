@@ -363,7 +363,7 @@ pub async fn create(
 }
 
 /// List users (admin).
-#[utoipa::path(operation_id = "list_users", get, path = "/api/v1/users", tag = "auth", responses((status = 200, body = [User])), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "list_users", get, path = "/api/v1/users", tag = "auth", responses((status = 200, body = [User]), (status = 403, description = "not an admin")), security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<User>>> {
     caller.require(&[Role::Admin])?;
     let users = sqlx::query_as::<_, User>("SELECT id, username, role FROM users ORDER BY username").fetch_all(&state.db.pool).await?;

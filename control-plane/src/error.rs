@@ -60,6 +60,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Database(e) if is_constraint_violation(e) => StatusCode::CONFLICT,
+            Self::Database(e) if is_unstorable_text(e) => StatusCode::BAD_REQUEST,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -88,6 +89,7 @@ impl IntoResponse for ApiError {
                 tracing::debug!(error = %e, "constraint violation");
                 "the request conflicts with existing data (a duplicate name, or a reference to something missing)".to_owned()
             }
+            Self::Database(_) if status == StatusCode::BAD_REQUEST => NO_NUL.to_owned(),
             Self::Database(e) => {
                 tracing::error!(error = %e, "database error");
                 "internal error".to_owned()
@@ -142,10 +144,73 @@ where
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
             .map_err(|e| ApiError::invalid("(body)", format!("cannot read the body: {e}")))?;
-        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(&mut deserializer).map(JsonBody).map_err(|e| {
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid("(body)", format!("not JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(ApiError::invalid("(body)", "a JSON object"));
+        }
+        if let Some(field) = holding_nul(&value, String::new()) {
+            return Err(ApiError::invalid(field, NO_NUL));
+        }
+        serde_path_to_error::deserialize(value).map(JsonBody).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." { "(body)".to_owned() } else { path };
+            ApiError::invalid(field, e.into_inner().to_string())
+        })
+    }
+}
+
+/// Texts never hold the NUL character (PostgreSQL cannot store it): refused where they come in.
+pub(crate) const NO_NUL: &str = "a text may not hold the NUL character (\\u0000)";
+
+/// The path of the first string in `value` (a key or a value) that holds a NUL character.
+pub(crate) fn holding_nul(value: &serde_json::Value, at: String) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::String(text) if text.contains('\0') => Some(if at.is_empty() { "(body)".to_owned() } else { at }),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| holding_nul(item, format!("{at}[{i}]"))),
+        Value::Object(object) => object.iter().find_map(|(key, item)| {
+            let field = if at.is_empty() { key.clone() } else { format!("{at}.{key}") };
+            if key.contains('\0') { Some(field) } else { holding_nul(item, field) }
+        }),
+        _ => None,
+    }
+}
+
+/// Refuse a request whose path or query holds an escaped NUL character (`%00`), before any
+/// handler reads it.
+pub async fn refuse_nul_in_uri(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let nul = |text: &str| text.as_bytes().windows(3).any(|w| w == b"%00");
+    if nul(request.uri().path()) {
+        return ApiError::invalid("(path)", NO_NUL).into_response();
+    }
+    if request.uri().query().is_some_and(nul) {
+        return ApiError::invalid("(query)", NO_NUL).into_response();
+    }
+    next.run(request).await
+}
+
+/// Whether a database refused a text for a character it cannot store (PostgreSQL and NUL).
+pub(crate) fn is_unstorable_text(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("22021"))
+}
+
+/// Query parameters whose errors are answered as problems naming the parameter.
+#[derive(Debug)]
+pub struct QueryParams<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for QueryParams<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer).map(QueryParams).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "(query)".to_owned() } else { path };
             ApiError::invalid(field, e.into_inner().to_string())
         })
     }

@@ -102,5 +102,6 @@ pub fn app(state: AppState) -> Router {
         .merge(registry::routes())
         .merge(fleet::routes())
         .merge(openapi::routes())
+        .layer(axum::middleware::from_fn(error::refuse_nul_in_uri))
         .with_state(state)
 }

@@ -187,7 +187,7 @@ pub async fn upsert(
 /// Delete a tier that nothing uses (admin).
 #[utoipa::path(operation_id = "delete_tier", delete, path = "/api/v1/tiers/{kind}/{name}", tag = "traffic",
     params(("kind" = String, Path), ("name" = String, Path)),
-    responses((status = 204), (status = 404), (status = 409, description = "in use")), security(("bearer" = [])))]
+    responses((status = 204), (status = 403, description = "not an admin"), (status = 404), (status = 409, description = "in use")), security(("bearer" = [])))]
 pub async fn delete(State(state): State<AppState>, caller: Caller, Path((kind, name)): Path<(String, String)>) -> ApiResult<StatusCode> {
     caller.require(&[Role::Admin])?;
     let in_use: i64 = if kind == "application" {

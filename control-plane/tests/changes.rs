@@ -202,9 +202,9 @@ async fn every_mutating_route_that_gateways_must_see_announces_its_change() {
 
     let document = openapi::document();
     let mut mutating = Vec::new();
-    for (path, item) in &document.paths.paths {
-        for (method, operation) in [("POST", &item.post), ("PUT", &item.put), ("PATCH", &item.patch), ("DELETE", &item.delete)] {
-            if operation.is_some() {
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for method in ["POST", "PUT", "PATCH", "DELETE"] {
+            if item.get(method.to_lowercase()).is_some() {
                 mutating.push((method.to_owned(), path.clone()));
             }
         }

@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, QueryParams};
 
 /// The statuses in which an API is in the catalogue, as an SQL list.
 const VISIBLE: &str = "('PUBLISHED', 'DEPRECATED')";
@@ -104,7 +104,7 @@ fn matches(api: &CatalogueApi, needle: &str) -> bool {
 pub async fn list(
     State(state): State<AppState>,
     _caller: Caller,
-    Query(search): Query<CatalogueSearch>,
+    QueryParams(search): QueryParams<CatalogueSearch>,
 ) -> ApiResult<Json<Vec<CatalogueApi>>> {
     // Documentation can be large and is not listed; the search runs here rather than in
     // SQL so that case folding is the same (and Unicode-aware) on both engines.

@@ -3,7 +3,7 @@
 //! API's publisher (or an admin) approves or rejects them.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -12,7 +12,7 @@ use super::applications::owned;
 use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::db::{Db, new_id, now_ms};
-use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::error::{ApiError, ApiResult, JsonBody, QueryParams};
 use crate::fleet::Change;
 use crate::{keymanager, traffic};
 
@@ -267,7 +267,7 @@ pub struct SubscriptionFilter {
 pub async fn queue(
     State(state): State<AppState>,
     caller: Caller,
-    Query(filter): Query<SubscriptionFilter>,
+    QueryParams(filter): QueryParams<SubscriptionFilter>,
 ) -> ApiResult<Json<Vec<Subscription>>> {
     caller.require(&[Role::Publisher])?;
     let status = match filter.status.as_deref() {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use portico_gateway::contract::fleet::{self, Ack, HEALTHY_WITHIN};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -15,7 +15,7 @@ use super::hub;
 use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::db::{Db, now_ms};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, QueryParams};
 
 /// The longest a rollout request waits.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -210,7 +210,7 @@ pub async fn rollout(
     State(state): State<AppState>,
     caller: Caller,
     Path(environment): Path<String>,
-    Query(query): Query<RolloutQuery>,
+    QueryParams(query): QueryParams<RolloutQuery>,
 ) -> ApiResult<Json<Rollout>> {
     caller.require(&[Role::Publisher])?;
     let known: Option<String> =

@@ -41,6 +41,9 @@ pub enum OAuthError {
 
 impl From<sqlx::Error> for OAuthError {
     fn from(error: sqlx::Error) -> Self {
+        if crate::error::is_unstorable_text(&error) {
+            return Self::InvalidRequest(crate::error::NO_NUL.to_owned());
+        }
         Self::Server(ApiError::Database(error))
     }
 }

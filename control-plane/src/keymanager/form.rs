@@ -5,13 +5,13 @@ use axum::Form;
 use axum::extract::rejection::FormRejection;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{OAuthError, OAuthResult};
 
 /// The form of `POST /oauth2/introspect` and `POST /oauth2/revoke`.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct TokenForm {
     /// The token.
     pub token: Option<String>,
@@ -29,9 +29,15 @@ pub(crate) fn param(value: &Option<String>) -> Option<&str> {
 }
 
 /// The form of an OAuth2 request, any problem with it being `invalid_request`.
-pub(crate) fn form<T>(form: Result<Form<T>, FormRejection>) -> OAuthResult<T> {
-    form.map(|Form(form)| form)
-        .map_err(|e| OAuthError::InvalidRequest(format!("send an application/x-www-form-urlencoded body without repeated parameters: {e}")))
+pub(crate) fn form<T: Serialize>(form: Result<Form<T>, FormRejection>) -> OAuthResult<T> {
+    let form = form.map(|Form(form)| form).map_err(|e| {
+        OAuthError::InvalidRequest(format!("send an application/x-www-form-urlencoded body without repeated parameters: {e}"))
+    })?;
+    let fields = serde_json::to_value(&form).map_err(|e| OAuthError::InvalidRequest(e.to_string()))?;
+    match crate::error::holding_nul(&fields, String::new()) {
+        Some(field) => Err(OAuthError::InvalidRequest(format!("`{field}`: {}", crate::error::NO_NUL))),
+        None => Ok(form),
+    }
 }
 
 /// `response` with `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1).

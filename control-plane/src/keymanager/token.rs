@@ -24,7 +24,7 @@ const MAX_SCOPES: usize = 50;
 const MAX_SCOPE_CHARS: usize = 2048;
 
 /// The form of `POST /oauth2/token`. Empty parameters count as absent (RFC 6749 §3.1).
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct TokenRequest {
     /// `client_credentials` or `refresh_token`.
     pub grant_type: Option<String>,

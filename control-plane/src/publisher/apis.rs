@@ -1,7 +1,7 @@
 //! The API endpoints: create, list, read, replace and delete.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -12,7 +12,7 @@ use super::{checks, store};
 use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::db::now_ms;
-use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::error::{ApiError, ApiResult, JsonBody, QueryParams};
 
 /// The search of `GET /api/v1/apis`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -37,7 +37,11 @@ struct SummaryRow {
 /// List the APIs the caller manages (all of them for admins), by name and version.
 #[utoipa::path(get, path = "/api/v1/apis", operation_id = "list_apis", tag = "publisher", params(ApiSearch),
     responses((status = 200, body = [ApiSummary]), (status = 401), (status = 403)), security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, caller: Caller, Query(search): Query<ApiSearch>) -> ApiResult<Json<Vec<ApiSummary>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    QueryParams(search): QueryParams<ApiSearch>,
+) -> ApiResult<Json<Vec<ApiSummary>>> {
     caller.require(&[Role::Publisher])?;
     let mut sql = "SELECT a.id, a.name, a.version, a.context, a.description, a.tags, a.status, u.username AS owner, a.updated_at \
                    FROM apis a JOIN users u ON u.id = a.owner_id WHERE 1 = 1"

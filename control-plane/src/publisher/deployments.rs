@@ -2,7 +2,7 @@
 //! per API and environment), and [`deployed`], what an environment runs, for snapshots.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use portico_gateway::check;
 use portico_gateway::contract::environment::UpstreamNetworks;
@@ -15,7 +15,7 @@ use super::{checks, environments, store};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::db::{Db, new_id, now_ms};
-use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::error::{ApiError, ApiResult, JsonBody, QueryParams};
 use crate::fleet::{Change, RolloutQuery, wait_for_rollout};
 
 /// A revision of an API deployed on an environment.
@@ -106,7 +106,7 @@ pub async fn deploy(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(wait): Query<RolloutQuery>,
+    QueryParams(wait): QueryParams<RolloutQuery>,
     JsonBody(deploy): JsonBody<Deploy>,
 ) -> ApiResult<(StatusCode, Json<Vec<Deployment>>)> {
     store::visible(&state.db, &caller, &id).await?;
