@@ -76,8 +76,10 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<E
         });
     }
 
-    let consumers = devportal::active_api_keys(db)
-        .await?
+    let keys = devportal::listed_api_keys(db).await?;
+    let mut revoked_api_keys: Vec<String> = keys.iter().filter(|key| key.revoked).map(|key| key.key_hash.clone()).collect();
+    revoked_api_keys.sort();
+    let consumers = keys
         .into_iter()
         .enumerate()
         .map(|(i, key)| Consumer {
@@ -142,6 +144,7 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<E
         jwt_issuers,
         revoked_tokens,
         revoked_before,
+        revoked_api_keys,
         api_key_hmac_secret: Some(hex::encode(&secret)),
         modules,
         blocked: traffic::blocking::for_gateways(db).await?,

@@ -2,7 +2,7 @@
 //! subscriptions with approval, OAuth2 clients and API keys.
 
 use axum::http::StatusCode;
-use portico_control_plane::devportal::{active_api_keys, api_key_hash, api_key_hmac_secret};
+use portico_control_plane::devportal::{api_key_hash, api_key_hmac_secret, listed_api_keys};
 use portico_control_plane::on_both_engines;
 use portico_control_plane::test_support::TestApp;
 use serde_json::{Value, json};
@@ -455,7 +455,7 @@ async fn subscriptions_wait_for_approval_when_it_is_on() {
         // Only the approved subscription is accepted by gateways.
         let (status, _) = app.send("POST", &format!("/api/v1/applications/{mobile}/api-keys"), Some(&alice), None).await;
         assert_eq!(status, StatusCode::CREATED);
-        let keys = active_api_keys(&app.db).await.unwrap();
+        let keys = listed_api_keys(&app.db).await.unwrap();
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].subscriptions.keys().collect::<Vec<_>>(), ["Pets@v1"]);
 
@@ -589,7 +589,7 @@ async fn api_keys_are_shown_once_stored_as_hmacs_and_revocable() {
         assert!(!stored.contains(&first_key) && !stored.contains(&second_key), "a key is stored in plain text");
         assert!(!stored.contains(&first_key["pk_".len()..]));
 
-        let keys = active_api_keys(&app.db).await.unwrap();
+        let keys = listed_api_keys(&app.db).await.unwrap();
         assert_eq!(keys.len(), 2);
         let owner = keys.iter().find(|key| key.key_hash == hash).unwrap();
         assert_eq!(owner.application_id, mobile);
@@ -618,10 +618,14 @@ async fn api_keys_are_shown_once_stored_as_hmacs_and_revocable() {
             assert_eq!(key["revoked_at"].as_i64().is_some(), key["id"] == first_id.as_str(), "{list}");
         }
 
-        let keys = active_api_keys(&app.db).await.unwrap();
-        assert_eq!(keys.len(), 1);
-        assert_eq!(keys[0].key_hash, api_key_hash(&secret, &second_key));
-        assert!(keys.iter().all(|k| k.key_hash != hash), "a revoked key is not active");
+        // The revoked key stays listed for a while, marked, so that gateways take its
+        // revocation as a delta.
+        let keys = listed_api_keys(&app.db).await.unwrap();
+        let mut listed: Vec<(String, bool)> = keys.iter().map(|k| (k.key_hash.clone(), k.revoked)).collect();
+        let mut expected = vec![(hash.clone(), true), (api_key_hash(&secret, &second_key), false)];
+        listed.sort();
+        expected.sort();
+        assert_eq!(listed, expected);
     }
     on_both_engines!(check);
 }
@@ -648,7 +652,7 @@ async fn deleting_an_application_removes_its_subscriptions_and_credentials() {
                 sqlx::query_scalar(&format!("SELECT application_id FROM {table}")).fetch_all(&app.db.pool).await.unwrap();
             assert_eq!(left, std::slice::from_ref(&web), "{table}");
         }
-        let keys = active_api_keys(&app.db).await.unwrap();
+        let keys = listed_api_keys(&app.db).await.unwrap();
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].application_id, web);
     }

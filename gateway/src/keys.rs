@@ -121,20 +121,26 @@ pub struct KeyStore {
     tokens: Cache<Box<str>, CachedToken, TokenWeighter>,
 }
 
-/// Tokens refused before they expire.
+/// Credentials refused before they expire.
+#[derive(Default)]
 struct Revocations {
-    /// By `jti`.
+    /// Tokens, by `jti`.
     tokens: std::collections::HashSet<String>,
     /// Application → the first second a token of it is accepted again.
     before: std::collections::HashMap<String, u64>,
+    /// API keys, by digest.
+    api_keys: std::collections::HashSet<[u8; 32]>,
 }
 
 impl Revocations {
-    fn new(revoked: &[environment::RevokedToken], revoked_before: &BTreeMap<String, u64>) -> Self {
+    /// Those of an environment; a malformed digest (reported by `snapshot::validate`) is
+    /// left out.
+    fn of(config: &Environment) -> Self {
         let now = jsonwebtoken::get_current_timestamp();
         Self {
-            tokens: revoked.iter().filter(|r| r.expires_at >= now).map(|r| r.jti.clone()).collect(),
-            before: revoked_before.iter().map(|(application, &second)| (application.clone(), second)).collect(),
+            tokens: config.revoked_tokens.iter().filter(|r| r.expires_at >= now).map(|r| r.jti.clone()).collect(),
+            before: config.revoked_before.iter().map(|(application, &second)| (application.clone(), second)).collect(),
+            api_keys: config.revoked_api_keys.iter().filter_map(|hex| api_key::parse_hex_digest(hex)).collect(),
         }
     }
 }
@@ -166,22 +172,21 @@ impl KeyStore {
         issuers: &[environment::JwtIssuer],
         base_dir: &Path,
     ) -> Result<KeyStore, Vec<Problem>> {
-        Self::build(consumers, issuers, None, &[], &BTreeMap::new(), base_dir)
+        Self::build(consumers, issuers, None, Revocations::default(), base_dir)
     }
 
     /// The store of a whole gateway configuration: [`Self::from_config`] plus its HMAC key
     /// for API-key digests, its revoked tokens and its applications' cut-offs.
     pub fn for_gateway(config: &Environment, base_dir: &Path) -> Result<KeyStore, Vec<Problem>> {
         let secret = config.api_key_hmac_secret.as_deref().and_then(crate::contract::hex::decode);
-        Self::build(&config.consumers, &config.jwt_issuers, secret.as_deref(), &config.revoked_tokens, &config.revoked_before, base_dir)
+        Self::build(&config.consumers, &config.jwt_issuers, secret.as_deref(), Revocations::of(config), base_dir)
     }
 
     fn build(
         consumers: &[environment::Consumer],
         issuers: &[environment::JwtIssuer],
         hmac_secret: Option<&[u8]>,
-        revoked: &[environment::RevokedToken],
-        revoked_before: &BTreeMap<String, u64>,
+        revocations: Revocations,
         base_dir: &Path,
     ) -> Result<KeyStore, Vec<Problem>> {
         let mut problems = Vec::new();
@@ -193,7 +198,7 @@ impl KeyStore {
         Ok(KeyStore {
             api_keys,
             issuers,
-            revocations: ArcSwap::from_pointee(Revocations::new(revoked, revoked_before)),
+            revocations: ArcSwap::from_pointee(revocations),
             tokens: Cache::with_weighter(TOKEN_CACHE_ITEMS, TOKEN_CACHE_BYTES, TokenWeighter),
         })
     }
@@ -201,12 +206,17 @@ impl KeyStore {
     /// Take the revocations of `config`, an environment that differs from the one this
     /// store was built from in its revocations only; requests checked after this see them.
     pub(crate) fn set_revocations(&self, config: &Environment) {
-        self.revocations.store(Arc::new(Revocations::new(&config.revoked_tokens, &config.revoked_before)));
+        self.revocations.store(Arc::new(Revocations::of(config)));
     }
 
     /// The identity of the consumer holding `key`.
     pub fn lookup_api_key(&self, key: &str) -> Result<Identity, KeyError> {
-        self.api_keys.lookup(key)
+        let digest = self.api_keys.digest(key);
+        let revocations = self.revocations.load();
+        if !revocations.api_keys.is_empty() && revocations.api_keys.contains(&digest) {
+            return Err(KeyError::Unknown);
+        }
+        self.api_keys.lookup(&digest)
     }
 
     /// Verify a JWT (compact serialisation, without `Bearer `): signature with the issuer's

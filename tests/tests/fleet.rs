@@ -300,6 +300,7 @@ async fn pattern_2_control_plane_and_two_gateways() {
         all
     })
     .await;
+    let received_before: Vec<usize> = gateways.iter().map(|g| g.count_logs("revocations received")).collect();
     let reply = cp.call(Method::DELETE, &format!("/api/v1/applications/{app}/api-keys/{key_id}"), Some(&admin), None).await;
     assert!(reply.status.is_success(), "{}", reply.text());
     let took = eventually("the revoked key refused by both gateways", Duration::from_secs(1), async || {
@@ -311,6 +312,11 @@ async fn pattern_2_control_plane_and_two_gateways() {
     })
     .await;
     println!("revoked key refused by both gateways after {took:?}");
+    // Sent as a delta, not as the whole environment.
+    eventually("the key's revocation logged as received by both gateways", Duration::from_secs(2), async || {
+        gateways.iter().zip(&received_before).all(|(gateway, before)| gateway.count_logs("revocations received") > *before)
+    })
+    .await;
     let key = other;
 
     // A revoked OAuth2 access token, too.
@@ -928,6 +934,7 @@ async fn a_snapshot_a_running_gateway_refuses_leaves_the_last_good_one_serving()
         revoked: vec![RevokedToken { jti: "j-1".into(), expires_at: u64::MAX }],
         forgotten: Vec::new(),
         revoked_before: Default::default(),
+        revoked_api_keys: Vec::new(),
     };
     fake.push.send(event(REVOCATIONS_EVENT, &serde_json::to_string(&stray).unwrap())).unwrap();
     eventually("a new stream", Duration::from_secs(10), async || fake.streams.load(Ordering::SeqCst) >= 2).await;

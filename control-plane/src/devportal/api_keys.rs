@@ -76,22 +76,34 @@ pub struct ApiKeyOwner {
     /// The application's ACTIVE subscriptions to PUBLISHED or DEPRECATED APIs: subscription
     /// tier by `name@version` of the API.
     pub subscriptions: BTreeMap<String, String>,
+    /// Revoked (within [`REVOKED_KEYS_LISTED_FOR`]): gateways refuse it.
+    pub revoked: bool,
 }
 
-/// Every key not revoked, oldest first, with its application and subscriptions.
-pub async fn active_api_keys(db: &Db) -> ApiResult<Vec<ApiKeyOwner>> {
-    let keys: Vec<(String, String, String, String, String)> = sqlx::query_as(
-        "SELECT k.key_hash, ap.id, ap.name, ap.tier, u.username FROM api_keys k \
+/// How long a revoked key stays listed for gateways, as a revocation beside its consumer:
+/// so that revoking one changes only the environment's revocations, which running gateways
+/// take as a small delta rather than a whole new environment. Older revoked keys are left
+/// out of the next environment built.
+pub const REVOKED_KEYS_LISTED_FOR_MS: i64 = 24 * 3600 * 1000;
+
+/// Every key gateways must know: those not revoked and those revoked lately, oldest first,
+/// with its application and subscriptions.
+pub async fn listed_api_keys(db: &Db) -> ApiResult<Vec<ApiKeyOwner>> {
+    let since = now_ms() - REVOKED_KEYS_LISTED_FOR_MS;
+    let keys: Vec<(String, String, String, String, String, Option<i64>)> = sqlx::query_as(
+        "SELECT k.key_hash, ap.id, ap.name, ap.tier, u.username, k.revoked_at FROM api_keys k \
          JOIN applications ap ON ap.id = k.application_id JOIN users u ON u.id = ap.owner_id \
-         WHERE k.revoked_at IS NULL ORDER BY k.created_at, k.id",
+         WHERE k.revoked_at IS NULL OR k.revoked_at > $1 ORDER BY k.created_at, k.id",
     )
+    .bind(since)
     .fetch_all(&db.pool)
     .await?;
     let subscriptions: Vec<(String, String, String, String)> = sqlx::query_as(
         "SELECT s.application_id, a.name, a.version, s.tier FROM subscriptions s JOIN apis a ON a.id = s.api_id \
          WHERE s.status = 'ACTIVE' AND a.status IN ('PUBLISHED', 'DEPRECATED') \
-         AND EXISTS (SELECT 1 FROM api_keys k WHERE k.application_id = s.application_id AND k.revoked_at IS NULL)",
+         AND EXISTS (SELECT 1 FROM api_keys k WHERE k.application_id = s.application_id AND (k.revoked_at IS NULL OR k.revoked_at > $1))",
     )
+    .bind(since)
     .fetch_all(&db.pool)
     .await?;
     let mut by_application: HashMap<String, BTreeMap<String, String>> = HashMap::new();
@@ -100,8 +112,9 @@ pub async fn active_api_keys(db: &Db) -> ApiResult<Vec<ApiKeyOwner>> {
     }
     Ok(keys
         .into_iter()
-        .map(|(key_hash, application_id, application_name, application_tier, owner_username)| ApiKeyOwner {
+        .map(|(key_hash, application_id, application_name, application_tier, owner_username, revoked_at)| ApiKeyOwner {
             subscriptions: by_application.get(&application_id).cloned().unwrap_or_default(),
+            revoked: revoked_at.is_some(),
             key_hash,
             application_id,
             application_name,

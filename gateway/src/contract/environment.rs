@@ -42,6 +42,11 @@ pub struct Environment {
     /// or whose subscriptions changed, so that what its tokens say no longer holds.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub revoked_before: BTreeMap<String, u64>,
+    /// API keys revoked while their consumer is still listed, by digest (hex, as in
+    /// `api_key_hashes`), sorted: refused, and sent to running gateways as revocations
+    /// rather than as a new environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked_api_keys: Vec<String>,
     /// Blocking conditions: matching requests are answered 403.
     #[serde(default, skip_serializing_if = "Blocked::is_empty")]
     pub blocked: Blocked,
@@ -62,10 +67,10 @@ impl Environment {
     }
 
     /// The version it would have without its revocations (`revoked_tokens`,
-    /// `revoked_before`): two environments with the same one differ in revocations only,
-    /// and a gateway running one takes the other without a rebuild.
+    /// `revoked_before`, `revoked_api_keys`): two environments with the same one differ in
+    /// revocations only, and a gateway running one takes the other without a rebuild.
     pub fn version_but_revocations(&self) -> String {
-        Environment { revoked_tokens: Vec::new(), revoked_before: BTreeMap::new(), ..self.clone() }.version()
+        Environment { revoked_tokens: Vec::new(), revoked_before: BTreeMap::new(), revoked_api_keys: Vec::new(), ..self.clone() }.version()
     }
 }
 

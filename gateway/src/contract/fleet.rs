@@ -16,7 +16,8 @@ use super::environment::{Environment, RevokedToken};
 /// The protocol version this build speaks; sent as [`PROTOCOL_HEADER`] on every request.
 /// 3: acknowledgements carry `failed_apis`, and key-auth takes `operation_scopes`.
 /// 4: revocations travel as [`RevocationsMessage`]s; environments carry `upstream_networks`.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// 5: revoked API keys are revocations too (`revoked_api_keys`), refused by digest.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// `GET`: the event stream (`text/event-stream`) of the token's environment.
 pub const STREAM_PATH: &str = "/fleet/v1/stream";
@@ -81,6 +82,9 @@ pub struct RevocationsMessage {
     /// Every cut-off (one per application at most, so sent whole).
     #[serde(default)]
     pub revoked_before: BTreeMap<String, u64>,
+    /// Every revoked API key's digest still listed (recent ones only, so sent whole).
+    #[serde(default)]
+    pub revoked_api_keys: Vec<String>,
 }
 
 impl RevocationsMessage {
@@ -103,6 +107,7 @@ impl RevocationsMessage {
             revoked: new.content.revoked_tokens.iter().filter(|r| !before.contains(r.jti.as_str())).cloned().collect(),
             forgotten: old.content.revoked_tokens.iter().filter(|r| !after.contains(r.jti.as_str())).map(|r| r.jti.clone()).collect(),
             revoked_before: new.content.revoked_before.clone(),
+            revoked_api_keys: new.content.revoked_api_keys.clone(),
         })
     }
 
@@ -121,6 +126,7 @@ impl RevocationsMessage {
         content.revoked_tokens.extend(self.revoked.iter().cloned());
         content.revoked_tokens.sort_by(RevokedToken::canonical_order);
         content.revoked_before = self.revoked_before.clone();
+        content.revoked_api_keys = self.revoked_api_keys.clone();
         let version = content.version();
         if version != self.version {
             return Err(format!("revocations applied to {} give {version}, not {}", self.base, self.version));
@@ -258,11 +264,13 @@ mod tests {
         content.revoked_tokens = vec![revoked("c", 5), revoked("b", 20), revoked("d", 30)];
         content.revoked_tokens.sort_by(RevokedToken::canonical_order);
         content.revoked_before.insert("app-1".into(), 100);
+        content.revoked_api_keys = vec!["ab".repeat(32)];
         let new = message(content.clone());
 
         let delta = RevocationsMessage::between(&old, &new).expect("only revocations changed");
         assert_eq!(delta.revoked.iter().map(|r| r.jti.as_str()).collect::<Vec<_>>(), ["c", "d"]);
         assert_eq!(delta.forgotten, ["a"]);
+        assert_eq!(delta.revoked_api_keys, ["ab".repeat(32)]);
         let applied = delta.apply(&old).expect("applies to its base");
         assert_eq!((applied.version.as_str(), &applied.content), (new.version.as_str(), &new.content));
         assert!(delta.apply(&new).unwrap_err().contains("this gateway runs"), "not its base");

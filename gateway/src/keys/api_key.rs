@@ -60,11 +60,16 @@ impl ApiKeys {
         ApiKeys { by_digest, hmac_secret: hmac_secret.map(<[u8]>::to_vec) }
     }
 
-    /// The identity of the consumer holding `key`.
-    pub(super) fn lookup(&self, key: &str) -> Result<Identity, KeyError> {
+    /// The digest `key` is known by.
+    pub(super) fn digest(&self, key: &str) -> [u8; 32] {
+        digest(self.hmac_secret.as_deref(), key)
+    }
+
+    /// The identity of the consumer holding the key of `digest`.
+    pub(super) fn lookup(&self, digest: &[u8; 32]) -> Result<Identity, KeyError> {
         // Comparing digests leaks nothing useful through timing: finding a digest's prefix does
         // not help to find a key that produces it.
-        self.by_digest.get(&digest(self.hmac_secret.as_deref(), key)).cloned().ok_or(KeyError::Unknown)
+        self.by_digest.get(digest).cloned().ok_or(KeyError::Unknown)
     }
 }
 
@@ -82,6 +87,6 @@ fn digest(secret: Option<&[u8]>, key: &str) -> [u8; 32] {
 }
 
 /// A sha256 digest written as 64 hex digits (either case).
-fn parse_hex_digest(hex: &str) -> Option<[u8; 32]> {
+pub(super) fn parse_hex_digest(hex: &str) -> Option<[u8; 32]> {
     crate::contract::hex::decode(hex)?.try_into().ok()
 }

@@ -684,6 +684,23 @@ fn hmac_digests_need_the_secret() {
 }
 
 #[test]
+fn revoked_api_keys_are_refused_once_their_revocations_arrive() {
+    use sha2::Digest;
+    let hex = |key: &str| -> String { sha2::Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect() };
+    let digests = vec![hex("key-shop-0001"), hex("key-shop-0002")];
+    let mut config = crate::contract::environment::Environment { consumers: vec![consumer("shop", &[], &digests)], ..Default::default() };
+    let store = KeyStore::for_gateway(&config, Path::new(".")).expect("valid");
+    assert!(store.lookup_api_key("key-shop-0001").is_ok());
+    config.revoked_api_keys = vec![digests[0].clone()];
+    store.set_revocations(&config);
+    assert_eq!(store.lookup_api_key("key-shop-0001").unwrap_err(), KeyError::Unknown);
+    assert!(store.lookup_api_key("key-shop-0002").is_ok(), "only the revoked key");
+    // A store built with them refuses it from the start.
+    let built = KeyStore::for_gateway(&config, Path::new(".")).expect("valid");
+    assert_eq!(built.lookup_api_key("key-shop-0001").unwrap_err(), KeyError::Unknown);
+}
+
+#[test]
 fn subscriptions_give_the_tier_of_the_api_called() {
     let mut shop = consumer("shop", &["key-shop-0001"], &[]);
     shop.subscriptions = Some([("pets@v1".to_owned(), "Gold".to_owned())].into());

@@ -113,6 +113,11 @@ pub(crate) fn validate(config: &Environment, ceilings: &PolicyCeilings) -> Valid
             }
         }
     }
+    for (i, hash) in config.revoked_api_keys.iter().enumerate() {
+        if !crate::contract::hex::is_sha256(hash) {
+            problem(format!("revoked_api_keys[{i}]"), "must be 64 hex digits (sha256)".into());
+        }
+    }
     for (i, issuer) in config.jwt_issuers.iter().enumerate() {
         let at = format!("jwt_issuers[{i}]");
         if issuer.audiences.is_empty() {
