@@ -15,7 +15,7 @@ use utoipa::OpenApi;
 
 use crate::AppState;
 
-pub use api_keys::{ApiKey, ApiKeyOwner, NewApiKey, listed_api_keys, api_key_hash, api_key_hmac_secret};
+pub use api_keys::{ApiKey, ApiKeyOwner, NewApiKey, api_key_hash, api_key_hmac_secret, listed_api_keys};
 pub use applications::{Application, ApplicationFields};
 pub use catalogue::{CatalogueApi, CatalogueOperation, CatalogueSearch};
 pub use oauth_clients::{OAuthClient, OAuthClientSecret};

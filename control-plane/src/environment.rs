@@ -6,8 +6,8 @@
 
 use portico_gateway::contract::defaults;
 use portico_gateway::contract::environment::{
-    ApiConfig, Attachment, ClaimMapping, Consumer, Environment, JwtIssuer, JwtKey, ModuleSource, OperationConfig, RevokedToken,
-    UpstreamConfig,
+    ApiConfig, Attachment, ClaimMapping, ClientCertificate, Consumer, Environment, JwtIssuer, JwtKey, ModuleSource, OperationConfig,
+    RevokedToken, UpstreamConfig,
 };
 use portico_gateway::contract::hex;
 use portico_gateway::contract::units::Duration;
@@ -30,6 +30,7 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<E
         if deployed.status != "PUBLISHED" && deployed.status != "DEPRECATED" {
             continue;
         }
+        let client_key = publisher::client_key(db, &deployed.api_id, &deployed.revision_id).await?;
         let content = deployed.content;
         // Every managed API authenticates, checks the subscription, applies the
         // subscription's tier (per application and API) and the application's tier (per
@@ -70,6 +71,11 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<E
                 connect_timeout: Duration(defaults::UPSTREAM_CONNECT_TIMEOUT),
                 timeout: Duration(defaults::UPSTREAM_TIMEOUT),
                 ca: content.endpoint_ca.clone(),
+                client_certificate: content
+                    .endpoint_client_certificate
+                    .clone()
+                    .zip(client_key)
+                    .map(|(certificate, key)| ClientCertificate { certificate, key }),
             },
             policies,
             operations,

@@ -20,12 +20,12 @@ use utoipa::OpenApi;
 use crate::AppState;
 
 pub use checks::is_scope_name;
-pub use definition::{Api, ApiSummary, ApiUpdate, NewApi, Operation, Scope};
+pub use definition::{Api, ApiSummary, ApiUpdate, EndpointClientCertificate, NewApi, Operation, Scope};
 pub use deployments::{Deploy, DeployedApi, Deployment, deployed};
 pub use environments::{Environment, NewEnvironment, UpstreamNetworks, upstream_networks};
 pub use import::Import;
 pub use lifecycle::{LifecycleAction, LifecycleChange};
-pub use revisions::{Revision, RevisionContent};
+pub use revisions::{Revision, RevisionContent, client_key};
 pub use status::ApiStatus;
 pub use store::grantable_scopes;
 

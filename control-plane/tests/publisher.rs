@@ -844,3 +844,67 @@ async fn a_context_inside_another_apis_is_refused() {
     }
     on_both_engines!(check);
 }
+
+#[tokio::test]
+async fn an_upstream_client_certificate_is_checked_sealed_and_reaches_gateways_only() {
+    async fn check(app: TestApp) {
+        let publisher = app.user("pat", "publisher").await;
+        let pair = |name: &str| {
+            let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+            (certified.cert.pem(), certified.signing_key.serialize_pem())
+        };
+        let (certificate, key) = pair("gateway-client");
+        let (_, other_key) = pair("someone-else");
+
+        // Refused as a gateway would refuse it, naming the part.
+        for (given, field) in [
+            (json!({"certificate": "not PEM", "key": key}), "endpoint_client_certificate.certificate"),
+            (json!({"certificate": certificate, "key": "not PEM"}), "endpoint_client_certificate.key"),
+            (json!({"certificate": certificate, "key": other_key}), "endpoint_client_certificate.key"),
+        ] {
+            let mut body = pets("Pets", "/pets");
+            body["endpoint_client_certificate"] = given;
+            let (status, problem) = app.send("POST", "/api/v1/apis", Some(&publisher), Some(body)).await;
+            assert_eq!((status, problem["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{problem}");
+        }
+
+        let mut body = pets("Pets", "/pets");
+        body["endpoint_client_certificate"] = json!({"certificate": certificate, "key": key});
+        let id = create(&app, &publisher, body).await;
+        let api = format!("/api/v1/apis/{id}");
+        let (_, shown) = app.send("GET", &api, Some(&publisher), None).await;
+        assert_eq!(shown["endpoint_client_certificate"], certificate.as_str(), "the certificate is shown");
+        assert!(!shown.to_string().contains("PRIVATE KEY"), "the key never is: {shown}");
+        let stored: Vec<Option<String>> = sqlx::query_scalar("SELECT endpoint_client_key FROM apis").fetch_all(&app.db.pool).await.unwrap();
+        let sealed = stored[0].clone().expect("stored");
+        assert!(sealed.starts_with("sealed:") && !sealed.contains("PRIVATE KEY"), "the key is sealed at rest: {sealed}");
+
+        // A replacement that leaves it out keeps it; the revision made next carries it.
+        let mut update = pets("Pets", "/pets");
+        update["description"] = json!("kept");
+        let (status, replaced) = app.send("PUT", &api, Some(&publisher), Some(update.clone())).await;
+        assert_eq!((status, replaced["endpoint_client_certificate"].as_str()), (StatusCode::OK, Some(certificate.as_str())), "{replaced}");
+        lifecycle(&app, &publisher, &id, "publish").await;
+        let (status, revision) = app.send("POST", &format!("{api}/revisions"), Some(&publisher), Some(json!({}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{revision}");
+        assert!(!revision.to_string().contains("PRIVATE KEY"), "{revision}");
+        let admin = app.login("admin", "admin-password-1").await;
+        let networks = json!({"allow": ["192.0.2.0/24"]});
+        let (status, _) = app.send("PUT", "/api/v1/environments/default/upstream-networks", Some(&admin), Some(networks)).await;
+        assert_eq!(status, StatusCode::OK);
+        let deploy = json!({"revision_id": revision["id"], "environments": ["default"]});
+        let (status, deployed) = app.send("POST", &format!("{api}/deployments"), Some(&publisher), Some(deploy)).await;
+        assert!(status.is_success(), "{deployed}");
+        let environment = portico_control_plane::environment::for_environment(&app.state, "default").await.unwrap();
+        let given = environment.apis[0].upstream.client_certificate.clone().expect("sent to gateways");
+        assert_eq!((given.certificate.as_str(), given.key.as_str()), (certificate.as_str(), key.as_str()));
+
+        // `null` removes it from the API; the deployed revision keeps its own.
+        update["endpoint_client_certificate"] = Value::Null;
+        let (status, replaced) = app.send("PUT", &api, Some(&publisher), Some(update)).await;
+        assert_eq!((status, &replaced["endpoint_client_certificate"]), (StatusCode::OK, &Value::Null), "{replaced}");
+        let environment = portico_control_plane::environment::for_environment(&app.state, "default").await.unwrap();
+        assert!(environment.apis[0].upstream.client_certificate.is_some());
+    }
+    on_both_engines!(check);
+}

@@ -10,8 +10,8 @@ use std::sync::Arc;
 pub use crate::policy::builtin::{self, Builtin};
 pub use crate::policy::{CompiledPolicy, LoadError, MAX_COMPONENT_BYTES, PolicyCeilings, WIT_PACKAGE};
 
-use crate::contract::environment::Attachment;
 use crate::contract::environment::UpstreamNetworks;
+use crate::contract::environment::{Attachment, ClientCertificate};
 use crate::counters::LocalCounters;
 use crate::keys::KeyStore;
 use crate::metrics::PolicyStats;
@@ -28,6 +28,12 @@ pub fn endpoint(url: &str) -> Result<(), String> {
 /// the reason when not.
 pub fn upstream_ca(pem: &str) -> Result<(), String> {
     crate::tls::client_config(crate::tls::Trust::Pem(pem)).map(drop)
+}
+
+/// Whether an upstream client certificate can be presented: both parse, and the key is
+/// the certificate's. The reason names the part (`key: ...`).
+pub fn upstream_client_certificate(certificate: &ClientCertificate) -> Result<(), String> {
+    crate::tls::client_config_presenting_nothing_trusted(certificate).map(drop)
 }
 
 /// Whether `networks` parse as the gateway's upstream rule; the reason names the entry

@@ -148,7 +148,13 @@ impl Snapshot {
             let stats = shared.metrics.api(&api.name, &api.version);
             let blocked = is_blocked(config, api);
             let mut routes = Vec::new();
-            let client = shared.clients.get(api.upstream.connect_timeout.0, api.upstream.ca.as_deref(), &upstream_rule);
+            let upstream_config = &api.upstream;
+            let client = shared.clients.get(
+                upstream_config.connect_timeout.0,
+                upstream_config.ca.as_deref(),
+                upstream_config.client_certificate.as_ref(),
+                &upstream_rule,
+            );
             if let (true, Err(reason)) = (api_problems.is_empty(), &client) {
                 api_problems.push(Problem { path: format!("{at}.upstream.ca"), reason: reason.clone() });
             }
@@ -267,7 +273,7 @@ fn context_of(context: &str) -> String {
 /// answers 503 (none when even a client without TLS trust cannot be made: it is not routed).
 fn unavailable(api: &ApiConfig, stats: Arc<ApiStats>, blocked: bool, shared: &Shared<'_>) -> Option<OperationRoute<Arc<ServedOperation>>> {
     // It has no endpoint: the rule is never asked.
-    let client = shared.clients.get(api.upstream.connect_timeout.0, None, &Arc::default()).ok()?;
+    let client = shared.clients.get(api.upstream.connect_timeout.0, None, None, &Arc::default()).ok()?;
     Some(OperationRoute {
         method: None,
         template: "/*".into(),

@@ -17,6 +17,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::contract::Problem;
+use crate::contract::environment::ClientCertificate;
 use crate::settings::{CertificateConfig, TlsConfig};
 
 /// How often certificate files are checked for a change.
@@ -174,21 +175,39 @@ pub enum Trust<'a> {
 /// [`client_config`] that also presents a certificate (PEM files of a chain and its key)
 /// to servers that ask for one (mutual TLS).
 pub fn client_config_with_certificate(trust: Trust<'_>, certificate: &CertificateConfig) -> Result<ClientConfig, String> {
-    let (chain, key) = chain_and_key(certificate, Path::new("."))?;
-    let roots = trusted_roots(trust)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| format!("{}: {e}", certificate.key.display()))
+    let identity = chain_and_key(certificate, Path::new("."))?;
+    presenting(trusted_roots(trust)?, Some(identity)).map_err(|e| format!("{}: {e}", certificate.key.display()))
+}
+
+/// [`client_config`] that presents `certificate` (PEM text) to servers that ask for one,
+/// when there is one: an API's upstream client.
+pub fn client_config_presenting(trust: Trust<'_>, certificate: Option<&ClientCertificate>) -> Result<ClientConfig, String> {
+    let identity = certificate.map(pem_chain_and_key).transpose()?;
+    presenting(trusted_roots(trust)?, identity)
+}
+
+/// A client configuration presenting `certificate` and trusting nothing: to check the
+/// certificate alone.
+pub(crate) fn client_config_presenting_nothing_trusted(certificate: &ClientCertificate) -> Result<ClientConfig, String> {
+    presenting(RootCertStore::empty(), Some(pem_chain_and_key(certificate)?))
+}
+
+/// The chain and key of a client certificate in PEM text; an error says which is wrong.
+fn pem_chain_and_key(certificate: &ClientCertificate) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(certificate.certificate.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("certificate: not PEM certificates: {e}"))?;
+    if chain.is_empty() {
+        return Err("certificate: no certificate in it".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(certificate.key.as_bytes()).map_err(|e| format!("key: not a PEM private key: {e}"))?;
+    Ok((chain, key))
 }
 
 /// A client configuration that trusts what `trust` names; an error when that is nothing
 /// usable.
 pub fn client_config(trust: Trust<'_>) -> Result<ClientConfig, String> {
-    trusting(trusted_roots(trust)?)
+    presenting(trusted_roots(trust)?, None)
 }
 
 fn trusted_roots(trust: Trust<'_>) -> Result<RootCertStore, String> {
@@ -240,13 +259,24 @@ fn system_roots() -> &'static RootCertStore {
     })
 }
 
-fn trusting(roots: RootCertStore) -> Result<ClientConfig, String> {
+/// A client configuration trusting `roots`, presenting `identity` (a chain and its key)
+/// when there is one; an error when the key does not fit the certificate.
+fn presenting(
+    roots: RootCertStore,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+        .with_root_certificates(roots);
+    match identity {
+        None => Ok(builder.with_no_client_auth()),
+        Some((chain, key)) => {
+            let config = builder.with_client_auth_cert(chain, key).map_err(|e| format!("key: {e}"))?;
+            Ok(config)
+        }
+    }
 }
 
 /// A connector for `http://` and `https://` URLs (HTTP/1.1), TLS as `config` says, the
@@ -260,7 +290,7 @@ pub fn connector<R>(
 ) -> Result<HttpsConnector<HttpConnector<R>>, String> {
     let config = match config {
         Some(config) => config,
-        None => trusting(RootCertStore::empty())?,
+        None => presenting(RootCertStore::empty(), None)?,
     };
     let mut http = HttpConnector::new_with_resolver(resolver);
     http.set_connect_timeout(Some(connect_timeout));

@@ -22,6 +22,7 @@ use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::Body;
+use crate::contract::environment::ClientCertificate;
 use crate::error::ProxyError;
 use crate::error::causes;
 use crate::network::UpstreamRule;
@@ -109,24 +110,32 @@ pub struct Clients {
     by_settings: Mutex<HashMap<ClientSettings, UpstreamClient>>,
 }
 
-/// What tells upstream clients apart: connect timeout, CA certificates, upstream rule.
-type ClientSettings = (Duration, Option<String>, Arc<UpstreamRule>);
+/// What tells upstream clients apart: connect timeout, CA certificates, client
+/// certificate, upstream rule.
+type ClientSettings = (Duration, Option<String>, Option<ClientCertificate>, Arc<UpstreamRule>);
 
 impl Clients {
     /// The client for this connect timeout, these CA certificates (PEM; the system's roots
-    /// when `None`) and this rule, made on first use; an error says why `ca` cannot be used.
-    pub fn get(&self, connect_timeout: Duration, ca: Option<&str>, rule: &Arc<UpstreamRule>) -> Result<UpstreamClient, String> {
+    /// when `None`), this client certificate and this rule, made on first use; an error
+    /// says why `ca` or the certificate cannot be used.
+    pub fn get(
+        &self,
+        connect_timeout: Duration,
+        ca: Option<&str>,
+        certificate: Option<&ClientCertificate>,
+        rule: &Arc<UpstreamRule>,
+    ) -> Result<UpstreamClient, String> {
         let mut clients = self.by_settings.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (connect_timeout, ca.map(str::to_owned), rule.clone());
+        let key = (connect_timeout, ca.map(str::to_owned), certificate.cloned(), rule.clone());
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
         let trust = match ca {
-            Some(pem) => Some(tls::client_config(tls::Trust::Pem(pem))?),
+            Some(pem) => Some(tls::client_config_presenting(tls::Trust::Pem(pem), certificate)?),
             // Without roots, https:// endpoints fail when called (and say why); http:// ones work.
-            None => {
-                tls::client_config(tls::Trust::System).map_err(|e| tracing::warn!(error = %e, "https:// upstreams cannot be verified")).ok()
-            }
+            None => tls::client_config_presenting(tls::Trust::System, certificate)
+                .map_err(|e| tracing::warn!(error = %e, "https:// upstreams cannot be verified"))
+                .ok(),
         };
         let connector = tls::connector(trust, connect_timeout, CheckedResolver { rule: rule.clone() })?;
         let client = Client::builder(TokioExecutor::new())

@@ -423,15 +423,33 @@ impl MockUpstream {
 
     /// Start it serving HTTPS (HTTP/1.1) with `certificate`.
     pub async fn start_tls(certificate: &TestCertificate) -> Self {
+        Self::serve_tls(certificate, None).await
+    }
+
+    /// Start it serving HTTPS with `certificate`, to clients that present a certificate
+    /// `client_ca` vouches for (mutual TLS) only.
+    pub async fn start_tls_for_clients_of(certificate: &TestCertificate, client_ca: &TestCertificate) -> Self {
+        Self::serve_tls(certificate, Some(client_ca)).await
+    }
+
+    async fn serve_tls(certificate: &TestCertificate, client_ca: Option<&TestCertificate>) -> Self {
         let chain = vec![rustls_pki_types::CertificateDer::from(certificate.der.clone())];
         let key = rustls_pki_types::pem::PemObject::from_pem_file(&certificate.key).expect("the test key");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .expect("the test certificate");
+        let builder =
+            rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().expect("TLS versions");
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(rustls_pki_types::CertificateDer::from(ca.der.clone())).expect("the client CA");
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .expect("a client verifier");
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let config = builder.with_single_cert(chain, key).expect("the test certificate");
         Self::serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
     }
 

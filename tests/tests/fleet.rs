@@ -631,15 +631,30 @@ async fn pattern_2_over_tls_and_an_untrusted_control_plane_refused() {
         )
         .await;
     assert_eq!((bad_ca.status, bad_ca.json()["field"].as_str()), (StatusCode::BAD_REQUEST, Some("endpoint_ca")), "{}", bad_ca.text());
+    // Another asks its clients for a certificate (mutual TLS): one API presents one, one
+    // does not.
+    let upstream_client_dir = tempfile::tempdir().unwrap();
+    let upstream_client = TestCertificate::generate(upstream_client_dir.path());
+    let mutual = MockUpstream::start_tls_for_clients_of(&certificate, &upstream_client).await;
+    let presented = json!({"certificate": std::fs::read_to_string(&upstream_client.cert).unwrap(),
+        "key": std::fs::read_to_string(&upstream_client.key).unwrap()});
     let mut apis = Vec::new();
-    for (name, ca) in [("secure", Some(certificate_pem.as_str())), ("unverified", None)] {
-        let definition = json!({"name": name, "version": "v1", "context": format!("/{name}"), "endpoints": [upstream.url()],
-            "endpoint_ca": ca, "operations": [{"method": "GET", "path": "/hello"}], "tiers": ["Unlimited"]});
+    for (name, ca, endpoint, client_certificate) in [
+        ("secure", Some(certificate_pem.as_str()), upstream.url(), Value::Null),
+        ("unverified", None, upstream.url(), Value::Null),
+        ("mutual", Some(certificate_pem.as_str()), mutual.url(), presented),
+        ("anonymous", Some(certificate_pem.as_str()), mutual.url(), Value::Null),
+    ] {
+        let definition = json!({"name": name, "version": "v1", "context": format!("/{name}"), "endpoints": [endpoint],
+            "endpoint_ca": ca, "endpoint_client_certificate": client_certificate,
+            "operations": [{"method": "GET", "path": "/hello"}], "tiers": ["Unlimited"]});
         apis.push(cp.deployed_api(&admin, definition).await);
     }
     let ApiKey { app, id: key_id, key } = cp.subscribed_key(&admin, "secure-app", &apis[0]).await;
-    let subscription = json!({"api_id": apis[1], "tier": "Unlimited"});
-    cp.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(&admin), subscription).await;
+    for api in &apis[1..] {
+        let subscription = json!({"api_id": api, "tier": "Unlimited"});
+        cp.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(&admin), subscription).await;
+    }
     let token = cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({})).await;
     let token = token["token"].as_str().unwrap().to_owned();
 
@@ -671,6 +686,12 @@ async fn pattern_2_over_tls_and_an_untrusted_control_plane_refused() {
     let (_, (status, body)) = tls_get(trusting.listeners[0], &certificate.der, b"h2", "/unverified/v1/hello", &[("apikey", &key)]).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "an upstream certificate nobody vouches for: {}", String::from_utf8_lossy(&body));
     assert!(trusting.wait_for_log("invalid peer certificate", Duration::from_secs(5)), "{}", trusting.logs().join("\n"));
+    let (_, (status, body)) = tls_get(trusting.listeners[0], &certificate.der, b"h2", "/mutual/v1/hello", &[("apikey", &key)]).await;
+    assert_eq!(status, StatusCode::OK, "the API's client certificate opens the mutual-TLS upstream: {}", String::from_utf8_lossy(&body));
+    assert_eq!(mutual.received(), ["/hello"]);
+    let (_, (status, body)) = tls_get(trusting.listeners[0], &certificate.der, b"h2", "/anonymous/v1/hello", &[("apikey", &key)]).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "no client certificate, no upstream: {}", String::from_utf8_lossy(&body));
+    assert_eq!(mutual.received(), ["/hello"], "the upstream served nobody without a certificate");
 
     // Revocation travels the TLS link within 1 s.
     let reply = cp.call(Method::DELETE, &format!("/api/v1/applications/{app}/api-keys/{key_id}"), Some(&admin), None).await;

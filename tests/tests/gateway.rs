@@ -452,7 +452,7 @@ fn check_config_names_every_problem_with_its_path() {
     std::fs::write(
         &file,
         format!(
-            "listeners:\n  - address: nowhere\nmodules:\n  command:\n    path: {}\n  core:\n    path: {}\napis:\n  - name: a\n    context: pets\n    upstream:\n      endpoints: [\"ftp://x\"]\n    policies:\n      - policy: command\n      - policy: core\n      - policy: nope\n",
+            "listeners:\n  - address: nowhere\nmodules:\n  command:\n    path: {}\n  core:\n    path: {}\napis:\n  - name: a\n    context: pets\n    upstream:\n      endpoints: [\"ftp://x\"]\n      client_certificate: {{certificate: nope, key: nope}}\n    policies:\n      - policy: command\n      - policy: core\n      - policy: nope\n",
             policies::NOT_A_POLICY,
             core_module.display()
         ),
@@ -460,7 +460,13 @@ fn check_config_names_every_problem_with_its_path() {
     .unwrap();
     let (ok, output) = check_config(&file);
     assert!(!ok, "{output}");
-    for expected in ["listeners[0].address", "apis[0].context", "apis[0].upstream.endpoints[0]", "apis[0].policies[2].policy"] {
+    for expected in [
+        "listeners[0].address",
+        "apis[0].context",
+        "apis[0].upstream.endpoints[0]",
+        "apis[0].upstream.client_certificate",
+        "apis[0].policies[2].policy",
+    ] {
         assert!(output.contains(expected), "missing `{expected}` in:\n{output}");
     }
     assert!(output.contains(&file.display().to_string()), "{output}");

@@ -102,6 +102,7 @@ pub async fn create(
     checks::check_tags("tags", &api.tags)?;
     checks::check_endpoints("endpoints", &api.endpoints)?;
     checks::check_endpoint_ca("endpoint_ca", api.endpoint_ca.as_deref())?;
+    checks::check_endpoint_client_certificate("endpoint_client_certificate", api.endpoint_client_certificate.as_ref())?;
     checks::check_tiers(&state.db, "tiers", &mut api.tiers).await?;
     checks::check_operations(&mut api.operations, |i| format!("operations[{i}]"))?;
     checks::check_attachments("policies", &api.policies)?;
@@ -145,6 +146,10 @@ pub async fn replace(
     checks::check_tags("tags", &update.tags)?;
     checks::check_endpoints("endpoints", &update.endpoints)?;
     checks::check_endpoint_ca("endpoint_ca", update.endpoint_ca.as_deref())?;
+    checks::check_endpoint_client_certificate(
+        "endpoint_client_certificate",
+        update.endpoint_client_certificate.as_ref().and_then(Option::as_ref),
+    )?;
     checks::check_tiers(&state.db, "tiers", &mut update.tiers).await?;
     checks::check_operations(&mut update.operations, |i| format!("operations[{i}]"))?;
     checks::check_attachments("policies", &update.policies)?;
@@ -168,6 +173,14 @@ pub async fn replace(
     .await?;
     if updated.rows_affected() == 0 {
         return Err(ApiError::not_found("API", &id));
+    }
+    if let Some(certificate) = &update.endpoint_client_certificate {
+        sqlx::query("UPDATE apis SET endpoint_client_certificate = $1, endpoint_client_key = $2 WHERE id = $3")
+            .bind(certificate.as_ref().map(|c| c.certificate.clone()))
+            .bind(certificate.as_ref().map(|c| store::seal_client_key(&state.db, &id, &c.key)))
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
     }
     sqlx::query("DELETE FROM operations WHERE api_id = $1").bind(&id).execute(&mut *tx).await?;
     store::insert_operations(&mut tx, &id, &update.operations).await?;

@@ -5,7 +5,7 @@
 use portico_gateway::check::{self, RouteProblem};
 use portico_gateway::contract::environment::Attachment;
 
-use super::definition::{Operation, Scope};
+use super::definition::{EndpointClientCertificate, Operation, Scope};
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
 use crate::{AppState, traffic};
@@ -113,6 +113,21 @@ pub(super) async fn check_tiers(db: &Db, field: &str, tiers: &mut Vec<String>) -
         }
     }
     Ok(())
+}
+
+/// Check an endpoints' client certificate as a gateway loads it: both PEM, at most 64 KiB
+/// each, the key the certificate's. A failure names `{field}.certificate` or `{field}.key`.
+pub(super) fn check_endpoint_client_certificate(field: &str, certificate: Option<&EndpointClientCertificate>) -> ApiResult<()> {
+    let Some(given) = certificate else { return Ok(()) };
+    for (part, text) in [("certificate", &given.certificate), ("key", &given.key)] {
+        if text.len() > 64 * 1024 {
+            return Err(ApiError::invalid(format!("{field}.{part}"), "at most 64 KiB of PEM"));
+        }
+    }
+    check::upstream_client_certificate(&given.to_contract()).map_err(|reason| match reason.split_once(": ") {
+        Some((part @ ("certificate" | "key"), why)) => ApiError::invalid(format!("{field}.{part}"), why),
+        _ => ApiError::invalid(field, reason),
+    })
 }
 
 /// Check an endpoints' CA: at most 64 KiB of PEM certificates a gateway can trust.

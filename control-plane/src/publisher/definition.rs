@@ -1,7 +1,7 @@
 //! What defines an API, as the publisher's endpoints take and show it: the API, its
 //! operations, a new API and the replacement of one, and the summary in lists.
 
-use portico_gateway::contract::environment::Attachment;
+use portico_gateway::contract::environment::{Attachment, ClientCertificate};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -29,6 +29,9 @@ pub struct Api {
     /// PEM CA certificates that `https://` endpoints' certificates must chain to (or an
     /// endpoint's own certificate, pinned), instead of the gateways' system roots.
     pub endpoint_ca: Option<String>,
+    /// The client certificate (PEM) gateways present to `https://` endpoints that ask for
+    /// one; its key is never shown.
+    pub endpoint_client_certificate: Option<String>,
     /// The operations, by path then method.
     pub operations: Vec<Operation>,
     /// Policies for every operation, in order.
@@ -134,6 +137,10 @@ pub struct NewApi {
     #[serde(default)]
     #[schema(max_length = 65536)]
     pub endpoint_ca: Option<String>,
+    /// A client certificate gateways present to `https://` endpoints that ask for one
+    /// (mutual TLS).
+    #[serde(default)]
+    pub endpoint_client_certificate: Option<EndpointClientCertificate>,
     /// The operations.
     #[serde(default)]
     pub operations: Vec<Operation>,
@@ -178,6 +185,12 @@ pub struct ApiUpdate {
     #[serde(default)]
     #[schema(max_length = 65536)]
     pub endpoint_ca: Option<String>,
+    /// A client certificate gateways present to `https://` endpoints that ask for one.
+    /// Left out: kept as it is (its key is never shown, so a client cannot send it back);
+    /// `null`: removed.
+    #[serde(default, deserialize_with = "given")]
+    #[schema(value_type = Option<EndpointClientCertificate>)]
+    pub endpoint_client_certificate: Option<Option<EndpointClientCertificate>>,
     /// The operations.
     #[serde(default)]
     pub operations: Vec<Operation>,
@@ -193,4 +206,28 @@ pub struct ApiUpdate {
     /// restrictive subscription tier when none is given.
     #[serde(default)]
     pub tiers: Vec<String>,
+}
+
+/// A client certificate and its key, as a publisher gives them.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointClientCertificate {
+    /// PEM: the certificate, then any intermediates.
+    #[schema(max_length = 65536)]
+    pub certificate: String,
+    /// PEM: its private key. Stored sealed with the operator's key, never shown again.
+    #[schema(max_length = 65536)]
+    pub key: String,
+}
+
+impl EndpointClientCertificate {
+    /// As a gateway takes it.
+    pub fn to_contract(&self) -> ClientCertificate {
+        ClientCertificate { certificate: self.certificate.clone(), key: self.key.clone() }
+    }
+}
+
+/// A field that was given, `null` included (a field left out stays `None`).
+fn given<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
 }

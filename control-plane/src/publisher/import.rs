@@ -101,6 +101,7 @@ fn read(import: Import) -> ApiResult<NewApi> {
         documentation: String::new(),
         endpoints: import.endpoints,
         endpoint_ca: None,
+        endpoint_client_certificate: None,
         operations,
         policies: Vec::new(),
         scopes: Vec::new(),

@@ -13,7 +13,7 @@ use super::definition::{Operation, Scope};
 use super::store::{self, from_stored, to_stored};
 use crate::AppState;
 use crate::auth::Caller;
-use crate::db::{new_id, now_ms};
+use crate::db::{Db, new_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 
 /// Revisions kept per API.
@@ -41,6 +41,10 @@ pub struct RevisionContent {
     /// PEM CA certificates the `https://` endpoints are verified against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_ca: Option<String>,
+    /// The client certificate gateways present to `https://` endpoints (the key is kept
+    /// apart, sealed, and never shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_client_certificate: Option<String>,
     /// The operations.
     pub operations: Vec<Operation>,
     /// Policies for every operation.
@@ -120,19 +124,24 @@ pub async fn create(State(state): State<AppState>, caller: Caller, Path(id): Pat
         tags: api.tags,
         endpoints: api.endpoints,
         endpoint_ca: api.endpoint_ca,
+        endpoint_client_certificate: api.endpoint_client_certificate,
         operations: api.operations,
         policies: api.policies,
         scopes: api.scopes,
     };
     let revision = Revision { id: new_id(), api_id: id, number: last + 1, content, created_at: now_ms(), environments: Vec::new() };
-    sqlx::query("INSERT INTO revisions (id, api_id, number, content, created_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(&revision.id)
-        .bind(&revision.api_id)
-        .bind(revision.number)
-        .bind(to_stored(&revision.content)?)
-        .bind(revision.created_at)
-        .execute(&mut *tx)
-        .await?;
+    // The sealed key goes along as it is: it is sealed for the API, whose revision this is.
+    sqlx::query(
+        "INSERT INTO revisions (id, api_id, number, content, created_at, endpoint_client_key) \
+         VALUES ($1, $2, $3, $4, $5, (SELECT endpoint_client_key FROM apis WHERE id = $2))",
+    )
+    .bind(&revision.id)
+    .bind(&revision.api_id)
+    .bind(revision.number)
+    .bind(to_stored(&revision.content)?)
+    .bind(revision.created_at)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     tracing::info!(api = %revision.api_id, revision = revision.number, "revision created");
     Ok((StatusCode::CREATED, Json(revision)))
@@ -212,4 +221,15 @@ pub async fn delete(
             environments.join(", ")
         )))
     }
+}
+
+/// The upstream client key `revision_id` of `api_id` was made with, opened; none when it
+/// has none.
+pub async fn client_key(db: &Db, api_id: &str, revision_id: &str) -> ApiResult<Option<String>> {
+    let sealed: Option<Option<String>> = sqlx::query_scalar("SELECT endpoint_client_key FROM revisions WHERE id = $1 AND api_id = $2")
+        .bind(revision_id)
+        .bind(api_id)
+        .fetch_optional(&db.pool)
+        .await?;
+    sealed.flatten().map(|sealed| store::open_client_key(db, api_id, &sealed)).transpose()
 }

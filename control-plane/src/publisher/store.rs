@@ -25,6 +25,7 @@ pub(super) struct ApiRow {
     pub documentation: String,
     pub endpoints: String,
     pub endpoint_ca: Option<String>,
+    pub endpoint_client_certificate: Option<String>,
     pub policies: String,
     pub tiers: String,
     pub status: String,
@@ -35,7 +36,7 @@ pub(super) struct ApiRow {
 }
 
 const API_COLUMNS: &str = "a.id, a.name, a.version, a.context, a.description, a.tags, a.documentation, a.endpoints, \
-     a.endpoint_ca, a.policies, a.tiers, a.status, a.owner_id, u.username AS owner, a.created_at, a.updated_at";
+     a.endpoint_ca, a.endpoint_client_certificate, a.policies, a.tiers, a.status, a.owner_id, u.username AS owner, a.created_at, a.updated_at";
 
 impl ApiRow {
     pub fn status(&self) -> ApiResult<ApiStatus> {
@@ -123,6 +124,7 @@ pub(super) async fn with_operations(conn: &mut AnyConnection, row: ApiRow) -> Ap
         tags: row.tags()?,
         endpoints: row.endpoints()?,
         endpoint_ca: row.endpoint_ca.clone(),
+        endpoint_client_certificate: row.endpoint_client_certificate.clone(),
         policies: row.policies()?,
         scopes: scopes(conn, &row.id).await?,
         tiers: from_stored("tiers", &row.tiers)?,
@@ -179,7 +181,8 @@ pub(super) async fn insert(db: &Db, owner_id: &str, api: &NewApi) -> ApiResult<S
     let mut tx = db.pool.begin().await?;
     sqlx::query(
         "INSERT INTO apis (id, name, version, context, description, tags, documentation, endpoints, endpoint_ca, policies, tiers, status, \
-         owner_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         owner_id, created_at, updated_at, endpoint_client_certificate, endpoint_client_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(&id)
     .bind(&api.name)
@@ -196,6 +199,8 @@ pub(super) async fn insert(db: &Db, owner_id: &str, api: &NewApi) -> ApiResult<S
     .bind(owner_id)
     .bind(now)
     .bind(now)
+    .bind(api.endpoint_client_certificate.as_ref().map(|c| c.certificate.clone()))
+    .bind(api.endpoint_client_certificate.as_ref().map(|c| seal_client_key(db, &id, &c.key)))
     .execute(&mut *tx)
     .await?;
     insert_operations(&mut tx, &id, &api.operations).await?;
@@ -281,4 +286,20 @@ pub async fn grantable_scopes(db: &Db, application_id: &str) -> Result<BTreeSet<
         }
     }
     Ok(grantable)
+}
+
+/// Where an API's upstream client key is sealed: its revisions keep the sealed text as it is.
+fn client_key_context(api_id: &str) -> String {
+    format!("apis.endpoint_client_key:{api_id}")
+}
+
+/// An API's upstream client key, sealed for its row.
+pub(super) fn seal_client_key(db: &Db, api_id: &str, key: &str) -> String {
+    db.sealing.seal(key.as_bytes(), &client_key_context(api_id))
+}
+
+/// The upstream client key a revision of `api_id` was made with, opened.
+pub(super) fn open_client_key(db: &Db, api_id: &str, sealed: &str) -> ApiResult<String> {
+    String::from_utf8(db.sealing.open(sealed, &client_key_context(api_id))?)
+        .map_err(|_| ApiError::Internal(format!("the upstream client key of API {api_id} is not text")))
 }

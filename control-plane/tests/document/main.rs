@@ -52,6 +52,8 @@ const REFERENCES: &[(&str, &str, &str, &str)] = &[
     ("PUT", "/api/v1/apis/{id}", "endpoints[", "a URL the gateway can proxy to (scheme, host, port), checked by the gateway's own code"),
     ("POST", "/api/v1/apis", "endpoint_ca", "PEM certificates that must parse"),
     ("PUT", "/api/v1/apis/{id}", "endpoint_ca", "PEM certificates that must parse"),
+    ("POST", "/api/v1/apis", "endpoint_client_certificate", "a PEM certificate and the PEM key that fits it"),
+    ("PUT", "/api/v1/apis/{id}", "endpoint_client_certificate", "a PEM certificate and the PEM key that fits it"),
     (
         "POST",
         "/api/v1/apis",

@@ -289,6 +289,26 @@ pub struct UpstreamConfig {
     /// endpoint's own certificate, pinned), instead of the system's roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<String>,
+    /// The client certificate presented to `https://` endpoints that ask for one (mutual
+    /// TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<ClientCertificate>,
+}
+
+/// A client certificate and its private key, in PEM.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertificate {
+    /// The certificate, then any intermediates.
+    pub certificate: String,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+}
+
+impl std::fmt::Debug for ClientCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCertificate").field("certificate", &self.certificate).field("key", &"(hidden)").finish()
+    }
 }
 
 fn default_connect_timeout() -> Duration {

@@ -72,6 +72,11 @@ pub(crate) fn validate(config: &Environment, ceilings: &PolicyCeilings) -> Valid
             if api.upstream.endpoints.is_empty() {
                 problem(format!("{at}.upstream.endpoints"), "at least one endpoint is needed".into());
             }
+            if let Some(certificate) = &api.upstream.client_certificate
+                && let Err(reason) = crate::check::upstream_client_certificate(certificate)
+            {
+                problem(format!("{at}.upstream.client_certificate"), reason);
+            }
             for (j, endpoint) in api.upstream.endpoints.iter().enumerate() {
                 let checked = parse_endpoint(endpoint).and_then(|_| literal_address(endpoint).map_or(Ok(()), |ip| upstream_rule.check(ip)));
                 if let Err(reason) = checked {
