@@ -1,8 +1,15 @@
 //! Fuzzing on stable Rust: each parser the network or a publisher feeds (the path
 //! normaliser, the router, the environment document and its checks, JWTs, the fleet event
-//! reader) gets seeds mutated by a small deterministic generator, and must never panic,
-//! and must keep its invariants. `PORTICO_FUZZ_ITERATIONS` (default 20,000 per target, under
-//! a second in CI) sets a longer campaign; `PORTICO_FUZZ_SEED` replays one.
+//! reader) gets inputs mutated by a small deterministic generator, and must never panic,
+//! and must keep its invariants.
+//!
+//! Each target has a corpus in `gateway/fuzz-corpus/<target>/`, replayed as it is before
+//! any mutation. The search is guided by outcomes, the stable-Rust stand-in for coverage: a
+//! mutation that makes the target answer in a way not seen yet (another error, another set
+//! of problems) joins the inputs mutated next. `PORTICO_FUZZ_ITERATIONS` (default 20,000 per
+//! target, under a second in CI) sets a longer campaign; `PORTICO_FUZZ_SEED` replays one;
+//! `PORTICO_FUZZ_SAVE=1` writes the inputs that found new outcomes into the corpus, to be
+//! committed, and an input that panics is always written there.
 
 use std::path::Path;
 
@@ -12,7 +19,7 @@ use crate::contract::environment::{ClaimMapping, Environment, JwtIssuer, JwtKey}
 use crate::contract::fleet::EventReader;
 use crate::contract::units::Duration;
 use crate::keys::KeyStore;
-use crate::router::{ApiRoutes, OperationRoute, RouteTable, normalize_path};
+use crate::router::{ApiRoutes, OperationRoute, RouteMatch, RouteTable, normalize_path};
 use crate::snapshot::validate;
 
 /// xorshift64*: deterministic, so that a failure names a seed that replays it. Also the
@@ -122,28 +129,108 @@ fn mutate(rng: &mut Rng, seed: &str) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// Run `check` on `count` mutations of the seeds; a panic names the input and the seed.
-fn campaign(name: &str, seeds: &[&str], check: impl Fn(&str)) -> usize {
-    let mut rng = Rng(seed() ^ name.len() as u64);
-    let count = iterations();
-    for i in 0..count {
-        let input = mutate(&mut rng, seeds[i % seeds.len()]);
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&input))).is_err() {
-            panic!("{name}: input {input:?} (PORTICO_FUZZ_SEED={})", seed());
+/// At most this many inputs are kept in memory per campaign, and written per run.
+const MAX_CORPUS: usize = 2_000;
+const MAX_SAVED: usize = 40;
+
+/// The corpus directory of a target.
+fn corpus_dir(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz-corpus").join(name)
+}
+
+/// The inputs kept for a target, in name order.
+fn corpus(name: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(corpus_dir(name)) else { return Vec::new() };
+    let mut files: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    files.sort();
+    files.iter().filter_map(|file| std::fs::read(file).ok()).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).collect()
+}
+
+/// Write `input` into the target's corpus, named by its content; the file's name.
+fn save(name: &str, prefix: &str, input: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(input.as_bytes());
+    let file = format!("{prefix}{}", crate::contract::hex::encode(&digest[..8]));
+    let dir = corpus_dir(name);
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(&file), input);
+    file
+}
+
+/// An outcome without its particulars (numbers, quoted values), so that outcomes that
+/// differ only in them count as one.
+fn outcome_class(outcome: &str) -> String {
+    let mut class = String::with_capacity(outcome.len());
+    let mut quoted = false;
+    for c in outcome.chars() {
+        match c {
+            '`' => {
+                quoted = !quoted;
+                if quoted {
+                    class.push_str("`…`");
+                }
+            }
+            _ if quoted => {}
+            '0'..='9' if class.ends_with('#') => {}
+            '0'..='9' => class.push('#'),
+            c => class.push(c),
         }
     }
+    class
+}
+
+/// Replay the target's corpus and `seeds`, then run `check` on `count` mutations of the
+/// inputs so far, keeping those with a new outcome; a panic names the input and the seed,
+/// and writes it into the corpus. `check` describes what the target did.
+fn campaign(name: &str, seeds: &[&str], check: impl Fn(&str) -> String) -> usize {
+    let run = |input: &str| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(input)));
+    let mut inputs: Vec<String> = corpus(name);
+    inputs.extend(seeds.iter().map(|s| (*s).to_owned()));
+    let mut seen = std::collections::HashSet::new();
+    for input in &inputs {
+        match run(input) {
+            Ok(outcome) => drop(seen.insert(outcome_class(&outcome))),
+            Err(_) => panic!("{name}: a corpus input panics: {input:?}"),
+        }
+    }
+    let replayed = inputs.len();
+    let saving = std::env::var("PORTICO_FUZZ_SAVE").is_ok_and(|v| v == "1");
+    let mut saved = 0;
+    let mut rng = Rng(seed() ^ name.len() as u64);
+    let count = iterations();
+    for _ in 0..count {
+        let input = mutate(&mut rng, &inputs[rng.index(inputs.len())]);
+        match run(&input) {
+            Ok(outcome) => {
+                if seen.insert(outcome_class(&outcome)) && inputs.len() < MAX_CORPUS {
+                    if saving && saved < MAX_SAVED {
+                        save(name, "", &input);
+                        saved += 1;
+                    }
+                    inputs.push(input);
+                }
+            }
+            Err(_) => {
+                let file = save(name, "crash-", &input);
+                panic!("{name}: input {input:?} (PORTICO_FUZZ_SEED={}), kept as fuzz-corpus/{name}/{file}", seed());
+            }
+        }
+    }
+    println!("{name}: {replayed} corpus inputs replayed, {} outcomes, {} inputs kept, {saved} saved", seen.len(), inputs.len() - replayed);
     count
 }
 
 #[test]
 fn the_path_normaliser_never_panics_and_its_normal_form_is_a_fixed_point() {
     let seeds = ["/pets/v1/items/7", "/a/b/../c/./d", "/%2e%2e/x", "//a//b", "/a;b=c/d", "/x%2Fy", "/"];
-    let runs = campaign("normalize", &seeds, |input| {
-        if let Ok(normal) = normalize_path(input) {
+    let runs = campaign("normalize", &seeds, |input| match normalize_path(input) {
+        Ok(normal) => {
             assert!(normal.starts_with('/'), "{normal}");
             assert_eq!(normalize_path(&normal).as_deref().ok(), Some(normal.as_ref()), "not a fixed point");
             assert!(!normal.contains("//") && !normal.split('/').any(|s| s == ".." || s == "."), "{normal}");
+            format!("ok, {}", if normal == input { "as it was" } else { "normalised" })
         }
+        Err(e) => format!("{e:?}"),
     });
     println!("path normaliser: {runs} inputs, no panic");
 }
@@ -156,10 +243,16 @@ fn the_router_never_panics() {
             OperationRoute { method: Some(Method::GET), template: template.to_owned(), value: 1 },
             OperationRoute { method: None, template: "/fixed".to_owned(), value: 2 },
         ];
-        if let Ok(table) = RouteTable::new(vec![ApiRoutes { hosts: Vec::new(), context: "/api".to_owned(), operations }]) {
-            for path in ["/api/fixed", "/api/pets/7", &format!("/api{template}"), "/api/", "/other"] {
-                let _ = table.route(Some("host"), &Method::GET, path);
-            }
+        match RouteTable::new(vec![ApiRoutes { hosts: Vec::new(), context: "/api".to_owned(), operations }]) {
+            Ok(table) => ["/api/fixed", "/api/pets/7", &format!("/api{template}"), "/api/", "/other"]
+                .iter()
+                .map(|path| match table.route(Some("host"), &Method::GET, path) {
+                    RouteMatch::Found { .. } => 'f',
+                    RouteMatch::MethodNotAllowed { .. } => 'm',
+                    _ => 'n',
+                })
+                .collect(),
+            Err(e) => e.to_string(),
         }
     });
     println!("router: {runs} templates, no panic");
@@ -173,14 +266,22 @@ fn environment_documents_never_panic_the_parser_or_the_checks() {
         "modules:\n  m: {sha256: \"ab\"}\nrevoked_before: {app: 12}\nrevoked_tokens: [{jti: x, expires_at: 1}]\n",
     ];
     let ceilings = crate::policy::PolicyCeilings::default();
+    // The outcome: which problems the checks found (their places, without indices).
+    let problems = |environment: &Environment| {
+        let validation = validate::validate(environment, &ceilings);
+        let mut places: Vec<String> =
+            validation.global.iter().chain(validation.apis.iter().flatten()).map(|p| outcome_class(&p.path)).collect();
+        places.sort();
+        places.dedup();
+        places.join(",")
+    };
     let runs = campaign("environment", &seeds, |text| {
-        if let Ok(environment) = serde_norway::from_str::<Environment>(text) {
-            let _ = validate::validate(&environment, &ceilings);
+        let yaml = serde_norway::from_str::<Environment>(text).map(|environment| {
             let _ = environment.version();
-        }
-        if let Ok(environment) = serde_json::from_str::<Environment>(text) {
-            let _ = validate::validate(&environment, &ceilings);
-        }
+            problems(&environment)
+        });
+        let json = serde_json::from_str::<Environment>(text).map(|environment| problems(&environment));
+        format!("yaml {:?}; json {:?}", yaml.map_err(drop), json.map_err(drop))
     });
     println!("environment documents: {runs} inputs, no panic");
 }
@@ -213,6 +314,7 @@ fn tokens_never_panic_the_verifier_and_a_changed_token_never_verifies() {
             let signed = |t: &str| t.rsplit_once('.').map(|(signed, _)| signed.to_owned());
             assert_eq!(signed(input), signed(&token), "a changed token verified: {input}");
         }
+        format!("{:?}", verified.map(drop))
     });
     println!("JWTs: {runs} tokens, no panic, none forged");
 }
@@ -225,11 +327,17 @@ fn the_fleet_event_reader_never_panics_and_stays_bounded() {
         let bytes = input.as_bytes();
         // In two chunks, split anywhere, as a network would.
         let split = bytes.len() / 2;
+        let mut outcome = String::new();
         for chunk in [&bytes[..split], &bytes[split..]] {
-            if let Ok(events) = reader.push(chunk) {
-                assert!(events.iter().all(|(_, data)| data.len() <= 256 + 8), "{events:?}");
+            match reader.push(chunk) {
+                Ok(events) => {
+                    assert!(events.iter().all(|(_, data)| data.len() <= 256 + 8), "{events:?}");
+                    outcome.push_str(&format!("{} events;", events.len()));
+                }
+                Err(e) => outcome.push_str(&format!("{e};")),
             }
         }
+        outcome
     });
     println!("fleet events: {runs} streams, no panic");
 }

@@ -616,6 +616,62 @@ impl HttpClient {
     }
 }
 
+/// Legitimate traffic beside an attack: one client sending GETs one after another (every
+/// 5 ms at most), each answer's status and time recorded, until stopped.
+pub struct LegitimateLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<LoadFigures>,
+}
+
+/// What [`LegitimateLoad`] saw.
+#[derive(Debug)]
+pub struct LoadFigures {
+    /// Requests sent.
+    pub requests: usize,
+    /// Those not answered 200 (or not answered at all).
+    pub failures: usize,
+    /// Median time to the whole answer.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+}
+
+impl std::fmt::Display for LoadFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} requests, {} failed, p50 {:?}, p99 {:?}", self.requests, self.failures, self.p50, self.p99)
+    }
+}
+
+impl LegitimateLoad {
+    /// Start sending GETs for `url`.
+    pub fn start(url: String) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let client = HttpClient::default();
+            let (mut times, mut failures) = (Vec::new(), 0);
+            while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                let started = Instant::now();
+                let ok = matches!(tokio::time::timeout(Duration::from_secs(5), client.get(&url, &[])).await, Ok(Ok(reply)) if reply.status == StatusCode::OK);
+                times.push(started.elapsed());
+                failures += usize::from(!ok);
+                tokio::time::sleep(Duration::from_millis(5).saturating_sub(started.elapsed())).await;
+            }
+            times.sort();
+            let at =
+                |q: f64| times.get(((times.len() as f64 * q) as usize).min(times.len().saturating_sub(1))).copied().unwrap_or_default();
+            LoadFigures { requests: times.len(), failures, p50: at(0.5), p99: at(0.99) }
+        });
+        Self { stop, task }
+    }
+
+    /// Stop, and what it saw.
+    pub async fn stop(self) -> LoadFigures {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.await.expect("the load task")
+    }
+}
+
 /// `GET https://localhost{path}` at `addr`, trusting `ca_der`, offering `alpn`
 /// (`h2` or `http/1.1`), with `headers`: the HTTP version spoken and the answer.
 pub async fn tls_get(
