@@ -181,7 +181,8 @@ fn outcome_class(outcome: &str) -> String {
 
 /// Replay the target's corpus and `seeds`, then run `check` on `count` mutations of the
 /// inputs so far, keeping those with a new outcome; a panic names the input and the seed,
-/// and writes it into the corpus. `check` describes what the target did.
+/// and writes it into the corpus. `check` describes what the target did, one outcome per
+/// line (a problem found, an error kind): an input is kept when one of them is new.
 fn campaign(name: &str, seeds: &[&str], check: impl Fn(&str) -> String) -> usize {
     let run = |input: &str| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(input)));
     let mut inputs: Vec<String> = corpus(name);
@@ -189,7 +190,7 @@ fn campaign(name: &str, seeds: &[&str], check: impl Fn(&str) -> String) -> usize
     let mut seen = std::collections::HashSet::new();
     for input in &inputs {
         match run(input) {
-            Ok(outcome) => drop(seen.insert(outcome_class(&outcome))),
+            Ok(outcome) => seen.extend(outcome.lines().map(outcome_class)),
             Err(_) => panic!("{name}: a corpus input panics: {input:?}"),
         }
     }
@@ -199,10 +200,15 @@ fn campaign(name: &str, seeds: &[&str], check: impl Fn(&str) -> String) -> usize
     let mut rng = Rng(seed() ^ name.len() as u64);
     let count = iterations();
     for _ in 0..count {
-        let input = mutate(&mut rng, &inputs[rng.index(inputs.len())]);
+        let pick = rng.index(inputs.len());
+        let input = mutate(&mut rng, &inputs[pick]);
         match run(&input) {
             Ok(outcome) => {
-                if seen.insert(outcome_class(&outcome)) && inputs.len() < MAX_CORPUS {
+                let mut new = false;
+                for line in outcome.lines() {
+                    new |= seen.insert(outcome_class(line));
+                }
+                if new && inputs.len() < MAX_CORPUS {
                     if saving && saved < MAX_SAVED {
                         save(name, "", &input);
                         saved += 1;
@@ -252,7 +258,8 @@ fn the_router_never_panics() {
                     _ => 'n',
                 })
                 .collect(),
-            Err(e) => e.to_string(),
+            // The kind of error, not its particulars.
+            Err(e) => format!("{e:?}").split([' ', '{', '(']).next().unwrap_or_default().to_owned(),
         }
     });
     println!("router: {runs} templates, no panic");
@@ -266,14 +273,26 @@ fn environment_documents_never_panic_the_parser_or_the_checks() {
         "modules:\n  m: {sha256: \"ab\"}\nrevoked_before: {app: 12}\nrevoked_tokens: [{jti: x, expires_at: 1}]\n",
     ];
     let ceilings = crate::policy::PolicyCeilings::default();
-    // The outcome: which problems the checks found (their places, without indices).
+    // The outcome: which problems the checks found, by place.
     let problems = |environment: &Environment| {
         let validation = validate::validate(environment, &ceilings);
-        let mut places: Vec<String> =
-            validation.global.iter().chain(validation.apis.iter().flatten()).map(|p| outcome_class(&p.path)).collect();
+        // A problem as the part of the document it is in and what is wrong, without
+        // indices, names or quoted values.
+        let place = |problem: &crate::contract::Problem| {
+            let part = problem.path.split(['.', '[']).next().unwrap_or_default();
+            // Quoted values may hold backticks themselves: everything from the first to the
+            // last goes.
+            let reason = &problem.reason;
+            let unquoted = match (reason.find('`'), reason.rfind('`')) {
+                (Some(first), Some(last)) => format!("{}…{}", &reason[..first], &reason[last + 1..]),
+                _ => reason.clone(),
+            };
+            format!("{part}: {}", outcome_class(&unquoted).chars().take(40).collect::<String>())
+        };
+        let mut places: Vec<String> = validation.global.iter().chain(validation.apis.iter().flatten()).map(place).collect();
         places.sort();
         places.dedup();
-        places.join(",")
+        places.join("\n")
     };
     let runs = campaign("environment", &seeds, |text| {
         let yaml = serde_norway::from_str::<Environment>(text).map(|environment| {
@@ -281,7 +300,11 @@ fn environment_documents_never_panic_the_parser_or_the_checks() {
             problems(&environment)
         });
         let json = serde_json::from_str::<Environment>(text).map(|environment| problems(&environment));
-        format!("yaml {:?}; json {:?}", yaml.map_err(drop), json.map_err(drop))
+        let lines = |format: &str, result: Result<String, ()>| match result {
+            Ok(places) => places.lines().map(|place| format!("{format} {place}\n")).collect::<String>() + &format!("{format} read\n"),
+            Err(()) => format!("{format} refused\n"),
+        };
+        lines("yaml", yaml.map_err(drop)) + &lines("json", json.map_err(drop))
     });
     println!("environment documents: {runs} inputs, no panic");
 }
@@ -332,9 +355,13 @@ fn the_fleet_event_reader_never_panics_and_stays_bounded() {
             match reader.push(chunk) {
                 Ok(events) => {
                     assert!(events.iter().all(|(_, data)| data.len() <= 256 + 8), "{events:?}");
-                    outcome.push_str(&format!("{} events;", events.len()));
+                    outcome.push_str(if events.is_empty() { "none\n" } else { "events\n" });
+                    for (name, data) in &events {
+                        let kind = if name == "message" { "unnamed" } else { "named" };
+                        outcome.push_str(&format!("{kind} event, {} data\n", if data.is_empty() { "no" } else { "some" }));
+                    }
                 }
-                Err(e) => outcome.push_str(&format!("{e};")),
+                Err(e) => outcome.push_str(&format!("{e}\n")),
             }
         }
         outcome
