@@ -126,7 +126,8 @@ async fn gateway_tokens_open_only_their_environment() {
         let stored: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM gateway_tokens").fetch_all(&app.db.pool).await.unwrap();
         assert!(!stored.contains(&token), "only the hash is stored");
 
-        let ack = |environment: &'static str, protocol: &'static str, token: String| {
+        let ack = |environment: &'static str, protocol: &str, token: String| {
+            let protocol = protocol.to_owned();
             let router = app.router.clone();
             async move {
                 use tower::ServiceExt;
@@ -141,10 +142,11 @@ async fn gateway_tokens_open_only_their_environment() {
                 router.oneshot(request).await.unwrap().status()
             }
         };
-        // Protocol 3 is this build's; 2 had no `failed_apis`, 1 carried the whole configuration file.
-        assert_eq!(ack("default", "4", token.clone()).await, StatusCode::NO_CONTENT);
-        assert_eq!(ack("default", "4", "pgw_forged".into()).await, StatusCode::UNAUTHORIZED);
-        assert_eq!(ack("prod", "4", token.clone()).await, StatusCode::FORBIDDEN);
+        // This build's protocol; 2 had no `failed_apis`, 1 carried the whole configuration file.
+        let current = portico_gateway::contract::fleet::PROTOCOL_VERSION.to_string();
+        assert_eq!(ack("default", &current, token.clone()).await, StatusCode::NO_CONTENT);
+        assert_eq!(ack("default", &current, "pgw_forged".into()).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(ack("prod", &current, token.clone()).await, StatusCode::FORBIDDEN);
         assert_eq!(ack("default", "2", token.clone()).await, StatusCode::BAD_REQUEST);
 
         let (_, gateways) = app.send("GET", "/api/v1/gateways", Some(&publisher), None).await;
@@ -160,14 +162,14 @@ async fn gateway_tokens_open_only_their_environment() {
         assert_eq!(status, StatusCode::CREATED);
         let (_, staging) = app.send("POST", "/api/v1/environments/staging/gateway-tokens", Some(&admin), Some(json!({}))).await;
         let staging = staging["token"].as_str().unwrap().to_owned();
-        assert_eq!(ack("staging", "4", staging).await, StatusCode::CONFLICT, "gw-1 is default's");
+        assert_eq!(ack("staging", &current, staging).await, StatusCode::CONFLICT, "gw-1 is default's");
         let upload = json!({"name": "unused", "version": "1.0.0", "component": headers_component()});
         let (_, module) = app.send("POST", "/api/v1/policies", Some(&admin), Some(upload)).await;
         let fetch = {
             use tower::ServiceExt;
             let request = axum::http::Request::get(format!("/fleet/v1/modules/{}", module["digest"].as_str().unwrap()))
                 .header("authorization", format!("Bearer {token}"))
-                .header("portico-protocol", "4")
+                .header("portico-protocol", current.as_str())
                 .header("portico-gateway", "gw-1")
                 .header("portico-environment", "default")
                 .body(axum::body::Body::empty())
@@ -179,7 +181,7 @@ async fn gateway_tokens_open_only_their_environment() {
         let id = issued["id"].as_str().unwrap();
         let (status, _) = app.send("DELETE", &format!("/api/v1/environments/default/gateway-tokens/{id}"), Some(&admin), None).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
-        assert_eq!(ack("default", "4", token).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(ack("default", &current, token).await, StatusCode::UNAUTHORIZED);
     }
     on_both_engines!(check);
 }

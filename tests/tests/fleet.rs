@@ -222,7 +222,12 @@ async fn pattern_2_control_plane_and_two_gateways() {
         .client
         .get(
             &format!("{cp_url}/fleet/v1/stream"),
-            &[("authorization", "Bearer nope"), ("portico-protocol", "4"), ("portico-gateway", "x"), ("portico-environment", "default")],
+            &[
+                ("authorization", "Bearer nope"),
+                ("portico-protocol", portico_gateway::contract::fleet::PROTOCOL_VERSION.to_string().as_str()),
+                ("portico-gateway", "x"),
+                ("portico-environment", "default"),
+            ],
         )
         .await
         .unwrap();
