@@ -151,12 +151,16 @@ where
         if let Some(field) = holding_nul(&value, String::new()) {
             return Err(ApiError::invalid(field, NO_NUL));
         }
-        serde_path_to_error::deserialize(value).map(JsonBody).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." { "(body)".to_owned() } else { path };
-            ApiError::invalid(field, e.into_inner().to_string())
-        })
+        serde_path_to_error::deserialize(value).map(JsonBody).map_err(|e| naming_the_field(e, "(body)"))
     }
+}
+
+/// A deserialisation error as a problem naming the field it is in (`whole` when it is the
+/// input as a whole).
+fn naming_the_field<E: std::fmt::Display>(error: serde_path_to_error::Error<E>, whole: &str) -> ApiError {
+    let path = error.path().to_string();
+    let field = if path == "." { whole.to_owned() } else { path };
+    ApiError::invalid(field, error.into_inner().to_string())
 }
 
 /// Texts never hold the NUL character (PostgreSQL cannot store it): refused where they come in.
@@ -208,10 +212,6 @@ where
     async fn from_request_parts(parts: &mut axum::http::request::Parts, _state: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
         let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(deserializer).map(QueryParams).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." { "(query)".to_owned() } else { path };
-            ApiError::invalid(field, e.into_inner().to_string())
-        })
+        serde_path_to_error::deserialize(deserializer).map(QueryParams).map_err(|e| naming_the_field(e, "(query)"))
     }
 }
