@@ -1,10 +1,12 @@
 //! The developer portal: self sign-up, the catalogue of published APIs, applications,
 //! their subscriptions to APIs (with optional approval) and their credentials (an OAuth2
-//! client and API keys, whose secrets are shown once and stored only as hashes).
+//! client and API keys, whose secrets are shown once and stored only as hashes; client
+//! certificates for mutual TLS).
 
 mod api_keys;
 mod applications;
 mod catalogue;
+mod client_certificates;
 mod oauth_clients;
 mod signup;
 mod subscriptions;
@@ -18,6 +20,7 @@ use crate::AppState;
 pub use api_keys::{ApiKey, ApiKeyOwner, NewApiKey, api_key_hash, api_key_hmac_secret, listed_api_keys};
 pub use applications::{Application, ApplicationFields};
 pub use catalogue::{CatalogueApi, CatalogueOperation, CatalogueSearch};
+pub use client_certificates::{CertificateOwner, ClientCertificate, NewClientCertificate, registered_client_certificates};
 pub use oauth_clients::{OAuthClient, OAuthClientSecret};
 pub use signup::SignUp;
 pub use subscriptions::{ApprovalSetting, NewSubscription, Subscription, SubscriptionFilter, SubscriptionStatus};
@@ -47,6 +50,9 @@ pub use subscriptions::{ApprovalSetting, NewSubscription, Subscription, Subscrip
     api_keys::list,
     api_keys::create,
     api_keys::revoke,
+    client_certificates::list,
+    client_certificates::register,
+    client_certificates::remove,
 ))]
 pub struct Doc;
 
@@ -64,6 +70,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/applications/{id}/oauth-client/regenerate-secret", post(oauth_clients::regenerate_secret))
         .route("/api/v1/applications/{id}/api-keys", get(api_keys::list).post(api_keys::create))
         .route("/api/v1/applications/{id}/api-keys/{key_id}", delete(api_keys::revoke))
+        .route("/api/v1/applications/{id}/client-certificates", get(client_certificates::list).post(client_certificates::register))
+        .route("/api/v1/applications/{id}/client-certificates/{certificate_id}", delete(client_certificates::remove))
         .route("/api/v1/subscriptions", get(subscriptions::queue))
         .route("/api/v1/subscriptions/{sub_id}/approve", post(subscriptions::approve))
         .route("/api/v1/subscriptions/{sub_id}/reject", post(subscriptions::reject))

@@ -48,7 +48,9 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<E
             .filter(|(op, _)| !op.scopes.is_empty())
             .map(|(op, config)| (config.name(), serde_json::json!(op.scopes)))
             .collect();
-        let mut key_auth = serde_json::json!({"require_subscription": true});
+        // An application's registered client certificate is a credential where a listener
+        // verifies client certificates (mutual TLS), after those in the request.
+        let mut key_auth = serde_json::json!({"require_subscription": true, "client_certificate": true});
         if !operation_scopes.is_empty() {
             key_auth["operation_scopes"] = serde_json::Value::Object(operation_scopes);
         }
@@ -85,7 +87,7 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<E
     let keys = devportal::listed_api_keys(db).await?;
     let mut revoked_api_keys: Vec<String> = keys.iter().filter(|key| key.revoked).map(|key| key.key_hash.clone()).collect();
     revoked_api_keys.sort();
-    let consumers = keys
+    let mut consumers = keys
         .into_iter()
         .enumerate()
         .map(|(i, key)| Consumer {
@@ -96,9 +98,31 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<E
             scopes: Vec::new(),
             api_keys: Vec::new(),
             api_key_hashes: vec![key.key_hash],
+            client_certificates: Vec::new(),
             subscriptions: Some(key.subscriptions),
         })
-        .collect();
+        .collect::<Vec<_>>();
+    // One consumer per application that registered client certificates, holding them all.
+    let mut holder = std::collections::HashMap::new();
+    for certificate in devportal::registered_client_certificates(db).await? {
+        if let Some(&at) = holder.get(&certificate.application_id) {
+            let consumer: &mut Consumer = &mut consumers[at];
+            consumer.client_certificates.push(certificate.sha256);
+            continue;
+        }
+        holder.insert(certificate.application_id.clone(), consumers.len());
+        consumers.push(Consumer {
+            name: format!("certificates-{}", certificate.application_id),
+            application: Some(certificate.application_id),
+            tier: Some(certificate.application_tier),
+            user: Some(certificate.owner_username),
+            scopes: Vec::new(),
+            api_keys: Vec::new(),
+            api_key_hashes: Vec::new(),
+            client_certificates: vec![certificate.sha256],
+            subscriptions: Some(certificate.subscriptions),
+        });
+    }
 
     let keys = keymanager::public_keys(state)
         .await?

@@ -630,6 +630,104 @@ async fn api_keys_are_shown_once_stored_as_hmacs_and_revocable() {
     on_both_engines!(check);
 }
 
+/// A self-signed client certificate, PEM, valid from `not_before` to `not_after` (years).
+fn client_certificate(name: &str, not_before: i32, not_after: i32) -> (String, Vec<u8>) {
+    let mut params = rcgen::CertificateParams::new(vec![format!("{name}.clients.test")]).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params.not_before = rcgen::date_time_ymd(not_before, 1, 1);
+    params.not_after = rcgen::date_time_ymd(not_after, 1, 1);
+    let certificate = params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap();
+    (certificate.pem(), certificate.der().to_vec())
+}
+
+#[tokio::test]
+async fn client_certificates_are_checked_owned_by_one_application_and_reach_gateways_as_digests() {
+    async fn check(app: TestApp) {
+        let pets = api(&app, "admin", "Pets", "PUBLISHED").await;
+        let alice = app.user("alice", "subscriber").await;
+        let bob = app.user("bob", "subscriber").await;
+        let partner = application(&app, &alice, "Partner").await;
+        let (status, _) = subscribe(&app, &alice, &partner, &pets, "Gold").await;
+        assert_eq!(status, StatusCode::CREATED);
+        let uri = format!("/api/v1/applications/{partner}/client-certificates");
+        let (pem, der) = client_certificate("partner-client", 2020, 2090);
+        let sha256 = portico_gateway::contract::hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(&der));
+        let mut changes = app.state.subscribe_changes();
+
+        // What is not one usable certificate is refused, naming the field.
+        let (expired, _) = client_certificate("expired-client", 2000, 2001);
+        let (other, _) = client_certificate("other-client", 2020, 2090);
+        for (certificate, why) in [
+            ("not a certificate".to_owned(), "no PEM certificate"),
+            (pem.replace("MII", "MIX"), "certificate"),
+            (format!("{pem}{other}"), "more than one certificate"),
+            (expired, "expired on"),
+        ] {
+            let (status, problem) = app.send("POST", &uri, Some(&alice), Some(json!({"certificate": certificate}))).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+            assert_eq!(problem["field"], "certificate", "{problem}");
+            assert!(problem["detail"].as_str().unwrap().contains(why), "{why}: {problem}");
+        }
+        let (status, _) = app.send("POST", &uri, Some(&bob), Some(json!({"certificate": pem}))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "another's application");
+        assert!(!changes.has_changed().unwrap());
+
+        // Text around the PEM block is not kept.
+        let (status, registered) = app.send("POST", &uri, Some(&alice), Some(json!({"certificate": format!("partner's:\n{pem}\n")}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{registered}");
+        assert!(changes.has_changed().unwrap(), "gateways are told about a new certificate");
+        assert_eq!(registered["sha256"], sha256.as_str());
+        assert_eq!(registered["subject"], "CN=partner-client");
+        assert_eq!(registered["not_after"], json!(3_786_912_000_000_i64), "2090-01-01 in milliseconds");
+        assert_eq!(registered["certificate"], pem.replace("\r\n", "\n").as_str());
+        let (_, listed) = app.send("GET", &uri, Some(&alice), None).await;
+        assert_eq!(listed, json!([registered]));
+
+        // One application per certificate, whoever asks.
+        let mallory = application(&app, &bob, "Mallory").await;
+        let (status, problem) = app
+            .send("POST", &format!("/api/v1/applications/{mallory}/client-certificates"), Some(&bob), Some(json!({"certificate": pem})))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+
+        // Gateways get the digest, as the application's consumer, with its subscriptions;
+        // the managed key-auth accepts certificates.
+        let environment = portico_control_plane::environment::for_environment(&app.state, "default").await.unwrap();
+        let holders: Vec<_> = environment.consumers.iter().filter(|c| !c.client_certificates.is_empty()).collect();
+        assert_eq!(holders.len(), 1, "{:?}", environment.consumers);
+        assert_eq!(holders[0].client_certificates, std::slice::from_ref(&sha256));
+        assert_eq!(holders[0].application.as_deref(), Some(partner.as_str()));
+        assert_eq!(holders[0].user.as_deref(), Some("alice"));
+        assert_eq!(holders[0].subscriptions.as_ref().unwrap().get("Pets@v1").map(String::as_str), Some("Gold"));
+        assert!(!serde_json::to_string(&environment).unwrap().contains("BEGIN CERTIFICATE"));
+
+        let id = registered["id"].as_str().unwrap();
+        changes.mark_unchanged();
+        let (status, _) = app.send("DELETE", &format!("/api/v1/applications/{mallory}/client-certificates/{id}"), Some(&bob), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "through another application");
+        assert!(!changes.has_changed().unwrap());
+        let (status, _) = app.send("DELETE", &format!("{uri}/{id}"), Some(&alice), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert!(changes.has_changed().unwrap(), "gateways are told about a removal");
+        let (status, _) = app.send("DELETE", &format!("{uri}/{id}"), Some(&alice), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let environment = portico_control_plane::environment::for_environment(&app.state, "default").await.unwrap();
+        assert!(environment.consumers.iter().all(|c| c.client_certificates.is_empty()));
+
+        // Now free, the certificate can be another application's; deleting the application
+        // removes it.
+        let (status, _) = app
+            .send("POST", &format!("/api/v1/applications/{mallory}/client-certificates"), Some(&bob), Some(json!({"certificate": pem})))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, _) = app.send("DELETE", &format!("/api/v1/applications/{mallory}"), Some(&bob), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let left: Vec<String> = sqlx::query_scalar("SELECT id FROM client_certificates").fetch_all(&app.db.pool).await.unwrap();
+        assert!(left.is_empty(), "{left:?}");
+    }
+    on_both_engines!(check);
+}
+
 #[tokio::test]
 async fn deleting_an_application_removes_its_subscriptions_and_credentials() {
     async fn check(app: TestApp) {
@@ -694,6 +792,8 @@ async fn the_openapi_document_lists_the_devportal() {
         ("/api/v1/applications/{id}/oauth-client/regenerate-secret", "post"),
         ("/api/v1/applications/{id}/api-keys", "post"),
         ("/api/v1/applications/{id}/api-keys/{key_id}", "delete"),
+        ("/api/v1/applications/{id}/client-certificates", "post"),
+        ("/api/v1/applications/{id}/client-certificates/{certificate_id}", "delete"),
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path}");
     }

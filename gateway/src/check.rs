@@ -30,6 +30,15 @@ pub fn upstream_ca(pem: &str) -> Result<(), String> {
     crate::tls::client_config(crate::tls::Trust::Pem(pem)).map(drop)
 }
 
+/// The DER of the one certificate in `pem`, as a mutual-TLS listener would take it from a
+/// client; the reason says what is wrong.
+pub fn one_certificate(pem: &str) -> Result<Vec<u8>, String> {
+    crate::tls::one_certificate(pem).map(|der| der.as_ref().to_vec())
+}
+
+/// What a listener's client certificate is known by: see [`crate::tls::certificate_sha256`].
+pub use crate::tls::certificate_sha256;
+
 /// Whether an upstream client certificate can be presented: both parse, and the key is
 /// the certificate's. The reason names the part (`key: ...`).
 pub fn upstream_client_certificate(certificate: &ClientCertificate) -> Result<(), String> {

@@ -54,6 +54,8 @@ pub struct Exchange {
     pub request_body_replaced: bool,
     /// The client's address.
     pub client_addr: IpAddr,
+    /// The sha256 (lower-case hex) of the client's verified TLS certificate, if it gave one.
+    pub client_certificate: Option<Arc<str>>,
     /// Where the request was routed.
     pub route: Arc<RouteInfo>,
     /// The authenticated caller.

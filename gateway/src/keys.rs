@@ -3,6 +3,7 @@
 //! issuers, with verified tokens kept in a bounded cache. Built once per configuration snapshot.
 
 mod api_key;
+mod consumers;
 mod issuer;
 mod jwt;
 #[cfg(test)]
@@ -19,6 +20,17 @@ use quick_cache::sync::Cache;
 
 use crate::contract::Problem;
 use crate::contract::environment::{self, Environment};
+
+/// An identity's `method` as the gateway keeps it: one of the names the host gives
+/// (`api-key`, `jwt`, `client-certificate`), or `custom` for any other a policy sets.
+pub fn method_name(method: &str) -> &'static str {
+    match method {
+        "api-key" => "api-key",
+        "jwt" => "jwt",
+        "client-certificate" => "client-certificate",
+        _ => "custom",
+    }
+}
 
 /// Who is calling, as established by an API key or a token (the WIT `identity` record).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +127,8 @@ const TOKEN_CACHE_OVERHEAD: u64 = 256;
 /// The API keys and JWT issuers of one configuration snapshot. `Send + Sync`; share it in an `Arc`.
 pub struct KeyStore {
     api_keys: api_key::ApiKeys,
+    /// Client certificates, by the sha256 of their DER.
+    client_certificates: std::collections::HashMap<[u8; 32], Identity>,
     issuers: jwt::Issuers,
     /// Replaced whole when only revocations change (see [`KeyStore::set_revocations`]).
     revocations: ArcSwap<Revocations>,
@@ -140,7 +154,7 @@ impl Revocations {
         Self {
             tokens: config.revoked_tokens.iter().filter(|r| r.expires_at >= now).map(|r| r.jti.clone()).collect(),
             before: config.revoked_before.iter().map(|(application, &second)| (application.clone(), second)).collect(),
-            api_keys: config.revoked_api_keys.iter().filter_map(|hex| api_key::parse_hex_digest(hex)).collect(),
+            api_keys: config.revoked_api_keys.iter().filter_map(|hex| consumers::parse_hex_digest(hex)).collect(),
         }
     }
 }
@@ -191,12 +205,18 @@ impl KeyStore {
     ) -> Result<KeyStore, Vec<Problem>> {
         let mut problems = Vec::new();
         let api_keys = api_key::ApiKeys::load(consumers, hmac_secret, &mut problems);
+        let client_certificates =
+            consumers::by_digest(consumers, "client-certificate", "client certificate", &mut problems, |i, consumer| {
+                let at = |j| format!("consumers[{i}].client_certificates[{j}]");
+                consumer.client_certificates.iter().enumerate().map(|(j, hex)| (at(j), consumers::parse_hex_digest(hex))).collect()
+            });
         let issuers = jwt::Issuers::new(issuer::load(issuers, base_dir, &mut problems));
         if !problems.is_empty() {
             return Err(problems);
         }
         Ok(KeyStore {
             api_keys,
+            client_certificates,
             issuers,
             revocations: ArcSwap::from_pointee(revocations),
             tokens: Cache::with_weighter(TOKEN_CACHE_ITEMS, TOKEN_CACHE_BYTES, TokenWeighter),
@@ -217,6 +237,13 @@ impl KeyStore {
             return Err(KeyError::Unknown);
         }
         self.api_keys.lookup(&digest)
+    }
+
+    /// The identity of the consumer that registered the client certificate whose DER has
+    /// this sha256 (hex).
+    pub fn lookup_client_certificate(&self, sha256: &str) -> Result<Identity, KeyError> {
+        let digest = consumers::parse_hex_digest(sha256).ok_or(KeyError::Unknown)?;
+        self.client_certificates.get(&digest).cloned().ok_or(KeyError::Unknown)
     }
 
     /// Verify a JWT (compact serialisation, without `Bearer `): signature with the issuer's

@@ -76,33 +76,41 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let peer = Peer::new(addr, acceptor.is_some());
         let activity = Arc::new(Activity::new());
         let service = {
             let (gateway, activity) = (gateway.clone(), activity.clone());
-            service_fn(move |request| {
-                let gateway = gateway.clone();
-                let peer = peer.clone();
-                let busy = activity.begin();
-                async move {
-                    let response = pipeline::handle(&gateway, request, peer).await;
-                    drop(busy);
-                    Ok::<_, Infallible>(response)
-                }
-            })
+            move |peer: Peer| {
+                service_fn(move |request| {
+                    let gateway = gateway.clone();
+                    let peer = peer.clone();
+                    let busy = activity.begin();
+                    async move {
+                        let response = pipeline::handle(&gateway, request, peer).await;
+                        drop(busy);
+                        Ok::<_, Infallible>(response)
+                    }
+                })
+            }
         };
         let (acceptor, builder, shutdown) = (acceptor.clone(), builder.clone(), shutdown.clone());
         let handshake_timeout = limits.header_read_timeout.0;
         tokio::spawn(async move {
             let _permit = permit;
             let result = match acceptor {
-                None => drive(builder.serve_connection(TokioIo::new(stream), service), &activity, idle_timeout, shutdown).await,
+                None => {
+                    let service = service(Peer::new(addr, false, None));
+                    drive(builder.serve_connection(TokioIo::new(stream), service), &activity, idle_timeout, shutdown).await
+                }
                 Some(acceptor) => {
                     let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(error)) => return tracing::debug!(client = %addr, error = %error, "TLS handshake failed"),
                         Err(_) => return,
                     };
+                    // The listener's verifier has checked the chain to `client_ca`: the
+                    // leaf is what an application registers.
+                    let certificate = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first());
+                    let service = service(Peer::new(addr, true, certificate.map(|der| der.as_ref())));
                     drive(builder.serve_connection(TokioIo::new(tls), service), &activity, idle_timeout, shutdown).await
                 }
             };

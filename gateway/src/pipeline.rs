@@ -38,13 +38,17 @@ pub struct Peer {
     pub tls: bool,
     /// The client's IP as a header value, made once per connection for `X-Forwarded-For`.
     pub ip_header: HeaderValue,
+    /// The sha256 (lower-case hex) of the certificate the client presented and the listener
+    /// verified (mutual TLS), once per connection.
+    pub client_certificate: Option<Arc<str>>,
 }
 
 impl Peer {
-    /// A peer at `addr`.
-    pub fn new(addr: SocketAddr, tls: bool) -> Self {
+    /// A peer at `addr`, with the certificate it presented over TLS, if any.
+    pub fn new(addr: SocketAddr, tls: bool, client_certificate: Option<&[u8]>) -> Self {
         let ip_header = HeaderValue::try_from(addr.ip().to_string()).expect("an IP address is a valid header value");
-        Self { addr, tls, ip_header }
+        let client_certificate = client_certificate.map(|der| Arc::from(crate::tls::certificate_sha256(der)));
+        Self { addr, tls, ip_header, client_certificate }
     }
 }
 
@@ -160,6 +164,7 @@ async fn run_operation(
         request_body: BodyState::Streaming,
         request_body_replaced: false,
         client_addr: peer.addr.ip(),
+        client_certificate: peer.client_certificate.clone(),
         route: operation.route.clone(),
         identity: None,
         attributes: Vec::new(),

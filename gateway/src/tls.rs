@@ -23,6 +23,29 @@ use crate::settings::{CertificateConfig, TlsConfig};
 /// How often certificate files are checked for a change.
 const CERTIFICATE_CHECK: Duration = Duration::from_secs(2);
 
+/// What a client certificate is known by (`request.client-certificate`, a consumer's
+/// `client_certificates`): the lower-case hex sha256 of its DER.
+pub fn certificate_sha256(der: &[u8]) -> String {
+    use sha2::Digest;
+    crate::contract::hex::encode(&sha2::Sha256::digest(der))
+}
+
+/// The one certificate of a PEM text (an application's client certificate) as DER; the
+/// error says what is wrong.
+pub fn one_certificate(pem: &str) -> Result<CertificateDer<'static>, String> {
+    let mut certificates = CertificateDer::pem_slice_iter(pem.as_bytes());
+    let first = match certificates.next() {
+        Some(Ok(certificate)) => certificate,
+        Some(Err(error)) => return Err(format!("not a PEM certificate: {error}")),
+        None => return Err("no PEM certificate (`-----BEGIN CERTIFICATE-----`) found".to_owned()),
+    };
+    if certificates.next().is_some() {
+        return Err("holds more than one certificate: give the client's own certificate only".to_owned());
+    }
+    webpki::EndEntityCert::try_from(&first).map_err(|error| format!("not a usable X.509 certificate: {error}"))?;
+    Ok(first)
+}
+
 /// The rustls configuration of a TLS listener (HTTP/2 and HTTP/1.1 by ALPN, the
 /// certificate by SNI); paths are relative to `base_dir`, problems are located at `at`.
 /// The files are read once: [`serve_config`] is the one that follows them.

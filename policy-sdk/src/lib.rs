@@ -93,8 +93,9 @@ pub use policy::Policy;
 pub use response::problem;
 
 pub mod keys {
-    //! Credential checks done by the host: API-key lookup and JWT verification.
-    pub use crate::bindings::portico::policy::keys::{KeyError, VerifiedToken, lookup_api_key, verify_jwt};
+    //! Credential checks done by the host: API-key and client-certificate lookup, JWT
+    //! verification.
+    pub use crate::bindings::portico::policy::keys::{KeyError, VerifiedToken, lookup_api_key, lookup_client_certificate, verify_jwt};
 }
 
 pub mod counters {

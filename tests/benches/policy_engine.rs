@@ -37,6 +37,7 @@ impl Fixture {
             scopes: vec![],
             api_keys: vec!["bench-key-0001".into()],
             api_key_hashes: vec![],
+            client_certificates: vec![],
             subscriptions: None,
         }];
         let issuers: Vec<JwtIssuer> = vec![
@@ -79,6 +80,7 @@ fn exchange(headers: &[(&str, &str)], identity: Option<Identity>) -> Box<Exchang
         request_body: BodyState::Streaming,
         request_body_replaced: false,
         client_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        client_certificate: None,
         route: Arc::new(RouteInfo { api_name: "bench".into(), api_version: "v1".into(), operation: "GET /items/{id}".into() }),
         identity,
         attributes: Vec::new(),

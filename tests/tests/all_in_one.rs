@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use portico_tests::{ControlPlaneClient, HttpClient, MockUpstream, PorticoProcess, TestCertificate, tls_get};
+use portico_tests::{ControlPlaneClient, HttpClient, MockUpstream, PorticoProcess, TestCertificate, tls_get, tls_request};
 use serde_json::{Value, json};
 
 fn basic(client_id: &str, secret: &str) -> String {
@@ -347,6 +347,81 @@ async fn all_in_one_serves_both_planes_over_tls() {
     assert!(metadata["issuer"].as_str().unwrap().starts_with("https://"), "{metadata}");
     let (version, (status, _)) = tls_get(process.listeners[0], &certificate.der, b"h2", "/nothing", &[]).await;
     assert_eq!((version, status), (http::Version::HTTP_2, StatusCode::NOT_FOUND), "the gateway answers over TLS");
+}
+
+/// An application known by the client certificate it registered: presented over mutual TLS
+/// to a listener that verifies client certificates, it calls the application's subscribed
+/// APIs as an API key would (and is refused where the application is not subscribed); a
+/// certificate of the listener's CA that no application registered is refused, one of
+/// another CA fails the handshake, and a removed one is refused within 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_calls_with_its_registered_client_certificate() {
+    let upstream = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestCertificate::generate(dir.path());
+    let client = |name: &str| {
+        let folder = dir.path().join(name);
+        std::fs::create_dir(&folder).unwrap();
+        TestCertificate::generate(&folder)
+    };
+    let (partner, idle, stranger, outsider) = (client("partner"), client("idle"), client("stranger"), client("outsider"));
+    // The listener's client CA: every client certificate but the outsider's.
+    let bundle: String = [&partner, &idle, &stranger].iter().map(|c| std::fs::read_to_string(&c.cert).unwrap()).collect();
+    std::fs::write(dir.path().join("clients.pem"), bundle).unwrap();
+    let settings = dir.path().join("gateway.yaml");
+    let yaml = "listeners:\n  - address: 127.0.0.1:0\n    tls:\n      certificates:\n        - {cert: server.pem, key: server.key}\n      \
+                client_ca: clients.pem\n      client_certificate_optional: true\nadmin: {address: 127.0.0.1:0}\n";
+    std::fs::write(&settings, yaml).unwrap();
+    let (data, settings) = (dir.path().join("data").display().to_string(), settings.display().to_string());
+    let process = PorticoProcess::spawn(
+        dir,
+        &["all-in-one", "--data-dir", &data, "--api", "127.0.0.1:0", "--settings", &settings],
+        &[("PORTICO_ADMIN_PASSWORD", "mtls-admin-pass-1")],
+    )
+    .unwrap();
+    let cp = ControlPlaneClient::new(process.control_plane.unwrap());
+    let admin = cp.login("admin", "mtls-admin-pass-1").await;
+    cp.allow_loopback_upstreams(&admin).await;
+    let definition = json!({"name": "certs", "version": "v1", "context": "/certs", "endpoints": [upstream.url()],
+        "operations": [{"method": "GET", "path": "/x"}], "tiers": ["Unlimited"]});
+    let api = cp.deployed_api(&admin, definition).await;
+
+    cp.ok(Method::POST, "/api/v1/signup", None, json!({"username": "dana", "password": "dana-password-1"})).await;
+    let dana = cp.login("dana", "dana-password-1").await;
+    let register = async |name: &str, certificate: &TestCertificate| {
+        let app = cp.ok(Method::POST, "/api/v1/applications", Some(&dana), json!({"name": name})).await;
+        let app = app["id"].as_str().unwrap().to_owned();
+        let pem = std::fs::read_to_string(&certificate.cert).unwrap();
+        let registered =
+            cp.ok(Method::POST, &format!("/api/v1/applications/{app}/client-certificates"), Some(&dana), json!({"certificate": pem})).await;
+        (app, registered)
+    };
+    let (app, registered) = register("partner", &partner).await;
+    cp.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(&dana), json!({"api_id": api})).await;
+    let sha256 = portico_gateway::contract::hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(&partner.der));
+    assert_eq!(registered["sha256"], sha256.as_str(), "{registered}");
+    // Registered but not subscribed: the certificate names an application, which may not call.
+    register("idle", &idle).await;
+
+    let listener = process.listeners[0];
+    let call = async |certificate: Option<&TestCertificate>| tls_request(listener, &server.der, certificate, "/certs/v1/x").await;
+    let took = eventually("the partner's certificate accepted", async || call(Some(&partner)).await == Ok(StatusCode::OK)).await;
+    println!("a registered client certificate accepted after {took:?}");
+    assert_eq!(upstream.received().len(), 1, "{:?}", upstream.received());
+    assert_eq!(call(Some(&idle)).await, Ok(StatusCode::FORBIDDEN), "the idle application is not subscribed");
+    assert_eq!(call(Some(&stranger)).await, Ok(StatusCode::UNAUTHORIZED), "a certificate no application registered");
+    assert_eq!(call(None).await, Ok(StatusCode::UNAUTHORIZED), "no certificate and no other credential");
+    assert!(call(Some(&outsider)).await.is_err(), "a certificate of another CA fails the handshake");
+    assert_eq!(upstream.received().len(), 1, "only the partner got through");
+
+    let id = registered["id"].as_str().unwrap();
+    let removed = cp.call(Method::DELETE, &format!("/api/v1/applications/{app}/client-certificates/{id}"), Some(&dana), None).await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT, "{}", removed.text());
+    let took = portico_tests::eventually("the removed certificate refused", Duration::from_secs(1), async || {
+        call(Some(&partner)).await == Ok(StatusCode::UNAUTHORIZED)
+    })
+    .await;
+    println!("a removed client certificate refused after {took:?}");
 }
 
 /// A JWT names its application's owner, so blocking that user refuses it; removing the

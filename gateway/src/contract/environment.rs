@@ -343,6 +343,11 @@ pub struct Consumer {
     /// API keys as hex digests: sha256, or HMAC-SHA256 when `api_key_hmac_secret` is set.
     #[serde(default)]
     pub api_key_hashes: Vec<String>,
+    /// Client certificates (mutual TLS on a listener with `client_ca`) that identify this
+    /// consumer, as the hex sha256 of their DER (what `openssl x509 -noout -fingerprint
+    /// -sha256` prints, without the colons).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_certificates: Vec<String>,
     /// When present, the APIs these keys may call (`name@version` → subscription tier); the
     /// identity then carries the subscription and its tier for the API being called.
     #[serde(default)]

@@ -17,7 +17,8 @@ use super::environment::{Environment, RevokedToken};
 /// 3: acknowledgements carry `failed_apis`, and key-auth takes `operation_scopes`.
 /// 4: revocations travel as [`RevocationsMessage`]s; environments carry `upstream_networks`.
 /// 5: revoked API keys are revocations too (`revoked_api_keys`), refused by digest.
-pub const PROTOCOL_VERSION: u32 = 5;
+/// 6: consumers carry `client_certificates`, and key-auth takes `client_certificate`.
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// `GET`: the event stream (`text/event-stream`) of the token's environment.
 pub const STREAM_PATH: &str = "/fleet/v1/stream";

@@ -163,6 +163,7 @@ fn consumer(name: &str, keys: &[&str], hashes: &[String]) -> Consumer {
         scopes: vec!["read".to_owned()],
         api_keys: keys.iter().map(|key| (*key).to_owned()).collect(),
         api_key_hashes: hashes.to_vec(),
+        client_certificates: Vec::new(),
         subscriptions: None,
     }
 }
@@ -215,6 +216,34 @@ fn an_api_key_given_to_two_consumers_is_a_problem() {
 }
 
 // ---- JWT: accepted tokens ----
+
+#[test]
+fn client_certificates_are_found_by_sha256_in_either_case_and_belong_to_one_consumer() {
+    let fingerprint = hex_sha256("a certificate's DER");
+    let mut partner = consumer("partner", &[], &[]);
+    partner.application = Some("partner-app".to_owned());
+    partner.client_certificates = vec![fingerprint.to_uppercase()];
+    let store =
+        KeyStore::from_config(&[consumer("mobile", &["plain-key-0001"], &[]), partner.clone()], &[], Path::new(".")).expect("valid");
+
+    let identity = store.lookup_client_certificate(&fingerprint).expect("registered");
+    assert_eq!(identity.method, "client-certificate");
+    assert_eq!(identity.application.as_deref(), Some("partner-app"));
+    assert_eq!(store.lookup_client_certificate(&hex_sha256("another DER")), Err(KeyError::Unknown));
+    assert_eq!(store.lookup_client_certificate("not hex"), Err(KeyError::Unknown));
+    // A certificate's digest is no API key, nor the other way round.
+    assert_eq!(store.lookup_api_key(&fingerprint), Err(KeyError::Unknown));
+    assert_eq!(store.lookup_client_certificate(&hex_sha256("plain-key-0001")), Err(KeyError::Unknown));
+
+    let mut thief = consumer("thief", &[], &[]);
+    thief.client_certificates = vec![fingerprint];
+    let Err(problems) = KeyStore::from_config(&[partner, thief], &[], Path::new(".")) else {
+        panic!("a certificate given to two consumers was accepted");
+    };
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, "consumers[1].client_certificates[0]");
+    assert!(problems[0].reason.contains("client certificate is also given to consumer `partner`"), "{}", problems[0].reason);
+}
 
 #[test]
 fn rs256_token_is_verified_and_mapped() {

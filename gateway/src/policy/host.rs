@@ -32,6 +32,8 @@ pub struct Services {
 pub trait KeyService: Send + Sync + 'static {
     /// The identity of the holder of an API key.
     fn lookup_api_key(&self, key: &str) -> std::result::Result<Identity, KeyError>;
+    /// The identity of the application that registered the client certificate of `sha256`.
+    fn lookup_client_certificate(&self, sha256: &str) -> std::result::Result<Identity, KeyError>;
     /// Verify a JWT (compact serialisation, without `Bearer `).
     fn verify_jwt(&self, token: &str) -> std::result::Result<Arc<VerifiedToken>, KeyError>;
 }
@@ -39,6 +41,10 @@ pub trait KeyService: Send + Sync + 'static {
 impl KeyService for KeyStore {
     fn lookup_api_key(&self, key: &str) -> std::result::Result<Identity, KeyError> {
         KeyStore::lookup_api_key(self, key)
+    }
+
+    fn lookup_client_certificate(&self, sha256: &str) -> std::result::Result<Identity, KeyError> {
+        KeyStore::lookup_client_certificate(self, sha256)
     }
 
     fn verify_jwt(&self, token: &str) -> std::result::Result<Arc<VerifiedToken>, KeyError> {
@@ -318,6 +324,10 @@ impl types::HostRequest for HostState {
         Ok(self.exchange()?.client_addr.to_string())
     }
 
+    fn client_certificate(&mut self, _: Resource<RequestHandle>) -> Result<Option<String>> {
+        Ok(self.exchange()?.client_certificate.as_deref().map(str::to_owned))
+    }
+
     fn body(&mut self, _: Resource<RequestHandle>) -> Result<Result<Vec<u8>, types::BodyError>> {
         Ok(read_body(&self.exchange()?.request_body))
     }
@@ -404,11 +414,7 @@ fn to_wit_identity(identity: &Identity) -> types::Identity {
 
 fn from_wit_identity(identity: types::Identity) -> Identity {
     Identity {
-        method: match identity.method.as_str() {
-            "api-key" => "api-key",
-            "jwt" => "jwt",
-            _ => "custom",
-        },
+        method: crate::keys::method_name(&identity.method),
         application: identity.application,
         subscription: identity.subscription,
         tier: identity.tier,
@@ -514,6 +520,13 @@ impl HostState {
 impl keys::Host for HostState {
     fn lookup_api_key(&mut self, key: String) -> Result<Result<types::Identity, keys::KeyError>> {
         match self.services.keys.lookup_api_key(&key) {
+            Ok(identity) => Ok(Ok(self.identity_for_route(&identity)?)),
+            Err(error) => Ok(Err(to_wit_key_error(error))),
+        }
+    }
+
+    fn lookup_client_certificate(&mut self, sha256: String) -> Result<Result<types::Identity, keys::KeyError>> {
+        match self.services.keys.lookup_client_certificate(&sha256) {
             Ok(identity) => Ok(Ok(self.identity_for_route(&identity)?)),
             Err(error) => Ok(Err(to_wit_key_error(error))),
         }

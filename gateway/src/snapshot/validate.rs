@@ -117,6 +117,14 @@ pub(crate) fn validate(config: &Environment, ceilings: &PolicyCeilings) -> Valid
                 problem(format!("consumers[{i}].api_key_hashes[{j}]"), "must be 64 hex digits (sha256)".into());
             }
         }
+        for (j, hash) in consumer.client_certificates.iter().enumerate() {
+            if !crate::contract::hex::is_sha256(hash) {
+                problem(
+                    format!("consumers[{i}].client_certificates[{j}]"),
+                    "must be 64 hex digits (the sha256 of the certificate's DER)".into(),
+                );
+            }
+        }
     }
     for (i, hash) in config.revoked_api_keys.iter().enumerate() {
         if !crate::contract::hex::is_sha256(hash) {

@@ -19,6 +19,11 @@ pub struct Config {
     /// Where to look for a JWT, or `false` to accept none.
     #[serde(default = "on", deserialize_with = "switch")]
     pub jwt: Option<JwtConfig>,
+    /// Accept the client certificate of a mutual-TLS connection (a listener with
+    /// `client_ca`) registered for an application, when the request carries no other
+    /// credential.
+    #[serde(default)]
+    pub client_certificate: bool,
     /// Remove the credential before the request goes upstream.
     #[serde(default = "yes")]
     pub hide_credentials: bool,
@@ -128,6 +133,8 @@ pub struct Settings {
     pub api_key_query: Option<String>,
     /// The JWT header, if JWTs are accepted.
     pub jwt_header: Option<String>,
+    /// Whether a registered client certificate is accepted.
+    pub client_certificate: bool,
     /// Remove the credential before forwarding.
     pub hide_credentials: bool,
     /// The challenge's realm; printable ASCII without `"` or `\`.
@@ -143,8 +150,8 @@ pub struct Settings {
 impl Settings {
     /// Validates `config`; the error names the field that is wrong.
     pub fn from_config(config: Config) -> Result<Settings, String> {
-        if config.api_key.is_none() && config.jwt.is_none() {
-            return Err("`api_key` and `jwt` are both false: enable at least one".to_owned());
+        if config.api_key.is_none() && config.jwt.is_none() && !config.client_certificate {
+            return Err("`api_key`, `jwt` and `client_certificate` are all false: enable at least one".to_owned());
         }
         let (api_key_header, api_key_query) = match config.api_key {
             Some(api_key) => {
@@ -179,6 +186,7 @@ impl Settings {
             api_key_header,
             api_key_query,
             jwt_header,
+            client_certificate: config.client_certificate,
             hide_credentials: config.hide_credentials,
             realm: config.realm,
             required_scopes: config.required_scopes,
@@ -217,6 +225,7 @@ mod tests {
                 api_key_header: Some("apikey".to_owned()),
                 api_key_query: None,
                 jwt_header: Some("authorization".to_owned()),
+                client_certificate: false,
                 hide_credentials: true,
                 realm: "portico".to_owned(),
                 required_scopes: Vec::new(),
@@ -241,6 +250,9 @@ mod tests {
         assert_eq!(settings.realm, "pets");
         assert_eq!(settings.required_scopes, ["read"]);
         assert_eq!(settings.operation_scopes["POST /pets"], ["pets:write"]);
+        let certificates_only = self::settings(r#"{"api_key": false, "jwt": false, "client_certificate": true}"#).unwrap();
+        assert!(certificates_only.client_certificate);
+        assert_eq!((certificates_only.api_key_header, certificates_only.jwt_header), (None, None));
     }
 
     #[test]
@@ -256,7 +268,8 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            (r#"{"api_key": false, "jwt": false}"#, "`api_key` and `jwt` are both false"),
+            (r#"{"api_key": false, "jwt": false}"#, "`api_key`, `jwt` and `client_certificate` are all false"),
+            (r#"{"client_certificate": "yes"}"#, "config field `client_certificate`: invalid type: string"),
             (r#"{"api_key": {"header": null}}"#, "`api_key`: set `header`"),
             (r#"{"api_key": {"header": "a b"}}"#, "`api_key.header`: `a b` is not"),
             (r#"{"api_key": {"query": ""}}"#, "`api_key.query` must not be empty"),

@@ -13,6 +13,8 @@ pub enum Method {
     ApiKey,
     /// A JWT, checked with `verify-jwt`.
     Jwt,
+    /// The connection's client certificate, checked with `lookup-client-certificate`.
+    ClientCertificate,
 }
 
 impl Method {
@@ -21,6 +23,7 @@ impl Method {
         match self {
             Method::ApiKey => "api-key",
             Method::Jwt => "jwt",
+            Method::ClientCertificate => "client-certificate",
         }
     }
 
@@ -28,6 +31,7 @@ impl Method {
         match self {
             Method::ApiKey => "The API key",
             Method::Jwt => "The token",
+            Method::ClientCertificate => "The client certificate",
         }
     }
 }
@@ -166,6 +170,9 @@ fn missing_detail(settings: &Settings) -> String {
     if let Some(header) = &settings.jwt_header {
         ways.push(format!("a Bearer token in the `{header}` header"));
     }
+    if settings.client_certificate {
+        ways.push("a client certificate registered for the application (mutual TLS)".to_owned());
+    }
     format!("No credentials were sent; send {}.", ways.join(", or "))
 }
 
@@ -175,6 +182,7 @@ fn rejected_detail(method: Method, error: &KeyError) -> String {
         KeyError::Unknown => match method {
             Method::ApiKey => "The API key is not valid.".to_owned(),
             Method::Jwt => "The token is not a well-formed JWT.".to_owned(),
+            Method::ClientCertificate => "The client certificate is not registered for any application.".to_owned(),
         },
         KeyError::BadSignature(_) => format!("{noun}'s signature does not verify."),
         KeyError::Expired => format!("{noun} has expired."),
@@ -269,6 +277,12 @@ mod tests {
             "No credentials were sent; send an API key in the `apikey` header or the `k` query \
              parameter."
         );
+        let response = refusal_response(&settings(r#"{"jwt": false, "client_certificate": true}"#), &Refusal::Missing);
+        assert_eq!(
+            detail(&response),
+            "No credentials were sent; send an API key in the `apikey` header, or a client \
+             certificate registered for the application (mutual TLS)."
+        );
     }
 
     #[test]
@@ -287,6 +301,7 @@ mod tests {
                 "The token's claims are not accepted: aud does not match.",
             ),
             (Method::ApiKey, KeyError::Revoked, "The API key has been revoked."),
+            (Method::ClientCertificate, KeyError::Unknown, "The client certificate is not registered for any application."),
         ];
         for (method, error, expected) in cases {
             let response = refusal_response(&settings, &Refusal::Rejected(method, error));

@@ -1,6 +1,7 @@
 //! key-auth: Portico's built-in authentication policy. It accepts an API key (header, then
-//! query parameter) or a Bearer JWT, has the host check it, sets the caller's identity and
-//! answers 401 (no or bad credential) or 403 (missing scope) otherwise.
+//! query parameter), a Bearer JWT or, when configured, the connection's client certificate
+//! (mutual TLS); has the host check it, sets the caller's identity and answers 401 (no or
+//! bad credential) or 403 (missing scope) otherwise.
 
 mod config;
 mod credential;
@@ -15,6 +16,8 @@ use crate::credential::{Method, Refusal, jwt_in_header, missing_scopes, query_wi
 enum Place {
     Header(String),
     Query(String),
+    /// The TLS connection: nothing to hide from the upstream.
+    Connection,
 }
 
 /// A credential found in a request.
@@ -30,7 +33,10 @@ struct KeyAuth {
 }
 
 impl KeyAuth {
-    /// The first credential in the request: API key header, API key query parameter, JWT.
+    /// The first credential in the request: API key header, API key query parameter, JWT,
+    /// then the connection's client certificate. A credential in the request comes first: it
+    /// names the caller of this request, where a certificate names whoever opened the
+    /// connection.
     fn find_credential(&self, request: &Request) -> Option<Credential> {
         let settings = &self.settings;
         if let Some(header) = &settings.api_key_header
@@ -53,6 +59,11 @@ impl KeyAuth {
             let value = token.to_owned();
             return Some(Credential { method: Method::Jwt, value, place });
         }
+        if settings.client_certificate
+            && let Some(sha256) = request.client_certificate()
+        {
+            return Some(Credential { method: Method::ClientCertificate, value: sha256, place: Place::Connection });
+        }
         None
     }
 
@@ -61,6 +72,7 @@ impl KeyAuth {
         let checked = match credential.method {
             Method::ApiKey => keys::lookup_api_key(&credential.value),
             Method::Jwt => keys::verify_jwt(&credential.value).map(|token| token.identity),
+            Method::ClientCertificate => keys::lookup_client_certificate(&credential.value),
         };
         let identity = checked.map_err(|error| {
             log_rejection(credential.method, &error);
@@ -120,6 +132,7 @@ fn hide(request: &Request, place: &Place) {
                 request.set_query(query_without(&query, name).as_deref());
             }
         }
+        Place::Connection => {}
     }
 }
 

@@ -99,6 +99,10 @@ pub struct Mocks {
     /// key is `unknown`.
     #[serde(default)]
     pub api_keys: BTreeMap<String, Identity>,
+    /// Client certificates `keys.lookup-client-certificate` knows, by sha256 (hex), with the
+    /// identity of the application that registered them; any other is `unknown`.
+    #[serde(default)]
+    pub client_certificates: BTreeMap<String, Identity>,
     /// JWTs `keys.verify-jwt` knows: a verified token, or `{error: …}`; any other token is
     /// `unknown`.
     #[serde(default)]
@@ -115,6 +119,7 @@ impl Mocks {
         let mut merged = self.clone();
         merged.clock_ms = case.clock_ms.or(self.clock_ms);
         merged.api_keys.extend(case.api_keys.clone());
+        merged.client_certificates.extend(case.client_certificates.clone());
         merged.jwts.extend(case.jwts.clone());
         merged.counters.extend(case.counters.clone());
         merged
@@ -310,6 +315,9 @@ pub struct RequestFixture {
     /// The client's address (default 127.0.0.1).
     #[serde(default)]
     pub client_addr: Option<IpAddr>,
+    /// The sha256 (hex) of the client's TLS certificate, for a client that presented one.
+    #[serde(default)]
+    pub client_certificate: Option<String>,
     /// The caller, as an earlier policy (`key-auth`) authenticated it.
     #[serde(default)]
     pub identity: Option<Identity>,
@@ -328,6 +336,7 @@ impl Default for RequestFixture {
             body: None,
             json: None,
             client_addr: None,
+            client_certificate: None,
             identity: None,
             attributes: BTreeMap::new(),
         }

@@ -37,6 +37,7 @@ pub struct MockHost {
 struct State {
     clock_ms: u64,
     api_keys: HashMap<String, keys::Identity>,
+    client_certificates: HashMap<String, keys::Identity>,
     jwts: HashMap<String, Result<Arc<VerifiedToken>, keys::KeyError>>,
     pinned: HashMap<String, fixtures::PinnedHit>,
     counters: LocalCounters,
@@ -48,10 +49,16 @@ impl MockHost {
     pub fn reset(&self, mocks: &Mocks) {
         let clock_ms = mocks.clock_ms.unwrap_or(DEFAULT_CLOCK_MS);
         let api_keys = mocks.api_keys.iter().map(|(key, identity)| (key.clone(), identity_of(identity, "api-key"))).collect();
+        let client_certificates = mocks
+            .client_certificates
+            .iter()
+            .map(|(sha256, identity)| (sha256.to_ascii_lowercase(), identity_of(identity, "client-certificate")))
+            .collect();
         let jwts = mocks.jwts.iter().map(|(token, jwt)| (token.clone(), verified(jwt, clock_ms))).collect();
         *self.state() = State {
             clock_ms,
             api_keys,
+            client_certificates,
             jwts,
             pinned: mocks.counters.clone().into_iter().collect(),
             counters: LocalCounters::new(),
@@ -72,22 +79,13 @@ impl MockHost {
 /// The gateway's identity for a fixture's, authenticated by `method` unless it says.
 pub fn identity_of(identity: &fixtures::Identity, method: &str) -> keys::Identity {
     keys::Identity {
-        method: static_method(identity.method.as_deref().unwrap_or(method)),
+        method: keys::method_name(identity.method.as_deref().unwrap_or(method)),
         application: identity.application.clone(),
         subscription: identity.subscription.clone(),
         tier: identity.tier.clone(),
         user: identity.user.clone(),
         scopes: identity.scopes.clone(),
         subscriptions: None,
-    }
-}
-
-/// The gateway keeps the method as one of a few static names.
-fn static_method(method: &str) -> &'static str {
-    match method {
-        "api-key" => "api-key",
-        "jwt" => "jwt",
-        _ => "custom",
     }
 }
 
@@ -128,6 +126,10 @@ fn verified(jwt: &fixtures::Jwt, clock_ms: u64) -> Result<Arc<VerifiedToken>, ke
 impl KeyService for MockHost {
     fn lookup_api_key(&self, key: &str) -> Result<keys::Identity, keys::KeyError> {
         self.state().api_keys.get(key).cloned().ok_or(keys::KeyError::Unknown)
+    }
+
+    fn lookup_client_certificate(&self, sha256: &str) -> Result<keys::Identity, keys::KeyError> {
+        self.state().client_certificates.get(&sha256.to_ascii_lowercase()).cloned().ok_or(keys::KeyError::Unknown)
     }
 
     fn verify_jwt(&self, token: &str) -> Result<Arc<VerifiedToken>, keys::KeyError> {
