@@ -20,7 +20,9 @@ use crate::AppState;
 pub use api_keys::{ApiKey, ApiKeyOwner, NewApiKey, api_key_hash, api_key_hmac_secret, listed_api_keys};
 pub use applications::{Application, ApplicationFields};
 pub use catalogue::{CatalogueApi, CatalogueOperation, CatalogueSearch};
-pub use client_certificates::{CertificateOwner, ClientCertificate, NewClientCertificate, registered_client_certificates};
+pub use client_certificates::{
+    ApplicationCertificate, CertificateOwner, MAX_CERTIFICATE_TEXT, NewApplicationCertificate, PROOF_PREFIX, registered_client_certificates,
+};
 pub use oauth_clients::{OAuthClient, OAuthClientSecret};
 pub use signup::SignUp;
 pub use subscriptions::{ApprovalSetting, NewSubscription, Subscription, SubscriptionFilter, SubscriptionStatus};

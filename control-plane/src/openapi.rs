@@ -95,6 +95,7 @@ fn rules() -> Vec<(&'static str, &'static str, Value)> {
             both("requests", "per_ms"), both("per_ms", "requests"), both("burst_requests", "burst_per_ms"), both("burst_per_ms", "burst_requests"),
         ]})),
         ("Deploy", "environments", json!({"minItems": 1})),
+        ("NewApplicationCertificate", "certificate", json!({"maxLength": crate::devportal::MAX_CERTIFICATE_TEXT})),
         ("TokenForm", "[]", json!({"required": ["token"]})),
         ("TokenForm", "token", json!({"minLength": 1})),
         ("TokenRequest", "[]", json!({"required": ["grant_type"], "if": {"properties": {"grant_type": {"const": "refresh_token"}}},

@@ -630,14 +630,37 @@ async fn api_keys_are_shown_once_stored_as_hmacs_and_revocable() {
     on_both_engines!(check);
 }
 
-/// A self-signed client certificate, PEM, valid from `not_before` to `not_after` (years).
-fn client_certificate(name: &str, not_before: i32, not_after: i32) -> (String, Vec<u8>) {
+/// A self-signed client certificate valid from `not_before` to `not_after` (years): its PEM,
+/// its DER and its key.
+fn client_certificate(name: &str, not_before: i32, not_after: i32) -> (String, Vec<u8>, rcgen::KeyPair) {
+    client_certificate_with(name, not_before, not_after, |_| {})
+}
+
+fn client_certificate_with(
+    name: &str,
+    not_before: i32,
+    not_after: i32,
+    change: impl FnOnce(&mut rcgen::CertificateParams),
+) -> (String, Vec<u8>, rcgen::KeyPair) {
     let mut params = rcgen::CertificateParams::new(vec![format!("{name}.clients.test")]).unwrap();
     params.distinguished_name.push(rcgen::DnType::CommonName, name);
     params.not_before = rcgen::date_time_ymd(not_before, 1, 1);
     params.not_after = rcgen::date_time_ymd(not_after, 1, 1);
-    let certificate = params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap();
-    (certificate.pem(), certificate.der().to_vec())
+    change(&mut params);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let certificate = params.self_signed(&key).unwrap();
+    (certificate.pem(), certificate.der().to_vec(), key)
+}
+
+/// The proof that the holder of `key` registers its certificate for `application`.
+fn proof(key: &rcgen::KeyPair, application: &str) -> String {
+    use base64::Engine;
+    use p256::ecdsa::signature::Signer;
+    use p256::pkcs8::DecodePrivateKey;
+    let signing = p256::ecdsa::SigningKey::from_pkcs8_der(&key.serialize_der()).unwrap();
+    let message = format!("{}{application}", portico_control_plane::devportal::PROOF_PREFIX);
+    let signature: p256::ecdsa::DerSignature = signing.sign(message.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(signature.as_bytes())
 }
 
 #[tokio::test]
@@ -650,30 +673,61 @@ async fn client_certificates_are_checked_owned_by_one_application_and_reach_gate
         let (status, _) = subscribe(&app, &alice, &partner, &pets, "Gold").await;
         assert_eq!(status, StatusCode::CREATED);
         let uri = format!("/api/v1/applications/{partner}/client-certificates");
-        let (pem, der) = client_certificate("partner-client", 2020, 2090);
-        let sha256 = portico_gateway::contract::hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(&der));
+        let (pem, der, key) = client_certificate("partner-client", 2020, 2090);
+        let sha256 = portico_gateway::contract::hex::sha256(&der);
+        let register = async |token: &str, application: &str, certificate: &str, proof: String| {
+            let uri = format!("/api/v1/applications/{application}/client-certificates");
+            app.send("POST", &uri, Some(token), Some(json!({"certificate": certificate, "proof": proof}))).await
+        };
         let mut changes = app.state.subscribe_changes();
 
-        // What is not one usable certificate is refused, naming the field.
-        let (expired, _) = client_certificate("expired-client", 2000, 2001);
-        let (other, _) = client_certificate("other-client", 2020, 2090);
-        for (certificate, why) in [
-            ("not a certificate".to_owned(), "no PEM certificate"),
-            (pem.replace("MII", "MIX"), "certificate"),
-            (format!("{pem}{other}"), "more than one certificate"),
-            (expired, "expired on"),
+        // What a listener could not take from a client is refused, naming the field.
+        let (expired, _, expired_key) = client_certificate("expired-client", 2000, 2001);
+        let (other, _, _) = client_certificate("other-client", 2020, 2090);
+        let (authority, _, authority_key) =
+            client_certificate_with("a-ca", 2020, 2090, |p| p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained));
+        let (server_only, _, server_key) = client_certificate_with("server-only", 2020, 2090, |p| {
+            p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        });
+        let (backwards, _, backwards_key) = client_certificate("backwards", 2090, 2080);
+        let (controlled, _, controlled_key) = client_certificate("line\nbreak", 2020, 2090);
+        for (certificate, key, why) in [
+            ("not a certificate".to_owned(), &key, "no PEM certificate"),
+            (pem.replace("MII", "MIX"), &key, "certificate"),
+            (format!("{pem}{other}"), &key, "more than one certificate"),
+            (format!("{pem}{}", key.serialize_pem()), &key, "holds a private key"),
+            ("A".repeat(70_000), &key, "longer than 65536 characters"),
+            (expired, &expired_key, "expired on"),
+            (authority, &authority_key, "is a CA certificate"),
+            (server_only, &server_key, "does not allow client authentication"),
+            (backwards, &backwards_key, "before it starts"),
+            (controlled, &controlled_key, "control characters"),
         ] {
-            let (status, problem) = app.send("POST", &uri, Some(&alice), Some(json!({"certificate": certificate}))).await;
-            assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+            let (status, problem) = register(&alice, &partner, &certificate, proof(key, &partner)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{why}: {problem}");
             assert_eq!(problem["field"], "certificate", "{problem}");
             assert!(problem["detail"].as_str().unwrap().contains(why), "{why}: {problem}");
         }
-        let (status, _) = app.send("POST", &uri, Some(&bob), Some(json!({"certificate": pem}))).await;
+        // A certificate is public: registering one takes a signature by its key, for this
+        // application.
+        let (_, _, stranger_key) = client_certificate("stranger", 2020, 2090);
+        let web = application(&app, &alice, "Web").await;
+        for (proof, why) in [
+            ("%%%".to_owned(), "must be base64"),
+            (proof(&stranger_key, &partner), "does not verify"),
+            (proof(&key, &web), "does not verify"),
+        ] {
+            let (status, problem) = register(&alice, &partner, &pem, proof).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{why}: {problem}");
+            assert_eq!(problem["field"], "proof", "{problem}");
+            assert!(problem["detail"].as_str().unwrap().contains(why), "{why}: {problem}");
+        }
+        let (status, _) = register(&bob, &partner, &pem, proof(&key, &partner)).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "another's application");
         assert!(!changes.has_changed().unwrap());
 
         // Text around the PEM block is not kept.
-        let (status, registered) = app.send("POST", &uri, Some(&alice), Some(json!({"certificate": format!("partner's:\n{pem}\n")}))).await;
+        let (status, registered) = register(&alice, &partner, &format!("partner's:\n{pem}\n"), proof(&key, &partner)).await;
         assert_eq!(status, StatusCode::CREATED, "{registered}");
         assert!(changes.has_changed().unwrap(), "gateways are told about a new certificate");
         assert_eq!(registered["sha256"], sha256.as_str());
@@ -685,9 +739,7 @@ async fn client_certificates_are_checked_owned_by_one_application_and_reach_gate
 
         // One application per certificate, whoever asks.
         let mallory = application(&app, &bob, "Mallory").await;
-        let (status, problem) = app
-            .send("POST", &format!("/api/v1/applications/{mallory}/client-certificates"), Some(&bob), Some(json!({"certificate": pem})))
-            .await;
+        let (status, problem) = register(&alice, &web, &pem, proof(&key, &web)).await;
         assert_eq!(status, StatusCode::CONFLICT, "{problem}");
 
         // Gateways get the digest, as the application's consumer, with its subscriptions;
@@ -700,6 +752,12 @@ async fn client_certificates_are_checked_owned_by_one_application_and_reach_gate
         assert_eq!(holders[0].user.as_deref(), Some("alice"));
         assert_eq!(holders[0].subscriptions.as_ref().unwrap().get("Pets@v1").map(String::as_str), Some("Gold"));
         assert!(!serde_json::to_string(&environment).unwrap().contains("BEGIN CERTIFICATE"));
+        // Once expired, it is left out (a resumed TLS session is not checked again).
+        let expire = "UPDATE client_certificates SET not_after = $1";
+        sqlx::query(expire).bind(1_000_i64).execute(&app.db.pool).await.unwrap();
+        let environment = portico_control_plane::environment::for_environment(&app.state, "default").await.unwrap();
+        assert!(environment.consumers.iter().all(|c| c.client_certificates.is_empty()), "{:?}", environment.consumers);
+        sqlx::query(expire).bind(3_786_912_000_000_i64).execute(&app.db.pool).await.unwrap();
 
         let id = registered["id"].as_str().unwrap();
         changes.mark_unchanged();
@@ -716,9 +774,7 @@ async fn client_certificates_are_checked_owned_by_one_application_and_reach_gate
 
         // Now free, the certificate can be another application's; deleting the application
         // removes it.
-        let (status, _) = app
-            .send("POST", &format!("/api/v1/applications/{mallory}/client-certificates"), Some(&bob), Some(json!({"certificate": pem})))
-            .await;
+        let (status, _) = register(&bob, &mallory, &pem, proof(&key, &mallory)).await;
         assert_eq!(status, StatusCode::CREATED);
         let (status, _) = app.send("DELETE", &format!("/api/v1/applications/{mallory}"), Some(&bob), None).await;
         assert_eq!(status, StatusCode::NO_CONTENT);

@@ -30,14 +30,18 @@ pub fn upstream_ca(pem: &str) -> Result<(), String> {
     crate::tls::client_config(crate::tls::Trust::Pem(pem)).map(drop)
 }
 
-/// The DER of the one certificate in `pem`, as a mutual-TLS listener would take it from a
-/// client; the reason says what is wrong.
-pub fn one_certificate(pem: &str) -> Result<Vec<u8>, String> {
-    crate::tls::one_certificate(pem).map(|der| der.as_ref().to_vec())
+/// The DER of the one certificate in `pem` (no key, no chain), parsed as a mutual-TLS
+/// listener parses a client's; the reason says what is wrong. Listeners and consumers know
+/// it by [`crate::contract::hex::sha256`] of this DER.
+pub fn client_certificate(pem: &str) -> Result<Vec<u8>, String> {
+    crate::tls::client_certificate(pem).map(|der| der.as_ref().to_vec())
 }
 
-/// What a listener's client certificate is known by: see [`crate::tls::certificate_sha256`].
-pub use crate::tls::certificate_sha256;
+/// Whether `signature` over `message` was made with the private key of certificate `der`:
+/// a proof that whoever registers a certificate holds its key.
+pub fn signed_with_key_of(der: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    crate::tls::signed_with_key_of(der, message, signature)
+}
 
 /// Whether an upstream client certificate can be presented: both parse, and the key is
 /// the certificate's. The reason names the part (`key: ...`).

@@ -154,7 +154,7 @@ impl Revocations {
         Self {
             tokens: config.revoked_tokens.iter().filter(|r| r.expires_at >= now).map(|r| r.jti.clone()).collect(),
             before: config.revoked_before.iter().map(|(application, &second)| (application.clone(), second)).collect(),
-            api_keys: config.revoked_api_keys.iter().filter_map(|hex| consumers::parse_hex_digest(hex)).collect(),
+            api_keys: config.revoked_api_keys.iter().filter_map(|hex| crate::contract::hex::decode_sha256(hex)).collect(),
         }
     }
 }
@@ -208,7 +208,7 @@ impl KeyStore {
         let client_certificates =
             consumers::by_digest(consumers, "client-certificate", "client certificate", &mut problems, |i, consumer| {
                 let at = |j| format!("consumers[{i}].client_certificates[{j}]");
-                consumer.client_certificates.iter().enumerate().map(|(j, hex)| (at(j), consumers::parse_hex_digest(hex))).collect()
+                consumer.client_certificates.iter().enumerate().map(|(j, hex)| (at(j), crate::contract::hex::decode_sha256(hex))).collect()
             });
         let issuers = jwt::Issuers::new(issuer::load(issuers, base_dir, &mut problems));
         if !problems.is_empty() {
@@ -242,7 +242,7 @@ impl KeyStore {
     /// The identity of the consumer that registered the client certificate whose DER has
     /// this sha256 (hex).
     pub fn lookup_client_certificate(&self, sha256: &str) -> Result<Identity, KeyError> {
-        let digest = consumers::parse_hex_digest(sha256).ok_or(KeyError::Unknown)?;
+        let digest = crate::contract::hex::decode_sha256(sha256).ok_or(KeyError::Unknown)?;
         self.client_certificates.get(&digest).cloned().ok_or(KeyError::Unknown)
     }
 

@@ -47,7 +47,7 @@ impl Peer {
     /// A peer at `addr`, with the certificate it presented over TLS, if any.
     pub fn new(addr: SocketAddr, tls: bool, client_certificate: Option<&[u8]>) -> Self {
         let ip_header = HeaderValue::try_from(addr.ip().to_string()).expect("an IP address is a valid header value");
-        let client_certificate = client_certificate.map(|der| Arc::from(crate::tls::certificate_sha256(der)));
+        let client_certificate = client_certificate.map(|der| Arc::from(crate::contract::hex::sha256(der)));
         Self { addr, tls, ip_header, client_certificate }
     }
 }

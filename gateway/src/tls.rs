@@ -23,16 +23,27 @@ use crate::settings::{CertificateConfig, TlsConfig};
 /// How often certificate files are checked for a change.
 const CERTIFICATE_CHECK: Duration = Duration::from_secs(2);
 
-/// What a client certificate is known by (`request.client-certificate`, a consumer's
-/// `client_certificates`): the lower-case hex sha256 of its DER.
-pub fn certificate_sha256(der: &[u8]) -> String {
-    use sha2::Digest;
-    crate::contract::hex::encode(&sha2::Sha256::digest(der))
-}
+/// The algorithms a proof of possession may be signed with (as TLS 1.2 and 1.3 clients sign).
+const POSSESSION_ALGORITHMS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
+    webpki::ring::ECDSA_P256_SHA256,
+    webpki::ring::ECDSA_P256_SHA384,
+    webpki::ring::ECDSA_P384_SHA256,
+    webpki::ring::ECDSA_P384_SHA384,
+    webpki::ring::ED25519,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA256,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA384,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA512,
+    webpki::ring::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+    webpki::ring::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+    webpki::ring::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+];
 
-/// The one certificate of a PEM text (an application's client certificate) as DER; the
-/// error says what is wrong.
-pub fn one_certificate(pem: &str) -> Result<CertificateDer<'static>, String> {
+/// The one certificate of a PEM text (an application's client certificate) as DER, parsed
+/// as a listener's verifier parses a client's; the error says what is wrong.
+pub(crate) fn client_certificate(pem: &str) -> Result<CertificateDer<'static>, String> {
+    if pem.contains("PRIVATE KEY-----") {
+        return Err("holds a private key: give the certificate only, and keep its key with the client".to_owned());
+    }
     let mut certificates = CertificateDer::pem_slice_iter(pem.as_bytes());
     let first = match certificates.next() {
         Some(Ok(certificate)) => certificate,
@@ -44,6 +55,14 @@ pub fn one_certificate(pem: &str) -> Result<CertificateDer<'static>, String> {
     }
     webpki::EndEntityCert::try_from(&first).map_err(|error| format!("not a usable X.509 certificate: {error}"))?;
     Ok(first)
+}
+
+/// Whether `signature` over `message` verifies with the public key of certificate `der`,
+/// by one of [`POSSESSION_ALGORITHMS`].
+pub(crate) fn signed_with_key_of(der: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    let der = CertificateDer::from(der);
+    let Ok(certificate) = webpki::EndEntityCert::try_from(&der) else { return false };
+    POSSESSION_ALGORITHMS.iter().any(|algorithm| certificate.verify_signature(*algorithm, message, signature).is_ok())
 }
 
 /// The rustls configuration of a TLS listener (HTTP/2 and HTTP/1.1 by ALPN, the

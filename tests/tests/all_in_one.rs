@@ -349,6 +349,24 @@ async fn all_in_one_serves_both_planes_over_tls() {
     assert_eq!((version, status), (http::Version::HTTP_2, StatusCode::NOT_FOUND), "the gateway answers over TLS");
 }
 
+/// `message` signed with the key in `key_file`, in base64, as the documentation tells an
+/// application's owner to prove they hold a certificate's key.
+fn sign_with_openssl(key_file: &Path, message: &str) -> String {
+    use base64::Engine;
+    use std::io::Write;
+    let mut openssl = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key_file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl (the Debian package `openssl`) is needed");
+    openssl.stdin.take().unwrap().write_all(message.as_bytes()).unwrap();
+    let output = openssl.wait_with_output().unwrap();
+    assert!(output.status.success(), "openssl dgst -sign failed");
+    base64::engine::general_purpose::STANDARD.encode(output.stdout)
+}
+
 /// An application known by the client certificate it registered: presented over mutual TLS
 /// to a listener that verifies client certificates, it calls the application's subscribed
 /// APIs as an API key would (and is refused where the application is not subscribed); a
@@ -392,8 +410,9 @@ async fn an_application_calls_with_its_registered_client_certificate() {
         let app = cp.ok(Method::POST, "/api/v1/applications", Some(&dana), json!({"name": name})).await;
         let app = app["id"].as_str().unwrap().to_owned();
         let pem = std::fs::read_to_string(&certificate.cert).unwrap();
-        let registered =
-            cp.ok(Method::POST, &format!("/api/v1/applications/{app}/client-certificates"), Some(&dana), json!({"certificate": pem})).await;
+        let proof = sign_with_openssl(&certificate.key, &format!("portico-client-certificate:{app}"));
+        let body = json!({"certificate": pem, "proof": proof});
+        let registered = cp.ok(Method::POST, &format!("/api/v1/applications/{app}/client-certificates"), Some(&dana), body).await;
         (app, registered)
     };
     let (app, registered) = register("partner", &partner).await;

@@ -98,7 +98,7 @@ pub async fn listed_api_keys(db: &Db) -> ApiResult<Vec<ApiKeyOwner>> {
     .bind(since)
     .fetch_all(&db.pool)
     .await?;
-    let by_application = subscriptions_of_holders(db).await?;
+    let by_application = subscriptions_of_holders(db, since).await?;
     Ok(keys
         .into_iter()
         .map(|(key_hash, application_id, application_name, application_tier, owner_username, revoked_at)| ApiKeyOwner {
@@ -114,16 +114,16 @@ pub async fn listed_api_keys(db: &Db) -> ApiResult<Vec<ApiKeyOwner>> {
 }
 
 /// The ACTIVE subscriptions to PUBLISHED or DEPRECATED APIs (tier by `name@version`) of
-/// every application holding a credential gateways must know: a listed key or a client
-/// certificate.
-pub(super) async fn subscriptions_of_holders(db: &Db) -> ApiResult<HashMap<String, BTreeMap<String, String>>> {
+/// every application holding a credential gateways must know: a key not revoked before
+/// `keys_since` (milliseconds since the Unix epoch), or a client certificate.
+pub(super) async fn subscriptions_of_holders(db: &Db, keys_since: i64) -> ApiResult<HashMap<String, BTreeMap<String, String>>> {
     let subscriptions: Vec<(String, String, String, String)> = sqlx::query_as(
         "SELECT s.application_id, a.name, a.version, s.tier FROM subscriptions s JOIN apis a ON a.id = s.api_id \
          WHERE s.status = 'ACTIVE' AND a.status IN ('PUBLISHED', 'DEPRECATED') \
          AND (EXISTS (SELECT 1 FROM api_keys k WHERE k.application_id = s.application_id AND (k.revoked_at IS NULL OR k.revoked_at > $1)) \
          OR EXISTS (SELECT 1 FROM client_certificates c WHERE c.application_id = s.application_id))",
     )
-    .bind(now_ms() - REVOKED_KEYS_LISTED_FOR_MS)
+    .bind(keys_since)
     .fetch_all(&db.pool)
     .await?;
     let mut by_application: HashMap<String, BTreeMap<String, String>> = HashMap::new();

@@ -181,7 +181,8 @@ pub async fn replace(
     responses((status = 204), (status = 401), (status = 403), (status = 404)), security(("bearer" = [])))]
 pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     owned(&state.db, &caller, &id).await?;
-    // Subscriptions, the OAuth2 client (with its refresh tokens) and API keys cascade.
+    // Subscriptions, the OAuth2 client (with its refresh tokens), API keys and client
+    // certificates cascade.
     let mut change = Change::begin(&state).await?;
     keymanager::cut_off(&mut change, &id).await?;
     let deleted = sqlx::query("DELETE FROM applications WHERE id = $1").bind(&id).execute(&mut *change).await?;

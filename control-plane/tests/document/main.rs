@@ -54,7 +54,12 @@ const REFERENCES: &[(&[&str], &str, &str)] = &[
         "an environment that exists and whose upstream networks allow the endpoints",
     ),
     (&["POST /api/v1/applications", "PUT /api/v1/applications/{id}"], "tier", "an application tier that exists"),
-    (&["POST /api/v1/applications/{id}/client-certificates"], "certificate", "one PEM X.509 certificate that parses and has not expired"),
+    (
+        &["POST /api/v1/applications/{id}/client-certificates"],
+        "certificate",
+        "one PEM X.509 client certificate that parses and has not expired",
+    ),
+    (&["POST /api/v1/applications/{id}/client-certificates"], "proof", "a signature made with the certificate's private key"),
     (&["POST /api/v1/applications/{id}/subscriptions"], "api_id", "an API that exists and is published"),
     (&["POST /api/v1/applications/{id}/subscriptions"], "tier", "a tier the API offers"),
     (&["POST /api/v1/blocking-conditions"], "value", "an address or network, or an application, user or API that exists"),

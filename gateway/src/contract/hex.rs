@@ -19,17 +19,29 @@ pub fn decode(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }
-    text.as_bytes()
-        .chunks_exact(2)
-        .map(|pair| {
-            let high = (pair[0] as char).to_digit(16)?;
-            let low = (pair[1] as char).to_digit(16)?;
-            Some((high * 16 + low) as u8)
-        })
-        .collect()
+    text.as_bytes().chunks_exact(2).map(byte).collect()
 }
 
-/// The sha256 of `bytes`, in hex: how policy modules are named.
+/// A sha256 written as 64 hex digits (either case), decoded without allocating.
+pub fn decode_sha256(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    for (slot, pair) in digest.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+        *slot = byte(pair)?;
+    }
+    Some(digest)
+}
+
+/// The byte two hex digits write.
+fn byte(pair: &[u8]) -> Option<u8> {
+    let high = (pair[0] as char).to_digit(16)?;
+    let low = (pair[1] as char).to_digit(16)?;
+    Some((high * 16 + low) as u8)
+}
+
+/// The sha256 of `bytes`, in hex: how policy modules and client certificates are named.
 pub fn sha256(bytes: &[u8]) -> String {
     encode(&Sha256::digest(bytes))
 }
@@ -51,5 +63,10 @@ mod tests {
         assert_eq!(decode("zz"), None);
         assert_eq!(sha256(b"").len(), 64);
         assert!(is_sha256(&sha256(b"x")) && !is_sha256("abc"));
+        let digest = sha256(b"x");
+        assert_eq!(decode_sha256(&digest.to_uppercase()).map(|d| d.to_vec()), decode(&digest));
+        assert_eq!(decode_sha256(&digest[..62]), None);
+        assert_eq!(decode_sha256(&format!("{}zz", &digest[..62])), None);
+        assert_eq!(decode_sha256(&format!("{}é", &digest[..62])), None);
     }
 }

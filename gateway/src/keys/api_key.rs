@@ -4,10 +4,11 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use super::consumers::{by_digest, parse_hex_digest};
+use super::consumers::by_digest;
 use super::{Identity, KeyError};
 use crate::contract::Problem;
 use crate::contract::environment::Consumer;
+use crate::contract::hex::decode_sha256;
 
 /// The API keys of every consumer, by digest.
 pub(super) struct ApiKeys {
@@ -29,7 +30,7 @@ impl ApiKeys {
                 .api_key_hashes
                 .iter()
                 .enumerate()
-                .map(|(j, hex)| (format!("consumers[{i}].api_key_hashes[{j}]"), parse_hex_digest(hex)));
+                .map(|(j, hex)| (format!("consumers[{i}].api_key_hashes[{j}]"), decode_sha256(hex)));
             plain.chain(hashed).collect()
         });
         ApiKeys { by_digest, hmac_secret: hmac_secret.map(<[u8]>::to_vec) }

@@ -58,8 +58,3 @@ where
     }
     by_digest
 }
-
-/// A sha256 digest written as 64 hex digits (either case).
-pub(super) fn parse_hex_digest(hex: &str) -> Option<[u8; 32]> {
-    crate::contract::hex::decode(hex)?.try_into().ok()
-}
