@@ -12,15 +12,14 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
-use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 
 use crate::Gateway;
 use crate::pipeline::{self, Peer};
 use crate::settings::Limits;
+use crate::tls::ServedTls;
 
 /// How long in-flight requests may take to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,7 +31,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
-    tls: Option<Arc<ServerConfig>>,
+    tls: Option<Arc<ServedTls>>,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -51,7 +50,6 @@ pub async fn serve(
         .max_pending_accept_reset_streams(64)
         .max_local_error_reset_streams(256);
     let builder = Arc::new(builder);
-    let acceptor = tls.map(TlsAcceptor::from);
     // A permit per open connection: the cap, and what the drain waits for.
     let max_connections = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
     let connections = Arc::new(Semaphore::new(max_connections as usize));
@@ -92,7 +90,8 @@ pub async fn serve(
                 })
             }
         };
-        let (acceptor, builder, shutdown) = (acceptor.clone(), builder.clone(), shutdown.clone());
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
+        let (builder, shutdown) = (builder.clone(), shutdown.clone());
         let handshake_timeout = limits.header_read_timeout.0;
         tokio::spawn(async move {
             let _permit = permit;

@@ -72,38 +72,49 @@ pub fn server_config(tls: &TlsConfig, base_dir: &Path, at: &str) -> Result<Arc<S
     with_resolver(tls, base_dir, Arc::new(sni_resolver(tls, base_dir, at)?), at)
 }
 
-/// [`server_config`] for a listener that serves: the certificate and key files are checked
-/// every few seconds and read again when they change (a renewal takes effect without a
-/// restart, for new connections). Files that cannot be used are logged and the certificates
-/// in use kept. Needs a Tokio runtime; the check stops when the configuration is dropped.
-pub fn serve_config(tls: &TlsConfig, base_dir: &Path, at: &str) -> Result<Arc<ServerConfig>, Problem> {
-    let reloading = Arc::new(ReloadingResolver { current: ArcSwap::from_pointee(sni_resolver(tls, base_dir, at)?) });
-    let config = with_resolver(tls, base_dir, reloading.clone(), at)?;
-    let weak = Arc::downgrade(&reloading);
-    drop(reloading);
+/// A serving listener's TLS configuration, following its files: the certificates, their
+/// keys and the client CA are checked every few seconds, and the configuration is built
+/// again when one changes (a renewal or a new client CA takes effect without a restart, for
+/// new connections). Files that cannot be used are logged and the configuration in use kept.
+pub struct ServedTls {
+    current: ArcSwap<ServerConfig>,
+}
+
+impl ServedTls {
+    /// What accepts the next connection, with the configuration in force now.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.current.load_full())
+    }
+}
+
+/// [`server_config`] for a listener that serves: a [`ServedTls`] that follows the files.
+/// Needs a Tokio runtime; the check stops when the result is dropped.
+pub fn serve_config(tls: &TlsConfig, base_dir: &Path, at: &str) -> Result<Arc<ServedTls>, Problem> {
+    let served = Arc::new(ServedTls { current: ArcSwap::new(server_config(tls, base_dir, at)?) });
+    let weak = Arc::downgrade(&served);
     let (tls, base_dir, at) = (tls.clone(), base_dir.to_owned(), at.to_owned());
     tokio::spawn(async move {
         let mut seen = stamps(&tls, &base_dir);
         loop {
             tokio::time::sleep(CERTIFICATE_CHECK).await;
-            let Some(reloading) = weak.upgrade() else { return };
+            let Some(served) = weak.upgrade() else { return };
             let now = stamps(&tls, &base_dir);
             if now == seen {
                 continue;
             }
             seen = now;
-            match sni_resolver(&tls, &base_dir, &at) {
-                Ok(resolver) => {
-                    reloading.current.store(Arc::new(resolver));
+            match server_config(&tls, &base_dir, &at) {
+                Ok(config) => {
+                    served.current.store(config);
                     tracing::info!(at, "certificates reloaded");
                 }
                 Err(problem) => {
-                    tracing::error!(%problem, "certificate files changed but cannot be used; the previous certificates are kept")
+                    tracing::error!(%problem, "certificate files changed but cannot be used; the previous ones are kept")
                 }
             }
         }
     });
-    Ok(config)
+    Ok(served)
 }
 
 fn with_resolver(tls: &TlsConfig, base_dir: &Path, resolver: Arc<dyn ResolvesServerCert>, at: &str) -> Result<Arc<ServerConfig>, Problem> {
@@ -147,19 +158,8 @@ fn sni_resolver(tls: &TlsConfig, base_dir: &Path, at: &str) -> Result<SniResolve
 /// time and length (`None` for a file that cannot be read now).
 fn stamps(tls: &TlsConfig, base_dir: &Path) -> Vec<Option<(std::time::SystemTime, u64)>> {
     let stamp = |path: &Path| std::fs::metadata(base_dir.join(path)).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
-    tls.certificates.iter().flat_map(|c| [stamp(&c.cert), stamp(&c.key)]).collect()
-}
-
-/// The certificates in use, replaced whole when their files change.
-#[derive(Debug)]
-struct ReloadingResolver {
-    current: ArcSwap<SniResolver>,
-}
-
-impl ResolvesServerCert for ReloadingResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current.load().resolve(hello)
-    }
+    let certificates = tls.certificates.iter().flat_map(|c| [stamp(&c.cert), stamp(&c.key)]);
+    certificates.chain(tls.client_ca.as_deref().map(stamp)).collect()
 }
 
 fn certified_key(certificate: &CertificateConfig, base_dir: &Path) -> Result<Arc<CertifiedKey>, String> {

@@ -17,10 +17,8 @@ use portico_gateway::check::PolicyCeilings;
 use portico_gateway::contract::defaults;
 use portico_gateway::contract::units::{ByteSize, Duration};
 use portico_gateway::settings::{CertificateConfig, TlsConfig};
-use portico_gateway::tls;
-use rustls::ServerConfig;
+use portico_gateway::tls::{self, ServedTls};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 /// How long a TLS handshake, a request head, and the drain at shutdown may take.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -152,8 +150,7 @@ pub async fn start(options: &Options, stopped: watch::Receiver<bool>) -> anyhow:
 /// Serve `router` (over TLS when configured) until `stopped` turns true, then let requests
 /// in flight finish (for up to 10 s). A TLS handshake, and each request head, has 10 s to
 /// arrive: a slow client is cut off rather than held.
-async fn serve(listener: TcpListener, tls: Option<Arc<ServerConfig>>, router: axum::Router, mut stopped: watch::Receiver<bool>) {
-    let acceptor = tls.map(TlsAcceptor::from);
+async fn serve(listener: TcpListener, tls: Option<Arc<ServedTls>>, router: axum::Router, mut stopped: watch::Receiver<bool>) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT);
     let graceful = GracefulShutdown::new();
@@ -173,7 +170,8 @@ async fn serve(listener: TcpListener, tls: Option<Arc<ServerConfig>>, router: ax
         // presented a client certificate the TLS verifier accepted.
         let router = router.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
         let service = move |certified: bool| TowerToHyperService::new(router.layer(axum::Extension(ClientCertified(certified))));
-        let (acceptor, builder) = (acceptor.clone(), builder.clone());
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
+        let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let result = match acceptor {

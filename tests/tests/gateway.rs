@@ -563,6 +563,15 @@ async fn a_tls_listener_can_require_client_certificates() {
         assert!(refused.is_err(), "{who}: {refused:?}");
     }
     assert_eq!(upstream.received().len(), 1, "only the certified client reached the upstream");
+
+    // A new client CA, written over the file, is in force without a restart.
+    std::fs::copy(&stranger.cert, &client.cert).unwrap();
+    let took = portico_tests::eventually("the new client CA in force", Duration::from_secs(10), async || {
+        tls_request(address, &certificate.der, Some(&stranger), "/m/x").await == Ok(StatusCode::OK)
+    })
+    .await;
+    println!("new client CA in force after {took:?}");
+    assert!(tls_request(address, &certificate.der, Some(&client), "/m/x").await.is_err(), "the old CA's client is refused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
