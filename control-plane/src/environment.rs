@@ -91,37 +91,31 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<E
         .into_iter()
         .enumerate()
         .map(|(i, key)| Consumer {
-            name: format!("key-{i}-{}", key.application_id),
-            application: Some(key.application_id),
-            tier: Some(key.application_tier),
-            user: Some(key.owner_username),
-            scopes: Vec::new(),
-            api_keys: Vec::new(),
             api_key_hashes: vec![key.key_hash],
-            client_certificates: Vec::new(),
-            subscriptions: Some(key.subscriptions),
+            ..holder(
+                format!("key-{i}-{}", key.application_id),
+                key.application_id,
+                key.application_tier,
+                key.owner_username,
+                key.subscriptions,
+            )
         })
         .collect::<Vec<_>>();
     // One consumer per application that registered client certificates, holding them all.
-    let mut holder = std::collections::HashMap::new();
+    let mut holding = std::collections::HashMap::new();
     for certificate in devportal::registered_client_certificates(db).await? {
-        if let Some(&at) = holder.get(&certificate.application_id) {
-            let consumer: &mut Consumer = &mut consumers[at];
-            consumer.client_certificates.push(certificate.sha256);
-            continue;
-        }
-        holder.insert(certificate.application_id.clone(), consumers.len());
-        consumers.push(Consumer {
-            name: format!("certificates-{}", certificate.application_id),
-            application: Some(certificate.application_id),
-            tier: Some(certificate.application_tier),
-            user: Some(certificate.owner_username),
-            scopes: Vec::new(),
-            api_keys: Vec::new(),
-            api_key_hashes: Vec::new(),
-            client_certificates: vec![certificate.sha256],
-            subscriptions: Some(certificate.subscriptions),
+        let at = *holding.entry(certificate.application_id.clone()).or_insert_with(|| {
+            let name = format!("certificates-{}", certificate.application_id);
+            consumers.push(holder(
+                name,
+                certificate.application_id,
+                certificate.application_tier,
+                certificate.owner_username,
+                certificate.subscriptions,
+            ));
+            consumers.len() - 1
         });
+        consumers[at].client_certificates.push(certificate.sha256);
     }
 
     let keys = keymanager::public_keys(state)
@@ -193,4 +187,26 @@ pub(crate) fn build<'a>(
 
 fn attachment(policy: &str, config: serde_json::Value) -> Attachment {
     serde_json::from_value(serde_json::json!({"policy": policy, "config": config})).expect("a valid attachment")
+}
+
+/// The consumer of an application's credentials, without the credentials: it acts for the
+/// application's owner, at the application's tier, with its subscriptions.
+fn holder(
+    name: String,
+    application: String,
+    tier: String,
+    user: String,
+    subscriptions: std::collections::BTreeMap<String, String>,
+) -> Consumer {
+    Consumer {
+        name,
+        application: Some(application),
+        tier: Some(tier),
+        user: Some(user),
+        scopes: Vec::new(),
+        api_keys: Vec::new(),
+        api_key_hashes: Vec::new(),
+        client_certificates: Vec::new(),
+        subscriptions: Some(subscriptions),
+    }
 }
