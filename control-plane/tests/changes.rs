@@ -160,6 +160,13 @@ async fn every_mutating_route_that_gateways_must_see_announces_its_change() {
     let key = walk.json("POST", "/api/v1/applications/{id}/api-keys", &keys, &subscriber, None).await;
     let key = format!("{keys}/{}", key["id"].as_str().unwrap());
     walk.json("DELETE", "/api/v1/applications/{id}/api-keys/{key_id}", &key, &subscriber, None).await;
+    let certificates = format!("/api/v1/applications/{application}/client-certificates");
+    let client = rcgen::generate_simple_self_signed(vec!["client.test".to_owned()]).unwrap();
+    let proof = portico_control_plane::test_support::proof_of_possession(&client.signing_key.serialize_der(), &application);
+    let body = json!({"certificate": client.cert.pem(), "proof": proof});
+    let certificate = walk.json("POST", "/api/v1/applications/{id}/client-certificates", &certificates, &subscriber, Some(body)).await;
+    let certificate = format!("{certificates}/{}", certificate["id"].as_str().unwrap());
+    walk.json("DELETE", "/api/v1/applications/{id}/client-certificates/{certificate_id}", &certificate, &subscriber, None).await;
 
     // Key manager: a token revoked, signing keys rotated and retired.
     let (status, client) =

@@ -654,13 +654,7 @@ fn client_certificate_with(
 
 /// The proof that the holder of `key` registers its certificate for `application`.
 fn proof(key: &rcgen::KeyPair, application: &str) -> String {
-    use base64::Engine;
-    use p256::ecdsa::signature::Signer;
-    use p256::pkcs8::DecodePrivateKey;
-    let signing = p256::ecdsa::SigningKey::from_pkcs8_der(&key.serialize_der()).unwrap();
-    let message = format!("{}{application}", portico_control_plane::devportal::PROOF_PREFIX);
-    let signature: p256::ecdsa::DerSignature = signing.sign(message.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(signature.as_bytes())
+    portico_control_plane::test_support::proof_of_possession(&key.serialize_der(), application)
 }
 
 #[tokio::test]
