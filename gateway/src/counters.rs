@@ -1,6 +1,10 @@
 //! Rate counters behind the WIT `counters.hit` import: a sliding window per (key, window) that
 //! never admits more than the limit in any interval of the window's length. [`LocalCounters`]
-//! keeps them in process; a store shared by several gateways implements [`CounterStore`] too.
+//! keeps them in process; [`RedisCounters`] shares them with a fleet.
+
+mod shared;
+
+pub use shared::RedisCounters;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;

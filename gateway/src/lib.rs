@@ -44,10 +44,10 @@ use arc_swap::ArcSwapOption;
 
 use crate::contract::Problem;
 use crate::contract::environment::Environment;
-use crate::counters::{CounterStore, LocalCounters};
+use crate::counters::{CounterStore, LocalCounters, RedisCounters};
 use crate::metrics::Metrics;
 use crate::policy::PolicyEngine;
-use crate::settings::Limits;
+use crate::settings::{CountersConfig, Limits};
 pub use crate::snapshot::OnFailedApi;
 use crate::snapshot::{BuildError, Shared, Snapshot};
 use crate::upstream::Clients;
@@ -57,7 +57,10 @@ use crate::upstream::Clients;
 pub struct Gateway {
     engine: PolicyEngine,
     snapshot: ArcSwapOption<Snapshot>,
+    /// This process's counters: the store, or the fallback of a shared one.
     counters: Arc<LocalCounters>,
+    /// Where policies count: `counters`, or a store shared by a fleet.
+    store: Arc<dyn CounterStore>,
     clients: Clients,
     /// The process's request limits.
     limits: Limits,
@@ -66,12 +69,21 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway with no snapshot yet (not ready), under the process's `limits`.
-    pub fn new(limits: Limits) -> anyhow::Result<Arc<Self>> {
+    /// A gateway with no snapshot yet (not ready), under the process's `limits`, counting
+    /// where `counters` says.
+    pub fn new(limits: Limits, counters: &CountersConfig) -> anyhow::Result<Arc<Self>> {
+        let local = Arc::new(LocalCounters::new());
+        let store: Arc<dyn CounterStore> = match &counters.redis {
+            None => local.clone(),
+            Some(redis) => Arc::new(
+                RedisCounters::connect(&redis.url, redis.timeout.0, local.clone()).map_err(|e| anyhow::anyhow!("counters.redis: {e}"))?,
+            ),
+        };
         Ok(Arc::new(Self {
             engine: PolicyEngine::new()?,
             snapshot: ArcSwapOption::empty(),
-            counters: Arc::new(LocalCounters::new()),
+            counters: local,
+            store,
             clients: Clients::default(),
             limits,
             metrics: Metrics::default(),
@@ -91,7 +103,7 @@ impl Gateway {
     /// Build a snapshot of `environment`, whose relative paths start at `base_dir`
     /// (blocking: compiles policies).
     pub fn build(&self, environment: &Environment, base_dir: &Path, on_failed_api: OnFailedApi) -> Result<Snapshot, BuildError> {
-        let counters: Arc<dyn CounterStore> = self.counters.clone();
+        let counters = self.store.clone();
         let shared = Shared {
             engine: &self.engine,
             counters,

@@ -25,6 +25,40 @@ pub struct Settings {
     /// Request limits applied before routing.
     #[serde(default)]
     pub limits: Limits,
+    /// Where rate counters live: in this process (the default), or shared by a fleet.
+    #[serde(default, skip_serializing_if = "CountersConfig::is_local")]
+    pub counters: CountersConfig,
+}
+
+/// Where rate counters live.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CountersConfig {
+    /// A Redis shared by the fleet (the Traffic Manager's store); in process when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisConfig>,
+}
+
+impl CountersConfig {
+    /// Whether counters stay in this process.
+    pub fn is_local(&self) -> bool {
+        self.redis.is_none()
+    }
+}
+
+/// A Redis holding the fleet's rate counters.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`, or `rediss://` for TLS.
+    pub url: String,
+    /// How long a hit waits for Redis before it is counted in this process instead.
+    #[serde(default = "default_redis_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_redis_timeout() -> Duration {
+    Duration(std::time::Duration::from_millis(20))
 }
 
 impl Settings {
@@ -34,6 +68,7 @@ impl Settings {
             listeners: vec![ListenerConfig { address: listen.to_owned(), tls: None }],
             admin: admin.map(|address| AdminConfig { address: address.to_owned() }),
             limits: Limits::default(),
+            counters: CountersConfig::default(),
         }
     }
 
@@ -87,6 +122,14 @@ impl Settings {
         }
         if let Err((field, reason)) = self.limits.policy_ceilings().check_self() {
             problem(format!("limits.max_policy_{field}"), reason);
+        }
+        if let Some(redis) = &self.counters.redis {
+            if let Err(error) = redis::Client::open(redis.url.as_str()) {
+                problem("counters.redis.url".into(), format!("not a Redis URL: {error}"));
+            }
+            if redis.timeout.is_zero() {
+                problem("counters.redis.timeout".into(), "must be more than zero".into());
+            }
         }
         problems
     }

@@ -370,7 +370,7 @@ mod tests {
 
     #[test]
     fn a_component_too_large_to_compile_is_refused_unread_by_the_compiler() {
-        let gateway = Gateway::new(Limits::default()).unwrap();
+        let gateway = Gateway::new(Limits::default(), &Default::default()).unwrap();
         let dir = std::env::temp_dir().join(format!("portico-big-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("big.wasm"), vec![0u8; crate::policy::MAX_COMPONENT_BYTES + 1]).unwrap();
@@ -384,7 +384,7 @@ mod tests {
 
     #[tokio::test]
     async fn revocations_alone_are_taken_without_a_rebuild() {
-        let gateway = Arc::new(Gateway::new(Limits::default()).unwrap());
+        let gateway = Arc::new(Gateway::new(Limits::default(), &Default::default()).unwrap());
         let mut config = environment(&api("ok", "/ok", "    policies: [{policy: headers}]\n"));
         gateway.apply(config.clone(), ".".into(), OnFailedApi::Refuse).await.unwrap();
         let before = gateway.snapshot().unwrap();
@@ -403,7 +403,7 @@ mod tests {
 
     #[test]
     fn an_api_that_cannot_be_loaded_fails_alone_or_refuses_all() {
-        let gateway = Gateway::new(Limits::default()).unwrap();
+        let gateway = Gateway::new(Limits::default(), &Default::default()).unwrap();
         let config = environment(
             &[
                 api("ok", "/ok", ""),

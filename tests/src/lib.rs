@@ -824,3 +824,56 @@ pub fn indent(text: &str, spaces: usize) -> String {
     let pad = " ".repeat(spaces);
     text.lines().map(|l| format!("{pad}{l}")).collect::<Vec<_>>().join("\n")
 }
+
+/// A `redis-server` of its own on a free loopback port, without persistence, for tests that
+/// count on Redis or kill it; stopped when dropped.
+pub struct RedisServer {
+    /// Its port.
+    pub port: u16,
+    process: std::process::Child,
+}
+
+impl RedisServer {
+    /// Start one and wait until it answers `PING`. Panics, naming what is missing, when
+    /// `redis-server` cannot be run (CI installs it).
+    pub fn start() -> Self {
+        Self::start_on(std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port())
+    }
+
+    /// [`Self::start`] on `port` (to bring one back where a killed one was).
+    pub fn start_on(port: u16) -> Self {
+        let process = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's `redis-server` package) is needed");
+        let server = Self { port, process };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !server.answers() {
+            assert!(Instant::now() < deadline, "redis-server on port {port} did not answer within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Whether it answers `PING` now.
+    pub fn answers(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}

@@ -1,0 +1,139 @@
+//! The Traffic Manager's store: rate counters shared by a fleet on Redis, against a
+//! `redis-server` of the test's own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use portico_gateway::counters::{CounterStore, LocalCounters, RedisCounters};
+use portico_tests::{ALLOW_LOOPBACK_UPSTREAMS, HttpClient, MockUpstream, PorticoProcess, RedisServer};
+
+/// A small deterministic generator (xorshift), so that a failure replays.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound.max(1)
+    }
+}
+
+/// The largest number of units admitted in any interval of `window_ms` (times in order).
+fn most_in_any_window(admitted: &[(u64, u64)], window_ms: u64) -> u64 {
+    let mut most = 0;
+    for (start, &(t0, _)) in admitted.iter().enumerate() {
+        let units: u64 = admitted[start..].iter().take_while(|(t, _)| *t < t0 + window_ms).map(|(_, cost)| cost).sum();
+        most = most.max(units);
+    }
+    most
+}
+
+/// The single-node semantics suite against Redis: the same hits at the same times (bursts,
+/// bucket and window edges, long pauses, costs above one) get exactly the answers the local
+/// counters give, so moving a fleet to shared counters changes no policy; and never more than
+/// the limit in any window.
+#[test]
+fn redis_counters_answer_exactly_as_local_counters() {
+    let redis = RedisServer::start();
+    let fallback = Arc::new(LocalCounters::new());
+    let shared = RedisCounters::connect(&redis.url(), Duration::from_secs(5), fallback.clone()).unwrap();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut hits = 0;
+    for (case, (limit, window_ms)) in [(10u64, 1_000u64), (7, 997), (100, 60_000), (3, 20), (1, 1), (50, 1_001)].into_iter().enumerate() {
+        let local = LocalCounters::new();
+        let key = format!("case-{case}");
+        let bucket_ms = window_ms.div_ceil(20);
+        let (mut now, mut admitted) = (1_700_000_000_000u64, Vec::new());
+        for _ in 0..800 {
+            now = match rng.below(10) {
+                0..=3 => now + rng.below(bucket_ms),
+                4 | 5 => (now / bucket_ms + 1) * bucket_ms - rng.below(2),
+                6 | 7 => (now / window_ms + 1) * window_ms - rng.below(2),
+                8 => now + rng.below(2 * window_ms),
+                _ => now,
+            }
+            .max(now);
+            let burst = if rng.below(4) == 0 { 1 + rng.below(2 * limit) } else { 1 };
+            for _ in 0..burst {
+                let cost = 1 + rng.below(3) as u32;
+                let expected = local.hit_at(&key, limit, window_ms, cost, now);
+                let got = shared.hit_at(&key, limit, window_ms, cost, now).expect("Redis answers");
+                assert_eq!(got, expected, "{key} ({limit} per {window_ms} ms), hit {hits} at {now} costing {cost}");
+                if got.allowed {
+                    admitted.push((now, u64::from(cost)));
+                }
+                hits += 1;
+            }
+        }
+        assert!(most_in_any_window(&admitted, window_ms) <= limit, "{key}");
+    }
+    // A second window length on a key already counted is its own counter, as locally.
+    let (local, now) = (LocalCounters::new(), 1_800_000_000_000);
+    for window_ms in [1_000, 60_000, 1_000] {
+        assert_eq!(shared.hit_at("two-windows", 5, window_ms, 3, now).unwrap(), local.hit_at("two-windows", 5, window_ms, 3, now));
+    }
+    assert!(fallback.is_empty(), "every hit was answered by Redis");
+    println!("{hits} hits answered by Redis exactly as by the local counters");
+}
+
+/// On Redis's own clock (the way a gateway counts), a limit holds across hits; with Redis
+/// gone, a hit is counted locally within the timeout instead of failing, and counting returns
+/// to Redis when it is back.
+#[test]
+fn without_redis_hits_are_counted_locally_until_it_returns() {
+    let redis = RedisServer::start();
+    let fallback = Arc::new(LocalCounters::new());
+    let shared = RedisCounters::connect(&redis.url(), Duration::from_millis(200), fallback.clone()).unwrap();
+    let admitted = (0..8).filter(|_| shared.hit("clock", 5, 60_000, 1).allowed).count();
+    assert_eq!(admitted, 5, "the limit holds on Redis's clock");
+    assert!(fallback.is_empty());
+
+    let port = redis.port;
+    drop(redis);
+    let started = std::time::Instant::now();
+    let during = shared.hit("clock", 5, 60_000, 1);
+    assert!(during.allowed, "counted locally, where this key has no count yet");
+    assert!(!fallback.is_empty(), "the hit went to the local counters");
+    println!("a hit without Redis answered locally after {:?}", started.elapsed());
+
+    // The same port again, empty: counting is back on Redis.
+    let _again = RedisServer::start_on(port);
+    let started = std::time::Instant::now();
+    while shared.hit_at("back", 1, 60_000, 1, 1_000).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "counting not back on Redis within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("counting on Redis again after {:?}", started.elapsed());
+    assert!(!shared.hit_at("back", 1, 60_000, 1, 1_001).unwrap().allowed, "the first hit was counted on Redis");
+}
+
+/// Two gateway processes counting on one Redis share one limit: requests spread over both
+/// are admitted up to the limit in total, not per gateway (pattern 1's "2·L" is gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_on_one_redis_share_one_limit() {
+    let redis = RedisServer::start();
+    let upstream = MockUpstream::start().await;
+    let config = format!(
+        "listeners:\n  - address: 127.0.0.1:0\ncounters:\n  redis: {{url: \"{}\", timeout: 1s}}\n{ALLOW_LOOPBACK_UPSTREAMS}apis:\n  \
+         - name: shared\n    context: /shared\n    upstream:\n      endpoints: [\"{}/base\"]\n    policies:\n      \
+         - policy: throttle\n        config: {{key_by: api, limits: [{{requests: 10, per: 1m}}]}}\n",
+        redis.url(),
+        upstream.url()
+    );
+    let gateways = [PorticoProcess::start(&config).unwrap(), PorticoProcess::start(&config).unwrap()];
+    let client = HttpClient::default();
+    let mut admitted = [0; 2];
+    for i in 0..30 {
+        let reply = client.get(&gateways[i % 2].url("/shared/x"), &[]).await.unwrap();
+        match reply.status {
+            StatusCode::OK => admitted[i % 2] += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("request {i}: {other} {}", reply.text()),
+        }
+    }
+    assert_eq!(admitted[0] + admitted[1], 10, "one limit for both gateways: {admitted:?}");
+    assert!(admitted.iter().all(|&n| n > 0), "both gateways admitted some: {admitted:?}");
+    println!("30 requests over two gateways sharing a limit of 10: {admitted:?} admitted");
+}
