@@ -2,9 +2,11 @@
 //! never admits more than the limit in any interval of the window's length. [`LocalCounters`]
 //! keeps them in process; [`RedisCounters`] shares them with a fleet.
 
+mod leases;
 mod shared;
 
-pub use shared::RedisCounters;
+pub use leases::{lifetime as lease_lifetime, max_size as max_lease_size};
+pub use shared::{Mode as SharedMode, RedisCounters};
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;

@@ -76,7 +76,8 @@ impl Gateway {
         let store: Arc<dyn CounterStore> = match &counters.redis {
             None => local.clone(),
             Some(redis) => Arc::new(
-                RedisCounters::connect(&redis.url, redis.timeout.0, local.clone()).map_err(|e| anyhow::anyhow!("counters.redis: {e}"))?,
+                RedisCounters::connect(&redis.url, redis.timeout.0, redis.mode, local.clone())
+                    .map_err(|e| anyhow::anyhow!("counters.redis: {e}"))?,
             ),
         };
         Ok(Arc::new(Self {

@@ -55,6 +55,11 @@ pub struct RedisConfig {
     /// How long a hit waits for Redis before it is counted in this process instead.
     #[serde(default = "default_redis_timeout")]
     pub timeout: Duration,
+    /// `leased` (the default): units taken ahead and spent without a round trip, never more
+    /// than the limit across the fleet; `exact`: one round trip per hit, the same answers as
+    /// counters in process.
+    #[serde(default)]
+    pub mode: crate::counters::SharedMode,
 }
 
 fn default_redis_timeout() -> Duration {

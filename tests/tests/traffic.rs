@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use portico_gateway::counters::{CounterStore, LocalCounters, RedisCounters};
+use portico_gateway::counters::{CounterStore, LocalCounters, RedisCounters, SharedMode};
 use portico_tests::{ALLOW_LOOPBACK_UPSTREAMS, HttpClient, MockUpstream, PorticoProcess, RedisServer};
 
 /// A small deterministic generator (xorshift), so that a failure replays.
@@ -38,7 +38,7 @@ fn most_in_any_window(admitted: &[(u64, u64)], window_ms: u64) -> u64 {
 fn redis_counters_answer_exactly_as_local_counters() {
     let redis = RedisServer::start();
     let fallback = Arc::new(LocalCounters::new());
-    let shared = RedisCounters::connect(&redis.url(), Duration::from_secs(5), fallback.clone()).unwrap();
+    let shared = RedisCounters::connect(&redis.url(), Duration::from_secs(5), SharedMode::Exact, fallback.clone()).unwrap();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut hits = 0;
     for (case, (limit, window_ms)) in [(10u64, 1_000u64), (7, 997), (100, 60_000), (3, 20), (1, 1), (50, 1_001)].into_iter().enumerate() {
@@ -85,7 +85,7 @@ fn redis_counters_answer_exactly_as_local_counters() {
 fn without_redis_hits_are_counted_locally_until_it_returns() {
     let redis = RedisServer::start();
     let fallback = Arc::new(LocalCounters::new());
-    let shared = RedisCounters::connect(&redis.url(), Duration::from_millis(200), fallback.clone()).unwrap();
+    let shared = RedisCounters::connect(&redis.url(), Duration::from_millis(200), SharedMode::Exact, fallback.clone()).unwrap();
     let admitted = (0..8).filter(|_| shared.hit("clock", 5, 60_000, 1).allowed).count();
     assert_eq!(admitted, 5, "the limit holds on Redis's clock");
     assert!(fallback.is_empty());
@@ -116,7 +116,7 @@ async fn two_gateways_on_one_redis_share_one_limit() {
     let redis = RedisServer::start();
     let upstream = MockUpstream::start().await;
     let config = format!(
-        "listeners:\n  - address: 127.0.0.1:0\ncounters:\n  redis: {{url: \"{}\", timeout: 1s}}\n{ALLOW_LOOPBACK_UPSTREAMS}apis:\n  \
+        "listeners:\n  - address: 127.0.0.1:0\ncounters:\n  redis: {{url: \"{}\", timeout: 1s, mode: exact}}\n{ALLOW_LOOPBACK_UPSTREAMS}apis:\n  \
          - name: shared\n    context: /shared\n    upstream:\n      endpoints: [\"{}/base\"]\n    policies:\n      \
          - policy: throttle\n        config: {{key_by: api, limits: [{{requests: 10, per: 1m}}]}}\n",
         redis.url(),
@@ -136,4 +136,48 @@ async fn two_gateways_on_one_redis_share_one_limit() {
     assert_eq!(admitted[0] + admitted[1], 10, "one limit for both gateways: {admitted:?}");
     assert!(admitted.iter().all(|&n| n > 0), "both gateways admitted some: {admitted:?}");
     println!("30 requests over two gateways sharing a limit of 10: {admitted:?} admitted");
+}
+
+/// Three gateways counting on leases (units taken ahead, spent without a round trip), offered
+/// three times the limit: never more than the limit in any window across the three, and most
+/// of it admitted.
+#[test]
+fn three_gateways_on_leases_never_admit_more_than_the_limit() {
+    let redis = RedisServer::start();
+    let (limit, window_ms) = (200u64, 2_000u64);
+    let started = std::time::Instant::now();
+    let run_for = Duration::from_secs(6);
+    let admitted: Vec<(u64, u64)> = std::thread::scope(|scope| {
+        let gateways: Vec<_> = (0..3)
+            .map(|_| {
+                let url = redis.url();
+                scope.spawn(move || {
+                    let counters =
+                        RedisCounters::connect(&url, Duration::from_secs(1), SharedMode::Leased, Arc::new(LocalCounters::new())).unwrap();
+                    let mut admitted = Vec::new();
+                    // Each offers the whole limit per window: three times it in all.
+                    let pause = Duration::from_millis(window_ms / limit);
+                    while started.elapsed() < run_for {
+                        if counters.hit("shared", limit, window_ms, 1).allowed {
+                            admitted.push((started.elapsed().as_millis() as u64, 1));
+                        }
+                        std::thread::sleep(pause);
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let mut all: Vec<(u64, u64)> = gateways.into_iter().flat_map(|gateway| gateway.join().unwrap()).collect();
+        all.sort();
+        all
+    });
+    let most = most_in_any_window(&admitted, window_ms);
+    let windows = run_for.as_millis() as u64 / window_ms;
+    println!(
+        "3 gateways on leases, offered 3 × {limit} per {window_ms} ms: at most {most} in any window ({:.1} % of the limit), {} admitted in {windows} windows",
+        100.0 * most as f64 / limit as f64,
+        admitted.len()
+    );
+    assert!(most <= limit, "{most} admitted in a window of {window_ms} ms with a limit of {limit}");
+    assert!(admitted.len() as u64 >= windows * limit * 3 / 4, "only {} admitted in {windows} windows", admitted.len());
 }

@@ -1,7 +1,9 @@
 -- One hit of a sliding-window rate counter, on Redis: the algorithm of the gateway's
 -- `LocalCounters` (src/counters.rs), step for step, so that moving from local to shared
 -- counters changes no policy. KEYS[1]: the counter (one key per key and window length).
--- ARGV: limit, window_ms, cost, now_ms ("" for Redis's clock).
+-- ARGV: limit, window_ms, cost, now_ms ("" for Redis's clock), shift_ms (added to the
+-- clock: a lease of `cost` units that a gateway may spend until then is counted there), and
+-- "1" to grant part of `cost` when not all of it fits (a lease).
 -- Stored as "newest last c0 c1 ... c20": the newest bucket, the latest time seen and the
 -- ring of bucket counts; it expires once every bucket has left the window.
 local limit = tonumber(ARGV[1])
@@ -14,6 +16,8 @@ else
     local time = redis.call('TIME')
     now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 end
+now = now + tonumber(ARGV[5] or '0')
+local partial = ARGV[6] == '1'
 local BUCKETS = 20
 local SLOTS = BUCKETS + 1
 local bucket = math.floor((window + BUCKETS - 1) / BUCKETS)
@@ -66,6 +70,9 @@ local used = 0
 for i = oldest, current do
     used = used + counts[i % SLOTS]
 end
+if partial and used + cost > limit and used < limit then
+    cost = limit - used
+end
 local allowed = used + cost <= limit
 local retry = 0
 if not allowed then
@@ -109,4 +116,5 @@ local remaining = limit - used
 if remaining < 0 then
     remaining = 0
 end
-return { allowed and 1 or 0, string.format('%d', remaining), string.format('%d', reset), string.format('%d', retry) }
+return { allowed and 1 or 0, string.format('%d', remaining), string.format('%d', reset), string.format('%d', retry),
+    string.format('%d', allowed and cost or 0) }

@@ -1,0 +1,227 @@
+//! Leases: units of a shared counter that a gateway takes from Redis ahead of its hits and
+//! spends without a round trip, refilling in the background.
+//!
+//! Why a fleet on leases never admits more than L in any window: a lease of n units of
+//! (key, W) granted at Redis time t may be spent until t + δ ([`lifetime`]), and Redis counts
+//! it as n units hit at t + δ against a window of W + δ (the script's shift). Take any window
+//! of length W and the last lease granted (at t) whose units are spent in it; every other
+//! lease whose units are spent in it was granted before t and ends after the window starts,
+//! which is after t − W: so it ends in (t − W, t + δ], which is what Redis summed when it
+//! granted the last one. The units spent in the window are at most L. The gateway stops
+//! spending a lease δ after it *asked* for it, before Redis's t + δ, whatever the clocks say.
+//!
+//! What leases cost is admissions, never excess: units leased and not spent before they
+//! expire (at most a lease, [`max_size`], per gateway and key), and a window judged W + δ long.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::HitResult;
+use super::shared::{Answer, Ask, Link, Reply, redis_key};
+
+/// Lock shards; a key always lands in the same one.
+const SHARDS: usize = 32;
+
+/// How long a lease of a window of `window_ms` may be spent: 1/20 of the window (one of its
+/// buckets), between 10 ms and 5 s. The window is judged this much longer.
+pub fn lifetime(window_ms: u64) -> Duration {
+    Duration::from_millis((window_ms / 20).clamp(10, 5_000))
+}
+
+/// The most units one lease of a limit of `limit` takes: 1/16 of it, at least one.
+pub fn max_size(limit: u64) -> u64 {
+    (limit / 16).max(1)
+}
+
+/// The leases of the keys that hash to one shard: per key, one per window length.
+type Shard = Mutex<HashMap<Box<str>, Vec<Lease>>>;
+
+/// The leases of one gateway, by key and window.
+pub(super) struct Leases {
+    shards: Box<[Shard]>,
+    hasher: std::hash::RandomState,
+}
+
+/// The units held of one (key, window).
+struct Lease {
+    window_ms: u64,
+    /// Units, and until when they may be spent, the earliest first.
+    grants: Vec<(u64, Instant)>,
+    /// Units spent since the last lease was asked for, and when: the next lease is what this
+    /// rate spends in a lease's lifetime, so that little of it expires unspent.
+    spent: u64,
+    asked_at: Option<Instant>,
+    /// A refill is on its way.
+    refilling: bool,
+    /// What Redis said last, less what was spent since: for the answers given from leases.
+    remaining: u64,
+    reset_ms: u64,
+}
+
+impl Lease {
+    fn new(window_ms: u64) -> Self {
+        Self { window_ms, grants: Vec::with_capacity(2), spent: 0, asked_at: None, refilling: false, remaining: 0, reset_ms: 0 }
+    }
+
+    fn available(&mut self, now: Instant) -> u64 {
+        self.grants.retain(|&(units, until)| units > 0 && until > now);
+        self.grants.iter().map(|&(units, _)| units).sum()
+    }
+
+    fn spend(&mut self, mut cost: u64) {
+        self.spent += cost;
+        self.remaining = self.remaining.saturating_sub(cost);
+        for (units, _) in &mut self.grants {
+            let taken = cost.min(*units);
+            *units -= taken;
+            cost -= taken;
+        }
+    }
+
+    fn grant(&mut self, units: u64, until: Instant, hit: &HitResult) {
+        if units > 0 {
+            self.grants.push((units, until));
+            self.grants.sort_by_key(|&(_, until)| until);
+        }
+        self.remaining = hit.remaining;
+        self.reset_ms = hit.reset_ms;
+    }
+
+    /// How many units to ask for next (at least `cost`): what the rate since the last ask
+    /// spends in half of `life`, so that a lease is spent well before it expires; and start
+    /// measuring afresh.
+    fn next_size(&mut self, cost: u64, limit: u64, life: Duration, now: Instant) -> u64 {
+        let expected = match self.asked_at {
+            Some(asked) => {
+                let elapsed = now.duration_since(asked).as_micros().max(1);
+                u64::try_from(u128::from(self.spent) * life.as_micros() / 2 / elapsed).unwrap_or(u64::MAX)
+            }
+            None => 1,
+        };
+        self.spent = 0;
+        self.asked_at = Some(now);
+        expected.clamp(1, max_size(limit)).max(cost)
+    }
+
+    fn allowed(&self, limit: u64) -> HitResult {
+        HitResult { allowed: true, limit, remaining: self.remaining, reset_ms: self.reset_ms, retry_after_ms: 0 }
+    }
+}
+
+impl Leases {
+    pub(super) fn new() -> Self {
+        Self { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), hasher: Default::default() }
+    }
+
+    /// A hit: spent from the leases held when they cover it (asking for more in the
+    /// background when they run low), else after asking Redis for a lease, waiting.
+    pub(super) fn hit(
+        self: &std::sync::Arc<Self>,
+        link: &Link,
+        key: &str,
+        limit: u64,
+        window_ms: u64,
+        cost: u32,
+    ) -> Result<HitResult, String> {
+        let (window_ms, cost) = (window_ms.max(1), u64::from(cost));
+        let life = lifetime(window_ms);
+        let now = Instant::now();
+        let refill = {
+            let mut shard = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
+            let lease = lease_of(&mut shard, key, window_ms);
+            if lease.available(now) >= cost {
+                lease.spend(cost);
+                let answer = lease.allowed(limit);
+                // The last unit spent: the next lease is asked for now, so that the next hit
+                // rarely waits for it.
+                if lease.available(now) == 0 && !lease.refilling {
+                    lease.refilling = true;
+                    Some((lease.next_size(1, limit, life, now), answer))
+                } else {
+                    return Ok(answer);
+                }
+            } else {
+                None
+            }
+        };
+        if let Some((size, answer)) = refill {
+            let ask = lease_ask(key, limit, window_ms, size, life);
+            let reply = Reply::Refill { leases: self.clone(), key: key.into(), window_ms, asked_at: now };
+            if link.send(ask, reply).is_err() {
+                self.refilled(key, window_ms, now, Err("queue full".to_owned()));
+            }
+            return Ok(answer);
+        }
+
+        let size = {
+            let mut shard = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
+            lease_of(&mut shard, key, window_ms).next_size(cost, limit, life, now)
+        };
+        let asked_at = Instant::now();
+        let (hit, granted) = link.ask(lease_ask(key, limit, window_ms, size, life))?;
+        let mut shard = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
+        let lease = lease_of(&mut shard, key, window_ms);
+        lease.grant(granted, asked_at + life, &hit);
+        if lease.available(Instant::now()) >= cost {
+            lease.spend(cost);
+            return Ok(lease.allowed(limit));
+        }
+        Ok(HitResult { allowed: false, limit, remaining: hit.remaining, reset_ms: hit.reset_ms, retry_after_ms: hit.retry_after_ms.max(1) })
+    }
+
+    /// The answer to a refill asked for at `asked_at`.
+    pub(super) fn refilled(&self, key: &str, window_ms: u64, asked_at: Instant, answer: Answer) {
+        let mut shard = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
+        let lease = lease_of(&mut shard, key, window_ms);
+        lease.refilling = false;
+        if let Ok((hit, granted)) = answer {
+            lease.grant(granted, asked_at + lifetime(window_ms), &hit);
+        }
+    }
+
+    /// Drop the leases that hold nothing any more.
+    pub(super) fn sweep(&self) {
+        let now = Instant::now();
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            shard.retain(|_, leases| {
+                leases.retain_mut(|lease| lease.refilling || lease.available(now) > 0);
+                !leases.is_empty()
+            });
+        }
+    }
+
+    fn shard(&self, key: &str) -> &Shard {
+        &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
+    }
+}
+
+fn lease_of<'a>(shard: &'a mut HashMap<Box<str>, Vec<Lease>>, key: &str, window_ms: u64) -> &'a mut Lease {
+    if !shard.contains_key(key) {
+        shard.insert(key.into(), Vec::with_capacity(1));
+    }
+    let leases = shard.get_mut(key).expect("inserted above");
+    match leases.iter().position(|lease| lease.window_ms == window_ms) {
+        Some(at) => &mut leases[at],
+        None => {
+            leases.push(Lease::new(window_ms));
+            leases.last_mut().expect("pushed above")
+        }
+    }
+}
+
+/// A lease of `size` units of (key, window), counted `life` ahead on a window `life` longer.
+fn lease_ask(key: &str, limit: u64, window_ms: u64, size: u64, life: Duration) -> Ask {
+    let shift_ms = life.as_millis() as u64;
+    Ask {
+        key: format!("{}\0lease", redis_key(key, window_ms)),
+        limit: limit.min(super::shared::MAX_EXACT_LIMIT),
+        window_ms: window_ms + shift_ms,
+        cost: size,
+        now_ms: None,
+        shift_ms,
+        partial: true,
+    }
+}
