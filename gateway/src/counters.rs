@@ -3,10 +3,11 @@
 //! keeps them in process; [`RedisCounters`] shares them with a fleet.
 
 mod leases;
+mod link;
 mod shared;
 
 pub use leases::{lifetime as lease_lifetime, max_size as max_lease_size};
-pub use shared::{Mode as SharedMode, RedisCounters};
+pub use shared::{RedisConfig, RedisCounters, SharedMode};
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;

@@ -75,10 +75,7 @@ impl Gateway {
         let local = Arc::new(LocalCounters::new());
         let store: Arc<dyn CounterStore> = match &counters.redis {
             None => local.clone(),
-            Some(redis) => Arc::new(
-                RedisCounters::connect(&redis.url, redis.timeout.0, redis.mode, local.clone())
-                    .map_err(|e| anyhow::anyhow!("counters.redis: {e}"))?,
-            ),
+            Some(redis) => Arc::new(RedisCounters::connect(redis, local.clone()).map_err(|e| anyhow::anyhow!("counters.redis: {e}"))?),
         };
         Ok(Arc::new(Self {
             engine: PolicyEngine::new()?,

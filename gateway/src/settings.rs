@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::contract::defaults;
 use crate::contract::units::{ByteSize, Duration};
 use crate::contract::{self, Problem};
+use crate::counters::RedisConfig;
 use crate::policy::PolicyCeilings;
 
 /// The process's settings.
@@ -44,26 +45,6 @@ impl CountersConfig {
     pub fn is_local(&self) -> bool {
         self.redis.is_none()
     }
-}
-
-/// A Redis holding the fleet's rate counters.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RedisConfig {
-    /// `redis://host:port/db`, or `rediss://` for TLS.
-    pub url: String,
-    /// How long a hit waits for Redis before it is counted in this process instead.
-    #[serde(default = "default_redis_timeout")]
-    pub timeout: Duration,
-    /// `leased` (the default): units taken ahead and spent without a round trip, never more
-    /// than the limit across the fleet; `exact`: one round trip per hit, the same answers as
-    /// counters in process.
-    #[serde(default)]
-    pub mode: crate::counters::SharedMode,
-}
-
-fn default_redis_timeout() -> Duration {
-    Duration(std::time::Duration::from_millis(20))
 }
 
 impl Settings {
@@ -134,6 +115,9 @@ impl Settings {
             }
             if redis.timeout.is_zero() {
                 problem("counters.redis.timeout".into(), "must be more than zero".into());
+            }
+            if redis.fleet_size == 0 {
+                problem("counters.redis.fleet_size".into(), "must be at least 1".into());
             }
         }
         problems

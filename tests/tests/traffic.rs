@@ -5,8 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use portico_gateway::counters::{CounterStore, LocalCounters, RedisCounters, SharedMode};
+use portico_gateway::contract::units;
+use portico_gateway::counters::{CounterStore, LocalCounters, RedisConfig, RedisCounters, SharedMode};
 use portico_tests::{ALLOW_LOOPBACK_UPSTREAMS, HttpClient, MockUpstream, PorticoProcess, RedisServer};
+
+/// Settings for the Redis at `url`.
+fn settings(url: String, timeout: Duration, mode: SharedMode, fleet_size: u64) -> RedisConfig {
+    RedisConfig { url, timeout: units::Duration(timeout), mode, fleet_size }
+}
 
 /// A small deterministic generator (xorshift), so that a failure replays.
 struct Rng(u64);
@@ -38,7 +44,7 @@ fn most_in_any_window(admitted: &[(u64, u64)], window_ms: u64) -> u64 {
 fn redis_counters_answer_exactly_as_local_counters() {
     let redis = RedisServer::start();
     let fallback = Arc::new(LocalCounters::new());
-    let shared = RedisCounters::connect(&redis.url(), Duration::from_secs(5), SharedMode::Exact, fallback.clone()).unwrap();
+    let shared = RedisCounters::connect(&settings(redis.url(), Duration::from_secs(5), SharedMode::Exact, 1), fallback.clone()).unwrap();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut hits = 0;
     for (case, (limit, window_ms)) in [(10u64, 1_000u64), (7, 997), (100, 60_000), (3, 20), (1, 1), (50, 1_001)].into_iter().enumerate() {
@@ -85,7 +91,8 @@ fn redis_counters_answer_exactly_as_local_counters() {
 fn without_redis_hits_are_counted_locally_until_it_returns() {
     let redis = RedisServer::start();
     let fallback = Arc::new(LocalCounters::new());
-    let shared = RedisCounters::connect(&redis.url(), Duration::from_millis(200), SharedMode::Exact, fallback.clone()).unwrap();
+    let shared =
+        RedisCounters::connect(&settings(redis.url(), Duration::from_millis(200), SharedMode::Exact, 3), fallback.clone()).unwrap();
     let admitted = (0..8).filter(|_| shared.hit("clock", 5, 60_000, 1).allowed).count();
     assert_eq!(admitted, 5, "the limit holds on Redis's clock");
     assert!(fallback.is_empty());
@@ -97,6 +104,9 @@ fn without_redis_hits_are_counted_locally_until_it_returns() {
     assert!(during.allowed, "counted locally, where this key has no count yet");
     assert!(!fallback.is_empty(), "the hit went to the local counters");
     println!("a hit without Redis answered locally after {:?}", started.elapsed());
+    // Alone, a gateway of a fleet of three admits its third of a limit of 6.
+    let alone = (0..6).filter(|_| shared.hit("alone", 6, 60_000, 1).allowed).count();
+    assert_eq!(alone, 2, "a third of the limit");
 
     // The same port again, empty: counting is back on Redis.
     let _again = RedisServer::start_on(port);
@@ -110,7 +120,8 @@ fn without_redis_hits_are_counted_locally_until_it_returns() {
 }
 
 /// Two gateway processes counting on one Redis share one limit: requests spread over both
-/// are admitted up to the limit in total, not per gateway (pattern 1's "2·L" is gone).
+/// are admitted up to the limit in total, not per gateway (pattern 1's "2·L" is gone); and a
+/// day's count outlives a gateway's restart and is known to a gateway started later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_on_one_redis_share_one_limit() {
     let redis = RedisServer::start();
@@ -118,11 +129,11 @@ async fn two_gateways_on_one_redis_share_one_limit() {
     let config = format!(
         "listeners:\n  - address: 127.0.0.1:0\ncounters:\n  redis: {{url: \"{}\", timeout: 1s, mode: exact}}\n{ALLOW_LOOPBACK_UPSTREAMS}apis:\n  \
          - name: shared\n    context: /shared\n    upstream:\n      endpoints: [\"{}/base\"]\n    policies:\n      \
-         - policy: throttle\n        config: {{key_by: api, limits: [{{requests: 10, per: 1m}}]}}\n",
+         - policy: throttle\n        config: {{key_by: api, limits: [{{requests: 10, per: 1d}}]}}\n",
         redis.url(),
         upstream.url()
     );
-    let gateways = [PorticoProcess::start(&config).unwrap(), PorticoProcess::start(&config).unwrap()];
+    let mut gateways = [PorticoProcess::start(&config).unwrap(), PorticoProcess::start(&config).unwrap()];
     let client = HttpClient::default();
     let mut admitted = [0; 2];
     for i in 0..30 {
@@ -136,6 +147,14 @@ async fn two_gateways_on_one_redis_share_one_limit() {
     assert_eq!(admitted[0] + admitted[1], 10, "one limit for both gateways: {admitted:?}");
     assert!(admitted.iter().all(|&n| n > 0), "both gateways admitted some: {admitted:?}");
     println!("30 requests over two gateways sharing a limit of 10: {admitted:?} admitted");
+
+    // A restarted gateway, and a new one, find the day's count where it was.
+    gateways[0] = PorticoProcess::start(&config).unwrap();
+    let late = PorticoProcess::start(&config).unwrap();
+    for gateway in [&gateways[0], &late] {
+        let reply = client.get(&gateway.url("/shared/x"), &[]).await.unwrap();
+        assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "the day's count is kept: {}", reply.text());
+    }
 }
 
 /// Three gateways counting on leases (units taken ahead, spent without a round trip), offered
@@ -152,8 +171,8 @@ fn three_gateways_on_leases_never_admit_more_than_the_limit() {
             .map(|_| {
                 let url = redis.url();
                 scope.spawn(move || {
-                    let counters =
-                        RedisCounters::connect(&url, Duration::from_secs(1), SharedMode::Leased, Arc::new(LocalCounters::new())).unwrap();
+                    let config = settings(url, Duration::from_secs(1), SharedMode::Leased, 3);
+                    let counters = RedisCounters::connect(&config, Arc::new(LocalCounters::new())).unwrap();
                     let mut admitted = Vec::new();
                     // Each offers the whole limit per window: three times it in all.
                     let pause = Duration::from_millis(window_ms / limit);

@@ -19,7 +19,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::HitResult;
-use super::shared::{Answer, Ask, Link, Reply, redis_key};
+use super::link::{Answer, Ask, Link, MAX_EXACT_LIMIT, redis_key};
 
 /// Lock shards; a key always lands in the same one.
 const SHARDS: usize = 32;
@@ -148,8 +148,9 @@ impl Leases {
         };
         if let Some((size, answer)) = refill {
             let ask = lease_ask(key, limit, window_ms, size, life);
-            let reply = Reply::Refill { leases: self.clone(), key: key.into(), window_ms, asked_at: now };
-            if link.send(ask, reply).is_err() {
+            let (leases, owned) = (self.clone(), Box::<str>::from(key));
+            let then = Box::new(move |answer| leases.refilled(&owned, window_ms, now, answer));
+            if link.send(ask, then).is_err() {
                 self.refilled(key, window_ms, now, Err("queue full".to_owned()));
             }
             return Ok(answer);
@@ -217,7 +218,7 @@ fn lease_ask(key: &str, limit: u64, window_ms: u64, size: u64, life: Duration) -
     let shift_ms = life.as_millis() as u64;
     Ask {
         key: format!("{}\0lease", redis_key(key, window_ms)),
-        limit: limit.min(super::shared::MAX_EXACT_LIMIT),
+        limit: limit.min(MAX_EXACT_LIMIT),
         window_ms: window_ms + shift_ms,
         cost: size,
         now_ms: None,

@@ -1,93 +1,57 @@
 //! Rate counters shared by a fleet, on Redis (the Traffic Manager's store). Every decision on
-//! Redis is one server-side script on Redis's clock ([`WINDOW_SCRIPT`], the algorithm of
-//! [`LocalCounters`] step for step). Hits come from policy calls, which are synchronous on the
-//! gateway's workers, so a dedicated thread owns the connection and its runtime, and a hit
-//! that must hear from Redis waits at most `timeout`.
-//!
-//! Two modes. `exact`: one script per hit, the same answers as local counters. `leased`: a
-//! gateway takes units of a counter ahead ([`super::leases`]) and spends them without a round
-//! trip, refilling in the background. When Redis does not answer in time, the hit is counted
-//! by the gateway's own counters instead (fail-open), and each change between the two is
-//! logged.
+//! Redis is one script on Redis's clock ([`super::link`]). Two modes: `exact`, one script per
+//! hit, the same answers as local counters; `leased`, units of a counter taken ahead
+//! ([`super::leases`]) and spent without a round trip. When Redis does not answer in time, the
+//! hit is counted by the gateway's own counters instead, against its share of the limit (the
+//! limit divided by the fleet's size), and each change between the two is logged.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use super::leases::Leases;
+use super::link::{Ask, Link, MAX_EXACT_LIMIT, redis_key};
 use super::{CounterStore, HitResult, LocalCounters};
+use crate::contract::units::Duration;
 
-/// The sliding-window hit, as a Redis script.
-const WINDOW_SCRIPT: &str = include_str!("window.lua");
-
-/// What every counter key starts with in Redis.
-const KEY_PREFIX: &str = "portico:rate:";
-
-/// Requests waiting for the connection thread; more are counted locally at once.
-const QUEUE: usize = 4096;
-
-/// The largest limit Redis's script counts exactly (its numbers are doubles).
-pub(super) const MAX_EXACT_LIMIT: u64 = 1 << 53;
-
-/// How often the connection thread drops expired leases.
-const LEASE_SWEEP: Duration = Duration::from_secs(10);
-
-/// One script call: a hit, or a lease of `cost` units counted `shift_ms` ahead.
-pub(super) struct Ask {
-    pub(super) key: String,
-    pub(super) limit: u64,
-    pub(super) window_ms: u64,
-    pub(super) cost: u64,
-    /// A clock for tests; Redis's own when `None`.
-    pub(super) now_ms: Option<u64>,
-    pub(super) shift_ms: u64,
-    /// Grant part of `cost` when not all of it fits.
-    pub(super) partial: bool,
+/// A Redis holding the fleet's rate counters (the gateway settings' `counters.redis`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`, or `rediss://` for TLS.
+    pub url: String,
+    /// How long a hit waits for Redis before it is counted in this process instead.
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+    /// How hits are decided on Redis.
+    #[serde(default)]
+    pub mode: SharedMode,
+    /// How many gateways share these counters: while Redis is away, each counts alone
+    /// against its share of a limit (the limit divided by this, rounded down), so that the
+    /// fleet stays within it.
+    #[serde(default = "one")]
+    pub fleet_size: u64,
 }
 
-/// What Redis answered: the hit's result, and the units granted (`cost` when allowed).
-pub(super) type Answer = Result<(HitResult, u64), String>;
-
-/// Where an answer goes: a hit waiting for it, or the leases (a refill nobody waits for).
-pub(super) enum Reply {
-    Wait(std::sync::mpsc::SyncSender<Answer>),
-    Refill { leases: Arc<Leases>, key: Box<str>, window_ms: u64, asked_at: Instant },
+fn default_timeout() -> Duration {
+    Duration(std::time::Duration::from_millis(20))
 }
 
-struct Pending {
-    ask: Ask,
-    reply: Reply,
+fn one() -> u64 {
+    1
 }
 
-/// The queue to the connection thread.
-pub(super) struct Link {
-    pending: tokio::sync::mpsc::Sender<Pending>,
-    timeout: Duration,
-}
-
-impl Link {
-    /// Ask and wait for the answer at most the link's timeout.
-    pub(super) fn ask(&self, ask: Ask) -> Answer {
-        let (answer, answered) = std::sync::mpsc::sync_channel(1);
-        self.send(ask, Reply::Wait(answer))?;
-        answered.recv_timeout(self.timeout).unwrap_or_else(|_| Err(format!("Redis did not answer within {:?}", self.timeout)))
-    }
-
-    /// Ask without waiting; the answer goes where `reply` says.
-    pub(super) fn send(&self, ask: Ask, reply: Reply) -> Result<(), String> {
-        self.pending.try_send(Pending { ask, reply }).map_err(|_| "too many requests waiting for Redis".to_owned())
-    }
-}
-
-/// How a gateway counts on Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+/// How hits are decided on Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// One round trip per hit.
-    Exact,
-    /// Units taken ahead and spent locally.
+pub enum SharedMode {
+    /// Units taken ahead (leases) and spent without a round trip; never more than the limit
+    /// across the fleet.
     #[default]
     Leased,
+    /// One round trip per hit: the same answers as counters in process.
+    Exact,
 }
 
 /// Counters in Redis, with the gateway's local counters as the fallback.
@@ -95,29 +59,22 @@ pub struct RedisCounters {
     link: Link,
     leases: Option<Arc<Leases>>,
     fallback: Arc<LocalCounters>,
+    /// How many gateways share the counters: each admits its share of a limit alone.
+    fleet_size: u64,
     /// Whether the last decision was Redis's (so that only changes are logged).
     reachable: AtomicBool,
 }
 
 impl RedisCounters {
-    /// Counters in the Redis at `url` (`redis://host:port/db`, `rediss://` for TLS), waiting
-    /// at most `timeout` for Redis before counting in `fallback`. Connects in the background.
-    pub fn connect(url: &str, timeout: Duration, mode: Mode, fallback: Arc<LocalCounters>) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("not a Redis URL: {e}"))?;
-        let (pending, queue) = tokio::sync::mpsc::channel(QUEUE);
-        let leases = (mode == Mode::Leased).then(|| Arc::new(Leases::new()));
+    /// Counters in the Redis `config` names, waiting at most its `timeout` for Redis before
+    /// counting in `fallback` (its share of each limit). Connects in the background.
+    pub fn connect(config: &RedisConfig, fallback: Arc<LocalCounters>) -> Result<Self, String> {
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| format!("not a Redis URL: {e}"))?;
+        let leases = (config.mode == SharedMode::Leased).then(|| Arc::new(Leases::new()));
         let swept = leases.clone();
-        std::thread::Builder::new()
-            .name("portico-redis".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(runtime) => runtime,
-                    Err(error) => return tracing::error!(%error, "cannot start the Redis connection's runtime; counting locally"),
-                };
-                runtime.block_on(serve(client, queue, timeout, swept));
-            })
-            .map_err(|e| format!("cannot start the Redis connection's thread: {e}"))?;
-        Ok(Self { link: Link { pending, timeout }, leases, fallback, reachable: AtomicBool::new(true) })
+        let tick = swept.map(|leases| Box::new(move || leases.sweep()) as Box<dyn Fn() + Send>);
+        let link = Link::start(client, config.timeout.0, tick)?;
+        Ok(Self { link, leases, fallback, fleet_size: config.fleet_size.max(1), reachable: AtomicBool::new(true) })
     }
 
     /// One exact hit on a given clock instead of Redis's (for tests that compare with
@@ -149,15 +106,11 @@ impl CounterStore for RedisCounters {
             }
             Err(why) => {
                 self.note(false, Some(&why));
-                self.fallback.hit(key, limit, window_ms, cost)
+                // Each gateway its share, rounded down: the fleet stays within the limit.
+                self.fallback.hit(key, limit / self.fleet_size, window_ms, cost)
             }
         }
     }
-}
-
-/// The Redis key of `key`'s counter of `window_ms`.
-pub(super) fn redis_key(key: &str, window_ms: u64) -> String {
-    format!("{KEY_PREFIX}{key}\0{window_ms}")
 }
 
 fn exact(key: &str, limit: u64, window_ms: u64, cost: u32, now_ms: Option<u64>) -> Ask {
@@ -170,73 +123,5 @@ fn exact(key: &str, limit: u64, window_ms: u64, cost: u32, now_ms: Option<u64>) 
         now_ms,
         shift_ms: 0,
         partial: false,
-    }
-}
-
-/// The connection thread: runs each script as it comes, many at once on one multiplexed
-/// connection that reconnects by itself; drops expired leases now and then.
-async fn serve(client: redis::Client, mut queue: tokio::sync::mpsc::Receiver<Pending>, timeout: Duration, leases: Option<Arc<Leases>>) {
-    let script = Arc::new(redis::Script::new(WINDOW_SCRIPT));
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout.max(Duration::from_millis(100))))
-        .set_response_timeout(Some(timeout))
-        .set_max_delay(Duration::from_secs(2))
-        .set_number_of_retries(1);
-    let mut connection = None;
-    let mut sweep = tokio::time::interval(LEASE_SWEEP);
-    loop {
-        let pending = tokio::select! {
-            pending = queue.recv() => match pending {
-                Some(pending) => pending,
-                None => return,
-            },
-            _ = sweep.tick() => {
-                if let Some(leases) = &leases {
-                    leases.sweep();
-                }
-                continue;
-            }
-        };
-        if connection.is_none() {
-            match redis::aio::ConnectionManager::new_with_config(client.clone(), config.clone()).await {
-                Ok(made) => connection = Some(made),
-                Err(error) => {
-                    deliver(pending.reply, Err(format!("cannot connect: {error}")));
-                    continue;
-                }
-            }
-        }
-        let (Some(connection), script) = (connection.clone(), script.clone()) else { continue };
-        tokio::spawn(run(connection, script, pending));
-    }
-}
-
-async fn run(mut connection: redis::aio::ConnectionManager, script: Arc<redis::Script>, pending: Pending) {
-    let Pending { ask, reply } = pending;
-    let now = ask.now_ms.map_or_else(String::new, |now| now.to_string());
-    let result: redis::RedisResult<(u8, u64, u64, u64, u64)> = script
-        .key(&ask.key)
-        .arg(ask.limit)
-        .arg(ask.window_ms)
-        .arg(ask.cost)
-        .arg(now)
-        .arg(ask.shift_ms)
-        .arg(if ask.partial { "1" } else { "0" })
-        .invoke_async(&mut connection)
-        .await;
-    let answer = result
-        .map(|(allowed, remaining, reset_ms, retry_after_ms, granted)| {
-            (HitResult { allowed: allowed == 1, limit: ask.limit, remaining, reset_ms, retry_after_ms }, granted)
-        })
-        .map_err(|error| error.to_string());
-    deliver(reply, answer);
-}
-
-fn deliver(reply: Reply, answer: Answer) {
-    match reply {
-        Reply::Wait(waiting) => {
-            let _ = waiting.send(answer);
-        }
-        Reply::Refill { leases, key, window_ms, asked_at } => leases.refilled(&key, window_ms, asked_at, answer),
     }
 }
