@@ -73,9 +73,14 @@ impl Gateway {
     /// where `counters` says.
     pub fn new(limits: Limits, counters: &CountersConfig) -> anyhow::Result<Arc<Self>> {
         let local = Arc::new(LocalCounters::new());
+        let metrics = Metrics::default();
         let store: Arc<dyn CounterStore> = match &counters.redis {
             None => local.clone(),
-            Some(redis) => Arc::new(RedisCounters::connect(redis, local.clone()).map_err(|e| anyhow::anyhow!("counters.redis: {e}"))?),
+            Some(redis) => {
+                let shared = RedisCounters::connect(redis, local.clone()).map_err(|e| anyhow::anyhow!("counters.redis: {e}"))?;
+                let _ = metrics.shared_counters.set(shared.stats());
+                Arc::new(shared)
+            }
         };
         Ok(Arc::new(Self {
             engine: PolicyEngine::new()?,
@@ -84,7 +89,7 @@ impl Gateway {
             store,
             clients: Clients::default(),
             limits,
-            metrics: Metrics::default(),
+            metrics,
         }))
     }
 

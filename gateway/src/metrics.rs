@@ -87,6 +87,8 @@ pub struct Metrics {
     pub reload_failures: AtomicU64,
     /// Connections closed at once because `limits.max_connections` were open.
     pub connections_refused: AtomicU64,
+    /// The shared rate counters' state, when the gateway counts on Redis.
+    pub shared_counters: std::sync::OnceLock<Arc<crate::counters::SharedStats>>,
 }
 
 impl Metrics {
@@ -147,6 +149,17 @@ impl Metrics {
             "# TYPE portico_connections_refused_total counter\nportico_connections_refused_total {}",
             self.connections_refused.load(Ordering::Relaxed)
         );
+        if let Some(shared) = self.shared_counters.get() {
+            let _ = writeln!(
+                out,
+                "# TYPE portico_shared_counters_up gauge\nportico_shared_counters_up {}\n\
+                 # TYPE portico_shared_counters_changes_total counter\nportico_shared_counters_changes_total {}\n\
+                 # TYPE portico_shared_counters_local_hits_total counter\nportico_shared_counters_local_hits_total {}",
+                u8::from(shared.reachable.load(Ordering::Relaxed)),
+                shared.changes.load(Ordering::Relaxed),
+                shared.local_hits.load(Ordering::Relaxed)
+            );
+        }
         out
     }
 }

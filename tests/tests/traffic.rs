@@ -2,6 +2,7 @@
 //! `redis-server` of the test's own.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -107,6 +108,10 @@ fn without_redis_hits_are_counted_locally_until_it_returns() {
     // Alone, a gateway of a fleet of three admits its third of a limit of 6.
     let alone = (0..6).filter(|_| shared.hit("alone", 6, 60_000, 1).allowed).count();
     assert_eq!(alone, 2, "a third of the limit");
+    let stats = shared.stats();
+    assert!(!stats.reachable.load(Ordering::Relaxed));
+    assert_eq!(stats.changes.load(Ordering::Relaxed), 1, "one change so far");
+    assert_eq!(stats.local_hits.load(Ordering::Relaxed), 7);
 
     // The same port again, empty: counting is back on Redis.
     let _again = RedisServer::start_on(port);
@@ -117,6 +122,9 @@ fn without_redis_hits_are_counted_locally_until_it_returns() {
     }
     println!("counting on Redis again after {:?}", started.elapsed());
     assert!(!shared.hit_at("back", 1, 60_000, 1, 1_001).unwrap().allowed, "the first hit was counted on Redis");
+    shared.hit("clock", 5, 60_000, 1);
+    assert!(stats.reachable.load(Ordering::Relaxed));
+    assert_eq!(stats.changes.load(Ordering::Relaxed), 2, "and back");
 }
 
 /// Two gateway processes counting on one Redis share one limit: requests spread over both
@@ -127,7 +135,7 @@ async fn two_gateways_on_one_redis_share_one_limit() {
     let redis = RedisServer::start();
     let upstream = MockUpstream::start().await;
     let config = format!(
-        "listeners:\n  - address: 127.0.0.1:0\ncounters:\n  redis: {{url: \"{}\", timeout: 1s, mode: exact}}\n{ALLOW_LOOPBACK_UPSTREAMS}apis:\n  \
+        "listeners:\n  - address: 127.0.0.1:0\nadmin: {{address: 127.0.0.1:0}}\ncounters:\n  redis: {{url: \"{}\", timeout: 1s, mode: exact}}\n{ALLOW_LOOPBACK_UPSTREAMS}apis:\n  \
          - name: shared\n    context: /shared\n    upstream:\n      endpoints: [\"{}/base\"]\n    policies:\n      \
          - policy: throttle\n        config: {{key_by: api, limits: [{{requests: 10, per: 1d}}]}}\n",
         redis.url(),
@@ -146,6 +154,8 @@ async fn two_gateways_on_one_redis_share_one_limit() {
     }
     assert_eq!(admitted[0] + admitted[1], 10, "one limit for both gateways: {admitted:?}");
     assert!(admitted.iter().all(|&n| n > 0), "both gateways admitted some: {admitted:?}");
+    let metrics = client.get(&format!("http://{}/metrics", gateways[1].admin.unwrap()), &[]).await.unwrap().text();
+    assert!(metrics.contains("portico_shared_counters_up 1\n"), "{metrics}");
     println!("30 requests over two gateways sharing a limit of 10: {admitted:?} admitted");
 
     // A restarted gateway, and a new one, find the day's count where it was.

@@ -6,7 +6,7 @@
 //! limit divided by the fleet's size), and each change between the two is logged.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -62,7 +62,18 @@ pub struct RedisCounters {
     /// How many gateways share the counters: each admits its share of a limit alone.
     fleet_size: u64,
     /// Whether the last decision was Redis's (so that only changes are logged).
-    reachable: AtomicBool,
+    stats: Arc<SharedStats>,
+}
+
+/// What `/metrics` shows of the shared counters.
+#[derive(Debug)]
+pub struct SharedStats {
+    /// Whether Redis decided the last hit.
+    pub reachable: AtomicBool,
+    /// Changes between Redis and the local counters.
+    pub changes: AtomicU64,
+    /// Hits counted locally because Redis did not answer.
+    pub local_hits: AtomicU64,
 }
 
 impl RedisCounters {
@@ -74,7 +85,8 @@ impl RedisCounters {
         let swept = leases.clone();
         let tick = swept.map(|leases| Box::new(move || leases.sweep()) as Box<dyn Fn() + Send>);
         let link = Link::start(client, config.timeout.0, tick)?;
-        Ok(Self { link, leases, fallback, fleet_size: config.fleet_size.max(1), reachable: AtomicBool::new(true) })
+        let stats = Arc::new(SharedStats { reachable: AtomicBool::new(true), changes: AtomicU64::new(0), local_hits: AtomicU64::new(0) });
+        Ok(Self { link, leases, fallback, fleet_size: config.fleet_size.max(1), stats })
     }
 
     /// One exact hit on a given clock instead of Redis's (for tests that compare with
@@ -83,8 +95,14 @@ impl RedisCounters {
         self.link.ask(exact(key, limit, window_ms, cost, Some(now_ms))).map(|(hit, _)| HitResult { limit, ..hit })
     }
 
+    /// What `/metrics` shows of these counters.
+    pub fn stats(&self) -> Arc<SharedStats> {
+        self.stats.clone()
+    }
+
     fn note(&self, reachable: bool, why: Option<&str>) {
-        if self.reachable.swap(reachable, Ordering::Relaxed) != reachable {
+        if self.stats.reachable.swap(reachable, Ordering::Relaxed) != reachable {
+            self.stats.changes.fetch_add(1, Ordering::Relaxed);
             match why {
                 Some(why) => tracing::warn!(error = why, "shared rate counters unreachable; counting locally until Redis answers"),
                 None => tracing::info!("shared rate counters reachable again; counting on Redis"),
@@ -106,6 +124,7 @@ impl CounterStore for RedisCounters {
             }
             Err(why) => {
                 self.note(false, Some(&why));
+                self.stats.local_hits.fetch_add(1, Ordering::Relaxed);
                 // Each gateway its share, rounded down: the fleet stays within the limit.
                 self.fallback.hit(key, limit / self.fleet_size, window_ms, cost)
             }
