@@ -113,8 +113,11 @@ impl Settings {
             if let Err(error) = redis::Client::open(redis.url.as_str()) {
                 problem("counters.redis.url".into(), format!("not a Redis URL: {error}"));
             }
-            if redis.timeout.is_zero() {
-                problem("counters.redis.timeout".into(), "must be more than zero".into());
+            if redis.timeout.is_zero() || redis.timeout.0 > std::time::Duration::from_secs(1) {
+                problem(
+                    "counters.redis.timeout".into(),
+                    "must be more than zero and at most 1s: a hit holds a worker while it waits".into(),
+                );
             }
             if redis.fleet_size == 0 {
                 problem("counters.redis.fleet_size".into(), "must be at least 1".into());
@@ -220,5 +223,26 @@ impl Default for Limits {
             max_policy_timeout: Duration(defaults::POLICY_TIMEOUT_CEILING),
             max_policy_memory: ByteSize(defaults::POLICY_MEMORY_CEILING),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Settings;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        let settings: Settings = serde_norway::from_str(yaml).expect("parses");
+        settings.problems().iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn shared_counters_are_checked_by_path() {
+        assert!(problems("counters: {redis: {url: 'redis://127.0.0.1:6379/', mode: exact, fleet_size: 3}}").is_empty());
+        let found = problems("counters: {redis: {url: 'http://nowhere', timeout: 5s, fleet_size: 0}}");
+        for path in ["counters.redis.url", "counters.redis.timeout", "counters.redis.fleet_size"] {
+            assert!(found.iter().any(|p| p.starts_with(path)), "{path}: {found:?}");
+        }
+        let unknown = serde_norway::from_str::<Settings>("counters: {redis: {url: 'redis://x/', mode: sometimes}}").unwrap_err();
+        assert!(unknown.to_string().contains("unknown variant `sometimes`"), "{unknown}");
     }
 }

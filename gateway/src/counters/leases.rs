@@ -19,7 +19,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::HitResult;
-use super::link::{Answer, Ask, Link, MAX_EXACT_LIMIT, redis_key};
+use super::link::{Answer, Ask, Link, MAX_EXACT_LIMIT, MAX_WINDOW_MS, redis_key};
 
 /// Lock shards; a key always lands in the same one.
 const SHARDS: usize = 32;
@@ -128,6 +128,11 @@ impl Leases {
         let (window_ms, cost) = (window_ms.max(1), u64::from(cost));
         let life = lifetime(window_ms);
         let now = Instant::now();
+        if cost == 0 {
+            // Nothing to count (as locally: allowed, nothing spent); what Redis said last.
+            let mut shard = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
+            return Ok(lease_of(&mut shard, key, window_ms).allowed(limit));
+        }
         let refill = {
             let mut shard = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
             let lease = lease_of(&mut shard, key, window_ms);
@@ -147,7 +152,7 @@ impl Leases {
             }
         };
         if let Some((size, answer)) = refill {
-            let ask = lease_ask(key, limit, window_ms, size, life);
+            let ask = lease_ask(key, limit, window_ms, size, 1, life);
             let (leases, owned) = (self.clone(), Box::<str>::from(key));
             let then = Box::new(move |answer| leases.refilled(&owned, window_ms, now, answer));
             if link.send(ask, then).is_err() {
@@ -161,7 +166,7 @@ impl Leases {
             lease_of(&mut shard, key, window_ms).next_size(cost, limit, life, now)
         };
         let asked_at = Instant::now();
-        let (hit, granted) = link.ask(lease_ask(key, limit, window_ms, size, life))?;
+        let (hit, granted) = link.ask(lease_ask(key, limit, window_ms, size, cost, life))?;
         let mut shard = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
         let lease = lease_of(&mut shard, key, window_ms);
         lease.grant(granted, asked_at + life, &hit);
@@ -213,9 +218,11 @@ fn lease_of<'a>(shard: &'a mut HashMap<Box<str>, Vec<Lease>>, key: &str, window_
     }
 }
 
-/// A lease of `size` units of (key, window), counted `life` ahead on a window `life` longer.
-fn lease_ask(key: &str, limit: u64, window_ms: u64, size: u64, life: Duration) -> Ask {
+/// A lease of `size` units of (key, window) (at least `least` of them), counted `life` ahead
+/// on a window `life` longer.
+fn lease_ask(key: &str, limit: u64, window_ms: u64, size: u64, least: u64, life: Duration) -> Ask {
     let shift_ms = life.as_millis() as u64;
+    let window_ms = window_ms.min(MAX_WINDOW_MS);
     Ask {
         key: format!("{}\0lease", redis_key(key, window_ms)),
         limit: limit.min(MAX_EXACT_LIMIT),
@@ -223,6 +230,6 @@ fn lease_ask(key: &str, limit: u64, window_ms: u64, size: u64, life: Duration) -
         cost: size,
         now_ms: None,
         shift_ms,
-        partial: true,
+        least: least.clamp(1, size),
     }
 }

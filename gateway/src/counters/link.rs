@@ -21,6 +21,9 @@ const QUEUE: usize = 4096;
 /// The largest limit Redis's script counts exactly (its numbers are doubles).
 pub(super) const MAX_EXACT_LIMIT: u64 = 1 << 53;
 
+/// The longest window counted on Redis (about 35 years), so that its times stay exact.
+pub(super) const MAX_WINDOW_MS: u64 = 1 << 40;
+
 /// How often the connection thread runs its `tick` (dropping expired leases).
 const TICK: Duration = Duration::from_secs(10);
 
@@ -33,8 +36,8 @@ pub(super) struct Ask {
     /// A clock for tests; Redis's own when `None`.
     pub(super) now_ms: Option<u64>,
     pub(super) shift_ms: u64,
-    /// Grant part of `cost` when not all of it fits.
-    pub(super) partial: bool,
+    /// The least part of `cost` to grant when not all of it fits (0: all or nothing).
+    pub(super) least: u64,
 }
 
 /// What Redis answered: the hit's result, and the units granted (`cost` when allowed).
@@ -91,7 +94,10 @@ impl Link {
     }
 
     fn queue(&self, pending: Pending) -> Result<(), String> {
-        self.pending.try_send(pending).map_err(|_| "too many requests waiting for Redis".to_owned())
+        self.pending.try_send(pending).map_err(|error| match error {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => "too many requests waiting for Redis".to_owned(),
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => "the Redis connection's thread has stopped".to_owned(),
+        })
     }
 }
 
@@ -151,7 +157,7 @@ async fn run(mut connection: redis::aio::ConnectionManager, script: Arc<redis::S
         .arg(ask.cost)
         .arg(now)
         .arg(ask.shift_ms)
-        .arg(if ask.partial { "1" } else { "0" })
+        .arg(ask.least)
         .invoke_async(&mut connection)
         .await;
     let answer = result

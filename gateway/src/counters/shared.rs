@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use super::leases::Leases;
-use super::link::{Ask, Link, MAX_EXACT_LIMIT, redis_key};
+use super::link::{Ask, Link, MAX_EXACT_LIMIT, MAX_WINDOW_MS, redis_key};
 use super::{CounterStore, HitResult, LocalCounters};
 use crate::contract::units::Duration;
 
@@ -63,7 +63,14 @@ pub struct RedisCounters {
     fleet_size: u64,
     /// Whether the last decision was Redis's (so that only changes are logged).
     stats: Arc<SharedStats>,
+    /// Until when (ms on [`super::now_ms`]'s clock) hits go to the local counters without
+    /// asking Redis, after it failed to answer: so that a slow or absent Redis costs a worker
+    /// one timeout per [`RETRY_AFTER_FAILURE`], not one per hit.
+    local_until_ms: AtomicU64,
 }
+
+/// How long hits are counted locally after Redis failed to answer one, before it is asked again.
+const RETRY_AFTER_FAILURE_MS: u64 = 1_000;
 
 /// What `/metrics` shows of the shared counters.
 #[derive(Debug)]
@@ -86,7 +93,7 @@ impl RedisCounters {
         let tick = swept.map(|leases| Box::new(move || leases.sweep()) as Box<dyn Fn() + Send>);
         let link = Link::start(client, config.timeout.0, tick)?;
         let stats = Arc::new(SharedStats { reachable: AtomicBool::new(true), changes: AtomicU64::new(0), local_hits: AtomicU64::new(0) });
-        Ok(Self { link, leases, fallback, fleet_size: config.fleet_size.max(1), stats })
+        Ok(Self { link, leases, fallback, fleet_size: config.fleet_size.max(1), stats, local_until_ms: AtomicU64::new(0) })
     }
 
     /// One exact hit on a given clock instead of Redis's (for tests that compare with
@@ -113,9 +120,11 @@ impl RedisCounters {
 
 impl CounterStore for RedisCounters {
     fn hit(&self, key: &str, limit: u64, window_ms: u64, cost: u32) -> HitResult {
-        let decided = match &self.leases {
-            None => self.link.ask(exact(key, limit, window_ms, cost, None)).map(|(hit, _)| HitResult { limit, ..hit }),
-            Some(leases) => leases.hit(&self.link, key, limit, window_ms, cost),
+        let now = super::now_ms();
+        let decided = if now < self.local_until_ms.load(Ordering::Relaxed) {
+            Err("Redis failed to answer lately".to_owned())
+        } else {
+            self.decide(key, limit, window_ms, cost)
         };
         match decided {
             Ok(hit) => {
@@ -123,6 +132,9 @@ impl CounterStore for RedisCounters {
                 hit
             }
             Err(why) => {
+                if now >= self.local_until_ms.load(Ordering::Relaxed) {
+                    self.local_until_ms.store(now + RETRY_AFTER_FAILURE_MS, Ordering::Relaxed);
+                }
                 self.note(false, Some(&why));
                 self.stats.local_hits.fetch_add(1, Ordering::Relaxed);
                 // Each gateway its share, rounded down: the fleet stays within the limit.
@@ -132,8 +144,17 @@ impl CounterStore for RedisCounters {
     }
 }
 
+impl RedisCounters {
+    fn decide(&self, key: &str, limit: u64, window_ms: u64, cost: u32) -> Result<HitResult, String> {
+        match &self.leases {
+            None => self.link.ask(exact(key, limit, window_ms, cost, None)).map(|(hit, _)| HitResult { limit, ..hit }),
+            Some(leases) => leases.hit(&self.link, key, limit, window_ms, cost),
+        }
+    }
+}
+
 fn exact(key: &str, limit: u64, window_ms: u64, cost: u32, now_ms: Option<u64>) -> Ask {
-    let window_ms = window_ms.max(1);
+    let window_ms = window_ms.clamp(1, MAX_WINDOW_MS);
     Ask {
         key: redis_key(key, window_ms),
         limit: limit.min(MAX_EXACT_LIMIT),
@@ -141,6 +162,6 @@ fn exact(key: &str, limit: u64, window_ms: u64, cost: u32, now_ms: Option<u64>) 
         cost: u64::from(cost),
         now_ms,
         shift_ms: 0,
-        partial: false,
+        least: 0,
     }
 }

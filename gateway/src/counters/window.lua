@@ -3,9 +3,13 @@
 -- counters changes no policy. KEYS[1]: the counter (one key per key and window length).
 -- ARGV: limit, window_ms, cost, now_ms ("" for Redis's clock), shift_ms (added to the
 -- clock: a lease of `cost` units that a gateway may spend until then is counted there), and
--- "1" to grant part of `cost` when not all of it fits (a lease).
+-- the least part of `cost` to grant when not all of it fits ("0": all or nothing).
 -- Stored as "newest last c0 c1 ... c20": the newest bucket, the latest time seen and the
 -- ring of bucket counts; it expires once every bucket has left the window.
+if redis.replicate_commands then
+    -- Redis before 7 replicates a script that reads TIME only as its effects.
+    redis.replicate_commands()
+end
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
@@ -17,7 +21,7 @@ else
     now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 end
 now = now + tonumber(ARGV[5] or '0')
-local partial = ARGV[6] == '1'
+local least = tonumber(ARGV[6] or '0')
 local BUCKETS = 20
 local SLOTS = BUCKETS + 1
 local bucket = math.floor((window + BUCKETS - 1) / BUCKETS)
@@ -70,8 +74,13 @@ local used = 0
 for i = oldest, current do
     used = used + counts[i % SLOTS]
 end
-if partial and used + cost > limit and used < limit then
-    cost = limit - used
+if least > 0 and used + cost > limit then
+    -- A lease: what fits, if that is at least `least`; else judged (and retried) for `least`.
+    if limit - used >= least then
+        cost = limit - used
+    else
+        cost = least
+    end
 end
 local allowed = used + cost <= limit
 local retry = 0
@@ -111,7 +120,7 @@ if ARGV[4] ~= '' then
     -- A given clock is not Redis's: keep the counter for a while of Redis's time instead.
     ttl = ttl + 600000
 end
-redis.call('SET', KEYS[1], table.concat(fields, ' '), 'PX', ttl)
+redis.call('SET', KEYS[1], table.concat(fields, ' '), 'PX', string.format('%d', ttl))
 local remaining = limit - used
 if remaining < 0 then
     remaining = 0
