@@ -34,6 +34,12 @@ pub trait CounterStore: Send + Sync + 'static {
     /// Count `cost` units against `limit` units per sliding window of `window_ms` milliseconds
     /// for `key`, in one atomic step. A refused hit is not counted.
     fn hit(&self, key: &str, limit: u64, window_ms: u64, cost: u32) -> HitResult;
+
+    /// [`Self::hit`], or `None` when a shared store cannot decide (instead of counting in
+    /// this process alone). A store in this process always decides.
+    fn try_hit(&self, key: &str, limit: u64, window_ms: u64, cost: u32) -> Option<HitResult> {
+        Some(self.hit(key, limit, window_ms, cost))
+    }
 }
 
 /// Sub-buckets per window. The window is judged on whole buckets, so it may refuse up to one

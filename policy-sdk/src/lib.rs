@@ -100,7 +100,7 @@ pub mod keys {
 
 pub mod counters {
     //! Rate counters shared by every instance of every policy, kept by the host.
-    pub use crate::bindings::portico::policy::counters::{HitResult, hit};
+    pub use crate::bindings::portico::policy::counters::{CounterError, HitResult, hit, try_hit};
 }
 
 pub mod clock {

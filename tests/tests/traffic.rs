@@ -215,3 +215,56 @@ fn three_gateways_on_leases_never_admit_more_than_the_limit() {
     assert!(most <= limit, "{most} admitted in a window of {window_ms} ms with a limit of {limit}");
     assert!(admitted.len() as u64 >= windows * limit * 3 / 4, "only {} admitted in {windows} windows", admitted.len());
 }
+
+/// Redis killed under a gateway: a throttle that counts locally goes on admitting (within the
+/// gateway's share), one told to refuse answers 429 with a problem saying why, none answers
+/// 5xx; when Redis is back both count on it again by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_gone_each_throttle_fails_open_or_closed_as_configured() {
+    let redis = RedisServer::start();
+    let upstream = MockUpstream::start().await;
+    let api = |name: &str, extra: &str| {
+        format!(
+            "  - name: {name}\n    context: /{name}\n    upstream:\n      endpoints: [\"{}/base\"]\n    policies:\n      \
+             - policy: throttle\n        config: {{key_by: api, limits: [{{requests: 1000, per: 1m}}]{extra}}}\n",
+            upstream.url()
+        )
+    };
+    let config = format!(
+        "listeners:\n  - address: 127.0.0.1:0\ncounters:\n  redis: {{url: \"{}\", timeout: 50ms, fleet_size: 2}}\n{ALLOW_LOOPBACK_UPSTREAMS}apis:\n{}{}",
+        redis.url(),
+        api("open", ""),
+        api("closed", ", on_store_unavailable: refuse")
+    );
+    let gateway = PorticoProcess::start(&config).unwrap();
+    let client = HttpClient::default();
+    for name in ["open", "closed"] {
+        assert_eq!(client.get(&gateway.url(&format!("/{name}/x")), &[]).await.unwrap().status, StatusCode::OK, "{name}");
+    }
+
+    let port = redis.port;
+    drop(redis);
+    let mut statuses = std::collections::BTreeMap::<(&str, u16), usize>::new();
+    for _ in 0..20 {
+        for name in ["open", "closed"] {
+            let reply = client.get(&gateway.url(&format!("/{name}/x")), &[]).await.unwrap();
+            *statuses.entry((name, reply.status.as_u16())).or_default() += 1;
+            if name == "closed" && reply.status == StatusCode::TOO_MANY_REQUESTS {
+                assert!(reply.text().contains("The rate-limit store is unavailable"), "{}", reply.text());
+                assert_eq!(reply.header("retry-after"), Some("1"));
+            }
+        }
+    }
+    println!("with Redis gone: {statuses:?}");
+    assert_eq!(statuses.get(&("open", 200)), Some(&20), "{statuses:?}");
+    assert_eq!(statuses.get(&("closed", 429)), Some(&20), "{statuses:?}");
+    assert!(gateway.wait_for_log("shared rate counters unreachable", Duration::from_secs(5)));
+
+    let _back = RedisServer::start_on(port);
+    let took = portico_tests::eventually("the closed API admitting again", Duration::from_secs(10), async || {
+        client.get(&gateway.url("/closed/x"), &[]).await.unwrap().status == StatusCode::OK
+    })
+    .await;
+    println!("the fail-closed API admits again {took:?} after Redis is back");
+    assert!(gateway.wait_for_log("shared rate counters reachable again", Duration::from_secs(5)));
+}

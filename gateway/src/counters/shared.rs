@@ -120,6 +120,14 @@ impl RedisCounters {
 
 impl CounterStore for RedisCounters {
     fn hit(&self, key: &str, limit: u64, window_ms: u64, cost: u32) -> HitResult {
+        self.try_hit(key, limit, window_ms, cost).unwrap_or_else(|| {
+            self.stats.local_hits.fetch_add(1, Ordering::Relaxed);
+            // Each gateway its share, rounded down: the fleet stays within the limit.
+            self.fallback.hit(key, limit / self.fleet_size, window_ms, cost)
+        })
+    }
+
+    fn try_hit(&self, key: &str, limit: u64, window_ms: u64, cost: u32) -> Option<HitResult> {
         let now = super::now_ms();
         let decided = if now < self.local_until_ms.load(Ordering::Relaxed) {
             Err("Redis failed to answer lately".to_owned())
@@ -129,16 +137,14 @@ impl CounterStore for RedisCounters {
         match decided {
             Ok(hit) => {
                 self.note(true, None);
-                hit
+                Some(hit)
             }
             Err(why) => {
                 if now >= self.local_until_ms.load(Ordering::Relaxed) {
                     self.local_until_ms.store(now + RETRY_AFTER_FAILURE_MS, Ordering::Relaxed);
                 }
                 self.note(false, Some(&why));
-                self.stats.local_hits.fetch_add(1, Ordering::Relaxed);
-                // Each gateway its share, rounded down: the fleet stays within the limit.
-                self.fallback.hit(key, limit / self.fleet_size, window_ms, cost)
+                None
             }
         }
     }

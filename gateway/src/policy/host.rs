@@ -548,25 +548,45 @@ impl keys::Host for HostState {
 
 impl counters::Host for HostState {
     fn hit(&mut self, key: String, limit: u64, window_ms: u64, cost: u32) -> Result<counters::HitResult> {
-        // An uploaded policy counts in its own namespace: it cannot touch the built-in
-        // throttle's keys (`app:<id>`, guessable) or another policy's. The built-ins, part of
-        // the gateway, count under their keys as they are (no request can put a NUL in one).
-        let hit = if self.builtin {
-            self.services.counters.hit(&key, limit, window_ms, cost)
-        } else {
-            let mut namespaced = String::with_capacity(self.policy.len() + 1 + key.len());
-            namespaced.push_str(&self.policy);
-            namespaced.push('\0');
-            namespaced.push_str(&key);
-            self.services.counters.hit(&namespaced, limit, window_ms, cost)
-        };
-        Ok(counters::HitResult {
-            allowed: hit.allowed,
-            limit: hit.limit,
-            remaining: hit.remaining,
-            reset_ms: hit.reset_ms,
-            retry_after_ms: hit.retry_after_ms,
-        })
+        Ok(to_wit_hit(self.count(&key, |store, key| store.hit(key, limit, window_ms, cost))))
+    }
+
+    fn try_hit(
+        &mut self,
+        key: String,
+        limit: u64,
+        window_ms: u64,
+        cost: u32,
+    ) -> Result<Result<counters::HitResult, counters::CounterError>> {
+        let hit = self.count(&key, |store, key| store.try_hit(key, limit, window_ms, cost));
+        Ok(hit.map(to_wit_hit).ok_or(counters::CounterError::Unavailable))
+    }
+}
+
+impl HostState {
+    /// Count under `key` as this policy may: an uploaded policy in its own namespace, so that
+    /// it cannot touch the built-in throttle's keys (`app:<id>`, guessable) or another
+    /// policy's. The built-ins, part of the gateway, count under their keys as they are (no
+    /// request can put a NUL in one).
+    fn count<T>(&self, key: &str, count: impl FnOnce(&dyn CounterStore, &str) -> T) -> T {
+        if self.builtin {
+            return count(&*self.services.counters, key);
+        }
+        let mut namespaced = String::with_capacity(self.policy.len() + 1 + key.len());
+        namespaced.push_str(&self.policy);
+        namespaced.push('\0');
+        namespaced.push_str(key);
+        count(&*self.services.counters, &namespaced)
+    }
+}
+
+fn to_wit_hit(hit: crate::counters::HitResult) -> counters::HitResult {
+    counters::HitResult {
+        allowed: hit.allowed,
+        limit: hit.limit,
+        remaining: hit.remaining,
+        reset_ms: hit.reset_ms,
+        retry_after_ms: hit.retry_after_ms,
     }
 }
 

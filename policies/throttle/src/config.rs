@@ -27,6 +27,20 @@ pub struct Config {
     /// Which tier picks the limits.
     #[serde(default)]
     pub tier_source: TierSource,
+    /// What to do when the store the fleet shares (Redis) cannot decide.
+    #[serde(default)]
+    pub on_store_unavailable: OnStoreUnavailable,
+}
+
+/// What a throttle does when the counters a fleet shares cannot decide.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreUnavailable {
+    /// Count in this gateway alone, against its share of the limit (fail-open).
+    #[default]
+    CountLocally,
+    /// Refuse with 429 until the store answers again (fail-closed).
+    Refuse,
 }
 
 /// Which tier of the caller picks the limits.
@@ -146,6 +160,8 @@ pub struct Settings {
     pub cost: u32,
     /// Which tier picks the limits.
     pub tier_source: TierSource,
+    /// What to do when the shared store cannot decide.
+    pub on_store_unavailable: OnStoreUnavailable,
 }
 
 impl Settings {
@@ -168,7 +184,15 @@ impl Settings {
             Some(text) => KeyBy::parse(&text)?,
             None => KeyBy::Application,
         };
-        Ok(Settings { limits, tiers, key_by, scope: config.scope, cost: config.cost, tier_source: config.tier_source })
+        Ok(Settings {
+            limits,
+            tiers,
+            key_by,
+            scope: config.scope,
+            cost: config.cost,
+            tier_source: config.tier_source,
+            on_store_unavailable: config.on_store_unavailable,
+        })
     }
 
     /// The limits for a caller of `tier`: the tier's own, else the default ones. Empty means
@@ -315,6 +339,7 @@ mod tests {
             (r#"{"limits": [], "key_by": "app"}"#, "`key_by`: `app` is not one of"),
             (r#"{"limits": [], "key_by": "header:"}"#, "`key_by`: `` is not a valid header name"),
             (r#"{"limits": [], "scope": "world"}"#, "config field `scope`: unknown variant `world`"),
+            (r#"{"limits": [], "on_store_unavailable": "panic"}"#, "config field `on_store_unavailable`: unknown variant `panic`"),
             (r#"{"limits": [{"requests": 1}]}"#, "config field `limits[0]`: missing field `per`"),
             (r#"{"limits": [{"requests": 1, "per": "1s", "burst": 2}]}"#, "config field `limits[0].burst`: unknown field"),
             (r#"{"limits": [{"requests": -1, "per": "1s"}]}"#, "config field `limits[0].requests`: invalid value"),
@@ -330,6 +355,16 @@ mod tests {
 mod tier_source_tests {
     use super::{Config, Settings, TierSource};
     use portico_policy_sdk::parse_config;
+
+    #[test]
+    fn a_throttle_counts_locally_when_the_shared_store_is_away_unless_told_to_refuse() {
+        use super::OnStoreUnavailable;
+        let settings = Settings::from_config(parse_config::<Config>(r#"{"limits": []}"#).unwrap()).unwrap();
+        assert_eq!(settings.on_store_unavailable, OnStoreUnavailable::CountLocally);
+        let settings =
+            Settings::from_config(parse_config::<Config>(r#"{"limits": [], "on_store_unavailable": "refuse"}"#).unwrap()).unwrap();
+        assert_eq!(settings.on_store_unavailable, OnStoreUnavailable::Refuse);
+    }
 
     #[test]
     fn tier_source_defaults_to_the_identity() {

@@ -7,11 +7,11 @@
 mod config;
 mod quota;
 
-use portico_policy_sdk::counters::hit;
+use portico_policy_sdk::counters::{CounterError, hit, try_hit};
 use portico_policy_sdk::{Context, Decision, Needs, Policy, Request, log};
 
-use crate::config::{Config, KeyBy, Settings, TierSource};
-use crate::quota::{QUOTA_ATTRIBUTE, Quota, counter_key, identity_caller, refusal_response, scope_key, tighter};
+use crate::config::{Config, KeyBy, OnStoreUnavailable, Settings, TierSource};
+use crate::quota::{QUOTA_ATTRIBUTE, Quota, counter_key, identity_caller, refusal_response, scope_key, tighter, unavailable_response};
 
 /// The throttle policy.
 struct Throttle {
@@ -61,7 +61,13 @@ impl Policy for Throttle {
         let mut tightest: Option<Quota> = None;
         for limit in limits {
             let key = counter_key(&scope, limit, &caller);
-            let result = hit(&key, limit.requests, limit.window_ms, self.settings.cost);
+            let result = match self.settings.on_store_unavailable {
+                OnStoreUnavailable::CountLocally => hit(&key, limit.requests, limit.window_ms, self.settings.cost),
+                OnStoreUnavailable::Refuse => match try_hit(&key, limit.requests, limit.window_ms, self.settings.cost) {
+                    Ok(result) => result,
+                    Err(CounterError::Unavailable) => return unavailable_response().into(),
+                },
+            };
             if !result.allowed {
                 // The refusal is the tightest quota of all: it replaces whatever an
                 // earlier throttle set for the response.

@@ -110,6 +110,12 @@ pub fn refusal_response(limit: &Limit, hit: &HitResult) -> ImmediateResponse {
         .header("ratelimit-reset", seconds(hit.reset_ms).to_string())
 }
 
+/// The 429 of a throttle that fails closed while the counters a fleet shares cannot decide.
+pub fn unavailable_response() -> ImmediateResponse {
+    problem(429, "Too Many Requests", "The rate-limit store is unavailable, so requests to this API are refused for now; retry in 1 s.")
+        .header("retry-after", "1")
+}
+
 #[cfg(test)]
 mod tests {
     use super::{Quota, counter_key, identity_caller, refusal_response, scope_key, seconds, tighter};
