@@ -268,3 +268,40 @@ async fn with_redis_gone_each_throttle_fails_open_or_closed_as_configured() {
     println!("the fail-closed API admits again {took:?} after Redis is back");
     assert!(gateway.wait_for_log("shared rate counters reachable again", Duration::from_secs(5)));
 }
+
+/// A burst limit and a day's quota on the same tier, per operation, on Redis, end to end:
+/// the burst refuses first, each operation has its own counters, and once the burst window
+/// has passed the quota refuses, each 429 naming the limit that was used up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_and_quota_per_operation_on_shared_counters() {
+    let redis = RedisServer::start();
+    let upstream = MockUpstream::start().await;
+    let config = format!(
+        "listeners:\n  - address: 127.0.0.1:0\ncounters:\n  redis: {{url: \"{}\"}}\n{ALLOW_LOOPBACK_UPSTREAMS}apis:\n  \
+         - name: ops\n    context: /ops\n    upstream:\n      endpoints: [\"{}/base\"]\n    operations:\n      \
+         - {{method: GET, path: /a}}\n      - {{method: GET, path: /b}}\n    policies:\n      \
+         - policy: throttle\n        config: {{key_by: ip, scope: operation, limits: [{{requests: 3, per: 2s}}, {{requests: 5, per: 1d}}]}}\n",
+        redis.url(),
+        upstream.url()
+    );
+    let gateway = PorticoProcess::start(&config).unwrap();
+    let client = HttpClient::default();
+    let call = async |path: &str| client.get(&gateway.url(path), &[]).await.unwrap();
+    for i in 0..3 {
+        assert_eq!(call("/ops/a").await.status, StatusCode::OK, "burst {i}");
+    }
+    let burst = call("/ops/a").await;
+    assert_eq!(burst.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(burst.text().contains("3 requests per 2s"), "{}", burst.text());
+    for i in 0..3 {
+        assert_eq!(call("/ops/b").await.status, StatusCode::OK, "another operation, its own counters ({i})");
+    }
+    // The burst window passes; the day's quota (5) is what refuses next.
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    for i in 0..2 {
+        assert_eq!(call("/ops/a").await.status, StatusCode::OK, "after the burst window ({i})");
+    }
+    let quota = call("/ops/a").await;
+    assert_eq!(quota.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(quota.text().contains("5 requests per 1d"), "{}", quota.text());
+}
