@@ -128,63 +128,69 @@ impl Leases {
         let (window_ms, cost) = (window_ms.max(1), u64::from(cost));
         let life = lifetime(window_ms);
         let now = Instant::now();
-        if cost == 0 {
-            // Nothing to count (as locally: allowed, nothing spent); what Redis said last.
-            let mut shard = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
-            return Ok(lease_of(&mut shard, key, window_ms).allowed(limit));
-        }
-        let refill = {
-            let mut shard = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
-            let lease = lease_of(&mut shard, key, window_ms);
-            if lease.available(now) >= cost {
-                lease.spend(cost);
-                let answer = lease.allowed(limit);
-                // The last unit spent: the next lease is asked for now, so that the next hit
-                // rarely waits for it.
-                if lease.available(now) == 0 && !lease.refilling {
-                    lease.refilling = true;
-                    Some((lease.next_size(1, limit, life, now), answer))
-                } else {
-                    return Ok(answer);
-                }
-            } else {
-                None
+        // Spent from the units held, asking for the next lease when the last one goes; or
+        // the size of the lease to wait for.
+        let spent = self.with_lease(key, window_ms, |lease| {
+            if lease.available(now) < cost {
+                return Err(lease.next_size(cost, limit, life, now));
             }
-        };
-        if let Some((size, answer)) = refill {
-            let ask = lease_ask(key, limit, window_ms, size, 1, life);
-            let (leases, owned) = (self.clone(), Box::<str>::from(key));
-            let then = Box::new(move |answer| leases.refilled(&owned, window_ms, now, answer));
-            if link.send(ask, then).is_err() {
-                self.refilled(key, window_ms, now, Err("queue full".to_owned()));
-            }
-            return Ok(answer);
-        }
-
-        let size = {
-            let mut shard = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
-            lease_of(&mut shard, key, window_ms).next_size(cost, limit, life, now)
-        };
-        let asked_at = Instant::now();
-        let (hit, granted) = link.ask(lease_ask(key, limit, window_ms, size, cost, life))?;
-        let mut shard = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
-        let lease = lease_of(&mut shard, key, window_ms);
-        lease.grant(granted, asked_at + life, &hit);
-        if lease.available(Instant::now()) >= cost {
             lease.spend(cost);
-            return Ok(lease.allowed(limit));
+            let refill = (cost > 0 && lease.available(now) == 0 && !lease.refilling).then(|| {
+                lease.refilling = true;
+                lease.next_size(1, limit, life, now)
+            });
+            Ok((lease.allowed(limit), refill))
+        });
+        match spent {
+            Ok((answer, None)) => Ok(answer),
+            Ok((answer, Some(size))) => {
+                let (leases, owned) = (self.clone(), Box::<str>::from(key));
+                let then = Box::new(move |answer| leases.refilled(&owned, window_ms, now, answer));
+                if link.send(lease_ask(key, limit, window_ms, size, 1, life), then).is_err() {
+                    self.refilled(key, window_ms, now, Err("queue full".to_owned()));
+                }
+                Ok(answer)
+            }
+            Err(size) => {
+                let (hit, granted) = link.ask(lease_ask(key, limit, window_ms, size, cost, life))?;
+                Ok(self.with_lease(key, window_ms, |lease| {
+                    lease.grant(granted, now + life, &hit);
+                    if lease.available(Instant::now()) >= cost {
+                        lease.spend(cost);
+                        return lease.allowed(limit);
+                    }
+                    HitResult {
+                        allowed: false,
+                        limit,
+                        remaining: hit.remaining,
+                        reset_ms: hit.reset_ms,
+                        retry_after_ms: hit.retry_after_ms.max(1),
+                    }
+                }))
+            }
         }
-        Ok(HitResult { allowed: false, limit, remaining: hit.remaining, reset_ms: hit.reset_ms, retry_after_ms: hit.retry_after_ms.max(1) })
     }
 
     /// The answer to a refill asked for at `asked_at`.
     pub(super) fn refilled(&self, key: &str, window_ms: u64, asked_at: Instant, answer: Answer) {
-        let mut shard = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
-        let lease = lease_of(&mut shard, key, window_ms);
-        lease.refilling = false;
-        if let Ok((hit, granted)) = answer {
-            lease.grant(granted, asked_at + lifetime(window_ms), &hit);
+        self.with_lease(key, window_ms, |lease| {
+            lease.refilling = false;
+            if let Ok((hit, granted)) = answer {
+                lease.grant(granted, asked_at + lifetime(window_ms), &hit);
+            }
+        });
+    }
+
+    /// `change` the lease of (key, window), made when there is none, under its shard's lock.
+    fn with_lease<T>(&self, key: &str, window_ms: u64, change: impl FnOnce(&mut Lease) -> T) -> T {
+        let mut shard = self.shards[self.hasher.hash_one(key) as usize % SHARDS].lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(leases) = shard.get_mut(key) {
+            return change(lease_in(leases, window_ms));
         }
+        let mut leases = Vec::with_capacity(1);
+        let changed = change(lease_in(&mut leases, window_ms));
+        shard.insert(key.into(), leases);
+        changed
     }
 
     /// Drop the leases that hold nothing any more.
@@ -198,24 +204,18 @@ impl Leases {
             });
         }
     }
-
-    fn shard(&self, key: &str) -> &Shard {
-        &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
-    }
 }
 
-fn lease_of<'a>(shard: &'a mut HashMap<Box<str>, Vec<Lease>>, key: &str, window_ms: u64) -> &'a mut Lease {
-    if !shard.contains_key(key) {
-        shard.insert(key.into(), Vec::with_capacity(1));
-    }
-    let leases = shard.get_mut(key).expect("inserted above");
-    match leases.iter().position(|lease| lease.window_ms == window_ms) {
-        Some(at) => &mut leases[at],
+/// The lease of `window_ms` among a key's leases, added when new.
+fn lease_in(leases: &mut Vec<Lease>, window_ms: u64) -> &mut Lease {
+    let at = match leases.iter().position(|lease| lease.window_ms == window_ms) {
+        Some(at) => at,
         None => {
             leases.push(Lease::new(window_ms));
-            leases.last_mut().expect("pushed above")
+            leases.len() - 1
         }
-    }
+    };
+    &mut leases[at]
 }
 
 /// A lease of `size` units of (key, window) (at least `least` of them), counted `life` ahead

@@ -99,7 +99,7 @@ impl RedisCounters {
     /// One exact hit on a given clock instead of Redis's (for tests that compare with
     /// [`LocalCounters::hit_at`]); `Err` when Redis did not answer in time.
     pub fn hit_at(&self, key: &str, limit: u64, window_ms: u64, cost: u32, now_ms: u64) -> Result<HitResult, String> {
-        self.link.ask(exact(key, limit, window_ms, cost, Some(now_ms))).map(|(hit, _)| HitResult { limit, ..hit })
+        self.exact(key, limit, window_ms, cost, Some(now_ms))
     }
 
     /// What `/metrics` shows of these counters.
@@ -151,23 +151,26 @@ impl CounterStore for RedisCounters {
 }
 
 impl RedisCounters {
+    /// One hit decided by one script call (on Redis's clock, or `now_ms`). The limit
+    /// answered is the one asked, even above what the script counts exactly.
+    fn exact(&self, key: &str, limit: u64, window_ms: u64, cost: u32, now_ms: Option<u64>) -> Result<HitResult, String> {
+        let window_ms = window_ms.clamp(1, MAX_WINDOW_MS);
+        let ask = Ask {
+            key: redis_key(key, window_ms),
+            limit: limit.min(MAX_EXACT_LIMIT),
+            window_ms,
+            cost: u64::from(cost),
+            now_ms,
+            shift_ms: 0,
+            least: 0,
+        };
+        self.link.ask(ask).map(|(hit, _)| HitResult { limit, ..hit })
+    }
+
     fn decide(&self, key: &str, limit: u64, window_ms: u64, cost: u32) -> Result<HitResult, String> {
         match &self.leases {
-            None => self.link.ask(exact(key, limit, window_ms, cost, None)).map(|(hit, _)| HitResult { limit, ..hit }),
+            None => self.exact(key, limit, window_ms, cost, None),
             Some(leases) => leases.hit(&self.link, key, limit, window_ms, cost),
         }
-    }
-}
-
-fn exact(key: &str, limit: u64, window_ms: u64, cost: u32, now_ms: Option<u64>) -> Ask {
-    let window_ms = window_ms.clamp(1, MAX_WINDOW_MS);
-    Ask {
-        key: redis_key(key, window_ms),
-        limit: limit.min(MAX_EXACT_LIMIT),
-        window_ms,
-        cost: u64::from(cost),
-        now_ms,
-        shift_ms: 0,
-        least: 0,
     }
 }
