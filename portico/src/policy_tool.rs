@@ -20,6 +20,7 @@ mod toolchain;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
+use portico_gateway::contract::units::Duration;
 
 pub use build::{BuildOptions, Built, Language, Project, build};
 pub use fixtures::Fixtures;
@@ -63,6 +64,10 @@ pub enum PolicyCommand {
         /// The fixture file (default: PROJECT/fixtures.yaml).
         #[arg(long, short)]
         fixtures: Option<PathBuf>,
+        /// Each call's deadline instead of the fixture file's `timeout` (e.g. `1s` on a
+        /// loaded CI runner, where a wall-clock deadline can fail a case for the machine's sake).
+        #[arg(long)]
+        timeout: Option<Duration>,
         /// Where the Python and JavaScript toolchains are kept (installed on first use).
         #[arg(long, env = "PORTICO_TOOLCHAINS")]
         toolchains: Option<PathBuf>,
@@ -122,8 +127,11 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
             println!("{}", describe_build(&built, needs));
             Ok(())
         }
-        PolicyCommand::Test { target, fixtures, toolchains } => {
-            let harness = Harness::new()?;
+        PolicyCommand::Test { target, fixtures, timeout, toolchains } => {
+            let harness = match timeout {
+                Some(timeout) => Harness::new()?.with_timeout(timeout.0),
+                None => Harness::new()?,
+            };
             let (name, component, fixtures_path) = if target.is_file() {
                 let fixtures = fixtures.context("testing a component file needs --fixtures FILE")?;
                 let name = target.file_stem().and_then(|s| s.to_str()).unwrap_or("policy").to_owned();

@@ -70,6 +70,7 @@ pub mod policy_builds {
     use std::sync::{Mutex, OnceLock};
 
     use portico::policy_tool::{BuildOptions, Built, Harness, Project, Toolchains, build_and_check};
+    use portico_gateway::contract::defaults;
 
     /// The guest toolchains, installed on first use under `target/policy-toolchains`.
     pub fn toolchains() -> Toolchains {
@@ -85,7 +86,9 @@ pub mod policy_builds {
     /// cached in it by digest: a Python policy is compiled once, not once per test).
     pub fn harness() -> &'static Harness {
         static HARNESS: OnceLock<Harness> = OnceLock::new();
-        HARNESS.get_or_init(|| Harness::new().expect("policy engine"))
+        // The suite checks what policies do, not how fast: its machine is loaded (builds run
+        // beside it), so calls get the operator's ceiling rather than a tight deadline.
+        HARNESS.get_or_init(|| Harness::new().expect("policy engine").with_timeout(defaults::POLICY_TIMEOUT_CEILING))
     }
 
     type Slot = OnceLock<Result<Built, String>>;

@@ -117,8 +117,13 @@ cases:
 "#,
     )
     .unwrap();
-    let output =
-        Command::new(portico_binary()).args(["policy", "test"]).arg(&built.component).arg("--fixtures").arg(&fixtures).output().unwrap();
+    let output = Command::new(portico_binary())
+        .args(["policy", "test", "--timeout", "1s"])
+        .arg(&built.component)
+        .arg("--fixtures")
+        .arg(&fixtures)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}{stderr}");
@@ -140,8 +145,7 @@ cases:
     assert!(stderr.contains("1 of 2 cases of policy `maintenance-window` failed"), "{stderr}");
 
     let passing = Command::new(portico_binary())
-        .arg("policy")
-        .arg("test")
+        .args(["policy", "test", "--timeout", "1s"])
         .arg(&built.component)
         .arg("--fixtures")
         .arg(built.project.fixtures())

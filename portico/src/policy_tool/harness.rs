@@ -9,7 +9,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -33,6 +33,8 @@ pub struct Harness {
     engine: PolicyEngine,
     host: Arc<MockHost>,
     services: Arc<Services>,
+    /// Every call's deadline, whatever the fixture file says (`--timeout`).
+    timeout: Option<Duration>,
     /// The mocks hold one case at a time.
     running: Mutex<()>,
 }
@@ -43,7 +45,15 @@ impl Harness {
         let host = Arc::new(MockHost::default());
         let engine = PolicyEngine::with_clock(host.clone())?;
         let services = Arc::new(Services { keys: host.clone(), counters: host.clone() });
-        Ok(Self { engine, host, services, running: Mutex::new(()) })
+        Ok(Self { engine, host, services, timeout: None, running: Mutex::new(()) })
+    }
+
+    /// Run every call under `timeout` instead of the fixture file's `timeout`. Deadlines
+    /// are wall-clock, as in a gateway: on a loaded machine (a busy CI runner) a call can
+    /// miss a tight one for the machine's sake, not the policy's.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
     }
 
     /// Compile a component under `name` and check that it fits the gateway's world, as a
@@ -120,7 +130,7 @@ impl Harness {
         config: &serde_json::Value,
         fixtures: Option<&Fixtures>,
     ) -> Result<AttachedPolicy, LoadError> {
-        let timeout = fixtures.and_then(|f| f.timeout).map_or(defaults::POLICY_TIMEOUT, |t| t.0);
+        let timeout = self.timeout.or(fixtures.and_then(|f| f.timeout).map(|t| t.0)).unwrap_or(defaults::POLICY_TIMEOUT);
         let settings = AttachmentSettings {
             name: policy.name().to_owned(),
             config_json: config.to_string(),
