@@ -745,12 +745,18 @@ async fn a_policy_flooding_the_host_is_refused_and_the_gateway_serves_on() {
 }
 
 /// Each policy counts in its own namespace: two modules counting under the same key (here
-/// one component named twice) do not share a counter, and neither can reach another's.
+/// one component named twice) do not share a counter, and neither can reach another's; one
+/// module on two APIs (two publishers' APIs, say) counts apart on each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_count_in_their_own_namespace() {
     let upstream = MockUpstream::start().await;
     let count = |module: &str| format!("      - policy: {module}\n        config: {{mode: count-shared}}\n");
-    let apis = format!("{}{}", api("a", "/a", &upstream, &count("counter-a")), api("b", "/b", &upstream, &count("counter-b")));
+    let apis = format!(
+        "{}{}{}",
+        api("a", "/a", &upstream, &count("counter-a")),
+        api("b", "/b", &upstream, &count("counter-b")),
+        api("c", "/c", &upstream, &count("counter-a"))
+    );
     let extra = format!("modules:\n  counter-a:\n    path: {0}\n  counter-b:\n    path: {0}\n", policies::MISBEHAVE);
     let gateway = PorticoProcess::start(&gateway_config(&apis, &extra)).unwrap();
     let client = HttpClient::default();
@@ -759,6 +765,8 @@ async fn policies_count_in_their_own_namespace() {
     assert_eq!(client.get(&gateway.url("/b/x"), &[]).await.unwrap().status, StatusCode::OK, "b has its own `shared`");
     assert_eq!(client.get(&gateway.url("/a/x"), &[]).await.unwrap().status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(client.get(&gateway.url("/b/x"), &[]).await.unwrap().status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(client.get(&gateway.url("/c/x"), &[]).await.unwrap().status, StatusCode::OK, "counter-a on c counts apart from a");
+    assert_eq!(client.get(&gateway.url("/c/x"), &[]).await.unwrap().status, StatusCode::TOO_MANY_REQUESTS);
 }
 
 /// A client's `Connection` header cannot remove a header a policy adds, and a client's

@@ -548,7 +548,7 @@ impl keys::Host for HostState {
 
 impl counters::Host for HostState {
     fn hit(&mut self, key: String, limit: u64, window_ms: u64, cost: u32) -> Result<counters::HitResult> {
-        Ok(to_wit_hit(self.count(&key, |store, key| store.hit(key, limit, window_ms, cost))))
+        Ok(to_wit_hit(self.count(&key, |store, key| store.hit(key, limit, window_ms, cost))?))
     }
 
     fn try_hit(
@@ -558,25 +558,30 @@ impl counters::Host for HostState {
         window_ms: u64,
         cost: u32,
     ) -> Result<Result<counters::HitResult, counters::CounterError>> {
-        let hit = self.count(&key, |store, key| store.try_hit(key, limit, window_ms, cost));
+        let hit = self.count(&key, |store, key| store.try_hit(key, limit, window_ms, cost))?;
         Ok(hit.map(to_wit_hit).ok_or(counters::CounterError::Unavailable))
     }
 }
 
 impl HostState {
-    /// Count under `key` as this policy may: an uploaded policy in its own namespace, so that
-    /// it cannot touch the built-in throttle's keys (`app:<id>`, guessable) or another
-    /// policy's. The built-ins, part of the gateway, count under their keys as they are (no
-    /// request can put a NUL in one).
-    fn count<T>(&self, key: &str, count: impl FnOnce(&dyn CounterStore, &str) -> T) -> T {
+    /// Count under `key` as this policy may: an uploaded policy in its own namespace, the
+    /// policy's name and the API's name and version, so that it cannot touch the built-in
+    /// throttle's keys (`app:<id>`, guessable), another policy's, or its own on another
+    /// publisher's API. The built-ins, part of the gateway, count under their keys as they
+    /// are (no request can put a NUL in one; their keys name the API where they should).
+    fn count<T>(&self, key: &str, count: impl FnOnce(&dyn CounterStore, &str) -> T) -> Result<T> {
         if self.builtin {
-            return count(&*self.services.counters, key);
+            return Ok(count(&*self.services.counters, key));
         }
-        let mut namespaced = String::with_capacity(self.policy.len() + 1 + key.len());
-        namespaced.push_str(&self.policy);
-        namespaced.push('\0');
+        let exchange = self.exchange.as_deref().ok_or_else(|| wasmtime::format_err!("counters count requests: none is in flight"))?;
+        let route = &exchange.route;
+        let mut namespaced = String::with_capacity(self.policy.len() + route.api_name.len() + route.api_version.len() + 3 + key.len());
+        for part in [&*self.policy, &route.api_name, &route.api_version] {
+            namespaced.push_str(part);
+            namespaced.push('\0');
+        }
         namespaced.push_str(key);
-        count(&*self.services.counters, &namespaced)
+        Ok(count(&*self.services.counters, &namespaced))
     }
 }
 
