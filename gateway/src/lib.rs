@@ -9,6 +9,7 @@
 // What other crates use: the control plane the contract and the checks; the `portico`
 // binary the processes; `portico policy test` and the benchmarks the policy engine with
 // the phases it runs in.
+pub mod calendar;
 pub mod check;
 pub mod contract;
 pub mod counters;

@@ -105,7 +105,7 @@ pub mod counters {
 
 pub mod clock {
     //! The gateway's clocks.
-    pub use crate::bindings::portico::policy::clock::{monotonic_ns, now_ms};
+    pub use crate::bindings::portico::policy::clock::{Period, Span, calendar_period, monotonic_ns, now_ms};
 }
 
 /// Items used by [`export_policy!`]'s expansion; not part of the API.

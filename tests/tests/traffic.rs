@@ -142,7 +142,7 @@ async fn two_gateways_on_one_redis_share_one_limit() {
     let config = format!(
         "listeners:\n  - address: 127.0.0.1:0\nadmin: {{address: 127.0.0.1:0}}\ncounters:\n  redis: {{url: \"{}\", timeout: 1s, mode: exact}}\n{ALLOW_LOOPBACK_UPSTREAMS}apis:\n  \
          - name: shared\n    context: /shared\n    upstream:\n      endpoints: [\"{}/base\"]\n    policies:\n      \
-         - policy: throttle\n        config: {{key_by: api, limits: [{{requests: 10, per: 1d}}]}}\n",
+         - policy: throttle\n        config: {{key_by: api, limits: [{{requests: 10, per: day}}], time_zone: Asia/Kolkata}}\n",
         redis.url(),
         upstream.url()
     );
@@ -169,6 +169,15 @@ async fn two_gateways_on_one_redis_share_one_limit() {
     for gateway in [&gateways[0], &late] {
         let reply = client.get(&gateway.url("/shared/x"), &[]).await.unwrap();
         assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "the day's count is kept: {}", reply.text());
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let offset = 5 * 3600 + 1800;
+        let midnight_in_kolkata = (now + offset).div_ceil(86_400) * 86_400 - offset;
+        let retry_after: u64 = reply.header("retry-after").unwrap().parse().unwrap();
+        assert!(
+            retry_after.abs_diff(midnight_in_kolkata - now) <= 2,
+            "retry after {retry_after} s, midnight in {} s",
+            midnight_in_kolkata - now
+        );
     }
 }
 

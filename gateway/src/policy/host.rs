@@ -15,6 +15,7 @@ use wasmtime::{ResourceLimiter, Result};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{ContextHandle, RequestHandle, ResponseHandle, clock, counters, keys, log, types};
+use crate::calendar;
 use crate::counters::CounterStore;
 use crate::exchange::{BodyState, Exchange};
 use crate::keys::{Identity, KeyError, KeyStore, VerifiedToken};
@@ -623,6 +624,14 @@ impl clock::Host for HostState {
 
     fn monotonic_ns(&mut self) -> Result<u64> {
         Ok(self.clock.monotonic_ns())
+    }
+
+    fn calendar_period(&mut self, period: clock::Period, zone: String) -> Result<Result<clock::Span, String>> {
+        let period = match period {
+            clock::Period::Day => calendar::Period::Day,
+            clock::Period::Month => calendar::Period::Month,
+        };
+        Ok(calendar::period(self.clock.now_ms(), period, &zone).map(|(start_ms, end_ms)| clock::Span { start_ms, end_ms }))
     }
 }
 

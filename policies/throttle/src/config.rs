@@ -30,6 +30,9 @@ pub struct Config {
     /// What to do when the store the fleet shares (Redis) cannot decide.
     #[serde(default)]
     pub on_store_unavailable: OnStoreUnavailable,
+    /// The IANA time zone whose midnights start the `day` and `month` limits (UTC by default).
+    #[serde(default)]
+    pub time_zone: Option<String>,
 }
 
 /// What a throttle does when the counters a fleet shares cannot decide.
@@ -62,8 +65,21 @@ pub enum TierSource {
 pub struct LimitConfig {
     /// Units allowed per window.
     pub requests: u64,
-    /// The sliding window: `500ms`, `1s`, `10m`, `1h`, `1d`.
+    /// A sliding window (`500ms`, `1s`, `10m`, `1h`, `1d`) or a calendar period (`day`,
+    /// `month`) that starts over at midnight in `time_zone`.
     pub per: String,
+    /// This calendar limit's time zone, instead of the policy's `time_zone`.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+}
+
+/// A period of the calendar a limit starts over with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Calendar {
+    /// Each day, at midnight.
+    Day,
+    /// Each month, at midnight of its first day.
+    Month,
 }
 
 fn one() -> u32 {
@@ -138,8 +154,11 @@ impl KeyBy {
 pub struct Limit {
     /// Units allowed per window.
     pub requests: u64,
-    /// The window in milliseconds.
+    /// The window in milliseconds (a calendar period's longest, for ordering).
     pub window_ms: u64,
+    /// The calendar period and its time zone, for a limit that starts over at midnight
+    /// instead of sliding.
+    pub calendar: Option<(Calendar, String)>,
     /// The window as configured, for messages.
     pub per: String,
 }
@@ -162,6 +181,9 @@ pub struct Settings {
     pub tier_source: TierSource,
     /// What to do when the shared store cannot decide.
     pub on_store_unavailable: OnStoreUnavailable,
+    /// The time zones of the calendar limits, each with the field that set it (`time_zone`,
+    /// `tiers.Gold[0].time_zone`): theirs are the host's to know.
+    pub time_zones: Vec<(String, String)>,
 }
 
 impl Settings {
@@ -174,10 +196,12 @@ impl Settings {
             return Err("`cost` must be at least 1".to_owned());
         }
         let cost = u64::from(config.cost);
-        let limits = limit_list("limits", config.limits.unwrap_or_default(), cost)?;
+        let zone = config.time_zone.as_deref().unwrap_or("UTC");
+        let mut time_zones = Vec::new();
+        let limits = limit_list("limits", config.limits.unwrap_or_default(), cost, zone, &mut time_zones)?;
         let mut tiers = BTreeMap::new();
         for (tier, list) in config.tiers.unwrap_or_default() {
-            let list = limit_list(&format!("tiers.{tier}"), list, cost)?;
+            let list = limit_list(&format!("tiers.{tier}"), list, cost, zone, &mut time_zones)?;
             tiers.insert(tier, list);
         }
         let key_by = match config.key_by {
@@ -192,6 +216,7 @@ impl Settings {
             cost: config.cost,
             tier_source: config.tier_source,
             on_store_unavailable: config.on_store_unavailable,
+            time_zones,
         })
     }
 
@@ -202,7 +227,8 @@ impl Settings {
     }
 }
 
-fn limit_list(field: &str, list: Vec<LimitConfig>, cost: u64) -> Result<Vec<Limit>, String> {
+/// The validated `list` at `field`; the time zones its calendar limits use go to `zones`.
+fn limit_list(field: &str, list: Vec<LimitConfig>, cost: u64, zone: &str, zones: &mut Vec<(String, String)>) -> Result<Vec<Limit>, String> {
     let mut limits = Vec::with_capacity(list.len());
     for (index, limit) in list.into_iter().enumerate() {
         if limit.requests == 0 {
@@ -215,18 +241,33 @@ fn limit_list(field: &str, list: Vec<LimitConfig>, cost: u64) -> Result<Vec<Limi
                 limit.requests
             ));
         }
-        let window_ms = parse_window(&limit.per).ok_or_else(|| {
-            format!(
-                "`{field}[{index}].per`: `{}` is not a window like `500ms`, `1s`, `10m`, \
-                     `1h` or `1d`",
-                limit.per
-            )
-        })?;
-        limits.push(Limit { requests: limit.requests, window_ms, per: limit.per });
+        let zone_of_limit = || limit.time_zone.clone().unwrap_or_else(|| zone.to_owned());
+        let (window_ms, calendar) = match limit.per.as_str() {
+            "day" => (DAY_MS, Some((Calendar::Day, zone_of_limit()))),
+            "month" => (31 * DAY_MS, Some((Calendar::Month, zone_of_limit()))),
+            per => (
+                parse_window(per).ok_or_else(|| {
+                    format!(
+                        "`{field}[{index}].per`: `{per}` is not a window like `500ms`, `1s`, \
+                         `10m`, `1h` or `1d`, nor `day` or `month`"
+                    )
+                })?,
+                None,
+            ),
+        };
+        match (&calendar, &limit.time_zone) {
+            (None, Some(_)) => return Err(format!("`{field}[{index}].time_zone`: only a `day` or `month` limit has one")),
+            (Some(_), Some(own)) => zones.push((format!("{field}[{index}].time_zone"), own.clone())),
+            (Some(_), None) if !zones.iter().any(|(at, _)| at == "time_zone") => zones.push(("time_zone".to_owned(), zone.to_owned())),
+            _ => {}
+        }
+        limits.push(Limit { requests: limit.requests, window_ms, calendar, per: limit.per });
     }
     limits.sort_by_key(|limit| limit.window_ms);
     Ok(limits)
 }
+
+const DAY_MS: u64 = 86_400_000;
 
 /// Milliseconds in a window written as a positive whole number and a unit: `ms`, `s`, `m`,
 /// `h` or `d`.
@@ -239,7 +280,7 @@ pub fn parse_window(text: &str) -> Option<u64> {
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
-        "d" => 86_400_000,
+        "d" => DAY_MS,
         _ => return None,
     };
     number.checked_mul(unit_ms).filter(|&ms| ms > 0)
@@ -247,7 +288,7 @@ pub fn parse_window(text: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{KeyBy, Limit, Scope, Settings, parse_window};
+    use super::{Calendar, KeyBy, Limit, Scope, Settings, parse_window};
     use portico_policy_sdk::parse_config;
 
     fn settings(json: &str) -> Result<Settings, String> {
@@ -255,7 +296,7 @@ mod tests {
     }
 
     fn limit(requests: u64, per: &str) -> Limit {
-        Limit { requests, window_ms: parse_window(per).unwrap(), per: per.to_owned() }
+        Limit { requests, window_ms: parse_window(per).unwrap(), calendar: None, per: per.to_owned() }
     }
 
     #[test]
@@ -286,6 +327,34 @@ mod tests {
         assert_eq!(settings.key_by, KeyBy::Header("x-client".to_owned()));
         assert_eq!(settings.scope, Scope::Operation);
         assert_eq!(settings.cost, 2);
+    }
+
+    #[test]
+    fn calendar_limits_start_over_in_their_time_zone() {
+        let settings = settings(
+            r#"{"limits": [{"requests": 30000, "per": "month"}, {"requests": 1000, "per": "day"}, {"requests": 10, "per": "1s"}],
+                "time_zone": "Europe/Paris"}"#,
+        )
+        .unwrap();
+        let calendars: Vec<_> = settings.limits.iter().map(|limit| (limit.per.as_str(), limit.calendar.clone())).collect();
+        let paris = "Europe/Paris".to_owned();
+        assert_eq!(calendars, [("1s", None), ("day", Some((Calendar::Day, paris.clone()))), ("month", Some((Calendar::Month, paris)))]);
+        assert_eq!(settings.time_zones, [("time_zone".to_owned(), "Europe/Paris".to_owned())]);
+        let own = self::settings(
+            r#"{"limits": [{"requests": 5, "per": "1m"}], "tiers": {"Gold": [{"requests": 5, "per": "day", "time_zone": "Asia/Colombo"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(own.tiers["Gold"][0].calendar, Some((Calendar::Day, "Asia/Colombo".to_owned())));
+        assert_eq!(own.time_zones, [("tiers.Gold[0].time_zone".to_owned(), "Asia/Colombo".to_owned())]);
+        let utc = self::settings(r#"{"limits": [{"requests": 5, "per": "month"}]}"#).unwrap();
+        assert_eq!(utc.limits[0].calendar, Some((Calendar::Month, "UTC".to_owned())));
+        assert!(
+            self::settings(r#"{"limits": [{"requests": 5, "per": "1d"}], "time_zone": "Mars/Olympus"}"#).unwrap().time_zones.is_empty()
+        );
+        let error = self::settings(r#"{"limits": [{"requests": 5, "per": "week"}]}"#).unwrap_err();
+        assert!(error.contains("`limits[0].per`: `week` is not a window") && error.contains("nor `day` or `month`"), "{error}");
+        let error = self::settings(r#"{"limits": [{"requests": 5, "per": "1h", "time_zone": "UTC"}]}"#).unwrap_err();
+        assert!(error.contains("`limits[0].time_zone`: only a `day` or `month` limit"), "{error}");
     }
 
     #[test]

@@ -7,11 +7,14 @@
 mod config;
 mod quota;
 
+use portico_policy_sdk::clock::{self, Period, Span};
 use portico_policy_sdk::counters::{CounterError, hit, try_hit};
-use portico_policy_sdk::{Context, Decision, Needs, Policy, Request, log};
+use portico_policy_sdk::{Context, Decision, Needs, Policy, Request, log, problem};
 
-use crate::config::{Config, KeyBy, OnStoreUnavailable, Settings, TierSource};
-use crate::quota::{QUOTA_ATTRIBUTE, Quota, counter_key, identity_caller, refusal_response, scope_key, tighter, unavailable_response};
+use crate::config::{Calendar, Config, KeyBy, OnStoreUnavailable, Settings, TierSource};
+use crate::quota::{
+    QUOTA_ATTRIBUTE, Quota, counter_key, identity_caller, refusal_response, scope_key, tighter, unavailable_response, within_period,
+};
 
 /// The throttle policy.
 struct Throttle {
@@ -39,7 +42,11 @@ impl Policy for Throttle {
     type Config = Config;
 
     fn new(config: Config) -> Result<Self, String> {
-        Ok(Throttle { settings: Settings::from_config(config)? })
+        let settings = Settings::from_config(config)?;
+        for (field, zone) in &settings.time_zones {
+            clock::calendar_period(Period::Day, zone).map_err(|error| format!("`{field}`: {error}"))?;
+        }
+        Ok(Throttle { settings })
     }
 
     fn on_request(&mut self, request: &Request, context: &Context) -> Decision {
@@ -59,14 +66,30 @@ impl Policy for Throttle {
         let scope = scope_key(self.settings.scope, || (context.api_name(), context.api_version()), || context.operation());
         let caller = self.caller(request, context, identity.as_ref());
         let mut tightest: Option<Quota> = None;
+        let mut periods = Periods::default();
         for limit in limits {
-            let key = counter_key(&scope, limit, &caller);
+            // A calendar limit counts on a key of its current period, over a window as long
+            // as the period.
+            let (key, window_ms, ends_ms) = match limit.calendar {
+                None => (counter_key(&scope, limit, None, &caller), limit.window_ms, None),
+                Some((calendar, ref zone)) => match periods.current(calendar, zone) {
+                    Ok(span) => (counter_key(&scope, limit, Some(span.start_ms), &caller), span.end_ms - span.start_ms, Some(span.end_ms)),
+                    Err(error) => {
+                        log::error("cannot tell the calendar period", &[("time_zone", zone), ("error", &error)]);
+                        return problem(500, "Internal Server Error", "The rate limit's calendar period cannot be told.").into();
+                    }
+                },
+            };
             let result = match self.settings.on_store_unavailable {
-                OnStoreUnavailable::CountLocally => hit(&key, limit.requests, limit.window_ms, self.settings.cost),
-                OnStoreUnavailable::Refuse => match try_hit(&key, limit.requests, limit.window_ms, self.settings.cost) {
+                OnStoreUnavailable::CountLocally => hit(&key, limit.requests, window_ms, self.settings.cost),
+                OnStoreUnavailable::Refuse => match try_hit(&key, limit.requests, window_ms, self.settings.cost) {
                     Ok(result) => result,
                     Err(CounterError::Unavailable) => return unavailable_response().into(),
                 },
+            };
+            let result = match ends_ms {
+                Some(end) => within_period(result, end.saturating_sub(periods.now_ms())),
+                None => result,
             };
             if !result.allowed {
                 // The refusal is the tightest quota of all: it replaces whatever an
@@ -89,6 +112,32 @@ impl Policy for Throttle {
 
     fn needs(&self) -> Needs {
         Needs::empty()
+    }
+}
+
+/// The calendar periods a request's limits fall in, asked of the host once each.
+#[derive(Default)]
+struct Periods<'a> {
+    known: Vec<(Calendar, &'a str, Span)>,
+    now_ms: Option<u64>,
+}
+
+impl<'a> Periods<'a> {
+    fn current(&mut self, calendar: Calendar, zone: &'a str) -> Result<Span, String> {
+        if let Some((_, _, span)) = self.known.iter().find(|(c, z, _)| *c == calendar && *z == zone) {
+            return Ok(*span);
+        }
+        let period = match calendar {
+            Calendar::Day => Period::Day,
+            Calendar::Month => Period::Month,
+        };
+        let span = clock::calendar_period(period, zone)?;
+        self.known.push((calendar, zone, span));
+        Ok(span)
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        *self.now_ms.get_or_insert_with(clock::now_ms)
     }
 }
 

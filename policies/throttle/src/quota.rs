@@ -40,10 +40,24 @@ pub fn identity_caller(key_by: &KeyBy, identity: Option<&Identity>) -> Option<St
     value.as_ref().map(|value| format!("{kind}:{value}"))
 }
 
-/// The counter key of one limit. The caller comes last: everything before it is from the
-/// configuration and the route, so a caller-chosen value cannot imitate another key.
-pub fn counter_key(scope: &str, limit: &Limit, caller: &str) -> String {
-    format!("throttle|{scope}|{}/{}ms|{caller}", limit.requests, limit.window_ms)
+/// The counter key of one limit; a calendar limit's names the start of its current period
+/// (milliseconds since the Unix epoch), so each day or month counts afresh. The caller comes
+/// last: everything before it is from the configuration and the route, so a caller-chosen
+/// value cannot imitate another key.
+pub fn counter_key(scope: &str, limit: &Limit, period_start_ms: Option<u64>, caller: &str) -> String {
+    match period_start_ms {
+        Some(start) => format!("throttle|{scope}|{}/{}@{start}|{caller}", limit.requests, limit.per),
+        None => format!("throttle|{scope}|{}/{}ms|{caller}", limit.requests, limit.window_ms),
+    }
+}
+
+/// A hit on a calendar limit's counter, whose window is the whole period: nothing leaves it
+/// before the period ends, when the next one starts with a counter of its own, so neither
+/// the reset nor the wait of a refusal is later than `left_ms`, the time left in the period.
+pub fn within_period(mut hit: HitResult, left_ms: u64) -> HitResult {
+    hit.reset_ms = hit.reset_ms.min(left_ms);
+    hit.retry_after_ms = hit.retry_after_ms.min(left_ms);
+    hit
 }
 
 /// Whole seconds, rounded up.
@@ -118,8 +132,8 @@ pub fn unavailable_response() -> ImmediateResponse {
 
 #[cfg(test)]
 mod tests {
-    use super::{Quota, counter_key, identity_caller, refusal_response, scope_key, seconds, tighter};
-    use crate::config::{KeyBy, Limit, Scope};
+    use super::{Quota, counter_key, identity_caller, refusal_response, scope_key, seconds, tighter, within_period};
+    use crate::config::{Calendar, KeyBy, Limit, Scope};
     use portico_policy_sdk::Identity;
     use portico_policy_sdk::counters::HitResult;
 
@@ -161,12 +175,28 @@ mod tests {
 
     #[test]
     fn keys_differ_per_limit() {
-        let second = Limit { requests: 10, window_ms: 1_000, per: "1s".to_owned() };
-        let minute = Limit { requests: 10, window_ms: 60_000, per: "1m".to_owned() };
-        let first = counter_key("api:pets@v1", &second, "app:shop");
+        let second = Limit { requests: 10, window_ms: 1_000, calendar: None, per: "1s".to_owned() };
+        let minute = Limit { requests: 10, window_ms: 60_000, calendar: None, per: "1m".to_owned() };
+        let first = counter_key("api:pets@v1", &second, None, "app:shop");
         assert_eq!(first, "throttle|api:pets@v1|10/1000ms|app:shop");
-        assert_ne!(first, counter_key("api:pets@v1", &minute, "app:shop"));
-        assert_ne!(first, counter_key("api:pets@v1", &second, "ip:203.0.113.7"));
+        assert_ne!(first, counter_key("api:pets@v1", &minute, None, "app:shop"));
+        assert_ne!(first, counter_key("api:pets@v1", &second, None, "ip:203.0.113.7"));
+    }
+
+    #[test]
+    fn calendar_keys_name_their_period() {
+        let day = Limit { requests: 1000, window_ms: 86_400_000, calendar: Some((Calendar::Day, "UTC".to_owned())), per: "day".to_owned() };
+        let today = counter_key("api:pets@v1", &day, Some(1_796_252_400_000), "app:shop");
+        assert_eq!(today, "throttle|api:pets@v1|1000/day@1796252400000|app:shop");
+        assert_ne!(today, counter_key("api:pets@v1", &day, Some(1_796_338_800_000), "app:shop"), "tomorrow counts afresh");
+    }
+
+    #[test]
+    fn a_calendar_hit_waits_at_most_until_the_period_ends() {
+        let refused = within_period(hit(false, 0, 86_000_000, 86_000_000), 30_000);
+        assert_eq!((refused.reset_ms, refused.retry_after_ms), (30_000, 30_000));
+        let early = within_period(hit(true, 5, 1_000, 0), 30_000);
+        assert_eq!((early.reset_ms, early.retry_after_ms), (1_000, 0));
     }
 
     #[test]
@@ -204,7 +234,7 @@ mod tests {
 
     #[test]
     fn refusals_are_429_with_rate_limit_headers() {
-        let limit = Limit { requests: 100, window_ms: 60_000, per: "1m".to_owned() };
+        let limit = Limit { requests: 100, window_ms: 60_000, calendar: None, per: "1m".to_owned() };
         let response = refusal_response(&limit, &hit(false, 0, 42_001, 1_200));
         assert_eq!(response.status, 429);
         let header = |name: &str| response.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
