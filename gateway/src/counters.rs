@@ -7,7 +7,7 @@ mod link;
 mod shared;
 
 pub use leases::{lifetime as lease_lifetime, max_size as max_lease_size};
-pub use shared::{RedisConfig, RedisCounters, SharedMode, SharedStats};
+pub use shared::{RedisConfig, RedisCounters, SentinelConfig, SharedMode, SharedStats};
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;

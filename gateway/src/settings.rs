@@ -110,17 +110,8 @@ impl Settings {
             problem(format!("limits.max_policy_{field}"), reason);
         }
         if let Some(redis) = &self.counters.redis {
-            if let Err(error) = redis::Client::open(redis.url.as_str()) {
-                problem("counters.redis.url".into(), format!("not a Redis URL: {error}"));
-            }
-            if redis.timeout.is_zero() || redis.timeout.0 > std::time::Duration::from_secs(1) {
-                problem(
-                    "counters.redis.timeout".into(),
-                    "must be more than zero and at most 1s: a hit holds a worker while it waits".into(),
-                );
-            }
-            if redis.fleet_size == 0 {
-                problem("counters.redis.fleet_size".into(), "must be at least 1".into());
+            for (field, reason) in redis.problems() {
+                problem(format!("counters.redis.{field}"), reason);
             }
         }
         problems
@@ -241,6 +232,16 @@ mod tests {
         let found = problems("counters: {redis: {url: 'http://nowhere', timeout: 5s, fleet_size: 0}}");
         for path in ["counters.redis.url", "counters.redis.timeout", "counters.redis.fleet_size"] {
             assert!(found.iter().any(|p| p.starts_with(path)), "{path}: {found:?}");
+        }
+        assert!(problems("counters: {redis: {sentinel: {nodes: ['redis://127.0.0.1:26379'], master: portico}}}").is_empty());
+        for (yaml, path) in [
+            ("counters: {redis: {}}", "counters.redis.url: give `url` (one server) or `sentinel`"),
+            ("counters: {redis: {url: 'redis://x/', sentinel: {nodes: ['redis://y/'], master: m}}}", "counters.redis.url: give `url`"),
+            ("counters: {redis: {sentinel: {nodes: [], master: m}}}", "counters.redis.sentinel.nodes: name at least one"),
+            ("counters: {redis: {sentinel: {nodes: ['http://y'], master: m}}}", "counters.redis.sentinel.nodes: not Redis URLs"),
+        ] {
+            let found = problems(yaml);
+            assert!(found.iter().any(|p| p.starts_with(path)), "{yaml}: {found:?}");
         }
         let unknown = serde_norway::from_str::<Settings>("counters: {redis: {url: 'redis://x/', mode: sometimes}}").unwrap_err();
         assert!(unknown.to_string().contains("unknown variant `sometimes`"), "{unknown}");

@@ -834,23 +834,63 @@ pub struct RedisServer {
     /// Its port.
     pub port: u16,
     process: std::process::Child,
+    /// Its working folder: where a replica keeps what its master sent it, and a Sentinel
+    /// its configuration file (so that no server loads another's data).
+    _dir: tempfile::TempDir,
 }
 
 impl RedisServer {
     /// Start one and wait until it answers `PING`. Panics, naming what is missing, when
     /// `redis-server` cannot be run (CI installs it).
     pub fn start() -> Self {
-        Self::start_on(std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port())
+        Self::start_on(free_port())
     }
 
     /// [`Self::start`] on `port` (to bring one back where a killed one was).
     pub fn start_on(port: u16) -> Self {
+        Self::spawn(port, &[], tempfile::tempdir().expect("a temporary directory"))
+    }
+
+    /// A replica of `master`, on a free port.
+    pub fn replica_of(master: &RedisServer) -> Self {
+        Self::spawn(
+            free_port(),
+            &["--replicaof", "127.0.0.1", &master.port.to_string()],
+            tempfile::tempdir().expect("a temporary directory"),
+        )
+    }
+
+    /// A Sentinel on a free port that monitors `master` under `name`, alone (quorum 1), and
+    /// fails over one second after the master stops answering.
+    pub fn sentinel_for(master: &RedisServer, name: &str) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let config = dir.path().join("sentinel.conf");
+        let text = format!(
+            "sentinel monitor {name} 127.0.0.1 {port} 1\nsentinel down-after-milliseconds {name} 1000\n\
+             sentinel failover-timeout {name} 5000\nsentinel parallel-syncs {name} 1\n",
+            port = master.port
+        );
+        std::fs::write(&config, text).expect("the Sentinel's configuration");
+        let config = config.to_str().expect("a UTF-8 path").to_owned();
+        Self::spawn(free_port(), &[&config, "--sentinel"], dir)
+    }
+
+    fn spawn(port: u16, extra: &[&str], dir: tempfile::TempDir) -> Self {
+        // A configuration file comes first on redis-server's command line.
+        let (file, extra) = match extra.first() {
+            Some(first) if !first.starts_with("--") => (vec![*first], &extra[1..]),
+            _ => (Vec::new(), extra),
+        };
         let process = std::process::Command::new("redis-server")
+            .args(file)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server (Debian's `redis-server` package) is needed");
-        let server = Self { port, process };
+        let server = Self { port, process, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !server.answers() {
             assert!(Instant::now() < deadline, "redis-server on port {port} did not answer within 10 s");
@@ -866,12 +906,30 @@ impl RedisServer {
 
     /// Whether it answers `PING` now.
     pub fn answers(&self) -> bool {
-        use std::io::{Read, Write};
-        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return false };
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        let mut reply = [0u8; 7];
-        stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+        self.command(&["PING"]).is_some_and(|reply| reply == "+PONG")
     }
+
+    /// Send one command (inline) and read the first line of the reply; `None` when the
+    /// server cannot be reached.
+    pub fn command(&self, words: &[&str]) -> Option<String> {
+        use std::io::{BufRead, BufReader, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+        stream.write_all(format!("{}\r\n", words.join(" ")).as_bytes()).ok()?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).ok()?;
+        Some(line.trim_end().to_owned())
+    }
+
+    /// Stop it now (as a crash would: no shutdown save, clients cut).
+    pub fn kill(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
 
 impl Drop for RedisServer {

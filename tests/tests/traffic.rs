@@ -12,7 +12,7 @@ use portico_tests::{ALLOW_LOOPBACK_UPSTREAMS, HttpClient, MockUpstream, PorticoP
 
 /// Settings for the Redis at `url`.
 fn settings(url: String, timeout: Duration, mode: SharedMode, fleet_size: u64) -> RedisConfig {
-    RedisConfig { url, timeout: units::Duration(timeout), mode, fleet_size }
+    RedisConfig { url: Some(url), sentinel: None, timeout: units::Duration(timeout), mode, fleet_size }
 }
 
 /// A small deterministic generator (xorshift), so that a failure replays.
@@ -132,9 +132,63 @@ fn without_redis_hits_are_counted_locally_until_it_returns() {
     assert_eq!(stats.changes.load(Ordering::Relaxed), 2, "and back");
 }
 
+/// Behind Redis Sentinel (a master, its replica and a Sentinel, each a real `redis-server`):
+/// two gateways' counters find the master through the Sentinel and share a limit; when the
+/// master dies, the Sentinel promotes the replica and both count on it, where the count they
+/// had kept goes on.
+#[test]
+fn behind_sentinel_counting_follows_a_failover() {
+    let mut master = RedisServer::start();
+    let _replica = RedisServer::replica_of(&master);
+    let sentinel = RedisServer::sentinel_for(&master, "portico");
+    let config = RedisConfig {
+        url: None,
+        sentinel: Some(portico_gateway::counters::SentinelConfig {
+            nodes: vec![sentinel.url()],
+            master: "portico".to_owned(),
+            db: 0,
+            password: None,
+        }),
+        timeout: units::Duration(Duration::from_millis(500)),
+        mode: SharedMode::Exact,
+        fleet_size: 2,
+    };
+    let fallback = Arc::new(LocalCounters::new());
+    let gateways = [RedisCounters::connect(&config, fallback.clone()).unwrap(), RedisCounters::connect(&config, fallback.clone()).unwrap()];
+    let now = 1_700_000_000_000;
+    for i in 0..4 {
+        let hit = gateways[i % 2].hit_at("shared", 5, 60_000, 1, now).expect("the master, found through the Sentinel, answers");
+        assert!(hit.allowed && hit.remaining == 4 - i as u64, "hit {i}: {hit:?}");
+    }
+    let synced = std::time::Instant::now();
+    while master.command(&["WAIT", "1", "300"]).as_deref() != Some(":1") {
+        assert!(synced.elapsed() < Duration::from_secs(20), "the replica did not get the count within 20 s");
+    }
+
+    master.kill();
+    let started = std::time::Instant::now();
+    // A gateway finds the new master at its first call after one fails.
+    let hit_on_redis = |gateway: &RedisCounters| loop {
+        match gateway.hit_at("shared", 5, 60_000, 1, now) {
+            Ok(hit) => break hit,
+            Err(error) => {
+                assert!(started.elapsed() < Duration::from_secs(30), "no failover within 30 s: {error}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    let fifth = hit_on_redis(&gateways[0]);
+    println!("counting on the promoted replica {:?} after the master died", started.elapsed());
+    assert!(fifth.allowed && fifth.remaining == 0, "the count went on from 4: {fifth:?}");
+    let sixth = hit_on_redis(&gateways[1]);
+    assert!(!sixth.allowed, "one limit for both, on the new master: {sixth:?}");
+    assert!(fallback.is_empty(), "every hit was decided on Redis");
+}
+
 /// Two gateway processes counting on one Redis share one limit: requests spread over both
 /// are admitted up to the limit in total, not per gateway (pattern 1's "2·L" is gone); and a
-/// day's count outlives a gateway's restart and is known to a gateway started later.
+/// calendar day's count (in Kolkata, UTC+05:30) outlives a gateway's restart, is known to a
+/// gateway started later, and is refused until midnight there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_on_one_redis_share_one_limit() {
     let redis = RedisServer::start();

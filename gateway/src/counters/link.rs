@@ -1,9 +1,11 @@
 //! The connection to the Redis holding shared counters: a dedicated thread owns it and its
 //! runtime (hits come from policy calls, synchronous on the gateway's workers), runs each
 //! script call as it comes, many at once on one multiplexed connection that reconnects by
-//! itself, and hands each answer to whoever waits for it, at most the link's timeout.
+//! itself, and hands each answer to whoever waits for it, at most the link's timeout. Behind
+//! Sentinels, a failed call makes the thread ask them for the master again.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::HitResult;
@@ -26,6 +28,23 @@ pub(super) const MAX_WINDOW_MS: u64 = 1 << 40;
 
 /// How often the connection thread runs its `tick` (dropping expired leases).
 const TICK: Duration = Duration::from_secs(10);
+
+/// Where the counters' Redis is.
+pub(super) enum Source {
+    /// One server.
+    Server(redis::Client),
+    /// The master the Sentinels name.
+    Sentinel(Box<redis::sentinel::SentinelClient>),
+}
+
+impl Source {
+    async fn client(&mut self) -> redis::RedisResult<redis::Client> {
+        match self {
+            Source::Server(client) => Ok(client.clone()),
+            Source::Sentinel(sentinels) => sentinels.async_get_client().await,
+        }
+    }
+}
 
 /// One script call: a hit, or a lease of `cost` units counted `shift_ms` ahead.
 pub(super) struct Ask {
@@ -64,8 +83,8 @@ pub(super) struct Link {
 }
 
 impl Link {
-    /// Start the connection thread for `client`; it runs `tick` every [`TICK`].
-    pub(super) fn start(client: redis::Client, timeout: Duration, tick: Option<Box<dyn Fn() + Send>>) -> Result<Self, String> {
+    /// Start the connection thread for `source`; it runs `tick` every [`TICK`].
+    pub(super) fn start(source: Source, timeout: Duration, tick: Option<Box<dyn Fn() + Send>>) -> Result<Self, String> {
         let (pending, queue) = tokio::sync::mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("portico-redis".into())
@@ -74,7 +93,7 @@ impl Link {
                     Ok(runtime) => runtime,
                     Err(error) => return tracing::error!(%error, "cannot start the Redis connection's runtime; counting locally"),
                 };
-                runtime.block_on(serve(client, queue, timeout, tick));
+                runtime.block_on(serve(source, queue, timeout, tick));
             })
             .map_err(|e| format!("cannot start the Redis connection's thread: {e}"))?;
         Ok(Self { pending, timeout })
@@ -106,12 +125,7 @@ pub(super) fn redis_key(key: &str, window_ms: u64) -> String {
     format!("{KEY_PREFIX}{key}\0{window_ms}")
 }
 
-async fn serve(
-    client: redis::Client,
-    mut queue: tokio::sync::mpsc::Receiver<Pending>,
-    timeout: Duration,
-    tick: Option<Box<dyn Fn() + Send>>,
-) {
+async fn serve(mut source: Source, mut queue: tokio::sync::mpsc::Receiver<Pending>, timeout: Duration, tick: Option<Box<dyn Fn() + Send>>) {
     let script = Arc::new(redis::Script::new(WINDOW_SCRIPT));
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout.max(Duration::from_millis(100))))
@@ -119,6 +133,8 @@ async fn serve(
         .set_max_delay(Duration::from_secs(2))
         .set_number_of_retries(1);
     let mut connection = None;
+    // Set by a failed call: behind Sentinels, the master may have changed.
+    let failed = Arc::new(AtomicBool::new(false));
     let mut ticks = tokio::time::interval(TICK);
     loop {
         let pending = tokio::select! {
@@ -133,8 +149,15 @@ async fn serve(
                 continue;
             }
         };
+        if failed.swap(false, Ordering::Relaxed) && matches!(source, Source::Sentinel(_)) {
+            connection = None;
+        }
         if connection.is_none() {
-            match redis::aio::ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+            let made = match source.client().await {
+                Ok(client) => redis::aio::ConnectionManager::new_with_config(client, config.clone()).await,
+                Err(error) => Err(error),
+            };
+            match made {
                 Ok(made) => connection = Some(made),
                 Err(error) => {
                     deliver(pending.reply, Err(format!("cannot connect: {error}")));
@@ -143,11 +166,11 @@ async fn serve(
             }
         }
         let (Some(connection), script) = (connection.clone(), script.clone()) else { continue };
-        tokio::spawn(run(connection, script, pending));
+        tokio::spawn(run(connection, script, pending, failed.clone()));
     }
 }
 
-async fn run(mut connection: redis::aio::ConnectionManager, script: Arc<redis::Script>, pending: Pending) {
+async fn run(mut connection: redis::aio::ConnectionManager, script: Arc<redis::Script>, pending: Pending, failed: Arc<AtomicBool>) {
     let Pending { ask, reply } = pending;
     let now = ask.now_ms.map_or_else(String::new, |now| now.to_string());
     let result: redis::RedisResult<(u8, u64, u64, u64, u64)> = script
@@ -164,7 +187,10 @@ async fn run(mut connection: redis::aio::ConnectionManager, script: Arc<redis::S
         .map(|(allowed, remaining, reset_ms, retry_after_ms, granted)| {
             (HitResult { allowed: allowed == 1, limit: ask.limit, remaining, reset_ms, retry_after_ms }, granted)
         })
-        .map_err(|error| error.to_string());
+        .map_err(|error| {
+            failed.store(true, Ordering::Relaxed);
+            error.to_string()
+        });
     deliver(reply, answer);
 }
 

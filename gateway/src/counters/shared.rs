@@ -11,16 +11,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use super::leases::Leases;
-use super::link::{Ask, Link, MAX_EXACT_LIMIT, MAX_WINDOW_MS, redis_key};
+use super::link::{Ask, Link, MAX_EXACT_LIMIT, MAX_WINDOW_MS, Source, redis_key};
 use super::{CounterStore, HitResult, LocalCounters};
 use crate::contract::units::Duration;
 
-/// A Redis holding the fleet's rate counters (the gateway settings' `counters.redis`).
+/// A Redis holding the fleet's rate counters (the gateway settings' `counters.redis`): one
+/// server (`url`), or the master a set of Sentinels names (`sentinel`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://host:port/db`, or `rediss://` for TLS.
-    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Sentinels to ask which server is the master (high availability).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<SentinelConfig>,
     /// How long a hit waits for Redis before it is counted in this process instead.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
@@ -32,6 +37,69 @@ pub struct RedisConfig {
     /// fleet stays within it.
     #[serde(default = "one")]
     pub fleet_size: u64,
+}
+
+/// Redis Sentinel: the counters are on the master of `master`, found by asking `nodes`,
+/// and found again after a connection to it fails (a failover).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelConfig {
+    /// The Sentinels, `redis://host:26379`.
+    pub nodes: Vec<String>,
+    /// The name the Sentinels monitor the master under.
+    pub master: String,
+    /// The master's database.
+    #[serde(default)]
+    pub db: i64,
+    /// The master's password, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl RedisConfig {
+    /// What is wrong with this configuration, as (field under `counters.redis`, reason).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if let Err(problem) = self.source() {
+            problems.push(problem);
+        }
+        if self.timeout.is_zero() || self.timeout.0 > std::time::Duration::from_secs(1) {
+            problems.push(("timeout", "must be more than zero and at most 1s: a hit holds a worker while it waits".into()));
+        }
+        if self.fleet_size == 0 {
+            problems.push(("fleet_size", "must be at least 1".into()));
+        }
+        problems
+    }
+
+    /// Where the counters are, without connecting.
+    fn source(&self) -> Result<Source, (&'static str, String)> {
+        match (&self.url, &self.sentinel) {
+            (Some(url), None) => {
+                redis::Client::open(url.as_str()).map(Source::Server).map_err(|e| ("url", format!("not a Redis URL: {e}")))
+            }
+            (None, Some(sentinel)) => {
+                if sentinel.nodes.is_empty() {
+                    return Err(("sentinel.nodes", "name at least one Sentinel".into()));
+                }
+                let mut server = redis::RedisConnectionInfo::default().set_db(sentinel.db);
+                if let Some(password) = &sentinel.password {
+                    server = server.set_password(password);
+                }
+                let node = redis::sentinel::SentinelNodeConnectionInfo::default().set_redis_connection_info(server);
+                redis::sentinel::SentinelClient::build(
+                    sentinel.nodes.iter().map(String::as_str).collect(),
+                    sentinel.master.clone(),
+                    Some(node),
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map(|client| Source::Sentinel(Box::new(client)))
+                .map_err(|e| ("sentinel.nodes", format!("not Redis URLs: {e}")))
+            }
+            (Some(_), Some(_)) => Err(("url", "give `url` (one server) or `sentinel`, not both".into())),
+            (None, None) => Err(("url", "give `url` (one server) or `sentinel` (its Sentinels)".into())),
+        }
+    }
 }
 
 fn default_timeout() -> Duration {
@@ -87,11 +155,11 @@ impl RedisCounters {
     /// Counters in the Redis `config` names, waiting at most its `timeout` for Redis before
     /// counting in `fallback` (its share of each limit). Connects in the background.
     pub fn connect(config: &RedisConfig, fallback: Arc<LocalCounters>) -> Result<Self, String> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| format!("not a Redis URL: {e}"))?;
+        let source = config.source().map_err(|(field, reason)| format!("counters.redis.{field}: {reason}"))?;
         let leases = (config.mode == SharedMode::Leased).then(|| Arc::new(Leases::new()));
         let swept = leases.clone();
         let tick = swept.map(|leases| Box::new(move || leases.sweep()) as Box<dyn Fn() + Send>);
-        let link = Link::start(client, config.timeout.0, tick)?;
+        let link = Link::start(source, config.timeout.0, tick)?;
         let stats = Arc::new(SharedStats { reachable: AtomicBool::new(true), changes: AtomicU64::new(0), local_hits: AtomicU64::new(0) });
         Ok(Self { link, leases, fallback, fleet_size: config.fleet_size.max(1), stats, local_until_ms: AtomicU64::new(0) })
     }
