@@ -91,8 +91,11 @@ fn rules() -> Vec<(&'static str, &'static str, Value)> {
         ("TierLimits", "per_ms", json!({"minimum": 1000, "maximum": 86400000})),
         ("TierLimits", "burst_requests", json!({"minimum": 1})),
         ("TierLimits", "burst_per_ms", json!({"minimum": 1000, "maximum": 86400000})),
+        ("TierLimits", "quota_requests", json!({"minimum": 1})),
+        ("TierLimits", "quota_period", json!({"enum": ["day", "month"]})),
         ("TierLimits", "[]", json!({"allOf": [
             both("requests", "per_ms"), both("per_ms", "requests"), both("burst_requests", "burst_per_ms"), both("burst_per_ms", "burst_requests"),
+            pair(("quota_requests", "integer"), ("quota_period", "string")), pair(("quota_period", "string"), ("quota_requests", "integer")),
         ]})),
         ("Deploy", "environments", json!({"minItems": 1})),
         ("NewApplicationCertificate", "certificate", json!({"maxLength": crate::devportal::MAX_CERTIFICATE_TEXT})),
@@ -107,8 +110,13 @@ fn rules() -> Vec<(&'static str, &'static str, Value)> {
 
 /// A schema keyword: an object whose `given` is a number has a number `needed` too.
 fn both(given: &str, needed: &str) -> Value {
-    let number = json!({"type": "integer"});
-    json!({"if": {"required": [given], "properties": {given: number}}, "then": {"required": [needed], "properties": {needed: number}}})
+    pair((given, "integer"), (needed, "integer"))
+}
+
+/// A schema keyword: an object whose `given` is of its type has `needed`, of its type, too.
+fn pair((given, given_type): (&str, &str), (needed, needed_type): (&str, &str)) -> Value {
+    json!({"if": {"required": [given], "properties": {given: {"type": given_type}}},
+           "then": {"required": [needed], "properties": {needed: {"type": needed_type}}}})
 }
 
 /// Rules for parameters: `(path, parameter, keywords)`.

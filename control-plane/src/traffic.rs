@@ -1,6 +1,7 @@
 //! Throttling tiers (business plans): subscription tiers (Unlimited, Gold, Silver,
-//! Bronze, ...) and application tiers, each a request quota per unit of time with an
-//! optional burst limit. They become the throttle policy's configuration in snapshots.
+//! Bronze, ...) and application tiers, each a request rate per unit of time, an optional
+//! burst limit and an optional quota per calendar day or month in a time zone. They become
+//! the throttle policy's configuration in snapshots.
 //! Blocking conditions are in [`blocking`].
 
 pub mod blocking;
@@ -17,6 +18,7 @@ use crate::auth::{Caller, Role};
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::fleet::Change;
+use portico_gateway::calendar;
 
 /// The OpenAPI paths of this module.
 #[derive(OpenApi)]
@@ -49,16 +51,32 @@ pub struct Tier {
     pub burst_requests: Option<i64>,
     /// Burst window in milliseconds.
     pub burst_per_ms: Option<i64>,
+    /// Requests allowed per calendar `quota_period`.
+    pub quota_requests: Option<i64>,
+    /// `day` or `month`: the quota starts over at midnight in `time_zone`.
+    pub quota_period: Option<String>,
+    /// The IANA time zone of the quota's days and months.
+    pub time_zone: String,
 }
+
+/// The columns of a [`Tier`], in its field order.
+const TIER_COLUMNS: &str =
+    "name, kind, description, requests, per_ms, burst_requests, burst_per_ms, quota_requests, quota_period, time_zone";
 
 impl Tier {
     /// The most requests per millisecond its quota allows (unlimited: infinite), to order
     /// tiers from the most restrictive.
     fn rate(&self) -> f64 {
-        match (self.requests, self.per_ms) {
+        let rate = match (self.requests, self.per_ms) {
             (Some(requests), Some(per_ms)) if per_ms > 0 => requests as f64 / per_ms as f64,
             _ => f64::INFINITY,
-        }
+        };
+        let quota = match (self.quota_requests, self.quota_period.as_deref()) {
+            (Some(requests), Some("day")) => requests as f64 / DAY_MS,
+            (Some(requests), Some(_)) => requests as f64 / (30.0 * DAY_MS),
+            _ => f64::INFINITY,
+        };
+        rate.min(quota)
     }
 
     /// The throttle policy's limits for this tier (`[]` when unlimited).
@@ -70,18 +88,19 @@ impl Tier {
         if let (Some(requests), Some(per)) = (self.requests, self.per_ms) {
             limits.push(serde_json::json!({"requests": requests, "per": format!("{per}ms")}));
         }
+        if let (Some(requests), Some(period)) = (self.quota_requests, &self.quota_period) {
+            limits.push(serde_json::json!({"requests": requests, "per": period, "time_zone": self.time_zone}));
+        }
         serde_json::Value::Array(limits)
     }
 }
 
 /// Every tier of a kind.
 pub async fn all(db: &Db, kind: &str) -> ApiResult<Vec<Tier>> {
-    Ok(sqlx::query_as::<_, Tier>(
-        "SELECT name, kind, description, requests, per_ms, burst_requests, burst_per_ms FROM tiers WHERE kind = $1 ORDER BY name",
-    )
-    .bind(kind)
-    .fetch_all(&db.pool)
-    .await?)
+    Ok(sqlx::query_as::<_, Tier>(&format!("SELECT {TIER_COLUMNS} FROM tiers WHERE kind = $1 ORDER BY name"))
+        .bind(kind)
+        .fetch_all(&db.pool)
+        .await?)
 }
 
 /// Of the subscription tiers named by `among` (every one when `None`), the most
@@ -125,6 +144,34 @@ pub struct TierLimits {
     pub burst_requests: Option<i64>,
     /// Burst window in milliseconds.
     pub burst_per_ms: Option<i64>,
+    /// Requests per calendar `quota_period` (a day's or a month's quota).
+    pub quota_requests: Option<i64>,
+    /// `day` or `month`.
+    pub quota_period: Option<String>,
+    /// The IANA time zone whose midnights start the quota's periods (default `UTC`).
+    pub time_zone: Option<String>,
+}
+
+const DAY_MS: f64 = 86_400_000.0;
+
+/// Check the quota's fields; the time zone (`UTC` when none is given) as gateways will read it.
+fn check_quota(limits: &TierLimits) -> ApiResult<String> {
+    if let Some(period) = limits.quota_period.as_deref()
+        && period != "day"
+        && period != "month"
+    {
+        return Err(ApiError::invalid("quota_period", "`day` or `month`"));
+    }
+    match (limits.quota_requests, &limits.quota_period) {
+        (None, None) => {}
+        (Some(requests), Some(_)) if requests >= 1 => {}
+        (Some(_), Some(_)) => return Err(ApiError::invalid("quota_requests", "must be at least 1")),
+        (Some(_), None) => return Err(ApiError::invalid("quota_period", "needed with a quota")),
+        (None, Some(_)) => return Err(ApiError::invalid("quota_requests", "needed with a period")),
+    }
+    let zone = limits.time_zone.clone().unwrap_or_else(|| "UTC".to_owned());
+    calendar::period(0, calendar::Period::Day, &zone).map_err(|reason| ApiError::invalid("time_zone", reason))?;
+    Ok(zone)
 }
 
 fn check_pair(requests: Option<i64>, per: Option<i64>, field: &str, per_field: &str) -> ApiResult<()> {
@@ -157,6 +204,7 @@ pub async fn upsert(
     }
     check_pair(limits.requests, limits.per_ms, "requests", "per_ms")?;
     check_pair(limits.burst_requests, limits.burst_per_ms, "burst_requests", "burst_per_ms")?;
+    let time_zone = check_quota(&limits)?;
     let tier = Tier {
         name,
         kind,
@@ -165,21 +213,25 @@ pub async fn upsert(
         per_ms: limits.per_ms,
         burst_requests: limits.burst_requests,
         burst_per_ms: limits.burst_per_ms,
+        quota_requests: limits.quota_requests,
+        quota_period: limits.quota_period,
+        time_zone,
     };
     let mut tx = Change::begin(&state).await?;
     sqlx::query("DELETE FROM tiers WHERE kind = $1 AND name = $2").bind(&tier.kind).bind(&tier.name).execute(&mut *tx).await?;
-    sqlx::query(
-        "INSERT INTO tiers (name, kind, description, requests, per_ms, burst_requests, burst_per_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(&tier.name)
-    .bind(&tier.kind)
-    .bind(&tier.description)
-    .bind(tier.requests)
-    .bind(tier.per_ms)
-    .bind(tier.burst_requests)
-    .bind(tier.burst_per_ms)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query(&format!("INSERT INTO tiers ({TIER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
+        .bind(&tier.name)
+        .bind(&tier.kind)
+        .bind(&tier.description)
+        .bind(tier.requests)
+        .bind(tier.per_ms)
+        .bind(tier.burst_requests)
+        .bind(tier.burst_per_ms)
+        .bind(tier.quota_requests)
+        .bind(&tier.quota_period)
+        .bind(&tier.time_zone)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(Json(tier))
 }

@@ -825,6 +825,51 @@ async fn the_tiers_an_api_offers_are_its_publishers_choice() {
     on_both_engines!(check);
 }
 
+/// A tier's quota per calendar day or month, in a time zone, beside its rate and burst: kept,
+/// listed, and handed to the throttle as a `day`/`month` limit with its zone; what gateways
+/// could not run is refused with the field named.
+#[tokio::test]
+async fn tiers_carry_a_calendar_quota_in_a_time_zone() {
+    async fn check(app: TestApp) {
+        let admin = app.login("admin", "admin-password-1").await;
+        let monthly = json!({"description": "Monthly", "requests": 100, "per_ms": 60000, "burst_requests": 10, "burst_per_ms": 1000,
+            "quota_requests": 100000, "quota_period": "month", "time_zone": "Asia/Colombo"});
+        let (status, tier) = app.send("PUT", "/api/v1/tiers/subscription/Monthly", Some(&admin), Some(monthly)).await;
+        assert_eq!(status, StatusCode::OK, "{tier}");
+        assert_eq!(
+            (tier["quota_requests"].clone(), tier["quota_period"].clone(), tier["time_zone"].clone()),
+            (json!(100000), json!("month"), json!("Asia/Colombo"))
+        );
+        let (_, tiers) = app.send("GET", "/api/v1/tiers", Some(&admin), None).await;
+        let listed = tiers.as_array().unwrap().iter().find(|t| t["name"] == "Monthly").expect("listed").clone();
+        assert_eq!(listed, tier);
+        let daily = json!({"quota_requests": 5, "quota_period": "day"});
+        let (status, daily) = app.send("PUT", "/api/v1/tiers/application/Daily", Some(&admin), Some(daily)).await;
+        assert_eq!((status, daily["time_zone"].clone()), (StatusCode::OK, json!("UTC")), "UTC unless said");
+
+        let stored = portico_control_plane::traffic::all(&app.state.db, "subscription").await.unwrap();
+        let limits = stored.iter().find(|t| t.name == "Monthly").unwrap().limits();
+        assert_eq!(
+            limits,
+            json!([{"requests": 10, "per": "1000ms"}, {"requests": 100, "per": "60000ms"}, {"requests": 100000, "per": "month", "time_zone": "Asia/Colombo"}])
+        );
+
+        for (body, field) in [
+            (json!({"quota_requests": 5, "quota_period": "day", "time_zone": "Mars/Olympus"}), "time_zone"),
+            (json!({"quota_requests": 5, "quota_period": "week"}), "quota_period"),
+            (json!({"quota_requests": 5}), "quota_period"),
+            (json!({"quota_period": "month"}), "quota_requests"),
+            (json!({"quota_requests": 0, "quota_period": "month"}), "quota_requests"),
+        ] {
+            let (status, problem) = app.send("PUT", "/api/v1/tiers/subscription/Odd", Some(&admin), Some(body.clone())).await;
+            assert_invalid(status, &problem, field);
+        }
+        let (status, _) = app.send("GET", "/api/v1/tiers", Some(&admin), None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    on_both_engines!(check);
+}
+
 #[tokio::test]
 async fn a_context_inside_another_apis_is_refused() {
     async fn check(app: TestApp) {

@@ -54,6 +54,7 @@ const REFERENCES: &[(&[&str], &str, &str)] = &[
         "an environment that exists and whose upstream networks allow the endpoints",
     ),
     (&["POST /api/v1/applications", "PUT /api/v1/applications/{id}"], "tier", "an application tier that exists"),
+    (&["PUT /api/v1/tiers/{kind}/{name}"], "time_zone", "an IANA time zone the gateways know"),
     (
         &["POST /api/v1/applications/{id}/client-certificates"],
         "certificate",
