@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use http::{Method, StatusCode};
-use portico_tests::{ApiKey, ControlPlaneClient, HttpClient, MockUpstream, PorticoProcess, TestCertificate, eventually, policies, tls_get};
+use portico_tests::{
+    ApiKey, ControlPlaneClient, HttpClient, MockUpstream, PorticoProcess, RedisServer, TestCertificate, eventually, policies, tls_get,
+};
 use serde_json::{Value, json};
 
 const ADMIN_PASSWORD: &str = "fleet-admin-pass-1";
@@ -417,6 +419,97 @@ async fn pattern_2_control_plane_and_two_gateways() {
     println!("converged {took:?} after the control plane came back");
     assert_eq!(version_at(&client, &restarted, &key).await.as_deref(), Ok("portico-test-stamp-v1"));
     drop(control_plane);
+}
+
+/// Pattern 3: the control plane, the Traffic Manager's store (a Redis of the test's own) and
+/// two fleet gateways whose settings name it. A tier with a day's quota in a time zone, set on
+/// the control plane, is the fleet's: requests spread over both gateways are admitted up to the
+/// quota in total, and a restarted gateway finds the day's count where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pattern_3_control_plane_traffic_manager_and_two_gateways() {
+    let redis = RedisServer::start();
+    let upstream = MockUpstream::start().await;
+    let client = HttpClient::default();
+    let data = tempfile::tempdir().unwrap();
+    let control_plane = start_control_plane(data.path(), 0);
+    let cp_url = format!("http://{}", control_plane.control_plane.unwrap());
+    let cp = ControlPlaneClient::new(control_plane.control_plane.unwrap());
+    let admin = cp.login("admin", ADMIN_PASSWORD).await;
+    cp.allow_loopback_upstreams(&admin).await;
+    let tier = json!({"description": "6 a day", "quota_requests": 6, "quota_period": "day", "time_zone": "Asia/Kolkata"});
+    cp.ok(Method::PUT, "/api/v1/tiers/subscription/Daily", Some(&admin), tier).await;
+    let api = cp
+        .ok(
+            Method::POST,
+            "/api/v1/apis",
+            Some(&admin),
+            json!({"name": "metered", "version": "v1", "context": "/metered",
+            "endpoints": [upstream.url()], "operations": [{"method": "GET", "path": "/x"}], "tiers": ["Daily"]}),
+        )
+        .await;
+    let api = api["id"].as_str().unwrap().to_owned();
+    cp.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
+    let app = cp.ok(Method::POST, "/api/v1/applications", Some(&admin), json!({"name": "metered-app"})).await;
+    let app = app["id"].as_str().unwrap().to_owned();
+    cp.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(&admin), json!({"api_id": api, "tier": "Daily"})).await;
+    let key = cp.ok(Method::POST, &format!("/api/v1/applications/{app}/api-keys"), Some(&admin), json!({})).await;
+    let key = key["key"].as_str().unwrap().to_owned();
+    let revision = cp.ok(Method::POST, &format!("/api/v1/apis/{api}/revisions"), Some(&admin), json!({})).await;
+    cp.ok(
+        Method::POST,
+        &format!("/api/v1/apis/{api}/deployments"),
+        Some(&admin),
+        json!({"revision_id": revision["id"], "environments": ["default"]}),
+    )
+    .await;
+
+    let token = cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({"description": "pattern 3"})).await;
+    let token = token["token"].as_str().unwrap().to_owned();
+    let settings = format!(
+        "listeners: [{{address: \"127.0.0.1:0\"}}]\nadmin: {{address: \"127.0.0.1:0\"}}\ncounters:\n  redis: {{url: \"{}\", mode: leased, fleet_size: 2}}\n",
+        redis.url()
+    );
+    let gateway = || {
+        start_gateway_with_settings(
+            tempfile::tempdir().unwrap(),
+            &settings,
+            &cp_url,
+            &["--environment", "default"],
+            &token,
+            "snapshot applied",
+        )
+    };
+    let mut gateways = [gateway(), gateway()];
+    rolled_out(&cp, &admin, 2).await;
+
+    let mut admitted = [0; 2];
+    let mut refusal = None;
+    for i in 0..12 {
+        let reply = client.get(&gateways[i % 2].url("/metered/v1/x"), &[("apikey", &key)]).await.unwrap();
+        match reply.status {
+            StatusCode::OK => admitted[i % 2] += 1,
+            StatusCode::TOO_MANY_REQUESTS => refusal = Some(reply),
+            other => panic!("request {i}: {other} {}", reply.text()),
+        }
+    }
+    println!("12 requests over two gateways, a quota of 6 a day: {admitted:?} admitted");
+    let total = admitted[0] + admitted[1];
+    // Leases of one unit: a unit a gateway took ahead and did not spend is not admitted by
+    // the other, so the fleet may admit less than the quota, never more.
+    assert!((4..=6).contains(&total), "one quota for the fleet: {admitted:?}");
+    assert!(admitted.iter().all(|&n| n > 0), "both gateways admitted some: {admitted:?}");
+    let refusal = refusal.expect("the quota refused the rest");
+    assert!(refusal.text().contains("6 requests per day is used up"), "{}", refusal.text());
+    let now = portico_tests::unix_now() as u64;
+    let offset = 5 * 3600 + 1800;
+    let until_midnight = (now + offset).div_ceil(86_400) * 86_400 - offset - now;
+    let retry_after: u64 = refusal.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry_after.abs_diff(until_midnight) <= 2, "retry after {retry_after} s, midnight in Kolkata in {until_midnight} s");
+
+    // A restarted gateway (ready once its snapshot is applied) finds the day's count in Redis.
+    gateways[0] = gateway();
+    let reply = client.get(&gateways[0].url("/metered/v1/x"), &[("apikey", &key)]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "the day's count outlives a restart: {}", reply.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
