@@ -2,7 +2,8 @@
 """Portico side by side with a minimal hyper reverse proxy, nginx, Envoy, Pingora and
 direct access, following ../shared/BENCHMARKS.md. One command builds everything in
 release, installs the peers it lacks, runs scenarios S1–S6 and the memory figure in
-interleaved rounds, and writes a markdown report:
+interleaved rounds, then S7 (S2 on two gateways sharing their counters in Redis), and
+writes a markdown report:
 
     python3 bench/run.py                      # the full run (about 20 minutes)
     python3 bench/run.py --rounds 5 --seconds 8
@@ -78,10 +79,13 @@ def main():
                     if proc:
                         proc.stop()
             rounds.append(results)
-        swap = None
+        swap = shared = None
         if "portico" in chosen:
             swap = scenarios.hot_swap(setup, args, workdir, os.path.join(workdir, "portico-swap.log"))
             print(f"S5: {swap['swaps']} swaps, {swap['swapping']['failed']} failed", file=sys.stderr)
+            shared = scenarios.shared_counters(setup, args, workdir, next(iter(rates.values())))
+            print(f"S7: {shared['redis']['max']['rps']:,.0f} req/s on Redis, {shared['without']['max']['rps']:,.0f} without; "
+                  f"admitted {shared['overshoot']['ratio']:.3f} of the shared limit", file=sys.stderr)
         memory = {s: scenarios.peak_memory(setup, s, args.memory_connections) for s in chosen if s != "direct"}
     finally:
         backend.terminate()
@@ -90,15 +94,15 @@ def main():
     header = (f"## {datetime.date.today()}: `python3 bench/run.py{' --smoke' if args.smoke else ''} --rounds {args.rounds} "
               f"--seconds {args.seconds}`\n\n{platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
               f"{profile} build; {args.connections} connections; system under test on core 0, backend and load on core 1.")
-    text = report.markdown(rounds, cases, rates, swap, memory, header)
+    text = report.markdown(rounds, cases, rates, swap, memory, header, shared)
     with open(args.out, "w") as f:
         f.write(text)
     print(text)
     if args.smoke:
-        smoke_check(rounds, cases, swap, memory, args)
+        smoke_check(rounds, cases, swap, memory, args, shared)
 
 
-def smoke_check(rounds, cases, swap, memory, args):
+def smoke_check(rounds, cases, swap, memory, args, shared):
     """The smoke run judges no speed: every case must have been answered, without failures."""
     problems = []
     for case in cases:
@@ -108,6 +112,10 @@ def smoke_check(rounds, cases, swap, memory, args):
             problems.append(f"{case.key}: {runs}")
     if swap and (swap["swapping"]["failed"] or not swap["swaps"] or not swap["swapping"]["requests"]):
         problems.append(f"S5: {swap['swaps']} swaps, {swap['swapping']['failed']} failed")
+    if shared:
+        runs = [shared[phase][kind] for phase in ("redis", "without") for kind in ("max", "fixed")]
+        if any(not run["requests"] or run["failed"] for run in runs) or shared["overshoot"]["other"] or not shared["overshoot"]["admitted"]:
+            problems.append(f"S7: {shared}")
     for system, m in (memory or {}).items():
         if m["answered"] != args.memory_connections:
             problems.append(f"memory {system}: {m['answered']} of {args.memory_connections} connections answered")

@@ -104,8 +104,9 @@ def wrk(request, seconds, connections, workdir):
     return {"rps": total / seconds, "requests": total, "failed": failed}
 
 
-def oha(request, rate, seconds, connections, workdir, insecure=False):
-    """A fixed offered rate with latency correction: percentiles in ms, and failures."""
+def oha(request, rate, seconds, connections, workdir, insecure=False, statuses=False):
+    """A fixed offered rate with latency correction: percentiles in ms, and failures (with
+    `statuses`, also the count of each status, and a 429 is no failure)."""
     cmd = ["taskset", "-c", LOAD_CORE, tools.oha_binary(), "--no-tui", "--output-format", "json",
            "-z", f"{seconds}s", "-q", str(int(rate)), "--latency-correction", "-c", str(connections)]
     for h in request.headers:
@@ -119,14 +120,18 @@ def oha(request, rate, seconds, connections, workdir, insecure=False):
     else:
         cmd.append(request.url)
     out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-    statuses = {int(k): v for k, v in out.get("statusCodeDistribution", {}).items()}
+    counts = {int(k): v for k, v in out.get("statusCodeDistribution", {}).items()}
     # Requests still in flight at the deadline are aborted by oha, not failed by the system.
     errors = {k: v for k, v in out.get("errorDistribution", {}).items() if "deadline" not in k}
-    ok = sum(v for k, v in statuses.items() if 200 <= k < 300)
+    answered = (200, 429) if statuses else (200,)
+    ok = sum(v for k, v in counts.items() if 200 <= k < 300)
     percentiles = out["latencyPercentiles"]
-    return {
+    result = {
         "requests": ok,
-        "failed": sum(v for k, v in statuses.items() if not 200 <= k < 300) + sum(errors.values()),
+        "failed": sum(v for k, v in counts.items() if not 200 <= k < 300 and k not in answered) + sum(errors.values()),
         "errors": errors,
         "p50": percentiles["p50"] * 1000, "p99": percentiles["p99"] * 1000, "p99.9": percentiles["p99.9"] * 1000,
     }
+    if statuses:
+        result["statuses"] = counts
+    return result

@@ -39,7 +39,10 @@ def cpu(result):
     return fixed[0]["cpu_us"] if fixed else result["max"].get("cpu_us")
 
 
-def markdown(rounds, cases, rates, swap, memory, header):
+S2 = "S2 portico API key + rate limit, 10k keys"
+
+
+def markdown(rounds, cases, rates, swap, memory, header, shared=None):
     out = [header, ""]
     first_rate = next(iter(rates))
     out += [f"### Every case ({len(rounds)} rounds; median, range)", "",
@@ -80,9 +83,48 @@ def markdown(rounds, cases, rates, swap, memory, header):
                 f"| steady | {s['requests']:,} | {s['failed']} | {s['p50']:.2f} | {s['p99']:.2f} | {s['p99.9']:.2f} |",
                 f"| swapping | {w['requests']:,} | {w['failed']} | {w['p50']:.2f} | {w['p99']:.2f} | {w['p99.9']:.2f} |",
                 "", f"p99.9 swapping ÷ steady: {w['p99.9'] / s['p99.9']:.2f} (target ≤ 1.5); failed: {w['failed']} (target 0)."]
+    if shared:
+        out += s7(rounds, rates, shared)
     if memory:
         out += ["", "### Memory at open connections", "",
                 "| system | connections answered | RSS MiB | peak RSS MiB |", "|---|---|---|---|"]
         for system, m in memory.items():
             out.append(f"| {system} | {m['answered']} | {m['rss_kib'] / 1024:.1f} | {m['hwm_kib'] / 1024:.1f} |")
     return "\n".join(out) + "\n"
+
+
+def s7(rounds, rates, shared):
+    """S7: S2 on two gateways sharing their counters in Redis, against S2 on local counters
+    (the median of this run's rounds), and with Redis stopped; the shared limit's overshoot."""
+    first_rate = next(iter(rates))
+    local = [r[S2] for r in rounds if S2 in r]
+    out = ["", "### S7 shared rate counters (two gateways, Redis, leases)", "",
+           f"S2's requests; the two gateways share core 0, the load is split between them. Latency from oha at "
+           f"{int(rates[first_rate]):,} req/s in all (half to each; the worse gateway's percentile).", "",
+           "| setup | max req/s | CPU µs/req (gateways) | Redis CPU µs/req | p50 ms | p99 ms | p99.9 ms | failed |",
+           "|---|---|---|---|---|---|---|---|"]
+    if local:
+        fixed = [r[first_rate] for r in local if first_rate in r]
+        out.append(f"| S2, one gateway, local counters ({len(local)} rounds) | {spread([r['max']['rps'] for r in local], '{:,.0f}')} | "
+                   f"{spread([cpu(r) for r in local], '{:.1f}')} | — | "
+                   + " | ".join(spread([f[p] for f in fixed], "{:.3f}") for p in ("p50", "p99", "p99.9")) + " | — |")
+    for label, phase in (("S7, two gateways on Redis", "redis"), ("S7, Redis stopped (each counts its half)", "without")):
+        run = shared[phase]
+        top, fixed = run["max"], run["fixed"]
+        redis_cpu = f"{fixed['redis_cpu_us']:.1f}" if fixed.get("redis_cpu_us") is not None else "—"
+        out.append(f"| {label} | {top['rps']:,.0f} | {fixed['cpu_us']:.1f} | {redis_cpu} | {fixed['p50']:.3f} | {fixed['p99']:.3f} | "
+                   f"{fixed['p99.9']:.3f} | {top['failed'] + fixed['failed']} |")
+    if local:
+        base_cpu = statistics.median(cpu(r) for r in local)
+        base_rps = statistics.median(r["max"]["rps"] for r in local)
+        out += ["", "| ratio to S2 on local counters | capacity per core | throughput | target | met |", "|---|---|---|---|---|"]
+        for label, phase in (("S7 on Redis", "redis"), ("S7, Redis stopped", "without")):
+            run = shared[phase]
+            capacity = base_cpu / run["fixed"]["cpu_us"]
+            met = "yes" if capacity >= 0.9 else "**no**"
+            out.append(f"| {label} | {capacity:.2f} | {run['max']['rps'] / base_rps:.2f} | ≥ 0.90 | {met} |")
+    o = shared["overshoot"]
+    out += ["", f"Overshoot: a limit of {o['limit']:,} a second on both gateways, offered {3 * o['limit']:,} a second for "
+            f"{o['seconds']} s: {o['admitted']:,} admitted, {o['refused']:,} refused (429), {o['other']} otherwise; admitted ÷ "
+            f"(L × {o['seconds']} windows) = {o['ratio']:.3f} (overshoot {max(0.0, o['ratio'] - 1) * 100:.1f} %, target ≤ 1 %)."]
+    return out

@@ -204,3 +204,94 @@ def peak_memory(setup, system, connections):
         for s in sockets:
             s.close()
         proc.stop()
+
+
+def shared_counters(setup, args, workdir, rate):
+    """S7: S2 (API key + rate limit, 10k keys) on two gateways sharing their counters in Redis
+    (leases), both on the core under test, the load split between them: throughput (wrk),
+    CPU per request (the two gateways' CPU over the requests of both; Redis's apart) and
+    latency at `rate` (oha, half to each); then the overshoot of a limit L they share, offered
+    3 × L for a few windows; then the same throughput and latency with Redis stopped, each
+    gateway counting alone against its half of every limit."""
+    redis = setup.start_redis()
+    gateways = setup.start_shared()
+    try:
+        s2 = [_s2_request(setup, port) for port in systems.SHARED_PORTS]
+        for request in s2:
+            probe(Case("S7", "portico", "shared", request))
+        on_redis = _split(gateways, s2, rate, args, workdir, redis.pid)
+        overshoot = _overshoot(args, workdir)
+        redis.terminate()
+        redis.wait()
+        redis = None
+        without = _split(gateways, s2, rate, args, workdir, None)
+    finally:
+        if redis:
+            redis.terminate()
+            redis.wait()
+        for gateway in gateways:
+            gateway.stop()
+    return {"redis": on_redis, "without": without, "overshoot": overshoot}
+
+
+def _s2_request(setup, port):
+    """S2's request (the keys cycled by `cases`'s script), to the gateway on `port`."""
+    return Request(f"http://127.0.0.1:{port}/key/", lua=os.path.join(setup.workdir, "keys.lua"),
+                   url_pattern=rf"http://127.0.0.1:{port}/key/\?apikey=bench-key-0[0-9]{{4}}",
+                   example=(f"http://127.0.0.1:{port}/key/?apikey={systems.api_key(42)}", []))
+
+
+def _both(runs):
+    """Run each of `runs` (functions) at once, in threads; their results in order."""
+    results = [None] * len(runs)
+
+    def run(i):
+        results[i] = runs[i]()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(runs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def _split(gateways, requests, rate, args, workdir, redis_pid):
+    """wrk at full speed on both gateways at once (half the connections each), then oha at
+    `rate` in all (half to each); CPU of both gateways (and Redis's) per request."""
+    half = max(1, args.connections // 2)
+    _both([lambda r=r: load.wrk(r, 1, half, workdir) for r in requests])  # warm up
+    pids = [g.pid for g in gateways]
+
+    def measured(runs):
+        before = [load.cpu_seconds(p) for p in pids]
+        redis_before = load.cpu_seconds(redis_pid) if redis_pid else 0
+        results = _both(runs)
+        total = sum(r["requests"] for r in results)
+        cpu = sum(load.cpu_seconds(p) - b for p, b in zip(pids, before))
+        merged = {"requests": total, "failed": sum(r["failed"] for r in results),
+                  "cpu_us": cpu * 1e6 / total if total else None,
+                  "redis_cpu_us": (load.cpu_seconds(redis_pid) - redis_before) * 1e6 / total if redis_pid and total else None}
+        if "rps" in results[0]:
+            merged["rps"] = sum(r["rps"] for r in results)
+        else:
+            merged.update({p: max(r[p] for r in results) for p in ("p50", "p99", "p99.9")})
+        return merged
+    top = measured([lambda r=r: load.wrk(r, args.seconds, half, workdir) for r in requests])
+    fixed = measured([lambda r=r: load.oha(r, rate / 2, args.seconds, half, workdir) for r in requests])
+    return {"max": top, "fixed": fixed}
+
+
+def _overshoot(args, workdir, windows=5):
+    """A limit of L a second on `/shared/`, offered 1.5 × L on each gateway for `windows`
+    seconds: what was admitted, over the L × windows that no more than L in any window allows
+    (every admitted request falls in `windows` consecutive one-second windows)."""
+    limit = systems.SHARED_LIMIT
+    seconds = max(windows, args.seconds)
+    requests = [Request(f"http://127.0.0.1:{port}/shared/") for port in systems.SHARED_PORTS]
+    runs = _both([lambda r=r: load.oha(r, 1.5 * limit, seconds, max(1, args.connections // 2), workdir, statuses=True)
+                  for r in requests])
+    admitted = sum(r["statuses"].get(200, 0) for r in runs)
+    refused = sum(r["statuses"].get(429, 0) for r in runs)
+    other = sum(v for r in runs for k, v in r["statuses"].items() if k not in (200, 429)) + sum(sum(r["errors"].values()) for r in runs)
+    return {"limit": limit, "seconds": seconds, "admitted": admitted, "refused": refused, "other": other,
+            "ratio": admitted / (limit * seconds)}

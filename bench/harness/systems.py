@@ -10,6 +10,11 @@ BACKEND = "127.0.0.1:18081"
 PORTS = {"minimal hyper proxy": 18082, "portico": 18083, "nginx": 18084, "envoy": 18085, "pingora": 18086}
 TLS_PORTS = {"portico": 18443, "nginx": 18444}
 ENVOY_AUTH_PORT = 18087
+# S7: two gateways sharing their counters in a Redis of the harness's own.
+SHARED_PORTS = [18091, 18092]
+REDIS_PORT = 18093
+# S7's overshoot: a limit the two gateways share, in requests per second.
+SHARED_LIMIT = 1000
 CONSUMERS = 10_000
 
 
@@ -131,6 +136,19 @@ class Setup:
         path = os.path.join(self.workdir, "portico.json")
         with open(path, "w") as f:
             json.dump(config, f)
+        # S7: the same APIs on two gateways counting in one Redis (leases, a fleet of two),
+        # plus one whose limit they share and that the overshoot run offers three times it.
+        self.shared_configs = []
+        for port in SHARED_PORTS:
+            shared = dict(config, listeners=[{"address": f"127.0.0.1:{port}"}],
+                          counters={"redis": {"url": f"redis://127.0.0.1:{REDIS_PORT}/", "mode": "leased", "fleet_size": 2}})
+            shared["apis"] = config["apis"] + [
+                {"name": "shared", "context": "/shared", "upstream": {"endpoints": [backend]},
+                 "policies": [{"policy": "throttle", "config": {"key_by": "api", "limits": [{"requests": SHARED_LIMIT, "per": "1s"}]}}]}]
+            shared_path = os.path.join(self.workdir, f"portico-shared-{port}.json")
+            with open(shared_path, "w") as f:
+                json.dump(shared, f)
+            self.shared_configs.append(shared_path)
         return path
 
     def _nginx_config(self):
@@ -227,6 +245,21 @@ http {{
             cmd = [tools.binary(self.profile, "pingora-peer"), f"127.0.0.1:{PORTS[name]}", BACKEND]
             return Process(name, cmd, [PORTS[name]], log)
         raise ValueError(name)
+
+    def start_redis(self):
+        """S7's Redis, on the load's core (its CPU is reported apart), keeping nothing on disk."""
+        log = os.path.join(self.workdir, "redis.log")
+        proc = subprocess.Popen(["taskset", "-c", load.LOAD_CORE, "redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1",
+                                 "--save", "", "--appendonly", "no", "--dir", self.workdir],
+                                stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+        wait_port(REDIS_PORT, proc=proc)
+        return proc
+
+    def start_shared(self):
+        """S7's two gateways, both on the core under test."""
+        return [Process(f"portico-shared-{port}", [self.portico, "--workers", "1", "--log", "warn", "serve", "--config", path],
+                        [port], os.path.join(self.workdir, f"portico-shared-{port}.log"))
+                for port, path in zip(SHARED_PORTS, self.shared_configs)]
 
     def start_backend(self):
         log = os.path.join(self.workdir, "backend.log")
