@@ -84,7 +84,8 @@ def main():
             swap = scenarios.hot_swap(setup, args, workdir, os.path.join(workdir, "portico-swap.log"))
             print(f"S5: {swap['swaps']} swaps, {swap['swapping']['failed']} failed", file=sys.stderr)
             shared = scenarios.shared_counters(setup, args, workdir, next(iter(rates.values())))
-            print(f"S7: {shared['redis']['max']['rps']:,.0f} req/s on Redis, {shared['without']['max']['rps']:,.0f} without; "
+            print(f"S7: {shared['leased']['max']['rps']:,.0f} req/s on leases, {shared['exact']['max']['rps']:,.0f} exact, "
+                  f"{shared['without']['max']['rps']:,.0f} without Redis; "
                   f"admitted {shared['overshoot']['ratio']:.3f} of the shared limit", file=sys.stderr)
         memory = {s: scenarios.peak_memory(setup, s, args.memory_connections) for s in chosen if s != "direct"}
     finally:
@@ -113,7 +114,7 @@ def smoke_check(rounds, cases, swap, memory, args, shared):
     if swap and (swap["swapping"]["failed"] or not swap["swaps"] or not swap["swapping"]["requests"]):
         problems.append(f"S5: {swap['swaps']} swaps, {swap['swapping']['failed']} failed")
     if shared:
-        runs = [shared[phase][kind] for phase in ("redis", "without") for kind in ("max", "fixed")]
+        runs = [shared[phase][kind] for phase in ("leased", "exact", "without") for kind in ("max", "fixed")]
         if any(not run["requests"] or run["failed"] for run in runs) or shared["overshoot"]["other"] or not shared["overshoot"]["admitted"]:
             problems.append(f"S7: {shared}")
     for system, m in (memory or {}).items():

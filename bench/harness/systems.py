@@ -136,19 +136,22 @@ class Setup:
         path = os.path.join(self.workdir, "portico.json")
         with open(path, "w") as f:
             json.dump(config, f)
-        # S7: the same APIs on two gateways counting in one Redis (leases, a fleet of two),
-        # plus one whose limit they share and that the overshoot run offers three times it.
-        self.shared_configs = []
-        for port in SHARED_PORTS:
-            shared = dict(config, listeners=[{"address": f"127.0.0.1:{port}"}],
-                          counters={"redis": {"url": f"redis://127.0.0.1:{REDIS_PORT}/", "mode": "leased", "fleet_size": 2}})
-            shared["apis"] = config["apis"] + [
-                {"name": "shared", "context": "/shared", "upstream": {"endpoints": [backend]},
-                 "policies": [{"policy": "throttle", "config": {"key_by": "api", "limits": [{"requests": SHARED_LIMIT, "per": "1s"}]}}]}]
-            shared_path = os.path.join(self.workdir, f"portico-shared-{port}.json")
-            with open(shared_path, "w") as f:
-                json.dump(shared, f)
-            self.shared_configs.append(shared_path)
+        # S7: the same APIs on two gateways counting in one Redis (a fleet of two), on leases
+        # or a round trip per hit, plus one whose limit they share and that the overshoot run
+        # offers three times it.
+        self.shared_configs = {}
+        for mode in ("leased", "exact"):
+            self.shared_configs[mode] = []
+            for port in SHARED_PORTS:
+                shared = dict(config, listeners=[{"address": f"127.0.0.1:{port}"}],
+                              counters={"redis": {"url": f"redis://127.0.0.1:{REDIS_PORT}/", "mode": mode, "fleet_size": 2}})
+                shared["apis"] = config["apis"] + [
+                    {"name": "shared", "context": "/shared", "upstream": {"endpoints": [backend]},
+                     "policies": [{"policy": "throttle", "config": {"key_by": "api", "limits": [{"requests": SHARED_LIMIT, "per": "1s"}]}}]}]
+                shared_path = os.path.join(self.workdir, f"portico-shared-{mode}-{port}.json")
+                with open(shared_path, "w") as f:
+                    json.dump(shared, f)
+                self.shared_configs[mode].append(shared_path)
         return path
 
     def _nginx_config(self):
@@ -255,11 +258,11 @@ http {{
         wait_port(REDIS_PORT, proc=proc)
         return proc
 
-    def start_shared(self):
-        """S7's two gateways, both on the core under test."""
+    def start_shared(self, mode):
+        """S7's two gateways counting in `mode` (`leased` or `exact`), both on the core under test."""
         return [Process(f"portico-shared-{port}", [self.portico, "--workers", "1", "--log", "warn", "serve", "--config", path],
-                        [port], os.path.join(self.workdir, f"portico-shared-{port}.log"))
-                for port, path in zip(SHARED_PORTS, self.shared_configs)]
+                        [port], os.path.join(self.workdir, f"portico-shared-{mode}-{port}.log"))
+                for port, path in zip(SHARED_PORTS, self.shared_configs[mode])]
 
     def start_backend(self):
         log = os.path.join(self.workdir, "backend.log")
