@@ -152,7 +152,7 @@ impl Leases {
                 return Err(lease.next_size(cost, limit, life, now));
             }
             lease.spend(cost);
-            let refill = (cost > 0 && lease.available(now) * 2 <= lease.last_granted && !lease.refilling).then(|| {
+            let refill = (cost > 0 && lease.available(now) * 2 <= lease.last_granted.max(1) && !lease.refilling).then(|| {
                 lease.refilling = true;
                 lease.next_size(1, limit, life, now)
             });
