@@ -354,13 +354,18 @@ impl ControlPlaneClient {
     /// A new application named `name`, subscribed to `api` on the Unlimited tier, and an
     /// API key of it.
     pub async fn subscribed_key(&self, token: &str, name: &str, api: &str) -> ApiKey {
+        self.subscribed_key_on(token, name, api, "Unlimited").await
+    }
+
+    /// [`Self::subscribed_key`] on the subscription tier `tier`.
+    pub async fn subscribed_key_on(&self, token: &str, name: &str, api: &str, tier: &str) -> ApiKey {
         let app = self.ok(Method::POST, "/api/v1/applications", Some(token), serde_json::json!({"name": name})).await;
         let app = app["id"].as_str().unwrap().to_owned();
         self.ok(
             Method::POST,
             &format!("/api/v1/applications/{app}/subscriptions"),
             Some(token),
-            serde_json::json!({"api_id": api, "tier": "Unlimited"}),
+            serde_json::json!({"api_id": api, "tier": tier}),
         )
         .await;
         let key = self.ok(Method::POST, &format!("/api/v1/applications/{app}/api-keys"), Some(token), serde_json::json!({})).await;
@@ -848,13 +853,14 @@ impl RedisServer {
 
     /// [`Self::start`] on `port` (to bring one back where a killed one was).
     pub fn start_on(port: u16) -> Self {
-        Self::spawn(port, &[], tempfile::tempdir().expect("a temporary directory"))
+        Self::spawn(port, None, &[], tempfile::tempdir().expect("a temporary directory"))
     }
 
     /// A replica of `master`, on a free port.
     pub fn replica_of(master: &RedisServer) -> Self {
         Self::spawn(
             free_port(),
+            None,
             &["--replicaof", "127.0.0.1", &master.port.to_string()],
             tempfile::tempdir().expect("a temporary directory"),
         )
@@ -872,17 +878,13 @@ impl RedisServer {
         );
         std::fs::write(&config, text).expect("the Sentinel's configuration");
         let config = config.to_str().expect("a UTF-8 path").to_owned();
-        Self::spawn(free_port(), &[&config, "--sentinel"], dir)
+        Self::spawn(free_port(), Some(&config), &["--sentinel"], dir)
     }
 
-    fn spawn(port: u16, extra: &[&str], dir: tempfile::TempDir) -> Self {
-        // A configuration file comes first on redis-server's command line.
-        let (file, extra) = match extra.first() {
-            Some(first) if !first.starts_with("--") => (vec![*first], &extra[1..]),
-            _ => (Vec::new(), extra),
-        };
+    /// `redis-server [config] --port … extra`: a configuration file comes first on its command line.
+    fn spawn(port: u16, config: Option<&str>, extra: &[&str], dir: tempfile::TempDir) -> Self {
         let process = std::process::Command::new("redis-server")
-            .args(file)
+            .args(config)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(dir.path())

@@ -439,29 +439,13 @@ async fn pattern_3_control_plane_traffic_manager_and_two_gateways() {
     let tier = json!({"description": "6 a day", "quota_requests": 6, "quota_period": "day", "time_zone": "Asia/Kolkata"});
     cp.ok(Method::PUT, "/api/v1/tiers/subscription/Daily", Some(&admin), tier).await;
     let api = cp
-        .ok(
-            Method::POST,
-            "/api/v1/apis",
-            Some(&admin),
+        .deployed_api(
+            &admin,
             json!({"name": "metered", "version": "v1", "context": "/metered",
             "endpoints": [upstream.url()], "operations": [{"method": "GET", "path": "/x"}], "tiers": ["Daily"]}),
         )
         .await;
-    let api = api["id"].as_str().unwrap().to_owned();
-    cp.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
-    let app = cp.ok(Method::POST, "/api/v1/applications", Some(&admin), json!({"name": "metered-app"})).await;
-    let app = app["id"].as_str().unwrap().to_owned();
-    cp.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(&admin), json!({"api_id": api, "tier": "Daily"})).await;
-    let key = cp.ok(Method::POST, &format!("/api/v1/applications/{app}/api-keys"), Some(&admin), json!({})).await;
-    let key = key["key"].as_str().unwrap().to_owned();
-    let revision = cp.ok(Method::POST, &format!("/api/v1/apis/{api}/revisions"), Some(&admin), json!({})).await;
-    cp.ok(
-        Method::POST,
-        &format!("/api/v1/apis/{api}/deployments"),
-        Some(&admin),
-        json!({"revision_id": revision["id"], "environments": ["default"]}),
-    )
-    .await;
+    let ApiKey { key, .. } = cp.subscribed_key_on(&admin, "metered-app", &api, "Daily").await;
 
     let token = cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({"description": "pattern 3"})).await;
     let token = token["token"].as_str().unwrap().to_owned();
