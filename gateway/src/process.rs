@@ -15,8 +15,8 @@ use crate::{Gateway, admin, listener, tls};
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Bind and serve the listeners and the admin listener of `settings` (their addresses are
-/// logged as `listening` / `admin listening`; TLS files are relative to `base_dir`); they
-/// stop when `stopped` turns true.
+/// logged as `listening` / `admin listening`, then `serving` once all are bound; TLS files
+/// are relative to `base_dir`); they stop when `stopped` turns true.
 pub async fn start_listeners(
     gateway: &Arc<Gateway>,
     settings: &Settings,
@@ -45,6 +45,7 @@ pub async fn start_listeners(
     if tasks.is_empty() {
         anyhow::bail!("no listeners configured");
     }
+    tracing::info!(listeners = settings.listeners.len(), admin = settings.admin.is_some(), "serving");
     Ok(tasks)
 }
 

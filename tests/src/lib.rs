@@ -213,7 +213,8 @@ impl PorticoProcess {
                     events.iter().find(|e| e["message"] == "control plane listening").and_then(|e| e["address"].as_str()?.parse().ok());
                 let profile = args.first().copied().unwrap_or_default();
                 let control_plane_ready = !["all-in-one", "control-plane"].contains(&profile) || gateway.control_plane.is_some();
-                let listeners_ready = profile == "control-plane" || !gateway.listeners.is_empty();
+                // Every listener's address is logged before `serving`.
+                let listeners_ready = profile == "control-plane" || events.iter().any(|e| e["message"] == "serving");
                 if listeners_ready && control_plane_ready {
                     return Ok(gateway);
                 }
