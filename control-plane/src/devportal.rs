@@ -41,6 +41,7 @@ pub use subscriptions::{ApprovalSetting, NewSubscription, Subscription, Subscrip
     subscriptions::list,
     subscriptions::subscribe,
     subscriptions::unsubscribe,
+    subscriptions::usage,
     subscriptions::queue,
     subscriptions::approve,
     subscriptions::reject,
@@ -68,6 +69,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/applications/{id}", get(applications::get).put(applications::replace).delete(applications::delete))
         .route("/api/v1/applications/{id}/subscriptions", get(subscriptions::list).post(subscriptions::subscribe))
         .route("/api/v1/applications/{id}/subscriptions/{sub_id}", delete(subscriptions::unsubscribe))
+        .route("/api/v1/applications/{id}/subscriptions/{sub_id}/usage", get(subscriptions::usage))
         .route("/api/v1/applications/{id}/oauth-client", get(oauth_clients::get).post(oauth_clients::create))
         .route("/api/v1/applications/{id}/oauth-client/regenerate-secret", post(oauth_clients::regenerate_secret))
         .route("/api/v1/applications/{id}/api-keys", get(api_keys::list).post(api_keys::create))

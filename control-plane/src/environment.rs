@@ -1,8 +1,8 @@
 //! What a gateway environment runs, built from the database: the revisions deployed to
 //! it (as APIs with their policies), the throttling tiers, the applications' API keys with
-//! their subscriptions, the key manager's signing keys and the revoked tokens. The result
-//! is the contract's [`Environment`], so a gateway fed from here builds the same snapshot
-//! as one fed from a file.
+//! their subscriptions, the key manager's signing keys, the revoked tokens and where rate
+//! counters live. The result is the contract's [`Environment`], so a gateway fed from here
+//! builds the same snapshot as one fed from a file.
 
 use portico_gateway::contract::defaults;
 use portico_gateway::contract::environment::{
@@ -173,6 +173,7 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<E
         modules,
         blocked: traffic::blocking::for_gateways(db).await?,
         upstream_networks: publisher::upstream_networks(&mut *db.pool.acquire().await?, environment).await?.unwrap_or_default(),
+        counters: publisher::counters(&mut *db.pool.acquire().await?, environment).await?.unwrap_or_default(),
         ..Environment::default()
     })
 }

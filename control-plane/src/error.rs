@@ -32,6 +32,9 @@ pub enum ApiError {
     /// Too many attempts.
     #[error("{0}")]
     TooManyRequests(String),
+    /// A store the answer needs did not answer.
+    #[error("{0}")]
+    Unavailable(String),
     /// A database failure.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -59,6 +62,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(e) if is_constraint_violation(e) => StatusCode::CONFLICT,
             Self::Database(e) if is_unstorable_text(e) => StatusCode::BAD_REQUEST,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -66,6 +66,8 @@ pub struct AppState {
     pub hub: Arc<fleet::Hub>,
     /// Bumped whenever a gateway acknowledges; rollouts wait on it.
     pub acks: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Connections to the environments' shared counters, to show subscribers their usage.
+    pub counter_readers: Arc<traffic::usage::Readers>,
 }
 
 impl AppState {
@@ -82,6 +84,7 @@ impl AppState {
             outbox: counter(),
             hub: Arc::new(fleet::Hub::new(environment::build)),
             acks: counter(),
+            counter_readers: Arc::default(),
         }
     }
 

@@ -22,7 +22,7 @@ use crate::AppState;
 pub use checks::is_scope_name;
 pub use definition::{Api, ApiSummary, ApiUpdate, EndpointClientCertificate, NewApi, Operation, Scope};
 pub use deployments::{Deploy, DeployedApi, Deployment, deployed};
-pub use environments::{Environment, NewEnvironment, UpstreamNetworks, upstream_networks};
+pub use environments::{Counters, Environment, NewEnvironment, UpstreamNetworks, counters, upstream_networks};
 pub use import::Import;
 pub use lifecycle::{LifecycleAction, LifecycleChange};
 pub use revisions::{Revision, RevisionContent, client_key};
@@ -48,6 +48,8 @@ pub use store::grantable_scopes;
     environments::delete,
     environments::get_upstream_networks,
     environments::set_upstream_networks,
+    environments::get_counters,
+    environments::set_counters,
     deployments::list,
     deployments::deploy,
     deployments::undeploy,
@@ -73,4 +75,5 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/environments/{name}/upstream-networks",
             get(environments::get_upstream_networks).put(environments::set_upstream_networks),
         )
+        .route("/api/v1/environments/{name}/counters", get(environments::get_counters).put(environments::set_counters))
 }

@@ -2,9 +2,10 @@
 //! Bronze, ...) and application tiers, each a request rate per unit of time, an optional
 //! burst limit and an optional quota per calendar day or month in a time zone. They become
 //! the throttle policy's configuration in snapshots.
-//! Blocking conditions are in [`blocking`].
+//! Blocking conditions are in [`blocking`]; what a subscription used of its tier, in [`usage`].
 
 pub mod blocking;
+pub mod usage;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -100,6 +101,15 @@ pub async fn all(db: &Db, kind: &str) -> ApiResult<Vec<Tier>> {
     Ok(sqlx::query_as::<_, Tier>(&format!("SELECT {TIER_COLUMNS} FROM tiers WHERE kind = $1 ORDER BY name"))
         .bind(kind)
         .fetch_all(&db.pool)
+        .await?)
+}
+
+/// The tier of `kind` named `name`, if there is one.
+pub async fn find(db: &Db, kind: &str, name: &str) -> ApiResult<Option<Tier>> {
+    Ok(sqlx::query_as::<_, Tier>(&format!("SELECT {TIER_COLUMNS} FROM tiers WHERE kind = $1 AND name = $2"))
+        .bind(kind)
+        .bind(name)
+        .fetch_optional(&db.pool)
         .await?)
 }
 

@@ -109,6 +109,8 @@ async fn every_mutating_route_that_gateways_must_see_announces_its_change() {
     let networks = json!({"allow": ["10.0.0.0/8"]});
     let template = "/api/v1/environments/{name}/upstream-networks";
     walk.json("PUT", template, "/api/v1/environments/default/upstream-networks", &admin, Some(networks)).await;
+    let counters = json!({"redis": {"url": "redis://127.0.0.1:6379/3", "fleet_size": 2}});
+    walk.json("PUT", "/api/v1/environments/{name}/counters", "/api/v1/environments/default/counters", &admin, Some(counters)).await;
 
     // Publisher: lifecycle and deployments.
     let (_, api) = walk

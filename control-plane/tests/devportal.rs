@@ -864,3 +864,91 @@ async fn the_openapi_document_lists_the_devportal() {
     }
     assert_eq!(doc["paths"]["/api/v1/applications/{id}/api-keys"]["post"]["operationId"], "create_api_key");
 }
+
+/// Where an environment's counters live is the admin's to say (and read: it holds the
+/// store's credentials); a subscriber reads what their subscription used from there, and
+/// is told why not when the counters are not shared or the store does not answer.
+#[tokio::test]
+async fn a_subscription_shows_its_usage_from_the_environments_counters() {
+    async fn check(app: TestApp) {
+        let admin = app.login("admin", "admin-password-1").await;
+        let alice = app.user("alice", "subscriber").await;
+        let bob = app.user("bob", "subscriber").await;
+        let tier = json!({"requests": 100, "per_ms": 60000, "burst_requests": 10, "burst_per_ms": 1000,
+            "quota_requests": 1000, "quota_period": "month", "time_zone": "Europe/Paris"});
+        let (status, body) = app.send("PUT", "/api/v1/tiers/subscription/Gold", Some(&admin), Some(tier)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let pets = api(&app, "admin", "Pets", "PUBLISHED").await;
+        let mobile = application(&app, &alice, "Mobile").await;
+        let (_, subscription) = subscribe(&app, &alice, &mobile, &pets, "Gold").await;
+        let usage = format!("/api/v1/applications/{mobile}/subscriptions/{}/usage", subscription["id"].as_str().unwrap());
+
+        // Counted in each gateway: nobody knows the fleet's count.
+        let (status, body) = app.send("GET", &usage, Some(&alice), None).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert!(body["detail"].as_str().unwrap().contains("/api/v1/environments/default/counters"), "{body}");
+
+        let counters = "/api/v1/environments/default/counters";
+        let (status, body) = app.send("GET", counters, Some(&admin), None).await;
+        assert_eq!((status, body), (StatusCode::OK, json!({})));
+        let (status, _) = app.send("GET", counters, Some(&alice), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "the store's credentials are the admin's");
+        for (body, field) in [
+            (json!({"redis": {"url": "http://127.0.0.1:6379/"}}), "redis.url"),
+            (json!({"redis": {}}), "redis.url"),
+            (json!({"redis": {"url": "redis://127.0.0.1:6379/", "timeout": "5s"}}), "redis.timeout"),
+            (json!({"redis": {"sentinel": {"nodes": [], "master": "portico"}}}), "redis.sentinel.nodes"),
+        ] {
+            let (status, answer) = app.send("PUT", counters, Some(&admin), Some(body.clone())).await;
+            assert_eq!((status, answer["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{body}: {answer}");
+        }
+        let (status, _) = app.send("PUT", "/api/v1/environments/nowhere/counters", Some(&admin), Some(json!({}))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        // A store that does not answer (nothing listens on port 1): 503, after its timeout.
+        let silent = json!({"redis": {"url": "redis://127.0.0.1:1/", "timeout": "50ms"}});
+        let (status, body) = app.send("PUT", counters, Some(&admin), Some(silent)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = app.send("GET", &usage, Some(&alice), None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+
+        // The machine's Redis: a subscription nothing was counted for has all of each limit.
+        let shared = json!({"redis": {"url": "redis://127.0.0.1:6379/", "mode": "exact", "fleet_size": 2}});
+        let (status, body) = app.send("PUT", counters, Some(&admin), Some(shared.clone())).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (_, stored) = app.send("GET", counters, Some(&admin), None).await;
+        assert_eq!(stored["redis"]["url"], shared["redis"]["url"], "{stored}");
+        let (status, body) = app.send("GET", &usage, Some(&alice), None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!((body["tier"].as_str(), body["environment"].as_str()), (Some("Gold"), Some("default")), "{body}");
+        let limits: Vec<(&str, u64, &str, u64, u64)> = body["limits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                let field = |name: &str| l[name].as_u64().unwrap();
+                (l["kind"].as_str().unwrap(), field("limit"), l["per"].as_str().unwrap(), field("used"), field("remaining"))
+            })
+            .collect();
+        assert_eq!(limits, [("burst", 10, "1000ms", 0, 10), ("rate", 100, "60000ms", 0, 100), ("quota", 1000, "month", 0, 1000)]);
+        assert_eq!(body["limits"][2]["time_zone"], "Europe/Paris");
+
+        // Only the application's owner (or an admin) sees it, and only on an environment that exists.
+        let (status, _) = app.send("GET", &usage, Some(&bob), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, body) = app.send("GET", &format!("{usage}?environment=nowhere"), Some(&alice), None).await;
+        assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("environment")), "{body}");
+        let web = application(&app, &alice, "Web").await;
+        let elsewhere = usage.replace(&mobile, &web);
+        let (status, _) = app.send("GET", &elsewhere, Some(&alice), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "a subscription of another application is not this one's");
+        let (status, _) = app.send("GET", &usage, Some(&admin), None).await;
+        assert_eq!(status, StatusCode::OK);
+
+        let (status, body) = app.send("PUT", counters, Some(&admin), Some(json!({}))).await;
+        assert_eq!((status, body), (StatusCode::OK, json!({})));
+        let (status, _) = app.send("GET", &usage, Some(&alice), None).await;
+        assert_eq!(status, StatusCode::CONFLICT, "back in each gateway");
+    }
+    on_both_engines!(check);
+}

@@ -6,12 +6,13 @@ mod leases;
 mod link;
 mod shared;
 
+pub use crate::contract::counters::{CountersConfig, RedisConfig, SentinelConfig, SharedMode};
 pub use leases::{lifetime as lease_lifetime, max_size as max_lease_size};
-pub use shared::{RedisConfig, RedisCounters, SentinelConfig, SharedMode, SharedStats};
+pub use shared::{RedisCounters, SharedStats};
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::{LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Instant;
 
 /// The outcome of one hit (the WIT `hit-result`).
@@ -39,6 +40,22 @@ pub trait CounterStore: Send + Sync + 'static {
     /// this process alone). A store in this process always decides.
     fn try_hit(&self, key: &str, limit: u64, window_ms: u64, cost: u32) -> Option<HitResult> {
         Some(self.hit(key, limit, window_ms, cost))
+    }
+}
+
+/// A store policies count in, with the configuration it was made from.
+#[derive(Clone)]
+pub(crate) struct Counting {
+    pub config: CountersConfig,
+    pub store: Arc<dyn CounterStore>,
+    /// What `/metrics` shows of a shared store.
+    pub stats: Option<Arc<SharedStats>>,
+}
+
+impl Counting {
+    /// Counting in this process, in `local`.
+    pub fn local(local: &Arc<LocalCounters>) -> Self {
+        Self { config: CountersConfig::default(), store: local.clone(), stats: None }
     }
 }
 

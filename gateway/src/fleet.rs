@@ -67,7 +67,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         &id,
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let gateway = Gateway::new(options.settings.limits.clone(), &options.settings.counters)?;
+    let gateway = Gateway::new(options.settings.limits.clone())?;
     start_from_cache(&gateway, &cache, &options.environment).await;
 
     let (stop, stopped) = watch::channel(false);

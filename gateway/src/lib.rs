@@ -38,17 +38,17 @@ mod snapshot;
 mod upstream;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwapOption;
 
 use crate::contract::Problem;
 use crate::contract::environment::Environment;
-use crate::counters::{CounterStore, LocalCounters, RedisCounters};
+use crate::counters::{CountersConfig, Counting, LocalCounters, RedisCounters};
 use crate::metrics::Metrics;
 use crate::policy::PolicyEngine;
-use crate::settings::{CountersConfig, Limits};
+use crate::settings::Limits;
 pub use crate::snapshot::OnFailedApi;
 use crate::snapshot::{BuildError, Shared, Snapshot};
 use crate::upstream::Clients;
@@ -60,8 +60,9 @@ pub struct Gateway {
     snapshot: ArcSwapOption<Snapshot>,
     /// This process's counters: the store, or the fallback of a shared one.
     counters: Arc<LocalCounters>,
-    /// Where policies count: `counters`, or a store shared by a fleet.
-    store: Arc<dyn CounterStore>,
+    /// Where the live snapshot's policies count: `counters`, or the store its environment
+    /// shares with other gateways.
+    counting: Mutex<Counting>,
     clients: Clients,
     /// The process's request limits.
     limits: Limits,
@@ -71,26 +72,17 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway with no snapshot yet (not ready), under the process's `limits`, counting
-    /// where `counters` says.
-    pub fn new(limits: Limits, counters: &CountersConfig) -> anyhow::Result<Arc<Self>> {
+    /// in process until an environment says otherwise.
+    pub fn new(limits: Limits) -> anyhow::Result<Arc<Self>> {
         let local = Arc::new(LocalCounters::new());
-        let metrics = Metrics::default();
-        let store: Arc<dyn CounterStore> = match &counters.redis {
-            None => local.clone(),
-            Some(redis) => {
-                let shared = RedisCounters::connect(redis, local.clone()).map_err(|e| anyhow::anyhow!("counters.redis: {e}"))?;
-                let _ = metrics.shared_counters.set(shared.stats());
-                Arc::new(shared)
-            }
-        };
         Ok(Arc::new(Self {
             engine: PolicyEngine::new()?,
             snapshot: ArcSwapOption::empty(),
+            counting: Mutex::new(Counting::local(&local)),
             counters: local,
-            store,
             clients: Clients::default(),
             limits,
-            metrics,
+            metrics: Metrics::default(),
         }))
     }
 
@@ -107,10 +99,10 @@ impl Gateway {
     /// Build a snapshot of `environment`, whose relative paths start at `base_dir`
     /// (blocking: compiles policies).
     pub fn build(&self, environment: &Environment, base_dir: &Path, on_failed_api: OnFailedApi) -> Result<Snapshot, BuildError> {
-        let counters = self.store.clone();
+        let counting = self.counting_for(&environment.counters)?;
         let shared = Shared {
             engine: &self.engine,
-            counters,
+            counting,
             clients: &self.clients,
             metrics: &self.metrics,
             ceilings: self.limits.policy_ceilings(),
@@ -118,8 +110,36 @@ impl Gateway {
         Snapshot::build(environment, base_dir, &shared, on_failed_api)
     }
 
+    /// The store an environment counting where `config` says builds on: the live one when
+    /// it is made from the same configuration, else a new one (it connects in the
+    /// background; the old one stops when no snapshot uses it).
+    fn counting_for(&self, config: &CountersConfig) -> Result<Counting, BuildError> {
+        let current = self.counting.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if current.config == *config {
+            return Ok(current);
+        }
+        let Some(redis) = &config.redis else { return Ok(Counting::local(&self.counters)) };
+        let problems: Vec<Problem> =
+            redis.problems().into_iter().map(|(field, reason)| Problem { path: format!("counters.redis.{field}"), reason }).collect();
+        if !problems.is_empty() {
+            return Err(BuildError { problems });
+        }
+        let shared = RedisCounters::connect(redis, self.counters.clone())
+            .map_err(|reason| BuildError { problems: vec![Problem { path: "counters.redis".into(), reason }] })?;
+        Ok(Counting { config: config.clone(), stats: Some(shared.stats()), store: Arc::new(shared) })
+    }
+
     /// Make a snapshot live. Requests already running finish on the one they started with.
     pub fn install(&self, snapshot: Snapshot) {
+        let counting = snapshot.counting.clone();
+        if counting.config != self.counting.lock().unwrap_or_else(PoisonError::into_inner).config {
+            match &counting.config.redis {
+                Some(_) => tracing::info!("rate counters shared on Redis"),
+                None => tracing::info!("rate counters kept in this process"),
+            }
+        }
+        self.metrics.shared_counters.store(counting.stats.clone());
+        *self.counting.lock().unwrap_or_else(PoisonError::into_inner) = counting;
         let digests = snapshot.digests.clone();
         self.snapshot.store(Some(Arc::new(snapshot)));
         self.engine.retain(|digest| digests.iter().any(|d| d == digest));

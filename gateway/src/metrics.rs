@@ -88,7 +88,7 @@ pub struct Metrics {
     /// Connections closed at once because `limits.max_connections` were open.
     pub connections_refused: AtomicU64,
     /// The shared rate counters' state, when the gateway counts on Redis.
-    pub shared_counters: std::sync::OnceLock<Arc<crate::counters::SharedStats>>,
+    pub shared_counters: arc_swap::ArcSwapOption<crate::counters::SharedStats>,
 }
 
 impl Metrics {
@@ -149,7 +149,7 @@ impl Metrics {
             "# TYPE portico_connections_refused_total counter\nportico_connections_refused_total {}",
             self.connections_refused.load(Ordering::Relaxed)
         );
-        if let Some(shared) = self.shared_counters.get() {
+        if let Some(shared) = self.shared_counters.load_full() {
             let _ = writeln!(
                 out,
                 "# TYPE portico_shared_counters_up gauge\nportico_shared_counters_up {}\n\

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use crate::contract::defaults;
 use crate::contract::units::{ByteSize, Duration};
 use crate::contract::{self, Problem};
-use crate::counters::RedisConfig;
 use crate::policy::PolicyCeilings;
 
 /// The process's settings.
@@ -26,25 +25,6 @@ pub struct Settings {
     /// Request limits applied before routing.
     #[serde(default)]
     pub limits: Limits,
-    /// Where rate counters live: in this process (the default), or shared by a fleet.
-    #[serde(default, skip_serializing_if = "CountersConfig::is_local")]
-    pub counters: CountersConfig,
-}
-
-/// Where rate counters live.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct CountersConfig {
-    /// A Redis shared by the fleet (the Traffic Manager's store); in process when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis: Option<RedisConfig>,
-}
-
-impl CountersConfig {
-    /// Whether counters stay in this process.
-    pub fn is_local(&self) -> bool {
-        self.redis.is_none()
-    }
 }
 
 impl Settings {
@@ -54,7 +34,6 @@ impl Settings {
             listeners: vec![ListenerConfig { address: listen.to_owned(), tls: None }],
             admin: admin.map(|address| AdminConfig { address: address.to_owned() }),
             limits: Limits::default(),
-            counters: CountersConfig::default(),
         }
     }
 
@@ -64,7 +43,14 @@ impl Settings {
         let located = |problems: &[Problem]| problems.iter().map(|p| format!("{}: {p}", file.display())).collect::<Vec<_>>().join("\n");
         let text = std::fs::read_to_string(file)
             .map_err(|e| located(&[Problem { path: "(file)".into(), reason: format!("cannot read: {e}") }]))?;
-        let settings: Self = contract::deserialize(serde_norway::Deserializer::from_str(&text)).map_err(|p| located(&[p]))?;
+        let settings: Self = contract::deserialize(serde_norway::Deserializer::from_str(&text)).map_err(|mut p| {
+            if p.path == "counters" {
+                p.reason = "where rate counters live is the environment's to say, so that its gateways agree: set it on the \
+                            control plane (PUT /api/v1/environments/{name}/counters)"
+                    .into();
+            }
+            located(&[p])
+        })?;
         let problems = settings.problems();
         if !problems.is_empty() {
             return Err(located(&problems));
@@ -108,11 +94,6 @@ impl Settings {
         }
         if let Err((field, reason)) = self.limits.policy_ceilings().check_self() {
             problem(format!("limits.max_policy_{field}"), reason);
-        }
-        if let Some(redis) = &self.counters.redis {
-            for (field, reason) in redis.problems() {
-                problem(format!("counters.redis.{field}"), reason);
-            }
         }
         problems
     }
@@ -221,29 +202,13 @@ impl Default for Limits {
 mod tests {
     use super::Settings;
 
-    fn problems(yaml: &str) -> Vec<String> {
-        let settings: Settings = serde_norway::from_str(yaml).expect("parses");
-        settings.problems().iter().map(ToString::to_string).collect()
-    }
-
+    /// Where counters live is the environment's to say, so that its gateways agree.
     #[test]
-    fn shared_counters_are_checked_by_path() {
-        assert!(problems("counters: {redis: {url: 'redis://127.0.0.1:6379/', mode: exact, fleet_size: 3}}").is_empty());
-        let found = problems("counters: {redis: {url: 'http://nowhere', timeout: 5s, fleet_size: 0}}");
-        for path in ["counters.redis.url", "counters.redis.timeout", "counters.redis.fleet_size"] {
-            assert!(found.iter().any(|p| p.starts_with(path)), "{path}: {found:?}");
-        }
-        assert!(problems("counters: {redis: {sentinel: {nodes: ['redis://127.0.0.1:26379'], master: portico}}}").is_empty());
-        for (yaml, path) in [
-            ("counters: {redis: {}}", "counters.redis.url: give `url` (one server) or `sentinel`"),
-            ("counters: {redis: {url: 'redis://x/', sentinel: {nodes: ['redis://y/'], master: m}}}", "counters.redis.url: give `url`"),
-            ("counters: {redis: {sentinel: {nodes: [], master: m}}}", "counters.redis.sentinel.nodes: name at least one"),
-            ("counters: {redis: {sentinel: {nodes: ['http://y'], master: m}}}", "counters.redis.sentinel.nodes: not Redis URLs"),
-        ] {
-            let found = problems(yaml);
-            assert!(found.iter().any(|p| p.starts_with(path)), "{yaml}: {found:?}");
-        }
-        let unknown = serde_norway::from_str::<Settings>("counters: {redis: {url: 'redis://x/', mode: sometimes}}").unwrap_err();
-        assert!(unknown.to_string().contains("unknown variant `sometimes`"), "{unknown}");
+    fn counters_in_a_gateways_own_settings_are_refused_with_where_they_go() {
+        let file = std::env::temp_dir().join(format!("portico-settings-{}.yaml", std::process::id()));
+        std::fs::write(&file, "listeners: [{address: '127.0.0.1:0'}]\ncounters: {redis: {url: 'redis://127.0.0.1/'}}\n").unwrap();
+        let error = Settings::load(&file).unwrap_err();
+        std::fs::remove_file(&file).unwrap();
+        assert!(error.contains("counters") && error.contains("/api/v1/environments/"), "{error}");
     }
 }

@@ -14,7 +14,7 @@ use crate::blocking::Blocking;
 use crate::contract::Problem;
 use crate::contract::environment::{ApiConfig, Attachment, Environment, OperationConfig};
 use crate::contract::fleet::FailedApi;
-use crate::counters::CounterStore;
+use crate::counters::Counting;
 use crate::exchange::RouteInfo;
 use crate::keys::KeyStore;
 use crate::metrics::{ApiStats, Metrics};
@@ -59,14 +59,16 @@ pub struct Snapshot {
     /// The APIs that could not be loaded, and why: each answers 503 where it can be
     /// routed at all.
     pub failed: Vec<FailedApi>,
+    /// Where its policies count.
+    pub(crate) counting: Counting,
 }
 
 /// What the builder needs from the gateway: long-lived parts that snapshots share.
 pub struct Shared<'a> {
     /// Compiles and instantiates policies.
     pub engine: &'a PolicyEngine,
-    /// Rate counters.
-    pub counters: Arc<dyn CounterStore>,
+    /// Where policies count.
+    pub(crate) counting: Counting,
     /// Upstream clients.
     pub clients: &'a Clients,
     /// Metrics registry.
@@ -113,7 +115,7 @@ impl Snapshot {
             return Err(BuildError { problems });
         }
         let keys = keys.expect("no problems means keys were built");
-        let services = Arc::new(Services { keys: keys.clone(), counters: shared.counters.clone() });
+        let services = Arc::new(Services { keys: keys.clone(), counters: shared.counting.store.clone() });
 
         let mut modules = ModuleLoader { environment: config, base_dir, engine: shared.engine, loaded: HashMap::new() };
         let mut attach = |path: String, list: &[Attachment], problems: &mut Vec<Problem>| -> Vec<Arc<AttachedPolicy>> {
@@ -236,6 +238,7 @@ impl Snapshot {
             digests,
             blocking: Arc::new(Blocking::new(&config.blocked)),
             failed,
+            counting: shared.counting.clone(),
         })
     }
 
@@ -252,6 +255,7 @@ impl Snapshot {
             digests: self.digests.clone(),
             blocking: self.blocking.clone(),
             failed: self.failed.clone(),
+            counting: self.counting.clone(),
         }
     }
 }
@@ -370,7 +374,7 @@ mod tests {
 
     #[test]
     fn a_component_too_large_to_compile_is_refused_unread_by_the_compiler() {
-        let gateway = Gateway::new(Limits::default(), &Default::default()).unwrap();
+        let gateway = Gateway::new(Limits::default()).unwrap();
         let dir = std::env::temp_dir().join(format!("portico-big-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("big.wasm"), vec![0u8; crate::policy::MAX_COMPONENT_BYTES + 1]).unwrap();
@@ -384,7 +388,7 @@ mod tests {
 
     #[tokio::test]
     async fn revocations_alone_are_taken_without_a_rebuild() {
-        let gateway = Arc::new(Gateway::new(Limits::default(), &Default::default()).unwrap());
+        let gateway = Arc::new(Gateway::new(Limits::default()).unwrap());
         let mut config = environment(&api("ok", "/ok", "    policies: [{policy: headers}]\n"));
         gateway.apply(config.clone(), ".".into(), OnFailedApi::Refuse).await.unwrap();
         let before = gateway.snapshot().unwrap();
@@ -403,7 +407,7 @@ mod tests {
 
     #[test]
     fn an_api_that_cannot_be_loaded_fails_alone_or_refuses_all() {
-        let gateway = Gateway::new(Limits::default(), &Default::default()).unwrap();
+        let gateway = Gateway::new(Limits::default()).unwrap();
         let config = environment(
             &[
                 api("ok", "/ok", ""),
@@ -448,5 +452,34 @@ mod tests {
         allowed.upstream_networks.allow.push("169.254.169.254".into());
         let snapshot = gateway.build(&allowed, Path::new("."), OnFailedApi::Isolate).expect("built");
         assert_eq!(served(&snapshot, "/metadata/x"), Some(false));
+    }
+
+    #[test]
+    fn shared_counters_are_checked_by_path() {
+        let gateway = Gateway::new(Limits::default()).unwrap();
+        let problems = |yaml: &str| -> Vec<String> {
+            let config: Environment = serde_norway::from_str(yaml).expect("an environment");
+            match gateway.build(&config, Path::new("."), OnFailedApi::Refuse) {
+                Ok(_) => Vec::new(),
+                Err(error) => error.problems.iter().map(ToString::to_string).collect(),
+            }
+        };
+        assert!(problems("counters: {redis: {url: 'redis://127.0.0.1:6379/', mode: exact, fleet_size: 3}}").is_empty());
+        let found = problems("counters: {redis: {url: 'http://nowhere', timeout: 5s, fleet_size: 0}}");
+        for path in ["counters.redis.url", "counters.redis.timeout", "counters.redis.fleet_size"] {
+            assert!(found.iter().any(|p| p.starts_with(path)), "{path}: {found:?}");
+        }
+        assert!(problems("counters: {redis: {sentinel: {nodes: ['redis://127.0.0.1:26379'], master: portico}}}").is_empty());
+        for (yaml, path) in [
+            ("counters: {redis: {}}", "counters.redis.url: give `url` (one server) or `sentinel`"),
+            ("counters: {redis: {url: 'redis://x/', sentinel: {nodes: ['redis://y/'], master: m}}}", "counters.redis.url: give `url`"),
+            ("counters: {redis: {sentinel: {nodes: [], master: m}}}", "counters.redis.sentinel.nodes: name at least one"),
+            ("counters: {redis: {sentinel: {nodes: ['http://y'], master: m}}}", "counters.redis.sentinel.nodes: not Redis URLs"),
+        ] {
+            let found = problems(yaml);
+            assert!(found.iter().any(|p| p.starts_with(path)), "{yaml}: {found:?}");
+        }
+        let unknown = serde_norway::from_str::<Environment>("counters: {redis: {url: 'redis://x/', mode: sometimes}}").unwrap_err();
+        assert!(unknown.to_string().contains("unknown variant `sometimes`"), "{unknown}");
     }
 }

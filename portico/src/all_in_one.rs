@@ -62,7 +62,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 
     settings.limits.max_policy_timeout = options.control_plane.max_policy_timeout;
     settings.limits.max_policy_memory = options.control_plane.max_policy_memory;
-    let gateway = Gateway::new(settings.limits.clone(), &settings.counters)?;
+    let gateway = Gateway::new(settings.limits.clone())?;
     let mut snapshots = state.hub.follow(&state, &options.environment);
     // The snapshot already built, if any, counts as offered.
     snapshots.mark_changed();

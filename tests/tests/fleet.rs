@@ -422,9 +422,10 @@ async fn pattern_2_control_plane_and_two_gateways() {
 }
 
 /// Pattern 3: the control plane, the Traffic Manager's store (a Redis of the test's own) and
-/// two fleet gateways whose settings name it. A tier with a day's quota in a time zone, set on
-/// the control plane, is the fleet's: requests spread over both gateways are admitted up to the
-/// quota in total, and a restarted gateway finds the day's count where it was.
+/// two fleet gateways. The environment's store, set on the control plane while the gateways
+/// run, moves them onto Redis; a tier with a day's quota in a time zone, set there too, is the
+/// fleet's: requests spread over both gateways are admitted up to the quota in total, and a
+/// restarted gateway finds the day's count where it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pattern_3_control_plane_traffic_manager_and_two_gateways() {
     let redis = RedisServer::start();
@@ -445,18 +446,17 @@ async fn pattern_3_control_plane_traffic_manager_and_two_gateways() {
             "endpoints": [upstream.url()], "operations": [{"method": "GET", "path": "/x"}], "tiers": ["Daily"]}),
         )
         .await;
-    let ApiKey { key, .. } = cp.subscribed_key_on(&admin, "metered-app", &api, "Daily").await;
+    let ApiKey { key, app, .. } = cp.subscribed_key_on(&admin, "metered-app", &api, "Daily").await;
+    let subscriptions = cp.ok(Method::GET, &format!("/api/v1/applications/{app}/subscriptions"), Some(&admin), Value::Null).await;
+    let usage_path = format!("/api/v1/applications/{app}/subscriptions/{}/usage", subscriptions[0]["id"].as_str().unwrap());
 
     let token = cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({"description": "pattern 3"})).await;
     let token = token["token"].as_str().unwrap().to_owned();
-    let settings = format!(
-        "listeners: [{{address: \"127.0.0.1:0\"}}]\nadmin: {{address: \"127.0.0.1:0\"}}\ncounters:\n  redis: {{url: \"{}\", mode: leased, fleet_size: 2}}\n",
-        redis.url()
-    );
+    let settings = "listeners: [{address: \"127.0.0.1:0\"}]\nadmin: {address: \"127.0.0.1:0\"}\n";
     let gateway = || {
         start_gateway_with_settings(
             tempfile::tempdir().unwrap(),
-            &settings,
+            settings,
             &cp_url,
             &["--environment", "default"],
             &token,
@@ -465,6 +465,15 @@ async fn pattern_3_control_plane_traffic_manager_and_two_gateways() {
     };
     let mut gateways = [gateway(), gateway()];
     rolled_out(&cp, &admin, 2).await;
+    // Counted in each gateway, usage is nobody's to tell.
+    let unknown = cp.call(Method::GET, &usage_path, Some(&admin), None).await;
+    assert_eq!(unknown.status, StatusCode::CONFLICT, "{}", unknown.text());
+    let counters = json!({"redis": {"url": redis.url(), "mode": "leased", "fleet_size": 2}});
+    cp.ok(Method::PUT, "/api/v1/environments/default/counters", Some(&admin), counters).await;
+    rolled_out(&cp, &admin, 2).await;
+    for gateway in &gateways {
+        assert!(gateway.wait_for_log("rate counters shared on Redis", Duration::from_secs(5)), "{}", gateway.logs().join("\n"));
+    }
 
     let mut admitted = [0; 2];
     let mut refusal = None;
@@ -489,6 +498,16 @@ async fn pattern_3_control_plane_traffic_manager_and_two_gateways() {
     let until_midnight = (now + offset).div_ceil(86_400) * 86_400 - offset - now;
     let retry_after: u64 = refusal.header("retry-after").unwrap().parse().unwrap();
     assert!(retry_after.abs_diff(until_midnight) <= 2, "retry after {retry_after} s, midnight in Kolkata in {until_midnight} s");
+
+    // The subscriber sees the day's quota used up (every unit leased to the gateways), until
+    // midnight in Kolkata, read from Redis by the control plane.
+    let usage = cp.ok(Method::GET, &usage_path, Some(&admin), Value::Null).await;
+    let quota = &usage["limits"][0];
+    assert_eq!((usage["tier"].as_str(), usage["environment"].as_str()), (Some("Daily"), Some("default")), "{usage}");
+    assert_eq!((quota["kind"].as_str(), quota["limit"].as_u64(), quota["per"].as_str()), (Some("quota"), Some(6), Some("day")), "{usage}");
+    assert_eq!((quota["used"].as_u64(), quota["remaining"].as_u64()), (Some(6), Some(0)), "{usage}");
+    let resets_in = quota["resets_in_ms"].as_u64().unwrap() / 1000;
+    assert!(resets_in.abs_diff(until_midnight) <= 2, "resets in {resets_in} s, midnight in Kolkata in {until_midnight} s");
 
     // A restarted gateway (ready once its snapshot is applied) finds the day's count in Redis.
     gateways[0] = gateway();

@@ -252,6 +252,69 @@ pub async fn unsubscribe(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Which environment's counters to read.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct UsageQuery {
+    /// The environment whose gateways counted the requests; `default` when left out.
+    pub environment: Option<String>,
+}
+
+/// What a subscription has used of its tier's limits on one environment.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionUsage {
+    /// The subscription.
+    pub subscription_id: String,
+    /// Its tier.
+    pub tier: String,
+    /// The environment whose counters were read.
+    pub environment: String,
+    /// Each limit of the tier (burst, rate, calendar quota) with what is left of it; none
+    /// for an unlimited tier.
+    pub limits: Vec<traffic::usage::LimitUsage>,
+}
+
+/// What a subscription has used of its tier's limits on an environment, read from the
+/// store its gateways share (the application's owner, or an admin): 409 when the
+/// environment's gateways count each in its own process, 503 when the store does not answer.
+#[utoipa::path(get, path = "/api/v1/applications/{id}/subscriptions/{sub_id}/usage", operation_id = "subscription_usage", tag = "devportal",
+    params(("id" = String, Path), ("sub_id" = String, Path), UsageQuery),
+    responses((status = 200, body = SubscriptionUsage), (status = 400, description = "no such environment"), (status = 401), (status = 403),
+        (status = 404), (status = 409, description = "the environment's counters are not shared"), (status = 503, description = "the counters' store did not answer")),
+    security(("bearer" = [])))]
+pub async fn usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, sub_id)): Path<(String, String)>,
+    QueryParams(query): QueryParams<UsageQuery>,
+) -> ApiResult<Json<SubscriptionUsage>> {
+    owned(&state.db, &caller, &id).await?;
+    let subscription = row(&state.db, &sub_id).await?.filter(|row| row.application_id == id);
+    let subscription = subscription.ok_or_else(|| ApiError::not_found("subscription", &sub_id))?;
+    let environment = query.environment.unwrap_or_else(|| "default".to_owned());
+    let counters = crate::publisher::counters(&mut *state.db.pool.acquire().await?, &environment)
+        .await?
+        .ok_or_else(|| ApiError::invalid("environment", format!("no environment named `{environment}`")))?;
+    let Some(redis) = counters.redis else {
+        return Err(ApiError::Conflict(format!(
+            "the gateways of `{environment}` count each in its own process; usage is known once they share a store \
+             (PUT /api/v1/environments/{environment}/counters)"
+        )));
+    };
+    let limits = match traffic::find(&state.db, "subscription", &subscription.tier).await? {
+        None => Vec::new(),
+        Some(tier) => {
+            let subscribed = traffic::usage::Subscribed {
+                tier: &tier,
+                api_name: &subscription.api_name,
+                api_version: &subscription.api_version,
+                application_id: &subscription.application_id,
+            };
+            traffic::usage::usage(&state.counter_readers, &environment, &redis, &subscribed, now_ms() as u64).await?
+        }
+    };
+    Ok(Json(SubscriptionUsage { subscription_id: subscription.id, tier: subscription.tier, environment, limits }))
+}
+
 /// The filter of `GET /api/v1/subscriptions`.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct SubscriptionFilter {

@@ -1,12 +1,14 @@
 //! Gateway environments: named groups of gateways that revisions are deployed to. Admins
-//! create and delete them and say which networks their upstreams may be in; `default`
-//! comes with the schema and stays.
+//! create and delete them, say which networks their upstreams may be in and where their
+//! rate counters live; `default` comes with the schema and stays.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use portico_gateway::check;
+use portico_gateway::contract::counters;
 use portico_gateway::contract::environment as contract;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
@@ -135,12 +137,23 @@ pub struct UpstreamNetworks {
 
 /// The networks `environment`'s upstreams may be in; `None` when there is no such environment.
 pub async fn upstream_networks(conn: &mut AnyConnection, environment: &str) -> ApiResult<Option<contract::UpstreamNetworks>> {
+    setting(conn, environment, "upstream_networks", "upstream networks").await
+}
+
+/// An environment's setting kept as JSON in `column` (its default when NULL); `None` when
+/// there is no such environment.
+async fn setting<T: DeserializeOwned + Default>(
+    conn: &mut AnyConnection,
+    environment: &str,
+    column: &'static str,
+    what: &str,
+) -> ApiResult<Option<T>> {
     let row: Option<(Option<String>,)> =
-        sqlx::query_as("SELECT upstream_networks FROM environments WHERE name = $1").bind(environment).fetch_optional(&mut *conn).await?;
+        sqlx::query_as(&format!("SELECT {column} FROM environments WHERE name = $1")).bind(environment).fetch_optional(&mut *conn).await?;
     let Some((stored,)) = row else { return Ok(None) };
     match stored {
-        None => Ok(Some(contract::UpstreamNetworks::default())),
-        Some(text) => Ok(Some(from_stored("upstream networks", &text)?)),
+        None => Ok(Some(T::default())),
+        Some(text) => Ok(Some(from_stored(what, &text)?)),
     }
 }
 
@@ -199,4 +212,66 @@ pub async fn set_upstream_networks(
     change.commit().await?;
     tracing::info!(environment = %name, allow = ?networks.allow, deny = ?networks.deny, by = %caller.username, "upstream networks changed");
     Ok(Json(UpstreamNetworks { allow: networks.allow, deny: Some(networks.deny) }))
+}
+
+/// Where an environment's rate counters live.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Counters {
+    /// A Redis the environment's gateways share (the Traffic Manager's store), so that a
+    /// limit holds across them and a day's or a month's quota outlives their restarts:
+    /// `url` (`redis://host:port/db`, `rediss://` for TLS) or `sentinel` (`nodes`, `master`,
+    /// `db`, `password`), with `timeout` (how long a hit waits for Redis, default `20ms`, at
+    /// most `1s`), `mode` (`leased`, the default, or `exact`: a round trip per hit) and
+    /// `fleet_size` (how many gateways share it: each counts alone against its share while
+    /// Redis is away). Left out, each gateway counts in its own process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub redis: Option<counters::RedisConfig>,
+}
+
+/// Where `environment`'s rate counters live; `None` when there is no such environment.
+pub async fn counters(conn: &mut AnyConnection, environment: &str) -> ApiResult<Option<counters::CountersConfig>> {
+    setting(conn, environment, "counters", "counters").await
+}
+
+/// Where an environment's rate counters live (admin: it holds the store's credentials).
+#[utoipa::path(get, path = "/api/v1/environments/{name}/counters", operation_id = "get_counters", tag = "publisher",
+    params(("name" = String, Path)), responses((status = 200, body = Counters), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+pub async fn get_counters(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<Json<Counters>> {
+    caller.require(&[Role::Admin])?;
+    let mut conn = state.db.pool.acquire().await?;
+    let config = counters(&mut conn, &name).await?.ok_or_else(|| ApiError::not_found("environment", &name))?;
+    Ok(Json(Counters { redis: config.redis }))
+}
+
+/// Say where an environment's rate counters live (admin). Its gateways move to that store
+/// within a second (counts kept in the old one stay there); `{}` keeps them in each gateway.
+#[utoipa::path(put, path = "/api/v1/environments/{name}/counters", operation_id = "set_counters", tag = "publisher",
+    params(("name" = String, Path)), request_body = Counters,
+    responses((status = 200, body = Counters), (status = 400), (status = 401), (status = 403), (status = 404)), security(("bearer" = [])))]
+pub async fn set_counters(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    JsonBody(change): JsonBody<Counters>,
+) -> ApiResult<Json<Counters>> {
+    caller.require(&[Role::Admin])?;
+    if let Some(redis) = &change.redis
+        && let Some((field, reason)) = redis.problems().into_iter().next()
+    {
+        return Err(ApiError::invalid(format!("redis.{field}"), reason));
+    }
+    let config = counters::CountersConfig { redis: change.redis };
+    let stored = if config.is_local() { None } else { Some(to_stored(&config)?) };
+    let mut change = Change::begin(&state).await?;
+    let updated =
+        sqlx::query("UPDATE environments SET counters = $1 WHERE name = $2").bind(&stored).bind(&name).execute(&mut *change).await?;
+    if updated.rows_affected() == 0 {
+        return Err(ApiError::not_found("environment", &name));
+    }
+    change.commit().await?;
+    tracing::info!(environment = %name, shared = !config.is_local(), by = %caller.username, "rate counters' store changed");
+    Ok(Json(Counters { redis: config.redis }))
 }

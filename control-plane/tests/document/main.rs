@@ -55,6 +55,8 @@ const REFERENCES: &[(&[&str], &str, &str)] = &[
     ),
     (&["POST /api/v1/applications", "PUT /api/v1/applications/{id}"], "tier", "an application tier that exists"),
     (&["PUT /api/v1/tiers/{kind}/{name}"], "time_zone", "an IANA time zone the gateways know"),
+    (&["PUT /api/v1/environments/{name}/counters"], "redis", "a Redis configuration, read by the gateway's own code"),
+    (&["GET /api/v1/applications/{id}/subscriptions/{sub_id}/usage"], "environment", "an environment that exists"),
     (
         &["POST /api/v1/applications/{id}/client-certificates"],
         "certificate",

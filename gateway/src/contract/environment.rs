@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::counters::CountersConfig;
 use super::defaults;
 use super::units::{ByteSize, Duration};
 
@@ -53,6 +54,10 @@ pub struct Environment {
     /// The networks upstream addresses may be in.
     #[serde(default)]
     pub upstream_networks: UpstreamNetworks,
+    /// Where rate counters live: in each gateway (the default), or in a Redis that the
+    /// environment's gateways share.
+    #[serde(default, skip_serializing_if = "CountersConfig::is_local")]
+    pub counters: CountersConfig,
 }
 
 impl Environment {

@@ -247,6 +247,15 @@ fn lease_ask(key: &str, limit: u64, window_ms: u64, size: u64, least: u64, life:
         cost: size,
         now_ms: None,
         shift_ms,
-        least: least.clamp(1, size),
+        least: if size == 0 { 0 } else { least.clamp(1, size) },
     }
+}
+
+/// What the fleet's leases of (key, window) have taken in the window, asked without taking
+/// any: a lease of nothing, whose reset is counted from now rather than from the lease's end.
+pub(super) fn peek(link: &Link, key: &str, limit: u64, window_ms: u64) -> Answer {
+    let life = lifetime(window_ms);
+    let shift_ms = life.as_millis() as u64;
+    link.ask(lease_ask(key, limit, window_ms, 0, 0, life))
+        .map(|(hit, granted)| (HitResult { reset_ms: hit.reset_ms + shift_ms, ..hit }, granted))
 }

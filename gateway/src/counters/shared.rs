@@ -8,53 +8,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use serde::{Deserialize, Serialize};
-
 use super::leases::Leases;
 use super::link::{Ask, Link, MAX_EXACT_LIMIT, MAX_WINDOW_MS, Source, redis_key};
 use super::{CounterStore, HitResult, LocalCounters};
-use crate::contract::units::Duration;
-
-/// A Redis holding the fleet's rate counters (the gateway settings' `counters.redis`): one
-/// server (`url`), or the master a set of Sentinels names (`sentinel`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RedisConfig {
-    /// `redis://host:port/db`, or `rediss://` for TLS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    /// Sentinels to ask which server is the master (high availability).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sentinel: Option<SentinelConfig>,
-    /// How long a hit waits for Redis before it is counted in this process instead.
-    #[serde(default = "default_timeout")]
-    pub timeout: Duration,
-    /// How hits are decided on Redis.
-    #[serde(default)]
-    pub mode: SharedMode,
-    /// How many gateways share these counters: while Redis is away, each counts alone
-    /// against its share of a limit (the limit divided by this, rounded down), so that the
-    /// fleet stays within it.
-    #[serde(default = "one")]
-    pub fleet_size: u64,
-}
-
-/// Redis Sentinel: the counters are on the master of `master`, found by asking `nodes`,
-/// and found again after a connection to it fails (a failover).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct SentinelConfig {
-    /// The Sentinels, `redis://host:26379`.
-    pub nodes: Vec<String>,
-    /// The name the Sentinels monitor the master under.
-    pub master: String,
-    /// The master's database.
-    #[serde(default)]
-    pub db: i64,
-    /// The master's password, if it has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
-}
+use crate::contract::counters::{RedisConfig, SharedMode};
 
 impl RedisConfig {
     /// What is wrong with this configuration, as (field under `counters.redis`, reason).
@@ -100,26 +57,6 @@ impl RedisConfig {
             (None, None) => Err(("url", "give `url` (one server) or `sentinel` (its Sentinels)".into())),
         }
     }
-}
-
-fn default_timeout() -> Duration {
-    Duration(std::time::Duration::from_millis(20))
-}
-
-fn one() -> u64 {
-    1
-}
-
-/// How hits are decided on Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SharedMode {
-    /// Units taken ahead (leases) and spent without a round trip; never more than the limit
-    /// across the fleet.
-    #[default]
-    Leased,
-    /// One round trip per hit: the same answers as counters in process.
-    Exact,
 }
 
 /// Counters in Redis, with the gateway's local counters as the fallback.
@@ -168,6 +105,18 @@ impl RedisCounters {
     /// [`LocalCounters::hit_at`]); `Err` when Redis did not answer in time.
     pub fn hit_at(&self, key: &str, limit: u64, window_ms: u64, cost: u32, now_ms: u64) -> Result<HitResult, String> {
         self.exact(key, limit, window_ms, cost, Some(now_ms))
+    }
+
+    /// What `key`'s counter of `limit` per `window_ms` has counted, without counting: the
+    /// units left and when all are back (for a control plane showing a subscriber's usage).
+    /// In the leased mode, units leased to gateways count as used, spent or not. `Err` when
+    /// Redis did not answer in time.
+    pub fn peek(&self, key: &str, limit: u64, window_ms: u64) -> Result<HitResult, String> {
+        let window_ms = window_ms.clamp(1, MAX_WINDOW_MS);
+        match &self.leases {
+            None => self.exact(key, limit, window_ms, 0, None),
+            Some(_) => super::leases::peek(&self.link, key, limit, window_ms).map(|(hit, _)| HitResult { limit, ..hit }),
+        }
     }
 
     /// What `/metrics` shows of these counters.
