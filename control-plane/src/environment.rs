@@ -173,7 +173,7 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<E
         modules,
         blocked: traffic::blocking::for_gateways(db).await?,
         upstream_networks: publisher::upstream_networks(&mut *db.pool.acquire().await?, environment).await?.unwrap_or_default(),
-        counters: publisher::counters(&mut *db.pool.acquire().await?, environment).await?.unwrap_or_default(),
+        counters: publisher::counters(db, environment).await?.unwrap_or_default(),
         ..Environment::default()
     })
 }

@@ -945,6 +945,17 @@ async fn a_subscription_shows_its_usage_from_the_environments_counters() {
         let (status, _) = app.send("GET", &usage, Some(&admin), None).await;
         assert_eq!(status, StatusCode::OK);
 
+        // The store's password is sealed in the database and never shown again.
+        let secret = json!({"redis": {"url": "redis://portico:hunter2-secret@127.0.0.1:1/0", "timeout": "50ms",
+            "sentinel": null}});
+        let (status, body) = app.send("PUT", counters, Some(&admin), Some(secret)).await;
+        assert_eq!((status, body["redis"]["url"].as_str()), (StatusCode::OK, Some("redis://portico:***@127.0.0.1:1/0")), "{body}");
+        let (_, body) = app.send("GET", counters, Some(&admin), None).await;
+        assert_eq!(body["redis"]["url"], "redis://portico:***@127.0.0.1:1/0", "{body}");
+        let stored: String =
+            sqlx::query_scalar("SELECT counters FROM environments WHERE name = 'default'").fetch_one(&app.db.pool).await.unwrap();
+        assert!(!stored.contains("hunter2"), "{stored}");
+
         let (status, body) = app.send("PUT", counters, Some(&admin), Some(json!({}))).await;
         assert_eq!((status, body), (StatusCode::OK, json!({})));
         let (status, _) = app.send("GET", &usage, Some(&alice), None).await;

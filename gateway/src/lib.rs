@@ -53,6 +53,9 @@ pub use crate::snapshot::OnFailedApi;
 use crate::snapshot::{BuildError, Shared, Snapshot};
 use crate::upstream::Clients;
 
+/// How long a new shared counter store is given to connect before snapshots use it.
+const CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A running gateway: the live snapshot and what outlives snapshots (the Wasm engine and
 /// its compiled components, rate counters, upstream connection pools, metrics).
 pub struct Gateway {
@@ -99,7 +102,11 @@ impl Gateway {
     /// Build a snapshot of `environment`, whose relative paths start at `base_dir`
     /// (blocking: compiles policies).
     pub fn build(&self, environment: &Environment, base_dir: &Path, on_failed_api: OnFailedApi) -> Result<Snapshot, BuildError> {
-        let counting = self.counting_for(&environment.counters)?;
+        // A store that cannot be made still lets the rest be built, so that every problem is told.
+        let (counting, refused) = match self.counting_for(&environment.counters) {
+            Ok(counting) => (counting, None),
+            Err(refused) => (Counting::local(&self.counters), Some(refused)),
+        };
         let shared = Shared {
             engine: &self.engine,
             counting,
@@ -107,7 +114,14 @@ impl Gateway {
             metrics: &self.metrics,
             ceilings: self.limits.policy_ceilings(),
         };
-        Snapshot::build(environment, base_dir, &shared, on_failed_api)
+        let built = Snapshot::build(environment, base_dir, &shared, on_failed_api);
+        match refused {
+            None => built,
+            Some(mut refused) => {
+                refused.problems.extend(built.err().into_iter().flat_map(|more| more.problems));
+                Err(refused)
+            }
+        }
     }
 
     /// The store an environment counting where `config` says builds on: the live one when
@@ -126,6 +140,11 @@ impl Gateway {
         }
         let shared = RedisCounters::connect(redis, self.counters.clone())
             .map_err(|reason| BuildError { problems: vec![Problem { path: "counters.redis".into(), reason }] })?;
+        // Connected before it goes live, so that its first hits are not counted alone for
+        // want of a connection.
+        if !shared.wait_connected(CONNECT_WAIT) {
+            tracing::warn!("Redis of the shared rate counters not reachable yet; counting locally until it answers");
+        }
         Ok(Counting { config: config.clone(), stats: Some(shared.stats()), store: Arc::new(shared) })
     }
 

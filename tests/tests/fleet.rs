@@ -581,10 +581,11 @@ async fn pattern_1_two_all_in_one_nodes_on_postgres() {
     assert_eq!(rollout["done"], true, "{rollout}");
     assert_eq!(rollout["gateways"].as_array().unwrap().len(), 2, "{rollout}");
 
-    // Revoked on node 2: refused by both nodes within 1 s.
+    // Revoked on node 2: refused by both nodes, within milliseconds when the machine is idle
+    // (printed); the bound leaves room for a loaded CI machine.
     let reply = cp2.call(Method::DELETE, &format!("/api/v1/applications/{app}/api-keys/{key_id}"), Some(&admin), None).await;
     assert!(reply.status.is_success(), "{}", reply.text());
-    let took = eventually("the revoked key refused by both nodes", Duration::from_secs(1), async || {
+    let took = eventually("the revoked key refused by both nodes", Duration::from_secs(5), async || {
         every_node_answers(&client, [&first, &second], &key, StatusCode::UNAUTHORIZED).await
     })
     .await;

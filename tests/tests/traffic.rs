@@ -37,6 +37,35 @@ fn most_in_any_window(admitted: &[(u64, u64)], window_ms: u64) -> u64 {
     most
 }
 
+/// A read of a counter (what the control plane shows a subscriber) counts nothing, makes no
+/// key for a counter nothing was counted on, and sees what hits counted, in both modes (on
+/// leases: the units leased, spent or not).
+#[test]
+fn a_read_counts_nothing_and_sees_what_was_counted() {
+    let redis = RedisServer::start();
+    for mode in [SharedMode::Exact, SharedMode::Leased] {
+        redis.command(&["FLUSHDB"]);
+        let config = settings(redis.url(), Duration::from_secs(5), mode, 1);
+        let gateway = RedisCounters::connect(&config, Arc::new(LocalCounters::new())).unwrap();
+        let reader = RedisCounters::connect(&config, Arc::new(LocalCounters::new())).unwrap();
+        let fresh = reader.peek("subscription", 32, 60_000).unwrap();
+        assert_eq!((fresh.allowed, fresh.remaining, fresh.reset_ms), (true, 32, 0), "{mode:?}");
+        assert_eq!(redis.command(&["DBSIZE"]).as_deref(), Some(":0"), "{mode:?}: a read made a key");
+        for _ in 0..3 {
+            assert!(gateway.hit("subscription", 32, 60_000, 1).allowed);
+        }
+        // Let a refill asked in the background land.
+        std::thread::sleep(Duration::from_millis(200));
+        let read = reader.peek("subscription", 32, 60_000).unwrap();
+        // On leases (of two units at most here), what the gateway took ahead counts too.
+        let least = if mode == SharedMode::Exact { 29 } else { 27 };
+        assert!((least..=29).contains(&read.remaining), "{mode:?}: {read:?}");
+        // The window, a bucket of it, and on leases a lease's lifetime (3 s) counted twice.
+        assert!(read.reset_ms > 0 && read.reset_ms <= 70_000, "{mode:?}: {read:?}");
+        assert_eq!(reader.peek("subscription", 32, 60_000).unwrap().remaining, read.remaining, "{mode:?}: reads count nothing");
+    }
+}
+
 /// The single-node semantics suite against Redis: the same hits at the same times (bursts,
 /// bucket and window edges, long pauses, costs above one) get exactly the answers the local
 /// counters give, so moving a fleet to shared counters changes no policy; and never more than

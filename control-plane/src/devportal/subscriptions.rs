@@ -291,10 +291,13 @@ pub async fn usage(
     let subscription = row(&state.db, &sub_id).await?.filter(|row| row.application_id == id);
     let subscription = subscription.ok_or_else(|| ApiError::not_found("subscription", &sub_id))?;
     let environment = query.environment.unwrap_or_else(|| "default".to_owned());
-    let counters = crate::publisher::counters(&mut *state.db.pool.acquire().await?, &environment)
-        .await?
-        .ok_or_else(|| ApiError::invalid("environment", format!("no environment named `{environment}`")))?;
-    let Some(redis) = counters.redis else {
+    let counters = crate::publisher::counters(&state.db, &environment).await?;
+    let exists = counters.is_some();
+    let Some(redis) = counters.and_then(|counters| counters.redis) else {
+        state.counter_readers.forget(&environment);
+        if !exists {
+            return Err(ApiError::invalid("environment", format!("no environment named `{environment}`")));
+        }
         return Err(ApiError::Conflict(format!(
             "the gateways of `{environment}` count each in its own process; usage is known once they share a store \
              (PUT /api/v1/environments/{environment}/counters)"

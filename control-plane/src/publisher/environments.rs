@@ -8,14 +8,13 @@ use axum::http::StatusCode;
 use portico_gateway::check;
 use portico_gateway::contract::counters;
 use portico_gateway::contract::environment as contract;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::{Caller, Role};
-use crate::db::now_ms;
+use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult, JsonBody};
 use crate::fleet::Change;
 
@@ -137,24 +136,16 @@ pub struct UpstreamNetworks {
 
 /// The networks `environment`'s upstreams may be in; `None` when there is no such environment.
 pub async fn upstream_networks(conn: &mut AnyConnection, environment: &str) -> ApiResult<Option<contract::UpstreamNetworks>> {
-    setting(conn, environment, "upstream_networks", "upstream networks").await
+    let Some(stored) = stored_setting(conn, environment, "upstream_networks").await? else { return Ok(None) };
+    stored.map_or_else(|| Ok(contract::UpstreamNetworks::default()), |text| from_stored("upstream networks", &text)).map(Some)
 }
 
-/// An environment's setting kept as JSON in `column` (its default when NULL); `None` when
-/// there is no such environment.
-async fn setting<T: DeserializeOwned + Default>(
-    conn: &mut AnyConnection,
-    environment: &str,
-    column: &'static str,
-    what: &str,
-) -> ApiResult<Option<T>> {
+/// An environment's setting kept as JSON text in `column` (`Some(None)` when NULL: its
+/// default); `None` when there is no such environment.
+async fn stored_setting(conn: &mut AnyConnection, environment: &str, column: &'static str) -> ApiResult<Option<Option<String>>> {
     let row: Option<(Option<String>,)> =
         sqlx::query_as(&format!("SELECT {column} FROM environments WHERE name = $1")).bind(environment).fetch_optional(&mut *conn).await?;
-    let Some((stored,)) = row else { return Ok(None) };
-    match stored {
-        None => Ok(Some(T::default())),
-        Some(text) => Ok(Some(from_stored(what, &text)?)),
-    }
+    Ok(row.map(|(stored,)| stored))
 }
 
 /// The networks an environment's upstreams may be in (any logged-in user).
@@ -231,23 +222,59 @@ pub struct Counters {
 }
 
 /// Where `environment`'s rate counters live; `None` when there is no such environment.
-pub async fn counters(conn: &mut AnyConnection, environment: &str) -> ApiResult<Option<counters::CountersConfig>> {
-    setting(conn, environment, "counters", "counters").await
+pub async fn counters(db: &Db, environment: &str) -> ApiResult<Option<counters::CountersConfig>> {
+    let Some(stored) = stored_setting(&mut *db.pool.acquire().await?, environment, "counters").await? else { return Ok(None) };
+    let Some(sealed) = stored else { return Ok(Some(counters::CountersConfig::default())) };
+    let text = String::from_utf8(db.sealing.open(&sealed, &counters_context(environment))?)
+        .map_err(|_| ApiError::Internal(format!("the counters of `{environment}` are not text")))?;
+    Ok(Some(from_stored("counters", &text)?))
 }
 
-/// Where an environment's rate counters live (admin: it holds the store's credentials).
+/// Where an environment's counters are sealed (they may hold the store's password).
+fn counters_context(environment: &str) -> String {
+    format!("environments.counters:{environment}")
+}
+
+/// A counters setting as shown: passwords as `***`.
+fn shown(config: counters::CountersConfig) -> Counters {
+    let mut redis = config.redis;
+    if let Some(redis) = &mut redis {
+        if let Some(url) = &mut redis.url {
+            *url = without_password(url);
+        }
+        if let Some(sentinel) = &mut redis.sentinel {
+            sentinel.nodes = sentinel.nodes.iter().map(|node| without_password(node)).collect();
+            if sentinel.password.is_some() {
+                sentinel.password = Some("***".into());
+            }
+        }
+    }
+    Counters { redis }
+}
+
+/// `url` with the password of its user information (`redis://user:secret@host`) as `***`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let Some((user_info, host)) = authority.rsplit_once('@') else { return url.to_owned() };
+    let Some((user, _password)) = user_info.split_once(':') else { return url.to_owned() };
+    format!("{scheme}://{user}:***@{host}{}", &rest[authority.len()..])
+}
+
+/// Where an environment's rate counters live (admin), passwords shown as `***`.
 #[utoipa::path(get, path = "/api/v1/environments/{name}/counters", operation_id = "get_counters", tag = "publisher",
     params(("name" = String, Path)), responses((status = 200, body = Counters), (status = 401), (status = 403), (status = 404)),
     security(("bearer" = [])))]
 pub async fn get_counters(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<Json<Counters>> {
     caller.require(&[Role::Admin])?;
-    let mut conn = state.db.pool.acquire().await?;
-    let config = counters(&mut conn, &name).await?.ok_or_else(|| ApiError::not_found("environment", &name))?;
-    Ok(Json(Counters { redis: config.redis }))
+    let config = counters(&state.db, &name).await?.ok_or_else(|| ApiError::not_found("environment", &name))?;
+    Ok(Json(shown(config)))
 }
 
-/// Say where an environment's rate counters live (admin). Its gateways move to that store
-/// within a second (counts kept in the old one stay there); `{}` keeps them in each gateway.
+/// Say where an environment's rate counters live (admin); kept sealed, since it may hold the
+/// store's password (shown as `***`: a change gives it again). Its gateways move to that
+/// store within a second (counts kept in the old one stay there); `{}` keeps them in each
+/// gateway.
 #[utoipa::path(put, path = "/api/v1/environments/{name}/counters", operation_id = "set_counters", tag = "publisher",
     params(("name" = String, Path)), request_body = Counters,
     responses((status = 200, body = Counters), (status = 400), (status = 401), (status = 403), (status = 404)), security(("bearer" = [])))]
@@ -264,7 +291,8 @@ pub async fn set_counters(
         return Err(ApiError::invalid(format!("redis.{field}"), reason));
     }
     let config = counters::CountersConfig { redis: change.redis };
-    let stored = if config.is_local() { None } else { Some(to_stored(&config)?) };
+    let stored =
+        if config.is_local() { None } else { Some(state.db.sealing.seal(to_stored(&config)?.as_bytes(), &counters_context(&name))) };
     let mut change = Change::begin(&state).await?;
     let updated =
         sqlx::query("UPDATE environments SET counters = $1 WHERE name = $2").bind(&stored).bind(&name).execute(&mut *change).await?;
@@ -273,5 +301,5 @@ pub async fn set_counters(
     }
     change.commit().await?;
     tracing::info!(environment = %name, shared = !config.is_local(), by = %caller.username, "rate counters' store changed");
-    Ok(Json(Counters { redis: config.redis }))
+    Ok(Json(shown(config)))
 }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use portico_gateway::calendar;
+use portico_gateway::contract::units::Duration;
 use portico_gateway::counters::{LocalCounters, RedisConfig, RedisCounters};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -47,7 +48,8 @@ pub struct Readers {
 }
 
 impl Readers {
-    /// A reader of `environment`'s counters in the Redis `config` names.
+    /// A reader of `environment`'s counters in the Redis `config` names. It waits for Redis
+    /// up to a second, longer than a gateway's hit does: a reader may be connecting still.
     fn reader(&self, environment: &str, config: &RedisConfig) -> ApiResult<Arc<RedisCounters>> {
         let mut connected = self.connected.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((known, reader)) = connected.get(environment)
@@ -55,14 +57,23 @@ impl Readers {
         {
             return Ok(reader.clone());
         }
+        let patient = RedisConfig { timeout: Duration(READ_TIMEOUT), ..config.clone() };
         let reader = Arc::new(
-            RedisCounters::connect(config, Arc::new(LocalCounters::new()))
+            RedisCounters::connect(&patient, Arc::new(LocalCounters::new()))
                 .map_err(|e| ApiError::Internal(format!("the counters of `{environment}`: {e}")))?,
         );
         connected.insert(environment.to_owned(), (config.clone(), reader.clone()));
         Ok(reader)
     }
+
+    /// Drop the reader of `environment` (its counters are no longer shared, or it is gone).
+    pub fn forget(&self, environment: &str) {
+        self.connected.lock().unwrap_or_else(PoisonError::into_inner).remove(environment);
+    }
 }
+
+/// How long a read waits for Redis.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Where a subscription counts: its tier, the API it is to and the subscribing application.
 pub struct Subscribed<'a> {
@@ -87,14 +98,16 @@ pub async fn usage(
 ) -> ApiResult<Vec<LimitUsage>> {
     let reader = readers.reader(environment, config)?;
     let counters = counters(subscribed, now_ms)?;
+    let environment = environment.to_owned();
     // Each read waits for Redis at most the store's timeout: off the async workers.
     tokio::task::spawn_blocking(move || {
         counters
             .into_iter()
             .map(|counter| {
-                let hit = reader
-                    .peek(&counter.key, counter.usage.limit, counter.window_ms)
-                    .map_err(|reason| ApiError::Unavailable(format!("the environment's counters did not answer: {reason}")))?;
+                let hit = reader.peek(&counter.key, counter.usage.limit, counter.window_ms).map_err(|reason| {
+                    tracing::warn!(environment = %environment, error = %reason, "cannot read the shared rate counters");
+                    ApiError::Unavailable("the environment's rate counters did not answer; try again later".into())
+                })?;
                 let remaining = hit.remaining.min(counter.usage.limit);
                 Ok(LimitUsage {
                     used: counter.usage.limit - remaining,

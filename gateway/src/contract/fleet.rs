@@ -18,7 +18,8 @@ use super::environment::{Environment, RevokedToken};
 /// 4: revocations travel as [`RevocationsMessage`]s; environments carry `upstream_networks`.
 /// 5: revoked API keys are revocations too (`revoked_api_keys`), refused by digest.
 /// 6: consumers carry `client_certificates`, and key-auth takes `client_certificate`.
-pub const PROTOCOL_VERSION: u32 = 6;
+/// 7: environments carry `counters`, where their gateways keep rate counters.
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// `GET`: the event stream (`text/event-stream`) of the token's environment.
 pub const STREAM_PATH: &str = "/fleet/v1/stream";

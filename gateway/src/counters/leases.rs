@@ -256,6 +256,8 @@ fn lease_ask(key: &str, limit: u64, window_ms: u64, size: u64, least: u64, life:
 pub(super) fn peek(link: &Link, key: &str, limit: u64, window_ms: u64) -> Answer {
     let life = lifetime(window_ms);
     let shift_ms = life.as_millis() as u64;
+    // Nothing counted resets at once; else its reset is counted from the lease's end.
+    let from_now = |reset_ms: u64| if reset_ms == 0 { 0 } else { reset_ms + shift_ms };
     link.ask(lease_ask(key, limit, window_ms, 0, 0, life))
-        .map(|(hit, granted)| (HitResult { reset_ms: hit.reset_ms + shift_ms, ..hit }, granted))
+        .map(|(hit, granted)| (HitResult { reset_ms: from_now(hit.reset_ms), ..hit }, granted))
 }

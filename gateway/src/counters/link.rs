@@ -80,12 +80,16 @@ struct Pending {
 pub(super) struct Link {
     pending: tokio::sync::mpsc::Sender<Pending>,
     timeout: Duration,
+    /// Whether the thread has made a connection yet.
+    connected: Arc<AtomicBool>,
 }
 
 impl Link {
     /// Start the connection thread for `source`; it runs `tick` every [`TICK`].
     pub(super) fn start(source: Source, timeout: Duration, tick: Option<Box<dyn Fn() + Send>>) -> Result<Self, String> {
         let (pending, queue) = tokio::sync::mpsc::channel(QUEUE);
+        let connected = Arc::new(AtomicBool::new(false));
+        let made = connected.clone();
         std::thread::Builder::new()
             .name("portico-redis".into())
             .spawn(move || {
@@ -93,10 +97,22 @@ impl Link {
                     Ok(runtime) => runtime,
                     Err(error) => return tracing::error!(%error, "cannot start the Redis connection's runtime; counting locally"),
                 };
-                runtime.block_on(serve(source, queue, timeout, tick));
+                runtime.block_on(serve(source, queue, timeout, tick, made));
             })
             .map_err(|e| format!("cannot start the Redis connection's thread: {e}"))?;
-        Ok(Self { pending, timeout })
+        Ok(Self { pending, timeout, connected })
+    }
+
+    /// Wait until the thread has connected, at most `limit`; whether it has.
+    pub(super) fn wait_connected(&self, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while !self.connected.load(Ordering::Relaxed) {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
     }
 
     /// Ask and wait for the answer at most the link's timeout.
@@ -125,14 +141,22 @@ pub(super) fn redis_key(key: &str, window_ms: u64) -> String {
     format!("{KEY_PREFIX}{key}\0{window_ms}")
 }
 
-async fn serve(mut source: Source, mut queue: tokio::sync::mpsc::Receiver<Pending>, timeout: Duration, tick: Option<Box<dyn Fn() + Send>>) {
+async fn serve(
+    mut source: Source,
+    mut queue: tokio::sync::mpsc::Receiver<Pending>,
+    timeout: Duration,
+    tick: Option<Box<dyn Fn() + Send>>,
+    connected: Arc<AtomicBool>,
+) {
     let script = Arc::new(redis::Script::new(WINDOW_SCRIPT));
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout.max(Duration::from_millis(100))))
         .set_response_timeout(Some(timeout))
         .set_max_delay(Duration::from_secs(2))
         .set_number_of_retries(1);
-    let mut connection = None;
+    // Connected at once, so that the first hits do not wait for it.
+    let mut connection = connect(&mut source, &config).await.ok();
+    connected.store(connection.is_some(), Ordering::Relaxed);
     // Set by a failed call: behind Sentinels, the master may have changed.
     let failed = Arc::new(AtomicBool::new(false));
     let mut ticks = tokio::time::interval(TICK);
@@ -153,12 +177,11 @@ async fn serve(mut source: Source, mut queue: tokio::sync::mpsc::Receiver<Pendin
             connection = None;
         }
         if connection.is_none() {
-            let made = match source.client().await {
-                Ok(client) => redis::aio::ConnectionManager::new_with_config(client, config.clone()).await,
-                Err(error) => Err(error),
-            };
-            match made {
-                Ok(made) => connection = Some(made),
+            match connect(&mut source, &config).await {
+                Ok(made) => {
+                    connection = Some(made);
+                    connected.store(true, Ordering::Relaxed);
+                }
                 Err(error) => {
                     deliver(pending.reply, Err(format!("cannot connect: {error}")));
                     continue;
@@ -168,6 +191,10 @@ async fn serve(mut source: Source, mut queue: tokio::sync::mpsc::Receiver<Pendin
         let (Some(connection), script) = (connection.clone(), script.clone()) else { continue };
         tokio::spawn(run(connection, script, pending, failed.clone()));
     }
+}
+
+async fn connect(source: &mut Source, config: &redis::aio::ConnectionManagerConfig) -> redis::RedisResult<redis::aio::ConnectionManager> {
+    redis::aio::ConnectionManager::new_with_config(source.client().await?, config.clone()).await
 }
 
 async fn run(mut connection: redis::aio::ConnectionManager, script: Arc<redis::Script>, pending: Pending, failed: Arc<AtomicBool>) {

@@ -119,6 +119,11 @@ impl RedisCounters {
         }
     }
 
+    /// Wait until the connection to Redis is made, at most `limit`; whether it is.
+    pub fn wait_connected(&self, limit: std::time::Duration) -> bool {
+        self.link.wait_connected(limit)
+    }
+
     /// What `/metrics` shows of these counters.
     pub fn stats(&self) -> Arc<SharedStats> {
         self.stats.clone()

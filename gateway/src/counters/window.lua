@@ -29,6 +29,10 @@ local bucket = math.floor((window + BUCKETS - 1) / BUCKETS)
 local counts = {}
 local newest, last
 local stored = redis.call('GET', KEYS[1])
+if cost == 0 and not stored then
+    -- A read of a counter nothing was counted on: all of the limit, and no key made for it.
+    return { 1, string.format('%d', limit), '0', '0', '0' }
+end
 if stored then
     local fields = {}
     for field in string.gmatch(stored, '%S+') do
