@@ -261,13 +261,19 @@ def _both(runs):
     return results
 
 
+WARM_UP_SECONDS = 12
+"""S7's warm-up on each gateway."""
+
+
 def _split(gateways, requests, rate, args, workdir, redis_pid):
     """wrk at full speed on both gateways at once (half the connections each), then oha at
     `rate` in all (half to each); CPU of both gateways (and Redis's) per request."""
     half = max(1, args.connections // 2)
     # Warm up until every key has been hit a few times: the first hit of a key waits for its
-    # first lease (a round trip); a running fleet holds them already.
-    _both([lambda r=r: load.wrk(r, 1 if args.smoke else 4, half, workdir) for r in requests])
+    # first lease (a round trip); a running fleet holds them already. Each wrk thread cycles
+    # the 10,000 keys from the first, so the warm-up must be long enough for every thread to
+    # go round them: 4 s left keys cold on a slow machine (a Redis call per request measured).
+    _both([lambda r=r: load.wrk(r, 1 if args.smoke else WARM_UP_SECONDS, half, workdir) for r in requests])
     pids = [g.pid for g in gateways]
 
     def measured(runs):

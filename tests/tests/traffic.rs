@@ -318,7 +318,7 @@ async fn with_redis_gone_each_throttle_fails_open_or_closed_as_configured() {
     let api = |name: &str, extra: &str| {
         format!(
             "  - name: {name}\n    context: /{name}\n    upstream:\n      endpoints: [\"{}/base\"]\n    policies:\n      \
-             - policy: throttle\n        config: {{key_by: api, limits: [{{requests: 1000, per: 1m}}]{extra}}}\n",
+             - policy: throttle\n        config: {{key_by: api, limits: [{{requests: 1000, per: 1s}}]{extra}}}\n",
             upstream.url()
         )
     };
@@ -334,6 +334,9 @@ async fn with_redis_gone_each_throttle_fails_open_or_closed_as_configured() {
         assert_eq!(client.get(&gateway.url(&format!("/{name}/x")), &[]).await.unwrap().status, StatusCode::OK, "{name}");
     }
 
+    // Units leased are the gateway's to spend while Redis is away: let them expire (a lease
+    // of a 1 s window lives 50 ms), so that every hit of the fail-closed API needs Redis.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let port = redis.port;
     drop(redis);
     let mut statuses = std::collections::BTreeMap::<(&str, u16), usize>::new();

@@ -1,5 +1,5 @@
 //! Leases: units of a shared counter that a gateway takes from Redis ahead of its hits and
-//! spends without a round trip, refilling in the background when half of the last one is left.
+//! spends without a round trip, refilling in the background before they run out.
 //!
 //! Why a fleet on leases never admits more than L in any window: a lease of n units of
 //! (key, W) granted at Redis time t may be spent until t + δ ([`lifetime`]), and Redis counts
@@ -11,8 +11,9 @@
 //! spending a lease δ after it *asked* for it, before Redis's t + δ, whatever the clocks say.
 //!
 //! What leases cost is admissions, never excess: units leased and not spent before they
-//! expire (at most two leases, [`max_size`] each, per gateway and key: the next is asked for
-//! when half of the last is left), and a window judged W + δ long.
+//! expire (the leases a gateway holds of a key, [`max_size`] each: one is asked for at a
+//! time, when half of the last is left or the units held are about to expire), and a
+//! window judged W + δ long.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -27,12 +28,16 @@ const SHARDS: usize = 32;
 
 /// How long a lease of a window of `window_ms` may be spent: 1/20 of the window (one of its
 /// buckets), between 10 ms and 1 min. The window is judged this much longer. A lease is
-/// sized to what the key's rate spends in half of it, so the longer it lives, the fewer
-/// round trips a key of a low rate costs: many callers each calling now and then (S7:
-/// 10,000 keys under an hourly limit) got a round trip per hit from 5 s leases.
+/// sized to what the key's rate spends in half of it, so the longer it lives, the fewer round trips
+/// a key of a low rate costs: many callers each calling now and then (S7: 10,000 keys under
+/// an hourly limit) got a round trip per hit from 5 s leases.
 pub fn lifetime(window_ms: u64) -> Duration {
     Duration::from_millis((window_ms / 20).clamp(10, 60_000))
 }
+
+/// The units of a key's first lease (at most [`max_size`]): two, so that its second hit
+/// does not wait for a lease too, while the next is sized on the rate.
+const FIRST_LEASE: u64 = 2;
 
 /// The most units one lease of a limit of `limit` takes: 1/16 of it, at least one.
 pub fn max_size(limit: u64) -> u64 {
@@ -107,19 +112,30 @@ impl Lease {
     }
 
     /// How many units to ask for next (at least `cost`): what the rate since the last ask
-    /// spends in half of `life`, so that a lease is spent well before it expires; and start
+    /// spends in half of `life` (measured over at least 1/60 of it, so that a burst right after an
+    /// ask is not taken for a rate), or [`FIRST_LEASE`] for a key not seen before; and start
     /// measuring afresh.
     fn next_size(&mut self, cost: u64, limit: u64, life: Duration, now: Instant) -> u64 {
         let expected = match self.asked_at {
             Some(asked) => {
-                let elapsed = now.duration_since(asked).as_micros().max(1);
+                let elapsed = now.duration_since(asked).as_micros().max(life.as_micros() / 60).max(1);
                 u64::try_from(u128::from(self.spent) * life.as_micros() / 2 / elapsed).unwrap_or(u64::MAX)
             }
-            None => 1,
+            None => FIRST_LEASE,
         };
         self.spent = 0;
         self.asked_at = Some(now);
         expected.clamp(1, max_size(limit)).max(cost)
+    }
+
+    /// Whether the next lease is due: half of the last one is left, or the newest units
+    /// held expire within a quarter of `life` (a key of a low rate would otherwise find its
+    /// lease expired, and wait for the next) unless Redis granted nothing last time (at its
+    /// limit, it is asked again only once the units are spent).
+    fn due(&self, now: Instant, life: Duration) -> bool {
+        let held: u64 = self.grants.iter().map(|&(units, _)| units).sum();
+        let expiring = self.grants.last().is_none_or(|&(_, until)| until.saturating_duration_since(now) < life / 4);
+        !self.refilling && (held * 2 <= self.last_granted.max(1) || (expiring && self.last_granted > 0))
     }
 
     fn allowed(&self, limit: u64) -> HitResult {
@@ -152,7 +168,7 @@ impl Leases {
                 return Err(lease.next_size(cost, limit, life, now));
             }
             lease.spend(cost);
-            let refill = (cost > 0 && lease.available(now) * 2 <= lease.last_granted.max(1) && !lease.refilling).then(|| {
+            let refill = (cost > 0 && lease.due(now, life)).then(|| {
                 lease.refilling = true;
                 lease.next_size(1, limit, life, now)
             });
