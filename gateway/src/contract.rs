@@ -1,8 +1,8 @@
 //! The contract between the planes: what a control plane and its gateways both read and
 //! write. The [`environment`] document (what an environment runs, and where it keeps its
 //! [`counters`]), the [`fleet`] protocol that carries it, the [`defaults`] of what
-//! documents leave out, their [`units`], and [`hex`] digests. Nothing else in the gateway is the control plane's business but the
-//! checks of [`crate::check`].
+//! documents leave out, their [`units`], and [`hex`] digests. Nothing else in the gateway
+//! is the control plane's business but the checks of [`crate::check`].
 
 pub mod counters;
 pub mod defaults;

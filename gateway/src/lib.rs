@@ -150,15 +150,14 @@ impl Gateway {
 
     /// Make a snapshot live. Requests already running finish on the one they started with.
     pub fn install(&self, snapshot: Snapshot) {
-        let counting = snapshot.counting.clone();
-        if counting.config != self.counting.lock().unwrap_or_else(PoisonError::into_inner).config {
-            match &counting.config.redis {
+        self.metrics.shared_counters.store(snapshot.counting.stats.clone());
+        let previous = std::mem::replace(&mut *self.counting.lock().unwrap_or_else(PoisonError::into_inner), snapshot.counting.clone());
+        if previous.config != snapshot.counting.config {
+            match &snapshot.counting.config.redis {
                 Some(_) => tracing::info!("rate counters shared on Redis"),
                 None => tracing::info!("rate counters kept in this process"),
             }
         }
-        self.metrics.shared_counters.store(counting.stats.clone());
-        *self.counting.lock().unwrap_or_else(PoisonError::into_inner) = counting;
         let digests = snapshot.digests.clone();
         self.snapshot.store(Some(Arc::new(snapshot)));
         self.engine.retain(|digest| digests.iter().any(|d| d == digest));

@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use portico_gateway::contract::counters::CountersConfig;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -291,17 +292,18 @@ pub async fn usage(
     let subscription = row(&state.db, &sub_id).await?.filter(|row| row.application_id == id);
     let subscription = subscription.ok_or_else(|| ApiError::not_found("subscription", &sub_id))?;
     let environment = query.environment.unwrap_or_else(|| "default".to_owned());
-    let counters = crate::publisher::counters(&state.db, &environment).await?;
-    let exists = counters.is_some();
-    let Some(redis) = counters.and_then(|counters| counters.redis) else {
-        state.counter_readers.forget(&environment);
-        if !exists {
-            return Err(ApiError::invalid("environment", format!("no environment named `{environment}`")));
+    let redis = match crate::publisher::counters(&state.db, &environment).await? {
+        Some(CountersConfig { redis: Some(redis) }) => redis,
+        missing_or_local => {
+            state.counter_readers.forget(&environment);
+            return Err(match missing_or_local {
+                None => ApiError::invalid("environment", format!("no environment named `{environment}`")),
+                Some(_) => ApiError::Conflict(format!(
+                    "the gateways of `{environment}` count each in its own process; usage is known once they share a store \
+                     (PUT /api/v1/environments/{environment}/counters)"
+                )),
+            });
         }
-        return Err(ApiError::Conflict(format!(
-            "the gateways of `{environment}` count each in its own process; usage is known once they share a store \
-             (PUT /api/v1/environments/{environment}/counters)"
-        )));
     };
     let limits = match traffic::find(&state.db, "subscription", &subscription.tier).await? {
         None => Vec::new(),

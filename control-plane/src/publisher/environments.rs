@@ -148,6 +148,21 @@ async fn stored_setting(conn: &mut AnyConnection, environment: &str, column: &'s
     Ok(row.map(|(stored,)| stored))
 }
 
+/// Set an environment's setting kept in `column` (`None`: its default), through the one
+/// path that tells its gateways.
+async fn store_setting(state: &AppState, environment: &str, column: &'static str, stored: Option<String>) -> ApiResult<()> {
+    let mut change = Change::begin(state).await?;
+    let updated = sqlx::query(&format!("UPDATE environments SET {column} = $1 WHERE name = $2"))
+        .bind(&stored)
+        .bind(environment)
+        .execute(&mut *change)
+        .await?;
+    if updated.rows_affected() == 0 {
+        return Err(ApiError::not_found("environment", environment));
+    }
+    change.commit().await
+}
+
 /// The networks an environment's upstreams may be in (any logged-in user).
 #[utoipa::path(get, path = "/api/v1/environments/{name}/upstream-networks", operation_id = "get_upstream_networks", tag = "publisher",
     params(("name" = String, Path)), responses((status = 200, body = UpstreamNetworks), (status = 401), (status = 404)), security(("bearer" = [])))]
@@ -190,17 +205,7 @@ pub async fn set_upstream_networks(
         let field = reason.split(':').next().unwrap_or("allow").to_owned();
         ApiError::invalid(field, reason)
     })?;
-    let stored = to_stored(&networks)?;
-    let mut change = Change::begin(&state).await?;
-    let updated = sqlx::query("UPDATE environments SET upstream_networks = $1 WHERE name = $2")
-        .bind(&stored)
-        .bind(&name)
-        .execute(&mut *change)
-        .await?;
-    if updated.rows_affected() == 0 {
-        return Err(ApiError::not_found("environment", &name));
-    }
-    change.commit().await?;
+    store_setting(&state, &name, "upstream_networks", Some(to_stored(&networks)?)).await?;
     tracing::info!(environment = %name, allow = ?networks.allow, deny = ?networks.deny, by = %caller.username, "upstream networks changed");
     Ok(Json(UpstreamNetworks { allow: networks.allow, deny: Some(networks.deny) }))
 }
@@ -291,15 +296,9 @@ pub async fn set_counters(
         return Err(ApiError::invalid(format!("redis.{field}"), reason));
     }
     let config = counters::CountersConfig { redis: change.redis };
-    let stored =
-        if config.is_local() { None } else { Some(state.db.sealing.seal(to_stored(&config)?.as_bytes(), &counters_context(&name))) };
-    let mut change = Change::begin(&state).await?;
-    let updated =
-        sqlx::query("UPDATE environments SET counters = $1 WHERE name = $2").bind(&stored).bind(&name).execute(&mut *change).await?;
-    if updated.rows_affected() == 0 {
-        return Err(ApiError::not_found("environment", &name));
-    }
-    change.commit().await?;
+    let stored = (!config.is_local()).then(|| to_stored(&config)).transpose()?;
+    let sealed = stored.map(|text| state.db.sealing.seal(text.as_bytes(), &counters_context(&name)));
+    store_setting(&state, &name, "counters", sealed).await?;
     tracing::info!(environment = %name, shared = !config.is_local(), by = %caller.username, "rate counters' store changed");
     Ok(Json(shown(config)))
 }
