@@ -28,9 +28,10 @@ const SHARDS: usize = 32;
 
 /// How long a lease of a window of `window_ms` may be spent: 1/20 of the window (one of its
 /// buckets), between 10 ms and 1 min. The window is judged this much longer. A lease is
-/// sized to what the key's rate spends in half of it, so the longer it lives, the fewer round trips
-/// a key of a low rate costs: many callers each calling now and then (S7: 10,000 keys under
-/// an hourly limit) got a round trip per hit from 5 s leases.
+/// sized to what the key's rate spends in half of it (all of it far from the limit), so the
+/// longer it lives, the fewer round trips a key of a low rate costs: many callers each calling
+/// now and then (S7: 10,000 keys under an hourly limit) got a round trip per hit from 5 s
+/// leases.
 pub fn lifetime(window_ms: u64) -> Duration {
     Duration::from_millis((window_ms / 20).clamp(10, 60_000))
 }
@@ -114,12 +115,16 @@ impl Lease {
     /// How many units to ask for next (at least `cost`): what the rate since the last ask
     /// spends in half of `life` (measured over at least 1/60 of it, so that a burst right after an
     /// ask is not taken for a rate), or [`FIRST_LEASE`] for a key not seen before; and start
-    /// measuring afresh.
+    /// measuring afresh. While Redis said last that at least half of the limit is left, in the
+    /// whole of `life`: units that expire unspent then cost no one an admission, and a key of a
+    /// low rate asks half as often (near the limit, whole-life leases stranded units: 0.92 of
+    /// the limit admitted).
     fn next_size(&mut self, cost: u64, limit: u64, life: Duration, now: Instant) -> u64 {
         let expected = match self.asked_at {
             Some(asked) => {
                 let elapsed = now.duration_since(asked).as_micros().max(life.as_micros() / 60).max(1);
-                u64::try_from(u128::from(self.spent) * life.as_micros() / 2 / elapsed).unwrap_or(u64::MAX)
+                let part = if self.remaining >= limit / 2 { 1 } else { 2 };
+                u64::try_from(u128::from(self.spent) * life.as_micros() / part / elapsed).unwrap_or(u64::MAX)
             }
             None => FIRST_LEASE,
         };
@@ -276,4 +281,35 @@ pub(super) fn peek(link: &Link, key: &str, limit: u64, window_ms: u64) -> Answer
     let from_now = |reset_ms: u64| if reset_ms == 0 { 0 } else { reset_ms + shift_ms };
     link.ask(lease_ask(key, limit, window_ms, 0, 0, life))
         .map(|(hit, granted)| (HitResult { reset_ms: from_now(hit.reset_ms), ..hit }, granted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn granted(lease: &mut Lease, units: u64, remaining: u64, now: Instant, life: Duration) {
+        let hit = HitResult { allowed: true, limit: 0, remaining, reset_ms: 0, retry_after_ms: 0 };
+        lease.grant(units, now + life, &hit);
+    }
+
+    #[test]
+    fn a_lease_covers_the_whole_life_far_from_the_limit_and_half_of_it_near() {
+        let (limit, life) = (1_600_000, Duration::from_secs(60));
+        let start = Instant::now();
+        let mut lease = Lease::new(3_600_000);
+        assert_eq!(lease.next_size(1, limit, life, start), FIRST_LEASE);
+
+        // 30 units spent in 30 s: a rate of one a second.
+        granted(&mut lease, 40, limit - 40, start, life);
+        lease.spend(30);
+        let later = start + Duration::from_secs(30);
+        assert_eq!(lease.next_size(1, limit, life, later), 60, "far from the limit: the whole life");
+
+        granted(&mut lease, 60, limit / 2 - 1, later, life);
+        lease.spend(30);
+        let near = later + Duration::from_secs(30);
+        assert_eq!(lease.next_size(1, limit, life, near), 30, "under half the limit left: half the life");
+        lease.spend(100);
+        assert_eq!(lease.next_size(1, 32, life, near + Duration::from_secs(1)), max_size(32), "no more than 1/16 of the limit");
+    }
 }
