@@ -2,8 +2,8 @@
 """Portico side by side with a minimal hyper reverse proxy, nginx, Envoy, Pingora and
 direct access, following ../shared/BENCHMARKS.md. One command builds everything in
 release, installs the peers it lacks, runs scenarios S1–S6 and the memory figure in
-interleaved rounds, then S7 (S2 on two gateways sharing their counters in Redis), and
-writes a markdown report:
+interleaved rounds, then S7a (S2 on one gateway, on local counters and on Redis leases)
+and S7 (S2 on two gateways sharing their counters in Redis), and writes a markdown report:
 
     python3 bench/run.py                      # the full run (about 20 minutes)
     python3 bench/run.py --rounds 5 --seconds 8
@@ -41,8 +41,9 @@ def main():
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
+    chosen = args.only or ORDER
     tools.install()
-    tools.build_peers(profile)
+    tools.build_peers(profile, pingora="pingora" in chosen)
     if args.prepare:
         return
     portico = os.path.abspath(args.portico) if args.portico else tools.build_portico(profile)
@@ -50,7 +51,6 @@ def main():
     workdir = tempfile.mkdtemp(prefix="portico-bench-")
     setup = systems.Setup(workdir, profile, portico, policy, miss_tokens=200 if args.smoke else 25_000)
     by_system = scenarios.cases(setup)
-    chosen = args.only or ORDER
     backend = setup.start_backend()
     try:
         # The fixed rates are fractions of the minimal proxy's maximum, as the method asks.
@@ -84,6 +84,9 @@ def main():
             swap = scenarios.hot_swap(setup, args, workdir, os.path.join(workdir, "portico-swap.log"))
             print(f"S5: {swap['swaps']} swaps, {swap['swapping']['failed']} failed", file=sys.stderr)
             shared = scenarios.shared_counters(setup, args, workdir, next(iter(rates.values())))
+            for pair in shared["single"]:
+                print(f"S7a: {pair['local']['max']['rps']:,.0f} req/s on local counters, "
+                      f"{pair['leased']['max']['rps']:,.0f} on Redis leases", file=sys.stderr)
             print(f"S7: {shared['leased']['max']['rps']:,.0f} req/s on leases, {shared['exact']['max']['rps']:,.0f} exact, "
                   f"{shared['without']['max']['rps']:,.0f} without Redis; "
                   f"admitted {shared['overshoot']['ratio']:.3f} of the shared limit", file=sys.stderr)
@@ -115,6 +118,7 @@ def smoke_check(rounds, cases, swap, memory, args, shared):
         problems.append(f"S5: {swap['swaps']} swaps, {swap['swapping']['failed']} failed")
     if shared:
         runs = [shared[phase][kind] for phase in ("leased", "exact", "without") for kind in ("max", "fixed")]
+        runs += [pair[counting][kind] for pair in shared["single"] for counting in ("local", "leased") for kind in ("max", "fixed")]
         if any(not run["requests"] or run["failed"] for run in runs) or shared["overshoot"]["other"] or not shared["overshoot"]["admitted"]:
             problems.append(f"S7: {shared}")
     for system, m in (memory or {}).items():

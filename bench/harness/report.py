@@ -131,8 +131,33 @@ def s7(rounds, rates, shared):
                 capacity = b_cpu / run["fixed"]["cpu_us"]
                 met = "yes" if capacity >= 0.9 else "**no**"
                 out.append(f"| {label} ÷ {base} | {capacity:.2f} | {run['max']['rps'] / b_rps:.2f} | ≥ 0.90 | {met} |")
+    out += s7a(shared["single"])
     o = shared["overshoot"]
     out += ["", f"Overshoot: a limit of {o['limit']:,} a second on both gateways, offered {3 * o['limit']:,} a second for "
             f"{o['seconds']} s: {o['admitted']:,} admitted, {o['refused']:,} refused (429), {o['other']} otherwise; admitted ÷ "
             f"(L × {o['seconds']} windows) = {o['ratio']:.3f} (overshoot {max(0.0, o['ratio'] - 1) * 100:.1f} %, target ≤ 1 %)."]
+    return out
+
+
+def s7a(pairs):
+    """S7a: S2 on one gateway on Redis leases against the same gateway on local counters, the
+    ratios taken within each round: the issue's target (≥ 0.9× local) judged like for like."""
+    out = ["", "### S7a one gateway: Redis leases ÷ local counters", "",
+           "S2's requests on one gateway, with its counters in the process and then on Redis leases, in turn in "
+           "each round, after the same warm-up. Capacity per core: local CPU µs/req ÷ leased CPU µs/req at the first "
+           "fixed rate.", "",
+           "| counting | max req/s | CPU µs/req | Redis CPU µs/req | p50 ms | p99 ms | p99.9 ms | failed |",
+           "|---|---|---|---|---|---|---|---|"]
+    for label, counting in (("local counters", "local"), ("Redis leases", "leased")):
+        runs = [pair[counting] for pair in pairs]
+        out.append(f"| {label} ({len(runs)} rounds) | {spread([r['max']['rps'] for r in runs], '{:,.0f}')} | "
+                   f"{spread([r['fixed']['cpu_us'] for r in runs], '{:.1f}')} | "
+                   f"{spread([r['fixed']['redis_cpu_us'] for r in runs], '{:.1f}')} | "
+                   + " | ".join(spread([r["fixed"][p] for r in runs], "{:.3f}") for p in ("p50", "p99", "p99.9"))
+                   + f" | {sum(r['max']['failed'] + r['fixed']['failed'] for r in runs)} |")
+    capacity = [p["local"]["fixed"]["cpu_us"] / p["leased"]["fixed"]["cpu_us"] for p in pairs]
+    throughput = [p["leased"]["max"]["rps"] / p["local"]["max"]["rps"] for p in pairs]
+    met = "yes" if min(statistics.median(capacity), statistics.median(throughput)) >= 0.9 else "**no**"
+    out += ["", "| ratio | capacity per core | throughput | target | met |", "|---|---|---|---|---|",
+            f"| S7a Redis leases ÷ local counters | {spread(capacity)} | {spread(throughput)} | ≥ 0.90 | {met} |"]
     return out

@@ -214,11 +214,25 @@ def shared_counters(setup, args, workdir, rate):
     store asked at every request costs, as Kong's Redis policy or Envoy's global rate limit
     service are); the overshoot of a limit L the leased gateways share, offered 3 × L for a
     few windows; and the same throughput and latency with Redis stopped, each gateway
-    counting alone against its half of every limit."""
+    counting alone against its half of every limit.
+
+    First S7a, the target's like-for-like measure: S2 on one gateway on local counters and
+    the same gateway on Redis leases, one after the other in each of `args.rounds` rounds
+    (who goes first alternates), with the same warm-up."""
     s2 = [_s2_request(setup, port) for port in systems.SHARED_PORTS]
-    result = {}
+    result = {"single": []}
     redis = setup.start_redis()
     try:
+        for r in range(args.rounds):
+            pair = {}
+            for counting in (("local", "leased") if r % 2 == 0 else ("leased", "local")):
+                gateway = setup.start_single(counting)
+                try:
+                    probe(Case("S7a", "portico", counting, s2[0]))
+                    pair[counting] = _split([gateway], s2[:1], rate, args, workdir, redis.pid if counting == "leased" else None)
+                finally:
+                    gateway.stop()
+            result["single"].append(pair)
         for mode in ("exact", "leased"):
             gateways = setup.start_shared(mode)
             try:
@@ -266,14 +280,14 @@ WARM_UP_SECONDS = 12
 
 
 def _split(gateways, requests, rate, args, workdir, redis_pid):
-    """wrk at full speed on both gateways at once (half the connections each), then oha at
-    `rate` in all (half to each); CPU of both gateways (and Redis's) per request."""
-    half = max(1, args.connections // 2)
+    """wrk at full speed on every gateway at once (the connections split between them), then
+    oha at `rate` in all (split the same way); CPU of the gateways (and Redis's) per request."""
+    each = max(1, args.connections // len(requests))
     # Warm up until every key has been hit a few times: the first hit of a key waits for its
     # first lease (a round trip); a running fleet holds them already. Each wrk thread cycles
     # the 10,000 keys from the first, so the warm-up must be long enough for every thread to
     # go round them: 4 s left keys cold on a slow machine (a Redis call per request measured).
-    _both([lambda r=r: load.wrk(r, 1 if args.smoke else WARM_UP_SECONDS, half, workdir) for r in requests])
+    _both([lambda r=r: load.wrk(r, 1 if args.smoke else WARM_UP_SECONDS, each, workdir) for r in requests])
     pids = [g.pid for g in gateways]
 
     def measured(runs):
@@ -290,8 +304,8 @@ def _split(gateways, requests, rate, args, workdir, redis_pid):
         else:
             merged.update({p: max(r[p] for r in results) for p in ("p50", "p99", "p99.9")})
         return merged
-    top = measured([lambda r=r: load.wrk(r, args.seconds, half, workdir) for r in requests])
-    fixed = measured([lambda r=r: load.oha(r, rate / 2, args.seconds, half, workdir) for r in requests])
+    top = measured([lambda r=r: load.wrk(r, args.seconds, each, workdir) for r in requests])
+    fixed = measured([lambda r=r: load.oha(r, rate / len(requests), args.seconds, each, workdir) for r in requests])
     return {"max": top, "fixed": fixed}
 
 

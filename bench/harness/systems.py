@@ -152,6 +152,16 @@ class Setup:
                 with open(shared_path, "w") as f:
                     json.dump(shared, f)
                 self.shared_configs[mode].append(shared_path)
+        # S7a: one gateway with S2's APIs on local counters, and the same on Redis leases.
+        self.single_configs = {}
+        for counting in ("local", "leased"):
+            single = dict(config, listeners=[{"address": f"127.0.0.1:{SHARED_PORTS[0]}"}])
+            if counting == "leased":
+                single["counters"] = {"redis": {"url": f"redis://127.0.0.1:{REDIS_PORT}/", "mode": "leased", "fleet_size": 1}}
+            single_path = os.path.join(self.workdir, f"portico-single-{counting}.json")
+            with open(single_path, "w") as f:
+                json.dump(single, f)
+            self.single_configs[counting] = single_path
         return path
 
     def _nginx_config(self):
@@ -263,6 +273,12 @@ http {{
         return [Process(f"portico-shared-{port}", [self.portico, "--workers", "1", "--log", "warn", "serve", "--config", path],
                         [port], os.path.join(self.workdir, f"portico-shared-{mode}-{port}.log"))
                 for port, path in zip(SHARED_PORTS, self.shared_configs[mode])]
+
+    def start_single(self, counting):
+        """S7a's one gateway counting `local`ly or on Redis `leased`, on the core under test."""
+        path = self.single_configs[counting]
+        return Process(f"portico-single-{counting}", [self.portico, "--workers", "1", "--log", "warn", "serve", "--config", path],
+                       [SHARED_PORTS[0]], os.path.join(self.workdir, f"portico-single-{counting}.log"))
 
     def start_backend(self):
         log = os.path.join(self.workdir, "backend.log")

@@ -55,12 +55,14 @@ def build_portico(profile):
     return os.path.join(TARGET, profile, "portico")
 
 
-def build_peers(profile):
-    """The backend, the minimal proxy and the Pingora peer, in the harness's own target
-    folder: building them never waits for, or replaces, the workspace's artifacts."""
+def build_peers(profile, pingora=True):
+    """The backend, the minimal proxy and (unless it is not compared) the Pingora peer, in
+    the harness's own target folder: building them never waits for, or replaces, the
+    workspace's artifacts."""
     flag = _profile_flag(profile)
     run(["cargo", "build", *flag, "-p", "portico-bench", "--target-dir", os.path.join(TOOLS, "cargo")], cwd=ROOT)
-    run(["cargo", "build", *flag, "--manifest-path", PINGORA_MANIFEST, "--target-dir", os.path.join(TOOLS, "cargo")], cwd=ROOT)
+    if pingora:
+        run(["cargo", "build", *flag, "--manifest-path", PINGORA_MANIFEST, "--target-dir", os.path.join(TOOLS, "cargo")], cwd=ROOT)
 
 
 def _profile_flag(profile):
