@@ -264,24 +264,25 @@ async fn two_gateways_on_one_redis_share_one_limit() {
     }
 }
 
-/// Three gateways counting on leases (units taken ahead, spent without a round trip), offered
-/// three times the limit: never more than the limit in any window across the three, and most
-/// of it admitted.
-#[test]
-fn three_gateways_on_leases_never_admit_more_than_the_limit() {
-    let redis = RedisServer::start();
-    let (limit, window_ms) = (200u64, 2_000u64);
+/// Three gateways (`fleet_size: 3`) counting on leases in the Redis at `url`, each hitting one
+/// key at the whole of `limit` per window (three times it in all) for `run_for` while this
+/// thread runs `meanwhile`: the times (ms from the start) of the hits admitted, in order.
+fn three_gateways_at_three_times(
+    url: &str,
+    timeout: Duration,
+    limit: u64,
+    window_ms: u64,
+    run_for: Duration,
+    meanwhile: impl FnOnce(),
+) -> Vec<(u64, u64)> {
     let started = std::time::Instant::now();
-    let run_for = Duration::from_secs(6);
-    let admitted: Vec<(u64, u64)> = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let gateways: Vec<_> = (0..3)
             .map(|_| {
-                let url = redis.url();
+                let config = settings(url.to_owned(), timeout, SharedMode::Leased, 3);
                 scope.spawn(move || {
-                    let config = settings(url, Duration::from_secs(1), SharedMode::Leased, 3);
                     let counters = RedisCounters::connect(&config, Arc::new(LocalCounters::new())).unwrap();
                     let mut admitted = Vec::new();
-                    // Each offers the whole limit per window: three times it in all.
                     let pause = Duration::from_millis(window_ms / limit);
                     while started.elapsed() < run_for {
                         if counters.hit("shared", limit, window_ms, 1).allowed {
@@ -293,10 +294,22 @@ fn three_gateways_on_leases_never_admit_more_than_the_limit() {
                 })
             })
             .collect();
+        meanwhile();
         let mut all: Vec<(u64, u64)> = gateways.into_iter().flat_map(|gateway| gateway.join().unwrap()).collect();
         all.sort();
         all
-    });
+    })
+}
+
+/// Three gateways counting on leases (units taken ahead, spent without a round trip), offered
+/// three times the limit: never more than the limit in any window across the three, and most
+/// of it admitted.
+#[test]
+fn three_gateways_on_leases_never_admit_more_than_the_limit() {
+    let redis = RedisServer::start();
+    let (limit, window_ms) = (200u64, 2_000u64);
+    let run_for = Duration::from_secs(6);
+    let admitted = three_gateways_at_three_times(&redis.url(), Duration::from_secs(1), limit, window_ms, run_for, || {});
     let most = most_in_any_window(&admitted, window_ms);
     let windows = run_for.as_millis() as u64 / window_ms;
     println!(
@@ -306,6 +319,33 @@ fn three_gateways_on_leases_never_admit_more_than_the_limit() {
     );
     assert!(most <= limit, "{most} admitted in a window of {window_ms} ms with a limit of {limit}");
     assert!(admitted.len() as u64 >= windows * limit * 3 / 4, "only {} admitted in {windows} windows", admitted.len());
+}
+
+/// Three gateways on leases at their shared limit lose Redis at once: each goes on counting
+/// alone, against its share less its share of what Redis had admitted, so no window, the one
+/// across the loss included, admits much more than the limit (without the hand-over, each
+/// gateway's fresh counter admitted its share again on top: up to 5/3 of it), and once what
+/// Redis admitted has left the window the gateways admit their shares.
+#[test]
+fn three_gateways_that_lose_redis_at_once_stay_within_the_limit() {
+    let redis = RedisServer::start();
+    let (limit, window_ms) = (300u64, 2_000u64);
+    let (kill_at, run_for) = (Duration::from_millis(3_500), Duration::from_millis(8_000));
+    let url = redis.url();
+    let admitted = three_gateways_at_three_times(&url, Duration::from_millis(50), limit, window_ms, run_for, || {
+        std::thread::sleep(kill_at);
+        drop(redis);
+    });
+    let most = most_in_any_window(&admitted, window_ms);
+    let kill_ms = kill_at.as_millis() as u64;
+    let last_window = admitted.iter().filter(|&&(at, _)| at + window_ms >= run_for.as_millis() as u64).count() as u64;
+    println!(
+        "3 gateways at a limit of {limit} per {window_ms} ms losing Redis at {kill_ms} ms: at most {most} in any window \
+         ({:.1} % of the limit); {last_window} admitted in the last window, counting alone",
+        100.0 * most as f64 / limit as f64
+    );
+    assert!(most <= limit + limit / 20, "{most} admitted in a window of {window_ms} ms with a limit of {limit}");
+    assert!(last_window >= limit / 2, "only {last_window} admitted in the last window, each gateway counting its share");
 }
 
 /// Redis killed under a gateway: a throttle that counts locally goes on admitting (within the

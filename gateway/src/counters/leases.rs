@@ -20,11 +20,16 @@ use std::hash::BuildHasher;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::HitResult;
 use super::link::{Answer, Ask, Link, MAX_EXACT_LIMIT, MAX_WINDOW_MS, redis_key};
+use super::{HitResult, now_ms};
 
 /// Lock shards; a key always lands in the same one.
 const SHARDS: usize = 32;
+
+/// How long a lease keeps Redis's last word on its key for [`Leases::hand_over`] once it
+/// holds no units: long enough for the keys at their limit, short enough that a client
+/// cycling keys does not make a gateway keep them.
+const HAND_OVER_MS: u64 = 60_000;
 
 /// How long a lease of a window of `window_ms` may be spent: 1/20 of the window (one of its
 /// buckets), between 10 ms and 1 min. The window is judged this much longer. A lease is
@@ -71,6 +76,8 @@ struct Lease {
     /// What Redis said last, less what was spent since: for the answers given from leases.
     remaining: u64,
     reset_ms: u64,
+    /// When Redis said it ([`now_ms`]), until [`Leases::hand_over`] takes it.
+    answered_ms: Option<u64>,
 }
 
 impl Lease {
@@ -84,6 +91,7 @@ impl Lease {
             last_granted: 0,
             remaining: 0,
             reset_ms: 0,
+            answered_ms: None,
         }
     }
 
@@ -110,6 +118,13 @@ impl Lease {
         }
         self.remaining = hit.remaining;
         self.reset_ms = hit.reset_ms;
+        self.answered_ms = Some(now_ms());
+    }
+
+    /// Whether Redis's last word on this lease is recent enough to hand over: within the
+    /// window, and at most [`HAND_OVER_MS`] old.
+    fn heard_since(&self, now_ms: u64) -> bool {
+        self.answered_ms.is_some_and(|at| now_ms.saturating_sub(at) < self.window_ms.min(HAND_OVER_MS))
     }
 
     /// How many units to ask for next (at least `cost`): what the rate since the last ask
@@ -219,6 +234,23 @@ impl Leases {
         });
     }
 
+    /// What the fleet had taken of (key, window) by Redis's last answer to this gateway, if
+    /// that answer is recent; each answer is handed over once. A gateway that starts
+    /// counting alone charges its own counter with its share of it, so that a fleet that
+    /// loses Redis at once does not admit L again on top of what Redis admitted.
+    pub(super) fn hand_over(&self, key: &str, limit: u64, window_ms: u64) -> u64 {
+        let window_ms = window_ms.max(1);
+        let mut shard = self.shards[self.hasher.hash_one(key) as usize % SHARDS].lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(lease) = shard.get_mut(key).and_then(|leases| leases.iter_mut().find(|lease| lease.window_ms == window_ms)) else {
+            return 0;
+        };
+        if !lease.heard_since(now_ms()) {
+            return 0;
+        }
+        lease.answered_ms = None;
+        limit.min(MAX_EXACT_LIMIT).saturating_sub(lease.remaining)
+    }
+
     /// `change` the lease of (key, window), made when there is none, under its shard's lock.
     fn with_lease<T>(&self, key: &str, window_ms: u64, change: impl FnOnce(&mut Lease) -> T) -> T {
         let mut shard = self.shards[self.hasher.hash_one(key) as usize % SHARDS].lock().unwrap_or_else(PoisonError::into_inner);
@@ -231,13 +263,13 @@ impl Leases {
         changed
     }
 
-    /// Drop the leases that hold nothing any more.
+    /// Drop the leases that hold nothing any more, nor anything to hand over.
     pub(super) fn sweep(&self) {
-        let now = Instant::now();
+        let (now, at) = (Instant::now(), now_ms());
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             shard.retain(|_, leases| {
-                leases.retain_mut(|lease| lease.refilling || lease.available(now) > 0);
+                leases.retain_mut(|lease| lease.refilling || lease.available(now) > 0 || lease.heard_since(at));
                 !leases.is_empty()
             });
         }

@@ -144,6 +144,15 @@ impl CounterStore for RedisCounters {
     fn hit(&self, key: &str, limit: u64, window_ms: u64, cost: u32) -> HitResult {
         self.try_hit(key, limit, window_ms, cost).unwrap_or_else(|| {
             self.stats.local_hits.fetch_add(1, Ordering::Relaxed);
+            if let Some(leases) = &self.leases {
+                // The key's use by the fleet, as Redis last told it, charged as this gateway's
+                // share once (rounded up): what Redis admitted in the window is not admitted
+                // again.
+                let used = leases.hand_over(key, limit, window_ms).div_ceil(self.fleet_size);
+                if used > 0 {
+                    self.fallback.hit(key, u64::MAX, window_ms, u32::try_from(used).unwrap_or(u32::MAX));
+                }
+            }
             // Each gateway its share, rounded down: the fleet stays within the limit.
             self.fallback.hit(key, limit / self.fleet_size, window_ms, cost)
         })
