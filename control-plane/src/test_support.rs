@@ -149,11 +149,10 @@ fn settings(policy_ceilings: PolicyCeilings) -> Settings {
 /// The proof that the holder of a P-256 key (PKCS#8 DER) registers its certificate for
 /// `application`, as `openssl dgst -sha256 -sign` makes it, in base64.
 pub fn proof_of_possession(pkcs8_der: &[u8], application: &str) -> String {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
     use base64::Engine;
-    use p256::ecdsa::signature::Signer;
-    use p256::pkcs8::DecodePrivateKey;
-    let signing = p256::ecdsa::SigningKey::from_pkcs8_der(pkcs8_der).expect("a P-256 PKCS#8 key");
+    let signing = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8_der).expect("a P-256 PKCS#8 key");
     let message = format!("{}{application}", crate::devportal::PROOF_PREFIX);
-    let signature: p256::ecdsa::DerSignature = signing.sign(message.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(signature.as_bytes())
+    let signature = signing.sign(&aws_lc_rs::rand::SystemRandom::new(), message.as_bytes()).expect("a signature");
+    base64::engine::general_purpose::STANDARD.encode(signature.as_ref())
 }

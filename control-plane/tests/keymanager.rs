@@ -606,9 +606,9 @@ async fn forged_and_stale_access_tokens_are_inactive() {
         let mut no_exp = claims.clone();
         no_exp.as_object_mut().unwrap().remove("exp");
         let stranger = {
-            use p256::pkcs8::{EncodePrivateKey, LineEnding};
-            let pem = p256::SecretKey::random(&mut rand::rngs::OsRng).to_pkcs8_pem(LineEnding::LF).unwrap();
-            EncodingKey::from_ec_pem(pem.as_bytes()).unwrap()
+            use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+            let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+            EncodingKey::from_ec_der(pair.to_pkcs8v1().unwrap().as_ref())
         };
 
         let forged = [

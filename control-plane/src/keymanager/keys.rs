@@ -65,23 +65,34 @@ pub(crate) struct Signer {
 
 /// A new key pair as PEM: PKCS#8 private, SPKI public. RSA generation takes a while.
 fn generate(alg: SigningAlg) -> ApiResult<(String, String)> {
-    use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
-    let internal = |e: &dyn std::fmt::Display| ApiError::Internal(format!("generating a {} key: {e}", alg.as_str()));
-    let mut rng = rand::rngs::OsRng;
-    match alg {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    let failed = |_| ApiError::Internal(format!("generating a {} key failed", alg.as_str()));
+    let (private, public) = match alg {
         SigningAlg::Es256 => {
-            let secret = p256::SecretKey::random(&mut rng);
-            let private = secret.to_pkcs8_pem(LineEnding::LF).map_err(|e| internal(&e))?;
-            let public = secret.public_key().to_public_key_pem(LineEnding::LF).map_err(|e| internal(&e))?;
-            Ok((private.to_string(), public))
+            let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(failed)?;
+            (pair.to_pkcs8v1().map_err(failed)?.as_ref().to_vec(), pair.public_key().as_der().map_err(failed)?.as_ref().to_vec())
         }
         SigningAlg::Rs256 => {
-            let private_key = rsa::RsaPrivateKey::new(&mut rng, 2048).map_err(|e| internal(&e))?;
-            let private = private_key.to_pkcs8_pem(LineEnding::LF).map_err(|e| internal(&e))?;
-            let public = private_key.to_public_key().to_public_key_pem(LineEnding::LF).map_err(|e| internal(&e))?;
-            Ok((private.to_string(), public))
+            let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(failed)?;
+            (pair.as_der().map_err(failed)?.as_ref().to_vec(), pair.public_key().as_der().map_err(failed)?.as_ref().to_vec())
         }
+    };
+    Ok((pem("PRIVATE KEY", &private), pem("PUBLIC KEY", &public)))
+}
+
+/// `der` in a PEM block labelled `label`, 64 characters a line.
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for (i, c) in base64::engine::general_purpose::STANDARD.encode(der).chars().enumerate() {
+        if i > 0 && i % 64 == 0 {
+            out.push('\n');
+        }
+        out.push(c);
     }
+    out.push_str(&format!("\n-----END {label}-----\n"));
+    out
 }
 
 /// Make a new key of `alg` the active one; the others stay published.

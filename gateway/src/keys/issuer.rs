@@ -244,7 +244,7 @@ fn decode_pem(pem: &str) -> Result<(KeyKind, DecodingKey), String> {
     let pem = pem.as_bytes();
     if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
         let der = key.try_get_as_bytes().map_err(|_| "not a valid RSA public key".to_owned())?;
-        let components = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.key_utils.rsa_pub_components_from_public_key;
+        let components = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.key_utils.rsa_pub_components_from_public_key;
         let (n, e) = components(der).map_err(|_| "not a valid RSA public key".to_owned())?;
         check_rsa(&n, &e)?;
         return Ok((KeyKind::Rsa, DecodingKey::from_rsa_raw_components(&n, &e)));
@@ -389,11 +389,17 @@ fn trim_leading_zeros(bytes: &[u8]) -> &[u8] {
     &bytes[first..]
 }
 
-/// Build a verifier once, so that an invalid key is found at load time rather than on every
-/// token. The empty signature never verifies; only a refused key is an error.
+/// Parse an elliptic-curve or Ed25519 key as verification will, so that an invalid key (a
+/// point off its curve) is found at load time rather than failing every token. (RSA keys
+/// are checked by [`check_rsa`].)
 fn probe(key: &DecodingKey, kind: KeyKind) -> Result<(), String> {
-    match jsonwebtoken::crypto::verify("", b"", key, kind.algorithms()[0]) {
-        Ok(_) => Ok(()),
-        Err(_) => Err(format!("not a valid {} public key", kind.name())),
-    }
+    use aws_lc_rs::signature;
+    let algorithm: &'static dyn signature::VerificationAlgorithm = match kind {
+        KeyKind::P256 => &signature::ECDSA_P256_SHA256_FIXED,
+        KeyKind::P384 => &signature::ECDSA_P384_SHA384_FIXED,
+        KeyKind::Ed25519 => &signature::ED25519,
+        KeyKind::Rsa => return Ok(()),
+    };
+    let bytes = key.try_get_as_bytes().map_err(|_| format!("not a valid {} public key", kind.name()))?;
+    signature::ParsedPublicKey::new(algorithm, bytes).map(drop).map_err(|_| format!("not a valid {} public key", kind.name()))
 }

@@ -612,10 +612,9 @@ fn pem_files_are_read_from_the_base_dir() {
 fn jwks_keys_are_used_and_non_signature_keys_skipped() {
     let ec = ec_key();
     let rsa_der = jsonwebtoken::DecodingKey::from_rsa_pem(RSA_PUBLIC.as_bytes()).unwrap();
-    let (n, e) = (jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.key_utils.rsa_pub_components_from_public_key)(
-        rsa_der.try_get_as_bytes().unwrap(),
-    )
-    .unwrap();
+    let (n, e) =
+        (jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.key_utils.rsa_pub_components_from_public_key)(rsa_der.try_get_as_bytes().unwrap())
+            .unwrap();
     let jwks = json!({"keys": [
         ec_jwk(&ec, "jwks-ec"),
         {"kty": "RSA", "n": b64(&n), "e": b64(&e), "kid": "jwks-rsa"},
