@@ -143,8 +143,7 @@ class Setup:
         for mode in ("leased", "exact"):
             self.shared_configs[mode] = []
             for port in SHARED_PORTS:
-                shared = dict(config, listeners=[{"address": f"127.0.0.1:{port}"}],
-                              counters={"redis": {"url": f"redis://127.0.0.1:{REDIS_PORT}/", "mode": mode, "fleet_size": 2}})
+                shared = dict(config, listeners=[{"address": f"127.0.0.1:{port}"}], counters=_on_redis(mode, fleet_size=2))
                 shared["apis"] = config["apis"] + [
                     {"name": "shared", "context": "/shared", "upstream": {"endpoints": [backend]},
                      "policies": [{"policy": "throttle", "config": {"key_by": "api", "limits": [{"requests": SHARED_LIMIT, "per": "1s"}]}}]}]
@@ -157,7 +156,7 @@ class Setup:
         for counting in ("local", "leased"):
             single = dict(config, listeners=[{"address": f"127.0.0.1:{SHARED_PORTS[0]}"}])
             if counting == "leased":
-                single["counters"] = {"redis": {"url": f"redis://127.0.0.1:{REDIS_PORT}/", "mode": "leased", "fleet_size": 1}}
+                single["counters"] = _on_redis("leased", fleet_size=1)
             single_path = os.path.join(self.workdir, f"portico-single-{counting}.json")
             with open(single_path, "w") as f:
                 json.dump(single, f)
@@ -270,15 +269,18 @@ http {{
 
     def start_shared(self, mode):
         """S7's two gateways counting in `mode` (`leased` or `exact`), both on the core under test."""
-        return [Process(f"portico-shared-{port}", [self.portico, "--workers", "1", "--log", "warn", "serve", "--config", path],
-                        [port], os.path.join(self.workdir, f"portico-shared-{mode}-{port}.log"))
+        return [self._gateway(f"portico-shared-{port}", path, port, f"portico-shared-{mode}-{port}.log")
                 for port, path in zip(SHARED_PORTS, self.shared_configs[mode])]
 
     def start_single(self, counting):
         """S7a's one gateway counting `local`ly or on Redis `leased`, on the core under test."""
-        path = self.single_configs[counting]
-        return Process(f"portico-single-{counting}", [self.portico, "--workers", "1", "--log", "warn", "serve", "--config", path],
-                       [SHARED_PORTS[0]], os.path.join(self.workdir, f"portico-single-{counting}.log"))
+        return self._gateway(f"portico-single-{counting}", self.single_configs[counting], SHARED_PORTS[0],
+                             f"portico-single-{counting}.log")
+
+    def _gateway(self, name, config, port, log):
+        """A Portico of S7 or S7a: one worker, warnings only, serving `config` on `port`."""
+        return Process(name, [self.portico, "--workers", "1", "--log", "warn", "serve", "--config", config], [port],
+                       os.path.join(self.workdir, log))
 
     def start_backend(self):
         log = os.path.join(self.workdir, "backend.log")
@@ -286,6 +288,11 @@ http {{
                                 stdout=open(log, "ab"), stderr=subprocess.STDOUT)
         wait_port(int(BACKEND.split(":")[1]))
         return proc
+
+
+def _on_redis(mode, fleet_size):
+    """S7's counters: the harness's Redis, in `mode`, for a fleet of `fleet_size`."""
+    return {"redis": {"url": f"redis://127.0.0.1:{REDIS_PORT}/", "mode": mode, "fleet_size": fleet_size}}
 
 
 def _leb128(n):

@@ -324,8 +324,8 @@ fn three_gateways_on_leases_never_admit_more_than_the_limit() {
 /// Three gateways on leases at their shared limit lose Redis at once: each goes on counting
 /// alone, against its share less its share of what Redis had admitted, so no window, the one
 /// across the loss included, admits much more than the limit (without the hand-over, each
-/// gateway's fresh counter admitted its share again on top: up to 5/3 of it), and once what
-/// Redis admitted has left the window the gateways admit their shares.
+/// gateway's fresh counter admitted its share again on top: twice the limit, measured), and
+/// once what Redis admitted has left the window the gateways admit their shares.
 #[test]
 fn three_gateways_that_lose_redis_at_once_stay_within_the_limit() {
     let redis = RedisServer::start();

@@ -78,21 +78,10 @@ fn generate(alg: SigningAlg) -> ApiResult<(String, String)> {
             (pair.as_der().map_err(failed)?.as_ref().to_vec(), pair.public_key().as_der().map_err(failed)?.as_ref().to_vec())
         }
     };
-    Ok((pem("PRIVATE KEY", &private), pem("PUBLIC KEY", &public)))
-}
-
-/// `der` in a PEM block labelled `label`, 64 characters a line.
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for (i, c) in base64::engine::general_purpose::STANDARD.encode(der).chars().enumerate() {
-        if i > 0 && i % 64 == 0 {
-            out.push('\n');
-        }
-        out.push(c);
-    }
-    out.push_str(&format!("\n-----END {label}-----\n"));
-    out
+    let pem = |label: &str, der: Vec<u8>| {
+        pem::encode_config(&pem::Pem::new(label, der), pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF))
+    };
+    Ok((pem("PRIVATE KEY", private), pem("PUBLIC KEY", public)))
 }
 
 /// Make a new key of `alg` the active one; the others stay published.

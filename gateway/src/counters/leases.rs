@@ -240,7 +240,7 @@ impl Leases {
     /// loses Redis at once does not admit L again on top of what Redis admitted.
     pub(super) fn hand_over(&self, key: &str, limit: u64, window_ms: u64) -> u64 {
         let window_ms = window_ms.max(1);
-        let mut shard = self.shards[self.hasher.hash_one(key) as usize % SHARDS].lock().unwrap_or_else(PoisonError::into_inner);
+        let mut shard = self.shard(key);
         let Some(lease) = shard.get_mut(key).and_then(|leases| leases.iter_mut().find(|lease| lease.window_ms == window_ms)) else {
             return 0;
         };
@@ -253,7 +253,7 @@ impl Leases {
 
     /// `change` the lease of (key, window), made when there is none, under its shard's lock.
     fn with_lease<T>(&self, key: &str, window_ms: u64, change: impl FnOnce(&mut Lease) -> T) -> T {
-        let mut shard = self.shards[self.hasher.hash_one(key) as usize % SHARDS].lock().unwrap_or_else(PoisonError::into_inner);
+        let mut shard = self.shard(key);
         if let Some(leases) = shard.get_mut(key) {
             return change(lease_in(leases, window_ms));
         }
@@ -261,6 +261,11 @@ impl Leases {
         let changed = change(lease_in(&mut leases, window_ms));
         shard.insert(key.into(), leases);
         changed
+    }
+
+    /// The locked shard `key` lands in.
+    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Vec<Lease>>> {
+        self.shards[self.hasher.hash_one(key) as usize % SHARDS].lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Drop the leases that hold nothing any more, nor anything to hand over.

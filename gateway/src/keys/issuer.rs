@@ -400,6 +400,9 @@ fn probe(key: &DecodingKey, kind: KeyKind) -> Result<(), String> {
         KeyKind::Ed25519 => &signature::ED25519,
         KeyKind::Rsa => return Ok(()),
     };
-    let bytes = key.try_get_as_bytes().map_err(|_| format!("not a valid {} public key", kind.name()))?;
-    signature::ParsedPublicKey::new(algorithm, bytes).map(drop).map_err(|_| format!("not a valid {} public key", kind.name()))
+    key.try_get_as_bytes()
+        .ok()
+        .and_then(|bytes| signature::ParsedPublicKey::new(algorithm, bytes).ok())
+        .map(drop)
+        .ok_or_else(|| format!("not a valid {} public key", kind.name()))
 }
