@@ -25,17 +25,17 @@ const CERTIFICATE_CHECK: Duration = Duration::from_secs(2);
 
 /// The algorithms a proof of possession may be signed with (as TLS 1.2 and 1.3 clients sign).
 const POSSESSION_ALGORITHMS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
-    webpki::ring::ECDSA_P256_SHA256,
-    webpki::ring::ECDSA_P256_SHA384,
-    webpki::ring::ECDSA_P384_SHA256,
-    webpki::ring::ECDSA_P384_SHA384,
-    webpki::ring::ED25519,
-    webpki::ring::RSA_PKCS1_2048_8192_SHA256,
-    webpki::ring::RSA_PKCS1_2048_8192_SHA384,
-    webpki::ring::RSA_PKCS1_2048_8192_SHA512,
-    webpki::ring::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
-    webpki::ring::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
-    webpki::ring::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+    webpki::aws_lc_rs::ECDSA_P256_SHA256,
+    webpki::aws_lc_rs::ECDSA_P256_SHA384,
+    webpki::aws_lc_rs::ECDSA_P384_SHA256,
+    webpki::aws_lc_rs::ECDSA_P384_SHA384,
+    webpki::aws_lc_rs::ED25519,
+    webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA256,
+    webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA384,
+    webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA512,
+    webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+    webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+    webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
 ];
 
 /// The one certificate of a PEM text (an application's client certificate) as DER, parsed
@@ -118,7 +118,7 @@ pub fn serve_config(tls: &TlsConfig, base_dir: &Path, at: &str) -> Result<Arc<Se
 }
 
 fn with_resolver(tls: &TlsConfig, base_dir: &Path, resolver: Arc<dyn ResolvesServerCert>, at: &str) -> Result<Arc<ServerConfig>, Problem> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| Problem { path: at.to_owned(), reason: e.to_string() })?;
@@ -165,7 +165,7 @@ fn stamps(tls: &TlsConfig, base_dir: &Path) -> Vec<Option<(std::time::SystemTime
 fn certified_key(certificate: &CertificateConfig, base_dir: &Path) -> Result<Arc<CertifiedKey>, String> {
     let (chain, key) = chain_and_key(certificate, base_dir)?;
     let key_path = base_dir.join(&certificate.key);
-    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| format!("{}: {e}", key_path.display()))?;
+    let signing_key = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key).map_err(|e| format!("{}: {e}", key_path.display()))?;
     let certified = CertifiedKey::new(chain, signing_key);
     certified
         .keys_match()
@@ -307,7 +307,7 @@ fn presenting(
     roots: RootCertStore,
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 ) -> Result<ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?

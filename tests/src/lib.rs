@@ -444,7 +444,7 @@ impl MockUpstream {
     async fn serve_tls(certificate: &TestCertificate, client_ca: Option<&TestCertificate>) -> Self {
         let chain = vec![rustls_pki_types::CertificateDer::from(certificate.der.clone())];
         let key = rustls_pki_types::pem::PemObject::from_pem_file(&certificate.key).expect("the test key");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder =
             rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().expect("TLS versions");
         let builder = match client_ca {
@@ -595,7 +595,7 @@ impl HttpClient {
     }
 
     fn with_roots(roots: rustls::RootCertStore) -> Self {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("TLS versions")
@@ -693,7 +693,7 @@ pub async fn tls_get(
     use http_body_util::Empty;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(rustls_pki_types::CertificateDer::from(ca_der.to_vec())).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -728,7 +728,7 @@ pub async fn tls_get(
 pub async fn tls_handshake(addr: SocketAddr, ca_der: &[u8]) -> Result<(), String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(rustls_pki_types::CertificateDer::from(ca_der.to_vec())).map_err(|e| e.to_string())?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -745,7 +745,7 @@ pub async fn tls_request(addr: SocketAddr, ca_der: &[u8], client: Option<&TestCe
     use http_body_util::Empty;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(rustls_pki_types::CertificateDer::from(ca_der.to_vec())).map_err(|e| e.to_string())?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
