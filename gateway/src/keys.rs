@@ -263,7 +263,7 @@ impl KeyStore {
             }
             return self.admit(cached.verified);
         }
-        let (verified, valid_until) = self.issuers.verify(token)?;
+        let (verified, valid_until) = self.issuers.verify(token, now)?;
         let verified = Arc::new(verified);
         self.tokens.insert(token.into(), CachedToken { verified: Arc::clone(&verified), valid_until });
         self.admit(verified)

@@ -1,14 +1,17 @@
 //! The configured JWT issuers: their algorithm allow-lists and verification keys, loaded from
-//! PEM public keys and JWKS documents. Nothing here is ever fetched over the network.
+//! PEM public keys and JWKS documents and parsed once, at load, for each algorithm they verify
+//! (a verification then costs the signature check only). Nothing here is ever fetched over
+//! the network.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaParameters, RsaPublicKeyComponents, VerificationAlgorithm};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 
 use crate::contract::Problem;
 use crate::contract::environment::{ClaimMapping, JwtIssuer};
@@ -25,18 +28,22 @@ pub(super) struct Issuer {
     pub(super) typ: Option<String>,
     /// Whether `jti` is required.
     pub(super) require_jti: bool,
-    /// One validation per allowed algorithm, each allowing only that algorithm.
-    validations: Vec<(Algorithm, Validation)>,
+    /// The `aud` values accepted (a token must name one).
+    pub(super) audiences: Vec<String>,
+    /// The algorithms allowed.
+    algorithms: Vec<Algorithm>,
     keys: Vec<VerificationKey>,
 }
 
 struct VerificationKey {
     kid: Option<String>,
-    /// The algorithms this key verifies: those its type supports, the issuer allows and, for a
-    /// JWK with `alg`, the one it names.
-    algorithms: Vec<Algorithm>,
-    key: DecodingKey,
+    /// The key parsed for each algorithm it verifies: those its type supports, the issuer
+    /// allows and, for a JWK with `alg`, the one it names.
+    parsed: ParsedKey,
 }
+
+/// One public key, parsed for each algorithm it verifies.
+type ParsedKey = Vec<(Algorithm, ParsedPublicKey)>;
 
 /// A JWT `typ` as compared: lower case, without `application/` (RFC 7515 §4.1.9).
 pub(super) fn media_type(typ: &str) -> String {
@@ -45,25 +52,24 @@ pub(super) fn media_type(typ: &str) -> String {
 }
 
 impl Issuer {
-    /// The validation for tokens signed with `alg`, when the issuer allows it.
-    pub(super) fn validation(&self, alg: Algorithm) -> Option<&Validation> {
-        self.validations.iter().find(|(allowed, _)| *allowed == alg).map(|(_, validation)| validation)
+    /// Whether the issuer allows tokens signed with `alg`.
+    pub(super) fn allows(&self, alg: Algorithm) -> bool {
+        self.algorithms.contains(&alg)
     }
 
     /// The keys to try for a token signed with `alg`. A `kid` naming configured keys selects
     /// them; any other `kid` may only use the keys configured without one. A token without
     /// `kid` tries every key that fits `alg`.
-    pub(super) fn candidates<'a>(&'a self, alg: Algorithm, kid: Option<&'a str>) -> impl Iterator<Item = &'a DecodingKey> + 'a {
+    pub(super) fn candidates<'a>(&'a self, alg: Algorithm, kid: Option<&'a str>) -> impl Iterator<Item = &'a ParsedPublicKey> + 'a {
         let named = kid.is_some() && self.keys.iter().any(|key| key.kid.as_deref() == kid);
         self.keys
             .iter()
-            .filter(move |key| key.algorithms.contains(&alg))
             .filter(move |key| match kid {
                 None => true,
                 Some(_) if named => key.kid.as_deref() == kid,
                 Some(_) => key.kid.is_none(),
             })
-            .map(|key| &key.key)
+            .filter_map(move |key| key.parsed.iter().find(|(usable, _)| *usable == alg).map(|(_, parsed)| parsed))
     }
 }
 
@@ -133,12 +139,12 @@ pub(super) fn load(configs: &[JwtIssuer], base_dir: &Path, problems: &mut Vec<Pr
                 _ => continue,
             };
             match decode_pem(&pem) {
-                Ok((kind, decoding_key)) => {
-                    let usable = usable_algorithms(kind, &algorithms, None);
-                    if usable.is_empty() {
+                Ok((kind, mut parsed)) => {
+                    parsed.retain(|(alg, _)| usable(*alg, &algorithms, None));
+                    if parsed.is_empty() {
                         problem(path, format!("{} key, but none of the issuer's algorithms uses it", kind.describe()));
                     } else {
-                        keys.push(VerificationKey { kid: key.kid.clone(), algorithms: usable, key: decoding_key });
+                        keys.push(VerificationKey { kid: key.kid.clone(), parsed });
                     }
                 }
                 Err(reason) => problem(path, reason),
@@ -170,7 +176,6 @@ pub(super) fn load(configs: &[JwtIssuer], base_dir: &Path, problems: &mut Vec<Pr
             continue;
         }
         let leeway = config.leeway.0.as_secs();
-        let validations = algorithms.iter().map(|&alg| (alg, validation(alg, &config.issuer, &config.audiences, leeway))).collect();
         issuers.insert(
             config.issuer.clone(),
             Issuer {
@@ -179,7 +184,8 @@ pub(super) fn load(configs: &[JwtIssuer], base_dir: &Path, problems: &mut Vec<Pr
                 leeway,
                 typ: config.typ.as_deref().map(media_type),
                 require_jti: config.require_jti,
-                validations,
+                audiences: config.audiences.clone(),
+                algorithms,
                 keys,
             },
         );
@@ -212,27 +218,23 @@ fn allowed_algorithms(config: &JwtIssuer, at: &str, problem: &mut impl FnMut(Str
     algorithms
 }
 
-/// What a token signed with `alg` must satisfy: that algorithm only, `iss`, `aud`, `exp` and
-/// `nbf` present and valid.
-fn validation(alg: Algorithm, issuer: &str, audiences: &[String], leeway: u64) -> Validation {
-    let mut validation = Validation::new(alg);
-    validation.set_required_spec_claims(&["iss", "aud", "exp", "nbf"]);
-    validation.validate_exp = true;
-    validation.validate_nbf = true;
-    validation.validate_aud = true;
-    validation.leeway = leeway;
-    validation.set_issuer(&[issuer]);
-    validation.set_audience(audiences);
-    validation
+/// Whether a key verifies `alg` for this issuer: allowed, and the one a JWK declares if it
+/// declares one.
+fn usable(alg: Algorithm, allowed: &[Algorithm], declared: Option<Algorithm>) -> bool {
+    allowed.contains(&alg) && declared.is_none_or(|declared| declared == alg)
 }
 
-/// The algorithms a key of `kind` can verify among those allowed, narrowed to `declared`.
-fn usable_algorithms(kind: KeyKind, allowed: &[Algorithm], declared: Option<Algorithm>) -> Vec<Algorithm> {
-    kind.algorithms().iter().copied().filter(|alg| allowed.contains(alg) && declared.is_none_or(|declared| declared == *alg)).collect()
+/// What a public key is made of, as read from PEM or a JWK.
+enum KeyMaterial {
+    /// An RSA key's modulus and public exponent (big-endian).
+    Rsa { n: Vec<u8>, e: Vec<u8> },
+    /// An elliptic-curve point (uncompressed: 0x04, then x and y) or an Ed25519 key.
+    Public(Vec<u8>),
 }
 
-/// A SubjectPublicKeyInfo (or PKCS#1 RSA) public key in PEM.
-fn decode_pem(pem: &str) -> Result<(KeyKind, DecodingKey), String> {
+/// A SubjectPublicKeyInfo (or PKCS#1 RSA) public key in PEM, parsed for every algorithm of
+/// its kind.
+fn decode_pem(pem: &str) -> Result<(KeyKind, ParsedKey), String> {
     match pem_label(pem) {
         Some("PUBLIC KEY" | "RSA PUBLIC KEY") => {}
         Some(label) if label.contains("PRIVATE") => {
@@ -242,29 +244,29 @@ fn decode_pem(pem: &str) -> Result<(KeyKind, DecodingKey), String> {
         None => return Err("not a PEM public key (no `-----BEGIN PUBLIC KEY-----` line)".to_owned()),
     }
     let pem = pem.as_bytes();
+    let bytes = |key: &DecodingKey| key.try_get_as_bytes().map(<[u8]>::to_vec).ok();
     if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
         let der = key.try_get_as_bytes().map_err(|_| "not a valid RSA public key".to_owned())?;
         let components = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.key_utils.rsa_pub_components_from_public_key;
         let (n, e) = components(der).map_err(|_| "not a valid RSA public key".to_owned())?;
         check_rsa(&n, &e)?;
-        return Ok((KeyKind::Rsa, DecodingKey::from_rsa_raw_components(&n, &e)));
+        return Ok((KeyKind::Rsa, parse(KeyKind::Rsa, &KeyMaterial::Rsa { n, e })?));
     }
     if let Ok(key) = DecodingKey::from_ec_pem(pem) {
         // The key is the uncompressed point: 0x04, then x and y.
-        let kind = match key.try_get_as_bytes().map(<[u8]>::len) {
-            Ok(65) => KeyKind::P256,
-            Ok(97) => KeyKind::P384,
+        let point = bytes(&key).unwrap_or_default();
+        let kind = match point.len() {
+            65 => KeyKind::P256,
+            97 => KeyKind::P384,
             _ => return Err("unsupported elliptic curve: use P-256 or P-384".to_owned()),
         };
-        probe(&key, kind)?;
-        return Ok((kind, key));
+        return Ok((kind, parse(kind, &KeyMaterial::Public(point))?));
     }
     if let Ok(key) = DecodingKey::from_ed_pem(pem) {
-        if key.try_get_as_bytes().map(<[u8]>::len) != Ok(32) {
-            return Err("not an Ed25519 public key".to_owned());
-        }
-        probe(&key, KeyKind::Ed25519)?;
-        return Ok((KeyKind::Ed25519, key));
+        return match bytes(&key) {
+            Some(x) if x.len() == 32 => Ok((KeyKind::Ed25519, parse(KeyKind::Ed25519, &KeyMaterial::Public(x))?)),
+            _ => Err("not an Ed25519 public key".to_owned()),
+        };
     }
     Err("not an RSA, EC (P-256, P-384) or Ed25519 public key".to_owned())
 }
@@ -282,10 +284,10 @@ fn pem_label(pem: &str) -> Option<&str> {
 fn load_jwks(set: &JwkSet, at: &str, allowed: &[Algorithm], keys: &mut Vec<VerificationKey>, problem: &mut impl FnMut(String, String)) {
     for (k, jwk) in set.keys.iter().enumerate() {
         match decode_jwk(jwk) {
-            Ok(Some((kind, key, declared))) => {
-                let algorithms = usable_algorithms(kind, allowed, declared);
-                if !algorithms.is_empty() {
-                    keys.push(VerificationKey { kid: jwk.common.key_id.clone(), algorithms, key });
+            Ok(Some((mut parsed, declared))) => {
+                parsed.retain(|(alg, _)| usable(*alg, allowed, declared));
+                if !parsed.is_empty() {
+                    keys.push(VerificationKey { kid: jwk.common.key_id.clone(), parsed });
                 }
             }
             Ok(None) => {}
@@ -294,9 +296,9 @@ fn load_jwks(set: &JwkSet, at: &str, allowed: &[Algorithm], keys: &mut Vec<Verif
     }
 }
 
-/// One JWK as a verification key, with the algorithm it declares; `None` when it is not a
-/// signature key this gateway supports.
-fn decode_jwk(jwk: &Jwk) -> Result<Option<(KeyKind, DecodingKey, Option<Algorithm>)>, String> {
+/// One JWK as a verification key parsed for every algorithm of its kind, with the algorithm
+/// it declares; `None` when it is not a signature key this gateway supports.
+fn decode_jwk(jwk: &Jwk) -> Result<Option<(ParsedKey, Option<Algorithm>)>, String> {
     if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
         return Ok(None);
     }
@@ -311,12 +313,12 @@ fn decode_jwk(jwk: &Jwk) -> Result<Option<(KeyKind, DecodingKey, Option<Algorith
             Err(_) => return Ok(None),
         },
     };
-    let (kind, key) = match &jwk.algorithm {
+    let (kind, material) = match &jwk.algorithm {
         AlgorithmParameters::RSA(params) => {
             let n = base64url(&params.n, "n")?;
             let e = base64url(&params.e, "e")?;
             check_rsa(&n, &e)?;
-            (KeyKind::Rsa, DecodingKey::from_rsa_raw_components(&n, &e))
+            (KeyKind::Rsa, KeyMaterial::Rsa { n, e })
         }
         AlgorithmParameters::EllipticCurve(params) => {
             let (kind, length) = match params.curve {
@@ -329,10 +331,7 @@ fn decode_jwk(jwk: &Jwk) -> Result<Option<(KeyKind, DecodingKey, Option<Algorith
             if x.len() != length || y.len() != length {
                 return Err(format!("`x` and `y` of {} key must be {length} bytes", kind.describe()));
             }
-            let point = [&[0x04][..], &x, &y].concat();
-            let key = DecodingKey::from_ec_der(&point);
-            probe(&key, kind)?;
-            (kind, key)
+            (kind, KeyMaterial::Public([&[0x04][..], &x, &y].concat()))
         }
         AlgorithmParameters::OctetKeyPair(params) => {
             if params.curve != EllipticCurve::Ed25519 {
@@ -342,9 +341,7 @@ fn decode_jwk(jwk: &Jwk) -> Result<Option<(KeyKind, DecodingKey, Option<Algorith
             if x.len() != 32 {
                 return Err("`x` of an Ed25519 key must be 32 bytes".to_owned());
             }
-            let key = DecodingKey::from_ed_der(&x);
-            probe(&key, KeyKind::Ed25519)?;
-            (KeyKind::Ed25519, key)
+            (KeyKind::Ed25519, KeyMaterial::Public(x))
         }
         AlgorithmParameters::OctetKey(_) => return Err("symmetric (`oct`) keys are never accepted".to_owned()),
         // Other key types (and any the library adds later) are not for us.
@@ -355,7 +352,7 @@ fn decode_jwk(jwk: &Jwk) -> Result<Option<(KeyKind, DecodingKey, Option<Algorith
     {
         return Err(format!("`alg` {alg:?} does not fit {} key", kind.describe()));
     }
-    Ok(Some((kind, key, declared)))
+    Ok(Some((parse(kind, &material)?, declared)))
 }
 
 fn base64url(text: &str, field: &str) -> Result<Vec<u8>, String> {
@@ -389,20 +386,45 @@ fn trim_leading_zeros(bytes: &[u8]) -> &[u8] {
     &bytes[first..]
 }
 
-/// Parse an elliptic-curve or Ed25519 key as verification will, so that an invalid key (a
-/// point off its curve) is found at load time rather than failing every token. (RSA keys
-/// are checked by [`check_rsa`].)
-fn probe(key: &DecodingKey, kind: KeyKind) -> Result<(), String> {
-    use aws_lc_rs::signature;
-    let algorithm: &'static dyn signature::VerificationAlgorithm = match kind {
-        KeyKind::P256 => &signature::ECDSA_P256_SHA256_FIXED,
-        KeyKind::P384 => &signature::ECDSA_P384_SHA384_FIXED,
-        KeyKind::Ed25519 => &signature::ED25519,
-        KeyKind::Rsa => return Ok(()),
-    };
-    key.try_get_as_bytes()
-        .ok()
-        .and_then(|bytes| signature::ParsedPublicKey::new(algorithm, bytes).ok())
-        .map(drop)
-        .ok_or_else(|| format!("not a valid {} public key", kind.name()))
+/// The key parsed for each algorithm of its `kind`, as verification uses it; an invalid key
+/// (a point off its curve, inconsistent RSA components) is found here, at load, rather than
+/// failing every token.
+fn parse(kind: KeyKind, material: &KeyMaterial) -> Result<ParsedKey, String> {
+    let invalid = |_| format!("not a valid {} public key", kind.name());
+    let mut parsed = Vec::with_capacity(kind.algorithms().len());
+    for &alg in kind.algorithms() {
+        let key = match (material, verification(alg)) {
+            (KeyMaterial::Rsa { n, e }, Some(Verification::Rsa(parameters))) => {
+                RsaPublicKeyComponents { n: n.as_slice(), e: e.as_slice() }.to_parsed_public_key(parameters).map_err(invalid)?
+            }
+            (KeyMaterial::Public(bytes), Some(Verification::Other(algorithm))) => {
+                ParsedPublicKey::new(algorithm, bytes).map_err(invalid)?
+            }
+            _ => return Err(format!("{} key cannot verify {alg:?}", kind.describe())),
+        };
+        parsed.push((alg, key));
+    }
+    Ok(parsed)
+}
+
+/// How aws-lc-rs verifies a JWS algorithm (RFC 7518 §3.1).
+enum Verification {
+    Rsa(&'static RsaParameters),
+    Other(&'static dyn VerificationAlgorithm),
+}
+
+/// `None` for HMAC, which is never accepted (and for any algorithm the library adds later).
+fn verification(alg: Algorithm) -> Option<Verification> {
+    Some(match alg {
+        Algorithm::RS256 => Verification::Rsa(&signature::RSA_PKCS1_2048_8192_SHA256),
+        Algorithm::RS384 => Verification::Rsa(&signature::RSA_PKCS1_2048_8192_SHA384),
+        Algorithm::RS512 => Verification::Rsa(&signature::RSA_PKCS1_2048_8192_SHA512),
+        Algorithm::PS256 => Verification::Rsa(&signature::RSA_PSS_2048_8192_SHA256),
+        Algorithm::PS384 => Verification::Rsa(&signature::RSA_PSS_2048_8192_SHA384),
+        Algorithm::PS512 => Verification::Rsa(&signature::RSA_PSS_2048_8192_SHA512),
+        Algorithm::ES256 => Verification::Other(&signature::ECDSA_P256_SHA256_FIXED),
+        Algorithm::ES384 => Verification::Other(&signature::ECDSA_P384_SHA384_FIXED),
+        Algorithm::EdDSA => Verification::Other(&signature::ED25519),
+        _ => return None,
+    })
 }
