@@ -340,3 +340,64 @@ pub fn connector<R>(
     http.enforce_http(false);
     Ok(HttpsConnectorBuilder::new().with_tls_config(config).https_or_http().enable_http1().wrap_connector(http))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate for `name`, written as `<stem>.pem` and `<stem>.key` in `dir`.
+    fn certificate(dir: &Path, stem: &str, name: &str, server_names: &[&str]) -> (CertificateConfig, CertificateDer<'static>) {
+        let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        std::fs::write(dir.join(format!("{stem}.pem")), certified.cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{stem}.key")), certified.signing_key.serialize_pem()).unwrap();
+        let config = CertificateConfig {
+            cert: format!("{stem}.pem").into(),
+            key: format!("{stem}.key").into(),
+            server_names: server_names.iter().map(|n| (*n).to_owned()).collect(),
+        };
+        (config, certified.cert.der().clone())
+    }
+
+    /// The certificate a client asking for `name` (SNI) is shown, when the handshake
+    /// succeeds for a client trusting `trusted` (which checks that it names `name`).
+    async fn served(
+        config: Arc<ServerConfig>,
+        trusted: &[&CertificateDer<'static>],
+        name: &str,
+    ) -> Result<CertificateDer<'static>, String> {
+        let mut roots = RootCertStore::empty();
+        for der in trusted {
+            roots.add((*der).clone()).unwrap();
+        }
+        let client = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move { tokio_rustls::TlsAcceptor::from(config).accept(server_io).await.map(drop) });
+        let name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
+        let connected = tokio_rustls::TlsConnector::from(Arc::new(client)).connect(name, client_io).await.map_err(|e| e.to_string());
+        let shown = connected.map(|tls| tls.get_ref().1.peer_certificates().unwrap()[0].clone());
+        drop(server.await);
+        shown
+    }
+
+    /// With several certificates, a client is shown the one whose `server_names` hold the
+    /// name it asks for (in any case), and the first one for any other name.
+    #[tokio::test]
+    async fn a_listener_shows_the_certificate_named_for_the_client_s_server_name() {
+        let dir = std::env::temp_dir().join(format!("portico-sni-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (default, default_der) = certificate(&dir, "default", "localhost", &[]);
+        let (api, api_der) = certificate(&dir, "api", "api.example.test", &["API.example.test"]);
+        let tls = TlsConfig { certificates: vec![default, api], client_ca: None, client_certificate_optional: false };
+        let config = server_config(&tls, &dir, "listeners[0].tls").unwrap();
+        let both = [&default_der, &api_der];
+        assert_eq!(served(config.clone(), &both, "api.example.test").await, Ok(api_der.clone()));
+        assert_eq!(served(config.clone(), &both, "localhost").await, Ok(default_der.clone()));
+        let unnamed = served(config, &both, "other.example.test").await;
+        assert!(unnamed.is_err_and(|e| e.contains("certificate")), "the default certificate does not name it");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

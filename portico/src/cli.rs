@@ -115,19 +115,8 @@ pub fn main() -> ExitCode {
         Command::AllInOne(options) => run(cli.workers, crate::all_in_one::run(options)),
         Command::ControlPlane(options) => run(cli.workers, crate::control_plane::run(options)),
         Command::Gateway(options) => {
-            let token = match &options.token_file {
-                Some(file) => {
-                    std::fs::read_to_string(file).map(|t| t.trim().to_owned()).map_err(|e| format!("cannot read {}: {e}", file.display()))
-                }
-                None => std::env::var("PORTICO_GATEWAY_TOKEN")
-                    .map_err(|_| "give the gateway token in PORTICO_GATEWAY_TOKEN or --token-file".to_owned()),
-            };
-            let token = match token {
-                Ok(token) if !token.is_empty() => token,
-                Ok(_) => {
-                    eprintln!("the gateway token is empty");
-                    return ExitCode::FAILURE;
-                }
+            let token = match crate::secret::read(options.token_file.as_deref(), "PORTICO_GATEWAY_TOKEN", "the gateway token") {
+                Ok(token) => token,
                 Err(reason) => {
                     eprintln!("{reason}");
                     return ExitCode::FAILURE;

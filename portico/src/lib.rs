@@ -7,3 +7,4 @@ pub mod all_in_one;
 pub mod cli;
 pub mod control_plane;
 pub mod policy_tool;
+mod secret;

@@ -97,9 +97,10 @@ pub enum PolicyCommand {
         /// A JSON Schema file for its configuration (default: the project's config.schema.json).
         #[arg(long)]
         schema: Option<PathBuf>,
-        /// A session token (from POST /api/v1/auth/login).
-        #[arg(long, env = "PORTICO_TOKEN", hide_env_values = true)]
-        token: Option<String>,
+        /// A file holding a session token (from POST /api/v1/auth/login); the token may also
+        /// be given in PORTICO_TOKEN. Never on the command line, which every local user can read.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         /// Log in as this user instead (the password from PORTICO_PASSWORD).
         #[arg(long)]
         user: Option<String>,
@@ -153,7 +154,22 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        PolicyCommand::Push { target, control_plane, control_plane_ca, version, name, description, schema, token, user, toolchains } => {
+        PolicyCommand::Push {
+            target,
+            control_plane,
+            control_plane_ca,
+            version,
+            name,
+            description,
+            schema,
+            token_file,
+            user,
+            toolchains,
+        } => {
+            let token = match (&token_file, std::env::var_os("PORTICO_TOKEN")) {
+                (None, None) => None,
+                _ => Some(crate::secret::read(token_file.as_deref(), "PORTICO_TOKEN", "the session token").map_err(anyhow::Error::msg)?),
+            };
             let (default_name, component, project_schema) = if target.is_file() {
                 let stem = target.file_stem().and_then(|s| s.to_str()).unwrap_or("policy").to_owned();
                 (stem, std::fs::read(&target).with_context(|| format!("cannot read {}", target.display()))?, None)

@@ -34,6 +34,7 @@ fn start_all_in_one(admin_password: &str) -> PorticoProcess {
 async fn publish_subscribe_call_hit_the_limit_and_revoke() {
     let upstream = MockUpstream::start().await;
     let process = start_all_in_one("walkthrough-admin-1");
+    assert_eq!(process.count_logs("non-loopback"), 0, "plain HTTP on loopback is not warned about");
     let data = process.dir.path().join("data").display().to_string();
     let cp = ControlPlaneClient::new(process.control_plane.unwrap());
     let gateway = |path: &str| process.url(path);
@@ -347,6 +348,26 @@ async fn all_in_one_serves_both_planes_over_tls() {
     assert!(metadata["issuer"].as_str().unwrap().starts_with("https://"), "{metadata}");
     let (version, (status, _)) = tls_get(process.listeners[0], &certificate.der, b"h2", "/nothing", &[]).await;
     assert_eq!((version, status), (http::Version::HTTP_2, StatusCode::NOT_FOUND), "the gateway answers over TLS");
+
+    // `policy push` speaks https too, trusting the CA it is given, the session token read
+    // from a file (never from its command line); without that CA it refuses the server.
+    let token_file = process.dir.path().join("session-token");
+    std::fs::write(&token_file, format!("{admin}\n")).unwrap();
+    let url = format!("https://{}", process.control_plane.unwrap());
+    let push = |ca: Option<&Path>| {
+        let mut command = std::process::Command::new(portico_tests::portico_binary());
+        command.args(["policy", "push", portico_tests::policies::STAMP_V1, "--control-plane", &url, "--name", "stamp-over-tls"]);
+        command.args(["--version", "1.0.0", "--token-file"]).arg(&token_file).env_remove("PORTICO_TOKEN");
+        if let Some(ca) = ca {
+            command.arg("--control-plane-ca").arg(ca);
+        }
+        let output = command.output().unwrap();
+        (output.status.success(), format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+    };
+    let (pushed, output) = push(None);
+    assert!(!pushed && output.contains("certificate"), "a control plane whose certificate is not trusted is refused: {output}");
+    let (pushed, output) = push(Some(&certificate.cert));
+    assert!(pushed && output.contains("pushed stamp-over-tls@1.0.0"), "{output}");
 }
 
 /// `message` signed with the key in `key_file`, in base64, as the documentation tells an
@@ -492,7 +513,8 @@ async fn blocking_a_user_or_removing_a_subscription_refuses_the_tokens_already_i
 }
 
 /// Without PORTICO_ADMIN_PASSWORD, the first admin's password goes to a file only its
-/// owner can read, never to the output.
+/// owner can read, never to the output. (This control plane also listens beyond loopback
+/// in plain HTTP, which it warns about at start.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_admin_password_is_written_to_a_private_file() {
     use std::os::unix::fs::PermissionsExt;
@@ -501,10 +523,11 @@ async fn the_first_admin_password_is_written_to_a_private_file() {
     let data_arg = data.display().to_string();
     let process = PorticoProcess::spawn(
         dir,
-        &["all-in-one", "--data-dir", &data_arg, "--gateway", "127.0.0.1:0", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+        &["all-in-one", "--data-dir", &data_arg, "--gateway", "127.0.0.1:0", "--api", "0.0.0.0:0", "--admin", "127.0.0.1:0"],
         &[],
     )
     .unwrap();
+    assert_eq!(process.count_logs("plain HTTP on a non-loopback address"), 1, "{:?}", process.logs());
     let file = data.join("initial-admin-password");
     let password = std::fs::read_to_string(&file).unwrap().trim().to_owned();
     assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);

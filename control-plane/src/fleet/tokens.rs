@@ -43,7 +43,7 @@ pub struct IssuedGatewayToken {
     /// The token's record.
     #[serde(flatten)]
     pub record: GatewayToken,
-    /// The secret to give the gateways (`--token` or `PORTICO_GATEWAY_TOKEN`).
+    /// The secret to give the gateways (`PORTICO_GATEWAY_TOKEN` or `--token-file`).
     pub token: String,
 }
 

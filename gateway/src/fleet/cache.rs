@@ -4,9 +4,12 @@
 //! `snapshot.json` holds the sha256 of the message on its first line and the message on
 //! the rest; modules are `modules/<sha256>.wasm`. Every file is written to a temporary
 //! name, synced and renamed, so a crash leaves the old file or the new one, never half of
-//! one; a file changed behind the gateway's back is found by its digest and refused.
+//! one; a file changed behind the gateway's back is found by its digest and refused. The
+//! snapshot holds secrets (the API-key HMAC secret, upstream client keys): the folder is made
+//! for its owner only (0700) and every file is written readable by its owner only (0600).
 
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::contract::environment::stored_module_path;
@@ -46,7 +49,7 @@ pub struct Cache {
 impl Cache {
     /// Open (creating it if needed) the cache in `dir`.
     pub fn open(dir: &Path) -> io::Result<Self> {
-        std::fs::create_dir_all(dir.join("modules"))?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir.join("modules"))?;
         Ok(Self { dir: dir.to_owned() })
     }
 
@@ -143,7 +146,9 @@ impl Cache {
 /// Write to `path.tmp`, sync, rename over `path`.
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary)?;
+    // A leftover of a crash would keep its own mode.
+    let _ = std::fs::remove_file(&temporary);
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&temporary, path)
@@ -152,6 +157,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
     use crate::contract::environment::{Environment, ModuleSource};
     use crate::contract::fleet::PROTOCOL_VERSION;
 
@@ -191,6 +198,8 @@ mod tests {
         let message = message_with_module(&sha256);
         cache.save(&message).unwrap();
         assert_eq!(cache.load().unwrap().unwrap().version, message.version);
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&dir), mode(&dir.join(SNAPSHOT_FILE))), (0o700, 0o600), "the snapshot's secrets are its owner's only");
 
         let file = dir.join(SNAPSHOT_FILE);
         let mut bytes = std::fs::read(&file).unwrap();

@@ -81,7 +81,10 @@ pub fn push(push: &Push) -> anyhow::Result<serde_json::Value> {
         let token = match &push.token {
             Some(token) => token.clone(),
             None => {
-                let user = push.user.as_deref().context("give --token, or --user with PORTICO_PASSWORD")?;
+                let user = push
+                    .user
+                    .as_deref()
+                    .context("give a session token in PORTICO_TOKEN or --token-file, or --user with PORTICO_PASSWORD")?;
                 let password = push.password.as_deref().context("set PORTICO_PASSWORD to log in")?;
                 let session = send(
                     &client,
