@@ -9,11 +9,14 @@ and S7 (S2 on two gateways sharing their counters in Redis), and writes a markdo
     python3 bench/run.py --rounds 5 --seconds 8
     python3 bench/run.py --smoke              # seconds of load on debug builds: every system
                                               # must answer correctly; no speed is judged
+    python3 bench/run.py --only portico --cases 'S1|S3' --baseline /tmp/portico-before
+                                              # a change against the build before it, in turn
+                                              # in every round (the report's last table)
 
 The system under test runs on core 0 with one worker; the backend and the load
 generators (wrk, oha) on core 1.
 """
-import argparse, datetime, os, platform, resource, sys, tempfile
+import argparse, datetime, os, platform, re, resource, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import load, report, scenarios, systems, tools  # noqa: E402
@@ -34,6 +37,10 @@ def main():
     parser.add_argument("--portico", help="a built portico binary to measure (default: build it in release)")
     parser.add_argument("--policy", help="the built S4 policy component (default: build it)")
     parser.add_argument("--out", default=os.path.join(tools.TARGET, "bench-report.md"))
+    parser.add_argument("--baseline", help="another portico binary (e.g. the build before a change), run in turn with "
+                        "the measured one on every Portico case; the report sets each case against it within each round")
+    parser.add_argument("--cases", help="run only the cases whose name matches this regular expression (e.g. 'S1|S3'); "
+                        "S5, S7 and the memory figure then run only if it matches them")
     args = parser.parse_args()
     if args.smoke:
         args.rounds, args.seconds, args.swap_seconds, args.memory_connections = 1, 1, 3, 50
@@ -41,7 +48,10 @@ def main():
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
-    chosen = args.only or ORDER
+    chosen = list(args.only or ORDER)
+    if args.baseline and "portico" in chosen:
+        chosen.insert(chosen.index("portico") + 1, systems.BASELINE)
+    wanted = lambda name: args.cases is None or re.search(args.cases, name) is not None
     tools.install()
     tools.build_peers(profile, pingora="pingora" in chosen)
     if args.prepare:
@@ -49,8 +59,9 @@ def main():
     portico = os.path.abspath(args.portico) if args.portico else tools.build_portico(profile)
     policy = os.path.abspath(args.policy) if args.policy else tools.build_policy(portico)
     workdir = tempfile.mkdtemp(prefix="portico-bench-")
-    setup = systems.Setup(workdir, profile, portico, policy, miss_tokens=200 if args.smoke else 25_000)
-    by_system = scenarios.cases(setup)
+    baseline = os.path.abspath(args.baseline) if args.baseline else None
+    setup = systems.Setup(workdir, profile, portico, policy, miss_tokens=200 if args.smoke else 25_000, baseline=baseline)
+    by_system = {system: [c for c in cases if wanted(c.key)] for system, cases in scenarios.cases(setup).items()}
     backend = setup.start_backend()
     try:
         # The fixed rates are fractions of the minimal proxy's maximum, as the method asks.
@@ -66,7 +77,7 @@ def main():
         for r in range(args.rounds):
             order = chosen[r % len(chosen):] + chosen[:r % len(chosen)]  # rotate who goes first
             results = {}
-            for system in order:
+            for system in (s for s in order if by_system[s]):
                 proc = setup.start(system)
                 try:
                     for case in by_system[system]:
@@ -80,9 +91,10 @@ def main():
                         proc.stop()
             rounds.append(results)
         swap = shared = None
-        if "portico" in chosen:
+        if "portico" in chosen and wanted("S5"):
             swap = scenarios.hot_swap(setup, args, workdir, os.path.join(workdir, "portico-swap.log"))
             print(f"S5: {swap['swaps']} swaps, {swap['swapping']['failed']} failed", file=sys.stderr)
+        if "portico" in chosen and wanted("S7"):
             shared = scenarios.shared_counters(setup, args, workdir, next(iter(rates.values())))
             for pair in shared["single"]:
                 print(f"S7a: {pair['local']['max']['rps']:,.0f} req/s on local counters, "
@@ -90,15 +102,19 @@ def main():
             print(f"S7: {shared['leased']['max']['rps']:,.0f} req/s on leases, {shared['exact']['max']['rps']:,.0f} exact, "
                   f"{shared['without']['max']['rps']:,.0f} without Redis; "
                   f"admitted {shared['overshoot']['ratio']:.3f} of the shared limit", file=sys.stderr)
-        memory = {s: scenarios.peak_memory(setup, s, args.memory_connections) for s in chosen if s != "direct"}
+        memory = {s: scenarios.peak_memory(setup, s, args.memory_connections) for s in chosen if s != "direct" and wanted("memory")}
     finally:
         backend.terminate()
 
     cases = [c for s in chosen for c in by_system[s]]
-    header = (f"## {datetime.date.today()}: `python3 bench/run.py{' --smoke' if args.smoke else ''} --rounds {args.rounds} "
+    chosen_args = (f"{' --smoke' if args.smoke else ''}{' --only ' + ' '.join(repr(s) for s in args.only) if args.only else ''}"
+                   f"{' --cases ' + repr(args.cases) if args.cases else ''}{' --baseline ' + args.baseline if args.baseline else ''}")
+    header = (f"## {datetime.date.today()}: `python3 bench/run.py{chosen_args} --rounds {args.rounds} "
               f"--seconds {args.seconds}`\n\n{platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
               f"{profile} build; {args.connections} connections; system under test on core 0, backend and load on core 1.")
     text = report.markdown(rounds, cases, rates, swap, memory, header, shared)
+    if baseline:
+        text += report.versus_baseline(rounds, cases, systems.BASELINE, baseline)
     with open(args.out, "w") as f:
         f.write(text)
     print(text)

@@ -161,3 +161,22 @@ def s7a(pairs):
     out += ["", "| ratio | capacity per core | throughput | target | met |", "|---|---|---|---|---|",
             f"| S7a Redis leases ÷ local counters | {spread(capacity)} | {spread(throughput)} | ≥ 0.90 | {met} |"]
     return out
+
+
+def versus_baseline(rounds, cases, baseline_system, binary):
+    """Each Portico case against the same case on the baseline build, within each round:
+    capacity per core (baseline CPU µs/req ÷ this build's) and throughput (this ÷ baseline)."""
+    out = ["", "### This build ÷ the baseline, each within its round (median, range)", "",
+           f"Baseline: `{binary}`, started in turn with this build in every round, same configuration and load.", "",
+           "| case | CPU µs/req this build | CPU µs/req baseline | capacity per core | throughput |", "|---|---|---|---|---|"]
+    before = {c.label.replace("baseline", "portico", 1): c for c in cases if c.system == baseline_system}
+    for case in cases:
+        base = before.get(case.label) if case.system == "portico" else None
+        if base is None:
+            continue
+        pairs = [(r[case.key], r[base.key]) for r in rounds if case.key in r and base.key in r]
+        capacity = [cpu(b) / cpu(c) for c, b in pairs if cpu(c) and cpu(b)]
+        throughput = [c["max"]["rps"] / b["max"]["rps"] for c, b in pairs if b["max"]["rps"]]
+        out.append(f"| {case.key} | {spread([cpu(c) for c, _ in pairs], '{:.1f}')} | {spread([cpu(b) for _, b in pairs], '{:.1f}')} | "
+                   f"{spread(capacity)} | {spread(throughput)} |")
+    return "\n".join(out) + "\n"

@@ -83,6 +83,9 @@ def cases(setup):
             Case("S6", "portico", "portico TLS", Request(url("portico", "/pass/", tls=True)), tls=True),
         ],
     }
+    if setup.baseline:
+        all_cases[systems.BASELINE] = [Case(c.scenario, systems.BASELINE, c.label.replace("portico", "baseline", 1), c.request,
+                                            c.ladder, c.fixed, c.tls, c.check) for c in all_cases["portico"]]
     return all_cases
 
 
@@ -173,8 +176,9 @@ def peak_memory(setup, system, connections):
     """Peak RSS of a system holding `connections` open keep-alive connections, each having
     made one request (Portico's through key-auth, throttle and headers)."""
     proc = setup.start(system)
-    port = P[system]
-    path, header = ("/all/", "apikey: bench-app-key\r\n") if system == "portico" else ("/", "")
+    portico = system in ("portico", systems.BASELINE)
+    port = P["portico" if portico else system]
+    path, header = ("/all/", "apikey: bench-app-key\r\n") if portico else ("/", "")
     request = f"GET {path} HTTP/1.1\r\nhost: localhost\r\n{header}\r\n".encode()
     sockets, selector = [], selectors.DefaultSelector()
     try:

@@ -9,6 +9,9 @@ SUT_CORE = "0"
 BACKEND = "127.0.0.1:18081"
 PORTS = {"minimal hyper proxy": 18082, "portico": 18083, "nginx": 18084, "envoy": 18085, "pingora": 18086}
 TLS_PORTS = {"portico": 18443, "nginx": 18444}
+# Another build of Portico (`--baseline`), run in turn with the one measured, on its ports
+# and configuration: a before/after comparison within each round.
+BASELINE = "portico baseline"
 ENVOY_AUTH_PORT = 18087
 # S7: two gateways sharing their counters in a Redis of the harness's own.
 SHARED_PORTS = [18091, 18092]
@@ -65,8 +68,8 @@ class Process:
 class Setup:
     """Everything written once per run: keys, tokens, certificates and the configurations."""
 
-    def __init__(self, workdir, profile, portico, policy, miss_tokens):
-        self.workdir, self.profile, self.portico = workdir, profile, portico
+    def __init__(self, workdir, profile, portico, policy, miss_tokens, baseline=None):
+        self.workdir, self.profile, self.portico, self.baseline = workdir, profile, portico, baseline
         self.signer = tokens.Signer()
         self.token = {alg: self.signer.token(alg, "hit") for alg in ("ES256", "RS256")}
         self.token_files = {alg: self.signer.token_file(alg, miss_tokens, workdir) for alg in ("ES256", "RS256")}
@@ -243,9 +246,10 @@ http {{
             cmd = [tools.binary(self.profile, "minimal-proxy"), "--workers", "1",
                    "--listen", f"127.0.0.1:{PORTS[name]}", "--upstream", f"http://{BACKEND}"]
             return Process(name, cmd, [PORTS[name]], log)
-        if name == "portico":
-            cmd = [self.portico, "--workers", "1", "--log", "warn", "serve", "--config", self.portico_config]
-            return Process(name, cmd, [PORTS[name], TLS_PORTS[name]], log)
+        if name in ("portico", BASELINE):
+            binary = self.portico if name == "portico" else self.baseline
+            cmd = [binary, "--workers", "1", "--log", "warn", "serve", "--config", self.portico_config]
+            return Process(name, cmd, [PORTS["portico"], TLS_PORTS["portico"]], log)
         if name == "nginx":
             cmd = ["nginx", "-c", self.nginx_config, "-p", self.workdir, "-e", os.path.join(self.workdir, "nginx-error.log")]
             return Process(name, cmd, [PORTS[name], TLS_PORTS[name]], log)

@@ -104,9 +104,10 @@ impl Issuers {
 /// leeway, and one of its audiences accepted.
 fn check_claims(issuer: &Issuer, claims: &Map<String, Value>, now: u64) -> Result<(), KeyError> {
     let missing = |claim: &str| KeyError::InvalidClaims(format!("missing or malformed `{claim}`"));
-    let audiences: Vec<&str> = match claims.get("aud") {
-        Some(Value::String(aud)) => vec![aud.as_str()],
-        Some(Value::Array(auds)) => auds.iter().map(Value::as_str).collect::<Option<_>>().ok_or_else(|| missing("aud"))?,
+    let accepted = |aud: &str| issuer.audiences.iter().any(|accepted| accepted == aud);
+    let names_accepted = match claims.get("aud") {
+        Some(Value::String(aud)) => accepted(aud),
+        Some(Value::Array(auds)) if auds.iter().all(Value::is_string) => auds.iter().filter_map(Value::as_str).any(accepted),
         _ => return Err(missing("aud")),
     };
     let exp = numeric_date(claims.get("exp")).ok_or_else(|| missing("exp"))?;
@@ -117,7 +118,7 @@ fn check_claims(issuer: &Issuer, claims: &Map<String, Value>, now: u64) -> Resul
     if nbf > now.saturating_add(issuer.leeway) {
         return Err(KeyError::NotYetValid);
     }
-    if !audiences.iter().any(|aud| issuer.audiences.iter().any(|accepted| accepted == aud)) {
+    if !names_accepted {
         return Err(KeyError::InvalidClaims("`aud` names no accepted audience".to_owned()));
     }
     Ok(())
