@@ -51,7 +51,11 @@ def main():
     chosen = list(args.only or ORDER)
     if args.baseline and "portico" in chosen:
         chosen.insert(chosen.index("portico") + 1, systems.BASELINE)
-    wanted = lambda name: args.cases is None or re.search(args.cases, name) is not None
+    try:
+        pattern = re.compile(args.cases) if args.cases else None
+    except re.error as e:
+        parser.error(f"--cases {args.cases!r} is not a regular expression: {e}")
+    wanted = lambda name: pattern is None or pattern.search(name) is not None
     tools.install()
     tools.build_peers(profile, pingora="pingora" in chosen)
     if args.prepare:
