@@ -39,11 +39,12 @@ const COMPILE_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Registry {
     compiling: Arc<tokio::sync::Semaphore>,
+    compile_timeout: Duration,
 }
 
 impl Default for Registry {
     fn default() -> Self {
-        Self { compiling: Arc::new(tokio::sync::Semaphore::new(1)) }
+        Self { compiling: Arc::new(tokio::sync::Semaphore::new(1)), compile_timeout: COMPILE_TIMEOUT }
     }
 }
 
@@ -209,9 +210,9 @@ impl Registry {
             let _turn = permit;
             checker.compile(&name, &bytes)
         });
-        match tokio::time::timeout(COMPILE_TIMEOUT, task).await {
+        match tokio::time::timeout(self.compile_timeout, task).await {
             Ok(joined) => joined.map_err(|e| ApiError::Internal(e.to_string())),
-            Err(_) => Err(ApiError::invalid("component", format!("did not compile within {} s", COMPILE_TIMEOUT.as_secs()))),
+            Err(_) => Err(ApiError::invalid("component", format!("did not compile within {:?}", self.compile_timeout))),
         }
     }
 
@@ -453,4 +454,26 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, Path((name, v
     tx.commit().await?;
     tracing::info!(policy = %module.reference, by = %caller.username, "policy deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A compile past its time is answered as refused, yet keeps the one compile slot until
+    /// it ends: uploads in a loop never compile two components at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_compile_past_its_time_is_refused_and_keeps_its_turn() {
+        let registry = Registry { compile_timeout: Duration::from_millis(1), ..Registry::default() };
+        let component = Bytes::from_static(portico_gateway::policy::builtin::find("throttle").unwrap().component);
+        let Err(refused) = registry.compile("throttle", component.clone()).await else { panic!("compiled within 1 ms") };
+        assert!(refused.to_string().contains("did not compile within 1ms"), "{refused}");
+        assert_eq!(registry.compiling.available_permits(), 0, "the slot was given back while the compile still ran");
+
+        // The next upload waits for that compile to end, then has its turn.
+        let next = Registry { compiling: registry.compiling.clone(), compile_timeout: COMPILE_TIMEOUT };
+        let compiled = next.compile("throttle", component).await.unwrap();
+        assert!(compiled.is_ok());
+        assert_eq!(registry.compiling.available_permits(), 1);
+    }
 }

@@ -6,34 +6,38 @@ use std::sync::Arc;
 
 use http::{Method, Response, StatusCode, header};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::Gateway;
 use crate::body::Body;
-use crate::contract::defaults;
+use crate::connection::{self, Idle};
+use crate::settings::Limits;
 
-/// Serve admin requests until `shutdown` turns true.
-pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+/// Serve admin requests until `shutdown` turns true, with the API listeners' request-head
+/// and idle limits.
+pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, limits: Limits, mut shutdown: watch::Receiver<bool>) {
+    let builder = Arc::new(connection::builder(&limits));
+    let idle = Idle::of(&limits);
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
-                Err(_) => continue,
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
             },
             _ = shutdown.changed() => return,
         };
-        let gateway = gateway.clone();
+        let (gateway, builder, shutdown) = (gateway.clone(), builder.clone(), shutdown.clone());
         tokio::spawn(async move {
             let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
                 let response = answer(&gateway, request.method(), request.uri().path());
                 async move { Ok::<_, Infallible>(response) }
             });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(defaults::HEADER_READ_TIMEOUT);
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            let _ = connection::serve(&builder, TokioIo::new(stream), service, idle, shutdown).await;
         });
     }
 }

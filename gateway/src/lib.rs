@@ -11,6 +11,7 @@
 // the phases it runs in.
 pub mod calendar;
 pub mod check;
+pub mod connection;
 pub mod contract;
 pub mod counters;
 pub mod error;

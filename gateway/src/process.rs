@@ -40,7 +40,7 @@ pub async fn start_listeners(
     if let Some(admin_spec) = &settings.admin {
         let (socket, address) = listener::bind(&admin_spec.address).await?;
         tracing::info!(%address, "admin listening");
-        tasks.push(tokio::spawn(admin::serve(gateway.clone(), socket, stopped.clone())));
+        tasks.push(tokio::spawn(admin::serve(gateway.clone(), socket, settings.limits.clone(), stopped.clone())));
     }
     if tasks.is_empty() {
         anyhow::bail!("no listeners configured");

@@ -160,11 +160,13 @@ pub struct Limits {
     /// Largest request or response body a policy may buffer, and largest request body
     /// accepted; larger gets 413.
     pub max_body_bytes: ByteSize,
-    /// Time allowed to receive a request head; slower connections are closed.
+    /// Time allowed to receive a request head, and for a new connection to begin its first
+    /// request; slower connections are closed.
     pub header_read_timeout: Duration,
     /// Time allowed to receive a body a policy buffers; slower requests get 408.
     pub body_read_timeout: Duration,
-    /// A connection with no request in flight for this long is closed (HTTP/1.1 and HTTP/2).
+    /// A connection with no request in flight for this long is closed (an HTTP/1.1 one waits
+    /// for its next head under `header_read_timeout` too, so the shorter of the two applies).
     pub idle_timeout: Duration,
     /// Connections open at once on each listener; more are closed as soon as accepted.
     pub max_connections: usize,

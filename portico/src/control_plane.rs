@@ -6,23 +6,23 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use portico_control_plane::db::Db;
 use portico_control_plane::secrets::{self, SealingKey};
 use portico_control_plane::{AppState, ClientCertified, Settings, app, auth, fleet};
 use portico_gateway::check::PolicyCeilings;
+use portico_gateway::connection::{self, Idle};
 use portico_gateway::contract::defaults;
 use portico_gateway::contract::units::{ByteSize, Duration};
-use portico_gateway::settings::{CertificateConfig, TlsConfig};
+use portico_gateway::settings::{CertificateConfig, Limits, TlsConfig};
 use portico_gateway::tls::{self, ServedTls};
 use tokio::net::TcpListener;
 
-/// How long a TLS handshake, a request head, and the drain at shutdown may take.
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
+
+/// How long requests in flight may take to finish at shutdown.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Where the control plane keeps its data and listens.
 #[derive(Debug, Clone, clap::Args)]
@@ -148,12 +148,17 @@ pub async fn start(options: &Options, stopped: watch::Receiver<bool>) -> anyhow:
 }
 
 /// Serve `router` (over TLS when configured) until `stopped` turns true, then let requests
-/// in flight finish (for up to 10 s). A TLS handshake, and each request head, has 10 s to
-/// arrive: a slow client is cut off rather than held.
-async fn serve(listener: TcpListener, tls: Option<Arc<ServedTls>>, router: axum::Router, mut stopped: watch::Receiver<bool>) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT);
-    let graceful = GracefulShutdown::new();
+/// in flight finish (for up to 10 s). Connections follow the gateway's default limits (a
+/// TLS handshake, a request head and a connection's first byte have 10 s; idle connections
+/// close after 60 s; at most 10,000 at once), so a slow or silent client is cut off rather
+/// than held.
+async fn serve(listener: TcpListener, tls: Option<Arc<ServedTls>>, router: axum::Router, stopped: watch::Receiver<bool>) {
+    let limits = Limits::default();
+    let builder = Arc::new(connection::builder(&limits));
+    let idle = Idle::of(&limits);
+    let max_connections = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let connections = Arc::new(Semaphore::new(max_connections as usize));
+    let mut stopping = stopped.clone();
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -164,26 +169,31 @@ async fn serve(listener: TcpListener, tls: Option<Arc<ServedTls>>, router: axum:
                     continue;
                 }
             },
-            _ = stopped.changed() => break,
+            _ = stopping.changed() => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, max_connections, "connection refused: too many open");
+            continue;
         };
         // The peer's address, for what is counted per source (failed logins), and whether it
         // presented a client certificate the TLS verifier accepted.
         let router = router.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
         let service = move |certified: bool| TowerToHyperService::new(router.layer(axum::Extension(ClientCertified(certified))));
         let acceptor = tls.as_ref().map(|tls| tls.acceptor());
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let (builder, stopped) = (builder.clone(), stopped.clone());
+        let handshake_timeout = limits.header_read_timeout.0;
         tokio::spawn(async move {
+            let _permit = permit;
             let result = match acceptor {
-                None => watcher.watch(builder.serve_connection(TokioIo::new(tcp), service(false)).into_owned()).await,
+                None => connection::serve(&builder, TokioIo::new(tcp), service(false), idle, stopped).await,
                 Some(acceptor) => {
-                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(error)) => return tracing::debug!(%error, "TLS handshake failed"),
                         Err(_) => return tracing::debug!("TLS handshake timed out"),
                     };
                     let certified = stream.get_ref().1.peer_certificates().is_some_and(|chain| !chain.is_empty());
-                    watcher.watch(builder.serve_connection(TokioIo::new(stream), service(certified)).into_owned()).await
+                    connection::serve(&builder, TokioIo::new(stream), service(certified), idle, stopped).await
                 }
             };
             if let Err(error) = result {
@@ -191,7 +201,8 @@ async fn serve(listener: TcpListener, tls: Option<Arc<ServedTls>>, router: axum:
             }
         });
     }
-    if tokio::time::timeout(HANDSHAKE_TIMEOUT, graceful.shutdown()).await.is_err() {
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, connections.acquire_many(max_connections)).await.is_err() {
         tracing::warn!("requests still running after 10 s were cut off");
     }
 }

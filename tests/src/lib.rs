@@ -384,6 +384,23 @@ pub struct ApiKey {
     pub key: String,
 }
 
+/// Read from `stream` until the peer closes it (or `limit` passes); how long that took, and
+/// what was read.
+pub async fn until_closed(stream: &mut tokio::net::TcpStream, limit: Duration) -> (Option<Duration>, String) {
+    use tokio::io::AsyncReadExt;
+    let started = Instant::now();
+    let mut read = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while started.elapsed() < limit {
+        match tokio::time::timeout(limit.saturating_sub(started.elapsed()), stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (Some(started.elapsed()), String::from_utf8_lossy(&read).into_owned()),
+            Ok(Ok(n)) => read.extend_from_slice(&buffer[..n]),
+            Err(_) => break,
+        }
+    }
+    (None, String::from_utf8_lossy(&read).into_owned())
+}
+
 /// Poll `check` every 20 ms until it holds; panics after `limit`. Returns how long it took.
 pub async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
     let started = Instant::now();

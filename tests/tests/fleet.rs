@@ -11,6 +11,7 @@ use base64::Engine as _;
 use http::{Method, StatusCode};
 use portico_tests::{
     ApiKey, ControlPlaneClient, HttpClient, MockUpstream, PorticoProcess, RedisServer, TestCertificate, eventually, policies, tls_get,
+    until_closed,
 };
 use serde_json::{Value, json};
 
@@ -19,10 +20,17 @@ const ADMIN_PASSWORD: &str = "fleet-admin-pass-1";
 /// A control plane on `port` (0 the first time: the process picks one and logs it; the
 /// same one again after a restart, as the gateways know it by that URL).
 fn start_control_plane(data: &Path, port: u16) -> PorticoProcess {
+    start_control_plane_on(data, port, None)
+}
+
+/// [`start_control_plane`] on the database at `database_url` instead of SQLite in `data`.
+fn start_control_plane_on(data: &Path, port: u16, database_url: Option<&str>) -> PorticoProcess {
+    let mut environment = vec![("PORTICO_ADMIN_PASSWORD", ADMIN_PASSWORD)];
+    environment.extend(database_url.map(|url| ("PORTICO_DATABASE_URL", url)));
     PorticoProcess::spawn_until(
         tempfile::tempdir().unwrap(),
         &["control-plane", "--data-dir", &data.display().to_string(), "--api", &format!("127.0.0.1:{port}")],
-        &[("PORTICO_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+        &environment,
         &["control plane listening"],
     )
     .unwrap()
@@ -818,14 +826,24 @@ async fn pattern_2_over_tls_and_an_untrusted_control_plane_refused() {
 }
 
 /// RELIABILITY #8: the control plane is killed with SIGKILL in the middle of publishing
-/// (saves, revisions, deployments in a loop), five times. After each kill the database is
-/// whole (SQLite's integrity check, no deployment of a missing revision, every revision
-/// readable); after the last restart a gateway converges on what the database says.
+/// (saves, revisions, deployments in a loop), five times, on each engine. After each kill
+/// the database is whole (SQLite's integrity check, no deployment of a missing revision,
+/// every revision readable); after the last restart a gateway converges on what the
+/// database says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_control_plane_mid_publish_leaves_a_whole_database() {
+async fn killing_the_control_plane_mid_publish_leaves_a_whole_sqlite_database() {
+    killed_mid_publish(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_control_plane_mid_publish_leaves_a_whole_postgresql_database() {
+    killed_mid_publish(Some(portico_control_plane::test_support::fresh_postgres_database().await)).await;
+}
+
+async fn killed_mid_publish(database_url: Option<String>) {
     let upstream = MockUpstream::start().await;
     let data = tempfile::tempdir().unwrap();
-    let mut control_plane = start_control_plane(data.path(), 0);
+    let mut control_plane = start_control_plane_on(data.path(), 0, database_url.as_deref());
     let port = control_plane.control_plane.unwrap().port();
     let cp = ControlPlaneClient::new(control_plane.control_plane.unwrap());
     let admin = cp.login("admin", ADMIN_PASSWORD).await;
@@ -888,9 +906,12 @@ async fn killing_the_control_plane_mid_publish_leaves_a_whole_database() {
         published += churn.await.unwrap();
 
         let sealing = portico_control_plane::secrets::SealingKey::from_file_or_new(&data.path().join("secrets.key")).unwrap();
-        let db = portico_control_plane::db::Db::connect(&format!("sqlite://{}/portico.db", data.path().display()), sealing).await.unwrap();
-        let integrity: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&db.pool).await.unwrap();
-        assert_eq!(integrity, "ok", "round {round}");
+        let url = database_url.clone().unwrap_or_else(|| format!("sqlite://{}/portico.db", data.path().display()));
+        let db = portico_control_plane::db::Db::connect(&url, sealing).await.unwrap();
+        if database_url.is_none() {
+            let integrity: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&db.pool).await.unwrap();
+            assert_eq!(integrity, "ok", "round {round}");
+        }
         let dangling: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM deployments d LEFT JOIN revisions r ON r.id = d.revision_id WHERE r.id IS NULL")
                 .fetch_one(&db.pool)
@@ -903,9 +924,10 @@ async fn killing_the_control_plane_mid_publish_leaves_a_whole_database() {
             assert_eq!(parsed["name"], "churn", "round {round}");
         }
         db.pool.close().await;
-        control_plane = start_control_plane(data.path(), port);
+        control_plane = start_control_plane_on(data.path(), port, database_url.as_deref());
     }
-    println!("5 kills in the middle of publishing ({published} deployments made): the database was whole each time");
+    let engine = if database_url.is_some() { "PostgreSQL" } else { "SQLite" };
+    println!("5 kills in the middle of publishing on {engine} ({published} deployments made): the database was whole each time");
 
     // The last state converges at a gateway.
     let cp = ControlPlaneClient::new(control_plane.control_plane.unwrap());
@@ -916,6 +938,34 @@ async fn killing_the_control_plane_mid_publish_leaves_a_whole_database() {
     let _gateway = start_gateway(&format!("http://127.0.0.1:{port}"), token["token"].as_str().unwrap(), cache.path(), "snapshot applied");
     let (took, _) = rolled_out(&cp, &admin, 1).await;
     println!("a gateway converged on the last deployment after {took:?}");
+}
+
+/// RELIABILITY #16 on the control plane: a connection that sends nothing, one that stops
+/// inside HTTP/2's preface and one whose request head never ends are each cut once their
+/// 10 s are up, and other clients are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_cuts_silent_and_slow_connections() {
+    use tokio::io::AsyncWriteExt;
+    let data = tempfile::tempdir().unwrap();
+    let control_plane = start_control_plane(data.path(), 0);
+    let address = control_plane.control_plane.unwrap();
+    let bound = Duration::from_secs(30);
+    let opened = async |first: &'static [u8]| {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream.write_all(first).await.unwrap();
+        until_closed(&mut stream, bound).await.0
+    };
+    let served = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        ControlPlaneClient::new(address).login("admin", ADMIN_PASSWORD).await
+    };
+    let (silent, preface, head, _) =
+        tokio::join!(opened(b""), opened(b"PRI * HTTP/2.0\r\n"), opened(b"GET /api/v1/apis HTTP/1.1\r\nHost: x\r\nX-Slow: "), served);
+    let cuts = [("silent", silent), ("half a preface", preface), ("slow head", head)];
+    println!("control plane cut: {cuts:?} (limit 10 s)");
+    for (what, cut) in cuts {
+        assert!(cut.is_some(), "{what}: still open after {bound:?}");
+    }
 }
 
 /// A control plane that sends what the test pushes and checks nothing: the first event of

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use portico_tests::{
     ALLOW_LOOPBACK_UPSTREAMS, HttpClient, LegitimateLoad, MockUpstream, PorticoProcess, TestCertificate, TestIssuer, check_config, indent,
-    policies, tls_get, tls_handshake, tls_request, unix_now,
+    policies, tls_get, tls_handshake, tls_request, unix_now, until_closed,
 };
 
 fn api(name: &str, context: &str, upstream: &MockUpstream, policies: &str) -> String {
@@ -622,26 +622,10 @@ async fn too_many_headers_get_431() {
     assert_eq!(client.get(&gateway.url("/l/x"), &headers[..5]).await.unwrap().status, StatusCode::OK);
 }
 
-/// Read from `stream` until the peer closes it (or `limit` passes); how long that took, and
-/// what was read.
-async fn until_closed(stream: &mut tokio::net::TcpStream, limit: Duration) -> (Option<Duration>, String) {
-    use tokio::io::AsyncReadExt;
-    let started = Instant::now();
-    let mut read = Vec::new();
-    let mut buffer = [0u8; 4096];
-    while started.elapsed() < limit {
-        match tokio::time::timeout(limit - started.elapsed(), stream.read(&mut buffer)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return (Some(started.elapsed()), String::from_utf8_lossy(&read).into_owned()),
-            Ok(Ok(n)) => read.extend_from_slice(&buffer[..n]),
-            Err(_) => break,
-        }
-    }
-    (None, String::from_utf8_lossy(&read).into_owned())
-}
-
-/// RELIABILITY #16, in part: a slow request head, a slow buffered body, idle HTTP/1.1 and
-/// HTTP/2 connections and one connection too many are each cut, and the gateway keeps
-/// serving. The timings printed are figures; the bounds are 4× the configured limits.
+/// RELIABILITY #16, in part: a slow request head, a slow buffered body, silent connections,
+/// idle HTTP/1.1 and HTTP/2 connections and one connection too many are each cut (on the
+/// admin listener too), and the gateway keeps serving. The timings printed are figures;
+/// the bounds are 4× the configured limits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_idle_and_surplus_connections_are_cut() {
     use tokio::io::AsyncWriteExt;
@@ -661,6 +645,25 @@ async fn slow_idle_and_surplus_connections_are_cut() {
     slow_head.write_all(b"GET /m/x HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
     let (closed, _) = until_closed(&mut slow_head, bound).await;
     let head_cut = closed.expect("a slow head is cut");
+
+    // Connections that send nothing, or stop inside HTTP/2's preface (the protocol is not
+    // known yet), on the API listener and the admin one; a slow head on the admin one.
+    let admin = gateway.admin.unwrap();
+    let opened = async |address, first: &'static [u8]| {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream.write_all(first).await.unwrap();
+        until_closed(&mut stream, bound).await.0
+    };
+    let (silent, preface, admin_silent, admin_head) = tokio::join!(
+        opened(address, b""),
+        opened(address, b"PRI * HTTP/2.0\r\n"),
+        opened(admin, b""),
+        opened(admin, b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    );
+    let silent_cuts = [("silent", silent), ("half a preface", preface), ("admin, silent", admin_silent), ("admin, slow head", admin_head)];
+    for (what, cut) in silent_cuts {
+        assert!(cut.is_some(), "{what}: still open after {bound:?}");
+    }
 
     // A body a policy buffers that stops half-way: 408, then the connection ends.
     let mut slow_body = TcpStream::connect(address).await.unwrap();
@@ -707,7 +710,7 @@ async fn slow_idle_and_surplus_connections_are_cut() {
     assert!(gateway.is_running());
 
     println!(
-        "cut after: slow head {head_cut:?}, slow body (408) {body_cut:?}, idle HTTP/1.1 {h1_idle_cut:?}, idle HTTP/2 {h2_idle_cut:?} (limits 500ms)"
+        "cut after: slow head {head_cut:?}, slow body (408) {body_cut:?}, idle HTTP/1.1 {h1_idle_cut:?}, idle HTTP/2 {h2_idle_cut:?}, {silent_cuts:?} (limits 500ms)"
     );
     for (what, took) in [("slow head", head_cut), ("slow body", body_cut), ("idle HTTP/1.1", h1_idle_cut), ("idle HTTP/2", h2_idle_cut)] {
         assert!(took < bound, "{what}: {took:?}");
