@@ -64,7 +64,7 @@ def main():
     policy = os.path.abspath(args.policy) if args.policy else tools.build_policy(portico)
     workdir = tempfile.mkdtemp(prefix="portico-bench-")
     baseline = os.path.abspath(args.baseline) if args.baseline else None
-    setup = systems.Setup(workdir, profile, portico, policy, miss_tokens=200 if args.smoke else 25_000, baseline=baseline)
+    setup = systems.Setup(workdir, profile, portico, policy, miss_tokens=200 if args.smoke else 100_000, baseline=baseline)
     by_system = {system: [c for c in cases if wanted(c.key)] for system, cases in scenarios.cases(setup).items()}
     backend = setup.start_backend()
     try:
