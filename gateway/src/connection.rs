@@ -66,6 +66,40 @@ pub async fn serve<I, S, B>(
     io: I,
     service: S,
     idle: Idle,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), BoxError>
+where
+    I: Read + Write + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let tracked = |requests: Requests| {
+        service_fn(move |request| {
+            let busy = requests.begin();
+            let response = service.call(request);
+            async move {
+                let response = response.await;
+                drop(busy);
+                response
+            }
+        })
+    };
+    serve_counted(builder, io, tracked, idle, shutdown).await
+}
+
+/// [`serve`] with a service that counts its own requests: `service` is given the
+/// connection's [`Requests`], and holds a [`Busy`] from each request's start to its
+/// response. Building the response future inside the one that holds the guard saves moving
+/// a large future once more per request, which is why the API listener uses this.
+pub async fn serve_counted<I, S, B>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: impl FnOnce(Requests) -> S,
+    idle: Idle,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), BoxError>
 where
@@ -78,18 +112,7 @@ where
     B::Error: Into<BoxError>,
 {
     let activity = Arc::new(Activity::new());
-    let tracked = {
-        let activity = activity.clone();
-        service_fn(move |request| {
-            let busy = activity.begin();
-            let response = service.call(request);
-            async move {
-                let response = response.await;
-                drop(busy);
-                response
-            }
-        })
-    };
+    let tracked = service(Requests(activity.clone()));
     let connection = builder.serve_connection(io, tracked);
     let mut connection = std::pin::pin!(connection);
     let mut closing = *shutdown.borrow();
@@ -129,11 +152,6 @@ impl Activity {
         Self { in_flight: AtomicUsize::new(0), idle_at_ms: AtomicU64::new(0), start: Instant::now() }
     }
 
-    fn begin(self: &Arc<Self>) -> BusyGuard {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        BusyGuard(self.clone())
-    }
-
     /// When the connection is to close if it stays idle; none while a request is in flight.
     fn idle_deadline(&self, idle: Idle) -> Option<Instant> {
         if self.in_flight.load(Ordering::Acquire) != 0 {
@@ -146,10 +164,22 @@ impl Activity {
     }
 }
 
-/// Counts a request in flight until dropped.
-struct BusyGuard(Arc<Activity>);
+/// A connection's requests in flight, for a service given to [`serve_counted`].
+#[derive(Clone)]
+pub struct Requests(Arc<Activity>);
 
-impl Drop for BusyGuard {
+impl Requests {
+    /// A request has begun; it is in flight until the guard is dropped.
+    pub fn begin(&self) -> Busy {
+        self.0.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(self.0.clone())
+    }
+}
+
+/// Counts a request in flight until dropped.
+pub struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
     fn drop(&mut self) {
         let activity = &self.0;
         // Never 0, which means "no request yet".

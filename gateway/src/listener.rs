@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::Gateway;
-use crate::connection::{self, Idle};
+use crate::connection::{self, Idle, Requests};
 use crate::pipeline::{self, Peer};
 use crate::settings::Limits;
 use crate::tls::ServedTls;
@@ -61,11 +61,18 @@ pub async fn serve(
         let service = {
             let gateway = gateway.clone();
             move |peer: Peer| {
-                service_fn(move |request| {
-                    let gateway = gateway.clone();
-                    let peer = peer.clone();
-                    async move { Ok::<_, Infallible>(pipeline::handle(&gateway, request, peer).await) }
-                })
+                move |requests: Requests| {
+                    service_fn(move |request| {
+                        let gateway = gateway.clone();
+                        let peer = peer.clone();
+                        let busy = requests.begin();
+                        async move {
+                            let response = pipeline::handle(&gateway, request, peer).await;
+                            drop(busy);
+                            Ok::<_, Infallible>(response)
+                        }
+                    })
+                }
             }
         };
         let acceptor = tls.as_ref().map(|tls| tls.acceptor());
@@ -76,7 +83,7 @@ pub async fn serve(
             let result = match acceptor {
                 None => {
                     let service = service(Peer::new(addr, false, None));
-                    connection::serve(&builder, TokioIo::new(stream), service, idle, shutdown).await
+                    connection::serve_counted(&builder, TokioIo::new(stream), service, idle, shutdown).await
                 }
                 Some(acceptor) => {
                     let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
@@ -88,7 +95,7 @@ pub async fn serve(
                     // leaf is what an application registers.
                     let certificate = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first());
                     let service = service(Peer::new(addr, true, certificate.map(|der| der.as_ref())));
-                    connection::serve(&builder, TokioIo::new(tls), service, idle, shutdown).await
+                    connection::serve_counted(&builder, TokioIo::new(tls), service, idle, shutdown).await
                 }
             };
             if let Err(error) = result {
