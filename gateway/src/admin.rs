@@ -37,7 +37,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, limits: Limits,
                 let response = answer(&gateway, request.method(), request.uri().path());
                 async move { Ok::<_, Infallible>(response) }
             });
-            let _ = connection::serve(&builder, TokioIo::new(stream), service, idle, shutdown).await;
+            let _ = connection::serve(&builder, TokioIo::new(stream), connection::counted(service), idle, shutdown).await;
         });
     }
 }

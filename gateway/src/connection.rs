@@ -6,14 +6,17 @@
 //! flight finish.
 
 use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::rt::{Read, Write};
-use hyper::service::{Service, service_fn};
+use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::sync::watch;
@@ -59,43 +62,55 @@ impl Idle {
     }
 }
 
-/// Serve `io` with `service` until the connection ends: closed gracefully once idle past
-/// `idle`, or once `shutdown` turns true.
-pub async fn serve<I, S, B>(
-    builder: &auto::Builder<TokioExecutor>,
-    io: I,
-    service: S,
-    idle: Idle,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), BoxError>
-where
-    I: Read + Write + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    let tracked = |requests: Requests| {
-        service_fn(move |request| {
-            let busy = requests.begin();
-            let response = service.call(request);
-            async move {
-                let response = response.await;
-                drop(busy);
-                response
-            }
-        })
-    };
-    serve_counted(builder, io, tracked, idle, shutdown).await
+/// A service that counts its requests, for [`serve`] to tell when the connection is idle.
+/// A service whose response future is large counts its own instead (holding a [`Busy`] in
+/// the future it builds), as the API listener does: wrapping it would move that future
+/// once more per request.
+pub fn counted<S>(service: S) -> impl FnOnce(Requests) -> Counted<S> {
+    move |requests| Counted { service, requests }
 }
 
-/// [`serve`] with a service that counts its own requests: `service` is given the
-/// connection's [`Requests`], and holds a [`Busy`] from each request's start to its
-/// response. Building the response future inside the one that holds the guard saves moving
-/// a large future once more per request, which is why the API listener uses this.
-pub async fn serve_counted<I, S, B>(
+/// A service whose requests are counted; see [`counted`].
+pub struct Counted<S> {
+    service: S,
+    requests: Requests,
+}
+
+impl<S: Service<R>, R> Service<R> for Counted<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Counting<S::Future>;
+
+    fn call(&self, request: R) -> Self::Future {
+        let busy = self.requests.begin();
+        Counting { response: self.service.call(request), busy: Some(busy) }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response future that keeps its request counted until it is ready.
+    pub struct Counting<F> {
+        #[pin]
+        response: F,
+        busy: Option<Busy>,
+    }
+}
+
+impl<F: Future> Future for Counting<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let output = std::task::ready!(this.response.poll(cx));
+        this.busy.take();
+        Poll::Ready(output)
+    }
+}
+
+/// Serve `io` with the service `service` makes for the connection's [`Requests`] (which it
+/// counts, from each request's start to its response) until the connection ends: closed
+/// gracefully once idle past `idle`, or once `shutdown` turns true.
+pub async fn serve<I, S, B>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
     service: impl FnOnce(Requests) -> S,
@@ -164,7 +179,7 @@ impl Activity {
     }
 }
 
-/// A connection's requests in flight, for a service given to [`serve_counted`].
+/// A connection's requests in flight, given to the service [`serve`] serves.
 #[derive(Clone)]
 pub struct Requests(Arc<Activity>);
 
@@ -195,6 +210,7 @@ mod tests {
 
     use bytes::Bytes;
     use http_body_util::{Empty, Full};
+    use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
 
     use super::*;
@@ -218,7 +234,7 @@ mod tests {
                 tokio::time::sleep(work).await;
                 Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"done"))))
             });
-            let _ = serve(&builder(&limits()), TokioIo::new(server), service, Idle::of(&limits()), shutdown).await;
+            let _ = serve(&builder(&limits()), TokioIo::new(server), counted(service), Idle::of(&limits()), shutdown).await;
         });
         (client, task, stop)
     }

@@ -83,7 +83,7 @@ pub async fn serve(
             let result = match acceptor {
                 None => {
                     let service = service(Peer::new(addr, false, None));
-                    connection::serve_counted(&builder, TokioIo::new(stream), service, idle, shutdown).await
+                    connection::serve(&builder, TokioIo::new(stream), service, idle, shutdown).await
                 }
                 Some(acceptor) => {
                     let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
@@ -95,7 +95,7 @@ pub async fn serve(
                     // leaf is what an application registers.
                     let certificate = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first());
                     let service = service(Peer::new(addr, true, certificate.map(|der| der.as_ref())));
-                    connection::serve_counted(&builder, TokioIo::new(tls), service, idle, shutdown).await
+                    connection::serve(&builder, TokioIo::new(tls), service, idle, shutdown).await
                 }
             };
             if let Err(error) = result {

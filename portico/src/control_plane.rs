@@ -185,7 +185,7 @@ async fn serve(listener: TcpListener, tls: Option<Arc<ServedTls>>, router: axum:
         tokio::spawn(async move {
             let _permit = permit;
             let result = match acceptor {
-                None => connection::serve(&builder, TokioIo::new(tcp), service(false), idle, stopped).await,
+                None => connection::serve(&builder, TokioIo::new(tcp), connection::counted(service(false)), idle, stopped).await,
                 Some(acceptor) => {
                     let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => stream,
@@ -193,7 +193,7 @@ async fn serve(listener: TcpListener, tls: Option<Arc<ServedTls>>, router: axum:
                         Err(_) => return tracing::debug!("TLS handshake timed out"),
                     };
                     let certified = stream.get_ref().1.peer_certificates().is_some_and(|chain| !chain.is_empty());
-                    connection::serve(&builder, TokioIo::new(stream), service(certified), idle, stopped).await
+                    connection::serve(&builder, TokioIo::new(stream), connection::counted(service(certified)), idle, stopped).await
                 }
             };
             if let Err(error) = result {
