@@ -34,7 +34,8 @@ pub fn build(packages: &[&str]) -> Vec<PathBuf> {
         "building {packages:?} for wasm32-wasip2 failed (is the target installed? `rustup target add wasm32-wasip2`)"
     );
 
-    for dir in ["wit", "policy-sdk", "policies", "tests/policies"] {
+    // The workspace manifest holds the `guest` profile.
+    for dir in ["wit", "policy-sdk", "policies", "tests/policies", "Cargo.toml"] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
     packages

@@ -192,9 +192,19 @@ fn rejected_detail(method: Method, error: &KeyError) -> String {
     }
 }
 
+/// The value without surrounding white space, if anything is left; copied only when trimmed.
+pub fn non_empty(value: Option<String>) -> Option<String> {
+    let value = value?;
+    match value.trim() {
+        "" => None,
+        trimmed if trimmed.len() == value.len() => Some(value),
+        trimmed => Some(trimmed.to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{Method, Refusal, bearer_token, jwt_in_header, missing_scopes, percent_decode, query_without, refusal_response};
+    use super::{Method, Refusal, bearer_token, jwt_in_header, missing_scopes, non_empty, percent_decode, query_without, refusal_response};
     use crate::config::{Config, Settings};
     use portico_policy_sdk::keys::KeyError;
     use portico_policy_sdk::parse_config;
@@ -210,6 +220,16 @@ mod tests {
     fn detail(response: &portico_policy_sdk::ImmediateResponse) -> String {
         let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
         body["detail"].as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn credentials_are_trimmed_and_empty_ones_are_none() {
+        let trimmed = |value: &str| non_empty(Some(value.to_owned()));
+        assert_eq!(trimmed("key-1").as_deref(), Some("key-1"));
+        assert_eq!(trimmed(" key-1\t").as_deref(), Some("key-1"));
+        assert_eq!(trimmed(" \t "), None);
+        assert_eq!(trimmed(""), None);
+        assert_eq!(non_empty(None), None);
     }
 
     #[test]

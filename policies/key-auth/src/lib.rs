@@ -10,21 +10,21 @@ use portico_policy_sdk::keys::{self, KeyError};
 use portico_policy_sdk::{Context, Decision, Identity, Needs, Policy, Request, log};
 
 use crate::config::{Config, Settings};
-use crate::credential::{Method, Refusal, jwt_in_header, missing_scopes, query_without, reason, refusal_response};
+use crate::credential::{Method, Refusal, jwt_in_header, missing_scopes, non_empty, query_without, reason, refusal_response};
 
 /// Where the credential of a request was found, so that it can be hidden afterwards.
-enum Place {
-    Header(String),
-    Query(String),
+enum Place<'a> {
+    Header(&'a str),
+    Query(&'a str),
     /// The TLS connection: nothing to hide from the upstream.
     Connection,
 }
 
 /// A credential found in a request.
-struct Credential {
+struct Credential<'a> {
     method: Method,
     value: String,
-    place: Place,
+    place: Place<'a>,
 }
 
 /// The key-auth policy.
@@ -37,25 +37,25 @@ impl KeyAuth {
     /// then the connection's client certificate. A credential in the request comes first: it
     /// names the caller of this request, where a certificate names whoever opened the
     /// connection.
-    fn find_credential(&self, request: &Request) -> Option<Credential> {
+    fn find_credential(&self, request: &Request) -> Option<Credential<'_>> {
         let settings = &self.settings;
         if let Some(header) = &settings.api_key_header
             && let Some(value) = non_empty(request.header(header))
         {
-            let place = Place::Header(header.clone());
+            let place = Place::Header(header);
             return Some(Credential { method: Method::ApiKey, value, place });
         }
         if let Some(name) = &settings.api_key_query
             && let Some(value) = non_empty(request.query_param(name))
         {
-            let place = Place::Query(name.clone());
+            let place = Place::Query(name);
             return Some(Credential { method: Method::ApiKey, value, place });
         }
         if let Some(header) = &settings.jwt_header
             && let Some(value) = request.header(header)
             && let Some(token) = jwt_in_header(header, &value)
         {
-            let place = Place::Header(header.clone());
+            let place = Place::Header(header);
             let value = token.to_owned();
             return Some(Credential { method: Method::Jwt, value, place });
         }
@@ -67,7 +67,7 @@ impl KeyAuth {
         None
     }
 
-    fn authenticate(&self, request: &Request, context: &Context) -> Result<(Identity, Place), Refusal> {
+    fn authenticate(&self, request: &Request, context: &Context) -> Result<(Identity, Place<'_>), Refusal> {
         let credential = self.find_credential(request).ok_or(Refusal::Missing)?;
         let checked = match credential.method {
             Method::ApiKey => keys::lookup_api_key(&credential.value),
@@ -120,11 +120,11 @@ impl Policy for KeyAuth {
 }
 
 /// Removes the credential from the request before it goes upstream.
-fn hide(request: &Request, place: &Place) {
+fn hide(request: &Request, place: &Place<'_>) {
     match place {
         Place::Header(name) => {
             if let Err(error) = request.remove_header(name) {
-                log::warn("cannot remove the credential header", &[("header", name.as_str()), ("error", error.name())]);
+                log::warn("cannot remove the credential header", &[("header", name), ("error", error.name())]);
             }
         }
         Place::Query(name) => {
@@ -142,10 +142,6 @@ fn log_rejection(method: Method, error: &KeyError) {
         fields.push(("detail", why.as_str()));
     }
     log::info("credential refused", &fields);
-}
-
-fn non_empty(value: Option<String>) -> Option<String> {
-    value.map(|value| value.trim().to_owned()).filter(|value| !value.is_empty())
 }
 
 portico_policy_sdk::export_policy!(KeyAuth);

@@ -161,6 +161,20 @@ pub struct Limit {
     pub calendar: Option<(Calendar, String)>,
     /// The window as configured, for messages.
     pub per: String,
+    /// This limit's part of its counter keys: `requests/window_msms`, or `requests/per@`
+    /// followed by the period's start for a calendar limit.
+    pub key: String,
+}
+
+impl Limit {
+    /// A limit of `requests` per `window_ms` (as configured: `per`), on `calendar` if given.
+    pub fn new(requests: u64, window_ms: u64, calendar: Option<(Calendar, String)>, per: String) -> Limit {
+        let key = match calendar {
+            Some(_) => format!("{requests}/{per}@"),
+            None => format!("{requests}/{window_ms}ms"),
+        };
+        Limit { requests, window_ms, calendar, per, key }
+    }
 }
 
 /// The validated settings the policy runs with. Every list of limits is sorted by window,
@@ -261,7 +275,7 @@ fn limit_list(field: &str, list: Vec<LimitConfig>, cost: u64, zone: &str, zones:
             (Some(_), None) if !zones.iter().any(|(at, _)| at == "time_zone") => zones.push(("time_zone".to_owned(), zone.to_owned())),
             _ => {}
         }
-        limits.push(Limit { requests: limit.requests, window_ms, calendar, per: limit.per });
+        limits.push(Limit::new(limit.requests, window_ms, calendar, limit.per));
     }
     limits.sort_by_key(|limit| limit.window_ms);
     Ok(limits)
@@ -296,7 +310,7 @@ mod tests {
     }
 
     fn limit(requests: u64, per: &str) -> Limit {
-        Limit { requests, window_ms: parse_window(per).unwrap(), calendar: None, per: per.to_owned() }
+        Limit::new(requests, parse_window(per).unwrap(), None, per.to_owned())
     }
 
     #[test]

@@ -13,7 +13,7 @@ use portico_policy_sdk::{Context, Decision, Needs, Policy, Request, log, problem
 
 use crate::config::{Calendar, Config, KeyBy, OnStoreUnavailable, Settings, TierSource};
 use crate::quota::{
-    QUOTA_ATTRIBUTE, Quota, counter_key, identity_caller, refusal_response, scope_key, tighter, unavailable_response, within_period,
+    QUOTA_ATTRIBUTE, Quota, concat, counter_key, identity_caller, refusal_response, scope_key, tighter, unavailable_response, within_period,
 };
 
 /// The throttle policy.
@@ -24,13 +24,13 @@ struct Throttle {
 impl Throttle {
     /// The caller part of the counter keys for this request.
     fn caller(&self, request: &Request, context: &Context, identity: Option<&portico_policy_sdk::Identity>) -> String {
-        let ip = || format!("ip:{}", request.client_addr());
+        let ip = || concat(&["ip:", &request.client_addr()]);
         match &self.settings.key_by {
             KeyBy::Ip => ip(),
-            KeyBy::Api => format!("api:{}@{}", context.api_name(), context.api_version()),
-            KeyBy::Operation => format!("op:{}@{} {}", context.api_name(), context.api_version(), context.operation()),
+            KeyBy::Api => concat(&["api:", &context.api_name(), "@", &context.api_version()]),
+            KeyBy::Operation => concat(&["op:", &context.api_name(), "@", &context.api_version(), " ", &context.operation()]),
             KeyBy::Header(name) => match request.header(name) {
-                Some(value) => format!("header:{name}={value}"),
+                Some(value) => concat(&["header:", name, "=", &value]),
                 None => ip(),
             },
             identity_based => identity_caller(identity_based, identity).unwrap_or_else(ip),
@@ -143,9 +143,11 @@ impl<'a> Periods<'a> {
 
 /// Remember `quota` for later throttles and put it in the response's `RateLimit-*` headers.
 fn report(context: &Context, quota: Quota) {
-    context.set(QUOTA_ATTRIBUTE, &quota.attribute());
-    for (name, value) in quota.headers() {
-        if let Err(error) = context.set_response_header(name, &value) {
+    let mut buffers = Default::default();
+    let headers = quota.headers(&mut buffers);
+    context.set(QUOTA_ATTRIBUTE, &Quota::attribute(&headers));
+    for (name, value) in headers {
+        if let Err(error) = context.set_response_header(name, value) {
             log::warn("cannot set a rate-limit header", &[("header", name), ("error", error.name())]);
         }
     }

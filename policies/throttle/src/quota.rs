@@ -16,11 +16,11 @@ pub fn scope_key(scope: Scope, api: impl FnOnce() -> (String, String), operation
     match scope {
         Scope::Api => {
             let (api, version) = api();
-            format!("api:{api}@{version}")
+            concat(&["api:", &api, "@", &version])
         }
         Scope::Operation => {
             let (api, version) = api();
-            format!("op:{api}@{version} {}", operation())
+            concat(&["op:", &api, "@", &version, " ", &operation()])
         }
         Scope::Global => "global".to_owned(),
     }
@@ -37,7 +37,7 @@ pub fn identity_caller(key_by: &KeyBy, identity: Option<&Identity>) -> Option<St
         KeyBy::Tier => ("tier", &identity.tier),
         _ => return None,
     };
-    value.as_ref().map(|value| format!("{kind}:{value}"))
+    value.as_ref().map(|value| concat(&[kind, ":", value]))
 }
 
 /// The counter key of one limit; a calendar limit's names the start of its current period
@@ -46,9 +46,19 @@ pub fn identity_caller(key_by: &KeyBy, identity: Option<&Identity>) -> Option<St
 /// value cannot imitate another key.
 pub fn counter_key(scope: &str, limit: &Limit, period_start_ms: Option<u64>, caller: &str) -> String {
     match period_start_ms {
-        Some(start) => format!("throttle|{scope}|{}/{}@{start}|{caller}", limit.requests, limit.per),
-        None => format!("throttle|{scope}|{}/{}ms|{caller}", limit.requests, limit.window_ms),
+        Some(start) => concat(&["throttle|", scope, "|", &limit.key, itoa::Buffer::new().format(start), "|", caller]),
+        None => concat(&["throttle|", scope, "|", &limit.key, "|", caller]),
     }
+}
+
+/// The parts, one after the other, in a string allocated once: `format!` costs more in the
+/// guest than the rest of a request's work.
+pub fn concat(parts: &[&str]) -> String {
+    let mut joined = String::with_capacity(parts.iter().map(|part| part.len()).sum());
+    for part in parts {
+        joined.push_str(part);
+    }
+    joined
 }
 
 /// A hit on a calendar limit's counter, whose window is the whole period: nothing leaves it
@@ -90,18 +100,21 @@ impl Quota {
         numbers.next().is_none().then_some(quota)
     }
 
-    /// The [`QUOTA_ATTRIBUTE`] value that carries this quota to later throttles.
-    pub fn attribute(&self) -> String {
-        format!("{} {} {}", self.limit, self.remaining, self.reset)
+    /// The `RateLimit-*` response headers for this quota, its numbers written in `buffers`.
+    pub fn headers<'a>(&self, buffers: &'a mut [itoa::Buffer; 3]) -> [(&'static str, &'a str); 3] {
+        let [limit, remaining, reset] = buffers;
+        [
+            ("ratelimit-limit", limit.format(self.limit)),
+            ("ratelimit-remaining", remaining.format(self.remaining)),
+            ("ratelimit-reset", reset.format(self.reset)),
+        ]
     }
 
-    /// The `RateLimit-*` response headers for this quota.
-    pub fn headers(&self) -> [(&'static str, String); 3] {
-        [
-            ("ratelimit-limit", self.limit.to_string()),
-            ("ratelimit-remaining", self.remaining.to_string()),
-            ("ratelimit-reset", self.reset.to_string()),
-        ]
+    /// The [`QUOTA_ATTRIBUTE`] value that carries the quota of these [`Quota::headers`] to
+    /// later throttles.
+    pub fn attribute(headers: &[(&'static str, &str); 3]) -> String {
+        let [(_, limit), (_, remaining), (_, reset)] = headers;
+        concat(&[limit, " ", remaining, " ", reset])
     }
 }
 
@@ -175,8 +188,8 @@ mod tests {
 
     #[test]
     fn keys_differ_per_limit() {
-        let second = Limit { requests: 10, window_ms: 1_000, calendar: None, per: "1s".to_owned() };
-        let minute = Limit { requests: 10, window_ms: 60_000, calendar: None, per: "1m".to_owned() };
+        let second = Limit::new(10, 1_000, None, "1s".to_owned());
+        let minute = Limit::new(10, 60_000, None, "1m".to_owned());
         let first = counter_key("api:pets@v1", &second, None, "app:shop");
         assert_eq!(first, "throttle|api:pets@v1|10/1000ms|app:shop");
         assert_ne!(first, counter_key("api:pets@v1", &minute, None, "app:shop"));
@@ -185,7 +198,7 @@ mod tests {
 
     #[test]
     fn calendar_keys_name_their_period() {
-        let day = Limit { requests: 1000, window_ms: 86_400_000, calendar: Some((Calendar::Day, "UTC".to_owned())), per: "day".to_owned() };
+        let day = Limit::new(1000, 86_400_000, Some((Calendar::Day, "UTC".to_owned())), "day".to_owned());
         let today = counter_key("api:pets@v1", &day, Some(1_796_252_400_000), "app:shop");
         assert_eq!(today, "throttle|api:pets@v1|1000/day@1796252400000|app:shop");
         assert_ne!(today, counter_key("api:pets@v1", &day, Some(1_796_338_800_000), "app:shop"), "tomorrow counts afresh");
@@ -212,15 +225,14 @@ mod tests {
     fn quota_round_trips_through_attributes() {
         let quota = Quota::from_hit(&hit(true, 7, 1_500, 0));
         assert_eq!(quota, Quota { limit: 100, remaining: 7, reset: 2 });
-        assert_eq!(quota.attribute(), "100 7 2");
-        assert_eq!(Quota::from_attribute(&quota.attribute()), Some(quota));
+        let mut buffers = Default::default();
+        let headers = quota.headers(&mut buffers);
+        assert_eq!(headers, [("ratelimit-limit", "100"), ("ratelimit-remaining", "7"), ("ratelimit-reset", "2")]);
+        assert_eq!(Quota::attribute(&headers), "100 7 2");
+        assert_eq!(Quota::from_attribute(&Quota::attribute(&headers)), Some(quota));
         for bad in ["", "x", "100 7", "100 7 2 1", "100 -7 2", "100  7 2"] {
             assert_eq!(Quota::from_attribute(bad), None, "{bad:?}");
         }
-        let headers = quota.headers();
-        assert_eq!(headers[0], ("ratelimit-limit", "100".to_owned()));
-        assert_eq!(headers[1], ("ratelimit-remaining", "7".to_owned()));
-        assert_eq!(headers[2], ("ratelimit-reset", "2".to_owned()));
     }
 
     #[test]
@@ -234,7 +246,7 @@ mod tests {
 
     #[test]
     fn refusals_are_429_with_rate_limit_headers() {
-        let limit = Limit { requests: 100, window_ms: 60_000, calendar: None, per: "1m".to_owned() };
+        let limit = Limit::new(100, 60_000, None, "1m".to_owned());
         let response = refusal_response(&limit, &hit(false, 0, 42_001, 1_200));
         assert_eq!(response.status, 429);
         let header = |name: &str| response.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
