@@ -53,7 +53,7 @@ fn answer(gateway: &Gateway, method: &Method, path: &str) -> Response<Body> {
             None => text(StatusCode::SERVICE_UNAVAILABLE, "no configuration applied yet\n".into()),
         },
         "/metrics" => {
-            let mut response = text(StatusCode::OK, gateway.metrics.render());
+            let mut response = text(StatusCode::OK, gateway.render_metrics());
             response.headers_mut().insert(header::CONTENT_TYPE, "text/plain; version=0.0.4".parse().expect("static"));
             response
         }

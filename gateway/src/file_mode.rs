@@ -19,7 +19,8 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// Run the gateway from `file` until SIGTERM or SIGINT.
 pub async fn run(file: PathBuf) -> anyhow::Result<()> {
     let loaded = config::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let gateway = Gateway::new(loaded.settings.limits.clone())?;
+    let compiled = loaded.settings.compiled_cache.as_ref().map(|dir| loaded.base_dir.join(dir));
+    let gateway = Gateway::new(loaded.settings.limits.clone(), compiled.as_deref())?;
     let version = gateway
         .apply(loaded.environment.clone(), loaded.base_dir.clone(), OnFailedApi::Refuse)
         .await
@@ -40,7 +41,7 @@ pub async fn run(file: PathBuf) -> anyhow::Result<()> {
 pub fn check(file: &Path) -> Result<String, String> {
     let loaded = config::load(file).map_err(|e| e.to_string())?;
     let mut problems = loaded.settings.problems();
-    let gateway = Gateway::new(loaded.settings.limits.clone()).map_err(|e| e.to_string())?;
+    let gateway = Gateway::new(loaded.settings.limits.clone(), None).map_err(|e| e.to_string())?;
     let built = gateway.build(&loaded.environment, &loaded.base_dir, OnFailedApi::Refuse);
     if let Err(error) = &built {
         problems.extend(error.problems.iter().cloned());

@@ -24,6 +24,9 @@ use crate::{Gateway, OnFailedApi, process};
 
 /// The longest wait between two attempts to reach the control plane.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Where, in its cache or data folder, a gateway keeps the policies it compiled, unless its
+/// settings say `compiled_cache`.
+pub const COMPILED_DIR: &str = "compiled";
 
 /// How a fleet gateway is started.
 #[derive(Debug, Clone)]
@@ -67,7 +70,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         &id,
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let gateway = Gateway::new(options.settings.limits.clone())?;
+    let compiled = match &options.settings.compiled_cache {
+        Some(dir) => options.settings_dir.join(dir),
+        None => cache.dir().join(COMPILED_DIR),
+    };
+    let gateway = Gateway::new(options.settings.limits.clone(), Some(&compiled))?;
     start_from_cache(&gateway, &cache, &options.environment).await;
 
     let (stop, stopped) = watch::channel(false);

@@ -76,11 +76,16 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway with no snapshot yet (not ready), under the process's `limits`, counting
-    /// in process until an environment says otherwise.
-    pub fn new(limits: Limits) -> anyhow::Result<Arc<Self>> {
+    /// in process until an environment says otherwise; it keeps the policies it compiles
+    /// in `compiled_dir` too, when given one.
+    pub fn new(limits: Limits, compiled_dir: Option<&Path>) -> anyhow::Result<Arc<Self>> {
         let local = Arc::new(LocalCounters::new());
+        let engine = match compiled_dir {
+            Some(dir) => PolicyEngine::keeping_compiled_in(dir)?,
+            None => PolicyEngine::new()?,
+        };
         Ok(Arc::new(Self {
-            engine: PolicyEngine::new()?,
+            engine,
             snapshot: ArcSwapOption::empty(),
             counting: Mutex::new(Counting::local(&local)),
             counters: local,
@@ -93,6 +98,11 @@ impl Gateway {
     /// The live snapshot, if any.
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
         self.snapshot.load_full()
+    }
+
+    /// Everything `/metrics` shows, in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(self.engine.compile_counts())
     }
 
     /// The in-process rate counters.

@@ -74,6 +74,15 @@ pub struct PolicyStats {
     pub instantiations: AtomicU64,
 }
 
+/// How the policy engine's components were made, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CompileCounts {
+    /// Compiled from WebAssembly.
+    pub compiled: u64,
+    /// Read back, compiled, from the folder of compiled components.
+    pub from_disk: u64,
+}
+
 /// The registry.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -104,8 +113,9 @@ impl Metrics {
         policies.entry(name.to_owned()).or_default().clone()
     }
 
-    /// Everything, in the Prometheus text format.
-    pub fn render(&self) -> String {
+    /// Everything, with how the policy engine made its components, in the Prometheus text
+    /// format.
+    pub fn render(&self, compiles: CompileCounts) -> String {
         let mut out = String::new();
         out.push_str("# TYPE portico_responses_total counter\n");
         let apis = self.apis.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -134,6 +144,12 @@ impl Metrics {
                 let _ = writeln!(out, "{metric}{{policy=\"{policy}\"}} {}", read(stats));
             }
         }
+        let _ = writeln!(
+            out,
+            "# TYPE portico_policy_compiles_total counter\nportico_policy_compiles_total {}\n\
+             # TYPE portico_policy_compiled_reads_total counter\nportico_policy_compiled_reads_total {}",
+            compiles.compiled, compiles.from_disk
+        );
         let _ = writeln!(
             out,
             "# TYPE portico_snapshot_reloads_total counter\nportico_snapshot_reloads_total {}",

@@ -8,7 +8,9 @@ mod host;
 mod wasi;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,7 +27,7 @@ pub use host::{Clock, KeyService, Services, SystemClock};
 use crate::contract::environment::{Attachment, FailureMode};
 use crate::contract::{defaults, units};
 use crate::exchange::Exchange;
-use crate::metrics::PolicyStats;
+use crate::metrics::{CompileCounts, PolicyStats};
 
 /// The WIT package version policies must target.
 pub const WIT_PACKAGE: &str = "portico:policy@0.1.0";
@@ -84,11 +86,15 @@ pub enum CallFailure {
 }
 
 /// The Wasm engine shared by every snapshot: compilation settings, the host functions,
-/// the epoch ticker, the clock policies read and the cache of compiled components.
+/// the epoch ticker, the clock policies read and the cache of compiled components (in
+/// memory, and on disk when the engine has a folder for them).
 pub struct PolicyEngine {
     engine: Engine,
     linker: Linker<HostState>,
     compiled: Mutex<HashMap<String, Arc<CompiledPolicy>>>,
+    on_disk: Option<wasmtime::Cache>,
+    /// Components made from their bytes: compiled, or read back from `on_disk`.
+    made: AtomicU64,
     ticker_stop: Arc<AtomicBool>,
     clock: Arc<dyn Clock>,
 }
@@ -96,12 +102,23 @@ pub struct PolicyEngine {
 impl PolicyEngine {
     /// Make the engine on the machine's clock and start its epoch ticker thread.
     pub fn new() -> anyhow::Result<Self> {
-        Self::with_clock(Arc::new(SystemClock))
+        Self::make(Arc::new(SystemClock), None)
     }
 
     /// Make the engine with the clock its policies read (a test harness fixes the time;
     /// deadlines still run on the epoch ticker).
     pub fn with_clock(clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        Self::make(clock, None)
+    }
+
+    /// Make the engine on the machine's clock, keeping every component it compiles in
+    /// `dir` too, keyed by its bytes and the engine's settings: a restart, a rollback or a
+    /// re-deploy reads it back instead of compiling it again.
+    pub fn keeping_compiled_in(dir: &Path) -> anyhow::Result<Self> {
+        Self::make(Arc::new(SystemClock), Some(dir))
+    }
+
+    fn make(clock: Arc<dyn Clock>, compiled_dir: Option<&Path>) -> anyhow::Result<Self> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
@@ -110,6 +127,8 @@ impl PolicyEngine {
         // Compiling a new snapshot's components on every core starves the requests being
         // served meanwhile; one thread keeps the rest of the machine for traffic.
         config.parallel_compilation(false);
+        let on_disk = compiled_dir.map(compiled_cache).transpose()?;
+        config.cache(on_disk.clone());
         let engine = Engine::new(&config)?;
 
         let mut linker = Linker::new(&engine);
@@ -128,7 +147,13 @@ impl PolicyEngine {
                 }
             }
         })?;
-        Ok(Self { engine, linker, compiled: Mutex::new(HashMap::new()), ticker_stop, clock })
+        Ok(Self { engine, linker, compiled: Mutex::new(HashMap::new()), on_disk, made: AtomicU64::new(0), ticker_stop, clock })
+    }
+
+    /// How many components were compiled, and how many read back from disk.
+    pub fn compile_counts(&self) -> CompileCounts {
+        let from_disk = self.on_disk.as_ref().map_or(0, |cache| cache.cache_hits() as u64);
+        CompileCounts { compiled: self.made.load(Ordering::Relaxed).saturating_sub(from_disk), from_disk }
     }
 
     /// Compile a component (or take it from the cache by digest) and check that it is a
@@ -147,11 +172,16 @@ impl PolicyEngine {
         if bytes.len() > MAX_COMPONENT_BYTES {
             return Err(LoadError::TooLarge { name: name.to_owned(), bytes: bytes.len() });
         }
+        let started = Instant::now();
+        let from_disk_before = self.compile_counts().from_disk;
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::NotAComponent {
             name: name.to_owned(),
             digest: digest.clone(),
             reason: format!("{e:#}"),
         })?;
+        self.made.fetch_add(1, Ordering::Relaxed);
+        let how = if self.compile_counts().from_disk > from_disk_before { "read back compiled" } else { "compiled" };
+        tracing::info!(policy = name, %digest, bytes = bytes.len(), ms = started.elapsed().as_millis() as u64, "policy {how}");
         let wrong_world = |reason: String| LoadError::WrongWorld { name: name.to_owned(), digest: digest.clone(), reason };
         if component.get_export_index(None, POLICY_EXPORT).is_none() {
             return Err(wrong_world(format!("it has no export `{POLICY_EXPORT}`{}", other_versions(&component))));
@@ -207,6 +237,23 @@ impl Drop for PolicyEngine {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// The on-disk cache of compiled components in `dir` (made for its owner only: whoever
+/// can write there chooses the machine code the gateway runs).
+fn compiled_cache(dir: &Path) -> anyhow::Result<wasmtime::Cache> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| anyhow::anyhow!("cannot make the folder of compiled policies {}: {e}", dir.display()))?;
+    let dir = dir.canonicalize().map_err(|e| anyhow::anyhow!("cannot use the folder of compiled policies {}: {e}", dir.display()))?;
+    let mut config = wasmtime::CacheConfig::new();
+    config.with_directory(&dir);
+    // wasmtime would recompress a component read back often at zstd level 20, tens of
+    // seconds of a core for a large one, on the gateway's machine: never worth it here.
+    config.with_optimized_compression_usage_counter_threshold(u64::MAX);
+    wasmtime::Cache::new(config).map_err(|e| anyhow::anyhow!("cannot keep compiled policies in {}: {e:#}", dir.display()))
 }
 
 /// Lists the `portico:policy` versions a component does export, for the error message.

@@ -1,5 +1,5 @@
 //! A gateway process's own settings: where it listens (with TLS), where its admin
-//! endpoints are, and the limits it puts on requests. A configuration file carries them
+//! endpoints are, the limits it puts on requests and where it keeps compiled policies. A configuration file carries them
 //! next to its environment; a fleet gateway reads them from its own settings file, since
 //! its environment comes from a control plane.
 
@@ -25,6 +25,12 @@ pub struct Settings {
     /// Request limits applied before routing.
     #[serde(default)]
     pub limits: Limits,
+    /// The folder where compiled policies are kept, so that a restart, a rollback or a
+    /// re-deploy does not compile them again (relative to the file's folder). A fleet or
+    /// all-in-one gateway keeps them under its cache or data folder when this is left out;
+    /// a gateway run from a configuration file keeps them only in memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compiled_cache: Option<PathBuf>,
 }
 
 impl Settings {
@@ -34,6 +40,7 @@ impl Settings {
             listeners: vec![ListenerConfig { address: listen.to_owned(), tls: None }],
             admin: admin.map(|address| AdminConfig { address: address.to_owned() }),
             limits: Limits::default(),
+            compiled_cache: None,
         }
     }
 

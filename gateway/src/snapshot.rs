@@ -374,7 +374,7 @@ mod tests {
 
     #[test]
     fn a_component_too_large_to_compile_is_refused_unread_by_the_compiler() {
-        let gateway = Gateway::new(Limits::default()).unwrap();
+        let gateway = Gateway::new(Limits::default(), None).unwrap();
         let dir = std::env::temp_dir().join(format!("portico-big-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("big.wasm"), vec![0u8; crate::policy::MAX_COMPONENT_BYTES + 1]).unwrap();
@@ -386,9 +386,47 @@ mod tests {
         assert!(problem.contains("the largest component compiled is 33554432"), "{problem}");
     }
 
+    #[test]
+    fn a_policy_compiled_once_is_read_back_by_the_next_gateway_and_a_damaged_copy_compiled_again() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("portico-compiled-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = environment(&api("ok", "/ok", "    policies: [{policy: headers}]\n"));
+        // Each gateway builds the snapshot (which instantiates the policy and runs its
+        // `init`) and says how it made the component.
+        let made = || {
+            let gateway = Gateway::new(Limits::default(), Some(&dir)).unwrap();
+            let snapshot = gateway.build(&config, Path::new("."), OnFailedApi::Refuse).expect("built");
+            assert_eq!(served(&snapshot, "/ok/x"), Some(false));
+            let counts = gateway.engine.compile_counts();
+            let metrics = gateway.render_metrics();
+            assert!(metrics.contains(&format!("portico_policy_compiles_total {}\n", counts.compiled)), "{metrics}");
+            assert!(metrics.contains(&format!("portico_policy_compiled_reads_total {}\n", counts.from_disk)), "{metrics}");
+            (counts.compiled, counts.from_disk)
+        };
+        assert_eq!(made(), (1, 0));
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(made(), (0, 1));
+
+        let mut files = Vec::new();
+        let mut folders = vec![dir.clone()];
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(folder).unwrap().map(Result::unwrap) {
+                if entry.file_type().unwrap().is_dir() { folders.push(entry.path()) } else { files.push(entry.path()) }
+            }
+        }
+        assert!(!files.is_empty());
+        for file in &files {
+            std::fs::write(file, b"\x28\xb5\x2f\xfd not what was kept").unwrap();
+        }
+        assert_eq!(made(), (1, 0), "a damaged copy is compiled again");
+        assert_eq!(made(), (0, 1), "and kept again");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[tokio::test]
     async fn revocations_alone_are_taken_without_a_rebuild() {
-        let gateway = Arc::new(Gateway::new(Limits::default()).unwrap());
+        let gateway = Arc::new(Gateway::new(Limits::default(), None).unwrap());
         let mut config = environment(&api("ok", "/ok", "    policies: [{policy: headers}]\n"));
         gateway.apply(config.clone(), ".".into(), OnFailedApi::Refuse).await.unwrap();
         let before = gateway.snapshot().unwrap();
@@ -407,7 +445,7 @@ mod tests {
 
     #[test]
     fn an_api_that_cannot_be_loaded_fails_alone_or_refuses_all() {
-        let gateway = Gateway::new(Limits::default()).unwrap();
+        let gateway = Gateway::new(Limits::default(), None).unwrap();
         let config = environment(
             &[
                 api("ok", "/ok", ""),
@@ -456,7 +494,7 @@ mod tests {
 
     #[test]
     fn shared_counters_are_checked_by_path() {
-        let gateway = Gateway::new(Limits::default()).unwrap();
+        let gateway = Gateway::new(Limits::default(), None).unwrap();
         let problems = |yaml: &str| -> Vec<String> {
             let config: Environment = serde_norway::from_str(yaml).expect("an environment");
             match gateway.build(&config, Path::new("."), OnFailedApi::Refuse) {

@@ -62,7 +62,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 
     settings.limits.max_policy_timeout = options.control_plane.max_policy_timeout;
     settings.limits.max_policy_memory = options.control_plane.max_policy_memory;
-    let gateway = Gateway::new(settings.limits.clone())?;
+    let compiled = match &settings.compiled_cache {
+        Some(dir) => settings_dir.join(dir),
+        None => data_dir.join(fleet::COMPILED_DIR),
+    };
+    let gateway = Gateway::new(settings.limits.clone(), Some(&compiled))?;
     let mut snapshots = state.hub.follow(&state, &options.environment);
     // The snapshot already built, if any, counts as offered.
     snapshots.mark_changed();

@@ -275,12 +275,19 @@ async fn pattern_2_control_plane_and_two_gateways() {
     assert!(served > 50, "{served}");
     assert!(failed.is_empty(), "{} failed: {:?}", failed.len(), &failed[..failed.len().min(5)]);
 
-    // Rollback: both gateways back on v1.
+    // Rollback: both gateways back on v1, read back compiled from their cache folders (v2's
+    // snapshot no longer held v1 in memory): a rollback compiles nothing.
+    let compiles_before = [
+        metric(&client, &gateways[0], "portico_policy_compiles_total").await,
+        metric(&client, &gateways[1], "portico_policy_compiles_total").await,
+    ];
     let rolled_back = cp.ok(Method::POST, &format!("/api/v1/apis/{api}/deployments/default/rollback"), Some(&admin), json!({})).await;
     assert_eq!(rolled_back[0]["revision_id"], v1_revision.as_str());
     rolled_out(&cp, &admin, 2).await;
-    for gateway in &gateways {
+    for (gateway, compiles_before) in gateways.iter().zip(compiles_before) {
         assert_eq!(version_at(&client, gateway, &key).await.as_deref(), Ok("portico-test-stamp-v1"));
+        assert_eq!(metric(&client, gateway, "portico_policy_compiles_total").await, compiles_before);
+        assert!(metric(&client, gateway, "portico_policy_compiled_reads_total").await >= 1);
     }
 
     // A bad upload changes nothing in the fleet.
@@ -405,6 +412,9 @@ async fn pattern_2_control_plane_and_two_gateways() {
     drop(gateways.remove(0));
     let restarted = start_gateway(&cp_url, &token, caches[0].path(), "serving the last-known-good snapshot from the cache");
     assert_eq!(version_at(&client, &restarted, &key).await.as_deref(), Ok("portico-test-stamp-v1"));
+    // It compiled nothing: every policy it runs was read back compiled.
+    assert_eq!(metric(&client, &restarted, "portico_policy_compiles_total").await, 0);
+    assert!(metric(&client, &restarted, "portico_policy_compiled_reads_total").await >= 1);
 
     // A corrupt cache is refused with a clear error; the gateway waits for the control plane.
     drop(gateways.remove(0));
@@ -427,6 +437,13 @@ async fn pattern_2_control_plane_and_two_gateways() {
     println!("converged {took:?} after the control plane came back");
     assert_eq!(version_at(&client, &restarted, &key).await.as_deref(), Ok("portico-test-stamp-v1"));
     drop(control_plane);
+}
+
+/// The value of a counter without labels on `gateway`'s `/metrics`.
+async fn metric(client: &HttpClient, gateway: &PorticoProcess, name: &str) -> u64 {
+    let metrics = client.get(&format!("http://{}/metrics", gateway.admin.unwrap()), &[]).await.unwrap().text();
+    let line = metrics.lines().find(|line| line.split_once(' ').is_some_and(|(n, _)| n == name));
+    line.and_then(|line| line.split_once(' ')?.1.parse().ok()).unwrap_or_else(|| panic!("no {name} in {metrics}"))
 }
 
 /// Pattern 3: the control plane, the Traffic Manager's store (a Redis of the test's own) and
