@@ -86,7 +86,10 @@ async fn watch_and_reload(gateway: Arc<Gateway>, file: PathBuf, mut loaded: Conf
                 "file changed"
             }
         };
-        match config::load(&file) {
+        // A large file takes milliseconds to parse: not on a thread that serves requests.
+        let reading = file.clone();
+        let read = crate::off_the_request_path(move || config::load(&reading)).await;
+        match read.and_then(|read| read.map_err(|e| e.to_string())) {
             Err(error) => tracing::error!(reason, error = %error, "configuration refused; the previous one keeps serving"),
             Ok(next) => match gateway.apply(next.environment.clone(), next.base_dir.clone(), OnFailedApi::Refuse).await {
                 Ok(version) => {

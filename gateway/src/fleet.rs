@@ -179,10 +179,37 @@ async fn apply(
     if message.environment != environment {
         return Err(format!("it is for environment `{}`, this gateway serves `{environment}`", message.environment));
     }
+    // Hashing a large environment, reading and hashing modules and syncing files to disk
+    // take milliseconds: not on a thread that serves requests.
+    let checking = cache.clone();
+    let (message, missing) = crate::off_the_request_path(move || missing_modules(&checking, message)).await??;
+    for (name, sha256) in missing {
+        // A module that cannot be had fails the APIs that attach it, not the environment.
+        match source.module(&sha256).await {
+            Ok(bytes) => {
+                let storing = cache.clone();
+                let stored = crate::off_the_request_path(move || storing.store_module(&sha256, &bytes)).await?;
+                stored.map_err(|e| format!("module `{name}`: {e}"))?
+            }
+            Err(error) => tracing::error!(module = name, sha256, error, "cannot fetch a policy module; the APIs that attach it answer 503"),
+        }
+    }
+    gateway.apply(message.content.clone(), cache.dir().to_owned(), OnFailedApi::Isolate).await.map_err(|e| e.to_string())?;
+    let saving = cache.clone();
+    if let Err(error) = crate::off_the_request_path(move || saving.save(&message).map_err(|e| e.to_string())).await? {
+        tracing::error!(error = %error, "the applied snapshot could not be cached; a restart without the control plane would start from an older one");
+    }
+    Ok(())
+}
+
+/// The message, checked against its version, with the modules it names that the cache does
+/// not hold yet (name, sha256).
+fn missing_modules(cache: &Cache, message: EnvironmentMessage) -> Result<(EnvironmentMessage, Vec<(String, String)>), String> {
     let computed = message.content.version();
     if computed != message.version {
         return Err(format!("its configuration has version {computed}, the message says {}", message.version));
     }
+    let mut missing = Vec::new();
     for (name, module) in &message.content.modules {
         if module.path.is_some() {
             return Err(format!("module `{name}` names a file; a control plane may only name modules by sha256"));
@@ -190,20 +217,11 @@ async fn apply(
         let Some(sha256) = module.sha256.as_deref() else {
             return Err(format!("module `{name}` has no sha256"));
         };
-        if cache.module_ok(sha256).map_err(|e| format!("module `{name}`: {e}"))? {
-            continue;
-        }
-        // A module that cannot be had fails the APIs that attach it, not the environment.
-        match source.module(sha256).await {
-            Ok(bytes) => cache.store_module(sha256, &bytes).map_err(|e| format!("module `{name}`: {e}"))?,
-            Err(error) => tracing::error!(module = name, sha256, error, "cannot fetch a policy module; the APIs that attach it answer 503"),
+        if !cache.module_ok(sha256).map_err(|e| format!("module `{name}`: {e}"))? {
+            missing.push((name.clone(), sha256.to_owned()));
         }
     }
-    gateway.apply(message.content.clone(), cache.dir().to_owned(), OnFailedApi::Isolate).await.map_err(|e| e.to_string())?;
-    if let Err(error) = cache.save(&message) {
-        tracing::error!(error = %error, "the applied snapshot could not be cached; a restart without the control plane would start from an older one");
-    }
-    Ok(())
+    Ok((message, missing))
 }
 
 /// A control plane over the network: the event stream, kept open and reopened with a

@@ -56,6 +56,8 @@ use crate::upstream::Clients;
 
 /// How long a new shared counter store is given to connect before snapshots use it.
 const CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a replaced snapshot waits for its last requests to be freed off the request path.
+const LET_GO_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A running gateway: the live snapshot and what outlives snapshots (the Wasm engine and
 /// its compiled components, rate counters, upstream connection pools, metrics).
@@ -159,8 +161,9 @@ impl Gateway {
         Ok(Counting { config: config.clone(), stats: Some(shared.stats()), store: Arc::new(shared) })
     }
 
-    /// Make a snapshot live. Requests already running finish on the one they started with.
-    pub fn install(&self, snapshot: Snapshot) {
+    /// Make a snapshot live. Requests already running finish on the one they started with;
+    /// the one replaced is freed here (blocking: call it off the request path).
+    fn install(&self, snapshot: Snapshot) {
         self.metrics.shared_counters.store(snapshot.counting.stats.clone());
         let previous = std::mem::replace(&mut *self.counting.lock().unwrap_or_else(PoisonError::into_inner), snapshot.counting.clone());
         if previous.config != snapshot.counting.config {
@@ -170,44 +173,43 @@ impl Gateway {
             }
         }
         let digests = snapshot.digests.clone();
-        self.snapshot.store(Some(Arc::new(snapshot)));
+        let previous = self.snapshot.swap(Some(Arc::new(snapshot)));
         self.engine.retain(|digest| digests.iter().any(|d| d == digest));
         self.metrics.reloads.fetch_add(1, Ordering::Relaxed);
+        if let Some(previous) = previous {
+            let_go(previous);
+        }
     }
 
-    /// Build and install off the async threads; on failure the live snapshot stays.
+    /// Build and install a snapshot of `environment` off the request path (see
+    /// [`off_the_request_path`]); on failure the live snapshot stays.
     pub async fn apply(
         self: &Arc<Self>,
         environment: Environment,
         base_dir: PathBuf,
         on_failed_api: OnFailedApi,
     ) -> Result<String, BuildError> {
+        let gateway = self.clone();
+        off_the_request_path(move || gateway.apply_here(&environment, &base_dir, on_failed_api))
+            .await
+            .unwrap_or_else(|reason| Err(BuildError { problems: vec![Problem { path: "(build)".into(), reason }] }))
+    }
+
+    /// [`Gateway::apply`], on the calling thread.
+    fn apply_here(&self, environment: &Environment, base_dir: &Path, on_failed_api: OnFailedApi) -> Result<String, BuildError> {
         // Only revocations changed (the common change, and the one a client can cause at
         // will): taken at once, with nothing built again.
         if let Some(current) = self.snapshot()
             && current.failed.is_empty()
             && current.base == environment.version_but_revocations()
         {
-            let revoked = current.revoked(&environment);
+            let revoked = current.revoked(environment);
             let version = revoked.version.clone();
             tracing::debug!(version, "revocations taken into the running snapshot");
             self.snapshot.store(Some(Arc::new(revoked)));
             return Ok(version);
         }
-        let gateway = self.clone();
-        let (done, built) = tokio::sync::oneshot::channel();
-        // Compiling a new module takes a core for tens or hundreds of milliseconds. At a low
-        // priority it takes mostly what traffic leaves, so the requests served on the same
-        // cores meanwhile are not queued behind it (S5 in docs/benchmarks.md); not the
-        // lowest, so that a busy gateway still converges.
-        let started = std::thread::Builder::new().name("portico-build".into()).spawn(move || {
-            lower_priority();
-            let _ = done.send(gateway.build(&environment, &base_dir, on_failed_api));
-        });
-        let failed = |reason: String| BuildError { problems: vec![Problem { path: "(build)".into(), reason }] };
-        started.map_err(|e| failed(format!("cannot start the build thread: {e}")))?;
-        let built = built.await.map_err(|_| failed("the build thread panicked".into()))?;
-        match built {
+        match self.build(environment, base_dir, on_failed_api) {
             Ok(snapshot) => {
                 let version = snapshot.version.clone();
                 for failed in &snapshot.failed {
@@ -221,6 +223,33 @@ impl Gateway {
                 Err(error)
             }
         }
+    }
+}
+
+/// Run `work` on a thread of its own at a low priority, and wait for it. Parsing a large
+/// configuration, compiling a module or freeing a large snapshot takes a core for
+/// milliseconds to hundreds of them; at nice 10 that takes mostly what traffic leaves, so the
+/// requests served on the same cores meanwhile are not queued behind it (S5 in
+/// docs/benchmarks.md); not the lowest, so that a busy gateway still converges.
+pub async fn off_the_request_path<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("portico-build".into())
+        .spawn(move || {
+            lower_priority();
+            let _ = done.send(work());
+        })
+        .map_err(|e| format!("cannot start the build thread: {e}"))?;
+    finished.await.map_err(|_| "the build thread panicked".to_owned())
+}
+
+/// Free `snapshot` on this thread once the requests still running on it are done (waiting
+/// up to [`LET_GO_WAIT`]): dropping its policy instances and tables takes milliseconds, which
+/// the last of those requests would pay otherwise.
+fn let_go(snapshot: Arc<Snapshot>) {
+    let deadline = std::time::Instant::now() + LET_GO_WAIT;
+    while Arc::strong_count(&snapshot) > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
