@@ -239,15 +239,28 @@ impl Drop for PolicyEngine {
     }
 }
 
-/// The on-disk cache of compiled components in `dir` (made for its owner only: whoever
-/// can write there chooses the machine code the gateway runs).
+/// The on-disk cache of compiled components in `dir`. Its files are machine code the
+/// gateway runs outside the sandbox, so the folder is trusted like the gateway's own files:
+/// it is made for its owner only, and one that belongs to another user or that others may
+/// write to is refused.
 fn compiled_cache(dir: &Path) -> anyhow::Result<wasmtime::Cache> {
+    use std::os::unix::fs::MetadataExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .map_err(|e| anyhow::anyhow!("cannot make the folder of compiled policies {}: {e}", dir.display()))?;
     let dir = dir.canonicalize().map_err(|e| anyhow::anyhow!("cannot use the folder of compiled policies {}: {e}", dir.display()))?;
+    let folder =
+        std::fs::metadata(&dir).map_err(|e| anyhow::anyhow!("cannot use the folder of compiled policies {}: {e}", dir.display()))?;
+    if folder.uid() != rustix::process::geteuid().as_raw() || folder.mode() & 0o022 != 0 {
+        anyhow::bail!(
+            "the folder of compiled policies {} must belong to this user and be writable by no one else (mode {:o}): \
+             whoever can write there chooses the machine code the gateway runs; `chmod 700` it or name another",
+            dir.display(),
+            folder.mode() & 0o777
+        );
+    }
     let mut config = wasmtime::CacheConfig::new();
     config.with_directory(&dir);
     // wasmtime would recompress a component read back often at zstd level 20, tens of

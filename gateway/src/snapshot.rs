@@ -421,6 +421,11 @@ mod tests {
         }
         assert_eq!(made(), (1, 0), "a damaged copy is compiled again");
         assert_eq!(made(), (0, 1), "and kept again");
+
+        // A folder others may write to is refused: its files are machine code.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770)).unwrap();
+        let refused = Gateway::new(Limits::default(), Some(&dir)).err().expect("refused").to_string();
+        assert!(refused.contains("must belong to this user and be writable by no one else (mode 770)"), "{refused}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
