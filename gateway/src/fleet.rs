@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use self::cache::Cache;
 use self::client::{ClientError, ControlPlane, EventStream};
+use crate::contract::environment::Environment;
 use crate::contract::fleet::{
     Ack, ENVIRONMENT_EVENT, EnvironmentMessage, PROTOCOL_VERSION, REVOCATIONS_EVENT, Refusal, RevocationsMessage,
 };
@@ -182,7 +183,7 @@ async fn apply(
     // Hashing a large environment, reading and hashing modules and syncing files to disk
     // take milliseconds: not on a thread that serves requests.
     let checking = cache.clone();
-    let (message, missing) = crate::off_the_request_path(move || missing_modules(&checking, message)).await??;
+    let (message, content, missing) = crate::off_the_request_path(move || missing_modules(&checking, message)).await??;
     for (name, sha256) in missing {
         // A module that cannot be had fails the APIs that attach it, not the environment.
         match source.module(&sha256).await {
@@ -194,7 +195,7 @@ async fn apply(
             Err(error) => tracing::error!(module = name, sha256, error, "cannot fetch a policy module; the APIs that attach it answer 503"),
         }
     }
-    gateway.apply(message.content.clone(), cache.dir().to_owned(), OnFailedApi::Isolate).await.map_err(|e| e.to_string())?;
+    gateway.apply(content, cache.dir().to_owned(), OnFailedApi::Isolate).await.map_err(|e| e.to_string())?;
     let saving = cache.clone();
     if let Err(error) = crate::off_the_request_path(move || saving.save(&message).map_err(|e| e.to_string())).await? {
         tracing::error!(error = %error, "the applied snapshot could not be cached; a restart without the control plane would start from an older one");
@@ -202,9 +203,12 @@ async fn apply(
     Ok(())
 }
 
-/// The message, checked against its version, with the modules it names that the cache does
-/// not hold yet (name, sha256).
-fn missing_modules(cache: &Cache, message: EnvironmentMessage) -> Result<(EnvironmentMessage, Vec<(String, String)>), String> {
+/// A message checked by [`missing_modules`], a copy of its environment to apply, and the
+/// modules it names that the cache does not hold yet (name, sha256).
+type Checked = (EnvironmentMessage, Environment, Vec<(String, String)>);
+
+/// Check `message` against its version and find the modules the cache lacks.
+fn missing_modules(cache: &Cache, message: EnvironmentMessage) -> Result<Checked, String> {
     let computed = message.content.version();
     if computed != message.version {
         return Err(format!("its configuration has version {computed}, the message says {}", message.version));
@@ -221,7 +225,8 @@ fn missing_modules(cache: &Cache, message: EnvironmentMessage) -> Result<(Enviro
             missing.push((name.clone(), sha256.to_owned()));
         }
     }
-    Ok((message, missing))
+    let content = message.content.clone();
+    Ok((message, content, missing))
 }
 
 /// A control plane over the network: the event stream, kept open and reopened with a
@@ -242,28 +247,41 @@ impl EnvironmentSource for Network {
         loop {
             if let Some(stream) = &mut self.connected {
                 match stream.next().await {
+                    // Parsing a large environment, or applying revocations to one (a copy
+                    // and a hash), takes milliseconds: not on a thread that serves requests.
                     Ok(Some((name, data))) if name == ENVIRONMENT_EVENT => {
-                        let message =
-                            serde_json::from_str::<EnvironmentMessage>(&data).map_err(|e| format!("not an environment message: {e}"));
-                        self.last = message.as_ref().ok().cloned();
+                        let read = crate::off_the_request_path(move || {
+                            let message =
+                                serde_json::from_str::<EnvironmentMessage>(&data).map_err(|e| format!("not an environment message: {e}"));
+                            let last = message.as_ref().ok().cloned();
+                            (message, last)
+                        });
+                        let (message, last) = read.await.unwrap_or_else(|reason| (Err(reason), None));
+                        self.last = last;
                         return Some(message);
                     }
                     Ok(Some((name, data))) if name == REVOCATIONS_EVENT => {
-                        let applied = serde_json::from_str::<RevocationsMessage>(&data)
-                            .map_err(|e| format!("not a revocations message: {e}"))
-                            .and_then(|revocations| match &self.last {
-                                Some(last) => {
-                                    let (revoked, forgotten) = (revocations.revoked.len(), revocations.forgotten.len());
-                                    tracing::info!(revoked, forgotten, version = %revocations.version, "revocations received");
-                                    revocations.apply(last)
-                                }
-                                None => Err("revocations before any environment".to_owned()),
-                            });
-                        match applied {
-                            Ok(message) => {
-                                self.last = Some(message.clone());
-                                return Some(Ok(message));
+                        let last = self.last.take();
+                        let read = crate::off_the_request_path(move || {
+                            let applied = serde_json::from_str::<RevocationsMessage>(&data)
+                                .map_err(|e| format!("not a revocations message: {e}"))
+                                .and_then(|revocations| match &last {
+                                    Some(last) => {
+                                        let (revoked, forgotten) = (revocations.revoked.len(), revocations.forgotten.len());
+                                        tracing::info!(revoked, forgotten, version = %revocations.version, "revocations received");
+                                        revocations.apply(last)
+                                    }
+                                    None => Err("revocations before any environment".to_owned()),
+                                });
+                            match applied {
+                                Ok(message) => (Ok(message.clone()), Some(message)),
+                                Err(reason) => (Err(reason), last),
                             }
+                        });
+                        let (applied, last) = read.await.unwrap_or_else(|reason| (Err(reason), None));
+                        self.last = last;
+                        match applied {
+                            Ok(message) => return Some(Ok(message)),
                             // The stream and this gateway disagree: a new stream starts with the whole environment.
                             Err(reason) => tracing::warn!(reason, "revocations not applicable; reconnecting for the whole environment"),
                         }
