@@ -51,11 +51,18 @@ def cases(setup):
     body = {size: json_body(size) for size in (1024, 10240)}
     transformed = lambda text: '"channel":"portico"' in text and '"quantity":2' in text and "card" not in text
 
+    def keyed(system, path):
+        """S2's requests: 10,000 API keys in turn, in the query."""
+        return Request(url(system, path), lua=keys_lua,
+                       url_pattern=rf"http://127.0.0.1:{P[system]}{path}\?apikey=bench-key-0[0-9]{{4}}",
+                       example=(url(system, f"{path}?apikey={systems.api_key(42)}"), []))
+
     all_cases = {
         "direct": [Case("S1", "direct", "direct to backend", Request(url("direct")), ladder=True)],
         "minimal hyper proxy": [Case("S1", "minimal hyper proxy", "minimal hyper proxy", Request(url("minimal hyper proxy")), ladder=True)],
         "nginx": [
             Case("S1", "nginx", "nginx", Request(url("nginx")), ladder=True),
+            Case("S2", "nginx", "nginx API key map + limit_req, 10k keys", keyed("nginx", "/key/")),
             Case("S6", "nginx", "nginx TLS", Request(url("nginx", tls=True)), tls=True),
         ],
         "envoy": [
@@ -68,10 +75,7 @@ def cases(setup):
         "pingora": [Case("S1", "pingora", "pingora", Request(url("pingora")), ladder=True)],
         "portico": [
             Case("S1", "portico", "portico", Request(url("portico", "/pass/")), ladder=True),
-            Case("S2", "portico", "portico API key + rate limit, 10k keys",
-                 Request(url("portico", "/key/"), lua=keys_lua,
-                         url_pattern=rf"http://127.0.0.1:{P['portico']}/key/\?apikey=bench-key-0[0-9]{{4}}",
-                         example=(url("portico", f"/key/?apikey={systems.api_key(42)}"), []))),
+            Case("S2", "portico", "portico API key + rate limit, 10k keys", keyed("portico", "/key/")),
             Case("S3", "portico", "portico JWT ES256 hit", Request(url("portico", "/jwt/"), [bearer["ES256"]])),
             Case("S3", "portico", "portico JWT RS256 hit", Request(url("portico", "/jwt/"), [bearer["RS256"]])),
             Case("S3", "portico", "portico JWT ES256 miss", miss(url("portico", "/jwt/"), "ES256"), fixed=False),

@@ -168,6 +168,11 @@ class Setup:
 
     def _nginx_config(self):
         w = self.workdir
+        # S2 the nginx way: the API keys in a `map` (an exact-match hash table), and a
+        # `limit_req` zone keyed per application at Portico's S2 limit (10^9 an hour).
+        keys = os.path.join(w, "nginx-keys.map")
+        with open(keys, "w") as f:
+            f.writelines(f'"{api_key(i)}" app-{i:05d};\n' for i in range(CONSUMERS))
         text = f"""worker_processes 1;
 daemon off;
 pid {w}/nginx.pid;
@@ -178,6 +183,9 @@ http {{
     client_body_temp_path {w}/nginx-body;
     proxy_temp_path {w}/nginx-proxy;
     upstream backend {{ server {BACKEND}; keepalive 64; }}
+    map_hash_max_size 32768;
+    map $arg_apikey $application {{ default ""; include {keys}; }}
+    limit_req_zone $application zone=per_application:16m rate=277777r/s;
     server {{
         listen 127.0.0.1:{PORTS['nginx']} backlog=4096;
         listen 127.0.0.1:{TLS_PORTS['nginx']} ssl backlog=4096;
@@ -185,6 +193,13 @@ http {{
         ssl_certificate_key {self.key};
         keepalive_requests 1000000;
         location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+        location /key/ {{
+            if ($application = "") {{ return 401; }}
+            limit_req zone=per_application burst=1000 nodelay;
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
