@@ -19,7 +19,7 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// Run the gateway from `file` until SIGTERM or SIGINT.
 pub async fn run(file: PathBuf) -> anyhow::Result<()> {
     let loaded = config::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let compiled = loaded.settings.compiled_cache.as_ref().map(|dir| loaded.base_dir.join(dir));
+    let compiled = loaded.settings.compiled_dir(&loaded.base_dir, None);
     let gateway = Gateway::new(loaded.settings.limits.clone(), compiled.as_deref())?;
     let version = gateway
         .apply(loaded.environment.clone(), loaded.base_dir.clone(), OnFailedApi::Refuse)
@@ -95,7 +95,7 @@ async fn watch_and_reload(gateway: Arc<Gateway>, file: PathBuf, mut loaded: Conf
                 Ok(version) => {
                     tracing::info!(reason, version, "configuration applied");
                     if next.settings != loaded.settings {
-                        tracing::warn!(reason, "listeners, admin and limits changed: they take effect at the next start");
+                        tracing::warn!(reason, "listeners, admin, limits or compiled_cache changed: they take effect at the next start");
                     }
                     loaded = next;
                     files = loaded.files();

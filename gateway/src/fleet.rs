@@ -71,11 +71,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         &id,
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let compiled = match &options.settings.compiled_cache {
-        Some(dir) => options.settings_dir.join(dir),
-        None => cache.dir().join(COMPILED_DIR),
-    };
-    let gateway = Gateway::new(options.settings.limits.clone(), Some(&compiled))?;
+    let compiled = options.settings.compiled_dir(&options.settings_dir, Some(cache.dir().join(COMPILED_DIR)));
+    let gateway = Gateway::new(options.settings.limits.clone(), compiled.as_deref())?;
     start_from_cache(&gateway, &cache, &options.environment).await;
 
     let (stop, stopped) = watch::channel(false);

@@ -198,7 +198,7 @@ impl Gateway {
     /// [`Gateway::apply`], on the calling thread.
     fn apply_here(&self, environment: &Environment, base_dir: &Path, on_failed_api: OnFailedApi) -> Result<String, BuildError> {
         // Only revocations changed (the common change, and the one a client can cause at
-        // will): taken at once, with nothing built again.
+        // will): taken with nothing built again.
         if let Some(current) = self.snapshot()
             && current.failed.is_empty()
             && current.base == environment.version_but_revocations()

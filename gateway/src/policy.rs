@@ -174,6 +174,7 @@ impl PolicyEngine {
         }
         let started = Instant::now();
         let from_disk_before = self.compile_counts().from_disk;
+        let misses_before = self.on_disk.as_ref().map_or(0, wasmtime::Cache::cache_misses);
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::NotAComponent {
             name: name.to_owned(),
             digest: digest.clone(),
@@ -181,6 +182,12 @@ impl PolicyEngine {
         })?;
         self.made.fetch_add(1, Ordering::Relaxed);
         let how = if self.compile_counts().from_disk > from_disk_before { "read back compiled" } else { "compiled" };
+        if let Some(on_disk) = &self.on_disk
+            && how == "compiled"
+            && on_disk.cache_misses() == misses_before
+        {
+            tracing::warn!(policy = name, folder = %on_disk.directory().display(), "compiled policy not kept on disk (the folder cannot be written?); the next start compiles it again");
+        }
         tracing::info!(policy = name, %digest, bytes = bytes.len(), ms = started.elapsed().as_millis() as u64, "policy {how}");
         let wrong_world = |reason: String| LoadError::WrongWorld { name: name.to_owned(), digest: digest.clone(), reason };
         if component.get_export_index(None, POLICY_EXPORT).is_none() {
@@ -239,34 +246,55 @@ impl Drop for PolicyEngine {
     }
 }
 
-/// The on-disk cache of compiled components in `dir`. Its files are machine code the
-/// gateway runs outside the sandbox, so the folder is trusted like the gateway's own files:
-/// it is made for its owner only, and one that belongs to another user or that others may
-/// write to is refused.
+/// The on-disk cache of compiled components in `dir`, kept by wasmtime in `dir/artifacts`
+/// (its cleanup deletes whatever it did not write in its folder, so it gets one of its own).
+/// Those files are machine code the gateway runs outside the sandbox, so the folder is
+/// trusted like the gateway's own files: it is made for its owner only, and refused when
+/// another user may write to it, or when every user may write to a folder above it (a sticky
+/// folder such as /tmp excepted, where others cannot rename what is ours).
 fn compiled_cache(dir: &Path) -> anyhow::Result<wasmtime::Cache> {
-    use std::os::unix::fs::MetadataExt;
+    let artifacts = dir.join("artifacts");
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(dir)
-        .map_err(|e| anyhow::anyhow!("cannot make the folder of compiled policies {}: {e}", dir.display()))?;
-    let dir = dir.canonicalize().map_err(|e| anyhow::anyhow!("cannot use the folder of compiled policies {}: {e}", dir.display()))?;
-    let folder =
-        std::fs::metadata(&dir).map_err(|e| anyhow::anyhow!("cannot use the folder of compiled policies {}: {e}", dir.display()))?;
-    if folder.uid() != rustix::process::geteuid().as_raw() || folder.mode() & 0o022 != 0 {
-        anyhow::bail!(
-            "the folder of compiled policies {} must belong to this user and be writable by no one else (mode {:o}): \
-             whoever can write there chooses the machine code the gateway runs; `chmod 700` it or name another",
-            dir.display(),
-            folder.mode() & 0o777
-        );
+        .create(&artifacts)
+        .map_err(|e| anyhow::anyhow!("cannot make the folder of compiled policies {}: {e}", artifacts.display()))?;
+    let artifacts =
+        artifacts.canonicalize().map_err(|e| anyhow::anyhow!("cannot use the folder of compiled policies {}: {e}", dir.display()))?;
+    for folder in artifacts.ancestors() {
+        trusted(folder, folder == artifacts)
+            .map_err(|reason| anyhow::anyhow!("the folder of compiled policies {} is refused: {reason}", dir.display()))?;
     }
     let mut config = wasmtime::CacheConfig::new();
-    config.with_directory(&dir);
+    config.with_directory(&artifacts);
     // wasmtime would recompress a component read back often at zstd level 20, tens of
     // seconds of a core for a large one, on the gateway's machine: never worth it here.
     config.with_optimized_compression_usage_counter_threshold(u64::MAX);
-    wasmtime::Cache::new(config).map_err(|e| anyhow::anyhow!("cannot keep compiled policies in {}: {e:#}", dir.display()))
+    wasmtime::Cache::new(config).map_err(|e| anyhow::anyhow!("cannot keep compiled policies in {}: {e:#}", artifacts.display()))
+}
+
+/// Whether only this user (or root, for the folders above `own`) can change what `folder`
+/// holds; `own` is the folder the gateway writes itself.
+fn trusted(folder: &Path, own: bool) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(folder).map_err(|e| format!("cannot read {}: {e}", folder.display()))?;
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me && (own || meta.uid() != 0) {
+        return Err(format!("{} belongs to user {}, not to this one ({me})", folder.display(), meta.uid()));
+    }
+    // Above its own folder, a group that may write is allowed: where every user has a group
+    // of their own (umask 002), their folders are group-writable.
+    let others = if own { 0o022 } else { 0o002 };
+    let sticky = meta.mode() & 0o1000 != 0;
+    if meta.mode() & others != 0 && (own || !sticky) {
+        return Err(format!(
+            "{} can be written by other users (mode {:o}), who would choose the machine code the gateway runs; \
+             make it writable by its owner only, after emptying it",
+            folder.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 /// Lists the `portico:policy` versions a component does export, for the error message.

@@ -44,8 +44,14 @@ impl Settings {
         }
     }
 
-    /// Read a settings file (YAML): `listeners`, `admin` and `limits`, as in a configuration
-    /// file. Every problem is named with the file and its path in it.
+    /// The folder of compiled policies: `compiled_cache` (relative to `base_dir`), else
+    /// `default`.
+    pub fn compiled_dir(&self, base_dir: &Path, default: Option<PathBuf>) -> Option<PathBuf> {
+        self.compiled_cache.as_ref().map(|dir| base_dir.join(dir)).or(default)
+    }
+
+    /// Read a settings file (YAML): `listeners`, `admin`, `limits` and `compiled_cache`, as
+    /// in a configuration file. Every problem is named with the file and its path in it.
     pub fn load(file: &Path) -> Result<Self, String> {
         let located = |problems: &[Problem]| problems.iter().map(|p| format!("{}: {p}", file.display())).collect::<Vec<_>>().join("\n");
         let text = std::fs::read_to_string(file)

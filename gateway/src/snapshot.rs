@@ -405,7 +405,7 @@ mod tests {
             (counts.compiled, counts.from_disk)
         };
         assert_eq!(made(), (1, 0));
-        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(std::fs::metadata(dir.join("artifacts")).unwrap().permissions().mode() & 0o777, 0o700);
         assert_eq!(made(), (0, 1));
 
         let mut files = Vec::new();
@@ -422,10 +422,17 @@ mod tests {
         assert_eq!(made(), (1, 0), "a damaged copy is compiled again");
         assert_eq!(made(), (0, 1), "and kept again");
 
-        // A folder others may write to is refused: its files are machine code.
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770)).unwrap();
-        let refused = Gateway::new(Limits::default(), Some(&dir)).err().expect("refused").to_string();
-        assert!(refused.contains("must belong to this user and be writable by no one else (mode 770)"), "{refused}");
+        // A folder others may write to, or one above it, is refused: its files are machine code.
+        for (folder, mode) in [(dir.join("artifacts"), 0o770), (dir.clone(), 0o777)] {
+            std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(mode)).unwrap();
+            let refused = Gateway::new(Limits::default(), Some(&dir)).err().expect("refused").to_string();
+            assert!(refused.contains(&format!("can be written by other users (mode {mode:o})")), "{refused}");
+            std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        // Files beside its own folder are not wasmtime's to clean up.
+        std::fs::write(dir.join("beside"), b"kept").unwrap();
+        assert_eq!(made(), (0, 1));
+        assert_eq!(std::fs::read(dir.join("beside")).unwrap(), b"kept");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

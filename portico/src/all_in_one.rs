@@ -34,7 +34,7 @@ pub struct Options {
     #[arg(long, default_value = "127.0.0.1:9901", conflicts_with = "settings")]
     pub admin: String,
     /// The gateway's own settings file (YAML: `listeners` with their TLS certificates,
-    /// `admin`, `limits`), instead of `--gateway` and `--admin`. Its policy ceilings are
+    /// `admin`, `limits`, `compiled_cache`), instead of `--gateway` and `--admin`. Its policy ceilings are
     /// the control plane's (`--max-policy-timeout`, `--max-policy-memory`).
     #[arg(long)]
     pub settings: Option<PathBuf>,
@@ -62,11 +62,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 
     settings.limits.max_policy_timeout = options.control_plane.max_policy_timeout;
     settings.limits.max_policy_memory = options.control_plane.max_policy_memory;
-    let compiled = match &settings.compiled_cache {
-        Some(dir) => settings_dir.join(dir),
-        None => data_dir.join(fleet::COMPILED_DIR),
-    };
-    let gateway = Gateway::new(settings.limits.clone(), Some(&compiled))?;
+    let compiled = settings.compiled_dir(&settings_dir, Some(data_dir.join(fleet::COMPILED_DIR)));
+    let gateway = Gateway::new(settings.limits.clone(), compiled.as_deref())?;
     let mut snapshots = state.hub.follow(&state, &options.environment);
     // The snapshot already built, if any, counts as offered.
     snapshots.mark_changed();

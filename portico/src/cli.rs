@@ -83,7 +83,7 @@ struct GatewayOptions {
     #[arg(long, default_value = "127.0.0.1:9901", conflicts_with = "settings")]
     admin: String,
     /// The gateway's own settings file (YAML: `listeners` with their TLS certificates,
-    /// `admin`, `limits`), instead of `--listen` and `--admin`.
+    /// `admin`, `limits`, `compiled_cache`), instead of `--listen` and `--admin`.
     #[arg(long)]
     settings: Option<PathBuf>,
     /// The gateway's id in the fleet; by default one made at first start and kept in the cache.
