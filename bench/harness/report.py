@@ -10,6 +10,7 @@ RATIOS = [
     ("S1 Portico ÷ Envoy", "S1 portico", "S1 envoy", None),
     ("S2 API key + rate limit ÷ S1", "S2 portico API key + rate limit, 10k keys", "S1 portico", 0.90),
     ("S2 nginx API key map + limit_req ÷ nginx passthrough", "S2 nginx API key map + limit_req, 10k keys", "S1 nginx", None),
+    ("S2 Envoy api_key_auth + local_ratelimit ÷ Envoy passthrough", "S2 envoy api_key_auth + local_ratelimit, 10k keys", "S1 envoy", None),
     ("S3 JWT ES256 hit + rate limit ÷ S1", "S3 portico JWT ES256 hit", "S1 portico", 0.85),
     ("S3 JWT RS256 hit + rate limit ÷ S1", "S3 portico JWT RS256 hit", "S1 portico", 0.85),
     ("S3 JWT ES256 all misses ÷ S1", "S3 portico JWT ES256 miss", "S1 portico", None),

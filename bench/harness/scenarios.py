@@ -51,11 +51,11 @@ def cases(setup):
     body = {size: json_body(size) for size in (1024, 10240)}
     transformed = lambda text: '"channel":"portico"' in text and '"quantity":2' in text and "card" not in text
 
-    def keyed(system, path):
+    def keyed(system, path, port=None):
         """S2's requests: 10,000 API keys in turn, in the query."""
-        return Request(url(system, path), lua=keys_lua,
-                       url_pattern=rf"http://127.0.0.1:{P[system]}{path}\?apikey=bench-key-0[0-9]{{4}}",
-                       example=(url(system, f"{path}?apikey={systems.api_key(42)}"), []))
+        base = f"http://127.0.0.1:{port or P[system]}{path}"
+        return Request(base, lua=keys_lua, url_pattern=rf"{base}\?apikey=bench-key-0[0-9]{{4}}",
+                       example=(f"{base}?apikey={systems.api_key(42)}", []))
 
     all_cases = {
         "direct": [Case("S1", "direct", "direct to backend", Request(url("direct")), ladder=True)],
@@ -67,6 +67,7 @@ def cases(setup):
         ],
         "envoy": [
             Case("S1", "envoy", "envoy", Request(url("envoy")), ladder=True),
+            Case("S2", "envoy", "envoy api_key_auth + local_ratelimit, 10k keys", keyed("envoy", "/key/", systems.ENVOY_KEY_PORT)),
             Case("S3", "envoy", "envoy JWT ES256 hit", Request(envoy_auth, [bearer["ES256"]])),
             Case("S3", "envoy", "envoy JWT RS256 hit", Request(envoy_auth, [bearer["RS256"]])),
             Case("S3", "envoy", "envoy JWT ES256 miss", miss(envoy_auth, "ES256"), fixed=False),

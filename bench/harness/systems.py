@@ -13,6 +13,8 @@ TLS_PORTS = {"portico": 18443, "nginx": 18444}
 # and configuration: a before/after comparison within each round.
 BASELINE = "portico baseline"
 ENVOY_AUTH_PORT = 18087
+# S2 the Envoy way: api_key_auth + local_ratelimit with a descriptor per application.
+ENVOY_KEY_PORT = 18088
 # S7: two gateways sharing their counters in a Redis of the harness's own.
 SHARED_PORTS = [18091, 18092]
 REDIS_PORT = 18093
@@ -213,7 +215,9 @@ http {{
         return path
 
     def _envoy_config(self):
-        """Passthrough on one listener; jwt_authn (with its cache) + local_ratelimit on another."""
+        """Passthrough on one listener; jwt_authn (with its cache) + local_ratelimit on another;
+        S2 on a third: api_key_auth (the 10,000 keys from the query) + local_ratelimit with
+        one descriptor per application at Portico's S2 limit (10^9 an hour)."""
         def listener(name, port, filters):
             return {"name": name, "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
                     "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
@@ -238,10 +242,26 @@ http {{
                 "filter_enabled": {"runtime_key": "rate_enabled", **percent},
                 "filter_enforced": {"runtime_key": "rate_enforced", **percent}}},
         ]
+        bucket = {"max_tokens": 1_000_000_000, "tokens_per_fill": 1_000_000_000, "fill_interval": "3600s"}
+        keys = [
+            {"name": "envoy.filters.http.api_key_auth", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth",
+                "credentials": [{"key": api_key(i), "client": f"app-{i:05d}"} for i in range(CONSUMERS)],
+                "key_sources": [{"query": "apikey"}], "forwarding": {"header": "x-client-id"}}},
+            {"name": "envoy.filters.http.local_ratelimit", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+                "stat_prefix": "keys", "token_bucket": bucket,
+                "filter_enabled": {"runtime_key": "keys_enabled", **percent},
+                "filter_enforced": {"runtime_key": "keys_enforced", **percent},
+                "rate_limits": [{"actions": [{"request_headers": {"header_name": "x-client-id", "descriptor_key": "client"}}]}],
+                "descriptors": [{"entries": [{"key": "client", "value": f"app-{i:05d}"}], "token_bucket": bucket}
+                                for i in range(CONSUMERS)]}},
+        ]
         host, port = BACKEND.split(":")
         config = {
             "static_resources": {
-                "listeners": [listener("pass", PORTS["envoy"], []), listener("auth", ENVOY_AUTH_PORT, auth)],
+                "listeners": [listener("pass", PORTS["envoy"], []), listener("auth", ENVOY_AUTH_PORT, auth),
+                              listener("keys", ENVOY_KEY_PORT, keys)],
                 "clusters": [{"name": "backend", "type": "STATIC", "connect_timeout": "1s",
                               "load_assignment": {"cluster_name": "backend", "endpoints": [{"lb_endpoints": [
                                   {"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}}]}]}}],
@@ -271,7 +291,7 @@ http {{
         if name == "envoy":
             cmd = [tools.envoy_binary(), "-c", self.envoy_config, "--concurrency", "1", "--log-level", "error",
                    "--disable-hot-restart"]
-            return Process(name, cmd, [PORTS[name], ENVOY_AUTH_PORT], log)
+            return Process(name, cmd, [PORTS[name], ENVOY_AUTH_PORT, ENVOY_KEY_PORT], log)
         if name == "pingora":
             cmd = [tools.binary(self.profile, "pingora-peer"), f"127.0.0.1:{PORTS[name]}", BACKEND]
             return Process(name, cmd, [PORTS[name]], log)
