@@ -1,4 +1,4 @@
-//! The endpoints gateways call (protocol version 1, `docs/fleet.md`): the event stream of
+//! The endpoints gateways call (the protocol of `docs/fleet.md`): the event stream of
 //! their environment, modules by digest, and acknowledgements.
 
 use std::convert::Infallible;

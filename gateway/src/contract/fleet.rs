@@ -1,4 +1,4 @@
-//! The gateway ↔ control plane protocol, version 4 (`docs/fleet.md`): what both planes
+//! The gateway ↔ control plane protocol ([`PROTOCOL_VERSION`], `docs/fleet.md`): what both planes
 //! send, the paths and headers, and the event-stream framing. A gateway opens the stream,
 //! receives what its environment runs at once and again after every change, fetches the
 //! modules it lacks by digest, builds its snapshot from it and acknowledges what it runs.
