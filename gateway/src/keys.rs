@@ -178,7 +178,7 @@ impl Weighter<Box<str>, CachedToken> for TokenWeighter {
 impl KeyStore {
     /// Build the store from the configuration's consumers and issuers; relative key files are
     /// read from `base_dir`. Every unusable key, file or setting is reported, located by its
-    /// path in the configuration. Problems that [`snapshot::validate`] already reports (such as
+    /// path in the configuration. Problems that `snapshot::validate` already reports (such as
     /// a malformed `api_key_hashes` entry) are not repeated: such entries are left out, which
     /// only ever refuses more credentials.
     pub fn from_config(
