@@ -246,39 +246,41 @@ impl EnvironmentSource for Network {
                 match stream.next().await {
                     // Parsing a large environment, or applying revocations to one (a copy
                     // and a hash), takes milliseconds: not on a thread that serves requests.
+                    // Each read also makes the copy kept as `last`, what revocations apply to.
                     Ok(Some((name, data))) if name == ENVIRONMENT_EVENT => {
                         let read = crate::off_the_request_path(move || {
-                            let message =
-                                serde_json::from_str::<EnvironmentMessage>(&data).map_err(|e| format!("not an environment message: {e}"));
-                            let last = message.as_ref().ok().cloned();
-                            (message, last)
+                            serde_json::from_str::<EnvironmentMessage>(&data)
+                                .map(|message| (message.clone(), message))
+                                .map_err(|e| format!("not an environment message: {e}"))
                         });
-                        let (message, last) = read.await.unwrap_or_else(|reason| (Err(reason), None));
-                        self.last = last;
-                        return Some(message);
-                    }
-                    Ok(Some((name, data))) if name == REVOCATIONS_EVENT => {
-                        let last = self.last.take();
-                        let read = crate::off_the_request_path(move || {
-                            let applied = serde_json::from_str::<RevocationsMessage>(&data)
-                                .map_err(|e| format!("not a revocations message: {e}"))
-                                .and_then(|revocations| match &last {
-                                    Some(last) => {
-                                        let (revoked, forgotten) = (revocations.revoked.len(), revocations.forgotten.len());
-                                        tracing::info!(revoked, forgotten, version = %revocations.version, "revocations received");
-                                        revocations.apply(last)
-                                    }
-                                    None => Err("revocations before any environment".to_owned()),
-                                });
-                            match applied {
-                                Ok(message) => (Ok(message.clone()), Some(message)),
-                                Err(reason) => (Err(reason), last),
+                        return Some(match read.await.and_then(|read| read) {
+                            Ok((message, last)) => {
+                                self.last = Some(last);
+                                Ok(message)
+                            }
+                            Err(reason) => {
+                                self.last = None;
+                                Err(reason)
                             }
                         });
-                        let (applied, last) = read.await.unwrap_or_else(|reason| (Err(reason), None));
-                        self.last = last;
-                        match applied {
-                            Ok(message) => return Some(Ok(message)),
+                    }
+                    Ok(Some((name, data))) if name == REVOCATIONS_EVENT => {
+                        // Taken: on any failure the stream reconnects and starts again with
+                        // the whole environment.
+                        let last = self.last.take();
+                        let read = crate::off_the_request_path(move || {
+                            let revocations =
+                                serde_json::from_str::<RevocationsMessage>(&data).map_err(|e| format!("not a revocations message: {e}"))?;
+                            let last = last.ok_or("revocations before any environment")?;
+                            let (revoked, forgotten) = (revocations.revoked.len(), revocations.forgotten.len());
+                            tracing::info!(revoked, forgotten, version = %revocations.version, "revocations received");
+                            revocations.apply(&last).map(|message| (message.clone(), message))
+                        });
+                        match read.await.and_then(|read| read) {
+                            Ok((message, last)) => {
+                                self.last = Some(last);
+                                return Some(Ok(message));
+                            }
                             // The stream and this gateway disagree: a new stream starts with the whole environment.
                             Err(reason) => tracing::warn!(reason, "revocations not applicable; reconnecting for the whole environment"),
                         }

@@ -173,21 +173,22 @@ impl PolicyEngine {
             return Err(LoadError::TooLarge { name: name.to_owned(), bytes: bytes.len() });
         }
         let started = Instant::now();
-        let from_disk_before = self.compile_counts().from_disk;
-        let misses_before = self.on_disk.as_ref().map_or(0, wasmtime::Cache::cache_misses);
+        let disk_counts = || self.on_disk.as_ref().map_or((0, 0), |cache| (cache.cache_hits(), cache.cache_misses()));
+        let (hits_before, misses_before) = disk_counts();
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::NotAComponent {
             name: name.to_owned(),
             digest: digest.clone(),
             reason: format!("{e:#}"),
         })?;
         self.made.fetch_add(1, Ordering::Relaxed);
-        let how = if self.compile_counts().from_disk > from_disk_before { "read back compiled" } else { "compiled" };
+        let (hits, misses) = disk_counts();
         if let Some(on_disk) = &self.on_disk
-            && how == "compiled"
-            && on_disk.cache_misses() == misses_before
+            && hits == hits_before
+            && misses == misses_before
         {
             tracing::warn!(policy = name, folder = %on_disk.directory().display(), "compiled policy not kept on disk (the folder cannot be written?); the next start compiles it again");
         }
+        let how = if hits > hits_before { "read back compiled" } else { "compiled" };
         tracing::info!(policy = name, %digest, bytes = bytes.len(), ms = started.elapsed().as_millis() as u64, "policy {how}");
         let wrong_world = |reason: String| LoadError::WrongWorld { name: name.to_owned(), digest: digest.clone(), reason };
         if component.get_export_index(None, POLICY_EXPORT).is_none() {

@@ -1,7 +1,7 @@
 //! A gateway process's own settings: where it listens (with TLS), where its admin
-//! endpoints are, the limits it puts on requests and where it keeps compiled policies. A configuration file carries them
-//! next to its environment; a fleet gateway reads them from its own settings file, since
-//! its environment comes from a control plane.
+//! endpoints are, the limits it puts on requests and where it keeps compiled policies. A
+//! configuration file carries them next to its environment; a fleet gateway reads them from
+//! its own settings file, since its environment comes from a control plane.
 
 use std::path::{Path, PathBuf};
 

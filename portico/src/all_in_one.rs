@@ -34,8 +34,8 @@ pub struct Options {
     #[arg(long, default_value = "127.0.0.1:9901", conflicts_with = "settings")]
     pub admin: String,
     /// The gateway's own settings file (YAML: `listeners` with their TLS certificates,
-    /// `admin`, `limits`, `compiled_cache`), instead of `--gateway` and `--admin`. Its policy ceilings are
-    /// the control plane's (`--max-policy-timeout`, `--max-policy-memory`).
+    /// `admin`, `limits`, `compiled_cache`), instead of `--gateway` and `--admin`. Its
+    /// policy ceilings are the control plane's (`--max-policy-timeout`, `--max-policy-memory`).
     #[arg(long)]
     pub settings: Option<PathBuf>,
     /// The gateway environment this gateway serves.
