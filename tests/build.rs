@@ -14,6 +14,7 @@ fn main() {
         "portico-test-future-world",
         "portico-test-missing-export",
         "portico-test-allow-header",
+        "portico-test-contract-0-1-0",
     ]);
     for path in built {
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();

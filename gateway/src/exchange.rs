@@ -64,6 +64,9 @@ pub struct Exchange {
     pub attributes: Vec<(String, String)>,
     /// Headers policies set for the response during the request phase.
     pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// The units remaining of the tightest rate-limit quota reported so far, whose
+    /// `RateLimit-*` headers are among `response_headers`.
+    pub quota_remaining: Option<u64>,
     /// The response, once there is one.
     pub response: Option<ResponseState>,
 }
@@ -85,7 +88,8 @@ impl Exchange {
 
 /// What a policy call can change in an exchange, kept before a call whose failure must
 /// leave no trace (a fail-open attachment): the request's target, headers and body, the
-/// identity, the attributes, the response headers set early and the response.
+/// identity, the attributes, the response headers set early (and the quota among them) and the
+/// response.
 pub(crate) struct Checkpoint {
     uri: http::Uri,
     headers: http::HeaderMap,
@@ -94,6 +98,7 @@ pub(crate) struct Checkpoint {
     identity: Option<Identity>,
     attributes: Vec<(String, String)>,
     response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    quota_remaining: Option<u64>,
     response: Option<(http::StatusCode, http::HeaderMap, BodyState, bool)>,
 }
 
@@ -108,6 +113,7 @@ impl Exchange {
             identity: self.identity.clone(),
             attributes: self.attributes.clone(),
             response_headers: self.response_headers.clone(),
+            quota_remaining: self.quota_remaining,
             response: self.response.as_ref().map(|r| (r.head.status, r.head.headers.clone(), r.body.clone(), r.body_replaced)),
         }
     }
@@ -121,6 +127,7 @@ impl Exchange {
         self.identity = checkpoint.identity;
         self.attributes = checkpoint.attributes;
         self.response_headers = checkpoint.response_headers;
+        self.quota_remaining = checkpoint.quota_remaining;
         if let (Some(response), Some((status, headers, body, body_replaced))) = (&mut self.response, checkpoint.response) {
             response.head.status = status;
             response.head.headers = headers;

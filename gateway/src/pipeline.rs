@@ -169,6 +169,7 @@ async fn run_operation(
         identity: None,
         attributes: Vec::new(),
         response_headers: Vec::new(),
+        quota_remaining: None,
         response: None,
     });
     let mut stream = None;
@@ -354,6 +355,7 @@ fn request_phase(
                 FailureMode::Closed => {
                     // The 500 carries no header a policy set for the response.
                     exchange.response_headers.clear();
+                    exchange.quota_remaining = None;
                     let error = ProxyError::PolicyFailed { policy: attachment.policy().name().to_owned(), reason: failure.to_string() };
                     return (exchange, i, Some((error_state(error), RequestEnd::Failed(failure))));
                 }

@@ -30,9 +30,9 @@ use crate::exchange::Exchange;
 use crate::metrics::{CompileCounts, PolicyStats};
 
 /// The WIT package version policies must target.
-pub const WIT_PACKAGE: &str = "portico:policy@0.1.0";
+pub const WIT_PACKAGE: &str = "portico:policy@0.1.1";
 /// The export every policy has.
-pub const POLICY_EXPORT: &str = "portico:policy/policy@0.1.0";
+pub const POLICY_EXPORT: &str = "portico:policy/policy@0.1.1";
 /// The largest component compiled. A compile cannot be stopped once started, and its time
 /// grows with the component's size: this bounds what one upload costs every plane that
 /// compiles it.

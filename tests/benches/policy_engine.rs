@@ -85,6 +85,7 @@ fn exchange(headers: &[(&str, &str)], identity: Option<Identity>) -> Box<Exchang
         identity,
         attributes: Vec::new(),
         response_headers: Vec::new(),
+        quota_remaining: None,
         response: None,
     })
 }

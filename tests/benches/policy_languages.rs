@@ -101,6 +101,7 @@ fn exchange(allow: &str) -> Box<Exchange> {
         identity: None,
         attributes: Vec::new(),
         response_headers: Vec::new(),
+        quota_remaining: None,
         response: None,
     })
 }

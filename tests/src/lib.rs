@@ -36,6 +36,8 @@ pub mod policies {
     pub const NOT_A_POLICY: &str = env!("PORTICO_TEST_POLICY_NOT_A_POLICY");
     /// Built against `portico:policy@0.2.0`, a world this gateway does not run.
     pub const FUTURE_WORLD: &str = env!("PORTICO_TEST_POLICY_FUTURE_WORLD");
+    /// Built against `portico:policy@0.1.0` as released: later 0.1 gateways must run it.
+    pub const CONTRACT_0_1_0: &str = env!("PORTICO_TEST_POLICY_CONTRACT_0_1_0");
     /// Exports `portico:policy/policy@0.1.0` with `init` only.
     pub const MISSING_EXPORT: &str = env!("PORTICO_TEST_POLICY_MISSING_EXPORT");
     /// Allows `x-allow: yes`, else 403 (the Rust third of the language benchmark).

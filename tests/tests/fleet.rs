@@ -198,7 +198,7 @@ async fn pattern_2_control_plane_and_two_gateways() {
         .await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text());
     let bad_uploads = [
-        (component(policies::NOT_A_POLICY), "not a policy of the portico:policy@0.1.0 world"),
+        (component(policies::NOT_A_POLICY), "not a policy of the portico:policy@0.1.1 world"),
         (component(policies::FUTURE_WORLD), "0.2.0"),
         (base64::engine::general_purpose::STANDARD.encode(b"\0asm garbage"), "not a WebAssembly component"),
         ("%%%".to_owned(), "not base64"),

@@ -189,14 +189,19 @@ fn base64_url(bytes: &[u8]) -> String {
 async fn throttle_answers_429_with_retry_after_over_the_limit() {
     let upstream = MockUpstream::start().await;
     let issuer = TestIssuer::new("https://idp.test");
-    let throttle = "      - policy: throttle\n        config:\n          limits: [{requests: 3, per: 1m}]\n";
+    // Two throttles: the response tells the tighter quota, whichever of them counted last.
+    let throttle = "      - policy: throttle\n        config:\n          limits: [{requests: 3, per: 1m}]\n      - policy: throttle\n        config:\n          limits: [{requests: 100, per: 1h}]\n";
     let gateway = PorticoProcess::start(&secured_config(&upstream, &issuer, throttle)).unwrap();
     let client = HttpClient::default();
     let url = gateway.url("/secure/limited");
     for i in 0..3 {
         let reply = client.get(&url, &[("apikey", "key-shop-0001")]).await.unwrap();
         assert_eq!(reply.status, StatusCode::OK, "request {i}: {}", reply.text());
+        assert_eq!(reply.header("ratelimit-limit"), Some("3"));
         assert_eq!(reply.header("ratelimit-remaining"), Some((2 - i).to_string().as_str()));
+        let reset: u64 = reply.header("ratelimit-reset").unwrap().parse().unwrap();
+        // As for `retry-after` below: up to one bucket past the window.
+        assert!((1..=60 + 3).contains(&reset), "ratelimit-reset {reset}");
     }
     let reply = client.get(&url, &[("apikey", "key-shop-0001")]).await.unwrap();
     assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{}", reply.text());
@@ -328,6 +333,25 @@ async fn memory_hungry_and_recursive_policies_are_stopped() {
     println!("gateway RSS before the grow/recurse rounds {before:?} KiB, after {:?} KiB", gateway.rss_kib());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_built_against_contract_0_1_0_runs_unchanged() {
+    let component = std::fs::read(policies::CONTRACT_0_1_0).unwrap();
+    let names = String::from_utf8_lossy(&component);
+    assert!(names.contains("portico:policy/policy@0.1.0") && !names.contains("@0.1.1"), "not a 0.1.0 component");
+    let upstream = MockUpstream::start().await;
+    let extra = format!("modules:\n  old:\n    path: {}\n", policies::CONTRACT_0_1_0);
+    let gateway = PorticoProcess::start(&gateway_config(&api("legacy", "/legacy", &upstream, "      - policy: old\n"), &extra)).unwrap();
+    let client = HttpClient::default();
+    for remaining in [99, 98] {
+        let reply = client.get(&gateway.url("/legacy/x"), &[("x-echo", "hello")]).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.upstream_header("x-contract").as_deref(), Some("0.1.0"));
+        assert_eq!(reply.header("x-echo"), Some("hello"));
+        assert_eq!(reply.header("x-remaining"), Some(remaining.to_string().as_str()));
+        assert_eq!(reply.header("x-contract-api"), Some("legacy"));
+    }
+}
+
 fn stamp_config(upstream: &MockUpstream, module: &str) -> String {
     let policies = "      - policy: stamp\n";
     let extra = format!("modules:\n  stamp:\n    path: {module}\n");
@@ -409,7 +433,7 @@ async fn an_invalid_configuration_is_refused_while_the_old_snapshot_serves() {
             "unknown field `shade`",
         ),
         ("missing module", good.replace(policies::STAMP_V1, "/nonexistent/stamp.wasm"), "/nonexistent/stamp.wasm"),
-        ("not a policy", good.replace(policies::STAMP_V1, policies::NOT_A_POLICY), "portico:policy/policy@0.1.0"),
+        ("not a policy", good.replace(policies::STAMP_V1, policies::NOT_A_POLICY), "portico:policy/policy@0.1.1"),
         (
             "wrong pin",
             good.replace(&format!("path: {}", policies::STAMP_V1), &format!("path: {}\n    sha256: {}", policies::STAMP_V2, v1_digest)),
@@ -483,7 +507,7 @@ fn check_config_names_every_problem_with_its_path() {
     .unwrap();
     let (ok, output) = check_config(&file);
     assert!(!ok, "{output}");
-    assert!(output.contains("apis[0].policies[0].policy") && output.contains("no export `portico:policy/policy@0.1.0`"), "{output}");
+    assert!(output.contains("apis[0].policies[0].policy") && output.contains("no export `portico:policy/policy@0.1.1`"), "{output}");
     assert!(output.contains("apis[0].policies[1].policy") && output.contains("not a valid WebAssembly component"), "{output}");
 }
 

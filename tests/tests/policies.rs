@@ -158,14 +158,14 @@ cases:
 fn a_component_of_an_unknown_world_version_is_refused_at_build_test_and_load() {
     let expected = [
         "policy `",
-        "does not fit the portico:policy@0.1.0 world: it has no export `portico:policy/policy@0.1.0` (it exports portico:policy/policy@0.2.0)",
+        "does not fit the portico:policy@0.1.1 world: it has no export `portico:policy/policy@0.1.1` (it exports portico:policy/policy@0.2.0)",
     ];
     refused_everywhere("tests/policies/future-world", "portico-test-future-world", policies::FUTURE_WORLD, &expected);
 }
 
 #[test]
 fn a_component_missing_an_export_is_refused_at_build_test_and_load() {
-    let expected = ["policy `", "does not fit the portico:policy@0.1.0 world", "on-request"];
+    let expected = ["policy `", "does not fit the portico:policy@0.1.1 world", "on-request"];
     refused_everywhere("tests/policies/missing-export", "portico-test-missing-export", policies::MISSING_EXPORT, &expected);
 }
 
@@ -383,7 +383,7 @@ async fn python_and_javascript_policies_pushed_to_the_registry_mediate_traffic()
     .unwrap();
     assert!(pushed[0].0 && pushed[0].1.contains("pushed validate-json@1.0.0"), "{}", pushed[0].1);
     assert!(pushed[1].0 && pushed[1].1.contains("pushed mask-fields@1.0.0"), "{}", pushed[1].1);
-    assert!(!pushed[2].0 && pushed[2].1.contains("component: not a policy of the portico:policy@0.1.0 world"), "{}", pushed[2].1);
+    assert!(!pushed[2].0 && pushed[2].1.contains("component: not a policy of the portico:policy@0.1.1 world"), "{}", pushed[2].1);
 
     // Attached through the publisher: a configuration against the uploaded schema is refused.
     let admin = cp.login("admin", "policies-admin-1").await;

@@ -213,6 +213,24 @@ fn header_value(value: String) -> Result<HeaderValue, types::HeaderError> {
     HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|_| types::HeaderError::InvalidValue)
 }
 
+/// The response headers of `context.report-quota`, as the built-in throttle has always sent them;
+/// made at compile time (`from_static` checks its name when called).
+const RATELIMIT_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("ratelimit-limit"),
+    HeaderName::from_static("ratelimit-remaining"),
+    HeaderName::from_static("ratelimit-reset"),
+];
+
+/// Set a header for the response a request will get, replacing one of the same name.
+fn set_early_response_header(exchange: &mut Exchange, name: HeaderName, value: HeaderValue) -> Result<(), types::HeaderError> {
+    exchange.response_headers.retain(|(n, _)| *n != name);
+    if exchange.response_headers.len() >= MAX_HEADERS_HELD {
+        return Err(types::HeaderError::Forbidden);
+    }
+    exchange.response_headers.push((name, value));
+    Ok(())
+}
+
 fn first_header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
@@ -469,16 +487,25 @@ impl types::HostContext for HostState {
     fn set_response_header(&mut self, _: Resource<ContextHandle>, name: String, value: String) -> Result<Result<(), types::HeaderError>> {
         let name = self.header_names.parse(&name);
         let exchange = self.exchange()?;
-        let (name, value) = match (name, header_value(value)) {
-            (Ok(name), Ok(value)) => (name, value),
-            (Err(error), _) | (_, Err(error)) => return Ok(Err(error)),
-        };
-        exchange.response_headers.retain(|(n, _)| *n != name);
-        if exchange.response_headers.len() >= MAX_HEADERS_HELD {
-            return Ok(Err(types::HeaderError::Forbidden));
+        match (name, header_value(value)) {
+            (Ok(name), Ok(value)) => Ok(set_early_response_header(exchange, name, value)),
+            (Err(error), _) | (_, Err(error)) => Ok(Err(error)),
         }
-        exchange.response_headers.push((name, value));
-        Ok(Ok(()))
+    }
+
+    fn report_quota(&mut self, _: Resource<ContextHandle>, limit: u64, remaining: u64, reset_ms: u64) -> Result<()> {
+        let exchange = self.exchange()?;
+        if exchange.quota_remaining.is_some_and(|tightest| tightest <= remaining) {
+            return Ok(());
+        }
+        exchange.quota_remaining = Some(remaining);
+        let [limit_name, remaining_name, reset_name] = RATELIMIT_HEADERS;
+        for (name, value) in [(limit_name, limit), (remaining_name, remaining), (reset_name, reset_ms.div_ceil(1_000))] {
+            // Only a policy that filled the response with MAX_HEADERS_HELD headers of its own
+            // finds no room; what it set stays.
+            let _ = set_early_response_header(exchange, name, HeaderValue::from(value));
+        }
+        Ok(())
     }
 
     fn drop(&mut self, _: Resource<ContextHandle>) -> Result<()> {

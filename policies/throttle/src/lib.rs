@@ -1,8 +1,8 @@
 //! throttle: Portico's built-in rate-limiting policy. It counts each request against the
 //! caller's limits (its tier's, else the default ones) with the host's shared counters,
-//! answers 429 when one is used up, and reports the tightest quota in `RateLimit-*` headers.
-//! Everything happens in the request phase: the headers are handed to the gateway with
-//! `set-response-header`, so the policy needs no response-phase call.
+//! answers 429 when one is used up, and reports the tightest quota to the gateway, which sends
+//! the tightest of all its throttles' in `RateLimit-*` headers. Everything happens in the
+//! request phase: the policy needs no response-phase call.
 
 mod config;
 mod quota;
@@ -13,7 +13,7 @@ use portico_policy_sdk::{Context, Decision, Needs, Policy, Request, log, problem
 
 use crate::config::{Calendar, Config, KeyBy, OnStoreUnavailable, Settings, TierSource};
 use crate::quota::{
-    QUOTA_ATTRIBUTE, Quota, concat, counter_key, identity_caller, refusal_response, scope_key, tighter, unavailable_response, within_period,
+    Quota, concat, counter_key, identity_caller, refusal_response, scope_key, tighter, unavailable_response, within_period,
 };
 
 /// The throttle policy.
@@ -92,20 +92,13 @@ impl Policy for Throttle {
                 None => result,
             };
             if !result.allowed {
-                // The refusal is the tightest quota of all: it replaces whatever an
-                // earlier throttle set for the response.
                 report(context, Quota::from_hit(&result));
                 return refusal_response(limit, &result).into();
             }
             tightest = Some(tighter(tightest, Quota::from_hit(&result)));
         }
-        if let Some(ours) = tightest {
-            // Another throttle earlier in the chain may have left a tighter quota.
-            let earlier = context.get(QUOTA_ATTRIBUTE).and_then(|value| Quota::from_attribute(&value));
-            let quota = tighter(earlier, ours);
-            if Some(quota) != earlier {
-                report(context, quota);
-            }
+        if let Some(quota) = tightest {
+            report(context, quota);
         }
         Decision::Continue
     }
@@ -141,16 +134,10 @@ impl<'a> Periods<'a> {
     }
 }
 
-/// Remember `quota` for later throttles and put it in the response's `RateLimit-*` headers.
+/// Hand `quota` to the gateway, which keeps the tightest of a request's for its response's
+/// `RateLimit-*` headers.
 fn report(context: &Context, quota: Quota) {
-    let mut buffers = Default::default();
-    let headers = quota.headers(&mut buffers);
-    context.set(QUOTA_ATTRIBUTE, &Quota::attribute(&headers));
-    for (name, value) in headers {
-        if let Err(error) = context.set_response_header(name, value) {
-            log::warn("cannot set a rate-limit header", &[("header", name), ("error", error.name())]);
-        }
-    }
+    context.report_quota(quota.limit, quota.remaining, quota.reset_ms);
 }
 
 portico_policy_sdk::export_policy!(Throttle);

@@ -6,10 +6,6 @@ use portico_policy_sdk::{Identity, ImmediateResponse, problem};
 
 use crate::config::{KeyBy, Limit, Scope};
 
-/// The context attribute that carries the tightest quota to later throttles of the chain,
-/// as `limit remaining reset`: one attribute, so one host call to read and one to write.
-pub const QUOTA_ATTRIBUTE: &str = "throttle.quota";
-
 /// The part of a counter key that says where counters are shared. The API and the
 /// operation are asked for only when the scope needs them: each is a host call.
 pub fn scope_key(scope: Scope, api: impl FnOnce() -> (String, String), operation: impl FnOnce() -> String) -> String {
@@ -75,46 +71,23 @@ pub fn seconds(ms: u64) -> u64 {
     ms.div_ceil(1_000)
 }
 
-/// What a limit leaves of the caller's quota, as sent in the `RateLimit-*` headers.
+/// What a limit leaves of the caller's quota, as reported to the host for the `RateLimit-*`
+/// headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
     /// Units per window.
     pub limit: u64,
     /// Units left in the window.
     pub remaining: u64,
-    /// Seconds until the window's whole quota is back.
-    pub reset: u64,
+    /// Milliseconds until the window's whole quota is back.
+    pub reset_ms: u64,
 }
 
 impl Quota {
-    /// The quota left after an allowed hit.
+    /// The quota left after a hit; none after a refused one.
     pub fn from_hit(hit: &HitResult) -> Quota {
-        Quota { limit: hit.limit, remaining: hit.remaining, reset: seconds(hit.reset_ms) }
-    }
-
-    /// The quota in a [`QUOTA_ATTRIBUTE`] value made by [`Quota::attribute`], if it is
-    /// well formed.
-    pub fn from_attribute(value: &str) -> Option<Quota> {
-        let mut numbers = value.split(' ').map(|n| n.parse().ok());
-        let quota = Quota { limit: numbers.next()??, remaining: numbers.next()??, reset: numbers.next()?? };
-        numbers.next().is_none().then_some(quota)
-    }
-
-    /// The `RateLimit-*` response headers for this quota, its numbers written in `buffers`.
-    pub fn headers<'a>(&self, buffers: &'a mut [itoa::Buffer; 3]) -> [(&'static str, &'a str); 3] {
-        let [limit, remaining, reset] = buffers;
-        [
-            ("ratelimit-limit", limit.format(self.limit)),
-            ("ratelimit-remaining", remaining.format(self.remaining)),
-            ("ratelimit-reset", reset.format(self.reset)),
-        ]
-    }
-
-    /// The [`QUOTA_ATTRIBUTE`] value that carries the quota of these [`Quota::headers`] to
-    /// later throttles.
-    pub fn attribute(headers: &[(&'static str, &str); 3]) -> String {
-        let [(_, limit), (_, remaining), (_, reset)] = headers;
-        concat(&[limit, " ", remaining, " ", reset])
+        let remaining = if hit.allowed { hit.remaining } else { 0 };
+        Quota { limit: hit.limit, remaining, reset_ms: hit.reset_ms }
     }
 }
 
@@ -222,23 +195,15 @@ mod tests {
     }
 
     #[test]
-    fn quota_round_trips_through_attributes() {
-        let quota = Quota::from_hit(&hit(true, 7, 1_500, 0));
-        assert_eq!(quota, Quota { limit: 100, remaining: 7, reset: 2 });
-        let mut buffers = Default::default();
-        let headers = quota.headers(&mut buffers);
-        assert_eq!(headers, [("ratelimit-limit", "100"), ("ratelimit-remaining", "7"), ("ratelimit-reset", "2")]);
-        assert_eq!(Quota::attribute(&headers), "100 7 2");
-        assert_eq!(Quota::from_attribute(&Quota::attribute(&headers)), Some(quota));
-        for bad in ["", "x", "100 7", "100 7 2 1", "100 -7 2", "100  7 2"] {
-            assert_eq!(Quota::from_attribute(bad), None, "{bad:?}");
-        }
+    fn a_refused_hit_leaves_nothing() {
+        assert_eq!(Quota::from_hit(&hit(true, 7, 1_500, 0)), Quota { limit: 100, remaining: 7, reset_ms: 1_500 });
+        assert_eq!(Quota::from_hit(&hit(false, 3, 1_500, 900)), Quota { limit: 100, remaining: 0, reset_ms: 1_500 });
     }
 
     #[test]
     fn the_tightest_quota_wins() {
-        let loose = Quota { limit: 100, remaining: 50, reset: 60 };
-        let tight = Quota { limit: 10, remaining: 2, reset: 1 };
+        let loose = Quota { limit: 100, remaining: 50, reset_ms: 60_000 };
+        let tight = Quota { limit: 10, remaining: 2, reset_ms: 1_000 };
         assert_eq!(tighter(None, loose), loose);
         assert_eq!(tighter(Some(loose), tight), tight);
         assert_eq!(tighter(Some(tight), loose), tight);

@@ -238,6 +238,7 @@ fn run_case(attachment: &Arc<AttachedPolicy>, case: &Case, fixtures: &Fixtures, 
         identity: request.identity.as_ref().map(|identity| mocks::identity_of(identity, "api-key")),
         attributes: request.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         response_headers: Vec::new(),
+        quota_remaining: None,
         response: None,
     });
 
