@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::settings::Limits;
 
-type BoxError = Box<dyn StdError + Send + Sync>;
+pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// The connection builder for `limits`: request heads and HTTP/2's streams, resets and
 /// header lists bounded.

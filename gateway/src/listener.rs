@@ -75,17 +75,22 @@ pub async fn serve(
                 }
             }
         };
-        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
         let (builder, shutdown) = (builder.clone(), shutdown.clone());
-        let handshake_timeout = limits.header_read_timeout.0;
-        tokio::spawn(async move {
-            let _permit = permit;
-            let result = match acceptor {
-                None => {
+        // One task per kind of connection: a task holds its future's largest state, and a
+        // plain connection's would otherwise make room for a TLS session it never has.
+        match tls.as_ref().map(|tls| tls.acceptor()) {
+            None => {
+                tokio::spawn(async move {
+                    let _permit = permit;
                     let service = service(Peer::new(addr, false, None));
-                    connection::serve(&builder, TokioIo::new(stream), service, idle, shutdown).await
-                }
-                Some(acceptor) => {
+                    let result = connection::serve(&builder, TokioIo::new(stream), service, idle, shutdown).await;
+                    log_end(addr, result);
+                });
+            }
+            Some(acceptor) => {
+                let handshake_timeout = limits.header_read_timeout.0;
+                tokio::spawn(async move {
+                    let _permit = permit;
                     let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(error)) => return tracing::debug!(client = %addr, error = %error, "TLS handshake failed"),
@@ -95,17 +100,21 @@ pub async fn serve(
                     // leaf is what an application registers.
                     let certificate = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first());
                     let service = service(Peer::new(addr, true, certificate.map(|der| der.as_ref())));
-                    connection::serve(&builder, TokioIo::new(tls), service, idle, shutdown).await
-                }
-            };
-            if let Err(error) = result {
-                tracing::debug!(client = %addr, error = %error, "connection ended with an error");
+                    let result = connection::serve(&builder, TokioIo::new(tls), service, idle, shutdown).await;
+                    log_end(addr, result);
+                });
             }
-        });
+        }
     }
     drop(listener);
     if tokio::time::timeout(DRAIN_TIMEOUT, connections.acquire_many(max_connections)).await.is_err() {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+    }
+}
+
+fn log_end(client: SocketAddr, result: Result<(), connection::BoxError>) {
+    if let Err(error) = result {
+        tracing::debug!(client = %client, error = %error, "connection ended with an error");
     }
 }
 
