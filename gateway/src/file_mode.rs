@@ -9,8 +9,9 @@ use std::time::{Duration, SystemTime};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::config::{self, ConfigFile};
+use crate::config;
 use crate::contract::Problem;
+use crate::settings::Settings;
 use crate::{Gateway, OnFailedApi, process, tls};
 
 /// How often the files are checked for changes.
@@ -21,8 +22,11 @@ pub async fn run(file: PathBuf) -> anyhow::Result<()> {
     let loaded = config::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
     let compiled = loaded.settings.compiled_dir(&loaded.base_dir, None);
     let gateway = Gateway::new(loaded.settings.limits.clone(), compiled.as_deref())?;
+    // The environment is the gateway's once applied: the parsed file (10,000 consumers are
+    // megabytes) is not kept beside the snapshot built from it.
+    let files = loaded.files();
     let version = gateway
-        .apply(loaded.environment.clone(), loaded.base_dir.clone(), OnFailedApi::Refuse)
+        .apply(loaded.environment, loaded.base_dir.clone(), OnFailedApi::Refuse)
         .await
         .map_err(|e| anyhow::anyhow!("{}", located(&file, &e.problems)))?;
     tracing::info!(version, file = %file.display(), "configuration applied");
@@ -31,7 +35,7 @@ pub async fn run(file: PathBuf) -> anyhow::Result<()> {
     let tasks = process::start_listeners(&gateway, &loaded.settings, &loaded.base_dir, stopped)
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e:#}", file.display()))?;
-    tokio::spawn(watch_and_reload(gateway.clone(), file, loaded));
+    tokio::spawn(watch_and_reload(gateway.clone(), file, loaded.settings, files));
     tokio::spawn(process::sweep_counters(gateway.clone()));
     process::serve_until_signal(stop, tasks).await
 }
@@ -68,12 +72,13 @@ fn stamp(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
     files.iter().map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len())))).collect()
 }
 
-async fn watch_and_reload(gateway: Arc<Gateway>, file: PathBuf, mut loaded: ConfigFile) {
+/// Reload `file` on SIGHUP or when one of `files` changes; `settings` are those the process
+/// started with (they take effect at the next start).
+async fn watch_and_reload(gateway: Arc<Gateway>, file: PathBuf, settings: Settings, mut files: Vec<PathBuf>) {
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
         tracing::error!("cannot listen for SIGHUP; reload on file change only");
         return;
     };
-    let mut files = loaded.files();
     let mut last = stamp(&files);
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
     loop {
@@ -91,18 +96,23 @@ async fn watch_and_reload(gateway: Arc<Gateway>, file: PathBuf, mut loaded: Conf
         let read = crate::off_the_request_path(move || config::load(&reading)).await;
         match read.and_then(|read| read.map_err(|e| e.to_string())) {
             Err(error) => tracing::error!(reason, error = %error, "configuration refused; the previous one keeps serving"),
-            Ok(next) => match gateway.apply(next.environment.clone(), next.base_dir.clone(), OnFailedApi::Refuse).await {
-                Ok(version) => {
-                    tracing::info!(reason, version, "configuration applied");
-                    if next.settings != loaded.settings {
-                        tracing::warn!(reason, "listeners, admin, limits or compiled_cache changed: they take effect at the next start");
+            Ok(next) => {
+                let next_files = next.files();
+                match gateway.apply(next.environment, next.base_dir, OnFailedApi::Refuse).await {
+                    Ok(version) => {
+                        tracing::info!(reason, version, "configuration applied");
+                        if next.settings != settings {
+                            tracing::warn!(
+                                reason,
+                                "listeners, admin, limits or compiled_cache changed: they take effect at the next start"
+                            );
+                        }
+                        files = next_files;
+                        last = stamp(&files);
                     }
-                    loaded = next;
-                    files = loaded.files();
-                    last = stamp(&files);
+                    Err(error) => tracing::error!(reason, error = %error, "configuration refused; the previous one keeps serving"),
                 }
-                Err(error) => tracing::error!(reason, error = %error, "configuration refused; the previous one keeps serving"),
-            },
+            }
         }
     }
 }
