@@ -189,26 +189,29 @@ fn base64_url(bytes: &[u8]) -> String {
 async fn throttle_answers_429_with_retry_after_over_the_limit() {
     let upstream = MockUpstream::start().await;
     let issuer = TestIssuer::new("https://idp.test");
-    // Two throttles: the response tells the tighter quota, whichever of them counted last.
-    let throttle = "      - policy: throttle\n        config:\n          limits: [{requests: 3, per: 1m}]\n      - policy: throttle\n        config:\n          limits: [{requests: 100, per: 1h}]\n";
-    let gateway = PorticoProcess::start(&secured_config(&upstream, &issuer, throttle)).unwrap();
+    // Four throttles: the response tells the tightest quota (2 per minute), reported after
+    // looser ones and before another.
+    let throttle = |limit: &str| format!("      - policy: throttle\n        config:\n          limits: [{limit}]\n");
+    let limits = ["{requests: 100, per: 1h}", "{requests: 3, per: 1m}", "{requests: 2, per: 1m}", "{requests: 50, per: 1h}"];
+    let gateway = PorticoProcess::start(&secured_config(&upstream, &issuer, &limits.map(throttle).concat())).unwrap();
     let client = HttpClient::default();
     let url = gateway.url("/secure/limited");
-    for i in 0..3 {
+    for remaining in ["1", "0"] {
         let reply = client.get(&url, &[("apikey", "key-shop-0001")]).await.unwrap();
-        assert_eq!(reply.status, StatusCode::OK, "request {i}: {}", reply.text());
-        assert_eq!(reply.header("ratelimit-limit"), Some("3"));
-        assert_eq!(reply.header("ratelimit-remaining"), Some((2 - i).to_string().as_str()));
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!((reply.header("ratelimit-limit"), reply.header("ratelimit-remaining")), (Some("2"), Some(remaining)));
         let reset: u64 = reply.header("ratelimit-reset").unwrap().parse().unwrap();
         // As for `retry-after` below: up to one bucket past the window.
         assert!((1..=60 + 3).contains(&reset), "ratelimit-reset {reset}");
     }
+    // The 3-per-minute throttle lets its last request through (0 left), the 2-per-minute one
+    // refuses: the 429 names the limit that refused.
     let reply = client.get(&url, &[("apikey", "key-shop-0001")]).await.unwrap();
     assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{}", reply.text());
     let retry_after: u64 = reply.header("retry-after").unwrap().parse().unwrap();
     // The window is judged in 20 buckets, so the wait may exceed the window by one bucket.
     assert!((1..=60 + 3).contains(&retry_after), "retry-after {retry_after}");
-    assert_eq!(reply.header("ratelimit-remaining"), Some("0"));
+    assert_eq!((reply.header("ratelimit-limit"), reply.header("ratelimit-remaining")), (Some("2"), Some("0")));
     // Another caller has its own counter.
     let token = issuer.sign(&issuer.claims("portico"));
     let reply = client.get(&url, &[("authorization", &format!("Bearer {token}"))]).await.unwrap();

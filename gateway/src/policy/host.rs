@@ -495,7 +495,7 @@ impl types::HostContext for HostState {
 
     fn report_quota(&mut self, _: Resource<ContextHandle>, limit: u64, remaining: u64, reset_ms: u64) -> Result<()> {
         let exchange = self.exchange()?;
-        if exchange.quota_remaining.is_some_and(|tightest| tightest <= remaining) {
+        if exchange.quota_remaining.is_some_and(|tightest| tightest < remaining) {
             return Ok(());
         }
         exchange.quota_remaining = Some(remaining);
