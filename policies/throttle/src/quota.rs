@@ -91,10 +91,12 @@ impl Quota {
     }
 }
 
-/// The tighter of two quotas: the one with fewer units left (`current` on a tie).
+/// The tighter of two quotas: the one with fewer units left (`candidate` on a tie). The
+/// gateway keeps the tightest of a request's reports by the same rule; a throttle applies it
+/// to its own limits first so that it reports once, not once per limit.
 pub fn tighter(current: Option<Quota>, candidate: Quota) -> Quota {
     match current {
-        Some(current) if current.remaining <= candidate.remaining => current,
+        Some(current) if current.remaining < candidate.remaining => current,
         _ => candidate,
     }
 }

@@ -4,8 +4,6 @@
 //! request and says what it left, tags the request for the upstream, and stamps the response
 //! with an attribute kept from the request phase.
 
-#![allow(unsafe_code)]
-
 wit_bindgen::generate!({ world: "policy-world", path: "wit" });
 
 use exports::portico::policy::policy::Guest;
