@@ -19,7 +19,8 @@ def json_body(size):
 
 class Case:
     """One measured combination. A `ladder` case runs at every fixed rate, others at the
-    first only; `fixed=False` runs none (the all-miss JWT cases, whose capacity is below it)."""
+    first only; `fixed=False` runs none (the all-miss JWT cases and Envoy's Lua transform, whose capacity is
+    below it)."""
 
     def __init__(self, scenario, system, label, request, ladder=False, fixed=True, tls=False, check=None):
         self.scenario, self.system, self.label, self.request = scenario, system, label, request
@@ -48,6 +49,7 @@ def cases(setup):
             first = f.readline().strip()
         return Request(target, lua=miss_lua[alg], example=(target, [f"authorization: Bearer {first}"]))
     envoy_auth = f"http://127.0.0.1:{systems.ENVOY_AUTH_PORT}/"
+    envoy_transform = f"http://127.0.0.1:{systems.ENVOY_TRANSFORM_PORT}/"
     body = {size: json_body(size) for size in (1024, 10240)}
     transformed = lambda text: '"channel":"portico"' in text and '"quantity":2' in text and "card" not in text
 
@@ -72,6 +74,12 @@ def cases(setup):
             Case("S3", "envoy", "envoy JWT RS256 hit", Request(envoy_auth, [bearer["RS256"]])),
             Case("S3", "envoy", "envoy JWT ES256 miss", miss(envoy_auth, "ES256"), fixed=False),
             Case("S3", "envoy", "envoy JWT RS256 miss", miss(envoy_auth, "RS256"), fixed=False),
+            Case("S4", "envoy", "envoy passthrough POST 1 KiB", Request(url("envoy"), body=body[1024])),
+            Case("S4", "envoy", "envoy Lua JSON transform 1 KiB", Request(envoy_transform, body=body[1024]), fixed=False,
+                 check=transformed),
+            Case("S4", "envoy", "envoy passthrough POST 10 KiB", Request(url("envoy"), body=body[10240])),
+            Case("S4", "envoy", "envoy Lua JSON transform 10 KiB", Request(envoy_transform, body=body[10240]), fixed=False,
+                 check=transformed),
         ],
         "pingora": [Case("S1", "pingora", "pingora", Request(url("pingora")), ladder=True)],
         "portico": [

@@ -15,12 +15,41 @@ BASELINE = "portico baseline"
 ENVOY_AUTH_PORT = 18087
 # S2 the Envoy way: api_key_auth + local_ratelimit with a descriptor per application.
 ENVOY_KEY_PORT = 18088
+# S4 the Envoy way: its Lua filter with a JSON library in Lua (dkjson, from Debian).
+ENVOY_TRANSFORM_PORT = 18089
 # S7: two gateways sharing their counters in a Redis of the harness's own.
 SHARED_PORTS = [18091, 18092]
 REDIS_PORT = 18093
 # S7's overshoot: a limit the two gateways share, in requests per second.
 SHARED_LIMIT = 1000
 CONSUMERS = 10_000
+
+
+# S4's transform (Portico's json-transform policy, bench/policies/json-transform) in Envoy's
+# Lua filter: the same edits of the JSON body and of the headers, a 400 for a body that is not
+# a JSON object. `setBytes` also sets the request's content-length.
+ENVOY_TRANSFORM_LUA = """
+package.path = "DKJSON/?.lua;" .. package.path
+local json = require("dkjson")
+
+function envoy_on_request(handle)
+  local body = handle:body()
+  local object = body and json.decode(body:getBytes(0, body:length()))
+  if type(object) ~= "table" then
+    handle:respond({[":status"] = "400"}, "the body must be a JSON object")
+    return
+  end
+  object.card = nil
+  if object.qty ~= nil then
+    object.quantity, object.qty = object.qty, nil
+  end
+  object.channel = "portico"
+  body:setBytes(json.encode(object))
+  local headers = handle:headers()
+  headers:replace("x-transformed", "json")
+  headers:remove("x-debug")
+end
+"""
 
 
 def api_key(i):
@@ -257,11 +286,14 @@ http {{
                 "descriptors": [{"entries": [{"key": "client", "value": f"app-{i:05d}"}], "token_bucket": bucket}
                                 for i in range(CONSUMERS)]}},
         ]
+        transform = [{"name": "envoy.filters.http.lua", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": ENVOY_TRANSFORM_LUA.replace("DKJSON", tools.dkjson_folder())}}}]
         host, port = BACKEND.split(":")
         config = {
             "static_resources": {
                 "listeners": [listener("pass", PORTS["envoy"], []), listener("auth", ENVOY_AUTH_PORT, auth),
-                              listener("keys", ENVOY_KEY_PORT, keys)],
+                              listener("keys", ENVOY_KEY_PORT, keys), listener("transform", ENVOY_TRANSFORM_PORT, transform)],
                 "clusters": [{"name": "backend", "type": "STATIC", "connect_timeout": "1s",
                               "load_assignment": {"cluster_name": "backend", "endpoints": [{"lb_endpoints": [
                                   {"endpoint": {"address": {"socket_address": {"address": host, "port_value": int(port)}}}}]}]}}],
@@ -291,7 +323,7 @@ http {{
         if name == "envoy":
             cmd = [tools.envoy_binary(), "-c", self.envoy_config, "--concurrency", "1", "--log-level", "error",
                    "--disable-hot-restart"]
-            return Process(name, cmd, [PORTS[name], ENVOY_AUTH_PORT, ENVOY_KEY_PORT], log)
+            return Process(name, cmd, [PORTS[name], ENVOY_AUTH_PORT, ENVOY_KEY_PORT, ENVOY_TRANSFORM_PORT], log)
         if name == "pingora":
             cmd = [tools.binary(self.profile, "pingora-peer"), f"127.0.0.1:{PORTS[name]}", BACKEND]
             return Process(name, cmd, [PORTS[name]], log)

