@@ -1,5 +1,5 @@
-//! The admin listener: `/healthz` (the process is up), `/readyz` (a snapshot is live) and
-//! `/metrics` (Prometheus). Kept off the API listeners so no API can shadow it.
+//! The admin listener: `/healthz` (the process is up), `/readyz` (a snapshot is live and
+//! the process is not shutting down) and `/metrics` (Prometheus). Kept off the API listeners so no API can shadow it.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -48,6 +48,7 @@ fn answer(gateway: &Gateway, method: &Method, path: &str) -> Response<Body> {
     }
     match path {
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" if gateway.is_shutting_down() => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()),
         "/readyz" => match gateway.snapshot() {
             Some(snapshot) => text(StatusCode::OK, format!("ready {}\n", snapshot.version)),
             None => text(StatusCode::SERVICE_UNAVAILABLE, "no configuration applied yet\n".into()),

@@ -35,9 +35,10 @@ pub async fn run(file: PathBuf) -> anyhow::Result<()> {
     let tasks = process::start_listeners(&gateway, &loaded.settings, &loaded.base_dir, stopped)
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e:#}", file.display()))?;
+    let drain_delay = loaded.settings.drain_delay.0;
     tokio::spawn(watch_and_reload(gateway.clone(), file, loaded.settings, files));
     tokio::spawn(process::sweep_counters(gateway.clone()));
-    process::serve_until_signal(stop, tasks).await
+    process::serve_until_signal(stop, tasks, Some((&gateway, drain_delay))).await
 }
 
 /// Check a file without running it: parse, validate, build the snapshot (compiling and
@@ -104,7 +105,7 @@ async fn watch_and_reload(gateway: Arc<Gateway>, file: PathBuf, settings: Settin
                         if next.settings != settings {
                             tracing::warn!(
                                 reason,
-                                "listeners, admin, limits or compiled_cache changed: they take effect at the next start"
+                                "listeners, admin, limits, compiled_cache or drain_delay changed: they take effect at the next start"
                             );
                         }
                         files = next_files;

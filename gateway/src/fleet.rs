@@ -80,7 +80,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     tokio::spawn(process::sweep_counters(gateway.clone()));
     let source = Network { control_plane, id, connected: None, last: None };
     tokio::spawn(follow(gateway.clone(), source, cache, options.environment.clone()));
-    process::serve_until_signal(stop, tasks).await
+    process::serve_until_signal(stop, tasks, Some((&gateway, options.settings.drain_delay.0))).await
 }
 
 /// Apply the cached snapshot, if there is a good one.

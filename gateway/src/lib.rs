@@ -39,7 +39,7 @@ mod snapshot;
 mod upstream;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwapOption;
@@ -74,6 +74,8 @@ pub struct Gateway {
     limits: Limits,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
+    /// Set when the process begins to shut down: `/readyz` answers 503 from then on.
+    shutting_down: AtomicBool,
 }
 
 impl Gateway {
@@ -94,12 +96,24 @@ impl Gateway {
             clients: Clients::default(),
             limits,
             metrics: Metrics::default(),
+            shutting_down: AtomicBool::new(false),
         }))
     }
 
     /// The live snapshot, if any.
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
         self.snapshot.load_full()
+    }
+
+    /// From now on, tell whoever asks `/readyz` that this gateway is leaving (it keeps
+    /// serving until its listeners close).
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the process has begun to shut down.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
     }
 
     /// Everything `/metrics` shows, in the Prometheus text format.

@@ -49,24 +49,39 @@ pub async fn start_listeners(
     Ok(tasks)
 }
 
-/// Wait for SIGTERM or SIGINT, then tell every task to stop (`stop`) and wait for them to
-/// drain.
-pub async fn serve_until_signal(stop: watch::Sender<bool>, tasks: Vec<tokio::task::JoinHandle<()>>) -> anyhow::Result<()> {
-    shutdown_signal().await?;
+/// Wait for SIGTERM or SIGINT; then, when the process runs a gateway, have its `/readyz`
+/// answer 503 and go on serving for `drain_delay` (or until a second signal), so that load
+/// balancers stop sending it traffic first; then tell every task to stop (`stop`) and wait
+/// for them to drain.
+pub async fn serve_until_signal(
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    gateway: Option<(&Gateway, Duration)>,
+) -> anyhow::Result<()> {
+    // Listening from here on, so that a second signal sent during the delay is not missed.
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut signalled = async || {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    };
+    signalled().await;
+    if let Some((gateway, drain_delay)) = gateway {
+        gateway.begin_shutdown();
+        if !drain_delay.is_zero() {
+            tracing::info!(drain_delay = %crate::contract::units::Duration(drain_delay), "shutting down; not ready, still serving");
+            tokio::select! {
+                _ = tokio::time::sleep(drain_delay) => {}
+                _ = signalled() => {}
+            }
+        }
+    }
     tracing::info!("shutting down; draining connections");
     let _ = stop.send(true);
     for task in tasks {
         let _ = task.await;
-    }
-    Ok(())
-}
-
-/// Wait for SIGTERM or SIGINT.
-pub async fn shutdown_signal() -> anyhow::Result<()> {
-    let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
     Ok(())
 }

@@ -31,6 +31,11 @@ pub struct Settings {
     /// a gateway run from a configuration file keeps them only in memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compiled_cache: Option<PathBuf>,
+    /// How long the gateway goes on serving after SIGTERM or SIGINT, with `/readyz`
+    /// answering 503, before its listeners close: the time a load balancer needs to see it
+    /// leave. A second signal ends it. None by default.
+    #[serde(default, skip_serializing_if = "Duration::is_zero")]
+    pub drain_delay: Duration,
 }
 
 impl Settings {
@@ -41,6 +46,7 @@ impl Settings {
             admin: admin.map(|address| AdminConfig { address: address.to_owned() }),
             limits: Limits::default(),
             compiled_cache: None,
+            drain_delay: Duration::default(),
         }
     }
 

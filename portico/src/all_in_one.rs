@@ -10,6 +10,7 @@ use std::time::Duration;
 use portico_control_plane::fleet::Published;
 use portico_control_plane::{AppState, registry};
 use portico_gateway::contract::fleet::{Ack, EnvironmentMessage, KEEPALIVE};
+use portico_gateway::contract::units;
 use portico_gateway::fleet::cache::Cache;
 use portico_gateway::fleet::{self, EnvironmentSource};
 use portico_gateway::settings::Settings;
@@ -33,9 +34,15 @@ pub struct Options {
     /// Where the gateway's admin endpoints (`/healthz`, `/readyz`, `/metrics`) listen.
     #[arg(long, default_value = "127.0.0.1:9901", conflicts_with = "settings")]
     pub admin: String,
+    /// How long the gateway goes on serving after SIGTERM or SIGINT with its `/readyz`
+    /// answering 503, so that a load balancer sees it leave first (`10s`); a second signal
+    /// ends it. In a settings file, `drain_delay`.
+    #[arg(long, default_value = "0s", conflicts_with = "settings")]
+    pub drain_delay: units::Duration,
     /// The gateway's own settings file (YAML: `listeners` with their TLS certificates,
-    /// `admin`, `limits`, `compiled_cache`), instead of `--gateway` and `--admin`. Its
-    /// policy ceilings are the control plane's (`--max-policy-timeout`, `--max-policy-memory`).
+    /// `admin`, `limits`, `compiled_cache`, `drain_delay`), instead of `--gateway`, `--admin`
+    /// and `--drain-delay`. Its policy ceilings are the control plane's
+    /// (`--max-policy-timeout`, `--max-policy-memory`).
     #[arg(long)]
     pub settings: Option<PathBuf>,
     /// The gateway environment this gateway serves.
@@ -55,7 +62,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let cache = Cache::open(data_dir).map_err(|e| anyhow::anyhow!("cannot use {}: {e}", data_dir.display()))?;
     let (mut settings, settings_dir) = match &options.settings {
         Some(file) => (Settings::load(file).map_err(|e| anyhow::anyhow!("{e}"))?, file.parent().map(Path::to_path_buf).unwrap_or_default()),
-        None => (Settings::plain(&options.gateway, Some(&options.admin)), PathBuf::from(".")),
+        None => {
+            (Settings { drain_delay: options.drain_delay, ..Settings::plain(&options.gateway, Some(&options.admin)) }, PathBuf::from("."))
+        }
     };
     let first_listener = settings.listeners.first().map_or("none", |l| l.address.as_str()).to_owned();
     let id = options.gateway_id.clone().unwrap_or_else(|| format!("all-in-one-{first_listener}"));
@@ -85,9 +94,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     tasks.push(started.task);
     tokio::spawn(process::sweep_counters(gateway.clone()));
     tokio::spawn(heartbeat(state.clone(), id, options.environment.clone()));
-    tokio::spawn(fleet::follow(gateway, source, cache, options.environment.clone()));
+    tokio::spawn(fleet::follow(gateway.clone(), source, cache, options.environment.clone()));
 
-    process::serve_until_signal(stop, tasks).await
+    process::serve_until_signal(stop, tasks, Some((&gateway, settings.drain_delay.0))).await
 }
 
 /// The control plane in this process: its hub's snapshots, its registry's modules, and

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use portico_gateway::contract::units;
 use portico_gateway::settings::Settings;
 
 #[derive(Parser)]
@@ -82,8 +83,14 @@ struct GatewayOptions {
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     #[arg(long, default_value = "127.0.0.1:9901", conflicts_with = "settings")]
     admin: String,
+    /// How long the gateway goes on serving after SIGTERM or SIGINT with its `/readyz`
+    /// answering 503, so that a load balancer sees it leave first (`10s`); a second signal
+    /// ends it. In a settings file, `drain_delay`.
+    #[arg(long, default_value = "0s", conflicts_with = "settings")]
+    drain_delay: units::Duration,
     /// The gateway's own settings file (YAML: `listeners` with their TLS certificates,
-    /// `admin`, `limits`, `compiled_cache`), instead of `--listen` and `--admin`.
+    /// `admin`, `limits`, `compiled_cache`, `drain_delay`), instead of `--listen`, `--admin`
+    /// and `--drain-delay`.
     #[arg(long)]
     settings: Option<PathBuf>,
     /// The gateway's id in the fleet; by default one made at first start and kept in the cache.
@@ -130,7 +137,10 @@ pub fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 },
-                None => (Settings::plain(&options.listen, Some(&options.admin)), PathBuf::from(".")),
+                None => (
+                    Settings { drain_delay: options.drain_delay, ..Settings::plain(&options.listen, Some(&options.admin)) },
+                    PathBuf::from("."),
+                ),
             };
             run(
                 cli.workers,

@@ -211,5 +211,5 @@ async fn serve(listener: TcpListener, tls: Option<Arc<ServedTls>>, router: axum:
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     let started = start(&options, stopped).await?;
-    portico_gateway::process::serve_until_signal(stop, vec![started.task]).await
+    portico_gateway::process::serve_until_signal(stop, vec![started.task], None).await
 }

@@ -273,6 +273,11 @@ impl PorticoProcess {
         let _ = Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status();
     }
 
+    /// Send SIGTERM (shut down).
+    pub fn terminate(&self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+    }
+
     /// Its resident memory (VmRSS), in KiB.
     pub fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;

@@ -69,6 +69,34 @@ async fn passthrough_forwards_the_normalised_request_and_strips_the_context() {
     assert!(metrics.contains("portico_responses_total{api=\"echo@v1\",class=\"5xx\"} 1"), "{metrics}");
 }
 
+/// What a load balancer needs at shutdown: `/readyz` turns 503 as soon as SIGTERM arrives,
+/// API traffic is still served through the drain delay, and a second signal ends the delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_turns_readyz_503_and_serves_through_the_drain_delay() {
+    let upstream = MockUpstream::start().await;
+    // Far longer than the test takes: the process is still up below only because of it.
+    let config = gateway_config(&api("echo", "/echo", &upstream, "      []"), "drain_delay: 10m\n");
+    let mut gateway = PorticoProcess::start(&config).unwrap();
+    let client = HttpClient::default();
+    let readyz = format!("http://{}/readyz", gateway.admin.unwrap());
+    assert_eq!(client.get(&readyz, &[]).await.unwrap().status, StatusCode::OK);
+
+    gateway.terminate();
+    portico_tests::eventually("/readyz answering 503", Duration::from_secs(10), async || {
+        client.get(&readyz, &[]).await.is_ok_and(|reply| reply.status == StatusCode::SERVICE_UNAVAILABLE)
+    })
+    .await;
+    assert_eq!(client.get(&readyz, &[]).await.unwrap().text(), "shutting down\n");
+    assert!(gateway.wait_for_log("not ready, still serving", Duration::from_secs(10)), "{:?}", gateway.logs());
+    let reply = client.get(&gateway.url("/echo/x"), &[]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "API traffic is served during the drain delay");
+    assert!(gateway.is_running());
+
+    gateway.terminate();
+    assert!(wait_until(Duration::from_secs(60), || !gateway.is_running()), "a second SIGTERM ends the drain delay");
+    assert!(gateway.logs().iter().any(|line| line.contains("draining connections")), "{:?}", gateway.logs());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_upstream_is_a_502_problem() {
     let upstream = MockUpstream::start().await;
