@@ -11,6 +11,7 @@ pub mod devportal;
 pub mod environment;
 pub mod error;
 pub mod fleet;
+mod health;
 pub mod keymanager;
 pub mod openapi;
 pub mod publisher;
@@ -105,6 +106,7 @@ pub fn app(state: AppState) -> Router {
         .merge(registry::routes())
         .merge(fleet::routes())
         .merge(openapi::routes())
+        .merge(health::routes())
         .layer(axum::middleware::from_fn(error::refuse_nul_in_uri))
         .with_state(state)
 }

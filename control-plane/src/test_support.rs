@@ -69,11 +69,17 @@ impl TestApp {
             }
             Engine::Postgres => (fresh_postgres_database().await, None),
         };
+        Self { _dir: dir, ..Self::over(&url).await }
+    }
+
+    /// The app over the empty database at `url`, migrated, with an admin `admin` /
+    /// `admin-password-1`.
+    pub async fn over(url: &str) -> Self {
         let sealing = crate::secrets::SealingKey::from_hex(&crate::secrets::SealingKey::generate_hex()).expect("a sealing key");
-        let db = Db::connect(&url, sealing).await.expect("connect test database");
+        let db = Db::connect(url, sealing).await.expect("connect test database");
         crate::auth::create_user(&db, "admin", "admin-password-1", crate::auth::Role::Admin).await.expect("admin");
         let state = AppState::new(db.clone(), settings(PolicyCeilings::default()));
-        Self { router: app(state.clone()), db, state, _dir: dir }
+        Self { router: app(state.clone()), db, state, _dir: None }
     }
 
     /// The same database served by a control plane started with other policy ceilings.
