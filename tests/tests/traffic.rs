@@ -57,8 +57,10 @@ fn a_read_counts_nothing_and_sees_what_was_counted() {
         // Let a refill asked in the background land.
         std::thread::sleep(Duration::from_millis(200));
         let read = reader.peek("subscription", 32, 60_000).unwrap();
-        // On leases (of two units at most here), what the gateway took ahead counts too.
-        let least = if mode == SharedMode::Exact { 29 } else { 27 };
+        // On leases (of two units at most here), what the gateway took ahead counts too: up
+        // to three units, when the refill asked at half a lease lands while that half is held
+        // (whether it landed before the third hit depends on how fast Redis answered).
+        let least = if mode == SharedMode::Exact { 29 } else { 26 };
         assert!((least..=29).contains(&read.remaining), "{mode:?}: {read:?}");
         // The window, a bucket of it, and on leases a lease's lifetime (3 s) counted twice.
         assert!(read.reset_ms > 0 && read.reset_ms <= 70_000, "{mode:?}: {read:?}");
