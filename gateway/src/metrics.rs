@@ -3,13 +3,32 @@
 //! them with relaxed atomic adds only.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// A label's value as the text format must write it: `\`, `"` and line feeds escaped, so
+/// that a name a publisher chose (an API's, from an OpenAPI title) cannot close the label or
+/// the line and write series of its own.
+struct LabelValue<'a>(&'a str);
+
+impl fmt::Display for LabelValue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for part in self.0.split_inclusive(['\\', '"', '\n']) {
+            match part.as_bytes().last() {
+                Some(b'\\') => write!(f, "{}\\\\", &part[..part.len() - 1])?,
+                Some(b'"') => write!(f, "{}\\\"", &part[..part.len() - 1])?,
+                Some(b'\n') => write!(f, "{}\\n", &part[..part.len() - 1])?,
+                _ => f.write_str(part)?,
+            }
+        }
+        Ok(())
+    }
+}
 
 /// A latency histogram.
 #[derive(Debug, Default)]
@@ -122,17 +141,18 @@ impl Metrics {
         let all = apis.iter().map(|(name, stats)| (name.as_str(), &**stats)).chain([("", &self.unrouted)]);
         for (api, stats) in all.clone() {
             for (class, count) in stats.responses.iter().enumerate().skip(1) {
-                let _ = writeln!(out, "portico_responses_total{{api=\"{api}\",class=\"{class}xx\"}} {}", count.load(Ordering::Relaxed));
+                let (api, count) = (LabelValue(api), count.load(Ordering::Relaxed));
+                let _ = writeln!(out, "portico_responses_total{{api=\"{api}\",class=\"{class}xx\"}} {count}");
             }
         }
         out.push_str("# TYPE portico_request_duration_seconds histogram\n");
         for (api, stats) in all {
-            stats.latency.render(&mut out, "portico_request_duration_seconds", &format!("api=\"{api}\""));
+            stats.latency.render(&mut out, "portico_request_duration_seconds", &format!("api=\"{}\"", LabelValue(api)));
         }
         let policies = self.policies.lock().unwrap_or_else(|e| e.into_inner()).clone();
         out.push_str("# TYPE portico_policy_duration_seconds histogram\n");
         for (policy, stats) in &policies {
-            stats.duration.render(&mut out, "portico_policy_duration_seconds", &format!("policy=\"{policy}\""));
+            stats.duration.render(&mut out, "portico_policy_duration_seconds", &format!("policy=\"{}\"", LabelValue(policy)));
         }
         for (metric, read) in [
             ("portico_policy_denials_total", (|s: &PolicyStats| s.denials.load(Ordering::Relaxed)) as fn(&PolicyStats) -> u64),
@@ -141,7 +161,7 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "# TYPE {metric} counter");
             for (policy, stats) in &policies {
-                let _ = writeln!(out, "{metric}{{policy=\"{policy}\"}} {}", read(stats));
+                let _ = writeln!(out, "{metric}{{policy=\"{}\"}} {}", LabelValue(policy), read(stats));
             }
         }
         let _ = writeln!(
@@ -177,5 +197,30 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_stay_inside_their_label() {
+        let metrics = Metrics::default();
+        metrics.api("pets\"} 1\nportico_forged_total 9\n# \\", "v1");
+        metrics.policy("mask\"fields\\");
+        let text = metrics.render(CompileCounts::default());
+        assert!(!text.lines().any(|line| line.starts_with("portico_forged_total")), "{text}");
+        assert!(
+            text.contains("portico_responses_total{api=\"pets\\\"} 1\\nportico_forged_total 9\\n# \\\\@v1\",class=\"2xx\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("portico_policy_failures_total{policy=\"mask\\\"fields\\\\\"} 0\n"), "{text}");
+        assert!(text.contains("portico_policy_duration_seconds_count{policy=\"mask\\\"fields\\\\\"} 0\n"), "{text}");
+        // Every series line is `name{labels} value`, the labels closed where the format says.
+        for line in text.lines().filter(|line| !line.starts_with('#')) {
+            let value = line.rsplit_once(' ').map(|(_, value)| value).unwrap_or_default();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
     }
 }
