@@ -19,8 +19,8 @@ def json_body(size):
 
 class Case:
     """One measured combination. A `ladder` case runs at every fixed rate, others at the
-    first only; `fixed=False` runs none (the all-miss JWT cases and Envoy's Lua transform, whose capacity is
-    below it)."""
+    first only; `fixed=False` runs none (the all-miss JWT cases and Envoy's Lua transform,
+    whose capacity is below it)."""
 
     def __init__(self, scenario, system, label, request, ladder=False, fixed=True, tls=False, check=None):
         self.scenario, self.system, self.label, self.request = scenario, system, label, request

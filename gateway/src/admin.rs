@@ -1,5 +1,6 @@
 //! The admin listener: `/healthz` (the process is up), `/readyz` (a snapshot is live and
-//! the process is not shutting down) and `/metrics` (Prometheus). Kept off the API listeners so no API can shadow it.
+//! the process is not shutting down) and `/metrics` (Prometheus). Kept off the API
+//! listeners so no API can shadow it.
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -217,7 +217,7 @@ mod tests {
         );
         assert!(text.contains("portico_policy_failures_total{policy=\"mask\\\"fields\\\\\"} 0\n"), "{text}");
         assert!(text.contains("portico_policy_duration_seconds_count{policy=\"mask\\\"fields\\\\\"} 0\n"), "{text}");
-        // Every series line is `name{labels} value`, the labels closed where the format says.
+        // No label left open swallowed a line's value: every series line still ends in a number.
         for line in text.lines().filter(|line| !line.starts_with('#')) {
             let value = line.rsplit_once(' ').map(|(_, value)| value).unwrap_or_default();
             assert!(value.parse::<f64>().is_ok(), "{line}");

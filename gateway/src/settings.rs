@@ -39,14 +39,15 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// One plain-HTTP listener at `listen`, and the admin endpoints at `admin`.
-    pub fn plain(listen: &str, admin: Option<&str>) -> Self {
+    /// One plain-HTTP listener at `listen`, the admin endpoints at `admin`, and a
+    /// `drain_delay` at shutdown: the settings of a profile run with flags, not a file.
+    pub fn plain(listen: &str, admin: Option<&str>, drain_delay: Duration) -> Self {
         Self {
             listeners: vec![ListenerConfig { address: listen.to_owned(), tls: None }],
             admin: admin.map(|address| AdminConfig { address: address.to_owned() }),
             limits: Limits::default(),
             compiled_cache: None,
-            drain_delay: Duration::default(),
+            drain_delay,
         }
     }
 

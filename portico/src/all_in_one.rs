@@ -62,9 +62,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let cache = Cache::open(data_dir).map_err(|e| anyhow::anyhow!("cannot use {}: {e}", data_dir.display()))?;
     let (mut settings, settings_dir) = match &options.settings {
         Some(file) => (Settings::load(file).map_err(|e| anyhow::anyhow!("{e}"))?, file.parent().map(Path::to_path_buf).unwrap_or_default()),
-        None => {
-            (Settings { drain_delay: options.drain_delay, ..Settings::plain(&options.gateway, Some(&options.admin)) }, PathBuf::from("."))
-        }
+        None => (Settings::plain(&options.gateway, Some(&options.admin), options.drain_delay), PathBuf::from(".")),
     };
     let first_listener = settings.listeners.first().map_or("none", |l| l.address.as_str()).to_owned();
     let id = options.gateway_id.clone().unwrap_or_else(|| format!("all-in-one-{first_listener}"));

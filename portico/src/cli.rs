@@ -137,10 +137,7 @@ pub fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 },
-                None => (
-                    Settings { drain_delay: options.drain_delay, ..Settings::plain(&options.listen, Some(&options.admin)) },
-                    PathBuf::from("."),
-                ),
+                None => (Settings::plain(&options.listen, Some(&options.admin), options.drain_delay), PathBuf::from(".")),
             };
             run(
                 cli.workers,
