@@ -3,9 +3,8 @@
 # (key-auth + throttle, /key/), and S4 (the JSON transform policy, /transform/, against a
 # passthrough POST of the same body, /pass/) at 1 KiB and 10 KiB. Each case is warmed up with
 # 300 requests, then 2,000 are counted on one keep-alive connection, with a dump after each.
-# Counts do not depend on the machine's load. Logs at `warn`, as bench/run.py runs it: the
-# access log (an INFO line per request) is off. The S4 policy is built with the `portico`
-# given, as bench/run.py builds it.
+# Counts do not depend on the machine's load. Logs at `warn` and no access log, as bench/run.py
+# runs it. The S4 policy is built with the `portico` given, as bench/run.py builds it.
 # usage: bench/callgrind/run.sh target/release/portico target/release/bench-backend OUT_PREFIX
 # Prints each dump's total and the instructions per request (total / 2000).
 set -euo pipefail
@@ -27,7 +26,7 @@ cd "$here"
 
 $backend --listen 127.0.0.1:18081 >/dev/null 2>&1 &
 backend_pid=$!
-valgrind --tool=callgrind --callgrind-out-file="$out.%p" "$portico" --workers 1 --log warn serve --config "$out.yaml" >"$out.log" 2>&1 &
+valgrind --tool=callgrind --callgrind-out-file="$out.%p" "$portico" --workers 1 --log warn --access-log off serve --config "$out.yaml" >"$out.log" 2>&1 &
 vg=$!
 for i in $(seq 600); do python3 -c "import socket; socket.create_connection(('127.0.0.1',18083),0.2)" 2>/dev/null && break; sleep 0.5; done
 cases=("pass /pass/x" "key /key/x" "post1k /pass/x 1024" "transform1k /transform/x 1024" "post10k /pass/x 10240" "transform10k /transform/x 10240")

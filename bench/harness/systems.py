@@ -315,7 +315,7 @@ http {{
             return Process(name, cmd, [PORTS[name]], log)
         if name in ("portico", BASELINE):
             binary = self.portico if name == "portico" else self.baseline
-            cmd = [binary, "--workers", "1", "--log", "warn", "serve", "--config", self.portico_config]
+            cmd = [binary, "--workers", "1", "--log", "warn", "--access-log", "off", "serve", "--config", self.portico_config]
             return Process(name, cmd, [PORTS["portico"], TLS_PORTS["portico"]], log)
         if name == "nginx":
             cmd = ["nginx", "-c", self.nginx_config, "-p", self.workdir, "-e", os.path.join(self.workdir, "nginx-error.log")]
@@ -350,7 +350,7 @@ http {{
 
     def _gateway(self, name, config, port, log):
         """A Portico of S7 or S7a: one worker, warnings only, serving `config` on `port`."""
-        return Process(name, [self.portico, "--workers", "1", "--log", "warn", "serve", "--config", config], [port],
+        return Process(name, [self.portico, "--workers", "1", "--log", "warn", "--access-log", "off", "serve", "--config", config], [port],
                        os.path.join(self.workdir, log))
 
     def start_backend(self):

@@ -3,7 +3,8 @@
 //! `publisher` (APIs, lifecycle, revisions, deployments), `devportal` (applications,
 //! subscriptions, keys), `keymanager` (the OAuth2 authorization server), `registry`
 //! (policy components), `environment` (what a gateway environment runs) and `fleet` (the
-//! gateways, the event hub that feeds them, rollouts).
+//! gateways, the event hub that feeds them, rollouts); `health` and `metrics` are the
+//! operator's.
 
 pub mod auth;
 pub mod db;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod fleet;
 mod health;
 pub mod keymanager;
+pub mod metrics;
 pub mod openapi;
 pub mod publisher;
 pub mod registry;
@@ -69,6 +71,8 @@ pub struct AppState {
     pub acks: Arc<tokio::sync::watch::Sender<u64>>,
     /// Connections to the environments' shared counters, to show subscribers their usage.
     pub counter_readers: Arc<traffic::usage::Readers>,
+    /// What `/metrics` shows.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -86,6 +90,7 @@ impl AppState {
             hub: Arc::new(fleet::Hub::new(environment::build)),
             acks: counter(),
             counter_readers: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 
@@ -107,6 +112,8 @@ pub fn app(state: AppState) -> Router {
         .merge(fleet::routes())
         .merge(openapi::routes())
         .merge(health::routes())
+        .merge(metrics::routes())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count_requests))
         .layer(axum::middleware::from_fn(error::refuse_nul_in_uri))
         .with_state(state)
 }

@@ -56,7 +56,7 @@ fn answer(gateway: &Gateway, method: &Method, path: &str) -> Response<Body> {
         },
         "/metrics" => {
             let mut response = text(StatusCode::OK, gateway.render_metrics());
-            response.headers_mut().insert(header::CONTENT_TYPE, "text/plain; version=0.0.4".parse().expect("static"));
+            response.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
             response
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),

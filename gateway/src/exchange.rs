@@ -69,6 +69,10 @@ pub struct Exchange {
     pub quota_remaining: Option<u64>,
     /// The response, once there is one.
     pub response: Option<ResponseState>,
+    /// Time spent in policy calls so far.
+    pub policy_time: std::time::Duration,
+    /// From sending the request upstream to the upstream's response head, once it answered.
+    pub upstream_time: Option<std::time::Duration>,
 }
 
 impl Exchange {

@@ -11,17 +11,18 @@ use tokio::sync::watch;
 
 use crate::config;
 use crate::contract::Problem;
-use crate::settings::Settings;
+use crate::settings::{AccessLogTarget, Settings};
 use crate::{Gateway, OnFailedApi, process, tls};
 
 /// How often the files are checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Run the gateway from `file` until SIGTERM or SIGINT.
-pub async fn run(file: PathBuf) -> anyhow::Result<()> {
+/// Run the gateway from `file` until SIGTERM or SIGINT, with its access log going to
+/// `access_log` when given (instead of the file's `access_log.to`).
+pub async fn run(file: PathBuf, access_log: Option<AccessLogTarget>) -> anyhow::Result<()> {
     let loaded = config::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
     let compiled = loaded.settings.compiled_dir(&loaded.base_dir, None);
-    let gateway = Gateway::new(loaded.settings.limits.clone(), compiled.as_deref())?;
+    let gateway = Gateway::new(&loaded.settings, compiled.as_deref())?;
     // The environment is the gateway's once applied: the parsed file (10,000 consumers are
     // megabytes) is not kept beside the snapshot built from it.
     let files = loaded.files();
@@ -32,7 +33,7 @@ pub async fn run(file: PathBuf) -> anyhow::Result<()> {
     tracing::info!(version, file = %file.display(), "configuration applied");
 
     let (stop, stopped) = watch::channel(false);
-    let tasks = process::start_listeners(&gateway, &loaded.settings, &loaded.base_dir, stopped)
+    let tasks = process::start_listeners(&gateway, &loaded.settings.clone().with_access_log(access_log), &loaded.base_dir, stopped)
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e:#}", file.display()))?;
     let drain_delay = loaded.settings.drain_delay.0;
@@ -46,7 +47,7 @@ pub async fn run(file: PathBuf) -> anyhow::Result<()> {
 pub fn check(file: &Path) -> Result<String, String> {
     let loaded = config::load(file).map_err(|e| e.to_string())?;
     let mut problems = loaded.settings.problems();
-    let gateway = Gateway::new(loaded.settings.limits.clone(), None).map_err(|e| e.to_string())?;
+    let gateway = Gateway::new(&loaded.settings, None).map_err(|e| e.to_string())?;
     let built = gateway.build(&loaded.environment, &loaded.base_dir, OnFailedApi::Refuse);
     if let Err(error) = &built {
         problems.extend(error.problems.iter().cloned());
@@ -105,7 +106,7 @@ async fn watch_and_reload(gateway: Arc<Gateway>, file: PathBuf, settings: Settin
                         if next.settings != settings {
                             tracing::warn!(
                                 reason,
-                                "listeners, admin, limits, compiled_cache or drain_delay changed: they take effect at the next start"
+                                "listeners, admin, limits, compiled_cache, drain_delay or access_log changed: they take effect at the next start"
                             );
                         }
                         files = next_files;

@@ -72,7 +72,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let compiled = options.settings.compiled_dir(&options.settings_dir, Some(cache.dir().join(COMPILED_DIR)));
-    let gateway = Gateway::new(options.settings.limits.clone(), compiled.as_deref())?;
+    let gateway = Gateway::new(&options.settings, compiled.as_deref())?;
     start_from_cache(&gateway, &cache, &options.environment).await;
 
     let (stop, stopped) = watch::channel(false);

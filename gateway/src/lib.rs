@@ -26,6 +26,7 @@ pub mod process;
 pub mod settings;
 pub mod tls;
 
+mod access_log;
 mod admin;
 mod blocking;
 mod body;
@@ -40,16 +41,17 @@ mod upstream;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use arc_swap::ArcSwapOption;
 
+use crate::access_log::AccessLog;
 use crate::contract::Problem;
 use crate::contract::environment::Environment;
 use crate::counters::{CountersConfig, Counting, LocalCounters, RedisCounters};
 use crate::metrics::Metrics;
 use crate::policy::PolicyEngine;
-use crate::settings::Limits;
+use crate::settings::{Limits, Settings};
 pub use crate::snapshot::OnFailedApi;
 use crate::snapshot::{BuildError, Shared, Snapshot};
 use crate::upstream::Clients;
@@ -76,13 +78,15 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// Set when the process begins to shut down: `/readyz` answers 503 from then on.
     shutting_down: AtomicBool,
+    /// Where requests' access-log records go, once the listeners' settings gave one.
+    access_log: OnceLock<Arc<AccessLog>>,
 }
 
 impl Gateway {
-    /// A gateway with no snapshot yet (not ready), under the process's `limits`, counting
-    /// in process until an environment says otherwise; it keeps the policies it compiles
-    /// in `compiled_dir` too, when given one.
-    pub fn new(limits: Limits, compiled_dir: Option<&Path>) -> anyhow::Result<Arc<Self>> {
+    /// A gateway with no snapshot yet (not ready), under the process's `settings` (its
+    /// limits and metrics), counting in process until an environment says otherwise; it
+    /// keeps the policies it compiles in `compiled_dir` too, when given one.
+    pub fn new(settings: &Settings, compiled_dir: Option<&Path>) -> anyhow::Result<Arc<Self>> {
         let local = Arc::new(LocalCounters::new());
         let engine = match compiled_dir {
             Some(dir) => PolicyEngine::keeping_compiled_in(dir)?,
@@ -94,9 +98,10 @@ impl Gateway {
             counting: Mutex::new(Counting::local(&local)),
             counters: local,
             clients: Clients::default(),
-            limits,
-            metrics: Metrics::default(),
+            limits: settings.limits.clone(),
+            metrics: Metrics::new(settings.admin.as_ref().map_or(0, |admin| admin.metrics.applications)),
             shutting_down: AtomicBool::new(false),
+            access_log: OnceLock::new(),
         }))
     }
 
@@ -114,6 +119,16 @@ impl Gateway {
     /// Whether the process has begun to shut down.
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Send requests' access-log records to `log` (the first log given stays).
+    pub(crate) fn set_access_log(&self, log: Arc<AccessLog>) {
+        let _ = self.access_log.set(log);
+    }
+
+    /// The access log, if the process has one.
+    pub(crate) fn access_log(&self) -> Option<&Arc<AccessLog>> {
+        self.access_log.get()
     }
 
     /// Everything `/metrics` shows, in the Prometheus text format.
@@ -189,7 +204,7 @@ impl Gateway {
         let digests = snapshot.digests.clone();
         let previous = self.snapshot.swap(Some(Arc::new(snapshot)));
         self.engine.retain(|digest| digests.iter().any(|d| d == digest));
-        self.metrics.reloads.fetch_add(1, Ordering::Relaxed);
+        self.metrics.reloads.inc();
         if let Some(previous) = previous {
             let_go(previous);
         }
@@ -233,7 +248,7 @@ impl Gateway {
                 Ok(version)
             }
             Err(error) => {
-                self.metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
+                self.metrics.reload_failures.inc();
                 Err(error)
             }
         }

@@ -5,7 +5,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -31,6 +30,7 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<ServedTls>>,
     limits: Limits,
+    access_log: bool,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let builder = Arc::new(connection::builder(&limits));
@@ -53,7 +53,7 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            gateway.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+            gateway.metrics.connections_refused.inc();
             tracing::debug!(client = %addr, max_connections, "connection refused: too many open");
             continue;
         };
@@ -82,7 +82,7 @@ pub async fn serve(
             None => {
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let service = service(Peer::new(addr, false, None));
+                    let service = service(Peer::new(addr, false, None, access_log));
                     let result = connection::serve(&builder, TokioIo::new(stream), service, idle, shutdown).await;
                     log_end(addr, result);
                 });
@@ -99,7 +99,7 @@ pub async fn serve(
                     // The listener's verifier has checked the chain to `client_ca`: the
                     // leaf is what an application registers.
                     let certificate = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first());
-                    let service = service(Peer::new(addr, true, certificate.map(|der| der.as_ref())));
+                    let service = service(Peer::new(addr, true, certificate.map(|der| der.as_ref()), access_log));
                     let result = connection::serve(&builder, TokioIo::new(tls), service, idle, shutdown).await;
                     log_end(addr, result);
                 });

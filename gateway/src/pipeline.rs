@@ -6,8 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -17,6 +16,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::Gateway;
+use crate::access_log::Record;
 pub use crate::blocking::Blocking;
 use crate::body::{Body, is_too_large};
 use crate::contract::environment::FailureMode;
@@ -41,15 +41,33 @@ pub struct Peer {
     /// The sha256 (lower-case hex) of the certificate the client presented and the listener
     /// verified (mutual TLS), once per connection.
     pub client_certificate: Option<Arc<str>>,
+    /// Whether the listener writes its requests to the access log.
+    pub access_log: bool,
 }
 
 impl Peer {
-    /// A peer at `addr`, with the certificate it presented over TLS, if any.
-    pub fn new(addr: SocketAddr, tls: bool, client_certificate: Option<&[u8]>) -> Self {
+    /// A peer at `addr`, with the certificate it presented over TLS, if any, on a listener
+    /// that writes its requests to the access log or not.
+    pub fn new(addr: SocketAddr, tls: bool, client_certificate: Option<&[u8]>, access_log: bool) -> Self {
         let ip_header = HeaderValue::try_from(addr.ip().to_string()).expect("an IP address is a valid header value");
         let client_certificate = client_certificate.map(|der| Arc::from(crate::contract::hex::sha256(der)));
-        Self { addr, tls, ip_header, client_certificate }
+        Self { addr, tls, ip_header, client_certificate, access_log }
     }
+}
+
+/// What a request left behind for the metrics and the access log.
+#[derive(Default)]
+struct Served {
+    /// The operation it was routed to.
+    operation: Option<Arc<ServedOperation>>,
+    /// The calling application, as key-auth found it.
+    application: Option<String>,
+    /// Its subscription to the API.
+    subscription: Option<String>,
+    /// From sending upstream to the upstream's response head.
+    upstream: Option<Duration>,
+    /// Time in policy calls.
+    policy: Duration,
 }
 
 /// Serve one request. Never fails: errors become problem responses.
@@ -59,34 +77,62 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -
         return ProxyError::NotReady.into_response();
     };
     // The access log needs the request line as received; copy it only when it is on.
-    let logged = tracing::enabled!(target: "portico::access", tracing::Level::INFO)
-        .then(|| (request.method().clone(), request.uri().path().to_owned()));
+    let access_log = gateway.access_log().filter(|_| peer.access_log);
+    let request_line = access_log.map(|_| (request.method().clone(), request.uri().path().to_owned(), trace_id(request.headers())));
     let span = tracing::debug_span!("request", client = %peer.addr.ip(), snapshot = %snapshot.version);
-    let (response, api) = match tracing::Instrument::instrument(route_and_proxy(&snapshot, request, &peer, &gateway.limits), span).await {
-        Ok((response, operation)) => (response, Some(operation)),
+    let (response, served) = match tracing::Instrument::instrument(route_and_proxy(&snapshot, request, &peer, &gateway.limits), span).await
+    {
+        Ok(served) => served,
         Err(error) => {
             tracing::debug!(error = %error, "request refused before routing");
-            (error.into_response(), None)
+            (error.into_response(), Served::default())
         }
     };
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    match &api {
-        Some(operation) => operation.stats.record(status, elapsed),
+    match &served.operation {
+        Some(operation) => {
+            operation.stats.record(status, elapsed);
+            if let Some(application) = &served.application {
+                operation.stats.record_application(application, status);
+            }
+        }
         None => gateway.metrics.unrouted.record(status, elapsed),
     }
-    if let Some((method, path)) = logged {
-        tracing::info!(
-            target: "portico::access",
-            client = %peer.addr.ip(),
-            method = %method,
-            path = %path,
+    if let (Some(log), Some((method, path, trace_id))) = (access_log, request_line) {
+        log.push(Record {
+            at: SystemTime::now(),
+            trace_id,
+            client: peer.addr.ip(),
+            method,
+            path,
             status,
-            api = api.as_ref().map(|o| o.route.api_name.as_str()).unwrap_or(""),
-            duration_us = elapsed.as_micros() as u64,
-        );
+            route: served.operation.map(|operation| operation.route.clone()),
+            application: served.application,
+            subscription: served.subscription,
+            duration: elapsed,
+            upstream: served.upstream,
+            policy: served.policy,
+        });
     }
     response
+}
+
+/// The trace id of a W3C `traceparent` header (`00-<trace id>-<parent id>-<flags>`), unless
+/// it is missing or malformed (or the all-zero id, which is invalid).
+fn trace_id(headers: &http::HeaderMap) -> Option<[u8; 16]> {
+    let value = headers.get("traceparent")?.as_bytes();
+    let field = value.get(3..35).filter(|_| value.len() >= 55 && value[2] == b'-' && value[35] == b'-')?;
+    let mut id = [0u8; 16];
+    for (byte, pair) in id.iter_mut().zip(field.chunks_exact(2)) {
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        *byte = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    (id != [0; 16]).then_some(id)
 }
 
 /// Normalise, route and check limits; then run the operation's phases.
@@ -95,7 +141,7 @@ async fn route_and_proxy(
     request: Request<Incoming>,
     peer: &Peer,
     limits: &Limits,
-) -> Result<(Response<Body>, Arc<ServedOperation>), ProxyError> {
+) -> Result<(Response<Body>, Served), ProxyError> {
     if snapshot.blocking.client_blocked(peer.addr.ip()) {
         return Err(ProxyError::Blocked);
     }
@@ -144,8 +190,8 @@ async fn route_and_proxy(
             return Err(ProxyError::PayloadTooLarge);
         }
     }
-    let response = run_operation(&operation, &snapshot.blocking, head, body, context_len, peer, limits).await;
-    Ok((response, operation))
+    let (response, served) = run_operation(&operation, &snapshot.blocking, head, body, context_len, peer, limits).await;
+    Ok((response, Served { operation: Some(operation), ..served }))
 }
 
 /// The phases of a routed request, with the upstream over HTTP.
@@ -157,7 +203,7 @@ async fn run_operation(
     context_len: usize,
     peer: &Peer,
     limits: &Limits,
-) -> Response<Body> {
+) -> (Response<Body>, Served) {
     let max_body = usize::try_from(limits.max_body_bytes.0).unwrap_or(usize::MAX);
     let mut exchange = Box::new(Exchange {
         request: head,
@@ -171,12 +217,14 @@ async fn run_operation(
         response_headers: Vec::new(),
         quota_remaining: None,
         response: None,
+        policy_time: Default::default(),
+        upstream_time: None,
     });
     let mut stream = None;
     if operation.needs_request_body {
         match collect(body, max_body, limits.body_read_timeout.0).await {
             Ok(bytes) => exchange.request_body = BodyState::Buffered(bytes),
-            Err(error) => return error.into_response(),
+            Err(error) => return (error.into_response(), Served::default()),
         }
     } else if body.is_end_stream() {
         stream = Some(Body::Empty);
@@ -184,8 +232,13 @@ async fn run_operation(
         stream = Some(Body::Limited(Limited::new(body, max_body)));
     }
     let upstream = HttpUpstream { operation, stream, peer, context_len, max_body, body_timeout: limits.body_read_timeout.0 };
-    let phases = run_phases(&operation.chain, exchange, blocking, upstream).await;
-    finish(phases.response, phases.stream)
+    let Phases { response, stream, mut exchange, .. } = run_phases(&operation.chain, exchange, blocking, upstream).await;
+    let (application, subscription) = match exchange.identity.as_mut() {
+        Some(identity) => (identity.application.take(), identity.subscription.take()),
+        None => (None, None),
+    };
+    let served = Served { operation: None, application, subscription, upstream: exchange.upstream_time, policy: exchange.policy_time };
+    (finish(response, stream), served)
 }
 
 /// The upstream step of [`run_phases`]: where the request goes once the request chain let
@@ -316,9 +369,13 @@ impl Upstream for HttpUpstream<'_> {
             if operation.needs_response_phase { exchange.request.headers.clone() } else { std::mem::take(&mut exchange.request.headers) };
         let rest = exchange.request.uri.path().get(self.context_len..).filter(|r| r.starts_with('/')).unwrap_or("/");
         let forward = Forward { rest, client_ip: &self.peer.ip_header, tls: self.peer.tls };
+        let sent = Instant::now();
         let response = operation.upstream.send(&exchange.request, headers, body, forward).await.inspect_err(|error| {
             tracing::warn!(api = %operation.route.api_name, error = %error, "upstream request failed");
         })?;
+        let upstream_time = sent.elapsed();
+        operation.stats.upstream.observe(upstream_time);
+        exchange.upstream_time = Some(upstream_time);
         let (mut head, body) = response.into_parts();
         strip_hop_by_hop(&mut head.headers);
         if !buffer {
@@ -345,7 +402,7 @@ fn request_phase(
         match result {
             Ok(Decision::Continue) => {}
             Ok(Decision::Respond(immediate)) => {
-                attachment.stats().denials.fetch_add(1, Ordering::Relaxed);
+                attachment.stats().denials.inc();
                 return (exchange, i + 1, Some((immediate_state(immediate), RequestEnd::Answered)));
             }
             Err(failure) => match attachment.on_failure() {

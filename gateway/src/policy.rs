@@ -479,7 +479,7 @@ impl AttachedPolicy {
     }
 
     fn instantiate(&self) -> Result<(Instance, Needs), StartFailure> {
-        self.stats.instantiations.fetch_add(1, Ordering::Relaxed);
+        self.stats.instantiations.inc();
         let policy_name: Arc<str> = Arc::from(self.settings.name.as_str());
         let state = HostState {
             wasi: wasi::context(&policy_name),
@@ -544,7 +544,7 @@ impl AttachedPolicy {
         let mut instance = match self.checkout() {
             Ok(instance) => instance,
             Err(failure) => {
-                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                self.stats.failures.inc();
                 return (exchange, Err(failure));
             }
         };
@@ -556,7 +556,9 @@ impl AttachedPolicy {
         instance.store.set_epoch_deadline(ticks(self.settings.timeout));
         let result = f(&instance.bindings, &mut instance.store);
         let mut exchange = instance.store.data_mut().exchange.take().expect("the exchange stays in the store during a call");
-        self.stats.duration.observe(started.elapsed());
+        let elapsed = started.elapsed();
+        self.stats.duration.observe(elapsed);
+        exchange.policy_time += elapsed;
         match result {
             Ok(value) => {
                 // A full pool means load has dropped since it grew: let this instance go.
@@ -564,7 +566,7 @@ impl AttachedPolicy {
                 (exchange, Ok(value))
             }
             Err(error) => {
-                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                self.stats.failures.inc();
                 let failure = classify(&error, &instance.store);
                 tracing::warn!(
                     target: "portico::policy",

@@ -8,15 +8,16 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use crate::access_log::AccessLog;
 use crate::settings::Settings;
 use crate::{Gateway, admin, listener, tls};
 
 /// How often idle rate counters are dropped.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Bind and serve the listeners and the admin listener of `settings` (their addresses are
-/// logged as `listening` / `admin listening`, then `serving` once all are bound; TLS files
-/// are relative to `base_dir`); they stop when `stopped` turns true.
+/// Start the access log of `settings`, then bind and serve its listeners and admin listener
+/// (their addresses are logged as `listening` / `admin listening`, then `serving` once all
+/// are bound; files are relative to `base_dir`); they stop when `stopped` turns true.
 pub async fn start_listeners(
     gateway: &Arc<Gateway>,
     settings: &Settings,
@@ -27,6 +28,9 @@ pub async fn start_listeners(
     if !problems.is_empty() {
         anyhow::bail!("{}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
     }
+    if let Some(log) = AccessLog::start(&settings.access_log, base_dir, gateway.metrics.access_log_dropped.clone())? {
+        gateway.set_access_log(log);
+    }
     let mut tasks = Vec::new();
     for (i, spec) in settings.listeners.iter().enumerate() {
         let tls = match &spec.tls {
@@ -35,7 +39,8 @@ pub async fn start_listeners(
         };
         let (socket, address) = listener::bind(&spec.address).await?;
         tracing::info!(%address, tls = tls.is_some(), "listening");
-        tasks.push(tokio::spawn(listener::serve(gateway.clone(), socket, tls, settings.limits.clone(), stopped.clone())));
+        let (limits, logged) = (settings.limits.clone(), spec.access_log);
+        tasks.push(tokio::spawn(listener::serve(gateway.clone(), socket, tls, limits, logged, stopped.clone())));
     }
     if let Some(admin_spec) = &settings.admin {
         let (socket, address) = listener::bind(&admin_spec.address).await?;
@@ -82,6 +87,9 @@ pub async fn serve_until_signal(
     let _ = stop.send(true);
     for task in tasks {
         let _ = task.await;
+    }
+    if let Some(log) = gateway.and_then(|(gateway, _)| gateway.access_log().cloned()) {
+        let _ = tokio::task::spawn_blocking(move || log.stop()).await;
     }
     Ok(())
 }

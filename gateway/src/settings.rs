@@ -36,6 +36,9 @@ pub struct Settings {
     /// leave. A second signal ends it. None by default.
     #[serde(default, skip_serializing_if = "Duration::is_zero")]
     pub drain_delay: Duration,
+    /// Where the access log goes (each listener says whether its requests are logged).
+    #[serde(default, skip_serializing_if = "AccessLogConfig::is_default")]
+    pub access_log: AccessLogConfig,
 }
 
 impl Settings {
@@ -43,12 +46,22 @@ impl Settings {
     /// `drain_delay` at shutdown: the settings of a profile run with flags, not a file.
     pub fn plain(listen: &str, admin: Option<&str>, drain_delay: Duration) -> Self {
         Self {
-            listeners: vec![ListenerConfig { address: listen.to_owned(), tls: None }],
-            admin: admin.map(|address| AdminConfig { address: address.to_owned() }),
+            listeners: vec![ListenerConfig { address: listen.to_owned(), tls: None, access_log: true }],
+            admin: admin.map(|address| AdminConfig { address: address.to_owned(), metrics: MetricsConfig::default() }),
             limits: Limits::default(),
             compiled_cache: None,
             drain_delay,
+            access_log: AccessLogConfig::default(),
         }
+    }
+
+    /// These settings with the access log going to `to` instead, when given (a flag on
+    /// the command line).
+    pub fn with_access_log(mut self, to: Option<AccessLogTarget>) -> Self {
+        if let Some(to) = to {
+            self.access_log.to = to;
+        }
+        self
     }
 
     /// The folder of compiled policies: `compiled_cache` (relative to `base_dir`), else
@@ -57,8 +70,8 @@ impl Settings {
         self.compiled_cache.as_ref().map(|dir| base_dir.join(dir)).or(default)
     }
 
-    /// Read a settings file (YAML): `listeners`, `admin`, `limits` and `compiled_cache`, as
-    /// in a configuration file. Every problem is named with the file and its path in it.
+    /// Read a settings file (YAML): `listeners`, `admin`, `limits`, `compiled_cache`,
+    /// `drain_delay` and `access_log`, as in a configuration file. Every problem is named with the file and its path in it.
     pub fn load(file: &Path) -> Result<Self, String> {
         let located = |problems: &[Problem]| problems.iter().map(|p| format!("{}: {p}", file.display())).collect::<Vec<_>>().join("\n");
         let text = std::fs::read_to_string(file)
@@ -97,6 +110,12 @@ impl Settings {
         {
             problem("admin.address".into(), format!("`{}` is not an ip:port address", admin.address));
         }
+        if self.access_log.queue == 0 {
+            problem("access_log.queue".into(), "must be at least 1".into());
+        }
+        if self.access_log.to == AccessLogTarget::File(PathBuf::new()) {
+            problem("access_log.to".into(), "name a file, or `stdout` or `off`".into());
+        }
         if self.limits.max_headers == 0 {
             problem("limits.max_headers".into(), "must be at least 1".into());
         }
@@ -128,6 +147,71 @@ pub struct ListenerConfig {
     /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN); plain HTTP/1.1 and h2c when absent.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Whether this listener's requests are written to the access log (when the process
+    /// has one). On by default.
+    #[serde(default = "logged", skip_serializing_if = "Clone::clone")]
+    pub access_log: bool,
+}
+
+fn logged() -> bool {
+    true
+}
+
+/// Where access-log lines go, and how many may wait for the thread that writes them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    /// `stdout` (the default), `off`, or a file the lines are appended to (relative to the
+    /// settings file's folder).
+    pub to: AccessLogTarget,
+    /// Lines that may wait for the writer; under a load it cannot keep up with, further
+    /// lines are dropped (and counted in `portico_access_log_dropped_total`) rather than
+    /// slowing requests down.
+    pub queue: usize,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self { to: AccessLogTarget::Stdout, queue: 16_384 }
+    }
+}
+
+impl AccessLogConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Where access-log lines go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum AccessLogTarget {
+    /// The process's standard output, where its other logs go too.
+    Stdout,
+    /// Nowhere: no access log.
+    Off,
+    /// A file, appended to.
+    File(PathBuf),
+}
+
+impl From<String> for AccessLogTarget {
+    fn from(text: String) -> Self {
+        match text.as_str() {
+            "stdout" | "-" => Self::Stdout,
+            "off" => Self::Off,
+            _ => Self::File(PathBuf::from(text)),
+        }
+    }
+}
+
+impl From<AccessLogTarget> for String {
+    fn from(target: AccessLogTarget) -> Self {
+        match target {
+            AccessLogTarget::Stdout => "stdout".into(),
+            AccessLogTarget::Off => "off".into(),
+            AccessLogTarget::File(path) => path.display().to_string(),
+        }
+    }
 }
 
 /// Certificates of a TLS listener; with several, the one matching SNI is chosen and the
@@ -167,6 +251,26 @@ pub struct CertificateConfig {
 pub struct AdminConfig {
     /// `host:port`; keep it on a private address.
     pub address: String,
+    /// What `/metrics` shows beyond the defaults.
+    #[serde(default, skip_serializing_if = "MetricsConfig::is_default")]
+    pub metrics: MetricsConfig,
+}
+
+/// Options of `/metrics`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Count responses per calling application too, for at most this many (API,
+    /// application) pairs; responses of the pairs past the cap are counted under the
+    /// application `_other`. Off (0) by default: each pair is a series of its own.
+    #[serde(default)]
+    pub applications: usize,
+}
+
+impl MetricsConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Limits that protect the gateway and the upstreams from oversized or slow requests.
@@ -222,15 +326,40 @@ impl Default for Limits {
 
 #[cfg(test)]
 mod tests {
-    use super::Settings;
+    use super::{AccessLogTarget, Settings};
+
+    fn load(yaml: &str) -> Result<Settings, String> {
+        static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let file = std::env::temp_dir().join(format!("portico-settings-{}-{n}.yaml", std::process::id()));
+        std::fs::write(&file, yaml).unwrap();
+        let loaded = Settings::load(&file);
+        std::fs::remove_file(&file).unwrap();
+        loaded
+    }
+
+    #[test]
+    fn the_access_log_goes_where_it_is_told_and_bad_values_are_named() {
+        let default = load("listeners: [{address: '127.0.0.1:0'}]\n").unwrap();
+        assert_eq!(
+            (&default.access_log.to, default.access_log.queue, default.listeners[0].access_log),
+            (&AccessLogTarget::Stdout, 16_384, true)
+        );
+        let told =
+            load("access_log: {to: logs/access.log, queue: 10}\nlisteners: [{address: '127.0.0.1:0', access_log: false}]\n").unwrap();
+        assert_eq!((&told.access_log.to, told.access_log.queue), (&AccessLogTarget::File("logs/access.log".into()), 10));
+        assert!(!told.listeners[0].access_log);
+        assert_eq!(load("access_log: {to: \"off\"}\n").unwrap().access_log.to, AccessLogTarget::Off);
+        let error = load("access_log: {to: '', queue: 0}\n").unwrap_err();
+        assert!(error.contains("access_log.queue: must be at least 1") && error.contains("access_log.to: name a file"), "{error}");
+        let error = load("access_log: {path: x}\n").unwrap_err();
+        assert!(error.contains("access_log") && error.contains("path"), "{error}");
+    }
 
     /// Where counters live is the environment's to say, so that its gateways agree.
     #[test]
     fn counters_in_a_gateways_own_settings_are_refused_with_where_they_go() {
-        let file = std::env::temp_dir().join(format!("portico-settings-{}.yaml", std::process::id()));
-        std::fs::write(&file, "listeners: [{address: '127.0.0.1:0'}]\ncounters: {redis: {url: 'redis://127.0.0.1/'}}\n").unwrap();
-        let error = Settings::load(&file).unwrap_err();
-        std::fs::remove_file(&file).unwrap();
+        let error = load("listeners: [{address: '127.0.0.1:0'}]\ncounters: {redis: {url: 'redis://127.0.0.1/'}}\n").unwrap_err();
         assert!(error.contains("counters") && error.contains("/api/v1/environments/"), "{error}");
     }
 }

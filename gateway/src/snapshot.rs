@@ -129,7 +129,7 @@ impl Snapshot {
                         continue;
                     }
                 };
-                let stats = shared.metrics.policy(compiled.name());
+                let stats = Arc::new(shared.metrics.policy(compiled.name()));
                 match shared.engine.attach(compiled, AttachmentSettings::new(attachment, &shared.ceilings), services.clone(), stats) {
                     Ok(attached) => chain.push(Arc::new(attached)),
                     Err(error) => problems.push(Problem { path: at, reason: error.to_string() }),
@@ -354,7 +354,7 @@ mod tests {
     use super::*;
     use crate::Gateway;
     use crate::router::RouteMatch;
-    use crate::settings::Limits;
+    use crate::settings::Settings;
 
     fn environment(apis: &str) -> Environment {
         serde_norway::from_str(&format!("apis:\n{apis}")).expect("an environment")
@@ -374,7 +374,7 @@ mod tests {
 
     #[test]
     fn a_component_too_large_to_compile_is_refused_unread_by_the_compiler() {
-        let gateway = Gateway::new(Limits::default(), None).unwrap();
+        let gateway = Gateway::new(&Settings::default(), None).unwrap();
         let dir = std::env::temp_dir().join(format!("portico-big-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("big.wasm"), vec![0u8; crate::policy::MAX_COMPONENT_BYTES + 1]).unwrap();
@@ -395,7 +395,7 @@ mod tests {
         // Each gateway builds the snapshot (which instantiates the policy and runs its
         // `init`) and says how it made the component.
         let made = || {
-            let gateway = Gateway::new(Limits::default(), Some(&dir)).unwrap();
+            let gateway = Gateway::new(&Settings::default(), Some(&dir)).unwrap();
             let snapshot = gateway.build(&config, Path::new("."), OnFailedApi::Refuse).expect("built");
             assert_eq!(served(&snapshot, "/ok/x"), Some(false));
             let counts = gateway.engine.compile_counts();
@@ -425,7 +425,7 @@ mod tests {
         // A folder others may write to, or one above it, is refused: its files are machine code.
         for (folder, mode) in [(dir.join("artifacts"), 0o770), (dir.clone(), 0o777)] {
             std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(mode)).unwrap();
-            let refused = Gateway::new(Limits::default(), Some(&dir)).err().expect("refused").to_string();
+            let refused = Gateway::new(&Settings::default(), Some(&dir)).err().expect("refused").to_string();
             assert!(refused.contains(&format!("can be written by other users (mode {mode:o})")), "{refused}");
             std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700)).unwrap();
         }
@@ -438,7 +438,7 @@ mod tests {
 
     #[tokio::test]
     async fn revocations_alone_are_taken_without_a_rebuild() {
-        let gateway = Arc::new(Gateway::new(Limits::default(), None).unwrap());
+        let gateway = Arc::new(Gateway::new(&Settings::default(), None).unwrap());
         let mut config = environment(&api("ok", "/ok", "    policies: [{policy: headers}]\n"));
         gateway.apply(config.clone(), ".".into(), OnFailedApi::Refuse).await.unwrap();
         let before = gateway.snapshot().unwrap();
@@ -447,7 +447,7 @@ mod tests {
         let after = gateway.snapshot().unwrap();
         assert_eq!((version.as_str(), after.base.as_str()), (config.version().as_str(), before.base.as_str()));
         assert!(Arc::ptr_eq(&before.routes, &after.routes) && Arc::ptr_eq(&before.keys, &after.keys), "nothing built again");
-        assert_eq!(gateway.metrics.reloads.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(gateway.metrics.reloads.get(), 1);
 
         // Any other change builds a new snapshot.
         config.blocked.users.push("mallory".into());
@@ -457,7 +457,7 @@ mod tests {
 
     #[test]
     fn an_api_that_cannot_be_loaded_fails_alone_or_refuses_all() {
-        let gateway = Gateway::new(Limits::default(), None).unwrap();
+        let gateway = Gateway::new(&Settings::default(), None).unwrap();
         let config = environment(
             &[
                 api("ok", "/ok", ""),
@@ -506,7 +506,7 @@ mod tests {
 
     #[test]
     fn shared_counters_are_checked_by_path() {
-        let gateway = Gateway::new(Limits::default(), None).unwrap();
+        let gateway = Gateway::new(&Settings::default(), None).unwrap();
         let problems = |yaml: &str| -> Vec<String> {
             let config: Environment = serde_norway::from_str(yaml).expect("an environment");
             match gateway.build(&config, Path::new("."), OnFailedApi::Refuse) {

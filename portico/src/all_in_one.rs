@@ -13,7 +13,7 @@ use portico_gateway::contract::fleet::{Ack, EnvironmentMessage, KEEPALIVE};
 use portico_gateway::contract::units;
 use portico_gateway::fleet::cache::Cache;
 use portico_gateway::fleet::{self, EnvironmentSource};
-use portico_gateway::settings::Settings;
+use portico_gateway::settings::{AccessLogTarget, Settings};
 use portico_gateway::{Gateway, process};
 use tokio::sync::watch;
 
@@ -53,24 +53,26 @@ pub struct Options {
     pub gateway_id: Option<String>,
 }
 
-/// Run until SIGTERM or SIGINT.
-pub async fn run(options: Options) -> anyhow::Result<()> {
+/// Run until SIGTERM or SIGINT, with the gateway's access log going to `access_log` when
+/// given (instead of its settings').
+pub async fn run(options: Options, access_log: Option<AccessLogTarget>) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     let started = control_plane::start(&options.control_plane, stopped.clone()).await?;
     let state = started.state;
     let data_dir = &options.control_plane.data_dir;
     let cache = Cache::open(data_dir).map_err(|e| anyhow::anyhow!("cannot use {}: {e}", data_dir.display()))?;
-    let (mut settings, settings_dir) = match &options.settings {
+    let (settings, settings_dir) = match &options.settings {
         Some(file) => (Settings::load(file).map_err(|e| anyhow::anyhow!("{e}"))?, file.parent().map(Path::to_path_buf).unwrap_or_default()),
         None => (Settings::plain(&options.gateway, Some(&options.admin), options.drain_delay), PathBuf::from(".")),
     };
+    let mut settings = settings.with_access_log(access_log);
     let first_listener = settings.listeners.first().map_or("none", |l| l.address.as_str()).to_owned();
     let id = options.gateway_id.clone().unwrap_or_else(|| format!("all-in-one-{first_listener}"));
 
     settings.limits.max_policy_timeout = options.control_plane.max_policy_timeout;
     settings.limits.max_policy_memory = options.control_plane.max_policy_memory;
     let compiled = settings.compiled_dir(&settings_dir, Some(data_dir.join(fleet::COMPILED_DIR)));
-    let gateway = Gateway::new(settings.limits.clone(), compiled.as_deref())?;
+    let gateway = Gateway::new(&settings, compiled.as_deref())?;
     let mut snapshots = state.hub.follow(&state, &options.environment);
     // The snapshot already built, if any, counts as offered.
     snapshots.mark_changed();
@@ -93,6 +95,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     tokio::spawn(process::sweep_counters(gateway.clone()));
     tokio::spawn(heartbeat(state.clone(), id, options.environment.clone()));
     tokio::spawn(fleet::follow(gateway.clone(), source, cache, options.environment.clone()));
+    // The gateway in this process follows its environment from this node like a connected one.
+    let _connected = state.metrics.gateway_connected(&options.environment);
 
     process::serve_until_signal(stop, tasks, Some((&gateway, settings.drain_delay.0))).await
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use portico_gateway::contract::units;
-use portico_gateway::settings::Settings;
+use portico_gateway::settings::{AccessLogTarget, Settings};
 
 #[derive(Parser)]
 #[command(name = "portico", version, about = "Portico API gateway")]
@@ -19,6 +19,10 @@ struct Cli {
     /// Worker threads (default: one per core).
     #[arg(long, global = true)]
     workers: Option<usize>,
+    /// Where a gateway writes its access log: `stdout`, `off` or a file; instead of a
+    /// settings file's `access_log.to` (default: stdout).
+    #[arg(long, global = true, value_parser = access_log_target)]
+    access_log: Option<AccessLogTarget>,
     #[command(subcommand)]
     command: Command,
 }
@@ -119,7 +123,7 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::AllInOne(options) => run(cli.workers, crate::all_in_one::run(options)),
+        Command::AllInOne(options) => run(cli.workers, crate::all_in_one::run(options, cli.access_log)),
         Command::ControlPlane(options) => run(cli.workers, crate::control_plane::run(options)),
         Command::Gateway(options) => {
             let token = match crate::secret::read(options.token_file.as_deref(), "PORTICO_GATEWAY_TOKEN", "the gateway token") {
@@ -139,6 +143,7 @@ pub fn main() -> ExitCode {
                 },
                 None => (Settings::plain(&options.listen, Some(&options.admin), options.drain_delay), PathBuf::from(".")),
             };
+            let settings = settings.with_access_log(cli.access_log);
             run(
                 cli.workers,
                 portico_gateway::fleet::run(portico_gateway::fleet::Options {
@@ -164,7 +169,7 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve { config } => run(cli.workers, portico_gateway::file_mode::run(config)),
+        Command::Serve { config } => run(cli.workers, portico_gateway::file_mode::run(config, cli.access_log)),
     }
 }
 
@@ -197,5 +202,12 @@ fn init_tracing(format: LogFormat, filter: &str) {
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+fn access_log_target(text: &str) -> Result<AccessLogTarget, String> {
+    match AccessLogTarget::from(text.to_owned()) {
+        AccessLogTarget::File(path) if path.as_os_str().is_empty() => Err("name a file, or `stdout` or `off`".into()),
+        target => Ok(target),
     }
 }

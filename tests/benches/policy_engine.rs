@@ -87,6 +87,8 @@ fn exchange(headers: &[(&str, &str)], identity: Option<Identity>) -> Box<Exchang
         response_headers: Vec::new(),
         quota_remaining: None,
         response: None,
+        policy_time: Default::default(),
+        upstream_time: None,
     })
 }
 

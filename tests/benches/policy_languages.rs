@@ -103,6 +103,8 @@ fn exchange(allow: &str) -> Box<Exchange> {
         response_headers: Vec::new(),
         quota_remaining: None,
         response: None,
+        policy_time: Default::default(),
+        upstream_time: None,
     })
 }
 

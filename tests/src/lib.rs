@@ -182,8 +182,11 @@ impl PorticoProcess {
     /// profile's listeners are up (API listeners for profiles with a gateway, the control
     /// plane's for profiles with one).
     pub fn spawn_until(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)], ready: &[&str]) -> anyhow::Result<Self> {
+        // No access log, unless the test asks for one.
+        let access_log = if args.contains(&"--access-log") { &[][..] } else { &["--access-log", "off"][..] };
         let mut child = Command::new(portico_binary())
-            .args(["--log-format", "json", "--log", "info,portico::access=off", "--workers", "2"])
+            .args(["--log-format", "json", "--log", "info", "--workers", "2"])
+            .args(access_log)
             .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -960,6 +963,71 @@ fn free_port() -> u16 {
 }
 
 impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// A Prometheus server (Debian's `prometheus`, which `.ci/run` installs) that scrapes the
+/// given targets every second: the real parser of what `/metrics` pages write.
+pub struct PrometheusServer {
+    process: Child,
+    /// `http://127.0.0.1:port`.
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl PrometheusServer {
+    /// Start one scraping each `(job, address)` and wait until it answers.
+    pub fn start(targets: &[(&str, SocketAddr)]) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut config = String::from("global: {scrape_interval: 1s, scrape_timeout: 1s}\nscrape_configs:\n");
+        for (job, address) in targets {
+            config.push_str(&format!("  - job_name: {job}\n    static_configs: [{{targets: ['{address}']}}]\n"));
+        }
+        let file = dir.path().join("prometheus.yml");
+        std::fs::write(&file, config).expect("the Prometheus configuration");
+        let port = free_port();
+        let process = Command::new("prometheus")
+            .arg(format!("--config.file={}", file.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian's `prometheus` package) is needed");
+        let server = Self { process, url: format!("http://127.0.0.1:{port}"), _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "prometheus on port {port} did not answer within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// `GET /api/v1/{path}`'s `data`; panics unless Prometheus answers `success`.
+    pub async fn api(&self, path: &str) -> serde_json::Value {
+        let reply = HttpClient::default().get(&format!("{}/api/v1/{path}", self.url), &[]).await.expect("prometheus answers");
+        let body = reply.json();
+        assert_eq!(body["status"], "success", "{path}: {body}");
+        body["data"].clone()
+    }
+
+    /// The series of an instant query, as (labels, value).
+    pub async fn query(&self, query: &str) -> Vec<(serde_json::Value, f64)> {
+        let encoded = percent_encoding::utf8_percent_encode(query, percent_encoding::NON_ALPHANUMERIC);
+        let data = self.api(&format!("query?query={encoded}")).await;
+        data["result"]
+            .as_array()
+            .expect("a vector")
+            .iter()
+            .map(|series| (series["metric"].clone(), series["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)))
+            .collect()
+    }
+}
+
+impl Drop for PrometheusServer {
     fn drop(&mut self) {
         let _ = self.process.kill();
         let _ = self.process.wait();

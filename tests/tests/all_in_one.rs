@@ -6,12 +6,22 @@ use std::path::Path;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use portico_tests::{ControlPlaneClient, HttpClient, MockUpstream, PorticoProcess, TestCertificate, tls_get, tls_request};
+use portico_tests::{
+    ControlPlaneClient, HttpClient, MockUpstream, PorticoProcess, PrometheusServer, TestCertificate, tls_get, tls_request,
+};
 use serde_json::{Value, json};
 
 fn basic(client_id: &str, secret: &str) -> String {
     use base64::Engine;
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{secret}")))
+}
+
+/// `POST /oauth2/token` with the client credentials grant, for the OAuth client `oauth`
+/// (as the control plane made it).
+async fn client_credentials(client: &HttpClient, cp: &ControlPlaneClient, oauth: &Value) -> portico_tests::Reply {
+    let authorization = basic(oauth["client_id"].as_str().unwrap(), oauth["client_secret"].as_str().unwrap());
+    let headers = [("content-type", "application/x-www-form-urlencoded"), ("authorization", authorization.as_str())];
+    client.send(Method::POST, &format!("{}/oauth2/token", cp.base), &headers, "grant_type=client_credentials").await.unwrap()
 }
 
 async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) -> Duration {
@@ -213,18 +223,7 @@ async fn publish_subscribe_call_hit_the_limit_and_revoke() {
     let other = cp.ok(Method::POST, "/api/v1/applications", Some(&alice), json!({"name": "other"})).await;
     let other_id = other["id"].as_str().unwrap();
     let other_client = cp.ok(Method::POST, &format!("/api/v1/applications/{other_id}/oauth-client"), Some(&alice), json!({})).await;
-    let token = client
-        .send(
-            Method::POST,
-            &format!("{}/oauth2/token", cp.base),
-            &[
-                ("content-type", "application/x-www-form-urlencoded"),
-                ("authorization", &basic(other_client["client_id"].as_str().unwrap(), other_client["client_secret"].as_str().unwrap())),
-            ],
-            "grant_type=client_credentials",
-        )
-        .await
-        .unwrap();
+    let token = client_credentials(&client, &cp, &other_client).await;
     let other_token = token.json()["access_token"].as_str().unwrap().to_owned();
     let reply = client.get(&gateway("/pets/v1/items/7"), &[("authorization", &format!("Bearer {other_token}"))]).await.unwrap();
     assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text());
@@ -617,4 +616,158 @@ async fn upstream_networks_keep_publishers_off_the_gateways_host() {
     client.get(&process.url("/named/v1/x"), &[("apikey", &key)]).await.unwrap();
     client.get(&process.url("/literal/v1/x"), &[("apikey", &literal_key)]).await.unwrap();
     assert_eq!(upstream.received().len(), received, "nothing more reached the upstream");
+}
+
+/// A name a publisher may give an API (from an OpenAPI title, say): quotes, a backslash and
+/// braces, written to close its label and start a series of its own.
+const HOSTILE_NAME: &str = r#"Pets "} 9 \ portico_forged_total{forged="1"#;
+
+/// A known mix of calls, seen by a real Prometheus server scraping both planes and in the
+/// access log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_access_log_of_a_known_mix_of_calls() {
+    let upstream = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Responses are counted per application too, for one (API, application) pair; the second
+    // listener's requests are not logged.
+    let yaml = "listeners: [{address: 127.0.0.1:0}, {address: 127.0.0.1:0, access_log: false}]\n\
+                admin: {address: 127.0.0.1:0, metrics: {applications: 1}}\n";
+    std::fs::write(dir.path().join("gateway.yaml"), yaml).unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let (data, settings, access_log) = (path("data"), path("gateway.yaml"), path("access.log"));
+    let process = PorticoProcess::spawn(
+        dir,
+        &["all-in-one", "--data-dir", &data, "--api", "127.0.0.1:0", "--settings", &settings, "--access-log", &access_log],
+        &[("PORTICO_ADMIN_PASSWORD", "metrics-admin-1")],
+    )
+    .unwrap();
+    let cp = ControlPlaneClient::new(process.control_plane.unwrap());
+    let admin = cp.login("admin", "metrics-admin-1").await;
+    cp.allow_loopback_upstreams(&admin).await;
+    let definition = json!({"name": HOSTILE_NAME, "version": "v1", "context": "/pets", "endpoints": [upstream.url()],
+        "tiers": ["Unlimited"], "operations": [{"method": "GET", "path": "/items"}]});
+    let api = cp.deployed_api(&admin, definition).await;
+    let (first, second) = (cp.subscribed_key(&admin, "first", &api).await, cp.subscribed_key(&admin, "second", &api).await);
+    let oauth = cp.ok(Method::POST, &format!("/api/v1/applications/{}/oauth-client", first.app), Some(&admin), json!({})).await;
+    let client = HttpClient::default();
+    let token = client_credentials(&client, &cp, &oauth).await;
+    assert_eq!(token.status, StatusCode::OK, "{}", token.text());
+
+    // Through the gateway: 3 calls by the first application, 2 by the second, one without a
+    // key (401) and one no API matches (404).
+    eventually("the API reaching the gateway", async || {
+        client.get(&process.url("/pets/v1/items"), &[("apikey", &first.key)]).await.unwrap().status == StatusCode::OK
+    })
+    .await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for (key, traced) in [(&first.key, true), (&first.key, false), (&second.key, false), (&second.key, false)] {
+        let headers = [("apikey", key.as_str()), ("traceparent", traceparent)];
+        let reply = client.get(&process.url("/pets/v1/items"), &headers[..if traced { 2 } else { 1 }]).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    assert_eq!(client.get(&process.url("/pets/v1/items"), &[]).await.unwrap().status, StatusCode::UNAUTHORIZED);
+    assert_eq!(client.get(&process.url("/nothing"), &[]).await.unwrap().status, StatusCode::NOT_FOUND);
+    let quiet = format!("http://{}/not-logged", process.listeners[1]);
+    assert_eq!(client.get(&quiet, &[]).await.unwrap().status, StatusCode::NOT_FOUND);
+
+    // One JSON line per call on the first listener, written off the request path.
+    let read_log = || -> Vec<Value> {
+        let text = std::fs::read_to_string(&access_log).unwrap_or_default();
+        text.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))).collect()
+    };
+    eventually("the access log's lines", async || read_log().iter().any(|line| line["path"] == "/nothing")).await;
+    let lines = read_log();
+    let calls: Vec<&Value> = lines.iter().filter(|line| line["api"] == HOSTILE_NAME).collect();
+    assert_eq!(calls.len(), 6, "{lines:#?}");
+    for line in &calls {
+        assert_eq!(
+            (&line["api_version"], &line["operation"], &line["method"]),
+            (&json!("v1"), &json!("GET /items"), &json!("GET")),
+            "{line}"
+        );
+        assert!(line["duration_ms"].as_f64().unwrap() > 0.0 && line["policy_ms"].as_f64().unwrap() > 0.0, "{line}");
+    }
+    let of = |app: &str| calls.iter().filter(|line| line["application"] == app && line["status"] == 200).count();
+    assert_eq!((of(&first.app), of(&second.app)), (3, 2), "{calls:#?}");
+    for line in calls.iter().filter(|line| line["status"] == 200) {
+        assert!(line["subscription"].is_string() && line["upstream_ms"].as_f64().unwrap() > 0.0, "{line}");
+    }
+    let refused: Vec<&&Value> = calls.iter().filter(|line| line["status"] == 401).collect();
+    assert_eq!(refused.len(), 1, "{calls:#?}");
+    assert!(refused[0].get("application").is_none() && refused[0].get("upstream_ms").is_none(), "{}", refused[0]);
+    let traced: Vec<&&Value> = calls.iter().filter(|line| line.get("trace_id").is_some()).collect();
+    assert_eq!(traced.len(), 1, "{calls:#?}");
+    assert_eq!(traced[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    let unrouted = lines.iter().find(|line| line["path"] == "/nothing").unwrap();
+    assert!(unrouted["status"] == 404 && unrouted.get("api").is_none(), "{unrouted}");
+    assert!(!lines.iter().any(|line| line["path"] == "/not-logged"), "the second listener logs nothing");
+
+    let prometheus = PrometheusServer::start(&[("gateway", process.admin.unwrap()), ("control_plane", process.control_plane.unwrap())]);
+    let api_labels = |series: &Value| series["api"] == HOSTILE_NAME && series["version"] == "v1";
+    // Both targets scraped (a target whose page Prometheus cannot parse is `down`, with the
+    // parser's error), the gateway's after the calls.
+    portico_tests::eventually("a scrape of both after the calls", Duration::from_secs(30), async || {
+        let targets = prometheus.api("targets").await;
+        let targets = targets["activeTargets"].as_array().unwrap().clone();
+        if let Some(down) = targets.iter().find(|target| target["health"] == "down") {
+            panic!("a target is down: {down}");
+        }
+        let ok = prometheus.query("portico_responses_total{class=\"2xx\"}").await;
+        targets.iter().all(|target| target["health"] == "up") && ok.iter().any(|(labels, value)| api_labels(labels) && *value == 5.0)
+    })
+    .await;
+
+    // The name came through whole, as the value of its label, and wrote nothing else.
+    let responses = prometheus.query("portico_responses_total > 0").await;
+    let by_class: Vec<(String, String, f64)> = responses
+        .iter()
+        // Prometheus keeps no empty label: the unrouted series has no `api`.
+        .map(|(labels, value)| {
+            (labels["api"].as_str().unwrap_or_default().to_owned(), labels["class"].as_str().unwrap().to_owned(), *value)
+        })
+        .collect();
+    let mut hostile: Vec<(&str, f64)> =
+        by_class.iter().filter(|(api, _, _)| api == HOSTILE_NAME).map(|(_, class, n)| (class.as_str(), *n)).collect();
+    hostile.sort_by(|a, b| a.0.cmp(b.0));
+    assert_eq!(hostile, [("2xx", 5.0), ("4xx", 1.0)], "{responses:?}");
+    // (with the 404s of the calls made before the deployment arrived)
+    let unrouted = by_class.iter().find(|(api, class, _)| api.is_empty() && class == "4xx");
+    assert!(unrouted.is_some_and(|(_, _, n)| *n >= 1.0), "the 404 is counted with no API: {responses:?}");
+    let names = prometheus.api("label/__name__/values").await;
+    assert!(!names.as_array().unwrap().iter().any(|name| name.as_str().unwrap().contains("forged")), "{names}");
+    let labels = prometheus.api("labels").await;
+    assert!(!labels.as_array().unwrap().iter().any(|label| label == "forged"), "{labels}");
+
+    // HELP and TYPE reached Prometheus.
+    let metadata = prometheus.api("metadata?metric=portico_responses_total").await;
+    assert_eq!(metadata["portico_responses_total"][0]["type"], "counter", "{metadata}");
+    assert!(metadata["portico_responses_total"][0]["help"].as_str().unwrap().starts_with("Responses by API"), "{metadata}");
+
+    let dropped = prometheus.query("portico_access_log_dropped_total").await;
+    assert_eq!(dropped.iter().map(|(_, n)| *n).collect::<Vec<_>>(), [0.0], "{dropped:?}");
+
+    // Per application, up to the cap of one pair: the first caller has its series, the
+    // second is counted as `_other`.
+    let per_application = prometheus.query("portico_application_responses_total{class=\"2xx\"}").await;
+    let application = |labels: &Value| labels["application"].as_str().unwrap().to_owned();
+    let mut counted: Vec<(String, f64)> = per_application.iter().map(|(labels, n)| (application(labels), *n)).collect();
+    counted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected = vec![(first.app.clone(), 3.0), ("_other".to_owned(), 2.0)];
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(counted, expected, "{per_application:?}");
+
+    // Request and upstream latency apart: the 401 never went upstream.
+    let count = async |query: &str| prometheus.query(query).await.iter().find(|(labels, _)| api_labels(labels)).map(|(_, n)| *n);
+    assert_eq!(count("portico_request_duration_seconds_count").await, Some(6.0));
+    assert_eq!(count("portico_upstream_duration_seconds_count").await, Some(5.0));
+
+    // The control plane's own.
+    let value = async |query: &str| prometheus.query(query).await.first().map(|(_, n)| *n);
+    assert_eq!(value("portico_control_plane_tokens_issued_total{grant_type=\"client_credentials\"}").await, Some(1.0));
+    assert_eq!(value("portico_control_plane_gateways_connected{environment=\"default\"}").await, Some(1.0));
+    assert_eq!(value("portico_control_plane_gateways_behind{environment=\"default\"}").await, Some(0.0));
+    assert!(value("portico_control_plane_rollout_lag_seconds_count{environment=\"default\"}").await >= Some(1.0));
+    assert!(value("sum(portico_control_plane_snapshot_builds_total{environment=\"default\",outcome=\"ok\"})").await >= Some(1.0));
+    let token_requests = "portico_control_plane_requests_total{method=\"POST\",route=\"/oauth2/token\",status=\"200\"}";
+    assert_eq!(value(token_requests).await, Some(1.0));
 }

@@ -254,6 +254,13 @@ async fn pattern_2_control_plane_and_two_gateways() {
     let listed = cp.ok(Method::GET, "/api/v1/gateways", Some(&admin), Value::Null).await;
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
     assert!(listed.as_array().unwrap().iter().all(|g| g["running_version"] == rollout["version"] && g["in_sync"] == true), "{listed}");
+    let metrics = client.get(&format!("{cp_url}/metrics"), &[]).await.unwrap().text();
+    for series in [
+        "portico_control_plane_gateways_connected{environment=\"default\"} 2\n",
+        "portico_control_plane_gateways_behind{environment=\"default\"} 0\n",
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
 
     // A new policy version under steady load: no failed request, and both gateways on it. How
     // long that takes is a figure (reported here, measured by `benches/fleet.rs`), not a

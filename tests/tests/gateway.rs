@@ -65,8 +65,8 @@ async fn passthrough_forwards_the_normalised_request_and_strips_the_context() {
     let ready = client.get(&format!("http://{admin}/readyz"), &[]).await.unwrap();
     assert!(ready.text().starts_with("ready "), "{}", ready.text());
     let metrics = client.get(&format!("http://{admin}/metrics"), &[]).await.unwrap().text();
-    assert!(metrics.contains("portico_responses_total{api=\"echo@v1\",class=\"2xx\"} 4"), "{metrics}");
-    assert!(metrics.contains("portico_responses_total{api=\"echo@v1\",class=\"5xx\"} 1"), "{metrics}");
+    assert!(metrics.contains("portico_responses_total{api=\"echo\",version=\"v1\",class=\"2xx\"} 4"), "{metrics}");
+    assert!(metrics.contains("portico_responses_total{api=\"echo\",version=\"v1\",class=\"5xx\"} 1"), "{metrics}");
 }
 
 /// What a load balancer needs at shutdown: `/readyz` turns 503 as soon as SIGTERM arrives,

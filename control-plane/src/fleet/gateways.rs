@@ -146,8 +146,27 @@ pub async fn record(state: &AppState, id: &str, environment: &str, ack: &Ack) ->
     for failed in &ack.failed_apis {
         tracing::warn!(gateway = id, environment, api = %failed.name, version = %failed.version, problems = ?failed.problems, "a gateway could not load an API");
     }
+    if let Some(latest) = state.hub.latest(environment)
+        && ack.running.as_deref() == Some(latest.message.version.as_str())
+        && latest.first_acknowledgement(id)
+    {
+        state.metrics.rollout_lag(environment, latest.built_at.elapsed());
+    }
     state.acks.send_modify(|n| *n += 1);
     Ok(())
+}
+
+/// For each environment this node's gateways follow, how many healthy gateways do not run
+/// its latest snapshot.
+pub(crate) async fn behind(state: &AppState) -> ApiResult<Vec<(String, i64)>> {
+    let mut behind = Vec::new();
+    for (environment, latest) in state.hub.followed() {
+        let current = HashMap::from([(environment.clone(), latest.message.version.clone())]);
+        let gateways = statuses(&state.db, Some(&environment), &current).await?;
+        let count = gateways.iter().filter(|g| g.healthy && !g.in_sync).count();
+        behind.push((environment, count as i64));
+    }
+    Ok(behind)
 }
 
 type GatewayRow = (String, String, Option<String>, Option<String>, Option<String>, Option<String>, i64, i64);

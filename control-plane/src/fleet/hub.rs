@@ -4,11 +4,11 @@
 //! another) and at least every 30 s. Gateways' streams watch it; a rebuild that changes
 //! nothing sends nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use portico_gateway::contract::environment::Environment;
@@ -35,6 +35,18 @@ pub struct Published {
     /// When only revocations changed since the previous snapshot: that snapshot's version,
     /// and the [`RevocationsMessage`] event that a gateway sent it needs instead of `event`.
     pub revocations: Option<(String, Bytes)>,
+    /// When it was built.
+    pub built_at: Instant,
+    /// The gateways that acknowledged it on this node, so that each one's rollout lag is
+    /// counted once.
+    acknowledged: Mutex<HashSet<String>>,
+}
+
+impl Published {
+    /// Whether this is the first acknowledgement of `gateway` for this snapshot.
+    pub fn first_acknowledgement(&self, gateway: &str) -> bool {
+        self.acknowledged.lock().unwrap_or_else(|e| e.into_inner()).insert(gateway.to_owned())
+    }
 }
 
 /// Builds the configuration an environment runs from the database; given to the hub by
@@ -55,11 +67,20 @@ impl std::fmt::Debug for Hub {
 
 /// Build what `environment` runs now, from the database.
 pub async fn publish(state: &AppState, environment: &str) -> ApiResult<Published> {
-    let content = (state.hub.build)(state, environment).await?;
+    let built_at = Instant::now();
+    let built = (state.hub.build)(state, environment).await;
+    state.metrics.snapshot_built(environment, built.is_ok(), built_at.elapsed());
+    let content = built?;
     let message =
         EnvironmentMessage { protocol: PROTOCOL_VERSION, environment: environment.to_owned(), version: content.version(), content };
     let data = serde_json::to_string(&message).map_err(|e| crate::error::ApiError::Internal(e.to_string()))?;
-    Ok(Published { event: Bytes::from(event(ENVIRONMENT_EVENT, &data)), message, revocations: None })
+    Ok(Published {
+        event: Bytes::from(event(ENVIRONMENT_EVENT, &data)),
+        message,
+        revocations: None,
+        built_at,
+        acknowledged: Mutex::default(),
+    })
 }
 
 /// `published`, with the revocations event that takes a gateway from `previous` to it when
@@ -77,6 +98,17 @@ impl Hub {
     /// A hub whose snapshots `build` makes.
     pub fn new(build: Builder) -> Self {
         Self { build, environments: Mutex::default() }
+    }
+
+    /// The latest snapshot of each environment this node's gateways follow.
+    pub fn followed(&self) -> Vec<(String, Arc<Published>)> {
+        let environments = self.environments.lock().unwrap_or_else(|e| e.into_inner());
+        environments.iter().filter_map(|(name, receiver)| Some((name.clone(), receiver.borrow().clone()?))).collect()
+    }
+
+    /// The latest snapshot of `environment`, if this node's gateways follow it.
+    pub fn latest(&self, environment: &str) -> Option<Arc<Published>> {
+        self.environments.lock().unwrap_or_else(|e| e.into_inner()).get(environment)?.borrow().clone()
     }
 
     /// Follow `environment`: the receiver holds its latest snapshot (`None` until the

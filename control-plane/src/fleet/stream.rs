@@ -27,7 +27,9 @@ pub async fn stream(State(state): State<AppState>, gateway: GatewayCaller) -> Ap
     let mut snapshots = state.hub.follow(&state, &gateway.environment);
     snapshots.mark_changed();
     let (sender, receiver) = mpsc::channel::<Bytes>(4);
+    let connected = state.metrics.gateway_connected(&gateway.environment);
     tokio::spawn(async move {
+        let _connected = connected;
         let mut keepalive = tokio::time::interval(KEEPALIVE);
         keepalive.tick().await;
         // The version this gateway was last sent: a snapshot that only adds revocations to

@@ -72,9 +72,9 @@ pub async fn token(
 ) -> OAuthResult<Response> {
     let request = form(request)?;
     let client = client_auth::authenticate(&state, source, &headers, param(&request.client_id), param(&request.client_secret)).await?;
-    let issued = match param(&request.grant_type) {
-        Some("client_credentials") => client_credentials(&state, &client, &request).await?,
-        Some("refresh_token") => refresh(&state, &client, &request).await?,
+    let (issued, grant_type) = match param(&request.grant_type) {
+        Some("client_credentials") => (client_credentials(&state, &client, &request).await?, "client_credentials"),
+        Some("refresh_token") => (refresh(&state, &client, &request).await?, "refresh_token"),
         Some(other) => {
             return Err(OAuthError::UnsupportedGrantType(format!(
                 "grant type `{other}` is not supported: use client_credentials or refresh_token"
@@ -82,7 +82,8 @@ pub async fn token(
         }
         None => return Err(OAuthError::InvalidRequest("`grant_type` is missing".into())),
     };
-    tracing::debug!(client_id = %client.client_id, "token issued");
+    state.metrics.token_issued(grant_type);
+    tracing::debug!(client_id = %client.client_id, grant_type, "token issued");
     Ok(no_store(Json(issued)))
 }
 

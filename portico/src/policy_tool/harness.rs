@@ -240,6 +240,8 @@ fn run_case(attachment: &Arc<AttachedPolicy>, case: &Case, fixtures: &Fixtures, 
         response_headers: Vec::new(),
         quota_remaining: None,
         response: None,
+        policy_time: Default::default(),
+        upstream_time: None,
     });
 
     let mut forwarded = None;
