@@ -164,15 +164,15 @@ pub struct AccessLogConfig {
     /// `stdout` (the default), `off`, or a file the lines are appended to (relative to the
     /// settings file's folder).
     pub to: AccessLogTarget,
-    /// Lines that may wait for the writer; under a load it cannot keep up with, further
-    /// lines are dropped (and counted in `portico_access_log_dropped_total`) rather than
-    /// slowing requests down.
+    /// Lines that may wait for the writer (the queue is allocated whole, about 230 bytes a
+    /// line); under a load it cannot keep up with, further lines are dropped (and counted in
+    /// `portico_access_log_dropped_total`) rather than slowing requests down.
     pub queue: usize,
 }
 
 impl Default for AccessLogConfig {
     fn default() -> Self {
-        Self { to: AccessLogTarget::Stdout, queue: 16_384 }
+        Self { to: AccessLogTarget::Stdout, queue: 8_192 }
     }
 }
 
@@ -343,7 +343,7 @@ mod tests {
         let default = load("listeners: [{address: '127.0.0.1:0'}]\n").unwrap();
         assert_eq!(
             (&default.access_log.to, default.access_log.queue, default.listeners[0].access_log),
-            (&AccessLogTarget::Stdout, 16_384, true)
+            (&AccessLogTarget::Stdout, 8_192, true)
         );
         let told =
             load("access_log: {to: logs/access.log, queue: 10}\nlisteners: [{address: '127.0.0.1:0', access_log: false}]\n").unwrap();
