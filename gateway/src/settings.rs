@@ -164,7 +164,7 @@ pub struct AccessLogConfig {
     /// `stdout` (the default), `off`, or a file the lines are appended to (relative to the
     /// settings file's folder).
     pub to: AccessLogTarget,
-    /// Lines that may wait for the writer (the queue is allocated whole, about 230 bytes a
+    /// Lines that may wait for the writer (the queue is allocated whole, about 220 bytes a
     /// line); under a load it cannot keep up with, further lines are dropped (and counted in
     /// `portico_access_log_dropped_total`) rather than slowing requests down.
     pub queue: usize,
