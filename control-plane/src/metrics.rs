@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -25,14 +25,14 @@ use crate::fleet;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
+    method: &'static str,
     /// The route's template (`/api/v1/apis/{id}`), empty when no route matched.
     route: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
+    method: &'static str,
     route: String,
     status: u16,
 }
@@ -151,13 +151,28 @@ pub(crate) fn routes() -> Router<AppState> {
 pub(crate) async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_owned()).unwrap_or_default();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let response = next.run(request).await;
     let route = RouteLabels { method, route };
     state.metrics.request_duration.get_or_create(&route).observe(started.elapsed());
     let status = response.status().as_u16();
     state.metrics.requests.get_or_create(&RequestLabels { method: route.method, route: route.route, status }).inc();
     response
+}
+
+/// A method as labelled: the ones the API serves by name, any other (a client may send any
+/// token) as `other`, so that clients cannot add series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// `GET /metrics`.

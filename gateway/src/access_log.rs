@@ -136,9 +136,10 @@ impl AccessLog {
         Self { queue: ArrayQueue::new(queue.max(1)), dropped, stopped: AtomicBool::new(false), writer: Mutex::default() }
     }
 
-    /// Queue a request's record; dropped (and counted) when the queue is full.
+    /// Queue a request's record; dropped (and counted) when the queue is full, or when the
+    /// writer has stopped (a connection still open after the shutdown's drain).
     pub fn push(&self, record: Record) {
-        if self.queue.push(record).is_err() {
+        if self.stopped.load(Ordering::Relaxed) || self.queue.push(record).is_err() {
             self.dropped.inc();
         }
     }

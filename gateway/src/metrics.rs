@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
@@ -132,12 +132,16 @@ impl ApiStats {
         if self.applications.cap.limit == 0 {
             return;
         }
-        let known = self.applications.known.read().unwrap_or_else(|e| e.into_inner());
+        let applications = &self.applications;
+        let known = applications.known.read().unwrap_or_else(|e| e.into_inner());
         if let Some(counts) = known.get(application) {
             return counts.count(status);
         }
         drop(known);
-        self.applications.add(application).count(status);
+        match applications.add(application) {
+            Some(counts) => counts.count(status),
+            None => applications.other.get_or_init(|| applications.counts(OTHER_APPLICATIONS)).count(status),
+        }
     }
 }
 
@@ -148,6 +152,9 @@ struct Applications {
     api: ApiLabels,
     family: Family<ApplicationLabels, Counter>,
     known: RwLock<HashMap<String, ByClass>>,
+    /// The counts of the applications past the cap; they are not remembered one by one,
+    /// since their names are the caller's (a token's claim) and unbounded.
+    other: OnceLock<ByClass>,
     cap: Arc<ApplicationCap>,
 }
 
@@ -159,22 +166,26 @@ struct ApplicationCap {
 }
 
 impl Applications {
-    fn add(&self, application: &str) -> ByClass {
+    /// The counts of a new application, unless the cap is reached.
+    fn add(&self, application: &str) -> Option<ByClass> {
+        if self.cap.taken.load(Ordering::Relaxed) >= self.cap.limit {
+            return None;
+        }
         let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
         if let Some(counts) = known.get(application) {
-            return counts.clone();
+            return Some(counts.clone());
         }
-        let admitted = self.cap.taken.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < self.cap.limit).then_some(n + 1));
-        let label = if admitted.is_ok() { application } else { OTHER_APPLICATIONS };
-        let counts = ByClass(CLASSES.map(|class| {
-            let (api, version) = (self.api.api.clone(), self.api.version.clone());
-            self.family.get_or_create_owned(&ApplicationLabels { api, version, application: label.to_owned(), class })
-        }));
-        // Past the cap, remember the application anyway (its counts go to `_other`), so that
-        // it does not take the write lock again; the map is still bounded by the cap plus the
-        // applications with a subscription to this API.
+        self.cap.taken.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < self.cap.limit).then_some(n + 1)).ok()?;
+        let counts = self.counts(application);
         known.insert(application.to_owned(), counts.clone());
-        counts
+        Some(counts)
+    }
+
+    fn counts(&self, application: &str) -> ByClass {
+        ByClass(CLASSES.map(|class| {
+            let (api, version) = (self.api.api.clone(), self.api.version.clone());
+            self.family.get_or_create_owned(&ApplicationLabels { api, version, application: application.to_owned(), class })
+        }))
     }
 }
 
@@ -222,6 +233,7 @@ impl ApiFamilies {
                 api,
                 family: self.application_responses.clone(),
                 known: RwLock::default(),
+                other: OnceLock::new(),
                 cap: self.application_cap.clone(),
             },
         }
@@ -427,6 +439,12 @@ mod tests {
         assert_eq!(count("pets", "b").as_deref(), Some("1"), "{text}");
         assert_eq!(count("shop", OTHER_APPLICATIONS).as_deref(), Some("2"), "{text}");
         assert_eq!(count("shop", "a"), None, "{text}");
+        // Past the cap, names are not kept: callers cannot grow the map.
+        for n in 0..100 {
+            shop.record_application(&format!("caller-{n}"), 200);
+        }
+        assert_eq!(shop.applications.known.read().unwrap().len(), 0);
+        assert_eq!(pets.applications.known.read().unwrap().len(), 2);
     }
 
     #[test]

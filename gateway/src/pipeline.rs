@@ -118,18 +118,30 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -
     response
 }
 
-/// The trace id of a W3C `traceparent` header (`00-<trace id>-<parent id>-<flags>`), unless
-/// it is missing or malformed (or the all-zero id, which is invalid).
+/// The trace id of a valid W3C `traceparent` header (Trace Context level 1:
+/// `{version}-{trace id}-{parent id}-{flags}` in lower-case hex, version `ff` and all-zero
+/// ids invalid, version `00` exactly 55 bytes, a later version at least that and a `-` next).
 fn trace_id(headers: &http::HeaderMap) -> Option<[u8; 16]> {
     let value = headers.get("traceparent")?.as_bytes();
-    let field = value.get(3..35).filter(|_| value.len() >= 55 && value[2] == b'-' && value[35] == b'-')?;
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let hex = |bytes: &[u8]| bytes.iter().all(|&c| digit(c).is_some());
+    let well_formed = value.len() >= 55
+        && [value[2], value[35], value[52]] == [b'-'; 3]
+        && hex(&value[..2])
+        && hex(&value[36..52])
+        && hex(&value[53..55])
+        && value[..2] != *b"ff"
+        && (value.len() == 55 || (value[..2] != *b"00" && value[55] == b'-'))
+        && value[36..52].iter().any(|&c| c != b'0');
+    if !well_formed {
+        return None;
+    }
     let mut id = [0u8; 16];
-    for (byte, pair) in id.iter_mut().zip(field.chunks_exact(2)) {
-        let digit = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        };
+    for (byte, pair) in id.iter_mut().zip(value[3..35].chunks_exact(2)) {
         *byte = digit(pair[0])? << 4 | digit(pair[1])?;
     }
     (id != [0; 16]).then_some(id)
@@ -158,6 +170,29 @@ async fn route_and_proxy(
         }
         RouteMatch::NotFound => return Err(ProxyError::NotFound),
     };
+    // From here on, the request carries the normalised path: what was routed is what
+    // policies see and what is forwarded.
+    let target = (normalised.as_ref() != head.uri.path() || head.uri.scheme().is_some()).then(|| match head.uri.query() {
+        Some(query) => format!("{normalised}?{query}"),
+        None => normalised.into_owned(),
+    });
+    // Refused after routing: counted and logged under the API.
+    if let Err(error) = check_routed(&operation, &mut head, target, limits) {
+        return Ok((error.into_response(), Served { operation: Some(operation), ..Served::default() }));
+    }
+    let (response, served) = run_operation(&operation, &snapshot.blocking, head, body, context_len, peer, limits).await;
+    Ok((response, Served { operation: Some(operation), ..served }))
+}
+
+/// What a routed request must pass before its phases run: its API is available and not
+/// blocked, its target (rewritten to the normalised path, when given) and its declared
+/// length are acceptable. Strips the client's hop-by-hop headers on the way.
+fn check_routed(
+    operation: &ServedOperation,
+    head: &mut http::request::Parts,
+    target: Option<String>,
+    limits: &Limits,
+) -> Result<(), ProxyError> {
     if operation.unavailable {
         return Err(ProxyError::ApiUnavailable);
     }
@@ -174,24 +209,16 @@ async fn route_and_proxy(
     {
         head.headers.insert(header::HOST, authority);
     }
-    // From here on, the request carries the normalised path: what was routed is what
-    // policies see and what is forwarded.
-    if normalised.as_ref() != head.uri.path() || head.uri.scheme().is_some() {
-        let path_and_query = match head.uri.query() {
-            Some(query) => format!("{normalised}?{query}"),
-            None => normalised.into_owned(),
-        };
-        head.uri = Uri::try_from(path_and_query).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    if let Some(target) = target {
+        head.uri = Uri::try_from(target).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
     }
-    let max_body = limits.max_body_bytes.0;
     if let Some(length) = head.headers.get(header::CONTENT_LENGTH) {
         let length: u64 = length.to_str().ok().and_then(|l| l.parse().ok()).ok_or(ProxyError::BadRequest("invalid content-length"))?;
-        if length > max_body {
+        if length > limits.max_body_bytes.0 {
             return Err(ProxyError::PayloadTooLarge);
         }
     }
-    let (response, served) = run_operation(&operation, &snapshot.blocking, head, body, context_len, peer, limits).await;
-    Ok((response, Served { operation: Some(operation), ..served }))
+    Ok(())
 }
 
 /// The phases of a routed request, with the upstream over HTTP.
@@ -491,4 +518,36 @@ fn finish(state: ResponseState, stream: Option<Incoming>) -> Response<Body> {
         (_, None) => Body::Empty,
     };
     Response::from_parts(head, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trace_id;
+
+    fn of(value: &str) -> Option<String> {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("traceparent", value.parse().unwrap());
+        trace_id(&headers).map(|id| crate::contract::hex::encode(&id))
+    }
+
+    #[test]
+    fn only_a_valid_traceparent_gives_a_trace_id() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(of(&format!("00-{id}-00f067aa0ba902b7-01")).as_deref(), Some(id));
+        assert_eq!(of(&format!("01-{id}-00f067aa0ba902b7-01-what-comes-later")).as_deref(), Some(id), "a later version may add fields");
+        for invalid in [
+            format!("ff-{id}-00f067aa0ba902b7-01"),
+            format!("0g-{id}-00f067aa0ba902b7-01"),
+            format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32)),
+            format!("00-{id}-0000000000000000-01"),
+            format!("00-{}-00f067aa0ba902b7-01", id.to_uppercase()),
+            format!("00-{id}-00f067aa0ba902b7-0z"),
+            format!("00-{id}-00f067aa0ba902b7-01-extra"),
+            format!("01-{id}-00f067aa0ba902b7-01x"),
+            format!("00-{id}_00f067aa0ba902b7-01"),
+            format!("00-{id}-00f067aa0ba902b7"),
+        ] {
+            assert_eq!(of(&invalid), None, "{invalid}");
+        }
+    }
 }

@@ -56,11 +56,13 @@ impl Settings {
     }
 
     /// These settings with the access log going to `to` instead, when given (a flag on
-    /// the command line).
+    /// the command line: a relative file is the working folder's, not the settings file's).
     pub fn with_access_log(mut self, to: Option<AccessLogTarget>) -> Self {
-        if let Some(to) = to {
-            self.access_log.to = to;
-        }
+        self.access_log.to = match to {
+            Some(AccessLogTarget::File(path)) => AccessLogTarget::File(std::path::absolute(&path).unwrap_or(path)),
+            Some(to) => to,
+            None => return self,
+        };
         self
     }
 

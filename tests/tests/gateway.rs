@@ -25,7 +25,8 @@ fn gateway_config(apis: &str, extra: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_forwards_the_normalised_request_and_strips_the_context() {
     let upstream = MockUpstream::start().await;
-    let gateway = PorticoProcess::start(&gateway_config(&api("echo", "/echo/v1", &upstream, "      []"), "")).unwrap();
+    let limits = "limits: {max_body_bytes: 1KiB}\n";
+    let gateway = PorticoProcess::start(&gateway_config(&api("echo", "/echo/v1", &upstream, "      []"), limits)).unwrap();
     let client = HttpClient::default();
 
     let reply =
@@ -60,6 +61,9 @@ async fn passthrough_forwards_the_normalised_request_and_strips_the_context() {
     assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(reply.header("content-type"), Some("application/problem+json"));
 
+    let reply = client.send(Method::POST, &gateway.url("/echo/v1/orders"), &[], vec![b'x'; 2048]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+
     let admin = gateway.admin.unwrap();
     assert_eq!(client.get(&format!("http://{admin}/healthz"), &[]).await.unwrap().status, StatusCode::OK);
     let ready = client.get(&format!("http://{admin}/readyz"), &[]).await.unwrap();
@@ -67,6 +71,9 @@ async fn passthrough_forwards_the_normalised_request_and_strips_the_context() {
     let metrics = client.get(&format!("http://{admin}/metrics"), &[]).await.unwrap().text();
     assert!(metrics.contains("portico_responses_total{api=\"echo\",version=\"v1\",class=\"2xx\"} 4"), "{metrics}");
     assert!(metrics.contains("portico_responses_total{api=\"echo\",version=\"v1\",class=\"5xx\"} 1"), "{metrics}");
+    // Refused after routing (413), counted under its API; the 400 and 404 above matched none.
+    assert!(metrics.contains("portico_responses_total{api=\"echo\",version=\"v1\",class=\"4xx\"} 1"), "{metrics}");
+    assert!(metrics.contains("portico_responses_total{api=\"\",version=\"\",class=\"4xx\"} 2"), "{metrics}");
 }
 
 /// What a load balancer needs at shutdown: `/readyz` turns 503 as soon as SIGTERM arrives,
