@@ -998,12 +998,22 @@ impl PrometheusServer {
             .spawn()
             .expect("prometheus (Debian's `prometheus` package) is needed");
         let server = Self { process, url: format!("http://127.0.0.1:{port}"), _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "prometheus on port {port} did not answer within 20 s");
+        // Its API answers 503 until its storage is open: wait for `/-/ready`.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !Self::ready(port) {
+            assert!(Instant::now() < deadline, "prometheus on port {port} was not ready within 30 s");
             std::thread::sleep(Duration::from_millis(50));
         }
         server
+    }
+
+    /// Whether `GET /-/ready` answers 200.
+    fn ready(port: u16) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut head = [0u8; 12];
+        stream.write_all(b"GET /-/ready HTTP/1.0\r\n\r\n").is_ok() && stream.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
     }
 
     /// `GET /api/v1/{path}`'s `data`; panics unless Prometheus answers `success`.
