@@ -58,9 +58,7 @@ impl Record {
         let _ = write!(out, "{time:.3}\"");
         if let Some(id) = self.trace_id {
             out.extend_from_slice(b",\"trace_id\":\"");
-            for byte in id {
-                out.extend_from_slice(&[HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]]);
-            }
+            out.extend_from_slice(crate::contract::hex::encode(&id).as_bytes());
             out.push(b'"');
         }
         out.extend_from_slice(b",\"client\":\"");

@@ -123,27 +123,17 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -
 /// ids invalid, version `00` exactly 55 bytes, a later version at least that and a `-` next).
 fn trace_id(headers: &http::HeaderMap) -> Option<[u8; 16]> {
     let value = headers.get("traceparent")?.as_bytes();
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    let hex = |bytes: &[u8]| bytes.iter().all(|&c| digit(c).is_some());
+    let lower_hex = |bytes: &[u8]| bytes.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
     let well_formed = value.len() >= 55
         && [value[2], value[35], value[52]] == [b'-'; 3]
-        && hex(&value[..2])
-        && hex(&value[36..52])
-        && hex(&value[53..55])
+        && [&value[..2], &value[3..35], &value[36..52], &value[53..55]].into_iter().all(lower_hex)
         && value[..2] != *b"ff"
         && (value.len() == 55 || (value[..2] != *b"00" && value[55] == b'-'))
         && value[36..52].iter().any(|&c| c != b'0');
     if !well_formed {
         return None;
     }
-    let mut id = [0u8; 16];
-    for (byte, pair) in id.iter_mut().zip(value[3..35].chunks_exact(2)) {
-        *byte = digit(pair[0])? << 4 | digit(pair[1])?;
-    }
+    let id = crate::contract::hex::decode_array(std::str::from_utf8(&value[3..35]).ok()?)?;
     (id != [0; 16]).then_some(id)
 }
 

@@ -24,14 +24,19 @@ pub fn decode(text: &str) -> Option<Vec<u8>> {
 
 /// A sha256 written as 64 hex digits (either case), decoded without allocating.
 pub fn decode_sha256(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
+    decode_array(text)
+}
+
+/// Exactly `N` bytes written as `2 × N` hex digits (either case), decoded without allocating.
+pub fn decode_array<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.len() != 2 * N {
         return None;
     }
-    let mut digest = [0u8; 32];
-    for (slot, pair) in digest.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+    let mut bytes = [0u8; N];
+    for (slot, pair) in bytes.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
         *slot = byte(pair)?;
     }
-    Some(digest)
+    Some(bytes)
 }
 
 /// The byte two hex digits write.
