@@ -18,6 +18,7 @@ use utoipa::OpenApi;
 use crate::AppState;
 
 pub use api_keys::{ApiKey, ApiKeyOwner, NewApiKey, api_key_hash, api_key_hmac_secret, listed_api_keys};
+pub(crate) use applications::owned as owned_application;
 pub use applications::{Application, ApplicationFields};
 pub use catalogue::{CatalogueApi, CatalogueOperation, CatalogueSearch};
 pub use client_certificates::{

@@ -4,8 +4,9 @@
 //! subscriptions, keys), `keymanager` (the OAuth2 authorization server), `registry`
 //! (policy components), `environment` (what a gateway environment runs) and `fleet` (the
 //! gateways, the event hub that feeds them, rollouts); `health` and `metrics` are the
-//! operator's.
+//! operator's, and `analytics` the usage gateways report.
 
+pub mod analytics;
 pub mod auth;
 pub mod db;
 pub mod devportal;
@@ -104,6 +105,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(auth::routes())
+        .merge(analytics::routes())
         .merge(traffic::routes())
         .merge(publisher::routes())
         .merge(devportal::routes())

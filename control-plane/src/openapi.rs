@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
-use crate::{AppState, auth, devportal, fleet, keymanager, publisher, registry, traffic};
+use crate::{AppState, analytics, auth, devportal, fleet, keymanager, publisher, registry, traffic};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -38,6 +38,7 @@ pub fn document() -> Value {
     doc.merge(keymanager::Doc::openapi());
     doc.merge(registry::Doc::openapi());
     doc.merge(fleet::Doc::openapi());
+    doc.merge(analytics::Doc::openapi());
     complete_error_responses(&mut doc);
     let mut doc = serde_json::to_value(doc).expect("the document serialises");
     constrain(&mut doc);

@@ -29,6 +29,13 @@ pub use revisions::{Revision, RevisionContent, client_key};
 pub use status::ApiStatus;
 pub use store::grantable_scopes;
 
+/// The name and version of the API `id`, when the caller may manage it (a publisher their
+/// own APIs, an admin all); another's is not found.
+pub(crate) async fn visible_api(db: &crate::db::Db, caller: &crate::auth::Caller, id: &str) -> crate::error::ApiResult<(String, String)> {
+    let row = store::visible(db, caller, id).await?;
+    Ok((row.name, row.version))
+}
+
 /// The OpenAPI paths of this module.
 #[derive(OpenApi)]
 #[openapi(paths(

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::keys::Identity;
 
 /// Where a request was routed, shared by every request of the operation.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub struct RouteInfo {
     /// The API's name.
     pub api_name: String,

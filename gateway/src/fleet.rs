@@ -75,6 +75,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let gateway = Gateway::new(&options.settings, compiled.as_deref())?;
     start_from_cache(&gateway, &cache, &options.environment).await;
 
+    gateway.report_usage(control_plane.clone(), &id, &options.settings);
     let (stop, stopped) = watch::channel(false);
     let tasks = process::start_listeners(&gateway, &options.settings, &options.settings_dir, stopped).await?;
     tokio::spawn(process::sweep_counters(gateway.clone()));

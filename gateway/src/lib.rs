@@ -9,6 +9,7 @@
 // What other crates use: the control plane the contract and the checks; the `portico`
 // binary the processes; `portico policy test` and the benchmarks the policy engine with
 // the phases it runs in.
+pub mod analytics;
 pub mod calendar;
 pub mod check;
 pub mod connection;
@@ -26,7 +27,6 @@ pub mod process;
 pub mod settings;
 pub mod tls;
 
-mod access_log;
 mod admin;
 mod blocking;
 mod body;
@@ -35,6 +35,7 @@ mod config;
 mod fuzz;
 mod listener;
 mod network;
+mod records;
 mod router;
 mod snapshot;
 mod upstream;
@@ -45,12 +46,13 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use arc_swap::ArcSwapOption;
 
-use crate::access_log::AccessLog;
+use crate::analytics::{Reporter, UsageSink};
 use crate::contract::Problem;
 use crate::contract::environment::Environment;
 use crate::counters::{CountersConfig, Counting, LocalCounters, RedisCounters};
 use crate::metrics::Metrics;
 use crate::policy::PolicyEngine;
+use crate::records::Recorder;
 use crate::settings::{Limits, Settings};
 pub use crate::snapshot::OnFailedApi;
 use crate::snapshot::{BuildError, Shared, Snapshot};
@@ -78,8 +80,11 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// Set when the process begins to shut down: `/readyz` answers 503 from then on.
     shutting_down: AtomicBool,
-    /// Where requests' access-log records go, once the listeners' settings gave one.
-    access_log: OnceLock<Arc<AccessLog>>,
+    /// Where requests' records go (their access-log lines and usage tallies), once the
+    /// process has either.
+    recorder: OnceLock<Arc<Recorder>>,
+    /// What reports usage analytics, for a gateway fed by a control plane.
+    reporter: OnceLock<Arc<Reporter>>,
 }
 
 impl Gateway {
@@ -101,7 +106,8 @@ impl Gateway {
             limits: settings.limits.clone(),
             metrics: Metrics::new(settings.admin.as_ref().map_or(0, |admin| admin.metrics.applications)),
             shutting_down: AtomicBool::new(false),
-            access_log: OnceLock::new(),
+            recorder: OnceLock::new(),
+            reporter: OnceLock::new(),
         }))
     }
 
@@ -121,14 +127,30 @@ impl Gateway {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
-    /// Send requests' access-log records to `log` (the first log given stays).
-    pub(crate) fn set_access_log(&self, log: Arc<AccessLog>) {
-        let _ = self.access_log.set(log);
+    /// Send requests' records to `recorder` (the first one given stays).
+    pub(crate) fn set_recorder(&self, recorder: Arc<Recorder>) {
+        let _ = self.recorder.set(recorder);
     }
 
-    /// The access log, if the process has one.
-    pub(crate) fn access_log(&self) -> Option<&Arc<AccessLog>> {
-        self.access_log.get()
+    /// Where requests' records go, if anywhere.
+    pub(crate) fn recorder(&self) -> Option<&Arc<Recorder>> {
+        self.recorder.get()
+    }
+
+    /// Tally requests for usage analytics and report them to `sink` as `settings` say (when
+    /// they enable analytics), as the gateway `gateway_id`; before the listeners start.
+    pub fn report_usage(&self, sink: impl UsageSink + 'static, gateway_id: &str, settings: &Settings) {
+        let config = &settings.analytics;
+        if config.enabled && self.reporter.get().is_none() {
+            let reporter = Arc::new(Reporter::new(Box::new(sink), gateway_id, config.max_unsent_rows));
+            tokio::spawn(reporter.clone().run(config.report_every.0));
+            let _ = self.reporter.set(reporter);
+        }
+    }
+
+    /// What reports usage analytics, if the gateway does.
+    pub(crate) fn reporter(&self) -> Option<&Arc<Reporter>> {
+        self.reporter.get()
     }
 
     /// Everything `/metrics` shows, in the Prometheus text format.

@@ -16,13 +16,13 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::Gateway;
-use crate::access_log::Record;
 pub use crate::blocking::Blocking;
 use crate::body::{Body, is_too_large};
 use crate::contract::environment::FailureMode;
 use crate::error::ProxyError;
 use crate::exchange::{BodyState, Exchange, ResponseState};
 use crate::policy::{AttachedPolicy, CallFailure, Decision, ImmediateResponse};
+use crate::records::{Record, RequestLine};
 use crate::router::{RouteMatch, normalize_path};
 use crate::settings::Limits;
 use crate::snapshot::{ServedOperation, Snapshot};
@@ -76,9 +76,14 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -
     let Some(snapshot) = gateway.snapshot() else {
         return ProxyError::NotReady.into_response();
     };
+    let recorder = gateway.recorder();
     // The access log needs the request line as received; copy it only when it is on.
-    let access_log = gateway.access_log().filter(|_| peer.access_log);
-    let request_line = access_log.map(|_| (request.method().clone(), request.uri().path().to_owned(), trace_id(request.headers())));
+    let line = (peer.access_log && recorder.is_some_and(|recorder| recorder.logging())).then(|| RequestLine {
+        trace_id: trace_id(request.headers()),
+        client: peer.addr.ip(),
+        method: request.method().clone(),
+        path: request.uri().path().to_owned(),
+    });
     let span = tracing::debug_span!("request", client = %peer.addr.ip(), snapshot = %snapshot.version);
     let (response, served) = match tracing::Instrument::instrument(route_and_proxy(&snapshot, request, &peer, &gateway.limits), span).await
     {
@@ -99,13 +104,12 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -
         }
         None => gateway.metrics.unrouted.record(status, elapsed),
     }
-    if let (Some(log), Some((method, path, trace_id))) = (access_log, request_line) {
-        log.push(Record {
+    if let Some(recorder) = recorder
+        && (line.is_some() || (served.operation.is_some() && recorder.tallying()))
+    {
+        recorder.push(Record {
             at: SystemTime::now(),
-            trace_id,
-            client: peer.addr.ip(),
-            method,
-            path,
+            line,
             status,
             route: served.operation.map(|operation| operation.route.clone()),
             application: served.application,

@@ -8,14 +8,16 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::access_log::AccessLog;
+use crate::records::{Recorder, access_log};
 use crate::settings::Settings;
 use crate::{Gateway, admin, listener, tls};
 
 /// How often idle rate counters are dropped.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a stopping gateway tries to hand its last usage analytics over.
+const FINAL_REPORT_WAIT: Duration = Duration::from_secs(5);
 
-/// Start the access log of `settings`, then bind and serve its listeners and admin listener
+/// Start the records thread (the access log of `settings`, usage analytics), then bind and serve its listeners and admin listener
 /// (their addresses are logged as `listening` / `admin listening`, then `serving` once all
 /// are bound; files are relative to `base_dir`); they stop when `stopped` turns true.
 pub async fn start_listeners(
@@ -28,8 +30,10 @@ pub async fn start_listeners(
     if !problems.is_empty() {
         anyhow::bail!("{}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
     }
-    if let Some(log) = AccessLog::start(&settings.access_log, base_dir, gateway.metrics.access_log_dropped.clone())? {
-        gateway.set_access_log(log);
+    let log = access_log::open(&settings.access_log, base_dir)?;
+    let usage = gateway.reporter().map(|reporter| reporter.usage().clone());
+    if let Some(recorder) = Recorder::start(log, usage, settings.access_log.queue, gateway.metrics.access_log_dropped.clone())? {
+        gateway.set_recorder(recorder);
     }
     let mut tasks = Vec::new();
     for (i, spec) in settings.listeners.iter().enumerate() {
@@ -88,8 +92,16 @@ pub async fn serve_until_signal(
     for task in tasks {
         let _ = task.await;
     }
-    if let Some(log) = gateway.and_then(|(gateway, _)| gateway.access_log().cloned()) {
-        let _ = tokio::task::spawn_blocking(move || log.stop()).await;
+    if let Some((gateway, _)) = gateway {
+        if let Some(recorder) = gateway.recorder().cloned() {
+            let _ = tokio::task::spawn_blocking(move || recorder.stop()).await;
+        }
+        // The last requests' usage, tallied once the records thread stopped.
+        if let Some(reporter) = gateway.reporter()
+            && tokio::time::timeout(FINAL_REPORT_WAIT, reporter.flush()).await.is_err()
+        {
+            tracing::warn!("the last usage analytics were not taken in time; they are lost");
+        }
     }
     Ok(())
 }

@@ -39,6 +39,9 @@ pub struct Settings {
     /// Where the access log goes (each listener says whether its requests are logged).
     #[serde(default, skip_serializing_if = "AccessLogConfig::is_default")]
     pub access_log: AccessLogConfig,
+    /// Usage analytics, reported to the control plane (fleet and all-in-one gateways).
+    #[serde(default, skip_serializing_if = "AnalyticsConfig::is_default")]
+    pub analytics: AnalyticsConfig,
 }
 
 impl Settings {
@@ -52,6 +55,7 @@ impl Settings {
             compiled_cache: None,
             drain_delay,
             access_log: AccessLogConfig::default(),
+            analytics: AnalyticsConfig::default(),
         }
     }
 
@@ -118,6 +122,12 @@ impl Settings {
         if self.access_log.to == AccessLogTarget::File(PathBuf::new()) {
             problem("access_log.to".into(), "name a file, or `stdout` or `off`".into());
         }
+        if self.analytics.report_every.is_zero() {
+            problem("analytics.report_every".into(), "must be more than zero".into());
+        }
+        if self.analytics.max_unsent_rows == 0 {
+            problem("analytics.max_unsent_rows".into(), "must be at least 1".into());
+        }
         if self.limits.max_headers == 0 {
             problem("limits.max_headers".into(), "must be at least 1".into());
         }
@@ -166,8 +176,9 @@ pub struct AccessLogConfig {
     /// `stdout` (the default), `off`, or a file the lines are appended to (relative to the
     /// settings file's folder).
     pub to: AccessLogTarget,
-    /// Lines that may wait for the writer (the queue is allocated whole, about 220 bytes a
-    /// line); under a load it cannot keep up with, further lines are dropped (and counted in
+    /// Requests that may wait for the thread that writes their lines and tallies their
+    /// usage analytics (the queue is allocated whole, about 200 bytes a request); under a
+    /// load it cannot keep up with, further requests' records are dropped (and counted in
     /// `portico_access_log_dropped_total`) rather than slowing requests down.
     pub queue: usize,
 }
@@ -179,6 +190,34 @@ impl Default for AccessLogConfig {
 }
 
 impl AccessLogConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Usage analytics: whether a fleet (or all-in-one) gateway tallies its requests for the
+/// control plane, how often it reports, and how much it keeps while the control plane is
+/// away.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// On by default.
+    pub enabled: bool,
+    /// How often tallies are sent (`10s` by default).
+    pub report_every: Duration,
+    /// Rows (minute × operation × application × status class) kept while the control
+    /// plane does not take them; past this, new rows are dropped and their requests
+    /// counted, and the count is reported when it can be.
+    pub max_unsent_rows: usize,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self { enabled: true, report_every: Duration(std::time::Duration::from_secs(10)), max_unsent_rows: 100_000 }
+    }
+}
+
+impl AnalyticsConfig {
     fn is_default(&self) -> bool {
         *self == Self::default()
     }

@@ -433,7 +433,9 @@ mod tests {
         std::fs::write(dir.join("beside"), b"kept").unwrap();
         assert_eq!(made(), (0, 1));
         assert_eq!(std::fs::read(dir.join("beside")).unwrap(), b"kept");
-        std::fs::remove_dir_all(&dir).unwrap();
+        // wasmtime's cache worker may still be writing its statistics beside the artifacts
+        // after the last gateway is gone; cleaning up the temporary folder is best effort.
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

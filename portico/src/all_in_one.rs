@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portico_control_plane::fleet::Published;
-use portico_control_plane::{AppState, registry};
-use portico_gateway::contract::fleet::{Ack, EnvironmentMessage, KEEPALIVE};
+use portico_control_plane::{AppState, analytics, registry};
+use portico_gateway::analytics::UsageSink;
+use portico_gateway::contract::fleet::{Ack, EnvironmentMessage, KEEPALIVE, UsageReport};
 use portico_gateway::contract::units;
 use portico_gateway::fleet::cache::Cache;
 use portico_gateway::fleet::{self, EnvironmentSource};
@@ -90,6 +91,8 @@ pub async fn run(options: Options, access_log: Option<AccessLogTarget>) -> anyho
     }
     source.acknowledge(ack).await;
 
+    let analytics = InProcessAnalytics { state: state.clone(), id: id.clone(), environment: options.environment.clone() };
+    gateway.report_usage(analytics, &id, &settings);
     let mut tasks = process::start_listeners(&gateway, &settings, &settings_dir, stopped.clone()).await?;
     tasks.push(started.task);
     tokio::spawn(process::sweep_counters(gateway.clone()));
@@ -133,6 +136,20 @@ impl EnvironmentSource for InProcess {
         if let Err(error) = portico_control_plane::fleet::record(&self.state, &self.id, &self.environment, &ack).await {
             tracing::warn!(error = %error, "cannot record the gateway's acknowledgement");
         }
+    }
+}
+
+/// Usage reports stored straight into this process's database.
+struct InProcessAnalytics {
+    state: AppState,
+    id: String,
+    environment: String,
+}
+
+#[async_trait::async_trait]
+impl UsageSink for InProcessAnalytics {
+    async fn deliver(&self, report: &UsageReport) -> Result<(), String> {
+        analytics::store(&self.state.db, &self.environment, &self.id, report).await.map_err(|e| e.to_string())
     }
 }
 

@@ -10,7 +10,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use portico_control_plane::db::Db;
 use portico_control_plane::secrets::{self, SealingKey};
-use portico_control_plane::{AppState, ClientCertified, Settings, app, auth, fleet};
+use portico_control_plane::{AppState, ClientCertified, Settings, analytics, app, auth, fleet};
 use portico_gateway::check::PolicyCeilings;
 use portico_gateway::connection::{self, Idle};
 use portico_gateway::contract::defaults;
@@ -66,6 +66,10 @@ pub struct Options {
     /// over it is refused. Give gateways the same `limits.max_policy_memory`.
     #[arg(long, env = "PORTICO_MAX_POLICY_MEMORY", default_value_t = ByteSize(defaults::POLICY_MEMORY_CEILING))]
     pub max_policy_memory: ByteSize,
+    /// How long the usage analytics gateways report are kept (`90d`); older minutes are
+    /// deleted every hour.
+    #[arg(long, env = "PORTICO_ANALYTICS_RETENTION", default_value = "90d")]
+    pub analytics_retention: Duration,
 }
 
 impl Options {
@@ -141,6 +145,7 @@ pub async fn start(options: &Options, stopped: watch::Receiver<bool>) -> anyhow:
     let state =
         AppState::new(db, Settings { public_url, policy_ceilings: ceilings, fleet_client_certificates: options.fleet_client_ca.is_some() });
     fleet::notify::start(&state);
+    tokio::spawn(analytics::expire_every_hour(state.db.clone(), options.analytics_retention.0));
     tracing::info!(%address, scheme, "control plane listening");
     let router = app(state.clone());
     let task = tokio::spawn(serve(listener, tls, router, stopped));

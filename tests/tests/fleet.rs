@@ -1163,3 +1163,126 @@ async fn a_snapshot_a_running_gateway_refuses_leaves_the_last_good_one_serving()
         fake.acks.lock().unwrap().len()
     );
 }
+
+/// Usage analytics: a known mix of calls through two gateways is counted exactly, per API
+/// for its publisher and per application for its owner, each seeing only what is theirs;
+/// calls made while the control plane is down reach it once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_analytics_through_two_gateways_are_exact_and_outlast_an_outage() {
+    let upstream = MockUpstream::start().await;
+    let client = HttpClient::default();
+    let data = tempfile::tempdir().unwrap();
+    let mut control_plane = start_control_plane(data.path(), 0);
+    let port = control_plane.control_plane.unwrap().port();
+    let cp_url = format!("http://127.0.0.1:{port}");
+    let cp = ControlPlaneClient::new(control_plane.control_plane.unwrap());
+    let admin = cp.login("admin", ADMIN_PASSWORD).await;
+    cp.allow_loopback_upstreams(&admin).await;
+    let mut sessions = Vec::new();
+    for (name, role) in [("pat", "publisher"), ("quinn", "publisher"), ("sam", "subscriber"), ("tess", "subscriber")] {
+        let password = format!("{name}-password-1");
+        cp.ok(Method::POST, "/api/v1/users", Some(&admin), json!({"username": name, "password": password, "role": role})).await;
+        sessions.push(cp.login(name, &password).await);
+    }
+    let [pat, quinn, sam, tess] = <[String; 4]>::try_from(sessions).unwrap();
+    let api = cp
+        .deployed_api(
+            &pat,
+            json!({"name": "shop", "version": "v1", "context": "/shop", "endpoints": [upstream.url()],
+            "operations": [{"method": "GET", "path": "/items"}, {"method": "GET", "path": "/status/{code}"}], "tiers": ["Unlimited"]}),
+        )
+        .await;
+    let a = cp.subscribed_key(&sam, "sams-app", &api).await;
+    let b = cp.subscribed_key(&tess, "tess-app", &api).await;
+    let token = cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({"description": "analytics"})).await;
+    let token = token["token"].as_str().unwrap();
+    let yaml = "listeners: [{address: 127.0.0.1:0}]\nadmin: {address: 127.0.0.1:0}\nanalytics: {report_every: 200ms}\n";
+    let gateways = [
+        start_gateway_with_settings(tempfile::tempdir().unwrap(), yaml, &cp_url, &[], token, "snapshot applied"),
+        start_gateway_with_settings(tempfile::tempdir().unwrap(), yaml, &cp_url, &[], token, "snapshot applied"),
+    ];
+    rolled_out(&cp, &admin, 2).await;
+
+    // The mix: (gateway, key, path, status expected, times).
+    let mix = [
+        (0, Some(&a.key), "/shop/v1/items", 200, 3),
+        (0, Some(&a.key), "/shop/v1/status/500", 500, 2),
+        (0, Some(&b.key), "/shop/v1/status/404", 404, 1),
+        (1, Some(&a.key), "/shop/v1/items", 200, 2),
+        (1, Some(&b.key), "/shop/v1/items", 200, 4),
+        (1, None, "/shop/v1/items", 401, 3),
+    ];
+    for (gateway, key, path, status, times) in mix {
+        for _ in 0..times {
+            let headers: Vec<(&str, &str)> = key.iter().map(|key| ("apikey", key.as_str())).collect();
+            let reply = client.get(&gateways[gateway].url(path), &headers).await.unwrap();
+            assert_eq!(reply.status.as_u16(), status, "{path}: {}", reply.text());
+        }
+    }
+    let api_usage = format!("/api/v1/analytics/apis/{api}?interval=minute");
+    let requests_of =
+        async |path: &str, session: &str| cp.ok(Method::GET, path, Some(session), Value::Null).await["totals"]["requests"].clone();
+    eventually("both gateways' reports", Duration::from_secs(10), async || requests_of(&api_usage, &pat).await == 15).await;
+    // Reports are sent every 200 ms: a report counted twice would show by now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let usage = cp.ok(Method::GET, &api_usage, Some(&pat), Value::Null).await;
+    let totals = &usage["totals"];
+    assert_eq!((&totals["requests"], &totals["errors"]), (&json!(15), &json!(6)), "{usage}");
+    assert_eq!(totals["classes"], json!({"2xx": 9, "4xx": 4, "5xx": 2}), "{usage}");
+    let bucketed: u64 = totals["latency_buckets"].as_array().unwrap().iter().map(|b| b["count"].as_u64().unwrap()).sum();
+    assert_eq!(bucketed, 15, "{usage}");
+    let points: u64 = usage["series"].as_array().unwrap().iter().map(|p| p["requests"].as_u64().unwrap()).sum();
+    assert_eq!(points, 15, "{usage}");
+    let breakdown: Vec<(String, Value, Value)> = usage["breakdown"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|part| (part["operation"].as_str().unwrap().to_owned(), part["application_name"].clone(), part["classes"].clone()))
+        .collect();
+    assert_eq!(
+        breakdown,
+        [
+            ("GET /items".to_owned(), json!("sams-app"), json!({"2xx": 5})),
+            ("GET /items".to_owned(), json!("tess-app"), json!({"2xx": 4})),
+            ("GET /items".to_owned(), Value::Null, json!({"4xx": 3})),
+            ("GET /status/{code}".to_owned(), json!("sams-app"), json!({"5xx": 2})),
+            ("GET /status/{code}".to_owned(), json!("tess-app"), json!({"4xx": 1})),
+        ],
+        "{usage}"
+    );
+    assert_eq!(usage["dropped_by_gateways"], 0);
+    let own = |app: &str| format!("/api/v1/analytics/applications/{app}");
+    let sams = cp.ok(Method::GET, &own(&a.app), Some(&sam), Value::Null).await;
+    assert_eq!((&sams["totals"]["requests"], &sams["totals"]["classes"]), (&json!(7), &json!({"2xx": 5, "5xx": 2})), "{sams}");
+    let tess_usage = cp.ok(Method::GET, &own(&b.app), Some(&tess), Value::Null).await;
+    assert_eq!(tess_usage["totals"]["classes"], json!({"2xx": 4, "4xx": 1}), "{tess_usage}");
+    assert_eq!(cp.ok(Method::GET, &api_usage, Some(&admin), Value::Null).await["totals"]["requests"], 15);
+
+    // Each sees only what is theirs.
+    for (path, session, status) in [
+        (api_usage.as_str(), &quinn, StatusCode::NOT_FOUND),
+        (api_usage.as_str(), &sam, StatusCode::FORBIDDEN),
+        (own(&a.app).as_str(), &tess, StatusCode::NOT_FOUND),
+        (own(&a.app).as_str(), &pat, StatusCode::FORBIDDEN),
+    ] {
+        let reply = cp.call(Method::GET, path, Some(session), None).await;
+        assert_eq!(reply.status, status, "{path}: {}", reply.text());
+    }
+    let reply = cp.call(Method::GET, &format!("/api/v1/analytics/apis/{api}?interval=week"), Some(&pat), None).await;
+    assert_eq!((reply.status, reply.json()["field"].as_str()), (StatusCode::BAD_REQUEST, Some("interval")), "{}", reply.text());
+    let reply = cp.call(Method::GET, &format!("/api/v1/analytics/apis/{api}?from=100&to=100"), Some(&pat), None).await;
+    assert_eq!((reply.status, reply.json()["field"].as_str()), (StatusCode::BAD_REQUEST, Some("from")), "{}", reply.text());
+
+    // The control plane goes away: calls go on, and their tallies wait at the gateway.
+    control_plane.kill();
+    for _ in 0..2 {
+        let reply = client.get(&gateways[0].url("/shop/v1/items"), &[("apikey", &a.key)]).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    assert!(gateways[0].wait_for_log("usage analytics not taken; kept to send again", Duration::from_secs(10)), "{:?}", gateways[0].logs());
+    let _control_plane = start_control_plane(data.path(), port);
+    eventually("the kept report", Duration::from_secs(10), async || requests_of(&own(&a.app), &sam).await == 9).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(requests_of(&api_usage, &pat).await, 17);
+    assert_eq!(requests_of(&own(&a.app), &sam).await, 9);
+}

@@ -59,7 +59,7 @@ const COLUMNS: &str = "a.id, a.name, a.description, a.tier, u.username AS owner,
 
 /// The application `id` if the caller may use it: subscribers their own, admins all.
 /// Others' applications are answered as not found, so that their ids reveal nothing.
-pub(super) async fn owned(db: &Db, caller: &Caller, id: &str) -> ApiResult<Application> {
+pub(crate) async fn owned(db: &Db, caller: &Caller, id: &str) -> ApiResult<Application> {
     caller.require(&[Role::Subscriber])?;
     let application: Option<Application> =
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM applications a JOIN users u ON u.id = a.owner_id WHERE a.id = $1"))

@@ -27,6 +27,9 @@ pub const STREAM_PATH: &str = "/fleet/v1/stream";
 pub const ACK_PATH: &str = "/fleet/v1/acks";
 /// `GET {MODULES_PATH}/{sha256}`: a policy component's bytes.
 pub const MODULES_PATH: &str = "/fleet/v1/modules";
+/// `POST`: a [`UsageReport`]. Added in protocol 7 without a new version: a control plane
+/// without it answers 404, and the gateway keeps the report until one takes it.
+pub const ANALYTICS_PATH: &str = "/fleet/v1/analytics";
 
 /// Header: the protocol version.
 pub const PROTOCOL_HEADER: &str = "portico-protocol";
@@ -172,6 +175,52 @@ pub struct Refusal {
     pub version: String,
     /// Why.
     pub reason: String,
+}
+
+/// The upper bounds, in milliseconds, of the latency buckets of usage analytics; a last
+/// bucket holds what is slower than the largest.
+pub const LATENCY_BOUNDS_MS: [u64; 12] = [1, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
+/// The most rows a [`UsageReport`] carries.
+pub const MAX_USAGE_ROWS: usize = 2_000;
+
+/// What a gateway's routed requests were since its previous report. A control plane
+/// applies a report once, whatever the number of times it is sent (by its `batch`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UsageReport {
+    /// Unique among the gateway's reports.
+    pub batch: String,
+    /// Requests, by minute, API, operation, application and status class.
+    pub rows: Vec<UsageRow>,
+    /// Requests the gateway could not tally or keep since its previous report.
+    #[serde(default)]
+    pub dropped: u64,
+}
+
+/// Requests of one minute to one operation by one application, with one status class.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UsageRow {
+    /// The minute's first second (Unix time, a multiple of 60).
+    pub minute: u64,
+    /// The API's name.
+    pub api: String,
+    /// The API's version.
+    pub version: String,
+    /// The operation, `METHOD /template`.
+    pub operation: String,
+    /// The calling application; none for requests without credentials (or refused before
+    /// key-auth named one).
+    #[serde(default)]
+    pub application: Option<String>,
+    /// The status class: 1 to 5 (`2` for 2xx).
+    pub class: u8,
+    /// How many.
+    pub requests: u64,
+    /// Their latencies' sum, in microseconds (routing to the response head).
+    pub latency_us: u64,
+    /// Their latencies by bucket ([`LATENCY_BOUNDS_MS`], then slower).
+    pub latency: Vec<u64>,
 }
 
 /// One server-sent event as written on the stream (`data` must be one line).

@@ -16,8 +16,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::GaiResolver;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::analytics::UsageSink;
 use crate::contract::fleet::{
-    ACK_PATH, Ack, ENVIRONMENT_HEADER, EventReader, GATEWAY_HEADER, MODULES_PATH, PROTOCOL_HEADER, PROTOCOL_VERSION, SILENCE, STREAM_PATH,
+    ACK_PATH, ANALYTICS_PATH, Ack, ENVIRONMENT_HEADER, EventReader, GATEWAY_HEADER, MODULES_PATH, PROTOCOL_HEADER, PROTOCOL_VERSION,
+    SILENCE, STREAM_PATH, UsageReport,
 };
 use crate::error::causes;
 use crate::settings::CertificateConfig;
@@ -153,10 +155,21 @@ impl ControlPlane {
 
     /// Report what the gateway runs.
     pub async fn ack(&self, ack: &Ack) -> Result<(), ClientError> {
-        let body = serde_json::to_vec(ack).map_err(|e| ClientError::Unreachable(e.to_string()))?;
-        let mut request = self.request(Method::POST, ACK_PATH, body.into())?;
+        self.post(ACK_PATH, ack).await
+    }
+
+    async fn post(&self, path: &str, body: &impl serde::Serialize) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        let mut request = self.request(Method::POST, path, body.into())?;
         request.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         self.send(request).await.map(drop)
+    }
+}
+
+#[async_trait::async_trait]
+impl UsageSink for ControlPlane {
+    async fn deliver(&self, report: &UsageReport) -> Result<(), String> {
+        self.post(ANALYTICS_PATH, report).await.map_err(|e| e.to_string())
     }
 }
 

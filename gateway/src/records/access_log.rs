@@ -1,0 +1,177 @@
+//! The access log's line: one JSON object per request, and where lines go.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::{Record, RequestLine};
+use crate::settings::{AccessLogConfig, AccessLogTarget};
+
+/// Append the line of `record`, whose request is `line`. Written by hand rather than
+/// through serde: the field names are constants and most values need no escaping, which
+/// makes a line cost a quarter of what serde_json took (the records thread's share of a
+/// request with the log on).
+pub fn write(record: &Record, line: &RequestLine, out: &mut Vec<u8>) {
+    let time = jiff::Timestamp::try_from(record.at).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    out.extend_from_slice(b"{\"time\":\"");
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{time:.3}\"");
+    if let Some(id) = line.trace_id {
+        out.extend_from_slice(b",\"trace_id\":\"");
+        out.extend_from_slice(crate::contract::hex::encode(&id).as_bytes());
+        out.push(b'"');
+    }
+    out.extend_from_slice(b",\"client\":\"");
+    match line.client {
+        // Through `Display` an IPv4 address costs as much as the rest of the line.
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+    out.push(b'"');
+    string(out, "method", line.method.as_str());
+    string(out, "path", &line.path);
+    out.extend_from_slice(b",\"status\":");
+    out.extend_from_slice(itoa::Buffer::new().format(record.status).as_bytes());
+    if let Some(route) = &record.route {
+        string(out, "api", &route.api_name);
+        string(out, "api_version", &route.api_version);
+        string(out, "operation", &route.operation);
+    }
+    for (key, value) in [("application", &record.application), ("subscription", &record.subscription)] {
+        if let Some(value) = value {
+            string(out, key, value);
+        }
+    }
+    millis(out, "duration_ms", record.duration);
+    if let Some(upstream) = record.upstream {
+        millis(out, "upstream_ms", upstream);
+    }
+    millis(out, "policy_ms", record.policy);
+    out.extend_from_slice(b"}\n");
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// `,"key":"value"`, the value escaped as JSON requires (`"`, `\` and control characters).
+fn string(out: &mut Vec<u8>, key: &str, value: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":\"");
+    let mut plain = 0;
+    for (i, &byte) in value.as_bytes().iter().enumerate() {
+        let escaped: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..0x20 => &[b'\\', b'u', b'0', b'0', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]],
+            _ => continue,
+        };
+        out.extend_from_slice(&value.as_bytes()[plain..i]);
+        out.extend_from_slice(escaped);
+        plain = i + 1;
+    }
+    out.extend_from_slice(&value.as_bytes()[plain..]);
+    out.push(b'"');
+}
+
+/// `,"key":milliseconds` with microsecond precision.
+fn millis(out: &mut Vec<u8>, key: &str, duration: Duration) {
+    let micros = duration.as_micros();
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+    out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+    let fraction = (micros % 1000) as u16;
+    out.extend_from_slice(&[b'.', b'0' + (fraction / 100) as u8, b'0' + (fraction / 10 % 10) as u8, b'0' + (fraction % 10) as u8]);
+}
+
+/// Where the lines of `config` go (nowhere when it is `off`), a file relative to `base_dir`.
+pub fn open(config: &AccessLogConfig, base_dir: &Path) -> anyhow::Result<Option<Box<dyn Write + Send>>> {
+    Ok(Some(match &config.to {
+        AccessLogTarget::Off => return Ok(None),
+        AccessLogTarget::Stdout => Box::new(std::io::stdout()),
+        AccessLogTarget::File(path) => {
+            let path = base_dir.join(path);
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| anyhow::anyhow!("access_log.to: cannot open {}: {e}", path.display()))?;
+            Box::new(file)
+        }
+    }))
+}
+
+/// Write `buffer` out and empty it; a failure is logged once until writes succeed again.
+pub fn flush(out: &mut Box<dyn Write + Send>, buffer: &mut Vec<u8>, failing: bool) -> bool {
+    let result = out.write_all(buffer).and_then(|()| out.flush());
+    buffer.clear();
+    match result {
+        Ok(()) => false,
+        Err(error) => {
+            if !failing {
+                tracing::error!(%error, "cannot write the access log; its lines are lost until it can");
+            }
+            true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::tests::record;
+
+    #[test]
+    fn any_text_comes_back_whole_from_its_line() {
+        let mut hostile = record(200);
+        let mut line = hostile.line.take().unwrap();
+        line.path = "/\"quoted\"\\back\\slash\n\r\t\u{1}\u{1f}\u{7f}é€😀".into();
+        hostile.application = Some(String::from("\\\""));
+        line.trace_id = None;
+        hostile.upstream = None;
+        hostile.duration = Duration::from_micros(12_345_678);
+        let mut out = Vec::new();
+        write(&hostile, &line, &mut out);
+        let written: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(written["path"], line.path.as_str());
+        assert_eq!(written["application"], "\\\"");
+        assert_eq!(written["duration_ms"], 12_345.678);
+        assert!(written.get("trace_id").is_none() && written.get("upstream_ms").is_none(), "{written}");
+        for client in ["0.0.0.0", "255.255.255.255", "192.168.10.7", "::1", "2001:db8::8a2e:370:7334", "::ffff:10.0.0.1"] {
+            line.client = client.parse().unwrap();
+            out.clear();
+            write(&hostile, &line, &mut out);
+            let written: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(written["client"], client);
+        }
+    }
+
+    #[test]
+    fn a_line_is_one_json_object() {
+        let mut out = Vec::new();
+        let record = record(200);
+        write(&record, record.line.as_ref().unwrap(), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches('\n').count(), 1);
+        let line: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            line,
+            serde_json::json!({"time": "2023-11-14T22:13:20.123Z", "trace_id": "4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b", "client": "10.0.0.7",
+                "method": "GET", "path": "/pets/v1/items/\"1\"", "status": 200, "api": "pets", "api_version": "v1",
+                "operation": "GET /items/{id}", "application": "app-1", "duration_ms": 2.5, "upstream_ms": 1.25, "policy_ms": 0.04})
+        );
+    }
+}
