@@ -26,6 +26,7 @@ pub mod policy;
 pub mod process;
 pub mod settings;
 pub mod tls;
+pub mod traces;
 
 mod admin;
 mod blocking;
@@ -56,6 +57,7 @@ use crate::records::Recorder;
 use crate::settings::{Limits, Settings};
 pub use crate::snapshot::OnFailedApi;
 use crate::snapshot::{BuildError, Shared, Snapshot};
+use crate::traces::Traces;
 use crate::upstream::Clients;
 
 /// How long a new shared counter store is given to connect before snapshots use it.
@@ -85,6 +87,8 @@ pub struct Gateway {
     recorder: OnceLock<Arc<Recorder>>,
     /// What reports usage analytics, for a gateway fed by a control plane.
     reporter: OnceLock<Arc<Reporter>>,
+    /// The tracer, when the settings ask for traces.
+    traces: Option<Traces>,
 }
 
 impl Gateway {
@@ -108,6 +112,7 @@ impl Gateway {
             shutting_down: AtomicBool::new(false),
             recorder: OnceLock::new(),
             reporter: OnceLock::new(),
+            traces: settings.traces.as_ref().map(Traces::start).transpose()?,
         }))
     }
 
@@ -146,6 +151,11 @@ impl Gateway {
             tokio::spawn(reporter.clone().run(config.report_every.0));
             let _ = self.reporter.set(reporter);
         }
+    }
+
+    /// The tracer, if the gateway traces.
+    pub(crate) fn traces(&self) -> Option<&Traces> {
+        self.traces.as_ref()
     }
 
     /// What reports usage analytics, if the gateway does.

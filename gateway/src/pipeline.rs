@@ -14,6 +14,7 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use opentelemetry::KeyValue;
 
 use crate::Gateway;
 pub use crate::blocking::Blocking;
@@ -26,6 +27,7 @@ use crate::records::{Record, RequestLine};
 use crate::router::{RouteMatch, normalize_path};
 use crate::settings::Limits;
 use crate::snapshot::{ServedOperation, Snapshot};
+use crate::traces::SpanParent;
 use crate::upstream::{Forward, strip_hop_by_hop};
 use std::future::Future;
 
@@ -76,17 +78,18 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -
     let Some(snapshot) = gateway.snapshot() else {
         return ProxyError::NotReady.into_response();
     };
+    let trace = gateway.traces().map(|traces| traces.server_span(&request, peer.addr.ip(), peer.tls));
     let recorder = gateway.recorder();
     // The access log needs the request line as received; copy it only when it is on.
     let line = (peer.access_log && recorder.is_some_and(|recorder| recorder.logging())).then(|| RequestLine {
-        trace_id: trace_id(request.headers()),
+        trace_id: trace.as_ref().map(SpanParent::trace_id).or_else(|| trace_id(request.headers())),
         client: peer.addr.ip(),
         method: request.method().clone(),
         path: request.uri().path().to_owned(),
     });
     let span = tracing::debug_span!("request", client = %peer.addr.ip(), snapshot = %snapshot.version);
-    let (response, served) = match tracing::Instrument::instrument(route_and_proxy(&snapshot, request, &peer, &gateway.limits), span).await
-    {
+    let routed = route_and_proxy(&snapshot, request, &peer, &gateway.limits, trace.as_ref());
+    let (response, served) = match tracing::Instrument::instrument(routed, span).await {
         Ok(served) => served,
         Err(error) => {
             tracing::debug!(error = %error, "request refused before routing");
@@ -103,6 +106,9 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -
             }
         }
         None => gateway.metrics.unrouted.record(status, elapsed),
+    }
+    if let Some(trace) = trace {
+        trace.finish(status, served.operation.as_ref().map(|operation| &*operation.route), served.application.as_deref());
     }
     if let Some(recorder) = recorder
         && (line.is_some() || (served.operation.is_some() && recorder.tallying()))
@@ -147,6 +153,7 @@ async fn route_and_proxy(
     request: Request<Incoming>,
     peer: &Peer,
     limits: &Limits,
+    trace: Option<&SpanParent>,
 ) -> Result<(Response<Body>, Served), ProxyError> {
     if snapshot.blocking.client_blocked(peer.addr.ip()) {
         return Err(ProxyError::Blocked);
@@ -174,7 +181,8 @@ async fn route_and_proxy(
     if let Err(error) = check_routed(&operation, &mut head, target, limits) {
         return Ok((error.into_response(), Served { operation: Some(operation), ..Served::default() }));
     }
-    let (response, served) = run_operation(&operation, &snapshot.blocking, head, body, context_len, peer, limits).await;
+    let (response, served) =
+        run_operation(&operation, &snapshot.blocking, Request::from_parts(head, body), context_len, peer, limits, trace).await;
     Ok((response, Served { operation: Some(operation), ..served }))
 }
 
@@ -219,12 +227,13 @@ fn check_routed(
 async fn run_operation(
     operation: &ServedOperation,
     blocking: &Blocking,
-    head: http::request::Parts,
-    body: Incoming,
+    request: Request<Incoming>,
     context_len: usize,
     peer: &Peer,
     limits: &Limits,
+    trace: Option<&SpanParent>,
 ) -> (Response<Body>, Served) {
+    let (head, body) = request.into_parts();
     let max_body = usize::try_from(limits.max_body_bytes.0).unwrap_or(usize::MAX);
     let mut exchange = Box::new(Exchange {
         request: head,
@@ -240,6 +249,7 @@ async fn run_operation(
         response: None,
         policy_time: Default::default(),
         upstream_time: None,
+        trace: trace.cloned(),
     });
     let mut stream = None;
     if operation.needs_request_body {
@@ -389,9 +399,18 @@ impl Upstream for HttpUpstream<'_> {
         let headers =
             if operation.needs_response_phase { exchange.request.headers.clone() } else { std::mem::take(&mut exchange.request.headers) };
         let rest = exchange.request.uri.path().get(self.context_len..).filter(|r| r.starts_with('/')).unwrap_or("/");
+        let mut headers = headers;
+        let span = exchange.trace.as_ref().and_then(|trace| trace.upstream(&exchange.request.method, rest, &mut headers));
         let forward = Forward { rest, client_ip: &self.peer.ip_header, tls: self.peer.tls };
         let sent = Instant::now();
-        let response = operation.upstream.send(&exchange.request, headers, body, forward).await.inspect_err(|error| {
+        let response = operation.upstream.send(&exchange.request, headers, body, forward).await;
+        if let Some(span) = span {
+            span.end(match &response {
+                Ok(response) => Ok(KeyValue::new("http.response.status_code", i64::from(response.status().as_u16()))),
+                Err(error) => Err(error.to_string()),
+            });
+        }
+        let response = response.inspect_err(|error| {
             tracing::warn!(api = %operation.route.api_name, error = %error, "upstream request failed");
         })?;
         let upstream_time = sent.elapsed();
@@ -418,8 +437,17 @@ fn request_phase(
 ) -> (Box<Exchange>, usize, Option<(ResponseState, RequestEnd)>) {
     for (i, attachment) in chain.iter().enumerate() {
         let _span = policy_span(attachment, "request").entered();
+        let traced =
+            exchange.trace.as_ref().and_then(|trace| trace.policy(attachment.policy().name(), attachment.policy().digest(), "request"));
         let (back, result) = attachment.on_request(exchange);
         exchange = back;
+        if let Some(traced) = traced {
+            traced.end(match &result {
+                Ok(Decision::Continue) => Ok(KeyValue::new("portico.policy.outcome", "continue")),
+                Ok(Decision::Respond(immediate)) => Ok(KeyValue::new("portico.policy.outcome", format!("respond {}", immediate.status))),
+                Err(failure) => Err(failure.to_string()),
+            });
+        }
         match result {
             Ok(Decision::Continue) => {}
             Ok(Decision::Respond(immediate)) => {
@@ -448,8 +476,13 @@ fn request_phase(
 fn response_phase(chain: &[Arc<AttachedPolicy>], mut exchange: Box<Exchange>, ran: usize) -> (Box<Exchange>, Option<CallFailure>) {
     for attachment in chain[..ran].iter().rev().filter(|a| a.needs_response_phase()) {
         let _span = policy_span(attachment, "response").entered();
+        let traced =
+            exchange.trace.as_ref().and_then(|trace| trace.policy(attachment.policy().name(), attachment.policy().digest(), "response"));
         let (back, result) = attachment.on_response(exchange);
         exchange = back;
+        if let Some(traced) = traced {
+            traced.end(result.as_ref().map(|_| KeyValue::new("portico.policy.outcome", "continue")).map_err(ToString::to_string));
+        }
         if let Err(failure) = result {
             match attachment.on_failure() {
                 FailureMode::Open => {

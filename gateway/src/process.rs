@@ -102,6 +102,9 @@ pub async fn serve_until_signal(
         {
             tracing::warn!("the last usage analytics were not taken in time; they are lost");
         }
+        if let Some(traces) = gateway.traces() {
+            traces.shutdown().await;
+        }
     }
     Ok(())
 }

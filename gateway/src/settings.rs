@@ -42,6 +42,9 @@ pub struct Settings {
     /// Usage analytics, reported to the control plane (fleet and all-in-one gateways).
     #[serde(default, skip_serializing_if = "AnalyticsConfig::is_default")]
     pub analytics: AnalyticsConfig,
+    /// OpenTelemetry traces, exported over OTLP/HTTP; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traces: Option<TracesConfig>,
 }
 
 impl Settings {
@@ -56,6 +59,7 @@ impl Settings {
             drain_delay,
             access_log: AccessLogConfig::default(),
             analytics: AnalyticsConfig::default(),
+            traces: None,
         }
     }
 
@@ -124,6 +128,15 @@ impl Settings {
         }
         if self.analytics.report_every.is_zero() {
             problem("analytics.report_every".into(), "must be more than zero".into());
+        }
+        if let Some(traces) = &self.traces {
+            let scheme = traces.endpoint.parse::<http::Uri>().ok().and_then(|uri| uri.scheme_str().map(str::to_owned));
+            if !matches!(scheme.as_deref(), Some("http" | "https")) {
+                problem("traces.endpoint".into(), format!("`{}` is not an http:// or https:// URL", traces.endpoint));
+            }
+            if !(0.0..=1.0).contains(&traces.sampling_ratio) {
+                problem("traces.sampling_ratio".into(), "must be from 0 to 1".into());
+            }
         }
         if self.analytics.max_unsent_rows == 0 {
             problem("analytics.max_unsent_rows".into(), "must be at least 1".into());
@@ -221,6 +234,27 @@ impl AnalyticsConfig {
     fn is_default(&self) -> bool {
         *self == Self::default()
     }
+}
+
+/// Where spans go and which traces are recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TracesConfig {
+    /// The collector's OTLP/HTTP traces endpoint (`http://127.0.0.1:4318/v1/traces`; an
+    /// `https://` one is verified against the system's roots).
+    pub endpoint: String,
+    /// The share of new traces recorded, from 0 to 1 (`0.01` by default); a trace the
+    /// client started is recorded when its `traceparent` says it is sampled.
+    #[serde(default = "default_sampling_ratio")]
+    pub sampling_ratio: f64,
+    /// Resource attributes of the spans: `service.name` (`portico-gateway` by default),
+    /// `deployment.environment`, …
+    #[serde(default)]
+    pub resource: std::collections::BTreeMap<String, String>,
+}
+
+fn default_sampling_ratio() -> f64 {
+    0.01
 }
 
 /// Where access-log lines go.
@@ -395,6 +429,24 @@ mod tests {
         assert!(error.contains("access_log.queue: must be at least 1") && error.contains("access_log.to: name a file"), "{error}");
         let error = load("access_log: {path: x}\n").unwrap_err();
         assert!(error.contains("access_log") && error.contains("path"), "{error}");
+    }
+
+    #[test]
+    fn traces_and_analytics_are_checked_and_named() {
+        let default = load("listeners: [{address: '127.0.0.1:0'}]\n").unwrap();
+        assert!(default.traces.is_none() && default.analytics.enabled);
+        let traces = load("traces: {endpoint: 'http://127.0.0.1:4318/v1/traces'}\n").unwrap().traces.unwrap();
+        assert_eq!(traces.sampling_ratio, 0.01);
+        let error = load("traces: {endpoint: 'collector:4318', sampling_ratio: 2}\nanalytics: {report_every: 0s, max_unsent_rows: 0}\n")
+            .unwrap_err();
+        for named in [
+            "traces.endpoint: `collector:4318` is not an http",
+            "traces.sampling_ratio: must be from 0 to 1",
+            "analytics.report_every",
+            "analytics.max_unsent_rows",
+        ] {
+            assert!(error.contains(named), "{named}: {error}");
+        }
     }
 
     /// Where counters live is the environment's to say, so that its gateways agree.

@@ -530,6 +530,123 @@ impl MockUpstream {
     }
 }
 
+/// A span as an OTLP receiver got it (ids in lower-case hex; the parent's empty for a root).
+#[derive(Debug, Clone)]
+pub struct ReceivedSpan {
+    /// The `service.name` of its resource.
+    pub service: String,
+    /// Its name.
+    pub name: String,
+    /// `SERVER`, `CLIENT`, `INTERNAL`, …
+    pub kind: String,
+    /// Its trace.
+    pub trace_id: String,
+    /// Its id.
+    pub span_id: String,
+    /// Its parent's id.
+    pub parent_span_id: String,
+    /// Its attributes, values as text.
+    pub attributes: BTreeMap<String, String>,
+    /// Whether its status is an error.
+    pub error: bool,
+}
+
+/// An OTLP/HTTP traces receiver (`POST /v1/traces`, protobuf) that keeps what it gets,
+/// decoded with the protocol's own message types.
+pub struct OtlpReceiver {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OtlpReceiver {
+    /// Start it on a free port of 127.0.0.1.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the OTLP receiver");
+        let addr = listener.local_addr().expect("local addr");
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let kept = spans.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                        let kept = kept.clone();
+                        async move { Ok::<_, std::convert::Infallible>(Self::take(request, &kept).await) }
+                    });
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    drop(builder.serve_connection(TokioIo::new(stream), service).await);
+                });
+            }
+        });
+        Self { addr, spans, task }
+    }
+
+    async fn take(request: Request<Incoming>, kept: &Mutex<Vec<ReceivedSpan>>) -> Response<Full<Bytes>> {
+        use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        use prost::Message;
+        let answer = |status: StatusCode, body: Vec<u8>| {
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            *response.status_mut() = status;
+            response.headers_mut().insert("content-type", http::HeaderValue::from_static("application/x-protobuf"));
+            response
+        };
+        let is_protobuf = request.headers().get("content-type").is_some_and(|v| v.as_bytes() == b"application/x-protobuf");
+        if request.uri().path() != "/v1/traces" || request.method() != Method::POST || !is_protobuf {
+            return answer(StatusCode::NOT_FOUND, Vec::new());
+        }
+        let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let Ok(export) = ExportTraceServiceRequest::decode(body) else {
+            return answer(StatusCode::BAD_REQUEST, Vec::new());
+        };
+        let text = |value: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>| match value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(Value::StringValue(s)) => s.clone(),
+            Some(Value::IntValue(i)) => i.to_string(),
+            Some(Value::BoolValue(b)) => b.to_string(),
+            Some(Value::DoubleValue(d)) => d.to_string(),
+            other => format!("{other:?}"),
+        };
+        let mut spans = kept.lock().unwrap();
+        for resource_spans in export.resource_spans {
+            let resource = resource_spans.resource.map(|r| r.attributes).unwrap_or_default();
+            let service = resource.iter().find(|kv| kv.key == "service.name").map(|kv| text(&kv.value)).unwrap_or_default();
+            for span in resource_spans.scope_spans.into_iter().flat_map(|scope| scope.spans) {
+                let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+                spans.push(ReceivedSpan {
+                    service: service.clone(),
+                    name: span.name.clone(),
+                    kind: span.kind().as_str_name().trim_start_matches("SPAN_KIND_").to_owned(),
+                    trace_id: hex(&span.trace_id),
+                    span_id: hex(&span.span_id),
+                    parent_span_id: hex(&span.parent_span_id),
+                    attributes: span.attributes.iter().map(|kv| (kv.key.clone(), text(&kv.value))).collect(),
+                    error: span.status.as_ref().is_some_and(|s| s.code == 2),
+                });
+            }
+        }
+        answer(StatusCode::OK, ExportTraceServiceResponse::default().encode_to_vec())
+    }
+
+    /// Its traces endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}/v1/traces", self.addr)
+    }
+
+    /// The spans received so far.
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        self.spans.lock().unwrap().clone()
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl Drop for MockUpstream {
     fn drop(&mut self) {
         self.task.abort();

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use portico_tests::{
-    ALLOW_LOOPBACK_UPSTREAMS, HttpClient, LegitimateLoad, MockUpstream, PorticoProcess, TestCertificate, TestIssuer, check_config, indent,
-    policies, tls_get, tls_handshake, tls_request, unix_now, until_closed,
+    ALLOW_LOOPBACK_UPSTREAMS, HttpClient, LegitimateLoad, MockUpstream, OtlpReceiver, PorticoProcess, ReceivedSpan, TestCertificate,
+    TestIssuer, check_config, eventually, indent, policies, tls_get, tls_handshake, tls_request, unix_now, until_closed,
 };
 
 fn api(name: &str, context: &str, upstream: &MockUpstream, policies: &str) -> String {
@@ -1139,4 +1139,106 @@ async fn a_smuggling_corpus_never_reaches_the_upstream_unauthenticated() {
     assert!(reached.is_empty(), "smuggled through: {reached:?}\n{}", answers.join("\n"));
     assert!(received.iter().all(|p| p == "/protected/x"), "{received:?}");
     assert!(gateway.is_running());
+}
+
+/// Traces: the gateway's server span continues the client's trace, each policy call and the
+/// upstream call are its children, and the upstream gets the trace's context; a trace the
+/// client did not sample is followed upstream but not recorded; one the client did not
+/// start is started here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_continue_the_client_s_and_reach_the_upstream() {
+    let upstream = MockUpstream::start().await;
+    let receiver = OtlpReceiver::start().await;
+    let policies =
+        "      - policy: key-auth\n      - policy: headers\n        config:\n          response:\n            set: {x-traced: \"yes\"}\n";
+    let traces =
+        format!("traces:\n  endpoint: {}\n  sampling_ratio: 1\n  resource: {{deployment.environment: test}}\n", receiver.endpoint());
+    let config = gateway_config(
+        &api("traced", "/traced", &upstream, policies),
+        &format!("{traces}consumers:\n  - name: shop\n    api_keys: [\"key-shop-0001\"]\n"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("portico.yaml"), config).unwrap();
+    let file = dir.path().join("portico.yaml").display().to_string();
+    // Spans leave in batches every 100 ms rather than the SDK's default 5 s.
+    let gateway = PorticoProcess::spawn(dir, &["serve", "--config", &file], &[("OTEL_BSP_SCHEDULE_DELAY", "100")]).unwrap();
+    let client = HttpClient::default();
+
+    let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let headers = [("apikey", "key-shop-0001"), ("traceparent", &format!("00-{trace}-{parent}-01")), ("tracestate", "vendor=1")];
+    let reply = client.get(&gateway.url("/traced/items"), &headers).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let sent_upstream = reply.upstream_header("traceparent").unwrap();
+    assert_eq!(reply.upstream_header("tracestate").as_deref(), Some("vendor=1"));
+    let spans = eventually_spans(&receiver, trace, 4).await;
+    let server = spans.iter().find(|s| s.kind == "SERVER").unwrap();
+    assert_eq!((server.parent_span_id.as_str(), server.service.as_str()), (parent, "portico-gateway"), "{spans:#?}");
+    assert_eq!(server.name, "GET /*", "no operation is declared: the API's catch-all is the route: {server:?}");
+    for (key, value) in [
+        ("http.route", "/*"),
+        ("http.request.method", "GET"),
+        ("http.response.status_code", "200"),
+        ("url.path", "/traced/items"),
+        ("portico.api", "traced"),
+        ("portico.application", "shop"),
+        ("url.scheme", "http"),
+    ] {
+        assert_eq!(server.attributes.get(key).map(String::as_str), Some(value), "{key}: {server:?}");
+    }
+    let mut policies: Vec<(&str, &str, &str)> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("policy "))
+        .map(|s| (s.name.as_str(), s.attributes["portico.policy.phase"].as_str(), s.attributes["portico.policy.outcome"].as_str()))
+        .collect();
+    policies.sort();
+    assert_eq!(
+        policies,
+        [("policy headers", "request", "continue"), ("policy headers", "response", "continue"), ("policy key-auth", "request", "continue")]
+    );
+    let children: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.kind != "SERVER").collect();
+    assert!(children.iter().all(|s| s.parent_span_id == server.span_id && s.trace_id == trace), "{spans:#?}");
+    assert!(
+        spans.iter().filter(|s| s.name.starts_with("policy ")).all(|s| s.attributes["portico.policy.digest"].len() == 64),
+        "{spans:#?}"
+    );
+    let client_span = spans.iter().find(|s| s.kind == "CLIENT").unwrap();
+    assert_eq!(client_span.attributes.get("http.response.status_code").map(String::as_str), Some("200"));
+    assert_eq!(sent_upstream, format!("00-{trace}-{}-01", client_span.span_id), "the upstream's parent is the upstream call's span");
+
+    // A refusal by a policy is recorded as that policy's outcome.
+    let (refused_trace, refused_parent) = ("5bf92f3577b34da6a3ce929d0e0e4736", "10f067aa0ba902b7");
+    let reply =
+        client.get(&gateway.url("/traced/items"), &[("traceparent", &format!("00-{refused_trace}-{refused_parent}-01"))]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let spans = eventually_spans(&receiver, refused_trace, 2).await;
+    let key_auth = spans.iter().find(|s| s.name == "policy key-auth").unwrap();
+    assert_eq!(key_auth.attributes["portico.policy.outcome"], "respond 401");
+    assert!(!spans.iter().any(|s| s.kind == "CLIENT"), "nothing went upstream: {spans:#?}");
+
+    // Not sampled by the client: followed upstream, not recorded.
+    let unsampled = "6bf92f3577b34da6a3ce929d0e0e4736";
+    let reply = client
+        .get(&gateway.url("/traced/items"), &[("apikey", "key-shop-0001"), ("traceparent", &format!("00-{unsampled}-{parent}-00"))])
+        .await
+        .unwrap();
+    let forwarded = reply.upstream_header("traceparent").unwrap();
+    assert!(forwarded.starts_with(&format!("00-{unsampled}-")) && forwarded.ends_with("-00") && !forwarded.contains(parent), "{forwarded}");
+
+    // None from the client: a new trace, recorded (a ratio of 1), its id sent upstream.
+    let reply = client.get(&gateway.url("/traced/items"), &[("apikey", "key-shop-0001")]).await.unwrap();
+    let started = reply.upstream_header("traceparent").unwrap();
+    let new_trace = started.split('-').nth(1).unwrap().to_owned();
+    let spans = eventually_spans(&receiver, &new_trace, 4).await;
+    assert_eq!(spans.iter().find(|s| s.kind == "SERVER").unwrap().parent_span_id, "", "a root span");
+    // By now the batch with the unsampled request went too: it held nothing of its trace.
+    assert!(receiver.spans().iter().all(|s| s.trace_id != unsampled));
+}
+
+/// The spans of `trace` the receiver has once it has at least `count`.
+async fn eventually_spans(receiver: &OtlpReceiver, trace: &str, count: usize) -> Vec<ReceivedSpan> {
+    eventually("the spans of a trace", Duration::from_secs(10), async || {
+        receiver.spans().iter().filter(|s| s.trace_id == trace).count() >= count
+    })
+    .await;
+    receiver.spans().into_iter().filter(|s| s.trace_id == trace).collect()
 }

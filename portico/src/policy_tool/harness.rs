@@ -242,6 +242,7 @@ fn run_case(attachment: &Arc<AttachedPolicy>, case: &Case, fixtures: &Fixtures, 
         response: None,
         policy_time: Default::default(),
         upstream_time: None,
+        trace: None,
     });
 
     let mut forwarded = None;

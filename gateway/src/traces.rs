@@ -1,0 +1,248 @@
+//! OpenTelemetry traces, off unless the settings have `traces`. Each request gets a server
+//! span, a child of the client's W3C `traceparent` (and `tracestate`) when it sent one, and
+//! that span gets a child per policy call and one for the upstream call, whose context goes
+//! upstream in `traceparent`. Whether a trace is recorded is its parent's decision, else
+//! `sampling_ratio` of new trace ids; a request whose trace is not recorded pays for its ids
+//! and the header only. The SDK's thread exports spans in batches over OTLP/HTTP
+//! (protobuf), through a client that runs on the process's runtime.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::GaiResolver;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_http::{HeaderExtractor, HeaderInjector, HttpClient, HttpError};
+use opentelemetry_otlp::{SpanExporter, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
+
+use crate::exchange::RouteInfo;
+use crate::settings::TracesConfig;
+use crate::tls;
+
+/// How long one export may take.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest collector answer read.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// The process's tracer and what exports its spans.
+pub struct Traces {
+    provider: SdkTracerProvider,
+    tracer: SdkTracer,
+}
+
+impl Traces {
+    /// Start exporting to the collector `config` names (on the current runtime).
+    pub fn start(config: &TracesConfig) -> anyhow::Result<Self> {
+        let client = ExportClient::new(&config.endpoint)?;
+        let exporter = SpanExporter::builder()
+            .with_http()
+            .with_http_client(client)
+            .with_endpoint(config.endpoint.clone())
+            .with_timeout(EXPORT_TIMEOUT)
+            .build()
+            .map_err(|e| anyhow::anyhow!("traces.endpoint: {e}"))?;
+        let service = config.resource.get("service.name").cloned().unwrap_or_else(|| "portico-gateway".into());
+        let resource = Resource::builder()
+            .with_service_name(service)
+            .with_attributes(
+                config.resource.iter().filter(|(key, _)| *key != "service.name").map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+            )
+            .build();
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sampling_ratio))))
+            .with_resource(resource)
+            .build();
+        let tracer = provider.tracer("portico-gateway");
+        Ok(Self { provider, tracer })
+    }
+
+    /// Export what is left and stop.
+    pub async fn shutdown(&self) {
+        let provider = self.provider.clone();
+        if let Ok(Err(error)) = tokio::task::spawn_blocking(move || provider.shutdown()).await {
+            tracing::warn!(%error, "the last spans could not be exported");
+        }
+    }
+
+    /// The server span of a request from `client`, child of the trace context it sent.
+    pub fn server_span(&self, request: &Request<hyper::body::Incoming>, client: IpAddr, tls: bool) -> SpanParent {
+        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+        let mut span = self.tracer.span_builder("HTTP").with_kind(SpanKind::Server).start_with_context(&self.tracer, &parent);
+        let method = span.is_recording().then(|| {
+            let mut attributes = vec![
+                KeyValue::new("http.request.method", request.method().to_string()),
+                KeyValue::new("url.path", request.uri().path().to_owned()),
+                KeyValue::new("url.scheme", if tls { "https" } else { "http" }),
+                KeyValue::new("client.address", client.to_string()),
+                KeyValue::new("network.protocol.version", protocol_version(request.version())),
+            ];
+            if let Some(agent) = request.headers().get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()) {
+                attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
+            }
+            span.set_attributes(attributes);
+            request.method().clone()
+        });
+        SpanParent { cx: parent.with_span(span), tracer: self.tracer.clone(), method }
+    }
+}
+
+fn protocol_version(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+/// A request's server span: what its child spans start from.
+#[derive(Clone)]
+pub struct SpanParent {
+    cx: Context,
+    tracer: SdkTracer,
+    /// The request's method, when the trace is recorded (to name the span once routed).
+    method: Option<Method>,
+}
+
+impl std::fmt::Debug for SpanParent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpanParent").field("span", &self.cx.span().span_context()).finish_non_exhaustive()
+    }
+}
+
+impl SpanParent {
+    /// The trace's id.
+    pub fn trace_id(&self) -> [u8; 16] {
+        self.cx.span().span_context().trace_id().to_bytes()
+    }
+
+    /// A child span for a call of a policy, when the trace is recorded.
+    pub fn policy(&self, name: &str, digest: &str, phase: &'static str) -> Option<ChildSpan> {
+        self.method.as_ref()?;
+        let mut span = self.tracer.span_builder(format!("policy {name}")).start_with_context(&self.tracer, &self.cx);
+        span.set_attributes([
+            KeyValue::new("portico.policy.name", name.to_owned()),
+            KeyValue::new("portico.policy.digest", digest.to_owned()),
+            KeyValue::new("portico.policy.phase", phase),
+        ]);
+        Some(ChildSpan(self.cx.with_span(span)))
+    }
+
+    /// The upstream call's span, when the trace is recorded; its context (else the server
+    /// span's) goes into the upstream request's `headers`.
+    pub fn upstream(&self, method: &Method, path: &str, headers: &mut HeaderMap) -> Option<ChildSpan> {
+        let propagator = TraceContextPropagator::new();
+        if self.method.is_none() {
+            propagator.inject_context(&self.cx, &mut HeaderInjector(headers));
+            return None;
+        }
+        let name: Cow<'static, str> = Cow::Owned(method.as_str().to_owned());
+        let mut span = self.tracer.span_builder(name).with_kind(SpanKind::Client).start_with_context(&self.tracer, &self.cx);
+        span.set_attributes([KeyValue::new("http.request.method", method.to_string()), KeyValue::new("url.path", path.to_owned())]);
+        let cx = self.cx.with_span(span);
+        propagator.inject_context(&cx, &mut HeaderInjector(headers));
+        Some(ChildSpan(cx))
+    }
+
+    /// End the server span: the request was answered `status`, routed to `route` (when it
+    /// was), for `application` (when key-auth named one).
+    pub fn finish(self, status: u16, route: Option<&RouteInfo>, application: Option<&str>) {
+        let span = self.cx.span();
+        if let Some(method) = &self.method {
+            span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
+            match route {
+                Some(route) => {
+                    let template = route.operation.split_once(' ').map_or(route.operation.as_str(), |(_, template)| template);
+                    span.update_name(format!("{method} {template}"));
+                    span.set_attribute(KeyValue::new("http.route", template.to_owned()));
+                    span.set_attribute(KeyValue::new("portico.api", route.api_name.clone()));
+                    span.set_attribute(KeyValue::new("portico.api.version", route.api_version.clone()));
+                }
+                None => span.update_name(method.to_string()),
+            }
+            if let Some(application) = application {
+                span.set_attribute(KeyValue::new("portico.application", application.to_owned()));
+            }
+            if status >= 500 {
+                span.set_status(Status::error(""));
+                span.set_attribute(KeyValue::new("error.type", status.to_string()));
+            }
+        }
+        span.end();
+    }
+}
+
+/// A policy call's or the upstream call's span, ended by [`ChildSpan::end`] (or when dropped).
+pub struct ChildSpan(Context);
+
+impl ChildSpan {
+    /// End it with what happened: `outcome` (a policy's `continue` or `respond`, the
+    /// upstream's status), or the error.
+    pub fn end(self, outcome: Result<KeyValue, String>) {
+        let span = self.0.span();
+        match outcome {
+            Ok(attribute) => span.set_attribute(attribute),
+            Err(error) => {
+                span.set_attribute(KeyValue::new("error.type", error.clone()));
+                span.set_status(Status::error(error));
+            }
+        }
+        span.end();
+    }
+}
+
+/// The exporter's HTTP client: hyper on the process's runtime, whatever thread calls it
+/// (the SDK's batch thread has no runtime of its own).
+#[derive(Debug)]
+struct ExportClient {
+    runtime: tokio::runtime::Handle,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl ExportClient {
+    fn new(endpoint: &str) -> anyhow::Result<Self> {
+        let uri: http::Uri = endpoint.parse().map_err(|e| anyhow::anyhow!("traces.endpoint: `{endpoint}` is not a URL: {e}"))?;
+        let tls = match uri.scheme_str() {
+            Some("https") => Some(tls::client_config(tls::Trust::System).map_err(|e| anyhow::anyhow!("traces.endpoint: {e}"))?),
+            Some("http") => None,
+            _ => anyhow::bail!("traces.endpoint: `{endpoint}` must be an http:// or https:// URL"),
+        };
+        let connector =
+            tls::connector(tls, Duration::from_secs(5), GaiResolver::new()).map_err(|e| anyhow::anyhow!("traces.endpoint: {e}"))?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| anyhow::anyhow!("traces need the tokio runtime"))?;
+        let client = Client::builder(TokioExecutor::new()).timer(TokioTimer::new()).pool_timer(TokioTimer::new()).build(connector);
+        Ok(Self { runtime, client })
+    }
+}
+
+#[async_trait::async_trait]
+impl HttpClient for ExportClient {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let client = self.client.clone();
+        let sent = self.runtime.spawn(async move {
+            let response = tokio::time::timeout(EXPORT_TIMEOUT, client.request(request.map(Full::new))).await??;
+            let (head, body) = response.into_parts();
+            let body = Limited::new(body, MAX_ANSWER_BYTES).collect().await.map_err(|e| anyhow::anyhow!("{e}"))?.to_bytes();
+            anyhow::Ok(Response::from_parts(head, body))
+        });
+        match sent.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(error.into()),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
