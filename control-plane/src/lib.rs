@@ -4,7 +4,7 @@
 //! subscriptions, keys), `keymanager` (the OAuth2 authorization server), `registry`
 //! (policy components), `environment` (what a gateway environment runs) and `fleet` (the
 //! gateways, the event hub that feeds them, rollouts); `health` and `metrics` are the
-//! operator's, and `analytics` the usage gateways report.
+//! operator's (with `traces`), and `analytics` the usage gateways report.
 
 pub mod analytics;
 pub mod auth;
@@ -22,6 +22,7 @@ pub mod registry;
 pub mod secrets;
 #[cfg(feature = "test-support")]
 pub mod test_support;
+pub mod traces;
 pub mod traffic;
 
 use std::sync::Arc;
@@ -74,6 +75,8 @@ pub struct AppState {
     pub counter_readers: Arc<traffic::usage::Readers>,
     /// What `/metrics` shows.
     pub metrics: Arc<metrics::Metrics>,
+    /// The tracer, when the control plane traces its requests.
+    pub traces: Option<Arc<portico_gateway::traces::Traces>>,
 }
 
 impl AppState {
@@ -92,6 +95,7 @@ impl AppState {
             acks: counter(),
             counter_readers: Arc::default(),
             metrics: Arc::default(),
+            traces: None,
         }
     }
 
@@ -116,6 +120,7 @@ pub fn app(state: AppState) -> Router {
         .merge(health::routes())
         .merge(metrics::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count_requests))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), traces::trace_requests))
         .layer(axum::middleware::from_fn(error::refuse_nul_in_uri))
         .with_state(state)
 }

@@ -73,8 +73,6 @@ pub struct Exchange {
     pub policy_time: std::time::Duration,
     /// From sending the request upstream to the upstream's response head, once it answered.
     pub upstream_time: Option<std::time::Duration>,
-    /// The request's server span, when the gateway traces.
-    pub trace: Option<crate::traces::SpanParent>,
 }
 
 impl Exchange {

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
 use tokio::sync::watch;
 
 use self::cache::Cache;
@@ -153,7 +154,17 @@ pub async fn offer(
         return ack(None);
     }
     let version = message.version.clone();
-    match apply(gateway, source, cache, environment, message).await {
+    // Applying it joins the trace of the change that made it, when both planes trace.
+    let span = message.traceparent.as_deref().zip(gateway.traces()).and_then(|(traceparent, traces)| {
+        let attributes =
+            vec![KeyValue::new("portico.environment", environment.to_owned()), KeyValue::new("portico.snapshot.version", version.clone())];
+        traces.child_of_remote(traceparent, "apply snapshot", attributes)
+    });
+    let applied = apply(gateway, source, cache, environment, message).await;
+    if let Some(span) = span {
+        span.end(applied.clone().map(|()| KeyValue::new("portico.outcome", "applied")));
+    }
+    match applied {
         Ok(()) => {
             tracing::info!(version, environment, "snapshot applied");
             ack(None)

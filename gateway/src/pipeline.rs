@@ -78,7 +78,7 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -
     let Some(snapshot) = gateway.snapshot() else {
         return ProxyError::NotReady.into_response();
     };
-    let trace = gateway.traces().map(|traces| traces.server_span(&request, peer.addr.ip(), peer.tls));
+    let trace = gateway.traces().map(|traces| traces.server_span(&request, Some(peer.addr.ip()), peer.tls));
     let recorder = gateway.recorder();
     // The access log needs the request line as received; copy it only when it is on.
     let line = (peer.access_log && recorder.is_some_and(|recorder| recorder.logging())).then(|| RequestLine {
@@ -108,7 +108,17 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -
         None => gateway.metrics.unrouted.record(status, elapsed),
     }
     if let Some(trace) = trace {
-        trace.finish(status, served.operation.as_ref().map(|operation| &*operation.route), served.application.as_deref());
+        let route = served.operation.as_ref().map(|operation| &operation.route);
+        let template = route.map(|route| route.operation.split_once(' ').map_or(route.operation.as_str(), |(_, template)| template));
+        trace.finish(status, template, || {
+            let mut attributes = Vec::new();
+            if let Some(route) = route {
+                attributes.push(KeyValue::new("portico.api", route.api_name.clone()));
+                attributes.push(KeyValue::new("portico.api.version", route.api_version.clone()));
+            }
+            attributes.extend(served.application.as_ref().map(|application| KeyValue::new("portico.application", application.clone())));
+            attributes
+        });
     }
     if let Some(recorder) = recorder
         && (line.is_some() || (served.operation.is_some() && recorder.tallying()))
@@ -249,7 +259,6 @@ async fn run_operation(
         response: None,
         policy_time: Default::default(),
         upstream_time: None,
-        trace: trace.cloned(),
     });
     let mut stream = None;
     if operation.needs_request_body {
@@ -262,8 +271,8 @@ async fn run_operation(
     } else {
         stream = Some(Body::Limited(Limited::new(body, max_body)));
     }
-    let upstream = HttpUpstream { operation, stream, peer, context_len, max_body, body_timeout: limits.body_read_timeout.0 };
-    let Phases { response, stream, mut exchange, .. } = run_phases(&operation.chain, exchange, blocking, upstream).await;
+    let upstream = HttpUpstream { operation, stream, peer, context_len, max_body, body_timeout: limits.body_read_timeout.0, trace };
+    let Phases { response, stream, mut exchange, .. } = run_phases(&operation.chain, exchange, blocking, upstream, trace).await;
     let (application, subscription) = match exchange.identity.as_mut() {
         Some(identity) => (identity.application.take(), identity.subscription.take()),
         None => (None, None),
@@ -334,8 +343,9 @@ pub async fn run_phases<U: Upstream>(
     exchange: Box<Exchange>,
     blocking: &Blocking,
     upstream: U,
+    trace: Option<&SpanParent>,
 ) -> Phases<U::Stream> {
-    let (mut exchange, ran, answer) = request_phase(chain, exchange);
+    let (mut exchange, ran, answer) = request_phase(chain, exchange, trace);
     let (answer, request_end) = match answer {
         Some((state, end)) => (Some(state), end),
         None if blocking.caller_blocked(exchange.identity.as_ref()) => (Some(error_state(ProxyError::Blocked)), RequestEnd::Blocked),
@@ -365,7 +375,7 @@ pub async fn run_phases<U: Upstream>(
         response.head.headers.insert(name, value);
     }
     exchange.response = Some(response);
-    let (mut exchange, response_failure) = response_phase(chain, exchange, ran);
+    let (mut exchange, response_failure) = response_phase(chain, exchange, ran, trace);
     let mut response = exchange.response.take().unwrap_or_else(|| error_state(ProxyError::Internal("response lost".into())));
     if response.body_replaced && matches!(response.body, BodyState::Buffered(_)) {
         response.head.headers.remove(header::CONTENT_LENGTH);
@@ -383,6 +393,8 @@ struct HttpUpstream<'a> {
     max_body: usize,
     /// Time allowed to receive a response body a policy buffers.
     body_timeout: std::time::Duration,
+    /// The request's server span, when the gateway traces.
+    trace: Option<&'a SpanParent>,
 }
 
 impl Upstream for HttpUpstream<'_> {
@@ -400,7 +412,7 @@ impl Upstream for HttpUpstream<'_> {
             if operation.needs_response_phase { exchange.request.headers.clone() } else { std::mem::take(&mut exchange.request.headers) };
         let rest = exchange.request.uri.path().get(self.context_len..).filter(|r| r.starts_with('/')).unwrap_or("/");
         let mut headers = headers;
-        let span = exchange.trace.as_ref().and_then(|trace| trace.upstream(&exchange.request.method, rest, &mut headers));
+        let span = self.trace.and_then(|trace| trace.upstream(&exchange.request.method, rest, &mut headers));
         let forward = Forward { rest, client_ip: &self.peer.ip_header, tls: self.peer.tls };
         let sent = Instant::now();
         let response = operation.upstream.send(&exchange.request, headers, body, forward).await;
@@ -434,11 +446,11 @@ impl Upstream for HttpUpstream<'_> {
 fn request_phase(
     chain: &[Arc<AttachedPolicy>],
     mut exchange: Box<Exchange>,
+    trace: Option<&SpanParent>,
 ) -> (Box<Exchange>, usize, Option<(ResponseState, RequestEnd)>) {
     for (i, attachment) in chain.iter().enumerate() {
         let _span = policy_span(attachment, "request").entered();
-        let traced =
-            exchange.trace.as_ref().and_then(|trace| trace.policy(attachment.policy().name(), attachment.policy().digest(), "request"));
+        let traced = trace.and_then(|trace| trace.policy(attachment.policy().name(), attachment.policy().digest(), "request"));
         let (back, result) = attachment.on_request(exchange);
         exchange = back;
         if let Some(traced) = traced {
@@ -473,11 +485,15 @@ fn request_phase(
 
 /// Run `on-response`, in reverse, for the first `ran` policies; a fail-closed failure
 /// replaces the response with a 500 and ends the phase.
-fn response_phase(chain: &[Arc<AttachedPolicy>], mut exchange: Box<Exchange>, ran: usize) -> (Box<Exchange>, Option<CallFailure>) {
+fn response_phase(
+    chain: &[Arc<AttachedPolicy>],
+    mut exchange: Box<Exchange>,
+    ran: usize,
+    trace: Option<&SpanParent>,
+) -> (Box<Exchange>, Option<CallFailure>) {
     for attachment in chain[..ran].iter().rev().filter(|a| a.needs_response_phase()) {
         let _span = policy_span(attachment, "response").entered();
-        let traced =
-            exchange.trace.as_ref().and_then(|trace| trace.policy(attachment.policy().name(), attachment.policy().digest(), "response"));
+        let traced = trace.and_then(|trace| trace.policy(attachment.policy().name(), attachment.policy().digest(), "response"));
         let (back, result) = attachment.on_response(exchange);
         exchange = back;
         if let Some(traced) = traced {

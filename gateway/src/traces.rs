@@ -27,7 +27,6 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 
-use crate::exchange::RouteInfo;
 use crate::settings::TracesConfig;
 use crate::tls;
 
@@ -78,7 +77,7 @@ impl Traces {
     }
 
     /// The server span of a request from `client`, child of the trace context it sent.
-    pub fn server_span(&self, request: &Request<hyper::body::Incoming>, client: IpAddr, tls: bool) -> SpanParent {
+    pub fn server_span<B>(&self, request: &Request<B>, client: Option<IpAddr>, tls: bool) -> SpanParent {
         let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
         let mut span = self.tracer.span_builder("HTTP").with_kind(SpanKind::Server).start_with_context(&self.tracer, &parent);
         let method = span.is_recording().then(|| {
@@ -86,9 +85,9 @@ impl Traces {
                 KeyValue::new("http.request.method", request.method().to_string()),
                 KeyValue::new("url.path", request.uri().path().to_owned()),
                 KeyValue::new("url.scheme", if tls { "https" } else { "http" }),
-                KeyValue::new("client.address", client.to_string()),
                 KeyValue::new("network.protocol.version", protocol_version(request.version())),
             ];
+            attributes.extend(client.map(|client| KeyValue::new("client.address", client.to_string())));
             if let Some(agent) = request.headers().get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()) {
                 attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
             }
@@ -96,6 +95,20 @@ impl Traces {
             request.method().clone()
         });
         SpanParent { cx: parent.with_span(span), tracer: self.tracer.clone(), method }
+    }
+
+    /// A span `name` with `attributes`, child of the W3C `traceparent` given (another
+    /// process's span: a deploy's, for the snapshot it made), when that trace is recorded.
+    pub fn child_of_remote(&self, traceparent: &str, name: &'static str, attributes: Vec<KeyValue>) -> Option<ChildSpan> {
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", http::HeaderValue::from_str(traceparent).ok()?);
+        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(&headers));
+        if !parent.span().span_context().is_sampled() {
+            return None;
+        }
+        let mut span = self.tracer.start_with_context(name, &parent);
+        span.set_attributes(attributes);
+        Some(ChildSpan(parent.with_span(span)))
     }
 }
 
@@ -158,31 +171,33 @@ impl SpanParent {
         Some(ChildSpan(cx))
     }
 
-    /// End the server span: the request was answered `status`, routed to `route` (when it
-    /// was), for `application` (when key-auth named one).
-    pub fn finish(self, status: u16, route: Option<&RouteInfo>, application: Option<&str>) {
+    /// End the server span: the request was answered `status`, matched the `route`
+    /// template (when it did); `attributes` are added when the trace is recorded.
+    pub fn finish(self, status: u16, route: Option<&str>, attributes: impl FnOnce() -> Vec<KeyValue>) {
         let span = self.cx.span();
         if let Some(method) = &self.method {
             span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
             match route {
                 Some(route) => {
-                    let template = route.operation.split_once(' ').map_or(route.operation.as_str(), |(_, template)| template);
-                    span.update_name(format!("{method} {template}"));
-                    span.set_attribute(KeyValue::new("http.route", template.to_owned()));
-                    span.set_attribute(KeyValue::new("portico.api", route.api_name.clone()));
-                    span.set_attribute(KeyValue::new("portico.api.version", route.api_version.clone()));
+                    span.update_name(format!("{method} {route}"));
+                    span.set_attribute(KeyValue::new("http.route", route.to_owned()));
                 }
                 None => span.update_name(method.to_string()),
             }
-            if let Some(application) = application {
-                span.set_attribute(KeyValue::new("portico.application", application.to_owned()));
-            }
+            span.set_attributes(attributes());
             if status >= 500 {
                 span.set_status(Status::error(""));
                 span.set_attribute(KeyValue::new("error.type", status.to_string()));
             }
         }
         span.end();
+    }
+
+    /// The span's context as a W3C `traceparent`, for another process to continue.
+    pub fn traceparent(&self) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        TraceContextPropagator::new().inject_context(&self.cx, &mut HeaderInjector(&mut headers));
+        headers.get("traceparent").and_then(|value| value.to_str().ok()).map(str::to_owned)
     }
 }
 

@@ -15,8 +15,9 @@ use portico_gateway::check::PolicyCeilings;
 use portico_gateway::connection::{self, Idle};
 use portico_gateway::contract::defaults;
 use portico_gateway::contract::units::{ByteSize, Duration};
-use portico_gateway::settings::{CertificateConfig, Limits, TlsConfig};
+use portico_gateway::settings::{CertificateConfig, Limits, TlsConfig, TracesConfig};
 use portico_gateway::tls::{self, ServedTls};
+use portico_gateway::traces::Traces;
 use tokio::net::TcpListener;
 
 use tokio::sync::{Semaphore, watch};
@@ -70,6 +71,14 @@ pub struct Options {
     /// deleted every hour.
     #[arg(long, env = "PORTICO_ANALYTICS_RETENTION", default_value = "90d")]
     pub analytics_retention: Duration,
+    /// Export OpenTelemetry traces of the control plane's requests to this OTLP/HTTP traces
+    /// endpoint (`http://127.0.0.1:4318/v1/traces`); none by default.
+    #[arg(long, env = "PORTICO_TRACES_ENDPOINT")]
+    pub traces_endpoint: Option<String>,
+    /// The share of the traces started here that are recorded, from 0 to 1 (a caller's
+    /// sampled `traceparent` is followed whatever it is).
+    #[arg(long, env = "PORTICO_TRACES_SAMPLING_RATIO", default_value_t = 1.0)]
+    pub traces_sampling_ratio: f64,
 }
 
 impl Options {
@@ -142,8 +151,16 @@ pub async fn start(options: &Options, stopped: watch::Receiver<bool>) -> anyhow:
     if let Err((field, reason)) = ceilings.check_self() {
         anyhow::bail!("--max-policy-{field} {reason}");
     }
-    let state =
+    let mut state =
         AppState::new(db, Settings { public_url, policy_ceilings: ceilings, fleet_client_certificates: options.fleet_client_ca.is_some() });
+    if let Some(endpoint) = &options.traces_endpoint {
+        if !(0.0..=1.0).contains(&options.traces_sampling_ratio) {
+            anyhow::bail!("--traces-sampling-ratio must be from 0 to 1");
+        }
+        let resource = [("service.name".to_owned(), "portico-control-plane".to_owned())].into();
+        let config = TracesConfig { endpoint: endpoint.clone(), sampling_ratio: options.traces_sampling_ratio, resource };
+        state.traces = Some(Arc::new(Traces::start(&config).map_err(|e| anyhow::anyhow!("--traces-endpoint: {e}"))?));
+    }
     fleet::notify::start(&state);
     tokio::spawn(analytics::expire_every_hour(state.db.clone(), options.analytics_retention.0));
     tracing::info!(%address, scheme, "control plane listening");

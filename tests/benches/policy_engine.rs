@@ -89,7 +89,6 @@ fn exchange(headers: &[(&str, &str)], identity: Option<Identity>) -> Box<Exchang
         response: None,
         policy_time: Default::default(),
         upstream_time: None,
-        trace: None,
     })
 }
 

@@ -105,7 +105,6 @@ fn exchange(allow: &str) -> Box<Exchange> {
         response: None,
         policy_time: Default::default(),
         upstream_time: None,
-        trace: None,
     })
 }
 

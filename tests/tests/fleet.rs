@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use http::{Method, StatusCode};
 use portico_tests::{
-    ApiKey, ControlPlaneClient, HttpClient, MockUpstream, PorticoProcess, RedisServer, TestCertificate, eventually, policies, tls_get,
-    until_closed,
+    ApiKey, ControlPlaneClient, HttpClient, MockUpstream, OtlpReceiver, PorticoProcess, RedisServer, TestCertificate, eventually, policies,
+    tls_get, until_closed,
 };
 use serde_json::{Value, json};
 
@@ -1079,6 +1079,7 @@ fn environment_event(content: &portico_gateway::contract::environment::Environme
         environment: "default".into(),
         version: version.clone(),
         content: content.clone(),
+        traceparent: None,
     };
     (version, event(ENVIRONMENT_EVENT, &serde_json::to_string(&message).unwrap()))
 }
@@ -1146,12 +1147,14 @@ async fn a_snapshot_a_running_gateway_refuses_leaves_the_last_good_one_serving()
         environment: "default".into(),
         version: good_version.clone(),
         content: good.clone(),
+        traceparent: None,
     };
     let to = portico_gateway::contract::fleet::EnvironmentMessage {
         protocol: PROTOCOL_VERSION,
         environment: "default".into(),
         version: revoked_version.clone(),
         content: revoked,
+        traceparent: None,
     };
     let delta = RevocationsMessage::between(&from, &to).expect("revocations only");
     fake.push.send(event(REVOCATIONS_EVENT, &serde_json::to_string(&delta).unwrap())).unwrap();
@@ -1285,4 +1288,90 @@ async fn usage_analytics_through_two_gateways_are_exact_and_outlast_an_outage() 
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(requests_of(&api_usage, &pat).await, 17);
     assert_eq!(requests_of(&own(&a.app), &sam).await, 9);
+}
+
+/// Traces across the fleet link: a deploy traced by its caller is a span of the control
+/// plane, and a gateway that traces records applying the snapshot it made as a child of
+/// that span, even at a sampling ratio of 0 (the deploy's trace was sampled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_s_trace_continues_in_the_gateway_that_applies_it() {
+    let upstream = MockUpstream::start().await;
+    let receiver = OtlpReceiver::start().await;
+    let client = HttpClient::default();
+    let data = tempfile::tempdir().unwrap();
+    let batches = ("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let control_plane = PorticoProcess::spawn_until(
+        tempfile::tempdir().unwrap(),
+        &[
+            "control-plane",
+            "--data-dir",
+            &data.path().display().to_string(),
+            "--api",
+            "127.0.0.1:0",
+            "--traces-endpoint",
+            &receiver.endpoint(),
+        ],
+        &[("PORTICO_ADMIN_PASSWORD", ADMIN_PASSWORD), batches],
+        &["control plane listening"],
+    )
+    .unwrap();
+    let cp_url = format!("http://{}", control_plane.control_plane.unwrap());
+    let cp = ControlPlaneClient::new(control_plane.control_plane.unwrap());
+    let admin = cp.login("admin", ADMIN_PASSWORD).await;
+    cp.allow_loopback_upstreams(&admin).await;
+    let token = cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({"description": "traced"})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("gateway.yaml");
+    let yaml = format!("listeners: [{{address: 127.0.0.1:0}}]\ntraces: {{endpoint: '{}', sampling_ratio: 0}}\n", receiver.endpoint());
+    std::fs::write(&settings, yaml).unwrap();
+    let (cache, settings) = (dir.path().join("cache").display().to_string(), settings.display().to_string());
+    let gateway = PorticoProcess::spawn_until(
+        dir,
+        &["gateway", "--control-plane", &cp_url, "--cache-dir", &cache, "--settings", &settings],
+        &[("PORTICO_GATEWAY_TOKEN", token["token"].as_str().unwrap()), batches],
+        &["snapshot applied"],
+    )
+    .unwrap();
+
+    let api = cp
+        .ok(Method::POST, "/api/v1/apis", Some(&admin), json!({"name": "traced", "version": "v1", "context": "/traced", "endpoints": [upstream.url()], "operations": [{"method": "GET", "path": "/x"}]}))
+        .await;
+    let api = api["id"].as_str().unwrap();
+    cp.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(&admin), json!({"action": "publish"})).await;
+    let revision = cp.ok(Method::POST, &format!("/api/v1/apis/{api}/revisions"), Some(&admin), json!({})).await;
+    let (trace, parent) = ("7bf92f3577b34da6a3ce929d0e0e4736", "20f067aa0ba902b7");
+    let traceparent = format!("00-{trace}-{parent}-01");
+    let deploy = json!({"revision_id": revision["id"], "environments": ["default"]});
+    let headers = [("authorization", format!("Bearer {admin}")), ("content-type", "application/json".into()), ("traceparent", traceparent)];
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    let reply = client
+        .send(Method::POST, &format!("{cp_url}/api/v1/apis/{api}/deployments?wait_ms=5000"), &headers, deploy.to_string())
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+
+    eventually("the deploy's and the gateway's spans", Duration::from_secs(10), async || {
+        receiver.spans().iter().filter(|s| s.trace_id == trace).count() >= 2
+    })
+    .await;
+    let spans: Vec<_> = receiver.spans().into_iter().filter(|s| s.trace_id == trace).collect();
+    let deployed = spans.iter().find(|s| s.kind == "SERVER").unwrap();
+    assert_eq!(
+        (deployed.service.as_str(), deployed.name.as_str()),
+        ("portico-control-plane", "POST /api/v1/apis/{id}/deployments"),
+        "{spans:#?}"
+    );
+    assert_eq!((deployed.parent_span_id.as_str(), deployed.attributes["http.response.status_code"].as_str()), (parent, "201"));
+    let applied = spans.iter().find(|s| s.name == "apply snapshot").unwrap();
+    assert_eq!((applied.service.as_str(), applied.parent_span_id.as_str()), ("portico-gateway", deployed.span_id.as_str()), "{spans:#?}");
+    assert_eq!(applied.attributes["portico.outcome"], "applied");
+    assert_eq!(applied.attributes["portico.environment"], "default");
+    // Its own requests are not recorded at a ratio of 0 (the gateway started their traces).
+    let reply = client.get(&gateway.url("/traced/v1/x"), &[]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    // The control plane records its own requests (a ratio of 1 by default): the login is a root span.
+    assert!(receiver.spans().iter().any(|s| s.name == "POST /api/v1/auth/login" && s.parent_span_id.is_empty()));
+    // Five batch intervals: a span of the gateway's request would have been exported by then.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!receiver.spans().iter().any(|s| s.service == "portico-gateway" && s.kind == "SERVER"));
 }

@@ -6,6 +6,7 @@
 
 use std::ops::{Deref, DerefMut};
 
+use portico_gateway::traces::SpanParent;
 use sqlx::{Any, AnyConnection, Transaction};
 
 use crate::AppState;
@@ -15,17 +16,27 @@ use crate::error::ApiResult;
 pub struct Change<'a> {
     state: &'a AppState,
     tx: Transaction<'static, Any>,
+    /// The W3C trace context of the request making it, when that request is traced.
+    traceparent: Option<String>,
 }
 
 impl<'a> Change<'a> {
     /// Begin a change.
     pub async fn begin(state: &'a AppState) -> ApiResult<Self> {
-        Ok(Self { state, tx: state.db.pool.begin().await? })
+        Ok(Self { state, tx: state.db.pool.begin().await?, traceparent: None })
+    }
+
+    /// This change is made by a request traced as `trace`: the snapshots it makes carry its
+    /// context to the gateways, which record applying them in the same trace.
+    pub fn traced(mut self, trace: Option<&SpanParent>) -> Self {
+        self.traceparent = trace.and_then(SpanParent::traceparent);
+        self
     }
 
     /// Commit, then tell the gateways (what they serve may have changed).
     pub async fn commit(self) -> ApiResult<()> {
         self.tx.commit().await?;
+        self.state.hub.set_change_trace(self.traceparent);
         announce(self.state);
         Ok(())
     }

@@ -57,6 +57,9 @@ pub type Builder = for<'a> fn(&'a AppState, &'a str) -> Pin<Box<dyn Future<Outpu
 pub struct Hub {
     build: Builder,
     environments: Mutex<HashMap<String, watch::Receiver<Option<Arc<Published>>>>>,
+    /// The W3C trace context of the change committed last here, when it was traced: the
+    /// snapshots it makes carry it to the gateways.
+    change_trace: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -71,8 +74,14 @@ pub async fn publish(state: &AppState, environment: &str) -> ApiResult<Published
     let built = (state.hub.build)(state, environment).await;
     state.metrics.snapshot_built(environment, built.is_ok(), built_at.elapsed());
     let content = built?;
-    let message =
-        EnvironmentMessage { protocol: PROTOCOL_VERSION, environment: environment.to_owned(), version: content.version(), content };
+    let traceparent = state.hub.change_trace.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let message = EnvironmentMessage {
+        protocol: PROTOCOL_VERSION,
+        environment: environment.to_owned(),
+        version: content.version(),
+        content,
+        traceparent,
+    };
     let data = serde_json::to_string(&message).map_err(|e| crate::error::ApiError::Internal(e.to_string()))?;
     Ok(Published {
         event: Bytes::from(event(ENVIRONMENT_EVENT, &data)),
@@ -97,7 +106,12 @@ fn with_revocations(mut published: Published, previous: Option<&Published>) -> P
 impl Hub {
     /// A hub whose snapshots `build` makes.
     pub fn new(build: Builder) -> Self {
-        Self { build, environments: Mutex::default() }
+        Self { build, environments: Mutex::default(), change_trace: Mutex::default() }
+    }
+
+    /// Remember the trace of the change being committed (none for an untraced one).
+    pub(crate) fn set_change_trace(&self, traceparent: Option<String>) {
+        *self.change_trace.lock().unwrap_or_else(|e| e.into_inner()) = traceparent;
     }
 
     /// The latest snapshot of each environment this node's gateways follow.

@@ -2,10 +2,11 @@
 //! per API and environment), and [`deployed`], what an environment runs, for snapshots.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use portico_gateway::check;
 use portico_gateway::contract::environment::UpstreamNetworks;
+use portico_gateway::traces::SpanParent;
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
@@ -107,6 +108,7 @@ pub async fn deploy(
     caller: Caller,
     Path(id): Path<String>,
     QueryParams(wait): QueryParams<RolloutQuery>,
+    trace: Option<Extension<SpanParent>>,
     JsonBody(deploy): JsonBody<Deploy>,
 ) -> ApiResult<(StatusCode, Json<Vec<Deployment>>)> {
     store::visible(&state.db, &caller, &id).await?;
@@ -129,7 +131,7 @@ pub async fn deploy(
         }
         other => other,
     })?;
-    let mut tx = Change::begin(&state).await?;
+    let mut tx = Change::begin(&state).await?.traced(trace.as_ref().map(|Extension(trace)| trace));
     lock_deployable(&mut tx, &id).await?;
     let now = now_ms();
     for (i, environment) in deploy.environments.iter().enumerate() {

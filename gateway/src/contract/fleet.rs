@@ -19,7 +19,9 @@ use super::environment::{Environment, RevokedToken};
 /// 5: revoked API keys are revocations too (`revoked_api_keys`), refused by digest.
 /// 6: consumers carry `client_certificates`, and key-auth takes `client_certificate`.
 /// 7: environments carry `counters`, where their gateways keep rate counters.
-pub const PROTOCOL_VERSION: u32 = 7;
+/// 8: environment messages may carry the `traceparent` of the change that made them, and
+/// gateways report usage analytics ([`ANALYTICS_PATH`]).
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// `GET`: the event stream (`text/event-stream`) of the token's environment.
 pub const STREAM_PATH: &str = "/fleet/v1/stream";
@@ -27,8 +29,7 @@ pub const STREAM_PATH: &str = "/fleet/v1/stream";
 pub const ACK_PATH: &str = "/fleet/v1/acks";
 /// `GET {MODULES_PATH}/{sha256}`: a policy component's bytes.
 pub const MODULES_PATH: &str = "/fleet/v1/modules";
-/// `POST`: a [`UsageReport`]. Added in protocol 7 without a new version: a control plane
-/// without it answers 404, and the gateway keeps the report until one takes it.
+/// `POST`: a [`UsageReport`].
 pub const ANALYTICS_PATH: &str = "/fleet/v1/analytics";
 
 /// Header: the protocol version.
@@ -61,6 +62,10 @@ pub struct EnvironmentMessage {
     pub version: String,
     /// What it runs. Its modules have no `path`: each is fetched by `sha256`.
     pub content: Environment,
+    /// The W3C trace context of the change that made it (a deploy's request), when that
+    /// was traced: a gateway that traces records applying it in the same trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// What changed when only an environment's revocations did (tokens revoked, expired
@@ -136,7 +141,7 @@ impl RevocationsMessage {
         if version != self.version {
             return Err(format!("revocations applied to {} give {version}, not {}", self.base, self.version));
         }
-        Ok(EnvironmentMessage { protocol: message.protocol, environment: message.environment.clone(), version, content })
+        Ok(EnvironmentMessage { protocol: message.protocol, environment: message.environment.clone(), version, content, traceparent: None })
     }
 }
 
@@ -304,7 +309,13 @@ mod tests {
     use super::*;
 
     fn message(content: Environment) -> EnvironmentMessage {
-        EnvironmentMessage { protocol: PROTOCOL_VERSION, environment: "default".into(), version: content.version(), content }
+        EnvironmentMessage {
+            protocol: PROTOCOL_VERSION,
+            environment: "default".into(),
+            version: content.version(),
+            content,
+            traceparent: None,
+        }
     }
 
     #[test]

@@ -171,7 +171,13 @@ mod tests {
     fn message_with_module(sha256: &str) -> EnvironmentMessage {
         let mut content = Environment::default();
         content.modules.insert("p@1".into(), ModuleSource { path: None, sha256: Some(sha256.into()) });
-        EnvironmentMessage { protocol: PROTOCOL_VERSION, environment: "prod".into(), version: content.version(), content }
+        EnvironmentMessage {
+            protocol: PROTOCOL_VERSION,
+            environment: "prod".into(),
+            version: content.version(),
+            content,
+            traceparent: None,
+        }
     }
 
     #[test]

@@ -242,14 +242,13 @@ fn run_case(attachment: &Arc<AttachedPolicy>, case: &Case, fixtures: &Fixtures, 
         response: None,
         policy_time: Default::default(),
         upstream_time: None,
-        trace: None,
     });
 
     let mut forwarded = None;
     let upstream = MockUpstream { request_body, head: Some(upstream_head), body: upstream_body, forwarded: &mut forwarded };
     let chain = std::slice::from_ref(attachment);
     let started = Instant::now();
-    let phases = complete(run_phases(chain, exchange, &Blocking::default(), upstream))?;
+    let phases = complete(run_phases(chain, exchange, &Blocking::default(), upstream, None))?;
     let time = started.elapsed();
 
     let policy = attachment.policy().name();
