@@ -25,15 +25,18 @@ fn start_control_plane(data: &Path, port: u16) -> PorticoProcess {
 
 /// [`start_control_plane`] on the database at `database_url` instead of SQLite in `data`.
 fn start_control_plane_on(data: &Path, port: u16, database_url: Option<&str>) -> PorticoProcess {
-    let mut environment = vec![("PORTICO_ADMIN_PASSWORD", ADMIN_PASSWORD)];
-    environment.extend(database_url.map(|url| ("PORTICO_DATABASE_URL", url)));
-    PorticoProcess::spawn_until(
-        tempfile::tempdir().unwrap(),
-        &["control-plane", "--data-dir", &data.display().to_string(), "--api", &format!("127.0.0.1:{port}")],
-        &environment,
-        &["control plane listening"],
-    )
-    .unwrap()
+    let environment: Vec<_> = database_url.map(|url| ("PORTICO_DATABASE_URL", url)).into_iter().collect();
+    start_control_plane_with(data, port, &[], &environment)
+}
+
+/// [`start_control_plane`] with more arguments and environment variables.
+fn start_control_plane_with(data: &Path, port: u16, args: &[&str], environment: &[(&str, &str)]) -> PorticoProcess {
+    let (data, api) = (data.display().to_string(), format!("127.0.0.1:{port}"));
+    let mut all_args = vec!["control-plane", "--data-dir", &data, "--api", &api];
+    all_args.extend_from_slice(args);
+    let mut all_environment = vec![("PORTICO_ADMIN_PASSWORD", ADMIN_PASSWORD)];
+    all_environment.extend_from_slice(environment);
+    PorticoProcess::spawn_until(tempfile::tempdir().unwrap(), &all_args, &all_environment, &["control plane listening"]).unwrap()
 }
 
 fn start_gateway(control_plane: &str, token: &str, cache: &Path, ready: &str) -> PorticoProcess {
@@ -728,25 +731,10 @@ async fn pattern_2_over_tls_and_an_untrusted_control_plane_refused() {
     let client_dir = tempfile::tempdir().unwrap();
     let client = TestCertificate::generate(client_dir.path());
     let data = tempfile::tempdir().unwrap();
-    let control_plane = PorticoProcess::spawn_until(
-        tempfile::tempdir().unwrap(),
-        &[
-            "control-plane",
-            "--data-dir",
-            &data.path().display().to_string(),
-            "--api",
-            "127.0.0.1:0",
-            "--tls-cert",
-            &certificate.cert.display().to_string(),
-            "--tls-key",
-            &certificate.key.display().to_string(),
-            "--fleet-client-ca",
-            &client.cert.display().to_string(),
-        ],
-        &[("PORTICO_ADMIN_PASSWORD", ADMIN_PASSWORD)],
-        &["control plane listening"],
-    )
-    .unwrap();
+    let (cert, key, client_ca) =
+        (certificate.cert.display().to_string(), certificate.key.display().to_string(), client.cert.display().to_string());
+    let control_plane =
+        start_control_plane_with(data.path(), 0, &["--tls-cert", &cert, "--tls-key", &key, "--fleet-client-ca", &client_ca], &[]);
     let address = control_plane.control_plane.unwrap();
     let cp = ControlPlaneClient::https(address, &certificate.der);
     let admin = cp.login("admin", ADMIN_PASSWORD).await;
@@ -1300,21 +1288,7 @@ async fn a_deploy_s_trace_continues_in_the_gateway_that_applies_it() {
     let client = HttpClient::default();
     let data = tempfile::tempdir().unwrap();
     let batches = ("OTEL_BSP_SCHEDULE_DELAY", "100");
-    let control_plane = PorticoProcess::spawn_until(
-        tempfile::tempdir().unwrap(),
-        &[
-            "control-plane",
-            "--data-dir",
-            &data.path().display().to_string(),
-            "--api",
-            "127.0.0.1:0",
-            "--traces-endpoint",
-            &receiver.endpoint(),
-        ],
-        &[("PORTICO_ADMIN_PASSWORD", ADMIN_PASSWORD), batches],
-        &["control plane listening"],
-    )
-    .unwrap();
+    let control_plane = start_control_plane_with(data.path(), 0, &["--traces-endpoint", &receiver.endpoint()], &[batches]);
     let cp_url = format!("http://{}", control_plane.control_plane.unwrap());
     let cp = ControlPlaneClient::new(control_plane.control_plane.unwrap());
     let admin = cp.login("admin", ADMIN_PASSWORD).await;
