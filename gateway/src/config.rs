@@ -12,7 +12,7 @@ use crate::settings::Settings;
 /// Version of the configuration format; bumped on a breaking change.
 pub const FORMAT_VERSION: u32 = 1;
 /// The top-level keys that are the process's settings; every other one is the environment's.
-const SETTINGS_KEYS: [&str; 7] = ["listeners", "admin", "limits", "compiled_cache", "drain_delay", "access_log", "traces"];
+const SETTINGS_KEYS: [&str; 8] = ["listeners", "admin", "limits", "compiled_cache", "drain_delay", "access_log", "traces", "analytics"];
 
 /// A configuration that cannot be used, with every problem found.
 #[derive(Debug, thiserror::Error)]

@@ -9,8 +9,10 @@ use std::time::{Duration, SystemTime};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use crate::analytics::UsageSink;
 use crate::config;
 use crate::contract::Problem;
+use crate::contract::fleet::UsageReport;
 use crate::settings::{AccessLogTarget, Settings};
 use crate::{Gateway, OnFailedApi, process, tls};
 
@@ -32,6 +34,10 @@ pub async fn run(file: PathBuf, access_log: Option<AccessLogTarget>) -> anyhow::
         .map_err(|e| anyhow::anyhow!("{}", located(&file, &e.problems)))?;
     tracing::info!(version, file = %file.display(), "configuration applied");
 
+    // Without a control plane, usage goes to the log, when the file asks for it.
+    if loaded.settings.analytics.is_some() {
+        gateway.report_usage(LoggedUsage, "file", &loaded.settings);
+    }
     let (stop, stopped) = watch::channel(false);
     let tasks = process::start_listeners(&gateway, &loaded.settings.clone().with_access_log(access_log), &loaded.base_dir, stopped)
         .await
@@ -40,6 +46,17 @@ pub async fn run(file: PathBuf, access_log: Option<AccessLogTarget>) -> anyhow::
     tokio::spawn(watch_and_reload(gateway.clone(), file, loaded.settings, files));
     tokio::spawn(process::sweep_counters(gateway.clone()));
     process::serve_until_signal(stop, tasks, Some((&gateway, drain_delay))).await
+}
+
+/// Usage reports written to the process's log, one line each (`usage`, with the report).
+struct LoggedUsage;
+
+#[async_trait::async_trait]
+impl UsageSink for LoggedUsage {
+    async fn deliver(&self, report: &UsageReport) -> Result<(), String> {
+        tracing::info!(report = %serde_json::to_string(report).map_err(|e| e.to_string())?, "usage");
+        Ok(())
+    }
 }
 
 /// Check a file without running it: parse, validate, build the snapshot (compiling and

@@ -143,9 +143,10 @@ impl Gateway {
     }
 
     /// Tally requests for usage analytics and report them to `sink` as `settings` say (when
-    /// they enable analytics), as the gateway `gateway_id`; before the listeners start.
+    /// they enable analytics; their absence does), as the gateway `gateway_id`; before the
+    /// listeners start.
     pub fn report_usage(&self, sink: impl UsageSink + 'static, gateway_id: &str, settings: &Settings) {
-        let config = &settings.analytics;
+        let config = settings.analytics.clone().unwrap_or_default();
         if config.enabled && self.reporter.get().is_none() {
             let reporter = Arc::new(Reporter::new(Box::new(sink), gateway_id, config.max_unsent_rows));
             tokio::spawn(reporter.clone().run(config.report_every.0));

@@ -39,9 +39,11 @@ pub struct Settings {
     /// Where the access log goes (each listener says whether its requests are logged).
     #[serde(default, skip_serializing_if = "AccessLogConfig::is_default")]
     pub access_log: AccessLogConfig,
-    /// Usage analytics, reported to the control plane (fleet and all-in-one gateways).
-    #[serde(default, skip_serializing_if = "AnalyticsConfig::is_default")]
-    pub analytics: AnalyticsConfig,
+    /// Usage analytics: reported to the control plane by a fleet or all-in-one gateway
+    /// (on when absent); written to the process's log by a gateway run from a file (only
+    /// when present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analytics: Option<AnalyticsConfig>,
     /// OpenTelemetry traces, exported over OTLP/HTTP; off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traces: Option<TracesConfig>,
@@ -58,7 +60,7 @@ impl Settings {
             compiled_cache: None,
             drain_delay,
             access_log: AccessLogConfig::default(),
-            analytics: AnalyticsConfig::default(),
+            analytics: None,
             traces: None,
         }
     }
@@ -126,7 +128,9 @@ impl Settings {
         if self.access_log.to == AccessLogTarget::File(PathBuf::new()) {
             problem("access_log.to".into(), "name a file, or `stdout` or `off`".into());
         }
-        if self.analytics.report_every.is_zero() {
+        if let Some(analytics) = &self.analytics
+            && analytics.report_every.is_zero()
+        {
             problem("analytics.report_every".into(), "must be more than zero".into());
         }
         if let Some(traces) = &self.traces {
@@ -138,7 +142,9 @@ impl Settings {
                 problem("traces.sampling_ratio".into(), "must be from 0 to 1".into());
             }
         }
-        if self.analytics.max_unsent_rows == 0 {
+        if let Some(analytics) = &self.analytics
+            && analytics.max_unsent_rows == 0
+        {
             problem("analytics.max_unsent_rows".into(), "must be at least 1".into());
         }
         if self.limits.max_headers == 0 {
@@ -208,9 +214,8 @@ impl AccessLogConfig {
     }
 }
 
-/// Usage analytics: whether a fleet (or all-in-one) gateway tallies its requests for the
-/// control plane, how often it reports, and how much it keeps while the control plane is
-/// away.
+/// Usage analytics: whether the gateway tallies its requests, how often it reports them,
+/// and how much it keeps while the control plane is away.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnalyticsConfig {
@@ -227,12 +232,6 @@ pub struct AnalyticsConfig {
 impl Default for AnalyticsConfig {
     fn default() -> Self {
         Self { enabled: true, report_every: Duration(std::time::Duration::from_secs(10)), max_unsent_rows: 100_000 }
-    }
-}
-
-impl AnalyticsConfig {
-    fn is_default(&self) -> bool {
-        *self == Self::default()
     }
 }
 
@@ -434,7 +433,7 @@ mod tests {
     #[test]
     fn traces_and_analytics_are_checked_and_named() {
         let default = load("listeners: [{address: '127.0.0.1:0'}]\n").unwrap();
-        assert!(default.traces.is_none() && default.analytics.enabled);
+        assert!(default.traces.is_none() && default.analytics.is_none());
         let traces = load("traces: {endpoint: 'http://127.0.0.1:4318/v1/traces'}\n").unwrap().traces.unwrap();
         assert_eq!(traces.sampling_ratio, 0.01);
         let error = load("traces: {endpoint: 'collector:4318', sampling_ratio: 2}\nanalytics: {report_every: 0s, max_unsent_rows: 0}\n")

@@ -1151,8 +1151,10 @@ async fn traces_continue_the_client_s_and_reach_the_upstream() {
     let receiver = OtlpReceiver::start().await;
     let policies =
         "      - policy: key-auth\n      - policy: headers\n        config:\n          response:\n            set: {x-traced: \"yes\"}\n";
-    let traces =
-        format!("traces:\n  endpoint: {}\n  sampling_ratio: 1\n  resource: {{deployment.environment: test}}\n", receiver.endpoint());
+    let traces = format!(
+        "traces:\n  endpoint: {}\n  sampling_ratio: 1\n  resource: {{deployment.environment: test}}\nanalytics: {{report_every: 100ms}}\n",
+        receiver.endpoint()
+    );
     let config = gateway_config(
         &api("traced", "/traced", &upstream, policies),
         &format!("{traces}consumers:\n  - name: shop\n    api_keys: [\"key-shop-0001\"]\n"),
@@ -1232,6 +1234,21 @@ async fn traces_continue_the_client_s_and_reach_the_upstream() {
     assert_eq!(spans.iter().find(|s| s.kind == "SERVER").unwrap().parent_span_id, "", "a root span");
     // By now the batch with the unsampled request went too: it held nothing of its trace.
     assert!(receiver.spans().iter().all(|s| s.trace_id != unsampled));
+
+    // Its file asks for usage analytics: without a control plane, they are logged.
+    let usage = || -> Vec<(String, u64)> {
+        let mut counted: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        for event in gateway.events().into_iter().filter(|e| e["message"] == "usage") {
+            let report: serde_json::Value = serde_json::from_str(event["report"].as_str().unwrap()).unwrap();
+            for row in report["rows"].as_array().unwrap() {
+                *counted.entry(format!("{} {}xx", row["api"].as_str().unwrap(), row["class"])).or_default() +=
+                    row["requests"].as_u64().unwrap();
+            }
+        }
+        counted.into_iter().collect()
+    };
+    eventually("the usage logged", Duration::from_secs(10), async || usage().iter().map(|(_, n)| n).sum::<u64>() == 4).await;
+    assert_eq!(usage(), [("traced 2xx".to_owned(), 3), ("traced 4xx".to_owned(), 1)]);
 }
 
 /// The spans of `trace` the receiver has once it has at least `count`.
