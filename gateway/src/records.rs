@@ -131,6 +131,7 @@ impl Recorder {
 
     fn run_until_stopped(&self, mut log: Option<Box<dyn Write + Send>>) {
         let mut buffer = Vec::with_capacity(64 * 1024);
+        let mut clock = access_log::Clock::default();
         let mut failing = false;
         loop {
             // Read before draining: a stop seen here is followed by one last drain.
@@ -138,14 +139,14 @@ impl Recorder {
             if !self.queue.is_empty() {
                 let mut tallies = self.usage.as_ref().map(|usage| usage.tallies());
                 while let Some(record) = self.queue.pop() {
-                    if let (Some(tallies), Some(route)) = (&mut tallies, &record.route) {
-                        tallies.add(record.at, route, record.application.as_deref(), record.status, record.duration);
-                    }
                     if let (Some(out), Some(line)) = (&mut log, &record.line) {
-                        access_log::write(&record, line, &mut buffer);
+                        access_log::write(&mut clock, &record, line, &mut buffer);
                         if buffer.len() >= 60 * 1024 {
                             failing = access_log::flush(out, &mut buffer, failing);
                         }
+                    }
+                    if let (Some(tallies), Some(route)) = (&mut tallies, &record.route) {
+                        tallies.add(record.at, route, record.application, record.status, record.duration);
                     }
                 }
             }

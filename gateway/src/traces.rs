@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -19,14 +19,17 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::GaiResolver;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, TraceState, Tracer as _, TracerProvider as _,
+};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_http::{HeaderExtractor, HeaderInjector, HttpClient, HttpError};
+use opentelemetry_http::{HeaderExtractor, HttpClient, HttpError};
 use opentelemetry_otlp::{SpanExporter, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SdkTracer, SdkTracerProvider, ShouldSample};
 
+use crate::contract::hex;
 use crate::settings::TracesConfig;
 use crate::tls;
 
@@ -39,6 +42,10 @@ const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 pub struct Traces {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
+    /// Whether a trace begun here is recorded: the SDK's rule on `sampling_ratio`, applied
+    /// before the SDK is asked for a span (which then records whatever this chose).
+    ratio: Sampler,
+    ids: RandomIdGenerator,
 }
 
 impl Traces {
@@ -61,11 +68,11 @@ impl Traces {
             .build();
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sampling_ratio))))
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
             .with_resource(resource)
             .build();
         let tracer = provider.tracer("portico-gateway");
-        Ok(Self { provider, tracer })
+        Ok(Self { provider, tracer, ratio: Sampler::TraceIdRatioBased(config.sampling_ratio), ids: RandomIdGenerator::default() })
     }
 
     /// Export what is left and stop.
@@ -78,7 +85,19 @@ impl Traces {
 
     /// The server span of a request from `client`, child of the trace context it sent.
     pub fn server_span<B>(&self, request: &Request<B>, client: Option<IpAddr>, tls: bool) -> SpanParent {
-        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+        let parent = if request.headers().contains_key(TRACEPARENT) {
+            TraceContextPropagator::new().extract_with_context(&Context::new(), &HeaderExtractor(request.headers()))
+        } else {
+            // A trace begins here. Most are not recorded: they get their ids, for the log and
+            // the upstream, and nothing of the SDK, whose span costs more than the rest.
+            let trace_id = self.ids.new_trace_id();
+            let decision = self.ratio.should_sample(None, trace_id, "HTTP", &SpanKind::Server, &[], &[]).decision;
+            if decision == SamplingDecision::Drop {
+                let span = SpanContext::new(trace_id, self.ids.new_span_id(), TraceFlags::default(), false, TraceState::NONE);
+                return SpanParent(Parent::Unrecorded(span));
+            }
+            Context::new()
+        };
         let mut span = self.tracer.span_builder("HTTP").with_kind(SpanKind::Server).start_with_context(&self.tracer, &parent);
         let method = span.is_recording().then(|| {
             let mut attributes = vec![
@@ -94,7 +113,7 @@ impl Traces {
             span.set_attributes(attributes);
             request.method().clone()
         });
-        SpanParent { cx: parent.with_span(span), tracer: self.tracer.clone(), method }
+        SpanParent(Parent::Span { cx: parent.with_span(span), tracer: self.tracer.clone(), method })
     }
 
     /// A span `name` with `attributes`, child of the W3C `traceparent` given (another
@@ -124,58 +143,87 @@ fn protocol_version(version: http::Version) -> &'static str {
 
 /// A request's server span: what its child spans start from.
 #[derive(Clone)]
-pub struct SpanParent {
-    cx: Context,
-    tracer: SdkTracer,
-    /// The request's method, when the trace is recorded (to name the span once routed).
-    method: Option<Method>,
+pub struct SpanParent(Parent);
+
+#[derive(Clone)]
+enum Parent {
+    /// A trace begun here and not recorded: its ids only.
+    Unrecorded(SpanContext),
+    /// The SDK's span: recorded, or continuing a caller's trace that is not.
+    Span {
+        cx: Context,
+        tracer: SdkTracer,
+        /// The request's method, when the trace is recorded (to name the span once routed).
+        method: Option<Method>,
+    },
 }
 
 impl std::fmt::Debug for SpanParent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpanParent").field("span", &self.cx.span().span_context()).finish_non_exhaustive()
+        f.debug_struct("SpanParent").field("span", &self.span_context()).finish_non_exhaustive()
     }
 }
 
 impl SpanParent {
+    fn span_context(&self) -> SpanContext {
+        match &self.0 {
+            Parent::Unrecorded(span) => span.clone(),
+            Parent::Span { cx, .. } => cx.span().span_context().clone(),
+        }
+    }
+
+    /// The SDK's span when the trace is recorded: its context, tracer and request method.
+    fn recorded(&self) -> Option<(&Context, &SdkTracer, &Method)> {
+        match &self.0 {
+            Parent::Span { cx, tracer, method: Some(method) } => Some((cx, tracer, method)),
+            _ => None,
+        }
+    }
+
     /// The trace's id.
     pub fn trace_id(&self) -> [u8; 16] {
-        self.cx.span().span_context().trace_id().to_bytes()
+        match &self.0 {
+            Parent::Unrecorded(span) => span.trace_id().to_bytes(),
+            Parent::Span { cx, .. } => cx.span().span_context().trace_id().to_bytes(),
+        }
     }
 
     /// A child span for a call of a policy, when the trace is recorded.
     pub fn policy(&self, name: &str, digest: &str, phase: &'static str) -> Option<ChildSpan> {
-        self.method.as_ref()?;
-        let mut span = self.tracer.span_builder(format!("policy {name}")).start_with_context(&self.tracer, &self.cx);
+        let (cx, tracer, _) = self.recorded()?;
+        let mut span = tracer.span_builder(format!("policy {name}")).start_with_context(tracer, cx);
         span.set_attributes([
             KeyValue::new("portico.policy.name", name.to_owned()),
             KeyValue::new("portico.policy.digest", digest.to_owned()),
             KeyValue::new("portico.policy.phase", phase),
         ]);
-        Some(ChildSpan(self.cx.with_span(span)))
+        Some(ChildSpan(cx.with_span(span)))
     }
 
     /// The upstream call's span, when the trace is recorded; its context (else the server
     /// span's) goes into the upstream request's `headers`.
     pub fn upstream(&self, method: &Method, path: &str, headers: &mut HeaderMap) -> Option<ChildSpan> {
-        let propagator = TraceContextPropagator::new();
-        if self.method.is_none() {
-            propagator.inject_context(&self.cx, &mut HeaderInjector(headers));
+        let Some((cx, tracer, _)) = self.recorded() else {
+            match &self.0 {
+                Parent::Unrecorded(span) => inject(span, headers),
+                Parent::Span { cx, .. } => inject(cx.span().span_context(), headers),
+            }
             return None;
-        }
+        };
         let name: Cow<'static, str> = Cow::Owned(method.as_str().to_owned());
-        let mut span = self.tracer.span_builder(name).with_kind(SpanKind::Client).start_with_context(&self.tracer, &self.cx);
+        let mut span = tracer.span_builder(name).with_kind(SpanKind::Client).start_with_context(tracer, cx);
         span.set_attributes([KeyValue::new("http.request.method", method.to_string()), KeyValue::new("url.path", path.to_owned())]);
-        let cx = self.cx.with_span(span);
-        propagator.inject_context(&cx, &mut HeaderInjector(headers));
+        let cx = cx.with_span(span);
+        inject(cx.span().span_context(), headers);
         Some(ChildSpan(cx))
     }
 
     /// End the server span: the request was answered `status`, matched the `route`
     /// template (when it did); `attributes` are added when the trace is recorded.
     pub fn finish(self, status: u16, route: Option<&str>, attributes: impl FnOnce() -> Vec<KeyValue>) {
-        let span = self.cx.span();
-        if let Some(method) = &self.method {
+        let Parent::Span { cx, method, .. } = self.0 else { return };
+        let span = cx.span();
+        if let Some(method) = &method {
             span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
             match route {
                 Some(route) => {
@@ -196,8 +244,36 @@ impl SpanParent {
     /// The span's context as a W3C `traceparent`, for another process to continue.
     pub fn traceparent(&self) -> Option<String> {
         let mut headers = HeaderMap::new();
-        TraceContextPropagator::new().inject_context(&self.cx, &mut HeaderInjector(&mut headers));
-        headers.get("traceparent").and_then(|value| value.to_str().ok()).map(str::to_owned)
+        inject(&self.span_context(), &mut headers);
+        headers.get(TRACEPARENT).and_then(|value| value.to_str().ok()).map(str::to_owned)
+    }
+}
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// Put `span` into `headers` as W3C trace context: `traceparent`, and `tracestate` when the
+/// trace has one (replacing what the client sent). Written on the stack rather than by the
+/// SDK's propagator, whose formatting cost as much as the rest of an unsampled trace.
+fn inject(span: &SpanContext, headers: &mut HeaderMap) {
+    if !span.is_valid() {
+        return;
+    }
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    hex::encode_into(&span.trace_id().to_bytes(), &mut text[3..35]);
+    hex::encode_into(&span.span_id().to_bytes(), &mut text[36..52]);
+    hex::encode_into(&[(span.trace_flags() & TraceFlags::SAMPLED).to_u8()], &mut text[53..]);
+    if let Ok(value) = HeaderValue::from_bytes(&text) {
+        headers.insert(TRACEPARENT, value);
+    }
+    let state = span.trace_state().header();
+    match HeaderValue::from_str(&state) {
+        Ok(value) if !state.is_empty() => {
+            headers.insert(TRACESTATE, value);
+        }
+        _ => {
+            headers.remove(TRACESTATE);
+        }
     }
 }
 
@@ -258,6 +334,57 @@ impl HttpClient for ExportClient {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => Err(error.into()),
             Err(error) => Err(error.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{SpanId, TraceId};
+    use opentelemetry_http::HeaderInjector;
+
+    use super::*;
+
+    #[test]
+    fn trace_context_goes_out_as_the_sdk_s_propagator_writes_it() {
+        let (trace, span) = (TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(), SpanId::from_hex("00f067aa0ba902b7").unwrap());
+        let state = TraceState::from_key_value([("vendor", "x")]).unwrap();
+        for (flags, state) in [(TraceFlags::SAMPLED, state), (TraceFlags::default(), TraceState::default())] {
+            let context = SpanContext::new(trace, span, flags, true, state.clone());
+            let mut ours = HeaderMap::new();
+            ours.insert(TRACESTATE, HeaderValue::from_static("client=1"));
+            inject(&context, &mut ours);
+            let mut theirs = HeaderMap::new();
+            let cx = Context::new().with_remote_span_context(context);
+            TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut theirs));
+            assert_eq!(ours[TRACEPARENT], theirs[TRACEPARENT]);
+            let sampled = if flags.is_sampled() { "01" } else { "00" };
+            assert_eq!(ours[TRACEPARENT], format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{sampled}"));
+            // The client's tracestate is replaced by the trace's, or removed when it has none.
+            assert_eq!(ours.get(TRACESTATE).map(|v| v.to_str().unwrap()), (!state.header().is_empty()).then_some("vendor=x"));
+        }
+        let mut headers = HeaderMap::new();
+        inject(&SpanContext::empty_context(), &mut headers);
+        assert!(headers.is_empty(), "an invalid context is not sent");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_trace_begun_here_is_recorded_at_the_ratio_and_always_sent_upstream() {
+        for (ratio, recorded) in [(0.0, false), (1.0, true)] {
+            let config =
+                TracesConfig { endpoint: "http://127.0.0.1:9/v1/traces".into(), sampling_ratio: ratio, resource: Default::default() };
+            let traces = Traces::start(&config).unwrap();
+            let parent = traces.server_span(&Request::get("/x").body(()).unwrap(), None, false);
+            assert_ne!(parent.trace_id(), [0; 16]);
+            assert_eq!(parent.policy("stamp", "ab", "request").is_some(), recorded);
+            let mut headers = HeaderMap::new();
+            assert_eq!(parent.upstream(&Method::GET, "/x", &mut headers).is_some(), recorded);
+            let sent = headers[TRACEPARENT].to_str().unwrap();
+            let flags = if recorded { "-01" } else { "-00" };
+            assert!(sent.starts_with(&format!("00-{}-", hex::encode(&parent.trace_id()))) && sent.ends_with(flags), "{sent}");
+            assert_eq!(parent.traceparent().unwrap().len(), 55);
+            parent.finish(200, Some("/x"), Vec::new);
+            traces.shutdown().await;
         }
     }
 }

@@ -3,15 +3,25 @@
 
 use sha2::{Digest, Sha256};
 
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// `bytes` in lower-case hex.
 pub fn encode(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);
     for byte in bytes {
         text.push(DIGITS[usize::from(byte >> 4)] as char);
         text.push(DIGITS[usize::from(byte & 0x0f)] as char);
     }
     text
+}
+
+/// `bytes` in lower-case hex, written over the first `2 × bytes.len()` bytes of `out`
+/// (which must be that long), for a caller that keeps the text on its stack.
+pub fn encode_into(bytes: &[u8], out: &mut [u8]) {
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+    }
 }
 
 /// The bytes of hex text (either case); `None` when it is not an even number of hex digits.
@@ -63,6 +73,9 @@ mod tests {
     #[test]
     fn hex_round_trips() {
         assert_eq!(encode(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        let mut text = *b"-------";
+        encode_into(&[0x0f, 0xa5, 0xff], &mut text[..6]);
+        assert_eq!(&text, b"0fa5ff-");
         assert_eq!(decode("000FA5ff"), Some(vec![0x00, 0x0f, 0xa5, 0xff]));
         assert_eq!(decode("abc"), None);
         assert_eq!(decode("zz"), None);
