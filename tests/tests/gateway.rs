@@ -405,32 +405,46 @@ async fn hot_swap_under_load_fails_no_request_and_never_mixes_versions() {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let seen_v1 = Arc::new(AtomicUsize::new(0));
     let seen_v2 = Arc::new(AtomicUsize::new(0));
+    let last_seen = Arc::new(AtomicUsize::new(1));
     let mut workers = Vec::new();
     for _ in 0..4 {
-        let (client, url, stop, seen_v1, seen_v2) = (client.clone(), url.clone(), stop.clone(), seen_v1.clone(), seen_v2.clone());
+        let (client, url, stop, seen_v1, seen_v2, last_seen) =
+            (client.clone(), url.clone(), stop.clone(), seen_v1.clone(), seen_v2.clone(), last_seen.clone());
         workers.push(tokio::spawn(async move {
             let mut sent = 0;
-            while !stop.load(Ordering::Relaxed) && sent < 20_000 {
+            while !stop.load(Ordering::Relaxed) && sent < 200_000 {
                 let reply = client.get(&url, &[]).await.expect("no connection error");
                 assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
                 let upstream_saw = reply.upstream_header("x-policy-version").expect("stamped request");
                 let stamp = reply.header("x-policy-version").expect("stamped response");
                 assert_eq!(stamp, format!("{upstream_saw}/{upstream_saw}"), "one version per request");
-                match upstream_saw.as_str() {
-                    "portico-test-stamp-v1" => seen_v1.fetch_add(1, Ordering::Relaxed),
-                    "portico-test-stamp-v2" => seen_v2.fetch_add(1, Ordering::Relaxed),
+                let (seen, version) = match upstream_saw.as_str() {
+                    "portico-test-stamp-v1" => (&seen_v1, 1),
+                    "portico-test-stamp-v2" => (&seen_v2, 2),
                     other => panic!("unexpected version {other}"),
                 };
+                seen.fetch_add(1, Ordering::Relaxed);
+                last_seen.store(version, Ordering::Relaxed);
                 sent += 1;
             }
             sent
         }));
     }
-    for round in 0..6 {
-        let module = if round % 2 == 0 { policies::STAMP_V2 } else { policies::STAMP_V1 };
+    // Each swap is awaited until requests show it (a first compilation on a loaded machine can
+    // take seconds), then given a moment of load before the next.
+    'swaps: for round in 0..6 {
+        let (module, version) = if round % 2 == 0 { (policies::STAMP_V2, 2) } else { (policies::STAMP_V1, 1) };
         gateway.write_config(&stamp_config(&upstream, module)).unwrap();
         gateway.hangup();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = Instant::now();
+        while last_seen.load(Ordering::Relaxed) != version {
+            if workers.iter().any(|worker| worker.is_finished()) {
+                break 'swaps; // its failure is reported below
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "swap {round} to v{version} not served within 60 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     stop.store(true, Ordering::Relaxed);
     let mut total = 0;
