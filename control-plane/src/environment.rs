@@ -127,7 +127,7 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<E
         Vec::new()
     } else {
         vec![JwtIssuer {
-            issuer: settings.public_url.clone(),
+            issuer: settings.issuer.clone(),
             audiences: vec![keymanager::AUDIENCE.to_owned()],
             algorithms: vec!["ES256".to_owned(), "RS256".to_owned()],
             keys,

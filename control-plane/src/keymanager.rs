@@ -57,7 +57,7 @@ impl Modify for ClientSecretBasic {
     }
 }
 
-/// The routes of this module.
+/// The authorization server's routes: what a key-manager node serves.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/oauth2/token", post(token::token))
@@ -65,6 +65,12 @@ pub fn routes() -> Router<AppState> {
         .route("/oauth2/revoke", post(revocation::revoke))
         .route("/oauth2/jwks", get(keys::jwks))
         .route("/.well-known/oauth-authorization-server", get(metadata::metadata))
+}
+
+/// The signing keys' management, for admins of the control plane (the keys are in the
+/// database the key-manager nodes share).
+pub fn admin_routes() -> Router<AppState> {
+    Router::new()
         .route("/api/v1/keymanager/keys", get(keys::list))
         .route("/api/v1/keymanager/keys/rotate", post(keys::rotate))
         .route("/api/v1/keymanager/keys/{kid}/retire", post(keys::retire))

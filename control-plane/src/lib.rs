@@ -35,8 +35,12 @@ use crate::db::Db;
 /// Settings of the control plane.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The public base URL of the control plane (the OAuth2 issuer), without a trailing slash.
+    /// The public base URL of this node's layer (behind its load balancer), without a
+    /// trailing slash.
     pub public_url: String,
+    /// The OAuth2 issuer: the public URL of the key manager, which is `public_url` unless
+    /// the key manager runs apart (the `key-manager` profile, patterns 4 and 5).
+    pub issuer: String,
     /// What a policy attachment may ask for; gateways should be given the same.
     pub policy_ceilings: portico_gateway::check::PolicyCeilings,
     /// Whether the fleet endpoints require a client certificate (mutual TLS) besides the
@@ -105,20 +109,36 @@ impl AppState {
     }
 }
 
-/// The whole HTTP API.
-pub fn app(state: AppState) -> Router {
-    Router::new()
-        .merge(auth::routes())
-        .merge(analytics::routes())
-        .merge(traffic::routes())
-        .merge(publisher::routes())
-        .merge(devportal::routes())
-        .merge(keymanager::routes())
-        .merge(registry::routes())
-        .merge(fleet::routes())
-        .merge(openapi::routes())
-        .merge(health::routes())
-        .merge(metrics::routes())
+/// Which layers of WSO2's model a node serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layers {
+    /// The control plane with its own key manager (patterns 0 to 3).
+    ControlPlaneAndKeyManager,
+    /// The control plane alone: a key-manager layer apart issues the tokens (patterns 4, 5).
+    ControlPlane,
+    /// The key manager alone: the OAuth2 authorization server (the `key-manager` profile).
+    KeyManager,
+}
+
+/// The HTTP API of `layers`; every node answers `/healthz`, `/readyz` and `/metrics`.
+pub fn app(state: AppState, layers: Layers) -> Router {
+    let mut router = Router::new().merge(health::routes()).merge(metrics::routes());
+    if layers != Layers::KeyManager {
+        router = router
+            .merge(auth::routes())
+            .merge(analytics::routes())
+            .merge(traffic::routes())
+            .merge(publisher::routes())
+            .merge(devportal::routes())
+            .merge(keymanager::admin_routes())
+            .merge(registry::routes())
+            .merge(fleet::routes())
+            .merge(openapi::routes());
+    }
+    if layers != Layers::ControlPlane {
+        router = router.merge(keymanager::routes());
+    }
+    router
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count_requests))
         .layer(axum::middleware::from_fn_with_state(state.clone(), traces::trace_requests))
         .layer(axum::middleware::from_fn(error::refuse_nul_in_uri))

@@ -12,7 +12,7 @@ use portico_gateway::check::PolicyCeilings;
 use sqlx::Connection;
 
 use crate::db::{Db, Engine};
-use crate::{AppState, Settings, app};
+use crate::{AppState, Layers, Settings, app};
 
 /// The PostgreSQL server for tests.
 pub fn postgres_url() -> String {
@@ -79,13 +79,13 @@ impl TestApp {
         let db = Db::connect(url, sealing).await.expect("connect test database");
         crate::auth::create_user(&db, "admin", "admin-password-1", crate::auth::Role::Admin).await.expect("admin");
         let state = AppState::new(db.clone(), settings(PolicyCeilings::default()));
-        Self { router: app(state.clone()), db, state, _dir: None }
+        Self { router: app(state.clone(), Layers::ControlPlaneAndKeyManager), db, state, _dir: None }
     }
 
     /// The same database served by a control plane started with other policy ceilings.
     pub fn with_policy_ceilings(mut self, ceilings: PolicyCeilings) -> Self {
         self.state = AppState::new(self.db.clone(), settings(ceilings));
-        self.router = app(self.state.clone());
+        self.router = app(self.state.clone(), Layers::ControlPlaneAndKeyManager);
         self
     }
 
@@ -149,7 +149,8 @@ macro_rules! on_both_engines {
 }
 
 fn settings(policy_ceilings: PolicyCeilings) -> Settings {
-    Settings { public_url: "http://portico.test".into(), policy_ceilings, fleet_client_certificates: false }
+    let public_url = "http://portico.test".to_owned();
+    Settings { issuer: public_url.clone(), public_url, policy_ceilings, fleet_client_certificates: false }
 }
 
 /// The proof that the holder of a P-256 key (PKCS#8 DER) registers its certificate for

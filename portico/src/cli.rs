@@ -43,8 +43,12 @@ enum Command {
     /// Run the control plane and a gateway in one process (WSO2 pattern 0; pattern 1 with
     /// two nodes on one PostgreSQL).
     AllInOne(crate::all_in_one::Options),
-    /// Run the control plane alone; gateways connect to it (WSO2 pattern 2).
+    /// Run the control plane alone; gateways connect to it (WSO2 pattern 2; with
+    /// `--key-manager-url`, patterns 4 and 5).
     ControlPlane(crate::control_plane::Options),
+    /// Run a key-manager node alone: the OAuth2 authorization server on the control plane's
+    /// PostgreSQL, for the control plane's `--key-manager-url` (WSO2 patterns 4 and 5).
+    KeyManager(crate::control_plane::KeyManagerOptions),
     /// Run a gateway fed by a control plane, serving from its last-known-good cache while
     /// the control plane is away.
     Gateway(GatewayOptions),
@@ -125,6 +129,7 @@ pub fn main() -> ExitCode {
         },
         Command::AllInOne(options) => run(cli.workers, crate::all_in_one::run(options, cli.access_log)),
         Command::ControlPlane(options) => run(cli.workers, crate::control_plane::run(options)),
+        Command::KeyManager(options) => run(cli.workers, crate::control_plane::run_key_manager(options)),
         Command::Gateway(options) => {
             let token = match crate::secret::read(options.token_file.as_deref(), "PORTICO_GATEWAY_TOKEN", "the gateway token") {
                 Ok(token) => token,

@@ -1,7 +1,9 @@
 //! The control-plane profile: the management API, the OAuth2 endpoints and the fleet
-//! endpoints gateways connect to, on SQLite or PostgreSQL. Several nodes on one
-//! PostgreSQL tell each other about changes (LISTEN/NOTIFY), so each pushes every change
-//! to the gateways connected to it. It serves HTTPS with `--tls-cert` and `--tls-key`.
+//! endpoints gateways connect to, on SQLite or PostgreSQL; and the key-manager profile:
+//! the OAuth2 endpoints alone, on the control plane's PostgreSQL (WSO2 patterns 4 and 5).
+//! Several nodes on one PostgreSQL tell each other about changes (LISTEN/NOTIFY), so each
+//! pushes every change, wherever it was made, to the gateways connected to it. Nodes serve
+//! HTTPS with `--tls-cert` and `--tls-key`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use portico_control_plane::db::Db;
 use portico_control_plane::secrets::{self, SealingKey};
-use portico_control_plane::{AppState, ClientCertified, Settings, analytics, app, auth, fleet};
+use portico_control_plane::{AppState, ClientCertified, Layers, Settings, analytics, app, auth, fleet};
 use portico_gateway::check::PolicyCeilings;
 use portico_gateway::connection::{self, Idle};
 use portico_gateway::contract::defaults;
@@ -25,40 +27,66 @@ use tokio::sync::{Semaphore, watch};
 /// How long requests in flight may take to finish at shutdown.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Where the control plane keeps its data and listens.
+/// What every control-plane and key-manager node is given: its database and sealing key,
+/// its TLS certificate, its public URL and where its traces go.
 #[derive(Debug, Clone, clap::Args)]
-#[group(id = "control_plane_options")]
-pub struct Options {
-    /// Folder for the embedded database.
-    #[arg(long, default_value = ".portico")]
-    pub data_dir: PathBuf,
-    /// Database URL instead of the embedded SQLite file (e.g. postgres://… for HA).
+#[group(skip)]
+pub struct Node {
+    /// Database URL (postgres://… for several nodes); without one, the control plane uses
+    /// the embedded SQLite file in `--data-dir`. A key manager needs the control plane's
+    /// PostgreSQL.
     #[arg(long, env = "PORTICO_DATABASE_URL")]
     pub database_url: Option<String>,
     /// File holding the key (64 hex digits) that seals signing keys and the API-key HMAC
     /// secret in the database; or give the key itself in PORTICO_SECRETS_KEY. Without
-    /// either, `<data-dir>/secrets.key`, made at first start. Nodes of one cluster must
-    /// share it.
+    /// either, the control plane makes `<data-dir>/secrets.key` at first start (a key
+    /// manager needs one of the two). Nodes of one cluster must share it.
     #[arg(long, env = "PORTICO_SECRETS_KEY_FILE")]
     pub secrets_key_file: Option<PathBuf>,
-    /// Where the control plane serves its REST API, OAuth2 and fleet endpoints.
-    #[arg(long, default_value = "127.0.0.1:9080")]
-    pub api: String,
     /// PEM certificate chain to serve HTTPS with (HTTP/2 and HTTP/1.1); with `--tls-key`.
     #[arg(long, env = "PORTICO_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `--tls-cert`.
     #[arg(long, env = "PORTICO_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// This node's public URL, its load balancer's (for the key manager, the OAuth2
+    /// issuer); `https://<api address>` with TLS, `http://<api address>` without, by
+    /// default. Nodes of one cluster must share it.
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// Export OpenTelemetry traces of this node's requests to this OTLP/HTTP traces
+    /// endpoint (`http://127.0.0.1:4318/v1/traces`); none by default.
+    #[arg(long, env = "PORTICO_TRACES_ENDPOINT")]
+    pub traces_endpoint: Option<String>,
+    /// The share of the traces started here that are recorded, from 0 to 1 (a caller's
+    /// sampled `traceparent` is followed whatever it is).
+    #[arg(long, env = "PORTICO_TRACES_SAMPLING_RATIO", default_value_t = 1.0)]
+    pub traces_sampling_ratio: f64,
+}
+
+/// Where the control plane keeps its data and listens.
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "control_plane_options")]
+pub struct Options {
+    /// What every node is given.
+    #[command(flatten)]
+    pub node: Node,
+    /// Folder for the embedded database.
+    #[arg(long, default_value = ".portico")]
+    pub data_dir: PathBuf,
+    /// Where the control plane serves its REST API, OAuth2 and fleet endpoints.
+    #[arg(long, default_value = "127.0.0.1:9080")]
+    pub api: String,
     /// PEM CA certificates that gateways' client certificates must chain to: the fleet
     /// endpoints then require one (mutual TLS) besides the gateway token. Needs `--tls-cert`.
     #[arg(long, env = "PORTICO_FLEET_CLIENT_CA", requires = "tls_cert")]
     pub fleet_client_ca: Option<PathBuf>,
-    /// The control plane's public URL (the OAuth2 issuer); `https://<api address>` with
-    /// TLS, `http://<api address>` without, by default.
-    /// Nodes of one cluster must share it.
-    #[arg(long)]
-    pub public_url: Option<String>,
+    /// The public URL of a key-manager layer apart (the `key-manager` profile's
+    /// `--public-url`, WSO2 patterns 4 and 5): tokens are issued there, gateways trust that
+    /// issuer, and this control plane serves no OAuth2 endpoint. By default the control
+    /// plane is its own key manager.
+    #[arg(long, env = "PORTICO_KEY_MANAGER_URL")]
+    pub key_manager_url: Option<String>,
     /// The most CPU time a policy attachment may ask for per call (`timeout`); an
     /// attachment over it is refused. Give gateways the same `limits.max_policy_timeout`.
     #[arg(long, env = "PORTICO_MAX_POLICY_TIMEOUT", default_value_t = Duration(defaults::POLICY_TIMEOUT_CEILING))]
@@ -71,14 +99,6 @@ pub struct Options {
     /// deleted every hour.
     #[arg(long, env = "PORTICO_ANALYTICS_RETENTION", default_value = "90d")]
     pub analytics_retention: Duration,
-    /// Export OpenTelemetry traces of the control plane's requests to this OTLP/HTTP traces
-    /// endpoint (`http://127.0.0.1:4318/v1/traces`); none by default.
-    #[arg(long, env = "PORTICO_TRACES_ENDPOINT")]
-    pub traces_endpoint: Option<String>,
-    /// The share of the traces started here that are recorded, from 0 to 1 (a caller's
-    /// sampled `traceparent` is followed whatever it is).
-    #[arg(long, env = "PORTICO_TRACES_SAMPLING_RATIO", default_value_t = 1.0)]
-    pub traces_sampling_ratio: f64,
 }
 
 impl Options {
@@ -88,7 +108,20 @@ impl Options {
     }
 }
 
-/// A control plane serving requests.
+/// Where a key-manager node listens; its database is the control plane's PostgreSQL.
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "key_manager_options")]
+pub struct KeyManagerOptions {
+    /// What every node is given; the database and the sealing key are the control plane's.
+    #[command(flatten)]
+    pub node: Node,
+    /// Where the key manager serves its OAuth2 endpoints, `/healthz`, `/readyz` and
+    /// `/metrics`.
+    #[arg(long, default_value = "127.0.0.1:9443")]
+    pub api: String,
+}
+
+/// A node serving requests.
 pub struct Started {
     /// Its state.
     pub state: AppState,
@@ -96,23 +129,18 @@ pub struct Started {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-/// Open the database (bootstrapping the first admin), bind and serve; the address is
-/// logged as `control plane listening`.
+/// Open the database (bootstrapping the first admin), bind and serve the control plane;
+/// the address is logged as `control plane listening`.
 pub async fn start(options: &Options, stopped: watch::Receiver<bool>) -> anyhow::Result<Started> {
     std::fs::create_dir_all(&options.data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create the data folder {}: {e}", options.data_dir.display()))?;
-    let url = match &options.database_url {
+    let url = match &options.node.database_url {
         Some(url) => url.clone(),
         None => format!("sqlite://{}?mode=rwc", options.data_dir.join("portico.db").display()),
     };
-    let sealing = match (&options.secrets_key_file, std::env::var("PORTICO_SECRETS_KEY")) {
-        (Some(file), _) => {
-            let text =
-                std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read --secrets-key-file {}: {e}", file.display()))?;
-            SealingKey::from_hex(&text).map_err(|e| anyhow::anyhow!("--secrets-key-file {}: {e}", file.display()))?
-        }
-        (None, Ok(hex)) => SealingKey::from_hex(&hex).map_err(|e| anyhow::anyhow!("PORTICO_SECRETS_KEY: {e}"))?,
-        (None, Err(_)) => SealingKey::from_file_or_new(&options.data_dir.join("secrets.key"))?,
+    let sealing = match sealing_key(&options.node)? {
+        Some(key) => key,
+        None => SealingKey::from_file_or_new(&options.data_dir.join("secrets.key"))?,
     };
     let db = Db::connect(&url, sealing).await?;
     if let Some(password) = auth::bootstrap_admin(&db).await? {
@@ -124,49 +152,136 @@ pub async fn start(options: &Options, stopped: watch::Receiver<bool>) -> anyhow:
         println!("First start: created the user `admin`; its password is in {} (readable by you only).", file.display());
         println!("Log in, change it, then delete that file. (Set PORTICO_ADMIN_PASSWORD before the first start to choose it.)");
     }
-    let listener =
-        tokio::net::TcpListener::bind(&options.api).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.api))?;
-    let address = listener.local_addr()?;
-    let tls = match (&options.tls_cert, &options.tls_key) {
-        (Some(cert), Some(key)) => {
-            let certificate = CertificateConfig { cert: cert.clone(), key: key.clone(), server_names: Vec::new() };
-            let config = TlsConfig {
-                certificates: vec![certificate],
-                client_ca: options.fleet_client_ca.clone(),
-                // Browsers and API clients have none: only the fleet endpoints require one.
-                client_certificate_optional: true,
-            };
-            let config =
-                tls::serve_config(&config, Path::new("."), "--tls-cert").map_err(|problem| anyhow::anyhow!("{}", problem.reason))?;
-            Some(config)
-        }
-        _ => None,
-    };
-    if tls.is_none() && !address.ip().is_loopback() {
-        tracing::warn!(%address, "the control plane serves plain HTTP on a non-loopback address: logins, OAuth2 tokens and the environments gateways receive travel in clear; give --tls-cert and --tls-key");
-    }
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let public_url = options.public_url.clone().unwrap_or_else(|| format!("{scheme}://{address}"));
     let ceilings = options.policy_ceilings();
     if let Err((field, reason)) = ceilings.check_self() {
         anyhow::bail!("--max-policy-{field} {reason}");
     }
-    let mut state =
-        AppState::new(db, Settings { public_url, policy_ceilings: ceilings, fleet_client_certificates: options.fleet_client_ca.is_some() });
-    if let Some(endpoint) = &options.traces_endpoint {
-        if !(0.0..=1.0).contains(&options.traces_sampling_ratio) {
-            anyhow::bail!("--traces-sampling-ratio must be from 0 to 1");
-        }
-        let resource = [("service.name".to_owned(), "portico-control-plane".to_owned())].into();
-        let config = TracesConfig { endpoint: endpoint.clone(), sampling_ratio: options.traces_sampling_ratio, resource };
-        state.traces = Some(Arc::new(Traces::start(&config).map_err(|e| anyhow::anyhow!("--traces-endpoint: {e}"))?));
-    }
-    fleet::notify::start(&state);
+    let bound = Bound::bind(&options.node, &options.api, options.fleet_client_ca.as_ref()).await?;
+    let (issuer, layers) = match &options.key_manager_url {
+        Some(url) => (trimmed_url(url, "--key-manager-url")?, Layers::ControlPlane),
+        None => (bound.public_url.clone(), Layers::ControlPlaneAndKeyManager),
+    };
+    let settings = Settings {
+        public_url: bound.public_url.clone(),
+        issuer,
+        policy_ceilings: ceilings,
+        fleet_client_certificates: options.fleet_client_ca.is_some(),
+    };
+    let mut state = AppState::new(db, settings);
+    state.traces = traces(&options.node, "portico-control-plane")?;
     tokio::spawn(analytics::expire_every_hour(state.db.clone(), options.analytics_retention.0));
-    tracing::info!(%address, scheme, "control plane listening");
-    let router = app(state.clone());
-    let task = tokio::spawn(serve(listener, tls, router, stopped));
-    Ok(Started { state, task })
+    Ok(bound.serve(state, layers, "control plane listening", stopped))
+}
+
+/// Open the control plane's PostgreSQL database, bind and serve the key manager's OAuth2
+/// endpoints; the address is logged as `key manager listening`.
+pub async fn start_key_manager(options: &KeyManagerOptions, stopped: watch::Receiver<bool>) -> anyhow::Result<Started> {
+    let shared = "a key manager works on the control plane's PostgreSQL database, where the control plane hears of its revocations";
+    let url = match &options.node.database_url {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => url.clone(),
+        Some(_) => anyhow::bail!("--database-url must be a postgres:// URL: {shared}"),
+        None => anyhow::bail!("--database-url (or PORTICO_DATABASE_URL) is missing: {shared}"),
+    };
+    let Some(sealing) = sealing_key(&options.node)? else {
+        anyhow::bail!(
+            "--secrets-key-file (or PORTICO_SECRETS_KEY) is missing: a key manager needs the control plane's key to open the signing keys"
+        );
+    };
+    let db = Db::connect(&url, sealing).await?;
+    let bound = Bound::bind(&options.node, &options.api, None).await?;
+    let settings = Settings {
+        public_url: bound.public_url.clone(),
+        issuer: bound.public_url.clone(),
+        policy_ceilings: PolicyCeilings::default(),
+        fleet_client_certificates: false,
+    };
+    let mut state = AppState::new(db, settings);
+    state.traces = traces(&options.node, "portico-key-manager")?;
+    Ok(bound.serve(state, Layers::KeyManager, "key manager listening", stopped))
+}
+
+/// The sealing key given by `--secrets-key-file` or PORTICO_SECRETS_KEY, if any.
+fn sealing_key(node: &Node) -> anyhow::Result<Option<SealingKey>> {
+    Ok(match (&node.secrets_key_file, std::env::var("PORTICO_SECRETS_KEY")) {
+        (Some(file), _) => {
+            let text =
+                std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read --secrets-key-file {}: {e}", file.display()))?;
+            Some(SealingKey::from_hex(&text).map_err(|e| anyhow::anyhow!("--secrets-key-file {}: {e}", file.display()))?)
+        }
+        (None, Ok(hex)) => Some(SealingKey::from_hex(&hex).map_err(|e| anyhow::anyhow!("PORTICO_SECRETS_KEY: {e}"))?),
+        (None, Err(_)) => None,
+    })
+}
+
+/// `url` without its trailing slash, if it is an http(s) URL.
+fn trimmed_url(url: &str, option: &str) -> anyhow::Result<String> {
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        anyhow::bail!("{option} must be an http:// or https:// URL, not {url:?}");
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// The tracer of a node that traces its requests, as `service`.
+fn traces(node: &Node, service: &str) -> anyhow::Result<Option<Arc<Traces>>> {
+    let Some(endpoint) = &node.traces_endpoint else { return Ok(None) };
+    if !(0.0..=1.0).contains(&node.traces_sampling_ratio) {
+        anyhow::bail!("--traces-sampling-ratio must be from 0 to 1");
+    }
+    let resource = [("service.name".to_owned(), service.to_owned())].into();
+    let config = TracesConfig { endpoint: endpoint.clone(), sampling_ratio: node.traces_sampling_ratio, resource };
+    Ok(Some(Arc::new(Traces::start(&config).map_err(|e| anyhow::anyhow!("--traces-endpoint: {e}"))?)))
+}
+
+/// A node's bound listener, its TLS and its public URL.
+struct Bound {
+    listener: TcpListener,
+    tls: Option<Arc<ServedTls>>,
+    public_url: String,
+}
+
+impl Bound {
+    /// Bind `api`, serving TLS when the node has a certificate (asking for client
+    /// certificates that chain to `client_ca`, which only the fleet endpoints require).
+    async fn bind(node: &Node, api: &str, client_ca: Option<&PathBuf>) -> anyhow::Result<Bound> {
+        let listener = TcpListener::bind(api).await.map_err(|e| anyhow::anyhow!("cannot listen on {api}: {e}"))?;
+        let address = listener.local_addr()?;
+        let tls = match (&node.tls_cert, &node.tls_key) {
+            (Some(cert), Some(key)) => {
+                let certificate = CertificateConfig { cert: cert.clone(), key: key.clone(), server_names: Vec::new() };
+                let config = TlsConfig {
+                    certificates: vec![certificate],
+                    client_ca: client_ca.cloned(),
+                    // Browsers and API clients have none: only the fleet endpoints require one.
+                    client_certificate_optional: true,
+                };
+                let config =
+                    tls::serve_config(&config, Path::new("."), "--tls-cert").map_err(|problem| anyhow::anyhow!("{}", problem.reason))?;
+                Some(config)
+            }
+            _ => None,
+        };
+        if tls.is_none() && !address.ip().is_loopback() {
+            tracing::warn!(%address, "this node serves plain HTTP on a non-loopback address: logins, OAuth2 tokens and the environments gateways receive travel in clear; give --tls-cert and --tls-key");
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let public_url = match &node.public_url {
+            Some(url) => trimmed_url(url, "--public-url")?,
+            None => format!("{scheme}://{address}"),
+        };
+        Ok(Bound { listener, tls, public_url })
+    }
+
+    /// Serve `layers` over `state`, telling the other nodes of the changes made here and
+    /// hearing of theirs; `listening` is logged with the address.
+    fn serve(self, state: AppState, layers: Layers, listening: &'static str, stopped: watch::Receiver<bool>) -> Started {
+        fleet::notify::start(&state);
+        let address = self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        tracing::info!(%address, scheme, "{listening}");
+        let router = app(state.clone(), layers);
+        let task = tokio::spawn(serve(self.listener, self.tls, router, stopped));
+        Started { state, task }
+    }
 }
 
 /// Serve `router` (over TLS when configured) until `stopped` turns true, then let requests
@@ -229,9 +344,16 @@ async fn serve(listener: TcpListener, tls: Option<Arc<ServedTls>>, router: axum:
     }
 }
 
-/// Run until SIGTERM or SIGINT.
+/// Run the control plane until SIGTERM or SIGINT.
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     let started = start(&options, stopped).await?;
+    portico_gateway::process::serve_until_signal(stop, vec![started.task], None).await
+}
+
+/// Run a key-manager node until SIGTERM or SIGINT.
+pub async fn run_key_manager(options: KeyManagerOptions) -> anyhow::Result<()> {
+    let (stop, stopped) = watch::channel(false);
+    let started = start_key_manager(&options, stopped).await?;
     portico_gateway::process::serve_until_signal(stop, vec![started.task], None).await
 }

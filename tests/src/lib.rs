@@ -151,6 +151,8 @@ pub struct PorticoProcess {
     pub admin: Option<SocketAddr>,
     /// The control plane's listener, in the profiles that run one.
     pub control_plane: Option<SocketAddr>,
+    /// The key manager's listener, in the `key-manager` profile.
+    pub key_manager: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
     /// The folder holding the configuration file.
     pub dir: tempfile::TempDir,
@@ -203,7 +205,7 @@ impl PorticoProcess {
                 }
             });
         }
-        let mut gateway = Self { child, listeners: Vec::new(), admin: None, control_plane: None, logs, dir };
+        let mut gateway = Self { child, listeners: Vec::new(), admin: None, control_plane: None, key_manager: None, logs, dir };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = gateway.child.try_wait()? {
@@ -216,11 +218,15 @@ impl PorticoProcess {
                 gateway.admin = events.iter().find(|e| e["message"] == "admin listening").and_then(|e| e["address"].as_str()?.parse().ok());
                 gateway.control_plane =
                     events.iter().find(|e| e["message"] == "control plane listening").and_then(|e| e["address"].as_str()?.parse().ok());
+                gateway.key_manager =
+                    events.iter().find(|e| e["message"] == "key manager listening").and_then(|e| e["address"].as_str()?.parse().ok());
                 let profile = args.first().copied().unwrap_or_default();
                 let control_plane_ready = !["all-in-one", "control-plane"].contains(&profile) || gateway.control_plane.is_some();
+                let key_manager_ready = profile != "key-manager" || gateway.key_manager.is_some();
                 // Every listener's address is logged before `serving`.
-                let listeners_ready = profile == "control-plane" || events.iter().any(|e| e["message"] == "serving");
-                if listeners_ready && control_plane_ready {
+                let listeners_ready =
+                    ["control-plane", "key-manager"].contains(&profile) || events.iter().any(|e| e["message"] == "serving");
+                if listeners_ready && control_plane_ready && key_manager_ready {
                     return Ok(gateway);
                 }
             }

@@ -1,5 +1,6 @@
 //! WSO2 pattern 2 with real processes on loopback: a control plane and two gateways fed
-//! over the network, and pattern 1: two all-in-one nodes on one PostgreSQL.
+//! over the network; pattern 1: two all-in-one nodes on one PostgreSQL; pattern 3 with a
+//! traffic manager; pattern 4: key-manager nodes apart from the control plane.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -548,6 +549,96 @@ async fn pattern_3_control_plane_traffic_manager_and_two_gateways() {
     gateways[0] = gateway();
     let reply = client.get(&gateways[0].url("/metered/v1/x"), &[("apikey", &key)]).await.unwrap();
     assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "the day's count outlives a restart: {}", reply.text());
+}
+
+/// WSO2 pattern 4: the key manager as a layer of its own. A control plane told where the
+/// key-manager layer is, two key-manager nodes behind one issuer URL on the control
+/// plane's PostgreSQL, and a gateway: tokens from either node are accepted, a token revoked
+/// at one node is refused by the gateway within 1 s, and with one node killed the other
+/// goes on issuing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pattern_4_two_key_manager_nodes_apart_from_the_control_plane() {
+    let database = portico_control_plane::test_support::fresh_postgres_database().await;
+    let sealing_key = portico_control_plane::secrets::SealingKey::generate_hex();
+    // The key-manager layer's load balancer, as tokens name their issuer.
+    let issuer = "http://keys.portico.test";
+    let environment = [("PORTICO_DATABASE_URL", database.as_str()), ("PORTICO_SECRETS_KEY", sealing_key.as_str())];
+    let upstream = MockUpstream::start().await;
+    let client = HttpClient::default();
+    let data = tempfile::tempdir().unwrap();
+    let control_plane = start_control_plane_with(data.path(), 0, &["--key-manager-url", issuer], &environment);
+    let key_manager = || {
+        let args = ["key-manager", "--api", "127.0.0.1:0", "--public-url", issuer];
+        PorticoProcess::spawn_until(tempfile::tempdir().unwrap(), &args, &environment, &["key manager listening"]).unwrap()
+    };
+    let (mut first, second) = (key_manager(), key_manager());
+    let cp = ControlPlaneClient::new(control_plane.control_plane.unwrap());
+    let admin = cp.login("admin", ADMIN_PASSWORD).await;
+    cp.allow_loopback_upstreams(&admin).await;
+    let definition = json!({"name": "keyed", "version": "v1", "context": "/keyed", "endpoints": [upstream.url()], "operations": [{"method": "GET", "path": "/x"}], "tiers": ["Unlimited"]});
+    let api = cp.deployed_api(&admin, definition).await;
+    let app = cp.ok(Method::POST, "/api/v1/applications", Some(&admin), json!({"name": "shop"})).await;
+    let app = app["id"].as_str().unwrap().to_owned();
+    cp.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(&admin), json!({"api_id": api, "tier": "Unlimited"}))
+        .await;
+    let oauth = cp.ok(Method::POST, &format!("/api/v1/applications/{app}/oauth-client"), Some(&admin), json!({})).await;
+    // The developer portal sends clients to the key-manager layer; the control plane itself
+    // issues nothing.
+    assert_eq!(oauth["token_endpoint"], format!("{issuer}/oauth2/token"), "{oauth}");
+    let credentials = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        oauth["client_id"].as_str().unwrap(),
+        oauth["client_secret"].as_str().unwrap()
+    ));
+    let basic = format!("Basic {credentials}");
+    let form = [("content-type", "application/x-www-form-urlencoded"), ("authorization", basic.as_str())];
+    let at_control_plane =
+        client.send(Method::POST, &format!("{}/oauth2/token", cp.base), &form, "grant_type=client_credentials").await.unwrap();
+    assert_eq!(at_control_plane.status, StatusCode::NOT_FOUND, "{}", at_control_plane.text());
+    let token_from = async |node: &PorticoProcess| {
+        let url = format!("http://{}/oauth2/token", node.key_manager.unwrap());
+        let reply = client.send(Method::POST, &url, &form, "grant_type=client_credentials").await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        format!("Bearer {}", reply.json()["access_token"].as_str().unwrap())
+    };
+    for node in [&first, &second] {
+        let metadata =
+            client.get(&format!("http://{}/.well-known/oauth-authorization-server", node.key_manager.unwrap()), &[]).await.unwrap();
+        assert_eq!(metadata.json()["issuer"], issuer, "{}", metadata.text());
+        assert_eq!(client.get(&format!("http://{}/readyz", node.key_manager.unwrap()), &[]).await.unwrap().status, StatusCode::OK);
+        // A key manager serves no management API.
+        let apis = client.get(&format!("http://{}/api/v1/apis", node.key_manager.unwrap()), &[]).await.unwrap();
+        assert_eq!(apis.status, StatusCode::NOT_FOUND);
+    }
+
+    let token = cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({"description": "pattern 4"})).await;
+    let cache = tempfile::tempdir().unwrap();
+    let cp_url = format!("http://{}", control_plane.control_plane.unwrap());
+    let gateway = start_gateway(&cp_url, token["token"].as_str().unwrap(), cache.path(), "snapshot applied");
+    let answers = async |bearer: &str| client.get(&gateway.url("/keyed/v1/x"), &[("authorization", bearer)]).await.unwrap().status;
+    let (from_first, from_second) = (token_from(&first).await, token_from(&second).await);
+    eventually("tokens of both key-manager nodes accepted", Duration::from_secs(10), async || {
+        answers(&from_first).await == StatusCode::OK && answers(&from_second).await == StatusCode::OK
+    })
+    .await;
+
+    // Issued by the second node, revoked at the first (RFC 7009): the control plane hears of
+    // it from the database and pushes it to the gateway.
+    let revoke = format!("http://{}/oauth2/revoke", first.key_manager.unwrap());
+    let bearer_token = from_second.trim_start_matches("Bearer ");
+    let reply = client.send(Method::POST, &revoke, &form, format!("token={bearer_token}")).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let took = eventually("the token revoked at the first node refused", Duration::from_secs(1), async || {
+        answers(&from_second).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    println!("token revoked at one key-manager node refused by the gateway after {took:?}");
+    assert_eq!(answers(&from_first).await, StatusCode::OK, "only the revoked token is refused");
+
+    // One node down: the other goes on issuing, and its tokens are accepted.
+    first.kill();
+    let after = token_from(&second).await;
+    assert_eq!(answers(&after).await, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

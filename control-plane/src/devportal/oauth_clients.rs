@@ -36,7 +36,7 @@ pub struct OAuthClientSecret {
 }
 
 fn token_endpoint(state: &AppState) -> String {
-    format!("{}/oauth2/token", state.settings.public_url)
+    format!("{}/oauth2/token", state.settings.issuer)
 }
 
 /// Show an application's OAuth2 client (without its secret).

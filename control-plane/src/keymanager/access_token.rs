@@ -86,7 +86,7 @@ pub(crate) async fn issue(state: &AppState, client: &Client, scope: &str) -> Api
     .await?;
     let now = now_ms() / 1000;
     let claims = AccessClaims {
-        iss: state.settings.public_url.clone(),
+        iss: state.settings.issuer.clone(),
         sub: client.client_id.clone(),
         aud: AUDIENCE.to_owned(),
         azp: client.application_id.clone(),
@@ -131,7 +131,7 @@ pub(crate) async fn verify(state: &AppState, token: &str) -> ApiResult<Option<Ac
         return Ok(None);
     }
     let mut validation = Validation::new(alg);
-    validation.set_issuer(&[&state.settings.public_url]);
+    validation.set_issuer(&[&state.settings.issuer]);
     validation.set_audience(&[AUDIENCE]);
     validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
     validation.validate_nbf = true;

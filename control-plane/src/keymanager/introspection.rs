@@ -139,7 +139,7 @@ async fn inspect(state: &AppState, token: &str) -> OAuthResult<Introspection> {
             client_id: Some(stored.client_id),
             exp: Some(stored.expires_at / 1000),
             iat: Some(stored.created_at / 1000),
-            iss: Some(state.settings.public_url.clone()),
+            iss: Some(state.settings.issuer.clone()),
             ..Introspection::default()
         }),
         _ => Ok(Introspection::default()),

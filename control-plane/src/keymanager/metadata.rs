@@ -35,7 +35,7 @@ pub struct Metadata {
 /// The authorization server's metadata (RFC 8414).
 #[utoipa::path(get, path = "/.well-known/oauth-authorization-server", operation_id = "oauth2_metadata", tag = "keymanager", responses((status = 200, body = Metadata)))]
 pub async fn metadata(State(state): State<AppState>) -> Json<Metadata> {
-    let issuer = state.settings.public_url.clone();
+    let issuer = state.settings.issuer.clone();
     let client_auth = || vec!["client_secret_basic".to_owned(), "client_secret_post".to_owned()];
     Json(Metadata {
         token_endpoint: format!("{issuer}/oauth2/token"),
