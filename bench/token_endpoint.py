@@ -1,18 +1,25 @@
 #!/usr/bin/env python3
-"""Token endpoint throughput: `POST /oauth2/token` with client_credentials against an
-all-in-one Portico (release build, embedded SQLite), pinned to core 0; wrk on core 1.
-Every request verifies the client secret against its Argon2id hash and signs an ES256
-JWT, so this measures that cost.
+"""Token endpoint throughput: `POST /oauth2/token` with client_credentials, wrk on core 1.
+Every request authenticates the client (Argon2id, then its cache of verified secrets),
+signs an ES256 JWT and stores a refresh token, so this measures that cost.
 
     python3 bench/token_endpoint.py [--seconds 10] [--connections 4]
+        an all-in-one Portico (release build, embedded SQLite), pinned to core 0
+    python3 bench/token_endpoint.py --key-managers 2 [--database-url postgres://…/postgres]
+        WSO2 pattern 4: a control plane and N key-manager nodes (one worker each, not pinned)
+        on a fresh PostgreSQL database; one wrk per node (on core 1), at the same time, their
+        counts summed. PostgreSQL and the load share this machine's cores with the nodes: on
+        two cores this says whether a second node adds anything, not how far the layer scales.
 """
-import argparse, base64, json, os, shutil, signal, subprocess, tempfile, urllib.request
+import argparse, base64, json, os, secrets, shutil, signal, subprocess, tempfile, urllib.request
 
-from run import wait_port  # bench/run.py: the same wait for a listener
+from harness.systems import wait_port  # the harness's wait for a listener on a loopback port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORTICO = os.path.join(ROOT, "target", "release", "portico")
 API, GATEWAY, ADMIN = "127.0.0.1:19080", "127.0.0.1:18084", "127.0.0.1:19901"
+KEY_MANAGER_URL = "http://keys.portico.bench"
+ADMIN_PASSWORD = "bench-admin-pass-1"
 
 
 def call(method, path, token=None, body=None):
@@ -23,21 +30,50 @@ def call(method, path, token=None, body=None):
         return json.loads(text) if text else None
 
 
+def port(address):
+    return int(address.rsplit(":", 1)[1])
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return sum(int(x) for x in f.read().rsplit(")", 1)[1].split()[11:13])
+
+
+def start(args, env, core=None):
+    pin = ["taskset", "-c", core] if core else []
+    return subprocess.Popen([*pin, PORTICO, "--log", "warn", "--workers", "1", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=4, help="per token endpoint")
+    parser.add_argument("--key-managers", type=int, default=0, help="key-manager nodes apart (pattern 4); 0: all-in-one")
+    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/postgres",
+                        help="a PostgreSQL database to create the benchmark's database from (with --key-managers)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         subprocess.run(["apt-get", "install", "-y", "wrk"], check=True)
     data = tempfile.mkdtemp()
-    env = dict(os.environ, PORTICO_ADMIN_PASSWORD="bench-admin-pass-1")
-    proc = subprocess.Popen(["taskset", "-c", "0", PORTICO, "--log", "warn", "--workers", "1", "all-in-one", "--data-dir", data,
-                             "--api", API, "--gateway", GATEWAY, "--admin", ADMIN], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(os.environ, PORTICO_ADMIN_PASSWORD=ADMIN_PASSWORD)
+    processes, endpoints, database = [], [], None
     try:
-        wait_port(API)
-        admin = call("POST", "/api/v1/auth/login", body={"username": "admin", "password": "bench-admin-pass-1"})["token"]
+        if args.key_managers == 0:
+            processes.append(start(["all-in-one", "--data-dir", data, "--api", API, "--gateway", GATEWAY, "--admin", ADMIN], env, "0"))
+            endpoints.append(API)
+        else:
+            database = f"portico_bench_tokens_{os.getpid()}"
+            subprocess.run(["psql", args.database_url, "-q", "-c", f"CREATE DATABASE {database}"], check=True)
+            env.update(PORTICO_DATABASE_URL=f"{args.database_url.rsplit('/', 1)[0]}/{database}", PORTICO_SECRETS_KEY=secrets.token_hex(32))
+            processes.append(start(["control-plane", "--data-dir", data, "--api", API, "--key-manager-url", KEY_MANAGER_URL], env))
+            wait_port(port(API))
+            for n in range(args.key_managers):
+                endpoints.append(f"127.0.0.1:{19443 + n}")
+                processes.append(start(["key-manager", "--api", endpoints[-1], "--public-url", KEY_MANAGER_URL], env))
+        for endpoint in endpoints:
+            wait_port(port(endpoint))
+        admin = call("POST", "/api/v1/auth/login", body={"username": "admin", "password": ADMIN_PASSWORD})["token"]
         app = call("POST", "/api/v1/applications", admin, {"name": "bench"})
         client = call("POST", f"/api/v1/applications/{app['id']}/oauth-client", admin)
         basic = base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
@@ -46,21 +82,29 @@ def main():
             f.write('wrk.method = "POST"\nwrk.body = "grant_type=client_credentials"\n'
                     'wrk.headers["content-type"] = "application/x-www-form-urlencoded"\n'
                     f'wrk.headers["authorization"] = "Basic {basic}"\n')
-        with open(f"/proc/{proc.pid}/stat") as f:
-            before = sum(int(x) for x in f.read().rsplit(")", 1)[1].split()[11:13])
-        out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s", "--latency",
-                              "-s", script, f"http://{API}/oauth2/token"], capture_output=True, text=True, check=True).stdout
-        with open(f"/proc/{proc.pid}/stat") as f:
-            after = sum(int(x) for x in f.read().rsplit(")", 1)[1].split()[11:13])
-        requests = int(next(l for l in out.splitlines() if "requests in" in l).split()[0])
-        non2xx = [l for l in out.splitlines() if "Non-2xx" in l]
-        p99 = next((l.split()[1] for l in out.splitlines() if l.strip().startswith("99%")), "?")
+        # The token endpoints' processes: all of all-in-one, or the key-manager nodes.
+        issuers = processes if args.key_managers == 0 else processes[1:]
+        before = sum(cpu_ticks(p.pid) for p in issuers)
+        loads = [subprocess.Popen(["taskset", "-c", "1", "wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s", "--latency",
+                                   "-s", script, f"http://{endpoint}/oauth2/token"], stdout=subprocess.PIPE, text=True)
+                 for endpoint in endpoints]
+        outs = [load.communicate()[0] for load in loads]
+        after = sum(cpu_ticks(p.pid) for p in issuers)
+        requests = sum(int(next(l for l in out.splitlines() if "requests in" in l).split()[0]) for out in outs)
+        non2xx = [l.strip() for out in outs for l in out.splitlines() if "Non-2xx" in l]
+        p99 = [next((l.split()[1] for l in out.splitlines() if l.strip().startswith("99%")), "?") for out in outs]
         cpu_ms = (after - before) / os.sysconf("SC_CLK_TCK") * 1000 / max(requests, 1)
-        print(f"token endpoint (client_credentials): {requests / args.seconds:.0f} tokens/s, {cpu_ms:.2f} ms CPU per token, "
-              f"p99 {p99}, {args.connections} connections, {args.seconds}s" + (f"; {non2xx[0].strip()}" if non2xx else ""))
+        where = "all-in-one on SQLite" if args.key_managers == 0 else f"{args.key_managers} key-manager node(s) on PostgreSQL"
+        print(f"token endpoint (client_credentials), {where}: {requests / args.seconds:.0f} tokens/s, {cpu_ms:.2f} ms CPU per token "
+              f"(token endpoints' processes), p99 {' / '.join(p99)}, {args.connections} connections each, {args.seconds}s"
+              + (f"; {'; '.join(non2xx)}" if non2xx else ""))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=15)
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(timeout=15)
+        if database:
+            subprocess.run(["psql", args.database_url, "-q", "-c", f"DROP DATABASE IF EXISTS {database}"], check=False)
         shutil.rmtree(data, ignore_errors=True)
 
 
