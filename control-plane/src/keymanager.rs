@@ -32,19 +32,15 @@ pub use token::{TokenRequest, TokenResponse};
 /// The `aud` of every access token this key manager issues.
 pub const AUDIENCE: &str = "portico";
 
-/// The OpenAPI paths of this module.
+/// The OpenAPI paths of the authorization server ([`routes`]).
 #[derive(OpenApi)]
-#[openapi(paths(
-    token::token,
-    introspection::introspect,
-    revocation::revoke,
-    keys::jwks,
-    metadata::metadata,
-    keys::list,
-    keys::rotate,
-    keys::retire,
-), modifiers(&ClientSecretBasic))]
+#[openapi(paths(token::token, introspection::introspect, revocation::revoke, keys::jwks, metadata::metadata), modifiers(&ClientSecretBasic))]
 pub struct Doc;
+
+/// The OpenAPI paths of the signing keys' management ([`admin_routes`]).
+#[derive(OpenApi)]
+#[openapi(paths(keys::list, keys::rotate, keys::retire))]
+pub struct AdminDoc;
 
 /// Declares the `client_secret_basic` security scheme the OAuth2 endpoints name.
 struct ClientSecretBasic;

@@ -133,7 +133,7 @@ pub fn app(state: AppState, layers: Layers) -> Router {
             .merge(keymanager::admin_routes())
             .merge(registry::routes())
             .merge(fleet::routes())
-            .merge(openapi::routes());
+            .merge(openapi::routes(layers));
     }
     if layers != Layers::ControlPlane {
         router = router.merge(keymanager::routes());

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
-use crate::{AppState, analytics, auth, devportal, fleet, keymanager, publisher, registry, traffic};
+use crate::{AppState, Layers, analytics, auth, devportal, fleet, keymanager, publisher, registry, traffic};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,12 +29,13 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The document.
+/// The whole document: the control plane's paths and the key manager's.
 pub fn document() -> Value {
     let mut doc = ApiDoc::openapi();
     doc.merge(traffic::Doc::openapi());
     doc.merge(publisher::Doc::openapi());
     doc.merge(devportal::Doc::openapi());
+    doc.merge(keymanager::AdminDoc::openapi());
     doc.merge(keymanager::Doc::openapi());
     doc.merge(registry::Doc::openapi());
     doc.merge(fleet::Doc::openapi());
@@ -264,8 +265,21 @@ fn complete(operation: &mut Operation) {
     }
 }
 
-/// `GET /api/v1/openapi.json`.
-pub fn routes() -> Router<AppState> {
-    let document = std::sync::Arc::new(document());
+/// The document of what a control-plane node of `layers` serves: without the OAuth2
+/// endpoints when a key-manager layer apart serves them.
+fn document_of(layers: Layers) -> Value {
+    let mut doc = document();
+    if layers == Layers::ControlPlane {
+        let apart = keymanager::Doc::openapi().paths.paths;
+        if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+            paths.retain(|path, _| !apart.contains_key(path));
+        }
+    }
+    doc
+}
+
+/// `GET /api/v1/openapi.json`: what this node serves.
+pub fn routes(layers: Layers) -> Router<AppState> {
+    let document = std::sync::Arc::new(document_of(layers));
     Router::new().route("/api/v1/openapi.json", get(move || async move { Json(document.as_ref().clone()) }))
 }

@@ -101,7 +101,9 @@ pub async fn run(options: Options, access_log: Option<AccessLogTarget>) -> anyho
     // The gateway in this process follows its environment from this node like a connected one.
     let _connected = state.metrics.gateway_connected(&options.environment);
 
-    process::serve_until_signal(stop, tasks, Some((&gateway, settings.drain_delay.0))).await
+    process::serve_until_signal(stop, tasks, Some((&gateway, settings.drain_delay.0))).await?;
+    control_plane::export_last_traces(&state).await;
+    Ok(())
 }
 
 /// The control plane in this process: its hub's snapshots, its registry's modules, and

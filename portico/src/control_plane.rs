@@ -348,12 +348,25 @@ async fn serve(listener: TcpListener, tls: Option<Arc<ServedTls>>, router: axum:
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     let started = start(&options, stopped).await?;
-    portico_gateway::process::serve_until_signal(stop, vec![started.task], None).await
+    serve_until_signal(stop, started).await
 }
 
 /// Run a key-manager node until SIGTERM or SIGINT.
 pub async fn run_key_manager(options: KeyManagerOptions) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     let started = start_key_manager(&options, stopped).await?;
-    portico_gateway::process::serve_until_signal(stop, vec![started.task], None).await
+    serve_until_signal(stop, started).await
+}
+
+async fn serve_until_signal(stop: watch::Sender<bool>, started: Started) -> anyhow::Result<()> {
+    portico_gateway::process::serve_until_signal(stop, vec![started.task], None).await?;
+    export_last_traces(&started.state).await;
+    Ok(())
+}
+
+/// Export the spans of the last requests (a node that traces them), once it has stopped.
+pub async fn export_last_traces(state: &AppState) {
+    if let Some(traces) = &state.traces {
+        traces.shutdown().await;
+    }
 }

@@ -595,6 +595,9 @@ async fn pattern_4_two_key_manager_nodes_apart_from_the_control_plane() {
     let at_control_plane =
         client.send(Method::POST, &format!("{}/oauth2/token", cp.base), &form, "grant_type=client_credentials").await.unwrap();
     assert_eq!(at_control_plane.status, StatusCode::NOT_FOUND, "{}", at_control_plane.text());
+    let document = client.get(&format!("{}/api/v1/openapi.json", cp.base), &[]).await.unwrap().json();
+    let paths = document["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/api/v1/keymanager/keys") && !paths.contains_key("/oauth2/token"), "{:?}", paths.keys());
     let token_from = async |node: &PorticoProcess| {
         let url = format!("http://{}/oauth2/token", node.key_manager.unwrap());
         let reply = client.send(Method::POST, &url, &form, "grant_type=client_credentials").await.unwrap();
