@@ -142,7 +142,7 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -
 /// `{version}-{trace id}-{parent id}-{flags}` in lower-case hex, version `ff` and all-zero
 /// ids invalid, version `00` exactly 55 bytes, a later version at least that and a `-` next).
 fn trace_id(headers: &http::HeaderMap) -> Option<[u8; 16]> {
-    let value = headers.get("traceparent")?.as_bytes();
+    let value = headers.get(crate::traces::TRACEPARENT)?.as_bytes();
     let lower_hex = |bytes: &[u8]| bytes.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
     let well_formed = value.len() >= 55
         && [value[2], value[35], value[52]] == [b'-'; 3]
@@ -408,10 +408,9 @@ impl Upstream for HttpUpstream<'_> {
             (_, None) => Body::Empty,
         };
         // A response-phase policy still reads the request: copy its headers then.
-        let headers =
+        let mut headers =
             if operation.needs_response_phase { exchange.request.headers.clone() } else { std::mem::take(&mut exchange.request.headers) };
         let rest = exchange.request.uri.path().get(self.context_len..).filter(|r| r.starts_with('/')).unwrap_or("/");
-        let mut headers = headers;
         let span = self.trace.and_then(|trace| trace.upstream(&exchange.request.method, rest, &mut headers));
         let forward = Forward { rest, client_ip: &self.peer.ip_header, tls: self.peer.tls };
         let sent = Instant::now();

@@ -160,15 +160,16 @@ enum Parent {
 
 impl std::fmt::Debug for SpanParent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpanParent").field("span", &self.span_context()).finish_non_exhaustive()
+        self.with_span_context(|span| f.debug_struct("SpanParent").field("span", span).finish_non_exhaustive())
     }
 }
 
 impl SpanParent {
-    fn span_context(&self) -> SpanContext {
+    /// `f` of the server span's context: its ids, flags and trace state.
+    fn with_span_context<R>(&self, f: impl FnOnce(&SpanContext) -> R) -> R {
         match &self.0 {
-            Parent::Unrecorded(span) => span.clone(),
-            Parent::Span { cx, .. } => cx.span().span_context().clone(),
+            Parent::Unrecorded(span) => f(span),
+            Parent::Span { cx, .. } => f(cx.span().span_context()),
         }
     }
 
@@ -182,10 +183,7 @@ impl SpanParent {
 
     /// The trace's id.
     pub fn trace_id(&self) -> [u8; 16] {
-        match &self.0 {
-            Parent::Unrecorded(span) => span.trace_id().to_bytes(),
-            Parent::Span { cx, .. } => cx.span().span_context().trace_id().to_bytes(),
-        }
+        self.with_span_context(|span| span.trace_id().to_bytes())
     }
 
     /// A child span for a call of a policy, when the trace is recorded.
@@ -204,10 +202,7 @@ impl SpanParent {
     /// span's) goes into the upstream request's `headers`.
     pub fn upstream(&self, method: &Method, path: &str, headers: &mut HeaderMap) -> Option<ChildSpan> {
         let Some((cx, tracer, _)) = self.recorded() else {
-            match &self.0 {
-                Parent::Unrecorded(span) => inject(span, headers),
-                Parent::Span { cx, .. } => inject(cx.span().span_context(), headers),
-            }
+            self.with_span_context(|span| inject(span, headers));
             return None;
         };
         let name: Cow<'static, str> = Cow::Owned(method.as_str().to_owned());
@@ -244,12 +239,13 @@ impl SpanParent {
     /// The span's context as a W3C `traceparent`, for another process to continue.
     pub fn traceparent(&self) -> Option<String> {
         let mut headers = HeaderMap::new();
-        inject(&self.span_context(), &mut headers);
+        self.with_span_context(|span| inject(span, &mut headers));
         headers.get(TRACEPARENT).and_then(|value| value.to_str().ok()).map(str::to_owned)
     }
 }
 
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// The W3C trace context's header.
+pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// Put `span` into `headers` as W3C trace context: `traceparent`, and `tracestate` when the
