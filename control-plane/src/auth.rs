@@ -289,17 +289,7 @@ pub struct Session {
 #[utoipa::path(operation_id = "login", post, path = "/api/v1/auth/login", tag = "auth", request_body = Login,
     responses((status = 200, body = Session), (status = 401, description = "wrong credentials"), (status = 429, description = "too many failures, or too many password checks waiting")))]
 pub async fn login(State(state): State<AppState>, source: Source, JsonBody(login): JsonBody<Login>) -> ApiResult<Json<Session>> {
-    let attempt = state.failures.begin(&format!("user:{}", login.username), source.0)?;
-    let row: Option<(String, String, String)> = sqlx::query_as("SELECT id, password_hash, role FROM users WHERE username = $1")
-        .bind(&login.username)
-        .fetch_optional(&state.db.pool)
-        .await?;
-    let matches = verify(&login.password, row.as_ref().map(|(_, hash, _)| hash.as_str())).await?;
-    let Some((user_id, _, role)) = row.filter(|_| matches) else {
-        attempt.failed();
-        return Err(ApiError::Unauthorized("wrong user name or password".into()));
-    };
-    attempt.succeeded();
+    let (user_id, role) = check_password(&state, source, &login.username, &login.password).await?;
     let token = random_token();
     let expires_at = now_ms() + SESSION_TTL_MS;
     sqlx::query("INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ($1, $2, $3)")
@@ -308,7 +298,24 @@ pub async fn login(State(state): State<AppState>, source: Source, JsonBody(login
         .bind(expires_at)
         .execute(&state.db.pool)
         .await?;
-    Ok(Json(Session { token, expires_at, role: Role::parse(&role).unwrap_or(Role::Subscriber) }))
+    Ok(Json(Session { token, expires_at, role }))
+}
+
+/// The id and role of the user `username` if `password` is theirs: 401 if not, 429 when
+/// that user name failed too often from `source` lately (see [`FailureLimiter`]).
+pub(crate) async fn check_password(state: &AppState, source: Source, username: &str, password: &str) -> ApiResult<(String, Role)> {
+    let attempt = state.failures.begin(&format!("user:{username}"), source.0)?;
+    let row: Option<(String, String, String)> = sqlx::query_as("SELECT id, password_hash, role FROM users WHERE username = $1")
+        .bind(username)
+        .fetch_optional(&state.db.pool)
+        .await?;
+    let matches = verify(password, row.as_ref().map(|(_, hash, _)| hash.as_str())).await?;
+    let Some((user_id, _, role)) = row.filter(|_| matches) else {
+        attempt.failed();
+        return Err(ApiError::Unauthorized("wrong user name or password".into()));
+    };
+    attempt.succeeded();
+    Ok((user_id, Role::parse(&role).unwrap_or(Role::Subscriber)))
 }
 
 /// End the caller's session.

@@ -24,7 +24,7 @@ pub use catalogue::{CatalogueApi, CatalogueOperation, CatalogueSearch};
 pub use client_certificates::{
     ApplicationCertificate, CertificateOwner, MAX_CERTIFICATE_TEXT, NewApplicationCertificate, PROOF_PREFIX, registered_client_certificates,
 };
-pub use oauth_clients::{OAuthClient, OAuthClientSecret};
+pub use oauth_clients::{OAuthClient, OAuthClientSecret, RedirectUris};
 pub use signup::SignUp;
 pub use subscriptions::{ApprovalSetting, NewSubscription, Subscription, SubscriptionFilter, SubscriptionStatus};
 
@@ -51,6 +51,7 @@ pub use subscriptions::{ApprovalSetting, NewSubscription, Subscription, Subscrip
     oauth_clients::get,
     oauth_clients::create,
     oauth_clients::regenerate_secret,
+    oauth_clients::set_redirect_uris,
     api_keys::list,
     api_keys::create,
     api_keys::revoke,
@@ -73,6 +74,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/applications/{id}/subscriptions/{sub_id}/usage", get(subscriptions::usage))
         .route("/api/v1/applications/{id}/oauth-client", get(oauth_clients::get).post(oauth_clients::create))
         .route("/api/v1/applications/{id}/oauth-client/regenerate-secret", post(oauth_clients::regenerate_secret))
+        .route("/api/v1/applications/{id}/oauth-client/redirect-uris", put(oauth_clients::set_redirect_uris))
         .route("/api/v1/applications/{id}/api-keys", get(api_keys::list).post(api_keys::create))
         .route("/api/v1/applications/{id}/api-keys/{key_id}", delete(api_keys::revoke))
         .route("/api/v1/applications/{id}/client-certificates", get(client_certificates::list).post(client_certificates::register))

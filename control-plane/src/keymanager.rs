@@ -1,11 +1,16 @@
-//! The key manager: an OAuth2 authorization server (client credentials and refresh
-//! tokens, introspection, revocation, RFC 8414 metadata) issuing self-contained JWT access
-//! tokens that gateways verify locally, signed with rotatable keys published as a JWKS.
+//! The key manager: an OAuth2 authorization server (client credentials, the authorization
+//! code grant with PKCE for end users, refresh tokens, introspection, revocation, RFC 8414
+//! metadata) issuing self-contained JWT access tokens that gateways verify locally, signed
+//! with rotatable keys published as a JWKS.
 
 mod access_token;
+mod authorization_code;
+mod authorize;
 mod client_auth;
+mod consent_page;
 mod error;
 mod form;
+mod id_token;
 mod introspection;
 mod keys;
 mod metadata;
@@ -21,6 +26,7 @@ use utoipa::{Modify, OpenApi};
 use crate::AppState;
 
 pub use access_token::{AccessClaims, MAX_REVOKED_PER_APPLICATION, cut_off, cutoffs, revoked_jtis};
+pub use authorize::{AuthorizeForm, AuthorizeRequest};
 pub use client_auth::VerifiedSecrets;
 pub use error::OAuthError;
 pub use form::TokenForm;
@@ -34,7 +40,7 @@ pub const AUDIENCE: &str = "portico";
 
 /// The OpenAPI paths of the authorization server ([`routes`]).
 #[derive(OpenApi)]
-#[openapi(paths(token::token, introspection::introspect, revocation::revoke, keys::jwks, metadata::metadata), modifiers(&ClientSecretBasic))]
+#[openapi(paths(authorize::page, authorize::decide, token::token, introspection::introspect, revocation::revoke, keys::jwks, metadata::metadata), modifiers(&ClientSecretBasic))]
 pub struct Doc;
 
 /// The OpenAPI paths of the signing keys' management ([`admin_routes`]).
@@ -56,6 +62,7 @@ impl Modify for ClientSecretBasic {
 /// The authorization server's routes: what a key-manager node serves.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/oauth2/authorize", get(authorize::page).post(authorize::decide))
         .route("/oauth2/token", post(token::token))
         .route("/oauth2/introspect", post(introspection::introspect))
         .route("/oauth2/revoke", post(revocation::revoke))

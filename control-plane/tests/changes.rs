@@ -37,6 +37,8 @@ const SILENT: &[(&str, &str, &str)] = &[
     ("PUT", "/api/v1/settings/subscription_approval", "applies to subscriptions made later, which announce themselves"),
     ("POST", "/oauth2/token", "tokens are verified by signature (a first signing key, made here, is announced)"),
     ("POST", "/oauth2/introspect", "reads only"),
+    ("POST", "/oauth2/authorize", "a code is exchanged at the token endpoint; gateways see only tokens"),
+    ("PUT", "/api/v1/applications/{id}/oauth-client/redirect-uris", "redirect URIs matter to the key manager only"),
 ];
 
 struct Walk {

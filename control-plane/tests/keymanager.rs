@@ -332,7 +332,7 @@ async fn client_authentication_failures_are_invalid_client() {
         assert_eq!((reply.status, reply.error()), (StatusCode::UNAUTHORIZED, "invalid_client"));
 
         // The password grant and anything else are unsupported (RFC 9700), a missing one malformed.
-        for grant_type in ["password", "authorization_code", "urn:ietf:params:oauth:grant-type:device_code"] {
+        for grant_type in ["password", "implicit", "urn:ietf:params:oauth:grant-type:device_code"] {
             let reply = post_form(
                 &app,
                 "/oauth2/token",
@@ -887,14 +887,18 @@ async fn the_discovery_document_names_the_endpoints() {
         assert_eq!(doc["jwks_uri"], format!("{ISSUER}/oauth2/jwks"));
         assert_eq!(doc["introspection_endpoint"], format!("{ISSUER}/oauth2/introspect"));
         assert_eq!(doc["revocation_endpoint"], format!("{ISSUER}/oauth2/revoke"));
-        assert_eq!(doc["grant_types_supported"], json!(["client_credentials", "refresh_token"]));
+        assert_eq!(doc["authorization_endpoint"], format!("{ISSUER}/oauth2/authorize"));
+        assert_eq!(doc["grant_types_supported"], json!(["client_credentials", "authorization_code", "refresh_token"]));
+        assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
         assert_eq!(doc["token_endpoint_auth_methods_supported"], json!(["client_secret_basic", "client_secret_post"]));
         assert_eq!(doc["introspection_endpoint_auth_methods_supported"], json!(["client_secret_basic", "client_secret_post"]));
         assert_eq!(doc["revocation_endpoint_auth_methods_supported"], json!(["client_secret_basic", "client_secret_post"]));
-        assert_eq!(doc["response_types_supported"], json!([]));
+        assert_eq!(doc["response_types_supported"], json!(["code"]));
 
         let (_, openapi) = app.send("GET", "/api/v1/openapi.json", None, None).await;
         for (path, method) in [
+            ("/oauth2/authorize", "get"),
+            ("/oauth2/authorize", "post"),
             ("/oauth2/token", "post"),
             ("/oauth2/introspect", "post"),
             ("/oauth2/revoke", "post"),
@@ -1026,4 +1030,104 @@ async fn ten_thousand_wrong_secrets_against_one_client() {
         "10,000 wrong secrets: {checked} checked, {braked} braked; a wrong secret takes {:?} for a known client, {:?} for an unknown one (medians of 5)",
         medians[0], medians[1]
     );
+}
+
+/// Drive the authorization endpoint as a browser would for `client` (whose redirect URI is
+/// `https://app.test/cb`): open the page, sign in as `username`, allow. The redirect's query.
+async fn allow(app: &TestApp, client: &Client, scope: &str, challenge: &str, username: &str, password: &str) -> Value {
+    let query: Vec<(&str, &str)> = vec![
+        ("response_type", "code"),
+        ("client_id", &client.id),
+        ("redirect_uri", "https://app.test/cb"),
+        ("scope", scope),
+        ("state", "s-1"),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256"),
+        ("nonce", "n-1"),
+    ];
+    let encoded = form_urlencoded::Serializer::new(String::new()).extend_pairs(&query).finish();
+    let page = app.router.clone().oneshot(Request::get(format!("/oauth2/authorize?{encoded}")).body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let cookie = page.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let csrf = cookie.split_once('=').unwrap().1.to_owned();
+    let mut form = query.clone();
+    form.extend([("username", username), ("password", password), ("decision", "allow"), ("csrf", csrf.as_str())]);
+    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(&form).finish();
+    let request = Request::post("/oauth2/authorize")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", cookie)
+        .body(Body::from(body))
+        .unwrap();
+    let answer = send(app, request).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    let location = answer.headers["location"].to_str().unwrap();
+    let query = location.strip_prefix("https://app.test/cb?").unwrap_or_else(|| panic!("{location}"));
+    let pairs: serde_json::Map<String, Value> = form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), json!(v))).collect();
+    assert_eq!((pairs["state"].as_str(), pairs["iss"].as_str()), (Some("s-1"), Some(ISSUER)), "{location}");
+    Value::Object(pairs)
+}
+
+#[tokio::test]
+async fn codes_are_bound_to_their_client_expire_and_grant_scopes_for_the_end_users_role() {
+    async fn check(app: TestApp) {
+        let client = new_client(&app, "profile-app").await;
+        let other = new_client(&app, "other-app").await;
+        for c in [&client, &other] {
+            sqlx::query("UPDATE oauth_clients SET redirect_uris = $1 WHERE client_id = $2")
+                .bind(r#"["https://app.test/cb"]"#)
+                .bind(&c.id)
+                .execute(&app.db.pool)
+                .await
+                .unwrap();
+        }
+        subscribe(&app, &client.application_id, ("Pets", "1.0", "PUBLISHED"), "Gold", "ACTIVE").await;
+        define_scopes(&app, "Pets", &[("pets:admin", &["publisher"])]).await;
+        create_user(&app.db, "erin", "erin-password-1", Role::Subscriber).await.unwrap();
+        let paul = create_user(&app.db, "paul", "paul-password-1", Role::Publisher).await.unwrap();
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+        // The scope's role is the end user's: Erin (a subscriber) is refused it at the redirect.
+        let refused = allow(&app, &client, "pets:admin", challenge, "erin", "erin-password-1").await;
+        assert_eq!(refused["error"], "invalid_scope", "{refused}");
+        assert!(refused.get("code").is_none());
+
+        let exchange = async |by: &Client, code: &str| {
+            let form = [
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", "https://app.test/cb"),
+                ("code_verifier", verifier),
+            ];
+            post_form(&app, "/oauth2/token", by.basic(), &form).await
+        };
+        // Another client cannot use Paul's code; an expired one is refused.
+        let allowed = allow(&app, &client, "openid pets:admin", challenge, "paul", "paul-password-1").await;
+        let code = allowed["code"].as_str().unwrap().to_owned();
+        let reply = exchange(&other, &code).await;
+        assert_eq!((reply.status, reply.error()), (StatusCode::BAD_REQUEST, "invalid_grant"), "{}", reply.body);
+        sqlx::query("UPDATE authorization_codes SET expires_at = 0").execute(&app.db.pool).await.unwrap();
+        let reply = exchange(&client, &code).await;
+        assert_eq!((reply.status, reply.error()), (StatusCode::BAD_REQUEST, "invalid_grant"), "{}", reply.body);
+
+        // A fresh code: the tokens act for Paul with the scope his role allows.
+        let allowed = allow(&app, &client, "openid pets:admin", challenge, "paul", "paul-password-1").await;
+        let code = allowed["code"].as_str().unwrap().to_owned();
+        let reply = exchange(&client, &code).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.body["scope"], "openid pets:admin");
+        let claims = verify_with_jwks(&app, reply.body["access_token"].as_str().unwrap()).await.unwrap();
+        assert_eq!((claims["sub"].as_str(), claims["username"].as_str()), (Some(paul.as_str()), Some("paul")), "{claims}");
+        assert_eq!(claims["client_id"], client.id.as_str());
+        let id_token = reply.body["id_token"].as_str().unwrap();
+        let payload: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(id_token.split('.').nth(1).unwrap()).unwrap()).unwrap();
+        assert_eq!((payload["aud"].as_str(), payload["nonce"].as_str()), (Some(client.id.as_str()), Some("n-1")), "{payload}");
+        assert_eq!(payload["sub"], paul.as_str());
+
+        // Codes are stored as hashes only; the one expired long ago went when the next was made.
+        let stored: Vec<String> = sqlx::query_scalar("SELECT code_hash FROM authorization_codes").fetch_all(&app.db.pool).await.unwrap();
+        assert_eq!(stored.len(), 1);
+        assert!(!stored.contains(&code) && stored.iter().all(|hash| hash.len() == 64), "{stored:?}");
+    }
+    on_both_engines!(check);
 }

@@ -64,6 +64,40 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_owned()
 }
 
+/// A `python3` command whose path holds the pinned packages of `requirements` (relative to
+/// the workspace), installed once under `target/test-python/<name>-<digest>` with pip (no
+/// dependency resolution: the file pins every package).
+pub fn python_with(requirements: &str) -> Command {
+    use sha2::{Digest, Sha256};
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    let file = workspace_root().join(requirements);
+    let pinned = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let digest = Sha256::digest(&pinned);
+    let name = file.parent().and_then(|dir| dir.file_name()).and_then(|n| n.to_str()).unwrap_or("packages");
+    let dir = target_dir().join("test-python").join(format!("{name}-{:02x}{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2], digest[3]));
+    let _serial = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    if !dir.is_dir() {
+        let staging = dir.with_extension(format!("installing-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        let output = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input", "--no-deps", "--target"])
+            .arg(&staging)
+            .arg("-r")
+            .arg(&file)
+            .env("PIP_ROOT_USER_ACTION", "ignore")
+            .output()
+            .expect("python3 with pip");
+        assert!(output.status.success(), "pip install -r {}: {}", file.display(), String::from_utf8_lossy(&output.stderr));
+        if std::fs::rename(&staging, &dir).is_err() {
+            // Another test process finished first; its copy is as good.
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+    }
+    let mut python = Command::new("python3");
+    python.env("PYTHONPATH", &dir).env("PYTHONDONTWRITEBYTECODE", "1");
+    python
+}
+
 /// Policy projects built with `portico policy build`'s own code and real toolchains, once
 /// per test process, and one policy engine with mocked services to check and test them.
 pub mod policy_builds {

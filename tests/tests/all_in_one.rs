@@ -779,3 +779,68 @@ async fn metrics_and_access_log_of_a_known_mix_of_calls() {
     let token_requests = "portico_control_plane_requests_total{method=\"POST\",route=\"/oauth2/token\",status=\"200\"}";
     assert_eq!(value(token_requests).await, Some(1.0));
 }
+
+/// End users (the authorization code grant with PKCE): an application registers its redirect
+/// URI; authlib, an OAuth2 client Portico did not write, drives the flow and its refusals
+/// (tests/fixtures/oauth/code_flow.py); the gateway then sees the end user who allowed the
+/// application, not its owner, and refuses the tokens of a code used twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_user_allows_an_application_with_the_code_flow() {
+    let upstream = MockUpstream::start().await;
+    let process = start_all_in_one("code-admin-pass-1");
+    let cp = ControlPlaneClient::new(process.control_plane.unwrap());
+    let client = HttpClient::default();
+    let admin = cp.login("admin", "code-admin-pass-1").await;
+    cp.allow_loopback_upstreams(&admin).await;
+    let definition = json!({"name": "profile", "version": "v1", "context": "/profile", "endpoints": [upstream.url()],
+        "operations": [{"method": "GET", "path": "/me"}], "tiers": ["Unlimited"]});
+    let api = cp.deployed_api(&admin, definition).await;
+
+    // Carol's application, and Dave, who will allow it.
+    cp.ok(Method::POST, "/api/v1/signup", None, json!({"username": "carol", "password": "carol-password-1"})).await;
+    cp.ok(Method::POST, "/api/v1/signup", None, json!({"username": "dave", "password": "dave-password-1"})).await;
+    let carol = cp.login("carol", "carol-password-1").await;
+    let app = cp.ok(Method::POST, "/api/v1/applications", Some(&carol), json!({"name": "profiles"})).await;
+    let app = app["id"].as_str().unwrap().to_owned();
+    cp.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(&carol), json!({"api_id": api})).await;
+    let oauth = cp.ok(Method::POST, &format!("/api/v1/applications/{app}/oauth-client"), Some(&carol), json!({})).await;
+    let redirect_uris = format!("/api/v1/applications/{app}/oauth-client/redirect-uris");
+    let refused = cp.call(Method::PUT, &redirect_uris, Some(&carol), Some(json!({"redirect_uris": ["http://app.example/cb"]}))).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text());
+    assert_eq!(refused.json()["field"], "redirect_uris[0]", "{}", refused.text());
+    let redirect_uri = "http://127.0.0.1:9/callback";
+    let registered = cp.ok(Method::PUT, &redirect_uris, Some(&carol), json!({"redirect_uris": [redirect_uri]})).await;
+    assert_eq!(registered["redirect_uris"], json!([redirect_uri]));
+    assert_eq!(registered["authorization_endpoint"], format!("{}/oauth2/authorize", cp.base));
+
+    let arguments = json!({"issuer": cp.base, "client_id": oauth["client_id"], "client_secret": oauth["client_secret"],
+        "redirect_uri": redirect_uri, "username": "dave", "password": "dave-password-1"});
+    let script = portico_tests::workspace_root().join("tests/fixtures/oauth/code_flow.py");
+    let output = portico_tests::python_with("tests/fixtures/oauth/requirements.txt")
+        .arg(&script)
+        .arg(arguments.to_string())
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    let tokens: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+
+    // The gateway serves Dave's token, and knows him as the user: blocking him refuses it,
+    // while the owner's own client-credentials token goes on working.
+    let bearer = |token: &str| format!("Bearer {token}");
+    let status = async |token: &str| client.get(&process.url("/profile/v1/me"), &[("authorization", &bearer(token))]).await.unwrap().status;
+    let daves = tokens["access_token"].as_str().unwrap();
+    eventually("Dave's token served", async || status(daves).await == StatusCode::OK).await;
+    let reply = client_credentials(&client, &cp, &oauth).await;
+    let carols = reply.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(status(&carols).await, StatusCode::OK);
+    let revoked = tokens["revoked_access_token"].as_str().unwrap();
+    let took = portico_tests::eventually("the token of a code used twice refused", Duration::from_secs(1), async || {
+        status(revoked).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    println!("the token of a code used twice refused after {took:?}");
+    cp.ok(Method::POST, "/api/v1/blocking-conditions", Some(&admin), json!({"kind": "user", "value": "dave"})).await;
+    portico_tests::eventually("Dave blocked", Duration::from_secs(1), async || status(daves).await == StatusCode::FORBIDDEN).await;
+    assert_eq!(status(&carols).await, StatusCode::OK, "the owner is not the user blocked");
+}

@@ -1,6 +1,6 @@
 //! Access tokens: self-contained JWTs (`typ` `at+jwt`, RFC 9068) naming the client, its
-//! application, the application's tier and its subscriptions, signed with the active key
-//! for an hour; and their verification against the published keys.
+//! application, the application's tier and its subscriptions, and the end user it acts for,
+//! signed with the active key for an hour; and their verification against the published keys.
 
 use std::collections::BTreeMap;
 
@@ -29,7 +29,7 @@ const LEEWAY_S: u64 = 5;
 pub struct AccessClaims {
     /// The issuer: the control plane's public URL.
     pub iss: String,
-    /// The client id.
+    /// The end user's id with the authorization code grant (RFC 9068 §2.2), else the client id.
     pub sub: String,
     /// Always [`AUDIENCE`].
     pub aud: String,
@@ -39,7 +39,8 @@ pub struct AccessClaims {
     pub client_id: String,
     /// The application's name.
     pub application_name: String,
-    /// The user name of the application's owner: the end user gateways see (and block).
+    /// The user name of the end user gateways see (and block): the user who authorized the
+    /// application with the authorization code grant, else the application's owner.
     pub username: String,
     /// The application's tier.
     pub tier: String,
@@ -69,9 +70,27 @@ pub(crate) struct IssuedAccess {
     pub expires_at_ms: i64,
 }
 
-/// Sign an access token for `client` with `scope`; the application's tier and
-/// subscriptions are read now.
-pub(crate) async fn issue(state: &AppState, client: &Client, scope: &str) -> ApiResult<IssuedAccess> {
+/// A user who authorized an application (the authorization code grant).
+#[derive(Debug, Clone)]
+pub(crate) struct EndUser {
+    /// Id.
+    pub id: String,
+    /// User name.
+    pub username: String,
+}
+
+impl EndUser {
+    /// The user `id`, if it still exists.
+    pub(crate) async fn find(db: &Db, id: &str) -> ApiResult<Option<EndUser>> {
+        let username: Option<String> =
+            sqlx::query_scalar("SELECT username FROM users WHERE id = $1").bind(id).fetch_optional(&db.pool).await?;
+        Ok(username.map(|username| EndUser { id: id.to_owned(), username }))
+    }
+}
+
+/// Sign an access token for `client`, acting for `end_user` if any, with `scope`; the
+/// application's tier and subscriptions are read now.
+pub(crate) async fn issue(state: &AppState, client: &Client, end_user: Option<&EndUser>, scope: &str) -> ApiResult<IssuedAccess> {
     let (application_name, tier, username): (String, String, String) =
         sqlx::query_as("SELECT a.name, a.tier, u.username FROM applications a JOIN users u ON u.id = a.owner_id WHERE a.id = $1")
             .bind(&client.application_id)
@@ -84,10 +103,14 @@ pub(crate) async fn issue(state: &AppState, client: &Client, scope: &str) -> Api
     .bind(&client.application_id)
     .fetch_all(&state.db.pool)
     .await?;
+    let (sub, username) = match end_user {
+        Some(user) => (user.id.clone(), user.username.clone()),
+        None => (client.client_id.clone(), username),
+    };
     let now = now_ms() / 1000;
     let claims = AccessClaims {
         iss: state.settings.issuer.clone(),
-        sub: client.client_id.clone(),
+        sub,
         aud: AUDIENCE.to_owned(),
         azp: client.application_id.clone(),
         client_id: client.client_id.clone(),
@@ -101,13 +124,17 @@ pub(crate) async fn issue(state: &AppState, client: &Client, scope: &str) -> Api
         exp: now + ACCESS_TOKEN_TTL_S,
         jti: uuid::Uuid::new_v4().to_string(),
     };
+    let token = sign(state, "at+jwt", &claims).await?;
+    Ok(IssuedAccess { token, jti: claims.jti, expires_at_ms: claims.exp * 1000 })
+}
+
+/// `claims` as a JWT of type `typ`, signed with the active key.
+pub(crate) async fn sign(state: &AppState, typ: &str, claims: &impl Serialize) -> ApiResult<String> {
     let signer = keys::signer(state).await?;
     let mut header = Header::new(signer.alg);
-    header.typ = Some("at+jwt".to_owned());
+    header.typ = Some(typ.to_owned());
     header.kid = Some(signer.kid);
-    let token =
-        jsonwebtoken::encode(&header, &claims, &signer.key).map_err(|e| ApiError::Internal(format!("signing an access token: {e}")))?;
-    Ok(IssuedAccess { token, jti: claims.jti, expires_at_ms: claims.exp * 1000 })
+    jsonwebtoken::encode(&header, claims, &signer.key).map_err(|e| ApiError::Internal(format!("signing a {typ}: {e}")))
 }
 
 /// The claims of `token` if it is one of our access tokens: signed by a published key with

@@ -49,6 +49,11 @@ impl From<sqlx::Error> for OAuthError {
 }
 
 impl OAuthError {
+    /// The RFC 6749 error code.
+    pub(super) fn code(&self) -> &'static str {
+        self.code_and_status().0
+    }
+
     fn code_and_status(&self) -> (&'static str, StatusCode) {
         match self {
             Self::InvalidRequest(_) => ("invalid_request", StatusCode::BAD_REQUEST),

@@ -18,6 +18,8 @@ pub(crate) struct StoredRefresh {
     pub family_id: String,
     /// The client it was issued to.
     pub client_id: String,
+    /// The end user it acts for (the authorization code grant), by id.
+    pub user_id: Option<String>,
     /// The scope granted with it.
     pub scope: String,
     /// Milliseconds since the Unix epoch.
@@ -40,36 +42,39 @@ impl StoredRefresh {
 /// The stored refresh token `token`, if any.
 pub(crate) async fn find(db: &Db, token: &str) -> ApiResult<Option<StoredRefresh>> {
     Ok(sqlx::query_as::<_, StoredRefresh>(
-        "SELECT family_id, client_id, scope, created_at, expires_at, used_at, revoked_at FROM refresh_tokens WHERE token_hash = $1",
+        "SELECT family_id, client_id, user_id, scope, created_at, expires_at, used_at, revoked_at FROM refresh_tokens WHERE token_hash = $1",
     )
     .bind(token_hash(token))
     .fetch_optional(&db.pool)
     .await?)
 }
 
-/// Store a new refresh token in a new family.
+/// Store a new refresh token of `client_id` (for no end user) in a new family.
 pub(crate) async fn issue(db: &Db, client_id: &str, scope: &str, access: &IssuedAccess) -> ApiResult<String> {
     let mut conn = db.pool.acquire().await?;
-    insert(&mut conn, &new_id(), client_id, scope, access).await
+    insert(&mut conn, &new_id(), client_id, None, scope, access).await
 }
 
-/// Store a new refresh token in `family_id` on `conn`, with the access token issued with it.
+/// Store a new refresh token in `family_id` on `conn`, acting for the end user `user_id` if
+/// any, with the access token issued with it.
 pub(crate) async fn insert(
     conn: &mut sqlx::AnyConnection,
     family_id: &str,
     client_id: &str,
+    user_id: Option<&str>,
     scope: &str,
     access: &IssuedAccess,
 ) -> ApiResult<String> {
     let token = random_token();
     let now = now_ms();
     sqlx::query(
-        "INSERT INTO refresh_tokens (token_hash, family_id, client_id, scope, created_at, expires_at, access_jti, access_expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scope, created_at, expires_at, access_jti, access_expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(token_hash(&token))
     .bind(family_id)
     .bind(client_id)
+    .bind(user_id)
     .bind(scope)
     .bind(now)
     .bind(now + REFRESH_TOKEN_TTL_MS)

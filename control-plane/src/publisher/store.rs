@@ -264,15 +264,17 @@ pub(super) async fn replace_scopes(conn: &mut AnyConnection, api_id: &str, scope
 }
 
 /// The scopes an application may be granted: those defined by the APIs it is actively
-/// subscribed to (PUBLISHED or DEPRECATED) whose roles include its owner's role, or that
-/// name no role. A name belongs to one API, so a scope is only ever granted for it.
-pub async fn grantable_scopes(db: &Db, application_id: &str) -> Result<BTreeSet<String>, sqlx::Error> {
+/// subscribed to (PUBLISHED or DEPRECATED) whose roles include the role of the user it acts
+/// for (`end_user`, by id, with the authorization code grant; else its owner), or that name
+/// no role. A name belongs to one API, so a scope is only ever granted for it.
+pub async fn grantable_scopes(db: &Db, application_id: &str, end_user: Option<&str>) -> Result<BTreeSet<String>, sqlx::Error> {
     let rows: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT sc.name, sc.roles, u.role FROM subscriptions s JOIN apis a ON a.id = s.api_id \
-         JOIN api_scopes sc ON sc.api_id = a.id JOIN applications p ON p.id = s.application_id JOIN users u ON u.id = p.owner_id \
+         JOIN api_scopes sc ON sc.api_id = a.id JOIN applications p ON p.id = s.application_id JOIN users u ON u.id = COALESCE($2, p.owner_id) \
          WHERE s.application_id = $1 AND s.status = 'ACTIVE' AND a.status IN ('PUBLISHED', 'DEPRECATED')",
     )
     .bind(application_id)
+    .bind(end_user)
     .fetch_all(&db.pool)
     .await?;
     let mut grantable = BTreeSet::new();

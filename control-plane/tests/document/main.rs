@@ -71,6 +71,16 @@ const REFERENCES: &[(&[&str], &str, &str)] = &[
     (&["POST /api/v1/policies"], "name", "not a built-in policy's name"),
     (&["PUT /api/v1/environments/{name}/upstream-networks"], "allow", "addresses or networks in CIDR notation"),
     (&["PUT /api/v1/environments/{name}/upstream-networks"], "deny", "addresses or networks in CIDR notation"),
+    (
+        &["GET /oauth2/authorize"],
+        "",
+        "a page, naming no field: `client_id` must be a registered client, `redirect_uri` one of its registered URIs",
+    ),
+    (
+        &["PUT /api/v1/applications/{id}/oauth-client/redirect-uris"],
+        "redirect_uris[",
+        "an absolute https URI, or http on a loopback address, without fragment or user information",
+    ),
     (&["POST /oauth2/token"], "invalid_grant", "a code, refresh token or verifier that is not good"),
     (&["POST /oauth2/token"], "invalid_scope", "scopes the client's subscriptions do not grant"),
     (&["POST /oauth2/token"], "unauthorized_client", "a grant the client may not use"),
