@@ -1115,6 +1115,55 @@ impl RedisServer {
     }
 }
 
+/// A network link the test can cut: a TCP relay from a loopback port to `target`. Cut, it
+/// drops the connections it carries and every new one, as a partition between two regions
+/// looks from either side; healed, it relays again.
+pub struct Link {
+    /// Where to connect instead of `target`.
+    pub address: SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    carried: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Link {
+    /// A link to `target`.
+    pub async fn start(target: SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        let address = listener.local_addr().expect("its address");
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let carried: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (is_cut, connections) = (cut.clone(), carried.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if is_cut.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                connections.lock().unwrap().push(relay.abort_handle());
+            }
+        });
+        Self { address, cut, carried }
+    }
+
+    /// Partition: drop what the link carries and refuse what comes.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for relay in self.carried.lock().unwrap().drain(..) {
+            relay.abort();
+        }
+    }
+
+    /// Heal the partition.
+    pub fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use http::{Method, StatusCode};
 use portico_tests::{
-    ApiKey, ControlPlaneClient, HttpClient, MockUpstream, OtlpReceiver, PorticoProcess, RedisServer, TestCertificate, eventually, policies,
-    tls_get, until_closed,
+    ApiKey, ControlPlaneClient, HttpClient, Link, MockUpstream, OtlpReceiver, PorticoProcess, RedisServer, TestCertificate, eventually,
+    policies, tls_get, until_closed,
 };
 use serde_json::{Value, json};
 
@@ -1442,4 +1442,105 @@ async fn a_deploy_s_trace_continues_in_the_gateway_that_applies_it() {
     // Five batch intervals: a span of the gateway's request would have been exported by then.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!receiver.spans().iter().any(|s| s.service == "portico-gateway" && s.kind == "SERVER"));
+}
+
+/// Multi-datacenter, active-passive (#16): region A runs the control plane (over TLS);
+/// region B runs a gateway fed from A across a link the test cuts, and its own Redis for
+/// rate counters. Cut off from A, B goes on serving and counting, also after a gateway
+/// restart (from its cache), while A goes on publishing; once the link heals, B converges
+/// on what A published meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_dc_active_passive_region_b_serves_through_a_partition_and_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let certificate = TestCertificate::generate(dir.path());
+    let (cert, key) = (certificate.cert.display().to_string(), certificate.key.display().to_string());
+    let redis_b = RedisServer::start();
+    let upstream = MockUpstream::start().await;
+    let client = HttpClient::default();
+    let data = tempfile::tempdir().unwrap();
+    let control_plane = start_control_plane_with(data.path(), 0, &["--tls-cert", &cert, "--tls-key", &key], &[]);
+    let cp = ControlPlaneClient::https(control_plane.control_plane.unwrap(), &certificate.der);
+    let admin = cp.login("admin", ADMIN_PASSWORD).await;
+    cp.allow_loopback_upstreams(&admin).await;
+    cp.ok(Method::PUT, "/api/v1/tiers/subscription/Five", Some(&admin), json!({"requests": 5, "per_ms": 3_600_000})).await;
+    let mut definition = json!({"name": "regional", "version": "v1", "context": "/regional", "endpoints": [upstream.url()],
+        "operations": [{"method": "GET", "path": "/x"}], "tiers": ["Five", "Unlimited"]});
+    let api = cp.deployed_api(&admin, definition.clone()).await;
+    let limited = cp.subscribed_key_on(&admin, "limited-app", &api, "Five").await;
+    let other = cp.subscribed_key(&admin, "other-app", &api).await;
+    let counters = json!({"redis": {"url": redis_b.url(), "mode": "exact"}});
+    cp.ok(Method::PUT, "/api/v1/environments/default/counters", Some(&admin), counters).await;
+    let token = cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({})).await;
+    let token = token["token"].as_str().unwrap().to_owned();
+
+    // Region B's gateway reaches A only through the link.
+    let link = Link::start(control_plane.control_plane.unwrap()).await;
+    let cache = tempfile::tempdir().unwrap();
+    let (link_url, cache_dir) = (format!("https://{}", link.address), cache.path().display().to_string());
+    let region_b = |ready: &str| {
+        let args = [
+            "gateway",
+            "--control-plane",
+            &link_url,
+            "--environment",
+            "default",
+            "--control-plane-ca",
+            &cert,
+            "--cache-dir",
+            &cache_dir,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ];
+        PorticoProcess::spawn_until(tempfile::tempdir().unwrap(), &args, &[("PORTICO_GATEWAY_TOKEN", token.as_str())], &[ready]).unwrap()
+    };
+    let mut gateway = region_b("snapshot applied");
+    assert!(gateway.wait_for_log("rate counters shared on Redis", Duration::from_secs(5)), "{}", gateway.logs().join("\n"));
+    let call =
+        async |gateway: &PorticoProcess, path: &str, key: &str| client.get(&gateway.url(path), &[("apikey", key)]).await.unwrap().status;
+    for _ in 0..2 {
+        assert_eq!(call(&gateway, "/regional/v1/x", &limited.key).await, StatusCode::OK);
+    }
+
+    // The partition: B serves on, and counts on in its own Redis (5 an hour: 3 more, then 429).
+    link.cut();
+    let mut admitted = 0;
+    while call(&gateway, "/regional/v1/x", &limited.key).await == StatusCode::OK {
+        admitted += 1;
+        assert!(admitted <= 3, "the limit holds through the partition");
+    }
+    assert_eq!(admitted, 3, "B counted the hits before the partition and through it");
+    assert_eq!(call(&gateway, "/regional/v1/x", &other.key).await, StatusCode::OK);
+
+    // A publishes meanwhile: a key revoked, an operation added.
+    let revoke = format!("/api/v1/applications/{}/api-keys/{}", other.app, other.id);
+    assert!(cp.call(Method::DELETE, &revoke, Some(&admin), None).await.status.is_success());
+    let fresh = cp.subscribed_key(&admin, "fresh-app", &api).await;
+    definition["operations"] = json!([{"method": "GET", "path": "/x"}, {"method": "GET", "path": "/y"}]);
+    cp.ok(Method::PUT, &format!("/api/v1/apis/{api}"), Some(&admin), definition).await;
+    let revision = cp.ok(Method::POST, &format!("/api/v1/apis/{api}/revisions"), Some(&admin), json!({})).await;
+    let deployment = json!({"revision_id": revision["id"], "environments": ["default"]});
+    cp.ok(Method::POST, &format!("/api/v1/apis/{api}/deployments"), Some(&admin), deployment).await;
+    // Connected, B would refuse the key within about 50 ms (the revocation tests); cut off,
+    // it hears nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(call(&gateway, "/regional/v1/x", &other.key).await, StatusCode::OK, "B knows nothing of the revocation");
+
+    // B restarted while cut off starts from its cache and serves what it knew.
+    gateway.kill();
+    let gateway = region_b("serving the last-known-good snapshot from the cache");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(call(&gateway, "/regional/v1/x", &other.key).await, StatusCode::OK, "B still knows nothing of the revocation");
+    assert_eq!(call(&gateway, "/regional/v1/y", &other.key).await, StatusCode::NOT_FOUND, "nor of the new operation");
+
+    // Healed, B converges on what A published.
+    link.heal();
+    let took = eventually("region B converged", Duration::from_secs(30), async || {
+        call(&gateway, "/regional/v1/x", &other.key).await == StatusCode::UNAUTHORIZED
+            && call(&gateway, "/regional/v1/y", &fresh.key).await == StatusCode::OK
+    })
+    .await;
+    println!("region B converged {took:?} after the link healed");
+    assert_eq!(call(&gateway, "/regional/v1/x", &limited.key).await, StatusCode::TOO_MANY_REQUESTS, "the hour's count is in B's Redis");
 }
