@@ -19,7 +19,7 @@ use utoipa::OpenApi;
 
 use crate::AppState;
 
-pub use checks::is_scope_name;
+pub use checks::{OPENID_SCOPE, is_scope_name};
 pub use definition::{Api, ApiSummary, ApiUpdate, EndpointClientCertificate, NewApi, Operation, Scope};
 pub use deployments::{Deploy, DeployedApi, Deployment, deployed};
 pub use environments::{Counters, Environment, NewEnvironment, UpstreamNetworks, counters, upstream_networks};

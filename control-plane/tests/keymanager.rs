@@ -1123,6 +1123,16 @@ async fn codes_are_bound_to_their_client_expire_and_grant_scopes_for_the_end_use
         let payload: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(id_token.split('.').nth(1).unwrap()).unwrap()).unwrap();
         assert_eq!((payload["aud"].as_str(), payload["nonce"].as_str()), (Some(client.id.as_str()), Some("n-1")), "{payload}");
         assert_eq!(payload["sub"], paul.as_str());
+        let refresh = reply.body["refresh_token"].as_str().unwrap();
+        let introspected = introspect(&app, client.basic(), refresh).await;
+        assert_eq!((introspected.body["active"].as_bool(), introspected.body["sub"].as_str()), (Some(true), Some(paul.as_str())));
+
+        // No API may define `openid`: granted to whoever signs in, it must open nothing.
+        let admin = admin(&app).await;
+        let api = json!({"name": "oidc", "version": "v1", "context": "/oidc", "endpoints": ["https://backend.test"],
+            "scopes": [{"name": "openid", "roles": ["admin"]}]});
+        let (status, problem) = app.send("POST", "/api/v1/apis", Some(&admin), Some(api)).await;
+        assert_eq!((status, problem["field"].as_str()), (StatusCode::BAD_REQUEST, Some("scopes[0].name")), "{problem}");
 
         // Codes are stored as hashes only; the one expired long ago went when the next was made.
         let stored: Vec<String> = sqlx::query_scalar("SELECT code_hash FROM authorization_codes").fetch_all(&app.db.pool).await.unwrap();

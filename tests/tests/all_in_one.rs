@@ -805,9 +805,12 @@ async fn an_end_user_allows_an_application_with_the_code_flow() {
     cp.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(&carol), json!({"api_id": api})).await;
     let oauth = cp.ok(Method::POST, &format!("/api/v1/applications/{app}/oauth-client"), Some(&carol), json!({})).await;
     let redirect_uris = format!("/api/v1/applications/{app}/oauth-client/redirect-uris");
-    let refused = cp.call(Method::PUT, &redirect_uris, Some(&carol), Some(json!({"redirect_uris": ["http://app.example/cb"]}))).await;
-    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text());
-    assert_eq!(refused.json()["field"], "redirect_uris[0]", "{}", refused.text());
+    for bad in ["http://app.example/cb", "http://localhost/cb", "https://app.example/cb#frag", "/cb", "app:/cb"] {
+        let body = json!({"redirect_uris": ["https://app.example/ok", bad]});
+        let refused = cp.call(Method::PUT, &redirect_uris, Some(&carol), Some(body)).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{bad}: {}", refused.text());
+        assert_eq!(refused.json()["field"], "redirect_uris[1]", "{bad}: {}", refused.text());
+    }
     let redirect_uri = "http://127.0.0.1:9/callback";
     let registered = cp.ok(Method::PUT, &redirect_uris, Some(&carol), json!({"redirect_uris": [redirect_uri]})).await;
     assert_eq!(registered["redirect_uris"], json!([redirect_uri]));

@@ -37,7 +37,7 @@ pub struct OAuthClient {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedirectUris {
-    /// Absolute `https` URIs without a fragment, or `http` ones on a loopback address
+    /// Absolute `https` URIs without a fragment, or `http` ones on 127.0.0.1 or [::1]
     /// (RFC 8252 §7.3); at most 10. They replace those registered before.
     #[schema(max_items = 10)]
     pub redirect_uris: Vec<String>,
@@ -140,11 +140,12 @@ fn check_redirect_uri(uri: &str) -> Result<(), String> {
     if authority.as_str().contains('@') {
         return Err("a redirect URI has no user information (`user@`)".into());
     }
-    let loopback = matches!(authority.host(), "127.0.0.1" | "[::1]" | "::1" | "localhost");
+    // Loopback by address only: `localhost` may resolve elsewhere (RFC 8252 §8.3).
+    let loopback = matches!(authority.host(), "127.0.0.1" | "[::1]");
     match scheme {
         "https" => Ok(()),
         "http" if loopback => Ok(()),
-        "http" => Err("`http` is allowed on a loopback address only (127.0.0.1, [::1], localhost): use `https`".into()),
+        "http" => Err("`http` is allowed on a loopback address only (127.0.0.1 or [::1], not `localhost`): use `https`".into()),
         other => Err(format!("scheme `{other}` is not allowed: use `https` (or `http` on a loopback address)")),
     }
 }

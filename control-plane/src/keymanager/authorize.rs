@@ -317,17 +317,22 @@ fn refused(state: &AppState, refusal: Refusal) -> Response {
 /// The page for `valid`, with a fresh anti-forgery token in its form and cookie.
 fn consent(state: &AppState, request: &AuthorizeRequest, valid: &Valid, status: StatusCode, message: Option<&str>) -> Response {
     let csrf = random_token();
+    // Under the issuer's path: behind a proxy that serves the key manager at a prefix, the
+    // browser posts (and sends the cookie) there.
+    let issuer_path = state.settings.issuer.parse::<axum::http::Uri>().map(|uri| uri.path().trim_end_matches('/').to_owned());
+    let action = format!("{}/oauth2/authorize", issuer_path.unwrap_or_default());
     let consent = Consent {
         application: &valid.application_name,
         owner: &valid.owner,
         scopes: &valid.scopes,
         request: &request.given(),
         csrf: &csrf,
+        action: &action,
         message,
     };
     let mut response = consent_page::consent(status, &consent);
     let secure = if state.settings.issuer.starts_with("https://") { "; Secure" } else { "" };
-    let cookie = format!("{CSRF_COOKIE}={csrf}; Path=/oauth2/authorize; HttpOnly; SameSite=Strict{secure}");
+    let cookie = format!("{CSRF_COOKIE}={csrf}; Path={action}; HttpOnly; SameSite=Strict{secure}");
     if let Ok(cookie) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }

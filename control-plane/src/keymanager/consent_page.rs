@@ -35,6 +35,8 @@ pub(super) struct Consent<'a> {
     pub request: &'a [(&'static str, &'a str)],
     /// The anti-forgery token.
     pub csrf: &'a str,
+    /// Where the form posts: this endpoint's path as browsers reach it.
+    pub action: &'a str,
     /// What went wrong with the last answer, if anything.
     pub message: Option<&'a str>,
 }
@@ -61,7 +63,7 @@ pub(super) fn consent(status: StatusCode, consent: &Consent) -> Response {
     if let Some(message) = consent.message {
         let _ = write!(body, "<p class=\"message\" role=\"alert\">{}</p>", escape(message));
     }
-    body.push_str("<form method=\"post\" action=\"/oauth2/authorize\">");
+    let _ = write!(body, "<form method=\"post\" action=\"{}\">", escape(consent.action));
     for (name, value) in consent.request {
         let _ = write!(body, "<input type=\"hidden\" name=\"{name}\" value=\"{}\">", escape(value));
     }
@@ -120,7 +122,15 @@ mod tests {
         use http_body_util::BodyExt;
         let request = [("client_id", "c"), ("state", "\"><script>alert(1)</script>")];
         let scopes = ["read".to_owned()];
-        let consent = Consent { application: "<b>evil</b>", owner: "o'neil", scopes: &scopes, request: &request, csrf: "t", message: None };
+        let consent = Consent {
+            application: "<b>evil</b>",
+            owner: "o'neil",
+            scopes: &scopes,
+            request: &request,
+            csrf: "t",
+            action: "/km/oauth2/authorize",
+            message: None,
+        };
         let response = super::consent(StatusCode::OK, &consent);
         let policy = response.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap().to_owned();
         assert!(policy.starts_with("default-src 'none'; style-src 'sha256-"), "{policy}");
@@ -129,5 +139,6 @@ mod tests {
         assert!(!html.contains("<script>") && !html.contains("<b>"), "{html}");
         assert!(html.contains("value=\"&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;\""), "{html}");
         assert!(html.contains("&lt;b&gt;evil&lt;/b&gt;") && html.contains("o&#39;neil"), "{html}");
+        assert!(html.contains("<form method=\"post\" action=\"/km/oauth2/authorize\">"), "{html}");
     }
 }

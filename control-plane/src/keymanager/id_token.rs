@@ -1,6 +1,6 @@
 //! ID tokens (OpenID Connect Core §2): who the end user is, for the client, issued with the
-//! authorization code grant when the `openid` scope was asked for, signed with the access
-//! tokens' key.
+//! authorization code grant when the `openid` scope ([`crate::publisher::OPENID_SCOPE`],
+//! which no API may define) was asked for, signed with the access tokens' key.
 
 use serde::Serialize;
 
@@ -8,9 +8,6 @@ use super::access_token::{self, ACCESS_TOKEN_TTL_S, EndUser};
 use crate::AppState;
 use crate::db::now_ms;
 use crate::error::ApiResult;
-
-/// The scope that asks for an ID token. It names no API: it is never a gateway's concern.
-pub(crate) const OPENID: &str = "openid";
 
 #[derive(Debug, Serialize)]
 struct IdClaims<'a> {

@@ -31,7 +31,7 @@ pub struct Introspection {
     /// The client it was issued to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
-    /// Its subject (the client id).
+    /// Its subject: the end user's id with the authorization code grant, else the client id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
     /// Expiry, seconds since the Unix epoch.
@@ -135,7 +135,7 @@ async fn inspect(state: &AppState, token: &str) -> OAuthResult<Introspection> {
         Some(stored) if stored.is_usable() => Ok(Introspection {
             active: true,
             scope: Some(stored.scope).filter(|scope| !scope.is_empty()),
-            sub: Some(stored.client_id.clone()),
+            sub: Some(stored.user_id.unwrap_or_else(|| stored.client_id.clone())),
             client_id: Some(stored.client_id),
             exp: Some(stored.expires_at / 1000),
             iat: Some(stored.created_at / 1000),

@@ -16,10 +16,11 @@ use super::authorization_code::{self, is_verifier, verifies};
 use super::client_auth::{self, Client};
 use super::error::{OAuthError, OAuthResult};
 use super::form::{form, no_store, param};
-use super::id_token::{self, OPENID};
+use super::id_token;
 use super::refresh_token;
 use crate::auth::Source;
 use crate::db::{new_id, now_ms};
+use crate::publisher::OPENID_SCOPE;
 use crate::{AppState, publisher};
 
 /// Most scopes one token may carry, and the longest scope string.
@@ -191,14 +192,20 @@ async fn authorization_code(state: &AppState, client: &Client, request: &TokenRe
     let family_id = new_id();
     let mut tx = state.db.pool.begin().await?;
     if !authorization_code::mark_used(&mut tx, code, &family_id).await? {
-        // Exchanged (or expired) since it was read: a concurrent exchange won.
-        return Err(invalid());
+        // Exchanged (or expired) since it was read: a concurrent exchange won, and is a
+        // second use like any other.
+        drop(tx);
+        let winner = authorization_code::find(&state.db, code).await?.and_then(|stored| stored.family_id);
+        return Err(match winner {
+            Some(family_id) => replayed(state, &family_id).await,
+            None => invalid(),
+        });
     }
     let refresh_token =
         refresh_token::insert(&mut tx, &family_id, &client.client_id, Some(&end_user.id), &stored.grant.scope, &access).await?;
     tx.commit().await?;
     let mut issued = response(access.token, refresh_token, stored.grant.scope);
-    if granted.iter().any(|scope| scope == OPENID) {
+    if granted.iter().any(|scope| scope == OPENID_SCOPE) {
         issued.id_token =
             Some(id_token::issue(state, &client.client_id, &end_user, stored.grant.auth_time, stored.grant.nonce.as_deref()).await?);
     }
@@ -231,7 +238,7 @@ fn response(access_token: String, refresh_token: String, scope: String) -> Token
 /// [`publisher::grantable_scopes`]): unknown, on an API it is not subscribed to, or meant
 /// for another role. With an end user, `openid` asks for an ID token and is always granted.
 pub(super) async fn refuse_ungrantable(state: &AppState, client: &Client, end_user: Option<&str>, requested: &[String]) -> OAuthResult<()> {
-    let requested: Vec<&String> = requested.iter().filter(|scope| end_user.is_none() || scope.as_str() != OPENID).collect();
+    let requested: Vec<&String> = requested.iter().filter(|scope| end_user.is_none() || scope.as_str() != OPENID_SCOPE).collect();
     if requested.is_empty() {
         return Ok(());
     }

@@ -172,6 +172,10 @@ const MAX_ATTACHMENTS: usize = 16;
 /// Most scopes one API defines.
 const MAX_SCOPES: usize = 50;
 
+/// The scope that asks the key manager for an ID token (OpenID Connect). No API may define
+/// it: granted to whoever signs in, it must not open any operation.
+pub const OPENID_SCOPE: &str = "openid";
+
 /// Whether `name` is a scope as RFC 6749 §3.3 writes one (printable ASCII without space,
 /// `"` or `\`), of 1 to 100 characters.
 pub fn is_scope_name(name: &str) -> bool {
@@ -190,6 +194,12 @@ pub(super) fn check_scopes(scopes: &[Scope], policies: &[Attachment], operations
             return Err(ApiError::invalid(
                 format!("scopes[{i}].name"),
                 "1 to 100 printable ASCII characters without spaces, `\"` or `\\`, such as `pets:write`",
+            ));
+        }
+        if scope.name == OPENID_SCOPE {
+            return Err(ApiError::invalid(
+                format!("scopes[{i}].name"),
+                format!("`{OPENID_SCOPE}` is kept for OpenID Connect (the key manager grants it to any user who signs in)"),
             ));
         }
         if scopes[..i].iter().any(|s| s.name == scope.name) {
