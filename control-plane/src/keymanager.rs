@@ -40,7 +40,7 @@ pub const AUDIENCE: &str = "portico";
 
 /// The OpenAPI paths of the authorization server ([`routes`]).
 #[derive(OpenApi)]
-#[openapi(paths(authorize::page, authorize::decide, token::token, introspection::introspect, revocation::revoke, keys::jwks, metadata::metadata), modifiers(&ClientSecretBasic))]
+#[openapi(paths(authorize::page, authorize::decide, token::token, introspection::introspect, revocation::revoke, keys::jwks, metadata::metadata, metadata::openid_configuration), modifiers(&ClientSecretBasic))]
 pub struct Doc;
 
 /// The OpenAPI paths of the signing keys' management ([`admin_routes`]).
@@ -68,6 +68,7 @@ pub fn routes() -> Router<AppState> {
         .route("/oauth2/revoke", post(revocation::revoke))
         .route("/oauth2/jwks", get(keys::jwks))
         .route("/.well-known/oauth-authorization-server", get(metadata::metadata))
+        .route("/.well-known/openid-configuration", get(metadata::openid_configuration))
 }
 
 /// The signing keys' management, for admins of the control plane (the keys are in the

@@ -894,6 +894,9 @@ async fn the_discovery_document_names_the_endpoints() {
         assert_eq!(doc["introspection_endpoint_auth_methods_supported"], json!(["client_secret_basic", "client_secret_post"]));
         assert_eq!(doc["revocation_endpoint_auth_methods_supported"], json!(["client_secret_basic", "client_secret_post"]));
         assert_eq!(doc["response_types_supported"], json!(["code"]));
+        assert_eq!(doc["id_token_signing_alg_values_supported"], json!(["ES256", "RS256"]));
+        let (status, discovery) = app.send("GET", "/.well-known/openid-configuration", None, None).await;
+        assert_eq!((status, &discovery), (StatusCode::OK, &doc), "OpenID Connect discovery serves the same document");
 
         let (_, openapi) = app.send("GET", "/api/v1/openapi.json", None, None).await;
         for (path, method) in [
@@ -904,6 +907,7 @@ async fn the_discovery_document_names_the_endpoints() {
             ("/oauth2/revoke", "post"),
             ("/oauth2/jwks", "get"),
             ("/.well-known/oauth-authorization-server", "get"),
+            ("/.well-known/openid-configuration", "get"),
             ("/api/v1/keymanager/keys", "get"),
             ("/api/v1/keymanager/keys/rotate", "post"),
             ("/api/v1/keymanager/keys/{kid}/retire", "post"),

@@ -1,11 +1,14 @@
-//! Authorization server metadata (RFC 8414): where the endpoints are and what they support.
+//! Authorization server metadata (RFC 8414), also served as OpenID Connect discovery: where
+//! the endpoints are and what they support. One document at both addresses.
 
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::keys::SigningAlg;
 use crate::AppState;
+use crate::publisher::OPENID_SCOPE;
 
 /// The metadata document.
 #[derive(Debug, Serialize, ToSchema)]
@@ -30,6 +33,12 @@ pub struct Metadata {
     pub code_challenge_methods_supported: Vec<String>,
     /// Redirects from the authorization endpoint carry `iss` (RFC 9207).
     pub authorization_response_iss_parameter_supported: bool,
+    /// `openid`: asks for an ID token with the authorization code grant.
+    pub scopes_supported: Vec<String>,
+    /// `public`: an ID token's `sub` is the user's id, the same for every client.
+    pub subject_types_supported: Vec<String>,
+    /// The algorithms signing keys may have (ES256, RS256).
+    pub id_token_signing_alg_values_supported: Vec<String>,
     /// `client_secret_basic` and `client_secret_post`.
     pub token_endpoint_auth_methods_supported: Vec<String>,
     /// As for the token endpoint.
@@ -41,9 +50,19 @@ pub struct Metadata {
 /// The authorization server's metadata (RFC 8414).
 #[utoipa::path(get, path = "/.well-known/oauth-authorization-server", operation_id = "oauth2_metadata", tag = "keymanager", responses((status = 200, body = Metadata)))]
 pub async fn metadata(State(state): State<AppState>) -> Json<Metadata> {
+    Json(document(&state))
+}
+
+/// The same document for OpenID Connect clients (OpenID Connect Discovery 1.0).
+#[utoipa::path(get, path = "/.well-known/openid-configuration", operation_id = "openid_configuration", tag = "keymanager", responses((status = 200, body = Metadata)))]
+pub async fn openid_configuration(State(state): State<AppState>) -> Json<Metadata> {
+    Json(document(&state))
+}
+
+fn document(state: &AppState) -> Metadata {
     let issuer = state.settings.issuer.clone();
     let client_auth = || vec!["client_secret_basic".to_owned(), "client_secret_post".to_owned()];
-    Json(Metadata {
+    Metadata {
         authorization_endpoint: format!("{issuer}/oauth2/authorize"),
         token_endpoint: format!("{issuer}/oauth2/token"),
         jwks_uri: format!("{issuer}/oauth2/jwks"),
@@ -53,9 +72,12 @@ pub async fn metadata(State(state): State<AppState>) -> Json<Metadata> {
         response_types_supported: vec!["code".to_owned()],
         code_challenge_methods_supported: vec!["S256".to_owned()],
         authorization_response_iss_parameter_supported: true,
+        scopes_supported: vec![OPENID_SCOPE.to_owned()],
+        subject_types_supported: vec!["public".to_owned()],
+        id_token_signing_alg_values_supported: [SigningAlg::Es256, SigningAlg::Rs256].map(|alg| alg.as_str().to_owned()).to_vec(),
         token_endpoint_auth_methods_supported: client_auth(),
         introspection_endpoint_auth_methods_supported: client_auth(),
         revocation_endpoint_auth_methods_supported: client_auth(),
         issuer,
-    })
+    }
 }
