@@ -10,8 +10,13 @@ signs an ES256 JWT and stores a refresh token, so this measures that cost.
         on a fresh PostgreSQL database; one wrk per node (on core 1), at the same time, their
         counts summed. PostgreSQL and the load share this machine's cores with the nodes: on
         two cores this says whether a second node adds anything, not how far the layer scales.
+    python3 bench/token_endpoint.py --grant authorization_code [--key-managers N] [--seconds 2]
+        the code exchange instead: codes are minted first through the sign-in page (each a
+        password check, Argon2id), for at most 40 s since they last 60 s, then exchanged with
+        their PKCE verifier, each once; wrk's Lua takes the next code for every request.
 """
-import argparse, base64, json, os, secrets, shutil, signal, subprocess, tempfile, urllib.request
+import argparse, base64, concurrent.futures, hashlib, json, os, re, secrets, shutil, signal, subprocess, tempfile, time
+import urllib.error, urllib.parse, urllib.request
 
 from harness.systems import wait_port  # the harness's wait for a listener on a loopback port
 
@@ -28,6 +33,43 @@ def call(method, path, token=None, body=None):
     with urllib.request.urlopen(request) as response:
         text = response.read()
         return json.loads(text) if text else None
+
+
+REDIRECT_URI = "http://127.0.0.1:9/callback"
+VERIFIER = "bench-verifier-" + "v" * 40
+
+
+def mint_code(endpoint, client_id, password):
+    """One code through the sign-in page, as a browser gets it: the page, then the form."""
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(VERIFIER.encode()).digest()).rstrip(b"=").decode()
+    query = urllib.parse.urlencode({"response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT_URI,
+                                    "code_challenge": challenge, "code_challenge_method": "S256", "state": "s"})
+    with urllib.request.urlopen(f"http://{endpoint}/oauth2/authorize?{query}") as page:
+        cookie = page.headers["set-cookie"].split(";")[0]
+        fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.read().decode()))
+    fields.update(username="bench-user", password=password, decision="allow")
+
+    class Stay(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args):
+            return None
+
+    request = urllib.request.Request(f"http://{endpoint}/oauth2/authorize", data=urllib.parse.urlencode(fields).encode(),
+                                     headers={"cookie": cookie, "content-type": "application/x-www-form-urlencoded"})
+    try:
+        urllib.request.build_opener(Stay).open(request)
+    except urllib.error.HTTPError as answer:
+        if answer.code == 303:
+            return urllib.parse.parse_qs(urllib.parse.urlsplit(answer.headers["location"]).query)["code"][0]
+        raise
+    raise SystemExit("the sign-in did not redirect")
+
+
+def mint_codes(endpoint, client_id, password, wanted, seconds=40):
+    codes, deadline = [], time.time() + seconds
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        while len(codes) < wanted and time.time() < deadline:
+            codes.extend(pool.map(lambda _: mint_code(endpoint, client_id, password), range(min(100, wanted - len(codes)))))
+    return codes
 
 
 def port(address):
@@ -50,6 +92,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=4, help="per token endpoint")
     parser.add_argument("--key-managers", type=int, default=0, help="key-manager nodes apart (pattern 4); 0: all-in-one")
+    parser.add_argument("--grant", default="client_credentials", choices=["client_credentials", "authorization_code"])
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/postgres",
                         help="a PostgreSQL database to create the benchmark's database from (with --key-managers)")
     args = parser.parse_args()
@@ -77,25 +120,44 @@ def main():
         app = call("POST", "/api/v1/applications", admin, {"name": "bench"})
         client = call("POST", f"/api/v1/applications/{app['id']}/oauth-client", admin)
         basic = base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
-        script = os.path.join(data, "token.lua")
-        with open(script, "w") as f:
-            f.write('wrk.method = "POST"\nwrk.body = "grant_type=client_credentials"\n'
-                    'wrk.headers["content-type"] = "application/x-www-form-urlencoded"\n'
-                    f'wrk.headers["authorization"] = "Basic {basic}"\n')
+        scripts = [os.path.join(data, f"token-{n}.lua") for n in range(len(endpoints))]
+        for script in scripts:
+            with open(script, "w") as f:
+                f.write('wrk.method = "POST"\nwrk.body = "grant_type=client_credentials"\n'
+                        'wrk.headers["content-type"] = "application/x-www-form-urlencoded"\n'
+                        f'wrk.headers["authorization"] = "Basic {basic}"\n')
+        if args.grant == "authorization_code":
+            password = "bench-user-pass-1"
+            call("POST", "/api/v1/signup", body={"username": "bench-user", "password": password})
+            call("PUT", f"/api/v1/applications/{app['id']}/oauth-client/redirect-uris", admin, {"redirect_uris": [REDIRECT_URI]})
+            started = time.time()
+            codes = mint_codes(endpoints[0], client["client_id"], password, 3000 * len(endpoints))
+            print(f"{len(codes)} codes minted through the sign-in page in {time.time() - started:.1f} s")
+            exchange = urllib.parse.urlencode({"grant_type": "authorization_code", "redirect_uri": REDIRECT_URI, "code_verifier": VERIFIER})
+            for n, script in enumerate(scripts):
+                mine = codes[n::len(scripts)]
+                with open(f"{script}.codes", "w") as f:
+                    f.write("\n".join(mine) + "\n")
+                with open(script, "a") as f:
+                    f.write(f'codes = {{}}\nfor line in io.lines("{script}.codes") do codes[#codes + 1] = line end\nnext = 0\n'
+                            'request = function()\n  next = next + 1\n  if next > #codes then next = 1 end\n'
+                            f'  return wrk.format(nil, nil, nil, "{exchange}&code=" .. codes[next])\nend\n')
         # The token endpoints' processes: all of all-in-one, or the key-manager nodes.
         issuers = processes if args.key_managers == 0 else processes[1:]
         before = sum(cpu_ticks(p.pid) for p in issuers)
         loads = [subprocess.Popen(["taskset", "-c", "1", "wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s", "--latency",
                                    "-s", script, f"http://{endpoint}/oauth2/token"], stdout=subprocess.PIPE, text=True)
-                 for endpoint in endpoints]
+                 for endpoint, script in zip(endpoints, scripts)]
         outs = [load.communicate()[0] for load in loads]
         after = sum(cpu_ticks(p.pid) for p in issuers)
-        requests = sum(int(next(l for l in out.splitlines() if "requests in" in l).split()[0]) for out in outs)
         non2xx = [l.strip() for out in outs for l in out.splitlines() if "Non-2xx" in l]
+        # Tokens: the answers that were not refusals (a code used up, a brake).
+        requests = sum(int(next(l for l in out.splitlines() if "requests in" in l).split()[0]) for out in outs)
+        requests -= sum(int(l.rsplit(":", 1)[1]) for l in non2xx)
         p99 = [next((l.split()[1] for l in out.splitlines() if l.strip().startswith("99%")), "?") for out in outs]
         cpu_ms = (after - before) / os.sysconf("SC_CLK_TCK") * 1000 / max(requests, 1)
         where = "all-in-one on SQLite" if args.key_managers == 0 else f"{args.key_managers} key-manager node(s) on PostgreSQL"
-        print(f"token endpoint (client_credentials), {where}: {requests / args.seconds:.0f} tokens/s, {cpu_ms:.2f} ms CPU per token "
+        print(f"token endpoint ({args.grant}), {where}: {requests / args.seconds:.0f} tokens/s, {cpu_ms:.2f} ms CPU per token "
               f"(token endpoints' processes), p99 {' / '.join(p99)}, {args.connections} connections each, {args.seconds}s"
               + (f"; {'; '.join(non2xx)}" if non2xx else ""))
     finally:
