@@ -122,6 +122,11 @@ pub fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Whether two secrets are equal, compared in time that depends on their length only.
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Argon2id as pinned here (OWASP's minimum: 19 MiB, 2 passes, 1 lane), so that a library
 /// upgrade cannot change the cost of new hashes unnoticed. A stored hash is verified with
 /// the parameters it names.

@@ -118,8 +118,7 @@ pub(crate) fn s256(verifier: &str) -> String {
 
 /// Whether `verifier` answers `challenge`, compared in constant time.
 pub(crate) fn verifies(verifier: &str, challenge: &str) -> bool {
-    let computed = s256(verifier);
-    computed.len() == challenge.len() && computed.bytes().zip(challenge.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    crate::auth::same_secret(&s256(verifier), challenge)
 }
 
 #[cfg(test)]

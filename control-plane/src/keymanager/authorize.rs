@@ -114,12 +114,6 @@ enum Refusal {
     Server(ApiError),
 }
 
-impl From<ApiError> for Refusal {
-    fn from(error: ApiError) -> Self {
-        Refusal::Server(error)
-    }
-}
-
 impl From<sqlx::Error> for Refusal {
     fn from(error: sqlx::Error) -> Self {
         Refusal::Server(error.into())
@@ -352,8 +346,7 @@ fn csrf_matches(headers: &HeaderMap, field: Option<&str>) -> bool {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == CSRF_COOKIE)
         .map(|(_, value)| value);
-    cookie
-        .is_some_and(|cookie| cookie.len() == field.len() && cookie.bytes().zip(field.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0)
+    cookie.is_some_and(|cookie| auth::same_secret(cookie, field))
 }
 
 /// `303 See Other` to `redirect_uri` with `params`, `state` and our `iss` (RFC 9207) added
