@@ -7,6 +7,7 @@ mod api_keys;
 mod applications;
 mod catalogue;
 mod client_certificates;
+mod external_clients;
 mod oauth_clients;
 mod signup;
 mod subscriptions;
@@ -24,6 +25,7 @@ pub use catalogue::{CatalogueApi, CatalogueOperation, CatalogueSearch};
 pub use client_certificates::{
     ApplicationCertificate, CertificateOwner, MAX_CERTIFICATE_TEXT, NewApplicationCertificate, PROOF_PREFIX, registered_client_certificates,
 };
+pub use external_clients::{ExternalClient, ExternalClientHolder, NewExternalClient, external_client_holders};
 pub use oauth_clients::{OAuthClient, OAuthClientSecret, RedirectUris};
 pub use signup::SignUp;
 pub use subscriptions::{ApprovalSetting, NewSubscription, Subscription, SubscriptionFilter, SubscriptionStatus};
@@ -58,6 +60,9 @@ pub use subscriptions::{ApprovalSetting, NewSubscription, Subscription, Subscrip
     client_certificates::list,
     client_certificates::register,
     client_certificates::remove,
+    external_clients::list,
+    external_clients::map,
+    external_clients::unmap,
 ))]
 pub struct Doc;
 
@@ -79,6 +84,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/applications/{id}/api-keys/{key_id}", delete(api_keys::revoke))
         .route("/api/v1/applications/{id}/client-certificates", get(client_certificates::list).post(client_certificates::register))
         .route("/api/v1/applications/{id}/client-certificates/{certificate_id}", delete(client_certificates::remove))
+        .route("/api/v1/applications/{id}/external-clients", get(external_clients::list))
+        .route("/api/v1/applications/{id}/external-clients/{key_manager}", put(external_clients::map).delete(external_clients::unmap))
         .route("/api/v1/subscriptions", get(subscriptions::queue))
         .route("/api/v1/subscriptions/{sub_id}/approve", post(subscriptions::approve))
         .route("/api/v1/subscriptions/{sub_id}/reject", post(subscriptions::reject))

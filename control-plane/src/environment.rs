@@ -123,7 +123,7 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<E
         .into_iter()
         .map(|(kid, _alg, pem)| JwtKey { kid: Some(kid), pem: Some(pem), pem_file: None })
         .collect::<Vec<_>>();
-    let jwt_issuers = if keys.is_empty() {
+    let mut jwt_issuers = if keys.is_empty() {
         Vec::new()
     } else {
         vec![JwtIssuer {
@@ -137,8 +137,19 @@ pub async fn for_environment(state: &AppState, environment: &str) -> ApiResult<E
             leeway: Duration(defaults::JWT_LEEWAY),
             typ: Some("at+jwt".to_owned()),
             require_jti: true,
+            discovery: None,
+            clients: None,
         }]
     };
+    let external = keymanager::issuers_for(db, environment).await?;
+    if !external.is_empty() {
+        let holders = devportal::external_client_holders(db).await?;
+        for (name, mut issuer) in external {
+            let clients = holders.iter().filter(|holder| holder.key_manager == name);
+            issuer.clients = Some(clients.map(|holder| (holder.client_id.clone(), holder.application.clone())).collect());
+            jwt_issuers.push(issuer);
+        }
+    }
     let mut revoked_tokens: Vec<RevokedToken> = keymanager::revoked_jtis(db)
         .await?
         .into_iter()

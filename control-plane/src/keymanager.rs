@@ -9,6 +9,7 @@ mod authorize;
 mod client_auth;
 mod consent_page;
 mod error;
+mod external;
 mod form;
 mod id_token;
 mod introspection;
@@ -19,7 +20,7 @@ mod revocation;
 mod token;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -29,6 +30,7 @@ pub use access_token::{AccessClaims, MAX_REVOKED_PER_APPLICATION, cut_off, cutof
 pub use authorize::{AuthorizeForm, AuthorizeRequest};
 pub use client_auth::VerifiedSecrets;
 pub use error::OAuthError;
+pub use external::{ExternalKeyManager, NamedKeyManager, issuer_named, issuers_for};
 pub use form::TokenForm;
 pub use introspection::Introspection;
 pub use keys::{Jwks, KeyInfo, Rotate, SigningAlg, public_keys};
@@ -45,7 +47,7 @@ pub struct Doc;
 
 /// The OpenAPI paths of the signing keys' management ([`admin_routes`]).
 #[derive(OpenApi)]
-#[openapi(paths(keys::list, keys::rotate, keys::retire))]
+#[openapi(paths(keys::list, keys::rotate, keys::retire, external::list, external::put, external::delete))]
 pub struct AdminDoc;
 
 /// Declares the `client_secret_basic` security scheme the OAuth2 endpoints name.
@@ -78,4 +80,6 @@ pub fn admin_routes() -> Router<AppState> {
         .route("/api/v1/keymanager/keys", get(keys::list))
         .route("/api/v1/keymanager/keys/rotate", post(keys::rotate))
         .route("/api/v1/keymanager/keys/{kid}/retire", post(keys::retire))
+        .route("/api/v1/key-managers", get(external::list))
+        .route("/api/v1/key-managers/{name}", put(external::put).delete(external::delete))
 }

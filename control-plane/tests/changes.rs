@@ -183,6 +183,17 @@ async fn every_mutating_route_that_gateways_must_see_announces_its_change() {
     walk.json("POST", "/api/v1/keymanager/keys/rotate", "/api/v1/keymanager/keys/rotate", &admin, Some(json!({"alg": "ES256"}))).await;
     walk.json("POST", "/api/v1/keymanager/keys/{kid}/retire", &format!("/api/v1/keymanager/keys/{first}/retire"), &admin, None).await;
 
+    // Outside key managers: set, a client of it mapped (proved at its token endpoint) and
+    // unmapped, then removed.
+    let issuer = token_endpoint_taking("shop", "shop-secret").await;
+    let settings = json!({"issuer": issuer, "environments": ["default"], "audiences": ["https://api.test"]});
+    walk.json("PUT", "/api/v1/key-managers/{name}", "/api/v1/key-managers/corp", &admin, Some(settings)).await;
+    let mapped = format!("/api/v1/applications/{application}/external-clients/corp");
+    let client = json!({"client_id": "shop", "client_secret": "shop-secret"});
+    walk.json("PUT", "/api/v1/applications/{id}/external-clients/{key_manager}", &mapped, &subscriber, Some(client)).await;
+    walk.json("DELETE", "/api/v1/applications/{id}/external-clients/{key_manager}", &mapped, &subscriber, None).await;
+    walk.json("DELETE", "/api/v1/key-managers/{name}", "/api/v1/key-managers/corp", &admin, None).await;
+
     // Subscriptions that wait for approval: approved, rejected, removed.
     let (status, _) = walk.app.send("PUT", "/api/v1/settings/subscription_approval", Some(&admin), Some(json!({"enabled": true}))).await;
     assert_eq!(status, StatusCode::OK);
@@ -235,4 +246,27 @@ async fn every_mutating_route_that_gateways_must_see_announces_its_change() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// An OpenID provider's issuer on loopback whose token endpoint grants the client
+/// `id`/`secret` only: what mapping an outside client checks.
+async fn token_endpoint_taking(id: &str, secret: &str) -> String {
+    use axum::routing::{get, post};
+    use base64::Engine as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let document = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks"), "token_endpoint": format!("{issuer}/token")});
+    let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}")));
+    let token = move |headers: axum::http::HeaderMap| async move {
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(expected.as_str()) {
+            (StatusCode::OK, axum::Json(json!({"access_token": "t", "token_type": "Bearer"})))
+        } else {
+            (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "invalid_client"})))
+        }
+    };
+    let router = axum::Router::new()
+        .route("/.well-known/openid-configuration", get(move || async move { axum::Json(document) }))
+        .route("/token", post(token));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    issuer
 }

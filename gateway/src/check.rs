@@ -10,14 +10,31 @@ use std::sync::Arc;
 pub use crate::policy::builtin::{self, Builtin};
 pub use crate::policy::{CompiledPolicy, LoadError, MAX_COMPONENT_BYTES, PolicyCeilings, WIT_PACKAGE};
 
+use crate::contract::Problem;
 use crate::contract::environment::UpstreamNetworks;
-use crate::contract::environment::{Attachment, ClientCertificate};
+use crate::contract::environment::{Attachment, ClientCertificate, Environment, JwtIssuer};
 use crate::counters::LocalCounters;
-use crate::keys::KeyStore;
+use crate::keys::{KeyStore, Providers};
 use crate::metrics::PolicyStats;
 use crate::network::{Network, UpstreamRule};
 use crate::policy::{AttachmentSettings, PolicyEngine, Services};
 use crate::router::{ApiRoutes, OperationRoute, RouteError, RouteTable, normalize_path};
+
+/// The problems a gateway would find in a JWT issuer's settings (located as in an
+/// environment whose only issuer it is: `jwt_issuers[0]...`); nothing is fetched.
+pub fn jwt_issuer(issuer: &JwtIssuer) -> Vec<Problem> {
+    let environment = Environment { jwt_issuers: vec![issuer.clone()], ..Environment::default() };
+    KeyStore::for_gateway(&environment, Path::new("."), &Providers::checking_only()).err().unwrap_or_default()
+}
+
+/// Whether the OpenID provider of `issuer` (its discovery settings) takes `client_id` and
+/// `client_secret` as the credentials of one of its clients: proof that whoever gives them
+/// holds that client. Asks the provider's token endpoint.
+pub async fn openid_client(issuer: &JwtIssuer, client_id: &str, client_secret: &str) -> Result<bool, String> {
+    let discovery = issuer.discovery.clone().unwrap_or_default();
+    let provider = crate::keys::Provider::new(&issuer.issuer, &discovery, &[])?;
+    provider.accepts_client(client_id, client_secret).await
+}
 
 /// Whether `url` is an upstream endpoint the gateway can call; the reason when not.
 pub fn endpoint(url: &str) -> Result<(), String> {

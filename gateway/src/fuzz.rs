@@ -323,6 +323,8 @@ fn tokens_never_panic_the_verifier_and_a_changed_token_never_verifies() {
         leeway: Duration::from_secs(30),
         typ: None,
         require_jti: false,
+        discovery: None,
+        clients: None,
     };
     let store = KeyStore::from_config(&[], &[issuer], Path::new(".")).expect("a key store");
     let now = jsonwebtoken::get_current_timestamp();

@@ -1,13 +1,17 @@
 //! Credential validation done by the host on behalf of policies (the WIT `keys` import): API
-//! keys looked up by their sha256 digest, and JWT access tokens verified against the configured
-//! issuers, with verified tokens kept in a bounded cache. Built once per configuration snapshot.
+//! keys looked up by their sha256 digest, JWT access tokens verified against the configured
+//! issuers, with verified tokens kept in a bounded cache, and opaque tokens introspected at
+//! the OpenID providers that issue them. Built once per configuration snapshot.
 
 mod api_key;
+mod claims;
 mod consumers;
 mod issuer;
 mod jwt;
+mod provider;
 #[cfg(test)]
 mod tests;
+mod verification_key;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,6 +24,9 @@ use quick_cache::sync::Cache;
 
 use crate::contract::Problem;
 use crate::contract::environment::{self, Environment};
+
+pub(crate) use provider::Provider;
+pub use provider::Providers;
 
 /// An identity's `method` as the gateway keeps it: one of the names the host gives
 /// (`api-key`, `jwt`, `client-certificate`), or `custom` for any other a policy sets.
@@ -97,7 +104,8 @@ pub struct VerifiedToken {
 /// nor any value copied from it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
-    /// The API key is not known, or the token is not a well-formed JWT.
+    /// The API key is not known, the token is not a well-formed JWT, or no provider knows
+    /// an opaque token.
     #[error("unknown or malformed credential")]
     Unknown,
     /// The signature does not verify, or the algorithm is not allowed for the key.
@@ -186,14 +194,15 @@ impl KeyStore {
         issuers: &[environment::JwtIssuer],
         base_dir: &Path,
     ) -> Result<KeyStore, Vec<Problem>> {
-        Self::build(consumers, issuers, None, Revocations::default(), base_dir)
+        Self::build(consumers, issuers, None, Revocations::default(), base_dir, None)
     }
 
     /// The store of a whole gateway configuration: [`Self::from_config`] plus its HMAC key
-    /// for API-key digests, its revoked tokens and its applications' cut-offs.
-    pub fn for_gateway(config: &Environment, base_dir: &Path) -> Result<KeyStore, Vec<Problem>> {
+    /// for API-key digests, its revoked tokens, its applications' cut-offs and the OpenID
+    /// providers it keeps up with (from `providers`).
+    pub fn for_gateway(config: &Environment, base_dir: &Path, providers: &Providers) -> Result<KeyStore, Vec<Problem>> {
         let secret = config.api_key_hmac_secret.as_deref().and_then(crate::contract::hex::decode);
-        Self::build(&config.consumers, &config.jwt_issuers, secret.as_deref(), Revocations::of(config), base_dir)
+        Self::build(&config.consumers, &config.jwt_issuers, secret.as_deref(), Revocations::of(config), base_dir, Some(providers))
     }
 
     fn build(
@@ -202,6 +211,7 @@ impl KeyStore {
         hmac_secret: Option<&[u8]>,
         revocations: Revocations,
         base_dir: &Path,
+        providers: Option<&Providers>,
     ) -> Result<KeyStore, Vec<Problem>> {
         let mut problems = Vec::new();
         let api_keys = api_key::ApiKeys::load(consumers, hmac_secret, &mut problems);
@@ -210,7 +220,7 @@ impl KeyStore {
                 let at = |j| format!("consumers[{i}].client_certificates[{j}]");
                 consumer.client_certificates.iter().enumerate().map(|(j, hex)| (at(j), crate::contract::hex::decode_sha256(hex))).collect()
             });
-        let issuers = jwt::Issuers::new(issuer::load(issuers, base_dir, &mut problems));
+        let issuers = jwt::Issuers::new(issuer::load(issuers, base_dir, providers, &mut problems));
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -248,7 +258,8 @@ impl KeyStore {
 
     /// Verify a JWT (compact serialisation, without `Bearer `): signature with the issuer's
     /// keys and algorithm allow-list, then `iss`, `aud`, `exp` and `nbf`. Nothing is ever
-    /// fetched. Verified tokens are cached until they expire.
+    /// fetched from a URL the token names. Verified tokens are cached until they expire. A
+    /// token that is not a JWT is introspected at the OpenID providers configured to.
     pub fn verify_jwt(&self, token: &str) -> Result<Arc<VerifiedToken>, KeyError> {
         self.verify_jwt_at(token, jsonwebtoken::get_current_timestamp())
     }
@@ -256,6 +267,10 @@ impl KeyStore {
     /// [`Self::verify_jwt`] with the clock of the cache check given (Unix seconds); a fresh
     /// verification always uses the real clock.
     fn verify_jwt_at(&self, token: &str, now: u64) -> Result<Arc<VerifiedToken>, KeyError> {
+        if !jwt::is_jwt(token) {
+            // Not cached here: the provider's answers are, for their own time.
+            return self.issuers.introspect(token, now).map(Arc::new).and_then(|verified| self.admit(verified));
+        }
         if let Some(cached) = self.tokens.get(token) {
             if now > cached.valid_until {
                 self.tokens.remove_if(token, |entry| Arc::ptr_eq(&entry.verified, &cached.verified));

@@ -51,6 +51,7 @@ use crate::analytics::{Reporter, UsageSink};
 use crate::contract::Problem;
 use crate::contract::environment::Environment;
 use crate::counters::{CountersConfig, Counting, LocalCounters, RedisCounters};
+use crate::keys::Providers;
 use crate::metrics::Metrics;
 use crate::policy::PolicyEngine;
 use crate::records::Recorder;
@@ -76,6 +77,8 @@ pub struct Gateway {
     /// shares with other gateways.
     counting: Mutex<Counting>,
     clients: Clients,
+    /// The OpenID providers whose keys the snapshots use.
+    providers: Providers,
     /// The process's request limits.
     limits: Limits,
     /// Counters for `/metrics`.
@@ -107,6 +110,7 @@ impl Gateway {
             counting: Mutex::new(Counting::local(&local)),
             counters: local,
             clients: Clients::default(),
+            providers: Providers::default(),
             limits: settings.limits.clone(),
             metrics: Metrics::new(settings.admin.as_ref().map_or(0, |admin| admin.metrics.applications)),
             shutting_down: AtomicBool::new(false),
@@ -188,6 +192,7 @@ impl Gateway {
             clients: &self.clients,
             metrics: &self.metrics,
             ceilings: self.limits.policy_ceilings(),
+            providers: &self.providers,
         };
         let built = Snapshot::build(environment, base_dir, &shared, on_failed_api);
         match refused {

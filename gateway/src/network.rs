@@ -87,6 +87,12 @@ impl UpstreamRule {
     }
 }
 
+/// Whether `host` (as a URL has it) is a loopback address or `localhost`: where plain HTTP
+/// is accepted for a link that carries secrets.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost") || host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,9 +25,9 @@ use host::HostState;
 pub use host::{Clock, KeyService, Services, SystemClock};
 
 use crate::contract::environment::{Attachment, FailureMode};
-use crate::contract::{defaults, units};
 use crate::exchange::Exchange;
 use crate::metrics::{CompileCounts, PolicyStats};
+pub use crate::settings::PolicyCeilings;
 
 /// The WIT package version policies must target.
 pub const WIT_PACKAGE: &str = "portico:policy@0.1.1";
@@ -356,64 +356,6 @@ impl AttachmentSettings {
             memory_bytes: usize::try_from(attachment.memory.0).unwrap_or(usize::MAX),
             on_failure: attachment.on_failure,
         }
-    }
-}
-
-/// The most an attachment may ask for: the operator's bound on each policy's CPU time and
-/// memory, whatever a publisher writes. The control plane refuses an attachment over it;
-/// a gateway does not load one (the API it belongs to answers 503).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PolicyCeilings {
-    /// The longest `timeout`; also the budget of instantiation and `init`.
-    pub timeout: Duration,
-    /// The largest `memory`, in bytes.
-    pub memory_bytes: u64,
-}
-
-impl Default for PolicyCeilings {
-    fn default() -> Self {
-        Self { timeout: defaults::POLICY_TIMEOUT_CEILING, memory_bytes: defaults::POLICY_MEMORY_CEILING }
-    }
-}
-
-impl PolicyCeilings {
-    /// The smallest `memory` an attachment may ask for.
-    pub const MIN_MEMORY_BYTES: u64 = 1 << 20;
-
-    /// Whether these ceilings are usable; if not, the field (`timeout` or `memory`) and why.
-    /// They must allow at least what an attachment gets by default, which the control
-    /// plane's own policies (key-auth, throttle) run with.
-    pub fn check_self(&self) -> Result<(), (&'static str, String)> {
-        if self.timeout < defaults::POLICY_TIMEOUT {
-            return Err(("timeout", format!("must be at least the default policy timeout, {}", units::Duration(defaults::POLICY_TIMEOUT))));
-        }
-        if self.memory_bytes < defaults::POLICY_MEMORY_BYTES {
-            return Err((
-                "memory",
-                format!("must be at least the default policy memory, {}", units::ByteSize(defaults::POLICY_MEMORY_BYTES)),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Whether `attachment`'s `timeout` and `memory` are allowed; if not, the field
-    /// (`timeout` or `memory`) and why.
-    pub fn check(&self, attachment: &Attachment) -> Result<(), (&'static str, String)> {
-        if attachment.timeout.is_zero() {
-            return Err(("timeout", "must be more than zero".into()));
-        }
-        if attachment.timeout.0 > self.timeout {
-            let ceiling = units::Duration(self.timeout);
-            return Err(("timeout", format!("{} is over the ceiling of {ceiling} this platform allows", attachment.timeout)));
-        }
-        if attachment.memory.0 < Self::MIN_MEMORY_BYTES {
-            return Err(("memory", "must be at least 1MiB".into()));
-        }
-        if attachment.memory.0 > self.memory_bytes {
-            let ceiling = units::ByteSize(self.memory_bytes);
-            return Err(("memory", format!("{} is over the ceiling of {ceiling} this platform allows", attachment.memory)));
-        }
-        Ok(())
     }
 }
 

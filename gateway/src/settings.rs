@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use crate::contract::defaults;
 use crate::contract::units::{ByteSize, Duration};
 use crate::contract::{self, Problem};
-use crate::policy::PolicyCeilings;
 
 /// The process's settings.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -395,6 +394,61 @@ impl Default for Limits {
             max_policy_timeout: Duration(defaults::POLICY_TIMEOUT_CEILING),
             max_policy_memory: ByteSize(defaults::POLICY_MEMORY_CEILING),
         }
+    }
+}
+
+/// The most an attachment may ask for: the operator's bound on each policy's CPU time and
+/// memory, whatever a publisher writes. The control plane refuses an attachment over it;
+/// a gateway does not load one (the API it belongs to answers 503).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyCeilings {
+    /// The longest `timeout`; also the budget of instantiation and `init`.
+    pub timeout: std::time::Duration,
+    /// The largest `memory`, in bytes.
+    pub memory_bytes: u64,
+}
+
+impl Default for PolicyCeilings {
+    fn default() -> Self {
+        Self { timeout: defaults::POLICY_TIMEOUT_CEILING, memory_bytes: defaults::POLICY_MEMORY_CEILING }
+    }
+}
+
+impl PolicyCeilings {
+    /// The smallest `memory` an attachment may ask for.
+    pub const MIN_MEMORY_BYTES: u64 = 1 << 20;
+
+    /// Whether these ceilings are usable; if not, the field (`timeout` or `memory`) and why.
+    /// They must allow at least what an attachment gets by default, which the control
+    /// plane's own policies (key-auth, throttle) run with.
+    pub fn check_self(&self) -> Result<(), (&'static str, String)> {
+        if self.timeout < defaults::POLICY_TIMEOUT {
+            return Err(("timeout", format!("must be at least the default policy timeout, {}", Duration(defaults::POLICY_TIMEOUT))));
+        }
+        if self.memory_bytes < defaults::POLICY_MEMORY_BYTES {
+            return Err(("memory", format!("must be at least the default policy memory, {}", ByteSize(defaults::POLICY_MEMORY_BYTES))));
+        }
+        Ok(())
+    }
+
+    /// Whether `attachment`'s `timeout` and `memory` are allowed; if not, the field
+    /// (`timeout` or `memory`) and why.
+    pub fn check(&self, attachment: &contract::environment::Attachment) -> Result<(), (&'static str, String)> {
+        if attachment.timeout.is_zero() {
+            return Err(("timeout", "must be more than zero".into()));
+        }
+        if attachment.timeout.0 > self.timeout {
+            let ceiling = Duration(self.timeout);
+            return Err(("timeout", format!("{} is over the ceiling of {ceiling} this platform allows", attachment.timeout)));
+        }
+        if attachment.memory.0 < Self::MIN_MEMORY_BYTES {
+            return Err(("memory", "must be at least 1MiB".into()));
+        }
+        if attachment.memory.0 > self.memory_bytes {
+            let ceiling = ByteSize(self.memory_bytes);
+            return Err(("memory", format!("{} is over the ceiling of {ceiling} this platform allows", attachment.memory)));
+        }
+        Ok(())
     }
 }
 

@@ -16,7 +16,7 @@ use crate::contract::environment::{ApiConfig, Attachment, Environment, Operation
 use crate::contract::fleet::FailedApi;
 use crate::counters::Counting;
 use crate::exchange::RouteInfo;
-use crate::keys::KeyStore;
+use crate::keys::{KeyStore, Providers};
 use crate::metrics::{ApiStats, Metrics};
 use crate::policy::{AttachedPolicy, AttachmentSettings, CompiledPolicy, PolicyCeilings, PolicyEngine, Services, builtin};
 use crate::router::{ApiRoutes, OperationRoute, RouteError, RouteTable};
@@ -75,6 +75,8 @@ pub struct Shared<'a> {
     pub metrics: &'a Metrics,
     /// What attachments may ask for.
     pub ceilings: PolicyCeilings,
+    /// The OpenID providers whose keys the gateway keeps.
+    pub providers: &'a Providers,
 }
 
 /// A configuration that could not become a snapshot.
@@ -104,7 +106,7 @@ impl Snapshot {
         let validation = validate::validate(config, &shared.ceilings);
         let upstream_rule = Arc::new(validation.upstream_rule);
         let mut problems = validation.global;
-        let keys = match KeyStore::for_gateway(config, base_dir) {
+        let keys = match KeyStore::for_gateway(config, base_dir, shared.providers) {
             Ok(keys) => Some(Arc::new(keys)),
             Err(more) => {
                 problems.extend(more);

@@ -1249,3 +1249,147 @@ impl Drop for PrometheusServer {
         let _ = self.process.wait();
     }
 }
+
+/// An OpenID provider Portico did not write: panva's `oidc-provider` from npm (OpenID
+/// certified), run by node from `tests/fixtures/oidc-provider` (installed once, from its
+/// lockfile, under `target/test-node/`). Client credentials only: JWT access tokens for
+/// [`OpenIdProvider::RESOURCE`], opaque ones without a `resource`; introspection and
+/// revocation. It keeps its tokens in memory: a restart forgets the opaque ones.
+pub struct OpenIdProvider {
+    /// Its port (the same across restarts).
+    pub port: u16,
+    process: Option<Child>,
+    /// Its clients and keys files.
+    dir: tempfile::TempDir,
+    script: PathBuf,
+}
+
+impl OpenIdProvider {
+    /// The resource (`aud`) of its JWT access tokens.
+    pub const RESOURCE: &str = "https://api.portico.test";
+
+    /// Start one whose clients are `clients` (id, secret), signing with a new key `kid`.
+    pub fn start(clients: &[(&str, &str)], kid: &str) -> Self {
+        let script = Self::installed().join("provider.mjs");
+        let dir = tempfile::tempdir().unwrap();
+        let clients: Vec<serde_json::Value> =
+            clients.iter().map(|(id, secret)| serde_json::json!({"client_id": id, "client_secret": secret})).collect();
+        std::fs::write(dir.path().join("clients.json"), serde_json::to_vec(&clients).unwrap()).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut provider = Self { port, process: None, dir, script };
+        provider.restart_signing_with(&[kid]);
+        provider
+    }
+
+    /// Its issuer.
+    pub fn issuer(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stop it (as a provider's outage).
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+
+    /// (Re)start it publishing new keys named `kids` (made for the first use of each name,
+    /// kept after), signing with the first: a key rotation when it names a new one.
+    pub fn restart_signing_with(&mut self, kids: &[&str]) {
+        self.stop();
+        let mut keys = Vec::new();
+        for kid in kids {
+            let file = self.dir.path().join(format!("key-{kid}.json"));
+            if !file.exists() {
+                let status = Command::new("node").arg(&self.script).arg("--generate-key").arg(&file).arg(kid).status().expect("node");
+                assert!(status.success(), "generating key {kid}");
+            }
+            let set: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+            keys.extend(set["keys"].as_array().unwrap().iter().cloned());
+        }
+        let jwks = self.dir.path().join("jwks.json");
+        std::fs::write(&jwks, serde_json::to_vec(&serde_json::json!({"keys": keys})).unwrap()).unwrap();
+        let mut process = Command::new("node")
+            .arg(&self.script)
+            .env("PORT", self.port.to_string())
+            .env("RESOURCE", Self::RESOURCE)
+            .env("JWKS_FILE", &jwks)
+            .env("CLIENTS_FILE", self.dir.path().join("clients.json"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node (Node.js 20 is on every machine)");
+        let mut line = String::new();
+        let mut stdout = BufReader::new(process.stdout.take().unwrap());
+        // Its one line says it listens (or it exits, and the line is empty).
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.starts_with("listening"), "oidc-provider did not start: {line:?}");
+        self.process = Some(process);
+    }
+
+    /// An access token for `client`: a JWT when `jwt`, else opaque.
+    pub async fn token(&self, client: (&str, &str), jwt: bool) -> String {
+        let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{}:{}", client.0, client.1));
+        let mut form = "grant_type=client_credentials&scope=read".to_owned();
+        if jwt {
+            form.push_str("&resource=https%3A%2F%2Fapi.portico.test");
+        }
+        let headers = [("authorization", format!("Basic {basic}")), ("content-type", "application/x-www-form-urlencoded".to_owned())];
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
+        let reply = HttpClient::default().send(Method::POST, &format!("{}/token", self.issuer()), &headers, form).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        reply.json()["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Revoke `token` as `client`, to whom it was issued (RFC 7009).
+    pub async fn revoke(&self, client: (&str, &str), token: &str) {
+        let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{}:{}", client.0, client.1));
+        let headers = [("authorization", format!("Basic {basic}")), ("content-type", "application/x-www-form-urlencoded".to_owned())];
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
+        let url = format!("{}/token/revocation", self.issuer());
+        let reply = HttpClient::default().send(Method::POST, &url, &headers, format!("token={token}")).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    }
+
+    /// The fixture's folder with its packages installed (once per lockfile).
+    fn installed() -> PathBuf {
+        use sha2::{Digest, Sha256};
+        static INSTALLING: Mutex<()> = Mutex::new(());
+        let fixture = workspace_root().join("tests/fixtures/oidc-provider");
+        let files = ["package.json", "package-lock.json", "provider.mjs"];
+        let mut digest = Sha256::new();
+        for file in files {
+            digest.update(std::fs::read(fixture.join(file)).unwrap());
+        }
+        let digest = digest.finalize();
+        let dir = target_dir()
+            .join("test-node")
+            .join(format!("oidc-provider-{:02x}{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2], digest[3]));
+        let _serial = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+        if !dir.is_dir() {
+            let staging = dir.with_extension(format!("installing-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&staging);
+            std::fs::create_dir_all(&staging).unwrap();
+            for file in files {
+                std::fs::copy(fixture.join(file), staging.join(file)).unwrap();
+            }
+            let output = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel", "error"])
+                .current_dir(&staging)
+                .output()
+                .expect("npm (Node.js 20 and npm are on every machine)");
+            assert!(output.status.success(), "npm ci in {}: {}", staging.display(), String::from_utf8_lossy(&output.stderr));
+            if std::fs::rename(&staging, &dir).is_err() {
+                let _ = std::fs::remove_dir_all(&staging);
+            }
+        }
+        dir
+    }
+}
+
+impl Drop for OpenIdProvider {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

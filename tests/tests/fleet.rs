@@ -1,6 +1,7 @@
 //! WSO2 pattern 2 with real processes on loopback: a control plane and two gateways fed
 //! over the network; pattern 1: two all-in-one nodes on one PostgreSQL; pattern 3 with a
-//! traffic manager; pattern 4: key-manager nodes apart from the control plane.
+//! traffic manager; pattern 4: key-manager nodes apart from the control plane; pattern 5: an
+//! outside OpenID provider as the key manager.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,8 +12,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use http::{Method, StatusCode};
 use portico_tests::{
-    ApiKey, ControlPlaneClient, HttpClient, Link, MockUpstream, OtlpReceiver, PorticoProcess, RedisServer, TestCertificate, eventually,
-    policies, tls_get, until_closed,
+    ApiKey, ControlPlaneClient, HttpClient, Link, MockUpstream, OpenIdProvider, OtlpReceiver, PorticoProcess, RedisServer, TestCertificate,
+    TestIssuer, eventually, policies, tls_get, until_closed,
 };
 use serde_json::{Value, json};
 
@@ -642,6 +643,112 @@ async fn pattern_4_two_key_manager_nodes_apart_from_the_control_plane() {
     first.kill();
     let after = token_from(&second).await;
     assert_eq!(answers(&after).await, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pattern_5_an_outside_openid_provider_as_the_key_manager() {
+    let (app_client, other_client, gateway_client) =
+        (("shop", "shop-secret"), ("stranger", "stranger-secret"), ("portico", "portico-secret"));
+    let mut provider = OpenIdProvider::start(&[app_client, other_client, gateway_client], "key-1");
+    let upstream = MockUpstream::start().await;
+    let client = HttpClient::default();
+    let data = tempfile::tempdir().unwrap();
+    let control_plane = start_control_plane(data.path(), 0);
+    let cp = ControlPlaneClient::new(control_plane.control_plane.unwrap());
+    let admin = cp.login("admin", ADMIN_PASSWORD).await;
+    cp.allow_loopback_upstreams(&admin).await;
+    let definition = json!({"name": "outside", "version": "v1", "context": "/outside", "endpoints": [upstream.url()], "operations": [{"method": "GET", "path": "/x"}], "tiers": ["Unlimited"]});
+    let api = cp.deployed_api(&admin, definition).await;
+
+    // The admin makes the provider the key manager of `default`: a bad setting is named.
+    let mut settings = json!({
+        "issuer": provider.issuer(), "environments": ["default"], "audiences": [OpenIdProvider::RESOURCE],
+        "discovery": {"unknown_kid_interval": "1s", "introspection": {"client_id": gateway_client.0, "client_secret": gateway_client.1, "cache_ttl": "2s"}},
+    });
+    for (field, bad) in [("issuer", json!("ftp://idp.test")), ("environments", json!(["nowhere"])), ("algorithms", json!(["HS256"]))] {
+        let mut wrong = settings.clone();
+        wrong[field] = bad;
+        let reply = cp.call(Method::PUT, "/api/v1/key-managers/corp", Some(&admin), Some(wrong)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{field}: {}", reply.text());
+        assert!(reply.json()["field"].as_str().unwrap().starts_with(field), "{}", reply.text());
+    }
+    let stored = cp.ok(Method::PUT, "/api/v1/key-managers/corp", Some(&admin), settings.clone()).await;
+    assert_eq!(stored["discovery"]["introspection"]["client_secret"], "***", "{stored}");
+
+    // An application maps the client the provider gave it, proving it holds it.
+    let app = cp.ok(Method::POST, "/api/v1/applications", Some(&admin), json!({"name": "shop"})).await;
+    let app = app["id"].as_str().unwrap().to_owned();
+    cp.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(&admin), json!({"api_id": api, "tier": "Unlimited"}))
+        .await;
+    let map = format!("/api/v1/applications/{app}/external-clients/corp");
+    let wrong_secret = cp.call(Method::PUT, &map, Some(&admin), Some(json!({"client_id": app_client.0, "client_secret": "guess"}))).await;
+    assert_eq!(wrong_secret.status, StatusCode::BAD_REQUEST, "{}", wrong_secret.text());
+    assert_eq!(wrong_secret.json()["field"], "client_secret");
+    cp.ok(Method::PUT, &map, Some(&admin), json!({"client_id": app_client.0, "client_secret": app_client.1})).await;
+    let rival = cp.ok(Method::POST, "/api/v1/applications", Some(&admin), json!({"name": "rival"})).await;
+    let taken = format!("/api/v1/applications/{}/external-clients/corp", rival["id"].as_str().unwrap());
+    let taken = cp.call(Method::PUT, &taken, Some(&admin), Some(json!({"client_id": app_client.0, "client_secret": app_client.1}))).await;
+    assert_eq!(taken.status, StatusCode::CONFLICT, "{}", taken.text());
+    // Settings shown with `***` keep the secret when given back.
+    settings["discovery"]["introspection"]["client_secret"] = json!("***");
+    cp.ok(Method::PUT, "/api/v1/key-managers/corp", Some(&admin), settings).await;
+
+    let token = cp.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&admin), json!({"description": "pattern 5"})).await;
+    let cache = tempfile::tempdir().unwrap();
+    let cp_url = format!("http://{}", control_plane.control_plane.unwrap());
+    let gateway = start_gateway(&cp_url, token["token"].as_str().unwrap(), cache.path(), "snapshot applied");
+    let answers = async |token: &str| {
+        let reply = client.get(&gateway.url("/outside/v1/x"), &[("authorization", &format!("Bearer {token}"))]).await.unwrap();
+        reply.status
+    };
+
+    // A JWT checked with the provider's keys, an opaque token by introspection.
+    let jwt = provider.token(app_client, true).await;
+    let opaque = provider.token(app_client, false).await;
+    eventually("the provider's JWT accepted", Duration::from_secs(10), async || answers(&jwt).await == StatusCode::OK).await;
+    assert_eq!(answers(&opaque).await, StatusCode::OK);
+    // A client no application maps is refused, JWT or opaque, and so is a made-up token.
+    assert_eq!(answers(&provider.token(other_client, true).await).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(answers(&provider.token(other_client, false).await).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(answers("made-up-opaque-token").await, StatusCode::UNAUTHORIZED);
+
+    // Revoked at the provider: refused once the gateway's cached answer is older than its
+    // two seconds.
+    provider.revoke(app_client, &opaque).await;
+    let took =
+        eventually("the revoked opaque token refused", Duration::from_secs(5), async || answers(&opaque).await == StatusCode::UNAUTHORIZED)
+            .await;
+    println!("opaque token revoked at the provider refused after {took:?}");
+
+    // Key rotation: the provider signs with a new key (publishing the old one too); the
+    // gateway fetches its keys when it first sees the new `kid`.
+    provider.restart_signing_with(&["key-2", "key-1"]);
+    let rotated = provider.token(app_client, true).await;
+    assert_eq!(answers(&rotated).await, StatusCode::OK, "a token of the new key");
+    assert_eq!(answers(&jwt).await, StatusCode::OK, "a token of the old key, still published");
+    let opaque = provider.token(app_client, false).await;
+    assert_eq!(answers(&opaque).await, StatusCode::OK);
+
+    // The provider down: known keys and answers keep valid tokens working past the cache
+    // time; what was never answered is refused, never accepted for want of an answer.
+    provider.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(answers(&rotated).await, StatusCode::OK);
+    assert_eq!(answers(&opaque).await, StatusCode::OK);
+    assert_eq!(answers("another-made-up-opaque-token").await, StatusCode::UNAUTHORIZED);
+    let forged = TestIssuer::new(&provider.issuer());
+    let mut claims = forged.claims(OpenIdProvider::RESOURCE);
+    claims["client_id"] = json!(app_client.0);
+    assert_eq!(answers(&forged.sign(&claims)).await, StatusCode::UNAUTHORIZED, "a key the provider never published");
+
+    // Back, and the mapping removed: the client's tokens are refused.
+    provider.restart_signing_with(&["key-2", "key-1"]);
+    let reply = cp.call(Method::DELETE, &map, Some(&admin), None).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text());
+    eventually("the unmapped client's tokens refused", Duration::from_secs(5), async || {
+        answers(&rotated).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

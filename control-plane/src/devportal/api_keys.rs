@@ -115,13 +115,15 @@ pub async fn listed_api_keys(db: &Db) -> ApiResult<Vec<ApiKeyOwner>> {
 
 /// The ACTIVE subscriptions to PUBLISHED or DEPRECATED APIs (tier by `name@version`) of
 /// every application holding a credential gateways must know: a key not revoked before
-/// `keys_since` (milliseconds since the Unix epoch), or a client certificate.
+/// `keys_since` (milliseconds since the Unix epoch), a client certificate, or a client at
+/// an outside key manager.
 pub(super) async fn subscriptions_of_holders(db: &Db, keys_since: i64) -> ApiResult<HashMap<String, BTreeMap<String, String>>> {
     let subscriptions: Vec<(String, String, String, String)> = sqlx::query_as(
         "SELECT s.application_id, a.name, a.version, s.tier FROM subscriptions s JOIN apis a ON a.id = s.api_id \
          WHERE s.status = 'ACTIVE' AND a.status IN ('PUBLISHED', 'DEPRECATED') \
          AND (EXISTS (SELECT 1 FROM api_keys k WHERE k.application_id = s.application_id AND (k.revoked_at IS NULL OR k.revoked_at > $1)) \
-         OR EXISTS (SELECT 1 FROM client_certificates c WHERE c.application_id = s.application_id))",
+         OR EXISTS (SELECT 1 FROM client_certificates c WHERE c.application_id = s.application_id) \
+         OR EXISTS (SELECT 1 FROM external_clients e WHERE e.application_id = s.application_id))",
     )
     .bind(keys_since)
     .fetch_all(&db.pool)

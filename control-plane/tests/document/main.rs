@@ -71,6 +71,17 @@ const REFERENCES: &[(&[&str], &str, &str)] = &[
     (&["POST /api/v1/policies"], "name", "not a built-in policy's name"),
     (&["PUT /api/v1/environments/{name}/upstream-networks"], "allow", "addresses or networks in CIDR notation"),
     (&["PUT /api/v1/environments/{name}/upstream-networks"], "deny", "addresses or networks in CIDR notation"),
+    (&["PUT /api/v1/key-managers/{name}"], "name", "not `built-in`, Portico's own key manager"),
+    (&["PUT /api/v1/key-managers/{name}"], "environments[", "an environment that exists"),
+    (&["PUT /api/v1/key-managers/{name}"], "issuer", "an https:// URL (http:// on loopback) the gateway's own code accepts"),
+    (&["PUT /api/v1/key-managers/{name}"], "algorithms", "signature algorithms the gateway accepts (no HMAC, no `none`)"),
+    (&["PUT /api/v1/key-managers/{name}"], "discovery", "settings read by the gateway's own code"),
+    (&["PUT /api/v1/key-managers/{name}"], "claims", "claim names read by the gateway's own code"),
+    (
+        &["PUT /api/v1/applications/{id}/external-clients/{key_manager}"],
+        "client_secret",
+        "the client's secret, which the key manager's token endpoint must take",
+    ),
     (
         &["GET /oauth2/authorize"],
         "",

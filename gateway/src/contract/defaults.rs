@@ -24,6 +24,12 @@ pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 /// Clock skew tolerated on a JWT's `exp` and `nbf`.
 pub const JWT_LEEWAY: Duration = Duration::from_secs(30);
+/// How often the keys of an OpenID provider are fetched again.
+pub const PROVIDER_KEYS_REFRESH: Duration = Duration::from_secs(300);
+/// The shortest time between two fetches of a provider's keys made for an unknown `kid`.
+pub const PROVIDER_UNKNOWN_KID_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a provider's introspection answer is used.
+pub const INTROSPECTION_CACHE_TTL: Duration = Duration::from_secs(60);
 /// Largest request head.
 pub const MAX_HEADER_BYTES: u64 = 32 << 10;
 /// Most request headers.

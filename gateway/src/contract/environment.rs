@@ -394,6 +394,99 @@ pub struct JwtIssuer {
     /// Whether tokens must carry a `jti`: one without could not be revoked.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_jti: bool,
+    /// An OpenID provider's: its keys (and introspection endpoint) fetched by the gateway
+    /// from `{issuer}/.well-known/openid-configuration`, instead of configured keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<Discovery>,
+    /// The applications of the issuer's OAuth2 clients, by client id (the claim the
+    /// `claims.application` mapping names): a token of a client not listed is refused, and
+    /// one of a listed client acts for its application, at its tier, with its subscriptions.
+    /// Absent, the claims say who calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<BTreeMap<String, ClientApplication>>,
+}
+
+/// How a gateway keeps up with an OpenID provider (RFC 8414 / OpenID Connect Discovery).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Discovery {
+    /// How often the keys are fetched again; kept as they were while the provider does
+    /// not answer.
+    #[serde(default = "default_keys_refresh")]
+    pub refresh: Duration,
+    /// A token naming a `kid` the gateway does not know makes it fetch the keys at once, at
+    /// most once per this interval.
+    #[serde(default = "default_unknown_kid_interval")]
+    pub unknown_kid_interval: Duration,
+    /// CA certificates (PEM) the provider's TLS certificate is verified against; the
+    /// system's roots when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// Opaque (non-JWT) tokens are asked about at the provider's introspection endpoint
+    /// (RFC 7662) with these credentials; without it, only JWTs are accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introspection: Option<Introspection>,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Self { refresh: default_keys_refresh(), unknown_kid_interval: default_unknown_kid_interval(), ca: None, introspection: None }
+    }
+}
+
+fn default_keys_refresh() -> Duration {
+    Duration(defaults::PROVIDER_KEYS_REFRESH)
+}
+
+fn default_unknown_kid_interval() -> Duration {
+    Duration(defaults::PROVIDER_UNKNOWN_KID_INTERVAL)
+}
+
+/// The gateway's credentials at a provider's introspection endpoint, and how long an
+/// answer is kept.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Introspection {
+    /// The gateway's client id at the provider.
+    pub client_id: String,
+    /// Its secret (`client_secret_basic`).
+    pub client_secret: String,
+    /// How long an answer is used before the provider is asked again: a token revoked at
+    /// the provider is refused within this time. An active token's answer is used past it,
+    /// until the token expires, only while the provider does not answer.
+    #[serde(default = "default_introspection_ttl")]
+    pub cache_ttl: Duration,
+}
+
+impl std::fmt::Debug for Introspection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Introspection")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"(hidden)")
+            .field("cache_ttl", &self.cache_ttl)
+            .finish()
+    }
+}
+
+fn default_introspection_ttl() -> Duration {
+    Duration(defaults::INTROSPECTION_CACHE_TTL)
+}
+
+/// The application an OAuth2 client of an outside provider belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientApplication {
+    /// The application.
+    pub application: String,
+    /// Its throttling tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// Who acts when the token names no end user: the application's owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The APIs it may call (`name@version` → subscription tier).
+    #[serde(default)]
+    pub subscriptions: BTreeMap<String, String>,
 }
 
 fn default_algorithms() -> Vec<String> {

@@ -85,7 +85,7 @@ impl ControlPlane {
                 return Err(format!("`{url}`: CA files and client certificates are for an https:// control plane"));
             }
             Some("http") => {
-                if !is_loopback(host) {
+                if !crate::network::is_loopback_host(host) {
                     tracing::warn!(url, "the control plane is reached over plain HTTP: environments carry key material; use https://");
                 }
                 None
@@ -171,11 +171,6 @@ impl UsageSink for ControlPlane {
     async fn deliver(&self, report: &UsageReport) -> Result<(), String> {
         self.post(ANALYTICS_PATH, report).await.map_err(|e| e.to_string())
     }
-}
-
-/// Whether `host` (as a URL has it) is a loopback address or `localhost`.
-fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost") || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The events of an open stream.

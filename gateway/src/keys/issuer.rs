@@ -1,20 +1,20 @@
-//! The configured JWT issuers: their algorithm allow-lists and verification keys, loaded from
-//! PEM public keys and JWKS documents and parsed once, at load, for each algorithm they verify
-//! (a verification then costs the signature check only). Nothing here is ever fetched over
-//! the network.
+//! The configured JWT issuers: their algorithm allow-lists, claim mappings, client
+//! applications and verification keys, loaded from PEM public keys and JWKS documents (an
+//! OpenID provider's keys are fetched by its [`Provider`] instead).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
-use aws_lc_rs::signature::{self, ParsedPublicKey, RsaParameters, RsaPublicKeyComponents, VerificationAlgorithm};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
 
+use super::provider::{Provider, Providers};
+use super::verification_key::{VerificationKey, decode_pem, load_jwks, usable};
+use super::{Identity, KeyError};
 use crate::contract::Problem;
-use crate::contract::environment::{ClaimMapping, JwtIssuer};
+use crate::contract::environment::{ClaimMapping, ClientApplication, JwtIssuer};
 
 /// One issuer, ready to verify its tokens.
 pub(super) struct Issuer {
@@ -33,17 +33,19 @@ pub(super) struct Issuer {
     /// The algorithms allowed.
     algorithms: Vec<Algorithm>,
     keys: Vec<VerificationKey>,
+    /// For an OpenID provider: where its keys and introspection answers come from.
+    pub(super) provider: Option<Arc<Provider>>,
+    /// The applications of its clients, when they are listed.
+    clients: Option<std::collections::HashMap<String, Client>>,
 }
 
-struct VerificationKey {
-    kid: Option<String>,
-    /// The key parsed for each algorithm it verifies: those its type supports, the issuer
-    /// allows and, for a JWK with `alg`, the one it names.
-    parsed: ParsedKey,
+/// An application as the identity of its OAuth2 client's tokens gives it.
+struct Client {
+    application: String,
+    tier: Option<String>,
+    user: Option<String>,
+    subscriptions: Arc<BTreeMap<String, String>>,
 }
-
-/// One public key, parsed for each algorithm it verifies.
-type ParsedKey = Vec<(Algorithm, ParsedPublicKey)>;
 
 /// A JWT `typ` as compared: lower case, without `application/` (RFC 7515 §4.1.9).
 pub(super) fn media_type(typ: &str) -> String {
@@ -57,69 +59,47 @@ impl Issuer {
         self.algorithms.contains(&alg)
     }
 
-    /// The keys to try for a token signed with `alg`. A `kid` naming configured keys selects
-    /// them; any other `kid` may only use the keys configured without one. A token without
-    /// `kid` tries every key that fits `alg`.
-    pub(super) fn candidates<'a>(&'a self, alg: Algorithm, kid: Option<&'a str>) -> impl Iterator<Item = &'a ParsedPublicKey> + 'a {
-        let named = kid.is_some() && self.keys.iter().any(|key| key.kid.as_deref() == kid);
-        self.keys
-            .iter()
-            .filter(move |key| match kid {
-                None => true,
-                Some(_) if named => key.kid.as_deref() == kid,
-                Some(_) => key.kid.is_none(),
-            })
-            .filter_map(move |key| key.parsed.iter().find(|(usable, _)| *usable == alg).map(|(_, parsed)| parsed))
+    /// The keys configured (an OpenID provider's are its [`Provider`]'s).
+    pub(super) fn keys(&self) -> &[VerificationKey] {
+        &self.keys
+    }
+
+    /// The identity of a token with `claims`, mapped by the issuer's claim mapping and, when
+    /// it lists its clients' applications, by its client's: a client not listed is refused.
+    pub(super) fn identity(&self, claims: &serde_json::Map<String, serde_json::Value>) -> Result<Identity, KeyError> {
+        let mut identity = super::claims::identity(claims, &self.claims);
+        if let Some(clients) = &self.clients {
+            let client = identity.application.as_deref().and_then(|id| clients.get(id).map(|client| (id, client)));
+            let Some((id, client)) = client else {
+                return Err(KeyError::InvalidClaims("the token's client is not registered with an application".to_owned()));
+            };
+            // A client-credentials token's subject is often its client: no end user then.
+            if identity.user.as_deref() == Some(id) || identity.user.is_none() {
+                identity.user = client.user.clone();
+            }
+            identity.application = Some(client.application.clone());
+            identity.tier = client.tier.clone();
+            identity.subscriptions = Some(client.subscriptions.clone());
+        }
+        Ok(identity)
     }
 }
 
-/// The kinds of public keys accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KeyKind {
-    Rsa,
-    P256,
-    P384,
-    Ed25519,
-}
-
-impl KeyKind {
-    fn algorithms(self) -> &'static [Algorithm] {
-        match self {
-            KeyKind::Rsa => &[Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512],
-            KeyKind::P256 => &[Algorithm::ES256],
-            KeyKind::P384 => &[Algorithm::ES384],
-            KeyKind::Ed25519 => &[Algorithm::EdDSA],
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            KeyKind::Rsa => "RSA",
-            KeyKind::P256 => "P-256",
-            KeyKind::P384 => "P-384",
-            KeyKind::Ed25519 => "Ed25519",
-        }
-    }
-
-    /// The name with its article, for messages.
-    fn describe(self) -> &'static str {
-        match self {
-            KeyKind::Rsa => "an RSA",
-            KeyKind::P256 => "a P-256",
-            KeyKind::P384 => "a P-384",
-            KeyKind::Ed25519 => "an Ed25519",
-        }
-    }
-}
-
-/// Load every issuer, by `iss`. Problems are added to `problems`, located by their path.
-pub(super) fn load(configs: &[JwtIssuer], base_dir: &Path, problems: &mut Vec<Problem>) -> HashMap<String, Issuer> {
+/// Load every issuer, by `iss`; an OpenID provider's comes from `providers`. Problems are
+/// added to `problems`, located by their path.
+pub(super) fn load(
+    configs: &[JwtIssuer],
+    base_dir: &Path,
+    providers: Option<&Providers>,
+    problems: &mut Vec<Problem>,
+) -> HashMap<String, Issuer> {
     let mut issuers = HashMap::new();
     for (i, config) in configs.iter().enumerate() {
         let at = format!("jwt_issuers[{i}]");
         let problems_before = problems.len();
         let mut problem = |path: String, reason: String| problems.push(Problem { path, reason });
 
+        check_settings(config, &at, &mut problem);
         let algorithms = allowed_algorithms(config, &at, &mut problem);
         let mut keys = Vec::new();
         for (j, key) in config.keys.iter().enumerate() {
@@ -135,7 +115,7 @@ pub(super) fn load(configs: &[JwtIssuer], base_dir: &Path, problems: &mut Vec<Pr
                         }
                     }
                 }
-                // Neither or both: reported by `snapshot::validate`.
+                // Neither or both: reported by `check_settings`.
                 _ => continue,
             };
             match decode_pem(&pem) {
@@ -171,6 +151,34 @@ pub(super) fn load(configs: &[JwtIssuer], base_dir: &Path, problems: &mut Vec<Pr
         if keys.is_empty() && has_sources && problems.len() == problems_before {
             problems.push(Problem { path: at.clone(), reason: "no usable verification key for the allowed algorithms".to_owned() });
         }
+        let provider = match (&config.discovery, providers) {
+            (Some(discovery), Some(providers)) => match providers.get(&config.issuer, discovery, &algorithms) {
+                Ok(provider) => Some(provider),
+                Err(reason) => {
+                    problems.push(Problem { path: format!("{at}.discovery"), reason });
+                    None
+                }
+            },
+            (Some(_), None) => {
+                problems.push(Problem { path: format!("{at}.discovery"), reason: "OpenID providers are for a running gateway".to_owned() });
+                None
+            }
+            (None, _) => None,
+        };
+        let clients = config.clients.as_ref().map(|clients| {
+            clients
+                .iter()
+                .map(|(id, client): (&String, &ClientApplication)| {
+                    let mapped = Client {
+                        application: client.application.clone(),
+                        tier: client.tier.clone(),
+                        user: client.user.clone(),
+                        subscriptions: Arc::new(client.subscriptions.clone()),
+                    };
+                    (id.clone(), mapped)
+                })
+                .collect()
+        });
         if issuers.contains_key(&config.issuer) {
             problems.push(Problem { path: format!("{at}.issuer"), reason: format!("issuer `{}` is configured twice", config.issuer) });
             continue;
@@ -187,10 +195,51 @@ pub(super) fn load(configs: &[JwtIssuer], base_dir: &Path, problems: &mut Vec<Pr
                 audiences: config.audiences.clone(),
                 algorithms,
                 keys,
+                provider,
+                clients,
             },
         );
     }
     issuers
+}
+
+/// The problems of an issuer's settings that need no key read: what is missing, or given
+/// twice over.
+fn check_settings(issuer: &JwtIssuer, at: &str, problem: &mut impl FnMut(String, String)) {
+    if issuer.audiences.is_empty() {
+        problem(format!("{at}.audiences"), "at least one audience is needed".into());
+    }
+    if issuer.algorithms.is_empty() {
+        problem(format!("{at}.algorithms"), "at least one algorithm is needed".into());
+    }
+    let configured_keys = !issuer.keys.is_empty() || issuer.jwks.is_some() || issuer.jwks_file.is_some();
+    match &issuer.discovery {
+        None if !configured_keys => problem(at.to_owned(), "no verification key: give `keys`, `jwks`, `jwks_file` or `discovery`".into()),
+        Some(_) if configured_keys => {
+            problem(format!("{at}.discovery"), "an OpenID provider's keys are fetched: give `discovery` or keys, not both".into())
+        }
+        Some(discovery) => {
+            if let Some(introspection) = &discovery.introspection {
+                for (field, value) in [("client_id", &introspection.client_id), ("client_secret", &introspection.client_secret)] {
+                    if value.is_empty() {
+                        problem(format!("{at}.discovery.introspection.{field}"), "must not be empty".into());
+                    }
+                }
+            }
+            if discovery.unknown_kid_interval.0.is_zero() {
+                problem(format!("{at}.discovery.unknown_kid_interval"), "must be more than 0s".into());
+            }
+            if discovery.refresh.0.is_zero() {
+                problem(format!("{at}.discovery.refresh"), "must be more than 0s".into());
+            }
+        }
+        None => {}
+    }
+    for (j, key) in issuer.keys.iter().enumerate() {
+        if key.pem.is_some() == key.pem_file.is_some() {
+            problem(format!("{at}.keys[{j}]"), "give exactly one of `pem` and `pem_file`".into());
+        }
+    }
 }
 
 /// The issuer's algorithm names, parsed; HMAC, `none` and unknown names are problems.
@@ -216,215 +265,4 @@ fn allowed_algorithms(config: &JwtIssuer, at: &str, problem: &mut impl FnMut(Str
         }
     }
     algorithms
-}
-
-/// Whether a key verifies `alg` for this issuer: allowed, and the one a JWK declares if it
-/// declares one.
-fn usable(alg: Algorithm, allowed: &[Algorithm], declared: Option<Algorithm>) -> bool {
-    allowed.contains(&alg) && declared.is_none_or(|declared| declared == alg)
-}
-
-/// What a public key is made of, as read from PEM or a JWK.
-enum KeyMaterial {
-    /// An RSA key's modulus and public exponent (big-endian).
-    Rsa { n: Vec<u8>, e: Vec<u8> },
-    /// An elliptic-curve point (uncompressed: 0x04, then x and y) or an Ed25519 key.
-    Public(Vec<u8>),
-}
-
-/// A SubjectPublicKeyInfo (or PKCS#1 RSA) public key in PEM, parsed for every algorithm of
-/// its kind.
-fn decode_pem(pem: &str) -> Result<(KeyKind, ParsedKey), String> {
-    match pem_label(pem) {
-        Some("PUBLIC KEY" | "RSA PUBLIC KEY") => {}
-        Some(label) if label.contains("PRIVATE") => {
-            return Err("this is a private key: give the public key (`BEGIN PUBLIC KEY`)".to_owned());
-        }
-        Some(label) => return Err(format!("a `{label}` PEM block is not a public key: give `BEGIN PUBLIC KEY`")),
-        None => return Err("not a PEM public key (no `-----BEGIN PUBLIC KEY-----` line)".to_owned()),
-    }
-    let pem = pem.as_bytes();
-    let bytes = |key: &DecodingKey| key.try_get_as_bytes().map(<[u8]>::to_vec).ok();
-    if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
-        let der = key.try_get_as_bytes().map_err(|_| "not a valid RSA public key".to_owned())?;
-        let components = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.key_utils.rsa_pub_components_from_public_key;
-        let (n, e) = components(der).map_err(|_| "not a valid RSA public key".to_owned())?;
-        check_rsa(&n, &e)?;
-        return Ok((KeyKind::Rsa, parse(KeyKind::Rsa, &KeyMaterial::Rsa { n, e })?));
-    }
-    if let Ok(key) = DecodingKey::from_ec_pem(pem) {
-        // The key is the uncompressed point: 0x04, then x and y.
-        let point = bytes(&key).unwrap_or_default();
-        let kind = match point.len() {
-            65 => KeyKind::P256,
-            97 => KeyKind::P384,
-            _ => return Err("unsupported elliptic curve: use P-256 or P-384".to_owned()),
-        };
-        return Ok((kind, parse(kind, &KeyMaterial::Public(point))?));
-    }
-    if let Ok(key) = DecodingKey::from_ed_pem(pem) {
-        return match bytes(&key) {
-            Some(x) if x.len() == 32 => Ok((KeyKind::Ed25519, parse(KeyKind::Ed25519, &KeyMaterial::Public(x))?)),
-            _ => Err("not an Ed25519 public key".to_owned()),
-        };
-    }
-    Err("not an RSA, EC (P-256, P-384) or Ed25519 public key".to_owned())
-}
-
-/// The label of the first PEM block: `PUBLIC KEY` in `-----BEGIN PUBLIC KEY-----`.
-fn pem_label(pem: &str) -> Option<&str> {
-    let start = pem.find("-----BEGIN ")? + "-----BEGIN ".len();
-    let length = pem[start..].find("-----")?;
-    Some(pem[start..start + length].trim())
-}
-
-/// Add the usable keys of a JWKS. Keys for encryption, for curves or algorithms not supported,
-/// or that none of the issuer's algorithms uses are skipped: a JWKS often lists keys for other
-/// purposes. Malformed keys and symmetric keys are problems.
-fn load_jwks(set: &JwkSet, at: &str, allowed: &[Algorithm], keys: &mut Vec<VerificationKey>, problem: &mut impl FnMut(String, String)) {
-    for (k, jwk) in set.keys.iter().enumerate() {
-        match decode_jwk(jwk) {
-            Ok(Some((mut parsed, declared))) => {
-                parsed.retain(|(alg, _)| usable(*alg, allowed, declared));
-                if !parsed.is_empty() {
-                    keys.push(VerificationKey { kid: jwk.common.key_id.clone(), parsed });
-                }
-            }
-            Ok(None) => {}
-            Err(reason) => problem(format!("{at}.keys[{k}]"), reason),
-        }
-    }
-}
-
-/// One JWK as a verification key parsed for every algorithm of its kind, with the algorithm
-/// it declares; `None` when it is not a signature key this gateway supports.
-fn decode_jwk(jwk: &Jwk) -> Result<Option<(ParsedKey, Option<Algorithm>)>, String> {
-    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
-        return Ok(None);
-    }
-    let declared = match jwk.common.key_algorithm {
-        None => None,
-        Some(alg) => match Algorithm::try_from(alg) {
-            Ok(alg) if alg.family() == AlgorithmFamily::Hmac => {
-                return Err("HMAC keys are never accepted".to_owned());
-            }
-            Ok(alg) => Some(alg),
-            // An encryption algorithm, or one this gateway does not support.
-            Err(_) => return Ok(None),
-        },
-    };
-    let (kind, material) = match &jwk.algorithm {
-        AlgorithmParameters::RSA(params) => {
-            let n = base64url(&params.n, "n")?;
-            let e = base64url(&params.e, "e")?;
-            check_rsa(&n, &e)?;
-            (KeyKind::Rsa, KeyMaterial::Rsa { n, e })
-        }
-        AlgorithmParameters::EllipticCurve(params) => {
-            let (kind, length) = match params.curve {
-                EllipticCurve::P256 => (KeyKind::P256, 32),
-                EllipticCurve::P384 => (KeyKind::P384, 48),
-                _ => return Ok(None),
-            };
-            let x = base64url(&params.x, "x")?;
-            let y = base64url(&params.y, "y")?;
-            if x.len() != length || y.len() != length {
-                return Err(format!("`x` and `y` of {} key must be {length} bytes", kind.describe()));
-            }
-            (kind, KeyMaterial::Public([&[0x04][..], &x, &y].concat()))
-        }
-        AlgorithmParameters::OctetKeyPair(params) => {
-            if params.curve != EllipticCurve::Ed25519 {
-                return Ok(None);
-            }
-            let x = base64url(&params.x, "x")?;
-            if x.len() != 32 {
-                return Err("`x` of an Ed25519 key must be 32 bytes".to_owned());
-            }
-            (KeyKind::Ed25519, KeyMaterial::Public(x))
-        }
-        AlgorithmParameters::OctetKey(_) => return Err("symmetric (`oct`) keys are never accepted".to_owned()),
-        // Other key types (and any the library adds later) are not for us.
-        _ => return Ok(None),
-    };
-    if let Some(alg) = declared
-        && !kind.algorithms().contains(&alg)
-    {
-        return Err(format!("`alg` {alg:?} does not fit {} key", kind.describe()));
-    }
-    Ok(Some((parse(kind, &material)?, declared)))
-}
-
-fn base64url(text: &str, field: &str) -> Result<Vec<u8>, String> {
-    URL_SAFE_NO_PAD.decode(text).map_err(|_| format!("`{field}` is not base64url"))
-}
-
-/// Refuse RSA keys the verifier cannot use or that are too weak: the modulus must have 2048 to
-/// 4096 bits and the exponent be odd, at least 3 and below 2^33.
-fn check_rsa(n: &[u8], e: &[u8]) -> Result<(), String> {
-    let n = trim_leading_zeros(n);
-    let bits = match n.first() {
-        Some(first) => n.len() * 8 - first.leading_zeros() as usize,
-        None => 0,
-    };
-    if bits < 2048 {
-        return Err(format!("RSA key of {bits} bits: at least 2048 are needed"));
-    }
-    if bits > 4096 {
-        return Err(format!("RSA key of {bits} bits: at most 4096 are supported"));
-    }
-    let e = trim_leading_zeros(e);
-    let exponent = if e.len() <= 5 { e.iter().fold(0u64, |value, &byte| value << 8 | u64::from(byte)) } else { 0 };
-    if !(3..1 << 33).contains(&exponent) || exponent.is_multiple_of(2) {
-        return Err("invalid RSA public exponent".to_owned());
-    }
-    Ok(())
-}
-
-fn trim_leading_zeros(bytes: &[u8]) -> &[u8] {
-    let first = bytes.iter().position(|&byte| byte != 0).unwrap_or(bytes.len());
-    &bytes[first..]
-}
-
-/// The key parsed for each algorithm of its `kind`, as verification uses it; an invalid key
-/// (a point off its curve, inconsistent RSA components) is found here, at load, rather than
-/// failing every token.
-fn parse(kind: KeyKind, material: &KeyMaterial) -> Result<ParsedKey, String> {
-    let invalid = |_| format!("not a valid {} public key", kind.name());
-    let mut parsed = Vec::with_capacity(kind.algorithms().len());
-    for &alg in kind.algorithms() {
-        let key = match (material, verification(alg)) {
-            (KeyMaterial::Rsa { n, e }, Some(Verification::Rsa(parameters))) => {
-                RsaPublicKeyComponents { n: n.as_slice(), e: e.as_slice() }.to_parsed_public_key(parameters).map_err(invalid)?
-            }
-            (KeyMaterial::Public(bytes), Some(Verification::Other(algorithm))) => {
-                ParsedPublicKey::new(algorithm, bytes).map_err(invalid)?
-            }
-            _ => return Err(format!("{} key cannot verify {alg:?}", kind.describe())),
-        };
-        parsed.push((alg, key));
-    }
-    Ok(parsed)
-}
-
-/// How aws-lc-rs verifies a JWS algorithm (RFC 7518 §3.1).
-enum Verification {
-    Rsa(&'static RsaParameters),
-    Other(&'static dyn VerificationAlgorithm),
-}
-
-/// `None` for HMAC, which is never accepted (and for any algorithm the library adds later).
-fn verification(alg: Algorithm) -> Option<Verification> {
-    Some(match alg {
-        Algorithm::RS256 => Verification::Rsa(&signature::RSA_PKCS1_2048_8192_SHA256),
-        Algorithm::RS384 => Verification::Rsa(&signature::RSA_PKCS1_2048_8192_SHA384),
-        Algorithm::RS512 => Verification::Rsa(&signature::RSA_PKCS1_2048_8192_SHA512),
-        Algorithm::PS256 => Verification::Rsa(&signature::RSA_PSS_2048_8192_SHA256),
-        Algorithm::PS384 => Verification::Rsa(&signature::RSA_PSS_2048_8192_SHA384),
-        Algorithm::PS512 => Verification::Rsa(&signature::RSA_PSS_2048_8192_SHA512),
-        Algorithm::ES256 => Verification::Other(&signature::ECDSA_P256_SHA256_FIXED),
-        Algorithm::ES384 => Verification::Other(&signature::ECDSA_P384_SHA384_FIXED),
-        Algorithm::EdDSA => Verification::Other(&signature::ED25519),
-        _ => return None,
-    })
 }

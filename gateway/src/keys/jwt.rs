@@ -1,7 +1,9 @@
 //! Verification of one JWT against the configured issuers (RFC 8725): the issuer is chosen by
 //! `iss`, the algorithm must be on that issuer's allow-list and fit the key, `kid` only selects
-//! among configured keys, and `iss`, `aud`, `exp` and `nbf` are required. The token is decoded
-//! once: its signature checked with keys parsed at load, its claims read from the same parse.
+//! among configured keys (or an OpenID provider's, fetched again when it names one not seen
+//! yet), and `iss`, `aud`, `exp` and `nbf` are required. The token is decoded once: its
+//! signature checked with keys parsed at load, its claims read from the same parse. A token
+//! that is not a JWT is asked about at the providers that introspect.
 
 use std::collections::HashMap;
 
@@ -12,9 +14,11 @@ use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{Map, Value};
 
+use super::claims::{numeric_date, text_claim};
 use super::issuer::{Issuer, media_type};
-use super::{Identity, KeyError, VerifiedToken};
-use crate::contract::environment::ClaimMapping;
+use super::provider::Answer;
+use super::verification_key::{candidates, knows_kid};
+use super::{KeyError, VerifiedToken};
 
 /// Longest token considered; longer ones are refused before any parsing.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -79,8 +83,16 @@ impl Issuers {
 
         // A signature that is not base64url verifies with no key.
         let signature = URL_SAFE_NO_PAD.decode(signature).ok();
+        let fetched = issuer.provider.as_ref().map(|provider| match header.kid.as_deref() {
+            Some(kid) => provider.keys_knowing(kid, knows_kid),
+            None => provider.keys(),
+        });
+        let keys = match &fetched {
+            Some(fetched) => fetched.as_deref().map_or(&[][..], |fetched| &fetched.keys[..]),
+            None => issuer.keys(),
+        };
         let mut tried = false;
-        for key in issuer.candidates(alg, header.kid.as_deref()) {
+        for key in candidates(keys, alg, header.kid.as_deref()) {
             tried = true;
             if signature.as_deref().is_some_and(|signature| key.verify_sig(signed, signature).is_ok()) {
                 check_claims(issuer, &claims, now)?;
@@ -88,7 +100,7 @@ impl Issuers {
                     return Err(KeyError::InvalidClaims("missing `jti`".to_owned()));
                 }
                 let claims_text = String::from_utf8(payload_json).map_err(|_| KeyError::Unknown)?;
-                return Ok(verified(issuer, &claims, claims_text));
+                return verified(issuer, &claims, claims_text);
             }
         }
         Err(KeyError::BadSignature(if tried {
@@ -97,10 +109,61 @@ impl Issuers {
             "no configured key for this `kid` and algorithm".to_owned()
         }))
     }
+
+    /// The token of an opaque `token` (not a JWT), as the first OpenID provider that
+    /// introspects and knows it answers; unknown when none does (or none could be asked).
+    pub(super) fn introspect(&self, token: &str, now: u64) -> Result<VerifiedToken, KeyError> {
+        if token.len() > MAX_TOKEN_BYTES || is_jwt(token) {
+            return Err(KeyError::Unknown);
+        }
+        let mut refusal = KeyError::Unknown;
+        for issuer in self.by_name.values() {
+            let Some(provider) = issuer.provider.as_ref().filter(|provider| provider.introspects()) else { continue };
+            match provider.introspect(token, now).and_then(|answer| introspected(issuer, &answer, now)) {
+                Ok(token) => return Ok(token),
+                Err(KeyError::Unknown) => {}
+                Err(other) => refusal = other,
+            }
+        }
+        Err(refusal)
+    }
 }
 
-/// The claims of a token whose signature verified: `aud`, `exp` and `nbf` present and well
-/// formed (`iss` chose the issuer), the token within its validity give or take the issuer's
+/// The token a provider's `answer` makes of a token of `issuer` at `now`: active, not
+/// expired, from this issuer and for one of its audiences when the answer says.
+fn introspected(issuer: &Issuer, answer: &Answer, now: u64) -> Result<VerifiedToken, KeyError> {
+    let Some((members, text)) = answer.active() else { return Err(KeyError::Unknown) };
+    let expires_at = answer.expires_at().ok_or_else(|| KeyError::InvalidClaims("the introspection answer has no `exp`".to_owned()))?;
+    if expires_at.saturating_add(issuer.leeway) < now {
+        return Err(KeyError::Expired);
+    }
+    if let Some(iss) = members.get("iss")
+        && iss.as_str() != Some(issuer.name.as_str())
+    {
+        return Err(KeyError::InvalidClaims("the introspection answer names another issuer".to_owned()));
+    }
+    let accepted = |aud: &Value| aud.as_str().is_some_and(|aud| issuer.audiences.iter().any(|accepted| accepted == aud));
+    let for_us = match members.get("aud") {
+        None => true,
+        Some(Value::Array(auds)) => auds.iter().any(accepted),
+        Some(aud) => accepted(aud),
+    };
+    if !for_us {
+        return Err(KeyError::InvalidClaims("`aud` names no accepted audience".to_owned()));
+    }
+    if members.get("token_type").and_then(Value::as_str).is_some_and(|kind| kind.eq_ignore_ascii_case("refresh_token")) {
+        return Err(KeyError::InvalidClaims("a refresh token is not an access token".to_owned()));
+    }
+    token_of(issuer, members, text.to_owned(), expires_at)
+}
+
+/// Whether `token` has the shape of a JWT (JWS compact serialisation: three parts).
+pub(super) fn is_jwt(token: &str) -> bool {
+    token.bytes().filter(|&byte| byte == b'.').count() == 2
+}
+
+/// The claims of a token whose signature verified: `aud`, `exp` and `nbf` (but for an
+/// OpenID provider's) present and well formed (`iss` chose the issuer), the token within its validity give or take the issuer's
 /// leeway, and one of its audiences accepted.
 fn check_claims(issuer: &Issuer, claims: &Map<String, Value>, now: u64) -> Result<(), KeyError> {
     let missing = |claim: &str| KeyError::InvalidClaims(format!("missing or malformed `{claim}`"));
@@ -111,23 +174,21 @@ fn check_claims(issuer: &Issuer, claims: &Map<String, Value>, now: u64) -> Resul
         _ => return Err(missing("aud")),
     };
     let exp = numeric_date(claims.get("exp")).ok_or_else(|| missing("exp"))?;
-    let nbf = numeric_date(claims.get("nbf")).ok_or_else(|| missing("nbf"))?;
+    // An OpenID provider's access tokens (RFC 9068 §2.2) need not carry `nbf`.
+    let nbf = match claims.get("nbf") {
+        None if issuer.provider.is_some() => None,
+        nbf => Some(numeric_date(nbf).ok_or_else(|| missing("nbf"))?),
+    };
     if exp < now.saturating_sub(issuer.leeway) {
         return Err(KeyError::Expired);
     }
-    if nbf > now.saturating_add(issuer.leeway) {
+    if nbf.is_some_and(|nbf| nbf > now.saturating_add(issuer.leeway)) {
         return Err(KeyError::NotYetValid);
     }
     if !names_accepted {
         return Err(KeyError::InvalidClaims("`aud` names no accepted audience".to_owned()));
     }
     Ok(())
-}
-
-/// A NumericDate (RFC 7519 §2): seconds as a non-negative number, a fraction rounded.
-fn numeric_date(value: Option<&Value>) -> Option<u64> {
-    let value = value?;
-    value.as_u64().or_else(|| value.as_f64().filter(|v| v.is_finite() && *v >= 0.0 && *v < u64::MAX as f64).map(|v| v.round() as u64))
 }
 
 /// A base64url JSON part of the token.
@@ -148,49 +209,23 @@ fn signature_algorithm(alg: &str) -> Result<Algorithm, KeyError> {
 }
 
 /// The verified token, with its identity mapped from the claims.
-fn verified(issuer: &Issuer, claims: &Map<String, Value>, claims_text: String) -> (VerifiedToken, u64) {
+fn verified(issuer: &Issuer, claims: &Map<String, Value>, claims_text: String) -> Result<(VerifiedToken, u64), KeyError> {
     // `exp` was checked.
     let expires_at = numeric_date(claims.get("exp")).unwrap_or(0);
-    let token = VerifiedToken {
+    let token = token_of(issuer, claims, claims_text, expires_at)?;
+    Ok((token, expires_at.saturating_add(issuer.leeway)))
+}
+
+/// A token of `issuer` with `claims` (a JWT's, or an introspection answer's), accepted until
+/// `expires_at`.
+fn token_of(issuer: &Issuer, claims: &Map<String, Value>, claims_text: String, expires_at: u64) -> Result<VerifiedToken, KeyError> {
+    Ok(VerifiedToken {
         issuer: issuer.name.clone(),
         subject: text_claim(claims, "sub"),
         expires_at,
-        identity: identity(claims, &issuer.claims),
+        identity: issuer.identity(claims)?,
         claims: claims_text,
         jti: text_claim(claims, "jti"),
         issued_at: claims.get("iat").and_then(|iat| iat.as_u64().or_else(|| iat.as_f64().map(|iat| iat.floor() as u64))),
-    };
-    (token, expires_at.saturating_add(issuer.leeway))
-}
-
-/// The caller, from the claims named by `mapping`.
-fn identity(claims: &Map<String, Value>, mapping: &ClaimMapping) -> Identity {
-    let mut application = text_claim(claims, &mapping.application);
-    // The default mapping reads `azp`, which tokens from the client-credentials grant often lack.
-    if application.is_none() && mapping.application == "azp" {
-        application = text_claim(claims, "client_id");
-    }
-    let scopes = match claims.get(&mapping.scopes) {
-        Some(Value::String(scopes)) => scopes.split_whitespace().map(str::to_owned).collect(),
-        Some(Value::Array(scopes)) => scopes.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-        _ => Vec::new(),
-    };
-    Identity {
-        method: "jwt",
-        application,
-        subscription: text_claim(claims, &mapping.subscription),
-        tier: text_claim(claims, &mapping.tier),
-        user: text_claim(claims, &mapping.user),
-        scopes,
-        subscriptions: match claims.get(&mapping.subscriptions) {
-            Some(Value::Object(map)) => {
-                Some(std::sync::Arc::new(map.iter().filter_map(|(api, tier)| Some((api.clone(), tier.as_str()?.to_owned()))).collect()))
-            }
-            _ => None,
-        },
-    }
-}
-
-fn text_claim(claims: &Map<String, Value>, name: &str) -> Option<String> {
-    claims.get(name).and_then(Value::as_str).map(str::to_owned)
+    })
 }

@@ -43,6 +43,8 @@ fn issuer(algorithms: &[&str], keys: Vec<JwtKey>) -> JwtIssuer {
         leeway: Duration::from_secs(30),
         typ: None,
         require_jti: false,
+        discovery: None,
+        clients: None,
     }
 }
 
@@ -702,12 +704,12 @@ fn hmac_digests_need_the_secret() {
     let digest: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
     let mut config = crate::contract::environment::Environment { consumers: vec![consumer("shop", &[], &[digest])], ..Default::default() };
     config.api_key_hmac_secret = Some(secret.to_owned());
-    let store = KeyStore::for_gateway(&config, Path::new(".")).expect("valid");
+    let store = KeyStore::for_gateway(&config, Path::new("."), &super::Providers::default()).expect("valid");
     assert!(store.lookup_api_key("pk_live_key").is_ok());
     assert_eq!(store.lookup_api_key("pk_other").unwrap_err(), KeyError::Unknown);
     // The same digest read as a plain sha256 matches nothing.
     config.api_key_hmac_secret = None;
-    let plain = KeyStore::for_gateway(&config, Path::new(".")).expect("valid");
+    let plain = KeyStore::for_gateway(&config, Path::new("."), &super::Providers::default()).expect("valid");
     assert_eq!(plain.lookup_api_key("pk_live_key").unwrap_err(), KeyError::Unknown);
 }
 
@@ -717,14 +719,14 @@ fn revoked_api_keys_are_refused_once_their_revocations_arrive() {
     let hex = |key: &str| -> String { sha2::Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect() };
     let digests = vec![hex("key-shop-0001"), hex("key-shop-0002")];
     let mut config = crate::contract::environment::Environment { consumers: vec![consumer("shop", &[], &digests)], ..Default::default() };
-    let store = KeyStore::for_gateway(&config, Path::new(".")).expect("valid");
+    let store = KeyStore::for_gateway(&config, Path::new("."), &super::Providers::default()).expect("valid");
     assert!(store.lookup_api_key("key-shop-0001").is_ok());
     config.revoked_api_keys = vec![digests[0].clone()];
     store.set_revocations(&config);
     assert_eq!(store.lookup_api_key("key-shop-0001").unwrap_err(), KeyError::Unknown);
     assert!(store.lookup_api_key("key-shop-0002").is_ok(), "only the revoked key");
     // A store built with them refuses it from the start.
-    let built = KeyStore::for_gateway(&config, Path::new(".")).expect("valid");
+    let built = KeyStore::for_gateway(&config, Path::new("."), &super::Providers::default()).expect("valid");
     assert_eq!(built.lookup_api_key("key-shop-0001").unwrap_err(), KeyError::Unknown);
 }
 
@@ -752,10 +754,10 @@ fn revoked_tokens_are_refused_even_from_the_cache() {
         jwt_issuers: vec![issuer(&["RS256"], vec![pem_key(None, RSA_PUBLIC)])],
         ..Default::default()
     };
-    let store = KeyStore::for_gateway(&config, Path::new(".")).unwrap();
+    let store = KeyStore::for_gateway(&config, Path::new("."), &super::Providers::default()).unwrap();
     assert!(store.verify_jwt(&token).is_ok());
     config.revoked_tokens = vec![crate::contract::environment::RevokedToken { jti: "token-1".into(), expires_at: u64::MAX }];
-    let revoked = KeyStore::for_gateway(&config, Path::new(".")).unwrap();
+    let revoked = KeyStore::for_gateway(&config, Path::new("."), &super::Providers::default()).unwrap();
     assert_eq!(revoked.verify_jwt(&token).unwrap_err(), KeyError::Revoked);
     assert_eq!(revoked.verify_jwt(&token).unwrap_err(), KeyError::Revoked, "and again, from the cache");
 }
@@ -772,7 +774,7 @@ fn an_applications_tokens_issued_before_its_cut_off_are_refused() {
         ..Default::default()
     };
     config.revoked_before.insert("app-1".into(), issued + 5);
-    let store = KeyStore::for_gateway(&config, Path::new(".")).unwrap();
+    let store = KeyStore::for_gateway(&config, Path::new("."), &super::Providers::default()).unwrap();
     assert_eq!(store.verify_jwt(&old).unwrap_err(), KeyError::Revoked);
     assert_eq!(store.verify_jwt(&undated).unwrap_err(), KeyError::Revoked, "no `iat`: it cannot be shown to be newer");
     assert!(store.verify_jwt(&fresh).is_ok(), "issued at the cut-off second");

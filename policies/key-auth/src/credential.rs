@@ -181,7 +181,7 @@ fn rejected_detail(method: Method, error: &KeyError) -> String {
     match error {
         KeyError::Unknown => match method {
             Method::ApiKey => "The API key is not valid.".to_owned(),
-            Method::Jwt => "The token is not a well-formed JWT.".to_owned(),
+            Method::Jwt => "The token is not known or not well formed.".to_owned(),
             Method::ClientCertificate => "The client certificate is not registered for any application.".to_owned(),
         },
         KeyError::BadSignature(_) => format!("{noun}'s signature does not verify."),
@@ -310,7 +310,7 @@ mod tests {
         let settings = settings("{}");
         let cases = [
             (Method::ApiKey, KeyError::Unknown, "The API key is not valid."),
-            (Method::Jwt, KeyError::Unknown, "The token is not a well-formed JWT."),
+            (Method::Jwt, KeyError::Unknown, "The token is not known or not well formed."),
             (Method::Jwt, KeyError::BadSignature("alg".to_owned()), "The token's signature does not verify."),
             (Method::Jwt, KeyError::Expired, "The token has expired."),
             (Method::ApiKey, KeyError::Expired, "The API key has expired."),

@@ -1,0 +1,418 @@
+//! Outside OpenID providers as key managers. A provider's discovery document and keys are
+//! fetched by the gateway from the issuer's own well-known address (never from a URL a
+//! token names), again on a schedule and, at most once per interval, for a `kid` not seen
+//! yet; they are kept through the provider's outages. Its opaque tokens are asked about at its
+//! introspection endpoint (RFC 7662), and the answers cached: a fresh one for the configured
+//! time, an active one past it, until the token expires, only while the provider does not
+//! answer. A token is never accepted for want of an answer.
+//!
+//! Verification is synchronous (a policy's host call), so a fetch or a question that it must
+//! wait for blocks its thread, handing the thread's other tasks to the runtime meanwhile;
+//! that happens once per new key or per token and cache time, not per request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::GaiResolver;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use jsonwebtoken::Algorithm;
+use jsonwebtoken::jwk::JwkSet;
+use quick_cache::sync::Cache;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::KeyError;
+use super::claims::numeric_date;
+use super::verification_key::{VerificationKey, provider_keys};
+use crate::contract::environment::Discovery;
+use crate::error::causes;
+use crate::tls;
+
+/// Time allowed for one fetch or question, connection included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest discovery document, JWKS or introspection answer read.
+const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+/// Introspection answers kept, per provider.
+const ANSWERS_KEPT: usize = 100_000;
+/// Questions to a provider in flight at once; more wait for a place.
+const QUESTIONS_IN_FLIGHT: usize = 64;
+
+/// The providers a gateway keeps up with, shared by its snapshots: a provider's keys and
+/// answers outlive a change of configuration that keeps it as it was.
+#[derive(Default)]
+pub struct Providers {
+    live: Mutex<HashMap<String, Weak<Provider>>>,
+    /// Whether providers are only made to check their settings, never kept nor fetched from.
+    checking_only: bool,
+}
+
+impl Providers {
+    /// Providers made only to check their settings (a control plane's check).
+    pub fn checking_only() -> Providers {
+        Providers { checking_only: true, ..Providers::default() }
+    }
+
+    /// The provider of `issuer` configured by `discovery`, verifying `algorithms`: the live
+    /// one when its configuration is the same, else a new one, which starts fetching its keys
+    /// (in the background when there is a runtime to run it).
+    pub(super) fn get(&self, issuer: &str, discovery: &Discovery, algorithms: &[Algorithm]) -> Result<Arc<Provider>, String> {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(provider) = live.get(issuer).and_then(Weak::upgrade)
+            && provider.discovery == *discovery
+            && provider.algorithms == algorithms
+        {
+            return Ok(provider);
+        }
+        let provider = Arc::new(Provider::new(issuer, discovery, algorithms)?);
+        if self.checking_only {
+            return Ok(provider);
+        }
+        live.retain(|_, provider| provider.strong_count() > 0);
+        live.insert(issuer.to_owned(), Arc::downgrade(&provider));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(keep_up(Arc::downgrade(&provider)));
+        }
+        Ok(provider)
+    }
+}
+
+/// One OpenID provider: what it was last seen to publish, and its answers about tokens.
+pub(crate) struct Provider {
+    issuer: String,
+    discovery: Discovery,
+    algorithms: Vec<Algorithm>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// The keys and endpoints of the last fetch that succeeded.
+    published: ArcSwapOption<Published>,
+    /// When the last fetch began; held while fetching, so that who needs one waits for the
+    /// fetch in flight rather than starting another.
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// `Basic` credentials for the introspection endpoint.
+    introspection_credentials: Option<HeaderValue>,
+    /// Answers, by the sha256 of the token (the token itself is not kept).
+    answers: Cache<[u8; 32], Arc<Answer>>,
+    questions: tokio::sync::Semaphore,
+}
+
+/// What a provider publishes: its keys, and where it introspects.
+pub(super) struct Published {
+    pub(super) keys: Vec<VerificationKey>,
+    introspection_endpoint: Option<String>,
+}
+
+/// The fields of a discovery document used here.
+#[derive(Deserialize)]
+struct DiscoveryDocument {
+    issuer: String,
+    jwks_uri: String,
+    #[serde(default)]
+    introspection_endpoint: Option<String>,
+    #[serde(default)]
+    token_endpoint: Option<String>,
+}
+
+/// A provider's answer about one token.
+pub(super) struct Answer {
+    received: Instant,
+    /// The answer's members when the token is active.
+    active: Option<(Map<String, Value>, String)>,
+}
+
+impl Provider {
+    pub(crate) fn new(issuer: &str, discovery: &Discovery, algorithms: &[Algorithm]) -> Result<Provider, String> {
+        let uri: http::Uri = issuer.parse().map_err(|_| format!("the issuer `{issuer}` is not a URL"))?;
+        let host = uri.host().unwrap_or_default();
+        let tls = match uri.scheme_str() {
+            Some("https") => {
+                let trust = discovery.ca.as_deref().map_or(tls::Trust::System, tls::Trust::Pem);
+                Some(tls::client_config(trust).map_err(|e| format!("the provider's CA certificates: {e}"))?)
+            }
+            Some("http") if crate::network::is_loopback_host(host) => None,
+            _ => return Err(format!("the issuer `{issuer}` must be an https:// URL (http:// only on a loopback address)")),
+        };
+        let connector = tls::connector(tls, REQUEST_TIMEOUT, GaiResolver::new())?;
+        let client = Client::builder(TokioExecutor::new()).timer(TokioTimer::new()).pool_timer(TokioTimer::new()).build(connector);
+        let introspection_credentials = discovery.introspection.as_ref().map(|introspection| {
+            // RFC 6749 §2.3.1: each part form-encoded before the Basic encoding.
+            let credentials = format!("{}:{}", form_encoded(&introspection.client_id), form_encoded(&introspection.client_secret));
+            let mut value = HeaderValue::from_str(&format!("Basic {}", STANDARD.encode(credentials))).expect("base64 is a header value");
+            value.set_sensitive(true);
+            value
+        });
+        Ok(Provider {
+            issuer: issuer.to_owned(),
+            discovery: discovery.clone(),
+            algorithms: algorithms.to_vec(),
+            client,
+            published: ArcSwapOption::empty(),
+            last_fetch: tokio::sync::Mutex::new(None),
+            introspection_credentials,
+            answers: Cache::new(ANSWERS_KEPT),
+            questions: tokio::sync::Semaphore::new(QUESTIONS_IN_FLIGHT),
+        })
+    }
+
+    /// What the provider was last seen to publish, if it ever answered.
+    pub(super) fn keys(&self) -> Option<Arc<Published>> {
+        self.published.load_full()
+    }
+
+    /// [`Self::keys`], fetched again first when they do not have `kid` (`has` tells) and the
+    /// last fetch is older than the interval allowed.
+    pub(super) fn keys_knowing(&self, kid: &str, has: fn(&[VerificationKey], &str) -> bool) -> Option<Arc<Published>> {
+        let published = self.keys();
+        if published.as_ref().is_some_and(|published| has(&published.keys, kid)) {
+            return published;
+        }
+        block_on(self.fetch_unless_recent());
+        self.keys()
+    }
+
+    /// Whether opaque tokens are asked about here.
+    pub(super) fn introspects(&self) -> bool {
+        self.introspection_credentials.is_some()
+    }
+
+    /// The provider's answer about `token`: the cached one while fresh, else a new one; when
+    /// none comes, an active cached one whose token has not expired at `now`. Unknown when
+    /// there is neither.
+    pub(super) fn introspect(&self, token: &str, now: u64) -> Result<Arc<Answer>, KeyError> {
+        let ttl = self.discovery.introspection.as_ref().map_or(Duration::ZERO, |introspection| introspection.cache_ttl.0);
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let cached = self.answers.get(&digest);
+        if let Some(answer) = &cached
+            && answer.received.elapsed() < ttl
+        {
+            return Ok(answer.clone());
+        }
+        match block_on(self.ask(token)) {
+            Some(Ok(answer)) => {
+                let answer = Arc::new(answer);
+                self.answers.insert(digest, answer.clone());
+                Ok(answer)
+            }
+            failure => {
+                let reason = match failure {
+                    Some(Err(reason)) => reason,
+                    _ => "no runtime to ask from".to_owned(),
+                };
+                let still_valid = cached.filter(|answer| answer.expires_at().is_some_and(|exp| exp >= now));
+                match still_valid {
+                    Some(answer) => {
+                        tracing::debug!(issuer = %self.issuer, %reason, "introspection failed; the cached answer stands until the token expires");
+                        Ok(answer)
+                    }
+                    None => {
+                        tracing::warn!(issuer = %self.issuer, %reason, "introspection failed; the token is refused");
+                        Err(KeyError::Unknown)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fetch the keys unless a fetch began within the interval allowed for unknown `kid`s
+    /// (waiting for one in flight).
+    async fn fetch_unless_recent(&self) {
+        let mut last = self.last_fetch.lock().await;
+        if last.is_some_and(|began| began.elapsed() < self.discovery.unknown_kid_interval.0) {
+            return;
+        }
+        *last = Some(Instant::now());
+        self.fetch().await;
+    }
+
+    /// Fetch the discovery document and the keys; on failure keep what was published
+    /// before. Whether the fetch succeeded.
+    async fn fetch(&self) -> bool {
+        match self.published_now().await {
+            Ok(published) => {
+                tracing::info!(issuer = %self.issuer, keys = published.keys.len(), "OpenID provider's keys fetched");
+                self.published.store(Some(Arc::new(published)));
+                true
+            }
+            Err(reason) => {
+                let kept = self.published.load().as_ref().map_or(0, |published| published.keys.len());
+                tracing::warn!(issuer = %self.issuer, %reason, kept, "OpenID provider's keys not fetched; those fetched before are kept");
+                false
+            }
+        }
+    }
+
+    async fn published_now(&self) -> Result<Published, String> {
+        let url = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
+        let document: DiscoveryDocument = self.get_json(&url).await?;
+        // OpenID Connect Discovery §4.3: the document is the issuer's own.
+        if document.issuer != self.issuer {
+            return Err(format!("{url} names the issuer `{}`", document.issuer));
+        }
+        let jwks: JwkSet = self.get_json(&document.jwks_uri).await?;
+        let (keys, problems) = provider_keys(&jwks, &self.algorithms);
+        for problem in problems {
+            tracing::warn!(issuer = %self.issuer, %problem, "a key of the OpenID provider is left out");
+        }
+        if keys.is_empty() {
+            return Err(format!("{} has no key for the allowed algorithms", document.jwks_uri));
+        }
+        Ok(Published { keys, introspection_endpoint: document.introspection_endpoint })
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, String> {
+        let request = Request::get(url)
+            .header(ACCEPT, "application/json")
+            .body(Full::new(Bytes::new()))
+            .map_err(|_| format!("`{url}` is not a URL"))?;
+        let body = self.send(request).await?;
+        serde_json::from_slice(&body).map_err(|e| format!("{url}: not the JSON expected: {e}"))
+    }
+
+    /// Ask the introspection endpoint about `token`.
+    async fn ask(&self, token: &str) -> Result<Answer, String> {
+        let Some(credentials) = &self.introspection_credentials else { return Err("no introspection configured".to_owned()) };
+        let endpoint = match self.keys().and_then(|published| published.introspection_endpoint.clone()) {
+            Some(endpoint) => endpoint,
+            None => {
+                // Never fetched yet (or it names none): one fetch, within the interval rule.
+                self.fetch_unless_recent().await;
+                self.keys()
+                    .and_then(|published| published.introspection_endpoint.clone())
+                    .ok_or("the provider names no introspection endpoint")?
+            }
+        };
+        let _place = self.questions.acquire().await.map_err(|_| "closed".to_owned())?;
+        let body = format!("token={}&token_type_hint=access_token", form_encoded(token));
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(&endpoint)
+            .header(AUTHORIZATION, credentials)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ACCEPT, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|_| format!("`{endpoint}` is not a URL"))?;
+        let body = self.send(request).await?;
+        let text = String::from_utf8(body.to_vec()).map_err(|_| format!("{endpoint}: the answer is not UTF-8"))?;
+        let members: Map<String, Value> = serde_json::from_str(&text).map_err(|e| format!("{endpoint}: not a JSON object: {e}"))?;
+        let active = match members.get("active") {
+            Some(Value::Bool(active)) => *active,
+            _ => return Err(format!("{endpoint}: the answer has no boolean `active`")),
+        };
+        Ok(Answer { received: Instant::now(), active: active.then_some((members, text)) })
+    }
+
+    /// Whether the provider takes `client_id` and `client_secret` as a client's credentials:
+    /// its token endpoint grants them a client-credentials token, or refuses them the grant
+    /// only (`unauthorized_client`: authenticated, RFC 6749 §5.2).
+    pub(crate) async fn accepts_client(&self, client_id: &str, client_secret: &str) -> Result<bool, String> {
+        let url = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
+        let document: DiscoveryDocument = self.get_json(&url).await?;
+        let endpoint = document.token_endpoint.ok_or_else(|| format!("{url} names no token endpoint"))?;
+        let credentials = format!("{}:{}", form_encoded(client_id), form_encoded(client_secret));
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(&endpoint)
+            .header(AUTHORIZATION, format!("Basic {}", STANDARD.encode(credentials)))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ACCEPT, "application/json")
+            .body(Full::new(Bytes::from_static(b"grant_type=client_credentials")))
+            .map_err(|_| format!("`{endpoint}` is not a URL"))?;
+        let (status, body) = self.exchange(request).await?;
+        if status == StatusCode::OK {
+            return Ok(true);
+        }
+        let error =
+            serde_json::from_slice::<Map<String, Value>>(&body).ok().and_then(|members| members.get("error")?.as_str().map(str::to_owned));
+        match error.as_deref() {
+            Some("unauthorized_client" | "invalid_scope" | "invalid_target") => Ok(true),
+            Some("invalid_client") => Ok(false),
+            _ => Err(format!("{endpoint} answered {status}")),
+        }
+    }
+
+    /// Send `request`; the body of its 200 answer.
+    async fn send(&self, request: Request<Full<Bytes>>) -> Result<Bytes, String> {
+        let url = request.uri().to_string();
+        let (status, body) = self.exchange(request).await?;
+        if status != StatusCode::OK {
+            return Err(format!("{url} answered {status}"));
+        }
+        Ok(body)
+    }
+
+    /// Send `request`; its answer's status and body.
+    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String> {
+        let url = request.uri().to_string();
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(request))
+            .await
+            .map_err(|_| format!("{url}: no answer within {} s", REQUEST_TIMEOUT.as_secs()))?
+            .map_err(|e| format!("{url}: {}", causes(&e)))?;
+        let status = response.status();
+        let body = tokio::time::timeout(REQUEST_TIMEOUT, Limited::new(response.into_body(), MAX_DOCUMENT_BYTES).collect())
+            .await
+            .map_err(|_| format!("{url}: the body did not arrive within {} s", REQUEST_TIMEOUT.as_secs()))?
+            .map_err(|e| format!("{url}: {e}"))?
+            .to_bytes();
+        Ok((status, body))
+    }
+}
+
+impl Answer {
+    /// The token's `exp`, when it is active and says.
+    pub(super) fn expires_at(&self) -> Option<u64> {
+        self.active.as_ref().and_then(|(members, _)| numeric_date(members.get("exp")))
+    }
+
+    /// The answer's members (and their JSON text) when the token is active.
+    pub(super) fn active(&self) -> Option<(&Map<String, Value>, &str)> {
+        self.active.as_ref().map(|(members, text)| (members, text.as_str()))
+    }
+}
+
+/// Fetch the provider's keys at once, then every `refresh`; after a failure, again after the
+/// interval allowed for unknown `kid`s. Ends when no snapshot uses the provider.
+async fn keep_up(provider: Weak<Provider>) {
+    loop {
+        let Some(live) = provider.upgrade() else { return };
+        let fetched = {
+            let mut last = live.last_fetch.lock().await;
+            *last = Some(Instant::now());
+            live.fetch().await
+        };
+        let wait = if fetched { live.discovery.refresh.0 } else { live.discovery.unknown_kid_interval.0.min(live.discovery.refresh.0) };
+        drop(live);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Run `future` to its end from synchronous code on a multi-threaded runtime's thread,
+/// handing the thread's other tasks over meanwhile; `None` where that cannot be done.
+fn block_on<T>(future: impl Future<Output = T>) -> Option<T> {
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return None;
+    }
+    Some(tokio::task::block_in_place(|| runtime.block_on(future)))
+}
+
+/// What `application/x-www-form-urlencoded` encodes: all but letters, digits and `*-._`
+/// (a space as `%20`, which decoders take as `+`).
+const FORM: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'*').remove(b'-').remove(b'.').remove(b'_');
+
+/// `text` encoded for `application/x-www-form-urlencoded`.
+fn form_encoded(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, FORM).to_string()
+}
+
+#[cfg(test)]
+mod tests;
