@@ -51,22 +51,30 @@ const QUESTIONS_IN_FLIGHT: usize = 64;
 
 /// The providers a gateway keeps up with, shared by its snapshots: a provider's keys and
 /// answers outlive a change of configuration that keeps it as it was.
-#[derive(Default)]
 pub struct Providers {
     live: Mutex<HashMap<String, Weak<Provider>>>,
+    /// Where providers fetch their keys on schedule: the runtime this was made on (snapshots
+    /// are built on threads of their own). Without one, keys are fetched only when a token
+    /// needs them.
+    runtime: Option<tokio::runtime::Handle>,
     /// Whether providers are only made to check their settings, never kept nor fetched from.
     checking_only: bool,
+}
+
+impl Default for Providers {
+    fn default() -> Self {
+        Providers { live: Mutex::default(), runtime: tokio::runtime::Handle::try_current().ok(), checking_only: false }
+    }
 }
 
 impl Providers {
     /// Providers made only to check their settings (a control plane's check).
     pub fn checking_only() -> Providers {
-        Providers { checking_only: true, ..Providers::default() }
+        Providers { live: Mutex::default(), runtime: None, checking_only: true }
     }
 
     /// The provider of `issuer` configured by `discovery`, verifying `algorithms`: the live
-    /// one when its configuration is the same, else a new one, which starts fetching its keys
-    /// (in the background when there is a runtime to run it).
+    /// one when its configuration is the same, else a new one, which starts fetching its keys.
     pub(super) fn get(&self, issuer: &str, discovery: &Discovery, algorithms: &[Algorithm]) -> Result<Arc<Provider>, String> {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(provider) = live.get(issuer).and_then(Weak::upgrade)
@@ -81,7 +89,7 @@ impl Providers {
         }
         live.retain(|_, provider| provider.strong_count() > 0);
         live.insert(issuer.to_owned(), Arc::downgrade(&provider));
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        if let Some(runtime) = &self.runtime {
             runtime.spawn(keep_up(Arc::downgrade(&provider)));
         }
         Ok(provider)
