@@ -26,7 +26,7 @@ use crate::contract::Problem;
 use crate::contract::environment::{self, Environment};
 
 pub(crate) use provider::Provider;
-pub use provider::Providers;
+pub use provider::{Providers, take_time_waited};
 
 /// An identity's `method` as the gateway keeps it: one of the names the host gives
 /// (`api-key`, `jwt`, `client-certificate`), or `custom` for any other a policy sets.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use wasmtime::component::{Component, Linker, Resource};
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use bindings::{ContextHandle, RequestHandle, ResponseHandle};
 pub use bindings::{Decision, ImmediateResponse, Needs};
@@ -436,7 +436,12 @@ impl AttachedPolicy {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
+        // A host call that waited for an OpenID provider gives that time back: the deadline
+        // bounds the guest's own work.
+        store.epoch_deadline_callback(|_| {
+            let waited = crate::keys::take_time_waited();
+            Ok(if waited.is_zero() { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(ticks(waited)) })
+        });
         // Instantiation and `init` run the guest's start-up code, on a request thread when
         // the pool is dry: their budget is the operator's ceiling.
         store.set_epoch_deadline(ticks(self.settings.startup_timeout));
@@ -495,6 +500,7 @@ impl AttachedPolicy {
         let checkpoint = (self.settings.on_failure == FailureMode::Open).then(|| exchange.checkpoint());
         let started = Instant::now();
         instance.store.data_mut().exchange = Some(exchange);
+        crate::keys::take_time_waited();
         instance.store.set_epoch_deadline(ticks(self.settings.timeout));
         let result = f(&instance.bindings, &mut instance.store);
         let mut exchange = instance.store.data_mut().exchange.take().expect("the exchange stays in the store during a call");

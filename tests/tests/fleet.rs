@@ -689,7 +689,10 @@ async fn pattern_5_an_outside_openid_provider_as_the_key_manager() {
     let taken = format!("/api/v1/applications/{}/external-clients/corp", rival["id"].as_str().unwrap());
     let taken = cp.call(Method::PUT, &taken, Some(&admin), Some(json!({"client_id": app_client.0, "client_secret": app_client.1}))).await;
     assert_eq!(taken.status, StatusCode::CONFLICT, "{}", taken.text());
-    // Settings shown with `***` keep the secret when given back.
+    // Settings shown with `***` keep the secret when given back; a second key manager of the
+    // same provider in the same environment is refused.
+    let twin = cp.call(Method::PUT, "/api/v1/key-managers/twin", Some(&admin), Some(settings.clone())).await;
+    assert_eq!((twin.status, twin.json()["field"].as_str()), (StatusCode::BAD_REQUEST, Some("issuer")), "{}", twin.text());
     settings["discovery"]["introspection"]["client_secret"] = json!("***");
     cp.ok(Method::PUT, "/api/v1/key-managers/corp", Some(&admin), settings).await;
 

@@ -1273,3 +1273,60 @@ async fn eventually_spans(receiver: &OtlpReceiver, trace: &str, count: usize) ->
     .await;
     receiver.spans().into_iter().filter(|s| s.trace_id == trace).collect()
 }
+
+/// An OpenID provider that takes `delay` to answer any introspection, for which every token
+/// is active for the client `shop`. Returns its issuer.
+async fn slow_provider(delay: Duration) -> String {
+    use http_body_util::Full;
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let point = key.public_key_raw().to_vec();
+    let b64 = |bytes: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
+    let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k", "x": b64(&point[1..33]), "y": b64(&point[33..65])}]});
+    let document = serde_json::json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks"), "introspection_endpoint": format!("{issuer}/introspect")});
+    let answer = serde_json::json!({"active": true, "client_id": "shop", "exp": unix_now() + 600});
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (jwks, document, answer) = (jwks.clone(), document.clone(), answer.clone());
+            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let body = match request.uri().path() {
+                    "/jwks" => Some(jwks.clone()),
+                    "/.well-known/openid-configuration" => Some(document.clone()),
+                    "/introspect" => None,
+                    _ => Some(serde_json::json!({})),
+                };
+                let answer = answer.clone();
+                async move {
+                    let body = match body {
+                        Some(body) => body,
+                        None => {
+                            tokio::time::sleep(delay).await;
+                            answer
+                        }
+                    };
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(body.to_string()))))
+                }
+            });
+            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+        }
+    });
+    issuer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_slow_provider_does_not_count_against_key_auth_s_deadline() {
+    let upstream = MockUpstream::start().await;
+    // The provider takes six times key-auth's whole budget to answer.
+    let issuer = slow_provider(Duration::from_millis(300)).await;
+    let key_auth = "      - policy: key-auth\n        config: {api_key: false}\n        timeout: 50ms\n";
+    let issuers = format!(
+        "jwt_issuers:\n  - issuer: {issuer}\n    audiences: [portico]\n    discovery:\n      introspection: {{client_id: gw, client_secret: gw-secret, cache_ttl: 60s}}\n"
+    );
+    let gateway = PorticoProcess::start(&gateway_config(&api("outside", "/outside", &upstream, key_auth), &issuers)).unwrap();
+    let client = HttpClient::default();
+    let reply = client.get(&gateway.url("/outside/x"), &[("authorization", "Bearer slow-token")]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+}

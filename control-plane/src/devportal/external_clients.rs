@@ -23,13 +23,20 @@ use crate::fleet::Change;
 use crate::keymanager;
 
 /// What `PUT /api/v1/applications/{id}/external-clients/{key_manager}` takes.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewExternalClient {
-    /// The client id the outside key manager gave the application.
+    /// The client id the outside key manager gave the application (which must be allowed
+    /// the client credentials grant there: its token is the proof).
     pub client_id: String,
     /// Its secret: checked once at the provider's token endpoint, never kept.
     pub client_secret: String,
+}
+
+impl std::fmt::Debug for NewExternalClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewExternalClient").field("client_id", &self.client_id).field("client_secret", &"(hidden)").finish()
+    }
 }
 
 /// A client of an application at an outside key manager.
@@ -97,7 +104,8 @@ pub async fn list(State(state): State<AppState>, caller: Caller, Path(id): Path<
 
 /// Map the application's client at an outside key manager (replacing the one it had there):
 /// the gateways of the key manager's environments then take the client's tokens as the
-/// application's, with its subscriptions and tier.
+/// application's, with its subscriptions and tier. The proof is a client-credentials token
+/// the provider grants the client for its secret.
 #[utoipa::path(put, path = "/api/v1/applications/{id}/external-clients/{key_manager}", operation_id = "map_external_client", tag = "devportal",
     params(("id" = String, Path), ("key_manager" = String, Path)), request_body = NewExternalClient,
     responses((status = 200, body = ExternalClient), (status = 400, description = "the provider does not take the client id and secret"), (status = 401),
@@ -131,7 +139,10 @@ pub async fn map(
         Ok(false) => {
             return Err(ApiError::invalid("client_secret", format!("`{key_manager}` does not take this client id and secret")));
         }
-        Err(reason) => return Err(ApiError::Unavailable(format!("`{key_manager}` could not be asked about the client: {reason}"))),
+        Err(reason) => {
+            tracing::warn!(%key_manager, %reason, "the outside key manager could not be asked about a client");
+            return Err(ApiError::Unavailable(format!("`{key_manager}` could not be asked about the client; try again later")));
+        }
     }
     let created_at = now_ms();
     let mut change = Change::begin(&state).await?;

@@ -153,13 +153,36 @@ pub async fn put(
     if name == "built-in" {
         return Err(ApiError::invalid("name", "`built-in` is Portico's own key manager"));
     }
+    let others = all(&state.db).await?;
     if let Some(introspection) = settings.discovery.as_mut().and_then(|discovery| discovery.introspection.as_mut())
         && introspection.client_secret == HIDDEN
     {
-        let stored = all(&state.db).await?.into_iter().find(|(stored, _)| *stored == name);
-        let secret = stored.and_then(|(_, old)| old.discovery.and_then(|discovery| discovery.introspection)).map(|old| old.client_secret);
-        introspection.client_secret = secret
-            .ok_or_else(|| ApiError::invalid("discovery.introspection.client_secret", "give the secret (`***` keeps a stored one only)"))?;
+        // Kept only for the same provider: a new issuer must not receive the old secret.
+        let stored = others.iter().find(|(stored, old)| *stored == name && old.issuer == settings.issuer);
+        let secret = stored.and_then(|(_, old)| old.discovery.as_ref()?.introspection.as_ref()).map(|old| old.client_secret.clone());
+        introspection.client_secret = secret.ok_or_else(|| {
+            ApiError::invalid(
+                "discovery.introspection.client_secret",
+                "give the secret (`***` keeps the stored one, for the same issuer only)",
+            )
+        })?;
+    }
+    if settings.issuer == state.settings.issuer {
+        return Err(ApiError::invalid("issuer", "this is Portico's own key manager"));
+    }
+    let introspects =
+        |settings: &ExternalKeyManager| settings.discovery.as_ref().is_some_and(|discovery| discovery.introspection.is_some());
+    for (other, existing) in others.iter().filter(|(other, _)| *other != name) {
+        let Some(shared) = settings.environments.iter().find(|e| existing.environments.contains(e)) else { continue };
+        if existing.issuer == settings.issuer {
+            return Err(ApiError::invalid("issuer", format!("`{other}` has this issuer in `{shared}` already")));
+        }
+        if introspects(existing) && introspects(&settings) {
+            return Err(ApiError::invalid(
+                "discovery.introspection",
+                format!("`{other}` introspects opaque tokens in `{shared}` already: an environment has one such key manager"),
+            ));
+        }
     }
     if settings.environments.is_empty() {
         return Err(ApiError::invalid("environments", "name at least one environment"));

@@ -94,6 +94,16 @@ pub(super) fn load(
     problems: &mut Vec<Problem>,
 ) -> HashMap<String, Issuer> {
     let mut issuers = HashMap::new();
+    // An opaque token names no issuer: it could only be sent to every provider that
+    // introspects, each then seeing the others' tokens.
+    let introspecting =
+        configs.iter().enumerate().filter(|(_, config)| config.discovery.as_ref().is_some_and(|d| d.introspection.is_some()));
+    for (i, _) in introspecting.skip(1) {
+        problems.push(Problem {
+            path: format!("jwt_issuers[{i}].discovery.introspection"),
+            reason: "only one issuer may introspect opaque tokens (they name no issuer)".to_owned(),
+        });
+    }
     for (i, config) in configs.iter().enumerate() {
         let at = format!("jwt_issuers[{i}]");
         let problems_before = problems.len();

@@ -151,8 +151,11 @@ fn introspected(issuer: &Issuer, answer: &Answer, now: u64) -> Result<VerifiedTo
     if !for_us {
         return Err(KeyError::InvalidClaims("`aud` names no accepted audience".to_owned()));
     }
-    if members.get("token_type").and_then(Value::as_str).is_some_and(|kind| kind.eq_ignore_ascii_case("refresh_token")) {
-        return Err(KeyError::InvalidClaims("a refresh token is not an access token".to_owned()));
+    // RFC 7662 §2.2: a bearer access token, when the answer says (not a refresh token, nor
+    // one bound to a proof this gateway does not check).
+    let bearer = |kind: &str| kind.eq_ignore_ascii_case("bearer") || kind.eq_ignore_ascii_case("access_token");
+    if members.get("token_type").is_some_and(|kind| !kind.as_str().is_some_and(bearer)) {
+        return Err(KeyError::InvalidClaims("not a bearer access token".to_owned()));
     }
     token_of(issuer, members, text.to_owned(), expires_at)
 }

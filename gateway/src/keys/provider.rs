@@ -42,12 +42,28 @@ use crate::tls;
 
 /// Time allowed for one fetch or question, connection included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a request waits for the provider, whatever it waits for.
+const WAIT_LIMIT: Duration = Duration::from_secs(5);
 /// The largest discovery document, JWKS or introspection answer read.
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
-/// Introspection answers kept, per provider.
+/// Introspection answers kept, per provider: as many, and at most as many bytes.
 const ANSWERS_KEPT: usize = 100_000;
-/// Questions to a provider in flight at once; more wait for a place.
+const ANSWERS_BYTES: u64 = 32 << 20;
+/// Questions to a provider in flight at once; a token that would make one more is refused
+/// (a flood of made-up tokens must not hold every thread).
 const QUESTIONS_IN_FLIGHT: usize = 64;
+
+thread_local! {
+    /// How long this thread has waited for providers since it was last asked (see
+    /// [`take_time_waited`]).
+    static WAITED: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
+
+/// How long the calling thread waited for OpenID providers since the last call: a policy
+/// whose host call waited gets that time back on its deadline.
+pub fn take_time_waited() -> Duration {
+    WAITED.replace(Duration::ZERO)
+}
 
 /// The providers a gateway keeps up with, shared by its snapshots: a provider's keys and
 /// answers outlive a change of configuration that keeps it as it was.
@@ -110,8 +126,9 @@ pub(crate) struct Provider {
     /// `Basic` credentials for the introspection endpoint.
     introspection_credentials: Option<HeaderValue>,
     /// Answers, by the sha256 of the token (the token itself is not kept).
-    answers: Cache<[u8; 32], Arc<Answer>>,
+    answers: Cache<[u8; 32], Arc<Answer>, AnswerWeight>,
     questions: tokio::sync::Semaphore,
+    complaint: Complaint,
 }
 
 /// What a provider publishes: its keys, and where it introspects.
@@ -167,8 +184,9 @@ impl Provider {
             published: ArcSwapOption::empty(),
             last_fetch: tokio::sync::Mutex::new(None),
             introspection_credentials,
-            answers: Cache::new(ANSWERS_KEPT),
+            answers: Cache::with_weighter(ANSWERS_KEPT, ANSWERS_BYTES, AnswerWeight),
             questions: tokio::sync::Semaphore::new(QUESTIONS_IN_FLIGHT),
+            complaint: Complaint::default(),
         })
     }
 
@@ -223,7 +241,9 @@ impl Provider {
                         Ok(answer)
                     }
                     None => {
-                        tracing::warn!(issuer = %self.issuer, %reason, "introspection failed; the token is refused");
+                        if self.complaint.due() {
+                            tracing::warn!(issuer = %self.issuer, %reason, "introspection failed; the token is refused");
+                        }
                         Err(KeyError::Unknown)
                     }
                 }
@@ -266,6 +286,9 @@ impl Provider {
         if document.issuer != self.issuer {
             return Err(format!("{url} names the issuer `{}`", document.issuer));
         }
+        for endpoint in [Some(&document.jwks_uri), document.introspection_endpoint.as_ref()].into_iter().flatten() {
+            check_endpoint(endpoint)?;
+        }
         let jwks: JwkSet = self.get_json(&document.jwks_uri).await?;
         let (keys, problems) = provider_keys(&jwks, &self.algorithms);
         for problem in problems {
@@ -299,7 +322,7 @@ impl Provider {
                     .ok_or("the provider names no introspection endpoint")?
             }
         };
-        let _place = self.questions.acquire().await.map_err(|_| "closed".to_owned())?;
+        let _place = self.questions.try_acquire().map_err(|_| format!("{QUESTIONS_IN_FLIGHT} questions in flight already"))?;
         let body = format!("token={}&token_type_hint=access_token", form_encoded(token));
         let request = Request::builder()
             .method(Method::POST)
@@ -326,6 +349,7 @@ impl Provider {
         let url = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
         let document: DiscoveryDocument = self.get_json(&url).await?;
         let endpoint = document.token_endpoint.ok_or_else(|| format!("{url} names no token endpoint"))?;
+        check_endpoint(&endpoint)?;
         let credentials = format!("{}:{}", form_encoded(client_id), form_encoded(client_secret));
         let request = Request::builder()
             .method(Method::POST)
@@ -342,8 +366,9 @@ impl Provider {
         let error =
             serde_json::from_slice::<Map<String, Value>>(&body).ok().and_then(|members| members.get("error")?.as_str().map(str::to_owned));
         match error.as_deref() {
-            Some("unauthorized_client" | "invalid_scope" | "invalid_target") => Ok(true),
-            Some("invalid_client") => Ok(false),
+            // Anything short of a token proves nothing: a provider may answer a public
+            // client's grant error without checking any secret.
+            Some(_) if status.is_client_error() => Ok(false),
             _ => Err(format!("{endpoint} answered {status}")),
         }
     }
@@ -405,17 +430,56 @@ async fn keep_up(provider: Weak<Provider>) {
 
 /// Run `future` to its end from synchronous code on a multi-threaded runtime's thread,
 /// handing the thread's other tasks over meanwhile; `None` where that cannot be done.
+/// At most [`WAIT_LIMIT`]; the time is added to what [`take_time_waited`] tells.
 fn block_on<T>(future: impl Future<Output = T>) -> Option<T> {
     let runtime = tokio::runtime::Handle::try_current().ok()?;
     if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
         return None;
     }
-    Some(tokio::task::block_in_place(|| runtime.block_on(future)))
+    let started = Instant::now();
+    let done = tokio::task::block_in_place(|| runtime.block_on(tokio::time::timeout(WAIT_LIMIT, future)));
+    WAITED.set(WAITED.get() + started.elapsed());
+    done.ok()
+}
+
+/// What an answer weighs in the cache: its text, and a fixed overhead.
+#[derive(Clone)]
+struct AnswerWeight;
+
+impl quick_cache::Weighter<[u8; 32], Arc<Answer>> for AnswerWeight {
+    fn weight(&self, _: &[u8; 32], answer: &Arc<Answer>) -> u64 {
+        256 + answer.active.as_ref().map_or(0, |(_, text)| 2 * text.len() as u64)
+    }
+}
+
+/// A warning said at most once a second (a provider down, or a flood of tokens, would
+/// otherwise write one per request).
+#[derive(Default)]
+struct Complaint {
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Complaint {
+    fn due(&self) -> bool {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.last.swap(now, std::sync::atomic::Ordering::Relaxed) != now
+    }
 }
 
 /// What `application/x-www-form-urlencoded` encodes: all but letters, digits and `*-._`
 /// (a space as `%20`, which decoders take as `+`).
 const FORM: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'*').remove(b'-').remove(b'.').remove(b'_');
+
+/// Whether a URL may carry keys, tokens or secrets: `https://`, or `http://` on a loopback
+/// address (as the issuer's own).
+fn check_endpoint(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if crate::network::is_loopback_host(uri.host().unwrap_or_default()) => Ok(()),
+        _ => Err(format!("`{url}` must be an https:// URL (http:// only on a loopback address)")),
+    }
+}
 
 /// `text` encoded for `application/x-www-form-urlencoded`.
 fn form_encoded(text: &str) -> String {
