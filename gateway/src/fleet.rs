@@ -26,6 +26,9 @@ use crate::{Gateway, OnFailedApi, process};
 
 /// The longest wait between two attempts to reach the control plane.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Where, in its cache folder, a gateway keeps the keys its OpenID providers last published.
+const PROVIDERS_DIR: &str = "providers";
+
 /// Where, in its cache or data folder, a gateway keeps the policies it compiled, unless its
 /// settings say `compiled_cache`.
 pub const COMPILED_DIR: &str = "compiled";
@@ -74,6 +77,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let compiled = options.settings.compiled_dir(&options.settings_dir, Some(cache.dir().join(COMPILED_DIR)));
     let gateway = Gateway::new(&options.settings, compiled.as_deref())?;
+    let providers = cache.dir().join(PROVIDERS_DIR);
+    gateway
+        .keep_provider_keys_in(&providers)
+        .map_err(|e| anyhow::anyhow!("cannot keep OpenID providers' keys in {}: {e}", providers.display()))?;
     start_from_cache(&gateway, &cache, &options.environment).await;
 
     gateway.report_usage(control_plane.clone(), &id, &options.settings);

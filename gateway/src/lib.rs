@@ -120,6 +120,12 @@ impl Gateway {
         }))
     }
 
+    /// Keep the keys OpenID providers last published in `dir`, and start from them: a gateway
+    /// restarted while a provider is away still verifies its tokens.
+    pub fn keep_provider_keys_in(&self, dir: &Path) -> std::io::Result<()> {
+        self.providers.keep_keys_in(dir)
+    }
+
     /// The live snapshot, if any.
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
         self.snapshot.load_full()

@@ -700,7 +700,7 @@ async fn pattern_5_an_outside_openid_provider_as_the_key_manager() {
     let cache = tempfile::tempdir().unwrap();
     let cp_url = format!("http://{}", control_plane.control_plane.unwrap());
     let gateway = start_gateway(&cp_url, token["token"].as_str().unwrap(), cache.path(), "snapshot applied");
-    let answers = async |token: &str| {
+    let answers = async |gateway: &PorticoProcess, token: &str| {
         let reply = client.get(&gateway.url("/outside/v1/x"), &[("authorization", &format!("Bearer {token}"))]).await.unwrap();
         reply.status
     };
@@ -708,48 +708,57 @@ async fn pattern_5_an_outside_openid_provider_as_the_key_manager() {
     // A JWT checked with the provider's keys, an opaque token by introspection.
     let jwt = provider.token(app_client, true).await;
     let opaque = provider.token(app_client, false).await;
-    eventually("the provider's JWT accepted", Duration::from_secs(10), async || answers(&jwt).await == StatusCode::OK).await;
-    assert_eq!(answers(&opaque).await, StatusCode::OK);
+    eventually("the provider's JWT accepted", Duration::from_secs(10), async || answers(&gateway, &jwt).await == StatusCode::OK).await;
+    assert_eq!(answers(&gateway, &opaque).await, StatusCode::OK);
     // A client no application maps is refused, JWT or opaque, and so is a made-up token.
-    assert_eq!(answers(&provider.token(other_client, true).await).await, StatusCode::UNAUTHORIZED);
-    assert_eq!(answers(&provider.token(other_client, false).await).await, StatusCode::UNAUTHORIZED);
-    assert_eq!(answers("made-up-opaque-token").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(answers(&gateway, &provider.token(other_client, true).await).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(answers(&gateway, &provider.token(other_client, false).await).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(answers(&gateway, "made-up-opaque-token").await, StatusCode::UNAUTHORIZED);
 
     // Revoked at the provider: refused once the gateway's cached answer is older than its
     // two seconds.
     provider.revoke(app_client, &opaque).await;
-    let took =
-        eventually("the revoked opaque token refused", Duration::from_secs(5), async || answers(&opaque).await == StatusCode::UNAUTHORIZED)
-            .await;
+    let took = eventually("the revoked opaque token refused", Duration::from_secs(5), async || {
+        answers(&gateway, &opaque).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
     println!("opaque token revoked at the provider refused after {took:?}");
 
     // Key rotation: the provider signs with a new key (publishing the old one too); the
     // gateway fetches its keys when it first sees the new `kid`.
     provider.restart_signing_with(&["key-2", "key-1"]);
     let rotated = provider.token(app_client, true).await;
-    assert_eq!(answers(&rotated).await, StatusCode::OK, "a token of the new key");
-    assert_eq!(answers(&jwt).await, StatusCode::OK, "a token of the old key, still published");
+    assert_eq!(answers(&gateway, &rotated).await, StatusCode::OK, "a token of the new key");
+    assert_eq!(answers(&gateway, &jwt).await, StatusCode::OK, "a token of the old key, still published");
     let opaque = provider.token(app_client, false).await;
-    assert_eq!(answers(&opaque).await, StatusCode::OK);
+    assert_eq!(answers(&gateway, &opaque).await, StatusCode::OK);
 
     // The provider down: known keys and answers keep valid tokens working past the cache
     // time; what was never answered is refused, never accepted for want of an answer.
     provider.stop();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(answers(&rotated).await, StatusCode::OK);
-    assert_eq!(answers(&opaque).await, StatusCode::OK);
-    assert_eq!(answers("another-made-up-opaque-token").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(answers(&gateway, &rotated).await, StatusCode::OK);
+    assert_eq!(answers(&gateway, &opaque).await, StatusCode::OK);
+    assert_eq!(answers(&gateway, "another-made-up-opaque-token").await, StatusCode::UNAUTHORIZED);
+    // A gateway restarted meanwhile starts from the keys it kept in its cache folder (its
+    // cached answers are gone: the opaque token is refused until the provider is back).
+    let mut gateway = gateway;
+    gateway.kill();
+    let ready = "serving the last-known-good snapshot from the cache";
+    let gateway = start_gateway(&cp_url, token["token"].as_str().unwrap(), cache.path(), ready);
+    assert_eq!(answers(&gateway, &rotated).await, StatusCode::OK, "a known key, kept across the restart");
+    assert_eq!(answers(&gateway, &opaque).await, StatusCode::UNAUTHORIZED);
     let forged = TestIssuer::new(&provider.issuer());
     let mut claims = forged.claims(OpenIdProvider::RESOURCE);
     claims["client_id"] = json!(app_client.0);
-    assert_eq!(answers(&forged.sign(&claims)).await, StatusCode::UNAUTHORIZED, "a key the provider never published");
+    assert_eq!(answers(&gateway, &forged.sign(&claims)).await, StatusCode::UNAUTHORIZED, "a key the provider never published");
 
     // Back, and the mapping removed: the client's tokens are refused.
     provider.restart_signing_with(&["key-2", "key-1"]);
     let reply = cp.call(Method::DELETE, &map, Some(&admin), None).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text());
     eventually("the unmapped client's tokens refused", Duration::from_secs(5), async || {
-        answers(&rotated).await == StatusCode::UNAUTHORIZED
+        answers(&gateway, &rotated).await == StatusCode::UNAUTHORIZED
     })
     .await;
 }

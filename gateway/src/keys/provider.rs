@@ -4,13 +4,17 @@
 //! yet; they are kept through the provider's outages. Its opaque tokens are asked about at its
 //! introspection endpoint (RFC 7662), and the answers cached: a fresh one for the configured
 //! time, an active one past it, until the token expires, only while the provider does not
-//! answer. A token is never accepted for want of an answer.
+//! answer. A token is never accepted for want of an answer. A gateway with a cache folder
+//! keeps each provider's last keys there, to start with them while the provider is away.
 //!
 //! Verification is synchronous (a policy's host call), so a fetch or a question that it must
 //! wait for blocks its thread, handing the thread's other tasks to the runtime meanwhile;
 //! that happens once per new key or per token and cache time, not per request.
 
 use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -29,7 +33,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use jsonwebtoken::Algorithm;
 use jsonwebtoken::jwk::JwkSet;
 use quick_cache::sync::Cache;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -75,18 +79,34 @@ pub struct Providers {
     runtime: Option<tokio::runtime::Handle>,
     /// Whether providers are only made to check their settings, never kept nor fetched from.
     checking_only: bool,
+    /// The folder where each provider's last fetched keys are kept, for a gateway that
+    /// restarts while its provider is away.
+    kept_in: Mutex<Option<PathBuf>>,
 }
 
 impl Default for Providers {
     fn default() -> Self {
-        Providers { live: Mutex::default(), runtime: tokio::runtime::Handle::try_current().ok(), checking_only: false }
+        Providers {
+            live: Mutex::default(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            checking_only: false,
+            kept_in: Mutex::default(),
+        }
     }
 }
 
 impl Providers {
     /// Providers made only to check their settings (a control plane's check).
     pub fn checking_only() -> Providers {
-        Providers { live: Mutex::default(), runtime: None, checking_only: true }
+        Providers { runtime: None, checking_only: true, ..Providers::default() }
+    }
+
+    /// Keep each provider's last fetched keys in `dir` (made for its owner only), and start
+    /// providers from what is kept there.
+    pub fn keep_keys_in(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        *self.kept_in.lock().unwrap_or_else(PoisonError::into_inner) = Some(dir.to_owned());
+        Ok(())
     }
 
     /// The provider of `issuer` configured by `discovery`, verifying `algorithms`: the live
@@ -99,10 +119,16 @@ impl Providers {
         {
             return Ok(provider);
         }
-        let provider = Arc::new(Provider::new(issuer, discovery, algorithms)?);
+        let mut provider = Provider::new(issuer, discovery, algorithms)?;
         if self.checking_only {
-            return Ok(provider);
+            return Ok(Arc::new(provider));
         }
+        if let Some(dir) = self.kept_in.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+            let digest: [u8; 32] = Sha256::digest(issuer.as_bytes()).into();
+            provider.kept = Some(dir.join(format!("{}.json", crate::contract::hex::encode(&digest))));
+            provider.restore();
+        }
+        let provider = Arc::new(provider);
         live.retain(|_, provider| provider.strong_count() > 0);
         live.insert(issuer.to_owned(), Arc::downgrade(&provider));
         if let Some(runtime) = &self.runtime {
@@ -120,6 +146,8 @@ pub(crate) struct Provider {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// The keys and endpoints of the last fetch that succeeded.
     published: ArcSwapOption<Published>,
+    /// The file they are kept in, if they are.
+    kept: Option<PathBuf>,
     /// When the last fetch began; held while fetching, so that who needs one waits for the
     /// fetch in flight rather than starting another.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
@@ -134,6 +162,14 @@ pub(crate) struct Provider {
 /// What a provider publishes: its keys, and where it introspects.
 pub(super) struct Published {
     pub(super) keys: Vec<VerificationKey>,
+    introspection_endpoint: Option<String>,
+}
+
+/// A provider's keys as kept on disk.
+#[derive(Serialize, Deserialize)]
+struct Kept {
+    issuer: String,
+    jwks: JwkSet,
     introspection_endpoint: Option<String>,
 }
 
@@ -182,6 +218,7 @@ impl Provider {
             algorithms: algorithms.to_vec(),
             client,
             published: ArcSwapOption::empty(),
+            kept: None,
             last_fetch: tokio::sync::Mutex::new(None),
             introspection_credentials,
             answers: Cache::with_weighter(ANSWERS_KEPT, ANSWERS_BYTES, AnswerWeight),
@@ -266,8 +303,9 @@ impl Provider {
     /// before. Whether the fetch succeeded.
     async fn fetch(&self) -> bool {
         match self.published_now().await {
-            Ok(published) => {
+            Ok((published, jwks)) => {
                 tracing::info!(issuer = %self.issuer, keys = published.keys.len(), "OpenID provider's keys fetched");
+                self.keep(&jwks, published.introspection_endpoint.as_deref());
                 self.published.store(Some(Arc::new(published)));
                 true
             }
@@ -279,7 +317,8 @@ impl Provider {
         }
     }
 
-    async fn published_now(&self) -> Result<Published, String> {
+    /// What the provider publishes now, and its JWKS as it came.
+    async fn published_now(&self) -> Result<(Published, JwkSet), String> {
         let url = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
         let document: DiscoveryDocument = self.get_json(&url).await?;
         // OpenID Connect Discovery §4.3: the document is the issuer's own.
@@ -297,7 +336,43 @@ impl Provider {
         if keys.is_empty() {
             return Err(format!("{} has no key for the allowed algorithms", document.jwks_uri));
         }
-        Ok(Published { keys, introspection_endpoint: document.introspection_endpoint })
+        Ok((Published { keys, introspection_endpoint: document.introspection_endpoint }, jwks))
+    }
+
+    /// Write what was fetched to the provider's file (to a temporary name, synced, then
+    /// renamed: a crash leaves the old file or the new one). A failure is only logged.
+    fn keep(&self, jwks: &JwkSet, introspection_endpoint: Option<&str>) {
+        let Some(file) = &self.kept else { return };
+        let kept =
+            Kept { issuer: self.issuer.clone(), jwks: jwks.clone(), introspection_endpoint: introspection_endpoint.map(str::to_owned) };
+        let written = serde_json::to_vec(&kept).map_err(std::io::Error::other).and_then(|text| {
+            let temporary = file.with_extension("json.tmp");
+            let mut out = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
+            out.write_all(&text)?;
+            out.sync_all()?;
+            std::fs::rename(&temporary, file)
+        });
+        if let Err(e) = written {
+            tracing::warn!(issuer = %self.issuer, file = %file.display(), error = %e, "cannot keep the OpenID provider's keys");
+        }
+    }
+
+    /// Start from the keys kept in the provider's file, if there are usable ones.
+    fn restore(&self) {
+        let Some(file) = &self.kept else { return };
+        let Ok(text) = std::fs::read(file) else { return };
+        let kept = match serde_json::from_slice::<Kept>(&text) {
+            Ok(kept) if kept.issuer == self.issuer => kept,
+            _ => {
+                tracing::warn!(issuer = %self.issuer, file = %file.display(), "the kept keys of the OpenID provider do not read; ignored");
+                return;
+            }
+        };
+        let (keys, _) = provider_keys(&kept.jwks, &self.algorithms);
+        if !keys.is_empty() {
+            tracing::info!(issuer = %self.issuer, keys = keys.len(), "OpenID provider's keys as kept at the last fetch");
+            self.published.store(Some(Arc::new(Published { keys, introspection_endpoint: kept.introspection_endpoint })));
+        }
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, String> {
