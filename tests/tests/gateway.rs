@@ -348,7 +348,9 @@ async fn an_endless_loop_is_stopped_at_its_deadline_while_other_routes_serve() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_hungry_and_recursive_policies_are_stopped() {
     let upstream = MockUpstream::start().await;
-    let grow = "      - policy: misbehave\n        config: {mode: grow}\n        memory: 32MiB\n";
+    // A second of time, so that on a loaded machine the memory limit, not the deadline, is
+    // what stops the growth.
+    let grow = "      - policy: misbehave\n        config: {mode: grow}\n        memory: 32MiB\n        timeout: 1s\n";
     let recurse = "      - policy: misbehave\n        config: {mode: recurse}\n";
     let apis = format!(
         "{}{}{}",
