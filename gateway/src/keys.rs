@@ -267,16 +267,17 @@ impl KeyStore {
     /// [`Self::verify_jwt`] with the clock of the cache check given (Unix seconds); a fresh
     /// verification always uses the real clock.
     fn verify_jwt_at(&self, token: &str, now: u64) -> Result<Arc<VerifiedToken>, KeyError> {
-        if !jwt::is_jwt(token) {
-            // Not cached here: the provider's answers are, for their own time.
-            return self.issuers.introspect(token, now).map(Arc::new).and_then(|verified| self.admit(verified));
-        }
+        // Only JWTs are cached here, so a hit is one (the shape is checked on a miss only).
         if let Some(cached) = self.tokens.get(token) {
             if now > cached.valid_until {
                 self.tokens.remove_if(token, |entry| Arc::ptr_eq(&entry.verified, &cached.verified));
                 return Err(KeyError::Expired);
             }
             return self.admit(cached.verified);
+        }
+        if !jwt::is_jwt(token) {
+            // Not cached here: the provider's answers are, for their own time.
+            return self.issuers.introspect(token, now).map(Arc::new).and_then(|verified| self.admit(verified));
         }
         let (verified, valid_until) = self.issuers.verify(token, now)?;
         let verified = Arc::new(verified);

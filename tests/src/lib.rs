@@ -1330,26 +1330,27 @@ impl OpenIdProvider {
 
     /// An access token for `client`: a JWT when `jwt`, else opaque.
     pub async fn token(&self, client: (&str, &str), jwt: bool) -> String {
-        let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{}:{}", client.0, client.1));
         let mut form = "grant_type=client_credentials&scope=read".to_owned();
         if jwt {
             form.push_str("&resource=https%3A%2F%2Fapi.portico.test");
         }
-        let headers = [("authorization", format!("Basic {basic}")), ("content-type", "application/x-www-form-urlencoded".to_owned())];
-        let headers: Vec<(&str, &str)> = headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
-        let reply = HttpClient::default().send(Method::POST, &format!("{}/token", self.issuer()), &headers, form).await.unwrap();
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let reply = self.post_as(client, "/token", form).await;
         reply.json()["access_token"].as_str().unwrap().to_owned()
     }
 
     /// Revoke `token` as `client`, to whom it was issued (RFC 7009).
     pub async fn revoke(&self, client: (&str, &str), token: &str) {
+        self.post_as(client, "/token/revocation", format!("token={token}")).await;
+    }
+
+    /// POST `form` to `path` as `client` (id, secret); the answer, which must be 200.
+    async fn post_as(&self, client: (&str, &str), path: &str, form: String) -> Reply {
         let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{}:{}", client.0, client.1));
-        let headers = [("authorization", format!("Basic {basic}")), ("content-type", "application/x-www-form-urlencoded".to_owned())];
-        let headers: Vec<(&str, &str)> = headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
-        let url = format!("{}/token/revocation", self.issuer());
-        let reply = HttpClient::default().send(Method::POST, &url, &headers, format!("token={token}")).await.unwrap();
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let authorization = format!("Basic {basic}");
+        let headers = [("authorization", authorization.as_str()), ("content-type", "application/x-www-form-urlencoded")];
+        let reply = HttpClient::default().send(Method::POST, &format!("{}{path}", self.issuer()), &headers, form).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text());
+        reply
     }
 
     /// The fixture's folder with its packages installed (once per lockfile).

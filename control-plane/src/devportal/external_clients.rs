@@ -131,8 +131,9 @@ pub async fn map(
         .bind(&body.client_id)
         .fetch_optional(&state.db.pool)
         .await?;
+    let mapped_elsewhere = || ApiError::Conflict(format!("another application maps the client `{}` of `{key_manager}`", body.client_id));
     if taken.is_some_and(|holder| holder != id) {
-        return Err(ApiError::Conflict(format!("another application maps the client `{}` of `{key_manager}`", body.client_id)));
+        return Err(mapped_elsewhere());
     }
     match check::openid_client(&issuer, &body.client_id, &body.client_secret).await {
         Ok(true) => {}
@@ -159,9 +160,7 @@ pub async fn map(
         .execute(&mut *change)
         .await
         .map_err(|e| match e {
-            sqlx::Error::Database(e) if e.is_unique_violation() => {
-                ApiError::Conflict(format!("another application maps the client `{}` of `{key_manager}`", body.client_id))
-            }
+            sqlx::Error::Database(e) if e.is_unique_violation() => mapped_elsewhere(),
             other => other.into(),
         })?;
     change.commit().await?;

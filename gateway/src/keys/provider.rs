@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 
 use super::KeyError;
 use super::claims::numeric_date;
-use super::verification_key::{VerificationKey, provider_keys};
+use super::verification_key::{VerificationKey, knows_kid, provider_keys};
 use crate::contract::environment::Discovery;
 use crate::error::causes;
 use crate::tls;
@@ -193,25 +193,16 @@ pub(super) struct Answer {
 
 impl Provider {
     pub(crate) fn new(issuer: &str, discovery: &Discovery, algorithms: &[Algorithm]) -> Result<Provider, String> {
-        let uri: http::Uri = issuer.parse().map_err(|_| format!("the issuer `{issuer}` is not a URL"))?;
-        let host = uri.host().unwrap_or_default();
-        let tls = match uri.scheme_str() {
-            Some("https") => {
-                let trust = discovery.ca.as_deref().map_or(tls::Trust::System, tls::Trust::Pem);
-                Some(tls::client_config(trust).map_err(|e| format!("the provider's CA certificates: {e}"))?)
-            }
-            Some("http") if crate::network::is_loopback_host(host) => None,
-            _ => return Err(format!("the issuer `{issuer}` must be an https:// URL (http:// only on a loopback address)")),
+        let tls = if check_endpoint(issuer)?.scheme_str() == Some("https") {
+            let trust = discovery.ca.as_deref().map_or(tls::Trust::System, tls::Trust::Pem);
+            Some(tls::client_config(trust).map_err(|e| format!("the provider's CA certificates: {e}"))?)
+        } else {
+            None
         };
         let connector = tls::connector(tls, REQUEST_TIMEOUT, GaiResolver::new())?;
         let client = Client::builder(TokioExecutor::new()).timer(TokioTimer::new()).pool_timer(TokioTimer::new()).build(connector);
-        let introspection_credentials = discovery.introspection.as_ref().map(|introspection| {
-            // RFC 6749 §2.3.1: each part form-encoded before the Basic encoding.
-            let credentials = format!("{}:{}", form_encoded(&introspection.client_id), form_encoded(&introspection.client_secret));
-            let mut value = HeaderValue::from_str(&format!("Basic {}", STANDARD.encode(credentials))).expect("base64 is a header value");
-            value.set_sensitive(true);
-            value
-        });
+        let introspection_credentials =
+            discovery.introspection.as_ref().map(|introspection| basic(&introspection.client_id, &introspection.client_secret));
         Ok(Provider {
             issuer: issuer.to_owned(),
             discovery: discovery.clone(),
@@ -232,11 +223,11 @@ impl Provider {
         self.published.load_full()
     }
 
-    /// [`Self::keys`], fetched again first when they do not have `kid` (`has` tells) and the
-    /// last fetch is older than the interval allowed.
-    pub(super) fn keys_knowing(&self, kid: &str, has: fn(&[VerificationKey], &str) -> bool) -> Option<Arc<Published>> {
+    /// [`Self::keys`], fetched again first when they do not have `kid` and the last fetch is
+    /// older than the interval allowed.
+    pub(super) fn keys_knowing(&self, kid: &str) -> Option<Arc<Published>> {
         let published = self.keys();
-        if published.as_ref().is_some_and(|published| has(&published.keys, kid)) {
+        if published.as_ref().is_some_and(|published| knows_kid(&published.keys, kid)) {
             return published;
         }
         block_on(self.fetch_unless_recent());
@@ -319,15 +310,7 @@ impl Provider {
 
     /// What the provider publishes now, and its JWKS as it came.
     async fn published_now(&self) -> Result<(Published, JwkSet), String> {
-        let url = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
-        let document: DiscoveryDocument = self.get_json(&url).await?;
-        // OpenID Connect Discovery §4.3: the document is the issuer's own.
-        if document.issuer != self.issuer {
-            return Err(format!("{url} names the issuer `{}`", document.issuer));
-        }
-        for endpoint in [Some(&document.jwks_uri), document.introspection_endpoint.as_ref()].into_iter().flatten() {
-            check_endpoint(endpoint)?;
-        }
+        let document = self.discovery_document().await?;
         let jwks: JwkSet = self.get_json(&document.jwks_uri).await?;
         let (keys, problems) = provider_keys(&jwks, &self.algorithms);
         for problem in problems {
@@ -373,6 +356,21 @@ impl Provider {
             tracing::info!(issuer = %self.issuer, keys = keys.len(), "OpenID provider's keys as kept at the last fetch");
             self.published.store(Some(Arc::new(Published { keys, introspection_endpoint: kept.introspection_endpoint })));
         }
+    }
+
+    /// The provider's discovery document: its own (OpenID Connect Discovery §4.3), and every
+    /// endpoint it names one that may carry keys, tokens or secrets.
+    async fn discovery_document(&self) -> Result<DiscoveryDocument, String> {
+        let url = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
+        let document: DiscoveryDocument = self.get_json(&url).await?;
+        if document.issuer != self.issuer {
+            return Err(format!("{url} names the issuer `{}`", document.issuer));
+        }
+        let endpoints = [Some(&document.jwks_uri), document.introspection_endpoint.as_ref(), document.token_endpoint.as_ref()];
+        for endpoint in endpoints.into_iter().flatten() {
+            check_endpoint(endpoint)?;
+        }
+        Ok(document)
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, String> {
@@ -421,15 +419,12 @@ impl Provider {
     /// its token endpoint grants them a client-credentials token, or refuses them the grant
     /// only (`unauthorized_client`: authenticated, RFC 6749 §5.2).
     pub(crate) async fn accepts_client(&self, client_id: &str, client_secret: &str) -> Result<bool, String> {
-        let url = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
-        let document: DiscoveryDocument = self.get_json(&url).await?;
-        let endpoint = document.token_endpoint.ok_or_else(|| format!("{url} names no token endpoint"))?;
-        check_endpoint(&endpoint)?;
-        let credentials = format!("{}:{}", form_encoded(client_id), form_encoded(client_secret));
+        let document = self.discovery_document().await?;
+        let endpoint = document.token_endpoint.ok_or_else(|| format!("{} names no token endpoint", self.issuer))?;
         let request = Request::builder()
             .method(Method::POST)
             .uri(&endpoint)
-            .header(AUTHORIZATION, format!("Basic {}", STANDARD.encode(credentials)))
+            .header(AUTHORIZATION, basic(client_id, client_secret))
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
             .body(Full::new(Bytes::from_static(b"grant_type=client_credentials")))
@@ -541,17 +536,26 @@ impl Complaint {
     }
 }
 
+/// `Basic` credentials of a client (RFC 6749 §2.3.1: each part form-encoded first), marked
+/// sensitive.
+fn basic(client_id: &str, client_secret: &str) -> HeaderValue {
+    let credentials = format!("{}:{}", form_encoded(client_id), form_encoded(client_secret));
+    let mut value = HeaderValue::from_str(&format!("Basic {}", STANDARD.encode(credentials))).expect("base64 is a header value");
+    value.set_sensitive(true);
+    value
+}
+
 /// What `application/x-www-form-urlencoded` encodes: all but letters, digits and `*-._`
 /// (a space as `%20`, which decoders take as `+`).
 const FORM: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'*').remove(b'-').remove(b'.').remove(b'_');
 
-/// Whether a URL may carry keys, tokens or secrets: `https://`, or `http://` on a loopback
-/// address (as the issuer's own).
-fn check_endpoint(url: &str) -> Result<(), String> {
+/// `url` parsed, if it may carry keys, tokens or secrets: `https://`, or `http://` on a
+/// loopback address.
+fn check_endpoint(url: &str) -> Result<http::Uri, String> {
     let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
     match uri.scheme_str() {
-        Some("https") => Ok(()),
-        Some("http") if crate::network::is_loopback_host(uri.host().unwrap_or_default()) => Ok(()),
+        Some("https") => Ok(uri),
+        Some("http") if crate::network::is_loopback_host(uri.host().unwrap_or_default()) => Ok(uri),
         _ => Err(format!("`{url}` must be an https:// URL (http:// only on a loopback address)")),
     }
 }
