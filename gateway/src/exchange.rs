@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::keys::Identity;
 
 /// Where a request was routed, shared by every request of the operation.
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug)]
 pub struct RouteInfo {
     /// The API's name.
     pub api_name: String,
@@ -18,6 +18,45 @@ pub struct RouteInfo {
     pub api_version: String,
     /// The operation, as `METHOD /template`.
     pub operation: String,
+    /// The three as the access log's JSON members (`,"api":…,"operation":"…"`), written
+    /// once here rather than escaped again on every line; also what routes hash and compare
+    /// by, as it says all three.
+    log_members: Box<[u8]>,
+}
+
+impl RouteInfo {
+    /// The route to `operation` (`METHOD /template`) of API `api_name` `api_version`.
+    pub fn new(api_name: String, api_version: String, operation: String) -> Self {
+        let mut members = Vec::new();
+        for (key, value) in
+            [(&b",\"api\":\""[..], &api_name), (b"\",\"api_version\":\"", &api_version), (b"\",\"operation\":\"", &operation)]
+        {
+            members.extend_from_slice(key);
+            crate::json_string::write(&mut members, value);
+        }
+        members.push(b'"');
+        Self { api_name, api_version, operation, log_members: members.into() }
+    }
+
+    /// The route as the access log's JSON members, each after a comma.
+    pub(crate) fn log_members(&self) -> &[u8] {
+        &self.log_members
+    }
+}
+
+impl PartialEq for RouteInfo {
+    fn eq(&self, other: &Self) -> bool {
+        // Requests of one operation share its route: most comparisons end at the address.
+        std::ptr::eq(self, other) || self.log_members == other.log_members
+    }
+}
+
+impl Eq for RouteInfo {}
+
+impl std::hash::Hash for RouteInfo {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.log_members.hash(state);
+    }
 }
 
 /// A body as the policies see it.

@@ -34,6 +34,7 @@ mod body;
 mod config;
 #[cfg(test)]
 mod fuzz;
+mod json_string;
 mod listener;
 mod network;
 mod records;

@@ -177,7 +177,7 @@ mod tests {
                 path: "/pets/v1/items/\"1\"".into(),
             }),
             status,
-            route: Some(Arc::new(RouteInfo { api_name: "pets".into(), api_version: "v1".into(), operation: "GET /items/{id}".into() })),
+            route: Some(Arc::new(RouteInfo::new("pets".into(), "v1".into(), "GET /items/{id}".into()))),
             application: Some("app-1".into()),
             subscription: None,
             duration: Duration::from_micros(2_500),

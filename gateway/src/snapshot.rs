@@ -263,7 +263,7 @@ impl Snapshot {
 }
 
 fn route_info(api: &ApiConfig, operation: &str) -> Arc<RouteInfo> {
-    Arc::new(RouteInfo { api_name: api.name.clone(), api_version: api.version.clone(), operation: operation.to_owned() })
+    Arc::new(RouteInfo::new(api.name.clone(), api.version.clone(), operation.to_owned()))
 }
 
 /// Whether a blocking condition names the API (by its context).

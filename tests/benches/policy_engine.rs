@@ -81,7 +81,7 @@ fn exchange(headers: &[(&str, &str)], identity: Option<Identity>) -> Box<Exchang
         request_body_replaced: false,
         client_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
         client_certificate: None,
-        route: Arc::new(RouteInfo { api_name: "bench".into(), api_version: "v1".into(), operation: "GET /items/{id}".into() }),
+        route: Arc::new(RouteInfo::new("bench".into(), "v1".into(), "GET /items/{id}".into())),
         identity,
         attributes: Vec::new(),
         response_headers: Vec::new(),

@@ -97,7 +97,7 @@ fn exchange(allow: &str) -> Box<Exchange> {
         request_body_replaced: false,
         client_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
         client_certificate: None,
-        route: Arc::new(RouteInfo { api_name: "shop".into(), api_version: "v1".into(), operation: "GET /items/{id}".into() }),
+        route: Arc::new(RouteInfo::new("shop".into(), "v1".into(), "GET /items/{id}".into())),
         identity: None,
         attributes: Vec::new(),
         response_headers: Vec::new(),
