@@ -10,7 +10,6 @@ use bytes::Bytes;
 use crate::keys::Identity;
 
 /// Where a request was routed, shared by every request of the operation.
-#[derive(Debug)]
 pub struct RouteInfo {
     /// The API's name.
     pub api_name: String,
@@ -41,6 +40,16 @@ impl RouteInfo {
     /// The route as the access log's JSON members, each after a comma.
     pub(crate) fn log_members(&self) -> &[u8] {
         &self.log_members
+    }
+}
+
+impl std::fmt::Debug for RouteInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteInfo")
+            .field("api_name", &self.api_name)
+            .field("api_version", &self.api_version)
+            .field("operation", &self.operation)
+            .finish_non_exhaustive()
     }
 }
 
