@@ -1,7 +1,7 @@
 //! JSON string literals written by hand, for the access log's lines: the text between the
 //! quotes, escaped as JSON requires (`"`, `\` and control characters) and nothing more.
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+use crate::contract::hex;
 
 /// Every byte of a word.
 const ONES: u64 = u64::from_ne_bytes([1; 8]);
@@ -17,13 +17,17 @@ pub fn write(out: &mut Vec<u8>, value: &str) {
     }
     let mut plain = 0;
     for (i, &byte) in bytes.iter().enumerate() {
+        let mut control = *b"\\u0000";
         let escaped: &[u8] = match byte {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
             b'\n' => b"\\n",
             b'\r' => b"\\r",
             b'\t' => b"\\t",
-            0..0x20 => &[b'\\', b'u', b'0', b'0', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]],
+            0..0x20 => {
+                hex::encode_into(&[byte], &mut control[4..]);
+                &control
+            }
             _ => continue,
         };
         out.extend_from_slice(&bytes[plain..i]);
