@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -96,7 +96,8 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -
             (error.into_response(), Served::default())
         }
     };
-    let elapsed = started.elapsed();
+    let finished = Instant::now();
+    let elapsed = finished - started;
     let status = response.status().as_u16();
     match &served.operation {
         Some(operation) => {
@@ -124,7 +125,7 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -
         && (line.is_some() || (served.operation.is_some() && recorder.tallying()))
     {
         recorder.push(Record {
-            at: SystemTime::now(),
+            at: finished,
             line,
             status,
             route: served.operation.map(|operation| operation.route.clone()),

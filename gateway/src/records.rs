@@ -10,7 +10,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_queue::ArrayQueue;
 use prometheus_client::metrics::counter::Counter;
@@ -24,8 +24,9 @@ const IDLE_WAIT: Duration = Duration::from_millis(20);
 /// What one request left behind.
 #[derive(Debug)]
 pub struct Record {
-    /// When the response head was ready.
-    pub at: SystemTime,
+    /// When the response head was ready (made wall-clock time on the records thread,
+    /// which spares the request a reading of the wall clock).
+    pub at: Instant,
     /// What only its access-log line needs; `None` when the request is not logged.
     pub line: Option<RequestLine>,
     /// The response's status.
@@ -138,15 +139,21 @@ impl Recorder {
             let stopped = self.stopped.load(Ordering::Acquire);
             if !self.queue.is_empty() {
                 let mut tallies = self.usage.as_ref().map(|usage| usage.tallies());
+                let mut now = (Instant::now(), SystemTime::now());
                 while let Some(record) = self.queue.pop() {
+                    // A record queued after `now` was read gets a later reading.
+                    if record.at > now.0 {
+                        now = (Instant::now(), SystemTime::now());
+                    }
+                    let at = now.1 - now.0.duration_since(record.at);
                     if let (Some(out), Some(line)) = (&mut log, &record.line) {
-                        access_log::write(&mut clock, &record, line, &mut buffer);
+                        access_log::write(&mut clock, at, &record, line, &mut buffer);
                         if buffer.len() >= 60 * 1024 {
                             failing = access_log::flush(out, &mut buffer, failing);
                         }
                     }
                     if let (Some(tallies), Some(route)) = (&mut tallies, &record.route) {
-                        tallies.add(record.at, route, record.application, record.status, record.duration);
+                        tallies.add(at, route, record.application, record.status, record.duration);
                     }
                 }
             }
@@ -167,9 +174,14 @@ impl Recorder {
 mod tests {
     use super::*;
 
+    /// The wall-clock time the access log's tests write lines at.
+    pub(super) fn at() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)
+    }
+
     pub(super) fn record(status: u16) -> Record {
         Record {
-            at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            at: Instant::now(),
             line: Some(RequestLine {
                 trace_id: Some([0x4b; 16]),
                 client: IpAddr::from([10, 0, 0, 7]),
@@ -211,13 +223,23 @@ mod tests {
         let recorder = Recorder::start(Some(Box::new(file)), Some(usage.clone()), 16, Counter::default()).unwrap().unwrap();
         let mut unlogged = record(503);
         unlogged.line = None;
-        for record in [record(200), record(404), unlogged] {
+        // Answered a minute ago (a record stamps a monotonic instant; its line, the wall clock).
+        let mut earlier = record(404);
+        earlier.at = Instant::now().checked_sub(Duration::from_secs(60)).unwrap();
+        for record in [record(200), earlier, unlogged] {
             recorder.push(record);
         }
         recorder.stop();
         let lines = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(lines.lines().count(), 2, "{lines}");
+        let ago = |line: &str| {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            let at: jiff::Timestamp = line["time"].as_str().unwrap().parse().unwrap();
+            jiff::Timestamp::now().duration_since(at).as_secs_f64()
+        };
+        let ages: Vec<f64> = lines.lines().map(ago).collect();
+        assert!((0.0..5.0).contains(&ages[0]) && (60.0..65.0).contains(&ages[1]), "{ages:?}");
         let tallied: u64 = usage.tallies().take().values().map(|tally| tally.requests).sum();
         assert_eq!(tallied, 3);
     }

@@ -20,14 +20,14 @@ use hyper_util::client::legacy::connect::dns::GaiResolver;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
-    Span as _, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, TraceState, Tracer as _, TracerProvider as _,
+    Span as _, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::{HeaderExtractor, HttpClient, HttpError};
 use opentelemetry_otlp::{SpanExporter, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SdkTracer, SdkTracerProvider, ShouldSample};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, Sampler, SdkTracer, SdkTracerProvider};
 
 use crate::contract::hex;
 use crate::settings::TracesConfig;
@@ -42,9 +42,9 @@ const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 pub struct Traces {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
-    /// Whether a trace begun here is recorded: the SDK's rule on `sampling_ratio`, applied
-    /// before the SDK is asked for a span (which then records whatever this chose).
-    ratio: Sampler,
+    /// Whether a trace begun here is recorded, decided before the SDK is asked for a span
+    /// (which then records whatever this chose).
+    ratio: Ratio,
     ids: RandomIdGenerator,
 }
 
@@ -72,7 +72,7 @@ impl Traces {
             .with_resource(resource)
             .build();
         let tracer = provider.tracer("portico-gateway");
-        Ok(Self { provider, tracer, ratio: Sampler::TraceIdRatioBased(config.sampling_ratio), ids: RandomIdGenerator::default() })
+        Ok(Self { provider, tracer, ratio: Ratio::new(config.sampling_ratio), ids: RandomIdGenerator::default() })
     }
 
     /// Export what is left and stop.
@@ -85,14 +85,13 @@ impl Traces {
 
     /// The server span of a request from `client`, child of the trace context it sent.
     pub fn server_span<B>(&self, request: &Request<B>, client: Option<IpAddr>, tls: bool) -> SpanParent {
-        let parent = if request.headers().contains_key(TRACEPARENT) {
+        let parent = if has(request.headers(), &TRACEPARENT) {
             TraceContextPropagator::new().extract_with_context(&Context::new(), &HeaderExtractor(request.headers()))
         } else {
             // A trace begins here. Most are not recorded: they get their ids, for the log and
             // the upstream, and nothing of the SDK, whose span costs more than the rest.
             let trace_id = self.ids.new_trace_id();
-            let decision = self.ratio.should_sample(None, trace_id, "HTTP", &SpanKind::Server, &[], &[]).decision;
-            if decision == SamplingDecision::Drop {
+            if !self.ratio.records(trace_id) {
                 let span = SpanContext::new(trace_id, self.ids.new_span_id(), TraceFlags::default(), false, TraceState::NONE);
                 return SpanParent(Parent::Unrecorded(span));
             }
@@ -129,6 +128,33 @@ impl Traces {
         span.set_attributes(attributes);
         Some(ChildSpan(parent.with_span(span)))
     }
+}
+
+/// The SDK's `TraceIdRatioBased` rule (so that every service of a trace decides alike),
+/// with its bound worked out once instead of per request: a trace is recorded when its id's
+/// low 63 bits fall below `ratio` of their range.
+#[derive(Debug, Clone, Copy)]
+struct Ratio {
+    /// `None` when every trace is recorded.
+    below: Option<u64>,
+}
+
+impl Ratio {
+    fn new(ratio: f64) -> Self {
+        Self { below: (ratio < 1.0).then(|| (ratio.max(0.0) * (1u64 << 63) as f64) as u64) }
+    }
+
+    fn records(self, trace_id: TraceId) -> bool {
+        let Some(below) = self.below else { return true };
+        let low = u64::from_be_bytes(trace_id.to_bytes()[8..].try_into().expect("a trace id has 16 bytes"));
+        (low >> 1) < below
+    }
+}
+
+/// Whether `headers` has `name`: a look at each name, which costs a request less than a
+/// hashed lookup of a name that is not a standard one (requests carry few headers).
+fn has(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers.keys().any(|present| present == name)
 }
 
 fn protocol_version(version: http::Version) -> &'static str {
@@ -267,9 +293,10 @@ fn inject(span: &SpanContext, headers: &mut HeaderMap) {
         Ok(value) if !state.is_empty() => {
             headers.insert(TRACESTATE, value);
         }
-        _ => {
+        _ if has(headers, &TRACESTATE) => {
             headers.remove(TRACESTATE);
         }
+        _ => {}
     }
 }
 
@@ -362,6 +389,27 @@ mod tests {
         let mut headers = HeaderMap::new();
         inject(&SpanContext::empty_context(), &mut headers);
         assert!(headers.is_empty(), "an invalid context is not sent");
+    }
+
+    #[test]
+    fn a_trace_begun_here_is_recorded_as_the_sdk_s_ratio_sampler_decides() {
+        use opentelemetry_sdk::trace::{SamplingDecision, ShouldSample};
+        let ids = RandomIdGenerator::default();
+        // Random ids, and those at the edges of each bound.
+        let mut trace_ids: Vec<TraceId> = (0..2_000).map(|_| ids.new_trace_id()).collect();
+        for ratio in [0.0, 0.01, 0.5, 0.999_999, 1.0] {
+            let below = (ratio * (1u64 << 63) as f64) as u64;
+            for low in [below.saturating_sub(1), below, below.saturating_add(1)] {
+                trace_ids.extend([low << 1, (low << 1) | 1].map(|low| TraceId::from(u128::from(low) | (7 << 64))));
+            }
+        }
+        for ratio in [0.0, 0.01, 0.5, 0.999_999, 1.0] {
+            let sdk = Sampler::TraceIdRatioBased(ratio);
+            for &trace_id in &trace_ids {
+                let decision = sdk.should_sample(None, trace_id, "HTTP", &SpanKind::Server, &[], &[]).decision;
+                assert_eq!(Ratio::new(ratio).records(trace_id), decision != SamplingDecision::Drop, "{ratio} {trace_id}");
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,9 +45,9 @@ impl Clock {
 /// route ([`crate::exchange::RouteInfo`]) and most values need no escaping, which makes a
 /// line cost a fraction of what serde_json took (the records thread's share of a request
 /// with the log on).
-pub fn write(clock: &mut Clock, record: &Record, line: &RequestLine, out: &mut Vec<u8>) {
+pub fn write(clock: &mut Clock, at: SystemTime, record: &Record, line: &RequestLine, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"time\":\"");
-    clock.write(record.at, out);
+    clock.write(at, out);
     out.push(b'"');
     if let Some(id) = line.trace_id {
         let mut text = *b",\"trace_id\":\"00000000000000000000000000000000\"";
@@ -104,17 +104,18 @@ pub fn write(clock: &mut Clock, record: &Record, line: &RequestLine, out: &mut V
     out.extend_from_slice(b"}\n");
 }
 
-/// `opening` (`,"key":`) then milliseconds with microsecond precision, written from the
-/// right on the stack and appended at once. Inlined, so that `opening` is a constant.
-#[inline]
+/// `opening` (`,"key":`, at most 16 bytes) then milliseconds with microsecond precision,
+/// written from the right on the stack and appended at once. Inlined, so that `opening` is
+/// a constant.
+#[inline(always)]
 fn millis(out: &mut Vec<u8>, opening: &[u8], duration: Duration) {
     // In u64 (585,000 years), not the u128 of `as_micros`, whose division is a call.
     let micros = duration.as_secs().saturating_mul(1_000_000).saturating_add(u64::from(duration.subsec_micros()));
     let fraction = (micros % 1000) as u16;
-    // u64::MAX µs: 17 digits of milliseconds, the point and 3 decimals.
-    let mut text = [0u8; 21];
-    text[17..].copy_from_slice(&[b'.', b'0' + (fraction / 100) as u8, b'0' + (fraction / 10 % 10) as u8, b'0' + (fraction % 10) as u8]);
-    let (mut at, mut whole) = (17, micros / 1000);
+    // The opening, u64::MAX µs (17 digits of milliseconds), the point and 3 decimals.
+    let mut text = [0u8; 37];
+    text[33..].copy_from_slice(&[b'.', b'0' + (fraction / 100) as u8, b'0' + (fraction / 10 % 10) as u8, b'0' + (fraction % 10) as u8]);
+    let (mut at, mut whole) = (33, micros / 1000);
     loop {
         at -= 1;
         text[at] = b'0' + (whole % 10) as u8;
@@ -123,8 +124,9 @@ fn millis(out: &mut Vec<u8>, opening: &[u8], duration: Duration) {
             break;
         }
     }
-    out.extend_from_slice(opening);
-    out.extend_from_slice(&text[at..]);
+    let start = at - opening.len();
+    text[start..at].copy_from_slice(opening);
+    out.extend_from_slice(&text[start..]);
 }
 
 /// Where the lines of `config` go (nowhere when it is `off`), a file relative to `base_dir`.
@@ -162,28 +164,29 @@ pub fn flush(out: &mut Box<dyn Write + Send>, buffer: &mut Vec<u8>, failing: boo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::tests::record;
+    use crate::records::tests::{at, record};
 
     #[test]
     fn any_text_comes_back_whole_from_its_line() {
         let mut hostile = record(200);
         let mut line = hostile.line.take().unwrap();
-        line.path = "/\"quoted\"\\back\\slash\n\r\t\u{1}\u{1f}\u{7f}é€😀".into();
+        let path = "/\"quoted\"\\back\\slash\n\r\t\u{1}\u{1f}\u{7f}é€😀";
+        line.path = path.into();
         hostile.application = Some(String::from("\\\""));
         line.trace_id = None;
         hostile.upstream = None;
         hostile.duration = Duration::from_micros(12_345_678);
         let mut out = Vec::new();
-        write(&mut Clock::default(), &hostile, &line, &mut out);
+        write(&mut Clock::default(), at(), &hostile, &line, &mut out);
         let written: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(written["path"], line.path.as_str());
+        assert_eq!(written["path"], path);
         assert_eq!(written["application"], "\\\"");
         assert_eq!(written["duration_ms"], 12_345.678);
         assert!(written.get("trace_id").is_none() && written.get("upstream_ms").is_none(), "{written}");
         for client in ["0.0.0.0", "255.255.255.255", "192.168.10.7", "::1", "2001:db8::8a2e:370:7334", "::ffff:10.0.0.1"] {
             line.client = client.parse().unwrap();
             out.clear();
-            write(&mut Clock::default(), &hostile, &line, &mut out);
+            write(&mut Clock::default(), at(), &hostile, &line, &mut out);
             let written: serde_json::Value = serde_json::from_slice(&out).unwrap();
             assert_eq!(written["client"], client);
         }
@@ -223,7 +226,7 @@ mod tests {
     fn a_line_is_one_json_object() {
         let mut out = Vec::new();
         let record = record(200);
-        write(&mut Clock::default(), &record, record.line.as_ref().unwrap(), &mut out);
+        write(&mut Clock::default(), at(), &record, record.line.as_ref().unwrap(), &mut out);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.matches('\n').count(), 1);
         let line: serde_json::Value = serde_json::from_str(&text).unwrap();
