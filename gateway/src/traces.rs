@@ -141,7 +141,8 @@ struct Ratio {
 
 impl Ratio {
     fn new(ratio: f64) -> Self {
-        Self { below: (ratio < 1.0).then(|| (ratio.max(0.0) * (1u64 << 63) as f64) as u64) }
+        // Written as the SDK tests it, so that even a NaN decides alike (never recorded).
+        if ratio >= 1.0 { Self { below: None } } else { Self { below: Some((ratio.max(0.0) * (1u64 << 63) as f64) as u64) } }
     }
 
     fn records(self, trace_id: TraceId) -> bool {
@@ -403,7 +404,7 @@ mod tests {
                 trace_ids.extend([low << 1, (low << 1) | 1].map(|low| TraceId::from(u128::from(low) | (7 << 64))));
             }
         }
-        for ratio in [0.0, 0.01, 0.5, 0.999_999, 1.0] {
+        for ratio in [0.0, 0.01, 0.5, 0.999_999, 1.0, -1.0, 2.0, f64::NAN] {
             let sdk = Sampler::TraceIdRatioBased(ratio);
             for &trace_id in &trace_ids {
                 let decision = sdk.should_sample(None, trace_id, "HTTP", &SpanKind::Server, &[], &[]).decision;

@@ -109,6 +109,7 @@ pub fn write(clock: &mut Clock, at: SystemTime, record: &Record, line: &RequestL
 /// a constant.
 #[inline(always)]
 fn millis(out: &mut Vec<u8>, opening: &[u8], duration: Duration) {
+    debug_assert!(opening.len() <= 16, "a key of at most 16 bytes");
     // In u64 (585,000 years), not the u128 of `as_micros`, whose division is a call.
     let micros = duration.as_secs().saturating_mul(1_000_000).saturating_add(u64::from(duration.subsec_micros()));
     let fraction = (micros % 1000) as u16;
@@ -204,6 +205,9 @@ mod tests {
         let mut out = Vec::new();
         millis(&mut out, b"", Duration::MAX);
         assert_eq!(out, b"18446744073709551.615", "saturates");
+        out.clear();
+        millis(&mut out, b",\"duration_ms\":", Duration::MAX);
+        assert_eq!(out, b",\"duration_ms\":18446744073709551.615", "the longest key with the most digits");
     }
 
     #[test]
