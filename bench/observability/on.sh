@@ -8,11 +8,17 @@
 # with all three off:
 #   python3 bench/run.py --only portico --cases '^S[12] ' --portico target/release/portico \
 #     --baseline bench/observability/on.sh
+# PARTS (default "log traces analytics") turns on only the parts it names, to measure each
+# alone: PARTS=traces python3 bench/run.py ... --baseline bench/observability/on.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 portico=${PORTICO:-$here/../../target/release/portico}
 work=$(mktemp -d /tmp/portico-observability-XXXXXX)
 receiver_port=${OTLP_PORT:-18095}
+parts=${PARTS:-log traces analytics}
+for part in $parts; do
+    case "$part" in log | traces | analytics) ;; *) echo "PARTS: unknown part '$part' (log, traces, analytics)" >&2; exit 2 ;; esac
+done
 # A receiver of OTLP/HTTP that takes every export, for as long as a benchmark round may last.
 timeout 3600 python3 - "$receiver_port" >"$work/receiver.log" 2>&1 <<'PY' &
 import http.server, sys
@@ -27,13 +33,18 @@ PY
 args=()
 while [ $# -gt 0 ]; do
     case "$1" in
-        --access-log) args+=(--access-log "$work/access.log"); shift 2 ;;
+        --access-log)
+            if [[ " $parts " == *" log "* ]]; then args+=(--access-log "$work/access.log"); else args+=("$1" "$2"); fi
+            shift 2 ;;
         --config)
-            python3 - "$2" "$work/portico.json" "$receiver_port" <<'PY'
+            python3 - "$2" "$work/portico.json" "$receiver_port" "$parts" <<'PY'
 import json, sys
 config = json.load(open(sys.argv[1]))
-config["traces"] = {"endpoint": f"http://127.0.0.1:{sys.argv[3]}/v1/traces", "sampling_ratio": 0.01}
-config["analytics"] = {"report_every": "10s"}
+parts = sys.argv[4].split()
+if "traces" in parts:
+    config["traces"] = {"endpoint": f"http://127.0.0.1:{sys.argv[3]}/v1/traces", "sampling_ratio": 0.01}
+if "analytics" in parts:
+    config["analytics"] = {"report_every": "10s"}
 json.dump(config, open(sys.argv[2], "w"))
 PY
             args+=(--config "$work/portico.json"); shift 2 ;;
