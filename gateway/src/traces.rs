@@ -147,7 +147,8 @@ impl Ratio {
 
     fn records(self, trace_id: TraceId) -> bool {
         let Some(below) = self.below else { return true };
-        let low = u64::from_be_bytes(trace_id.to_bytes()[8..].try_into().expect("a trace id has 16 bytes"));
+        // The id's low eight bytes, read big-endian as the SDK reads them.
+        let low = u128::from_be_bytes(trace_id.to_bytes()) as u64;
         (low >> 1) < below
     }
 }
