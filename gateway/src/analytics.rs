@@ -122,9 +122,10 @@ impl Tally {
 }
 
 impl Tallies {
-    /// Tally a request of `application` answered `status` at `at` after `duration`.
-    pub fn add(&mut self, at: SystemTime, route: &Arc<RouteInfo>, application: Option<String>, status: u16, duration: Duration) {
-        let minute = at.duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs() / 60 * 60);
+    /// Tally a request of `application` answered `status` at `at` (since the Unix epoch)
+    /// after `duration`.
+    pub fn add(&mut self, at: Duration, route: &Arc<RouteInfo>, application: Option<String>, status: u16, duration: Duration) {
+        let minute = at.as_secs() / 60 * 60;
         let class = (status / 100).clamp(1, 5) as u8;
         let key = Key { minute, route: route.clone(), application, class };
         let tally = self.0.entry(key).or_default();
@@ -328,7 +329,7 @@ mod tests {
     #[test]
     fn requests_are_tallied_by_minute_route_application_and_class() {
         let usage = Usage::default();
-        let at = UNIX_EPOCH + Duration::from_secs(600 + 59);
+        let at = Duration::from_secs(600 + 59);
         let (list, get) = (route("GET /pets"), route("GET /pets/{id}"));
         let mut tallies = usage.tallies();
         tallies.add(at, &list, Some("app-1".into()), 200, Duration::from_micros(900));

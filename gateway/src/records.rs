@@ -139,13 +139,15 @@ impl Recorder {
             let stopped = self.stopped.load(Ordering::Acquire);
             if !self.queue.is_empty() {
                 let mut tallies = self.usage.as_ref().map(|usage| usage.tallies());
-                let mut now = (Instant::now(), SystemTime::now());
+                let mut now = (Instant::now(), since_epoch(SystemTime::now()));
                 while let Some(record) = self.queue.pop() {
                     // A record queued after `now` was read gets a later reading.
                     if record.at > now.0 {
-                        now = (Instant::now(), SystemTime::now());
+                        now = (Instant::now(), since_epoch(SystemTime::now()));
                     }
-                    let at = now.1 - now.0.duration_since(record.at);
+                    // Worked out once per record, as a `Duration`: each step through
+                    // `SystemTime` costs a checked subtraction of timespecs.
+                    let at = now.1.saturating_sub(now.0.duration_since(record.at));
                     if let (Some(out), Some(line)) = (&mut log, &record.line) {
                         access_log::write(&mut clock, at, &record, line, &mut buffer);
                         if buffer.len() >= 60 * 1024 {
@@ -170,13 +172,18 @@ impl Recorder {
     }
 }
 
+/// `time` as a span since the Unix epoch (zero before it).
+fn since_epoch(time: SystemTime) -> Duration {
+    time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The wall-clock time the access log's tests write lines at.
-    pub(super) fn at() -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)
+    /// The wall-clock time the access log's tests write lines at (since the Unix epoch).
+    pub(super) fn at() -> Duration {
+        Duration::from_millis(1_700_000_000_123)
     }
 
     pub(super) fn record(status: u16) -> Record {
