@@ -291,9 +291,9 @@ fn inject(span: &SpanContext, headers: &mut HeaderMap) {
         headers.insert(TRACEPARENT, value);
     }
     // Most traces have no state: nothing to format (an empty one is not sent).
-    let state = (*span.trace_state() != TraceState::NONE).then(|| span.trace_state().header());
-    match state.as_deref().map(|state| (state, HeaderValue::from_str(state))) {
-        Some((state, Ok(value))) if !state.is_empty() => {
+    let state = if *span.trace_state() == TraceState::NONE { String::new() } else { span.trace_state().header() };
+    match HeaderValue::from_str(&state) {
+        Ok(value) if !state.is_empty() => {
             headers.insert(TRACESTATE, value);
         }
         _ if has(headers, &TRACESTATE) => {

@@ -40,11 +40,11 @@ impl Clock {
     }
 }
 
-/// Append the line of `record`, whose request is `line`, answered `at` (since the Unix epoch). Written by hand rather than
-/// through serde: the field names are constants, the route's members are written once per
-/// route ([`crate::exchange::RouteInfo`]) and most values need no escaping, which makes a
-/// line cost a fraction of what serde_json took (the records thread's share of a request
-/// with the log on).
+/// Append the line of `record`, whose request is `line`, answered `at` (since the Unix
+/// epoch). Written by hand rather than through serde: the field names are constants, the
+/// route's members are written once per route ([`crate::exchange::RouteInfo`]) and most
+/// values need no escaping, which makes a line cost a fraction of what serde_json took (the
+/// records thread's share of a request with the log on).
 pub fn write(clock: &mut Clock, at: Duration, record: &Record, line: &RequestLine, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"time\":\"");
     clock.write(at, out);
