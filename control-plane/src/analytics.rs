@@ -28,8 +28,6 @@ const BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
 const MAX_REPORT_BYTES: usize = 8 * 1024 * 1024;
 /// The most points a query may ask for.
 const MAX_POINTS: i64 = 10_080;
-/// How often expired analytics are deleted.
-const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
 
 /// The OpenAPI paths of this module (the gateway-facing report is in `docs/fleet.md`).
 #[derive(OpenApi)]
@@ -157,20 +155,10 @@ fn check(report: &UsageReport) -> ApiResult<()> {
     Ok(())
 }
 
-/// Delete what is older than `retention`, every hour, as long as the process runs.
-pub async fn expire_every_hour(db: Db, retention: Duration) {
-    let mut tick = tokio::time::interval(EXPIRE_EVERY);
-    loop {
-        tick.tick().await;
-        if let Err(error) = expire(&db, retention).await {
-            tracing::warn!(%error, "cannot delete expired usage analytics");
-        }
-    }
-}
-
-/// Delete the minutes and batch records older than `retention`.
-pub async fn expire(db: &Db, retention: Duration) -> ApiResult<()> {
-    let cutoff_ms = now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+/// Delete the minutes and batch records older than `retention` at `now` (milliseconds
+/// since the Unix epoch).
+pub async fn expire(db: &Db, now: i64, retention: Duration) -> ApiResult<()> {
+    let cutoff_ms = now.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
     sqlx::query("DELETE FROM analytics_minutes WHERE minute < $1").bind(cutoff_ms / 1000).execute(&db.pool).await?;
     sqlx::query("DELETE FROM analytics_batches WHERE received_at < $1").bind(cutoff_ms).execute(&db.pool).await?;
     Ok(())

@@ -306,6 +306,12 @@ pub async fn login(State(state): State<AppState>, source: Source, JsonBody(login
     Ok(Json(Session { token, expires_at, role }))
 }
 
+/// Delete the sessions expired at `now` (milliseconds since the Unix epoch).
+pub(crate) async fn delete_expired_sessions(db: &Db, now: i64) -> ApiResult<()> {
+    sqlx::query("DELETE FROM sessions WHERE expires_at < $1").bind(now).execute(&db.pool).await?;
+    Ok(())
+}
+
 /// The id and role of the user `username` if `password` is theirs: 401 if not, 429 when
 /// that user name failed too often from `source` lately (see [`FailureLimiter`]).
 pub(crate) async fn check_password(state: &AppState, source: Source, username: &str, password: &str) -> ApiResult<(String, Role)> {

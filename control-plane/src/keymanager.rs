@@ -15,7 +15,7 @@ mod id_token;
 mod introspection;
 mod keys;
 mod metadata;
-mod refresh_token;
+pub(crate) mod refresh_token;
 mod revocation;
 mod token;
 

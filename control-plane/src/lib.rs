@@ -12,6 +12,7 @@ pub mod db;
 pub mod devportal;
 pub mod environment;
 pub mod error;
+pub mod expiry;
 pub mod fleet;
 mod health;
 pub mod keymanager;

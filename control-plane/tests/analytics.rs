@@ -119,8 +119,8 @@ async fn reports_are_counted_once_and_read_by_window_interval_and_environment() 
             assert_eq!((status, problem["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{query}: {problem}");
         }
 
-        // Retention: minutes older than it are deleted (these are from 1970).
-        portico_control_plane::analytics::expire(&app.db, std::time::Duration::from_secs(86_400)).await.unwrap();
+        // Retention: minutes older than it are deleted (these are from 1970) by the hourly sweep.
+        portico_control_plane::expiry::once(&app.db, Some(std::time::Duration::from_secs(86_400))).await;
         let (_, expired) = app.send("GET", &format!("/api/v1/analytics/apis/{id}?from=0&to=7200"), Some(&publisher), None).await;
         assert_eq!(expired["totals"]["requests"], 0, "{expired}");
         let (_, kept) = app.send("GET", &format!("/api/v1/analytics/apis/{id}"), Some(&publisher), None).await;

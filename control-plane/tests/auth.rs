@@ -1,6 +1,8 @@
 //! Users, login, roles and the problem responses of the management API, on both engines.
 
 use axum::http::StatusCode;
+use portico_control_plane::auth::token_hash;
+use portico_control_plane::db::now_ms;
 use portico_control_plane::on_both_engines;
 use portico_control_plane::test_support::TestApp;
 use serde_json::json;
@@ -60,6 +62,26 @@ async fn login_sessions_and_roles() {
 
         let stored: Vec<String> = sqlx::query_scalar("SELECT password_hash FROM users").fetch_all(&app.db.pool).await.unwrap();
         assert!(stored.iter().all(|h| h.starts_with("$argon2id$")), "{stored:?}");
+    }
+    on_both_engines!(check);
+}
+
+#[tokio::test]
+async fn the_hourly_sweep_deletes_expired_sessions_and_keeps_live_ones() {
+    async fn check(app: TestApp) {
+        let expired = app.login("admin", "admin-password-1").await;
+        let live = app.login("admin", "admin-password-1").await;
+        sqlx::query("UPDATE sessions SET expires_at = $1 WHERE token_hash = $2")
+            .bind(now_ms() - 1)
+            .bind(token_hash(&expired))
+            .execute(&app.db.pool)
+            .await
+            .unwrap();
+        portico_control_plane::expiry::once(&app.db, None).await;
+        let left: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM sessions").fetch_all(&app.db.pool).await.unwrap();
+        assert_eq!(left, [token_hash(&live)]);
+        assert_eq!(app.send("GET", "/api/v1/me", Some(&live), None).await.0, StatusCode::OK);
+        assert_eq!(app.send("GET", "/api/v1/me", Some(&expired), None).await.0, StatusCode::UNAUTHORIZED);
     }
     on_both_engines!(check);
 }

@@ -11,7 +11,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use http_body_util::BodyExt;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use portico_control_plane::auth::{Role, create_user, hash_secret, random_token};
+use portico_control_plane::auth::{Role, create_user, hash_secret, random_token, token_hash};
 use portico_control_plane::db::{new_id, now_ms};
 use portico_control_plane::keymanager::{self, AUDIENCE};
 use portico_control_plane::on_both_engines;
@@ -495,6 +495,64 @@ async fn refresh_tokens_rotate_and_a_replay_revokes_the_family() {
         )
         .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    on_both_engines!(check);
+}
+
+#[tokio::test]
+async fn the_hourly_sweep_deletes_refresh_families_with_nothing_left_to_use() {
+    async fn check(app: TestApp) {
+        let client = new_client(&app, "swept-app").await;
+        subscribe(&app, &client.application_id, ("Weather", "1.0", "PUBLISHED"), "Gold", "ACTIVE").await;
+        let refresh = |reply: Value| reply["refresh_token"].as_str().unwrap().to_owned();
+        let dead = refresh(token(&app, &client, None).await);
+        let access_alive = refresh(token(&app, &client, None).await);
+        let first = refresh(token(&app, &client, None).await);
+        let reply = post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "refresh_token"), ("refresh_token", &first)]).await;
+        let rotated = refresh(reply.body);
+        let family = async |token: &str| -> String {
+            sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = $1")
+                .bind(token_hash(token))
+                .fetch_one(&app.db.pool)
+                .await
+                .unwrap()
+        };
+        let families = [family(&dead).await, family(&access_alive).await, family(&first).await];
+        let past = now_ms() - 1;
+        // Dead: its refresh and access tokens expired. Access alive: its refresh token expired,
+        // its access token not (a revocation of the family must still reach it). Rotating: its
+        // used first token (and that one's access token) expired, the rotated one lives.
+        for (column, family_or_token, value) in [
+            ("family_id", families[0].clone(), "expires_at = $1, access_expires_at = $1"),
+            ("family_id", families[1].clone(), "expires_at = $1"),
+            ("token_hash", token_hash(&first), "expires_at = $1, access_expires_at = $1"),
+        ] {
+            sqlx::query(&format!("UPDATE refresh_tokens SET {value} WHERE {column} = $2"))
+                .bind(past)
+                .bind(family_or_token)
+                .execute(&app.db.pool)
+                .await
+                .unwrap();
+        }
+
+        portico_control_plane::expiry::once(&app.db, None).await;
+        let mut left = Vec::new();
+        for family in &families {
+            let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens WHERE family_id = $1")
+                .bind(family)
+                .fetch_one(&app.db.pool)
+                .await
+                .unwrap();
+            left.push(rows);
+        }
+        assert_eq!(left, [0, 1, 2], "dead, access alive, rotating");
+
+        // What the rotating family is kept whole for: its used first token, presented again,
+        // still revokes it.
+        let reply = post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "refresh_token"), ("refresh_token", &first)]).await;
+        assert_eq!((reply.status, reply.error()), (StatusCode::BAD_REQUEST, "invalid_grant"), "{}", reply.body);
+        let reply = post_form(&app, "/oauth2/token", client.basic(), &[("grant_type", "refresh_token"), ("refresh_token", &rotated)]).await;
+        assert_eq!((reply.status, reply.error()), (StatusCode::BAD_REQUEST, "invalid_grant"), "{}", reply.body);
     }
     on_both_engines!(check);
 }

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use portico_control_plane::db::Db;
 use portico_control_plane::secrets::{self, SealingKey};
-use portico_control_plane::{AppState, ClientCertified, Layers, Settings, analytics, app, auth, fleet};
+use portico_control_plane::{AppState, ClientCertified, Layers, Settings, app, auth, expiry, fleet};
 use portico_gateway::check::PolicyCeilings;
 use portico_gateway::connection::{self, Idle};
 use portico_gateway::contract::defaults;
@@ -169,7 +169,7 @@ pub async fn start(options: &Options, stopped: watch::Receiver<bool>) -> anyhow:
     };
     let mut state = AppState::new(db, settings);
     state.traces = traces(&options.node, "portico-control-plane")?;
-    tokio::spawn(analytics::expire_every_hour(state.db.clone(), options.analytics_retention.0));
+    tokio::spawn(expiry::every_hour(state.db.clone(), Some(options.analytics_retention.0)));
     Ok(bound.serve(state, layers, "control plane listening", stopped))
 }
 
@@ -197,6 +197,7 @@ pub async fn start_key_manager(options: &KeyManagerOptions, stopped: watch::Rece
     };
     let mut state = AppState::new(db, settings);
     state.traces = traces(&options.node, "portico-key-manager")?;
+    tokio::spawn(expiry::every_hour(state.db.clone(), None));
     Ok(bound.serve(state, Layers::KeyManager, "key manager listening", stopped))
 }
 

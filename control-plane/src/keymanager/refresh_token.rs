@@ -49,6 +49,21 @@ pub(crate) async fn find(db: &Db, token: &str) -> ApiResult<Option<StoredRefresh
     .await?)
 }
 
+/// Delete the families none of whose tokens can be used at `now` (milliseconds since the
+/// Unix epoch): every refresh token and every access token issued with one expired. A
+/// family with a live token is kept whole, so that one of its used tokens presented again
+/// still revokes it.
+pub(crate) async fn delete_dead_families(db: &Db, now: i64) -> ApiResult<()> {
+    sqlx::query(
+        "DELETE FROM refresh_tokens WHERE family_id IN (SELECT family_id FROM refresh_tokens GROUP BY family_id \
+         HAVING MAX(expires_at) < $1 AND MAX(COALESCE(access_expires_at, 0)) < $1)",
+    )
+    .bind(now)
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
 /// Store a new refresh token of `client_id` (for no end user) in a new family.
 pub(crate) async fn issue(db: &Db, client_id: &str, scope: &str, access: &IssuedAccess) -> ApiResult<String> {
     let mut conn = db.pool.acquire().await?;
