@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod publisher;
 pub mod registry;
+pub mod replication;
 pub mod secrets;
 #[cfg(feature = "test-support")]
 pub mod test_support;

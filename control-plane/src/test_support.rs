@@ -36,6 +36,23 @@ pub async fn fresh_postgres_database() -> String {
     format!("{base}/{name}")
 }
 
+/// The URL of a new PostgreSQL database on the test server made as a copy of the one at
+/// `url` (as a second region's database starts from the first's), once the last session
+/// on it has ended.
+pub async fn copy_postgres_database(url: &str) -> String {
+    let (base, source) = url.rsplit_once('/').expect("a database URL");
+    let name = format!("portico_t_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::AnyConnection::connect(&postgres_url()).await.expect("connect to the test server");
+    for _ in 0..100 {
+        // Refused while a session (a process just stopped) is still on the source.
+        if sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {source}")).execute(&mut conn).await.is_ok() {
+            return format!("{base}/{name}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{source} still has sessions after 10 s: it cannot be copied");
+}
+
 /// The one line a test run without PostgreSQL fails with: what is missing and how to
 /// start it.
 fn no_postgres(url: &str) -> String {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use portico_control_plane::db::Db;
+use portico_control_plane::replication::Replication;
 use portico_control_plane::secrets::{self, SealingKey};
 use portico_control_plane::{AppState, ClientCertified, Layers, Settings, app, auth, expiry, fleet};
 use portico_gateway::check::PolicyCeilings;
@@ -99,6 +100,14 @@ pub struct Options {
     /// deleted every hour.
     #[arg(long, env = "PORTICO_ANALYTICS_RETENTION", default_value = "90d")]
     pub analytics_retention: Duration,
+    /// This region's name, for active-active replication with another region
+    /// (multi-datacenter; PostgreSQL only): the changes made here are logged for the
+    /// region at `--peer-database-url`, and its changes are applied here.
+    #[arg(long, env = "PORTICO_REGION", requires = "peer_database_url")]
+    pub region: Option<String>,
+    /// The other region's PostgreSQL database, whose log of changes this region reads.
+    #[arg(long, env = "PORTICO_PEER_DATABASE_URL", requires = "region")]
+    pub peer_database_url: Option<String>,
 }
 
 impl Options {
@@ -152,6 +161,9 @@ pub async fn start(options: &Options, stopped: watch::Receiver<bool>) -> anyhow:
         println!("First start: created the user `admin`; its password is in {} (readable by you only).", file.display());
         println!("Log in, change it, then delete that file. (Set PORTICO_ADMIN_PASSWORD before the first start to choose it.)");
     }
+    // Made now rather than at first use, so that a copy of this database (a second
+    // region's, active-active) has the same one.
+    portico_control_plane::devportal::api_key_hmac_secret(&db).await?;
     let ceilings = options.policy_ceilings();
     if let Err((field, reason)) = ceilings.check_self() {
         anyhow::bail!("--max-policy-{field} {reason}");
@@ -170,6 +182,10 @@ pub async fn start(options: &Options, stopped: watch::Receiver<bool>) -> anyhow:
     let mut state = AppState::new(db, settings);
     state.traces = traces(&options.node, "portico-control-plane")?;
     tokio::spawn(expiry::every_hour(state.db.clone(), Some(options.analytics_retention.0)));
+    if let (Some(region), Some(peer)) = (&options.region, &options.peer_database_url) {
+        let replication = Replication::install(&state.db, region).await.map_err(|e| anyhow::anyhow!("--region: {e}"))?;
+        tokio::spawn(replication.follow(state.clone(), peer.clone()));
+    }
     Ok(bound.serve(state, layers, "control plane listening", stopped))
 }
 

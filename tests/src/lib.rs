@@ -396,10 +396,24 @@ impl ControlPlaneClient {
         let api = self.ok(Method::POST, "/api/v1/apis", Some(token), definition).await;
         let api = api["id"].as_str().unwrap().to_owned();
         self.ok(Method::POST, &format!("/api/v1/apis/{api}/lifecycle"), Some(token), serde_json::json!({"action": "publish"})).await;
+        self.redeploy(token, &api).await;
+        api
+    }
+
+    /// Take a revision of `api` as it is now and deploy it on `default`.
+    pub async fn redeploy(&self, token: &str, api: &str) {
         let revision = self.ok(Method::POST, &format!("/api/v1/apis/{api}/revisions"), Some(token), serde_json::json!({})).await;
         let deployment = serde_json::json!({"revision_id": revision["id"], "environments": ["default"]});
         self.ok(Method::POST, &format!("/api/v1/apis/{api}/deployments"), Some(token), deployment).await;
-        api
+    }
+
+    /// An OAuth2 client made for the application `app`: what the control plane answered,
+    /// and its credentials as an `authorization` header (HTTP Basic).
+    pub async fn oauth_client(&self, token: &str, app: &str) -> (serde_json::Value, String) {
+        let oauth = self.ok(Method::POST, &format!("/api/v1/applications/{app}/oauth-client"), Some(token), serde_json::json!({})).await;
+        let credentials = format!("{}:{}", oauth["client_id"].as_str().unwrap(), oauth["client_secret"].as_str().unwrap());
+        let basic = format!("Basic {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, credentials));
+        (oauth, basic)
     }
 
     /// A new application named `name`, subscribed to `api` on the Unlimited tier, and an

@@ -582,16 +582,10 @@ async fn pattern_4_two_key_manager_nodes_apart_from_the_control_plane() {
     let app = app["id"].as_str().unwrap().to_owned();
     cp.ok(Method::POST, &format!("/api/v1/applications/{app}/subscriptions"), Some(&admin), json!({"api_id": api, "tier": "Unlimited"}))
         .await;
-    let oauth = cp.ok(Method::POST, &format!("/api/v1/applications/{app}/oauth-client"), Some(&admin), json!({})).await;
+    let (oauth, basic) = cp.oauth_client(&admin, &app).await;
     // The developer portal sends clients to the key-manager layer; the control plane itself
     // issues nothing.
     assert_eq!(oauth["token_endpoint"], format!("{issuer}/oauth2/token"), "{oauth}");
-    let credentials = base64::engine::general_purpose::STANDARD.encode(format!(
-        "{}:{}",
-        oauth["client_id"].as_str().unwrap(),
-        oauth["client_secret"].as_str().unwrap()
-    ));
-    let basic = format!("Basic {credentials}");
     let form = [("content-type", "application/x-www-form-urlencoded"), ("authorization", basic.as_str())];
     let at_control_plane =
         client.send(Method::POST, &format!("{}/oauth2/token", cp.base), &form, "grant_type=client_credentials").await.unwrap();
@@ -1664,4 +1658,128 @@ async fn multi_dc_active_passive_region_b_serves_through_a_partition_and_converg
     .await;
     println!("region B converged {took:?} after the link healed");
     assert_eq!(call(&gateway, "/regional/v1/x", &limited.key).await, StatusCode::TOO_MANY_REQUESTS, "the hour's count is in B's Redis");
+}
+
+/// Multi-DC active-active (issue #16): each region has its own control plane (its own key
+/// manager) on its own PostgreSQL database, replicating with the other region's through a
+/// link the test can cut, and its own gateway. Both answer for one issuer, as a global
+/// name in front of both would.
+#[tokio::test]
+async fn multi_dc_active_active_regions_serve_each_other_s_changes_and_converge_after_a_partition() {
+    use portico_control_plane::test_support::{copy_postgres_database, fresh_postgres_database, postgres_url};
+    let upstream = MockUpstream::start().await;
+    let client = HttpClient::default();
+    let sealing_key = portico_control_plane::secrets::SealingKey::generate_hex();
+    let issuer = "http://portico.global.test";
+    // The second region's database starts as a copy of the first's: the same admin, the
+    // same defaults.
+    let east_db = fresh_postgres_database().await;
+    drop(start_control_plane_with(
+        tempfile::tempdir().unwrap().path(),
+        0,
+        &[],
+        &[("PORTICO_DATABASE_URL", east_db.as_str()), ("PORTICO_SECRETS_KEY", sealing_key.as_str())],
+    ));
+    let west_db = copy_postgres_database(&east_db).await;
+    let server: std::net::SocketAddr = "127.0.0.1:5432".parse().unwrap();
+    assert!(postgres_url().contains("127.0.0.1:5432"), "the links lead to the test server");
+    let (to_west, to_east) = (Link::start(server).await, Link::start(server).await);
+    let through = |link: &Link, database: &str| format!("postgres://postgres@{}/{}", link.address, database.rsplit('/').next().unwrap());
+    let (east_peer, west_peer) = (through(&to_west, &west_db), through(&to_east, &east_db));
+    let (east_data, west_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let region = |name: &str, data: &Path, database: &str, peer: &str| {
+        let args = ["--region", name, "--peer-database-url", peer, "--public-url", issuer];
+        start_control_plane_with(data, 0, &args, &[("PORTICO_DATABASE_URL", database), ("PORTICO_SECRETS_KEY", sealing_key.as_str())])
+    };
+    let east_cp = region("east", east_data.path(), &east_db, &east_peer);
+    let west_cp = region("west", west_data.path(), &west_db, &west_peer);
+    let (east, west) = (ControlPlaneClient::new(east_cp.control_plane.unwrap()), ControlPlaneClient::new(west_cp.control_plane.unwrap()));
+    let (east_admin, west_admin) = (east.login("admin", ADMIN_PASSWORD).await, west.login("admin", ADMIN_PASSWORD).await);
+
+    // East publishes and deploys; west serves it.
+    east.allow_loopback_upstreams(&east_admin).await;
+    let mut definition = json!({"name": "global", "version": "v1", "context": "/global", "endpoints": [upstream.url()],
+        "operations": [{"method": "GET", "path": "/x"}], "tiers": ["Unlimited"]});
+    // (The token first: west has it once it has the API, which east logged after it.)
+    let token = east.ok(Method::POST, "/api/v1/environments/default/gateway-tokens", Some(&east_admin), json!({})).await;
+    let token = token["token"].as_str().unwrap().to_owned();
+    let api = east.deployed_api(&east_admin, definition.clone()).await;
+    let api_path = format!("/api/v1/apis/{api}");
+    let took = eventually("west heard of the API", Duration::from_secs(10), async || {
+        west.call(Method::GET, &api_path, Some(&west_admin), None).await.status == StatusCode::OK
+    })
+    .await;
+    println!("an API published and deployed in east known in west {took:?} after");
+    let caches = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let east_gateway = start_gateway(&format!("http://{}", east_cp.control_plane.unwrap()), &token, caches.0.path(), "snapshot applied");
+    let west_gateway = start_gateway(&format!("http://{}", west_cp.control_plane.unwrap()), &token, caches.1.path(), "snapshot applied");
+    let call =
+        async |gateway: &PorticoProcess, path: &str, header: (&str, &str)| client.get(&gateway.url(path), &[header]).await.unwrap().status;
+    assert_eq!(call(&west_gateway, "/global/v1/x", ("x-none", "")).await, StatusCode::UNAUTHORIZED, "west serves the API, to key holders");
+
+    // West subscribes: its key works in east; east revokes it: it is refused in west.
+    let west_key = west.subscribed_key(&west_admin, "west-app", &api).await;
+    let made = Instant::now();
+    eventually("west accepts its own key", Duration::from_secs(10), async || {
+        call(&west_gateway, "/global/v1/x", ("apikey", &west_key.key)).await == StatusCode::OK
+    })
+    .await;
+    eventually("east accepts west's key", Duration::from_secs(10), async || {
+        call(&east_gateway, "/global/v1/x", ("apikey", &west_key.key)).await == StatusCode::OK
+    })
+    .await;
+    println!("a subscription and key made in west accepted by east's gateway {:?} after", made.elapsed());
+    let revoke = format!("/api/v1/applications/{}/api-keys/{}", west_key.app, west_key.id);
+    assert!(east.call(Method::DELETE, &revoke, Some(&east_admin), None).await.status.is_success());
+    let took = eventually("west refuses the key east revoked", Duration::from_secs(10), async || {
+        call(&west_gateway, "/global/v1/x", ("apikey", &west_key.key)).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    println!("a revocation in east refused in west {took:?} after");
+
+    // A token issued by west's key manager is accepted by east's gateway.
+    let (_, basic) = west.oauth_client(&west_admin, &west_key.app).await;
+    let form = [("content-type", "application/x-www-form-urlencoded"), ("authorization", basic.as_str())];
+    let issue = async || {
+        let url = format!("{}/oauth2/token", west.base);
+        let issued = client.send(Method::POST, &url, &form, "grant_type=client_credentials").await.unwrap();
+        assert_eq!(issued.status, StatusCode::OK, "{}", issued.text());
+        format!("Bearer {}", issued.json()["access_token"].as_str().unwrap())
+    };
+    let bearer = issue().await;
+    eventually("east accepts west's token", Duration::from_secs(10), async || {
+        call(&east_gateway, "/global/v1/x", ("authorization", &bearer)).await == StatusCode::OK
+    })
+    .await;
+
+    // Apart, each region goes on: east adds an operation, west a subscriber.
+    to_west.cut();
+    to_east.cut();
+    definition["operations"] = json!([{"method": "GET", "path": "/x"}, {"method": "GET", "path": "/y"}]);
+    east.ok(Method::PUT, &api_path, Some(&east_admin), definition).await;
+    east.redeploy(&east_admin, &api).await;
+    let apart_key = west.subscribed_key(&west_admin, "made-apart", &api).await;
+    eventually("each region serves its own change", Duration::from_secs(10), async || {
+        call(&east_gateway, "/global/v1/y", ("authorization", &bearer)).await == StatusCode::OK
+            && call(&west_gateway, "/global/v1/x", ("apikey", &apart_key.key)).await == StatusCode::OK
+    })
+    .await;
+    // West's key manager issues on, and its tokens are good in both (east knows its keys).
+    let apart_bearer = issue().await;
+    for gateway in [&east_gateway, &west_gateway] {
+        assert_eq!(call(gateway, "/global/v1/x", ("authorization", &apart_bearer)).await, StatusCode::OK);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(call(&west_gateway, "/global/v1/y", ("authorization", &bearer)).await, StatusCode::NOT_FOUND, "west knows nothing of /y");
+    assert_eq!(call(&east_gateway, "/global/v1/x", ("apikey", &apart_key.key)).await, StatusCode::UNAUTHORIZED, "east knows no such key");
+
+    // Healed, both have both changes.
+    to_west.heal();
+    to_east.heal();
+    let took = eventually("the regions converged", Duration::from_secs(30), async || {
+        call(&west_gateway, "/global/v1/y", ("apikey", &apart_key.key)).await == StatusCode::OK
+            && call(&east_gateway, "/global/v1/y", ("apikey", &apart_key.key)).await == StatusCode::OK
+    })
+    .await;
+    println!("the regions converged {took:?} after the partition healed");
 }

@@ -1,0 +1,387 @@
+//! Active-active replication between regions, each with its own PostgreSQL database
+//! (multi-datacenter, docs/deployment.md). A change is captured in the transaction that
+//! makes it: a row trigger logs the row (or its deletion) under a sequence number taken
+//! from a one-row clock, which every capturing transaction locks until it commits, so that
+//! the log's order is the commit order and a reader that has seen number n has seen all
+//! below it. Each region pulls the other's log from where it left off and applies it in
+//! one [`Change`] a batch (so its gateways are told), with capture off. A row's last
+//! writer wins: every row's version is the hybrid time of its last write and the region
+//! that made it (its tombstone, once deleted), and a change older than the version held
+//! is not applied. A row that cannot be applied (a unique name both regions took, a
+//! parent deleted on one side) is logged and recorded in `replication_conflicts`, and the
+//! log goes on.
+
+use std::collections::HashMap;
+
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Row};
+
+use crate::AppState;
+use crate::db::{Db, Engine};
+use crate::error::{ApiError, ApiResult};
+use crate::fleet::Change;
+
+/// What is replicated: everything a region's users and gateways see. Not sessions (a
+/// login is a region's), gateways' registrations and acknowledgements (each region's
+/// gateways report to it) or usage analytics (each region counts its own traffic).
+const TABLES: &[&str] = &[
+    "settings",
+    "users",
+    "tiers",
+    "apis",
+    "operations",
+    "revisions",
+    "environments",
+    "deployments",
+    "deployment_history",
+    "applications",
+    "subscriptions",
+    "oauth_clients",
+    "api_keys",
+    "signing_keys",
+    "refresh_tokens",
+    "revoked_tokens",
+    "authorization_codes",
+    "policy_modules",
+    "gateway_tokens",
+    "blocking_conditions",
+    "api_scopes",
+    "application_cutoffs",
+    "client_certificates",
+    "key_managers",
+    "external_clients",
+];
+
+/// The most log entries applied in one transaction.
+const BATCH: i64 = 500;
+/// How often the peer's log is read: a change reaches the other region's gateways well
+/// within the 2 s a multi-datacenter deployment promises.
+const PULL_EVERY: Duration = Duration::from_millis(250);
+/// How long a region keeps its log: a peer apart for longer must start again from a copy.
+const KEEP_LOG: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The advisory lock installing takes (any number only Portico's installs use).
+const INSTALL_LOCK: i64 = 0x0070_6f72_7469_636f;
+
+/// The tables, the capture function and its triggers; idempotent.
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS replication_clock (
+    one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+    region TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    hlc BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replication_log (
+    seq BIGINT PRIMARY KEY,
+    tbl TEXT NOT NULL,
+    pk JSONB NOT NULL,
+    data JSONB,
+    hlc BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replication_rows (
+    tbl TEXT NOT NULL,
+    pk JSONB NOT NULL,
+    hlc BIGINT NOT NULL,
+    region TEXT NOT NULL,
+    deleted BOOLEAN NOT NULL,
+    PRIMARY KEY (tbl, pk)
+);
+CREATE TABLE IF NOT EXISTS replication_cursors (
+    peer TEXT PRIMARY KEY,
+    seq BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replication_conflicts (
+    peer TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    tbl TEXT NOT NULL,
+    pk JSONB NOT NULL,
+    error TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    PRIMARY KEY (peer, seq)
+);
+CREATE OR REPLACE FUNCTION portico_log(in_table text, in_key jsonb, in_data jsonb) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    clock record;
+BEGIN
+    UPDATE replication_clock SET seq = seq + 1,
+        hlc = GREATEST(hlc + 1, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)
+        RETURNING region, seq, hlc INTO clock;
+    INSERT INTO replication_log (seq, tbl, pk, data, hlc) VALUES (clock.seq, in_table, in_key, in_data, clock.hlc);
+    INSERT INTO replication_rows (tbl, pk, hlc, region, deleted) VALUES (in_table, in_key, clock.hlc, clock.region, in_data IS NULL)
+        ON CONFLICT (tbl, pk) DO UPDATE SET hlc = EXCLUDED.hlc, region = EXCLUDED.region, deleted = EXCLUDED.deleted;
+END
+$$;
+CREATE OR REPLACE FUNCTION portico_capture() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    new_row jsonb;
+    old_row jsonb;
+    new_key jsonb;
+    old_key jsonb;
+BEGIN
+    IF current_setting('portico.applying', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        new_row := to_jsonb(NEW);
+        SELECT jsonb_object_agg(name, new_row -> name) INTO new_key FROM unnest(TG_ARGV) AS name;
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        old_row := to_jsonb(OLD);
+        SELECT jsonb_object_agg(name, old_row -> name) INTO old_key FROM unnest(TG_ARGV) AS name;
+    END IF;
+    -- A deletion, or an update that moved the row to another key: the old key is gone.
+    IF old_key IS NOT NULL AND old_key IS DISTINCT FROM new_key THEN
+        PERFORM portico_log(TG_TABLE_NAME, old_key, NULL);
+    END IF;
+    IF new_key IS NOT NULL THEN
+        PERFORM portico_log(TG_TABLE_NAME, new_key, new_row);
+    END IF;
+    RETURN NULL;
+END
+$$;
+"#;
+
+/// A replicated table's columns, from the database's catalog.
+#[derive(Debug, Clone)]
+struct Table {
+    /// Its primary key's columns.
+    key: Vec<String>,
+    /// Its other columns.
+    rest: Vec<String>,
+}
+
+/// This region's side of the replication: its name and its tables.
+#[derive(Debug, Clone)]
+pub struct Replication {
+    region: String,
+    tables: HashMap<&'static str, Table>,
+}
+
+impl Replication {
+    /// Capture this database's changes as `region`'s from now on (its tables, the capture
+    /// function and its triggers are made if missing). A database once installed as
+    /// another region's is refused.
+    pub async fn install(db: &Db, region: &str) -> ApiResult<Self> {
+        if db.engine != Engine::Postgres {
+            return Err(ApiError::invalid("region", "active-active replication needs PostgreSQL"));
+        }
+        if region.is_empty() || region.len() > 64 || !region.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-') {
+            return Err(ApiError::invalid("region", format!("`{region}`: 1 to 64 letters, digits and `-`")));
+        }
+        // One transaction, under a lock: two nodes of a region may start at once.
+        let mut conn = db.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(INSTALL_LOCK).execute(&mut *conn).await?;
+        sqlx::raw_sql(SCHEMA).execute(&mut *conn).await?;
+        sqlx::query("INSERT INTO replication_clock (region, seq, hlc) VALUES ($1, 0, 0) ON CONFLICT (one) DO NOTHING")
+            .bind(region)
+            .execute(&mut *conn)
+            .await?;
+        let installed: String = sqlx::query_scalar("SELECT region FROM replication_clock").fetch_one(&mut *conn).await?;
+        if installed != region {
+            return Err(ApiError::invalid("region", format!("this database is region `{installed}`'s, not `{region}`'s")));
+        }
+        let mut tables = HashMap::new();
+        for &name in TABLES {
+            let table = table(&mut conn, name).await?;
+            let arguments: Vec<String> = table.key.iter().map(|column| format!("'{column}'")).collect();
+            sqlx::raw_sql(&format!(
+                "CREATE OR REPLACE TRIGGER portico_capture AFTER INSERT OR UPDATE OR DELETE ON {name} \
+                 FOR EACH ROW EXECUTE FUNCTION portico_capture({})",
+                arguments.join(", ")
+            ))
+            .execute(&mut *conn)
+            .await?;
+            tables.insert(name, table);
+        }
+        conn.commit().await?;
+        Ok(Self { region: region.to_owned(), tables })
+    }
+
+    /// Pull from the database at `peer_url` as long as the process runs, every
+    /// [`PULL_EVERY`]; while the peer cannot be reached (a partition, its outage), this
+    /// region goes on alone and catches up when it can.
+    pub async fn follow(self, state: AppState, peer_url: String) {
+        let peer = match AnyPoolOptions::new().max_connections(2).acquire_timeout(Duration::from_secs(5)).connect_lazy(&peer_url) {
+            Ok(peer) => peer,
+            Err(error) => return tracing::error!(%error, "--peer-database-url cannot be used; nothing is replicated"),
+        };
+        let mut failing = false;
+        let mut trimmed = tokio::time::Instant::now();
+        loop {
+            if trimmed.elapsed() >= Duration::from_secs(3600) {
+                trimmed = tokio::time::Instant::now();
+                if let Err(error) = trim(&state.db, KEEP_LOG).await {
+                    tracing::warn!(%error, "cannot trim the replication log");
+                }
+            }
+            match self.pull(&state, &peer).await {
+                Ok(read) => {
+                    if failing {
+                        tracing::info!(region = %self.region, read, "the peer region is back: caught up with its changes");
+                    } else if read > 0 {
+                        tracing::debug!(region = %self.region, read, "applied the peer region's changes");
+                    }
+                    failing = false;
+                }
+                Err(error) => {
+                    if !failing {
+                        tracing::warn!(%error, "cannot pull the peer region's changes; retrying");
+                    }
+                    failing = true;
+                }
+            }
+            tokio::time::sleep(PULL_EVERY).await;
+        }
+    }
+
+    /// Apply what the region whose database is `peer` logged since the last pull, a batch
+    /// a transaction; the number of entries read.
+    pub async fn pull(&self, state: &AppState, peer: &AnyPool) -> ApiResult<u64> {
+        let peer_region: String = sqlx::query_scalar("SELECT region FROM replication_clock").fetch_one(peer).await?;
+        if peer_region == self.region {
+            return Err(ApiError::invalid("peer", format!("the peer is this region, `{peer_region}`")));
+        }
+        let mut read = 0;
+        loop {
+            let mut change = Change::begin(state).await?;
+            // Locked, so that two nodes of this region do not apply the same entries at once.
+            sqlx::query("INSERT INTO replication_cursors (peer, seq) VALUES ($1, 0) ON CONFLICT (peer) DO NOTHING")
+                .bind(&peer_region)
+                .execute(&mut *change)
+                .await?;
+            let cursor: i64 = sqlx::query_scalar("SELECT seq FROM replication_cursors WHERE peer = $1 FOR UPDATE")
+                .bind(&peer_region)
+                .fetch_one(&mut *change)
+                .await?;
+            let entries: Vec<Entry> = sqlx::query_as(
+                "SELECT seq, tbl, pk::text AS pk, data::text AS data, hlc FROM replication_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(cursor)
+            .bind(BATCH)
+            .fetch_all(peer)
+            .await?;
+            let Some(last) = entries.last().map(|entry| entry.seq) else { return Ok(read) };
+            read += entries.len() as u64;
+            sqlx::query("SELECT set_config('portico.applying', 'on', true)").execute(&mut *change).await?;
+            for entry in &entries {
+                self.apply(&mut change, &peer_region, entry).await?;
+            }
+            sqlx::query("UPDATE replication_cursors SET seq = $2 WHERE peer = $1")
+                .bind(&peer_region)
+                .bind(last)
+                .execute(&mut *change)
+                .await?;
+            change.commit().await?;
+        }
+    }
+
+    /// Apply one entry unless this database holds a later version of its row; one that
+    /// cannot be applied is recorded as a conflict.
+    async fn apply(&self, change: &mut Change<'_>, peer: &str, entry: &Entry) -> ApiResult<()> {
+        // The clock runs past every time seen, so that a later write here is later.
+        sqlx::query("UPDATE replication_clock SET hlc = GREATEST(hlc, $1)").bind(entry.hlc).execute(&mut **change).await?;
+        let Some((name, table)) = self.tables.get_key_value(entry.tbl.as_str()) else {
+            return self.conflict(change, peer, entry, "not a replicated table here").await;
+        };
+        let held: Option<(i64, String)> = sqlx::query_as("SELECT hlc, region FROM replication_rows WHERE tbl = $1 AND pk = $2::jsonb")
+            .bind(&entry.tbl)
+            .bind(&entry.pk)
+            .fetch_optional(&mut **change)
+            .await?;
+        if held.is_some_and(|(hlc, region)| (hlc, region.as_str()) >= (entry.hlc, peer)) {
+            return Ok(());
+        }
+        let key = table.key.iter().map(|column| format!("\"{column}\"")).collect::<Vec<_>>().join(", ");
+        let statement = match &entry.data {
+            None => format!("DELETE FROM {name} WHERE ({key}) = (SELECT {key} FROM jsonb_populate_record(NULL::{name}, $1::jsonb))"),
+            Some(_) if table.rest.is_empty() => {
+                format!("INSERT INTO {name} SELECT * FROM jsonb_populate_record(NULL::{name}, $1::jsonb) ON CONFLICT ({key}) DO NOTHING")
+            }
+            Some(_) => {
+                let rest = table.rest.iter().map(|column| format!("\"{column}\"")).collect::<Vec<_>>().join(", ");
+                let excluded = table.rest.iter().map(|column| format!("EXCLUDED.\"{column}\"")).collect::<Vec<_>>().join(", ");
+                format!(
+                    "INSERT INTO {name} SELECT * FROM jsonb_populate_record(NULL::{name}, $1::jsonb) \
+                     ON CONFLICT ({key}) DO UPDATE SET ({rest}) = ROW({excluded})"
+                )
+            }
+        };
+        sqlx::query("SAVEPOINT replicated_row").execute(&mut **change).await?;
+        let applied = sqlx::query(&statement).bind(entry.data.as_deref().unwrap_or(&entry.pk)).execute(&mut **change).await;
+        if let Err(error) = applied {
+            sqlx::query("ROLLBACK TO SAVEPOINT replicated_row").execute(&mut **change).await?;
+            return self.conflict(change, peer, entry, &error.to_string()).await;
+        }
+        sqlx::query(
+            "INSERT INTO replication_rows (tbl, pk, hlc, region, deleted) VALUES ($1, $2::jsonb, $3, $4, $5) \
+             ON CONFLICT (tbl, pk) DO UPDATE SET hlc = EXCLUDED.hlc, region = EXCLUDED.region, deleted = EXCLUDED.deleted",
+        )
+        .bind(&entry.tbl)
+        .bind(&entry.pk)
+        .bind(entry.hlc)
+        .bind(peer)
+        .bind(entry.data.is_none())
+        .execute(&mut **change)
+        .await?;
+        Ok(())
+    }
+
+    async fn conflict(&self, change: &mut Change<'_>, peer: &str, entry: &Entry, error: &str) -> ApiResult<()> {
+        tracing::warn!(peer, seq = entry.seq, table = %entry.tbl, key = %entry.pk, error, "a replicated change could not be applied");
+        sqlx::query(
+            "INSERT INTO replication_conflicts (peer, seq, tbl, pk, error, at) VALUES ($1, $2, $3, $4::jsonb, $5, $6) \
+             ON CONFLICT (peer, seq) DO NOTHING",
+        )
+        .bind(peer)
+        .bind(entry.seq)
+        .bind(&entry.tbl)
+        .bind(&entry.pk)
+        .bind(error)
+        .bind(crate::db::now_ms())
+        .execute(&mut **change)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Delete the entries of this region's log older than `keep`.
+pub async fn trim(db: &Db, keep: Duration) -> ApiResult<()> {
+    let keep_us = i64::try_from(keep.as_micros()).unwrap_or(i64::MAX);
+    let before = crate::db::now_ms().saturating_mul(1000).saturating_sub(keep_us);
+    sqlx::query("DELETE FROM replication_log WHERE hlc < $1").bind(before).execute(&db.pool).await?;
+    Ok(())
+}
+
+/// An entry of a region's log.
+#[derive(Debug, sqlx::FromRow)]
+struct Entry {
+    seq: i64,
+    tbl: String,
+    /// The row's key, as a JSON object.
+    pk: String,
+    /// The row as a JSON object; `None` when it was deleted.
+    data: Option<String>,
+    hlc: i64,
+}
+
+/// The key and other columns of table `name`.
+async fn table(conn: &mut sqlx::AnyConnection, name: &str) -> ApiResult<Table> {
+    let columns = sqlx::query(
+        "SELECT a.attname::text AS name, COALESCE(a.attnum = ANY(i.indkey), FALSE) AS is_key \
+         FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary \
+         WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+    )
+    .bind(name)
+    .fetch_all(&mut *conn)
+    .await?;
+    let (mut key, mut rest) = (Vec::new(), Vec::new());
+    for column in columns {
+        let column_name: String = column.try_get("name")?;
+        if column.try_get::<bool, _>("is_key")? { key.push(column_name) } else { rest.push(column_name) }
+    }
+    if key.is_empty() {
+        return Err(ApiError::Internal(format!("table {name} has no primary key to replicate by")));
+    }
+    Ok(Table { key, rest })
+}
