@@ -1,15 +1,7 @@
-//! Active-active replication between regions, each with its own PostgreSQL database
-//! (multi-datacenter, docs/deployment.md). A change is captured in the transaction that
-//! makes it: a row trigger logs the row (or its deletion) under a sequence number taken
-//! from a one-row clock, which every capturing transaction locks until it commits, so that
-//! the log's order is the commit order and a reader that has seen number n has seen all
-//! below it. Each region pulls the other's log from where it left off and applies it in
-//! one [`Change`] a batch (so its gateways are told), with capture off. A row's last
-//! writer wins: every row's version is the hybrid time of its last write and the region
-//! that made it (its tombstone, once deleted), and a change older than the version held
-//! is not applied. A row that cannot be applied (a unique name both regions took, a
-//! parent deleted on one side) is logged and recorded in `replication_conflicts`, and the
-//! log goes on.
+//! Active-active replication between two regions, each with its own PostgreSQL database:
+//! a deferred row trigger logs every write in commit order, each region applies the other
+//! region's log through [`Change`] (so its gateways are told), and a row's last writer wins
+//! (docs/deployment.md, "Multi-datacenter, active-active", has the rules).
 
 use std::collections::HashMap;
 
@@ -61,6 +53,8 @@ const BATCH: i64 = 500;
 const PULL_EVERY: Duration = Duration::from_millis(250);
 /// How long a region keeps its log: a peer apart for longer must start again from a copy.
 const KEEP_LOG: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long the peer's log may take to answer one read.
+const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The advisory lock installing takes (any number only Portico's installs use).
 const INSTALL_LOCK: i64 = 0x0070_6f72_7469_636f;
 
@@ -185,9 +179,13 @@ impl Replication {
         for &name in TABLES {
             let table = table(&mut conn, name).await?;
             let arguments: Vec<String> = table.key.iter().map(|column| format!("'{column}'")).collect();
+            // Deferred to commit: a transaction takes the clock as its last lock, held only
+            // through its commit (taken at its first write, two transactions each holding a
+            // row the other wants could deadlock on it).
             sqlx::raw_sql(&format!(
-                "CREATE OR REPLACE TRIGGER portico_capture AFTER INSERT OR UPDATE OR DELETE ON {name} \
-                 FOR EACH ROW EXECUTE FUNCTION portico_capture({})",
+                "DROP TRIGGER IF EXISTS portico_capture ON {name}; \
+                 CREATE CONSTRAINT TRIGGER portico_capture AFTER INSERT OR UPDATE OR DELETE ON {name} \
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION portico_capture({})",
                 arguments.join(", ")
             ))
             .execute(&mut *conn)
@@ -244,27 +242,50 @@ impl Replication {
         }
         let mut read = 0;
         loop {
+            let cursor: Option<i64> = sqlx::query_scalar("SELECT seq FROM replication_cursors WHERE peer = $1")
+                .bind(&peer_region)
+                .fetch_optional(&state.db.pool)
+                .await?;
+            let cursor = cursor.unwrap_or(0);
+            // Read before the local transaction begins: a slow or silent link holds nothing here.
+            let entries: Vec<Entry> = tokio::time::timeout(
+                PEER_TIMEOUT,
+                sqlx::query_as(
+                    "SELECT seq, tbl, pk::text AS pk, data::text AS data, hlc FROM replication_log \
+                     WHERE seq > $1 ORDER BY seq LIMIT $2",
+                )
+                .bind(cursor)
+                .bind(BATCH)
+                .fetch_all(peer),
+            )
+            .await
+            .map_err(|_| ApiError::Unavailable(format!("the peer region's log did not answer within {PEER_TIMEOUT:?}")))??;
+            let Some(first) = entries.first().map(|entry| entry.seq) else { return Ok(read) };
+            if first > cursor + 1 {
+                return Err(ApiError::Internal(format!(
+                    "the peer region trimmed its log entries {} to {} before this region read them: set this region up again from a copy",
+                    cursor + 1,
+                    first - 1
+                )));
+            }
             let mut change = Change::begin(state).await?;
+            // A row a local request holds is not waited for long: the batch is tried again
+            // later, rather than the request's transaction chosen to end a deadlock.
+            sqlx::query("SET LOCAL lock_timeout = '100ms'").execute(&mut *change).await?;
+            sqlx::query("SELECT set_config('portico.applying', 'on', true)").execute(&mut *change).await?;
             // Locked, so that two nodes of this region do not apply the same entries at once.
             sqlx::query("INSERT INTO replication_cursors (peer, seq) VALUES ($1, 0) ON CONFLICT (peer) DO NOTHING")
                 .bind(&peer_region)
                 .execute(&mut *change)
                 .await?;
-            let cursor: i64 = sqlx::query_scalar("SELECT seq FROM replication_cursors WHERE peer = $1 FOR UPDATE")
+            let locked: i64 = sqlx::query_scalar("SELECT seq FROM replication_cursors WHERE peer = $1 FOR UPDATE")
                 .bind(&peer_region)
                 .fetch_one(&mut *change)
                 .await?;
-            let entries: Vec<Entry> = sqlx::query_as(
-                "SELECT seq, tbl, pk::text AS pk, data::text AS data, hlc FROM replication_log WHERE seq > $1 ORDER BY seq LIMIT $2",
-            )
-            .bind(cursor)
-            .bind(BATCH)
-            .fetch_all(peer)
-            .await?;
-            let Some(last) = entries.last().map(|entry| entry.seq) else { return Ok(read) };
+            let entries: Vec<&Entry> = entries.iter().filter(|entry| entry.seq > locked).collect();
+            let Some(last) = entries.last().map(|entry| entry.seq) else { continue };
             read += entries.len() as u64;
-            sqlx::query("SELECT set_config('portico.applying', 'on', true)").execute(&mut *change).await?;
-            for entry in &entries {
+            for entry in entries {
                 self.apply(&mut change, &peer_region, entry).await?;
             }
             sqlx::query("UPDATE replication_cursors SET seq = $2 WHERE peer = $1")
@@ -308,10 +329,16 @@ impl Replication {
             }
         };
         sqlx::query("SAVEPOINT replicated_row").execute(&mut **change).await?;
-        let applied = sqlx::query(&statement).bind(entry.data.as_deref().unwrap_or(&entry.pk)).execute(&mut **change).await;
-        if let Err(error) = applied {
-            sqlx::query("ROLLBACK TO SAVEPOINT replicated_row").execute(&mut **change).await?;
-            return self.conflict(change, peer, entry, &error.to_string()).await;
+        match sqlx::query(&statement).bind(entry.data.as_deref().unwrap_or(&entry.pk)).execute(&mut **change).await {
+            Ok(_) => {}
+            // A constraint the row breaks here (class 23): recorded, and the log goes on.
+            Err(sqlx::Error::Database(error)) if error.code().is_some_and(|code| code.starts_with("23")) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT replicated_row").execute(&mut **change).await?;
+                return self.conflict(change, peer, entry, &error.to_string()).await;
+            }
+            // Anything else (a lock not had in time, the database failing): the batch is
+            // tried again.
+            Err(error) => return Err(error.into()),
         }
         sqlx::query(
             "INSERT INTO replication_rows (tbl, pk, hlc, region, deleted) VALUES ($1, $2::jsonb, $3, $4, $5) \
@@ -345,11 +372,12 @@ impl Replication {
     }
 }
 
-/// Delete the entries of this region's log older than `keep`.
+/// Delete the entries of this region's log, and the tombstones, older than `keep`.
 pub async fn trim(db: &Db, keep: Duration) -> ApiResult<()> {
-    let keep_us = i64::try_from(keep.as_micros()).unwrap_or(i64::MAX);
-    let before = crate::db::now_ms().saturating_mul(1000).saturating_sub(keep_us);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let before = i64::try_from(now.saturating_sub(keep).as_micros()).unwrap_or(i64::MAX);
     sqlx::query("DELETE FROM replication_log WHERE hlc < $1").bind(before).execute(&db.pool).await?;
+    sqlx::query("DELETE FROM replication_rows WHERE deleted AND hlc < $1").bind(before).execute(&db.pool).await?;
     Ok(())
 }
 

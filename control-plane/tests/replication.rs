@@ -71,6 +71,21 @@ async fn two_regions_converge_on_every_change_with_the_last_writer_winning() {
     assert!(converged.contains(&"Copper=west's later edit".into()), "{converged:?}");
     assert!(!converged.iter().any(|tier| tier.starts_with("Zinc=")), "{converged:?}");
 
+    // A row a local transaction holds: the pull gives up on it within its lock timeout (the
+    // local transaction is not the one a deadlock would end), and the regions converge later.
+    run(&east, describe, &["Copper", "east's edit while west holds it"]).await;
+    let mut held = west.app.db.pool.begin().await.unwrap();
+    sqlx::query("UPDATE tiers SET description = 'west held it' WHERE name = 'Copper' AND kind = 'subscription'")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let error = west.replication.pull(&west.app.state, &east.app.db.pool).await.unwrap_err().to_string();
+    assert!(error.contains("lock timeout"), "{error}");
+    held.commit().await.unwrap();
+    exchange(&east, &west).await;
+    assert_eq!(texts(&east, TIERS).await, texts(&west, TIERS).await);
+    assert!(texts(&west, TIERS).await.contains(&"Copper=west held it".into()));
+
     // A deletion cascades on both sides: ann's application goes with her.
     let application = new_id();
     let insert = "INSERT INTO applications (id, owner_id, name, tier, created_at) VALUES ($1, $2, 'ann-app', 'Unlimited', 0)";
@@ -109,6 +124,16 @@ async fn two_regions_converge_on_every_change_with_the_last_writer_winning() {
     run(&west, tier, &["Lead", "after the trim"]).await;
     assert_eq!(exchange(&east, &west).await, (1, 0));
     assert!(texts(&east, TIERS).await.contains(&"Lead=after the trim".into()));
+
+    // Entries trimmed before the peer read them: the peer stops, rather than go on without them.
+    run(&west, tier, &["Iron", "never read"]).await;
+    // (Past the microsecond it was logged in.)
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    portico_control_plane::replication::trim(&west.app.db, std::time::Duration::ZERO).await.unwrap();
+    run(&west, tier, &["Nickel", "after a gap"]).await;
+    let error = east.replication.pull(&east.app.state, &west.app.db.pool).await.unwrap_err().to_string();
+    assert!(error.contains("trimmed its log") && error.contains("from a copy"), "{error}");
+    assert!(!texts(&east, TIERS).await.iter().any(|tier| tier.starts_with("Nickel=")));
 }
 
 #[tokio::test]

@@ -181,11 +181,12 @@ pub async fn start(options: &Options, stopped: watch::Receiver<bool>) -> anyhow:
     };
     let mut state = AppState::new(db, settings);
     state.traces = traces(&options.node, "portico-control-plane")?;
-    tokio::spawn(expiry::every_hour(state.db.clone(), Some(options.analytics_retention.0)));
+    // Capture first: nothing written from here on is missed by the other region.
     if let (Some(region), Some(peer)) = (&options.region, &options.peer_database_url) {
         let replication = Replication::install(&state.db, region).await.map_err(|e| anyhow::anyhow!("--region: {e}"))?;
         tokio::spawn(replication.follow(state.clone(), peer.clone()));
     }
+    tokio::spawn(expiry::every_hour(state.db.clone(), Some(options.analytics_retention.0)));
     Ok(bound.serve(state, layers, "control plane listening", stopped))
 }
 
