@@ -41,7 +41,8 @@ def call(method, url, token=None, body=None, headers=None):
     try:
         with urllib.request.urlopen(request, timeout=10) as reply:
             text = reply.read()
-            return reply.status, (json.loads(text) if text else None)
+            json_answer = reply.headers.get("content-type", "").startswith("application/json") and text
+            return reply.status, (json.loads(text) if json_answer else None)
     except urllib.error.HTTPError as error:
         return error.code, None
 
