@@ -7,8 +7,8 @@
 # portico_east and portico_west, east's control plane on :9080 and gateway on :8080, west's
 # on :9081 and :8081. Both answer for one issuer (ISSUER, the global name clients use) and
 # share the key that seals secrets. In two real regions, each peer URL is the other region's
-# database, readable by a role that may read its log, reached through an encrypted tunnel
-# (the PostgreSQL client is built without TLS; see docs/deployment.md).
+# database, readable by a role that may read its log, over verified TLS
+# (...?sslmode=verify-full&sslrootcert=west-db-ca.pem).
 set -euo pipefail
 export PORTICO_ADMIN_PASSWORD=${PORTICO_ADMIN_PASSWORD:-change-me-admin-1}
 export PORTICO_SECRETS_KEY=${PORTICO_SECRETS_KEY:-$(openssl rand -hex 32)}

@@ -1032,6 +1032,88 @@ pub fn indent(text: &str, spaces: usize) -> String {
     text.lines().map(|l| format!("{pad}{l}")).collect::<Vec<_>>().join("\n")
 }
 
+/// A PostgreSQL 15 cluster of its own (Debian's binaries, run as the `postgres` user) on a
+/// free loopback port that takes TLS connections only, with a certificate for 127.0.0.1
+/// (`certificate`, its own CA); stopped and removed when dropped.
+pub struct PostgresTlsServer {
+    /// Its port.
+    pub port: u16,
+    /// Its certificate: what a client trusts (`sslrootcert`).
+    pub certificate: TestCertificate,
+    data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl PostgresTlsServer {
+    const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+    /// Make the cluster and start it. Panics, naming what is missing, when PostgreSQL 15's
+    /// server binaries cannot be run.
+    pub fn start() -> Self {
+        use std::os::unix::fs::{PermissionsExt, chown};
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let owner = Self::postgres_user();
+        chown(dir.path(), Some(owner), None).expect("give the cluster's folder to `postgres`");
+        let data = dir.path().join("data");
+        Self::as_postgres("initdb", &["-D", data.to_str().expect("a UTF-8 path"), "--auth=trust", "-U", "postgres", "-E", "UTF8"]);
+        let certificate = TestCertificate::generate(dir.path());
+        for file in [&certificate.cert, &certificate.key] {
+            chown(file, Some(owner), None).expect("give the certificate to `postgres`");
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).expect("a private key readable by its owner only");
+        }
+        std::fs::write(data.join("pg_hba.conf"), "hostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n")
+            .expect("pg_hba.conf");
+        let port = free_port();
+        let options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            dir.path().display(),
+            certificate.cert.display(),
+            certificate.key.display()
+        );
+        let log = dir.path().join("postgres.log");
+        Self::as_postgres(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap_or_default(), "-l", log.to_str().unwrap_or_default(), "-o", &options, "-w", "start"],
+        );
+        Self { port, certificate, data, _dir: dir }
+    }
+
+    /// A URL of its `postgres` database with `sslmode` (and the certificate as the root to
+    /// verify it by).
+    pub fn url(&self, sslmode: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode={sslmode}&sslrootcert={}", self.port, self.certificate.cert.display())
+    }
+
+    fn postgres_user() -> u32 {
+        let output = Command::new("id").args(["-u", "postgres"]).output().expect("`id` runs");
+        String::from_utf8_lossy(&output.stdout).trim().parse().expect("a `postgres` user (Debian's postgresql package makes it)")
+    }
+
+    fn as_postgres(program: &str, args: &[&str]) {
+        let output = Command::new("runuser")
+            .args(["-u", "postgres", "--", &format!("{}/{program}", Self::BIN)])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("runuser {program}: {e} (PostgreSQL 15's server, Debian's postgresql-15, is needed)"));
+        assert!(
+            output.status.success(),
+            "{program} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for PostgresTlsServer {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--", &format!("{}/pg_ctl", Self::BIN), "-D"])
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
 /// A `redis-server` of its own on a free loopback port, without persistence, for tests that
 /// count on Redis or kill it; stopped when dropped.
 pub struct RedisServer {

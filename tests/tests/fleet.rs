@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use http::{Method, StatusCode};
 use portico_tests::{
-    ApiKey, ControlPlaneClient, HttpClient, Link, MockUpstream, OpenIdProvider, OtlpReceiver, PorticoProcess, RedisServer, TestCertificate,
-    TestIssuer, eventually, policies, tls_get, until_closed,
+    ApiKey, ControlPlaneClient, HttpClient, Link, MockUpstream, OpenIdProvider, OtlpReceiver, PorticoProcess, PostgresTlsServer,
+    RedisServer, TestCertificate, TestIssuer, eventually, policies, tls_get, until_closed,
 };
 use serde_json::{Value, json};
 
@@ -755,6 +755,34 @@ async fn pattern_5_an_outside_openid_provider_as_the_key_manager() {
         answers(&gateway, &rotated).await == StatusCode::UNAUTHORIZED
     })
     .await;
+}
+
+/// The control plane's database over TLS (every pattern on PostgreSQL, and the other
+/// region's database in active-active): a server that takes TLS connections only, reached
+/// with `sslmode=verify-full` and its CA. Without TLS the server refuses; a server the CA
+/// given does not vouch for is refused.
+#[tokio::test]
+async fn the_control_plane_reaches_postgresql_over_verified_tls() {
+    let server = PostgresTlsServer::start();
+    let data = tempfile::tempdir().unwrap();
+    let control_plane = start_control_plane_with(data.path(), 0, &["--database-url", &server.url("verify-full")], &[]);
+    let cp = ControlPlaneClient::new(control_plane.control_plane.unwrap());
+    let admin = cp.login("admin", ADMIN_PASSWORD).await;
+    assert_eq!(cp.call(Method::GET, "/api/v1/apis", Some(&admin), None).await.status, StatusCode::OK);
+    drop(control_plane);
+
+    let other = TestCertificate::generate(data.path());
+    let another_ca = server.url("verify-full").replace(server.certificate.cert.to_str().unwrap(), other.cert.to_str().unwrap());
+    for (url, refusal) in [(server.url("disable"), "pg_hba.conf"), (another_ca, "certificate")] {
+        let output = std::process::Command::new(portico_tests::portico_binary())
+            .args(["control-plane", "--api", "127.0.0.1:0", "--database-url", &url, "--data-dir"])
+            .arg(data.path())
+            .env("PORTICO_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.to_lowercase().contains(refusal), "{url}: {stderr}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
