@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 /// Components of the test policies, built by this package's build script.
@@ -802,7 +802,12 @@ impl HttpClient {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         let connector = HttpsConnectorBuilder::new().with_tls_config(config).https_or_http().enable_http1().wrap_connector(http);
-        Self { client: Client::builder(TokioExecutor::new()).build(connector) }
+        // A connection idle in the pool for longer than a gateway waits for the next request
+        // head (`header_read_timeout`, 10 s by default) may be closed by the gateway just as
+        // a request is written on it: not reused past half that.
+        let client =
+            Client::builder(TokioExecutor::new()).pool_timer(TokioTimer::new()).pool_idle_timeout(Duration::from_secs(5)).build(connector);
+        Self { client }
     }
 
     /// Send a request and read the whole response.
