@@ -4,7 +4,6 @@
 //! (docs/deployment.md, "Multi-datacenter, active-active", has the rules).
 
 use std::collections::HashMap;
-
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
@@ -136,17 +135,18 @@ END
 $$;
 "#;
 
-/// A replicated table's columns, from the database's catalog.
-#[derive(Debug, Clone)]
+/// How a peer's entry is applied to a replicated table: its statements, made once from the
+/// database's catalog, each binding the entry's JSON as `$1`.
+#[derive(Debug)]
 struct Table {
-    /// Its primary key's columns.
-    key: Vec<String>,
-    /// Its other columns.
-    rest: Vec<String>,
+    /// Insert the row, or update it where its key is.
+    upsert: String,
+    /// Delete the row the key names.
+    delete: String,
 }
 
 /// This region's side of the replication: its name and its tables.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Replication {
     region: String,
     tables: HashMap<&'static str, Table>,
@@ -177,8 +177,8 @@ impl Replication {
         }
         let mut tables = HashMap::new();
         for &name in TABLES {
-            let table = table(&mut conn, name).await?;
-            let arguments: Vec<String> = table.key.iter().map(|column| format!("'{column}'")).collect();
+            let (key, rest) = columns(&mut conn, name).await?;
+            let arguments: Vec<String> = key.iter().map(|column| format!("'{column}'")).collect();
             // Deferred to commit: a transaction takes the clock as its last lock, held only
             // through its commit (taken at its first write, two transactions each holding a
             // row the other wants could deadlock on it).
@@ -190,7 +190,7 @@ impl Replication {
             ))
             .execute(&mut *conn)
             .await?;
-            tables.insert(name, table);
+            tables.insert(name, Table::new(name, &key, &rest));
         }
         conn.commit().await?;
         Ok(Self { region: region.to_owned(), tables })
@@ -302,8 +302,8 @@ impl Replication {
     async fn apply(&self, change: &mut Change<'_>, peer: &str, entry: &Entry) -> ApiResult<()> {
         // The clock runs past every time seen, so that a later write here is later.
         sqlx::query("UPDATE replication_clock SET hlc = GREATEST(hlc, $1)").bind(entry.hlc).execute(&mut **change).await?;
-        let Some((name, table)) = self.tables.get_key_value(entry.tbl.as_str()) else {
-            return self.conflict(change, peer, entry, "not a replicated table here").await;
+        let Some(table) = self.tables.get(entry.tbl.as_str()) else {
+            return conflict(change, peer, entry, "not a replicated table here").await;
         };
         let held: Option<(i64, String)> = sqlx::query_as("SELECT hlc, region FROM replication_rows WHERE tbl = $1 AND pk = $2::jsonb")
             .bind(&entry.tbl)
@@ -313,28 +313,14 @@ impl Replication {
         if held.is_some_and(|(hlc, region)| (hlc, region.as_str()) >= (entry.hlc, peer)) {
             return Ok(());
         }
-        let key = table.key.iter().map(|column| format!("\"{column}\"")).collect::<Vec<_>>().join(", ");
-        let statement = match &entry.data {
-            None => format!("DELETE FROM {name} WHERE ({key}) = (SELECT {key} FROM jsonb_populate_record(NULL::{name}, $1::jsonb))"),
-            Some(_) if table.rest.is_empty() => {
-                format!("INSERT INTO {name} SELECT * FROM jsonb_populate_record(NULL::{name}, $1::jsonb) ON CONFLICT ({key}) DO NOTHING")
-            }
-            Some(_) => {
-                let rest = table.rest.iter().map(|column| format!("\"{column}\"")).collect::<Vec<_>>().join(", ");
-                let excluded = table.rest.iter().map(|column| format!("EXCLUDED.\"{column}\"")).collect::<Vec<_>>().join(", ");
-                format!(
-                    "INSERT INTO {name} SELECT * FROM jsonb_populate_record(NULL::{name}, $1::jsonb) \
-                     ON CONFLICT ({key}) DO UPDATE SET ({rest}) = ROW({excluded})"
-                )
-            }
-        };
+        let statement = if entry.data.is_some() { &table.upsert } else { &table.delete };
         sqlx::query("SAVEPOINT replicated_row").execute(&mut **change).await?;
-        match sqlx::query(&statement).bind(entry.data.as_deref().unwrap_or(&entry.pk)).execute(&mut **change).await {
+        match sqlx::query(statement).bind(entry.data.as_deref().unwrap_or(&entry.pk)).execute(&mut **change).await {
             Ok(_) => {}
             // A constraint the row breaks here (class 23): recorded, and the log goes on.
             Err(sqlx::Error::Database(error)) if error.code().is_some_and(|code| code.starts_with("23")) => {
                 sqlx::query("ROLLBACK TO SAVEPOINT replicated_row").execute(&mut **change).await?;
-                return self.conflict(change, peer, entry, &error.to_string()).await;
+                return conflict(change, peer, entry, &error.to_string()).await;
             }
             // Anything else (a lock not had in time, the database failing): the batch is
             // tried again.
@@ -353,23 +339,24 @@ impl Replication {
         .await?;
         Ok(())
     }
+}
 
-    async fn conflict(&self, change: &mut Change<'_>, peer: &str, entry: &Entry, error: &str) -> ApiResult<()> {
-        tracing::warn!(peer, seq = entry.seq, table = %entry.tbl, key = %entry.pk, error, "a replicated change could not be applied");
-        sqlx::query(
-            "INSERT INTO replication_conflicts (peer, seq, tbl, pk, error, at) VALUES ($1, $2, $3, $4::jsonb, $5, $6) \
-             ON CONFLICT (peer, seq) DO NOTHING",
-        )
-        .bind(peer)
-        .bind(entry.seq)
-        .bind(&entry.tbl)
-        .bind(&entry.pk)
-        .bind(error)
-        .bind(crate::db::now_ms())
-        .execute(&mut **change)
-        .await?;
-        Ok(())
-    }
+/// Record that `entry` could not be applied (and why), and log it.
+async fn conflict(change: &mut Change<'_>, peer: &str, entry: &Entry, error: &str) -> ApiResult<()> {
+    tracing::warn!(peer, seq = entry.seq, table = %entry.tbl, key = %entry.pk, error, "a replicated change could not be applied");
+    sqlx::query(
+        "INSERT INTO replication_conflicts (peer, seq, tbl, pk, error, at) VALUES ($1, $2, $3, $4::jsonb, $5, $6) \
+         ON CONFLICT (peer, seq) DO NOTHING",
+    )
+    .bind(peer)
+    .bind(entry.seq)
+    .bind(&entry.tbl)
+    .bind(&entry.pk)
+    .bind(error)
+    .bind(crate::db::now_ms())
+    .execute(&mut **change)
+    .await?;
+    Ok(())
 }
 
 /// Delete the entries of this region's log, and the tombstones, older than `keep`.
@@ -393,8 +380,24 @@ struct Entry {
     hlc: i64,
 }
 
-/// The key and other columns of table `name`.
-async fn table(conn: &mut sqlx::AnyConnection, name: &str) -> ApiResult<Table> {
+impl Table {
+    fn new(name: &str, key: &[String], rest: &[String]) -> Self {
+        let quoted =
+            |columns: &[String], prefix: &str| columns.iter().map(|column| format!("{prefix}\"{column}\"")).collect::<Vec<_>>().join(", ");
+        let key = quoted(key, "");
+        let insert = format!("INSERT INTO {name} SELECT * FROM jsonb_populate_record(NULL::{name}, $1::jsonb) ON CONFLICT ({key})");
+        let upsert = if rest.is_empty() {
+            format!("{insert} DO NOTHING")
+        } else {
+            format!("{insert} DO UPDATE SET ({}) = ROW({})", quoted(rest, ""), quoted(rest, "EXCLUDED."))
+        };
+        let delete = format!("DELETE FROM {name} WHERE ({key}) = (SELECT {key} FROM jsonb_populate_record(NULL::{name}, $1::jsonb))");
+        Self { upsert, delete }
+    }
+}
+
+/// The primary key's columns and the other columns of table `name`.
+async fn columns(conn: &mut sqlx::AnyConnection, name: &str) -> ApiResult<(Vec<String>, Vec<String>)> {
     let columns = sqlx::query(
         "SELECT a.attname::text AS name, COALESCE(a.attnum = ANY(i.indkey), FALSE) AS is_key \
          FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary \
@@ -411,5 +414,5 @@ async fn table(conn: &mut sqlx::AnyConnection, name: &str) -> ApiResult<Table> {
     if key.is_empty() {
         return Err(ApiError::Internal(format!("table {name} has no primary key to replicate by")));
     }
-    Ok(Table { key, rest })
+    Ok((key, rest))
 }
