@@ -92,21 +92,36 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| {
                 ApiError::Unauthorized("log in first: send `Authorization: Bearer <token>` from POST /api/v1/auth/login".into())
             })?;
-        let row: Option<(String, String, String, i64)> = sqlx::query_as(
-            "SELECT u.id, u.username, u.role, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
-        )
-        .bind(token_hash(token))
-        .fetch_optional(&state.db.pool)
-        .await?;
-        match row {
-            Some((user_id, username, role, expires_at)) if expires_at > now_ms() => Ok(Caller {
-                user_id,
-                username,
-                role: Role::parse(&role).ok_or_else(|| ApiError::Internal(format!("unknown role {role}")))?,
-            }),
-            _ => Err(ApiError::Unauthorized("the session token is unknown or expired; log in again".into())),
-        }
+        session_caller(&state.db, token).await
     }
+}
+
+/// The user whose session `token` is (a bearer token, or the console's cookie).
+pub(crate) async fn session_caller(db: &Db, token: &str) -> ApiResult<Caller> {
+    let row: Option<(String, String, String, i64)> = sqlx::query_as(
+        "SELECT u.id, u.username, u.role, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
+    )
+    .bind(token_hash(token))
+    .fetch_optional(&db.pool)
+    .await?;
+    match row {
+        Some((user_id, username, role, expires_at)) if expires_at > now_ms() => {
+            Ok(Caller { user_id, username, role: Role::parse(&role).ok_or_else(|| ApiError::Internal(format!("unknown role {role}")))? })
+        }
+        _ => Err(ApiError::Unauthorized("the session token is unknown or expired; log in again".into())),
+    }
+}
+
+/// The value of the cookie `name` in a request's headers.
+pub(crate) fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
 }
 
 /// sha256 hex of a bearer token: what the database keeps.
@@ -333,9 +348,15 @@ pub(crate) async fn check_password(state: &AppState, source: Source, username: &
 #[utoipa::path(operation_id = "logout", post, path = "/api/v1/auth/logout", tag = "auth", responses((status = 204)), security(("bearer" = [])))]
 pub async fn logout(State(state): State<AppState>, _caller: Caller, parts: axum::http::HeaderMap) -> ApiResult<axum::http::StatusCode> {
     if let Some(token) = parts.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) {
-        sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash(token)).execute(&state.db.pool).await?;
+        end_session(&state.db, token).await?;
     }
     Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Forget the session `token`.
+pub(crate) async fn end_session(db: &Db, token: &str) -> ApiResult<()> {
+    sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash(token)).execute(&db.pool).await?;
+    Ok(())
 }
 
 /// A user as shown by the API (never its password hash).

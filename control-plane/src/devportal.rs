@@ -3,14 +3,14 @@
 //! client and API keys, whose secrets are shown once and stored only as hashes; client
 //! certificates for mutual TLS).
 
-mod api_keys;
-mod applications;
-mod catalogue;
+pub(crate) mod api_keys;
+pub(crate) mod applications;
+pub(crate) mod catalogue;
 mod client_certificates;
 mod external_clients;
 mod oauth_clients;
-mod signup;
-mod subscriptions;
+pub(crate) mod signup;
+pub(crate) mod subscriptions;
 
 use axum::Router;
 use axum::routing::{delete, get, post, put};

@@ -54,7 +54,8 @@ impl ApiError {
         Self::NotFound(format!("{kind} `{id}` not found"))
     }
 
-    fn status(&self) -> StatusCode {
+    /// The HTTP status it is answered with.
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::Validation { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -88,22 +89,7 @@ fn is_constraint_violation(error: &sqlx::Error) -> bool {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let detail = match &self {
-            Self::Database(e) if status == StatusCode::CONFLICT => {
-                tracing::debug!(error = %e, "constraint violation");
-                "the request conflicts with existing data (a duplicate name, or a reference to something missing)".to_owned()
-            }
-            Self::Database(_) if status == StatusCode::BAD_REQUEST => NO_NUL.to_owned(),
-            Self::Database(e) => {
-                tracing::error!(error = %e, "database error");
-                "internal error".to_owned()
-            }
-            Self::Internal(e) => {
-                tracing::error!(error = %e, "internal error");
-                "internal error".to_owned()
-            }
-            other => other.to_string(),
-        };
+        let detail = self.detail();
         let mut body = serde_json::json!({
             "type": "about:blank",
             "title": status.canonical_reason().unwrap_or("Error"),
@@ -119,6 +105,30 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"portico\""));
         }
         response
+    }
+}
+
+impl ApiError {
+    /// What the caller is told: the message, except for our own failures (logged here,
+    /// answered without their details).
+    pub(crate) fn detail(&self) -> String {
+        let status = self.status();
+        match self {
+            Self::Database(e) if status == StatusCode::CONFLICT => {
+                tracing::debug!(error = %e, "constraint violation");
+                "the request conflicts with existing data (a duplicate name, or a reference to something missing)".to_owned()
+            }
+            Self::Database(_) if status == StatusCode::BAD_REQUEST => NO_NUL.to_owned(),
+            Self::Database(e) => {
+                tracing::error!(error = %e, "database error");
+                "internal error".to_owned()
+            }
+            Self::Internal(e) => {
+                tracing::error!(error = %e, "internal error");
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        }
     }
 }
 

@@ -4,10 +4,12 @@
 //! subscriptions, keys), `keymanager` (the OAuth2 authorization server), `registry`
 //! (policy components), `environment` (what a gateway environment runs) and `fleet` (the
 //! gateways, the event hub that feeds them, rollouts); `health` and `metrics` are the
-//! operator's (with `traces`), and `analytics` the usage gateways report.
+//! operator's (with `traces`), and `analytics` the usage gateways report; `console` is the
+//! web pages over all of it (developer portal, publisher).
 
 pub mod analytics;
 pub mod auth;
+mod console;
 pub mod db;
 pub mod devportal;
 pub mod environment;
@@ -135,7 +137,8 @@ pub fn app(state: AppState, layers: Layers) -> Router {
             .merge(keymanager::admin_routes())
             .merge(registry::routes())
             .merge(fleet::routes())
-            .merge(openapi::routes(layers));
+            .merge(openapi::routes(layers))
+            .merge(console::routes());
     }
     if layers != Layers::ControlPlane {
         router = router.merge(keymanager::routes());

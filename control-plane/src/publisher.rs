@@ -2,7 +2,7 @@
 //! import, the lifecycle (CREATED → PUBLISHED → DEPRECATED → RETIRED, BLOCKED), immutable
 //! revisions, gateway environments and the deployment of revisions to them.
 
-mod apis;
+pub(crate) mod apis;
 mod checks;
 mod definition;
 mod deployments;

@@ -106,6 +106,14 @@ impl TestApp {
         self
     }
 
+    /// The same database served by a control plane whose public URL is `public_url`.
+    pub fn with_public_url(mut self, public_url: &str) -> Self {
+        let settings = Settings { public_url: public_url.to_owned(), ..(*self.state.settings).clone() };
+        self.state = AppState::new(self.db.clone(), settings);
+        self.router = app(self.state.clone(), Layers::ControlPlaneAndKeyManager);
+        self
+    }
+
     /// Send a request; returns the status and the body as JSON (`Null` when empty or not JSON).
     pub async fn send(
         &self,

@@ -167,6 +167,18 @@ async fn the_catalogue_shows_published_and_deprecated_apis() {
             let names: Vec<&str> = found.as_array().unwrap().iter().map(|api| api["name"].as_str().unwrap()).collect();
             assert_eq!(names, expected, "q={q}");
         }
+        // A tag is matched whole (case-insensitive), and with the search text both must hold.
+        for (query, expected) in [
+            ("tag=shared", vec!["Orders", "Pets"]),
+            ("tag=SHARED&q=pet", vec!["Pets"]),
+            ("tag=tag-p", vec![]),
+            ("tag=", vec!["Orders", "Pets"]),
+        ] {
+            let (status, found) = app.send("GET", &format!("/api/v1/catalogue?{query}"), Some(&token), None).await;
+            assert_eq!(status, StatusCode::OK);
+            let names: Vec<&str> = found.as_array().unwrap().iter().map(|api| api["name"].as_str().unwrap()).collect();
+            assert_eq!(names, expected, "{query}");
+        }
 
         let (status, one) = app.send("GET", &format!("/api/v1/catalogue/{published}"), Some(&token), None).await;
         assert_eq!(status, StatusCode::OK, "{one}");

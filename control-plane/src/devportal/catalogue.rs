@@ -55,6 +55,8 @@ pub struct CatalogueOperation {
 pub struct CatalogueSearch {
     /// Part of a name, a description or a tag, case-insensitive.
     pub q: Option<String>,
+    /// A tag the API has, case-insensitive.
+    pub tag: Option<String>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -122,12 +124,15 @@ pub async fn list(
     for (api_id, method, path) in operation_rows {
         operations.entry(api_id).or_default().push(CatalogueOperation { method, path });
     }
-    let needle = search.q.as_deref().map(str::trim).filter(|q| !q.is_empty()).map(str::to_lowercase);
+    let lowered = |text: &Option<String>| text.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_lowercase);
+    let (needle, tag) = (lowered(&search.q), lowered(&search.tag));
     let mut apis = Vec::new();
     for row in rows {
         let api_operations = operations.remove(&row.id).unwrap_or_default();
         let api = row.into_api(api_operations, false)?;
-        if needle.as_deref().is_none_or(|needle| matches(&api, needle)) {
+        if needle.as_deref().is_none_or(|needle| matches(&api, needle))
+            && tag.as_deref().is_none_or(|tag| api.tags.iter().any(|t| t.to_lowercase() == tag))
+        {
             apis.push(api);
         }
     }

@@ -338,15 +338,7 @@ fn csrf_matches(headers: &HeaderMap, field: Option<&str>) -> bool {
     let Some(field) = field else {
         return false;
     };
-    let cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == CSRF_COOKIE)
-        .map(|(_, value)| value);
-    cookie.is_some_and(|cookie| auth::same_secret(cookie, field))
+    auth::cookie(headers, CSRF_COOKIE).is_some_and(|cookie| auth::same_secret(cookie, field))
 }
 
 /// `303 See Other` to `redirect_uri` with `params`, `state` and our `iss` (RFC 9207) added

@@ -1,0 +1,21 @@
+// Progressive enhancement only: every page works without this script.
+// A button with `data-copy="<id>"` copies the text of the element with that id.
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-copy]");
+  if (!button) return;
+  const source = document.getElementById(button.dataset.copy);
+  if (!source) return;
+  try {
+    await navigator.clipboard.writeText(source.textContent.trim());
+    button.textContent = "Copied";
+  } catch {
+    const range = document.createRange();
+    range.selectNodeContents(source);
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+    button.textContent = "Selected: press Ctrl+C";
+  }
+});
+// Copy buttons are shown only where the script runs.
+for (const button of document.querySelectorAll("button[data-copy][hidden]")) button.hidden = false;

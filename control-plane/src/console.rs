@@ -1,0 +1,36 @@
+//! The web console: the developer portal's and the publisher's pages, server-rendered from
+//! templates compiled into the binary. Pages call the REST API's handlers (every rule,
+//! role check and error is theirs) and show their problems next to the fields they name.
+//! `session` owns the login cookie and the anti-forgery tokens, `page` the common frame
+//! and headers (a Content-Security-Policy without inline script), `assets` the style sheet
+//! and the one script.
+
+mod assets;
+mod page;
+mod portal;
+mod publisher;
+mod session;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::AppState;
+
+/// The console's routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(session::home))
+        .route("/login", get(session::login_page).post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/signup", get(session::signup_page).post(session::signup))
+        .route("/console/assets/{name}", get(assets::serve))
+        .route("/devportal", get(portal::catalogue))
+        .route("/devportal/apis/{id}", get(portal::api))
+        .route("/devportal/applications", get(portal::applications).post(portal::create_application))
+        .route("/devportal/applications/{id}", get(portal::application))
+        .route("/devportal/subscriptions", post(portal::subscribe))
+        .route("/devportal/applications/{id}/subscriptions/{sub_id}/delete", post(portal::unsubscribe))
+        .route("/devportal/applications/{id}/api-keys", post(portal::create_api_key))
+        .route("/devportal/applications/{id}/api-keys/{key_id}/revoke", post(portal::revoke_api_key))
+        .route("/publisher", get(publisher::apis))
+}

@@ -1,0 +1,176 @@
+//! The web console's sessions and forms, in process (the browser test in `tests/` clicks
+//! through the pages): the login cookie's attributes, the anti-forgery tokens, where a
+//! login may send the browser, and the headers every page carries.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use portico_control_plane::db::Engine;
+use portico_control_plane::test_support::TestApp;
+use tower::ServiceExt;
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: header::HeaderName) -> &str {
+        self.headers.get(name).map_or("", |v| v.to_str().unwrap())
+    }
+
+    fn cookies(&self) -> Vec<&str> {
+        self.headers.get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap()).collect()
+    }
+
+    /// The value of the form field `name` on the page.
+    fn field(&self, name: &str) -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self.body.find(&marker).unwrap_or_else(|| panic!("no field {name}: {}", self.body)) + marker.len();
+        self.body[start..].split('"').next().unwrap().to_owned()
+    }
+}
+
+async fn send(app: &TestApp, method: &str, uri: &str, cookie: &str, form: Option<&str>) -> Answer {
+    let mut request = Request::builder().method(method).uri(uri);
+    if !cookie.is_empty() {
+        request = request.header(header::COOKIE, cookie);
+    }
+    let request = match form {
+        Some(form) => request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(Body::from(form.to_owned())),
+        None => request.body(Body::empty()),
+    }
+    .unwrap();
+    let response = app.router.clone().oneshot(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    Answer { status: parts.status, headers: parts.headers, body }
+}
+
+/// `name=value` of the cookie `name` among `answer`'s.
+fn cookie_pair(answer: &Answer, name: &str) -> String {
+    let set = answer.cookies().into_iter().find(|c| c.starts_with(&format!("{name}="))).unwrap_or_else(|| panic!("no cookie {name}"));
+    set.split(';').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn logging_in_needs_the_page_s_token_and_sets_a_session_cookie() {
+    let app = TestApp::new(Engine::Sqlite).await;
+    let page = send(&app, "GET", "/login?next=%2Fdevportal%2Fapplications", "", None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csrf_cookie = page.cookies()[0].to_owned();
+    assert!(csrf_cookie.contains("; HttpOnly; SameSite=Strict") && !csrf_cookie.contains("Secure"), "{csrf_cookie}");
+    let csrf = page.field("csrf");
+    assert_eq!(csrf_cookie.split(';').next().unwrap(), format!("portico_csrf={csrf}"));
+    assert_eq!(page.field("next"), "/devportal/applications");
+    let policy = page.header(header::CONTENT_SECURITY_POLICY);
+    assert!(
+        policy.starts_with("default-src 'none'; script-src 'self'; style-src 'self';") && policy.contains("frame-ancestors 'none'"),
+        "{policy}"
+    );
+    assert_eq!(page.header(header::X_FRAME_OPTIONS), "DENY");
+    assert!(!page.body.contains("<script>") && !page.body.contains("style="), "no inline script or style");
+
+    let cookie = format!("portico_csrf={csrf}");
+    let form = |password: &str, token: &str, next: &str| format!("csrf={token}&next={next}&username=admin&password={password}");
+    // Without the cookie's token (a form posted from elsewhere), or with another one.
+    for (cookie, token) in [("", csrf.as_str()), (cookie.as_str(), ""), (cookie.as_str(), "AAAA")] {
+        let answer = send(&app, "POST", "/login", cookie, Some(&form("admin-password-1", token, ""))).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+        assert!(answer.body.contains("anti-forgery token"), "{}", answer.body);
+        assert!(answer.cookies().is_empty());
+    }
+    let wrong = send(&app, "POST", "/login", &cookie, Some(&form("not-the-password", &csrf, ""))).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.body.contains("wrong user name or password") && wrong.body.contains("value=\"admin\""), "{}", wrong.body);
+    assert!(wrong.cookies().is_empty());
+
+    // A login goes back to a page of this site only.
+    for (next, to) in [
+        ("%2Fdevportal%2Fapplications", "/devportal/applications"),
+        ("%2F%2Fevil.example%2F", "/publisher"),
+        ("https%3A%2F%2Fevil.example%2F", "/publisher"),
+        ("%2F%5Cevil.example", "/publisher"),
+        ("", "/publisher"),
+    ] {
+        let answer = send(&app, "POST", "/login", &cookie, Some(&form("admin-password-1", &csrf, next))).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+        assert_eq!(answer.header(header::LOCATION), to, "next={next}");
+        let session = answer.cookies()[0].to_owned();
+        assert!(session.starts_with("portico_session=") && session.contains("; HttpOnly; SameSite=Lax; Max-Age=43"), "{session}");
+    }
+}
+
+#[tokio::test]
+async fn a_form_needs_its_session_s_token_and_logging_out_ends_the_session() {
+    let app = TestApp::new(Engine::Sqlite).await;
+    let page = send(&app, "GET", "/login", "", None).await;
+    let csrf = page.field("csrf");
+    let csrf_cookie = format!("portico_csrf={csrf}");
+    let login = send(&app, "POST", "/login", &csrf_cookie, Some(&format!("csrf={csrf}&username=admin&password=admin-password-1"))).await;
+    let session = cookie_pair(&login, "portico_session");
+
+    let page = send(&app, "GET", "/devportal/applications", &session, None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let token = page.field("csrf");
+    assert_ne!(token, csrf, "a session's token is not the login page's");
+    // The login page's token is worth nothing once logged in, nor is a missing one.
+    for body in ["name=forged".to_owned(), format!("name=forged&csrf={csrf}")] {
+        let answer = send(&app, "POST", "/devportal/applications", &format!("{session}; {csrf_cookie}"), Some(&body)).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{body}");
+    }
+    let (_, listed) = app.send("GET", "/api/v1/applications", Some(&app.login("admin", "admin-password-1").await), None).await;
+    assert_eq!(listed, serde_json::json!([]), "nothing forged was saved");
+    // A field the API refuses is shown next to it, with what was typed kept.
+    let refused = send(
+        &app,
+        "POST",
+        "/devportal/applications",
+        &session,
+        Some(&format!("csrf={token}&name=%20shop&description=kept&tier=Unlimited")),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(
+        refused.body.contains("<p class=\"error\" id=\"name-error\">") && refused.body.contains("aria-invalid=\"true\""),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains(">kept</textarea>"), "{}", refused.body);
+    let made = send(&app, "POST", "/devportal/applications", &session, Some(&format!("csrf={token}&name=shop&tier=Unlimited"))).await;
+    assert_eq!(made.status, StatusCode::SEE_OTHER, "{}", made.body);
+    assert!(made.header(header::LOCATION).starts_with("/devportal/applications/"));
+
+    let out = send(&app, "POST", "/logout", &session, Some(&format!("csrf={token}"))).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert!(out.cookies()[0].starts_with("portico_session=;") && out.cookies()[0].contains("Max-Age=0"), "{:?}", out.cookies());
+    let after = send(&app, "GET", "/devportal/applications", &session, None).await;
+    assert_eq!(after.status, StatusCode::SEE_OTHER);
+    assert_eq!(after.header(header::LOCATION), "/login?next=%2Fdevportal%2Fapplications");
+}
+
+#[tokio::test]
+async fn behind_an_https_url_the_cookies_are_secure_and_host_only() {
+    let app = TestApp::new(Engine::Sqlite).await.with_public_url("https://portico.example");
+    let page = send(&app, "GET", "/login", "", None).await;
+    let csrf = page.field("csrf");
+    assert!(page.cookies()[0].starts_with(&format!("__Host-portico_csrf={csrf}; Path=/;")) && page.cookies()[0].ends_with("; Secure"));
+    let login = send(
+        &app,
+        "POST",
+        "/login",
+        &format!("__Host-portico_csrf={csrf}"),
+        Some(&format!("csrf={csrf}&username=admin&password=admin-password-1")),
+    )
+    .await;
+    assert_eq!(login.status, StatusCode::SEE_OTHER, "{}", login.body);
+    let session = login.cookies()[0];
+    assert!(session.starts_with("__Host-portico_session=") && session.ends_with("; Secure"), "{session}");
+    // The plain-HTTP name is not read: a cookie set by a page without TLS cannot log in.
+    let value = cookie_pair(&login, "__Host-portico_session").split_once('=').unwrap().1.to_owned();
+    let plain = send(&app, "GET", "/devportal", &format!("portico_session={value}"), None).await;
+    assert_eq!(plain.status, StatusCode::SEE_OTHER);
+    let secure = send(&app, "GET", "/devportal", &format!("__Host-portico_session={value}"), None).await;
+    assert_eq!(secure.status, StatusCode::OK);
+}
