@@ -19,3 +19,19 @@ document.addEventListener("click", async (event) => {
 });
 // Copy buttons are shown only where the script runs.
 for (const button of document.querySelectorAll("button[data-copy][hidden]")) button.hidden = false;
+// A rollout still going (`data-done="false"`) is fetched again every second until every
+// gateway runs it; the server renders each state.
+async function follow(element) {
+  for (let i = 0; i < 300 && element.dataset.done !== "true"; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const response = await fetch(element.dataset.live, { credentials: "same-origin" });
+    if (!response.ok) return;
+    const holder = document.createElement("div");
+    holder.innerHTML = await response.text();
+    const next = holder.firstElementChild;
+    if (!next) return;
+    element.replaceWith(next);
+    element = next;
+  }
+}
+for (const element of document.querySelectorAll("[data-live][data-done='false']")) follow(element);

@@ -33,4 +33,11 @@ pub fn routes() -> Router<AppState> {
         .route("/devportal/applications/{id}/api-keys", post(portal::create_api_key))
         .route("/devportal/applications/{id}/api-keys/{key_id}/revoke", post(portal::revoke_api_key))
         .route("/publisher", get(publisher::apis))
+        .route("/publisher/import", get(publisher::import_page).post(publisher::import))
+        .route("/publisher/apis/{id}", get(publisher::api))
+        .route("/publisher/apis/{id}/lifecycle", post(publisher::change_lifecycle))
+        .route("/publisher/apis/{id}/revisions", post(publisher::create_revision))
+        .route("/publisher/apis/{id}/deployments", post(publisher::deploy))
+        .route("/publisher/apis/{id}/deployments/{environment}/rollback", post(publisher::rollback))
+        .route("/publisher/environments/{name}/rollout", get(publisher::rollout))
 }

@@ -5,11 +5,11 @@
 pub(crate) mod apis;
 mod checks;
 mod definition;
-mod deployments;
-mod environments;
-mod import;
-mod lifecycle;
-mod revisions;
+pub(crate) mod deployments;
+pub(crate) mod environments;
+pub(crate) mod import;
+pub(crate) mod lifecycle;
+pub(crate) mod revisions;
 mod status;
 mod store;
 

@@ -433,6 +433,9 @@ async fn subscriptions_wait_for_approval_when_it_is_on() {
         assert_eq!(queue, json!([]), "only subscriptions to one's own APIs");
         let (_, queue) = app.send("GET", "/api/v1/subscriptions?status=ON_HOLD", Some(&admin), None).await;
         assert_eq!(queue.as_array().unwrap().len(), 2);
+        let (_, queue) = app.send("GET", &format!("/api/v1/subscriptions?api_id={orders}"), Some(&pat), None).await;
+        assert_eq!(queue.as_array().unwrap().len(), 1, "{queue}");
+        assert_eq!(queue[0]["id"], orders_subscription.as_str());
         let (status, body) = app.send("GET", "/api/v1/subscriptions?status=WAITING", Some(&pat), None).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["field"], "status");

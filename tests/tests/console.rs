@@ -15,6 +15,23 @@ use serde_json::{Value, json};
 /// The axe-core release the accessibility check runs (from npm, kept under `target/`).
 const AXE_VERSION: &str = "4.14.1";
 
+/// What the publisher imports.
+const ORDERS_OPENAPI: &str = "openapi: 3.0.3
+info:
+  title: Orders
+  version: v2
+  description: Orders of the shop
+servers:
+  - url: http://orders.example/orders
+paths:
+  /orders:
+    get:
+      summary: List orders
+  /orders/{id}:
+    get:
+      summary: One order
+";
+
 /// Where screenshots and the accessibility report go.
 fn artifacts() -> PathBuf {
     let dir = target_dir().join("console");
@@ -169,12 +186,51 @@ async fn a_subscriber_signs_up_subscribes_gets_a_key_and_revokes_it_in_the_brows
         "documentation": documentation, "operations": [{"method": "GET", "path": "/items/{id}"}],
     });
     let api = cp.deployed_api(&admin, definition).await;
-    let other = json!({"name": "Orders", "version": "v2", "context": "/orders", "endpoints": [upstream.url()], "tags": ["shop"],
-        "operations": [{"method": "GET", "path": "/orders"}]});
-    cp.deployed_api(&admin, other).await;
+    cp.ok(Method::POST, "/api/v1/users", Some(&admin), json!({"username": "pat", "password": "publisher-pass-1", "role": "publisher"}))
+        .await;
 
     let mut browser = Browser::start().await;
     let b = &mut browser;
+
+    // The publisher imports an OpenAPI document, publishes the API, deploys it and sees the
+    // rollout complete.
+    b.go(&format!("{base}/login")).await;
+    b.fill("#username", "pat").await;
+    b.fill("#password", "publisher-pass-1").await;
+    b.follow("main button[type=submit]").await;
+    assert_eq!(b.path().await, "/publisher");
+    b.follow("a[href='/publisher/import']").await;
+    b.fill("#openapi", "openapi: [").await;
+    b.fill("#endpoints", &upstream.url()).await;
+    b.follow("main form button[type=submit]").await;
+    assert!(b.text("#openapi-error").await.contains("YAML"), "the document's problem is next to it");
+    assert_eq!(cp.ok(Method::GET, "/api/v1/apis?q=orders", Some(&admin), Value::Null).await, json!([]), "nothing saved");
+    b.check_accessibility("import with an error").await;
+    let document = artifacts().join("orders.yaml");
+    std::fs::write(&document, ORDERS_OPENAPI).unwrap();
+    b.fill("#openapi", "").await;
+    b.client.find(Locator::Css("#openapi_file")).await.unwrap().send_keys(&document.display().to_string()).await.unwrap();
+    b.follow("main form button[type=submit]").await;
+    assert!(b.path().await.starts_with("/publisher/apis/"), "on the imported API's page");
+    assert!(b.text("h1").await.starts_with("Orders"), "{}", b.text("h1").await);
+    assert_eq!(b.count("#operations tbody tr").await, 2);
+    b.follow("form[action$='/lifecycle'] button").await;
+    assert!(b.text("h1").await.contains("PUBLISHED"), "{}", b.text("h1").await);
+    b.follow("form[action$='/revisions'] button").await;
+    assert!(b.text("#revisions").await.contains("1"));
+    b.follow("form[action$='/deployments'] button[type=submit]").await;
+    let started = Instant::now();
+    while b.count(".rollout[data-done='true']").await == 0 {
+        assert!(started.elapsed() < Duration::from_secs(15), "the rollout shown done: {}", b.text(".deployments").await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("the rollout was shown done {:?} after the deploy's page", started.elapsed());
+    assert!(b.text(".rollout").await.contains("Rolled out"));
+    let orders = http.get(&process.url("/orders/v2/orders"), &[]).await.unwrap();
+    assert_eq!(orders.status, StatusCode::UNAUTHORIZED, "the gateway serves the deployed API (and wants a key)");
+    b.screenshot("publisher-api").await;
+    b.check_accessibility("publisher's API page").await;
+    b.follow("form[action='/logout'] button").await;
 
     // A visitor not logged in is sent to the login page, which comes back after.
     b.go(&format!("{base}/devportal/applications")).await;
@@ -200,12 +256,12 @@ async fn a_subscriber_signs_up_subscribes_gets_a_key_and_revokes_it_in_the_brows
     assert_eq!(b.count(".card").await, 2);
     b.screenshot("portal-catalogue").await;
     b.check_accessibility("catalogue").await;
-    b.fill("#q", "for sale").await;
+    b.fill("#q", "of the shop").await;
     b.follow("form[role=search] button").await;
-    assert_eq!(b.count(".card").await, 1);
-    b.follow("a[href='/devportal?tag=shop']").await;
     assert_eq!(b.text(".card h2").await, "Orders v2");
+    assert_eq!(b.count(".card").await, 1);
     b.follow("a[href='/devportal?tag=animals']").await;
+    assert_eq!(b.count(".card").await, 1);
     b.follow(".card h2 a").await;
 
     // The API's page: its documentation rendered, with nothing that runs.

@@ -140,14 +140,19 @@ pub(super) struct FormErrors {
 }
 
 impl FormErrors {
-    /// The errors for `error`, where `fields` are the form's field names.
+    /// The errors for `error`, where `fields` are the form's field names; a problem inside a
+    /// field (`endpoints[1]`, `openapi.paths`) is shown next to it, naming where.
     pub fn from(error: &ApiError, fields: &[&str]) -> Self {
-        match error {
-            ApiError::Validation { field, message } if fields.contains(&field.as_str()) => {
-                Self { fields: vec![(field.clone(), message.clone())], general: None }
+        if let ApiError::Validation { field, message } = error {
+            let inside = |name: &&&str| field.strip_prefix(**name).is_some_and(|rest| rest.starts_with(['.', '[']));
+            if fields.contains(&field.as_str()) {
+                return Self { fields: vec![(field.clone(), message.clone())], general: None };
             }
-            other => Self { fields: Vec::new(), general: Some(other.detail()) },
+            if let Some(name) = fields.iter().find(inside) {
+                return Self { fields: vec![((*name).to_owned(), format!("{field}: {message}"))], general: None };
+            }
         }
+        Self { fields: Vec::new(), general: Some(error.detail()) }
     }
 
     /// The message for `field`, if any.

@@ -1,15 +1,26 @@
-//! The publisher's pages: the APIs the visitor manages.
+//! The publisher's pages: the APIs the visitor manages, importing one from an OpenAPI
+//! document (a file or pasted, JSON or YAML), and an API's page: its lifecycle actions,
+//! revisions, deployments with each environment's rollout shown live until every gateway
+//! runs it, rollback, and the API's subscriptions.
 
 use askama::Template;
+use axum::Extension;
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{Html, IntoResponse, Response};
+use portico_gateway::traces::SpanParent;
 
-use super::page::{self, Shell, Visitor, query_value, render, when};
+use super::page::{self, FormErrors, Shell, Visitor, query_value, render, see_other, when};
+use super::session::Posted;
 use crate::AppState;
-use crate::error::QueryParams;
-use crate::publisher::{ApiSummary, apis};
+use crate::devportal::{Subscription, SubscriptionFilter, subscriptions};
+use crate::error::{ApiError, JsonBody, QueryParams};
+use crate::fleet::{Rollout, RolloutQuery, gateways};
+use crate::publisher::{
+    Api, ApiSummary, Deploy, Deployment, Environment, Import, LifecycleAction, LifecycleChange, Revision, apis, deployments, environments,
+    import, lifecycle, revisions,
+};
 
 #[derive(Template)]
 #[template(path = "console/publisher_apis.html")]
@@ -26,4 +37,222 @@ pub(super) async fn apis(State(state): State<AppState>, visitor: Visitor, RawQue
         Ok(Json(apis)) => render(StatusCode::OK, &ApisPage { shell: Shell::of(&visitor, "Your APIs", "publisher"), q, apis }),
         Err(e) => page::error(Some(&visitor), e),
     }
+}
+
+#[derive(Template)]
+#[template(path = "console/publisher_import.html")]
+struct ImportPage {
+    shell: Shell,
+    document: String,
+    endpoints: String,
+    context: String,
+    errors: FormErrors,
+}
+
+/// `GET /publisher/import`.
+pub(super) async fn import_page(visitor: Visitor) -> Response {
+    if let Err(e) = visitor.caller.require(&[crate::auth::Role::Publisher]) {
+        return page::error(Some(&visitor), e);
+    }
+    let page = ImportPage {
+        shell: Shell::of(&visitor, "Import an API", "publisher"),
+        document: String::new(),
+        endpoints: String::new(),
+        context: String::new(),
+        errors: FormErrors::default(),
+    };
+    render(StatusCode::OK, &page)
+}
+
+/// An OpenAPI document in JSON or YAML, as the JSON value the API takes.
+fn document(text: &str) -> Result<serde_json::Value, ApiError> {
+    if text.trim().is_empty() {
+        return Err(ApiError::invalid("openapi", "choose a file, or paste the document"));
+    }
+    match serde_json::from_str(text) {
+        Ok(value) => Ok(value),
+        Err(json) if text.trim_start().starts_with('{') => Err(ApiError::invalid("openapi", format!("not valid JSON: {json}"))),
+        Err(_) => serde_norway::from_str(text).map_err(|yaml| ApiError::invalid("openapi", format!("neither JSON nor valid YAML: {yaml}"))),
+    }
+}
+
+/// `POST /publisher/import` (multipart: the file `openapi_file`, or the text `openapi`).
+pub(super) async fn import(State(state): State<AppState>, posted: Posted) -> Response {
+    let fields = &posted.fields;
+    let text = match fields.get("openapi_file") {
+        "" => fields.get("openapi"),
+        file => file,
+    };
+    let endpoints: Vec<String> = fields.get("endpoints").lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    let context = Some(fields.get("context").trim().to_owned()).filter(|c| !c.is_empty());
+    let imported = match document(text) {
+        Ok(openapi) => import::import(State(state), posted.visitor.caller.clone(), JsonBody(Import { openapi, endpoints, context })).await,
+        Err(e) => Err(e),
+    };
+    match imported {
+        Ok((_, Json(api))) => see_other(&format!("/publisher/apis/{}", api.id)),
+        Err(e) => {
+            let page = ImportPage {
+                shell: Shell::of(&posted.visitor, "Import an API", "publisher"),
+                document: text.to_owned(),
+                endpoints: fields.get("endpoints").to_owned(),
+                context: fields.get("context").to_owned(),
+                errors: FormErrors::from(&e, &["openapi", "endpoints", "context"]),
+            };
+            render(e.status(), &page)
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/rollout.html")]
+struct RolloutFragment {
+    rollout: Rollout,
+}
+
+impl RolloutFragment {
+    fn healthy(&self) -> usize {
+        self.rollout.gateways.iter().filter(|g| g.healthy).count()
+    }
+
+    fn in_sync(&self) -> usize {
+        self.rollout.gateways.iter().filter(|g| g.healthy && g.in_sync).count()
+    }
+}
+
+/// An environment's rollout as HTML, for the API page and its live updates.
+async fn rollout_html(state: &AppState, visitor: &Visitor, environment: &str) -> Result<String, ApiError> {
+    let query = QueryParams(RolloutQuery { wait_ms: 0 });
+    let Json(rollout) = gateways::rollout(State(state.clone()), visitor.caller.clone(), Path(environment.to_owned()), query).await?;
+    RolloutFragment { rollout }.render().map_err(|e| ApiError::Internal(format!("the rollout did not render: {e}")))
+}
+
+/// `GET /publisher/environments/{name}/rollout`: the rollout alone (the API page's script
+/// fetches it until it is done).
+pub(super) async fn rollout(State(state): State<AppState>, visitor: Visitor, Path(environment): Path<String>) -> Response {
+    match rollout_html(&state, &visitor, &environment).await {
+        Ok(html) => page::with_headers(Html(html).into_response()),
+        Err(e) => page::error(Some(&visitor), e),
+    }
+}
+
+/// A lifecycle action as a button says it.
+fn title(action: impl AsRef<str>) -> String {
+    let action = action.as_ref();
+    let mut chars = action.chars();
+    chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
+}
+
+/// A deployment with its environment's rollout.
+struct DeploymentView {
+    deployment: Deployment,
+    rollout: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/publisher_api.html")]
+struct ApiPage {
+    shell: Shell,
+    api: Api,
+    actions: Vec<LifecycleAction>,
+    revisions: Vec<Revision>,
+    environments: Vec<Environment>,
+    deployments: Vec<DeploymentView>,
+    subscriptions: Vec<Subscription>,
+    errors: FormErrors,
+}
+
+async fn api_page(state: &AppState, visitor: &Visitor, id: String, errors: FormErrors) -> Response {
+    let result = async {
+        let caller = || visitor.caller.clone();
+        let Json(api) = apis::get(State(state.clone()), caller(), Path(id.clone())).await?;
+        let Json(revisions) = revisions::list(State(state.clone()), caller(), Path(id.clone())).await?;
+        let Json(environments) = environments::list(State(state.clone()), caller()).await?;
+        let Json(deployed) = deployments::list(State(state.clone()), caller(), Path(id.clone())).await?;
+        let filter = SubscriptionFilter { status: None, api_id: Some(id.clone()) };
+        let Json(subscriptions) = subscriptions::queue(State(state.clone()), caller(), QueryParams(filter)).await?;
+        let mut deployments = Vec::with_capacity(deployed.len());
+        for deployment in deployed {
+            let rollout = rollout_html(state, visitor, &deployment.environment).await?;
+            deployments.push(DeploymentView { deployment, rollout });
+        }
+        let actions = lifecycle::allowed(api.status).collect();
+        Ok::<_, ApiError>(ApiPage {
+            shell: Shell::of(visitor, format!("{} {}", api.name, api.version), "publisher"),
+            api,
+            actions,
+            revisions,
+            environments,
+            deployments,
+            subscriptions,
+            errors,
+        })
+    };
+    match result.await {
+        Ok(page) => {
+            let status = if page.errors.any() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            render(status, &page)
+        }
+        Err(e) => page::error(Some(visitor), e),
+    }
+}
+
+/// `GET /publisher/apis/{id}`.
+pub(super) async fn api(State(state): State<AppState>, visitor: Visitor, Path(id): Path<String>) -> Response {
+    api_page(&state, &visitor, id, FormErrors::default()).await
+}
+
+/// After an action on the API page: back to the page, or the page with the problem.
+async fn after(state: &AppState, posted: Posted, id: String, result: Result<(), ApiError>, fields: &[&str]) -> Response {
+    match result {
+        Ok(()) => see_other(&format!("/publisher/apis/{id}")),
+        Err(e @ (ApiError::Unauthorized(_) | ApiError::Forbidden(_) | ApiError::NotFound(_))) => page::error(Some(&posted.visitor), e),
+        Err(e) => api_page(state, &posted.visitor, id, FormErrors::from(&e, fields)).await,
+    }
+}
+
+/// `POST /publisher/apis/{id}/lifecycle` (`action`).
+pub(super) async fn change_lifecycle(State(state): State<AppState>, Path(id): Path<String>, posted: Posted) -> Response {
+    let action = serde_json::from_value::<LifecycleAction>(serde_json::Value::from(posted.fields.get("action")))
+        .map_err(|_| ApiError::invalid("action", format!("no lifecycle action `{}`", posted.fields.get("action"))));
+    let result = match action {
+        Ok(action) => {
+            let change = lifecycle::change(
+                State(state.clone()),
+                posted.visitor.caller.clone(),
+                Path(id.clone()),
+                JsonBody(LifecycleChange { action }),
+            );
+            change.await.map(drop)
+        }
+        Err(e) => Err(e),
+    };
+    after(&state, posted, id, result, &[]).await
+}
+
+/// `POST /publisher/apis/{id}/revisions`.
+pub(super) async fn create_revision(State(state): State<AppState>, Path(id): Path<String>, posted: Posted) -> Response {
+    let result = revisions::create(State(state.clone()), posted.visitor.caller.clone(), Path(id.clone())).await.map(drop);
+    after(&state, posted, id, result, &[]).await
+}
+
+/// `POST /publisher/apis/{id}/deployments` (`revision_id`, `environments` checked): the
+/// page shows each environment's rollout as it goes.
+pub(super) async fn deploy(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    trace: Option<Extension<SpanParent>>,
+    posted: Posted,
+) -> Response {
+    let deploy = Deploy { revision_id: posted.fields.get("revision_id").to_owned(), environments: posted.fields.all("environments") };
+    let wait = QueryParams(RolloutQuery { wait_ms: 0 });
+    let result = deployments::deploy(State(state.clone()), posted.visitor.caller.clone(), Path(id.clone()), wait, trace, JsonBody(deploy));
+    let result = result.await.map(drop);
+    after(&state, posted, id, result, &["revision_id", "environments"]).await
+}
+
+/// `POST /publisher/apis/{id}/deployments/{environment}/rollback`.
+pub(super) async fn rollback(State(state): State<AppState>, Path((id, environment)): Path<(String, String)>, posted: Posted) -> Response {
+    let result = deployments::rollback(State(state.clone()), posted.visitor.caller.clone(), Path((id.clone(), environment))).await;
+    after(&state, posted, id, result.map(drop), &[]).await
 }

@@ -85,25 +85,46 @@ impl Fields {
         self.0.iter().find(|(key, _)| key == name).map_or("", |(_, value)| value.as_str())
     }
 
+    /// Every value of `name` (checkboxes), in order.
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.0.iter().filter(|(key, _)| key == name).map(|(_, value)| value.clone()).collect()
+    }
+
     async fn read(request: Request, expected: &str) -> Result<Self, ApiError> {
-        let is_form = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-        if !is_form {
-            return Err(ApiError::invalid("(body)", "send the form as `application/x-www-form-urlencoded`"));
-        }
-        let body = axum::body::to_bytes(request.into_body(), MAX_FORM)
-            .await
-            .map_err(|e| ApiError::invalid("(body)", format!("cannot read the form: {e}")))?;
-        let fields: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+        let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let fields = if content_type.starts_with("application/x-www-form-urlencoded") {
+            let body = axum::body::to_bytes(request.into_body(), MAX_FORM)
+                .await
+                .map_err(|e| ApiError::invalid("(body)", format!("cannot read the form: {e}")))?;
+            form_urlencoded::parse(&body).into_owned().collect()
+        } else if content_type.starts_with("multipart/form-data") {
+            Self::read_multipart(request).await?
+        } else {
+            return Err(ApiError::invalid("(body)", "send the form as `application/x-www-form-urlencoded` or `multipart/form-data`"));
+        };
         let fields = Fields(fields);
         if expected.is_empty() || !same_secret(fields.get("csrf"), expected) {
             return Err(ApiError::Forbidden(FORGED.to_owned()));
         }
         if let Some((name, _)) = fields.0.iter().find(|(_, value)| value.contains('\0')) {
             return Err(ApiError::invalid(name.clone(), "must not contain the NUL character"));
+        }
+        Ok(fields)
+    }
+}
+
+impl Fields {
+    /// A form with files: each part as text (a file must be UTF-8).
+    async fn read_multipart(request: Request) -> Result<Vec<(String, String)>, ApiError> {
+        let unreadable = |e: axum::extract::multipart::MultipartError| ApiError::invalid("(body)", format!("cannot read the form: {e}"));
+        let mut multipart =
+            axum::extract::Multipart::from_request(request, &()).await.map_err(|e| ApiError::invalid("(body)", e.body_text()))?;
+        let mut fields = Vec::new();
+        while let Some(part) = multipart.next_field().await.map_err(unreadable)? {
+            let name = part.name().unwrap_or_default().to_owned();
+            let bytes = part.bytes().await.map_err(unreadable)?;
+            let text = String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::invalid(name.clone(), "a text file in UTF-8"))?;
+            fields.push((name, text));
         }
         Ok(fields)
     }

@@ -325,6 +325,8 @@ pub async fn usage(
 pub struct SubscriptionFilter {
     /// Only subscriptions in this status: `ON_HOLD`, `ACTIVE`, `BLOCKED` or `REJECTED`.
     pub status: Option<String>,
+    /// Only subscriptions to this API.
+    pub api_id: Option<String>,
 }
 
 /// List the subscriptions to the caller's APIs (to all APIs for admins), oldest first:
@@ -353,6 +355,10 @@ pub async fn queue(
     if let Some(status) = status {
         binds.push(status.as_str().to_owned());
         sql.push_str(&format!(" AND s.status = ${}", binds.len()));
+    }
+    if let Some(api_id) = filter.api_id.filter(|id| !id.is_empty()) {
+        binds.push(api_id);
+        sql.push_str(&format!(" AND s.api_id = ${}", binds.len()));
     }
     sql.push_str(" ORDER BY s.created_at, s.id");
     let mut query = sqlx::query_as::<_, Row>(&sql);

@@ -34,7 +34,8 @@ pub enum LifecycleAction {
 }
 
 impl LifecycleAction {
-    fn as_str(self) -> &'static str {
+    /// As sent.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Publish => "publish",
             Self::Deprecate => "deprecate",
@@ -58,12 +59,17 @@ const TRANSITIONS: &[(ApiStatus, LifecycleAction, ApiStatus)] = &[
     (ApiStatus::Published, LifecycleAction::Demote, ApiStatus::Created),
 ];
 
+/// The actions allowed from `from`.
+pub fn allowed(from: ApiStatus) -> impl Iterator<Item = LifecycleAction> {
+    TRANSITIONS.iter().filter(move |(f, _, _)| *f == from).map(|(_, action, _)| *action)
+}
+
 /// The status `action` leads to from `from`, or a conflict naming the allowed actions.
 fn next(from: ApiStatus, action: LifecycleAction) -> ApiResult<ApiStatus> {
     if let Some((_, _, to)) = TRANSITIONS.iter().find(|(f, a, _)| *f == from && *a == action) {
         return Ok(*to);
     }
-    let allowed: Vec<&str> = TRANSITIONS.iter().filter(|(f, _, _)| *f == from).map(|(_, a, _)| a.as_str()).collect();
+    let allowed: Vec<&str> = allowed(from).map(LifecycleAction::as_str).collect();
     let allowed = if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") };
     Err(ApiError::Conflict(format!("cannot {} an API that is {}; allowed actions: {allowed}", action.as_str(), from.as_str())))
 }
