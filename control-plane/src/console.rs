@@ -1,10 +1,11 @@
-//! The web console: the developer portal's and the publisher's pages, server-rendered from
+//! The web console: the developer portal's, the publisher's and the admin's pages, server-rendered from
 //! templates compiled into the binary. Pages call the REST API's handlers (every rule,
 //! role check and error is theirs) and show their problems next to the fields they name.
 //! `session` owns the login cookie and the anti-forgery tokens, `page` the common frame
 //! and headers (a Content-Security-Policy without inline script), `assets` the style sheet
 //! and the one script.
 
+mod admin;
 mod assets;
 mod page;
 mod portal;
@@ -32,6 +33,9 @@ pub fn routes() -> Router<AppState> {
         .route("/devportal/applications/{id}/subscriptions/{sub_id}/delete", post(portal::unsubscribe))
         .route("/devportal/applications/{id}/api-keys", post(portal::create_api_key))
         .route("/devportal/applications/{id}/api-keys/{key_id}/revoke", post(portal::revoke_api_key))
+        .route("/admin", get(async || page::see_other("/admin/users")))
+        .route("/admin/users", get(admin::users).post(admin::create_user))
+        .route("/admin/tiers", get(admin::tiers).post(admin::save_tier))
         .route("/publisher", get(publisher::apis))
         .route("/publisher/import", get(publisher::import_page).post(publisher::import))
         .route("/publisher/apis/{id}", get(publisher::api))

@@ -186,11 +186,41 @@ async fn a_subscriber_signs_up_subscribes_gets_a_key_and_revokes_it_in_the_brows
         "documentation": documentation, "operations": [{"method": "GET", "path": "/items/{id}"}],
     });
     let api = cp.deployed_api(&admin, definition).await;
-    cp.ok(Method::POST, "/api/v1/users", Some(&admin), json!({"username": "pat", "password": "publisher-pass-1", "role": "publisher"}))
-        .await;
 
     let mut browser = Browser::start().await;
     let b = &mut browser;
+
+    // The admin makes a publisher and a tier; bad input is refused next to its field.
+    b.go(&format!("{base}/login")).await;
+    b.fill("#username", "admin").await;
+    b.fill("#password", "console-admin-1").await;
+    b.follow("main button[type=submit]").await;
+    b.follow("a[href='/admin']").await;
+    assert_eq!(b.path().await, "/admin/users");
+    b.fill("#username", "pat").await;
+    b.fill("#password", "short").await;
+    b.follow("main form button[type=submit]").await;
+    assert!(b.text("#password-error").await.contains("12"));
+    assert!(!cp.ok(Method::GET, "/api/v1/users", Some(&admin), Value::Null).await.to_string().contains("\"pat\""), "nothing saved");
+    b.fill("#password", "publisher-pass-1").await;
+    b.follow("main form button[type=submit]").await;
+    assert!(b.text("#users").await.contains("pat"));
+    b.check_accessibility("admin's users").await;
+    b.follow("a[href='/admin/tiers']").await;
+    b.fill("#name", "Tiny").await;
+    b.fill("#requests", "3").await;
+    b.fill("#per_ms", "10").await;
+    b.follow("main form button[type=submit]").await;
+    assert!(b.text("#per_ms-error").await.contains("1000"), "the window's message is next to it");
+    b.fill("#per_ms", "60000").await;
+    b.follow("main form button[type=submit]").await;
+    assert!(b.text("#tiers").await.contains("3 per 60000 ms"));
+    let tiers = cp.ok(Method::GET, "/api/v1/tiers", Some(&admin), Value::Null).await;
+    let tiny = tiers.as_array().unwrap().iter().find(|t| t["name"] == "Tiny").expect("the tier was saved");
+    assert_eq!((tiny["kind"].as_str(), tiny["requests"].as_i64(), tiny["per_ms"].as_i64()), (Some("subscription"), Some(3), Some(60000)));
+    b.screenshot("admin-tiers").await;
+    b.check_accessibility("admin's tiers").await;
+    b.follow("form[action='/logout'] button").await;
 
     // The publisher imports an OpenAPI document, publishes the API, deploys it and sees the
     // rollout complete.

@@ -33,7 +33,7 @@ pub(super) struct Shell {
     pub role: Option<Role>,
     /// The anti-forgery token the page's forms carry.
     pub csrf: String,
-    /// The navigation entry that is current: `devportal`, `applications` or `publisher`.
+    /// The navigation entry that is current: `devportal`, `applications`, `publisher` or `admin`.
     pub section: &'static str,
 }
 
@@ -57,6 +57,11 @@ impl Shell {
     /// Whether the user may use the publisher's pages.
     pub fn publishes(&self) -> bool {
         matches!(self.role, Some(Role::Publisher | Role::Admin))
+    }
+
+    /// Whether the user may use the admin's pages.
+    pub fn administers(&self) -> bool {
+        self.role == Some(Role::Admin)
     }
 
     /// `aria-current` for the navigation entry `section`.

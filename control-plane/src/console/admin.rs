@@ -1,0 +1,179 @@
+//! The admin's pages: users and their roles, and the traffic tiers.
+
+use askama::Template;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::page::{self, FormErrors, Shell, Visitor, render, see_other};
+use super::session::{Fields, Posted};
+use crate::AppState;
+use crate::auth::{self, NewUser, Role, User};
+use crate::error::{ApiError, JsonBody};
+use crate::traffic::{self, Tier, TierLimits};
+
+#[derive(Template)]
+#[template(path = "console/admin_users.html")]
+struct UsersPage {
+    shell: Shell,
+    users: Vec<User>,
+    username: String,
+    role: String,
+    errors: FormErrors,
+}
+
+async fn users_page(state: &AppState, visitor: &Visitor, entered: (String, String), errors: FormErrors) -> Response {
+    match auth::list(State(state.clone()), visitor.caller.clone()).await {
+        Ok(Json(users)) => {
+            let status = if errors.any() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            let (username, role) = entered;
+            render(status, &UsersPage { shell: Shell::of(visitor, "Users", "admin"), users, username, role, errors })
+        }
+        Err(e) => page::error(Some(visitor), e),
+    }
+}
+
+/// `GET /admin/users`.
+pub(super) async fn users(State(state): State<AppState>, visitor: Visitor) -> Response {
+    users_page(&state, &visitor, (String::new(), Role::Publisher.as_str().to_owned()), FormErrors::default()).await
+}
+
+/// `POST /admin/users` (`username`, `password`, `role`).
+pub(super) async fn create_user(State(state): State<AppState>, posted: Posted) -> Response {
+    let fields = &posted.fields;
+    let entered = (fields.get("username").to_owned(), fields.get("role").to_owned());
+    let role = serde_json::from_value::<Role>(serde_json::Value::from(fields.get("role")))
+        .map_err(|_| ApiError::invalid("role", "admin, publisher or subscriber"));
+    let result = match role {
+        Ok(role) => {
+            let user = NewUser { username: entered.0.clone(), password: fields.get("password").to_owned(), role };
+            auth::create(State(state.clone()), posted.visitor.caller.clone(), JsonBody(user)).await.map(drop)
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => see_other("/admin/users"),
+        Err(e @ (ApiError::Unauthorized(_) | ApiError::Forbidden(_))) => page::error(Some(&posted.visitor), e),
+        Err(e) => users_page(&state, &posted.visitor, entered, FormErrors::from(&e, &["username", "password", "role"])).await,
+    }
+}
+
+/// What the tier form holds, as typed.
+#[derive(Default)]
+struct TierForm {
+    kind: String,
+    name: String,
+    description: String,
+    requests: String,
+    per_ms: String,
+    burst_requests: String,
+    burst_per_ms: String,
+    quota_requests: String,
+    quota_period: String,
+    time_zone: String,
+}
+
+impl TierForm {
+    fn of(fields: &Fields) -> Self {
+        let get = |name: &str| fields.get(name).trim().to_owned();
+        Self {
+            kind: get("kind"),
+            name: get("name"),
+            description: get("description"),
+            requests: get("requests"),
+            per_ms: get("per_ms"),
+            burst_requests: get("burst_requests"),
+            burst_per_ms: get("burst_per_ms"),
+            quota_requests: get("quota_requests"),
+            quota_period: get("quota_period"),
+            time_zone: get("time_zone"),
+        }
+    }
+
+    /// The limits the API takes: empty fields left out, numbers read.
+    fn limits(&self) -> Result<TierLimits, ApiError> {
+        let number = |field: &str, text: &str| match text {
+            "" => Ok(None),
+            text => text.parse::<i64>().map(Some).map_err(|_| ApiError::invalid(field, "a whole number")),
+        };
+        let text = |text: &str| Some(text.to_owned()).filter(|t| !t.is_empty());
+        Ok(TierLimits {
+            description: self.description.clone(),
+            requests: number("requests", &self.requests)?,
+            per_ms: number("per_ms", &self.per_ms)?,
+            burst_requests: number("burst_requests", &self.burst_requests)?,
+            burst_per_ms: number("burst_per_ms", &self.burst_per_ms)?,
+            quota_requests: number("quota_requests", &self.quota_requests)?,
+            quota_period: text(&self.quota_period),
+            time_zone: text(&self.time_zone),
+        })
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/admin_tiers.html")]
+struct TiersPage {
+    shell: Shell,
+    tiers: Vec<Tier>,
+    form: TierForm,
+    errors: FormErrors,
+}
+
+impl TiersPage {
+    /// A limit as read: `5000 per 60000 ms`, or nothing.
+    fn limit(requests: &Option<i64>, per_ms: &Option<i64>) -> String {
+        match (requests, per_ms) {
+            (Some(requests), Some(per_ms)) => format!("{requests} per {per_ms} ms"),
+            _ => String::new(),
+        }
+    }
+}
+
+async fn tiers_page(state: &AppState, visitor: &Visitor, form: TierForm, errors: FormErrors) -> Response {
+    if let Err(e) = visitor.caller.require(&[Role::Admin]) {
+        return page::error(Some(visitor), e);
+    }
+    match traffic::list(State(state.clone()), visitor.caller.clone()).await {
+        Ok(Json(tiers)) => {
+            let status = if errors.any() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            render(status, &TiersPage { shell: Shell::of(visitor, "Tiers", "admin"), tiers, form, errors })
+        }
+        Err(e) => page::error(Some(visitor), e),
+    }
+}
+
+/// `GET /admin/tiers`.
+pub(super) async fn tiers(State(state): State<AppState>, visitor: Visitor) -> Response {
+    let form = TierForm { kind: "subscription".to_owned(), ..TierForm::default() };
+    tiers_page(&state, &visitor, form, FormErrors::default()).await
+}
+
+/// `POST /admin/tiers`: a tier made, or replaced when its kind and name exist.
+pub(super) async fn save_tier(State(state): State<AppState>, posted: Posted) -> Response {
+    let form = TierForm::of(&posted.fields);
+    let result = match form.limits() {
+        Ok(limits) => {
+            let path = Path((form.kind.clone(), form.name.clone()));
+            traffic::upsert(State(state.clone()), posted.visitor.caller.clone(), path, JsonBody(limits)).await.map(drop)
+        }
+        Err(e) => Err(e),
+    };
+    let fields = [
+        "kind",
+        "name",
+        "description",
+        "requests",
+        "per_ms",
+        "burst_requests",
+        "burst_per_ms",
+        "quota_requests",
+        "quota_period",
+        "time_zone",
+    ];
+    match result {
+        Ok(()) => see_other("/admin/tiers"),
+        Err(e @ (ApiError::Unauthorized(_) | ApiError::Forbidden(_))) => page::error(Some(&posted.visitor), e),
+        Err(e) => tiers_page(&state, &posted.visitor, form, FormErrors::from(&e, &fields)).await,
+    }
+}
