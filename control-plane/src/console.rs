@@ -11,6 +11,7 @@ mod page;
 mod portal;
 mod publisher;
 mod session;
+mod try_it;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -27,6 +28,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/assets/{name}", get(assets::serve))
         .route("/devportal", get(portal::catalogue))
         .route("/devportal/apis/{id}", get(portal::api))
+        .route("/devportal/apis/{id}/try", post(portal::try_api))
         .route("/devportal/applications", get(portal::applications).post(portal::create_application))
         .route("/devportal/applications/{id}", get(portal::application))
         .route("/devportal/subscriptions", post(portal::subscribe))

@@ -14,7 +14,7 @@ mod status;
 mod store;
 
 use axum::Router;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use utoipa::OpenApi;
 
 use crate::AppState;
@@ -22,7 +22,9 @@ use crate::AppState;
 pub use checks::{OPENID_SCOPE, is_scope_name};
 pub use definition::{Api, ApiSummary, ApiUpdate, EndpointClientCertificate, NewApi, Operation, Scope};
 pub use deployments::{Deploy, DeployedApi, Deployment, deployed};
-pub use environments::{Counters, Environment, NewEnvironment, UpstreamNetworks, counters, upstream_networks};
+pub use environments::{
+    Counters, Environment, GatewayUrl, NewEnvironment, UpstreamNetworks, counters, offer_gateway_url, upstream_networks,
+};
 pub use import::Import;
 pub use lifecycle::{LifecycleAction, LifecycleChange};
 pub use revisions::{Revision, RevisionContent, client_key};
@@ -53,6 +55,7 @@ pub(crate) async fn visible_api(db: &crate::db::Db, caller: &crate::auth::Caller
     environments::list,
     environments::create,
     environments::delete,
+    environments::set_gateway_url,
     environments::get_upstream_networks,
     environments::set_upstream_networks,
     environments::get_counters,
@@ -82,5 +85,6 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/environments/{name}/upstream-networks",
             get(environments::get_upstream_networks).put(environments::set_upstream_networks),
         )
+        .route("/api/v1/environments/{name}/gateway-url", put(environments::set_gateway_url))
         .route("/api/v1/environments/{name}/counters", get(environments::get_counters).put(environments::set_counters))
 }

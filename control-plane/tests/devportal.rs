@@ -978,3 +978,45 @@ async fn a_subscription_shows_its_usage_from_the_environments_counters() {
     }
     on_both_engines!(check);
 }
+
+#[tokio::test]
+async fn the_catalogue_says_where_gateways_serve_an_api() {
+    async fn check(app: TestApp) {
+        let admin = app.login("admin", "admin-password-1").await;
+        let pets = api(&app, "admin", "Pets", "PUBLISHED").await;
+        let sub = app.user("sub", "subscriber").await;
+        let set = "/api/v1/environments/default/gateway-url";
+        for bad in ["ftp://gw.example", "https://", "https://gw.example/?q=1", "https://user@gw.example", "not a url", "/relative"] {
+            let (status, body) = app.send("PUT", set, Some(&admin), Some(json!({"gateway_url": bad}))).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+            assert_eq!(body["field"], "gateway_url", "{bad}");
+        }
+        let (status, _) = app.send("PUT", set, Some(&sub), Some(json!({"gateway_url": "https://gw.example"}))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) = app
+            .send("PUT", "/api/v1/environments/nowhere/gateway-url", Some(&admin), Some(json!({"gateway_url": "https://gw.example"})))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, environment) = app.send("PUT", set, Some(&admin), Some(json!({"gateway_url": "https://gw.example/edge/"}))).await;
+        assert_eq!(status, StatusCode::OK, "{environment}");
+        assert_eq!(environment["gateway_url"], "https://gw.example/edge");
+
+        // Not deployed: served nowhere.
+        let (_, one) = app.send("GET", &format!("/api/v1/catalogue/{pets}"), Some(&sub), None).await;
+        assert_eq!(one["gateway_urls"], json!([]));
+        let (status, revision) = app.send("POST", &format!("/api/v1/apis/{pets}/revisions"), Some(&admin), Some(json!({}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{revision}");
+        let deploy = json!({"revision_id": revision["id"], "environments": ["default"]});
+        let (status, body) = app.send("POST", &format!("/api/v1/apis/{pets}/deployments"), Some(&admin), Some(deploy)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (_, one) = app.send("GET", &format!("/api/v1/catalogue/{pets}"), Some(&sub), None).await;
+        assert_eq!(one["gateway_urls"], json!(["https://gw.example/edge/pets/v1"]));
+        let (_, list) = app.send("GET", "/api/v1/catalogue", Some(&sub), None).await;
+        assert_eq!(list[0]["gateway_urls"], json!(["https://gw.example/edge/pets/v1"]));
+        let (status, _) = app.send("PUT", set, Some(&admin), Some(json!({"gateway_url": null}))).await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, one) = app.send("GET", &format!("/api/v1/catalogue/{pets}"), Some(&sub), None).await;
+        assert_eq!(one["gateway_urls"], json!([]), "a forgotten URL is not given");
+    }
+    on_both_engines!(check);
+}

@@ -39,13 +39,13 @@ pub async fn run(file: PathBuf, access_log: Option<AccessLogTarget>) -> anyhow::
         gateway.report_usage(LoggedUsage, "file", &loaded.settings);
     }
     let (stop, stopped) = watch::channel(false);
-    let tasks = process::start_listeners(&gateway, &loaded.settings.clone().with_access_log(access_log), &loaded.base_dir, stopped)
+    let listening = process::start_listeners(&gateway, &loaded.settings.clone().with_access_log(access_log), &loaded.base_dir, stopped)
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e:#}", file.display()))?;
     let drain_delay = loaded.settings.drain_delay.0;
     tokio::spawn(watch_and_reload(gateway.clone(), file, loaded.settings, files));
     tokio::spawn(process::sweep_counters(gateway.clone()));
-    process::serve_until_signal(stop, tasks, Some((&gateway, drain_delay))).await
+    process::serve_until_signal(stop, listening.tasks, Some((&gateway, drain_delay))).await
 }
 
 /// Usage reports written to the process's log, one line each (`usage`, with the report).

@@ -85,11 +85,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 
     gateway.report_usage(control_plane.clone(), &id, &options.settings);
     let (stop, stopped) = watch::channel(false);
-    let tasks = process::start_listeners(&gateway, &options.settings, &options.settings_dir, stopped).await?;
+    let listening = process::start_listeners(&gateway, &options.settings, &options.settings_dir, stopped).await?;
     tokio::spawn(process::sweep_counters(gateway.clone()));
     let source = Network { control_plane, id, connected: None, last: None };
     tokio::spawn(follow(gateway.clone(), source, cache, options.environment.clone()));
-    process::serve_until_signal(stop, tasks, Some((&gateway, options.settings.drain_delay.0))).await
+    process::serve_until_signal(stop, listening.tasks, Some((&gateway, options.settings.drain_delay.0))).await
 }
 
 /// Apply the cached snapshot, if there is a good one.

@@ -1,6 +1,7 @@
 //! What every gateway process does, whatever feeds it: open the listeners of its
 //! [`Settings`], drop idle rate counters, and drain on SIGTERM or SIGINT.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,15 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a stopping gateway tries to hand its last usage analytics over.
 const FINAL_REPORT_WAIT: Duration = Duration::from_secs(5);
 
+/// Serving listeners: their tasks, and the API listeners' bound addresses.
+#[derive(Debug)]
+pub struct Listening {
+    /// The listeners' tasks (the admin listener's too).
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Each API listener's address as bound, and whether it takes TLS.
+    pub addresses: Vec<(SocketAddr, bool)>,
+}
+
 /// Start the records thread (the access log of `settings`, usage analytics), then bind and serve its listeners and admin listener
 /// (their addresses are logged as `listening` / `admin listening`, then `serving` once all
 /// are bound; files are relative to `base_dir`); they stop when `stopped` turns true.
@@ -25,7 +35,7 @@ pub async fn start_listeners(
     settings: &Settings,
     base_dir: &Path,
     stopped: watch::Receiver<bool>,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+) -> anyhow::Result<Listening> {
     let problems = settings.problems();
     if !problems.is_empty() {
         anyhow::bail!("{}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
@@ -35,7 +45,7 @@ pub async fn start_listeners(
     if let Some(recorder) = Recorder::start(log, usage, settings.access_log.queue, gateway.metrics.access_log_dropped.clone())? {
         gateway.set_recorder(recorder);
     }
-    let mut tasks = Vec::new();
+    let (mut tasks, mut addresses) = (Vec::new(), Vec::new());
     for (i, spec) in settings.listeners.iter().enumerate() {
         let tls = match &spec.tls {
             Some(tls) => Some(tls::serve_config(tls, base_dir, &format!("listeners[{i}].tls")).map_err(|p| anyhow::anyhow!("{p}"))?),
@@ -43,6 +53,7 @@ pub async fn start_listeners(
         };
         let (socket, address) = listener::bind(&spec.address).await?;
         tracing::info!(%address, tls = tls.is_some(), "listening");
+        addresses.push((address, tls.is_some()));
         let (limits, logged) = (settings.limits.clone(), spec.access_log);
         tasks.push(tokio::spawn(listener::serve(gateway.clone(), socket, tls, limits, logged, stopped.clone())));
     }
@@ -55,7 +66,7 @@ pub async fn start_listeners(
         anyhow::bail!("no listeners configured");
     }
     tracing::info!(listeners = settings.listeners.len(), admin = settings.admin.is_some(), "serving");
-    Ok(tasks)
+    Ok(Listening { tasks, addresses })
 }
 
 /// Wait for SIGTERM or SIGINT; then, when the process runs a gateway, have its `/readyz`

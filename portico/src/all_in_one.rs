@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portico_control_plane::fleet::Published;
-use portico_control_plane::{AppState, analytics, registry};
+use portico_control_plane::{AppState, analytics, publisher, registry};
 use portico_gateway::analytics::UsageSink;
 use portico_gateway::contract::fleet::{Ack, EnvironmentMessage, KEEPALIVE, UsageReport};
 use portico_gateway::contract::units;
@@ -93,7 +93,13 @@ pub async fn run(options: Options, access_log: Option<AccessLogTarget>) -> anyho
 
     let analytics = InProcessAnalytics { state: state.clone(), id: id.clone(), environment: options.environment.clone() };
     gateway.report_usage(analytics, &id, &settings);
-    let mut tasks = process::start_listeners(&gateway, &settings, &settings_dir, stopped.clone()).await?;
+    let listening = process::start_listeners(&gateway, &settings, &settings_dir, stopped.clone()).await?;
+    if let Some(url) = listening.addresses.first().map(|(address, tls)| gateway_url(*address, *tls)) {
+        publisher::offer_gateway_url(&state.db, &options.environment, &url)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot record the gateway's URL {url}: {e}"))?;
+    }
+    let mut tasks = listening.tasks;
     tasks.push(started.task);
     tokio::spawn(process::sweep_counters(gateway.clone()));
     tokio::spawn(heartbeat(state.clone(), id, options.environment.clone()));
@@ -104,6 +110,19 @@ pub async fn run(options: Options, access_log: Option<AccessLogTarget>) -> anyho
     process::serve_until_signal(stop, tasks, Some((&gateway, settings.drain_delay.0))).await?;
     control_plane::export_last_traces(&state).await;
     Ok(())
+}
+
+/// The URL this process's gateway is reached at from this machine, offered to the developer
+/// portal as its environment's until an admin says another (an unspecified address is
+/// reached on loopback).
+fn gateway_url(address: std::net::SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    let ip = match address.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("{scheme}://{}", std::net::SocketAddr::new(ip, address.port()))
 }
 
 /// The control plane in this process: its hub's snapshots, its registry's modules, and

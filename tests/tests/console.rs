@@ -319,7 +319,7 @@ async fn a_subscriber_signs_up_subscribes_gets_a_key_and_revokes_it_in_the_brows
     // Subscribe it from the API's page, on a tier the API offers.
     b.go(&format!("{base}/devportal/apis/{api}")).await;
     b.click("#tier option[value=Bronze]").await;
-    b.follow("section form button[type=submit]").await;
+    b.follow("#subscribe button[type=submit]").await;
     assert!(b.text("#subscriptions").await.contains("Pets v1"), "the subscription is listed");
     let application = b.path().await.trim_start_matches("/devportal/applications/").to_owned();
     let subscriptions = cp.ok(Method::GET, &format!("/api/v1/applications/{application}/subscriptions"), Some(&alice), Value::Null).await;
@@ -332,13 +332,32 @@ async fn a_subscriber_signs_up_subscribes_gets_a_key_and_revokes_it_in_the_brows
     assert!(b.client.find(Locator::Css("button[data-copy='new-key']")).await.unwrap().is_displayed().await.unwrap(), "a copy button");
     b.screenshot("portal-application-new-key").await;
     b.check_accessibility("application with a new key").await;
-    let gateway = process.url("/pets/v1/items/1");
-    portico_tests::eventually("the key reaching the gateway", Duration::from_secs(10), async || {
-        http.get(&gateway, &[("apikey", &key)]).await.unwrap().status == StatusCode::OK
-    })
-    .await;
     b.go(&format!("{base}/devportal/applications/{application}")).await;
     assert_eq!(b.count("#new-key").await, 0, "never shown again");
+
+    // The try-it panel calls the API through the gateway with the key.
+    b.go(&format!("{base}/devportal/apis/{api}")).await;
+    let gateway = process.url("/pets/v1/items/1");
+    assert_eq!(b.text("#gateway_url option").await, gateway.trim_end_matches("/items/1"), "the gateway's URL is listed");
+    b.fill("#path", "items/1").await;
+    b.fill("#api_key", &key).await;
+    b.follow("#try-it button[type=submit]").await;
+    assert!(b.text("#path-error").await.contains("starting with `/`"), "the path's message is next to it");
+    b.fill("#path", "/items/1").await;
+    let started = Instant::now();
+    loop {
+        b.follow("#try-it button[type=submit]").await;
+        // The key reaches the gateway within moments of being made.
+        if b.text("#answer-status").await.starts_with("200") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the try-it call answered {}", b.text("#answer").await);
+    }
+    assert!(upstream.received().iter().any(|path| path.contains("/items/1")), "the call reached the backend");
+    b.client.execute("document.getElementById('answer').scrollIntoView(); return true;", vec![]).await.unwrap();
+    b.screenshot("portal-try-it").await;
+    b.check_accessibility("API page with an answer").await;
+    b.go(&format!("{base}/devportal/applications/{application}")).await;
 
     // Revoked from the portal, the key is refused by the gateway.
     let revoked = Instant::now();

@@ -11,6 +11,7 @@ use pulldown_cmark::{Event, HeadingLevel, Parser, Tag, TagEnd};
 
 use super::page::{self, FormErrors, Shell, Visitor, query_value, render, see_other, when};
 use super::session::Posted;
+use super::try_it::{self, Answer, Call};
 use crate::AppState;
 use crate::devportal::{
     Application, ApplicationFields, CatalogueApi, CatalogueSearch, NewApiKey, NewSubscription, Subscription, api_keys, applications,
@@ -76,6 +77,18 @@ pub(super) async fn catalogue(State(state): State<AppState>, visitor: Visitor, R
     render(StatusCode::OK, &page)
 }
 
+/// What the API page's two forms hold besides the API: the subscription chosen and the
+/// try-it call, each with its problems, and the call's answer.
+#[derive(Default)]
+struct Panels {
+    chosen_application: String,
+    chosen_tier: String,
+    errors: FormErrors,
+    call: Call,
+    answer: Option<Answer>,
+    try_errors: FormErrors,
+}
+
 #[derive(Template)]
 #[template(path = "console/api.html")]
 struct ApiPage {
@@ -83,12 +96,11 @@ struct ApiPage {
     api: CatalogueApi,
     documentation: String,
     applications: Vec<Application>,
-    chosen_application: String,
-    chosen_tier: String,
-    errors: FormErrors,
+    methods: &'static [&'static str],
+    panels: Panels,
 }
 
-async fn api_page(state: &AppState, visitor: &Visitor, id: String, chosen: (String, String), errors: FormErrors) -> Response {
+async fn api_page(state: &AppState, visitor: &Visitor, id: String, mut panels: Panels) -> Response {
     let api = catalogue::get(State(state.clone()), visitor.caller.clone(), Path(id)).await;
     let applications = applications::list(State(state.clone()), visitor.caller.clone()).await;
     // Only subscribers have applications; others read the page without the form.
@@ -101,22 +113,48 @@ async fn api_page(state: &AppState, visitor: &Visitor, id: String, chosen: (Stri
         Ok(Json(api)) => api,
         Err(e) => return page::error(Some(visitor), e),
     };
-    let status = if errors.any() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    if panels.call.path.is_empty() {
+        panels.call.path = api.operations.first().map(|op| op.path.clone()).unwrap_or_else(|| "/".to_owned());
+    }
+    let status = if panels.errors.any() || panels.try_errors.any() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     let page = ApiPage {
         shell: Shell::of(visitor, format!("{} {}", api.name, api.version), "devportal"),
         documentation: markdown(api.documentation.as_deref().unwrap_or("")),
         api,
         applications,
-        chosen_application: chosen.0,
-        chosen_tier: chosen.1,
-        errors,
+        methods: try_it::METHODS,
+        panels,
     };
     render(status, &page)
 }
 
 /// `GET /devportal/apis/{id}`.
 pub(super) async fn api(State(state): State<AppState>, visitor: Visitor, Path(id): Path<String>) -> Response {
-    api_page(&state, &visitor, id, Default::default(), FormErrors::default()).await
+    api_page(&state, &visitor, id, Panels::default()).await
+}
+
+/// `POST /devportal/apis/{id}/try`: the call made through the gateway, its answer shown.
+pub(super) async fn try_api(State(state): State<AppState>, Path(id): Path<String>, posted: Posted) -> Response {
+    let field = |name: &str| posted.fields.get(name).to_owned();
+    let call = Call {
+        gateway_url: field("gateway_url"),
+        method: field("method"),
+        path: field("path"),
+        api_key: field("api_key"),
+        token: field("token"),
+        body: field("body"),
+    };
+    let api = match catalogue::get(State(state.clone()), posted.visitor.caller.clone(), Path(id.clone())).await {
+        Ok(Json(api)) => api,
+        Err(e) => return page::error(Some(&posted.visitor), e),
+    };
+    let mut panels = Panels::default();
+    match try_it::send(&api, &call).await {
+        Ok(answer) => panels.answer = Some(answer),
+        Err(e) => panels.try_errors = FormErrors::from(&e, &["gateway_url", "method", "path", "api_key", "token", "body"]),
+    }
+    panels.call = call;
+    api_page(&state, &posted.visitor, id, panels).await
 }
 
 #[derive(Template)]
@@ -224,7 +262,8 @@ pub(super) async fn subscribe(State(state): State<AppState>, posted: Posted) -> 
                 }
                 e => FormErrors::from(&e, &["tier"]),
             };
-            api_page(&state, &posted.visitor, api_id, (application, tier.unwrap_or_default()), errors).await
+            let panels = Panels { chosen_application: application, chosen_tier: tier.unwrap_or_default(), errors, ..Panels::default() };
+            api_page(&state, &posted.visitor, api_id, panels).await
         }
     }
 }

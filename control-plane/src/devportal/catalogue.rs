@@ -15,6 +15,10 @@ use crate::error::{ApiError, ApiResult, QueryParams};
 /// The statuses in which an API is in the catalogue, as an SQL list.
 const VISIBLE: &str = "('PUBLISHED', 'DEPRECATED')";
 
+/// The gateway URLs of the environments each API is deployed on (api id, URL).
+const GATEWAYS: &str =
+    "SELECT d.api_id, e.gateway_url FROM deployments d JOIN environments e ON e.name = d.environment WHERE e.gateway_url IS NOT NULL";
+
 /// An API as subscribers see it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CatalogueApi {
@@ -36,6 +40,9 @@ pub struct CatalogueApi {
     pub status: String,
     /// The operations, by path then method.
     pub operations: Vec<CatalogueOperation>,
+    /// Where gateways serve it: `{gateway URL}{context}/{version}` for each environment it
+    /// is deployed on whose gateway URL is said, by environment name.
+    pub gateway_urls: Vec<String>,
     /// Markdown documentation; only when reading one API.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub documentation: Option<String>,
@@ -73,11 +80,12 @@ struct Row {
 }
 
 impl Row {
-    fn into_api(self, operations: Vec<CatalogueOperation>, with_documentation: bool) -> ApiResult<CatalogueApi> {
+    fn into_api(self, operations: Vec<CatalogueOperation>, gateways: Vec<String>, with_documentation: bool) -> ApiResult<CatalogueApi> {
         let tags = serde_json::from_str(&self.tags)
             .map_err(|e| ApiError::Internal(format!("stored tags of API {} are not valid: {e}", self.id)))?;
         let tiers = serde_json::from_str(&self.tiers)
             .map_err(|e| ApiError::Internal(format!("stored tiers of API {} are not valid: {e}", self.id)))?;
+        let gateway_urls = gateways.iter().map(|gateway| format!("{gateway}{}/{}", self.context, self.version)).collect();
         Ok(CatalogueApi {
             id: self.id,
             name: self.name,
@@ -87,6 +95,7 @@ impl Row {
             tags,
             tiers,
             status: self.status,
+            gateway_urls,
             operations,
             documentation: with_documentation.then_some(self.documentation),
         })
@@ -124,12 +133,18 @@ pub async fn list(
     for (api_id, method, path) in operation_rows {
         operations.entry(api_id).or_default().push(CatalogueOperation { method, path });
     }
+    let gateway_rows: Vec<(String, String)> = sqlx::query_as(&format!("{GATEWAYS} ORDER BY e.name")).fetch_all(&state.db.pool).await?;
+    let mut gateways: HashMap<String, Vec<String>> = HashMap::new();
+    for (api_id, gateway_url) in gateway_rows {
+        gateways.entry(api_id).or_default().push(gateway_url);
+    }
     let lowered = |text: &Option<String>| text.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_lowercase);
     let (needle, tag) = (lowered(&search.q), lowered(&search.tag));
     let mut apis = Vec::new();
     for row in rows {
         let api_operations = operations.remove(&row.id).unwrap_or_default();
-        let api = row.into_api(api_operations, false)?;
+        let api_gateways = gateways.remove(&row.id).unwrap_or_default();
+        let api = row.into_api(api_operations, api_gateways, false)?;
         if needle.as_deref().is_none_or(|needle| matches(&api, needle))
             && tag.as_deref().is_none_or(|tag| api.tags.iter().any(|t| t.to_lowercase() == tag))
         {
@@ -156,5 +171,7 @@ pub async fn get(State(state): State<AppState>, _caller: Caller, Path(api_id): P
         .fetch_all(&state.db.pool)
         .await?;
     let operations = operations.into_iter().map(|(method, path)| CatalogueOperation { method, path }).collect();
-    Ok(Json(row.into_api(operations, true)?))
+    let gateways: Vec<(String, String)> =
+        sqlx::query_as(&format!("{GATEWAYS} AND d.api_id = $1 ORDER BY e.name")).bind(&api_id).fetch_all(&state.db.pool).await?;
+    Ok(Json(row.into_api(operations, gateways.into_iter().map(|(_, url)| url).collect(), true)?))
 }

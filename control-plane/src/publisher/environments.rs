@@ -30,6 +30,8 @@ pub struct Environment {
     pub name: String,
     /// What it is for.
     pub description: String,
+    /// Where API consumers reach its gateways (`https://gw.example.com`), if said.
+    pub gateway_url: Option<String>,
     /// Milliseconds since the Unix epoch.
     pub created_at: i64,
 }
@@ -43,14 +45,74 @@ pub struct NewEnvironment {
     /// What it is for.
     #[serde(default)]
     pub description: String,
+    /// Where API consumers reach its gateways: an `http://` or `https://` URL, with a path
+    /// prefix or none, without a query.
+    #[serde(default)]
+    pub gateway_url: Option<String>,
 }
+
+/// The body of `PUT /api/v1/environments/{name}/gateway-url`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayUrl {
+    /// As [`NewEnvironment::gateway_url`]; `null` to forget it.
+    pub gateway_url: Option<String>,
+}
+
+/// `url` as kept: a checked `http(s)://host[:port][/prefix]`, without a trailing `/`.
+fn checked_gateway_url(url: &str) -> ApiResult<String> {
+    let invalid = || ApiError::invalid("gateway_url", "an `http://` or `https://` URL with a host, a path prefix or none, and no query");
+    let trimmed = url.trim().trim_end_matches('/');
+    let uri: http::Uri = trimmed.parse().map_err(|_| invalid())?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    let host_ok = uri.host().is_some_and(|host| !host.is_empty());
+    let plain = uri.query().is_none() && !trimmed.contains('#') && !uri.authority().is_some_and(|a| a.as_str().contains('@'));
+    if !(scheme_ok && host_ok && plain) {
+        return Err(invalid());
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Say where `environment`'s gateways are reached, unless it is said already (the
+/// all-in-one profile offers its own gateway's address at start).
+pub async fn offer_gateway_url(db: &Db, environment: &str, url: &str) -> ApiResult<()> {
+    let url = checked_gateway_url(url)?;
+    sqlx::query("UPDATE environments SET gateway_url = $1 WHERE name = $2 AND gateway_url IS NULL")
+        .bind(&url)
+        .bind(environment)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
+/// Say where an environment's gateways are reached by API consumers, or forget it (admin).
+/// Gateways do not need it: the developer portal shows it and its try-it panel calls it.
+#[utoipa::path(put, path = "/api/v1/environments/{name}/gateway-url", operation_id = "set_gateway_url", tag = "publisher",
+    params(("name" = String, Path)), request_body = GatewayUrl,
+    responses((status = 200, body = Environment), (status = 400), (status = 401), (status = 403), (status = 404)), security(("bearer" = [])))]
+pub async fn set_gateway_url(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    JsonBody(change): JsonBody<GatewayUrl>,
+) -> ApiResult<Json<Environment>> {
+    caller.require(&[Role::Admin])?;
+    let url = change.gateway_url.as_deref().map(checked_gateway_url).transpose()?;
+    let updated =
+        sqlx::query("UPDATE environments SET gateway_url = $1 WHERE name = $2").bind(&url).bind(&name).execute(&state.db.pool).await?;
+    if updated.rows_affected() == 0 {
+        return Err(ApiError::not_found("environment", &name));
+    }
+    let environment = sqlx::query_as::<_, Environment>(&format!("{SELECT} WHERE name = $1")).bind(&name).fetch_one(&state.db.pool).await?;
+    Ok(Json(environment))
+}
+
+const SELECT: &str = "SELECT name, description, gateway_url, created_at FROM environments";
 
 /// List the environments (any logged-in user).
 #[utoipa::path(get, path = "/api/v1/environments", operation_id = "list_environments", tag = "publisher", responses((status = 200, body = [Environment]), (status = 401)), security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<Environment>>> {
-    let environments = sqlx::query_as::<_, Environment>("SELECT name, description, created_at FROM environments ORDER BY name")
-        .fetch_all(&state.db.pool)
-        .await?;
+    let environments = sqlx::query_as::<_, Environment>(&format!("{SELECT} ORDER BY name")).fetch_all(&state.db.pool).await?;
     Ok(Json(environments))
 }
 
@@ -73,10 +135,12 @@ pub async fn create(
     if new.description.chars().count() > 1000 {
         return Err(ApiError::invalid("description", "at most 1000 characters"));
     }
-    let environment = Environment { name: new.name, description: new.description, created_at: now_ms() };
-    let inserted = sqlx::query("INSERT INTO environments (name, description, created_at) VALUES ($1, $2, $3)")
+    let gateway_url = new.gateway_url.as_deref().map(checked_gateway_url).transpose()?;
+    let environment = Environment { name: new.name, description: new.description, gateway_url, created_at: now_ms() };
+    let inserted = sqlx::query("INSERT INTO environments (name, description, gateway_url, created_at) VALUES ($1, $2, $3, $4)")
         .bind(&environment.name)
         .bind(&environment.description)
+        .bind(&environment.gateway_url)
         .bind(environment.created_at)
         .execute(&state.db.pool)
         .await;
