@@ -8,7 +8,7 @@ pub(crate) mod applications;
 pub(crate) mod catalogue;
 mod client_certificates;
 mod external_clients;
-mod oauth_clients;
+pub(crate) mod oauth_clients;
 pub(crate) mod signup;
 pub(crate) mod subscriptions;
 

@@ -35,6 +35,7 @@ pub use form::TokenForm;
 pub use introspection::Introspection;
 pub use keys::{Jwks, KeyInfo, Rotate, SigningAlg, public_keys};
 pub use metadata::Metadata;
+pub(crate) use token::for_owner as token_for_owner;
 pub use token::{TokenRequest, TokenResponse};
 
 /// The `aud` of every access token this key manager issues.

@@ -359,6 +359,28 @@ async fn a_subscriber_signs_up_subscribes_gets_a_key_and_revokes_it_in_the_brows
     b.check_accessibility("API page with an answer").await;
     b.go(&format!("{base}/devportal/applications/{application}")).await;
 
+    // An OAuth2 client, its secret shown once, and a token for testing that the gateway takes.
+    b.follow("form[action$='/oauth-client'] button").await;
+    let client_id = b.text("#client-id").await;
+    let secret = b.text("#new-secret").await;
+    assert!(secret.len() > 20, "{secret}");
+    b.fill("#scope", "no-such-scope").await;
+    b.follow("#test-token button").await;
+    assert!(b.text("#scope-error").await.contains("no-such-scope"), "the scope's message is next to it");
+    b.fill("#scope", "").await;
+    b.follow("#test-token button").await;
+    let token = b.text("#new-token").await;
+    let bearer = format!("Bearer {token}");
+    assert_eq!(http.get(&gateway, &[("authorization", &bearer)]).await.unwrap().status, StatusCode::OK, "the gateway takes the token");
+    let basic = format!("Basic {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{client_id}:{secret}")));
+    let form = [("authorization", basic.as_str()), ("content-type", "application/x-www-form-urlencoded")];
+    let issued = http.send(Method::POST, &format!("{base}/oauth2/token"), &form, "grant_type=client_credentials").await.unwrap();
+    assert_eq!(issued.status, StatusCode::OK, "the secret shown works: {}", issued.text());
+    b.screenshot("portal-application-oauth").await;
+    b.check_accessibility("application with its OAuth2 client").await;
+    b.go(&format!("{base}/devportal/applications/{application}")).await;
+    assert_eq!(b.count("#new-secret").await + b.count("#new-token").await, 0, "never shown again");
+
     // Revoked from the portal, the key is refused by the gateway.
     let revoked = Instant::now();
     b.follow("button[aria-label^='Revoke']").await;

@@ -17,7 +17,9 @@ use crate::devportal::{
     Application, ApplicationFields, CatalogueApi, CatalogueSearch, NewApiKey, NewSubscription, Subscription, api_keys, applications,
     catalogue, subscriptions,
 };
+use crate::devportal::{OAuthClient, OAuthClientSecret, oauth_clients};
 use crate::error::{ApiError, JsonBody, QueryParams};
+use crate::keymanager::{self, OAuthError, TokenResponse};
 use crate::traffic::{self, Tier};
 
 /// Markdown as HTML: raw HTML in it shown as text, and links only to the web, mail or
@@ -211,6 +213,17 @@ pub(super) async fn create_application(State(state): State<AppState>, posted: Po
     }
 }
 
+/// What the application page shows once, just made: an API key, the OAuth2 client's
+/// secret, a test token (or why it was refused).
+#[derive(Default)]
+struct Shown {
+    key: Option<NewApiKey>,
+    secret: Option<OAuthClientSecret>,
+    token: Option<TokenResponse>,
+    scope: String,
+    token_errors: FormErrors,
+}
+
 #[derive(Template)]
 #[template(path = "console/application.html")]
 struct ApplicationPage {
@@ -218,32 +231,75 @@ struct ApplicationPage {
     application: Application,
     subscriptions: Vec<Subscription>,
     keys: Vec<api_keys::ApiKey>,
-    new_key: Option<NewApiKey>,
+    oauth: Option<OAuthClient>,
+    shown: Shown,
 }
 
-async fn application_page(state: &AppState, visitor: &Visitor, id: String, new_key: Option<NewApiKey>) -> Response {
+async fn application_page(state: &AppState, visitor: &Visitor, id: String, shown: Shown) -> Response {
     let caller = || visitor.caller.clone();
-    let application = applications::get(State(state.clone()), caller(), Path(id.clone())).await;
-    let subscriptions = subscriptions::list(State(state.clone()), caller(), Path(id.clone())).await;
-    let keys = api_keys::list(State(state.clone()), caller(), Path(id)).await;
-    match (application, subscriptions, keys) {
-        (Ok(Json(application)), Ok(Json(subscriptions)), Ok(Json(keys))) => {
-            let page = ApplicationPage {
-                shell: Shell::of(visitor, application.name.clone(), "applications"),
-                application,
-                subscriptions,
-                keys,
-                new_key,
-            };
-            render(StatusCode::OK, &page)
+    let result = async {
+        let Json(application) = applications::get(State(state.clone()), caller(), Path(id.clone())).await?;
+        let Json(subscriptions) = subscriptions::list(State(state.clone()), caller(), Path(id.clone())).await?;
+        let Json(keys) = api_keys::list(State(state.clone()), caller(), Path(id.clone())).await?;
+        let oauth = match oauth_clients::get(State(state.clone()), caller(), Path(id)).await {
+            Ok(Json(client)) => Some(client),
+            Err(ApiError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(ApplicationPage {
+            shell: Shell::of(visitor, application.name.clone(), "applications"),
+            application,
+            subscriptions,
+            keys,
+            oauth,
+            shown,
+        })
+    };
+    match result.await {
+        Ok(page) => {
+            let status = if page.shown.token_errors.any() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            render(status, &page)
         }
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => page::error(Some(visitor), e),
+        Err(e) => page::error(Some(visitor), e),
     }
 }
 
 /// `GET /devportal/applications/{id}`.
 pub(super) async fn application(State(state): State<AppState>, visitor: Visitor, Path(id): Path<String>) -> Response {
-    application_page(&state, &visitor, id, None).await
+    application_page(&state, &visitor, id, Shown::default()).await
+}
+
+/// `POST /devportal/applications/{id}/oauth-client`: the client made, its secret shown once.
+pub(super) async fn create_oauth_client(State(state): State<AppState>, Path(id): Path<String>, posted: Posted) -> Response {
+    match oauth_clients::create(State(state.clone()), posted.visitor.caller.clone(), Path(id.clone())).await {
+        Ok((_, Json(secret))) => application_page(&state, &posted.visitor, id, Shown { secret: Some(secret), ..Shown::default() }).await,
+        Err(e) => page::error(Some(&posted.visitor), e),
+    }
+}
+
+/// `POST /devportal/applications/{id}/oauth-client/secret`: a new secret, shown once.
+pub(super) async fn regenerate_secret(State(state): State<AppState>, Path(id): Path<String>, posted: Posted) -> Response {
+    match oauth_clients::regenerate_secret(State(state.clone()), posted.visitor.caller.clone(), Path(id.clone())).await {
+        Ok(Json(secret)) => application_page(&state, &posted.visitor, id, Shown { secret: Some(secret), ..Shown::default() }).await,
+        Err(e) => page::error(Some(&posted.visitor), e),
+    }
+}
+
+/// `POST /devportal/applications/{id}/oauth-client/token` (`scope`): an access token for
+/// testing, shown once.
+pub(super) async fn test_token(State(state): State<AppState>, Path(id): Path<String>, posted: Posted) -> Response {
+    let scope = posted.fields.get("scope").to_owned();
+    let client = match oauth_clients::get(State(state.clone()), posted.visitor.caller.clone(), Path(id.clone())).await {
+        Ok(Json(client)) => client,
+        Err(e) => return page::error(Some(&posted.visitor), e),
+    };
+    let mut shown = Shown { scope: scope.clone(), ..Shown::default() };
+    match keymanager::token_for_owner(&state, &client.client_id, &id, &scope).await {
+        Ok(token) => shown.token = Some(token),
+        Err(OAuthError::Server(e)) => return page::error(Some(&posted.visitor), e),
+        Err(e) => shown.token_errors = FormErrors::from(&ApiError::invalid("scope", e.to_string()), &["scope"]),
+    }
+    application_page(&state, &posted.visitor, id, shown).await
 }
 
 /// `POST /devportal/subscriptions`: the API page's form (`application`, `api_id`, `tier`).
@@ -279,7 +335,7 @@ pub(super) async fn unsubscribe(State(state): State<AppState>, Path((id, sub_id)
 /// `POST /devportal/applications/{id}/api-keys`: the page again, showing the new key once.
 pub(super) async fn create_api_key(State(state): State<AppState>, Path(id): Path<String>, posted: Posted) -> Response {
     match api_keys::create(State(state.clone()), posted.visitor.caller.clone(), Path(id.clone())).await {
-        Ok((_, Json(key))) => application_page(&state, &posted.visitor, id, Some(key)).await,
+        Ok((_, Json(key))) => application_page(&state, &posted.visitor, id, Shown { key: Some(key), ..Shown::default() }).await,
         Err(e) => page::error(Some(&posted.visitor), e),
     }
 }

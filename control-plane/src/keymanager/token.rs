@@ -111,6 +111,21 @@ async fn client_credentials(state: &AppState, client: &Client, request: &TokenRe
     Ok(response(access.token, refresh_token, scope))
 }
 
+/// An access token asked for by an application's owner in the developer portal (logged in
+/// there, so without the client's secret): what the client credentials grant gives the
+/// application's client `client_id`, with the same scope checks, without a refresh token.
+/// The caller has checked that the visitor owns the application.
+pub(crate) async fn for_owner(state: &AppState, client_id: &str, application_id: &str, scope: &str) -> OAuthResult<TokenResponse> {
+    let client = Client { client_id: client_id.to_owned(), application_id: application_id.to_owned() };
+    let requested = scopes(Some(scope).filter(|s| !s.trim().is_empty()))?;
+    refuse_ungrantable(state, &client, None, &requested).await?;
+    let scope = requested.join(" ");
+    let access = access_token::issue(state, &client, None, &scope).await?;
+    state.metrics.token_issued("portal");
+    tracing::debug!(client_id = %client.client_id, "token issued in the developer portal");
+    Ok(response(access.token, String::new(), scope))
+}
+
 /// Exchange a refresh token for a new pair in the same family. The new refresh token keeps
 /// the scope granted; the access token may ask for less (RFC 6749 §6).
 async fn refresh(state: &AppState, client: &Client, request: &TokenRequest) -> OAuthResult<TokenResponse> {
