@@ -220,6 +220,26 @@ async fn a_subscriber_signs_up_subscribes_gets_a_key_and_revokes_it_in_the_brows
     assert_eq!((tiny["kind"].as_str(), tiny["requests"].as_i64(), tiny["per_ms"].as_i64()), (Some("subscription"), Some(3), Some(60000)));
     b.screenshot("admin-tiers").await;
     b.check_accessibility("admin's tiers").await;
+    // The environment knows its gateway's URL (the all-in-one profile said it); a bad one is
+    // refused next to the field, and a gateway token is shown once.
+    b.follow("a[href='/admin/environments']").await;
+    let gateway_base = process.url("");
+    assert_eq!(
+        b.client.find(Locator::Css("#gateway_url-default")).await.unwrap().prop("value").await.unwrap().as_deref(),
+        Some(gateway_base.trim_end_matches('/'))
+    );
+    b.fill("#gateway_url-default", "ftp://gateway.example").await;
+    b.follow("form[action='/admin/environments/default/gateway-url'] button").await;
+    assert!(b.text("#gateway_url-default-error").await.contains("https://"), "the URL's message is next to it");
+    let environments = cp.ok(Method::GET, "/api/v1/environments", Some(&admin), Value::Null).await;
+    assert_eq!(environments[0]["gateway_url"], gateway_base.trim_end_matches('/'), "nothing saved");
+    b.fill("#token-description-default", "edge gateways").await;
+    b.follow("form[action='/admin/environments/default/gateway-tokens'] button").await;
+    assert!(b.text("#new-gateway-token").await.starts_with("pgw_"));
+    b.check_accessibility("admin's environments").await;
+    b.follow("a[href='/admin/gateways']").await;
+    assert!(b.text("#gateways").await.contains("all-in-one-"), "the fleet lists the gateway in this process");
+    b.check_accessibility("admin's gateways").await;
     b.follow("form[action='/logout'] button").await;
 
     // The publisher imports an OpenAPI document, publishes the API, deploys it and sees the

@@ -1,4 +1,5 @@
-//! The admin's pages: users and their roles, and the traffic tiers.
+//! The admin's pages: users and their roles, the traffic tiers, the environments (where
+//! their gateways are reached, their gateway tokens) and the fleet.
 
 use askama::Template;
 use axum::Json;
@@ -6,11 +7,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::page::{self, FormErrors, Shell, Visitor, render, see_other};
+use super::page::{self, FormErrors, Shell, Visitor, render, see_other, when};
 use super::session::{Fields, Posted};
 use crate::AppState;
 use crate::auth::{self, NewUser, Role, User};
 use crate::error::{ApiError, JsonBody};
+use crate::fleet::tokens::{self, GatewayToken, IssuedGatewayToken, NewGatewayToken};
+use crate::fleet::{GatewayStatus, gateways};
+use crate::publisher::{Environment, GatewayUrl, NewEnvironment, environments};
 use crate::traffic::{self, Tier, TierLimits};
 
 #[derive(Template)]
@@ -175,5 +179,128 @@ pub(super) async fn save_tier(State(state): State<AppState>, posted: Posted) -> 
         Ok(()) => see_other("/admin/tiers"),
         Err(e @ (ApiError::Unauthorized(_) | ApiError::Forbidden(_))) => page::error(Some(&posted.visitor), e),
         Err(e) => tiers_page(&state, &posted.visitor, form, FormErrors::from(&e, &fields)).await,
+    }
+}
+
+/// An environment with its gateway tokens.
+struct EnvironmentView {
+    environment: Environment,
+    tokens: Vec<GatewayToken>,
+}
+
+#[derive(Template)]
+#[template(path = "console/admin_environments.html")]
+struct EnvironmentsPage {
+    shell: Shell,
+    environments: Vec<EnvironmentView>,
+    issued: Option<IssuedGatewayToken>,
+    /// The environment a form was posted for, with what it held and its problems.
+    form_of: String,
+    entered: (String, String, String),
+    errors: FormErrors,
+}
+
+async fn environments_page(
+    state: &AppState,
+    visitor: &Visitor,
+    issued: Option<IssuedGatewayToken>,
+    form: (String, (String, String, String), FormErrors),
+) -> Response {
+    let caller = || visitor.caller.clone();
+    let result = async {
+        caller().require(&[Role::Admin])?;
+        let Json(list) = environments::list(State(state.clone()), caller()).await?;
+        let mut views = Vec::with_capacity(list.len());
+        for environment in list {
+            let Json(tokens) = tokens::list(State(state.clone()), caller(), Path(environment.name.clone())).await?;
+            views.push(EnvironmentView { environment, tokens });
+        }
+        Ok::<_, ApiError>(views)
+    };
+    match result.await {
+        Ok(environments) => {
+            let (form_of, entered, errors) = form;
+            let status = if errors.any() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            let page =
+                EnvironmentsPage { shell: Shell::of(visitor, "Environments", "admin"), environments, issued, form_of, entered, errors };
+            render(status, &page)
+        }
+        Err(e) => page::error(Some(visitor), e),
+    }
+}
+
+/// `GET /admin/environments`.
+pub(super) async fn environments(State(state): State<AppState>, visitor: Visitor) -> Response {
+    environments_page(&state, &visitor, None, Default::default()).await
+}
+
+/// After a form of the environments page: the page again, with the problem next to the
+/// field in the form of `form_of` (an environment's name, or empty for the new one).
+async fn environments_after(state: &AppState, posted: &Posted, form_of: &str, result: Result<(), ApiError>, fields: &[&str]) -> Response {
+    match result {
+        Ok(()) => see_other("/admin/environments"),
+        Err(e @ (ApiError::Unauthorized(_) | ApiError::Forbidden(_) | ApiError::NotFound(_))) => page::error(Some(&posted.visitor), e),
+        Err(e) => {
+            let get = |name: &str| posted.fields.get(name).to_owned();
+            let entered = (get("name"), get("description"), get("gateway_url"));
+            environments_page(state, &posted.visitor, None, (form_of.to_owned(), entered, FormErrors::from(&e, fields))).await
+        }
+    }
+}
+
+/// `POST /admin/environments` (`name`, `description`, `gateway_url`).
+pub(super) async fn create_environment(State(state): State<AppState>, posted: Posted) -> Response {
+    let get = |name: &str| posted.fields.get(name).trim().to_owned();
+    let new = NewEnvironment {
+        name: get("name"),
+        description: get("description"),
+        gateway_url: Some(get("gateway_url")).filter(|u| !u.is_empty()),
+    };
+    let result = environments::create(State(state.clone()), posted.visitor.caller.clone(), JsonBody(new)).await.map(drop);
+    environments_after(&state, &posted, "", result, &["name", "description", "gateway_url"]).await
+}
+
+/// `POST /admin/environments/{name}/gateway-url` (`gateway_url`, empty to forget it).
+pub(super) async fn set_gateway_url(State(state): State<AppState>, Path(name): Path<String>, posted: Posted) -> Response {
+    let url = Some(posted.fields.get("gateway_url").trim().to_owned()).filter(|u| !u.is_empty());
+    let change = JsonBody(GatewayUrl { gateway_url: url });
+    let result = environments::set_gateway_url(State(state.clone()), posted.visitor.caller.clone(), Path(name.clone()), change).await;
+    environments_after(&state, &posted, &name, result.map(drop), &["gateway_url"]).await
+}
+
+/// `POST /admin/environments/{name}/gateway-tokens` (`description`): the token shown once.
+pub(super) async fn create_gateway_token(State(state): State<AppState>, Path(name): Path<String>, posted: Posted) -> Response {
+    let new = JsonBody(NewGatewayToken { description: posted.fields.get("description").trim().to_owned() });
+    match tokens::create(State(state.clone()), posted.visitor.caller.clone(), Path(name.clone()), new).await {
+        Ok((_, Json(issued))) => environments_page(&state, &posted.visitor, Some(issued), Default::default()).await,
+        Err(e) => environments_after(&state, &posted, &name, Err(e), &["description"]).await,
+    }
+}
+
+/// `POST /admin/environments/{name}/gateway-tokens/{id}/revoke`.
+pub(super) async fn revoke_gateway_token(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+    posted: Posted,
+) -> Response {
+    let result = tokens::delete(State(state.clone()), posted.visitor.caller.clone(), Path((name.clone(), id))).await.map(drop);
+    environments_after(&state, &posted, &name, result, &[]).await
+}
+
+#[derive(Template)]
+#[template(path = "console/admin_gateways.html")]
+struct GatewaysPage {
+    shell: Shell,
+    gateways: Vec<GatewayStatus>,
+}
+
+/// `GET /admin/gateways`: the fleet, each gateway's version, sync, health and last sight.
+pub(super) async fn gateways(State(state): State<AppState>, visitor: Visitor) -> Response {
+    if let Err(e) = visitor.caller.require(&[Role::Admin]) {
+        return page::error(Some(&visitor), e);
+    }
+    match gateways::list(State(state), visitor.caller.clone()).await {
+        Ok(Json(gateways)) => render(StatusCode::OK, &GatewaysPage { shell: Shell::of(&visitor, "Gateways", "admin"), gateways }),
+        Err(e) => page::error(Some(&visitor), e),
     }
 }
