@@ -12,6 +12,7 @@ mod portal;
 mod publisher;
 mod session;
 mod try_it;
+mod usage;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -31,6 +32,7 @@ pub fn routes() -> Router<AppState> {
         .route("/devportal/apis/{id}/try", post(portal::try_api))
         .route("/devportal/applications", get(portal::applications).post(portal::create_application))
         .route("/devportal/applications/{id}", get(portal::application))
+        .route("/devportal/applications/{id}/usage", get(usage::application))
         .route("/devportal/subscriptions", post(portal::subscribe))
         .route("/devportal/applications/{id}/subscriptions/{sub_id}/delete", post(portal::unsubscribe))
         .route("/devportal/applications/{id}/api-keys", post(portal::create_api_key))
@@ -49,6 +51,7 @@ pub fn routes() -> Router<AppState> {
         .route("/publisher", get(publisher::apis))
         .route("/publisher/import", get(publisher::import_page).post(publisher::import))
         .route("/publisher/apis/{id}", get(publisher::api))
+        .route("/publisher/apis/{id}/usage", get(usage::api))
         .route("/publisher/apis/{id}/lifecycle", post(publisher::change_lifecycle))
         .route("/publisher/apis/{id}/revisions", post(publisher::create_revision))
         .route("/publisher/apis/{id}/deployments", post(publisher::deploy))

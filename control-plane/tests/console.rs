@@ -174,3 +174,75 @@ async fn behind_an_https_url_the_cookies_are_secure_and_host_only() {
     let secure = send(&app, "GET", "/devportal", &format!("__Host-portico_session={value}"), None).await;
     assert_eq!(secure.status, StatusCode::OK);
 }
+
+/// A console session of `username` (whose password is `{username}-password-1`, as
+/// `TestApp::user` makes it): the cookie to send.
+async fn console_session(app: &TestApp, username: &str) -> String {
+    let page = send(app, "GET", "/login", "", None).await;
+    let csrf = page.field("csrf");
+    let form = format!("csrf={csrf}&username={username}&password={username}-password-1");
+    let login = send(app, "POST", "/login", &format!("portico_csrf={csrf}"), Some(&form)).await;
+    assert_eq!(login.status, StatusCode::SEE_OTHER, "{}", login.body);
+    cookie_pair(&login, "portico_session")
+}
+
+#[tokio::test]
+async fn the_usage_pages_draw_what_gateways_reported() {
+    use serde_json::json;
+    let app = TestApp::new(Engine::Sqlite).await;
+    let admin = app.login("admin", "admin-password-1").await;
+    let publisher = app.user("pat", "publisher").await;
+    let subscriber = app.user("sue", "subscriber").await;
+    app.user("tom", "subscriber").await;
+    let api = json!({"name": "reg", "version": "v1", "context": "/reg", "endpoints": ["http://192.0.2.1:9/"],
+        "operations": [{"method": "GET", "path": "/x"}]});
+    let (_, api) = app.send("POST", "/api/v1/apis", Some(&publisher), Some(api)).await;
+    let api = api["id"].as_str().unwrap().to_owned();
+    let (_, application) = app.send("POST", "/api/v1/applications", Some(&subscriber), Some(json!({"name": "sues app"}))).await;
+    let application = application["id"].as_str().unwrap().to_owned();
+    let (_, token) = app.send("POST", "/api/v1/environments/default/gateway-tokens", Some(&admin), Some(json!({}))).await;
+    let token = token["token"].as_str().unwrap().to_owned();
+
+    // Two minutes ago: 4 successes and 1 server error of the application, 2 refusals of no
+    // application, as a gateway reports them.
+    let minute = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 60 - 2) * 60;
+    let row = |application: Option<&str>, class: u8, requests: u64| {
+        let mut latency = vec![0u64; 13];
+        latency[0] = requests;
+        json!({"minute": minute, "api": "reg", "version": "v1", "operation": "GET /x", "application": application,
+            "class": class, "requests": requests, "latency_us": requests * 500, "latency": latency})
+    };
+    let report = json!({"batch": "b1", "rows": [row(Some(&application), 2, 4), row(Some(&application), 5, 1), row(None, 4, 2)]});
+    let request = Request::post("/fleet/v1/analytics")
+        .header("authorization", format!("Bearer {token}"))
+        .header("portico-protocol", portico_gateway::contract::fleet::PROTOCOL_VERSION.to_string())
+        .header("portico-gateway", "gw-1")
+        .header("portico-environment", "default")
+        .header("content-type", "application/json")
+        .body(Body::from(report.to_string()))
+        .unwrap();
+    assert_eq!(app.router.clone().oneshot(request).await.unwrap().status(), StatusCode::NO_CONTENT);
+
+    let pat = console_session(&app, "pat").await;
+    for range in ["", "?range=hour", "?range=month"] {
+        let page = send(&app, "GET", &format!("/publisher/apis/{api}/usage{range}"), &pat, None).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert!(page.body.contains("<strong>7</strong> requests, <strong>3</strong> errors"), "{range}: {}", page.body);
+        // One interval with requests: its successes and its errors stacked.
+        assert_eq!(page.body.matches("fill=\"#0b5cad\"").count(), 1, "{range}");
+        assert_eq!(page.body.matches("fill=\"#b3261e\"").count(), 1, "{range}");
+        assert!(
+            page.body.contains("<td>sues app</td><td>5</td><td>1</td>") && page.body.contains("<td>none</td><td>2</td><td>2</td>"),
+            "{}",
+            page.body
+        );
+    }
+    let sue = console_session(&app, "sue").await;
+    let page = send(&app, "GET", &format!("/devportal/applications/{application}/usage"), &sue, None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("<strong>5</strong> requests, <strong>1</strong> errors"), "{}", page.body);
+    // Another subscriber's application, or an API to a subscriber: not theirs to see.
+    let tom = console_session(&app, "tom").await;
+    assert_eq!(send(&app, "GET", &format!("/devportal/applications/{application}/usage"), &tom, None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(send(&app, "GET", &format!("/publisher/apis/{api}/usage"), &sue, None).await.status, StatusCode::FORBIDDEN);
+}

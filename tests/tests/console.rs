@@ -411,6 +411,22 @@ async fn a_subscriber_signs_up_subscribes_gets_a_key_and_revokes_it_in_the_brows
     println!("a key revoked in the portal: refused by the gateway {:?} after the click (checked for {took:?})", revoked.elapsed());
     assert!(b.text("#keys").await.contains("Revoked"), "the key is listed as revoked");
 
+    // The calls show on the application's usage page once the gateway reported them (it
+    // does every 10 s).
+    let started = Instant::now();
+    loop {
+        b.go(&format!("{base}/devportal/applications/{application}/usage")).await;
+        if b.count("#requests-chart").await == 1 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no usage shown: {}", b.text("main").await);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!("the application's calls were charted {:?} after the key was revoked", started.elapsed());
+    assert!(b.text("#breakdown").await.contains("Pets v1"), "{}", b.text("#breakdown").await);
+    b.screenshot("portal-usage").await;
+    b.check_accessibility("application's usage").await;
+
     // A subscriber cannot use the publisher's pages.
     b.go(&format!("{base}/publisher")).await;
     assert_eq!(b.text("h1").await, "Not allowed");
