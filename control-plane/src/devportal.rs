@@ -36,6 +36,7 @@ pub use subscriptions::{ApprovalSetting, NewSubscription, Subscription, Subscrip
     signup::signup,
     catalogue::list,
     catalogue::get,
+    catalogue::openapi,
     applications::list,
     applications::create,
     applications::get,
@@ -72,6 +73,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/signup", post(signup::signup))
         .route("/api/v1/catalogue", get(catalogue::list))
         .route("/api/v1/catalogue/{api_id}", get(catalogue::get))
+        .route("/api/v1/catalogue/{api_id}/openapi.json", get(catalogue::openapi))
         .route("/api/v1/applications", get(applications::list).post(applications::create))
         .route("/api/v1/applications/{id}", get(applications::get).put(applications::replace).delete(applications::delete))
         .route("/api/v1/applications/{id}/subscriptions", get(subscriptions::list).post(subscriptions::subscribe))

@@ -27,6 +27,11 @@ const SILENT: &[(&str, &str, &str)] = &[
     ("DELETE", "/api/v1/apis/{id}/revisions/{revision_id}", "only a revision deployed nowhere can be deleted"),
     ("POST", "/api/v1/environments", "a new environment has nothing deployed"),
     ("DELETE", "/api/v1/environments/{name}", "only an environment with nothing deployed can be deleted"),
+    (
+        "PUT",
+        "/api/v1/environments/{name}/gateway-url",
+        "where consumers reach the gateways is the portal's to show; gateways do not read it",
+    ),
     ("POST", "/api/v1/policies", "an upload reaches gateways only through a deployed revision"),
     ("DELETE", "/api/v1/policies/{name}/{version}", "only a policy no revision uses can be deleted"),
     ("POST", "/api/v1/environments/{name}/gateway-tokens", "tokens admit gateways; they are not in what gateways serve"),

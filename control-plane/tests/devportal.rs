@@ -1013,6 +1013,21 @@ async fn the_catalogue_says_where_gateways_serve_an_api() {
         assert_eq!(one["gateway_urls"], json!(["https://gw.example/edge/pets/v1"]));
         let (_, list) = app.send("GET", "/api/v1/catalogue", Some(&sub), None).await;
         assert_eq!(list[0]["gateway_urls"], json!(["https://gw.example/edge/pets/v1"]));
+        // Its OpenAPI document: the operations through those gateways, with a key or a token.
+        let (status, document) = app.send("GET", &format!("/api/v1/catalogue/{pets}/openapi.json"), Some(&sub), None).await;
+        assert_eq!(status, StatusCode::OK, "{document}");
+        assert_eq!(document["openapi"], "3.0.3");
+        assert_eq!((&document["info"]["title"], &document["info"]["version"]), (&json!("Pets"), &json!("v1")));
+        assert_eq!(document["servers"], json!([{"url": "https://gw.example/edge/pets/v1"}]));
+        let methods: Vec<&String> = document["paths"]["/items"].as_object().unwrap().keys().collect();
+        assert_eq!(methods, ["get", "post"]);
+        assert_eq!(document["components"]["securitySchemes"]["apiKey"], json!({"type": "apiKey", "in": "header", "name": "apikey"}));
+        assert_eq!(
+            document["components"]["securitySchemes"]["oauth2"]["flows"]["clientCredentials"]["tokenUrl"],
+            "http://portico.test/oauth2/token"
+        );
+        let (status, _) = app.send("GET", "/api/v1/catalogue/no-such-api/openapi.json", Some(&sub), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
         let (status, _) = app.send("PUT", set, Some(&admin), Some(json!({"gateway_url": null}))).await;
         assert_eq!(status, StatusCode::OK);
         let (_, one) = app.send("GET", &format!("/api/v1/catalogue/{pets}"), Some(&sub), None).await;

@@ -237,6 +237,17 @@ async fn a_subscriber_signs_up_subscribes_gets_a_key_and_revokes_it_in_the_brows
     b.follow("form[action='/admin/environments/default/gateway-tokens'] button").await;
     assert!(b.text("#new-gateway-token").await.starts_with("pgw_"));
     b.check_accessibility("admin's environments").await;
+    b.follow("a[href='/admin/blocking']").await;
+    b.fill("#value", "not-an-address").await;
+    b.follow("main form button[type=submit]").await;
+    assert!(!b.text("#value-error").await.is_empty(), "the value's message is next to it");
+    b.click("#kind option[value=user]").await;
+    b.fill("#value", "mallory").await;
+    b.follow("main form button[type=submit]").await;
+    assert!(b.text("#conditions").await.contains("mallory"));
+    b.check_accessibility("admin's blocking conditions").await;
+    b.follow("button[aria-label='Unblock user mallory']").await;
+    assert_eq!(b.count("#conditions").await, 0, "unblocked");
     b.follow("a[href='/admin/gateways']").await;
     assert!(b.text("#gateways").await.contains("all-in-one-"), "the fleet lists the gateway in this process");
     b.check_accessibility("admin's gateways").await;
@@ -321,6 +332,12 @@ async fn a_subscriber_signs_up_subscribes_gets_a_key_and_revokes_it_in_the_brows
     assert_eq!(b.client.title().await.unwrap(), "Pets v1 — Portico");
     assert_eq!(b.count(".documentation script").await, 0);
     assert_eq!(b.client.find(Locator::LinkText("more")).await.unwrap().attr("href").await.unwrap().as_deref(), Some("#"));
+    let download = b.client.find(Locator::LinkText("Download the OpenAPI document")).await.unwrap().attr("href").await.unwrap().unwrap();
+    let session = b.client.get_all_cookies().await.unwrap();
+    let session = session.iter().find(|c| c.name() == "portico_session").expect("the session cookie");
+    let document = http.get(&format!("{base}{download}"), &[("cookie", &format!("portico_session={}", session.value()))]).await.unwrap();
+    assert_eq!(document.header("content-disposition"), Some("attachment; filename=\"openapi.json\""));
+    assert!(document.json()["paths"]["/items/{id}"]["get"].is_object(), "{}", document.text());
 
     // An application: a name the API refuses is shown next to the field, nothing saved.
     b.follow("main a[href='/devportal/applications']").await;

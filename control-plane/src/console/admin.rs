@@ -1,5 +1,5 @@
 //! The admin's pages: users and their roles, the traffic tiers, the environments (where
-//! their gateways are reached, their gateway tokens) and the fleet.
+//! their gateways are reached, their gateway tokens), the fleet and the blocking conditions.
 
 use askama::Template;
 use axum::Json;
@@ -15,6 +15,7 @@ use crate::error::{ApiError, JsonBody};
 use crate::fleet::tokens::{self, GatewayToken, IssuedGatewayToken, NewGatewayToken};
 use crate::fleet::{GatewayStatus, gateways};
 use crate::publisher::{Environment, GatewayUrl, NewEnvironment, environments};
+use crate::traffic::blocking::{self, BlockingCondition, NewBlockingCondition};
 use crate::traffic::{self, Tier, TierLimits};
 
 #[derive(Template)]
@@ -302,5 +303,50 @@ pub(super) async fn gateways(State(state): State<AppState>, visitor: Visitor) ->
     match gateways::list(State(state), visitor.caller.clone()).await {
         Ok(Json(gateways)) => render(StatusCode::OK, &GatewaysPage { shell: Shell::of(&visitor, "Gateways", "admin"), gateways }),
         Err(e) => page::error(Some(&visitor), e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/admin_blocking.html")]
+struct BlockingPage {
+    shell: Shell,
+    conditions: Vec<BlockingCondition>,
+    kind: String,
+    value: String,
+    errors: FormErrors,
+}
+
+async fn blocking_page(state: &AppState, visitor: &Visitor, entered: (String, String), errors: FormErrors) -> Response {
+    match blocking::list(State(state.clone()), visitor.caller.clone()).await {
+        Ok(Json(conditions)) => {
+            let status = if errors.any() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            let (kind, value) = entered;
+            render(status, &BlockingPage { shell: Shell::of(visitor, "Blocking", "admin"), conditions, kind, value, errors })
+        }
+        Err(e) => page::error(Some(visitor), e),
+    }
+}
+
+/// `GET /admin/blocking`.
+pub(super) async fn blocking(State(state): State<AppState>, visitor: Visitor) -> Response {
+    blocking_page(&state, &visitor, ("ip".to_owned(), String::new()), FormErrors::default()).await
+}
+
+/// `POST /admin/blocking` (`kind`, `value`).
+pub(super) async fn block(State(state): State<AppState>, posted: Posted) -> Response {
+    let new = NewBlockingCondition { kind: posted.fields.get("kind").to_owned(), value: posted.fields.get("value").trim().to_owned() };
+    let entered = (new.kind.clone(), new.value.clone());
+    match blocking::create(State(state.clone()), posted.visitor.caller.clone(), JsonBody(new)).await {
+        Ok(_) => see_other("/admin/blocking"),
+        Err(e @ (ApiError::Unauthorized(_) | ApiError::Forbidden(_))) => page::error(Some(&posted.visitor), e),
+        Err(e) => blocking_page(&state, &posted.visitor, entered, FormErrors::from(&e, &["kind", "value"])).await,
+    }
+}
+
+/// `POST /admin/blocking/{id}/delete`.
+pub(super) async fn unblock(State(state): State<AppState>, Path(id): Path<String>, posted: Posted) -> Response {
+    match blocking::delete(State(state.clone()), posted.visitor.caller.clone(), Path(id)).await {
+        Ok(_) => see_other("/admin/blocking"),
+        Err(e) => page::error(Some(&posted.visitor), e),
     }
 }

@@ -5,8 +5,8 @@
 use askama::Template;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use pulldown_cmark::{Event, HeadingLevel, Parser, Tag, TagEnd};
 
 use super::page::{self, FormErrors, Shell, Visitor, query_value, render, see_other, when};
@@ -133,6 +133,19 @@ async fn api_page(state: &AppState, visitor: &Visitor, id: String, mut panels: P
 /// `GET /devportal/apis/{id}`.
 pub(super) async fn api(State(state): State<AppState>, visitor: Visitor, Path(id): Path<String>) -> Response {
     api_page(&state, &visitor, id, Panels::default()).await
+}
+
+/// `GET /devportal/apis/{id}/openapi.json`: the API's OpenAPI document, to save.
+pub(super) async fn openapi(State(state): State<AppState>, visitor: Visitor, Path(id): Path<String>) -> Response {
+    match catalogue::openapi(State(state), visitor.caller.clone(), Path(id)).await {
+        Ok(document) => {
+            let mut response = page::with_headers(document.into_response());
+            let disposition = HeaderValue::from_static("attachment; filename=\"openapi.json\"");
+            response.headers_mut().insert(header::CONTENT_DISPOSITION, disposition);
+            response
+        }
+        Err(e) => page::error(Some(&visitor), e),
+    }
 }
 
 /// `POST /devportal/apis/{id}/try`: the call made through the gateway, its answer shown.

@@ -175,3 +175,85 @@ pub async fn get(State(state): State<AppState>, _caller: Caller, Path(api_id): P
         sqlx::query_as(&format!("{GATEWAYS} AND d.api_id = $1 ORDER BY e.name")).bind(&api_id).fetch_all(&state.db.pool).await?;
     Ok(Json(row.into_api(operations, gateways.into_iter().map(|(_, url)| url).collect(), true)?))
 }
+
+/// The OpenAPI methods an operation's method stands for (`ANY`: all of them).
+fn openapi_methods(method: &str) -> Vec<String> {
+    match method {
+        "ANY" => ["get", "put", "post", "delete", "options", "head", "patch"].map(str::to_owned).to_vec(),
+        other => vec![other.to_lowercase()],
+    }
+}
+
+/// A gateway path template as an OpenAPI path (a trailing `*`, any rest of the path, as the
+/// parameter `rest`), and its parameters' names.
+fn openapi_path(template: &str) -> (String, Vec<String>) {
+    let path = match template.strip_suffix('*') {
+        Some(prefix) => format!("{prefix}{{rest}}"),
+        None => template.to_owned(),
+    };
+    let parameters = path.split('{').skip(1).filter_map(|part| part.split_once('}').map(|(name, _)| name.to_owned())).collect();
+    (path, parameters)
+}
+
+/// The OpenAPI 3 document of a catalogue API: its operations through the gateways that serve
+/// it, called with an API key (`apikey` header) or an OAuth2 access token from this key
+/// manager.
+fn openapi_document(api: &CatalogueApi, issuer: &str) -> serde_json::Value {
+    use serde_json::{Map, json};
+    let mut paths = Map::new();
+    for operation in &api.operations {
+        let (path, parameters) = openapi_path(&operation.path);
+        let parameters: Vec<_> =
+            parameters.iter().map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})).collect();
+        let item = paths.entry(path).or_insert_with(|| json!({}));
+        for method in openapi_methods(&operation.method) {
+            item[method.as_str()] = json!({
+                "operationId": format!("{method} {}", operation.path),
+                "parameters": parameters,
+                "responses": {"default": {"description": "The backend's answer, or the gateway's refusal"}},
+            });
+        }
+    }
+    let servers: Vec<_> = match api.gateway_urls.as_slice() {
+        [] => vec![json!({"url": format!("{}/{}", api.context, api.version)})],
+        urls => urls.iter().map(|url| json!({"url": url})).collect(),
+    };
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": api.name, "version": api.version, "description": api.description},
+        "servers": servers,
+        "paths": paths,
+        "components": {"securitySchemes": {
+            "apiKey": {"type": "apiKey", "in": "header", "name": "apikey"},
+            "oauth2": {"type": "oauth2", "flows": {"clientCredentials": {"tokenUrl": format!("{issuer}/oauth2/token"), "scopes": {}}}},
+        }},
+        "security": [{"apiKey": []}, {"oauth2": []}],
+    })
+}
+
+/// An API's OpenAPI 3 document, as the catalogue shows it (any logged-in user).
+#[utoipa::path(get, path = "/api/v1/catalogue/{api_id}/openapi.json", operation_id = "get_catalogue_api_openapi", tag = "devportal",
+    params(("api_id" = String, Path)),
+    responses((status = 200, description = "an OpenAPI 3.0 document", body = Object), (status = 401), (status = 404, description = "no such API in the catalogue")),
+    security(("bearer" = [])))]
+pub async fn openapi(State(state): State<AppState>, caller: Caller, Path(api_id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    let Json(api) = get(State(state.clone()), caller, Path(api_id)).await?;
+    Ok(Json(openapi_document(&api, &state.settings.issuer)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_become_openapi_paths_with_their_parameters() {
+        assert_eq!(
+            openapi_path("/items/{id}/notes/{note}"),
+            ("/items/{id}/notes/{note}".to_owned(), vec!["id".to_owned(), "note".to_owned()])
+        );
+        assert_eq!(openapi_path("/files/*"), ("/files/{rest}".to_owned(), vec!["rest".to_owned()]));
+        assert_eq!(openapi_path("/plain"), ("/plain".to_owned(), vec![]));
+        assert_eq!(openapi_methods("ANY").len(), 7);
+        assert_eq!(openapi_methods("GET"), ["get"]);
+    }
+}
