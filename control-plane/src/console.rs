@@ -53,6 +53,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/blocking/{id}/delete", post(admin::unblock))
         .route("/publisher", get(publisher::apis))
         .route("/publisher/import", get(publisher::import_page).post(publisher::import))
+        .route("/publisher/policies", get(publisher::policies).post(publisher::upload_policy))
         .route("/publisher/apis/{id}", get(publisher::api))
         .route("/publisher/apis/{id}/usage", get(usage::api))
         .route("/publisher/apis/{id}/lifecycle", post(publisher::change_lifecycle))

@@ -69,6 +69,9 @@ fn rules() -> Vec<(&'static str, &'static str, Value)> {
         ("endpoints", json!({"minItems": 1})),
         ("tiers", json!({"maxItems": 20, "uniqueItems": true})),
     ];
+    // What `environments::checked_gateway_url` takes, written as a pattern.
+    let gateway_url =
+        json!({"maxLength": 200, "pattern": "^https?://[a-z0-9]([a-z0-9.-]{0,62})(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]+)*/?$"});
     let mut rules = Vec::new();
     for component in ["NewApi", "ApiUpdate"] {
         rules.extend(api.iter().map(|(property, keywords)| (component, *property, keywords.clone())));
@@ -86,6 +89,8 @@ fn rules() -> Vec<(&'static str, &'static str, Value)> {
         ("ApplicationFields", "description", json!({"maxLength": 10000})),
         ("NewEnvironment", "name", json!({"maxLength": 64, "pattern": "^[a-z0-9][a-z0-9_-]*$"})),
         ("NewEnvironment", "description", json!({"maxLength": 1000})),
+        ("NewEnvironment", "gateway_url", gateway_url.clone()),
+        ("GatewayUrl", "gateway_url", gateway_url),
         ("NewBlockingCondition", "kind", json!({"enum": ["ip", "application", "user", "api"]})),
         ("Upload", "name", json!({"maxLength": 64, "pattern": "^[a-z0-9][a-z0-9._-]*$"})),
         ("Upload", "version", json!({"maxLength": 64, "pattern": "^[A-Za-z0-9][A-Za-z0-9.+-]*$"})),

@@ -71,6 +71,8 @@ pub struct PolicyModule {
     pub uploaded_by: String,
     /// Milliseconds since the Unix epoch (0 for a built-in).
     pub created_at: i64,
+    /// The revisions whose attachments use it: `API version, revision N`.
+    pub used_by: Vec<String>,
 }
 
 /// The body of `POST /api/v1/policies`.
@@ -123,6 +125,7 @@ fn builtin_module(policy: &builtin::Builtin) -> PolicyModule {
         builtin: true,
         uploaded_by: String::new(),
         created_at: 0,
+        used_by: Vec::new(),
     }
 }
 
@@ -142,6 +145,7 @@ fn module_of(row: ModuleRow) -> PolicyModule {
         builtin: false,
         uploaded_by,
         created_at,
+        used_by: Vec::new(),
     }
 }
 
@@ -290,6 +294,9 @@ pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<J
     let rows: Vec<ModuleRow> =
         sqlx::query_as(&format!("SELECT {MODULE_COLUMNS} FROM policy_modules ORDER BY name, created_at")).fetch_all(&state.db.pool).await?;
     modules.extend(rows.into_iter().map(module_of));
+    for module in &mut modules {
+        module.used_by = revisions_using(&state.db.pool, &module.reference).await?;
+    }
     Ok(Json(modules))
 }
 
@@ -376,6 +383,7 @@ pub async fn upload(
         builtin: false,
         uploaded_by: caller.username,
         created_at: now,
+        used_by: Vec::new(),
     };
     Ok((StatusCode::CREATED, Json(module)))
 }
@@ -399,7 +407,21 @@ pub async fn get_one(
     _caller: Caller,
     Path((name, version)): Path<(String, String)>,
 ) -> ApiResult<Json<PolicyModule>> {
-    Ok(Json(lookup(&state.db, &name, &version).await?))
+    let mut module = lookup(&state.db, &name, &version).await?;
+    module.used_by = revisions_using(&state.db.pool, &module.reference).await?;
+    Ok(Json(module))
+}
+
+/// The revisions whose attachments use the policy `reference`, as `API version, revision N`.
+async fn revisions_using<'c>(db: impl sqlx::Executor<'c, Database = sqlx::Any>, reference: &str) -> ApiResult<Vec<String>> {
+    let pattern = format!("%\"policy\":\"{reference}\"%");
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT a.name, a.version, r.number FROM revisions r JOIN apis a ON a.id = r.api_id WHERE r.content LIKE $1 ORDER BY a.name, a.version, r.number",
+    )
+    .bind(pattern)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|(name, version, number)| format!("{name} {version}, revision {number}")).collect())
 }
 
 /// Download a policy's component (`application/wasm`).
@@ -445,10 +467,14 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, Path((name, v
         )));
     }
     let mut tx = state.db.pool.begin().await?;
-    let pattern = format!("%\"policy\":\"{}\"%", module.reference);
-    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM revisions WHERE content LIKE $1").bind(&pattern).fetch_one(&mut *tx).await?;
-    if users > 0 {
-        return Err(ApiError::Conflict(format!("`{}` is used by {users} revision(s); delete them first", module.reference)));
+    let users = revisions_using(&mut *tx, &module.reference).await?;
+    if !users.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "`{}` is used by {} revision(s) ({}); delete them first",
+            module.reference,
+            users.len(),
+            users.join("; ")
+        )));
     }
     sqlx::query("DELETE FROM policy_modules WHERE name = $1 AND version = $2").bind(&name).bind(&version).execute(&mut *tx).await?;
     tx.commit().await?;

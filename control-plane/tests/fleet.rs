@@ -99,6 +99,13 @@ async fn uploads_are_validated_immutable_and_checked_against_their_schema() {
 
         let (status, body) = app.send("DELETE", "/api/v1/policies/my-headers/1.0.0", Some(&publisher), None).await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert!(body["detail"].as_str().unwrap().contains("(reg v1, revision 1)"), "{body}");
+        // The registry says which revisions use each policy.
+        let (_, module) = app.send("GET", "/api/v1/policies/my-headers/1.0.0", Some(&publisher), None).await;
+        assert_eq!(module["used_by"], json!([format!("{} v1, revision 1", api["name"].as_str().unwrap())]));
+        let (_, listed) = app.send("GET", "/api/v1/policies", Some(&publisher), None).await;
+        let listed = listed.as_array().unwrap().iter().find(|m| m["reference"] == "my-headers@1.0.0").unwrap().clone();
+        assert_eq!(listed["used_by"], module["used_by"]);
         let (status, _) = app.send("DELETE", "/api/v1/policies/headers/0.1.0", Some(&publisher), None).await;
         assert_eq!(status, StatusCode::CONFLICT);
     }

@@ -291,6 +291,17 @@ async fn a_subscriber_signs_up_subscribes_gets_a_key_and_revokes_it_in_the_brows
     assert_eq!(orders.status, StatusCode::UNAUTHORIZED, "the gateway serves the deployed API (and wants a key)");
     b.screenshot("publisher-api").await;
     b.check_accessibility("publisher's API page").await;
+    // The policy registry: an upload without its component is refused next to the field; a
+    // component uploads and is listed with what uses it.
+    b.go(&format!("{base}/publisher/policies")).await;
+    b.fill("#name", "noop").await;
+    b.fill("#version", "1.0.0").await;
+    b.follow("main form button[type=submit]").await;
+    assert!(b.text("#component-error").await.contains(".wasm"), "the component's message is next to it");
+    b.client.find(Locator::Css("#component")).await.unwrap().send_keys(portico_tests::policies::NOOP).await.unwrap();
+    b.follow("main form button[type=submit]").await;
+    assert!(b.text("#policies").await.contains("noop@1.0.0"), "{}", b.text("#policies").await);
+    b.check_accessibility("policy registry").await;
     b.follow("form[action='/logout'] button").await;
 
     // A visitor not logged in is sent to the login page, which comes back after.

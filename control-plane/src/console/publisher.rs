@@ -1,7 +1,8 @@
 //! The publisher's pages: the APIs the visitor manages, importing one from an OpenAPI
 //! document (a file or pasted, JSON or YAML), and an API's page: its lifecycle actions,
 //! revisions, deployments with each environment's rollout shown live until every gateway
-//! runs it, rollback, and the API's subscriptions.
+//! runs it, rollback, and the API's subscriptions; and the policy registry (uploads, each
+//! policy's versions and the revisions that use them).
 
 use askama::Template;
 use axum::Extension;
@@ -21,6 +22,7 @@ use crate::publisher::{
     Api, ApiSummary, Deploy, Deployment, Environment, Import, LifecycleAction, LifecycleChange, Revision, apis, deployments, environments,
     import, lifecycle, revisions,
 };
+use crate::registry::{self, PolicyModule, Upload};
 
 #[derive(Template)]
 #[template(path = "console/publisher_apis.html")]
@@ -79,13 +81,16 @@ fn document(text: &str) -> Result<serde_json::Value, ApiError> {
 /// `POST /publisher/import` (multipart: the file `openapi_file`, or the text `openapi`).
 pub(super) async fn import(State(state): State<AppState>, posted: Posted) -> Response {
     let fields = &posted.fields;
-    let text = match fields.get("openapi_file") {
-        "" => fields.get("openapi"),
-        file => file,
+    let (text, read) = match fields.file("openapi_file") {
+        None => (fields.get("openapi").to_owned(), Ok(())),
+        Some(file) => match String::from_utf8(file.to_vec()) {
+            Ok(text) => (text, Ok(())),
+            Err(_) => (String::new(), Err(ApiError::invalid("openapi", "the file is not text in UTF-8"))),
+        },
     };
     let endpoints: Vec<String> = fields.get("endpoints").lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
     let context = Some(fields.get("context").trim().to_owned()).filter(|c| !c.is_empty());
-    let imported = match document(text) {
+    let imported = match read.and_then(|()| document(&text)) {
         Ok(openapi) => import::import(State(state), posted.visitor.caller.clone(), JsonBody(Import { openapi, endpoints, context })).await,
         Err(e) => Err(e),
     };
@@ -94,7 +99,7 @@ pub(super) async fn import(State(state): State<AppState>, posted: Posted) -> Res
         Err(e) => {
             let page = ImportPage {
                 shell: Shell::of(&posted.visitor, "Import an API", "publisher"),
-                document: text.to_owned(),
+                document: text,
                 endpoints: fields.get("endpoints").to_owned(),
                 context: fields.get("context").to_owned(),
                 errors: FormErrors::from(&e, &["openapi", "endpoints", "context"]),
@@ -255,4 +260,74 @@ pub(super) async fn deploy(
 pub(super) async fn rollback(State(state): State<AppState>, Path((id, environment)): Path<(String, String)>, posted: Posted) -> Response {
     let result = deployments::rollback(State(state.clone()), posted.visitor.caller.clone(), Path((id.clone(), environment))).await;
     after(&state, posted, id, result.map(drop), &[]).await
+}
+
+#[derive(Template)]
+#[template(path = "console/policies.html")]
+struct PoliciesPage {
+    shell: Shell,
+    policies: Vec<PolicyModule>,
+    entered: (String, String, String, String),
+    errors: FormErrors,
+}
+
+impl PoliciesPage {
+    fn schema(schema: &Option<serde_json::Value>) -> String {
+        schema.as_ref().and_then(|s| serde_json::to_string_pretty(s).ok()).unwrap_or_default()
+    }
+}
+
+async fn policies_page(state: &AppState, visitor: &Visitor, entered: (String, String, String, String), errors: FormErrors) -> Response {
+    if let Err(e) = visitor.caller.require(&[crate::auth::Role::Publisher]) {
+        return page::error(Some(visitor), e);
+    }
+    match registry::list(State(state.clone()), visitor.caller.clone()).await {
+        Ok(Json(policies)) => {
+            let status = if errors.any() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            render(status, &PoliciesPage { shell: Shell::of(visitor, "Policies", "publisher"), policies, entered, errors })
+        }
+        Err(e) => page::error(Some(visitor), e),
+    }
+}
+
+/// `GET /publisher/policies`: the registry, each policy's versions and the revisions using them.
+pub(super) async fn policies(State(state): State<AppState>, visitor: Visitor) -> Response {
+    policies_page(&state, &visitor, Default::default(), FormErrors::default()).await
+}
+
+/// `POST /publisher/policies` (multipart: `name`, `version`, `description`, the file
+/// `component`, `config_schema` as JSON text).
+pub(super) async fn upload_policy(State(state): State<AppState>, posted: Posted) -> Response {
+    use base64::Engine;
+    let fields = &posted.fields;
+    let entered = (
+        fields.get("name").trim().to_owned(),
+        fields.get("version").trim().to_owned(),
+        fields.get("description").to_owned(),
+        fields.get("config_schema").to_owned(),
+    );
+    let upload = async {
+        let component =
+            fields.file("component").ok_or_else(|| ApiError::invalid("component", "choose the policy's component (a .wasm file)"))?;
+        let config_schema = match entered.3.trim() {
+            "" => None,
+            text => Some(serde_json::from_str(text).map_err(|e| ApiError::invalid("config_schema", format!("not JSON: {e}")))?),
+        };
+        let upload = Upload {
+            name: entered.0.clone(),
+            version: entered.1.clone(),
+            description: entered.2.clone(),
+            component: base64::engine::general_purpose::STANDARD.encode(component),
+            config_schema,
+        };
+        registry::upload(State(state.clone()), posted.visitor.caller.clone(), JsonBody(upload)).await
+    };
+    match upload.await {
+        Ok(_) => see_other("/publisher/policies"),
+        Err(e @ (ApiError::Unauthorized(_) | ApiError::Forbidden(_))) => page::error(Some(&posted.visitor), e),
+        Err(e) => {
+            let errors = FormErrors::from(&e, &["name", "version", "description", "component", "config_schema"]);
+            policies_page(&state, &posted.visitor, entered, errors).await
+        }
+    }
 }

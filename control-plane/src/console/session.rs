@@ -10,6 +10,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use base64::Engine;
+use bytes::Bytes;
 use hmac::{Hmac, Mac};
 
 use super::page::{self, FormErrors, Shell, Visitor, query_value, render, see_other};
@@ -76,18 +77,27 @@ impl FromRequestParts<AppState> for Visitor {
     }
 }
 
-/// The fields of a posted form, its anti-forgery token checked.
-pub(super) struct Fields(Vec<(String, String)>);
+/// The fields of a posted form, its anti-forgery token checked: text fields, and the files
+/// of a multipart form.
+pub(super) struct Fields {
+    values: Vec<(String, String)>,
+    files: Vec<(String, Bytes)>,
+}
 
 impl Fields {
     /// The value of `name` (empty when absent).
     pub fn get(&self, name: &str) -> &str {
-        self.0.iter().find(|(key, _)| key == name).map_or("", |(_, value)| value.as_str())
+        self.values.iter().find(|(key, _)| key == name).map_or("", |(_, value)| value.as_str())
     }
 
     /// Every value of `name` (checkboxes), in order.
     pub fn all(&self, name: &str) -> Vec<String> {
-        self.0.iter().filter(|(key, _)| key == name).map(|(_, value)| value.clone()).collect()
+        self.values.iter().filter(|(key, _)| key == name).map(|(_, value)| value.clone()).collect()
+    }
+
+    /// The file sent as `name`, when one was chosen.
+    pub fn file(&self, name: &str) -> Option<&Bytes> {
+        self.files.iter().find(|(key, bytes)| key == name && !bytes.is_empty()).map(|(_, bytes)| bytes)
     }
 
     async fn read(request: Request, expected: &str) -> Result<Self, ApiError> {
@@ -96,17 +106,16 @@ impl Fields {
             let body = axum::body::to_bytes(request.into_body(), MAX_FORM)
                 .await
                 .map_err(|e| ApiError::invalid("(body)", format!("cannot read the form: {e}")))?;
-            form_urlencoded::parse(&body).into_owned().collect()
+            Fields { values: form_urlencoded::parse(&body).into_owned().collect(), files: Vec::new() }
         } else if content_type.starts_with("multipart/form-data") {
             Self::read_multipart(request).await?
         } else {
             return Err(ApiError::invalid("(body)", "send the form as `application/x-www-form-urlencoded` or `multipart/form-data`"));
         };
-        let fields = Fields(fields);
         if expected.is_empty() || !same_secret(fields.get("csrf"), expected) {
             return Err(ApiError::Forbidden(FORGED.to_owned()));
         }
-        if let Some((name, _)) = fields.0.iter().find(|(_, value)| value.contains('\0')) {
+        if let Some((name, _)) = fields.values.iter().find(|(_, value)| value.contains('\0')) {
             return Err(ApiError::invalid(name.clone(), "must not contain the NUL character"));
         }
         Ok(fields)
@@ -114,17 +123,22 @@ impl Fields {
 }
 
 impl Fields {
-    /// A form with files: each part as text (a file must be UTF-8).
-    async fn read_multipart(request: Request) -> Result<Vec<(String, String)>, ApiError> {
+    /// A form with files: its files as they came, its other parts as text.
+    async fn read_multipart(request: Request) -> Result<Fields, ApiError> {
         let unreadable = |e: axum::extract::multipart::MultipartError| ApiError::invalid("(body)", format!("cannot read the form: {e}"));
         let mut multipart =
             axum::extract::Multipart::from_request(request, &()).await.map_err(|e| ApiError::invalid("(body)", e.body_text()))?;
-        let mut fields = Vec::new();
+        let mut fields = Fields { values: Vec::new(), files: Vec::new() };
         while let Some(part) = multipart.next_field().await.map_err(unreadable)? {
             let name = part.name().unwrap_or_default().to_owned();
+            let is_file = part.file_name().is_some();
             let bytes = part.bytes().await.map_err(unreadable)?;
-            let text = String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::invalid(name.clone(), "a text file in UTF-8"))?;
-            fields.push((name, text));
+            if is_file {
+                fields.files.push((name, bytes));
+            } else {
+                let text = String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::invalid(name.clone(), "text in UTF-8"))?;
+                fields.values.push((name, text));
+            }
         }
         Ok(fields)
     }
