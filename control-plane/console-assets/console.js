@@ -19,11 +19,12 @@ document.addEventListener("click", async (event) => {
 });
 // Copy buttons are shown only where the script runs.
 for (const button of document.querySelectorAll("button[data-copy][hidden]")) button.hidden = false;
-// A rollout still going (`data-done="false"`) is fetched again every second until every
-// gateway runs it; the server renders each state.
+// A rollout still going (`data-done="false"`) is fetched again until every gateway runs
+// it (every second, then less often; for five minutes at most); the server renders each
+// state.
 async function follow(element) {
-  for (let i = 0; i < 300 && element.dataset.done !== "true"; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+  for (let i = 0; i < 80 && element.dataset.done !== "true"; i++) {
+    await new Promise((resolve) => setTimeout(resolve, i < 20 ? 1000 : 5000));
     const response = await fetch(element.dataset.live, { credentials: "same-origin" });
     if (!response.ok) return;
     const holder = document.createElement("div");

@@ -15,6 +15,7 @@ mod try_it;
 mod usage;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 use crate::AppState;
@@ -52,8 +53,13 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/blocking", get(admin::blocking).post(admin::block))
         .route("/admin/blocking/{id}/delete", post(admin::unblock))
         .route("/publisher", get(publisher::apis))
-        .route("/publisher/import", get(publisher::import_page).post(publisher::import))
-        .route("/publisher/policies", get(publisher::policies).post(publisher::upload_policy))
+        .route("/publisher/import", get(publisher::import_page).post(publisher::import).layer(DefaultBodyLimit::max(8 << 20)))
+        .route(
+            "/publisher/policies",
+            get(publisher::policies)
+                .post(publisher::upload_policy)
+                .layer(DefaultBodyLimit::max(crate::registry::MAX_COMPONENT_BYTES + (1 << 20))),
+        )
         .route("/publisher/apis/{id}", get(publisher::api))
         .route("/publisher/apis/{id}/usage", get(usage::api))
         .route("/publisher/apis/{id}/lifecycle", post(publisher::change_lifecycle))

@@ -289,13 +289,13 @@ fn check_name(field: &str, value: &str, allowed: impl Fn(char) -> bool, what: &s
 /// List the built-in policies, then the uploaded ones by name and version.
 #[utoipa::path(get, path = "/api/v1/policies", operation_id = "list_policies", tag = "registry",
     responses((status = 200, body = [PolicyModule]), (status = 401)), security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<PolicyModule>>> {
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<PolicyModule>>> {
     let mut modules: Vec<PolicyModule> = builtin::ALL.iter().map(builtin_module).collect();
     let rows: Vec<ModuleRow> =
         sqlx::query_as(&format!("SELECT {MODULE_COLUMNS} FROM policy_modules ORDER BY name, created_at")).fetch_all(&state.db.pool).await?;
     modules.extend(rows.into_iter().map(module_of));
     for module in &mut modules {
-        module.used_by = revisions_using(&state.db.pool, &module.reference).await?;
+        module.used_by = used_by(&state.db, &caller, &module.reference).await?;
     }
     Ok(Json(modules))
 }
@@ -404,21 +404,39 @@ async fn lookup(db: &Db, name: &str, version: &str) -> ApiResult<PolicyModule> {
     responses((status = 200, body = PolicyModule), (status = 401), (status = 404)), security(("bearer" = [])))]
 pub async fn get_one(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path((name, version)): Path<(String, String)>,
 ) -> ApiResult<Json<PolicyModule>> {
     let mut module = lookup(&state.db, &name, &version).await?;
-    module.used_by = revisions_using(&state.db.pool, &module.reference).await?;
+    module.used_by = used_by(&state.db, &caller, &module.reference).await?;
     Ok(Json(module))
 }
 
-/// The revisions whose attachments use the policy `reference`, as `API version, revision N`.
-async fn revisions_using<'c>(db: impl sqlx::Executor<'c, Database = sqlx::Any>, reference: &str) -> ApiResult<Vec<String>> {
-    let pattern = format!("%\"policy\":\"{reference}\"%");
+/// The revisions using `reference` that `caller` may see: an admin all, a publisher those of
+/// their own APIs, a subscriber none.
+async fn used_by(db: &Db, caller: &Caller, reference: &str) -> ApiResult<Vec<String>> {
+    match caller.role {
+        Role::Admin => revisions_using(&db.pool, reference, None).await,
+        Role::Publisher => revisions_using(&db.pool, reference, Some(&caller.user_id)).await,
+        Role::Subscriber => Ok(Vec::new()),
+    }
+}
+
+/// The revisions whose attachments use the policy `reference` (of the APIs `owner` owns,
+/// when given), as `API version, revision N`.
+async fn revisions_using<'c>(
+    db: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    reference: &str,
+    owner: Option<&str>,
+) -> ApiResult<Vec<String>> {
+    // `_` (allowed in names) would match any character: escaped.
+    let pattern = format!("%\"policy\":\"{}\"%", reference.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT a.name, a.version, r.number FROM revisions r JOIN apis a ON a.id = r.api_id WHERE r.content LIKE $1 ORDER BY a.name, a.version, r.number",
+        "SELECT a.name, a.version, r.number FROM revisions r JOIN apis a ON a.id = r.api_id \
+         WHERE r.content LIKE $1 ESCAPE '\\' AND ($2 = '' OR a.owner_id = $2) ORDER BY a.name, a.version, r.number",
     )
     .bind(pattern)
+    .bind(owner.unwrap_or(""))
     .fetch_all(db)
     .await?;
     Ok(rows.into_iter().map(|(name, version, number)| format!("{name} {version}, revision {number}")).collect())
@@ -467,7 +485,7 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, Path((name, v
         )));
     }
     let mut tx = state.db.pool.begin().await?;
-    let users = revisions_using(&mut *tx, &module.reference).await?;
+    let users = revisions_using(&mut *tx, &module.reference, None).await?;
     if !users.is_empty() {
         return Err(ApiError::Conflict(format!(
             "`{}` is used by {} revision(s) ({}); delete them first",

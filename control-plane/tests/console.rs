@@ -92,6 +92,8 @@ async fn logging_in_needs_the_page_s_token_and_sets_a_session_cookie() {
         ("%2F%2Fevil.example%2F", "/publisher"),
         ("https%3A%2F%2Fevil.example%2F", "/publisher"),
         ("%2F%5Cevil.example", "/publisher"),
+        ("%2F%09%2Fevil.example", "/publisher"),
+        ("%2F%0A", "/publisher"),
         ("", "/publisher"),
     ] {
         let answer = send(&app, "POST", "/login", &cookie, Some(&form("admin-password-1", &csrf, next))).await;

@@ -106,6 +106,8 @@ async fn uploads_are_validated_immutable_and_checked_against_their_schema() {
         let (_, listed) = app.send("GET", "/api/v1/policies", Some(&publisher), None).await;
         let listed = listed.as_array().unwrap().iter().find(|m| m["reference"] == "my-headers@1.0.0").unwrap().clone();
         assert_eq!(listed["used_by"], module["used_by"]);
+        let (_, seen) = app.send("GET", "/api/v1/policies/my-headers/1.0.0", Some(&subscriber), None).await;
+        assert_eq!(seen["used_by"], json!([]), "which APIs use it is the publishers' to know");
         let (status, _) = app.send("DELETE", "/api/v1/policies/headers/0.1.0", Some(&publisher), None).await;
         assert_eq!(status, StatusCode::CONFLICT);
     }

@@ -174,6 +174,11 @@ impl PolicyChecker {
     }
 }
 
+/// Whether the gateways' blocking conditions refuse requests from `ip` (as they match it).
+pub fn client_blocked(blocked: &crate::contract::environment::Blocked, ip: std::net::IpAddr) -> bool {
+    crate::blocking::Blocking::new(blocked).client_blocked(ip)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

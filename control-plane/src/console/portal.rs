@@ -163,9 +163,14 @@ pub(super) async fn try_api(State(state): State<AppState>, Path(id): Path<String
         Ok(Json(api)) => api,
         Err(e) => return page::error(Some(&posted.visitor), e),
     };
+    let blocked = match crate::traffic::blocking::for_gateways(&state.db).await {
+        Ok(blocked) => blocked,
+        Err(e) => return page::error(Some(&posted.visitor), e),
+    };
     let mut panels = Panels::default();
-    match try_it::send(&api, &call).await {
+    match try_it::send(&api, &call, posted.source.0, &blocked).await {
         Ok(answer) => panels.answer = Some(answer),
+        Err(e @ ApiError::Forbidden(_)) => return page::error(Some(&posted.visitor), e),
         Err(e) => panels.try_errors = FormErrors::from(&e, &["gateway_url", "method", "path", "api_key", "token", "body"]),
     }
     panels.call = call;

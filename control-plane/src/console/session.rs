@@ -32,7 +32,7 @@ fn cookie_name(state: &AppState, name: &str) -> String {
 }
 
 fn secure(state: &AppState) -> bool {
-    state.settings.public_url.starts_with("https://")
+    state.settings.public_url.get(..8).is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
 }
 
 /// A `Set-Cookie` value; `max_age` none for a cookie that ends with the browser session.
@@ -101,6 +101,10 @@ impl Fields {
     }
 
     async fn read(request: Request, expected: &str) -> Result<Self, ApiError> {
+        // Without a token to match (no cookie before login), nothing is read.
+        if expected.is_empty() {
+            return Err(ApiError::Forbidden(FORGED.to_owned()));
+        }
         let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let fields = if content_type.starts_with("application/x-www-form-urlencoded") {
             let body = axum::body::to_bytes(request.into_body(), MAX_FORM)
@@ -112,7 +116,7 @@ impl Fields {
         } else {
             return Err(ApiError::invalid("(body)", "send the form as `application/x-www-form-urlencoded` or `multipart/form-data`"));
         };
-        if expected.is_empty() || !same_secret(fields.get("csrf"), expected) {
+        if !same_secret(fields.get("csrf"), expected) {
             return Err(ApiError::Forbidden(FORGED.to_owned()));
         }
         if let Some((name, _)) = fields.values.iter().find(|(_, value)| value.contains('\0')) {
@@ -150,6 +154,8 @@ pub(super) struct Posted {
     pub visitor: Visitor,
     /// What they sent.
     pub fields: Fields,
+    /// Where from.
+    pub source: Source,
 }
 
 impl FromRequest<AppState> for Posted {
@@ -158,8 +164,9 @@ impl FromRequest<AppState> for Posted {
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
         let (mut parts, body) = request.into_parts();
         let visitor = Visitor::from_request_parts(&mut parts, state).await?;
+        let source = Source::of(&parts);
         match Fields::read(Request::from_parts(parts, body), &visitor.csrf).await {
-            Ok(fields) => Ok(Posted { visitor, fields }),
+            Ok(fields) => Ok(Posted { visitor, fields, source }),
             Err(e) => Err(page::error(Some(&visitor), e)),
         }
     }
@@ -200,7 +207,9 @@ fn anonymous_csrf(state: &AppState, headers: &HeaderMap) -> (String, Option<Head
 
 /// Where a user goes after logging in: `next` when it is a page of this site.
 fn after_login(next: &str, role: Role) -> String {
-    let local = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\');
+    // A path of this site only: not `//host`, and nothing a browser would drop or turn
+    // into one (a backslash, white space, a control character).
+    let local = next.starts_with('/') && !next.starts_with("//") && !next.chars().any(|c| c == '\\' || c.is_whitespace() || c.is_control());
     match (local, role) {
         (true, _) => next.to_owned(),
         (false, Role::Publisher | Role::Admin) => "/publisher".to_owned(),
