@@ -8,6 +8,7 @@
 mod admin;
 mod assets;
 mod page;
+mod policy_form;
 mod portal;
 mod publisher;
 mod session;
@@ -60,7 +61,11 @@ pub fn routes() -> Router<AppState> {
                 .post(publisher::upload_policy)
                 .layer(DefaultBodyLimit::max(crate::registry::MAX_COMPONENT_BYTES + (1 << 20))),
         )
+        .route("/publisher/new", get(publisher::new_api).post(publisher::create_api))
         .route("/publisher/apis/{id}", get(publisher::api))
+        .route("/publisher/apis/{id}/edit", get(publisher::edit_api).post(publisher::update_api))
+        .route("/publisher/apis/{id}/attach", get(publisher::attach_form).post(publisher::attach))
+        .route("/publisher/apis/{id}/policies/{index}/remove", post(publisher::detach))
         .route("/publisher/apis/{id}/usage", get(usage::api))
         .route("/publisher/apis/{id}/lifecycle", post(publisher::change_lifecycle))
         .route("/publisher/apis/{id}/revisions", post(publisher::create_revision))

@@ -248,3 +248,136 @@ async fn the_usage_pages_draw_what_gateways_reported() {
     assert_eq!(send(&app, "GET", &format!("/devportal/applications/{application}/usage"), &tom, None).await.status, StatusCode::NOT_FOUND);
     assert_eq!(send(&app, "GET", &format!("/publisher/apis/{api}/usage"), &sue, None).await.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn a_publisher_makes_and_edits_an_api_by_form_and_what_the_form_does_not_show_is_kept() {
+    use serde_json::json;
+    let app = TestApp::new(Engine::Sqlite).await;
+    let publisher = app.user("pat", "publisher").await;
+    let pat = console_session(&app, "pat").await;
+    let page = send(&app, "GET", "/publisher/new", &pat, None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let csrf = page.field("csrf");
+    let form = |context: &str, operations: &str| {
+        format!(
+            "csrf={csrf}&name=Pets&version=v1&context={context}&description=All+pets&tags=animals%2C+demo&endpoints=http%3A%2F%2F192.0.2.1%3A9%2F\
+             &tiers=Unlimited&tiers=Gold&operations={operations}&documentation=%23+Pets"
+        )
+    };
+    // A bad field is refused next to it, with what was typed kept, and nothing is made.
+    let refused = send(&app, "POST", "/publisher/new", &pat, Some(&form("pets", "GET+%2Fitems"))).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.body.contains("id=\"context-error\""), "{}", refused.body);
+    assert!(refused.body.contains("value=\"animals, demo\""), "{}", refused.body);
+    let refused = send(&app, "POST", "/publisher/new", &pat, Some(&form("%2Fpets", "GET+%2Fitems%0D%0AGET"))).await;
+    assert!(refused.body.contains("id=\"operations-error\">operations[1]: `GET`: a method and a path"), "{}", refused.body);
+    let (_, listed) = app.send("GET", "/api/v1/apis", Some(&publisher), None).await;
+    assert_eq!(listed, json!([]), "nothing made");
+
+    let made = send(&app, "POST", "/publisher/new", &pat, Some(&form("%2Fpets", "GET+%2Fitems%0D%0ADELETE+%2Fitems%2F%7Bid%7D"))).await;
+    assert_eq!(made.status, StatusCode::SEE_OTHER, "{}", made.body);
+    let id = made.header(header::LOCATION).trim_start_matches("/publisher/apis/").to_owned();
+    let (_, api) = app.send("GET", &format!("/api/v1/apis/{id}"), Some(&publisher), None).await;
+    assert_eq!(
+        (&api["context"], &api["tags"], &api["tiers"]),
+        (&json!("/pets"), &json!(["animals", "demo"]), &json!(["Unlimited", "Gold"]))
+    );
+    assert_eq!(
+        api["operations"],
+        json!([{"method": "GET", "path": "/items", "policies": [], "scopes": []}, {"method": "DELETE", "path": "/items/{id}", "policies": [], "scopes": []}])
+    );
+
+    // Policies and scopes set through the API are kept by an edit that does not show them.
+    let mut full = api.clone();
+    full["scopes"] = json!([{"name": "pets:write", "description": "change pets", "roles": ["subscriber"]}]);
+    full["policies"] = json!([{"policy": "headers", "config": {"request": {"set": {"x-a": "1"}}}}]);
+    full["operations"][1]["scopes"] = json!(["pets:write"]);
+    full["operations"][1]["policies"] = json!([{"policy": "headers", "config": {"request": {"set": {"x-b": "2"}}}}]);
+    for field in ["id", "status", "owner", "created_at", "updated_at", "endpoint_client_certificate"] {
+        full.as_object_mut().unwrap().remove(field);
+    }
+    let (status, body) = app.send("PUT", &format!("/api/v1/apis/{id}"), Some(&publisher), Some(full)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let edit = send(&app, "GET", &format!("/publisher/apis/{id}/edit"), &pat, None).await;
+    assert!(edit.body.contains(">GET /items\nDELETE /items/{id} pets:write</textarea>"), "{}", edit.body);
+    let token = edit.field("csrf");
+    let update = format!(
+        "csrf={token}&description=Changed&tags=animals&endpoints=http%3A%2F%2F192.0.2.1%3A9%2F&tiers=Gold\
+         &operations=DELETE+%2Fitems%2F%7Bid%7D+pets%3Awrite%0D%0APOST+%2Fitems&documentation="
+    );
+    let saved = send(&app, "POST", &format!("/publisher/apis/{id}/edit"), &pat, Some(&update)).await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    let (_, api) = app.send("GET", &format!("/api/v1/apis/{id}"), Some(&publisher), None).await;
+    assert_eq!((&api["description"], &api["tiers"]), (&json!("Changed"), &json!(["Gold"])));
+    assert_eq!(api["policies"][0]["config"]["request"]["set"]["x-a"], "1", "the API's policies are kept: {api}");
+    assert_eq!(api["scopes"][0]["name"], "pets:write");
+    let operation = |path: &str| api["operations"].as_array().unwrap().iter().find(|op| op["path"] == path).cloned().unwrap();
+    assert_eq!(api["operations"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        operation("/items/{id}")["policies"][0]["config"]["request"]["set"]["x-b"],
+        "2",
+        "a kept operation keeps its policies: {api}"
+    );
+    assert_eq!(operation("/items"), json!({"method": "POST", "path": "/items", "policies": [], "scopes": []}));
+    // An endpoint the API refuses: shown next to the field, nothing saved.
+    let bad = update.replace("http%3A%2F%2F192.0.2.1%3A9%2F", "ftp%3A%2F%2Fx").replace("Changed", "Again");
+    let refused = send(&app, "POST", &format!("/publisher/apis/{id}/edit"), &pat, Some(&bad)).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.body.contains("id=\"endpoints-error\">endpoints[0]"), "{}", refused.body);
+    let (_, api) = app.send("GET", &format!("/api/v1/apis/{id}"), Some(&publisher), None).await;
+    assert_eq!(api["description"], "Changed");
+}
+
+#[tokio::test]
+async fn a_policy_is_attached_with_a_form_made_from_its_schema_and_removed() {
+    use base64::Engine as _;
+    use serde_json::json;
+    let app = TestApp::new(Engine::Sqlite).await;
+    let publisher = app.user("pat", "publisher").await;
+    let component = base64::engine::general_purpose::STANDARD.encode(portico_gateway::policy::builtin::find("headers").unwrap().component);
+    let schema = json!({"type": "object", "properties": {"request": {"type": "object", "description": "Headers set on the request"}}, "additionalProperties": false});
+    let upload =
+        json!({"name": "my-headers", "version": "1.0.0", "description": "Sets headers", "component": component, "config_schema": schema});
+    let (status, body) = app.send("POST", "/api/v1/policies", Some(&publisher), Some(upload)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let api = json!({"name": "reg", "version": "v1", "context": "/reg", "endpoints": ["http://192.0.2.1:9/"], "operations": [{"method": "GET", "path": "/x"}]});
+    let (_, api) = app.send("POST", "/api/v1/apis", Some(&publisher), Some(api)).await;
+    let id = api["id"].as_str().unwrap().to_owned();
+
+    let pat = console_session(&app, "pat").await;
+    let page = send(&app, "GET", &format!("/publisher/apis/{id}"), &pat, None).await;
+    assert!(page.body.contains("<option value=\"my-headers@1.0.0\">"), "the registry's policies are offered: {}", page.body);
+    let form = send(&app, "GET", &format!("/publisher/apis/{id}/attach?policy=my-headers%401.0.0"), &pat, None).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+    assert!(form.body.contains("<label for=\"config.request\">request (JSON)</label>"), "a field per property: {}", form.body);
+    assert!(form.body.contains("Headers set on the request"));
+    let csrf = form.field("csrf");
+    let post = |request: &str| format!("csrf={csrf}&policy=my-headers%401.0.0&config.request={request}");
+    // JSON that does not read, then a configuration the policy's own check refuses: each
+    // shown on the form, nothing attached.
+    let refused = send(&app, "POST", &format!("/publisher/apis/{id}/attach"), &pat, Some(&post("%7B"))).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.body.contains("id=\"config.request-error\">not JSON"), "{}", refused.body);
+    let refused = send(&app, "POST", &format!("/publisher/apis/{id}/attach"), &pat, Some(&post("%7B%22bogus%22%3A1%7D"))).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(refused.body.contains("bogus"), "{}", refused.body);
+    let (_, api) = app.send("GET", &format!("/api/v1/apis/{id}"), Some(&publisher), None).await;
+    assert_eq!(api["policies"], json!([]), "nothing attached");
+
+    let attached =
+        send(&app, "POST", &format!("/publisher/apis/{id}/attach"), &pat, Some(&post("%7B%22set%22%3A%7B%22x-a%22%3A%221%22%7D%7D"))).await;
+    assert_eq!(attached.status, StatusCode::SEE_OTHER, "{}", attached.body);
+    let (_, api) = app.send("GET", &format!("/api/v1/apis/{id}"), Some(&publisher), None).await;
+    assert_eq!(
+        (&api["policies"][0]["policy"], &api["policies"][0]["config"]),
+        (&json!("my-headers@1.0.0"), &json!({"request": {"set": {"x-a": "1"}}}))
+    );
+    let page = send(&app, "GET", &format!("/publisher/apis/{id}"), &pat, None).await;
+    assert!(page.body.contains("<code>my-headers@1.0.0</code>"), "{}", page.body);
+    let removed = send(&app, "POST", &format!("/publisher/apis/{id}/policies/0/remove"), &pat, Some(&format!("csrf={csrf}"))).await;
+    assert_eq!(removed.status, StatusCode::SEE_OTHER, "{}", removed.body);
+    let (_, api) = app.send("GET", &format!("/api/v1/apis/{id}"), Some(&publisher), None).await;
+    assert_eq!(api["policies"], json!([]));
+    let missing = send(&app, "POST", &format!("/publisher/apis/{id}/policies/0/remove"), &pat, Some(&format!("csrf={csrf}"))).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}

@@ -272,7 +272,8 @@ async fn a_subscriber_signs_up_subscribes_gets_a_key_and_revokes_it_in_the_brows
     b.fill("#openapi", "").await;
     b.client.find(Locator::Css("#openapi_file")).await.unwrap().send_keys(&document.display().to_string()).await.unwrap();
     b.follow("main form button[type=submit]").await;
-    assert!(b.path().await.starts_with("/publisher/apis/"), "on the imported API's page");
+    let orders_page = b.path().await;
+    assert!(orders_page.starts_with("/publisher/apis/"), "on the imported API's page");
     assert!(b.text("h1").await.starts_with("Orders"), "{}", b.text("h1").await);
     assert_eq!(b.count("#operations tbody tr").await, 2);
     b.follow("form[action$='/lifecycle'] button").await;
@@ -302,6 +303,13 @@ async fn a_subscriber_signs_up_subscribes_gets_a_key_and_revokes_it_in_the_brows
     b.follow("main form button[type=submit]").await;
     assert!(b.text("#policies").await.contains("noop@1.0.0"), "{}", b.text("#policies").await);
     b.check_accessibility("policy registry").await;
+    // Attached to the imported API with its configuration form.
+    b.go(&format!("{base}{orders_page}")).await;
+    b.click("#policy option[value='noop@1.0.0']").await;
+    b.follow("form[action$='/attach'] button").await;
+    b.check_accessibility("attaching a policy").await;
+    b.follow("#attach button[type=submit]").await;
+    assert!(b.text("#attachments").await.contains("noop@1.0.0"), "the policy is attached");
     b.follow("form[action='/logout'] button").await;
 
     // A visitor not logged in is sent to the login page, which comes back after.

@@ -13,16 +13,18 @@ use axum::response::{Html, IntoResponse, Response};
 use portico_gateway::traces::SpanParent;
 
 use super::page::{self, FormErrors, Shell, Visitor, query_value, render, see_other, when};
+use super::policy_form;
 use super::session::Posted;
 use crate::AppState;
 use crate::devportal::{Subscription, SubscriptionFilter, subscriptions};
 use crate::error::{ApiError, JsonBody, QueryParams};
 use crate::fleet::{Rollout, RolloutQuery, gateways};
 use crate::publisher::{
-    Api, ApiSummary, Deploy, Deployment, Environment, Import, LifecycleAction, LifecycleChange, Revision, apis, deployments, environments,
-    import, lifecycle, revisions,
+    Api, ApiSummary, ApiUpdate, Deploy, Deployment, Environment, Import, LifecycleAction, LifecycleChange, NewApi, Operation, Revision,
+    apis, deployments, environments, import, lifecycle, revisions,
 };
 use crate::registry::{self, PolicyModule, Upload};
+use crate::traffic::Tier;
 
 #[derive(Template)]
 #[template(path = "console/publisher_apis.html")]
@@ -164,7 +166,16 @@ struct ApiPage {
     environments: Vec<Environment>,
     deployments: Vec<DeploymentView>,
     subscriptions: Vec<Subscription>,
+    /// What may be attached: the registry's policies' references.
+    attachable: Vec<String>,
     errors: FormErrors,
+}
+
+impl ApiPage {
+    /// An attachment's configuration, as JSON to read.
+    fn config(config: &serde_json::Value) -> String {
+        serde_json::to_string_pretty(config).unwrap_or_default()
+    }
 }
 
 async fn api_page(state: &AppState, visitor: &Visitor, id: String, errors: FormErrors) -> Response {
@@ -182,6 +193,8 @@ async fn api_page(state: &AppState, visitor: &Visitor, id: String, errors: FormE
             deployments.push(DeploymentView { deployment, rollout });
         }
         let actions = lifecycle::allowed(api.status).collect();
+        let Json(policies) = registry::list(State(state.clone()), caller()).await?;
+        let attachable = policies.into_iter().map(|policy| policy.reference).collect();
         Ok::<_, ApiError>(ApiPage {
             shell: Shell::of(visitor, format!("{} {}", api.name, api.version), "publisher"),
             api,
@@ -190,6 +203,7 @@ async fn api_page(state: &AppState, visitor: &Visitor, id: String, errors: FormE
             environments,
             deployments,
             subscriptions,
+            attachable,
             errors,
         })
     };
@@ -330,4 +344,315 @@ pub(super) async fn upload_policy(State(state): State<AppState>, posted: Posted)
             policies_page(&state, &posted.visitor, entered, errors).await
         }
     }
+}
+
+/// What the API form holds, as typed.
+#[derive(Default)]
+struct ApiForm {
+    name: String,
+    version: String,
+    context: String,
+    description: String,
+    tags: String,
+    documentation: String,
+    endpoints: String,
+    tiers: Vec<String>,
+    operations: String,
+}
+
+impl ApiForm {
+    fn of(api: &Api) -> Self {
+        let operations = api.operations.iter().map(|op| {
+            [op.method.as_str(), op.path.as_str()].into_iter().chain(op.scopes.iter().map(String::as_str)).collect::<Vec<_>>().join(" ")
+        });
+        Self {
+            name: api.name.clone(),
+            version: api.version.clone(),
+            context: api.context.clone(),
+            description: api.description.clone(),
+            tags: api.tags.join(", "),
+            documentation: api.documentation.clone(),
+            endpoints: api.endpoints.join("\n"),
+            tiers: api.tiers.clone(),
+            operations: operations.collect::<Vec<_>>().join("\n"),
+        }
+    }
+
+    fn posted(fields: &super::session::Fields) -> Self {
+        Self {
+            name: fields.get("name").trim().to_owned(),
+            version: fields.get("version").trim().to_owned(),
+            context: fields.get("context").trim().to_owned(),
+            description: fields.get("description").to_owned(),
+            tags: fields.get("tags").to_owned(),
+            documentation: fields.get("documentation").to_owned(),
+            endpoints: fields.get("endpoints").to_owned(),
+            tiers: fields.all("tiers"),
+            operations: fields.get("operations").to_owned(),
+        }
+    }
+
+    fn tags(&self) -> Vec<String> {
+        self.tags.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()
+    }
+
+    fn endpoints(&self) -> Vec<String> {
+        self.endpoints.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect()
+    }
+
+    /// The operations, one a line: `METHOD /path` and the scopes it needs; an operation of
+    /// `current` with the same method and path keeps its policies.
+    fn operations(&self, current: &[Operation]) -> Result<Vec<Operation>, ApiError> {
+        let lines = self.operations.lines().map(str::trim).filter(|l| !l.is_empty());
+        lines
+            .enumerate()
+            .map(|(i, line)| {
+                let mut words = line.split_whitespace();
+                let (Some(method), Some(path)) = (words.next(), words.next()) else {
+                    return Err(ApiError::invalid(
+                        format!("operations[{i}]"),
+                        format!("`{line}`: a method and a path, then the scopes it needs"),
+                    ));
+                };
+                let policies = current
+                    .iter()
+                    .find(|op| op.method.eq_ignore_ascii_case(method) && op.path == path)
+                    .map(|op| op.policies.clone())
+                    .unwrap_or_default();
+                Ok(Operation { method: method.to_owned(), path: path.to_owned(), policies, scopes: words.map(str::to_owned).collect() })
+            })
+            .collect()
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/publisher_edit.html")]
+struct EditPage {
+    shell: Shell,
+    /// The API edited; none when making one.
+    id: Option<String>,
+    form: ApiForm,
+    tiers: Vec<Tier>,
+    errors: FormErrors,
+}
+
+impl EditPage {
+    /// Whether the form offers the tier `name`.
+    fn offers(&self, name: &str) -> bool {
+        self.form.tiers.iter().any(|tier| tier == name)
+    }
+}
+
+const API_FIELDS: &[&str] = &["name", "version", "context", "description", "tags", "documentation", "endpoints", "tiers", "operations"];
+
+async fn edit_page(state: &AppState, visitor: &Visitor, id: Option<String>, form: ApiForm, errors: FormErrors) -> Response {
+    if let Err(e) = visitor.caller.require(&[crate::auth::Role::Publisher]) {
+        return page::error(Some(visitor), e);
+    }
+    match crate::traffic::all(&state.db, "subscription").await {
+        Ok(tiers) => {
+            let title = if id.is_some() { format!("Edit {} {}", form.name, form.version) } else { "New API".to_owned() };
+            let status = if errors.any() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            render(status, &EditPage { shell: Shell::of(visitor, title, "publisher"), id, form, tiers, errors })
+        }
+        Err(e) => page::error(Some(visitor), e),
+    }
+}
+
+/// `GET /publisher/new`: an API made by form.
+pub(super) async fn new_api(State(state): State<AppState>, visitor: Visitor) -> Response {
+    let form = ApiForm { tiers: vec!["Unlimited".to_owned()], operations: "GET /".to_owned(), ..ApiForm::default() };
+    edit_page(&state, &visitor, None, form, FormErrors::default()).await
+}
+
+/// `POST /publisher/new`.
+pub(super) async fn create_api(State(state): State<AppState>, posted: Posted) -> Response {
+    let form = ApiForm::posted(&posted.fields);
+    let made = async {
+        let new = NewApi {
+            name: form.name.clone(),
+            version: form.version.clone(),
+            context: form.context.clone(),
+            description: form.description.clone(),
+            tags: form.tags(),
+            documentation: form.documentation.clone(),
+            endpoints: form.endpoints(),
+            endpoint_ca: None,
+            endpoint_client_certificate: None,
+            operations: form.operations(&[])?,
+            policies: Vec::new(),
+            scopes: Vec::new(),
+            tiers: form.tiers.clone(),
+        };
+        apis::create(State(state.clone()), posted.visitor.caller.clone(), JsonBody(new)).await
+    };
+    match made.await {
+        Ok((_, Json(api))) => see_other(&format!("/publisher/apis/{}", api.id)),
+        Err(e @ (ApiError::Unauthorized(_) | ApiError::Forbidden(_))) => page::error(Some(&posted.visitor), e),
+        Err(e) => edit_page(&state, &posted.visitor, None, form, FormErrors::from(&e, API_FIELDS)).await,
+    }
+}
+
+/// `GET /publisher/apis/{id}/edit`.
+pub(super) async fn edit_api(State(state): State<AppState>, visitor: Visitor, Path(id): Path<String>) -> Response {
+    match apis::get(State(state.clone()), visitor.caller.clone(), Path(id.clone())).await {
+        Ok(Json(api)) => edit_page(&state, &visitor, Some(id), ApiForm::of(&api), FormErrors::default()).await,
+        Err(e) => page::error(Some(&visitor), e),
+    }
+}
+
+/// `POST /publisher/apis/{id}/edit`: what the form shows replaced; the rest (policies,
+/// scopes, the endpoints' TLS settings, each kept operation's policies) kept as it is.
+pub(super) async fn update_api(State(state): State<AppState>, Path(id): Path<String>, posted: Posted) -> Response {
+    let mut form = ApiForm::posted(&posted.fields);
+    let current = match apis::get(State(state.clone()), posted.visitor.caller.clone(), Path(id.clone())).await {
+        Ok(Json(api)) => api,
+        Err(e) => return page::error(Some(&posted.visitor), e),
+    };
+    (form.name, form.version, form.context) = (current.name.clone(), current.version.clone(), current.context.clone());
+    let replaced = async {
+        let update = ApiUpdate {
+            description: form.description.clone(),
+            tags: form.tags(),
+            documentation: form.documentation.clone(),
+            endpoints: form.endpoints(),
+            operations: form.operations(&current.operations)?,
+            tiers: form.tiers.clone(),
+            ..update_of(&current)
+        };
+        apis::replace(State(state.clone()), posted.visitor.caller.clone(), Path(id.clone()), JsonBody(update)).await
+    };
+    match replaced.await {
+        Ok(_) => see_other(&format!("/publisher/apis/{id}")),
+        Err(e @ (ApiError::Unauthorized(_) | ApiError::Forbidden(_) | ApiError::NotFound(_))) => page::error(Some(&posted.visitor), e),
+        Err(e) => edit_page(&state, &posted.visitor, Some(id), form, FormErrors::from(&e, API_FIELDS)).await,
+    }
+}
+
+/// `api` as an update that changes nothing (its endpoints' client certificate is kept by
+/// leaving it out).
+fn update_of(api: &Api) -> ApiUpdate {
+    ApiUpdate {
+        name: None,
+        version: None,
+        context: None,
+        description: api.description.clone(),
+        tags: api.tags.clone(),
+        documentation: api.documentation.clone(),
+        endpoints: api.endpoints.clone(),
+        endpoint_ca: api.endpoint_ca.clone(),
+        endpoint_client_certificate: None,
+        operations: api.operations.clone(),
+        policies: api.policies.clone(),
+        scopes: api.scopes.clone(),
+        tiers: api.tiers.clone(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/publisher_attach.html")]
+struct AttachPage {
+    shell: Shell,
+    api: Api,
+    policy: PolicyModule,
+    fields: Vec<policy_form::Field>,
+    errors: FormErrors,
+}
+
+/// The registry's policy `reference`, as a problem naming the `policy` field when there is none.
+async fn policy_named(state: &AppState, visitor: &Visitor, reference: &str) -> Result<PolicyModule, ApiError> {
+    let Json(policies) = registry::list(State(state.clone()), visitor.caller.clone()).await?;
+    policies
+        .into_iter()
+        .find(|policy| policy.reference == reference)
+        .ok_or_else(|| ApiError::invalid("policy", format!("no policy `{reference}` in the registry")))
+}
+
+async fn attach_page(
+    state: &AppState,
+    visitor: &Visitor,
+    id: String,
+    reference: &str,
+    posted: Option<&super::session::Fields>,
+    errors: FormErrors,
+) -> Response {
+    let result = async {
+        let Json(api) = apis::get(State(state.clone()), visitor.caller.clone(), Path(id)).await?;
+        let policy = policy_named(state, visitor, reference).await?;
+        let fields = policy_form::fields(policy.config_schema.as_ref());
+        let fields = match posted {
+            Some(posted) => policy_form::posted(fields, |name| posted.get(name)),
+            None => fields,
+        };
+        Ok::<_, ApiError>(AttachPage { shell: Shell::of(visitor, format!("Attach {reference}"), "publisher"), api, policy, fields, errors })
+    };
+    match result.await {
+        Ok(page) => {
+            let status = if page.errors.any() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            render(status, &page)
+        }
+        Err(e) => page::error(Some(visitor), e),
+    }
+}
+
+/// `GET /publisher/apis/{id}/attach?policy=<reference>`: the policy's configuration form.
+pub(super) async fn attach_form(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let reference = query_value(query.as_deref(), "policy");
+    attach_page(&state, &visitor, id, &reference, None, FormErrors::default()).await
+}
+
+/// `POST /publisher/apis/{id}/attach` (`policy`, `config.*`): the policy attached to the
+/// API, after its others; its configuration checked as gateways will run it.
+pub(super) async fn attach(State(state): State<AppState>, Path(id): Path<String>, posted: Posted) -> Response {
+    let reference = posted.fields.get("policy").to_owned();
+    let result = async {
+        let policy = policy_named(&state, &posted.visitor, &reference).await?;
+        let fields = policy_form::posted(policy_form::fields(policy.config_schema.as_ref()), |name| posted.fields.get(name));
+        let config = policy_form::config(&fields)?;
+        let attachment = serde_json::from_value(serde_json::json!({"policy": reference, "config": config}))
+            .map_err(|e| ApiError::invalid("config", e.to_string()))?;
+        let Json(api) = apis::get(State(state.clone()), posted.visitor.caller.clone(), Path(id.clone())).await?;
+        let mut update = update_of(&api);
+        update.policies.push(attachment);
+        apis::replace(State(state.clone()), posted.visitor.caller.clone(), Path(id.clone()), JsonBody(update)).await
+    };
+    match result.await {
+        Ok(_) => see_other(&format!("/publisher/apis/{id}")),
+        Err(e @ (ApiError::Unauthorized(_) | ApiError::Forbidden(_) | ApiError::NotFound(_))) => page::error(Some(&posted.visitor), e),
+        Err(e) => {
+            let keys: Vec<String> = policy_named(&state, &posted.visitor, &reference)
+                .await
+                .map(|policy| policy_form::fields(policy.config_schema.as_ref()).iter().map(policy_form::Field::key).collect())
+                .unwrap_or_default();
+            let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+            // The API names an attachment's problem `policies[N].config`: that is this form's.
+            let errors = match &e {
+                ApiError::Validation { field, message } if field.starts_with("policies[") => {
+                    FormErrors::from(&ApiError::Conflict(message.clone()), &names)
+                }
+                e => FormErrors::from(e, &names),
+            };
+            attach_page(&state, &posted.visitor, id, &reference, Some(&posted.fields), errors).await
+        }
+    }
+}
+
+/// `POST /publisher/apis/{id}/policies/{index}/remove`: the API's attachment `index` removed.
+pub(super) async fn detach(State(state): State<AppState>, Path((id, index)): Path<(String, usize)>, posted: Posted) -> Response {
+    let result = async {
+        let Json(api) = apis::get(State(state.clone()), posted.visitor.caller.clone(), Path(id.clone())).await?;
+        let mut update = update_of(&api);
+        if index >= update.policies.len() {
+            return Err(ApiError::not_found("attachment", &index.to_string()));
+        }
+        update.policies.remove(index);
+        apis::replace(State(state.clone()), posted.visitor.caller.clone(), Path(id.clone()), JsonBody(update)).await.map(drop)
+    };
+    let result = result.await;
+    after(&state, posted, id, result, &[]).await
 }
