@@ -11,7 +11,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Params, Version};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use portico_gateway::contract::hex;
 use rand::RngCore;
@@ -282,6 +282,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/auth/logout", post(logout))
         .route("/api/v1/me", get(me))
         .route("/api/v1/users", post(create).get(list))
+        .route("/api/v1/users/{id}/role", put(set_role))
 }
 
 /// Credentials for `POST /api/v1/auth/login`.
@@ -357,6 +358,39 @@ pub async fn logout(State(state): State<AppState>, _caller: Caller, parts: axum:
 pub(crate) async fn end_session(db: &Db, token: &str) -> ApiResult<()> {
     sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash(token)).execute(&db.pool).await?;
     Ok(())
+}
+
+/// The body of `PUT /api/v1/users/{id}/role`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleChange {
+    /// The user's new role.
+    pub role: Role,
+}
+
+/// Give a user another role (admin); it holds from their next request. An admin cannot
+/// change their own role (so that the last admin cannot lock everyone out).
+#[utoipa::path(operation_id = "set_user_role", put, path = "/api/v1/users/{id}/role", tag = "auth", params(("id" = String, Path)),
+    request_body = RoleChange, responses((status = 200, body = User), (status = 401), (status = 403), (status = 404), (status = 409, description = "one's own role")),
+    security(("bearer" = [])))]
+pub async fn set_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    JsonBody(change): JsonBody<RoleChange>,
+) -> ApiResult<Json<User>> {
+    caller.require(&[Role::Admin])?;
+    if id == caller.user_id {
+        return Err(ApiError::Conflict("you cannot change your own role; another admin can".into()));
+    }
+    let updated =
+        sqlx::query("UPDATE users SET role = $1 WHERE id = $2").bind(change.role.as_str()).bind(&id).execute(&state.db.pool).await?;
+    if updated.rows_affected() == 0 {
+        return Err(ApiError::not_found("user", &id));
+    }
+    tracing::info!(user = %id, role = change.role.as_str(), by = %caller.username, "role changed");
+    let user = sqlx::query_as::<_, User>("SELECT id, username, role FROM users WHERE id = $1").bind(&id).fetch_one(&state.db.pool).await?;
+    Ok(Json(user))
 }
 
 /// A user as shown by the API (never its password hash).

@@ -15,7 +15,7 @@ use crate::{AppState, Layers, analytics, auth, devportal, fleet, keymanager, pub
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Portico control plane", description = "Publisher, developer portal, key manager, traffic tiers, policy registry and gateway fleet."),
-    paths(auth::login, auth::logout, auth::me, auth::create, auth::list),
+    paths(auth::login, auth::logout, auth::me, auth::create, auth::list, auth::set_role),
     modifiers(&BearerAuth),
 )]
 struct ApiDoc;

@@ -18,6 +18,7 @@ const SILENT: &[(&str, &str, &str)] = &[
     ("POST", "/api/v1/auth/login", "sessions are the control plane's own"),
     ("POST", "/api/v1/auth/logout", "sessions are the control plane's own"),
     ("POST", "/api/v1/users", "users reach gateways only through their applications' credentials"),
+    ("PUT", "/api/v1/users/{id}/role", "roles are the control plane's checks; gateways see credentials"),
     ("POST", "/api/v1/signup", "users reach gateways only through their applications' credentials"),
     ("POST", "/api/v1/apis", "an API reaches gateways only when a revision of it is deployed"),
     ("PUT", "/api/v1/apis/{id}", "an API reaches gateways only when a revision of it is deployed"),

@@ -380,4 +380,64 @@ async fn a_policy_is_attached_with_a_form_made_from_its_schema_and_removed() {
     assert_eq!(api["policies"], json!([]));
     let missing = send(&app, "POST", &format!("/publisher/apis/{id}/policies/0/remove"), &pat, Some(&format!("csrf={csrf}"))).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    // On one operation only; an operation the API does not have is refused on the form.
+    let config = "&config.request=%7B%22set%22%3A%7B%22x-b%22%3A%222%22%7D%7D";
+    let refused = send(
+        &app,
+        "POST",
+        &format!("/publisher/apis/{id}/attach"),
+        &pat,
+        Some(&format!("csrf={csrf}&policy=my-headers%401.0.0&target=9{config}")),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.body.contains("id=\"target-error\""), "{}", refused.body);
+    let attached = send(
+        &app,
+        "POST",
+        &format!("/publisher/apis/{id}/attach"),
+        &pat,
+        Some(&format!("csrf={csrf}&policy=my-headers%401.0.0&target=0{config}")),
+    )
+    .await;
+    assert_eq!(attached.status, StatusCode::SEE_OTHER, "{}", attached.body);
+    let (_, api) = app.send("GET", &format!("/api/v1/apis/{id}"), Some(&publisher), None).await;
+    assert_eq!((&api["policies"], &api["operations"][0]["policies"][0]["policy"]), (&json!([]), &json!("my-headers@1.0.0")));
+    let removed =
+        send(&app, "POST", &format!("/publisher/apis/{id}/operations/0/policies/0/remove"), &pat, Some(&format!("csrf={csrf}"))).await;
+    assert_eq!(removed.status, StatusCode::SEE_OTHER, "{}", removed.body);
+    let (_, api) = app.send("GET", &format!("/api/v1/apis/{id}"), Some(&publisher), None).await;
+    assert_eq!(api["operations"][0]["policies"], json!([]));
+}
+
+#[tokio::test]
+async fn an_admin_changes_a_user_s_role_but_not_their_own() {
+    use serde_json::json;
+    let app = TestApp::new(Engine::Sqlite).await;
+    let admin = app.login("admin", "admin-password-1").await;
+    let publisher = app.user("pat", "publisher").await;
+    let (_, users) = app.send("GET", "/api/v1/users", Some(&admin), None).await;
+    let id_of = |name: &str| users.as_array().unwrap().iter().find(|u| u["username"] == name).unwrap()["id"].as_str().unwrap().to_owned();
+    let (pat_id, admin_id) = (id_of("pat"), id_of("admin"));
+    for (token, id, expected) in [
+        (&publisher, &pat_id, StatusCode::FORBIDDEN),
+        (&admin, &admin_id, StatusCode::CONFLICT),
+        (&admin, &"no-such-user".to_owned(), StatusCode::NOT_FOUND),
+    ] {
+        let (status, body) = app.send("PUT", &format!("/api/v1/users/{id}/role"), Some(token), Some(json!({"role": "subscriber"}))).await;
+        assert_eq!(status, expected, "{body}");
+    }
+    let (status, body) = app.send("PUT", &format!("/api/v1/users/{pat_id}/role"), Some(&admin), Some(json!({"role": "root"}))).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("role")));
+
+    // From the admin's page: the role holds from the user's next request.
+    let console = console_session(&app, "admin").await;
+    let page = send(&app, "GET", "/admin/users", &console, None).await;
+    assert!(page.body.contains("admin (you)") && page.body.contains(&format!("action=\"/admin/users/{pat_id}/role\"")), "{}", page.body);
+    let csrf = page.field("csrf");
+    let changed = send(&app, "POST", &format!("/admin/users/{pat_id}/role"), &console, Some(&format!("csrf={csrf}&role=subscriber"))).await;
+    assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.body);
+    let (status, _) = app.send("GET", "/api/v1/apis", Some(&publisher), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a subscriber now");
 }

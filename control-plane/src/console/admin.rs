@@ -64,6 +64,22 @@ pub(super) async fn create_user(State(state): State<AppState>, posted: Posted) -
     }
 }
 
+/// `POST /admin/users/{id}/role` (`role`).
+pub(super) async fn set_role(State(state): State<AppState>, Path(id): Path<String>, posted: Posted) -> Response {
+    let role = serde_json::from_value::<Role>(serde_json::Value::from(posted.fields.get("role")))
+        .map_err(|_| ApiError::invalid("role", "admin, publisher or subscriber"));
+    let result = match role {
+        Ok(role) => auth::set_role(State(state.clone()), posted.visitor.caller.clone(), Path(id), JsonBody(auth::RoleChange { role }))
+            .await
+            .map(drop),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => see_other("/admin/users"),
+        Err(e) => page::error(Some(&posted.visitor), e),
+    }
+}
+
 /// What the tier form holds, as typed.
 #[derive(Default)]
 struct TierForm {

@@ -618,7 +618,13 @@ pub(super) async fn attach(State(state): State<AppState>, Path(id): Path<String>
             .map_err(|e| ApiError::invalid("config", e.to_string()))?;
         let Json(api) = apis::get(State(state.clone()), posted.visitor.caller.clone(), Path(id.clone())).await?;
         let mut update = update_of(&api);
-        update.policies.push(attachment);
+        match posted.fields.get("target") {
+            "" => update.policies.push(attachment),
+            target => {
+                let operation = target.parse::<usize>().ok().and_then(|i| update.operations.get_mut(i));
+                operation.ok_or_else(|| ApiError::invalid("target", "the whole API or one of its operations"))?.policies.push(attachment);
+            }
+        }
         apis::replace(State(state.clone()), posted.visitor.caller.clone(), Path(id.clone()), JsonBody(update)).await
     };
     match result.await {
@@ -629,10 +635,11 @@ pub(super) async fn attach(State(state): State<AppState>, Path(id): Path<String>
                 .await
                 .map(|policy| policy_form::fields(policy.config_schema.as_ref()).iter().map(policy_form::Field::key).collect())
                 .unwrap_or_default();
-            let names: Vec<&str> = keys.iter().map(String::as_str).collect();
-            // The API names an attachment's problem `policies[N].config`: that is this form's.
+            let names: Vec<&str> = keys.iter().map(String::as_str).chain(["target"]).collect();
+            // The API names an attachment's problem `policies[N].config` (or an operation's
+            // `operations[N].policies[M].config`): that is this form's.
             let errors = match &e {
-                ApiError::Validation { field, message } if field.starts_with("policies[") => {
+                ApiError::Validation { field, message } if field.starts_with("policies[") || field.contains(".policies[") => {
                     FormErrors::from(&ApiError::Conflict(message.clone()), &names)
                 }
                 e => FormErrors::from(e, &names),
@@ -644,13 +651,31 @@ pub(super) async fn attach(State(state): State<AppState>, Path(id): Path<String>
 
 /// `POST /publisher/apis/{id}/policies/{index}/remove`: the API's attachment `index` removed.
 pub(super) async fn detach(State(state): State<AppState>, Path((id, index)): Path<(String, usize)>, posted: Posted) -> Response {
+    detach_from(state, id, None, index, posted).await
+}
+
+/// `POST /publisher/apis/{id}/operations/{operation}/policies/{index}/remove`: an operation's
+/// attachment `index` removed.
+pub(super) async fn detach_from_operation(
+    State(state): State<AppState>,
+    Path((id, operation, index)): Path<(String, usize, usize)>,
+    posted: Posted,
+) -> Response {
+    detach_from(state, id, Some(operation), index, posted).await
+}
+
+async fn detach_from(state: AppState, id: String, operation: Option<usize>, index: usize, posted: Posted) -> Response {
     let result = async {
         let Json(api) = apis::get(State(state.clone()), posted.visitor.caller.clone(), Path(id.clone())).await?;
         let mut update = update_of(&api);
-        if index >= update.policies.len() {
-            return Err(ApiError::not_found("attachment", &index.to_string()));
-        }
-        update.policies.remove(index);
+        let policies = match operation {
+            None => Some(&mut update.policies),
+            Some(operation) => update.operations.get_mut(operation).map(|op| &mut op.policies),
+        };
+        match policies.filter(|policies| index < policies.len()) {
+            Some(policies) => policies.remove(index),
+            None => return Err(ApiError::not_found("attachment", &index.to_string())),
+        };
         apis::replace(State(state.clone()), posted.visitor.caller.clone(), Path(id.clone()), JsonBody(update)).await.map(drop)
     };
     let result = result.await;
