@@ -441,3 +441,53 @@ async fn an_admin_changes_a_user_s_role_but_not_their_own() {
     let (status, _) = app.send("GET", "/api/v1/apis", Some(&publisher), None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "a subscriber now");
 }
+
+/// A server on loopback answering every request with `body` (as an OpenAPI host would).
+async fn serving(body: &'static str) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/yaml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn an_api_is_imported_from_a_url_the_upstream_rules_allow() {
+    use serde_json::json;
+    let app = TestApp::new(Engine::Sqlite).await;
+    let admin = app.login("admin", "admin-password-1").await;
+    let publisher = app.user("pat", "publisher").await;
+    let address = serving("openapi: 3.0.3\ninfo: {title: Fetched, version: v3}\npaths:\n  /things:\n    get: {}\n").await;
+    let pat = console_session(&app, "pat").await;
+    let page = send(&app, "GET", "/publisher/import", &pat, None).await;
+    let csrf = page.field("csrf");
+    let import = |url: &str| {
+        let url: String = form_urlencoded::byte_serialize(url.as_bytes()).collect();
+        format!("csrf={csrf}&openapi_url={url}&endpoints=http%3A%2F%2F192.0.2.1%3A9%2F&context=%2Ffetched")
+    };
+    // This host and cloud metadata addresses are not fetched unless an admin allowed them.
+    for url in
+        [format!("http://{address}/openapi.yaml"), "http://169.254.169.254/latest/meta-data".to_owned(), "file:///etc/passwd".to_owned()]
+    {
+        let refused = send(&app, "POST", "/publisher/import", &pat, Some(&import(&url))).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{url}");
+        assert!(refused.body.contains("id=\"openapi_url-error\""), "{url}: {}", refused.body);
+    }
+    let (_, listed) = app.send("GET", "/api/v1/apis", Some(&publisher), None).await;
+    assert_eq!(listed, json!([]), "nothing imported");
+    app.send("PUT", "/api/v1/environments/default/upstream-networks", Some(&admin), Some(json!({"allow": ["127.0.0.1"]}))).await;
+    let imported = send(&app, "POST", "/publisher/import", &pat, Some(&import(&format!("http://{address}/openapi.yaml")))).await;
+    assert_eq!(imported.status, StatusCode::SEE_OTHER, "{}", imported.body);
+    let (_, listed) = app.send("GET", "/api/v1/apis", Some(&publisher), None).await;
+    assert_eq!((&listed[0]["name"], &listed[0]["version"], &listed[0]["context"]), (&json!("Fetched"), &json!("v3"), &json!("/fetched")));
+}

@@ -174,6 +174,19 @@ impl PolicyChecker {
     }
 }
 
+/// A connector for `http://` and `https://` URLs (trusting the system's roots) that reaches
+/// only the addresses `networks` accept, host names checked as they resolve, as a gateway
+/// reaches its upstreams: what a control plane fetches for a publisher goes through it
+/// (with [`upstream_allowed`] for a URL written with an IP address).
+pub fn upstream_connector(
+    networks: &UpstreamNetworks,
+    connect_timeout: std::time::Duration,
+) -> Result<impl hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static, String> {
+    let rule = Arc::new(UpstreamRule::new(networks)?);
+    let trust = crate::tls::client_config(crate::tls::Trust::System).ok();
+    crate::tls::connector(trust, connect_timeout, crate::upstream::CheckedResolver::new(rule))
+}
+
 /// Whether the gateways' blocking conditions refuse requests from `ip` (as they match it).
 pub fn client_blocked(blocked: &crate::contract::environment::Blocked, ip: std::net::IpAddr) -> bool {
     crate::blocking::Blocking::new(blocked).client_blocked(ip)

@@ -73,6 +73,13 @@ pub struct CheckedResolver {
     rule: Arc<UpstreamRule>,
 }
 
+impl CheckedResolver {
+    /// A resolver keeping the addresses `rule` accepts.
+    pub fn new(rule: Arc<UpstreamRule>) -> Self {
+        Self { rule }
+    }
+}
+
 impl tower_service::Service<Name> for CheckedResolver {
     type Response = std::vec::IntoIter<SocketAddr>;
     type Error = io::Error;
@@ -137,7 +144,7 @@ impl Clients {
                 .map_err(|e| tracing::warn!(error = %e, "https:// upstreams cannot be verified"))
                 .ok(),
         };
-        let connector = tls::connector(trust, connect_timeout, CheckedResolver { rule: rule.clone() })?;
+        let connector = tls::connector(trust, connect_timeout, CheckedResolver::new(rule.clone()))?;
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())

@@ -48,6 +48,7 @@ pub(super) async fn apis(State(state): State<AppState>, visitor: Visitor, RawQue
 struct ImportPage {
     shell: Shell,
     document: String,
+    url: String,
     endpoints: String,
     context: String,
     errors: FormErrors,
@@ -61,11 +62,45 @@ pub(super) async fn import_page(visitor: Visitor) -> Response {
     let page = ImportPage {
         shell: Shell::of(&visitor, "Import an API", "publisher"),
         document: String::new(),
+        url: String::new(),
         endpoints: String::new(),
         context: String::new(),
         errors: FormErrors::default(),
     };
     render(StatusCode::OK, &page)
+}
+
+/// The longest document fetched from a URL, and how long the fetch may take.
+const MAX_FETCHED: usize = 8 << 20;
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The document at `url`, fetched as the `default` environment's gateways reach upstreams:
+/// only at addresses its upstream networks accept (so not this host, link-local or cloud
+/// metadata addresses unless an admin allowed them), within 10 s and 8 MiB.
+async fn fetch(state: &AppState, url: &str) -> Result<String, ApiError> {
+    use http_body_util::BodyExt;
+    let refused = |reason: String| ApiError::invalid("openapi_url", reason);
+    let uri: http::Uri = url.parse().map_err(|_| refused(format!("`{url}` is not a URL")))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(refused("an `http://` or `https://` URL".into()));
+    }
+    let mut conn = state.db.pool.acquire().await?;
+    let networks = crate::publisher::upstream_networks(&mut conn, "default").await?.unwrap_or_default();
+    drop(conn);
+    portico_gateway::check::upstream_allowed(&networks, url).map_err(|reason| refused(format!("not fetched: {reason}")))?;
+    let connector = portico_gateway::check::upstream_connector(&networks, FETCH_TIMEOUT).map_err(ApiError::Internal)?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+    let request = http::Request::get(uri).body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| refused(e.to_string()))?;
+    let fetched = async {
+        let response = client.request(request).await.map_err(|e| refused(format!("not fetched: {e}")))?;
+        if !response.status().is_success() {
+            return Err(refused(format!("the server answered {}", response.status())));
+        }
+        let body = http_body_util::Limited::new(response.into_body(), MAX_FETCHED);
+        let bytes = body.collect().await.map_err(|e| refused(format!("not read (at most 8 MiB): {e}")))?.to_bytes();
+        String::from_utf8(bytes.to_vec()).map_err(|_| refused("not text in UTF-8".into()))
+    };
+    tokio::time::timeout(FETCH_TIMEOUT, fetched).await.unwrap_or_else(|_| Err(refused("no answer within 10 s".into())))
 }
 
 /// An OpenAPI document in JSON or YAML, as the JSON value the API takes.
@@ -83,9 +118,14 @@ fn document(text: &str) -> Result<serde_json::Value, ApiError> {
 /// `POST /publisher/import` (multipart: the file `openapi_file`, or the text `openapi`).
 pub(super) async fn import(State(state): State<AppState>, posted: Posted) -> Response {
     let fields = &posted.fields;
-    let (text, read) = match fields.file("openapi_file") {
-        None => (fields.get("openapi").to_owned(), Ok(())),
-        Some(file) => match String::from_utf8(file.to_vec()) {
+    let url = fields.get("openapi_url").trim();
+    let (text, read) = match (fields.file("openapi_file"), url) {
+        (None, "") => (fields.get("openapi").to_owned(), Ok(())),
+        (None, url) => match fetch(&state, url).await {
+            Ok(text) => (text, Ok(())),
+            Err(e) => (String::new(), Err(e)),
+        },
+        (Some(file), _) => match String::from_utf8(file.to_vec()) {
             Ok(text) => (text, Ok(())),
             Err(_) => (String::new(), Err(ApiError::invalid("openapi", "the file is not text in UTF-8"))),
         },
@@ -104,7 +144,8 @@ pub(super) async fn import(State(state): State<AppState>, posted: Posted) -> Res
                 document: text,
                 endpoints: fields.get("endpoints").to_owned(),
                 context: fields.get("context").to_owned(),
-                errors: FormErrors::from(&e, &["openapi", "endpoints", "context"]),
+                url: url.to_owned(),
+                errors: FormErrors::from(&e, &["openapi", "openapi_url", "endpoints", "context"]),
             };
             render(e.status(), &page)
         }

@@ -59,18 +59,33 @@ pub struct GatewayUrl {
     pub gateway_url: Option<String>,
 }
 
-/// `url` as kept: a checked `http(s)://host[:port][/prefix]`, without a trailing `/`.
+/// `url` as kept: a checked `http(s)://host[:port][/prefix]`, without a trailing `/` (the
+/// pattern the OpenAPI document gives, written out: a lower-case host name or IPv4 address,
+/// a port of 1 to 5 digits, path segments of unreserved characters; at most 200 characters).
 fn checked_gateway_url(url: &str) -> ApiResult<String> {
-    let invalid = || ApiError::invalid("gateway_url", "an `http://` or `https://` URL with a host, a path prefix or none, and no query");
-    let trimmed = url.trim().trim_end_matches('/');
-    let uri: http::Uri = trimmed.parse().map_err(|_| invalid())?;
-    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
-    let host_ok = uri.host().is_some_and(|host| !host.is_empty());
-    let plain = uri.query().is_none() && !trimmed.contains('#') && !uri.authority().is_some_and(|a| a.as_str().contains('@'));
-    if !(scheme_ok && host_ok && plain) {
+    let invalid = || {
+        ApiError::invalid(
+            "gateway_url",
+            "an `http://` or `https://` URL: a lower-case host, a port if any, a path prefix or none (at most 200 characters)",
+        )
+    };
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).filter(|_| url.len() <= 200).ok_or_else(invalid)?;
+    let (authority, path) = rest.find('/').map_or((rest, ""), |slash| rest.split_at(slash));
+    let (host, port) = authority.split_once(':').map_or((authority, None), |(host, port)| (host, Some(port)));
+    let host_ok = (1..=63).contains(&host.len())
+        && host.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && host.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+    let port_ok =
+        port.is_none_or(|port| (1..=5).contains(&port.len()) && !port.starts_with('0') && port.chars().all(|c| c.is_ascii_digit()));
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let path_ok = path.is_empty()
+        || path.strip_prefix('/').is_some_and(|path| {
+            path.split('/').all(|segment| !segment.is_empty() && segment.chars().all(|c| c.is_ascii_alphanumeric() || "._~-".contains(c)))
+        });
+    if !(host_ok && port_ok && path_ok) {
         return Err(invalid());
     }
-    Ok(trimmed.to_owned())
+    Ok(url.strip_suffix('/').unwrap_or(url).to_owned())
 }
 
 /// Say where `environment`'s gateways are reached, unless it is said already (the
@@ -365,4 +380,36 @@ pub async fn set_counters(
     store_setting(&state, &name, "counters", sealed).await?;
     tracing::info!(environment = %name, shared = !config.is_local(), by = %caller.username, "rate counters' store changed");
     Ok(Json(shown(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checked_gateway_url;
+
+    #[test]
+    fn a_gateway_url_is_what_the_document_s_pattern_says() {
+        for (given, kept) in [
+            ("https://gw.example", "https://gw.example"),
+            ("http://127.0.0.1:40815", "http://127.0.0.1:40815"),
+            ("https://gw.example/edge/", "https://gw.example/edge"),
+            ("https://gw.example/a.b/c~d-e_f", "https://gw.example/a.b/c~d-e_f"),
+        ] {
+            assert_eq!(checked_gateway_url(given).unwrap(), kept);
+        }
+        let long = format!("https://gw.example/{}", "a".repeat(190));
+        for bad in [
+            "https://gw.example\n",
+            " https://gw.example",
+            "https://GW.example",
+            "https://gw.example:0",
+            "https://gw.example:123456",
+            "https://gw.example//",
+            "https://gw.example/a%20b",
+            "https://[::1]",
+            "https://-gw.example",
+            long.as_str(),
+        ] {
+            assert!(checked_gateway_url(bad).is_err(), "{bad:?}");
+        }
+    }
 }
