@@ -133,6 +133,13 @@ impl Browser {
         self.client.find_all(Locator::Css(css)).await.unwrap().len()
     }
 
+    /// Fail unless the page is no wider than the window (nothing to scroll sideways).
+    async fn assert_fits(&self, page: &str) {
+        let widths = self.client.execute("return [document.documentElement.scrollWidth, window.innerWidth];", vec![]).await.unwrap();
+        let (content, window) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());
+        assert!(content <= window, "{page} is {content} px wide in a {window} px window");
+    }
+
     async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.unwrap();
         std::fs::write(artifacts().join(format!("{name}.png")), png).unwrap();
@@ -485,9 +492,16 @@ async fn a_subscriber_signs_up_subscribes_gets_a_key_and_revokes_it_in_the_brows
     let applications = cp.ok(Method::GET, "/api/v1/applications", Some(&alice), Value::Null).await;
     assert_eq!(applications.as_array().unwrap().len(), 1, "nothing forged was saved: {applications}");
 
-    // The pages on a phone-sized screen.
+    // The pages on a phone-sized screen: none is wider than the screen.
     b.client.set_window_size(390, 844).await.unwrap();
+    let (application_page, usage_page) =
+        (format!("/devportal/applications/{application}"), format!("/devportal/applications/{application}/usage"));
+    for page in ["/devportal", "/devportal/applications", application_page.as_str(), usage_page.as_str()] {
+        b.go(&format!("{base}{page}")).await;
+        b.assert_fits(page).await;
+    }
     b.go(&format!("{base}/devportal/apis/{api}")).await;
+    b.assert_fits("the API page").await;
     b.screenshot("portal-api-phone").await;
     b.check_accessibility("API page on a phone").await;
     b.client.set_window_size(1280, 800).await.unwrap();
@@ -500,6 +514,32 @@ async fn a_subscriber_signs_up_subscribes_gets_a_key_and_revokes_it_in_the_brows
     assert_eq!(b.path().await, "/login");
     let reply = http.get(&format!("{base}/devportal"), &[("cookie", &cookie)]).await.unwrap();
     assert_eq!(reply.status, StatusCode::SEE_OTHER, "the old cookie is worth nothing");
+
+    // The publisher's and the admin's pages on a phone-sized screen too.
+    b.client.set_window_size(390, 844).await.unwrap();
+    b.fill("#username", "admin").await;
+    b.fill("#password", "console-admin-1").await;
+    b.follow("main button[type=submit]").await;
+    let edit = format!("{orders_page}/edit");
+    let pages = [
+        "/publisher",
+        orders_page.as_str(),
+        edit.as_str(),
+        "/publisher/new",
+        "/publisher/import",
+        "/publisher/policies",
+        "/admin/users",
+        "/admin/tiers",
+        "/admin/environments",
+        "/admin/gateways",
+        "/admin/blocking",
+    ];
+    for page in pages {
+        b.go(&format!("{base}{page}")).await;
+        b.assert_fits(page).await;
+        b.check_accessibility(&format!("{page} on a phone")).await;
+    }
+    b.screenshot("admin-blocking-phone").await;
 
     let report = serde_json::to_string_pretty(&b.findings).unwrap();
     std::fs::write(artifacts().join("accessibility.json"), &report).unwrap();
