@@ -154,6 +154,15 @@ pub fn parse_reference(reference: &str) -> Option<(&str, &str)> {
     reference.split_once('@').filter(|(name, version)| !name.is_empty() && !version.is_empty())
 }
 
+/// The policy an attachment's `policy` names: a built-in by its bare name, an upload by
+/// `name@version` (`None` for an unknown one).
+pub async fn module(db: &Db, reference: &str) -> ApiResult<Option<PolicyModule>> {
+    match builtin::find(reference) {
+        Some(policy) => Ok(Some(builtin_module(policy))),
+        None => find(db, reference).await,
+    }
+}
+
 /// The uploaded module an attachment's `policy` names (`None` for a built-in or an unknown one).
 pub async fn find(db: &Db, reference: &str) -> ApiResult<Option<PolicyModule>> {
     let Some((name, version)) = parse_reference(reference) else { return Ok(None) };

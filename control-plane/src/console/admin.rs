@@ -31,7 +31,7 @@ struct UsersPage {
 async fn users_page(state: &AppState, visitor: &Visitor, entered: (String, String), errors: FormErrors) -> Response {
     match auth::list(State(state.clone()), visitor.caller.clone()).await {
         Ok(Json(users)) => {
-            let status = if errors.any() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            let status = errors.status();
             let (username, role) = entered;
             render(status, &UsersPage { shell: Shell::of(visitor, "Users", "admin"), users, username, role, errors })
         }
@@ -157,7 +157,7 @@ async fn tiers_page(state: &AppState, visitor: &Visitor, form: TierForm, errors:
     }
     match traffic::list(State(state.clone()), visitor.caller.clone()).await {
         Ok(Json(tiers)) => {
-            let status = if errors.any() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            let status = errors.status();
             render(status, &TiersPage { shell: Shell::of(visitor, "Tiers", "admin"), tiers, form, errors })
         }
         Err(e) => page::error(Some(visitor), e),
@@ -237,7 +237,7 @@ async fn environments_page(
     match result.await {
         Ok(environments) => {
             let (form_of, entered, errors) = form;
-            let status = if errors.any() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            let status = errors.status();
             let page =
                 EnvironmentsPage { shell: Shell::of(visitor, "Environments", "admin"), environments, issued, form_of, entered, errors };
             render(status, &page)
@@ -335,7 +335,7 @@ struct BlockingPage {
 async fn blocking_page(state: &AppState, visitor: &Visitor, entered: (String, String), errors: FormErrors) -> Response {
     match blocking::list(State(state.clone()), visitor.caller.clone()).await {
         Ok(Json(conditions)) => {
-            let status = if errors.any() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            let status = errors.status();
             let (kind, value) = entered;
             render(status, &BlockingPage { shell: Shell::of(visitor, "Blocking", "admin"), conditions, kind, value, errors })
         }

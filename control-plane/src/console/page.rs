@@ -169,4 +169,9 @@ impl FormErrors {
     pub fn any(&self) -> bool {
         self.general.is_some() || !self.fields.is_empty()
     }
+
+    /// The status of a page showing the form: 400 with a problem on it, else 200.
+    pub fn status(&self) -> StatusCode {
+        if self.any() { StatusCode::BAD_REQUEST } else { StatusCode::OK }
+    }
 }

@@ -198,7 +198,7 @@ async fn applications_page(state: &AppState, visitor: &Visitor, entered: Applica
         Ok(tiers) => tiers,
         Err(e) => return page::error(Some(visitor), e),
     };
-    let status = if errors.any() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    let status = errors.status();
     let page = ApplicationsPage {
         shell: Shell::of(visitor, "Applications", "applications"),
         applications,
@@ -275,7 +275,7 @@ async fn application_page(state: &AppState, visitor: &Visitor, id: String, shown
     };
     match result.await {
         Ok(page) => {
-            let status = if page.shown.token_errors.any() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            let status = page.shown.token_errors.status();
             render(status, &page)
         }
         Err(e) => page::error(Some(visitor), e),

@@ -250,7 +250,7 @@ async fn api_page(state: &AppState, visitor: &Visitor, id: String, errors: FormE
     };
     match result.await {
         Ok(page) => {
-            let status = if page.errors.any() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            let status = page.errors.status();
             render(status, &page)
         }
         Err(e) => page::error(Some(visitor), e),
@@ -338,7 +338,7 @@ async fn policies_page(state: &AppState, visitor: &Visitor, entered: (String, St
     }
     match registry::list(State(state.clone()), visitor.caller.clone()).await {
         Ok(Json(policies)) => {
-            let status = if errors.any() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            let status = errors.status();
             render(status, &PoliciesPage { shell: Shell::of(visitor, "Policies", "publisher"), policies, entered, errors })
         }
         Err(e) => page::error(Some(visitor), e),
@@ -493,7 +493,7 @@ async fn edit_page(state: &AppState, visitor: &Visitor, id: Option<String>, form
     match crate::traffic::all(&state.db, "subscription").await {
         Ok(tiers) => {
             let title = if id.is_some() { format!("Edit {} {}", form.name, form.version) } else { "New API".to_owned() };
-            let status = if errors.any() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            let status = errors.status();
             render(status, &EditPage { shell: Shell::of(visitor, title, "publisher"), id, form, tiers, errors })
         }
         Err(e) => page::error(Some(visitor), e),
@@ -601,11 +601,9 @@ struct AttachPage {
 }
 
 /// The registry's policy `reference`, as a problem naming the `policy` field when there is none.
-async fn policy_named(state: &AppState, visitor: &Visitor, reference: &str) -> Result<PolicyModule, ApiError> {
-    let Json(policies) = registry::list(State(state.clone()), visitor.caller.clone()).await?;
-    policies
-        .into_iter()
-        .find(|policy| policy.reference == reference)
+async fn policy_named(state: &AppState, reference: &str) -> Result<PolicyModule, ApiError> {
+    registry::module(&state.db, reference)
+        .await?
         .ok_or_else(|| ApiError::invalid("policy", format!("no policy `{reference}` in the registry")))
 }
 
@@ -619,7 +617,7 @@ async fn attach_page(
 ) -> Response {
     let result = async {
         let Json(api) = apis::get(State(state.clone()), visitor.caller.clone(), Path(id)).await?;
-        let policy = policy_named(state, visitor, reference).await?;
+        let policy = policy_named(state, reference).await?;
         let fields = policy_form::fields(policy.config_schema.as_ref());
         let fields = match posted {
             Some(posted) => policy_form::posted(fields, |name| posted.get(name)),
@@ -629,7 +627,7 @@ async fn attach_page(
     };
     match result.await {
         Ok(page) => {
-            let status = if page.errors.any() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            let status = page.errors.status();
             render(status, &page)
         }
         Err(e) => page::error(Some(visitor), e),
@@ -652,7 +650,7 @@ pub(super) async fn attach_form(
 pub(super) async fn attach(State(state): State<AppState>, Path(id): Path<String>, posted: Posted) -> Response {
     let reference = posted.fields.get("policy").to_owned();
     let result = async {
-        let policy = policy_named(&state, &posted.visitor, &reference).await?;
+        let policy = policy_named(&state, &reference).await?;
         let fields = policy_form::posted(policy_form::fields(policy.config_schema.as_ref()), |name| posted.fields.get(name));
         let config = policy_form::config(&fields)?;
         let attachment = serde_json::from_value(serde_json::json!({"policy": reference, "config": config}))
@@ -672,7 +670,7 @@ pub(super) async fn attach(State(state): State<AppState>, Path(id): Path<String>
         Ok(_) => see_other(&format!("/publisher/apis/{id}")),
         Err(e @ (ApiError::Unauthorized(_) | ApiError::Forbidden(_) | ApiError::NotFound(_))) => page::error(Some(&posted.visitor), e),
         Err(e) => {
-            let keys: Vec<String> = policy_named(&state, &posted.visitor, &reference)
+            let keys: Vec<String> = policy_named(&state, &reference)
                 .await
                 .map(|policy| policy_form::fields(policy.config_schema.as_ref()).iter().map(policy_form::Field::key).collect())
                 .unwrap_or_default();
