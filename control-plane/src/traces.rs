@@ -18,6 +18,6 @@ pub async fn trace_requests(State(state): State<AppState>, mut request: Request,
     let span = traces.server_span(&request, None, state.settings.public_url.starts_with("https:"));
     request.extensions_mut().insert(span.clone());
     let response = next.run(request).await;
-    span.finish(response.status().as_u16(), route.as_deref(), Vec::new);
+    span.finish(response.status().as_u16(), || route.as_deref(), Vec::new);
     response
 }

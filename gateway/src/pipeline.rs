@@ -110,7 +110,7 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -
     }
     if let Some(trace) = trace {
         let route = served.operation.as_ref().map(|operation| &operation.route);
-        let template = route.map(|route| route.operation.split_once(' ').map_or(route.operation.as_str(), |(_, template)| template));
+        let template = || route.map(|route| route.operation.split_once(' ').map_or(route.operation.as_str(), |(_, template)| template));
         trace.finish(status, template, || {
             let mut attributes = Vec::new();
             if let Some(route) = route {

@@ -7,6 +7,7 @@
 //! (protobuf), through a client that runs on the process's runtime.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -20,14 +21,14 @@ use hyper_util::client::legacy::connect::dns::GaiResolver;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
-    Span as _, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _, TracerProvider as _,
+    Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::{HeaderExtractor, HttpClient, HttpError};
 use opentelemetry_otlp::{SpanExporter, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, Sampler, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 
 use crate::contract::hex;
 use crate::settings::TracesConfig;
@@ -45,7 +46,6 @@ pub struct Traces {
     /// Whether a trace begun here is recorded, decided before the SDK is asked for a span
     /// (which then records whatever this chose).
     ratio: Ratio,
-    ids: RandomIdGenerator,
 }
 
 impl Traces {
@@ -72,7 +72,7 @@ impl Traces {
             .with_resource(resource)
             .build();
         let tracer = provider.tracer("portico-gateway");
-        Ok(Self { provider, tracer, ratio: Ratio::new(config.sampling_ratio), ids: RandomIdGenerator::default() })
+        Ok(Self { provider, tracer, ratio: Ratio::new(config.sampling_ratio) })
     }
 
     /// Export what is left and stop.
@@ -90,9 +90,9 @@ impl Traces {
         } else {
             // A trace begins here. Most are not recorded: they get their ids, for the log and
             // the upstream, and nothing of the SDK, whose span costs more than the rest.
-            let trace_id = self.ids.new_trace_id();
+            let (trace_id, span_id) = new_ids();
             if !self.ratio.records(trace_id) {
-                let span = SpanContext::new(trace_id, self.ids.new_span_id(), TraceFlags::default(), false, TraceState::NONE);
+                let span = SpanContext::new(trace_id, span_id, TraceFlags::default(), false, TraceState::NONE);
                 return SpanParent(Parent::Unrecorded(span));
             }
             Context::new()
@@ -128,6 +128,27 @@ impl Traces {
         span.set_attributes(attributes);
         Some(ChildSpan(parent.with_span(span)))
     }
+}
+
+/// A new trace id and span id, for a trace begun here: from wyrand (Wang Yi's generator: an
+/// add and a multiply a word) with a state per thread seeded from the standard library's
+/// random hash keys. Ids must be unique and evenly spread (the ratio reads their bits), not
+/// secret; the SDK's generator, a `RefCell` around a larger state per word, cost twice this.
+fn new_ids() -> (TraceId, SpanId) {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), "trace ids"));
+    }
+    STATE.with(|state| {
+        let next = || {
+            let s = state.get().wrapping_add(0xa076_1d64_78bd_642f);
+            state.set(s);
+            let product = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
+            (product >> 64) as u64 ^ product as u64
+        };
+        let trace = (u128::from(next()) << 64) | u128::from(next());
+        // An id of zeros is invalid; one in 2^64 draws.
+        (TraceId::from(trace.max(1)), SpanId::from(next().max(1)))
+    })
 }
 
 /// The SDK's `TraceIdRatioBased` rule (so that every service of a trace decides alike),
@@ -242,13 +263,14 @@ impl SpanParent {
     }
 
     /// End the server span: the request was answered `status`, matched the `route`
-    /// template (when it did); `attributes` are added when the trace is recorded.
-    pub fn finish(self, status: u16, route: Option<&str>, attributes: impl FnOnce() -> Vec<KeyValue>) {
+    /// template (when it did); `attributes` are added. Both are asked for only when the
+    /// trace is recorded.
+    pub fn finish<'a>(self, status: u16, route: impl FnOnce() -> Option<&'a str>, attributes: impl FnOnce() -> Vec<KeyValue>) {
         let Parent::Span { cx, method, .. } = self.0 else { return };
         let span = cx.span();
         if let Some(method) = &method {
             span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
-            match route {
+            match route() {
                 Some(route) => {
                     span.update_name(format!("{method} {route}"));
                     span.set_attribute(KeyValue::new("http.route", route.to_owned()));
@@ -395,11 +417,24 @@ mod tests {
     }
 
     #[test]
+    fn ids_of_traces_begun_here_are_unique_and_evenly_spread() {
+        let here: Vec<(TraceId, SpanId)> = (0..10_000).map(|_| new_ids()).collect();
+        let there: Vec<(TraceId, SpanId)> = std::thread::spawn(|| (0..10_000).map(|_| new_ids()).collect()).join().unwrap();
+        let traces: std::collections::HashSet<TraceId> = here.iter().chain(&there).map(|ids| ids.0).collect();
+        let spans: std::collections::HashSet<SpanId> = here.iter().chain(&there).map(|ids| ids.1).collect();
+        assert_eq!((traces.len(), spans.len()), (20_000, 20_000), "every id differs, on each thread");
+        // Each half of the range gets half of them (the ratio reads the low bits, the log shows
+        // all): 5,000 ± 250 is five standard deviations.
+        let low = here.iter().filter(|ids| Ratio::new(0.5).records(ids.0)).count();
+        let high = here.iter().filter(|ids| u128::from_be_bytes(ids.0.to_bytes()) >> 127 == 1).count();
+        assert!((4_750..5_250).contains(&low) && (4_750..5_250).contains(&high), "{low} {high}");
+    }
+
+    #[test]
     fn a_trace_begun_here_is_recorded_as_the_sdk_s_ratio_sampler_decides() {
         use opentelemetry_sdk::trace::{SamplingDecision, ShouldSample};
-        let ids = RandomIdGenerator::default();
         // Random ids, and those at the edges of each bound.
-        let mut trace_ids: Vec<TraceId> = (0..2_000).map(|_| ids.new_trace_id()).collect();
+        let mut trace_ids: Vec<TraceId> = (0..2_000).map(|_| new_ids().0).collect();
         for ratio in [0.0, 0.01, 0.5, 0.999_999, 1.0] {
             let below = (ratio * (1u64 << 63) as f64) as u64;
             for low in [below.saturating_sub(1), below, below.saturating_add(1)] {
@@ -430,7 +465,7 @@ mod tests {
             let flags = if recorded { "-01" } else { "-00" };
             assert!(sent.starts_with(&format!("00-{}-", hex::encode(&parent.trace_id()))) && sent.ends_with(flags), "{sent}");
             assert_eq!(parent.traceparent().unwrap().len(), 55);
-            parent.finish(200, Some("/x"), Vec::new);
+            parent.finish(200, || Some("/x"), Vec::new);
             traces.shutdown().await;
         }
     }
