@@ -39,19 +39,26 @@ pub fn write(out: &mut Vec<u8>, value: &str) {
 
 /// Whether any byte is `"`, `\` or below 0x20: eight bytes at a time, with the tests of
 /// "Bit Twiddling Hacks" (a byte below n: `(w - n·ONES) & !w & HIGHS`; a zero byte after
-/// xor with the byte sought), which are exact for "any".
+/// xor with the byte sought), which are exact for "any". The last bytes are tested as a
+/// word too, filled out with a letter (short texts, such as most paths, are mostly last bytes).
 fn needs_escaping(bytes: &[u8]) -> bool {
     let mut words = bytes.chunks_exact(8);
-    for word in &mut words {
-        let w = u64::from_ne_bytes(word.try_into().unwrap_or_default());
-        let control = w.wrapping_sub(ONES * 0x20) & !w;
-        let quote = (w ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES) & !(w ^ (ONES * u64::from(b'"')));
-        let backslash = (w ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES) & !(w ^ (ONES * u64::from(b'\\')));
-        if (control | quote | backslash) & HIGHS != 0 {
-            return true;
-        }
+    if words.any(|word| word_needs_escaping(word.try_into().unwrap_or_default())) {
+        return true;
     }
-    words.remainder().iter().any(|&byte| byte < 0x20 || byte == b'"' || byte == b'\\')
+    let rest = words.remainder();
+    let mut last = [b'a'; 8];
+    last[..rest.len()].copy_from_slice(rest);
+    word_needs_escaping(last)
+}
+
+/// Whether any of eight bytes is `"`, `\` or below 0x20.
+fn word_needs_escaping(word: [u8; 8]) -> bool {
+    let w = u64::from_ne_bytes(word);
+    let control = w.wrapping_sub(ONES * 0x20) & !w;
+    let quote = (w ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES) & !(w ^ (ONES * u64::from(b'"')));
+    let backslash = (w ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES) & !(w ^ (ONES * u64::from(b'\\')));
+    (control | quote | backslash) & HIGHS != 0
 }
 
 #[cfg(test)]

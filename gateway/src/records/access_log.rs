@@ -40,6 +40,31 @@ impl Clock {
     }
 }
 
+/// Each octet's decimal digits followed by a dot, and how many bytes that is.
+const OCTETS: [([u8; 4], u8); 256] = {
+    let mut octets = [([0; 4], 0); 256];
+    let mut octet = 0;
+    while octet < 256 {
+        let digits = [(octet / 100) as u8, (octet / 10 % 10) as u8, (octet % 10) as u8];
+        let skip = if octet >= 100 {
+            0
+        } else if octet >= 10 {
+            1
+        } else {
+            2
+        };
+        let mut text = [b'.'; 4];
+        let mut i = skip;
+        while i < 3 {
+            text[i - skip] = b'0' + digits[i];
+            i += 1;
+        }
+        octets[octet] = (text, (4 - skip) as u8);
+        octet += 1;
+    }
+    octets
+};
+
 /// Append the line of `record`, whose request is `line`, answered `at` (since the Unix
 /// epoch). Written by hand rather than through serde: the field names are constants, the
 /// route's members are written once per route ([`crate::exchange::RouteInfo`]) and most
@@ -56,22 +81,16 @@ pub fn write(clock: &mut Clock, at: Duration, record: &Record, line: &RequestLin
     }
     out.extend_from_slice(b",\"client\":\"");
     match line.client {
-        // Through `Display` an IPv4 address costs as much as the rest of the line.
+        // Through `Display` an IPv4 address costs as much as the rest of the line; here each
+        // octet is four bytes of a table (its digits and a dot) and how many of them count.
         IpAddr::V4(v4) => {
-            let (mut text, mut len) = ([0u8; 15], 0);
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    text[len] = b'.';
-                    len += 1;
-                }
-                for (digit, shown) in [(octet / 100, octet >= 100), (octet / 10 % 10, octet >= 10), (octet % 10, true)] {
-                    if shown {
-                        text[len] = b'0' + digit;
-                        len += 1;
-                    }
-                }
+            let (mut text, mut len) = ([0u8; 16], 0);
+            for octet in v4.octets() {
+                let (digits, count) = OCTETS[usize::from(octet)];
+                text[len..len + 4].copy_from_slice(&digits);
+                len += usize::from(count);
             }
-            out.extend_from_slice(&text[..len]);
+            out.extend_from_slice(&text[..len - 1]);
         }
         IpAddr::V6(v6) => {
             let _ = write!(out, "{v6}");
@@ -96,38 +115,47 @@ pub fn write(clock: &mut Clock, at: Duration, record: &Record, line: &RequestLin
             out.push(b'"');
         }
     }
-    millis(out, b",\"duration_ms\":", record.duration);
+    // The durations and the line's end, written on the stack and appended at once.
+    let mut tail = [0u8; TAIL];
+    let mut at = millis(&mut tail, 0, b",\"duration_ms\":", record.duration);
     if let Some(upstream) = record.upstream {
-        millis(out, b",\"upstream_ms\":", upstream);
+        at = millis(&mut tail, at, b",\"upstream_ms\":", upstream);
     }
-    millis(out, b",\"policy_ms\":", record.policy);
-    out.extend_from_slice(b"}\n");
+    at = millis(&mut tail, at, b",\"policy_ms\":", record.policy);
+    tail[at..at + 2].copy_from_slice(b"}\n");
+    out.extend_from_slice(&tail[..at + 2]);
 }
 
-/// `opening` (`,"key":`, at most 16 bytes) then milliseconds with microsecond precision,
-/// written from the right on the stack and appended at once. Inlined, so that `opening` is
-/// a constant.
+/// The most a duration takes: a key of at most 16 bytes, u64::MAX µs (17 digits of
+/// milliseconds), the point and 3 decimals.
+const MILLIS: usize = 16 + 17 + 4;
+/// The line's three durations and its end.
+const TAIL: usize = 3 * MILLIS + 2;
+
+/// Write `opening` (`,"key":`, at most 16 bytes) then milliseconds with microsecond
+/// precision into `text` from `at`; returns where they end. Inlined, so that `opening` is a
+/// constant.
 #[inline(always)]
-fn millis(out: &mut Vec<u8>, opening: &[u8], duration: Duration) {
+fn millis(text: &mut [u8], at: usize, opening: &[u8], duration: Duration) -> usize {
     debug_assert!(opening.len() <= 16, "a key of at most 16 bytes");
     // In u64 (585,000 years), not the u128 of `as_micros`, whose division is a call.
     let micros = duration.as_secs().saturating_mul(1_000_000).saturating_add(u64::from(duration.subsec_micros()));
-    let fraction = (micros % 1000) as u16;
-    // The opening, u64::MAX µs (17 digits of milliseconds), the point and 3 decimals.
-    let mut text = [0u8; 37];
-    text[33..].copy_from_slice(&[b'.', b'0' + (fraction / 100) as u8, b'0' + (fraction / 10 % 10) as u8, b'0' + (fraction % 10) as u8]);
-    let (mut at, mut whole) = (33, micros / 1000);
-    loop {
-        at -= 1;
-        text[at] = b'0' + (whole % 10) as u8;
-        whole /= 10;
-        if whole == 0 {
-            break;
-        }
+    let (whole, fraction) = (micros / 1000, (micros % 1000) as u16);
+    text[at..at + opening.len()].copy_from_slice(opening);
+    let digits = whole.checked_ilog10().map_or(1, |log| log as usize + 1);
+    let point = at + opening.len() + digits;
+    let mut rest = whole;
+    for digit in text[point - digits..point].iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
     }
-    let start = at - opening.len();
-    text[start..at].copy_from_slice(opening);
-    out.extend_from_slice(&text[start..]);
+    text[point..point + 4].copy_from_slice(&[
+        b'.',
+        b'0' + (fraction / 100) as u8,
+        b'0' + (fraction / 10 % 10) as u8,
+        b'0' + (fraction % 10) as u8,
+    ]);
+    point + 4
 }
 
 /// Where the lines of `config` go (nowhere when it is `off`), a file relative to `base_dir`.
@@ -195,19 +223,31 @@ mod tests {
 
     #[test]
     fn durations_are_written_in_milliseconds_to_the_microsecond() {
+        let written = |opening: &[u8], duration| {
+            let mut text = [b'-'; MILLIS + 1];
+            let end = millis(&mut text, 1, opening, duration);
+            assert_eq!(text[0], b'-', "nothing before where it starts");
+            String::from_utf8(text[1..end].to_vec()).unwrap()
+        };
         for (micros, text) in
             [(0, "0.000"), (7, "0.007"), (999, "0.999"), (1_000, "1.000"), (10_250, "10.250"), (u64::MAX, "18446744073709551.615")]
         {
-            let mut out = Vec::new();
-            millis(&mut out, b"", Duration::from_micros(micros));
-            assert_eq!(String::from_utf8(out).unwrap(), text);
+            assert_eq!(written(b"", Duration::from_micros(micros)), text);
         }
-        let mut out = Vec::new();
-        millis(&mut out, b"", Duration::MAX);
-        assert_eq!(out, b"18446744073709551.615", "saturates");
-        out.clear();
-        millis(&mut out, b",\"duration_ms\":", Duration::MAX);
-        assert_eq!(out, b",\"duration_ms\":18446744073709551.615", "the longest key with the most digits");
+        assert_eq!(written(b"", Duration::MAX), "18446744073709551.615", "saturates");
+        assert_eq!(
+            written(b",\"duration_ms\":", Duration::MAX),
+            ",\"duration_ms\":18446744073709551.615",
+            "the longest key with the most digits"
+        );
+        // Three of the longest, after what was there, and the line's end still fit.
+        let mut tail = [b'-'; TAIL];
+        let mut at = 0;
+        for _ in 0..3 {
+            at = millis(&mut tail, at, b",\"upstream_ms\":", Duration::MAX);
+        }
+        assert!(at + 2 <= TAIL);
+        assert_eq!(String::from_utf8(tail[..at].to_vec()).unwrap(), ",\"upstream_ms\":18446744073709551.615".repeat(3));
     }
 
     #[test]
