@@ -175,7 +175,9 @@ impl Ratio {
 }
 
 /// Whether `headers` has `name`: a look at each name, which costs a request less than a
-/// hashed lookup of a name that is not a standard one (requests carry few headers).
+/// hashed lookup of a name that is not a standard one (requests carry few headers). Inlined,
+/// so that each look compares with a constant's length and bytes.
+#[inline(always)]
 fn has(headers: &HeaderMap, name: &HeaderName) -> bool {
     headers.keys().any(|present| present == name)
 }
@@ -312,16 +314,18 @@ fn inject(span: &SpanContext, headers: &mut HeaderMap) {
     if let Ok(value) = HeaderValue::from_bytes(&text) {
         headers.insert(TRACEPARENT, value);
     }
-    // Most traces have no state: nothing to format (an empty one is not sent).
-    let state = if *span.trace_state() == TraceState::NONE { String::new() } else { span.trace_state().header() };
-    match HeaderValue::from_str(&state) {
-        Ok(value) if !state.is_empty() => {
+    // Most traces have no state: nothing to format or check (an empty one is not sent).
+    if *span.trace_state() != TraceState::NONE {
+        let state = span.trace_state().header();
+        if let Ok(value) = HeaderValue::from_str(&state)
+            && !state.is_empty()
+        {
             headers.insert(TRACESTATE, value);
+            return;
         }
-        _ if has(headers, &TRACESTATE) => {
-            headers.remove(TRACESTATE);
-        }
-        _ => {}
+    }
+    if has(headers, &TRACESTATE) {
+        headers.remove(TRACESTATE);
     }
 }
 
