@@ -20,7 +20,10 @@ for part in $parts; do
     case "$part" in log | traces | analytics) ;; *) echo "PARTS: unknown part '$part' (log, traces, analytics)" >&2; exit 2 ;; esac
 done
 # A receiver of OTLP/HTTP that takes every export, for as long as a benchmark round may last.
-timeout 3600 python3 - "$receiver_port" >"$work/receiver.log" 2>&1 <<'PY' &
+# It stands for an outside collector, so it runs where bench/run.py puts the other outside
+# services (the backend, Redis): on the load's core, not on the gateway's, whose affinity this
+# script inherits.
+taskset -c "${RECEIVER_CORE:-1}" timeout 3600 python3 - "$receiver_port" >"$work/receiver.log" 2>&1 <<'PY' &
 import http.server, sys
 class Take(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
