@@ -4,9 +4,9 @@
 # log and analytics all off, then all on, in turn, ROUNDS times. One gateway of one worker on
 # bench/callgrind/cg.yaml (S1: /pass/, S2: /key/ with its one consumer's key), 30,000 requests
 # to warm up and 200,000 counted, 32 connections; as bench/run.py places them, the gateway on
-# core 0, the backend and the load on core 1. Needs `python3 bench/run.py --prepare --only
-# portico` (oha and the backend) and an OTLP receiver on 127.0.0.1:18095 for the spans (the
-# one bench/observability/on.sh starts will do; without it the exports fail and are retried).
+# core 0, the backend, the load and the spans' receiver (the backend again, on 18095: it
+# answers every export 200) on core 1. Needs `python3 bench/run.py --prepare --only portico`
+# (oha). QUEUE sets the on gateway's `access_log.queue`.
 # usage: bench/observability/ab.sh target/release/portico target/release/bench-backend ROUNDS [key]
 set -euo pipefail
 portico=$(realpath "$1"); backend=$(realpath "$2"); rounds=$3
@@ -25,7 +25,9 @@ if [ "${4:-}" = key ]; then url=http://127.0.0.1:18083/key/x; headers=(-H "apike
 } >"$work/on.yaml"
 taskset -c 1 "$backend" --listen 127.0.0.1:18081 >/dev/null 2>&1 &
 backend_pid=$!
-trap 'kill $backend_pid 2>/dev/null' EXIT
+taskset -c 1 "$backend" --listen 127.0.0.1:18095 >/dev/null 2>&1 &
+receiver_pid=$!
+trap 'kill $backend_pid $receiver_pid 2>/dev/null' EXIT
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run() {
     if [ "$1" = on ]; then
