@@ -2,25 +2,52 @@
 # The #15 benchmark's direct check, beside bench/run.py's: the gateway's CPU time per request
 # (user + system, from /proc) and oha's throughput, with traces at 1 % sampling, the access
 # log and analytics all off, then all on, in turn, ROUNDS times. One gateway of one worker on
-# bench/callgrind/cg.yaml (S1: /pass/, S2: /key/ with its one consumer's key), 30,000 requests
+# bench/callgrind/cg.yaml (S1: /pass/; `key`: /key/ with its one consumer's key; `keys`: /key/
+# with 10,000 consumers and their keys drawn at random, as bench/run.py's S2), 30,000 requests
 # to warm up and 200,000 counted, 32 connections; as bench/run.py places them, the gateway on
 # core 0, the backend, the load and the spans' receiver (the backend again, on 18095: it
 # answers every export 200) on core 1. Needs `python3 bench/run.py --prepare --only portico`
-# (oha). QUEUE sets the on gateway's `access_log.queue`.
-# usage: bench/observability/ab.sh target/release/portico target/release/bench-backend ROUNDS [key]
+# (oha). Environment: COUNT, the requests counted a turn (200,000); PARTS, what the on gateway
+# turns on ("log traces analytics"; "none" checks the method: both gateways alike); QUEUE, its `access_log.queue`; TOGETHER, run off and on
+# at once instead of in turn (below). Each round's off ÷ on is worked out within the round,
+# and the last line gives their medians.
+# usage: bench/observability/ab.sh target/release/portico target/release/bench-backend ROUNDS [key|keys]
 set -euo pipefail
 portico=$(realpath "$1"); backend=$(realpath "$2"); rounds=$3
+count=${COUNT:-200000}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 oha="$root/target/bench-tools/bin/oha"
 work=$(mktemp -d /tmp/portico-ab-XXXXXX)
 url=http://127.0.0.1:18083/pass/x
-headers=()
-if [ "${4:-}" = key ]; then url=http://127.0.0.1:18083/key/x; headers=(-H "apikey: bench-app-key"); fi
+load=()
+base="$work/off.yaml"
+cp "$root/bench/callgrind/cg.yaml" "$base"
+case "${4:-}" in
+    "") ;;
+    key) url=http://127.0.0.1:18083/key/x; load=(-H "apikey: bench-app-key") ;;
+    keys)
+        url='http://127.0.0.1:18083/key/\?apikey=bench-key-0[0-9]{4}'; load=(--rand-regex-url)
+        python3 - "$base" <<'PY'
+import sys
+consumers = ", ".join(f'{{name: app-{i:05d}, api_keys: ["bench-key-{i:05d}"]}}' for i in range(10_000))
+with open(sys.argv[1]) as f:
+    lines = [f"consumers: [{consumers}]" if line.startswith("consumers:") else line.rstrip("\n") for line in f]
+open(sys.argv[1], "w").write("\n".join(lines) + "\n")
+PY
+        ;;
+    *) echo "the fourth argument is key, keys or nothing" >&2; exit 2 ;;
+esac
+parts=" ${PARTS:-log traces analytics} "
+for part in $parts; do
+    case "$part" in log | traces | analytics | none) ;; *) echo "PARTS: unknown part '$part' (log, traces, analytics; none for an A/A check)" >&2; exit 2 ;; esac
+done
+access_log=off
+if [[ $parts == *" log "* ]]; then access_log="$work/access.log"; fi
 {
-    cat "$root/bench/callgrind/cg.yaml"
-    echo 'traces: {endpoint: "http://127.0.0.1:18095/v1/traces", sampling_ratio: 0.01}'
-    echo 'analytics: {report_every: 10s}'
+    cat "$base"
+    if [[ $parts == *" traces "* ]]; then echo 'traces: {endpoint: "http://127.0.0.1:18095/v1/traces", sampling_ratio: 0.01}'; fi
+    if [[ $parts == *" analytics "* ]]; then echo 'analytics: {report_every: 10s}'; fi
     if [ -n "${QUEUE:-}" ]; then echo "access_log: {queue: $QUEUE}"; fi
 } >"$work/on.yaml"
 taskset -c 1 "$backend" --listen 127.0.0.1:18081 >/dev/null 2>&1 &
@@ -31,18 +58,67 @@ trap 'kill $backend_pid $receiver_pid 2>/dev/null' EXIT
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run() {
     if [ "$1" = on ]; then
-        taskset -c 0 "$portico" --workers 1 --log warn --access-log "$work/access.log" serve --config "$work/on.yaml" >"$work/gateway.log" 2>&1 &
+        taskset -c 0 "$portico" --workers 1 --log warn --access-log "$access_log" serve --config "$work/on.yaml" >"$work/gateway.log" 2>&1 &
     else
-        taskset -c 0 "$portico" --workers 1 --log warn --access-log off serve --config "$root/bench/callgrind/cg.yaml" >"$work/gateway.log" 2>&1 &
+        taskset -c 0 "$portico" --workers 1 --log warn --access-log off serve --config "$base" >"$work/gateway.log" 2>&1 &
     fi
     local gateway=$!
     for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('127.0.0.1',18083),0.2)" 2>/dev/null && break; sleep 0.1; done
-    taskset -c 1 "$oha" "${headers[@]}" -n 30000 -c 32 --no-tui "$url" >/dev/null 2>&1
+    taskset -c 1 "$oha" "${load[@]}" -n 30000 -c 32 --no-tui "$url" >/dev/null 2>&1
     local before rps after
     before=$(cpu_ticks $gateway)
-    rps=$(taskset -c 1 "$oha" "${headers[@]}" -n 200000 -c 32 --no-tui "$url" 2>&1 | awk '/Requests\/sec/ {print $2}')
+    rps=$(taskset -c 1 "$oha" "${load[@]}" -n "$count" -c 32 --no-tui "$url" 2>&1 | awk '/Requests\/sec/ {print $2}')
     after=$(cpu_ticks $gateway)
     kill $gateway; wait $gateway 2>/dev/null || true
-    echo "$1 req/s=$rps cpu_us_per_req=$(python3 -c "print(round(($after - $before) * 1e6 / $(getconf CLK_TCK) / 200000, 2))")"
+    echo "$1 req/s=$rps cpu_us_per_req=$(python3 -c "print(round(($after - $before) * 1e6 / $(getconf CLK_TCK) / $count, 2))")"
 }
-for _ in $(seq "$rounds"); do run off; run on; done
+# Both at once (TOGETHER=1): an off and an on gateway, both on core 0, on 18083 and 18084
+# (swapped, and started in the other order, every other round), each loaded by its own oha
+# for the same SECONDS_A_ROUND (default 10); the machine's slow spells, which come and go
+# within seconds here, then fall on both alike. Each one's CPU time per request is its /proc
+# time over the requests oha saw answered 200.
+together() {
+    local -A port config log pid before ticks
+    port[off]=18083; port[on]=18084
+    if [ $(($1 % 2)) = 0 ]; then port[off]=18084; port[on]=18083; fi
+    config[off]="$base"; config[on]="$work/on.yaml"; log[off]=off; log[on]="$access_log"
+    local sides=(off on)
+    if [ $(($1 % 2)) = 0 ]; then sides=(on off); fi
+    for side in "${sides[@]}"; do
+        sed "s/127.0.0.1:18083/127.0.0.1:${port[$side]}/" "${config[$side]}" >"$work/$side-port.yaml"
+        taskset -c 0 "$portico" --workers 1 --log warn --access-log "${log[$side]}" serve --config "$work/$side-port.yaml" \
+            >"$work/$side.log" 2>&1 &
+        pid[$side]=$!
+    done
+    for side in "${sides[@]}"; do
+        for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('127.0.0.1',${port[$side]}),0.2)" 2>/dev/null && break; sleep 0.1; done
+        taskset -c 1 "$oha" "${load[@]}" -n 30000 -c 32 --no-tui "${url/18083/${port[$side]}}" >/dev/null 2>&1
+    done
+    for side in off on; do before[$side]=$(cpu_ticks ${pid[$side]}); done
+    taskset -c 1 "$oha" "${load[@]}" -z "${SECONDS_A_ROUND:-10}s" -c 32 --no-tui "${url/18083/${port[${sides[0]}]}}" >"$work/${sides[0]}.oha" 2>&1 &
+    local first=$!
+    taskset -c 1 "$oha" "${load[@]}" -z "${SECONDS_A_ROUND:-10}s" -c 32 --no-tui "${url/18083/${port[${sides[1]}]}}" >"$work/${sides[1]}.oha" 2>&1
+    wait $first
+    for side in off on; do ticks[$side]=$(( $(cpu_ticks ${pid[$side]}) - before[$side] )); done
+    kill ${pid[off]} ${pid[on]}; wait ${pid[off]} ${pid[on]} 2>/dev/null || true
+    for side in off on; do
+        local answered
+        answered=$(awk '$1 == "[200]" && $3 == "responses" {print $2}' "$work/$side.oha")
+        echo "$side req/s=$(awk '/Requests\/sec/ {print $2}' "$work/$side.oha") answered=$answered" \
+            "cpu_us_per_req=$(python3 -c "print(round(${ticks[$side]} * 1e6 / $(getconf CLK_TCK) / $answered, 2))")"
+    done
+}
+for round in $(seq "$rounds"); do
+    if [ -n "${TOGETHER:-}" ]; then together "$round"; else run off; run on; fi
+done | tee "$work/turns"
+# Per round, throughput on ÷ off and CPU per request off ÷ on: the figures the target (0.95) is
+# for, below 1 when on costs more.
+python3 - "$work/turns" <<'PY'
+import re, statistics, sys
+turns = [dict(re.findall(r"(\S+)=(\S+)", line)) for line in open(sys.argv[1])]
+pairs = list(zip(turns[0::2], turns[1::2]))
+rate = [float(on["req/s"]) / float(off["req/s"]) for off, on in pairs]
+cpu = [float(off["cpu_us_per_req"]) / float(on["cpu_us_per_req"]) for off, on in pairs]
+show = lambda xs: f"{statistics.median(xs):.3f} ({min(xs):.3f}-{max(xs):.3f})"
+print(f"median of {len(pairs)} rounds (range): throughput on/off {show(rate)}, CPU per request off/on {show(cpu)}")
+PY
