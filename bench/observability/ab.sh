@@ -8,8 +8,8 @@
 # core 0, the backend, the load and the spans' receiver (the backend again, on 18095: it
 # answers every export 200) on core 1. Needs `python3 bench/run.py --prepare --only portico`
 # (oha). Environment: COUNT, the requests counted a turn (200,000); PARTS, what the on gateway
-# turns on ("log traces analytics"; "none" checks the method: both gateways alike); QUEUE, its `access_log.queue`; TOGETHER, run off and on
-# at once instead of in turn (below). Each round's off ÷ on is worked out within the round,
+# turns on ("log traces analytics"; "none" checks the method: both gateways alike); QUEUE, its
+# `access_log.queue`; TOGETHER, run off and on at once instead of in turn (below). Each round's off ÷ on is worked out within the round,
 # and the last line gives their medians.
 # usage: bench/observability/ab.sh target/release/portico target/release/bench-backend ROUNDS [key|keys]
 set -euo pipefail
@@ -56,21 +56,42 @@ taskset -c 1 "$backend" --listen 127.0.0.1:18095 >/dev/null 2>&1 &
 receiver_pid=$!
 trap 'kill $backend_pid $receiver_pid 2>/dev/null' EXIT
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-run() {
-    if [ "$1" = on ]; then
-        taskset -c 0 "$portico" --workers 1 --log warn --access-log "$access_log" serve --config "$work/on.yaml" >"$work/gateway.log" 2>&1 &
-    else
-        taskset -c 0 "$portico" --workers 1 --log warn --access-log off serve --config "$base" >"$work/gateway.log" 2>&1 &
+# Start the SIDE (off or on) gateway listening on PORT; its pid is left in `started`.
+start() {
+    local side=$1 port=$2 config=$base log=off
+    if [ "$side" = on ]; then config="$work/on.yaml"; log=$access_log; fi
+    sed "s/127.0.0.1:18083/127.0.0.1:$port/" "$config" >"$work/$side-port.yaml"
+    taskset -c 0 "$portico" --workers 1 --log warn --access-log "$log" serve --config "$work/$side-port.yaml" >"$work/$side.log" 2>&1 &
+    started=$!
+}
+# Wait until the SIDE gateway takes connections on PORT, then warm it up.
+warm() {
+    local side=$1 port=$2
+    for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('127.0.0.1',$port),0.2)" 2>/dev/null && break; sleep 0.1; done
+    if ! python3 -c "import socket; socket.create_connection(('127.0.0.1',$port),0.2)" 2>/dev/null; then
+        echo "the $side gateway does not listen on $port: see $work/$side.log" >&2
+        exit 1
     fi
-    local gateway=$!
-    for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('127.0.0.1',18083),0.2)" 2>/dev/null && break; sleep 0.1; done
-    taskset -c 1 "$oha" "${load[@]}" -n 30000 -c 32 --no-tui "$url" >/dev/null 2>&1
-    local before rps after
+    taskset -c 1 "$oha" "${load[@]}" -n 30000 -c 32 --no-tui "${url/18083/$port}" >/dev/null 2>&1
+}
+# One turn's line: SIDE, its rate, and its CPU TICKS over ANSWERED requests.
+report() {
+    local side=$1 rate=$2 ticks=$3 answered=$4
+    if [ -z "$rate" ] || [ -z "$answered" ] || [ "$answered" = 0 ]; then
+        echo "the $side gateway answered no request with 200: see $work/$side.log" >&2
+        exit 1
+    fi
+    echo "$side req/s=$rate answered=$answered cpu_us_per_req=$(python3 -c "print(round($ticks * 1e6 / $(getconf CLK_TCK) / $answered, 2))")"
+}
+run() {
+    local gateway before rps after
+    start "$1" 18083; gateway=$started
+    warm "$1" 18083
     before=$(cpu_ticks $gateway)
     rps=$(taskset -c 1 "$oha" "${load[@]}" -n "$count" -c 32 --no-tui "$url" 2>&1 | awk '/Requests\/sec/ {print $2}')
     after=$(cpu_ticks $gateway)
     kill $gateway; wait $gateway 2>/dev/null || true
-    echo "$1 req/s=$rps cpu_us_per_req=$(python3 -c "print(round(($after - $before) * 1e6 / $(getconf CLK_TCK) / $count, 2))")"
+    report "$1" "$rps" $((after - before)) "$count"
 }
 # Both at once (TOGETHER=1): an off and an on gateway, both on core 0, on 18083 and 18084
 # (swapped, and started in the other order, every other round), each loaded by its own oha
@@ -78,34 +99,23 @@ run() {
 # within seconds here, then fall on both alike. Each one's CPU time per request is its /proc
 # time over the requests oha saw answered 200.
 together() {
-    local -A port config log pid before ticks
-    port[off]=18083; port[on]=18084
-    if [ $(($1 % 2)) = 0 ]; then port[off]=18084; port[on]=18083; fi
-    config[off]="$base"; config[on]="$work/on.yaml"; log[off]=off; log[on]="$access_log"
+    local -A port pid ticks loads
     local sides=(off on)
-    if [ $(($1 % 2)) = 0 ]; then sides=(on off); fi
-    for side in "${sides[@]}"; do
-        sed "s/127.0.0.1:18083/127.0.0.1:${port[$side]}/" "${config[$side]}" >"$work/$side-port.yaml"
-        taskset -c 0 "$portico" --workers 1 --log warn --access-log "${log[$side]}" serve --config "$work/$side-port.yaml" \
-            >"$work/$side.log" 2>&1 &
-        pid[$side]=$!
+    port[off]=18083; port[on]=18084
+    if [ $(($1 % 2)) = 0 ]; then sides=(on off); port[off]=18084; port[on]=18083; fi
+    for side in "${sides[@]}"; do start "$side" "${port[$side]}"; pid[$side]=$started; done
+    for side in "${sides[@]}"; do warm "$side" "${port[$side]}"; done
+    for side in off on; do ticks[$side]=$(cpu_ticks ${pid[$side]}); done
+    for side in off on; do
+        taskset -c 1 "$oha" "${load[@]}" -z "${SECONDS_A_ROUND:-10}s" -c 32 --no-tui "${url/18083/${port[$side]}}" >"$work/$side.oha" 2>&1 &
+        loads[$side]=$!
     done
-    for side in "${sides[@]}"; do
-        for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('127.0.0.1',${port[$side]}),0.2)" 2>/dev/null && break; sleep 0.1; done
-        taskset -c 1 "$oha" "${load[@]}" -n 30000 -c 32 --no-tui "${url/18083/${port[$side]}}" >/dev/null 2>&1
-    done
-    for side in off on; do before[$side]=$(cpu_ticks ${pid[$side]}); done
-    taskset -c 1 "$oha" "${load[@]}" -z "${SECONDS_A_ROUND:-10}s" -c 32 --no-tui "${url/18083/${port[${sides[0]}]}}" >"$work/${sides[0]}.oha" 2>&1 &
-    local first=$!
-    taskset -c 1 "$oha" "${load[@]}" -z "${SECONDS_A_ROUND:-10}s" -c 32 --no-tui "${url/18083/${port[${sides[1]}]}}" >"$work/${sides[1]}.oha" 2>&1
-    wait $first
-    for side in off on; do ticks[$side]=$(( $(cpu_ticks ${pid[$side]}) - before[$side] )); done
+    wait ${loads[off]} ${loads[on]}
+    for side in off on; do ticks[$side]=$(( $(cpu_ticks ${pid[$side]}) - ticks[$side] )); done
     kill ${pid[off]} ${pid[on]}; wait ${pid[off]} ${pid[on]} 2>/dev/null || true
     for side in off on; do
-        local answered
-        answered=$(awk '$1 == "[200]" && $3 == "responses" {print $2}' "$work/$side.oha")
-        echo "$side req/s=$(awk '/Requests\/sec/ {print $2}' "$work/$side.oha") answered=$answered" \
-            "cpu_us_per_req=$(python3 -c "print(round(${ticks[$side]} * 1e6 / $(getconf CLK_TCK) / $answered, 2))")"
+        report "$side" "$(awk '/Requests\/sec/ {print $2}' "$work/$side.oha")" "${ticks[$side]}" \
+            "$(awk '$1 == "[200]" && $3 == "responses" {print $2}' "$work/$side.oha")"
     done
 }
 for round in $(seq "$rounds"); do
