@@ -10,7 +10,11 @@ const HIGHS: u64 = ONES * 0x80;
 
 /// Append `value` escaped (without its quotes).
 pub fn write(out: &mut Vec<u8>, value: &str) {
-    let bytes = value.as_bytes();
+    write_bytes(out, value.as_bytes());
+}
+
+/// Append `bytes` (UTF-8) escaped (without its quotes).
+pub fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     if !needs_escaping(bytes) {
         out.extend_from_slice(bytes);
         return;

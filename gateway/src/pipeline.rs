@@ -85,7 +85,7 @@ pub async fn handle(gateway: &Gateway, request: Request<Incoming>, peer: Peer) -
         trace_id: trace.as_ref().map(SpanParent::trace_id).or_else(|| trace_id(request.headers())),
         client: peer.addr.ip(),
         method: request.method().clone(),
-        path: request.uri().path().to_owned(),
+        path: crate::records::PathText::new(request.uri().path()),
     });
     let span = tracing::debug_span!("request", client = %peer.addr.ip(), snapshot = %snapshot.version);
     let routed = route_and_proxy(&snapshot, request, &peer, &gateway.limits, trace.as_ref());

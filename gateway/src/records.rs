@@ -55,7 +55,39 @@ pub struct RequestLine {
     /// The request's method.
     pub method: http::Method,
     /// The request's path as received.
-    pub path: String,
+    pub path: PathText,
+}
+
+/// A path kept in the record itself when it is short (most are), so that the records
+/// thread frees nothing the request's thread allocated.
+#[derive(Debug)]
+pub enum PathText {
+    /// Up to 62 bytes, in place.
+    Inline(u8, [u8; 62]),
+    /// A longer one.
+    Heap(Box<str>),
+}
+
+impl PathText {
+    /// `path`, in place when it fits.
+    pub fn new(path: &str) -> Self {
+        let mut bytes = [0u8; 62];
+        match bytes.get_mut(..path.len()) {
+            Some(place) => {
+                place.copy_from_slice(path.as_bytes());
+                Self::Inline(path.len() as u8, bytes)
+            }
+            None => Self::Heap(path.into()),
+        }
+    }
+
+    /// Its bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline(len, bytes) => &bytes[..usize::from(*len)],
+            Self::Heap(text) => text.as_bytes(),
+        }
+    }
 }
 
 /// The queue requests put their records in, and the thread that empties it.
@@ -193,7 +225,7 @@ mod tests {
                 trace_id: Some([0x4b; 16]),
                 client: IpAddr::from([10, 0, 0, 7]),
                 method: http::Method::GET,
-                path: "/pets/v1/items/\"1\"".into(),
+                path: PathText::new("/pets/v1/items/\"1\""),
             }),
             status,
             route: Some(Arc::new(RouteInfo::new("pets".into(), "v1".into(), "GET /items/{id}".into()))),

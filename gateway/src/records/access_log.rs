@@ -113,7 +113,7 @@ pub fn write(clock: &mut Clock, at: Duration, record: &Record, line: &RequestLin
     out.extend_from_slice(b"\",\"method\":\"");
     out.extend_from_slice(line.method.as_str().as_bytes());
     out.extend_from_slice(b"\",\"path\":\"");
-    json_string::write(out, &line.path);
+    json_string::write_bytes(out, line.path.as_bytes());
     // A status code has three digits (`http::StatusCode` holds 100 to 999).
     let status = record.status;
     out.extend_from_slice(b"\",\"status\":");
@@ -208,7 +208,7 @@ mod tests {
         let mut hostile = record(200);
         let mut line = hostile.line.take().unwrap();
         let path = "/\"quoted\"\\back\\slash\n\r\t\u{1}\u{1f}\u{7f}é€😀";
-        line.path = path.into();
+        line.path = crate::records::PathText::new(path);
         hostile.application = Some(String::from("\\\""));
         line.trace_id = None;
         hostile.upstream = None;
@@ -217,6 +217,14 @@ mod tests {
         write(&mut Clock::default(), at(), &hostile, &line, &mut out);
         let written: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(written["path"], path);
+        // Paths up to 62 bytes are kept in the record, longer ones on the heap: both whole.
+        for path in ["/".repeat(62), format!("/{}\"", "x".repeat(61))] {
+            line.path = crate::records::PathText::new(&path);
+            out.clear();
+            write(&mut Clock::default(), at(), &hostile, &line, &mut out);
+            let written: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(written["path"], path);
+        }
         assert_eq!(written["application"], "\\\"");
         assert_eq!(written["duration_ms"], 12_345.678);
         assert!(written.get("trace_id").is_none() && written.get("upstream_ms").is_none(), "{written}");
