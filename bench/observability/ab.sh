@@ -9,8 +9,8 @@
 # answers every export 200) on core 1. Needs `python3 bench/run.py --prepare --only portico`
 # (oha). Environment: COUNT, the requests counted a turn (200,000); PARTS, what the on gateway
 # turns on ("log traces analytics"; "none" checks the method: both gateways alike); QUEUE, its
-# `access_log.queue`; TOGETHER, run off and on at once instead of in turn (below). Each round's off ÷ on is worked out within the round,
-# and the last line gives their medians.
+# `access_log.queue`; TOGETHER, run off and on at once instead of in turn (below). Each
+# round's off ÷ on is worked out within the round, and the last line gives their medians.
 # usage: bench/observability/ab.sh target/release/portico target/release/bench-backend ROUNDS [key|keys]
 set -euo pipefail
 portico=$(realpath "$1"); backend=$(realpath "$2"); rounds=$3

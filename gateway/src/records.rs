@@ -58,12 +58,16 @@ pub struct RequestLine {
     pub path: PathText,
 }
 
+/// The longest path kept in place: with its length byte and the tag, a `PathText` is 64
+/// bytes.
+const INLINE_PATH: usize = 62;
+
 /// A path kept in the record itself when it is short (most are), so that the records
 /// thread frees nothing the request's thread allocated.
 #[derive(Debug)]
 pub enum PathText {
-    /// Up to 62 bytes, in place.
-    Inline(u8, [u8; 62]),
+    /// Up to `INLINE_PATH` bytes, in place.
+    Inline(u8, [u8; INLINE_PATH]),
     /// A longer one.
     Heap(Box<str>),
 }
@@ -71,7 +75,7 @@ pub enum PathText {
 impl PathText {
     /// `path`, in place when it fits.
     pub fn new(path: &str) -> Self {
-        let mut bytes = [0u8; 62];
+        let mut bytes = [0u8; INLINE_PATH];
         match bytes.get_mut(..path.len()) {
             Some(place) => {
                 place.copy_from_slice(path.as_bytes());

@@ -217,8 +217,9 @@ mod tests {
         write(&mut Clock::default(), at(), &hostile, &line, &mut out);
         let written: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(written["path"], path);
-        // Paths up to 62 bytes are kept in the record, longer ones on the heap: both whole.
-        for path in ["/".repeat(62), format!("/{}\"", "x".repeat(61))] {
+        // Paths up to INLINE_PATH bytes are kept in the record, longer ones on the heap: both whole.
+        let longest = crate::records::INLINE_PATH;
+        for path in ["/".repeat(longest), format!("/{}\"", "x".repeat(longest - 1))] {
             line.path = crate::records::PathText::new(&path);
             out.clear();
             write(&mut Clock::default(), at(), &hostile, &line, &mut out);
