@@ -70,8 +70,7 @@ fn rules() -> Vec<(&'static str, &'static str, Value)> {
         ("tiers", json!({"maxItems": 20, "uniqueItems": true})),
     ];
     // What `environments::checked_gateway_url` takes, written as a pattern.
-    let gateway_url =
-        json!({"maxLength": 200, "pattern": "^https?://[a-z0-9]([a-z0-9.-]{0,62})(:[1-9][0-9]{0,4})?(/[A-Za-z0-9._~-]+)*/?$"});
+    let gateway_url = json!({"maxLength": 200, "pattern": "^https?://[a-z0-9]([a-z0-9.-]{0,62})(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(/[A-Za-z0-9._~-]+)*/?$"});
     let mut rules = Vec::new();
     for component in ["NewApi", "ApiUpdate"] {
         rules.extend(api.iter().map(|(property, keywords)| (component, *property, keywords.clone())));

@@ -61,7 +61,7 @@ pub struct GatewayUrl {
 
 /// `url` as kept: a checked `http(s)://host[:port][/prefix]`, without a trailing `/` (the
 /// pattern the OpenAPI document gives, written out: a lower-case host name or IPv4 address,
-/// a port of 1 to 5 digits, path segments of unreserved characters; at most 200 characters).
+/// a port from 1 to 65535, path segments of unreserved characters; at most 200 characters).
 fn checked_gateway_url(url: &str) -> ApiResult<String> {
     let invalid = || {
         ApiError::invalid(
@@ -75,8 +75,7 @@ fn checked_gateway_url(url: &str) -> ApiResult<String> {
     let host_ok = (1..=63).contains(&host.len())
         && host.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && host.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
-    let port_ok =
-        port.is_none_or(|port| (1..=5).contains(&port.len()) && !port.starts_with('0') && port.chars().all(|c| c.is_ascii_digit()));
+    let port_ok = port.is_none_or(|port| !port.starts_with('0') && port.chars().all(|c| c.is_ascii_digit()) && port.parse::<u16>().is_ok());
     let path = path.strip_suffix('/').unwrap_or(path);
     let path_ok = path.is_empty()
         || path.strip_prefix('/').is_some_and(|path| {
@@ -391,6 +390,8 @@ mod tests {
         for (given, kept) in [
             ("https://gw.example", "https://gw.example"),
             ("http://127.0.0.1:40815", "http://127.0.0.1:40815"),
+            ("http://127.0.0.1:65535/", "http://127.0.0.1:65535"),
+            ("http://gw.example:1", "http://gw.example:1"),
             ("https://gw.example/edge/", "https://gw.example/edge"),
             ("https://gw.example/a.b/c~d-e_f", "https://gw.example/a.b/c~d-e_f"),
         ] {
@@ -403,6 +404,10 @@ mod tests {
             "https://GW.example",
             "https://gw.example:0",
             "https://gw.example:123456",
+            "https://gw.example:65536",
+            "https://gw.example:99999",
+            "https://gw.example:+80",
+            "https://gw.example:",
             "https://gw.example//",
             "https://gw.example/a%20b",
             "https://[::1]",
