@@ -66,7 +66,7 @@ fn checked_gateway_url(url: &str) -> ApiResult<String> {
     let invalid = || {
         ApiError::invalid(
             "gateway_url",
-            "an `http://` or `https://` URL: a lower-case host, a port if any, a path prefix or none (at most 200 characters)",
+            "an `http://` or `https://` URL: a lower-case host, a port from 1 to 65535 if any, a path prefix or none (at most 200 characters)",
         )
     };
     let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).filter(|_| url.len() <= 200).ok_or_else(invalid)?;
