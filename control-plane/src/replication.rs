@@ -47,6 +47,10 @@ const TABLES: &[&str] = &[
 
 /// The most log entries applied in one transaction.
 const BATCH: i64 = 500;
+/// The most bytes of rows read from the peer's log at once; an entry larger than this is read
+/// alone. Policy modules are up to 32 MiB each, so a batch of them would otherwise be
+/// gigabytes held in memory.
+const BATCH_BYTES: i64 = 64 << 20;
 /// How often the peer's log is read: a change reaches the other region's gateways well
 /// within the 2 s a multi-datacenter deployment promises.
 const PULL_EVERY: Duration = Duration::from_millis(250);
@@ -72,6 +76,9 @@ CREATE TABLE IF NOT EXISTS replication_log (
     data JSONB,
     hlc BIGINT NOT NULL
 );
+-- The row's size as stored (about its length as JSON text), which caps a batch's bytes;
+-- added here for logs made before it was recorded.
+ALTER TABLE replication_log ADD COLUMN IF NOT EXISTS size BIGINT;
 CREATE TABLE IF NOT EXISTS replication_rows (
     tbl TEXT NOT NULL,
     pk JSONB NOT NULL,
@@ -100,7 +107,8 @@ BEGIN
     UPDATE replication_clock SET seq = seq + 1,
         hlc = GREATEST(hlc + 1, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)
         RETURNING region, seq, hlc INTO clock;
-    INSERT INTO replication_log (seq, tbl, pk, data, hlc) VALUES (clock.seq, in_table, in_key, in_data, clock.hlc);
+    INSERT INTO replication_log (seq, tbl, pk, data, hlc, size)
+        VALUES (clock.seq, in_table, in_key, in_data, clock.hlc, pg_column_size(in_data));
     INSERT INTO replication_rows (tbl, pk, hlc, region, deleted) VALUES (in_table, in_key, clock.hlc, clock.region, in_data IS NULL)
         ON CONFLICT (tbl, pk) DO UPDATE SET hlc = EXCLUDED.hlc, region = EXCLUDED.region, deleted = EXCLUDED.deleted;
 END
@@ -248,18 +256,9 @@ impl Replication {
                 .await?;
             let cursor = cursor.unwrap_or(0);
             // Read before the local transaction begins: a slow or silent link holds nothing here.
-            let entries: Vec<Entry> = tokio::time::timeout(
-                PEER_TIMEOUT,
-                sqlx::query_as(
-                    "SELECT seq, tbl, pk::text AS pk, data::text AS data, hlc FROM replication_log \
-                     WHERE seq > $1 ORDER BY seq LIMIT $2",
-                )
-                .bind(cursor)
-                .bind(BATCH)
-                .fetch_all(peer),
-            )
-            .await
-            .map_err(|_| ApiError::Unavailable(format!("the peer region's log did not answer within {PEER_TIMEOUT:?}")))??;
+            let entries = tokio::time::timeout(PEER_TIMEOUT, read_log(peer, cursor, BATCH, BATCH_BYTES))
+                .await
+                .map_err(|_| ApiError::Unavailable(format!("the peer region's log did not answer within {PEER_TIMEOUT:?}")))??;
             let Some(first) = entries.first().map(|entry| entry.seq) else { return Ok(read) };
             if first > cursor + 1 {
                 return Err(ApiError::Internal(format!(
@@ -341,6 +340,24 @@ impl Replication {
     }
 }
 
+/// The entries of the log at `peer` after `cursor`, in order: at most `entries` of them, and
+/// no more than `bytes` of rows unless the first alone is larger (it is read alone then).
+/// Sizes are summed before any row is made text, so rows past the cap cost the peer nothing.
+async fn read_log(peer: &AnyPool, cursor: i64, entries: i64, bytes: i64) -> ApiResult<Vec<Entry>> {
+    Ok(sqlx::query_as(
+        "SELECT seq, tbl, pk::text AS pk, data::text AS data, hlc FROM ( \
+             SELECT seq, tbl, pk, data, hlc, row_number() OVER (ORDER BY seq) AS n, \
+                 sum(COALESCE(size, pg_column_size(data), 0)) OVER (ORDER BY seq) AS through \
+             FROM (SELECT * FROM replication_log WHERE seq > $1 ORDER BY seq LIMIT $2) AS next \
+         ) AS sized WHERE n = 1 OR through <= $3 ORDER BY seq",
+    )
+    .bind(cursor)
+    .bind(entries)
+    .bind(bytes)
+    .fetch_all(peer)
+    .await?)
+}
+
 /// Record that `entry` could not be applied (and why), and log it.
 async fn conflict(change: &mut Change<'_>, peer: &str, entry: &Entry, error: &str) -> ApiResult<()> {
     tracing::warn!(peer, seq = entry.seq, table = %entry.tbl, key = %entry.pk, error, "a replicated change could not be applied");
@@ -415,4 +432,38 @@ async fn columns(conn: &mut sqlx::AnyConnection, name: &str) -> ApiResult<(Vec<S
         return Err(ApiError::Internal(format!("table {name} has no primary key to replicate by")));
     }
     Ok((key, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{TestApp, fresh_postgres_database};
+
+    #[tokio::test]
+    async fn a_batch_read_from_the_peer_is_capped_by_bytes_and_never_empty() {
+        let app = TestApp::over(&fresh_postgres_database().await).await;
+        Replication::install(&app.db, "east").await.unwrap();
+        let pool = &app.db.pool;
+        let start: i64 = sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM replication_log").fetch_one(pool).await.unwrap();
+        // Rows of about 1,000, 1,000, 5,000 and 1,000 bytes, then a deletion (no row at all).
+        let row = |key: u32, length: u32| {
+            format!("PERFORM portico_log('tiers', '{{\"k\": {key}}}', jsonb_build_object('blob', repeat('x', {length})));")
+        };
+        let deletion = "PERFORM portico_log('tiers', '{\"k\": 5}', NULL);";
+        let block = format!("DO $$ BEGIN {} {} {} {} {deletion} END $$", row(1, 1000), row(2, 1000), row(3, 5000), row(4, 1000));
+        sqlx::raw_sql(&block).execute(pool).await.unwrap();
+        let read = async |after: i64, entries: i64, bytes: i64| -> Vec<i64> {
+            read_log(pool, start + after, entries, bytes).await.unwrap().iter().map(|entry| entry.seq - start).collect()
+        };
+
+        assert_eq!(read(0, 500, 2_500).await, [1, 2], "the third row would take the batch past 2,500 bytes");
+        assert_eq!(read(2, 500, 2_500).await, [3], "a row larger than the cap is read alone");
+        assert_eq!(read(3, 500, 2_500).await, [4, 5], "a deletion carries no row");
+        assert_eq!(read(0, 3, 1 << 20).await, [1, 2, 3], "the count still caps a batch");
+        assert_eq!(read(5, 500, 2_500).await, Vec::<i64>::new());
+
+        let first = read_log(pool, start, 1, 2_500).await.unwrap().remove(0);
+        let data: serde_json::Value = serde_json::from_str(first.data.as_deref().unwrap()).unwrap();
+        assert_eq!((first.pk.as_str(), data["blob"].as_str().map(str::len)), ("{\"k\": 1}", Some(1000)));
+    }
 }
