@@ -3,41 +3,28 @@
 //! that span gets a child per policy call and one for the upstream call, whose context goes
 //! upstream in `traceparent`. Whether a trace is recorded is its parent's decision, else
 //! `sampling_ratio` of new trace ids; a request whose trace is not recorded pays for its ids
-//! and the header only. The SDK's thread exports spans in batches over OTLP/HTTP
-//! (protobuf), through a client that runs on the process's runtime.
+//! and the header only. The SDK's thread hands spans in batches to [`otlp`], which sends them
+//! to the collector.
+
+mod otlp;
 
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::net::IpAddr;
-use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::connect::dns::GaiResolver;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_http::{HeaderExtractor, HttpClient, HttpError};
-use opentelemetry_otlp::{SpanExporter, WithExportConfig, WithHttpConfig};
+use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 
 use crate::contract::hex;
 use crate::settings::TracesConfig;
-use crate::tls;
-
-/// How long one export may take.
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The largest collector answer read.
-const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// The process's tracer and what exports its spans.
 pub struct Traces {
@@ -51,14 +38,7 @@ pub struct Traces {
 impl Traces {
     /// Start exporting to the collector `config` names (on the current runtime).
     pub fn start(config: &TracesConfig) -> anyhow::Result<Self> {
-        let client = ExportClient::new(&config.endpoint)?;
-        let exporter = SpanExporter::builder()
-            .with_http()
-            .with_http_client(client)
-            .with_endpoint(config.endpoint.clone())
-            .with_timeout(EXPORT_TIMEOUT)
-            .build()
-            .map_err(|e| anyhow::anyhow!("traces.endpoint: {e}"))?;
+        let exporter = otlp::Exporter::new(&config.endpoint)?;
         let service = config.resource.get("service.name").cloned().unwrap_or_else(|| "portico-gateway".into());
         let resource = Resource::builder()
             .with_service_name(service)
@@ -345,48 +325,6 @@ impl ChildSpan {
             }
         }
         span.end();
-    }
-}
-
-/// The exporter's HTTP client: hyper on the process's runtime, whatever thread calls it
-/// (the SDK's batch thread has no runtime of its own).
-#[derive(Debug)]
-struct ExportClient {
-    runtime: tokio::runtime::Handle,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-}
-
-impl ExportClient {
-    fn new(endpoint: &str) -> anyhow::Result<Self> {
-        let uri: http::Uri = endpoint.parse().map_err(|e| anyhow::anyhow!("traces.endpoint: `{endpoint}` is not a URL: {e}"))?;
-        let tls = match uri.scheme_str() {
-            Some("https") => Some(tls::client_config(tls::Trust::System).map_err(|e| anyhow::anyhow!("traces.endpoint: {e}"))?),
-            Some("http") => None,
-            _ => anyhow::bail!("traces.endpoint: `{endpoint}` must be an http:// or https:// URL"),
-        };
-        let connector =
-            tls::connector(tls, Duration::from_secs(5), GaiResolver::new()).map_err(|e| anyhow::anyhow!("traces.endpoint: {e}"))?;
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| anyhow::anyhow!("traces need the tokio runtime"))?;
-        let client = Client::builder(TokioExecutor::new()).timer(TokioTimer::new()).pool_timer(TokioTimer::new()).build(connector);
-        Ok(Self { runtime, client })
-    }
-}
-
-#[async_trait::async_trait]
-impl HttpClient for ExportClient {
-    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
-        let client = self.client.clone();
-        let sent = self.runtime.spawn(async move {
-            let response = tokio::time::timeout(EXPORT_TIMEOUT, client.request(request.map(Full::new))).await??;
-            let (head, body) = response.into_parts();
-            let body = Limited::new(body, MAX_ANSWER_BYTES).collect().await.map_err(|e| anyhow::anyhow!("{e}"))?.to_bytes();
-            anyhow::Ok(Response::from_parts(head, body))
-        });
-        match sent.await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => Err(error.into()),
-            Err(error) => Err(error.into()),
-        }
     }
 }
 
