@@ -223,15 +223,11 @@ fn any_value(out: &mut Vec<u8>, value: &Value) {
             Array::I64(values) => values.iter().for_each(|v| message(out, 1, |out| any_int(out, *v))),
             Array::F64(values) => values.iter().for_each(|v| message(out, 1, |out| any_double(out, *v))),
             Array::String(values) => values.iter().for_each(|v| message(out, 1, |out| any_string(out, v))),
-            other => values_as_text(out, other),
+            // A kind of array this encoder does not know (the API may add some): its text.
+            other => message(out, 1, |out| any_string(out, &StringValue::from(other.to_string()))),
         }),
         other => any_string(out, &StringValue::from(other.to_string())),
     }
-}
-
-/// An array of a kind this encoder does not know (the API may add some): its text.
-fn values_as_text(out: &mut Vec<u8>, array: &Array) {
-    message(out, 1, |out| any_string(out, &StringValue::from(array.to_string())));
 }
 
 fn any_string(out: &mut Vec<u8>, text: &StringValue) {
@@ -265,12 +261,21 @@ fn tag(out: &mut Vec<u8>, field: u32, wire: u8) {
     varint(out, u64::from(field << 3 | u32::from(wire)));
 }
 
-fn varint(out: &mut Vec<u8>, mut value: u64) {
+fn varint(out: &mut Vec<u8>, value: u64) {
+    let (bytes, size) = varint_bytes(value);
+    out.extend_from_slice(&bytes[..size]);
+}
+
+/// `value` as a varint: its bytes and how many of them there are.
+fn varint_bytes(mut value: u64) -> ([u8; 10], usize) {
+    let (mut bytes, mut size) = ([0u8; 10], 0);
     while value >= 0x80 {
-        out.push(value as u8 | 0x80);
+        bytes[size] = value as u8 | 0x80;
         value >>= 7;
+        size += 1;
     }
-    out.push(value as u8);
+    bytes[size] = value as u8;
+    (bytes, size + 1)
 }
 
 fn length_delimited(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -283,13 +288,7 @@ fn message(out: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
     tag(out, field, LEN);
     let start = out.len();
     body(out);
-    let (mut length, mut value, mut size) = ([0u8; 10], (out.len() - start) as u64, 1);
-    while value >= 0x80 {
-        length[size - 1] = value as u8 | 0x80;
-        value >>= 7;
-        size += 1;
-    }
-    length[size - 1] = value as u8;
+    let (length, size) = varint_bytes((out.len() - start) as u64);
     out.splice(start..start, length[..size].iter().copied());
 }
 
