@@ -1,6 +1,6 @@
 //! Spans sent to the collector over OTLP/HTTP: each batch encoded here, in one pass, as the
 //! protobuf of `ExportTraceServiceRequest` (opentelemetry-proto's `collector/trace/v1`), and
-//! posted by a hyper client on the process's runtime. The SDK's OTLP exporter first built
+//! posted by a hyper client on a runtime of its own. The SDK's OTLP exporter first built
 //! OTLP's message types from each span and then encoded those, which took two thirds of what
 //! a recorded request costs (docs/benchmarks.md).
 
@@ -31,9 +31,14 @@ const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 #[derive(Debug)]
 pub(super) struct Exporter {
     endpoint: Uri,
-    /// The client runs on the process's runtime, whatever thread exports (the SDK's batch
-    /// thread has no runtime of its own).
+    /// Where the client runs, whatever thread exports (the SDK's batch thread has no
+    /// runtime): one thread of its own rather than the process's runtime, so that nothing
+    /// of an export (its connection's buffers above all) is allocated by a request worker.
+    /// On the workers' heaps those buffers cost every request ~1,000 instructions, in the
+    /// allocator's pages being returned and taken again (docs/benchmarks.md).
     runtime: tokio::runtime::Handle,
+    /// That thread's runtime.
+    _thread: ExportThread,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// The spans' resource, encoded once (the fields of a `Resource` message).
     resource: Vec<u8>,
@@ -42,7 +47,7 @@ pub(super) struct Exporter {
 }
 
 impl Exporter {
-    /// An exporter to the collector at `endpoint` (on the current runtime).
+    /// An exporter to the collector at `endpoint`.
     pub(super) fn new(endpoint: &str) -> anyhow::Result<Self> {
         let uri: Uri = endpoint.parse().map_err(|e| anyhow::anyhow!("traces.endpoint: `{endpoint}` is not a URL: {e}"))?;
         let tls = match uri.scheme_str() {
@@ -52,9 +57,15 @@ impl Exporter {
         };
         let connector =
             tls::connector(tls, Duration::from_secs(5), GaiResolver::new()).map_err(|e| anyhow::anyhow!("traces.endpoint: {e}"))?;
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| anyhow::anyhow!("traces need the tokio runtime"))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("otlp-export")
+            .enable_all()
+            .build()
+            .map_err(|e| anyhow::anyhow!("traces: no thread for the exports: {e}"))?;
+        let (runtime, _thread) = (runtime.handle().clone(), ExportThread(Some(runtime)));
         let client = Client::builder(TokioExecutor::new()).timer(TokioTimer::new()).pool_timer(TokioTimer::new()).build(connector);
-        Ok(Self { endpoint: uri, runtime, client, resource: Vec::new(), schema_url: String::new() })
+        Ok(Self { endpoint: uri, runtime, _thread, client, resource: Vec::new(), schema_url: String::new() })
     }
 }
 
@@ -86,6 +97,19 @@ impl SpanExporter for Exporter {
     fn set_resource(&mut self, resource: &Resource) {
         self.resource = resource_fields(resource);
         self.schema_url = resource.schema_url().unwrap_or_default().to_owned();
+    }
+}
+
+/// The exports' runtime, stopped without waiting when the exporter is dropped (which may
+/// happen on a runtime's thread, where waiting is not allowed).
+#[derive(Debug)]
+struct ExportThread(Option<tokio::runtime::Runtime>);
+
+impl Drop for ExportThread {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
