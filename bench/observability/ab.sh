@@ -9,7 +9,10 @@
 # answers every export 200) on core 1. Needs `python3 bench/run.py --prepare --only portico`
 # (oha). Environment: COUNT, the requests counted a turn (200,000); PARTS, what the on gateway
 # turns on ("log traces analytics"; "none" checks the method: both gateways alike); QUEUE, its
-# `access_log.queue`; TOGETHER, run off and on at once instead of in turn (below). Each
+# `access_log.queue`; TOGETHER, run off and on at once instead of in turn (below); RATE, with
+# TOGETHER, each gateway's fixed offered rate in requests a second (oha `-q`, latency
+# corrected), for CPU per request at a fixed rate, the method's primary figure (then both
+# throughputs are the rate, and only CPU per request says anything). Each
 # round's off ÷ on is worked out within the round, and the last line gives their medians.
 # usage: bench/observability/ab.sh target/release/portico target/release/bench-backend ROUNDS [key|keys]
 set -euo pipefail
@@ -106,8 +109,10 @@ together() {
     for side in "${sides[@]}"; do start "$side" "${port[$side]}"; pid[$side]=$started; done
     for side in "${sides[@]}"; do warm "$side" "${port[$side]}"; done
     for side in off on; do ticks[$side]=$(cpu_ticks ${pid[$side]}); done
+    local rate=()
+    if [ -n "${RATE:-}" ]; then rate=(-q "$RATE" --latency-correction); fi
     for side in off on; do
-        taskset -c 1 "$oha" "${load[@]}" -z "${SECONDS_A_ROUND:-10}s" -c 32 --no-tui "${url/18083/${port[$side]}}" >"$work/$side.oha" 2>&1 &
+        taskset -c 1 "$oha" "${load[@]}" "${rate[@]}" -z "${SECONDS_A_ROUND:-10}s" -c 32 --no-tui "${url/18083/${port[$side]}}" >"$work/$side.oha" 2>&1 &
         loads[$side]=$!
     done
     wait ${loads[off]} ${loads[on]}
@@ -118,6 +123,7 @@ together() {
             "$(awk '$1 == "[200]" && $3 == "responses" {print $2}' "$work/$side.oha")"
     done
 }
+if [ -n "${RATE:-}" ] && [ -z "${TOGETHER:-}" ]; then echo "RATE needs TOGETHER=1" >&2; exit 2; fi
 for round in $(seq "$rounds"); do
     if [ -n "${TOGETHER:-}" ]; then together "$round"; else run off; run on; fi
 done | tee "$work/turns"
