@@ -65,18 +65,25 @@ impl Traces {
 
     /// The server span of a request from `client`, child of the trace context it sent.
     pub fn server_span<B>(&self, request: &Request<B>, client: Option<IpAddr>, tls: bool) -> SpanParent {
-        let parent = if has(request.headers(), &TRACEPARENT) {
-            TraceContextPropagator::new().extract_with_context(&Context::new(), &HeaderExtractor(request.headers()))
-        } else {
-            // A trace begins here. Most are not recorded: they get their ids, for the log and
-            // the upstream, and nothing of the SDK, whose span costs more than the rest.
-            let (trace_id, span_id) = new_ids();
-            if !self.ratio.records(trace_id) {
-                let span = SpanContext::new(trace_id, span_id, TraceFlags::default(), false, TraceState::NONE);
-                return SpanParent(Parent::Unrecorded(span));
-            }
-            Context::new()
-        };
+        if has(request.headers(), &TRACEPARENT) {
+            let parent = TraceContextPropagator::new().extract_with_context(&Context::new(), &HeaderExtractor(request.headers()));
+            return self.sdk_span(request, parent, client, tls);
+        }
+        // A trace begins here. Most are not recorded: they get their ids, for the log and
+        // the upstream, and nothing of the SDK, whose span costs more than the rest.
+        let (trace_id, span_id) = new_ids();
+        if self.ratio.records(trace_id) {
+            return self.sdk_span(request, Context::new(), client, tls);
+        }
+        SpanParent(Parent::Unrecorded { trace_id, span_id })
+    }
+
+    /// The SDK's server span, child of `parent`. Out of line and cold, so that the few lines
+    /// above, all that a request whose trace is not recorded runs, are not interleaved with
+    /// it in the instruction cache.
+    #[cold]
+    #[inline(never)]
+    fn sdk_span<B>(&self, request: &Request<B>, parent: Context, client: Option<IpAddr>, tls: bool) -> SpanParent {
         let mut span = self.tracer.span_builder("HTTP").with_kind(SpanKind::Server).start_with_context(&self.tracer, &parent);
         let method = span.is_recording().then(|| {
             let mut attributes = vec![
@@ -92,7 +99,7 @@ impl Traces {
             span.set_attributes(attributes);
             request.method().clone()
         });
-        SpanParent(Parent::Span { cx: parent.with_span(span), tracer: self.tracer.clone(), method })
+        SpanParent(Parent::Span(Box::new(SdkParent { cx: parent.with_span(span), tracer: self.tracer.clone(), method })))
     }
 
     /// A span `name` with `attributes`, child of the W3C `traceparent` given (another
@@ -178,15 +185,19 @@ pub struct SpanParent(Parent);
 
 #[derive(Clone)]
 enum Parent {
-    /// A trace begun here and not recorded: its ids only.
-    Unrecorded(SpanContext),
-    /// The SDK's span: recorded, or continuing a caller's trace that is not.
-    Span {
-        cx: Context,
-        tracer: SdkTracer,
-        /// The request's method, when the trace is recorded (to name the span once routed).
-        method: Option<Method>,
-    },
+    /// A trace begun here and not recorded: its ids only (nothing to drop).
+    Unrecorded { trace_id: TraceId, span_id: SpanId },
+    /// The SDK's span: recorded, or continuing a caller's trace that is not. Boxed, so that
+    /// the unrecorded (most requests) move and keep a few words, not the SDK's tracer.
+    Span(Box<SdkParent>),
+}
+
+#[derive(Clone)]
+struct SdkParent {
+    cx: Context,
+    tracer: SdkTracer,
+    /// The request's method, when the trace is recorded (to name the span once routed).
+    method: Option<Method>,
 }
 
 impl std::fmt::Debug for SpanParent {
@@ -199,22 +210,27 @@ impl SpanParent {
     /// `f` of the server span's context: its ids, flags and trace state.
     fn with_span_context<R>(&self, f: impl FnOnce(&SpanContext) -> R) -> R {
         match &self.0 {
-            Parent::Unrecorded(span) => f(span),
-            Parent::Span { cx, .. } => f(cx.span().span_context()),
+            Parent::Unrecorded { trace_id, span_id } => {
+                f(&SpanContext::new(*trace_id, *span_id, TraceFlags::default(), false, TraceState::NONE))
+            }
+            Parent::Span(sdk) => f(sdk.cx.span().span_context()),
         }
     }
 
     /// The SDK's span when the trace is recorded: its context, tracer and request method.
     fn recorded(&self) -> Option<(&Context, &SdkTracer, &Method)> {
         match &self.0 {
-            Parent::Span { cx, tracer, method: Some(method) } => Some((cx, tracer, method)),
+            Parent::Span(sdk) => Some((&sdk.cx, &sdk.tracer, sdk.method.as_ref()?)),
             _ => None,
         }
     }
 
     /// The trace's id.
     pub fn trace_id(&self) -> [u8; 16] {
-        self.with_span_context(|span| span.trace_id().to_bytes())
+        match &self.0 {
+            Parent::Unrecorded { trace_id, .. } => trace_id.to_bytes(),
+            Parent::Span(sdk) => sdk.cx.span().span_context().trace_id().to_bytes(),
+        }
     }
 
     /// A child span for a call of a policy, when the trace is recorded.
@@ -232,23 +248,25 @@ impl SpanParent {
     /// The upstream call's span, when the trace is recorded; its context (else the server
     /// span's) goes into the upstream request's `headers`.
     pub fn upstream(&self, method: &Method, path: &str, headers: &mut HeaderMap) -> Option<ChildSpan> {
-        let Some((cx, tracer, _)) = self.recorded() else {
-            self.with_span_context(|span| inject(span, headers));
-            return None;
-        };
-        let name: Cow<'static, str> = Cow::Owned(method.as_str().to_owned());
-        let mut span = tracer.span_builder(name).with_kind(SpanKind::Client).start_with_context(tracer, cx);
-        span.set_attributes([KeyValue::new("http.request.method", method.to_string()), KeyValue::new("url.path", path.to_owned())]);
-        let cx = cx.with_span(span);
-        inject(cx.span().span_context(), headers);
-        Some(ChildSpan(cx))
+        match &self.0 {
+            Parent::Unrecorded { trace_id, span_id } => {
+                inject(*trace_id, *span_id, false, None, headers);
+                None
+            }
+            Parent::Span(sdk) if sdk.method.is_some() => Some(upstream_span(&sdk.cx, &sdk.tracer, method, path, headers)),
+            Parent::Span(sdk) => {
+                inject_context(sdk.cx.span().span_context(), headers);
+                None
+            }
+        }
     }
 
     /// End the server span: the request was answered `status`, matched the `route`
     /// template (when it did); `attributes` are added. Both are asked for only when the
     /// trace is recorded.
     pub fn finish<'a>(self, status: u16, route: impl FnOnce() -> Option<&'a str>, attributes: impl FnOnce() -> Vec<KeyValue>) {
-        let Parent::Span { cx, method, .. } = self.0 else { return };
+        let Parent::Span(sdk) = self.0 else { return };
+        let SdkParent { cx, method, .. } = *sdk;
         let span = cx.span();
         if let Some(method) = &method {
             span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
@@ -271,32 +289,52 @@ impl SpanParent {
     /// The span's context as a W3C `traceparent`, for another process to continue.
     pub fn traceparent(&self) -> Option<String> {
         let mut headers = HeaderMap::new();
-        self.with_span_context(|span| inject(span, &mut headers));
+        self.with_span_context(|span| inject_context(span, &mut headers));
         headers.get(TRACEPARENT).and_then(|value| value.to_str().ok()).map(str::to_owned)
     }
+}
+
+/// The upstream call's span in a recorded trace, its context put into `headers` (out of
+/// line, as [`Traces::server_span`]'s SDK part is).
+#[cold]
+#[inline(never)]
+fn upstream_span(cx: &Context, tracer: &SdkTracer, method: &Method, path: &str, headers: &mut HeaderMap) -> ChildSpan {
+    let name: Cow<'static, str> = Cow::Owned(method.as_str().to_owned());
+    let mut span = tracer.span_builder(name).with_kind(SpanKind::Client).start_with_context(tracer, cx);
+    span.set_attributes([KeyValue::new("http.request.method", method.to_string()), KeyValue::new("url.path", path.to_owned())]);
+    let cx = cx.with_span(span);
+    inject_context(cx.span().span_context(), headers);
+    ChildSpan(cx)
 }
 
 /// The W3C trace context's header.
 pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
-/// Put `span` into `headers` as W3C trace context: `traceparent`, and `tracestate` when the
+/// Put `span` into `headers` as W3C trace context (nothing when it is not valid).
+fn inject_context(span: &SpanContext, headers: &mut HeaderMap) {
+    if span.is_valid() {
+        let state = Some(span.trace_state()).filter(|state| **state != TraceState::NONE);
+        inject(span.trace_id(), span.span_id(), span.is_sampled(), state, headers);
+    }
+}
+
+/// Put a span into `headers` as W3C trace context: `traceparent`, and `tracestate` when the
 /// trace has one (replacing what the client sent). Written on the stack rather than by the
 /// SDK's propagator, whose formatting cost as much as the rest of an unsampled trace.
-fn inject(span: &SpanContext, headers: &mut HeaderMap) {
-    if !span.is_valid() {
-        return;
-    }
+fn inject(trace_id: TraceId, span_id: SpanId, sampled: bool, state: Option<&TraceState>, headers: &mut HeaderMap) {
     let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
-    hex::encode_into(&span.trace_id().to_bytes(), &mut text[3..35]);
-    hex::encode_into(&span.span_id().to_bytes(), &mut text[36..52]);
-    hex::encode_into(&[(span.trace_flags() & TraceFlags::SAMPLED).to_u8()], &mut text[53..]);
+    text[3..35].copy_from_slice(&hex::encode_u128(u128::from_be_bytes(trace_id.to_bytes())));
+    text[36..52].copy_from_slice(&hex::encode_u64(u64::from_be_bytes(span_id.to_bytes())));
+    if sampled {
+        text[54] = b'1';
+    }
     if let Ok(value) = HeaderValue::from_bytes(&text) {
         headers.insert(TRACEPARENT, value);
     }
     // Most traces have no state: nothing to format or check (an empty one is not sent).
-    if *span.trace_state() != TraceState::NONE {
-        let state = span.trace_state().header();
+    if let Some(state) = state {
+        let state = state.header();
         if let Ok(value) = HeaderValue::from_str(&state)
             && !state.is_empty()
         {
@@ -343,7 +381,7 @@ mod tests {
             let context = SpanContext::new(trace, span, flags, true, state.clone());
             let mut ours = HeaderMap::new();
             ours.insert(TRACESTATE, HeaderValue::from_static("client=1"));
-            inject(&context, &mut ours);
+            inject_context(&context, &mut ours);
             let mut theirs = HeaderMap::new();
             let cx = Context::new().with_remote_span_context(context);
             TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut theirs));
@@ -354,7 +392,7 @@ mod tests {
             assert_eq!(ours.get(TRACESTATE).map(|v| v.to_str().unwrap()), (!state.header().is_empty()).then_some("vendor=x"));
         }
         let mut headers = HeaderMap::new();
-        inject(&SpanContext::empty_context(), &mut headers);
+        inject_context(&SpanContext::empty_context(), &mut headers);
         assert!(headers.is_empty(), "an invalid context is not sent");
     }
 

@@ -89,7 +89,7 @@ pub fn write(clock: &mut Clock, at: Duration, record: &Record, line: &RequestLin
     out.push(b'"');
     if let Some(id) = line.trace_id {
         let mut text = *b",\"trace_id\":\"00000000000000000000000000000000\"";
-        crate::contract::hex::encode_into(&id, &mut text[13..45]);
+        text[13..45].copy_from_slice(&crate::contract::hex::encode_u128(u128::from_be_bytes(id)));
         out.extend_from_slice(&text);
     }
     out.extend_from_slice(b",\"client\":\"");
