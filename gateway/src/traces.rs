@@ -248,17 +248,14 @@ impl SpanParent {
     /// The upstream call's span, when the trace is recorded; its context (else the server
     /// span's) goes into the upstream request's `headers`.
     pub fn upstream(&self, method: &Method, path: &str, headers: &mut HeaderMap) -> Option<ChildSpan> {
-        match &self.0 {
-            Parent::Unrecorded { trace_id, span_id } => {
-                inject(*trace_id, *span_id, false, None, headers);
-                None
-            }
-            Parent::Span(sdk) if sdk.method.is_some() => Some(upstream_span(&sdk.cx, &sdk.tracer, method, path, headers)),
-            Parent::Span(sdk) => {
-                inject_context(sdk.cx.span().span_context(), headers);
-                None
-            }
+        if let Some((cx, tracer, _)) = self.recorded() {
+            return Some(upstream_span(cx, tracer, method, path, headers));
         }
+        match &self.0 {
+            Parent::Unrecorded { trace_id, span_id } => inject(*trace_id, *span_id, false, None, headers),
+            Parent::Span(sdk) => inject_context(sdk.cx.span().span_context(), headers),
+        }
+        None
     }
 
     /// End the server span: the request was answered `status`, matched the `route`
@@ -295,7 +292,7 @@ impl SpanParent {
 }
 
 /// The upstream call's span in a recorded trace, its context put into `headers` (out of
-/// line, as [`Traces::server_span`]'s SDK part is).
+/// line, as [`Traces::sdk_span`] is).
 #[cold]
 #[inline(never)]
 fn upstream_span(cx: &Context, tracer: &SdkTracer, method: &Method, path: &str, headers: &mut HeaderMap) -> ChildSpan {
