@@ -151,6 +151,8 @@ impl Recorder {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn count_dropped(&self, record: &Record) {
         self.dropped.inc();
         if let (Some(usage), Some(_)) = (&self.usage, &record.route) {

@@ -262,25 +262,9 @@ impl SpanParent {
     /// template (when it did); `attributes` are added. Both are asked for only when the
     /// trace is recorded.
     pub fn finish<'a>(self, status: u16, route: impl FnOnce() -> Option<&'a str>, attributes: impl FnOnce() -> Vec<KeyValue>) {
-        let Parent::Span(sdk) = self.0 else { return };
-        let SdkParent { cx, method, .. } = *sdk;
-        let span = cx.span();
-        if let Some(method) = &method {
-            span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
-            match route() {
-                Some(route) => {
-                    span.update_name(format!("{method} {route}"));
-                    span.set_attribute(KeyValue::new("http.route", route.to_owned()));
-                }
-                None => span.update_name(method.to_string()),
-            }
-            span.set_attributes(attributes());
-            if status >= 500 {
-                span.set_status(Status::error(""));
-                span.set_attribute(KeyValue::new("error.type", status.to_string()));
-            }
+        if let Parent::Span(sdk) = self.0 {
+            end_sdk_span(sdk, status, route, attributes);
         }
-        span.end();
     }
 
     /// The span's context as a W3C `traceparent`, for another process to continue.
@@ -289,6 +273,30 @@ impl SpanParent {
         self.with_span_context(|span| inject_context(span, &mut headers));
         headers.get(TRACEPARENT).and_then(|value| value.to_str().ok()).map(str::to_owned)
     }
+}
+
+/// [`SpanParent::finish`] of the SDK's span, out of line as [`Traces::sdk_span`] is.
+#[cold]
+#[inline(never)]
+fn end_sdk_span<'a>(sdk: Box<SdkParent>, status: u16, route: impl FnOnce() -> Option<&'a str>, attributes: impl FnOnce() -> Vec<KeyValue>) {
+    let SdkParent { cx, method, .. } = *sdk;
+    let span = cx.span();
+    if let Some(method) = &method {
+        span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
+        match route() {
+            Some(route) => {
+                span.update_name(format!("{method} {route}"));
+                span.set_attribute(KeyValue::new("http.route", route.to_owned()));
+            }
+            None => span.update_name(method.to_string()),
+        }
+        span.set_attributes(attributes());
+        if status >= 500 {
+            span.set_status(Status::error(""));
+            span.set_attribute(KeyValue::new("error.type", status.to_string()));
+        }
+    }
+    span.end();
 }
 
 /// The upstream call's span in a recorded trace, its context put into `headers` (out of
@@ -329,7 +337,18 @@ fn inject(trace_id: TraceId, span_id: SpanId, sampled: bool, state: Option<&Trac
     if let Ok(value) = HeaderValue::from_bytes(&text) {
         headers.insert(TRACEPARENT, value);
     }
-    // Most traces have no state: nothing to format or check (an empty one is not sent).
+    // Most traces have no state, and most clients send none: nothing more to do.
+    if state.is_some() || has(headers, &TRACESTATE) {
+        replace_state(state, headers);
+    }
+}
+
+/// Set `tracestate` to `state`, or remove it when there is none (an empty one is not sent).
+/// Out of line and cold, as few requests need it: its code would otherwise take lines of
+/// the instruction cache on every request.
+#[cold]
+#[inline(never)]
+fn replace_state(state: Option<&TraceState>, headers: &mut HeaderMap) {
     if let Some(state) = state {
         let state = state.header();
         if let Ok(value) = HeaderValue::from_str(&state)
@@ -339,9 +358,7 @@ fn inject(trace_id: TraceId, span_id: SpanId, sampled: bool, state: Option<&Trac
             return;
         }
     }
-    if has(headers, &TRACESTATE) {
-        headers.remove(TRACESTATE);
-    }
+    headers.remove(TRACESTATE);
 }
 
 /// A policy call's or the upstream call's span, ended by [`ChildSpan::end`] (or when dropped).
