@@ -13,7 +13,8 @@
 # TOGETHER, each gateway's fixed offered rate in requests a second (oha `-q`, latency
 # corrected), for CPU per request at a fixed rate, the method's primary figure (then both
 # throughputs are the rate, and only CPU per request says anything). Each
-# round's off ÷ on is worked out within the round, and the last line gives their medians.
+# round's off ÷ on is worked out within the round, and the last line gives their medians
+# (with a 95 % interval of each median; rounds short of RATE are named above it).
 # usage: bench/observability/ab.sh target/release/portico target/release/bench-backend ROUNDS [key|keys]
 set -euo pipefail
 portico=$(realpath "$1"); backend=$(realpath "$2"); rounds=$3
@@ -128,13 +129,27 @@ for round in $(seq "$rounds"); do
     if [ -n "${TOGETHER:-}" ]; then together "$round"; else run off; run on; fi
 done | tee "$work/turns"
 # Per round, throughput on ÷ off and CPU per request off ÷ on: the figures the target (0.95) is
-# for, below 1 when on costs more.
-python3 - "$work/turns" <<'PY'
-import re, statistics, sys
-turns = [dict(re.findall(r"(\S+)=(\S+)", line)) for line in open(sys.argv[1])]
+# for, below 1 when on costs more; their medians, with the range and a 95 % interval of the
+# median (bootstrap, resampling the rounds; seeded, so the same turns give the same
+# interval). With RATE, a side that answered less than 97 % of it is named: that round was
+# not at the fixed rate.
+python3 - "$work/turns" "${RATE:-}" <<'PY'
+import random, re, statistics, sys
+turns = [dict(re.findall(r"(\S+)=(\S+)", line), side=line.split()[0]) for line in open(sys.argv[1])]
 pairs = list(zip(turns[0::2], turns[1::2]))
 rate = [float(on["req/s"]) / float(off["req/s"]) for off, on in pairs]
 cpu = [float(off["cpu_us_per_req"]) / float(on["cpu_us_per_req"]) for off, on in pairs]
-show = lambda xs: f"{statistics.median(xs):.3f} ({min(xs):.3f}-{max(xs):.3f})"
-print(f"median of {len(pairs)} rounds (range): throughput on/off {show(rate)}, CPU per request off/on {show(cpu)}")
+if sys.argv[2]:
+    for round, pair in enumerate(pairs, 1):
+        for side in pair:
+            if float(side["req/s"]) < 0.97 * float(sys.argv[2]):
+                print(f"round {round}: the {side['side']} gateway answered {float(side['req/s']):.0f} req/s, short of RATE={sys.argv[2]}")
+def interval(xs):
+    draw = random.Random(15)
+    medians = sorted(statistics.median(draw.choices(xs, k=len(xs))) for _ in range(2000))
+    return medians[50], medians[1949]
+def show(xs):
+    low, high = interval(xs)
+    return f"{statistics.median(xs):.3f} ({min(xs):.3f}-{max(xs):.3f}; 95 % interval {low:.3f}-{high:.3f})"
+print(f"median of {len(pairs)} rounds (range; interval of the median): throughput on/off {show(rate)}, CPU per request off/on {show(cpu)}")
 PY
