@@ -278,6 +278,10 @@ impl SpanParent {
 /// [`SpanParent::finish`] of the SDK's span, out of line as [`Traces::sdk_span`] is.
 #[cold]
 #[inline(never)]
+#[expect(
+    clippy::boxed_local,
+    reason = "the box is freed here, so that `finish`, on every request's path, neither moves the span out of it nor frees it"
+)]
 fn end_sdk_span<'a>(sdk: Box<SdkParent>, status: u16, route: impl FnOnce() -> Option<&'a str>, attributes: impl FnOnce() -> Vec<KeyValue>) {
     let SdkParent { cx, method, .. } = *sdk;
     let span = cx.span();
